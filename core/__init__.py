@@ -1,0 +1,28 @@
+"""rosetta: one neutral model + optimizer spec, lowered to native PyTorch, TensorFlow or JAX.
+
+``import rosetta`` imports NumPy only; a framework is imported when its backend is first used.
+"""
+
+from rosetta.errors import BackendUnavailable, CheckpointError, DataError, RosettaError, SpecError
+from rosetta.graph import Graph, Input, Model, Node, Sequential, Tensor
+from rosetta.layers import (
+    Activation, Add, AvgPool2D, BatchNorm, Concatenate, Conv2D, Dense, Dropout, Embedding,
+    Flatten, GELU, GlobalAvgPool2D, LayerNorm, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid,
+    SiLU, Softmax, Tanh,
+)
+from rosetta.initializers import Initializer
+from rosetta import losses, optim, schedules
+from rosetta.spec import DataSpec, TrainSpec
+from rosetta.backend_registry import available_backends, get_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RosettaError", "SpecError", "BackendUnavailable", "DataError", "CheckpointError",
+    "Graph", "Input", "Model", "Node", "Sequential", "Tensor",
+    "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense", "Dropout",
+    "Embedding", "Flatten", "GELU", "GlobalAvgPool2D", "LayerNorm", "LeakyReLU", "MaxPool2D",
+    "ReLU", "Reshape", "Sigmoid", "SiLU", "Softmax", "Tanh",
+    "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
+    "available_backends", "get_backend",
+]

@@ -1,0 +1,78 @@
+"""Layer constructors of the functional API: each configures one registered op.
+
+``Dense(10, activation="relu")(x)``; arguments are the op's attributes (see ``rosetta.ops``).
+"""
+
+from __future__ import annotations
+
+from rosetta.graph import Layer
+
+
+def _layer(op):
+    def make(*args, name=None, **attrs):
+        positional = _POSITIONAL.get(op, ())
+        if len(args) > len(positional):
+            raise TypeError(f"{op} takes at most {len(positional)} positional argument(s) "
+                            f"({', '.join(positional) or 'none'})")
+        attrs.update(zip(positional, args))
+        return Layer(op, name=name, **attrs)
+    make.__name__ = op
+    make.__doc__ = f"A {op} layer. See ``rosetta.ops.REGISTRY[{op!r}]`` for its math."
+    return make
+
+
+_POSITIONAL = {
+    "Dense": ("units",),
+    "Conv2D": ("filters", "kernel_size"),
+    "MaxPool2D": ("kernel_size",),
+    "AvgPool2D": ("kernel_size",),
+    "Reshape": ("shape",),
+    "Dropout": ("rate",),
+    "Embedding": ("vocab_size", "dim"),
+    "Activation": ("fn",),
+}
+
+Dense = _layer("Dense")
+Conv2D = _layer("Conv2D")
+MaxPool2D = _layer("MaxPool2D")
+AvgPool2D = _layer("AvgPool2D")
+GlobalAvgPool2D = _layer("GlobalAvgPool2D")
+Flatten = _layer("Flatten")
+Reshape = _layer("Reshape")
+Add = _layer("Add")
+Concatenate = _layer("Concatenate")
+Dropout = _layer("Dropout")
+BatchNorm = _layer("BatchNorm")
+LayerNorm = _layer("LayerNorm")
+Embedding = _layer("Embedding")
+Activation = _layer("Activation")
+
+
+def ReLU(name=None):
+    return Layer("Activation", name=name, fn="relu")
+
+
+def Tanh(name=None):
+    return Layer("Activation", name=name, fn="tanh")
+
+
+def Sigmoid(name=None):
+    return Layer("Activation", name=name, fn="sigmoid")
+
+
+def SiLU(name=None):
+    return Layer("Activation", name=name, fn="silu")
+
+
+def GELU(approximate: str, name=None):
+    """``approximate`` is required: 'none' (erf) or 'tanh'."""
+    return Layer("Activation", name=name, fn="gelu", approximate=approximate)
+
+
+def LeakyReLU(slope: float, name=None):
+    """``slope`` is required (Keras defaults to 0.3, torch to 0.01)."""
+    return Layer("Activation", name=name, fn="leaky_relu", slope=slope)
+
+
+def Softmax(axis: int = -1, name=None):
+    return Layer("Activation", name=name, fn="softmax", axis=axis)

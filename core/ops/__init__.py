@@ -1,0 +1,8 @@
+"""The op registry. Importing this package declares every op."""
+
+from rosetta.ops import activation, conv, dense, norm, pool, shape  # noqa: F401  (registers)
+from rosetta.ops.registry import (REGISTRY, Attr, OpDef, ParamDef, RefContext, TensorType,
+                                  get_op, register)
+
+__all__ = ["REGISTRY", "Attr", "OpDef", "ParamDef", "RefContext", "TensorType", "get_op",
+           "register"]

@@ -1,0 +1,113 @@
+"""Activation functions: one table, used by the Activation op and by the fused ``activation``
+attribute of Dense and Conv2D. Every parameter is explicit (see DESIGN section 3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rosetta.ops.registry import Attr, OpDef, RefContext, TensorType, register
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# canonical name -> NumPy float64 reference. Names carry their variant (gelu_exact vs gelu_tanh).
+FUNCTIONS = {
+    "identity": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    # gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+    "gelu_exact": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
+    # gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi)
+                                                   * (x + 0.044715 * x ** 3))),
+    "softmax": softmax,  # over the last axis
+}
+
+# names allowed in the fused ``activation`` attribute (parameter-free)
+FUSED = tuple(FUNCTIONS)
+
+
+def fused_attr() -> Attr:
+    return Attr("str", "identity", choices=FUSED,
+                doc="activation applied to the output; parameter-free names only")
+
+
+@register
+class Activation(OpDef):
+    """y = f(x), elementwise (softmax: over ``axis``).
+
+    fn: relu max(x, 0); tanh; sigmoid 1/(1+e^-x); silu x*sigmoid(x);
+    gelu with ``approximate`` explicit: ``none`` 0.5x(1+erf(x/sqrt2)), ``tanh``
+    0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
+    slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
+    """
+
+    attrs = {
+        "fn": Attr("str", choices=("identity", "relu", "tanh", "sigmoid", "silu", "gelu",
+                                   "leaky_relu", "softmax")),
+        "approximate": Attr("str", None, choices=("none", "tanh"),
+                            doc="gelu only, required there: 'none' (erf) or 'tanh'"),
+        "slope": Attr("optional_float", None, doc="leaky_relu only, required there"),
+        "axis": Attr("int", -1, doc="softmax only"),
+    }
+
+    def resolve_attrs(self, given, where):
+        a = super().resolve_attrs(given, where)
+        fn = a["fn"]
+        if fn == "gelu" and a["approximate"] is None:
+            raise self.fail(where, "gelu with an explicit approximate='none' or 'tanh' "
+                            "(flax defaults to tanh, torch and Keras to none)", "no approximate")
+        if fn != "gelu" and a["approximate"] is not None:
+            raise self.fail(where, "approximate only with fn='gelu'", f"fn={fn!r}")
+        if fn == "leaky_relu" and a["slope"] is None:
+            raise self.fail(where, "leaky_relu with an explicit slope (Keras defaults to 0.3, "
+                            "torch to 0.01)", "no slope")
+        if fn != "leaky_relu" and a["slope"] is not None:
+            raise self.fail(where, "slope only with fn='leaky_relu'", f"fn={fn!r}")
+        if fn != "softmax" and a["axis"] != -1:
+            raise self.fail(where, "axis only with fn='softmax'", f"fn={fn!r}")
+        return a
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        if a["fn"] == "softmax" and not -len(x.shape) <= a["axis"] < len(x.shape):
+            raise self.fail(where, f"softmax axis within the {len(x.shape)} per-example axes",
+                            a["axis"])
+        return x
+
+    def reference(self, a, p, xs, ctx):
+        return apply(key(a), xs[0])
+
+
+def key(a: dict) -> tuple[str, dict]:
+    """(canonical function name, keyword arguments) of an Activation op's attributes."""
+    fn = a["fn"]
+    if fn == "gelu":
+        return ("gelu_exact" if a["approximate"] == "none" else "gelu_tanh"), {}
+    if fn == "leaky_relu":
+        return "leaky_relu", {"slope": a["slope"]}
+    if fn == "softmax":
+        return "softmax", {"axis": a["axis"]}
+    return fn, {}
+
+
+def apply(fn_key: tuple[str, dict], x: np.ndarray) -> np.ndarray:
+    """Reference of an activation key on a batch (a per-example softmax axis shifts by one)."""
+    name, kw = fn_key
+    if name == "leaky_relu":
+        return np.where(x > 0, x, kw["slope"] * x)
+    if name == "softmax":
+        axis = kw.get("axis", -1)
+        # per-example axis -> batch axis: non-negative axes shift by one
+        return softmax(x, axis=axis + 1 if axis >= 0 else axis)
+    return FUNCTIONS[name](x)

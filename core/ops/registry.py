@@ -1,0 +1,248 @@
+"""The op registry: every op declared once, as data.
+
+An op declares its attributes (type, default, check), its parameters and state with canonical shapes
+and default initializers, shape inference, its math (the class docstring) and a NumPy float64
+reference forward, the oracle every backend is held to. Shapes here never include the batch axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from rosetta.errors import SpecError
+from rosetta.initializers import Initializer, as_initializer
+
+REQUIRED = object()
+
+Shape = tuple  # per-example shape (no batch axis)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """What flows along an edge: a per-example shape and a kind, ``float`` or ``int``."""
+
+    shape: tuple
+    kind: str = "float"
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    """A parameter or state array: canonical shape and initializer."""
+
+    shape: tuple
+    init: Initializer
+    trainable: bool = True
+
+
+@dataclass
+class RefContext:
+    """What a reference forward may need beyond its inputs.
+
+    ``state`` holds the node's state arrays (BatchNorm running statistics) and is updated in place
+    in training mode. ``dropout_mask`` is the keep-mask (0/1) to apply, when one is injected.
+    """
+
+    training: bool = False
+    state: dict = field(default_factory=dict)
+    dropout_mask: Any = None
+    rng: Any = None
+
+
+def _check_int(v, where, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise SpecError(f"attribute {name!r} must be an integer, found {v!r}", where=where)
+    return int(v)
+
+
+def _check_float(v, where, name):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise SpecError(f"attribute {name!r} must be a number, found {v!r}", where=where)
+    return float(v)
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op.
+
+    kind: ``int``, ``float``, ``bool``, ``str`` (one of ``choices``), ``ints`` (a tuple of ``n``
+    ints; a single int is repeated), ``shape`` (a tuple of ints, -1 allowed once), ``padding``
+    (``valid``, ``same`` or ``n`` explicit (lo, hi) pairs), ``init`` (an initializer),
+    ``optional_float`` (a number or None).
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple = ()
+    n: int = 0
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+    def normalize(self, value, where: str, name: str):
+        k = self.kind
+        if k == "int":
+            v = _check_int(value, where, name)
+        elif k == "float":
+            v = _check_float(value, where, name)
+        elif k == "optional_float":
+            v = None if value is None else _check_float(value, where, name)
+        elif k == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise SpecError(f"attribute {name!r} must be true or false, found {value!r}",
+                                where=where)
+            v = bool(value)
+        elif k == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise SpecError(f"attribute {name!r} must be one of {list(self.choices)}, "
+                                f"found {value!r}", where=where)
+            v = value
+        elif k == "ints":
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                value = (int(value),) * self.n
+            if not isinstance(value, (list, tuple)) or len(value) != self.n:
+                raise SpecError(f"attribute {name!r} must be an integer or {self.n} integers, "
+                                f"found {value!r}", where=where)
+            v = tuple(_check_int(x, where, name) for x in value)
+        elif k == "shape":
+            if not isinstance(value, (list, tuple)):
+                raise SpecError(f"attribute {name!r} must be a list of integers, found {value!r}",
+                                where=where)
+            v = tuple(_check_int(x, where, name) for x in value)
+        elif k == "padding":
+            v = _normalize_padding(value, self.n, where, name)
+        elif k == "init":
+            v = as_initializer(value, where=f"{where}.{name}")
+        else:  # pragma: no cover - a registry bug, not user input
+            raise AssertionError(f"unknown attribute kind {k}")
+        if self.check is not None:
+            problem = self.check(v)
+            if problem:
+                raise SpecError(f"attribute {name!r} {problem}, found {v!r}", where=where)
+        return v
+
+    def to_json(self, value):
+        if self.kind == "init":
+            return value.to_json()
+        if self.kind == "padding" and not isinstance(value, str):
+            return [list(p) for p in value]
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+
+def _normalize_padding(value, n, where, name):
+    if isinstance(value, str):
+        if value not in ("valid", "same"):
+            raise SpecError(f"attribute {name!r} must be 'valid', 'same' or {n} (lo, hi) pairs, "
+                            f"found {value!r}", where=where)
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return tuple((int(value), int(value)) for _ in range(n))
+    if isinstance(value, (list, tuple)) and len(value) == n:
+        pairs = []
+        for p in value:
+            if isinstance(p, (int, np.integer)) and not isinstance(p, bool):
+                p = (p, p)
+            if (not isinstance(p, (list, tuple)) or len(p) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0
+                           for x in p)):
+                raise SpecError(f"attribute {name!r}: each padding entry is a non-negative int or "
+                                f"a (lo, hi) pair, found {p!r}", where=where)
+            pairs.append((int(p[0]), int(p[1])))
+        return tuple(pairs)
+    raise SpecError(f"attribute {name!r} must be 'valid', 'same' or {n} (lo, hi) pairs, "
+                    f"found {value!r}", where=where)
+
+
+def positive(v):
+    vals = v if isinstance(v, tuple) else (v,)
+    return None if all(x > 0 for x in vals) else "must be positive"
+
+
+def non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def unit_interval(v):
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+class OpDef:
+    """Base of an op declaration. Subclasses set ``attrs`` and override the methods they need.
+
+    ``arity`` is the number of inputs, or ``(minimum, None)`` for variadic ops.
+    ``input_kind`` is the kind of tensor the op accepts (``float`` or ``int``).
+    """
+
+    name: str = ""
+    attrs: dict[str, Attr] = {}
+    arity: Any = 1
+    input_kind: str = "float"
+
+    # --- declarations -------------------------------------------------------------------------
+    def infer(self, a: dict, inputs: list[TensorType], where: str) -> TensorType:
+        raise NotImplementedError(f"op {self.name} declares no shape inference")  # registry bug
+
+    def params(self, a: dict, inputs: list[TensorType]) -> dict[str, ParamDef]:
+        return {}
+
+    def state(self, a: dict, inputs: list[TensorType]) -> dict[str, ParamDef]:
+        return {}
+
+    def reference(self, a: dict, p: dict, xs: list[np.ndarray], ctx: RefContext) -> np.ndarray:
+        """NumPy float64 forward of a batch (inputs and output carry the batch axis)."""
+        raise NotImplementedError(f"op {self.name} declares no reference")  # registry bug
+
+    def flops(self, a: dict, inputs: list[TensorType], out: TensorType) -> int:
+        """Multiply-adds counted as 2 FLOPs, per example, forward pass only."""
+        return int(np.prod(out.shape))
+
+    # --- helpers ------------------------------------------------------------------------------
+    def resolve_attrs(self, given: dict, where: str) -> dict:
+        """Check names and types, fill defaults; the result is what the JSON stores."""
+        unknown = set(given) - set(self.attrs)
+        if unknown:
+            raise SpecError(f"unknown attribute(s) {sorted(unknown)}; {self.name} takes "
+                            f"{sorted(self.attrs)}", where=where, op=self.name)
+        out = {}
+        for key, attr in self.attrs.items():
+            if key in given:
+                try:
+                    out[key] = attr.normalize(given[key], where, key)
+                except SpecError as e:
+                    raise SpecError(e.detail, where=where, op=self.name) from None
+            elif attr.default is REQUIRED:
+                raise SpecError(f"missing required attribute {key!r}", where=where, op=self.name)
+            else:
+                out[key] = attr.default
+        return out
+
+    def attrs_to_json(self, a: dict) -> dict:
+        return {k: self.attrs[k].to_json(v) for k, v in a.items()}
+
+    def fail(self, where: str, expected: str, found) -> SpecError:
+        return SpecError(f"expected {expected}, found {found}", where=where, op=self.name)
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(cls):
+    """Class decorator: instantiate the op declaration and add it to the registry."""
+    inst = cls()
+    inst.name = cls.__name__
+    inst.__doc__ = cls.__doc__
+    if inst.name in REGISTRY:  # pragma: no cover - a registry bug
+        raise AssertionError(f"op {inst.name} declared twice")
+    REGISTRY[inst.name] = inst
+    return cls
+
+
+def get_op(name: str, where: str = "") -> OpDef:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise SpecError(f"unknown op {name!r}; known ops: {', '.join(sorted(REGISTRY))}",
+                        where=where) from None

@@ -1,0 +1,109 @@
+"""Shape and combination ops: Flatten, Reshape, Add, Concatenate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta.ops.registry import Attr, OpDef, TensorType, register
+
+
+@register
+class Flatten(OpDef):
+    """y[n, :] = x[n].reshape(-1) in canonical (channels-last, row-major) order: an (H, W, C)
+    input flattens in H*W*C order on every backend (torch permutes from NCHW first)."""
+
+    attrs = {}
+
+    def infer(self, a, inputs, where):
+        return TensorType((int(np.prod(inputs[0].shape)),))
+
+    def reference(self, a, p, xs, ctx):
+        return xs[0].reshape(xs[0].shape[0], -1)
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+@register
+class Reshape(OpDef):
+    """y[n] = x[n].reshape(shape), row-major in canonical layout; one entry may be -1."""
+
+    attrs = {"shape": Attr("shape")}
+
+    def infer(self, a, inputs, where):
+        target = a["shape"]
+        size = int(np.prod(inputs[0].shape))
+        if sum(1 for s in target if s == -1) > 1 or any(s == 0 or s < -1 for s in target):
+            raise self.fail(where, "positive sizes with at most one -1", f"shape {target}")
+        known = int(np.prod([s for s in target if s != -1]))
+        if -1 in target:
+            if size % known:
+                raise self.fail(where, f"a shape whose known sizes divide {size} elements",
+                                f"shape {target}")
+            target = tuple(size // known if s == -1 else s for s in target)
+        elif known != size:
+            raise self.fail(where, f"a shape of {size} elements (input {inputs[0].shape})",
+                            f"shape {target} of {known}")
+        return TensorType(target, inputs[0].kind)
+
+    def reference(self, a, p, xs, ctx):
+        return xs[0].reshape(xs[0].shape[0], *a["shape"])
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+@register
+class Add(OpDef):
+    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting)."""
+
+    attrs = {}
+    arity = (2, None)
+
+    def infer(self, a, inputs, where):
+        shapes = [x.shape for x in inputs]
+        if any(s != shapes[0] for s in shapes):
+            raise self.fail(where, "inputs of one shape", f"shapes {shapes}")
+        return inputs[0]
+
+    def reference(self, a, p, xs, ctx):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+def positive_axis(axis: int, rank: int) -> int:
+    """A per-example axis in [0, rank) from a possibly negative one."""
+    return axis + rank if axis < 0 else axis
+
+
+@register
+class Concatenate(OpDef):
+    """y = concat(x_1, ..., x_k) along per-example ``axis`` (default -1, the channel axis);
+    every other axis must match."""
+
+    attrs = {"axis": Attr("int", -1)}
+    arity = (2, None)
+
+    def infer(self, a, inputs, where):
+        rank = len(inputs[0].shape)
+        if any(len(x.shape) != rank for x in inputs):
+            raise self.fail(where, "inputs of one rank", f"shapes {[x.shape for x in inputs]}")
+        if not -rank <= a["axis"] < rank:
+            raise self.fail(where, f"an axis within the {rank} per-example axes", a["axis"])
+        ax = positive_axis(a["axis"], rank)
+        rest = [x.shape[:ax] + x.shape[ax + 1:] for x in inputs]
+        if any(r != rest[0] for r in rest):
+            raise self.fail(where, f"shapes equal except on axis {a['axis']}",
+                            f"shapes {[x.shape for x in inputs]}")
+        shape = list(inputs[0].shape)
+        shape[ax] = sum(x.shape[ax] for x in inputs)
+        return TensorType(tuple(shape))
+
+    def reference(self, a, p, xs, ctx):
+        ax = positive_axis(a["axis"], xs[0].ndim - 1) + 1
+        return np.concatenate(xs, axis=ax)
+
+    def flops(self, a, inputs, out):
+        return 0
