@@ -64,8 +64,8 @@ def get_backend(name: str):
                                  f"(pip install -e .) so its entry points are written")
     try:
         cls = eps[name].load()
-    except ImportError as e:
-        raise BackendUnavailable(f"backend {name!r} failed to import ({e}): "
-                                 f"{install_hint(name)}") from e
+    except (ImportError, AttributeError) as e:
+        raise BackendUnavailable(f"backend {name!r} failed to load ({type(e).__name__}: {e}); "
+                                 f"check the installation: {install_hint(name)}") from e
     _LOADED[name] = cls()
     return _LOADED[name]

@@ -82,6 +82,8 @@ class Attr:
 
     def normalize(self, value, where: str, name: str):
         k = self.kind
+        if value is None and self.default is None:
+            return None  # an optional attribute left unset
         if k == "int":
             v = _check_int(value, where, name)
         elif k == "float":

@@ -1,0 +1,170 @@
+"""One lowering per registered op: ``LOWERINGS[op](node, inputs, ctx) -> output``.
+
+Lowerings run inside ``GraphModule.__call__`` (a ``@nn.compact`` method), so every flax submodule
+they create is a child of the graph module, named by the node name: the variables come out as
+``{"params": {node: {param}}, "batch_stats": {node: {"mean", "var"}}}``, canonical paths as they are.
+
+Where flax's default differs from the canonical rule (DESIGN section 3) the lowering sets it:
+
+* Conv2D and the pools get explicit ((top, bottom), (left, right)) pads from
+  ``rosetta.ops.conv.spatial_plan`` (the one padding rule), never the string ``"SAME"``;
+* pools pass ``strides`` explicitly (flax defaults to 1; canonical defaults to the window);
+* AvgPool2D excludes padded cells (``count_include_pad=False``);
+* BatchNorm and LayerNorm use ``use_fast_variance=False`` (E[x^2] - E[x]^2 cancels badly) and an
+  explicit epsilon (flax LayerNorm defaults to 1e-6); BatchNorm ``momentum`` is the weight of the
+  old running value in both flax and rosetta, and both store the biased batch variance;
+* gelu passes ``approximate`` explicitly (flax/JAX default to tanh), leaky_relu its slope;
+* Dense and Conv use ``Precision.HIGHEST`` (no TF32 / bf16 passes on GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rosetta.ops import activation as act_ops
+from rosetta.ops.conv import spatial_plan
+from rosetta.ops.shape import positive_axis
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a lowering needs beyond the node: the program dtype and the mode."""
+
+    dtype: jnp.dtype
+    train: bool
+
+
+# --- activations: ONE table, for the Activation op and the fused ``activation`` attribute ------
+
+ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "silu": jax.nn.silu,
+    "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "leaky_relu": lambda x, slope: jax.nn.leaky_relu(x, negative_slope=slope),
+    # ``axis`` is per-example (rosetta); the batch axis shifts non-negative axes by one
+    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis + 1 if axis >= 0 else axis),
+}
+
+assert set(act_ops.FUSED) <= set(ACTIVATIONS), "an activation name has no JAX lowering"
+
+
+def activate(name: str, x, **kwargs):
+    return ACTIVATIONS[name](x, **kwargs)
+
+
+# --- ops with parameters -----------------------------------------------------------------------
+
+def dense(node, xs, ctx):
+    a = node.attrs
+    y = nn.Dense(a["units"], use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                 precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
+
+def conv2d(node, xs, ctx):
+    a = node.attrs
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
+    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=pads,
+                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
+
+def batch_norm(node, xs, ctx):
+    a = node.attrs
+    return nn.BatchNorm(use_running_average=not ctx.train, momentum=a["momentum"],
+                        epsilon=a["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
+                        param_dtype=ctx.dtype, name=node.name)(xs[0])
+
+
+def layer_norm(node, xs, ctx):
+    return nn.LayerNorm(epsilon=node.attrs["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
+                        param_dtype=ctx.dtype, name=node.name)(xs[0])
+
+
+def embedding(node, xs, ctx):
+    a = node.attrs
+    return nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                    name=node.name)(xs[0])
+
+
+def dropout(node, xs, ctx):
+    """Inverted dropout, rate = drop probability (flax's rule); masks from the 'dropout' rng."""
+    return nn.Dropout(node.attrs["rate"], deterministic=not ctx.train, name=node.name)(xs[0])
+
+
+# --- parameter-free ops --------------------------------------------------------------------------
+
+def activation(node, xs, ctx):
+    name, kwargs = act_ops.key(node.attrs)
+    return activate(name, xs[0], **kwargs)
+
+
+def max_pool2d(node, xs, ctx):
+    a = node.attrs
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2])
+    return nn.max_pool(xs[0], a["kernel_size"], strides=a["strides"], padding=pads)
+
+
+def avg_pool2d(node, xs, ctx):
+    """Padded cells excluded from the count. flax divides by a window sum of ``jnp.ones`` made
+    in the default float dtype (float64 under x64), so the result is cast back to the input's."""
+    a = node.attrs
+    x = xs[0]
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2])
+    y = nn.avg_pool(x, a["kernel_size"], strides=a["strides"], padding=pads,
+                    count_include_pad=False)
+    return y.astype(x.dtype)
+
+
+def global_avg_pool2d(node, xs, ctx):
+    return jnp.mean(xs[0], axis=(1, 2))
+
+
+def flatten(node, xs, ctx):
+    """Channels-last row-major, as canonical: (H, W, C) -> H*W*C."""
+    return xs[0].reshape(xs[0].shape[0], -1)
+
+
+def reshape(node, xs, ctx):
+    return xs[0].reshape(xs[0].shape[0], *node.attrs["shape"])
+
+
+def add(node, xs, ctx):
+    return functools.reduce(operator.add, xs)
+
+
+def concatenate(node, xs, ctx):
+    axis = positive_axis(node.attrs["axis"], len(node.in_types[0].shape)) + 1
+    return jnp.concatenate(xs, axis=axis)
+
+
+LOWERINGS = {
+    "Dense": dense,
+    "Conv2D": conv2d,
+    "MaxPool2D": max_pool2d,
+    "AvgPool2D": avg_pool2d,
+    "GlobalAvgPool2D": global_avg_pool2d,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Add": add,
+    "Concatenate": concatenate,
+    "Activation": activation,
+    "Dropout": dropout,
+    "BatchNorm": batch_norm,
+    "LayerNorm": layer_norm,
+    "Embedding": embedding,
+}

@@ -1,0 +1,205 @@
+"""``Program``: the flax model, the optax optimizer and the compiled steps for one spec.
+
+The state of a program lives on its device as JAX arrays and never round-trips through NumPy
+between steps: ``params`` and ``batch_stats`` (flax variable collections), ``opt_state`` (optax)
+and a step counter. ``train_step`` is one ``jax.jit``ted pure function
+
+    (params, batch_stats, opt_state, step, rng, inputs, labels)
+        -> (params, batch_stats, opt_state, step + 1, loss)
+
+that donates the old state buffers; per call, only the batch goes to the device and the loss
+comes back. ``gradients`` and ``forward`` are jitted too and return new values without touching
+the stored ones (BatchNorm statistics computed in training mode are dropped).
+
+Dropout: masks come from ``jax.random.fold_in(jax.random.key(spec.seed), step)``, so update
+number t always uses the same masks, and ``gradients`` / ``forward(training=True)`` called before
+update t see the masks that update t will use. They cannot match other backends' masks.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rosetta import backend
+from rosetta.errors import DataError, SpecError
+from rosetta.spec import TrainSpec
+
+from rosetta.backends.jax import params as params_mod
+from rosetta.backends.jax.device import check_dtype, jax_device
+from rosetta.backends.jax.losses import lower_loss
+from rosetta.backends.jax.model import build_model
+from rosetta.backends.jax.optimizers import lower_optimizer
+
+STEP_DTYPE = np.int32
+
+
+class Program(backend.Program):
+    backend = "jax"
+
+    def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu"):
+        if not isinstance(spec, TrainSpec):
+            raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
+        self.spec = spec
+        self.graph = spec.model
+        self.dtype = check_dtype(dtype)
+        self.device = backend.normalize_device(device)
+        self.jax_device = jax_device(self.device)
+        self._np_dtype = np.dtype(dtype)
+        self._int_labels = spec.loss.label_kind == "int"
+        self._index_limits = _embedding_limits(self.graph)
+
+        self.model = build_model(self.graph, dtype)
+        self.optimizer = lower_optimizer(spec.optimizer, dtype)
+        self.loss_fn = lower_loss(spec.loss)
+        params_mod.check_structure(self.graph, self.model, self._example_inputs())
+        self.rng = jax.device_put(jax.random.key(spec.seed), self.jax_device)
+        self._compile_steps()
+        self.load(self.graph.init_params(spec.seed), self.graph.init_state())
+
+    # --- the pure functions, compiled once ------------------------------------------------------
+    def _compile_steps(self):
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+
+        def run(params, batch_stats, inputs, train, rng):
+            """Model output and the batch statistics after this call (unchanged in eval)."""
+            variables = {params_mod.PARAMS: params, params_mod.STATE: batch_stats}
+            if not train:
+                return model.apply(variables, inputs, train=False), batch_stats
+            out, mutated = model.apply(variables, inputs, train=True, rngs={"dropout": rng},
+                                       mutable=[params_mod.STATE])
+            return out, mutated.get(params_mod.STATE, batch_stats)
+
+        def loss_and_grads(params, batch_stats, step, rng, inputs, labels):
+            step_rng = jax.random.fold_in(rng, step)
+
+            def objective(p):
+                out, new_stats = run(p, batch_stats, inputs, True, step_rng)
+                return loss_fn(out, labels), new_stats
+
+            (loss, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            return loss, grads, new_stats
+
+        def train_step(params, batch_stats, opt_state, step, rng, inputs, labels):
+            loss, grads, new_stats = loss_and_grads(params, batch_stats, step, rng, inputs,
+                                                    labels)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return params, new_stats, opt_state, step + 1, loss
+
+        def gradients(params, batch_stats, step, rng, inputs, labels):
+            loss, grads, _ = loss_and_grads(params, batch_stats, step, rng, inputs, labels)
+            return loss, grads
+
+        def forward_eval(params, batch_stats, inputs):
+            return run(params, batch_stats, inputs, False, None)[0]
+
+        def forward_train(params, batch_stats, step, rng, inputs):
+            return run(params, batch_stats, inputs, True, jax.random.fold_in(rng, step))[0]
+
+        self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2, 3))
+        self._gradients = jax.jit(gradients)
+        self._forward_eval = jax.jit(forward_eval)
+        self._forward_train = jax.jit(forward_train)
+
+    # --- state ------------------------------------------------------------------------------------
+    def load(self, params, state):
+        variables = params_mod.to_native(self.graph, params, state, self._np_dtype)
+        put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
+        self.params = put(variables[params_mod.PARAMS])
+        self.batch_stats = put(variables[params_mod.STATE])
+        self.opt_state = put(self.optimizer.init(self.params))
+        self.step = 0
+        self._step = put(np.asarray(0, STEP_DTYPE))
+
+    def export_params(self):
+        return params_mod.to_canonical(self.params)
+
+    def export_state(self):
+        return params_mod.to_canonical(self.batch_stats)
+
+    # --- steps ------------------------------------------------------------------------------------
+    def train_step(self, inputs, labels):
+        batch = self._batch(inputs, labels)
+        (self.params, self.batch_stats, self.opt_state, self._step, loss) = self._train_step(
+            self.params, self.batch_stats, self.opt_state, self._step, self.rng, *batch)
+        self.step += 1
+        return float(loss)
+
+    def gradients(self, inputs, labels):
+        loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
+                                      *self._batch(inputs, labels))
+        return float(loss), params_mod.to_canonical(grads)
+
+    def forward(self, inputs, training: bool = False):
+        x = jax.device_put(self._inputs(inputs), self.jax_device)
+        if training:
+            out = self._forward_train(self.params, self.batch_stats, self._step, self.rng, x)
+        else:
+            out = self._forward_eval(self.params, self.batch_stats, x)
+        out = jax.device_get(out)
+        return [np.asarray(o) for o in out] if isinstance(out, list) else np.asarray(out)
+
+    # --- host-side batch preparation (cheap checks, one transfer) -------------------------------
+    def _batch(self, inputs, labels):
+        return jax.device_put((self._inputs(inputs), self._labels(labels)), self.jax_device)
+
+    def _inputs(self, inputs) -> dict:
+        given = self.graph.as_input_dict(inputs)
+        out = {}
+        for spec in self.graph.inputs:
+            x = np.asarray(given[spec.name])
+            where = f"input {spec.name!r}"
+            if x.ndim != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
+                raise DataError(f"{where}: expected a batch of shape (N, {', '.join(map(str, spec.shape))}), "
+                                f"found {x.shape}")
+            if spec.kind == "int":
+                if not np.issubdtype(x.dtype, np.integer):
+                    raise DataError(f"{where}: expected integer indices, found {x.dtype}")
+                limit = self._index_limits.get(spec.name)
+                if limit is not None and x.size and (x.min() < 0 or x.max() >= limit):
+                    raise DataError(f"{where}: Embedding index outside [0, {limit})")
+                out[spec.name] = x.astype(np.int32, copy=False)
+            else:
+                out[spec.name] = x.astype(self._np_dtype, copy=False)
+        return out
+
+    def _labels(self, labels):
+        y = np.asarray(labels)
+        out_shape = self.graph.output_type.shape
+        if self._int_labels:
+            expected = (y.shape[0], *out_shape[:-1]) if y.ndim else None
+            if not np.issubdtype(y.dtype, np.integer) or y.shape != expected:
+                raise DataError(f"labels: expected integer class ids of shape "
+                                f"(N{''.join(', ' + str(s) for s in out_shape[:-1])}), "
+                                f"found {y.dtype} {y.shape}")
+            if y.size and (y.min() < 0 or y.max() >= out_shape[-1]):
+                raise DataError(f"labels: class ids outside [0, {out_shape[-1]})")
+            return y.astype(np.int32, copy=False)
+        if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != tuple(out_shape):
+            raise DataError(f"labels: expected targets shaped like the output "
+                            f"(N, {', '.join(map(str, out_shape))}), found {y.shape}")
+        return y.astype(self._np_dtype, copy=False)
+
+    def _example_inputs(self) -> dict:
+        return {i.name: jax.ShapeDtypeStruct((1, *i.shape),
+                                             jnp.int32 if i.kind == "int" else self._np_dtype)
+                for i in self.graph.inputs}
+
+
+def _embedding_limits(graph) -> dict[str, int]:
+    """{int input name: smallest vocab_size of the Embeddings it feeds}, following Reshapes.
+    Checked on the host: a JAX gather does not raise on an out-of-range index."""
+    by_name = {n.name: n for n in graph.nodes}
+    limits: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op != "Embedding":
+            continue
+        src = node.inputs[0]
+        while src in by_name:
+            src = by_name[src].inputs[0]
+        vocab = node.attrs["vocab_size"]
+        limits[src] = min(vocab, limits.get(src, vocab))
+    return limits

@@ -1,0 +1,325 @@
+"""One lowering per registered op: a small ``tf.Module`` per graph node (the table ``LOWERINGS``).
+
+Each node module owns its variables as attributes named like the canonical parameters
+(``dense.kernel``, ``bn.mean``), with the variable named by canonical path (``dense/kernel``), and
+computes its op with ``tf`` / ``tf.nn`` functions in canonical layout (NHWC; TensorFlow's own layout,
+so no parameter is transposed). Configuration is resolved once, at lowering time, into plain tuples.
+
+Where TensorFlow's default differs from the canonical rule (DESIGN section 3) the rule is lowered
+explicitly, as each class says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from rosetta.ops.activation import key as activation_key
+from rosetta.ops.conv import spatial_plan, windows
+from rosetta.ops.shape import positive_axis
+
+
+def batch_axis(axis: int) -> int:
+    """A per-example axis (no batch axis) as an axis of the batched tensor."""
+    return axis + 1 if axis >= 0 else axis
+
+
+# The one activation table, used by the Activation op and by the fused ``activation`` attribute of
+# Dense and Conv2D. Every parameter is explicit: gelu's variant, leaky_relu's slope (Keras would
+# default to 0.3), softmax's per-example axis.
+ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": tf.nn.relu,
+    "tanh": tf.math.tanh,
+    "sigmoid": tf.math.sigmoid,
+    "silu": tf.nn.silu,
+    "gelu_exact": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+    "leaky_relu": lambda x, slope: tf.nn.leaky_relu(x, alpha=slope),
+    "softmax": lambda x, axis=-1: tf.nn.softmax(x, axis=batch_axis(axis)),
+}
+
+
+def activation(name: str, **kwargs):
+    """The lowered activation ``name`` with its keyword arguments bound."""
+    fn = ACTIVATIONS[name]
+    return (lambda x: fn(x, **kwargs)) if kwargs else fn
+
+
+@dataclass(frozen=True)
+class LoweringContext:
+    """What every node lowering needs: the variable dtype and the dropout generator."""
+
+    dtype: tf.DType
+    rng: tf.random.Generator
+
+
+class NodeModule(tf.Module):
+    """A lowered node. Parameters and state become ``tf.Variable`` attributes named like the
+    canonical parameter (created as zeros; ``params.load`` sets them). Call with the list of input
+    tensors (batch first); ``update_state`` says whether training-mode calls may assign state."""
+
+    def __init__(self, node, ctx: LoweringContext):
+        super().__init__(name=node.name)
+        self.param_names = tuple(node.params)
+        self.state_names = tuple(node.state)
+        for defs, trainable in ((node.params, True), (node.state, False)):
+            for name, d in defs.items():
+                setattr(self, name, tf.Variable(tf.zeros(d.shape, ctx.dtype), trainable=trainable,
+                                                name=f"{node.name}/{name}"))
+
+    def __call__(self, xs: list, training: bool = False, update_state: bool = False):
+        raise NotImplementedError  # every lowering below defines it
+
+
+def _nhwc_pads(pads) -> tuple:
+    """((top, bottom), (left, right)) -> the 4-axis NHWC padding list of tf.nn / tf.pad."""
+    return ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0))
+
+
+def _as_list(pads) -> list:
+    return [list(p) for p in pads]
+
+
+class Dense(NodeModule):
+    """y = f(x @ kernel + bias); inputs of rank > 2 are flattened to 2-D around one matmul."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.units = node.attrs["units"]
+        self.act = activation(node.attrs["activation"])
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if x.shape.rank > 2:
+            lead = tf.shape(x)[:-1]
+            y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), self.kernel)
+            y = tf.reshape(y, tf.concat([lead, [self.units]], axis=0))
+        else:
+            y = tf.matmul(x, self.kernel)
+        if "bias" in self.param_names:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.act(y)
+
+
+class Conv2D(NodeModule):
+    """tf.nn.conv2d with the canonical padding lowered as explicit (top, bottom, left, right) pads
+    from ``spatial_plan`` (so 'same' with stride > 1 and explicit asymmetric pads are exact).
+
+    The kernel (kH, kW, C/groups, filters) is TensorFlow's grouped-filter layout. Grouped
+    convolution runs natively under XLA; the plain (non-XLA) CPU kernel, which has no grouped
+    backward pass, gets one convolution per group, concatenated (the same sum, split by group)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
+        self.pads = _nhwc_pads(pads)
+        self.strides = (1, *a["strides"], 1)
+        self.dilations = (1, *a["dilation"], 1)
+        self.groups = a["groups"]
+        self.act = activation(a["activation"])
+
+    def _conv(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, strides=list(self.strides), padding=_as_list(self.pads),
+                            dilations=list(self.dilations))
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if self.groups == 1 or _in_xla_context():
+            y = self._conv(x, self.kernel)
+        else:
+            xg = tf.split(x, self.groups, axis=-1)
+            kg = tf.split(self.kernel, self.groups, axis=-1)
+            y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
+        if "bias" in self.param_names:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.act(y)
+
+
+class MaxPool2D(NodeModule):
+    """Padded cells are -inf (never chosen): tf.pad with -inf, then a VALID max pool (XLA has no
+    pooling with explicit padding, and 'SAME' is not written out from the one padding rule)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, pads = spatial_plan(a, node.in_types[0].shape[:2])
+        self.pads = _nhwc_pads(pads)
+        self.ksize = tuple(a["kernel_size"])
+        self.strides = tuple(a["strides"])
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if any(any(p) for p in self.pads):
+            x = tf.pad(x, _as_list(self.pads), constant_values=float("-inf"))
+        return tf.nn.max_pool2d(x, list(self.ksize), list(self.strides), "VALID")
+
+
+class AvgPool2D(NodeModule):
+    """Average over the real cells only: a VALID average pool of the zero-padded input (sum / K,
+    K = kH * kW) times the constant K / count, count = real cells per window, counted once here in
+    NumPy from the same padding plan (the sum / count rule; 'SAME' would also exclude padding but
+    explicit pads cannot)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        hw = node.in_types[0].shape[:2]
+        out, pads = spatial_plan(a, hw)
+        self.pads = _nhwc_pads(pads)
+        self.ksize = tuple(a["kernel_size"])
+        self.strides = tuple(a["strides"])
+        ones = np.pad(np.ones((1, *hw, 1)), self.pads)
+        count = sum(patch for _, patch in windows(ones, self.ksize, self.strides, (1, 1), out))
+        self.rescale = (self.ksize[0] * self.ksize[1]) / count  # (1, H', W', 1) float64
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if not any(any(p) for p in self.pads):
+            return tf.nn.avg_pool2d(x, list(self.ksize), list(self.strides), "VALID")
+        x = tf.pad(x, _as_list(self.pads))
+        y = tf.nn.avg_pool2d(x, list(self.ksize), list(self.strides), "VALID")
+        return y * tf.constant(self.rescale, dtype=x.dtype)
+
+
+class GlobalAvgPool2D(NodeModule):
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.reduce_mean(xs[0], axis=[1, 2])
+
+
+class Flatten(NodeModule):
+    """Row-major over (H, W, C): TensorFlow is channels-last already, so a plain reshape."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.size = node.out_type.shape[0]
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.reshape(xs[0], [-1, self.size])
+
+
+class Reshape(NodeModule):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.shape = tuple(node.out_type.shape)  # -1 already resolved by shape inference
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.reshape(xs[0], [-1, *self.shape])
+
+
+class Add(NodeModule):
+    """x_1 + x_2 + ... summed left to right, as the reference does."""
+
+    def __call__(self, xs, training=False, update_state=False):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return y
+
+
+class Concatenate(NodeModule):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        rank = len(node.in_types[0].shape)
+        self.axis = positive_axis(node.attrs["axis"], rank) + 1
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.concat(xs, axis=self.axis)
+
+
+class Activation(NodeModule):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        name, kwargs = activation_key(node.attrs)
+        self.act = activation(name, **kwargs)
+
+    def __call__(self, xs, training=False, update_state=False):
+        return self.act(xs[0])
+
+
+class Dropout(NodeModule):
+    """training: tf.nn.experimental.stateless_dropout (keep with probability 1 - rate, scale by
+    1 / (1 - rate)) with a seed drawn from the model's ``tf.random.Generator`` (seeded from the
+    spec's seed; masks differ from other frameworks' RNGs by nature); eval: identity."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.rate = node.attrs["rate"]
+        self.rng = ctx.rng
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if not training or self.rate == 0.0:
+            return x
+        seed = self.rng.make_seeds(1)[:, 0]
+        return tf.nn.experimental.stateless_dropout(x, rate=self.rate, seed=seed)
+
+
+class BatchNorm(NodeModule):
+    """Statistics over every axis but the last. training: mean and *biased* variance of the batch
+    (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, assigned only when
+    ``update_state``. eval: the running statistics. Both normalise as the reference writes it,
+    (x - mean) / sqrt(var + epsilon) * scale + bias, with the explicit epsilon (Keras: 1e-3)
+    rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv), which cancels."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.momentum = node.attrs["momentum"]
+        self.epsilon = node.attrs["epsilon"]
+        self.axes = tuple(range(len(node.in_types[0].shape)))  # batch + every per-example axis but the last
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if training:
+            mean, var = tf.nn.moments(x, axes=list(self.axes))
+            if update_state:
+                m = self.momentum
+                self.mean.assign(m * self.mean + (1 - m) * tf.stop_gradient(mean))
+                self.var.assign(m * self.var + (1 - m) * tf.stop_gradient(var))
+        else:
+            mean, var = self.mean, self.var
+        return (x - mean) / tf.sqrt(var + self.epsilon) * self.scale + self.bias
+
+
+class LayerNorm(NodeModule):
+    """Over the last axis, biased variance (tf.nn.moments), explicit epsilon."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) / tf.sqrt(var + self.epsilon) * self.scale + self.bias
+
+
+class Embedding(NodeModule):
+    """tf.gather rows of the (vocab, dim) table. Out-of-range ids raise on TensorFlow's CPU kernel
+    but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.vocab_size = node.attrs["vocab_size"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.gather(self.embedding, xs[0])
+
+
+def _in_xla_context() -> bool:
+    """Whether the function being traced is XLA-compiled (``tf.function(jit_compile=True)`` puts
+    an XLA control-flow context on its graph). TensorFlow has no public query for this; without the
+    internal helper, answer False, which takes the per-group path: correct everywhere, just slower."""
+    try:
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:
+        return False
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+LOWERINGS = {cls.__name__: cls for cls in (
+    Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Reshape, Add, Concatenate,
+    Activation, Dropout, BatchNorm, LayerNorm, Embedding)}

@@ -1,0 +1,57 @@
+"""The native model: a ``tf.Module`` built from a ``Graph``, one node module per graph node.
+
+``GraphModule(inputs, training=False, update_state=None)`` runs the nodes in topological order on a
+dict ``{input name: tensor}`` (batch first, canonical layout) and returns the output (a list when
+the graph has several). It is plain TensorFlow: variables are tracked, so ``tf.train.Checkpoint``
+and ``tf.saved_model.save`` work on it without rosetta.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from rosetta.backends.tensorflow.layers import LOWERINGS, LoweringContext
+from rosetta.errors import SpecError
+
+
+class GraphModule(tf.Module):
+    """A lowered ``Graph``. ``layers`` maps node name -> node module (graph order)."""
+
+    def __init__(self, graph, dtype: tf.DType, seed: int):
+        super().__init__(name=graph.name)
+        self.dtype = dtype
+        # One generator for every Dropout node: each call draws a fresh seed from it.
+        self.rng = tf.random.Generator.from_seed(seed)
+        ctx = LoweringContext(dtype=dtype, rng=self.rng)
+        self.layers = {}
+        for node in graph.nodes:
+            lowering = LOWERINGS.get(node.op)
+            if lowering is None:
+                raise SpecError(f"the tensorflow backend has no lowering for op {node.op!r}",
+                                where=f"{graph.name}/{node.name}", op=node.op)
+            self.layers[node.name] = lowering(node, ctx)
+        self.wiring = tuple((n.name, tuple(n.inputs)) for n in graph.nodes)
+        self.input_names = tuple(i.name for i in graph.inputs)
+        self.output_names = tuple(graph.outputs)
+
+    def __call__(self, inputs: dict, training: bool = False, update_state: bool | None = None):
+        """Run the graph. ``training`` picks batch statistics and dropout; ``update_state``
+        (default: ``training``) lets BatchNorm assign its running statistics."""
+        update = training if update_state is None else update_state
+        values = {name: inputs[name] for name in self.input_names}
+        for name, sources in self.wiring:
+            values[name] = self.layers[name]([values[s] for s in sources], training=training,
+                                             update_state=update)
+        outs = [values[o] for o in self.output_names]
+        return outs[0] if len(outs) == 1 else outs
+
+    # --- variables by canonical path --------------------------------------------------------------
+    def param_variables(self) -> dict[str, tf.Variable]:
+        """Trainable variables by canonical path ``node/param``, in graph order."""
+        return {f"{node}/{p}": getattr(self.layers[node], p)
+                for node, _ in self.wiring for p in self.layers[node].param_names}
+
+    def state_variables(self) -> dict[str, tf.Variable]:
+        """Non-trainable model state (BatchNorm running statistics) by canonical path."""
+        return {f"{node}/{s}": getattr(self.layers[node], s)
+                for node, _ in self.wiring for s in self.layers[node].state_names}

@@ -1,0 +1,32 @@
+"""The model zoo, written in the neutral spec. Each entry builds a ``TrainSpec`` with its default
+dataset, optimizer and number of steps."""
+
+from __future__ import annotations
+
+from rosetta.errors import SpecError
+from rosetta.models import classic
+
+ZOO = {
+    "linear": classic.linear,
+    "mlp": classic.mlp,
+    "cnn": classic.cnn,
+}
+
+
+def get(name: str):
+    if name not in ZOO:
+        raise SpecError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)} "
+                        f"(or pass a .py or .json spec file)")
+    return ZOO[name]()
+
+
+def describe() -> list[dict]:
+    rows = []
+    for name, build in ZOO.items():
+        spec = build()
+        g = spec.model
+        rows.append({"name": name, "params": g.param_count(), "flops": g.flops_per_example(),
+                     "dataset": spec.data.dataset, "optimizer": spec.optimizer.kind,
+                     "loss": spec.loss.kind, "steps": spec.steps,
+                     "description": spec.description})
+    return rows

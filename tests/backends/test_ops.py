@@ -1,0 +1,120 @@
+"""Every op on every backend: forward against the NumPy float64 reference, gradients against
+central finite differences of that reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rosetta.conformance import compare_arrays, compare_trees
+
+from cases import BUILD, IDS
+from selection import BACKENDS
+from helpers import compile_spec, finite_difference, random_inputs, random_targets
+
+BATCH = 4
+FORWARD_RTOL = 1e-12   # DESIGN section 5, oracle tier
+FD_RTOL = 1e-6
+
+
+def _setup(case, backend):
+    spec = BUILD[case]()
+    prog = compile_spec(spec, backend, "float64")
+    x = random_inputs(spec.model, BATCH, int_high=7)
+    y = random_targets(spec, BATCH)
+    return spec, prog, x, y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", IDS)
+def test_forward_matches_reference(case, backend):
+    spec, prog, x, _ = _setup(case, backend)
+    params = spec.model.init_params(spec.seed)
+    for training in (False, True):
+        ref = spec.model.reference_forward(params, x, training=training)
+        got = prog.forward(x, training=training)
+        w = compare_arrays(got, ref, f"{case} output (training={training})", FORWARD_RTOL)
+        assert w.passed, str(w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", IDS)
+def test_gradients_match_finite_differences(case, backend):
+    spec, prog, x, y = _setup(case, backend)
+    params = spec.model.init_params(spec.seed)
+    loss, grads = prog.gradients(x, y)
+    ref_loss = spec.loss.reference(spec.model.reference_forward(params, x, training=True), y)
+    assert compare_arrays(loss, ref_loss, "loss", FORWARD_RTOL).passed, (loss, ref_loss)
+    assert set(grads) == set(params)
+    for path in params:
+        idx, fd = finite_difference(spec, params, x, y, path)
+        got = np.array([grads[path][i] for i in idx])
+        w = compare_arrays(got, fd, f"{case} d loss / d {path}", FD_RTOL)
+        # FD noise is absolute (~1e-10): a gradient entry that is zero up to noise compares absolutely
+        assert w.passed or w.abs_err < 1e-9, str(w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_eval_uses_loaded_running_stats(backend):
+    spec, prog, x, _ = _setup("batchnorm_image", backend)
+    params = spec.model.init_params(0)
+    rng = np.random.default_rng(3)
+    state = {k: (rng.random(v.shape) + 0.5 if k.endswith("var") else rng.standard_normal(v.shape))
+             for k, v in spec.model.init_state().items()}
+    prog.load(params, state)
+    w = compare_arrays(prog.forward(x), spec.model.reference_forward(params, x, state=dict(state)),
+                       "bn eval output", FORWARD_RTOL)
+    assert w.passed, str(w)
+    assert compare_trees(prog.export_state(), state, "state", 0.0).passed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_running_stats_follow_canonical_rule(backend):
+    """momentum weights the old value, and the stored variance is the biased batch variance."""
+    spec, prog, x, y = _setup("batchnorm_dense", backend)
+    params = spec.model.init_params(0)
+    state = spec.model.init_state()
+    expected = dict(state)
+    for _ in range(3):
+        ref_params = prog.export_params()
+        spec.model.reference_forward(ref_params, x, state=expected, training=True)
+        prog.train_step(x, y)
+    w = compare_trees(prog.export_state(), expected, "bn state", 1e-10)
+    assert w.passed, str(w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_and_forward_change_nothing(backend):
+    spec, prog, x, y = _setup("batchnorm_dense", backend)
+    before_p, before_s = prog.export_params(), prog.export_state()
+    prog.gradients(x, y)
+    prog.forward(x, training=True)
+    prog.forward(x, training=False)
+    assert compare_trees(prog.export_params(), before_p, "params", 0.0).passed
+    assert compare_trees(prog.export_state(), before_s, "state", 0.0).passed
+    assert prog.step == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_is_inverted_and_off_in_eval(backend):
+    import rosetta as rs
+    from helpers import spec_for
+    spec = spec_for(rs.Sequential([rs.Dropout(0.5, name="drop")], input_shape=(2000,), name="d"))
+    prog = compile_spec(spec, backend)
+    x = {"x": np.ones((2, 2000))}
+    np.testing.assert_array_equal(prog.forward(x, training=False), x["x"])
+    out = prog.forward(x, training=True)
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    kept = float(np.mean(out == 2.0))
+    assert 0.45 < kept < 0.55, kept
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_export_roundtrip(backend):
+    spec, prog, _, _ = _setup("image_concat_add", backend)
+    rng = np.random.default_rng(5)
+    params = {k: rng.standard_normal(v.shape) for k, v in spec.model.init_params(0).items()}
+    prog.load(params, spec.model.init_state())
+    got = prog.export_params()
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in params.items()}
+    assert compare_trees(got, params, "params", 0.0).passed

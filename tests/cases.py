@@ -1,0 +1,130 @@
+"""Small specs that exercise every op and its tricky attribute combinations.
+
+Each case is (id, builder); the builder returns a TrainSpec. Ops without parameters sit after a
+Dense (or Conv2D) so that gradients flow through them into a parameter the tests can check.
+"""
+
+from __future__ import annotations
+
+import rosetta as rs
+
+SCE = rs.losses.SoftmaxCrossEntropy
+MSE = rs.losses.MeanSquaredError
+BCE = rs.losses.BinaryCrossEntropy
+
+
+def _spec(layers, shape, loss=None, kind="float", name="case"):
+    model = rs.Sequential(layers, input_shape=shape, input_kind=kind, name=name)
+    return rs.TrainSpec(model=model, loss=loss or MSE(), optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec("images"), steps=5)
+
+
+def _dag():
+    a = rs.Input((5, 4), name="a")
+    b = rs.Input((5, 4), name="b")
+    h = rs.Dense(4, activation="tanh", name="proj")(a)
+    r = rs.Add(name="residual")([h, b])
+    c = rs.Concatenate(name="cat_features")([r, a])            # (5, 8)
+    s = rs.Concatenate(axis=0, name="cat_time")([c, c])       # (10, 8)
+    f = rs.Reshape((20, 4), name="reshape")(s)
+    n = rs.LayerNorm(epsilon=1e-3, name="ln")(f)
+    o = rs.Flatten(name="flat")(n)
+    out = rs.Dense(3, name="head")(o)
+    model = rs.Model([a, b], out, name="dag")
+    return rs.TrainSpec(model=model, loss=SCE(0.1), optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec("images"), steps=5)
+
+
+def _image_concat():
+    x = rs.Input((6, 6, 2), name="x")
+    a = rs.Conv2D(3, 3, padding="same", name="left")(x)
+    b = rs.Conv2D(2, 1, name="right")(x)
+    c = rs.Concatenate(name="cat")([a, b])
+    d = rs.Conv2D(2, 3, strides=2, padding="same", name="after")(c)
+    e = rs.Add(name="skip")([d, rs.Conv2D(2, 1, strides=2, name="down")(x)])
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(e))
+    return rs.TrainSpec(model=rs.Model(x, out, name="image_concat"), loss=MSE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
+def _act(**attrs):
+    return lambda: _spec([rs.Dense(6, name="pre"), rs.Activation(**attrs, name="act"),
+                          rs.Dense(2, name="post")], (4,))
+
+
+def _fused(act):
+    return lambda: _spec([rs.Dense(5, activation=act, name="dense"), rs.Dense(2, name="post")],
+                         (3,))
+
+
+CASES = [
+    ("dense_relu", lambda: _spec([rs.Dense(5, activation="relu", name="d")], (4,))),
+    ("dense_rank3_nobias", lambda: _spec([rs.Dense(2, use_bias=False, activation="tanh",
+                                                   name="d")], (3, 4))),
+    ("conv_same_stride2", lambda: _spec([
+        rs.Conv2D(4, 3, strides=2, padding="same", activation="sigmoid", name="conv"),
+        rs.Flatten(name="flat"), rs.Dense(3, name="head")], (7, 7, 2), loss=SCE(0.1))),
+    ("conv_explicit_dilated", lambda: _spec([
+        rs.Conv2D(4, (3, 2), padding=((1, 0), (2, 1)), dilation=(2, 1), name="conv"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (7, 6, 2))),
+    ("conv_groups", lambda: _spec([
+        rs.Conv2D(4, 3, groups=2, strides=(1, 2), name="conv"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (6, 6, 4))),
+    ("maxpool_same_stride2", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.MaxPool2D(3, strides=2, padding="same", name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (6, 7, 2))),
+    ("maxpool_default_strides", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.MaxPool2D(2, name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (6, 5, 2))),
+    ("avgpool_same_excludes_pad", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.AvgPool2D(3, strides=2, padding="same", name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (6, 7, 2))),
+    ("avgpool_explicit_asym", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.AvgPool2D(2, strides=1, padding=((1, 0), (0, 1)),
+                                              name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (4, 5, 2))),
+    ("global_avg_pool", lambda: _spec([
+        rs.Conv2D(5, 3, name="conv"), rs.GlobalAvgPool2D(name="gap"),
+        rs.Dense(3, name="head")], (6, 6, 2), loss=SCE())),
+    ("flatten_order", lambda: _spec([
+        rs.Conv2D(3, 1, name="conv"), rs.Flatten(name="flat"), rs.Dense(2, name="head")],
+        (4, 3, 2))),
+    ("reshape_image_to_seq", lambda: _spec([
+        rs.Conv2D(2, 1, name="conv"), rs.Reshape((12, 2), name="seq"),
+        rs.Dense(1, name="head"), rs.Flatten(name="flat")], (4, 3, 2))),
+    ("act_relu", _act(fn="relu")),
+    ("act_tanh", _act(fn="tanh")),
+    ("act_sigmoid", _act(fn="sigmoid")),
+    ("act_silu", _act(fn="silu")),
+    ("act_gelu_exact", _act(fn="gelu", approximate="none")),
+    ("act_gelu_tanh", _act(fn="gelu", approximate="tanh")),
+    ("act_leaky_relu", _act(fn="leaky_relu", slope=0.2)),
+    ("act_softmax", _act(fn="softmax")),
+    ("act_identity", _act(fn="identity")),
+    ("act_softmax_axis0", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.Activation("softmax", axis=0, name="act"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="post")], (4, 2))),
+    ("fused_gelu_exact", _fused("gelu_exact")),
+    ("fused_gelu_tanh", _fused("gelu_tanh")),
+    ("fused_silu", _fused("silu")),
+    ("fused_softmax", _fused("softmax")),
+    ("batchnorm_dense", lambda: _spec([
+        rs.Dense(6, name="pre"), rs.BatchNorm(momentum=0.8, epsilon=1e-3, name="bn"),
+        rs.Dense(2, name="post")], (4,))),
+    ("batchnorm_image", lambda: _spec([
+        rs.Conv2D(3, 3, padding="same", name="conv"), rs.BatchNorm(name="bn"),
+        rs.Activation("relu", name="act"), rs.Flatten(name="flat"), rs.Dense(2, name="head")],
+        (5, 5, 2), loss=SCE())),
+    ("layernorm", lambda: _spec([
+        rs.Dense(6, name="pre"), rs.LayerNorm(epsilon=1e-3, name="ln"), rs.Dense(2, name="post")],
+        (3, 4))),
+    ("embedding", lambda: _spec([
+        rs.Embedding(7, 4, name="emb"), rs.Flatten(name="flat"), rs.Dense(3, name="head")],
+        (5,), loss=SCE(), kind="int")),
+    ("bce_loss", lambda: _spec([rs.Dense(3, name="d")], (4,), loss=BCE())),
+    ("dag_residual_concat_reshape", _dag),
+    ("image_concat_add", _image_concat),
+]
+
+IDS = [c[0] for c in CASES]
+BUILD = dict(CASES)

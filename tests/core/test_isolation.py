@@ -1,0 +1,33 @@
+"""``import rosetta`` and everything in the core imports no framework; a backend imports only its
+own framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+FRAMEWORKS = {"torch", "tensorflow", "jax", "flax", "optax", "keras"}
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = (code + "\nimport sys\n"
+             f"print('IMPORTED:', *sorted({FRAMEWORKS!r} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return set(r.stdout.strip().splitlines()[-1].split()[1:])
+
+
+def test_core_imports_no_framework():
+    code = ("import rosetta, rosetta.models, rosetta.cli, rosetta.train, rosetta.conformance\n"
+            "from rosetta import models\n"
+            "spec = models.get('cnn'); p = spec.model.init_params(0)\n"
+            "import numpy as np\n"
+            "spec.model.reference_forward(p, np.zeros((2, 8, 8, 1)))\n"
+            "spec.data.load()\n"
+            "rosetta.available_backends()\n")
+    assert _imported_after(code) == set()
+
+
+def test_cli_listing_imports_no_framework():
+    code = "from rosetta.cli import main\nmain(['models'])\n"
+    assert _imported_after(code) == set()
