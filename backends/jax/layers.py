@@ -2,14 +2,14 @@
 
 Lowerings run inside ``GraphModule.__call__`` (a ``@nn.compact`` method), so every flax submodule
 they create is a child of the graph module, named by the node name: the variables come out as
-``{"params": {node: {param}}, "batch_stats": {node: {"mean", "var"}}}``, canonical paths as they are.
+``{"params": {node: {param}}, "batch_stats": {node: {"mean", "var"}}}``, the canonical paths.
 
 Where flax's default differs from the canonical rule (DESIGN section 3) the lowering sets it:
 
 * Conv2D and the pools get explicit ((top, bottom), (left, right)) pads from
   ``rosetta.ops.conv.spatial_plan`` (the one padding rule), never the string ``"SAME"``;
 * pools pass ``strides`` explicitly (flax defaults to 1; canonical defaults to the window);
-* AvgPool2D excludes padded cells (``count_include_pad=False``);
+* AvgPool2D excludes padded cells (flax's ``count_include_pad=False`` rule);
 * BatchNorm and LayerNorm use ``use_fast_variance=False`` (E[x^2] - E[x]^2 cancels badly) and an
   explicit epsilon (flax LayerNorm defaults to 1e-6); BatchNorm ``momentum`` is the weight of the
   old running value in both flax and rosetta, and both store the biased batch variance;
@@ -102,8 +102,12 @@ def embedding(node, xs, ctx):
 
 
 def dropout(node, xs, ctx):
-    """Inverted dropout, rate = drop probability (flax's rule); masks from the 'dropout' rng."""
-    return nn.Dropout(node.attrs["rate"], deterministic=not ctx.train, name=node.name)(xs[0])
+    """Inverted dropout, rate = drop probability (flax's rule); masks from the 'dropout' rng.
+
+    The rate is passed as a scalar of the program dtype: flax draws the mask's uniforms in the
+    dtype of ``1 - rate``, and a Python float would make them float64 under x64."""
+    return nn.Dropout(ctx.dtype.type(node.attrs["rate"]), deterministic=not ctx.train,
+                      name=node.name)(xs[0])
 
 
 # --- parameter-free ops --------------------------------------------------------------------------
@@ -120,14 +124,19 @@ def max_pool2d(node, xs, ctx):
 
 
 def avg_pool2d(node, xs, ctx):
-    """Padded cells excluded from the count. flax divides by a window sum of ``jnp.ones`` made
-    in the default float dtype (float64 under x64), so the result is cast back to the input's."""
+    """Window sum of real cells / number of real cells (padded cells excluded).
+
+    This is flax's ``avg_pool(count_include_pad=False)`` rule written out with ``nn.pool``: flax
+    builds its divisor from ``jnp.ones`` in the default float dtype, which is float64 under x64,
+    and would turn a float32 program's pooling (and its gradient) into float64 arithmetic.
+    """
     a = node.attrs
     x = xs[0]
     _, pads = spatial_plan(a, node.in_types[0].shape[:2])
-    y = nn.avg_pool(x, a["kernel_size"], strides=a["strides"], padding=pads,
-                    count_include_pad=False)
-    return y.astype(x.dtype)
+    window = dict(window_shape=a["kernel_size"], strides=a["strides"], padding=pads)
+    total = nn.pool(x, 0.0, jax.lax.add, **window)
+    count = nn.pool(jnp.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, jax.lax.add, **window)
+    return total / count
 
 
 def global_avg_pool2d(node, xs, ctx):

@@ -35,10 +35,17 @@ class GraphModule(nn.Module):
 
 
 def build_model(graph: Graph, dtype: str) -> GraphModule:
-    """The flax module for ``graph``; an op without a JAX lowering is a ``SpecError`` here, at
-    compile time, not a traceback at the first step."""
+    """The flax module for ``graph``. What flax cannot run is a ``SpecError`` here, at compile
+    time, not a traceback at the first step."""
     for node in graph.nodes:
+        where = f"{graph.name}/{node.name}"
         if node.op not in LOWERINGS:
             raise SpecError(f"the jax backend has no lowering for op {node.op!r}",
-                            where=f"{graph.name}/{node.name}", op=node.op)
+                            where=where, op=node.op)
+        if node.name == "params" and node.params:
+            # variables["params"]["params"] is what flax's apply() takes for a user mistake
+            # (a doubly nested variables dict) and refuses.
+            raise SpecError("a node with parameters cannot be named 'params' on the jax backend "
+                            "(flax refuses variables['params']['params']); rename the node",
+                            where=where, op=node.op)
     return GraphModule(graph=graph, dtype=jnp.dtype(dtype), name=graph.name)

@@ -44,9 +44,12 @@ def to_native(graph: Graph, params: dict, state: dict, dtype) -> dict:
 
 
 def to_canonical(tree: dict) -> dict[str, np.ndarray]:
-    """{"node/name": NumPy array} from one collection ({node: {name: array}}); one device fetch."""
+    """{"node/name": NumPy array} from one collection ({node: {name: array}}); one device fetch.
+
+    The arrays are writable copies: on CPU ``device_get`` can return read-only views of device
+    buffers, which the next (donating) train step would otherwise keep alive."""
     host = jax.device_get(tree)
-    return {f"{node}/{name}": np.asarray(arr) for node, leaves in host.items()
+    return {f"{node}/{name}": np.array(arr) for node, leaves in host.items()
             for name, arr in leaves.items()}
 
 

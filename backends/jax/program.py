@@ -7,9 +7,12 @@ and a step counter. ``train_step`` is one ``jax.jit``ted pure function
     (params, batch_stats, opt_state, step, rng, inputs, labels)
         -> (params, batch_stats, opt_state, step + 1, loss)
 
-that donates the old state buffers; per call, only the batch goes to the device and the loss
-comes back. ``gradients`` and ``forward`` are jitted too and return new values without touching
-the stored ones (BatchNorm statistics computed in training mode are dropped).
+that donates the old state buffers (so arrays read from ``program.params`` before a step are
+deleted by it); per call, only the batch goes to the device and the loss comes back. The batch is
+handed to the jitted function as NumPy arrays already in the program dtype: jit copies them onto
+the device of the committed state in its C++ dispatch path, which costs less than a separate
+``jax.device_put``. ``gradients`` and ``forward`` are jitted too and return new values without
+touching the stored ones (BatchNorm statistics computed in training mode are dropped).
 
 Dropout: masks come from ``jax.random.fold_in(jax.random.key(spec.seed), step)``, so update
 number t always uses the same masks, and ``gradients`` / ``forward(training=True)`` called before
@@ -134,36 +137,36 @@ class Program(backend.Program):
         return float(loss), params_mod.to_canonical(grads)
 
     def forward(self, inputs, training: bool = False):
-        x = jax.device_put(self._inputs(inputs), self.jax_device)
+        x = self._inputs(inputs)
         if training:
             out = self._forward_train(self.params, self.batch_stats, self._step, self.rng, x)
         else:
             out = self._forward_eval(self.params, self.batch_stats, x)
         out = jax.device_get(out)
-        return [np.asarray(o) for o in out] if isinstance(out, list) else np.asarray(out)
+        return [np.array(o) for o in out] if isinstance(out, list) else np.array(out)
 
-    # --- host-side batch preparation (cheap checks, one transfer) -------------------------------
+    # --- host-side batch preparation: cheap checks and dtype casts, no transfer yet -------------
     def _batch(self, inputs, labels):
-        return jax.device_put((self._inputs(inputs), self._labels(labels)), self.jax_device)
+        return self._inputs(inputs), self._labels(labels)
 
     def _inputs(self, inputs) -> dict:
         given = self.graph.as_input_dict(inputs)
         out = {}
-        for spec in self.graph.inputs:
-            x = np.asarray(given[spec.name])
-            where = f"input {spec.name!r}"
-            if x.ndim != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
-                raise DataError(f"{where}: expected a batch of shape (N, {', '.join(map(str, spec.shape))}), "
-                                f"found {x.shape}")
-            if spec.kind == "int":
+        for inp in self.graph.inputs:
+            x = np.asarray(given[inp.name])
+            where = f"input {inp.name!r}"
+            if x.ndim != len(inp.shape) + 1 or tuple(x.shape[1:]) != inp.shape:
+                raise DataError(f"{where}: expected a batch of shape "
+                                f"(N, {', '.join(map(str, inp.shape))}), found {x.shape}")
+            if inp.kind == "int":
                 if not np.issubdtype(x.dtype, np.integer):
                     raise DataError(f"{where}: expected integer indices, found {x.dtype}")
-                limit = self._index_limits.get(spec.name)
+                limit = self._index_limits.get(inp.name)
                 if limit is not None and x.size and (x.min() < 0 or x.max() >= limit):
                     raise DataError(f"{where}: Embedding index outside [0, {limit})")
-                out[spec.name] = x.astype(np.int32, copy=False)
+                out[inp.name] = x.astype(np.int32, copy=False)
             else:
-                out[spec.name] = x.astype(self._np_dtype, copy=False)
+                out[inp.name] = x.astype(self._np_dtype, copy=False)
         return out
 
     def _labels(self, labels):

@@ -31,7 +31,8 @@ def resolve(device: str, dtype: str) -> tuple[str, tf.DType]:
                                  f"choose one of {', '.join(DTYPES)}")
     name = normalize_device(device)
     if name not in _TF_DEVICES:
-        raise BackendUnavailable(f"tensorflow backend: unknown device {device!r}; choose cpu or gpu")
+        raise BackendUnavailable(f"tensorflow backend: unknown device {device!r}; "
+                                 f"choose cpu or gpu")
     if name not in available():
         raise BackendUnavailable(f"tensorflow backend: device {device!r} is not available "
                                  f"(TensorFlow sees {', '.join(available()) or 'no device'}; "

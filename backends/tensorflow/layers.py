@@ -2,8 +2,9 @@
 
 Each node module owns its variables as attributes named like the canonical parameters
 (``dense.kernel``, ``bn.mean``), with the variable named by canonical path (``dense/kernel``), and
-computes its op with ``tf`` / ``tf.nn`` functions in canonical layout (NHWC; TensorFlow's own layout,
-so no parameter is transposed). Configuration is resolved once, at lowering time, into plain tuples.
+computes its op with ``tf`` / ``tf.nn`` functions in canonical layout (NHWC, TensorFlow's own
+layout: no parameter is transposed). Configuration is resolved once, at lowering time, into plain
+tuples.
 
 Where TensorFlow's default differs from the canonical rule (DESIGN section 3) the rule is lowered
 explicitly, as each class says.
@@ -11,6 +12,7 @@ explicitly, as each class says.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,24 @@ def batch_axis(axis: int) -> int:
     return axis + 1 if axis >= 0 else axis
 
 
+def gelu_exact(x):
+    """0.5 x (1 + erf(x / sqrt 2)). Written out because tf.nn.gelu builds its constants with
+    ``cast(python float, dtype)``, which rounds them through float32: ~1e-10 off in float64."""
+    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), constants in the input's dtype (see
+    ``gelu_exact`` for why not tf.nn.gelu(approximate=True))."""
+    return 0.5 * x * (1.0 + tf.math.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def leaky_relu(x, slope):
+    """x if x > 0 else slope * x. Not tf.nn.leaky_relu: its ``alpha`` is a float32 op attribute,
+    so a slope such as 0.2 is rounded (1.5e-8 relative) in float64."""
+    return tf.where(x > 0, x, slope * x)
+
+
 # The one activation table, used by the Activation op and by the fused ``activation`` attribute of
 # Dense and Conv2D. Every parameter is explicit: gelu's variant, leaky_relu's slope (Keras would
 # default to 0.3), softmax's per-example axis.
@@ -35,9 +55,9 @@ ACTIVATIONS = {
     "tanh": tf.math.tanh,
     "sigmoid": tf.math.sigmoid,
     "silu": tf.nn.silu,
-    "gelu_exact": lambda x: tf.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: tf.nn.gelu(x, approximate=True),
-    "leaky_relu": lambda x, slope: tf.nn.leaky_relu(x, alpha=slope),
+    "gelu_exact": gelu_exact,
+    "gelu_tanh": gelu_tanh,
+    "leaky_relu": leaky_relu,
     "softmax": lambda x, axis=-1: tf.nn.softmax(x, axis=batch_axis(axis)),
 }
 
@@ -59,7 +79,10 @@ class LoweringContext:
 class NodeModule(tf.Module):
     """A lowered node. Parameters and state become ``tf.Variable`` attributes named like the
     canonical parameter (created as zeros; ``params.load`` sets them). Call with the list of input
-    tensors (batch first); ``update_state`` says whether training-mode calls may assign state."""
+    tensors (batch first); ``update_state`` says whether training-mode calls may assign state.
+
+    Subclasses define ``__call__(self, xs, training=False, update_state=False)``.
+    """
 
     def __init__(self, node, ctx: LoweringContext):
         super().__init__(name=node.name)
@@ -69,9 +92,6 @@ class NodeModule(tf.Module):
             for name, d in defs.items():
                 setattr(self, name, tf.Variable(tf.zeros(d.shape, ctx.dtype), trainable=trainable,
                                                 name=f"{node.name}/{name}"))
-
-    def __call__(self, xs: list, training: bool = False, update_state: bool = False):
-        raise NotImplementedError  # every lowering below defines it
 
 
 def _nhwc_pads(pads) -> tuple:
@@ -88,15 +108,14 @@ class Dense(NodeModule):
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.units = node.attrs["units"]
+        self.out_shape = tuple(node.out_type.shape)  # per example
         self.act = activation(node.attrs["activation"])
 
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
         if x.shape.rank > 2:
-            lead = tf.shape(x)[:-1]
             y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), self.kernel)
-            y = tf.reshape(y, tf.concat([lead, [self.units]], axis=0))
+            y = tf.reshape(y, [-1, *self.out_shape])
         else:
             y = tf.matmul(x, self.kernel)
         if "bias" in self.param_names:
@@ -140,8 +159,8 @@ class Conv2D(NodeModule):
 
 
 class MaxPool2D(NodeModule):
-    """Padded cells are -inf (never chosen): tf.pad with -inf, then a VALID max pool (XLA has no
-    pooling with explicit padding, and 'SAME' is not written out from the one padding rule)."""
+    """Padded cells are -inf (never chosen): tf.pad with -inf from the ``spatial_plan`` pads, then
+    a VALID max pool (XLA has no pooling with explicit padding)."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -269,7 +288,8 @@ class BatchNorm(NodeModule):
         super().__init__(node, ctx)
         self.momentum = node.attrs["momentum"]
         self.epsilon = node.attrs["epsilon"]
-        self.axes = tuple(range(len(node.in_types[0].shape)))  # batch + every per-example axis but the last
+        # the batch axis and every per-example axis but the last (channel) one
+        self.axes = tuple(range(len(node.in_types[0].shape)))
 
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
@@ -301,10 +321,6 @@ class Embedding(NodeModule):
     """tf.gather rows of the (vocab, dim) table. Out-of-range ids raise on TensorFlow's CPU kernel
     but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps."""
 
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        self.vocab_size = node.attrs["vocab_size"]
-
     def __call__(self, xs, training=False, update_state=False):
         return tf.gather(self.embedding, xs[0])
 
@@ -312,12 +328,16 @@ class Embedding(NodeModule):
 def _in_xla_context() -> bool:
     """Whether the function being traced is XLA-compiled (``tf.function(jit_compile=True)`` puts
     an XLA control-flow context on its graph). TensorFlow has no public query for this; without the
-    internal helper, answer False, which takes the per-group path: correct everywhere, just slower."""
-    try:
-        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-    except ImportError:
+    internal helper, answer False, which takes the per-group path: correct everywhere, slower."""
+    if _graph_in_xla is None:
         return False
-    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    return _graph_in_xla(tf.compat.v1.get_default_graph())
+
+
+try:  # TensorFlow-internal, so optional: see _in_xla_context
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext as _graph_in_xla
+except ImportError:  # pragma: no cover - depends on the TensorFlow version
+    _graph_in_xla = None
 
 
 LOWERINGS = {cls.__name__: cls for cls in (

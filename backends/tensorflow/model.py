@@ -32,13 +32,20 @@ class GraphModule(tf.Module):
             self.layers[node.name] = lowering(node, ctx)
         self.wiring = tuple((n.name, tuple(n.inputs)) for n in graph.nodes)
         self.input_names = tuple(i.name for i in graph.inputs)
+        self.input_dtypes = tuple(dtype if i.kind == "float" else tf.int64 for i in graph.inputs)
         self.output_names = tuple(graph.outputs)
 
     def __call__(self, inputs: dict, training: bool = False, update_state: bool | None = None):
-        """Run the graph. ``training`` picks batch statistics and dropout; ``update_state``
-        (default: ``training``) lets BatchNorm assign its running statistics."""
+        """Run the graph on ``{input name: tensor}`` (or one tensor / a list, in input order).
+        ``training`` picks batch statistics and dropout; ``update_state`` (default: ``training``)
+        lets BatchNorm assign its running statistics."""
+        if not isinstance(inputs, dict):
+            inputs = dict(zip(self.input_names,
+                              inputs if isinstance(inputs, (list, tuple)) else [inputs]))
         update = training if update_state is None else update_state
-        values = {name: inputs[name] for name in self.input_names}
+        # float inputs in the model dtype, ids as int64 (a no-op for tensors that already are)
+        values = {name: tf.cast(inputs[name], dt)
+                  for name, dt in zip(self.input_names, self.input_dtypes)}
         for name, sources in self.wiring:
             values[name] = self.layers[name]([values[s] for s in sources], training=training,
                                              update_state=update)

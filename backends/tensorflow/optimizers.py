@@ -34,7 +34,11 @@ def slot_key(var: tf.Variable) -> str:
 
 
 class Optimizer(tf.Module):
-    """Base: schedule, step counter, slot tables, ``apply_gradients`` and ``reset``."""
+    """Base: schedule, step counter, slot tables, ``apply_gradients`` and ``reset``.
+
+    Subclasses name their ``slot_names`` and define ``update(var, g, lr, slots, context)``, which
+    assigns the new slot values and parameter for one variable.
+    """
 
     slot_names: tuple = ()
 
@@ -69,21 +73,17 @@ class Optimizer(tf.Module):
     def apply_gradients(self, grads_and_vars) -> None:
         """Apply update number ``step`` to every (gradient, variable) pair, then count it."""
         pairs = [(tf.convert_to_tensor(g), v) for g, v in grads_and_vars]  # sparse -> dense
-        if not pairs:
-            return
-        lr = self.learning_rate(pairs[0][1].dtype)
-        context = self.prepare(pairs[0][1].dtype)
-        for g, var in pairs:
-            key = slot_key(var)
-            self.update(var, g, lr, {s: self.slots[s][key] for s in self.slot_names}, context)
+        if pairs:
+            dtype = pairs[0][1].dtype
+            lr, context = self.learning_rate(dtype), self.prepare(dtype)
+            for g, var in pairs:
+                key = slot_key(var)
+                self.update(var, g, lr, {s: self.slots[s][key] for s in self.slot_names}, context)
         self.step.assign_add(1)
 
     def prepare(self, dtype) -> dict:
         """Per-update quantities shared by every variable."""
         return {}
-
-    def update(self, var, g, lr, slots: dict, context: dict) -> None:
-        raise NotImplementedError  # every optimizer below defines it
 
 
 class SGD(Optimizer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selection import BACKENDS
-from test_isolation import _imported_after
+from helpers import imported_after as _imported_after
 
 OWN = {"torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax", "flax", "optax"}}
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from rosetta.conformance import compare_arrays, compare_trees
+from rosetta.conformance.oracle import check_forward, check_gradients
+from rosetta.conformance.tiers import ORACLE_FORWARD as FORWARD_RTOL
 
 from cases import BUILD, IDS
+from helpers import compile_spec, random_inputs, random_targets
 from selection import BACKENDS
-from helpers import compile_spec, finite_difference, random_inputs, random_targets
 
 BATCH = 4
-FORWARD_RTOL = 1e-12   # DESIGN section 5, oracle tier
-FD_RTOL = 1e-6
 
 
 def _setup(case, backend):
@@ -28,30 +28,15 @@ def _setup(case, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", IDS)
 def test_forward_matches_reference(case, backend):
-    spec, prog, x, _ = _setup(case, backend)
-    params = spec.model.init_params(spec.seed)
-    for training in (False, True):
-        ref = spec.model.reference_forward(params, x, training=training)
-        got = prog.forward(x, training=training)
-        w = compare_arrays(got, ref, f"{case} output (training={training})", FORWARD_RTOL)
-        assert w.passed, str(w)
+    w = check_forward(BUILD[case](), backend)
+    assert w.passed, str(w)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", IDS)
 def test_gradients_match_finite_differences(case, backend):
-    spec, prog, x, y = _setup(case, backend)
-    params = spec.model.init_params(spec.seed)
-    loss, grads = prog.gradients(x, y)
-    ref_loss = spec.loss.reference(spec.model.reference_forward(params, x, training=True), y)
-    assert compare_arrays(loss, ref_loss, "loss", FORWARD_RTOL).passed, (loss, ref_loss)
-    assert set(grads) == set(params)
-    for path in params:
-        idx, fd = finite_difference(spec, params, x, y, path)
-        got = np.array([grads[path][i] for i in idx])
-        w = compare_arrays(got, fd, f"{case} d loss / d {path}", FD_RTOL)
-        # FD noise is absolute (~1e-10): a gradient entry that is zero up to noise compares absolutely
-        assert w.passed or w.abs_err < 1e-9, str(w)
+    w = check_gradients(BUILD[case](), backend)
+    assert w.passed, str(w)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

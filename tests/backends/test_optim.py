@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rosetta as rs
-from rosetta.conformance import compare_trees
+from rosetta.conformance.oracle import check_optimizer
 
 from helpers import compile_spec, random_inputs, random_targets
 from selection import BACKENDS
@@ -42,21 +42,10 @@ def _model():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_optimizer_matches_reference(opt, backend):
-    optimizer = OPTIMIZERS[opt]()
     spec = rs.TrainSpec(model=_model(), loss=rs.losses.SoftmaxCrossEntropy(0.05),
-                        optimizer=optimizer, data=rs.DataSpec("images"), steps=STEPS)
-    prog = compile_spec(spec, backend, "float64")
-    state = optimizer.init_state(prog.export_params())
-    for t in range(STEPS):
-        x = random_inputs(spec.model, 8, seed=t)
-        y = random_targets(spec, 8, seed=100 + t)
-        params = prog.export_params()
-        _, grads = prog.gradients(x, y)
-        expected, state = optimizer.update(params, grads, state, t)
-        prog.train_step(x, y)
-        assert prog.step == t + 1
-        w = compare_trees(prog.export_params(), expected, f"{opt} step {t}", 1e-12)
-        assert w.passed, str(w)
+                        optimizer=OPTIMIZERS[opt](), data=rs.DataSpec("images"), steps=STEPS)
+    w = check_optimizer(spec, backend, steps=STEPS)
+    assert w.passed, str(w)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -3,18 +3,8 @@ own framework."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from helpers import imported_after as _imported_after
 
-FRAMEWORKS = {"torch", "tensorflow", "jax", "flax", "optax", "keras"}
-
-
-def _imported_after(code: str) -> set[str]:
-    probe = (code + "\nimport sys\n"
-             f"print('IMPORTED:', *sorted({FRAMEWORKS!r} & set(sys.modules)))")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return set(r.stdout.strip().splitlines()[-1].split()[1:])
 
 
 def test_core_imports_no_framework():

@@ -1,0 +1,169 @@
+"""``Program``: the lowered model, loss and optimizer with XLA-compiled steps.
+
+Every step is one ``tf.function(jit_compile=True)`` with a fixed input signature (the batch axis
+left open), so it traces once; XLA compiles once per batch size. The steps are placed on the
+program's device; inputs cross from the host once per call and only the loss (and, where asked,
+gradients or outputs) comes back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from rosetta import backend as contract
+from rosetta.backends.tensorflow import device as tf_device
+from rosetta.backends.tensorflow import losses, optimizers, params
+from rosetta.backends.tensorflow.model import GraphModule
+from rosetta.errors import DataError
+
+ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
+
+
+def embedding_limits(graph) -> dict[str, int]:
+    """{int input name: smallest vocab_size of the Embeddings it feeds} (through Reshapes)."""
+    origin = {i.name: i.name for i in graph.inputs if i.kind == "int"}
+    limits: dict[str, int] = {}
+    for node in graph.nodes:
+        src = origin.get(node.inputs[0]) if node.inputs else None
+        if src is None:
+            continue
+        if node.op == "Embedding":
+            limits[src] = min(limits.get(src, node.attrs["vocab_size"]), node.attrs["vocab_size"])
+        elif node.out_type.kind == "int":
+            origin[node.name] = src
+    return limits
+
+
+def compiled(fn, input_signature):
+    """``fn`` as one XLA-compiled ``tf.function`` that traces once (the batch axis is open in the
+    signature; XLA compiles once per batch size). AutoGraph is off: the bodies have no
+    data-dependent Python control flow. Every Program traces its own functions once, which
+    TensorFlow's frequent-retracing detector (keyed by the Python code, shared by all Programs)
+    would misreport as retracing, so that warning is switched off for these functions."""
+    f = tf.function(fn, jit_compile=True, autograph=False, input_signature=input_signature)
+    f._omit_frequent_tracing_warning = True  # no public switch (SavedModel loading sets it too)
+    return f
+
+
+class Program(contract.Program):
+    """A ``TrainSpec`` lowered to TensorFlow on one device and dtype.
+
+    ``model`` is a ``GraphModule`` (tf.Module) and ``optimizer`` a tf.Module optimizer with
+    ``apply_gradients``; both are usable without rosetta.
+    """
+
+    backend = "tensorflow"
+
+    def __init__(self, spec, dtype: str = "float32", device: str = "cpu"):
+        self.tf_device, self.tf_dtype = tf_device.resolve(device, dtype)
+        self.dtype = dtype
+        self.device = contract.normalize_device(device)
+        self.spec = spec
+        self.graph = graph = spec.model
+        with tf.device(self.tf_device):
+            self.model = GraphModule(graph, self.tf_dtype, spec.seed)
+            self.param_vars = self.model.param_variables()
+            self.trainable = list(self.param_vars.values())
+            self.optimizer = optimizers.lower(spec.optimizer, self.trainable)
+        self.loss_fn = losses.lower(spec.loss)
+        self.id_limits = embedding_limits(graph)
+
+        self.input_signature = {
+            i.name: tf.TensorSpec((None, *i.shape),
+                                  self.tf_dtype if i.kind == "float" else tf.int64, name=i.name)
+            for i in graph.inputs}
+        out_shape = graph.output_type.shape
+        if spec.loss.label_kind == "int":
+            self.label_dtype, self.label_shape = tf.int64, tuple(out_shape[:-1])
+            self.classes = out_shape[-1]
+        else:
+            self.label_dtype, self.label_shape = self.tf_dtype, tuple(out_shape)
+        labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
+        sig = [self.input_signature, labels]
+        self._train = compiled(self._train_step, sig)
+        self._grads = compiled(self._loss_and_grads, sig)
+        self._forward = {False: compiled(self._forward_eval, [self.input_signature]),
+                         True: compiled(self._forward_train, [self.input_signature])}
+        self.load(graph.init_params(spec.seed), graph.init_state())
+
+    # --- the compiled bodies ---------------------------------------------------------------------
+    def _forward_eval(self, inputs):
+        return self.model(inputs, training=False)
+
+    def _forward_train(self, inputs):
+        return self.model(inputs, training=True, update_state=False)
+
+    def _train_step(self, inputs, labels):
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(self.model(inputs, training=True), labels)
+        grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
+        return loss
+
+    def _loss_and_grads(self, inputs, labels):
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(self.model(inputs, training=True, update_state=False), labels)
+        grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
+        return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    # --- host side -------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """Updates applied since ``load`` (the optimizer's int64 step variable)."""
+        return int(self.optimizer.step.numpy())
+
+    def _inputs(self, inputs) -> dict[str, np.ndarray]:
+        """Canonical inputs as arrays of the program dtype (float) or int64 (ids, range-checked:
+        XLA clamps out-of-range gather indices instead of failing)."""
+        inputs = self.graph.as_input_dict(inputs)
+        out = {}
+        for name, tspec in self.input_signature.items():
+            a = np.asarray(inputs[name], dtype=tspec.dtype.as_numpy_dtype)
+            if tuple(a.shape[1:]) != tuple(tspec.shape[1:]):
+                raise DataError(f"input {name!r}: expected shape (batch, "
+                                f"{', '.join(map(str, tspec.shape[1:]))}), found {a.shape}")
+            limit = self.id_limits.get(name)
+            if limit is not None and a.size and (a.min() < 0 or a.max() >= limit):
+                raise IndexError(f"input {name!r}: Embedding ids must be in [0, {limit}), "
+                                 f"found {a.min()}..{a.max()}")
+            out[name] = a
+        return out
+
+    def _labels(self, labels) -> np.ndarray:
+        """Labels as int64 class ids (range-checked: XLA would give a NaN loss) or float targets."""
+        a = np.asarray(labels, dtype=self.label_dtype.as_numpy_dtype)
+        if tuple(a.shape[1:]) != self.label_shape:
+            raise DataError(f"labels: expected shape (batch, "
+                            f"{', '.join(map(str, self.label_shape))}), found {a.shape}")
+        if self.label_dtype == tf.int64 and a.size and (a.min() < 0 or a.max() >= self.classes):
+            raise DataError(f"labels: class ids must be in [0, {self.classes}), "
+                            f"found {a.min()}..{a.max()}")
+        return a
+
+    def load(self, params_in, state) -> None:
+        """Set parameters and state; reset the optimizer (slots, step) and the dropout generator
+        (to the spec's seed, so a reloaded program replays the same masks)."""
+        params.load(self.model, params_in, state)
+        self.optimizer.reset()
+        self.model.rng.reset_from_seed(self.spec.seed)
+
+    def export_params(self):
+        return params.export_params(self.model)
+
+    def export_state(self):
+        return params.export_state(self.model)
+
+    def train_step(self, inputs, labels) -> float:
+        with tf.device(self.tf_device):
+            return float(self._train(self._inputs(inputs), self._labels(labels)))
+
+    def gradients(self, inputs, labels):
+        with tf.device(self.tf_device):
+            loss, grads = self._grads(self._inputs(inputs), self._labels(labels))
+        return float(loss), {path: g.numpy() for path, g in zip(self.param_vars, grads)}
+
+    def forward(self, inputs, training: bool = False):
+        with tf.device(self.tf_device):
+            out = self._forward[bool(training)](self._inputs(inputs))
+        return [o.numpy() for o in out] if isinstance(out, list) else out.numpy()

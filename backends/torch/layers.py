@@ -1,0 +1,405 @@
+"""One lowering per registered op: the table ``LOWERINGS`` (op name -> ``Lowering``).
+
+Layout
+------
+Canonical activations are channels-last; torch convolutions and pools want NCHW. A 4-D value
+(rank 3 per example) therefore lives in one of two layouts, ``CHANNELS_LAST`` (N, H, W, C) or
+``CHANNELS_FIRST`` (N, C, H, W); values of any other rank are always canonical (channels-last).
+Each lowering declares the layout it accepts for 4-D inputs (channels-first, channels-last or
+either); ``plan_layout`` picks the layout a node runs in, the lowering is built for it,
+``native_axis`` maps a canonical axis into it and ``convert_layout`` permutes between the two.
+This section is the one place the layout rule lives; ``model.py`` applies it.
+
+Native layers are used wherever they can be configured to the canonical rule; the exceptions,
+each documented where it is built: asymmetric padding (explicit ``F.pad``, torch pads
+symmetrically), average pooling whose padding torch cannot exclude (sum-pool / count), and
+BatchNorm (torch stores the unbiased running variance and uses momentum 1 - m).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rosetta.errors import SpecError
+from rosetta.graph import Node
+from rosetta.ops.activation import key as activation_key
+from rosetta.ops.conv import spatial_plan
+
+# --- layout -----------------------------------------------------------------------------------
+
+CHANNELS_LAST = "channels_last"     # canonical: (N, H, W, C)
+CHANNELS_FIRST = "channels_first"   # torch conv/pool order: (N, C, H, W)
+EITHER = "either"                   # the lowering adapts to the layout it is given
+
+# canonical per-example axis (H, W, C) -> tensor axis in (N, C, H, W)
+_CHANNELS_FIRST_AXIS = (2, 3, 1)
+
+
+def native_axis(axis: int, rank: int, layout: str) -> int:
+    """The tensor axis (batch axis included) holding canonical per-example ``axis`` of a value
+    with ``rank`` per-example axes stored in ``layout``."""
+    a = axis + rank if axis < 0 else axis
+    if layout == CHANNELS_FIRST:
+        return _CHANNELS_FIRST_AXIS[a]
+    return a + 1
+
+
+def convert_layout(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+    """Permute a 4-D tensor between channels-last and channels-first. A view, no copy: the
+    channels-first view of an NHWC tensor is torch's ``channels_last`` memory format, which its
+    CPU and cuDNN convolutions take directly (measured faster than a contiguous NCHW copy)."""
+    if src == dst:
+        return x
+    return x.permute(0, 3, 1, 2) if dst == CHANNELS_FIRST else x.permute(0, 2, 3, 1)
+
+
+def plan_layout(accepts: str, input_layouts: list[str], input_rank: int) -> str:
+    """The layout a node runs in. Only 4-D values (rank 3 per example) have a choice: the op's
+    own layout, or for an op that takes either, its first input's layout (other inputs are
+    converted to it)."""
+    if input_rank != 3:
+        return CHANNELS_LAST
+    return input_layouts[0] if accepts == EITHER else accepts
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """``accepts``: the layout of 4-D inputs this op runs on; ``build(node, layout)`` makes the
+    native module for the layout chosen (always ``CHANNELS_LAST`` for inputs of other ranks)."""
+
+    accepts: str
+    build: Callable[[Node, str], nn.Module]
+
+
+# --- activations: one table for the Activation op and the fused ``activation`` attribute --------
+
+ACTIVATIONS: dict[str, Callable[[dict, int], nn.Module]] = {
+    "identity": lambda kw, dim: nn.Identity(),
+    "relu": lambda kw, dim: nn.ReLU(),
+    "tanh": lambda kw, dim: nn.Tanh(),
+    "sigmoid": lambda kw, dim: nn.Sigmoid(),
+    "silu": lambda kw, dim: nn.SiLU(),
+    "gelu_exact": lambda kw, dim: nn.GELU(approximate="none"),
+    "gelu_tanh": lambda kw, dim: nn.GELU(approximate="tanh"),
+    "softmax": lambda kw, dim: nn.Softmax(dim=dim),
+    "leaky_relu": lambda kw, dim: nn.LeakyReLU(negative_slope=kw["slope"]),
+}
+
+
+def activation(name: str, kwargs: dict | None = None, dim: int = -1) -> nn.Module:
+    """The native module for a canonical activation name; ``dim`` is the tensor axis softmax
+    normalises over."""
+    try:
+        make = ACTIVATIONS[name]
+    except KeyError:
+        raise SpecError(f"the torch backend has no activation {name!r} (it lowers "
+                        f"{', '.join(sorted(ACTIVATIONS))})") from None
+    return make(kwargs or {}, dim)
+
+
+def _fused(core_name: str, core: nn.Module, act: nn.Module, pad: nn.Module | None = None):
+    """The native layer alone, or ``Sequential(pad?, core, activation?)`` when it needs more."""
+    if pad is None and isinstance(act, nn.Identity):
+        return core
+    parts = ([("pad", pad)] if pad is not None else []) + [(core_name, core)]
+    if not isinstance(act, nn.Identity):
+        parts.append(("activation", act))
+    return nn.Sequential(OrderedDict(parts))
+
+
+# --- padding ----------------------------------------------------------------------------------
+
+def _pad_arg(pads) -> tuple[int, int, int, int]:
+    """((top, bottom), (left, right)) -> F.pad's (left, right, top, bottom)."""
+    (top, bottom), (left, right) = pads
+    return (left, right, top, bottom)
+
+
+def _symmetric(pads) -> tuple[int, int] | None:
+    """(pad_h, pad_w) when both axes pad the same before and after, else None."""
+    if all(lo == hi for lo, hi in pads):
+        return pads[0][0], pads[1][0]
+    return None
+
+
+def _native_pool_padding(a: dict, pads) -> tuple[int, int] | None:
+    """torch pools pad symmetrically and by at most half the window; None where that cannot
+    express the canonical pads."""
+    sym = _symmetric(pads)
+    if sym is not None and all(p <= k // 2 for p, k in zip(sym, a["kernel_size"])):
+        return sym
+    return None
+
+
+# --- dense and convolution -------------------------------------------------------------------
+
+def dense(node: Node, layout: str) -> nn.Module:
+    """nn.Linear on the last axis (weight is kernel.T, see params.py), then the activation."""
+    a = node.attrs
+    linear = nn.Linear(node.in_types[0].shape[-1], a["units"], bias=a["use_bias"])
+    return _fused("dense", linear, activation(a["activation"], dim=-1))
+
+
+def conv2d(node: Node, layout: str) -> nn.Module:
+    """nn.Conv2d on NCHW. Padding comes from ``spatial_plan`` (the canonical rule): symmetric
+    pads go to Conv2d's ``padding``; asymmetric ones (``same`` with stride > 1 or an even
+    window, explicit (lo, hi)) are applied first with ``nn.ZeroPad2d``, since torch's own
+    ``padding="same"`` refuses strides > 1 and puts the odd cell before."""
+    a = node.attrs
+    h, w, c = node.in_types[0].shape
+    _, pads = spatial_plan(a, (h, w), a["dilation"])
+    sym = _symmetric(pads)
+    conv = nn.Conv2d(c, a["filters"], a["kernel_size"], stride=a["strides"],
+                     padding=sym if sym is not None else 0, dilation=a["dilation"],
+                     groups=a["groups"], bias=a["use_bias"])
+    pad = None if sym is not None else nn.ZeroPad2d(_pad_arg(pads))
+    return _fused("conv", conv, activation(a["activation"], dim=1), pad)
+
+
+def embedding(node: Node, layout: str) -> nn.Module:
+    """nn.Embedding: weight is the canonical (vocab_size, dim) table."""
+    return nn.Embedding(node.attrs["vocab_size"], node.attrs["dim"])
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+def max_pool2d(node: Node, layout: str) -> nn.Module:
+    """nn.MaxPool2d (it pads with -inf). Pads it cannot take (asymmetric, or more than half the
+    window) are applied first with ``ConstantPad2d(-inf)``: padded cells are never chosen."""
+    a = node.attrs
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2])
+    native = _native_pool_padding(a, pads)
+    if native is not None:
+        return nn.MaxPool2d(a["kernel_size"], a["strides"], padding=native)
+    return nn.Sequential(OrderedDict([
+        ("pad", nn.ConstantPad2d(_pad_arg(pads), float("-inf"))),
+        ("pool", nn.MaxPool2d(a["kernel_size"], a["strides"]))]))
+
+
+class ExcludePadAvgPool2d(nn.Module):
+    """Average pooling that excludes padded cells for any padding (NCHW).
+
+    y = window_sum(zero_pad(x)) / count, count[h, w] = number of real cells in the window.
+    torch's ``count_include_pad=False`` does this only for symmetric pads of at most half the
+    window, so other pads are lowered here: a sum-pool (``divisor_override=1``) divided by a
+    count map fixed by the input size (a non-persistent buffer).
+    """
+
+    def __init__(self, kernel_size, stride, pads, in_hw):
+        super().__init__()
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.pad = _pad_arg(pads)
+        ones = F.pad(torch.ones(1, 1, *in_hw, dtype=torch.get_default_dtype()), self.pad)
+        count = F.avg_pool2d(ones, self.kernel_size, self.stride, divisor_override=1)
+        self.register_buffer("count", count, persistent=False)
+
+    def forward(self, x):
+        total = F.avg_pool2d(F.pad(x, self.pad), self.kernel_size, self.stride,
+                             divisor_override=1)
+        return total / self.count
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
+
+
+def avg_pool2d(node: Node, layout: str) -> nn.Module:
+    """nn.AvgPool2d(count_include_pad=False) where torch can take the pads, else
+    ``ExcludePadAvgPool2d``. Both divide by the number of real cells (torch's default counts
+    the padding)."""
+    a = node.attrs
+    hw = node.in_types[0].shape[:2]
+    _, pads = spatial_plan(a, hw)
+    native = _native_pool_padding(a, pads)
+    if native is not None:
+        return nn.AvgPool2d(a["kernel_size"], a["strides"], padding=native,
+                            count_include_pad=False)
+    return ExcludePadAvgPool2d(a["kernel_size"], a["strides"], pads, hw)
+
+
+class GlobalAvgPool2d(nn.Module):
+    """y[n, c] = mean over the two spatial axes ``dims`` (they depend on the layout)."""
+
+    def __init__(self, dims: tuple[int, int]):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.mean(dim=self.dims)
+
+    def extra_repr(self):
+        return f"dims={self.dims}"
+
+
+def global_avg_pool2d(node: Node, layout: str) -> nn.Module:
+    return GlobalAvgPool2d((native_axis(0, 3, layout), native_axis(1, 3, layout)))
+
+
+# --- normalization ----------------------------------------------------------------------------
+
+class CanonicalBatchNorm(nn.Module):
+    """BatchNorm by the canonical rule (see ``rosetta.ops.REGISTRY['BatchNorm']``).
+
+    Normalisation is ``F.batch_norm`` (batch mean and biased variance in training, running
+    statistics in eval). The running statistics are updated here, not by torch, because torch
+    weights the new value by ``momentum`` (canonical: by 1 - momentum) and stores the *unbiased*
+    batch variance, while the canonical rule stores the biased one:
+
+        running_mean <- m * running_mean + (1 - m) * mean(x)
+        running_var  <- m * running_var  + (1 - m) * var(x)      (biased, over every axis but C)
+
+    ``channel_dim`` is the tensor axis of the channels (1 for NCHW and (N, C)); other axes are
+    moved to 1 around ``F.batch_norm``. ``update_running_stats = False`` normalises with batch
+    statistics without touching the buffers (used by ``Program.gradients`` / ``forward``).
+    """
+
+    def __init__(self, channels: int, momentum: float, epsilon: float, channel_dim: int = 1):
+        super().__init__()
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.channel_dim = channel_dim
+        self.update_running_stats = True
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        moved = self.channel_dim != 1
+        if moved:
+            x = x.movedim(self.channel_dim, 1)
+        if self.training:
+            if self.update_running_stats:
+                self._update_running_stats(x)
+            y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.epsilon)
+        else:
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                             False, 0.0, self.epsilon)
+        return y.movedim(1, self.channel_dim) if moved else y
+
+    @torch.no_grad()
+    def _update_running_stats(self, x):
+        dims = [0, *range(2, x.ndim)]
+        var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+        m = self.momentum
+        self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)
+        self.running_var.mul_(m).add_(var, alpha=1.0 - m)
+
+    def extra_repr(self):
+        return (f"{self.weight.shape[0]}, momentum={self.momentum} (canonical: weight of the old "
+                f"value), epsilon={self.epsilon}, channel_dim={self.channel_dim}")
+
+
+def batch_norm(node: Node, layout: str) -> nn.Module:
+    a = node.attrs
+    rank = len(node.in_types[0].shape)
+    return CanonicalBatchNorm(node.in_types[0].shape[-1], a["momentum"], a["epsilon"],
+                              channel_dim=native_axis(-1, rank, layout))
+
+
+def layer_norm(node: Node, layout: str) -> nn.Module:
+    """nn.LayerNorm over the last axis with the explicit epsilon (biased variance, as canonical)."""
+    return nn.LayerNorm(node.in_types[0].shape[-1], eps=node.attrs["epsilon"])
+
+
+# --- elementwise, shape and combination ops ---------------------------------------------------
+
+def activation_op(node: Node, layout: str) -> nn.Module:
+    name, kwargs = activation_key(node.attrs)
+    dim = native_axis(kwargs.get("axis", -1), len(node.in_types[0].shape), layout)
+    return activation(name, kwargs, dim=dim)
+
+
+def dropout(node: Node, layout: str) -> nn.Module:
+    """nn.Dropout: rate is the drop probability, inverted scaling (the canonical rule)."""
+    return nn.Dropout(node.attrs["rate"])
+
+
+def flatten(node: Node, layout: str) -> nn.Module:
+    """nn.Flatten on the canonical layout, so (H, W, C) flattens in H*W*C order."""
+    return nn.Flatten()
+
+
+class Reshape(nn.Module):
+    """y[n] = x[n].reshape(shape), row-major on the canonical layout."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self):
+        return f"shape={self.shape}"
+
+
+def reshape(node: Node, layout: str) -> nn.Module:
+    return Reshape(node.attrs["shape"])
+
+
+class Add(nn.Module):
+    """y = x_1 + x_2 + ... + x_k, summed left to right."""
+
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+def add(node: Node, layout: str) -> nn.Module:
+    return Add()
+
+
+class Concatenate(nn.Module):
+    """torch.cat along ``dim`` (the tensor axis of the canonical axis in the chosen layout)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+def concatenate(node: Node, layout: str) -> nn.Module:
+    return Concatenate(native_axis(node.attrs["axis"], len(node.in_types[0].shape), layout))
+
+
+# --- the table --------------------------------------------------------------------------------
+
+LOWERINGS: dict[str, Lowering] = {
+    "Dense": Lowering(CHANNELS_LAST, dense),
+    "Conv2D": Lowering(CHANNELS_FIRST, conv2d),
+    "MaxPool2D": Lowering(CHANNELS_FIRST, max_pool2d),
+    "AvgPool2D": Lowering(CHANNELS_FIRST, avg_pool2d),
+    "GlobalAvgPool2D": Lowering(EITHER, global_avg_pool2d),
+    "Flatten": Lowering(CHANNELS_LAST, flatten),
+    "Reshape": Lowering(CHANNELS_LAST, reshape),
+    "Add": Lowering(EITHER, add),
+    "Concatenate": Lowering(EITHER, concatenate),
+    "Activation": Lowering(EITHER, activation_op),
+    "Dropout": Lowering(EITHER, dropout),
+    "BatchNorm": Lowering(EITHER, batch_norm),
+    "LayerNorm": Lowering(CHANNELS_LAST, layer_norm),
+    "Embedding": Lowering(CHANNELS_LAST, embedding),
+}
+
+
+def lowering(node: Node, where: str) -> Lowering:
+    """The lowering of a node's op; a clear SpecError for an op this backend does not know."""
+    try:
+        return LOWERINGS[node.op]
+    except KeyError:
+        raise SpecError(f"the torch backend has no lowering for op {node.op!r} (it lowers "
+                        f"{', '.join(sorted(LOWERINGS))})", where=where, op=node.op) from None

@@ -1,0 +1,128 @@
+"""The native model: ``GraphModule``, a ``torch.nn.Module`` built from a rosetta ``Graph``.
+
+It holds one native submodule per node in ``layers`` (an ``nn.ModuleDict`` keyed by node name)
+and walks the graph in ``forward``. It takes and returns canonical (channels-last) tensors, so it
+can be used without rosetta::
+
+    y = program.model(torch.from_numpy(x_nhwc))
+
+Inside, 4-D values are kept channels-first wherever the ops that consume them want it: a value is
+permuted only when a consumer needs the other layout (once per value and layout), so a conv stack
+permutes at the input edge and at its exit (Flatten, Dense, the output), not between layers. Which
+layout each op runs in is decided once, at build time, by ``layers.plan_layout``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from rosetta.graph import Graph
+from rosetta.backends.torch.layers import (CHANNELS_FIRST, CHANNELS_LAST, CanonicalBatchNorm,
+                                           convert_layout, lowering, plan_layout)
+
+
+def _module_key(name: str, taken: nn.ModuleDict) -> str:
+    """The ModuleDict key of a node: its name, with '_' appended while it clashes with an
+    attribute of ``nn.ModuleDict`` (a node may be called ``train`` or ``keys``) or a key taken."""
+    key = name
+    while key in taken or hasattr(taken, key):
+        key += "_"
+    return key
+
+
+class GraphModule(nn.Module):
+    """A rosetta Graph as a torch module.
+
+    ``forward(*inputs)`` takes one canonical tensor per graph input, in graph order (or a single
+    dict by input name), and returns the canonical output (a tuple when the graph has several).
+    ``layers[node_keys[node name]]`` is the native module of a node (the key is the node name
+    unless it clashes with a ModuleDict attribute).
+    """
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.graph_name = graph.name
+        self.input_names = [i.name for i in graph.inputs]
+        self.output_names = list(graph.outputs)
+        self.layers = nn.ModuleDict()
+        self.node_keys: dict[str, str] = {}
+
+        ranks = {name: len(t.shape) for name, t in graph.types.items()}
+        produced = {name: CHANNELS_LAST for name in self.input_names}
+        steps = []
+        for node in graph.nodes:
+            where = f"{graph.name}/{node.name}"
+            low = lowering(node, where)
+            layout = plan_layout(low.accepts, [produced[s] for s in node.inputs],
+                                 ranks[node.inputs[0]])
+            key = _module_key(node.name, self.layers)
+            self.layers[key] = low.build(node, layout)
+            self.node_keys[node.name] = key
+            produced[node.name] = layout if ranks[node.name] == 3 else CHANNELS_LAST
+            steps.append((key, node.name, tuple(node.inputs), layout, produced[node.name]))
+
+        # drop each value after its last use, so eval does not hold every activation
+        last_use = {}
+        for i, (_, _, srcs, _, _) in enumerate(steps):
+            for s in srcs:
+                last_use[s] = i
+        for o in self.output_names:
+            last_use[o] = len(steps)
+        self._steps = [(key, name, srcs, layout, out_layout,
+                        tuple(s for s in dict.fromkeys(srcs) if last_use[s] == i))
+                       for i, (key, name, srcs, layout, out_layout) in enumerate(steps)]
+
+    def node_module(self, name: str) -> nn.Module:
+        """The native module lowered from node ``name``."""
+        return self.layers[self.node_keys[name]]
+
+    def forward(self, *inputs):
+        if len(inputs) == 1 and isinstance(inputs[0], dict):
+            inputs = tuple(inputs[0][n] for n in self.input_names)
+        values = {name: {CHANNELS_LAST: x} for name, x in zip(self.input_names, inputs)}
+        for key, name, srcs, layout, out_layout, done in self._steps:
+            args = [_in_layout(values[s], layout) for s in srcs]
+            values[name] = {out_layout: self.layers[key](*args)}
+            for s in done:
+                del values[s]
+        outs = tuple(_in_layout(values[o], CHANNELS_LAST) for o in self.output_names)
+        return outs[0] if len(outs) == 1 else outs
+
+
+def _in_layout(versions: dict, layout: str) -> torch.Tensor:
+    """A value in ``layout``, converting (and remembering the conversion) on first request."""
+    x = versions.get(layout)
+    if x is None:
+        src = CHANNELS_FIRST if layout == CHANNELS_LAST else CHANNELS_LAST
+        x = versions[layout] = convert_layout(versions[src], src, layout)
+    return x
+
+
+def build_model(graph: Graph, device: torch.device, dtype: torch.dtype) -> GraphModule:
+    """The GraphModule on ``device`` in ``dtype``. Construction runs inside a forked RNG so torch's
+    own initializers (overwritten by ``Program.load``) leave the global torch RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        model = GraphModule(graph)
+    return model.to(device=device, dtype=dtype)
+
+
+def batch_norms(model: nn.Module) -> list[CanonicalBatchNorm]:
+    return [m for m in model.modules() if isinstance(m, CanonicalBatchNorm)]
+
+
+@contextmanager
+def running_stats_frozen(norms: list[CanonicalBatchNorm]):
+    """Training-mode BatchNorm (batch statistics) without updating the running statistics."""
+    for m in norms:
+        m.update_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.update_running_stats = True
+
+
+__all__ = ["GraphModule", "build_model", "batch_norms", "running_stats_frozen"]

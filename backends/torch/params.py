@@ -1,0 +1,131 @@
+"""Canonical <-> native parameters and state.
+
+Every canonical path ``node/name`` has a ``Slot``: the native tensor (a parameter or buffer of
+the node's module) and the layout conversions both ways:
+
+==============  ========================  ===================================================
+op / name       canonical                 native
+==============  ========================  ===================================================
+Dense kernel    (in, out)                 nn.Linear.weight (out, in) = kernel.T
+Conv2D kernel   (kH, kW, in/groups, out)  nn.Conv2d.weight (out, in/groups, kH, kW)
+bias, scale     (n,)                      bias / weight (n,)
+BatchNorm       mean, var (biased)        running_mean, running_var (same rule, layers.py)
+Embedding       (vocab, dim)              nn.Embedding.weight (vocab, dim)
+==============  ========================  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from rosetta.errors import CheckpointError
+from rosetta.graph import Graph
+from rosetta.backends.torch.layers import CanonicalBatchNorm
+from rosetta.backends.torch.model import GraphModule
+
+
+def _same(a):
+    return a
+
+
+def _swap_last_two(a):
+    """Dense kernel (in, out) <-> Linear weight (out, in)."""
+    return a.T
+
+
+def _conv_to_native(k):
+    """(kH, kW, in/groups, out) -> (out, in/groups, kH, kW)."""
+    return k.transpose(3, 2, 0, 1)
+
+
+def _conv_to_canonical(w):
+    """(out, in/groups, kH, kW) -> (kH, kW, in/groups, out)."""
+    return w.transpose(2, 3, 1, 0)
+
+
+# op -> canonical name -> (native layer class, its attribute, to native, to canonical)
+NATIVE = {
+    "Dense": {"kernel": (nn.Linear, "weight", _swap_last_two, _swap_last_two),
+              "bias": (nn.Linear, "bias", _same, _same)},
+    "Conv2D": {"kernel": (nn.Conv2d, "weight", _conv_to_native, _conv_to_canonical),
+               "bias": (nn.Conv2d, "bias", _same, _same)},
+    "BatchNorm": {"scale": (CanonicalBatchNorm, "weight", _same, _same),
+                  "bias": (CanonicalBatchNorm, "bias", _same, _same),
+                  "mean": (CanonicalBatchNorm, "running_mean", _same, _same),
+                  "var": (CanonicalBatchNorm, "running_var", _same, _same)},
+    "LayerNorm": {"scale": (nn.LayerNorm, "weight", _same, _same),
+                  "bias": (nn.LayerNorm, "bias", _same, _same)},
+    "Embedding": {"embedding": (nn.Embedding, "weight", _same, _same)},
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A canonical array's native home."""
+
+    tensor: torch.Tensor
+    to_native: Callable[[np.ndarray], np.ndarray]
+    to_canonical: Callable[[np.ndarray], np.ndarray]
+    shape: tuple
+
+    def canonical(self, t: torch.Tensor | None = None) -> np.ndarray:
+        """``t`` (default: the slot's tensor) as a fresh canonical NumPy array."""
+        t = self.tensor if t is None else t
+        return np.array(self.to_canonical(t.detach().cpu().numpy()), order="C")
+
+
+def _native_layer(module: nn.Module, cls):
+    """The node's module itself, or its one child of type ``cls`` (behind padding/activation)."""
+    if isinstance(module, cls):
+        return module
+    found = [m for m in module.children() if isinstance(m, cls)]
+    if len(found) != 1:  # pragma: no cover - a lowering bug
+        raise AssertionError(f"expected one {cls.__name__} in {module}")
+    return found[0]
+
+
+def slots(graph: Graph, model: GraphModule) -> tuple[dict[str, Slot], dict[str, Slot]]:
+    """(parameter slots, state slots) by canonical path, in graph order."""
+    params, state = {}, {}
+    for node in graph.nodes:
+        table = NATIVE.get(node.op, {})
+        module = model.node_module(node.name)
+        for defs, out in ((node.params, params), (node.state, state)):
+            for name, d in defs.items():
+                cls, attr, to_native, to_canonical = table[name]
+                tensor = getattr(_native_layer(module, cls), attr)
+                out[f"{node.name}/{name}"] = Slot(tensor, to_native, to_canonical, tuple(d.shape))
+    covered = {id(s.tensor) for s in params.values()}
+    extra = [n for n, p in model.named_parameters() if id(p) not in covered]
+    if extra:  # pragma: no cover - a lowering bug
+        raise AssertionError(f"native parameters without a canonical path: {extra}")
+    return params, state
+
+
+@torch.no_grad()
+def load(slot_map: dict[str, Slot], arrays: dict[str, np.ndarray], what: str) -> None:
+    """Copy canonical arrays into the native tensors (cast to their dtype and device)."""
+    missing = [p for p in slot_map if p not in arrays]
+    if missing:
+        raise CheckpointError(f"{what}: missing {', '.join(missing)}")
+    unknown = [p for p in arrays if p not in slot_map]
+    if unknown:
+        raise CheckpointError(f"{what}: unknown path(s) {', '.join(unknown)}; this model has "
+                              f"{', '.join(slot_map) or 'none'}")
+    for path, slot in slot_map.items():
+        a = np.asarray(arrays[path])
+        if a.shape != slot.shape:
+            raise CheckpointError(f"{what}: {path} has shape {a.shape}, the model expects "
+                                  f"{slot.shape}")
+        native = np.ascontiguousarray(slot.to_native(a))
+        slot.tensor.copy_(torch.from_numpy(native))
+
+
+def export(slot_map: dict[str, Slot]) -> dict[str, np.ndarray]:
+    """Canonical copies of the native tensors."""
+    return {path: slot.canonical() for path, slot in slot_map.items()}

@@ -1,0 +1,189 @@
+"""``Program``: the lowered model, loss and optimizer, with the train step, gradients and forward.
+
+The train step is the idiomatic eager torch step (zero_grad(set_to_none), forward, loss,
+backward, optimizer.step, scheduler.step); nothing is re-created per step, the only host<->device
+traffic is the batch in and the loss out. ``compile_mode`` (a ``torch.compile`` mode such as
+``"default"`` or ``"max-autotune"``) compiles the model's forward; ``None`` runs eager.
+
+Dropout draws from the program's own torch RNG stream, seeded from ``spec.seed`` and swapped into
+the device's default generator around a training forward, so the global torch RNG is untouched and
+a program replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw
+the masks the next ``train_step`` would use without advancing the stream.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+import torch
+
+from rosetta import backend as contract
+from rosetta.backends.torch import losses, optimizers, params
+from rosetta.backends.torch.device import (full_float32_precision, torch_device, torch_dtype)
+from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
+
+
+class DropoutRNG:
+    """A private RNG stream for dropout on one device, seeded from ``seed``."""
+
+    def __init__(self, device: torch.device, seed: int):
+        self.device = device
+        self.seed = int(seed)
+        self.reset()
+
+    def reset(self):
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed)
+        self.state = gen.get_state()
+
+    def _default_generator(self):
+        if self.device.type == "cuda":
+            return torch.cuda.default_generators[self.device.index or 0]
+        return torch.default_generator
+
+    @contextmanager
+    def active(self, advance: bool):
+        """Run with this stream as the device's default generator; keep what it drew if
+        ``advance``."""
+        gen = self._default_generator()
+        saved = gen.get_state()
+        gen.set_state(self.state)
+        try:
+            yield
+        finally:
+            if advance:
+                self.state = gen.get_state()
+            gen.set_state(saved)
+
+
+def _reaches_outputs(graph) -> set[str]:
+    """Names of the nodes an output depends on."""
+    by_name = {n.name: n for n in graph.nodes}
+    seen, todo = set(), list(graph.outputs)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        todo.extend(by_name[name].inputs)
+    return seen
+
+
+class Program(contract.Program):
+    """A TrainSpec lowered to a ``GraphModule`` (``model``), a ``torch.optim`` optimizer
+    (``optimizer``) with its ``ScheduleLR`` (``scheduler``) and a loss module (``loss_fn``)."""
+
+    backend = "torch"
+
+    def __init__(self, spec, dtype: str = "float32", device: str = "cpu",
+                 compile_mode: str | None = None):
+        self.spec = spec
+        self.graph = spec.model
+        self.dtype = dtype
+        self.device = contract.normalize_device(device)
+        self.torch_dtype = torch_dtype(dtype)
+        self.torch_device = torch_device(device)
+        full_float32_precision()
+
+        self.model = build_model(self.graph, self.torch_device, self.torch_dtype)
+        self._params, self._state = params.slots(self.graph, self.model)
+        self._param_tensors = [s.tensor for s in self._params.values()]
+        reached = _reaches_outputs(self.graph)
+        # parameters no output depends on get grad None from autograd; torch's optimizers would
+        # skip them, while the canonical update still decays them: give them zero gradients
+        self._unreached = [s.tensor for p, s in self._params.items()
+                           if p.split("/")[0] not in reached]
+        self._norms = batch_norms(self.model)
+        self.loss_fn = losses.lower_loss(spec.loss).to(self.torch_device)
+        self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
+        self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
+        has_dropout = any(n.op == "Dropout" and n.attrs["rate"] > 0 for n in self.graph.nodes)
+        self._rng = DropoutRNG(self.torch_device, spec.seed) if has_dropout else None
+        self.compile_mode = compile_mode
+        self._run = (torch.compile(self.model, mode=compile_mode, dynamic=False)
+                     if compile_mode else self.model)
+        self.optimizer = self.scheduler = None
+        self.load(self.graph.init_params(spec.seed), self.graph.init_state())
+
+    # --- parameters ---------------------------------------------------------------------------
+    def load(self, params_: dict, state: dict) -> None:
+        params.load(self._params, params_, "parameters")
+        params.load(self._state, state, "state")
+        self.optimizer, self.scheduler = optimizers.lower_optimizer(self.spec.optimizer,
+                                                                    self._param_tensors)
+        self.step = 0
+        if self._rng is not None:
+            self._rng.reset()
+
+    def export_params(self) -> dict[str, np.ndarray]:
+        return params.export(self._params)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return params.export(self._state)
+
+    # --- steps --------------------------------------------------------------------------------
+    def train_step(self, inputs, labels) -> float:
+        xs = self._inputs(inputs)
+        y = self._labels(labels)
+        self._mode(training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._dropout(advance=True):
+            loss = self.loss_fn(self._run(*xs), y)
+        if loss.requires_grad:  # False only for a model without parameters
+            loss.backward()
+        for p in self._unreached:
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item()
+
+    def gradients(self, inputs, labels) -> tuple[float, dict[str, np.ndarray]]:
+        xs = self._inputs(inputs)
+        y = self._labels(labels)
+        self._mode(training=True)
+        with running_stats_frozen(self._norms), self._dropout(advance=False):
+            loss = self.loss_fn(self._run(*xs), y)
+        grads = (torch.autograd.grad(loss, self._param_tensors, allow_unused=True)
+                 if loss.requires_grad else [None] * len(self._param_tensors))
+        out = {}
+        for (path, slot), g in zip(self._params.items(), grads):
+            out[path] = slot.canonical(torch.zeros_like(slot.tensor) if g is None else g)
+        return loss.item(), out
+
+    def forward(self, inputs, training: bool = False) -> np.ndarray:
+        xs = self._inputs(inputs)
+        self._mode(training=training)
+        ctx = running_stats_frozen(self._norms) if training else nullcontext()
+        with torch.no_grad(), ctx, self._dropout(advance=False, training=training):
+            out = self._run(*xs)
+        return np.array(out.cpu().numpy())
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _mode(self, training: bool):
+        if self.model.training != training:
+            self.model.train(training)
+
+    def _dropout(self, advance: bool, training: bool = True):
+        if self._rng is None or not training:
+            return nullcontext()
+        return self._rng.active(advance)
+
+    def _inputs(self, inputs) -> list[torch.Tensor]:
+        arrays = self.graph.as_input_dict(inputs)
+        return [self._tensor(arrays[name], self.torch_dtype if kind == "float" else torch.int64)
+                for name, kind in self._input_kinds]
+
+    def _labels(self, labels) -> torch.Tensor:
+        return self._tensor(labels, self._label_dtype)
+
+    def _tensor(self, a, dtype: torch.dtype) -> torch.Tensor:
+        a = np.asarray(a)
+        if not a.flags.writeable:  # torch warns on read-only NumPy memory; copy it instead
+            a = a.copy()
+        return torch.as_tensor(a, dtype=dtype, device=self.torch_device)
+
+    def __repr__(self):
+        return (f"Program(torch, {self.graph.name}, dtype={self.dtype}, device={self.device}, "
+                f"step={self.step}, compile_mode={self.compile_mode})")

@@ -1,0 +1,129 @@
+"""The oracle tier: a backend against independent NumPy float64 references.
+
+* forward of a spec (every op in it) vs ``Graph.reference_forward`` (bound ``ORACLE_FORWARD``);
+* gradients vs central finite differences of the reference loss (``ORACLE_FINITE_DIFFERENCE``);
+* optimizer + schedule updates vs ``Optimizer.update`` fed the backend's own gradients, which
+  isolates the update rule from the gradient computation (``ORACLE_OPTIMIZER``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta.backend_registry import get_backend
+from rosetta.conformance.compare import Worst, compare_arrays, compare_trees
+from rosetta.conformance.tiers import (ORACLE_FINITE_DIFFERENCE, ORACLE_FORWARD,
+                                       ORACLE_OPTIMIZER)
+
+FD_STEP = 1e-6
+FD_ABS_NOISE = 1e-9   # central differences carry ~1e-10 absolute noise at this step
+
+
+def sample_inputs(graph, batch: int, seed: int = 0, int_high: int | None = None) -> dict:
+    """Normal floats, or integers in [0, int_high) (default: the smallest Embedding vocabulary)."""
+    rng = np.random.default_rng(seed)
+    if int_high is None:
+        vocab = [n.attrs["vocab_size"] for n in graph.nodes if n.op == "Embedding"]
+        int_high = min(vocab) if vocab else 5
+    out = {}
+    for i in graph.inputs:
+        if i.kind == "int":
+            out[i.name] = rng.integers(0, int_high, (batch, *i.shape)).astype(np.int64)
+        else:
+            out[i.name] = rng.standard_normal((batch, *i.shape))
+    return out
+
+
+def sample_targets(spec, batch: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = spec.model.output_type.shape
+    if spec.loss.label_kind == "int":
+        return rng.integers(0, out[-1], (batch, *out[:-1])).astype(np.int64)
+    if spec.loss.kind == "binary_cross_entropy":
+        return (rng.random((batch, *out)) > 0.5).astype(np.float64)
+    return rng.standard_normal((batch, *out))
+
+
+def reference_loss(spec, params, inputs, labels) -> float:
+    out = spec.model.reference_forward(params, inputs, state=spec.model.init_state(),
+                                       training=True)
+    return spec.loss.reference(out, labels)
+
+
+def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=0):
+    """Central differences of the reference loss for up to ``max_entries`` entries of a tensor."""
+    p = params[path]
+    picks = np.random.default_rng(seed).permutation(p.size)[:max_entries]
+    idx = [np.unravel_index(int(i), p.shape) for i in picks]
+    out = []
+    for i in idx:
+        up = {k: v.copy() for k, v in params.items()}
+        dn = {k: v.copy() for k, v in params.items()}
+        up[path][i] += FD_STEP
+        dn[path][i] -= FD_STEP
+        out.append((reference_loss(spec, up, inputs, labels)
+                    - reference_loss(spec, dn, inputs, labels)) / (2 * FD_STEP))
+    return idx, np.array(out)
+
+
+def compile_float64(spec, backend):
+    return get_backend(backend).compile(spec, dtype="float64", device="cpu")
+
+
+def check_forward(spec, backend, batch=4, seed=0) -> Worst:
+    """Worst gap of the backend's forward (eval and training mode) to the reference."""
+    prog = compile_float64(spec, backend)
+    params = spec.model.init_params(spec.seed)
+    x = sample_inputs(spec.model, batch, seed)
+    worst = Worst(tolerance=ORACLE_FORWARD)
+    for training in (False, True):
+        ref = spec.model.reference_forward(params, x, training=training)
+        worst = worst.max(compare_arrays(prog.forward(x, training=training), ref,
+                                         f"{spec.name} output (training={training})"))
+    worst.tolerance = ORACLE_FORWARD
+    return worst
+
+
+def check_gradients(spec, backend, batch=4, seed=0) -> Worst:
+    """Worst gap of the backend's gradients to finite differences of the reference loss.
+
+    An entry whose gradient is zero up to the finite-difference noise compares absolutely.
+    """
+    prog = compile_float64(spec, backend)
+    params = spec.model.init_params(spec.seed)
+    x = sample_inputs(spec.model, batch, seed)
+    y = sample_targets(spec, batch, seed + 1)
+    loss, grads = prog.gradients(x, y)
+    worst = compare_arrays(loss, reference_loss(spec, params, x, y), "loss")
+    if set(grads) != set(params):
+        return Worst(where=f"gradient paths differ: {sorted(set(grads) ^ set(params))}",
+                     rel_err=np.inf, abs_err=np.inf, tolerance=ORACLE_FINITE_DIFFERENCE)
+    for path in params:
+        idx, fd = finite_differences(spec, params, x, y, path)
+        got = np.array([grads[path][i] for i in idx])
+        w = compare_arrays(got, fd, f"d loss / d {path}")
+        if w.abs_err < FD_ABS_NOISE:
+            w.rel_err = 0.0
+        worst = worst.max(w)
+    worst.tolerance = ORACLE_FINITE_DIFFERENCE
+    return worst
+
+
+def check_optimizer(spec, backend, steps=6, batch=8) -> Worst:
+    """Each of ``steps`` updates vs the NumPy reference of the canonical math (fed the backend's
+    gradients at the backend's parameters), with the spec's learning-rate schedule."""
+    prog = compile_float64(spec, backend)
+    opt = spec.optimizer
+    state = opt.init_state(prog.export_params())
+    worst = Worst(tolerance=ORACLE_OPTIMIZER)
+    for t in range(steps):
+        x = sample_inputs(spec.model, batch, seed=t)
+        y = sample_targets(spec, batch, seed=100 + t)
+        params = prog.export_params()
+        _, grads = prog.gradients(x, y)
+        expected, state = opt.update(params, grads, state, t)
+        prog.train_step(x, y)
+        worst = worst.max(compare_trees(prog.export_params(), expected,
+                                        f"{opt.kind} params @ step {t}"))
+    worst.tolerance = ORACLE_OPTIMIZER
+    return worst

@@ -1,0 +1,124 @@
+"""Conformance reports: a terminal table, JSON (the scoreboard), Markdown, HTML and PNG plots."""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+
+def _fmt(v):
+    return f"{v:.2e}" if isinstance(v, float) and np.isfinite(v) else str(v)
+
+
+COLUMNS = ("model", "backend_a", "backend_b", "tier", "dtype", "worst_rel", "worst_abs",
+           "tolerance", "passed", "where")
+
+
+def table(results) -> str:
+    rows = [[str(c) for c in COLUMNS]]
+    for r in results:
+        d = r.to_json() if hasattr(r, "to_json") else r
+        rows.append([("PASS" if d["passed"] else "FAIL") if c == "passed" else
+                     _fmt(d[c]) if c in ("worst_rel", "worst_abs", "tolerance") else
+                     str(d[c])[:70] for c in COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for pkg in ("numpy", "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "flax", "optax"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return env
+
+
+def to_json(results, extra: dict | None = None) -> dict:
+    rows = [r.to_json() if hasattr(r, "to_json") else r for r in results]
+    return {"format": "rosetta/conformance/1", "environment": environment(),
+            "passed": all(r["passed"] for r in rows), "results": rows, **(extra or {})}
+
+
+def markdown(results) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    body = []
+    for r in results:
+        d = r.to_json() if hasattr(r, "to_json") else r
+        cells = [("pass" if d[c] else "**FAIL**") if c == "passed" else
+                 _fmt(d[c]) if c in ("worst_rel", "worst_abs", "tolerance") else
+                 str(d[c]).replace("|", "\\|") for c in COLUMNS]
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def html_report(results, title="rosetta conformance") -> str:
+    rows = []
+    for r in results:
+        d = r.to_json() if hasattr(r, "to_json") else r
+        color = "#e6ffe6" if d["passed"] else "#ffe6e6"
+        cells = "".join(f"<td>{html.escape(_fmt(d[c]) if c != 'passed' else ('pass' if d[c] else 'FAIL'))}</td>"
+                        for c in COLUMNS)
+        rows.append(f'<tr style="background:{color}">{cells}</tr>')
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><table border='1' cellspacing='0' cellpadding='4'>"
+            f"<tr>{head}</tr>{''.join(rows)}</table></body></html>\n")
+
+
+def write(path, results, extra=None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        path.write_text(json.dumps(to_json(results, extra), indent=1))
+    elif suffix == ".md":
+        path.write_text(markdown(results))
+    elif suffix in (".html", ".htm"):
+        path.write_text(html_report(results))
+    else:
+        raise ValueError(f"report format from the suffix: .json, .md or .html, found {path.name!r}")
+    return path
+
+
+def plot(path, trajectories_by_model: dict, results) -> Path:
+    """Per model: loss curves per backend (top) and the per-step worst relative gap (bottom)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(trajectories_by_model)
+    fig, axes = plt.subplots(2, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 6.5),
+                             squeeze=False)
+    for j, model in enumerate(models):
+        ax = axes[0][j]
+        for t in trajectories_by_model[model]:
+            ax.plot(t.loss, label=t.label)
+        ax.set_title(f"{model}: loss per step")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax = axes[1][j]
+        for r in results:
+            d = r.to_json() if hasattr(r, "to_json") else r
+            if d["model"] == model and d["drift"]:
+                gaps = np.maximum(np.array(d["drift"], dtype=float), 1e-18)
+                ax.semilogy(gaps, label=f"{d['backend_a']} vs {d['backend_b']}")
+                ax.axhline(d["tolerance"], color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{model}: worst relative gap per step")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,97 @@
+"""Record training trajectories: every backend from the same neutral parameters and batches.
+
+Dropout: in conformance mode (``dropout="inject"``, the default) keep-masks come from a neutral
+NumPy RNG keyed on (seed, step, node) and are injected on every backend, so specs with dropout are
+compared with dropout on. ``dropout="off"`` sets every rate to 0 instead. The mode is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta.backend import normalize_device
+from rosetta.backend_registry import get_backend
+from rosetta.conformance.trajectory import Trajectory, spec_hash
+from rosetta.data import batches
+from rosetta.graph import Graph
+from rosetta.initializers import rng_for
+from rosetta.spec import TrainSpec
+from rosetta.train import check_data, prepare_labels
+
+
+def dropout_nodes(graph: Graph) -> list:
+    return [n for n in graph.nodes if n.op == "Dropout" and n.attrs["rate"] > 0]
+
+
+def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:
+    """Keep-masks (1 keep, 0 drop) per Dropout node, from a neutral RNG on (seed, step, node)."""
+    masks = {}
+    for n in dropout_nodes(graph):
+        rng = rng_for(seed, f"dropout/{step}/{n.name}")
+        masks[n.name] = (rng.random((batch, *n.out_type.shape)) >= n.attrs["rate"]).astype(
+            np.float64)
+    return masks
+
+
+def without_dropout(spec: TrainSpec) -> TrainSpec:
+    d = spec.to_json()
+    for node in d["model"]["nodes"]:
+        if node["op"] == "Dropout":
+            node["attrs"]["rate"] = 0.0
+    return TrainSpec.from_json(d)
+
+
+def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
+    """The (inputs, labels) of each step, identical for every backend."""
+    ds = spec.data.load()
+    check_data(spec, ds)
+    x = ds.x_train.astype(dtype)
+    y = prepare_labels(spec, ds.y_train)
+    name = spec.model.inputs[0].name
+    for _, idx in batches(len(x), spec.data.batch_size, seed, steps):
+        yield {name: x[idx]}, y[idx]
+
+
+def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str = "cpu",
+           steps: int = 10, seed: int | None = None, dropout: str = "inject",
+           stream=None) -> Trajectory:
+    """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state.
+
+    ``stream`` (optional) is a list of (inputs, labels) to use instead of the spec's dataset.
+    """
+    if dropout not in ("inject", "off"):
+        raise ValueError(f"dropout mode must be 'inject' or 'off', found {dropout!r}")
+    seed = spec.seed if seed is None else seed
+    if dropout == "off":
+        spec = without_dropout(spec)
+    device = normalize_device(device)
+    be = get_backend(backend)
+    prog = be.compile(spec, dtype=dtype, device=device)
+    prog.load(spec.model.init_params(seed), spec.model.init_state())
+    data = stream if stream is not None else batch_stream(spec, steps, seed, dtype)
+
+    losses, grads, opt = [], {}, {}
+    params = {k: [v] for k, v in prog.export_params().items()}
+    state = {k: [v] for k, v in prog.export_state().items()}
+    has_dropout = bool(dropout_nodes(spec.model))
+    for t, (x, y) in enumerate(data):
+        if t == steps:
+            break
+        masks = dropout_masks(spec.model, seed, t, len(y)) if has_dropout else None
+        loss, g = prog.gradients(x, y, masks=masks) if masks else prog.gradients(x, y)
+        for k, v in g.items():
+            grads.setdefault(k, []).append(v)
+        prog.train_step(x, y, masks=masks) if masks else prog.train_step(x, y)
+        losses.append(loss)
+        for k, v in prog.export_params().items():
+            params[k].append(v)
+        for k, v in prog.export_state().items():
+            state[k].append(v)
+        for k, v in prog.export_optimizer_state().items():
+            opt.setdefault(k, []).append(v)
+    meta = {"model": spec.name, "backend": backend, "framework": be.version(),
+            "device": device, "dtype": dtype, "steps": len(losses), "seed": seed,
+            "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none"}
+    stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
+    return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
+                      stack(opt))

@@ -1,0 +1,107 @@
+"""Compare trajectories pairwise and collect the scoreboard."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from rosetta.conformance.compare import Worst, compare_arrays
+from rosetta.conformance.runner import record
+from rosetta.conformance.tiers import Tier, tier_for
+from rosetta.conformance.trajectory import CATEGORIES, Trajectory
+
+
+@dataclass
+class Result:
+    """One comparison: the worst element over every tensor and step it covers."""
+
+    model: str
+    backend_a: str
+    backend_b: str
+    tier: str
+    dtype: str
+    device: str
+    worst_abs: float
+    worst_rel: float
+    tolerance: float
+    where: str
+    passed: bool
+    steps: int = 0
+    checked_steps: int = 0
+    per_category: dict = field(default_factory=dict)
+    drift: list = field(default_factory=list)   # worst relative error at each step
+    note: str = ""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("worst_abs", "worst_rel"):
+            d[k] = float(d[k]) if np.isfinite(d[k]) else str(d[k])
+        return d
+
+
+def _step_slices(cat: str, t: int):
+    """Index of step t in a category's leading axis (params/state carry the start at 0)."""
+    return t + 1 if cat in ("params", "state") else t
+
+
+def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
+    steps = min(a.meta["steps"], b.meta["steps"])
+    checked = steps if tier.checked_steps is None else min(tier.checked_steps, steps)
+    per_cat, drift = {}, []
+    problems = []
+    if a.meta["spec_hash"] != b.meta["spec_hash"]:
+        problems.append("different specs (spec_hash differs)")
+    worst_checked = Worst(where="", tolerance=tier.tolerance)
+    for t in range(steps):
+        step_worst = Worst()
+        for cat in CATEGORIES:
+            if cat == "loss":
+                w = compare_arrays(a.loss[t], b.loss[t], f"loss @ step {t}")
+                pairs = [w]
+            else:
+                ta, tb = getattr(a, cat), getattr(b, cat)
+                if cat == "opt" and (not ta or not tb):
+                    continue  # a backend that does not export optimizer state: said in the note
+                if set(ta) != set(tb):
+                    problems.append(f"{cat} tensors differ: {sorted(set(ta) ^ set(tb))}")
+                    continue
+                i = _step_slices(cat, t)
+                pairs = [compare_arrays(ta[k][i], tb[k][i], f"{cat}/{k} @ step {t}")
+                         for k in ta]
+            for w in pairs:
+                step_worst = step_worst.max(w)
+                if t < checked:
+                    per_cat[cat] = per_cat.get(cat, Worst()).max(w)
+                    worst_checked = worst_checked.max(w)
+        drift.append(step_worst.rel_err)
+    worst_checked.tolerance = tier.tolerance
+    note = "; ".join(sorted(set(problems)))
+    if not a.opt or not b.opt:
+        missing = [x.meta["backend"] for x in (a, b) if not x.opt]
+        note = (note + "; " if note else "") + f"no optimizer state exported by {missing}"
+    return Result(
+        model=a.meta["model"], backend_a=a.label, backend_b=b.label, tier=tier.name,
+        dtype=a.meta["dtype"], device=a.meta["device"] if a.meta["device"] == b.meta["device"]
+        else f"{a.meta['device']}|{b.meta['device']}",
+        worst_abs=worst_checked.abs_err, worst_rel=worst_checked.rel_err,
+        tolerance=tier.tolerance, where=str(worst_checked) if worst_checked.where else "",
+        passed=worst_checked.passed and not problems, steps=steps, checked_steps=checked,
+        per_category={k: {"rel": v.rel_err, "abs": v.abs_err, "where": v.where}
+                      for k, v in per_cat.items()},
+        drift=[float(d) for d in drift], note=note)
+
+
+def run(spec, backends, *, dtype="float64", device="cpu", steps=10, seed=None,
+        dropout="inject", progress=None):
+    """Record every backend and compare every pair. Returns (results, trajectories)."""
+    trajs = []
+    for be in backends:
+        if progress:
+            progress(f"{spec.name}: recording {be} ({dtype}, {device}, {steps} steps)")
+        trajs.append(record(spec, be, dtype=dtype, device=device, steps=steps, seed=seed,
+                            dropout=dropout))
+    tier = tier_for(dtype)
+    results = [compare_trajectories(a, b, tier) for a, b in itertools.combinations(trajs, 2)]
+    return results, trajs

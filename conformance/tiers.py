@@ -1,0 +1,31 @@
+"""Conformance tiers and their bounds (DESIGN section 5). One place for every tolerance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    tolerance: float
+    checked_steps: int | None   # steps held to the bound (None: all); later steps are drift
+    doc: str
+
+
+ORACLE_FORWARD = 1e-12          # op forward vs NumPy float64 reference
+ORACLE_FINITE_DIFFERENCE = 1e-6  # gradients vs central finite differences
+ORACLE_OPTIMIZER = 1e-12        # one update vs the NumPy reference of the canonical math
+
+EXACT = Tier("exact", 1e-10, None,
+             "float64 on CPU, every step: loss, gradients, parameters, state, optimizer state")
+FLOAT32 = Tier("float32", 1e-5, 5,
+               "float32 with TF32 off: the first 5 steps held to 1e-5; later steps reported as "
+               "drift")
+DEVICE = Tier("device", 1e-5, 5, "the same backend on CPU and GPU, float32 bounds")
+
+
+def tier_for(dtype: str, same_backend: bool = False) -> Tier:
+    if same_backend:
+        return DEVICE
+    return EXACT if dtype == "float64" else FLOAT32

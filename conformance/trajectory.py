@@ -1,0 +1,85 @@
+"""A neutral recording of N training steps, comparable across processes, machines and versions.
+
+Arrays (NumPy, canonical layout and paths):
+
+* ``loss``              (N,)        loss of each step, before its update
+* ``grads/<path>``      (N, ...)    gradient of each step, at the parameters before its update
+* ``params/<path>``     (N + 1, ...) parameters: index 0 the start, index t + 1 after update t
+* ``state/<path>``      (N + 1, ...) model state (BatchNorm running statistics), likewise
+* ``opt/<slot>/<path>`` (N, ...)    optimizer state after each update (where the backend exports it)
+
+plus metadata: model, backend, framework versions, device, dtype, steps, seed, spec hash, dropout
+mode. Saved as one ``.npz`` whose ``__meta__`` entry holds the metadata as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.errors import CheckpointError
+
+CATEGORIES = ("loss", "grads", "params", "state", "opt")
+
+
+def spec_hash(spec) -> str:
+    return hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Trajectory:
+    meta: dict
+    loss: np.ndarray
+    grads: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+    opt: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        m = self.meta
+        return f"{m['backend']}/{m['device']}/{m['dtype']}"
+
+    def save(self, path) -> Path:
+        """Write atomically: a failed write never leaves a half file under ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"loss": self.loss, "__meta__": np.array(json.dumps(self.meta))}
+        for cat in ("grads", "params", "state", "opt"):
+            for k, v in getattr(self, cat).items():
+                arrays[f"{cat}/{k}"] = v
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Trajectory":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["__meta__"]))
+                t = cls(meta=meta, loss=z["loss"])
+                for key in z.files:
+                    cat, _, rest = key.partition("/")
+                    if cat in ("grads", "params", "state", "opt"):
+                        getattr(t, cat)[rest] = z[key]
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such trajectory file") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: not a rosetta trajectory ({e})") from None
+        for key in ("backend", "dtype", "device", "spec_hash", "steps"):
+            if key not in meta:
+                raise CheckpointError(f"{path}: trajectory metadata lacks {key!r}")
+        return t
