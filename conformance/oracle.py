@@ -111,7 +111,8 @@ def check_gradients(spec, backend, batch=4, seed=0) -> Worst:
 
 def check_optimizer(spec, backend, steps=6, batch=8) -> Worst:
     """Each of ``steps`` updates vs the NumPy reference of the canonical math (fed the backend's
-    gradients at the backend's parameters), with the spec's learning-rate schedule."""
+    gradients at the backend's parameters), with the spec's learning-rate schedule: parameters and
+    the exported optimizer state (``velocity``, ``m``, ``v``)."""
     prog = compile_float64(spec, backend)
     opt = spec.optimizer
     state = opt.init_state(prog.export_params())
@@ -125,5 +126,7 @@ def check_optimizer(spec, backend, steps=6, batch=8) -> Worst:
         prog.train_step(x, y)
         worst = worst.max(compare_trees(prog.export_params(), expected,
                                         f"{opt.kind} params @ step {t}"))
+        worst = worst.max(compare_trees(prog.export_optimizer_state(), opt.slots(state),
+                                        f"{opt.kind} state @ step {t}"))
     worst.tolerance = ORACLE_OPTIMIZER
     return worst

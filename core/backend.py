@@ -11,7 +11,10 @@ Conventions every backend keeps:
 * inputs arrive as ``{input name: array}`` in canonical layout (channels last); labels as an
   int64 array (class ids) or a float array of the output's shape;
 * ``train_step`` applies update number ``program.step`` with ``lr(step)``, then increments it;
-* ``gradients`` and ``forward`` leave parameters, state and optimizer state untouched.
+* ``gradients`` and ``forward`` leave parameters, state and optimizer state untouched;
+* ``masks`` (conformance mode) maps each Dropout node to a keep-mask (1 keep, 0 drop) of the
+  node's output shape with the batch axis; given, it replaces the framework's RNG, so dropout
+  agrees across backends: y = x * mask / (1 - rate).
 """
 
 from __future__ import annotations
@@ -46,17 +49,25 @@ class Program(ABC):
         """Non-trainable model state (BatchNorm running statistics), by path."""
 
     @abstractmethod
-    def train_step(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    def train_step(self, inputs: dict[str, np.ndarray], labels: np.ndarray,
+                   masks: dict | None = None) -> float:
         """One compiled optimizer update in training mode; returns the loss before the update."""
 
     @abstractmethod
-    def gradients(self, inputs, labels) -> tuple[float, dict[str, np.ndarray]]:
+    def gradients(self, inputs, labels, masks: dict | None = None
+                  ) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and canonical-layout gradients in training mode, without applying anything."""
 
     @abstractmethod
-    def forward(self, inputs, training: bool = False) -> np.ndarray:
+    def forward(self, inputs, training: bool = False, masks: dict | None = None) -> np.ndarray:
         """The model output (canonical layout). ``training`` picks batch statistics and dropout;
         running statistics are not updated."""
+
+    def export_optimizer_state(self) -> dict[str, np.ndarray]:
+        """Optimizer state as canonical arrays named ``<slot>/<parameter path>``: SGD with
+        momentum ``velocity/...`` (v of the canonical rule); Adam and AdamW ``m/...`` and
+        ``v/...``. Plain SGD has none (an empty dict)."""
+        return {}
 
 
 class Backend(ABC):

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("backends", help="installed backends, versions and devices")
+    from rosetta.conformance.command import add_parser as add_conformance
+    add_conformance(sub, _positive_int)
     s = sub.add_parser("spec", help="print a spec as rosetta/1 JSON")
     s.add_argument("spec")
     return p
@@ -154,11 +156,16 @@ def cmd_spec(args) -> int:
     return 0
 
 
+def cmd_conformance(args) -> int:
+    from rosetta.conformance.command import run_command
+    return run_command(args, load_spec)
+
+
 def main(argv=None) -> int:
     quiet_frameworks()
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "models": cmd_models, "backends": cmd_backends,
-               "spec": cmd_spec}[args.command]
+               "spec": cmd_spec, "conformance": cmd_conformance}[args.command]
     try:
         return handler(args)
     except RosettaError as e:

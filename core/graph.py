@@ -135,7 +135,7 @@ class Graph:
             raise SpecError(f"expected at least {arity[0]} inputs, found {k}", where=where, op=n.op)
         n.in_types = [types[s] for s in n.inputs]
         for s, t in zip(n.inputs, n.in_types):
-            if t.kind != opdef.input_kind:
+            if opdef.input_kind != "any" and t.kind != opdef.input_kind:
                 raise SpecError(f"expected a {opdef.input_kind} input, found {t.kind} "
                                 f"tensor {s!r}", where=where, op=n.op)
         n.out_type = opdef.infer(n.attrs, n.in_types, where)

@@ -35,6 +35,11 @@ class Optimizer:
         """NumPy float64 reference: returns (new params, new state) after update number ``step``."""
         raise NotImplementedError  # every subclass defines it
 
+    def slots(self, state: dict) -> dict:
+        """The reference state as ``{"<slot>/<parameter path>": array}``, the names every
+        backend's ``export_optimizer_state`` uses."""
+        return {}
+
     def hyperparams(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "learning_rate"}
 
@@ -71,6 +76,9 @@ class SGD(Optimizer):
     def init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
 
+    def slots(self, state):
+        return {f"velocity/{k}": v for k, v in state.items()}
+
     def update(self, params, grads, state, step):
         lr = float(self.learning_rate(step))
         new_p, new_s = {}, {}
@@ -105,6 +113,9 @@ class Adam(Optimizer):
     def init_state(self, params):
         return {"m": {k: np.zeros_like(v) for k, v in params.items()},
                 "v": {k: np.zeros_like(v) for k, v in params.items()}}
+
+    def slots(self, state):
+        return {f"{slot}/{k}": v for slot in ("m", "v") for k, v in state[slot].items()}
 
     def _decay(self):
         return 0.0

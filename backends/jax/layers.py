@@ -36,10 +36,12 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 @dataclass(frozen=True)
 class Context:
-    """What a lowering needs beyond the node: the program dtype and the mode."""
+    """What a lowering needs beyond the node: the program dtype, the mode, and injected dropout
+    keep-masks ({Dropout node: mask}, conformance mode) if any."""
 
     dtype: jnp.dtype
     train: bool
+    masks: dict | None = None
 
 
 # --- activations: ONE table, for the Activation op and the fused ``activation`` attribute ------
@@ -104,10 +106,14 @@ def embedding(node, xs, ctx):
 def dropout(node, xs, ctx):
     """Inverted dropout, rate = drop probability (flax's rule); masks from the 'dropout' rng.
 
-    The rate is passed as a scalar of the program dtype: flax draws the mask's uniforms in the
-    dtype of ``1 - rate``, and a Python float would make them float64 under x64."""
-    return nn.Dropout(ctx.dtype.type(node.attrs["rate"]), deterministic=not ctx.train,
-                      name=node.name)(xs[0])
+    An injected keep-mask (conformance mode) replaces the RNG: y = x * mask / (1 - rate), in
+    training only, as the reference does. Otherwise ``nn.Dropout``, with the rate passed as a
+    scalar of the program dtype: flax draws the mask's uniforms in the dtype of ``1 - rate``, and
+    a Python float would make them float64 under x64."""
+    rate = node.attrs["rate"]
+    if ctx.train and rate > 0.0 and ctx.masks and node.name in ctx.masks:
+        return xs[0] * ctx.masks[node.name] / (1.0 - rate)
+    return nn.Dropout(ctx.dtype.type(rate), deterministic=not ctx.train, name=node.name)(xs[0])
 
 
 # --- parameter-free ops --------------------------------------------------------------------------

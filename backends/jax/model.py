@@ -4,7 +4,8 @@
 (``nn.Dense``, ``nn.Conv``, ``nn.BatchNorm``, ``nn.LayerNorm``, ``nn.Embed``, ``nn.Dropout``),
 named by the node name; parameter-free ops are plain ``jax.numpy`` / ``flax.linen`` functions.
 It is an ordinary flax module: ``model.apply({"params": ..., "batch_stats": ...}, inputs,
-train=False)`` works without rosetta. ``inputs`` is a dict {input name: batch array}.
+train=False)`` works without rosetta. ``inputs`` is a dict {input name: batch array};
+``masks`` ({Dropout node: keep-mask}, optional) replaces the dropout RNG in training.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class GraphModule(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, inputs: dict, train: bool = False):
-        ctx = Context(jnp.dtype(self.dtype), train)
+    def __call__(self, inputs: dict, train: bool = False, masks: dict | None = None):
+        ctx = Context(jnp.dtype(self.dtype), train, masks)
         values = dict(inputs)
         for node in self.graph.nodes:
             values[node.name] = LOWERINGS[node.op](node, [values[s] for s in node.inputs], ctx)

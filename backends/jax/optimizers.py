@@ -11,6 +11,10 @@ Canonical math (``rosetta.optim``) and the optax form that computes it:
 * AdamW: ``optax.adamw``: chain(scale_by_adam, add_decayed_weights(wd), -lr), i.e.
   p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p), decoupled.
 
+Optimizer state in canonical slots (``slots``): SGD with momentum ``velocity`` =
+``TraceState.trace`` (v of the canonical rule), Adam/AdamW ``m``/``v`` = ``ScaleByAdamState.mu``
+/ ``nu``.
+
 Learning rate: optax calls the schedule with its update count, which is 0 for the first update
 and incremented after each, so update number t uses lr(t) as the canonical rule says. The count
 (int32) is cast to the program dtype and fed to the schedule's one formula with ``xp=jax.numpy``.
@@ -50,3 +54,24 @@ def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation
         return optax.adam(lr, b1=opt.beta1, b2=opt.beta2, eps=opt.epsilon, eps_root=0.0)
     raise SpecError(f"the jax backend has no lowering for optimizer {opt.kind!r}",
                     where="$.optimizer")
+
+
+_SLOTS = ((optax.TraceState, (("velocity", "trace"),)),
+          (optax.ScaleByAdamState, (("m", "mu"), ("v", "nu"))))
+
+
+def slots(opt_state) -> dict:
+    """{canonical slot name: params-shaped tree} found in an optax state of ``lower_optimizer``."""
+    out = {}
+
+    def visit(state):
+        for cls, fields in _SLOTS:
+            if isinstance(state, cls):
+                out.update({slot: getattr(state, field) for slot, field in fields})
+                return
+        if isinstance(state, tuple):  # chain states and other NamedTuples
+            for sub in state:
+                visit(sub)
+
+    visit(opt_state)
+    return out

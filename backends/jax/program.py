@@ -16,7 +16,9 @@ touching the stored ones (BatchNorm statistics computed in training mode are dro
 
 Dropout: masks come from ``jax.random.fold_in(jax.random.key(spec.seed), step)``, so update
 number t always uses the same masks, and ``gradients`` / ``forward(training=True)`` called before
-update t see the masks that update t will use. They cannot match other backends' masks.
+update t see the masks that update t will use. They cannot match other backends' masks. With
+``masks`` (conformance mode: {Dropout node: keep-mask}) the injected masks replace the rng; they
+are one more argument of the same compiled functions (one extra trace, for the masked form).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rosetta import backend
+from rosetta import backend as contract
 from rosetta.errors import DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -34,12 +36,12 @@ from rosetta.backends.jax import params as params_mod
 from rosetta.backends.jax.device import check_dtype, jax_device
 from rosetta.backends.jax.losses import lower_loss
 from rosetta.backends.jax.model import build_model
-from rosetta.backends.jax.optimizers import lower_optimizer
+from rosetta.backends.jax.optimizers import lower_optimizer, slots
 
 STEP_DTYPE = np.int32
 
 
-class Program(backend.Program):
+class Program(contract.Program):
     backend = "jax"
 
     def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu"):
@@ -48,11 +50,13 @@ class Program(backend.Program):
         self.spec = spec
         self.graph = spec.model
         self.dtype = check_dtype(dtype)
-        self.device = backend.normalize_device(device)
+        self.device = contract.normalize_device(device)
         self.jax_device = jax_device(self.device)
         self._np_dtype = np.dtype(dtype)
         self._int_labels = spec.loss.label_kind == "int"
         self._index_limits = _embedding_limits(self.graph)
+        self._dropout_shapes = {n.name: n.out_type.shape for n in self.graph.nodes
+                                if n.op == "Dropout" and n.attrs["rate"] > 0}
 
         self.model = build_model(self.graph, dtype)
         self.optimizer = lower_optimizer(spec.optimizer, dtype)
@@ -66,41 +70,43 @@ class Program(backend.Program):
     def _compile_steps(self):
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
 
-        def run(params, batch_stats, inputs, train, rng):
+        def run(params, batch_stats, inputs, train, rng, masks=None):
             """Model output and the batch statistics after this call (unchanged in eval)."""
             variables = {params_mod.PARAMS: params, params_mod.STATE: batch_stats}
             if not train:
                 return model.apply(variables, inputs, train=False), batch_stats
-            out, mutated = model.apply(variables, inputs, train=True, rngs={"dropout": rng},
-                                       mutable=[params_mod.STATE])
+            out, mutated = model.apply(variables, inputs, train=True, masks=masks,
+                                       rngs={"dropout": rng}, mutable=[params_mod.STATE])
             return out, mutated.get(params_mod.STATE, batch_stats)
 
-        def loss_and_grads(params, batch_stats, step, rng, inputs, labels):
+        def loss_and_grads(params, batch_stats, step, rng, inputs, labels, masks):
             step_rng = jax.random.fold_in(rng, step)
 
             def objective(p):
-                out, new_stats = run(p, batch_stats, inputs, True, step_rng)
+                out, new_stats = run(p, batch_stats, inputs, True, step_rng, masks)
                 return loss_fn(out, labels), new_stats
 
             (loss, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(params)
             return loss, grads, new_stats
 
-        def train_step(params, batch_stats, opt_state, step, rng, inputs, labels):
+        def train_step(params, batch_stats, opt_state, step, rng, inputs, labels, masks):
             loss, grads, new_stats = loss_and_grads(params, batch_stats, step, rng, inputs,
-                                                    labels)
+                                                    labels, masks)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return params, new_stats, opt_state, step + 1, loss
 
-        def gradients(params, batch_stats, step, rng, inputs, labels):
-            loss, grads, _ = loss_and_grads(params, batch_stats, step, rng, inputs, labels)
+        def gradients(params, batch_stats, step, rng, inputs, labels, masks):
+            loss, grads, _ = loss_and_grads(params, batch_stats, step, rng, inputs, labels,
+                                            masks)
             return loss, grads
 
         def forward_eval(params, batch_stats, inputs):
             return run(params, batch_stats, inputs, False, None)[0]
 
-        def forward_train(params, batch_stats, step, rng, inputs):
-            return run(params, batch_stats, inputs, True, jax.random.fold_in(rng, step))[0]
+        def forward_train(params, batch_stats, step, rng, inputs, masks):
+            return run(params, batch_stats, inputs, True, jax.random.fold_in(rng, step),
+                       masks)[0]
 
         self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2, 3))
         self._gradients = jax.jit(gradients)
@@ -123,31 +129,57 @@ class Program(backend.Program):
     def export_state(self):
         return params_mod.to_canonical(self.batch_stats)
 
+    def export_optimizer_state(self):
+        return {f"{slot}/{path}": arr for slot, tree in slots(self.opt_state).items()
+                for path, arr in params_mod.to_canonical(tree).items()}
+
     # --- steps ------------------------------------------------------------------------------------
-    def train_step(self, inputs, labels):
-        batch = self._batch(inputs, labels)
+    def train_step(self, inputs, labels, masks=None):
+        batch = self._batch(inputs, labels, masks)
         (self.params, self.batch_stats, self.opt_state, self._step, loss) = self._train_step(
             self.params, self.batch_stats, self.opt_state, self._step, self.rng, *batch)
         self.step += 1
         return float(loss)
 
-    def gradients(self, inputs, labels):
+    def gradients(self, inputs, labels, masks=None):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
-                                      *self._batch(inputs, labels))
+                                      *self._batch(inputs, labels, masks))
         return float(loss), params_mod.to_canonical(grads)
 
-    def forward(self, inputs, training: bool = False):
+    def forward(self, inputs, training: bool = False, masks=None):
         x = self._inputs(inputs)
         if training:
-            out = self._forward_train(self.params, self.batch_stats, self._step, self.rng, x)
+            out = self._forward_train(self.params, self.batch_stats, self._step, self.rng, x,
+                                      self._masks(masks, len(x[self.graph.inputs[0].name])))
         else:
             out = self._forward_eval(self.params, self.batch_stats, x)
         out = jax.device_get(out)
         return [np.array(o) for o in out] if isinstance(out, list) else np.array(out)
 
     # --- host-side batch preparation: cheap checks and dtype casts, no transfer yet -------------
-    def _batch(self, inputs, labels):
-        return self._inputs(inputs), self._labels(labels)
+    def _batch(self, inputs, labels, masks):
+        x, y = self._inputs(inputs), self._labels(labels)
+        return x, y, self._masks(masks, len(y))
+
+    def _masks(self, masks, batch: int) -> dict | None:
+        """Injected keep-masks in the program dtype, exactly one per Dropout node with rate > 0;
+        None without any (then the compiled step draws masks from the dropout rng)."""
+        if not masks:
+            return None
+        unknown = sorted(set(masks) - set(self._dropout_shapes))
+        missing = sorted(set(self._dropout_shapes) - set(masks))
+        if unknown or missing:
+            raise DataError(f"masks: one keep-mask per Dropout node with rate > 0 "
+                            f"{sorted(self._dropout_shapes)}; missing {missing}, "
+                            f"unknown {unknown}")
+        out = {}
+        for name, shape in self._dropout_shapes.items():
+            m = np.asarray(masks[name])
+            if m.shape != (batch, *shape):
+                raise DataError(f"masks: {name!r} must have shape {(batch, *shape)}, "
+                                f"found {m.shape}")
+            out[name] = m.astype(self._np_dtype, copy=False)
+        return out
 
     def _inputs(self, inputs) -> dict:
         given = self.graph.as_input_dict(inputs)

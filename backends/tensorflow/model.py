@@ -35,10 +35,12 @@ class GraphModule(tf.Module):
         self.input_dtypes = tuple(dtype if i.kind == "float" else tf.int64 for i in graph.inputs)
         self.output_names = tuple(graph.outputs)
 
-    def __call__(self, inputs: dict, training: bool = False, update_state: bool | None = None):
+    def __call__(self, inputs: dict, training: bool = False, update_state: bool | None = None,
+                 masks: dict | None = None):
         """Run the graph on ``{input name: tensor}`` (or one tensor / a list, in input order).
         ``training`` picks batch statistics and dropout; ``update_state`` (default: ``training``)
-        lets BatchNorm assign its running statistics."""
+        lets BatchNorm assign its running statistics; ``masks`` ({Dropout node: keep-mask}) replaces
+        the dropout RNG."""
         if not isinstance(inputs, dict):
             inputs = dict(zip(self.input_names,
                               inputs if isinstance(inputs, (list, tuple)) else [inputs]))
@@ -46,9 +48,11 @@ class GraphModule(tf.Module):
         # float inputs in the model dtype, ids as int64 (a no-op for tensors that already are)
         values = {name: tf.cast(inputs[name], dt)
                   for name, dt in zip(self.input_names, self.input_dtypes)}
+        masks = masks or {}
         for name, sources in self.wiring:
+            extra = {"mask": masks[name]} if name in masks else {}
             values[name] = self.layers[name]([values[s] for s in sources], training=training,
-                                             update_state=update)
+                                             update_state=update, **extra)
         outs = [values[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs
 

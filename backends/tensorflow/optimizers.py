@@ -66,6 +66,12 @@ class Optimizer(tf.Module):
                 var.assign(tf.zeros_like(var))
         self.step.assign(0)
 
+    def export(self) -> dict:
+        """Slot values as NumPy arrays named ``<slot>/<parameter path>`` (``velocity``, ``m``,
+        ``v``: the canonical names of ``rosetta.optim``)."""
+        return {f"{slot}/{key}": var.numpy().copy()
+                for slot, table in self.slots.items() for key, var in table.items()}
+
     def learning_rate(self, dtype=tf.float32):
         """lr(step) of the next update, in ``dtype``."""
         return tf.cast(self.schedule(tf.cast(self.step, dtype), xp=TF_MATH), dtype)
@@ -96,14 +102,14 @@ class SGD(Optimizer):
         self.momentum = momentum
         self.nesterov = nesterov
         self.weight_decay = weight_decay
-        self.slot_names = ("momentum",) if momentum else ()
+        self.slot_names = ("velocity",) if momentum else ()
         super().__init__(learning_rate, var_list, name)
 
     def update(self, var, g, lr, slots, context):
         if self.weight_decay:
             g = g + self.weight_decay * var
         if self.momentum:
-            v = slots["momentum"]
+            v = slots["velocity"]
             v_new = self.momentum * v + g
             v.assign(v_new)
             d = g + self.momentum * v_new if self.nesterov else v_new

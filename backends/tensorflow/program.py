@@ -4,6 +4,12 @@ Every step is one ``tf.function(jit_compile=True)`` with a fixed input signature
 left open), so it traces once; XLA compiles once per batch size. The steps are placed on the
 program's device; inputs cross from the host once per call and only the loss (and, where asked,
 gradients or outputs) comes back.
+
+Dropout draws its seeds from the model's ``tf.random.Generator`` (seeded from ``spec.seed``, reset
+by ``load``). ``gradients`` and ``forward(training=True)`` restore the generator state after their
+draws, so they see the masks the next ``train_step`` will use and leave the stream where it was.
+With ``masks`` (conformance mode: {Dropout node: keep-mask}), the masks replace the generator; each
+step then has a second compiled variant that takes them as inputs.
 """
 
 from __future__ import annotations
@@ -80,32 +86,55 @@ class Program(contract.Program):
         else:
             self.label_dtype, self.label_shape = self.tf_dtype, tuple(out_shape)
         labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
+        self.dropout_nodes = tuple(n.name for n in graph.nodes if n.op == "Dropout")
+        self.mask_signature = {
+            n.name: tf.TensorSpec((None, *n.out_type.shape), self.tf_dtype, name=f"mask_{n.name}")
+            for n in graph.nodes if n.op == "Dropout"}
         sig = [self.input_signature, labels]
-        self._train = compiled(self._train_step, sig)
-        self._grads = compiled(self._loss_and_grads, sig)
-        self._forward = {False: compiled(self._forward_eval, [self.input_signature]),
-                         True: compiled(self._forward_train, [self.input_signature])}
+        masked = [self.input_signature, labels, self.mask_signature]
+        self._train = {False: compiled(self._train_step, sig),
+                       True: compiled(self._train_step, masked)}
+        self._grads = {False: compiled(self._loss_and_grads, sig),
+                       True: compiled(self._loss_and_grads, masked)}
+        self._forward_eval_fn = compiled(self._forward_eval, [self.input_signature])
+        self._forward_train = {
+            False: compiled(self._forward_training, [self.input_signature]),
+            True: compiled(self._forward_training, [self.input_signature, self.mask_signature])}
         self.load(graph.init_params(spec.seed), graph.init_state())
 
     # --- the compiled bodies ---------------------------------------------------------------------
     def _forward_eval(self, inputs):
         return self.model(inputs, training=False)
 
-    def _forward_train(self, inputs):
-        return self.model(inputs, training=True, update_state=False)
+    def _forward_training(self, inputs, masks=None):
+        saved = self._rng_snapshot()
+        out = self.model(inputs, training=True, update_state=False, masks=masks)
+        self._rng_restore(saved)
+        return out
 
-    def _train_step(self, inputs, labels):
+    def _train_step(self, inputs, labels, masks=None):
         with tf.GradientTape() as tape:
-            loss = self.loss_fn(self.model(inputs, training=True), labels)
+            loss = self.loss_fn(self.model(inputs, training=True, masks=masks), labels)
         grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
         self.optimizer.apply_gradients(zip(grads, self.trainable))
         return loss
 
-    def _loss_and_grads(self, inputs, labels):
+    def _loss_and_grads(self, inputs, labels, masks=None):
+        saved = self._rng_snapshot()
         with tf.GradientTape() as tape:
-            loss = self.loss_fn(self.model(inputs, training=True, update_state=False), labels)
+            loss = self.loss_fn(self.model(inputs, training=True, update_state=False,
+                                           masks=masks), labels)
         grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
+        self._rng_restore(saved)
         return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    def _rng_snapshot(self):
+        """The dropout generator's state before a draw that must not advance it (in-graph)."""
+        return self.model.rng.state.read_value() if self.dropout_nodes else None
+
+    def _rng_restore(self, saved):
+        if saved is not None:
+            self.model.rng.state.assign(saved)
 
     # --- host side -------------------------------------------------------------------------------
     @property
@@ -141,6 +170,18 @@ class Program(contract.Program):
                             f"found {a.min()}..{a.max()}")
         return a
 
+    def _masks(self, masks) -> dict[str, np.ndarray] | None:
+        """Injected keep-masks in the program dtype, one per Dropout node; None without any."""
+        if not masks:
+            return None
+        unknown = sorted(set(masks) - set(self.dropout_nodes))
+        missing = sorted(set(self.dropout_nodes) - set(masks))
+        if unknown or missing:
+            raise DataError(f"masks: one keep-mask per Dropout node {list(self.dropout_nodes)}; "
+                            f"missing {missing}, unknown {unknown}")
+        return {name: np.asarray(masks[name], dtype=self.tf_dtype.as_numpy_dtype)
+                for name in self.dropout_nodes}
+
     def load(self, params_in, state) -> None:
         """Set parameters and state; reset the optimizer (slots, step) and the dropout generator
         (to the spec's seed, so a reloaded program replays the same masks)."""
@@ -154,16 +195,31 @@ class Program(contract.Program):
     def export_state(self):
         return params.export_state(self.model)
 
-    def train_step(self, inputs, labels) -> float:
-        with tf.device(self.tf_device):
-            return float(self._train(self._inputs(inputs), self._labels(labels)))
+    def export_optimizer_state(self):
+        return self.optimizer.export()
 
-    def gradients(self, inputs, labels):
+    def _args(self, inputs, labels=None, masks=None) -> tuple[bool, list]:
+        """(masked?, arguments of the compiled step) from host arrays."""
+        args = [self._inputs(inputs)] + ([] if labels is None else [self._labels(labels)])
+        masks = self._masks(masks)
+        return masks is not None, args + ([masks] if masks is not None else [])
+
+    def train_step(self, inputs, labels, masks=None) -> float:
+        masked, args = self._args(inputs, labels, masks)
         with tf.device(self.tf_device):
-            loss, grads = self._grads(self._inputs(inputs), self._labels(labels))
+            return float(self._train[masked](*args))
+
+    def gradients(self, inputs, labels, masks=None):
+        masked, args = self._args(inputs, labels, masks)
+        with tf.device(self.tf_device):
+            loss, grads = self._grads[masked](*args)
         return float(loss), {path: g.numpy() for path, g in zip(self.param_vars, grads)}
 
-    def forward(self, inputs, training: bool = False):
+    def forward(self, inputs, training: bool = False, masks=None):
         with tf.device(self.tf_device):
-            out = self._forward[bool(training)](self._inputs(inputs))
+            if training:
+                masked, args = self._args(inputs, masks=masks)
+                out = self._forward_train[masked](*args)
+            else:
+                out = self._forward_eval_fn(self._inputs(inputs))
         return [o.numpy() for o in out] if isinstance(out, list) else out.numpy()

@@ -57,6 +57,10 @@ class DropoutRNG:
             gen.set_state(saved)
 
 
+# torch optimizer state key -> canonical slot name
+_OPTIMIZER_SLOTS = (("momentum_buffer", "velocity"), ("exp_avg", "m"), ("exp_avg_sq", "v"))
+
+
 def _reaches_outputs(graph) -> set[str]:
     """Names of the nodes an output depends on."""
     by_name = {n.name: n for n in graph.nodes}
@@ -123,12 +127,23 @@ class Program(contract.Program):
         return params.export(self._state)
 
     # --- steps --------------------------------------------------------------------------------
-    def train_step(self, inputs, labels) -> float:
+    def export_optimizer_state(self) -> dict[str, np.ndarray]:
+        """torch's per-parameter state under canonical slot names (SGD ``momentum_buffer`` is
+        the canonical v; Adam's ``exp_avg`` / ``exp_avg_sq`` are m / v), in canonical layout."""
+        out = {}
+        for path, slot in self._params.items():
+            st = self.optimizer.state.get(slot.tensor, {})
+            for native, name in _OPTIMIZER_SLOTS:
+                if st.get(native) is not None:
+                    out[f"{name}/{path}"] = slot.canonical(st[native])
+        return out
+
+    def train_step(self, inputs, labels, masks=None) -> float:
         xs = self._inputs(inputs)
         y = self._labels(labels)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._dropout(advance=True):
+        with self._dropout(advance=True, masks=masks):
             loss = self.loss_fn(self._run(*xs), y)
         if loss.requires_grad:  # False only for a model without parameters
             loss.backward()
@@ -139,11 +154,11 @@ class Program(contract.Program):
         self.step += 1
         return loss.item()
 
-    def gradients(self, inputs, labels) -> tuple[float, dict[str, np.ndarray]]:
+    def gradients(self, inputs, labels, masks=None) -> tuple[float, dict[str, np.ndarray]]:
         xs = self._inputs(inputs)
         y = self._labels(labels)
         self._mode(training=True)
-        with running_stats_frozen(self._norms), self._dropout(advance=False):
+        with running_stats_frozen(self._norms), self._dropout(advance=False, masks=masks):
             loss = self.loss_fn(self._run(*xs), y)
         grads = (torch.autograd.grad(loss, self._param_tensors, allow_unused=True)
                  if loss.requires_grad else [None] * len(self._param_tensors))
@@ -152,11 +167,11 @@ class Program(contract.Program):
             out[path] = slot.canonical(torch.zeros_like(slot.tensor) if g is None else g)
         return loss.item(), out
 
-    def forward(self, inputs, training: bool = False) -> np.ndarray:
+    def forward(self, inputs, training: bool = False, masks=None) -> np.ndarray:
         xs = self._inputs(inputs)
         self._mode(training=training)
         ctx = running_stats_frozen(self._norms) if training else nullcontext()
-        with torch.no_grad(), ctx, self._dropout(advance=False, training=training):
+        with torch.no_grad(), ctx, self._dropout(advance=False, training=training, masks=masks):
             out = self._run(*xs)
         return np.array(out.cpu().numpy())
 
@@ -165,10 +180,24 @@ class Program(contract.Program):
         if self.model.training != training:
             self.model.train(training)
 
-    def _dropout(self, advance: bool, training: bool = True):
+    def _dropout(self, advance: bool, training: bool = True, masks=None):
+        if masks:
+            return self._injected(masks)
         if self._rng is None or not training:
             return nullcontext()
         return self._rng.active(advance)
+
+    @contextmanager
+    def _injected(self, masks: dict):
+        """Use the given keep-masks in the Dropout modules for one forward."""
+        mods = {name: self.model.node_module(name) for name in masks}
+        try:
+            for name, m in mods.items():
+                m.set_mask(self._tensor(masks[name], self.torch_dtype))
+            yield
+        finally:
+            for m in mods.values():
+                m.set_mask(None)
 
     def _inputs(self, inputs) -> list[torch.Tensor]:
         arrays = self.graph.as_input_dict(inputs)

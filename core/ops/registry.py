@@ -175,7 +175,8 @@ class OpDef:
     """Base of an op declaration. Subclasses set ``attrs`` and override the methods they need.
 
     ``arity`` is the number of inputs, or ``(minimum, None)`` for variadic ops.
-    ``input_kind`` is the kind of tensor the op accepts (``float`` or ``int``).
+    ``input_kind`` is the kind of tensor the op accepts (``float``, ``int``, or ``any`` for
+    layout-only ops whose output keeps the input's kind).
     """
 
     name: str = ""

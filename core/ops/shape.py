@@ -13,9 +13,10 @@ class Flatten(OpDef):
     input flattens in H*W*C order on every backend (torch permutes from NCHW first)."""
 
     attrs = {}
+    input_kind = "any"
 
     def infer(self, a, inputs, where):
-        return TensorType((int(np.prod(inputs[0].shape)),))
+        return TensorType((int(np.prod(inputs[0].shape)),), inputs[0].kind)
 
     def reference(self, a, p, xs, ctx):
         return xs[0].reshape(xs[0].shape[0], -1)
@@ -29,6 +30,7 @@ class Reshape(OpDef):
     """y[n] = x[n].reshape(shape), row-major in canonical layout; one entry may be -1."""
 
     attrs = {"shape": Attr("shape")}
+    input_kind = "any"
 
     def infer(self, a, inputs, where):
         target = a["shape"]

@@ -103,3 +103,27 @@ def test_load_export_roundtrip(backend):
     got = prog.export_params()
     assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in params.items()}
     assert compare_trees(got, params, "params", 0.0).passed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_injected_dropout_masks_match_reference(backend):
+    """Conformance mode: a neutral keep-mask replaces the RNG, after a conv (NCHW in torch)."""
+    import rosetta as rs
+    from rosetta.conformance.runner import dropout_masks
+    from helpers import spec_for
+    model = rs.Sequential([rs.Conv2D(3, 3, padding="same", name="conv"),
+                           rs.Dropout(0.4, name="drop"), rs.Flatten(name="flat"),
+                           rs.Dropout(0.25, name="drop2"), rs.Dense(2, name="head")],
+                          input_shape=(5, 4, 2), name="dropped")
+    spec = spec_for(model)
+    prog = compile_spec(spec, backend)
+    x = random_inputs(model, 3)
+    y = random_targets(spec, 3)
+    masks = dropout_masks(model, seed=0, step=0, batch=3)
+    params = model.init_params(0)
+    ref = model.reference_forward(params, x, training=True, dropout_masks=masks)
+    w = compare_arrays(prog.forward(x, training=True, masks=masks), ref, "output", FORWARD_RTOL)
+    assert w.passed, str(w)
+    loss, _ = prog.gradients(x, y, masks=masks)
+    assert compare_arrays(loss, spec.loss.reference(ref, y), "loss", FORWARD_RTOL).passed
+    assert compare_arrays(prog.train_step(x, y, masks=masks), loss, "loss", FORWARD_RTOL).passed
