@@ -1,8 +1,10 @@
 """The worst-element comparator: where two results differ most, absolutely and relatively.
 
 The relative error of an element is ``|a - b| / max(|a|, |b|, floor)`` with
-``floor = 1e-3 * max(|b|)`` over the whole tensor, so that an element that is zero up to rounding in
-a tensor of ordinary size is not reported as a 100% error, while a tensor that is wrong everywhere is.
+``floor = floor_fraction * max(|b|)`` over the whole tensor. The exact tier uses 1e-3, so an element
+that is zero up to rounding in a tensor of ordinary size is not reported as a 100% error, while a
+tensor that is wrong everywhere is. The float32 tier uses 1 (the normwise relative error
+``|a - b| / max|b|``): float32 rounding is proportional to the tensor's scale, not to each element.
 A result passes when the worst relative error is within the tolerance it is held to.
 """
 
@@ -36,7 +38,11 @@ class Worst:
         return other if other.rel_err > self.rel_err else self
 
 
-def compare_arrays(a, b, where: str = "", tolerance: float | None = None) -> Worst:
+ELEMENT_FLOOR = 1e-3
+
+
+def compare_arrays(a, b, where: str = "", tolerance: float | None = None,
+                   floor_fraction: float = ELEMENT_FLOOR) -> Worst:
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -51,7 +57,7 @@ def compare_arrays(a, b, where: str = "", tolerance: float | None = None) -> Wor
             return Worst(where, tuple(int(i) for i in idx), np.inf, np.inf, float(a[idx]),
                          float(b[idx]), tolerance)
     diff = np.abs(a - b)
-    floor = 1e-3 * float(np.max(np.abs(b))) if b.size else 0.0
+    floor = floor_fraction * float(np.max(np.abs(b))) if b.size else 0.0
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
     rel = np.where(diff == 0, 0.0, diff / np.where(scale == 0, 1.0, scale))
     i = np.unravel_index(int(np.argmax(rel)), a.shape)
@@ -59,7 +65,8 @@ def compare_arrays(a, b, where: str = "", tolerance: float | None = None) -> Wor
                  float(b[i]), tolerance)
 
 
-def compare_trees(a: dict, b: dict, where: str = "", tolerance: float | None = None) -> Worst:
+def compare_trees(a: dict, b: dict, where: str = "", tolerance: float | None = None,
+                  floor_fraction: float = ELEMENT_FLOOR) -> Worst:
     """Worst element over every shared key; a key missing on one side is itself a failure."""
     if set(a) != set(b):
         return Worst(where=f"{where} keys differ: {sorted(set(a) ^ set(b))}", abs_err=np.inf,
@@ -67,6 +74,6 @@ def compare_trees(a: dict, b: dict, where: str = "", tolerance: float | None = N
     worst = Worst(where=where, tolerance=tolerance)
     for k in a:
         path = f"{where}{'/' if where else ''}{k}" if where else k
-        worst = worst.max(compare_arrays(a[k], b[k], path, tolerance))
+        worst = worst.max(compare_arrays(a[k], b[k], path, tolerance, floor_fraction))
     worst.tolerance = tolerance
     return worst

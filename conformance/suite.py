@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rosetta.conformance.compare import Worst, compare_arrays
-from rosetta.conformance.runner import record
+from rosetta.conformance.diagnose import diagnose
+from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
+                                        without_dropout)
 from rosetta.conformance.tiers import Tier, tier_for
 from rosetta.conformance.trajectory import CATEGORIES, Trajectory
 
@@ -33,6 +35,7 @@ class Result:
     per_category: dict = field(default_factory=dict)
     drift: list = field(default_factory=list)   # worst relative error at each step
     note: str = ""
+    blame: dict = field(default_factory=dict)    # first divergence: step, category, tensor, node
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -58,7 +61,8 @@ def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
         step_worst = Worst()
         for cat in CATEGORIES:
             if cat == "loss":
-                w = compare_arrays(a.loss[t], b.loss[t], f"loss @ step {t}")
+                w = compare_arrays(a.loss[t], b.loss[t], f"loss @ step {t}",
+                                   floor_fraction=tier.floor_fraction)
                 pairs = [w]
             else:
                 ta, tb = getattr(a, cat), getattr(b, cat)
@@ -68,8 +72,8 @@ def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
                     problems.append(f"{cat} tensors differ: {sorted(set(ta) ^ set(tb))}")
                     continue
                 i = _step_slices(cat, t)
-                pairs = [compare_arrays(ta[k][i], tb[k][i], f"{cat}/{k} @ step {t}")
-                         for k in ta]
+                pairs = [compare_arrays(ta[k][i], tb[k][i], f"{cat}/{k} @ step {t}",
+                                        floor_fraction=tier.floor_fraction) for k in ta]
             for w in pairs:
                 step_worst = step_worst.max(w)
                 if t < checked:
@@ -103,5 +107,24 @@ def run(spec, backends, *, dtype="float64", device="cpu", steps=10, seed=None,
         trajs.append(record(spec, be, dtype=dtype, device=device, steps=steps, seed=seed,
                             dropout=dropout))
     tier = tier_for(dtype)
-    results = [compare_trajectories(a, b, tier) for a, b in itertools.combinations(trajs, 2)]
+    results = []
+    for a, b in itertools.combinations(trajs, 2):
+        r = compare_trajectories(a, b, tier)
+        if not r.passed:
+            blame(r, spec, a, b, tier, dtype, seed, dropout)
+        results.append(r)
     return results, trajs
+
+
+def blame(result: Result, spec, a: Trajectory, b: Trajectory, tier: Tier, dtype, seed, dropout):
+    """Fill ``result.blame`` with where the two runs start to differ (see diagnose.py)."""
+    seed = spec.seed if seed is None else seed
+    run_spec = without_dropout(spec) if dropout == "off" else spec
+    x, y = next(batch_stream(run_spec, 1, seed, dtype))
+    masks = (dropout_masks(run_spec.model, seed, 0, len(y))
+             if dropout_nodes(run_spec.model) else None)
+    d = diagnose(run_spec, a, b, tier, x, masks)
+    if d is not None:
+        result.blame = {"step": d.step, "category": d.category, "tensor": d.tensor,
+                        "node": d.node, "op": d.op, "worst": str(d.worst)}
+        result.where = str(d)

@@ -14,7 +14,11 @@ Conventions every backend keeps:
 * ``gradients`` and ``forward`` leave parameters, state and optimizer state untouched;
 * ``masks`` (conformance mode) maps each Dropout node to a keep-mask (1 keep, 0 drop) of the
   node's output shape with the batch axis; given, it replaces the framework's RNG, so dropout
-  agrees across backends: y = x * mask / (1 - rate).
+  agrees across backends: y = x * mask / (1 - rate);
+* ``prepare_batch`` checks, converts and places a batch on the device once; ``train_step`` takes
+  the ``Batch`` it returns in place of ``(inputs, labels)`` (no checks, no copies: data already on
+  the device, as the benchmark feeds it);
+* a backend lowers in one of its ``modes`` (how the step is compiled); the first is the default.
 """
 
 from __future__ import annotations
@@ -23,7 +27,35 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from rosetta.errors import BackendUnavailable, DataError
+
 DTYPES = ("float32", "float64")
+
+
+class Batch:
+    """A batch made by ``Program.prepare_batch``: native arrays on the program's device.
+
+    ``args`` is what the backend's compiled step takes (backend specific); ``size`` the number of
+    examples. A Batch belongs to the program that made it.
+    """
+
+    __slots__ = ("owner", "args", "size")
+
+    def __init__(self, owner, args, size: int):
+        self.owner, self.args, self.size = owner, args, int(size)
+
+    def check(self, program, masks=None):
+        """The native arguments, after checking this Batch was made by ``program``."""
+        if self.owner is not program:
+            raise DataError("this Batch was prepared by another Program: call "
+                            "program.prepare_batch(inputs, labels) on the program that runs it")
+        if masks:
+            raise DataError("masks cannot be given with a prepared Batch; pass host arrays "
+                            "(inputs, labels, masks) instead")
+        return self.args
+
+    def __repr__(self):
+        return f"Batch(size={self.size}, on {self.owner!r})"
 
 
 class Program(ABC):
@@ -48,10 +80,19 @@ class Program(ABC):
     def export_state(self) -> dict[str, np.ndarray]:
         """Non-trainable model state (BatchNorm running statistics), by path."""
 
+    mode: str = ""      # how the step is compiled: one of the backend's ``modes``
+
     @abstractmethod
-    def train_step(self, inputs: dict[str, np.ndarray], labels: np.ndarray,
+    def prepare_batch(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> Batch:
+        """Check and convert ``(inputs, labels)`` once, the way ``train_step`` would, and place
+        them on the program's device: a ``Batch`` that ``train_step(batch)`` runs on without
+        further checks or host-to-device copies."""
+
+    @abstractmethod
+    def train_step(self, inputs: dict[str, np.ndarray] | Batch, labels: np.ndarray | None = None,
                    masks: dict | None = None) -> float:
-        """One compiled optimizer update in training mode; returns the loss before the update."""
+        """One compiled optimizer update in training mode; returns the loss before the update.
+        ``inputs`` may be a ``Batch`` from ``prepare_batch`` (then no ``labels`` or ``masks``)."""
 
     @abstractmethod
     def gradients(self, inputs, labels, masks: dict | None = None
@@ -74,6 +115,7 @@ class Backend(ABC):
     """A framework adapter, found through the ``rosetta.backends`` entry-point group."""
 
     name: str
+    modes: tuple[str, ...] = ()  # how a step can be compiled; the first is the default
 
     @abstractmethod
     def version(self) -> str:
@@ -84,11 +126,22 @@ class Backend(ABC):
         """Usable devices among ``cpu`` and ``gpu``."""
 
     @abstractmethod
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu") -> Program:
-        """Lower ``spec`` (a ``TrainSpec``) to a ``Program`` with native model and optimizer.
+    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
+                mode: str | None = None) -> Program:
+        """Lower ``spec`` (a ``TrainSpec``) to a ``Program`` with native model and optimizer,
+        its step compiled in ``mode`` (one of ``modes``; None: the first).
 
-        Raises ``BackendUnavailable`` for a device or dtype this backend cannot run.
+        Raises ``BackendUnavailable`` for a device, dtype or mode this backend cannot run.
         """
+
+    def resolve_mode(self, mode: str | None) -> str:
+        """``mode``, or the default; ``BackendUnavailable`` naming the valid ones."""
+        if mode is None:
+            return self.modes[0]
+        if mode not in self.modes:
+            raise BackendUnavailable(f"backend {self.name!r} has no mode {mode!r}; its modes: "
+                                     f"{', '.join(self.modes)}")
+        return mode
 
 
 def normalize_device(device: str) -> str:

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("spec", help="zoo name, .py file defining `spec`, or .json spec")
     t.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    t.add_argument("--mode", help="how the step is compiled: torch eager (default) or compile, "
+                   "tensorflow xla (default) or function, jax jit")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--steps", type=_positive_int, help="number of updates (default: the spec's)")
     t.add_argument("--epochs", type=_positive_int, help="whole passes over the training data "
@@ -112,13 +114,14 @@ def cmd_train(args) -> int:
     spec = load_spec(args.spec)
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                   progress=not args.quiet)
+                   progress=not args.quiet, mode=args.mode)
     record.pop("program")
     if args.json:
         print(json.dumps(record))
     else:
         m = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-        print(f"{record['model']} on {record['backend']} ({record['framework']}, "
+        print(f"{record['model']} on {record['backend']}/{record['mode']} "
+              f"({record['framework']}, "
               f"{record['device']}, {record['dtype']}): {record['steps']} steps in "
               f"{record['seconds']:.1f}s, final loss {record['final_loss']:.4f}, held-out {m}")
     return 0

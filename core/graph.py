@@ -16,6 +16,7 @@ from rosetta.errors import SpecError
 from rosetta.ops import REGISTRY, ParamDef, RefContext, TensorType, get_op
 
 FORMAT = "rosetta/1"
+MAX_ELEMENTS = 2 ** 31 - 1
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KINDS = ("float", "int")
 
@@ -141,6 +142,13 @@ class Graph:
         n.out_type = opdef.infer(n.attrs, n.in_types, where)
         n.params = opdef.params(n.attrs, n.in_types)
         n.state = opdef.state(n.attrs, n.in_types)
+        sized = [("output", n.out_type.shape)] + [(f"parameter {k!r}", d.shape)
+                                                  for k, d in {**n.params, **n.state}.items()]
+        for what, shape in sized:
+            if int(np.prod(shape, dtype=np.float64)) > MAX_ELEMENTS:
+                raise SpecError(f"{what} of shape {tuple(shape)} exceeds {MAX_ELEMENTS:,} "
+                                f"elements (per example for outputs), the frameworks' int32 "
+                                f"index limit", where=where, op=n.op)
         types[n.name] = n.out_type
 
     # --- parameters ---------------------------------------------------------------------------

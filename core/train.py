@@ -53,8 +53,9 @@ def evaluate(program, spec: TrainSpec, x: np.ndarray, y: np.ndarray, batch_size:
 
 def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "float32",
           steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
-          seed: int | None = None, progress: bool = True) -> dict:
-    """Train ``spec`` on ``backend``; returns the run record printed by ``rosetta train --json``."""
+          seed: int | None = None, progress: bool = True, mode: str | None = None) -> dict:
+    """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
+    returns the run record printed by ``rosetta train --json``."""
     if dtype not in DTYPES:
         raise BackendUnavailable(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
     device = normalize_device(device)
@@ -73,7 +74,7 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
     run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, steps, seed,
                          spec.description)
     t0 = time.perf_counter()
-    program = be.compile(run_spec, dtype=dtype, device=device)
+    program = be.compile(run_spec, dtype=dtype, device=device, mode=mode)
     name = spec.model.inputs[0].name
     x_train = ds.x_train.astype(dtype)
     y_train = prepare_labels(spec, ds.y_train)
@@ -96,6 +97,7 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
     return {
         "model": spec.name,
         "backend": backend,
+        "mode": program.mode,
         "framework": be.version(),
         "device": device,
         "dtype": dtype,

@@ -20,6 +20,7 @@ __all__ = ["Backend", "Program"]
 
 class Backend(backend.Backend):
     name = "jax"
+    modes = ("jit",)
 
     def version(self) -> str:
         parts = []
@@ -33,5 +34,7 @@ class Backend(backend.Backend):
     def devices(self) -> list[str]:
         return device_setup.available()
 
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu") -> Program:
-        return Program(spec, dtype=dtype, device=device)
+    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
+                mode: str | None = None) -> Program:
+        """Lower ``spec``; ``mode`` ``"jit"`` (the only one): every step one ``jax.jit``."""
+        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))

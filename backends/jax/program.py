@@ -44,10 +44,12 @@ STEP_DTYPE = np.int32
 class Program(contract.Program):
     backend = "jax"
 
-    def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu",
+                 mode: str = "jit"):
         if not isinstance(spec, TrainSpec):
             raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
         self.spec = spec
+        self.mode = mode
         self.graph = spec.model
         self.dtype = check_dtype(dtype)
         self.device = contract.normalize_device(device)
@@ -134,8 +136,16 @@ class Program(contract.Program):
                 for path, arr in params_mod.to_canonical(tree).items()}
 
     # --- steps ------------------------------------------------------------------------------------
-    def train_step(self, inputs, labels, masks=None):
-        batch = self._batch(inputs, labels, masks)
+    def prepare_batch(self, inputs, labels) -> contract.Batch:
+        x, y, _ = self._batch(inputs, labels, None)
+        x, y = jax.device_put((x, y), self.jax_device)
+        return contract.Batch(self, (x, y, None), len(y))
+
+    def train_step(self, inputs, labels=None, masks=None):
+        if isinstance(inputs, contract.Batch):
+            batch = inputs.check(self, masks)
+        else:
+            batch = self._batch(inputs, labels, masks)
         (self.params, self.batch_stats, self.opt_state, self._step, loss) = self._train_step(
             self.params, self.batch_stats, self.opt_state, self._step, self.rng, *batch)
         self.step += 1

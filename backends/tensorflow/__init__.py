@@ -44,6 +44,7 @@ class Backend(_contract.Backend):
     """``rosetta.backends.tensorflow``: lowers a ``TrainSpec`` to a TensorFlow ``Program``."""
 
     name = "tensorflow"
+    modes = ("xla", "function")
 
     def version(self) -> str:
         return f"tensorflow {tf.__version__}"
@@ -51,10 +52,14 @@ class Backend(_contract.Backend):
     def devices(self) -> list[str]:
         return _device.available()
 
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu"):
+    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
+                mode: str | None = None):
+        """Lower ``spec``. ``mode``: ``"xla"`` (default: every step one
+        ``tf.function(jit_compile=True)``) or ``"function"`` (``tf.function`` without XLA: the
+        TensorFlow graph runtime and its own kernels)."""
         from rosetta.backends.tensorflow.program import Program
 
-        return Program(spec, dtype=dtype, device=device)
+        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))
 
 
 __all__ = ["Backend"]

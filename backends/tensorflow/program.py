@@ -1,9 +1,11 @@
 """``Program``: the lowered model, loss and optimizer with XLA-compiled steps.
 
-Every step is one ``tf.function(jit_compile=True)`` with a fixed input signature (the batch axis
-left open), so it traces once; XLA compiles once per batch size. The steps are placed on the
-program's device; inputs cross from the host once per call and only the loss (and, where asked,
-gradients or outputs) comes back.
+Every step is one ``tf.function(jit_compile=True)`` (mode ``"xla"``, the default; mode
+``"function"`` leaves ``jit_compile`` off and runs TensorFlow's graph runtime) with a fixed input
+signature (the batch axis left open), so it traces once; XLA compiles once per batch size. The
+steps are placed on the program's device; inputs cross from the host once per call (never, for a
+``Batch`` from ``prepare_batch``) and only the loss (and, where asked, gradients or outputs)
+comes back.
 
 Dropout draws its seeds from the model's ``tf.random.Generator`` (seeded from ``spec.seed``, reset
 by ``load``). ``gradients`` and ``forward(training=True)`` restore the generator state after their
@@ -41,13 +43,15 @@ def embedding_limits(graph) -> dict[str, int]:
     return limits
 
 
-def compiled(fn, input_signature):
-    """``fn`` as one XLA-compiled ``tf.function`` that traces once (the batch axis is open in the
-    signature; XLA compiles once per batch size). AutoGraph is off: the bodies have no
-    data-dependent Python control flow. Every Program traces its own functions once, which
-    TensorFlow's frequent-retracing detector (keyed by the Python code, shared by all Programs)
-    would misreport as retracing, so that warning is switched off for these functions."""
-    f = tf.function(fn, jit_compile=True, autograph=False, input_signature=input_signature)
+def compiled(fn, input_signature, jit_compile: bool = True):
+    """``fn`` as one ``tf.function`` (XLA-compiled unless ``jit_compile`` is False) that traces
+    once (the batch axis is open in the signature; XLA compiles once per batch size). AutoGraph is
+    off: the bodies have no data-dependent Python control flow. Every Program traces its own
+    functions once, which TensorFlow's frequent-retracing detector (keyed by the Python code,
+    shared by all Programs) would misreport as retracing, so that warning is switched off for
+    these functions."""
+    f = tf.function(fn, jit_compile=jit_compile, autograph=False,
+                    input_signature=input_signature)
     f._omit_frequent_tracing_warning = True  # no public switch (SavedModel loading sets it too)
     return f
 
@@ -61,9 +65,10 @@ class Program(contract.Program):
 
     backend = "tensorflow"
 
-    def __init__(self, spec, dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "xla"):
         self.tf_device, self.tf_dtype = tf_device.resolve(device, dtype)
         self.dtype = dtype
+        self.mode = mode
         self.device = contract.normalize_device(device)
         self.spec = spec
         self.graph = graph = spec.model
@@ -92,14 +97,16 @@ class Program(contract.Program):
             for n in graph.nodes if n.op == "Dropout"}
         sig = [self.input_signature, labels]
         masked = [self.input_signature, labels, self.mask_signature]
-        self._train = {False: compiled(self._train_step, sig),
-                       True: compiled(self._train_step, masked)}
-        self._grads = {False: compiled(self._loss_and_grads, sig),
-                       True: compiled(self._loss_and_grads, masked)}
-        self._forward_eval_fn = compiled(self._forward_eval, [self.input_signature])
+        xla = mode == "xla"
+        self._train = {False: compiled(self._train_step, sig, xla),
+                       True: compiled(self._train_step, masked, xla)}
+        self._grads = {False: compiled(self._loss_and_grads, sig, xla),
+                       True: compiled(self._loss_and_grads, masked, xla)}
+        self._forward_eval_fn = compiled(self._forward_eval, [self.input_signature], xla)
         self._forward_train = {
-            False: compiled(self._forward_training, [self.input_signature]),
-            True: compiled(self._forward_training, [self.input_signature, self.mask_signature])}
+            False: compiled(self._forward_training, [self.input_signature], xla),
+            True: compiled(self._forward_training, [self.input_signature, self.mask_signature],
+                           xla)}
         self.load(graph.init_params(spec.seed), graph.init_state())
 
     # --- the compiled bodies ---------------------------------------------------------------------
@@ -204,8 +211,17 @@ class Program(contract.Program):
         masks = self._masks(masks)
         return masks is not None, args + ([masks] if masks is not None else [])
 
-    def train_step(self, inputs, labels, masks=None) -> float:
-        masked, args = self._args(inputs, labels, masks)
+    def prepare_batch(self, inputs, labels) -> contract.Batch:
+        _, args = self._args(inputs, labels)
+        with tf.device(self.tf_device):
+            args = [tf.nest.map_structure(tf.convert_to_tensor, a) for a in args]
+        return contract.Batch(self, args, len(args[1]))
+
+    def train_step(self, inputs, labels=None, masks=None) -> float:
+        if isinstance(inputs, contract.Batch):
+            masked, args = False, inputs.check(self, masks)
+        else:
+            masked, args = self._args(inputs, labels, masks)
         with tf.device(self.tf_device):
             return float(self._train[masked](*args))
 

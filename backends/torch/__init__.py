@@ -19,6 +19,7 @@ from rosetta.backends.torch.program import Program
 
 class Backend(contract.Backend):
     name = "torch"
+    modes = ("eager", "compile")
 
     def version(self) -> str:
         return f"torch {torch.__version__}"
@@ -27,10 +28,10 @@ class Backend(contract.Backend):
         return available_devices()
 
     def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
-                compile_mode: str | None = None) -> Program:
-        """Lower ``spec``. ``compile_mode`` (optional, e.g. ``"default"``) wraps the model's
-        forward in ``torch.compile``; the default runs eager."""
-        return Program(spec, dtype=dtype, device=device, compile_mode=compile_mode)
+                mode: str | None = None) -> Program:
+        """Lower ``spec``. ``mode``: ``"eager"`` (default) or ``"compile"`` (the model's
+        forward wrapped in ``torch.compile``, whose backward is compiled too)."""
+        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))
 
 
 __all__ = ["Backend", "Program"]

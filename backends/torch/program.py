@@ -2,8 +2,10 @@
 
 The train step is the idiomatic eager torch step (zero_grad(set_to_none), forward, loss,
 backward, optimizer.step, scheduler.step); nothing is re-created per step, the only host<->device
-traffic is the batch in and the loss out. ``compile_mode`` (a ``torch.compile`` mode such as
-``"default"`` or ``"max-autotune"``) compiles the model's forward; ``None`` runs eager.
+traffic is the batch in and the loss out (none for a ``Batch`` from ``prepare_batch``). ``mode``
+``"eager"`` runs the module as is; ``"compile"`` runs the model's forward through
+``torch.compile(dynamic=False)`` (AOTAutograd compiles its backward too), the way a torch user
+compiles a model; the optimizer step stays eager in both.
 
 Dropout draws from the program's own torch RNG stream, seeded from ``spec.seed`` and swapped into
 the device's default generator around a training forward, so the global torch RNG is untouched and
@@ -80,8 +82,7 @@ class Program(contract.Program):
 
     backend = "torch"
 
-    def __init__(self, spec, dtype: str = "float32", device: str = "cpu",
-                 compile_mode: str | None = None):
+    def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "eager"):
         self.spec = spec
         self.graph = spec.model
         self.dtype = dtype
@@ -104,9 +105,8 @@ class Program(contract.Program):
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
         has_dropout = any(n.op == "Dropout" and n.attrs["rate"] > 0 for n in self.graph.nodes)
         self._rng = DropoutRNG(self.torch_device, spec.seed) if has_dropout else None
-        self.compile_mode = compile_mode
-        self._run = (torch.compile(self.model, mode=compile_mode, dynamic=False)
-                     if compile_mode else self.model)
+        self.mode = mode
+        self._run = torch.compile(self.model, dynamic=False) if mode == "compile" else self.model
         self.optimizer = self.scheduler = None
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
 
@@ -138,9 +138,15 @@ class Program(contract.Program):
                     out[f"{name}/{path}"] = slot.canonical(st[native])
         return out
 
-    def train_step(self, inputs, labels, masks=None) -> float:
+    def prepare_batch(self, inputs, labels) -> contract.Batch:
         xs = self._inputs(inputs)
-        y = self._labels(labels)
+        return contract.Batch(self, (xs, self._labels(labels)), len(xs[0]) if xs else 0)
+
+    def train_step(self, inputs, labels=None, masks=None) -> float:
+        if isinstance(inputs, contract.Batch):
+            xs, y = inputs.check(self, masks)
+        else:
+            xs, y = self._inputs(inputs), self._labels(labels)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._dropout(advance=True, masks=masks):
@@ -215,4 +221,4 @@ class Program(contract.Program):
 
     def __repr__(self):
         return (f"Program(torch, {self.graph.name}, dtype={self.dtype}, device={self.device}, "
-                f"step={self.step}, compile_mode={self.compile_mode})")
+                f"step={self.step}, mode={self.mode})")

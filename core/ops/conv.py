@@ -83,7 +83,11 @@ class Conv2D(OpDef):
         if c % a["groups"] or a["filters"] % a["groups"]:
             raise self.fail(where, f"channels ({c}) and filters ({a['filters']}) divisible by "
                             f"groups ({a['groups']})", "a remainder")
-        out, _ = spatial_plan(a, x.shape[:2], a["dilation"])
+        out, pads = spatial_plan(a, x.shape[:2], a["dilation"])
+        padded = [x.shape[ax] + sum(pads[ax]) for ax in range(2)]
+        if padded[0] * padded[1] * c > 2 ** 31 - 1:
+            raise self.fail(where, "a padded input within 2**31 - 1 elements per example",
+                            f"padded size {tuple(padded)} x {c} (dilation {a['dilation']})")
         if min(out) < 1:
             raise self.fail(where, f"a {a['kernel_size']} window (dilation {a['dilation']}) that "
                             f"fits in the padded input {x.shape[:2]}", f"output size {out}")

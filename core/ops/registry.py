@@ -141,6 +141,9 @@ def _normalize_padding(value, n, where, name):
                             f"found {value!r}", where=where)
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 0:
+            raise SpecError(f"attribute {name!r}: padding must be >= 0, found {value}",
+                            where=where)
         return tuple((int(value), int(value)) for _ in range(n))
     if isinstance(value, (list, tuple)) and len(value) == n:
         pairs = []

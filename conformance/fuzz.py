@@ -1,0 +1,143 @@
+"""Random specs for fuzzing: valid DAGs of the registered ops, and corruptions of valid specs.
+
+``random_model(draw)`` builds a small random graph that is valid by construction (shapes tracked
+with the same padding rule the ops use), mixing image and vector paths, residual adds and
+concatenations. Ill-conditioned parametrizations are avoided on purpose: a Dense/Conv2D feeding a
+BatchNorm directly has no bias (its exact gradient would be zero; see README, Conformance).
+"""
+
+from __future__ import annotations
+
+from rosetta.graph import Graph, InputDef, Node
+from rosetta.ops.conv import resolve_padding
+
+ACTIVATIONS = [{"fn": "relu"}, {"fn": "tanh"}, {"fn": "sigmoid"}, {"fn": "silu"},
+               {"fn": "gelu", "approximate": "none"}, {"fn": "gelu", "approximate": "tanh"},
+               {"fn": "leaky_relu", "slope": 0.2}, {"fn": "softmax"}, {"fn": "identity"}]
+
+
+def random_model(draw, st, max_nodes: int = 6) -> Graph:
+    """A random valid Graph; ``draw``/``st`` are hypothesis's draw function and strategies."""
+    image = draw(st.booleans())
+    if image:
+        shape = (draw(st.integers(4, 7)), draw(st.integers(4, 7)), draw(st.integers(1, 3)))
+    else:
+        shape = (draw(st.integers(2, 6)),)
+    nodes: list[Node] = []
+    pool = [("x", shape)]
+    n_nodes = draw(st.integers(1, max_nodes))
+    for i in range(n_nodes):
+        src, sh = pool[draw(st.integers(0, len(pool) - 1))]
+        name = f"n{i}"
+        choice = draw(st.sampled_from(
+            ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap"]
+            if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat"]))
+        node, out = _make(draw, st, choice, name, src, sh, pool)
+        if node is None:
+            continue
+        nodes.append(node)
+        pool.append((name, out))
+    last, sh = pool[-1]
+    if len(sh) > 1:
+        nodes.append(Node("flat", "Flatten", {}, (last,)))
+        last = "flat"
+    nodes.append(Node("head", "Dense", {"units": 3}, (last,)))
+    by_name = {n.name: n for n in nodes}
+    for n in nodes:
+        if n.op == "BatchNorm" and by_name.get(n.inputs[0]) and \
+                by_name[n.inputs[0]].op in ("Dense", "Conv2D"):
+            by_name[n.inputs[0]].attrs["use_bias"] = False
+    return Graph([InputDef("x", shape)], nodes, ["head"], name="fuzz")
+
+
+def _make(draw, st, choice, name, src, sh, pool):
+    if choice == "conv":
+        k = draw(st.integers(1, 3))
+        s = draw(st.integers(1, 2))
+        d = draw(st.integers(1, 2)) if s == 1 else 1
+        pad = draw(st.sampled_from(["valid", "same", "explicit"]))
+        if pad == "explicit":
+            pad = [[draw(st.integers(0, 1)), draw(st.integers(0, 2))] for _ in range(2)]
+        groups = draw(st.sampled_from([g for g in (1, 2) if sh[2] % g == 0]))
+        filters = groups * draw(st.integers(1, 2))
+        attrs = {"filters": filters, "kernel_size": k, "strides": s, "dilation": d,
+                 "padding": pad, "groups": groups,
+                 "activation": draw(st.sampled_from(["identity", "relu", "tanh", "gelu_exact"]))}
+        out = _window_out(sh[:2], k, s, d, pad)
+        if out is None:
+            return None, None
+        return Node(name, "Conv2D", attrs, (src,)), (*out, filters)
+    if choice in ("maxpool", "avgpool"):
+        k = draw(st.integers(1, 3))
+        s = draw(st.integers(1, 2))
+        pad = draw(st.sampled_from(["valid", "same"]))
+        out = _window_out(sh[:2], k, s, 1, pad)
+        if out is None:
+            return None, None
+        return (Node(name, "MaxPool2D" if choice == "maxpool" else "AvgPool2D",
+                     {"kernel_size": k, "strides": s, "padding": pad}, (src,)), (*out, sh[2]))
+    if choice == "dense":
+        units = draw(st.integers(1, 4))
+        return (Node(name, "Dense", {"units": units, "activation": draw(st.sampled_from(
+            ["identity", "relu", "tanh", "sigmoid", "silu"]))}, (src,)), (*sh[:-1], units))
+    if choice == "act":
+        return Node(name, "Activation", dict(draw(st.sampled_from(ACTIVATIONS))), (src,)), sh
+    if choice == "bn":
+        return Node(name, "BatchNorm", {"momentum": draw(st.sampled_from([0.0, 0.5, 0.9])),
+                                        "epsilon": 1e-3}, (src,)), sh
+    if choice == "ln":
+        return Node(name, "LayerNorm", {"epsilon": 1e-3}, (src,)), sh
+    if choice == "gap":
+        return Node(name, "GlobalAvgPool2D", {}, (src,)), (sh[2],)
+    same = [n for n, s in pool if s == sh and n != src]
+    if choice == "add":
+        if not same:
+            return None, None
+        return Node(name, "Add", {}, (src, draw(st.sampled_from(same)))), sh
+    if choice == "concat":
+        other = [(n, s) for n, s in pool if len(s) == len(sh) and s[:-1] == sh[:-1]]
+        o, osh = other[draw(st.integers(0, len(other) - 1))]
+        return Node(name, "Concatenate", {}, (src, o)), (*sh[:-1], sh[-1] + osh[-1])
+    return None, None  # pragma: no cover
+
+
+def _window_out(hw, k, s, d, pad):
+    out = []
+    for ax in range(2):
+        o, (lo, hi) = resolve_padding(hw[ax], k, s, d, pad, ax)
+        if o < 1 or (max(lo, hi) >= k and pad != "valid" and k > 1):
+            return None
+        out.append(o)
+    return tuple(out)
+
+
+BAD_VALUES = [-1, 0, "x", None, 10 ** 9, [], {}, True, 3.5, [1, 2, 3], {"name": "nope"}]
+
+
+def corrupt(draw, st, spec_json: dict) -> dict:
+    """A copy of a spec's JSON with one attribute, name, input or key replaced by junk."""
+    import copy
+    d = copy.deepcopy(spec_json)
+    nodes = d["model"]["nodes"]
+    node = nodes[draw(st.integers(0, len(nodes) - 1))]
+    what = draw(st.sampled_from(["attr", "new_attr", "name", "inputs", "op", "shape",
+                                 "loss", "optimizer"]))
+    bad = draw(st.sampled_from(BAD_VALUES))
+    if what == "attr" and node["attrs"]:
+        key = draw(st.sampled_from(sorted(node["attrs"])))
+        node["attrs"][key] = bad
+    elif what == "new_attr":
+        node["attrs"]["bogus"] = bad
+    elif what == "name":
+        node["name"] = bad
+    elif what == "inputs":
+        node["inputs"] = bad
+    elif what == "op":
+        node["op"] = bad
+    elif what == "shape":
+        d["model"]["inputs"][0]["shape"] = bad
+    elif what == "loss":
+        d["loss"] = bad
+    else:
+        d["optimizer"]["learning_rate"] = bad
+    return d

@@ -1,0 +1,164 @@
+"""Proof that the suite can fail: lowerings mutated (in the test only) to reproduce real framework
+traps must each make the conformance comparison fail, and the blame must name the right place.
+
+Each trap patches one backend and compares it with another, unpatched one, in float64. The blame is
+the first divergence in causal order (see conformance/diagnose.py): a forward trap is named by the
+first graph node whose output differs, an optimizer trap by the parameters after the first update
+(gradients still agree), a running-statistics trap by the BatchNorm state.
+
+Not yet applicable: torch's second LSTM bias left trainable (the LSTM op comes with the layer-set
+issue; its trap test comes with it).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import pytest
+
+import rosetta as rs
+from rosetta.conformance.suite import run
+
+from selection import BACKENDS
+
+pytestmark = pytest.mark.skipif(
+    not {"torch", "tensorflow", "jax"} <= set(BACKENDS),
+    reason="each trap patches one framework and compares it with another: needs all three")
+
+
+def _spec(layers, shape, optimizer, name):
+    model = rs.Sequential(layers, input_shape=shape, name=name)
+    return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(), optimizer=optimizer,
+                        data=rs.DataSpec("digits", 16, {"layout": "image"}), steps=3)
+
+
+def _image_spec(optimizer=None, middle=()):
+    return _spec([rs.Conv2D(4, 3, padding="same", activation="tanh", name="conv"), *middle,
+                  rs.Flatten(name="flat"), rs.Dense(10, name="head")], (8, 8, 1),
+                 optimizer or rs.optim.SGD(0.05, momentum=0.9), "trap")
+
+
+def _run(spec, trapped, other):
+    results, _ = run(spec, [trapped, other], dtype="float64", steps=3)
+    assert len(results) == 1
+    return results[0]
+
+
+# --- the traps ----------------------------------------------------------------------------------
+
+def _mod(name):
+    return importlib.import_module(f"rosetta.backends.{name}")
+
+
+def trap_torch_adam_coupled_decay(monkeypatch):
+    """torch.optim.Adam(weight_decay) is coupled L2 (g += wd*p before the moments), not AdamW."""
+    import torch
+    torch_optimizers = _mod("torch.optimizers")
+    def adam_coupled(opt, params, lr):
+        return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.epsilon,
+                                weight_decay=opt.weight_decay)
+    monkeypatch.setitem(torch_optimizers.OPTIMIZERS, "adamw", adam_coupled)
+
+
+def trap_keras_epsilon_hat(monkeypatch):
+    """Keras's Adam: p -= lr * sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps)."""
+    tf_optimizers = _mod("tensorflow.optimizers")
+    def direction(self, var, g, slots, context):
+        b1, b2 = self.beta1, self.beta2
+        m = b1 * slots["m"] + (1 - b1) * g
+        v = b2 * slots["v"] + (1 - b2) * g * g
+        slots["m"].assign(m)
+        slots["v"].assign(v)
+        import tensorflow as tf
+        return m * tf.sqrt(context["c2"]) / context["c1"] / (tf.sqrt(v) + self.epsilon)
+    monkeypatch.setattr(tf_optimizers.Adam, "direction", direction)
+
+
+def trap_avg_pool_counts_padding(monkeypatch):
+    """torch's default count_include_pad=True: padded cells count in the average."""
+    jax_layers = _mod("jax.layers")
+    def avg_pool_including_pad(node, xs, ctx):
+        from flax import linen as nn
+        from rosetta.ops.conv import spatial_plan
+        a = node.attrs
+        _, pads = spatial_plan(a, node.in_types[0].shape[:2])
+        return nn.avg_pool(xs[0], a["kernel_size"], strides=a["strides"], padding=pads,
+                           count_include_pad=True)
+    monkeypatch.setitem(jax_layers.LOWERINGS, "AvgPool2D", avg_pool_including_pad)
+
+
+def trap_batchnorm_momentum_flipped(monkeypatch):
+    """torch's momentum weights the *new* batch statistic (momentum_torch = 1 - m)."""
+    import torch
+    torch_layers = _mod("torch.layers")
+    @torch.no_grad()
+    def flipped(self, x):
+        dims = [0, *range(2, x.ndim)]
+        var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+        m = 1.0 - self.momentum
+        self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)
+        self.running_var.mul_(m).add_(var, alpha=1.0 - m)
+    monkeypatch.setattr(torch_layers.CanonicalBatchNorm, "_update_running_stats", flipped)
+
+
+def trap_gelu_tanh_for_exact(monkeypatch):
+    """flax/JAX gelu defaults to the tanh approximation."""
+    import jax
+    jax_layers = _mod("jax.layers")
+    monkeypatch.setitem(jax_layers.ACTIVATIONS, "gelu_exact",
+                        functools.partial(jax.nn.gelu, approximate=True))
+
+
+def trap_flatten_nchw(monkeypatch):
+    """Flattening torch's NCHW tensor directly gives C*H*W order instead of H*W*C."""
+    torch_layers = _mod("torch.layers")
+    monkeypatch.setitem(torch_layers.LOWERINGS, "Flatten",
+                        torch_layers.Lowering(torch_layers.CHANNELS_FIRST, torch_layers.flatten))
+
+
+TRAPS = {
+    # name: (trap, spec, trapped backend, other backend, expected blame)
+    "torch_adam_coupled_decay": (
+        trap_torch_adam_coupled_decay,
+        lambda: _image_spec(rs.optim.AdamW(0.01, weight_decay=0.1)),
+        "torch", "jax", {"step": 0, "category": "params"}),
+    "keras_epsilon_hat": (
+        trap_keras_epsilon_hat, lambda: _image_spec(rs.optim.Adam(0.01)),
+        "tensorflow", "torch", {"step": 0, "category": "params"}),
+    "avg_pool_counts_padding": (
+        trap_avg_pool_counts_padding,
+        lambda: _image_spec(middle=[rs.AvgPool2D(3, strides=2, padding="same", name="pool")]),
+        "jax", "tensorflow", {"step": 0, "category": "loss", "node": "pool"}),
+    "batchnorm_momentum_flipped": (
+        trap_batchnorm_momentum_flipped,
+        lambda: _spec([rs.Conv2D(4, 3, use_bias=False, name="conv"),
+                       rs.BatchNorm(momentum=0.9, name="bn"), rs.Flatten(name="flat"),
+                       rs.Dense(10, name="head")], (8, 8, 1), rs.optim.SGD(0.05), "trap"),
+        "torch", "tensorflow", {"step": 0, "category": "state"}),
+    "gelu_tanh_for_exact": (
+        trap_gelu_tanh_for_exact,
+        lambda: _image_spec(middle=[rs.GELU("none", name="gelu")]),
+        "jax", "torch", {"step": 0, "category": "loss", "node": "gelu"}),
+    "flatten_nchw": (
+        trap_flatten_nchw, lambda: _image_spec(),
+        "torch", "jax", {"step": 0, "category": "loss", "node": "flat"}),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAPS))
+def test_trap_is_caught_and_blamed(name, monkeypatch):
+    trap, build, trapped, other, expected = TRAPS[name]
+    spec = build()
+    clean = _run(spec, trapped, other)
+    assert clean.passed, f"control run without the trap must pass: {clean.where}"
+    trap(monkeypatch)
+    r = _run(spec, trapped, other)
+    assert not r.passed, f"trap {name} went unnoticed: worst rel {r.worst_rel:.2e}"
+    for key, value in expected.items():
+        assert r.blame.get(key) == value, f"{name}: blamed {r.blame}, expected {expected}"
+    if expected["category"] == "state":
+        assert r.blame["tensor"].startswith("bn/"), r.blame
+    if expected["category"] == "params":
+        # the optimizer is blamed: the gradients of that step still agreed
+        assert r.blame["tensor"] in spec.model.param_defs(), r.blame
