@@ -1,10 +1,16 @@
 """The worst-element comparator: where two results differ most, absolutely and relatively.
 
 The relative error of an element is ``|a - b| / max(|a|, |b|, floor)`` with
-``floor = floor_fraction * max(|b|)`` over the whole tensor. The exact tier uses 1e-3, so an element
-that is zero up to rounding in a tensor of ordinary size is not reported as a 100% error, while a
-tensor that is wrong everywhere is. The float32 tier uses 1 (the normwise relative error
-``|a - b| / max|b|``): float32 rounding is proportional to the tensor's scale, not to each element.
+``floor = floor_fraction * scale``, where ``scale`` is the largest magnitude in the element's
+*group*: the whole tree compared (all gradients of a step, all parameters, all running statistics)
+or, for optimizer state, each slot (``m``, ``v``, ``velocity``: v lives at the scale of g^2).
+
+The exact tier uses ``floor_fraction`` 1e-3, so an element that is zero up to rounding is not
+reported as a 100% error while a tensor that is wrong everywhere is. This matters for parameters
+whose exact gradient is zero (a bias before BatchNorm, a LayerNorm over one feature): backends
+return rounding noise there (~1e-16 of the gradient scale), which is agreement, not a mismatch.
+The float32 tier uses 1 (the normwise relative error ``|a - b| / max|b|``): float32 rounding is
+proportional to the scale of the values, not to each element.
 A result passes when the worst relative error is within the tolerance it is held to.
 """
 
@@ -41,8 +47,29 @@ class Worst:
 ELEMENT_FLOOR = 1e-3
 
 
+def group_of(path: str) -> str:
+    """The group whose scale sets an element's floor: an optimizer slot (``m/...``, ``v/...``,
+    ``velocity/...``) is its own group, everything else shares one."""
+    head = path.split("/", 1)[0]
+    return head if head in OPTIMIZER_SLOTS else ""
+
+
+OPTIMIZER_SLOTS = ("m", "v", "velocity")
+
+
+def group_scales(tree: dict) -> dict:
+    scales: dict = {}
+    for k, v in tree.items():
+        v = np.asarray(v, np.float64)
+        if v.size and np.isfinite(v).all():
+            g = group_of(k)
+            scales[g] = max(scales.get(g, 0.0), float(np.max(np.abs(v))))
+    return scales
+
+
 def compare_arrays(a, b, where: str = "", tolerance: float | None = None,
-                   floor_fraction: float = ELEMENT_FLOOR) -> Worst:
+                   floor_fraction: float = ELEMENT_FLOOR, scale: float = 0.0) -> Worst:
+    """``scale``: the group's largest magnitude (0: this tensor alone sets the floor)."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -57,7 +84,7 @@ def compare_arrays(a, b, where: str = "", tolerance: float | None = None,
             return Worst(where, tuple(int(i) for i in idx), np.inf, np.inf, float(a[idx]),
                          float(b[idx]), tolerance)
     diff = np.abs(a - b)
-    floor = floor_fraction * float(np.max(np.abs(b))) if b.size else 0.0
+    floor = floor_fraction * max(float(np.max(np.abs(b))), scale)
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
     rel = np.where(diff == 0, 0.0, diff / np.where(scale == 0, 1.0, scale))
     i = np.unravel_index(int(np.argmax(rel)), a.shape)
@@ -72,8 +99,10 @@ def compare_trees(a: dict, b: dict, where: str = "", tolerance: float | None = N
         return Worst(where=f"{where} keys differ: {sorted(set(a) ^ set(b))}", abs_err=np.inf,
                      rel_err=np.inf, tolerance=tolerance)
     worst = Worst(where=where, tolerance=tolerance)
+    scales = group_scales(b)
     for k in a:
         path = f"{where}{'/' if where else ''}{k}" if where else k
-        worst = worst.max(compare_arrays(a[k], b[k], path, tolerance, floor_fraction))
+        worst = worst.max(compare_arrays(a[k], b[k], path, tolerance, floor_fraction,
+                                         scales.get(group_of(k), 0.0)))
     worst.tolerance = tolerance
     return worst

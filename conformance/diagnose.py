@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta.backend_registry import get_backend
-from rosetta.conformance.compare import Worst, compare_arrays
+from rosetta.conformance.compare import Worst, compare_arrays, group_of, group_scales
 from rosetta.conformance.tiers import Tier
 from rosetta.conformance.trajectory import Trajectory
 from rosetta.graph import Graph
@@ -37,10 +37,10 @@ class Divergence:
 
     def __str__(self):
         where = f"{self.category}/{self.tensor}" if self.tensor else self.category
-        s = f"first divergence at step {self.step}: {where} ({self.worst})"
         if self.node:
-            s += f"; first diverging node: {self.node} ({self.op})"
-        return s
+            return (f"first diverging node: {self.node} ({self.op}), seen at step {self.step} "
+                    f"in {where} ({self.worst})")
+        return f"first divergence at step {self.step}: {where} ({self.worst})"
 
 
 def first_divergence(a: Trajectory, b: Trajectory, tier: Tier) -> Divergence | None:
@@ -56,11 +56,12 @@ def first_divergence(a: Trajectory, b: Trajectory, tier: Tier) -> Divergence | N
             ta, tb = getattr(a, cat), getattr(b, cat)
             i = t + 1 if cat in ("params", "state") else t
             worst = None
+            scales = group_scales({k: v[i] for k, v in tb.items()})
             for k in ta:
                 if k not in tb:
                     continue
                 w = compare_arrays(ta[k][i], tb[k][i], f"{cat}/{k} @ step {t}", tier.tolerance,
-                                   tier.floor_fraction)
+                                   tier.floor_fraction, scales.get(group_of(k), 0.0))
                 if not w.passed and (worst is None or w.rel_err > worst[1].rel_err):
                     worst = (k, w)
             if worst:

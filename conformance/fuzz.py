@@ -86,6 +86,8 @@ def _make(draw, st, choice, name, src, sh, pool):
         return Node(name, "BatchNorm", {"momentum": draw(st.sampled_from([0.0, 0.5, 0.9])),
                                         "epsilon": 1e-3}, (src,)), sh
     if choice == "ln":
+        if sh[-1] < 2:
+            return None, None
         return Node(name, "LayerNorm", {"epsilon": 1e-3}, (src,)), sh
     if choice == "gap":
         return Node(name, "GlobalAvgPool2D", {}, (src,)), (sh[2],)

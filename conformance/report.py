@@ -28,6 +28,11 @@ def table(results) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in results:
+        d = r.to_json() if hasattr(r, "to_json") else r
+        if not d["passed"]:
+            lines.append(f"FAIL {d['model']} {d['backend_a']} vs {d['backend_b']} "
+                         f"({d['tier']}): {d['where']} {d.get('note', '')}".rstrip())
     return "\n".join(lines)
 
 
@@ -105,7 +110,8 @@ def plot(path, trajectories_by_model: dict, results) -> Path:
             ax.plot(t.loss, label=t.label)
         ax.set_title(f"{model}: loss per step")
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
         ax = axes[1][j]
         for r in results:
             d = r.to_json() if hasattr(r, "to_json") else r
@@ -115,7 +121,8 @@ def plot(path, trajectories_by_model: dict, results) -> Path:
                 ax.axhline(d["tolerance"], color="gray", linestyle="--", linewidth=0.8)
         ax.set_title(f"{model}: worst relative gap per step")
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

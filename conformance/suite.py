@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rosetta.conformance.compare import Worst, compare_arrays
+from rosetta.conformance.compare import Worst, compare_arrays, group_of, group_scales
 from rosetta.conformance.diagnose import diagnose
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
@@ -72,8 +72,10 @@ def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
                     problems.append(f"{cat} tensors differ: {sorted(set(ta) ^ set(tb))}")
                     continue
                 i = _step_slices(cat, t)
+                scales = group_scales({k: v[i] for k, v in tb.items()})
                 pairs = [compare_arrays(ta[k][i], tb[k][i], f"{cat}/{k} @ step {t}",
-                                        floor_fraction=tier.floor_fraction) for k in ta]
+                                        floor_fraction=tier.floor_fraction,
+                                        scale=scales.get(group_of(k), 0.0)) for k in ta]
             for w in pairs:
                 step_worst = step_worst.max(w)
                 if t < checked:

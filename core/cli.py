@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="installed backends, versions and devices")
     from rosetta.conformance.command import add_parser as add_conformance
     add_conformance(sub, _positive_int)
+    from rosetta.conformance.bench import add_parser as add_bench
+    add_bench(sub, _positive_int)
     s = sub.add_parser("spec", help="print a spec as rosetta/1 JSON")
     s.add_argument("spec")
     return p
@@ -164,11 +166,17 @@ def cmd_conformance(args) -> int:
     return run_command(args, load_spec)
 
 
+def cmd_bench(args) -> int:
+    from rosetta.conformance.bench import run_command
+    return run_command(args, load_spec)
+
+
 def main(argv=None) -> int:
     quiet_frameworks()
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "models": cmd_models, "backends": cmd_backends,
-               "spec": cmd_spec, "conformance": cmd_conformance}[args.command]
+               "spec": cmd_spec, "conformance": cmd_conformance,
+               "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except RosettaError as e:

@@ -18,6 +18,9 @@ Optimizer state in canonical slots (``slots``): SGD with momentum ``velocity`` =
 Learning rate: optax calls the schedule with its update count, which is 0 for the first update
 and incremented after each, so update number t uses lr(t) as the canonical rule says. The count
 (int32) is cast to the program dtype and fed to the schedule's one formula with ``xp=jax.numpy``.
+A constant learning rate is passed to optax as the plain number a user would write: the schedule
+form costs a schedule count in the state and scalar ops in every step (about 0.1 ms a step on
+XLA:CPU for the zoo's MLP, 20 % of its step), for the same value.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import optax
 
 from rosetta import optim
 from rosetta.errors import SpecError
-from rosetta.schedules import Schedule
+from rosetta.schedules import Constant, Schedule
 
 
 def lower_schedule(schedule: Schedule, dtype) -> optax.Schedule:
@@ -41,7 +44,9 @@ def lower_schedule(schedule: Schedule, dtype) -> optax.Schedule:
 
 
 def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
-    lr = lower_schedule(opt.learning_rate, dtype)
+    schedule = opt.learning_rate
+    lr = (float(schedule.value) if isinstance(schedule, Constant)
+          else lower_schedule(schedule, dtype))
     if isinstance(opt, optim.SGD):
         sgd = optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
         if opt.weight_decay:

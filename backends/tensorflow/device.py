@@ -19,6 +19,11 @@ def available() -> list[str]:
     return [d for d, (kind, _) in _TF_DEVICES.items() if tf.config.list_physical_devices(kind)]
 
 
+def default_device() -> str:
+    """Where TensorFlow places an op given no device scope: the first GPU, else the CPU."""
+    return _TF_DEVICES["gpu" if "gpu" in available() else "cpu"][1]
+
+
 def full_precision() -> None:
     """TF32 off: float32 matmul and convolution in true float32 (process-wide setting)."""
     tf.config.experimental.enable_tensor_float_32_execution(False)

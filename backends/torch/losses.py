@@ -21,8 +21,9 @@ class SoftmaxCrossEntropy(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits, labels):
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               label_smoothing=self.label_smoothing)
+        if logits.ndim != 2:
+            logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def extra_repr(self):
         return f"label_smoothing={self.label_smoothing}"

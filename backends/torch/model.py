@@ -74,6 +74,28 @@ class GraphModule(nn.Module):
         self._steps = [(key, name, srcs, layout, out_layout,
                         tuple(s for s in dict.fromkeys(srcs) if last_use[s] == i))
                        for i, (key, name, srcs, layout, out_layout) in enumerate(steps)]
+        self._chain = self._plan_chain(steps)
+
+    def _plan_chain(self, steps):
+        """For a plain chain (one input, each node consuming the one before, the last node the
+        one output): [(layout conversion or None, native modules to apply in turn)], plus the
+        conversion back to channels-last at the exit. ``forward`` then runs it as
+        ``nn.Sequential`` would, without the general graph walk (its dict bookkeeping and the
+        ``Sequential`` wrappers of fused layers cost 20-30 us a step on a CPU, 2-5 % of a small
+        model's training step). None for any other graph."""
+        if len(self.input_names) != 1 or len(self.output_names) != 1 or not steps:
+            return None
+        prev, current, plan = self.input_names[0], CHANNELS_LAST, []
+        for key, name, srcs, layout, out_layout in steps:
+            if srcs != (prev,):
+                return None
+            module = self.layers[key]
+            mods = list(module) if type(module) is nn.Sequential else [module]
+            plan.append(((current, layout) if layout != current else None, mods))
+            prev, current = name, out_layout
+        if self.output_names[0] != prev:
+            return None
+        return plan, ((current, CHANNELS_LAST) if current != CHANNELS_LAST else None)
 
     def node_module(self, name: str) -> nn.Module:
         """The native module lowered from node ``name``."""
@@ -82,6 +104,15 @@ class GraphModule(nn.Module):
     def forward(self, *inputs):
         if len(inputs) == 1 and isinstance(inputs[0], dict):
             inputs = tuple(inputs[0][n] for n in self.input_names)
+        if self._chain is not None:
+            plan, exit_conversion = self._chain
+            (x,) = inputs
+            for conversion, mods in plan:
+                if conversion is not None:
+                    x = convert_layout(x, *conversion)
+                for m in mods:
+                    x = m(x)
+            return x if exit_conversion is None else convert_layout(x, *exit_conversion)
         values = {name: {CHANNELS_LAST: x} for name, x in zip(self.input_names, inputs)}
         for key, name, srcs, layout, out_layout, done in self._steps:
             args = [_in_layout(values[s], layout) for s in srcs]

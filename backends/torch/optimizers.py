@@ -12,7 +12,9 @@ its NumPy ``update`` by the conformance suite):
   (``torch.optim.Adam(weight_decay=...)`` would be coupled L2: never used for AdamW.)
 
 The schedule is evaluated on the host in float64 (``schedule(step, numpy)``) and written into
-the param groups as is (not base_lr * factor, which could round differently).
+the param groups as is (not base_lr * factor, which could round differently). A constant
+learning rate gets no scheduler (None), as a torch user writes it: the lr set at construction
+never changes, and ``LRScheduler`` would wrap ``optimizer.step`` and run its own step each update.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from rosetta.errors import SpecError
 from rosetta.optim import Optimizer
-from rosetta.schedules import Schedule
+from rosetta.schedules import Constant, Schedule
 
 
 class ScheduleLR(LRScheduler):
@@ -65,7 +67,8 @@ OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw}
 
 
 def lower_optimizer(opt: Optimizer, params: list[torch.Tensor]):
-    """(native optimizer, ScheduleLR) over ``params``, fresh state, lr(0) set."""
+    """(native optimizer, ScheduleLR or None for a constant lr) over ``params``, fresh state,
+    lr(0) set."""
     try:
         make = OPTIMIZERS[opt.kind]
     except KeyError:
@@ -73,4 +76,6 @@ def lower_optimizer(opt: Optimizer, params: list[torch.Tensor]):
                         f"lowers {', '.join(sorted(OPTIMIZERS))})", where="$.optimizer") from None
     # one explicit param group: torch refuses a bare empty list (a model without parameters)
     optimizer = make(opt, [{"params": list(params)}], float(opt.learning_rate(0, np)))
+    if isinstance(opt.learning_rate, Constant):
+        return optimizer, None
     return optimizer, ScheduleLR(optimizer, opt.learning_rate)

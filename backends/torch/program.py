@@ -156,7 +156,8 @@ class Program(contract.Program):
         for p in self._unreached:
             p.grad = torch.zeros_like(p)
         self.optimizer.step()
-        self.scheduler.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         return loss.item()
 

@@ -6,7 +6,7 @@ The modules ``torch_native``, ``tensorflow_native`` and ``jax_native`` import th
 framework and nothing of rosetta: no spec, no lowering, no helper. They receive plain values only,
 the same in all three:
 
-``build(arch, weights, loss, optimizer, *, dtype="float32", device="cpu", mode=...)``
+``build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu", mode=...)``
 
 * ``arch``: ``"mlp"`` (flatten the input, then Dense layers with ReLU between them, none after the
   last: the zoo's ``linear``, ``mlp`` and the benchmark's ``mlp784``) or ``"cnn"`` (the zoo's
@@ -14,6 +14,7 @@ the same in all three:
 * ``weights``: the initial ``(kernel, bias)`` NumPy pairs, layer by layer, in rosetta's canonical
   layout (Dense kernel (in, out), Conv kernel (kH, kW, in, out), flatten in H, W, C order); each
   baseline converts them once to its framework's own layout, as a user porting weights does;
+* ``input_shape``: the per-example input shape, channels last (``(64,)``, ``(8, 8, 1)``);
 * ``loss``: ``"softmax_cross_entropy"`` (integer labels, from logits, mean) or ``"mse"``;
 * ``optimizer``: ``{"name": "adam", "lr", "beta1", "beta2", "eps"}`` or
   ``{"name": "sgd", "lr", "momentum", "nesterov"}`` (constant learning rate);

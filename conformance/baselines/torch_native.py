@@ -28,13 +28,13 @@ def _copy(param, array):
         param.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
-def _mlp(weights):
-    layers = []
+def _mlp(weights, input_shape):
+    layers = [nn.Flatten()] if len(input_shape) > 1 else []
     for i, (k, _) in enumerate(weights):
         layers.append(nn.Linear(*k.shape))
         if i < len(weights) - 1:
             layers.append(nn.ReLU())
-    model = nn.Sequential(nn.Flatten(), *layers)
+    model = nn.Sequential(*layers)
     for lin, (k, b) in zip([m for m in model if isinstance(m, nn.Linear)], weights):
         _copy(lin.weight, k.T)
         _copy(lin.bias, b)
@@ -65,7 +65,7 @@ class Trainer:
         self.arch = arch
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        model = _mlp(weights) if arch == "mlp" else _cnn(weights, input_shape)
+        model = _mlp(weights, input_shape) if arch == "mlp" else _cnn(weights, input_shape)
         self.model = model.to(self.device, self.dtype)
         self.run = torch.compile(self.model) if mode == "compile" else self.model
         self.loss_fn = nn.CrossEntropyLoss() if loss == "softmax_cross_entropy" else nn.MSELoss()
@@ -95,7 +95,7 @@ class Trainer:
         return loss.item()
 
 
-def build(arch, weights, loss, optimizer, *, dtype="float32", device="cpu", mode="eager",
-          input_shape=None):
-    """A trainer (see ``rosetta.conformance.baselines``); ``input_shape`` (H, W, C) for the CNN."""
+def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
+          mode="eager"):
+    """A trainer (see ``rosetta.conformance.baselines``)."""
     return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)

@@ -74,8 +74,10 @@ class LayerNorm(OpDef):
 
     def infer(self, a, inputs, where):
         x = inputs[0]
-        if len(x.shape) < 1:
-            raise self.fail(where, "an input with a feature axis", f"shape {x.shape}")
+        if len(x.shape) < 1 or x.shape[-1] < 2:
+            raise self.fail(where, "a last (feature) axis of size >= 2 (over one feature, "
+                            "x - mean(x) = 0 and LayerNorm outputs its bias alone)",
+                            f"shape {x.shape}")
         return x
 
     def params(self, a, inputs):

@@ -78,6 +78,8 @@ def test_padding_rule(size, k, s, d, pad, out, pads):
      "m/r", ["6 elements"]),
     (lambda: rs.Sequential([rs.Embedding(5, 2, name="e")], (3,), name="m"),
      "m/e", ["int input"]),
+    (lambda: rs.Sequential([rs.LayerNorm(name="ln")], (3, 1), name="m"),
+     "m/ln", ["size >= 2"]),
 ])
 def test_bad_specs_name_the_node(build, where, words):
     with pytest.raises(rs.SpecError) as e:

@@ -4,6 +4,7 @@ random corruptions of valid specs raise SpecError, never a framework or Python e
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +29,9 @@ def specs(draw):
                         data=rs.DataSpec("images"), steps=2)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
+# ROSETTA_FUZZ_EXAMPLES raises the count for a long local run; CI keeps the default
+@settings(max_examples=int(os.environ.get("ROSETTA_FUZZ_EXAMPLES", "8")), deadline=None,
+          derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(specs())
 def test_random_valid_specs_agree_in_float64(spec):

@@ -1,0 +1,670 @@
+"""``rosetta bench``: the same spec timed on every backend and mode, side by side with hand-written
+native code (DESIGN section 7, issue 5).
+
+What is measured, per spec x backend x mode (``run_case``):
+
+* ``compile_seconds``: lowering the spec plus the first training step (tracing, XLA or inductor
+  compilation), apart from the steady state. ``native_compile_seconds`` the same for the baseline.
+* steady-state step time: after ``warmup`` steps, ``steps`` steps of rosetta's lowered program and
+  ``steps`` steps of the hand-written baseline (``rosetta.conformance.baselines``), ALTERNATING in
+  blocks of ``block`` steps in one process (rosetta first in even blocks, native first in odd
+  ones), so that machine noise hits both alike. Every step is timed on its own and ends
+  synchronised: both return the loss as a Python float (``.item()``, ``float(tensor)``,
+  ``float(jax array)``), which waits for the device. The batches are prepared on the device before
+  timing (``Program.prepare_batch``, the baseline's ``put``) and cycled.
+* ``step_ms_median`` / ``step_ms_iqr`` over every timed step; ``overhead_ratio``: the median over
+  the paired blocks of (rosetta block median / native block median) -- a paired statistic, robust
+  to drift and to one-off stalls.
+* ``samples_per_second`` = batch / median step time.
+* FLOPs per step: ``TRAIN_FLOPS_FACTOR`` (3) x the graph's forward FLOPs per example
+  (``Graph.flops_per_example``: multiply-adds count 2) x batch. The rule: the backward pass of a
+  Dense or Conv layer costs two forward passes (gradient with respect to the input and to the
+  kernel), so a step is about 3 forward passes; the optimizer's elementwise update (a few FLOPs
+  per parameter) is not counted, nor is the first layer's unneeded input gradient counted out.
+  ``gflops`` = FLOPs per step / median step time; ``peak_fraction`` = gflops / the machine's
+  float32 matmul peak, measured at start (``matmul_peak``: best of several large float32 matmuls,
+  NumPy on the CPU, the framework on a GPU); ``floor_ms`` = FLOPs per step / peak, the arithmetic
+  floor.
+* ``peak_memory_mb``: on the CPU the process's peak resident set size (VmHWM, reset through
+  ``/proc/self/clear_refs`` before each implementation is built, so it is the peak while it was
+  built, compiled and warmed up; it includes the framework runtime and everything loaded before);
+  on a GPU the framework's peak device memory.
+
+Fairness: the same spec, initial weights, batches, dtype and batch size for both sides (the
+baseline's first loss is recorded beside rosetta's: ``loss_gap``); TF32 off (the backends and the
+baselines switch it off); nothing is pinned: thread counts and the environment variables that set
+them are recorded in the report (``environment.threads``).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import rosetta as rs
+from rosetta.backend import normalize_device
+from rosetta.backend_registry import get_backend
+from rosetta.data import batches as batch_indices
+from rosetta.errors import DataError, SpecError
+from rosetta.schedules import Constant
+from rosetta.spec import TrainSpec
+from rosetta.train import check_data, prepare_labels
+
+TRAIN_FLOPS_FACTOR = 3
+DEFAULT_STEPS = 200
+DEFAULT_BLOCK = 10
+N_BATCHES = 4  # distinct batches prepared on the device and cycled
+
+BASELINES = {"torch": "rosetta.conformance.baselines.torch_native",
+             "tensorflow": "rosetta.conformance.baselines.tensorflow_native",
+             "jax": "rosetta.conformance.baselines.jax_native"}
+
+
+# --- bench-only specs ---------------------------------------------------------------------------
+
+def mlp784() -> TrainSpec:
+    """DESIGN section 7's MLP: 28x28x1 -> flatten -> 784-512-512-10 ReLU, Adam, batch 128, on the
+    synthetic 28x28 'images' dataset (4 classes used of the 10 outputs)."""
+    model = rs.Sequential([
+        rs.Flatten(name="flatten"),
+        rs.Dense(512, activation="relu", name="hidden1"),
+        rs.Dense(512, activation="relu", name="hidden2"),
+        rs.Dense(10, name="logits"),
+    ], input_shape=(28, 28, 1), name="mlp784")
+    return TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
+                     optimizer=rs.optim.Adam(1e-3),
+                     data=rs.DataSpec("images", 128, {"height": 28, "width": 28, "channels": 1}),
+                     steps=200, description=mlp784.__doc__)
+
+
+BENCH_SPECS = {"mlp784": mlp784}
+
+
+# --- the hand-written baseline that fits a spec ---------------------------------------------------
+
+def _dense_ok(node, activation):
+    a = node.attrs
+    return node.op == "Dense" and a["use_bias"] and a["activation"] == activation
+
+
+def _conv_ok(node):
+    a = node.attrs
+    return (node.op == "Conv2D" and a["kernel_size"] == (3, 3) and a["strides"] == (1, 1)
+            and a["padding"] == "same" and a["dilation"] == (1, 1) and a["groups"] == 1
+            and a["use_bias"] and a["activation"] == "relu")
+
+
+def _chain(graph) -> bool:
+    prev = graph.inputs[0].name
+    for n in graph.nodes:
+        if tuple(n.inputs) != (prev,):
+            return False
+        prev = n.name
+    return list(graph.outputs) == [prev]
+
+
+def baseline_plan(spec: TrainSpec) -> dict | None:
+    """What the hand-written baselines need for ``spec`` (architecture, the layers whose
+    ``kernel``/``bias`` they take, loss, optimizer as plain values, input shape), or None when no
+    baseline is written for its shape: a chain of [Flatten] Dense(relu)* Dense (``mlp``) or the
+    zoo's CNN (``cnn``); softmax cross-entropy without smoothing or MSE; Adam or SGD without
+    weight decay at a constant learning rate."""
+    g = spec.model
+    if len(g.inputs) != 1 or g.inputs[0].kind != "float" or not _chain(g):
+        return None
+    nodes = list(g.nodes)
+    ops = [n.op for n in nodes]
+    if ops and ops[0] == "Flatten" and all(op == "Dense" for op in ops[1:]) and len(ops) > 1 \
+            or ops and all(op == "Dense" for op in ops):
+        dense = [n for n in nodes if n.op == "Dense"]
+        if not all(_dense_ok(n, "relu") for n in dense[:-1]) or not _dense_ok(dense[-1],
+                                                                              "identity"):
+            return None
+        arch, layers = "mlp", [n.name for n in dense]
+    elif ops == ["Conv2D", "MaxPool2D", "Conv2D", "Flatten", "Dense"]:
+        c1, pool, c2, _, d = nodes
+        h, w, _ = g.inputs[0].shape
+        if not (_conv_ok(c1) and _conv_ok(c2) and _dense_ok(d, "identity") and h % 2 == 0
+                and w % 2 == 0 and pool.attrs["kernel_size"] == (2, 2)
+                and pool.attrs["strides"] == (2, 2) and pool.attrs["padding"] == "valid"):
+            return None
+        arch, layers = "cnn", [c1.name, c2.name, d.name]
+    else:
+        return None
+    loss = spec.loss
+    if not (loss.kind == "mse" or loss.kind == "softmax_cross_entropy"
+            and loss.label_smoothing == 0.0):
+        return None
+    opt = spec.optimizer
+    if not isinstance(opt.learning_rate, Constant):
+        return None
+    lr = float(opt.learning_rate.value)
+    if opt.kind == "adam":
+        optimizer = {"name": "adam", "lr": lr, "beta1": opt.beta1, "beta2": opt.beta2,
+                     "eps": opt.epsilon}
+    elif opt.kind == "sgd" and not opt.weight_decay:
+        optimizer = {"name": "sgd", "lr": lr, "momentum": opt.momentum,
+                     "nesterov": opt.nesterov}
+    else:
+        return None
+    return {"arch": arch, "layers": layers, "loss": loss.kind, "optimizer": optimizer,
+            "input_shape": tuple(g.inputs[0].shape)}
+
+
+def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mode: str,
+                   params: dict | None = None):
+    """The hand-written trainer for ``spec`` on ``backend`` (None when none fits), from the
+    spec's initial parameters (or ``params``) as plain NumPy arrays in the program dtype."""
+    plan = baseline_plan(spec)
+    if plan is None:
+        return None
+    params = spec.model.init_params(spec.seed) if params is None else params
+    weights = [(np.asarray(params[f"{n}/kernel"], dtype), np.asarray(params[f"{n}/bias"], dtype))
+               for n in plan["layers"]]
+    module = importlib.import_module(BASELINES[backend])
+    return module.build(plan["arch"], weights, plan["loss"], plan["optimizer"],
+                        input_shape=plan["input_shape"], dtype=dtype,
+                        device=normalize_device(device), mode=mode)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def bench_batches(spec: TrainSpec, batch_size: int, dtype: str, count: int = N_BATCHES,
+                  seed: int = 0) -> tuple[list, str]:
+    """``count`` host batches (inputs dict, labels) from the spec's dataset when it fits the
+    model, else synthetic (normal inputs, uniform labels); and which it was."""
+    from rosetta.conformance.oracle import sample_inputs, sample_targets
+
+    try:
+        ds = spec.data.load()
+        check_data(spec, ds)
+        if len(ds.x_train) < batch_size:
+            raise DataError("dataset smaller than the batch")
+    except (DataError, SpecError):
+        out = [(sample_inputs(spec.model, batch_size, seed + i),
+                sample_targets(spec, batch_size, seed + 100 + i)) for i in range(count)]
+        return [({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in x.items()},
+                 prepare_labels(spec, y)) for x, y in out], "synthetic"
+    x = ds.x_train.astype(dtype)
+    y = prepare_labels(spec, ds.y_train)
+    name = spec.model.inputs[0].name
+    return [({name: x[idx]}, y[idx])
+            for _, idx in batch_indices(len(x), batch_size, seed, count)], ds.name
+
+
+# --- machine: matmul peak, memory, threads --------------------------------------------------------
+
+def matmul_peak(device: str = "cpu", n: int | None = None, repeats: int = 5) -> dict:
+    """The machine's float32 matmul rate in GFLOP/s: the best of ``repeats`` n x n products
+    (NumPy on the CPU; on a GPU, torch, else jax, else TensorFlow, with TF32 off)."""
+    device = normalize_device(device)
+    if device == "gpu":
+        return _gpu_matmul_peak(n or 8192, repeats)
+    n = n or 2048
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timeit(lambda: a @ b) for _ in range(repeats))
+    return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"numpy float32 {n}x{n} matmul, best of "
+            f"{repeats}", "library": "numpy " + np.__version__}
+
+
+def _timeit(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _gpu_matmul_peak(n: int, repeats: int) -> dict:
+    if "torch" in sys.modules or importlib.util.find_spec("torch"):
+        import torch
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = False
+            a = torch.randn(n, n, device="cuda")
+            b = torch.randn(n, n, device="cuda")
+            (a @ b).sum().item()
+
+            def run():
+                (a @ b).sum().item()
+            best = min(_timeit(run) for _ in range(repeats))
+            return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"torch float32 {n}x{n} matmul "
+                    f"(TF32 off), best of {repeats}", "library": "torch " + torch.__version__}
+    import jax
+    import jax.numpy as jnp
+    dev = jax.devices("gpu")[0]
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), dev)
+    f = jax.jit(lambda x: jnp.dot(x, x, precision=jax.lax.Precision.HIGHEST))
+    f(a).block_until_ready()
+    best = min(_timeit(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"jax float32 {n}x{n} matmul (HIGHEST), "
+            f"best of {repeats}", "library": "jax " + jax.__version__}
+
+
+def reset_peak_memory(backend: str, device: str) -> None:
+    if device == "gpu":
+        try:
+            if backend == "torch":
+                import torch
+                torch.cuda.reset_peak_memory_stats()
+            elif backend == "tensorflow":
+                import tensorflow as tf
+                tf.config.experimental.reset_memory_stats("GPU:0")
+        except Exception:  # noqa: BLE001 - a missing statistic is reported as None
+            pass
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak resident set size (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+def peak_memory_mb(backend: str, device: str) -> float | None:
+    """Peak device memory (GPU) or peak resident set size of the process (CPU), in MiB."""
+    try:
+        if device == "gpu":
+            if backend == "torch":
+                import torch
+                return torch.cuda.max_memory_allocated() / 2 ** 20
+            if backend == "tensorflow":
+                import tensorflow as tf
+                return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
+            import jax
+            stats = jax.devices("gpu")[0].memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+            return None if peak is None else peak / 2 ** 20
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except Exception:  # noqa: BLE001
+        pass
+    if device == "gpu":
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
+              "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+              "CUDA_VISIBLE_DEVICES")
+
+
+def thread_settings(backends) -> dict:
+    """Thread counts as the frameworks report them (none is set by the benchmark)."""
+    out = {"cpu_count": os.cpu_count(),
+           "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
+    if hasattr(os, "sched_getaffinity"):
+        out["usable_cpus"] = len(os.sched_getaffinity(0))
+    if "torch" in backends:
+        import torch
+        out["torch"] = {"intra_op": torch.get_num_threads(),
+                        "inter_op": torch.get_num_interop_threads()}
+    if "tensorflow" in backends:
+        import tensorflow as tf
+        t = tf.config.threading
+        out["tensorflow"] = {"intra_op": t.get_intra_op_parallelism_threads(),
+                             "inter_op": t.get_inter_op_parallelism_threads(),
+                             "note": "0 = TensorFlow's default (one thread per core)"}
+    if "jax" in backends:
+        out["jax"] = {"note": "XLA's CPU runtime: one intra-op pool of one thread per core "
+                              "unless XLA_FLAGS says otherwise"}
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    if normalize_device(device) != "gpu":
+        return f"cpu: {cpu_name()} ({os.cpu_count()} logical cores)"
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return f"gpu: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    try:
+        import jax
+        return f"gpu: {jax.devices('gpu')[0].device_kind}"
+    except Exception:  # noqa: BLE001
+        return "gpu"
+
+
+# --- one case -----------------------------------------------------------------------------------
+
+def _timed(step, batches, n: int, start: int, out: list) -> None:
+    """Run ``n`` steps (batches cycled from ``start``), appending each step's seconds."""
+    clock = time.perf_counter
+    k = len(batches)
+    for i in range(n):
+        b = batches[(start + i) % k]
+        t = clock()
+        step(b)
+        out.append(clock() - t)
+
+
+def _quantiles(xs) -> dict:
+    a = np.asarray(xs, dtype=np.float64) * 1e3
+    p25, med, p75 = np.percentile(a, [25, 50, 75])
+    return {"median": float(med), "p25": float(p25), "p75": float(p75), "iqr": float(p75 - p25),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def _with_batch_size(spec: TrainSpec, batch_size: int) -> TrainSpec:
+    data = rs.DataSpec(spec.data.dataset, batch_size, dict(spec.data.args))
+    return TrainSpec(spec.model, spec.loss, spec.optimizer, data, spec.steps, spec.seed,
+                     spec.description)
+
+
+def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None = None,
+             steps: int = DEFAULT_STEPS, block: int = DEFAULT_BLOCK, warmup: int | None = None,
+             device: str = "cpu", dtype: str = "float32", peak_gflops: float | None = None,
+             native: bool = True) -> dict:
+    """Time one spec on one backend and mode against its hand-written baseline (see the module
+    docstring); returns one ``results`` entry of the report."""
+    device = normalize_device(device)
+    batch_size = batch_size or spec.data.batch_size
+    spec = _with_batch_size(spec, batch_size)
+    block = max(1, min(block, steps))
+    warmup = max(3, steps // 10) if warmup is None else warmup
+    host, source = bench_batches(spec, batch_size, dtype)
+    be = get_backend(backend)
+
+    gc.collect()
+    reset_peak_memory(backend, device)
+    t0 = time.perf_counter()
+    program = be.compile(spec, dtype=dtype, device=device, mode=mode)
+    lower_s = time.perf_counter() - t0
+    rb = [program.prepare_batch(x, y) for x, y in host]
+    t0 = time.perf_counter()
+    first_loss = program.train_step(rb[0])
+    compile_s = lower_s + time.perf_counter() - t0
+    ros_times: list[float] = []
+    _timed(program.train_step, rb, warmup, 1, [])
+    memory = peak_memory_mb(backend, device)
+
+    trainer = None
+    if native:
+        gc.collect()
+        reset_peak_memory(backend, device)
+        t0 = time.perf_counter()
+        trainer = build_baseline(spec, backend, dtype=dtype, device=device, mode=mode)
+    if trainer is not None:
+        name = spec.model.inputs[0].name
+        nb = [trainer.put(x[name], y) for x, y in host]
+        native_first = trainer.step(nb[0])
+        native_compile_s = time.perf_counter() - t0
+        _timed(trainer.step, nb, warmup, 1, [])
+        native_memory = peak_memory_mb(backend, device)
+
+    nat_times: list[float] = []
+    block_ratios = []
+    start = 1 + warmup
+    done = 0
+    i = 0
+    while done < steps:
+        n = min(block, steps - done)
+        r_block: list[float] = []
+        n_block: list[float] = []
+        order = [(program.train_step, rb, r_block)]
+        if trainer is not None:
+            order.append((trainer.step, nb, n_block))
+            if i % 2:
+                order.reverse()
+        for step, bs, out in order:
+            _timed(step, bs, n, start, out)
+        ros_times += r_block
+        nat_times += n_block
+        if n_block:
+            block_ratios.append(statistics.median(r_block) / statistics.median(n_block))
+        start += n
+        done += n
+        i += 1
+    last_loss = program.train_step(rb[start % len(rb)])
+
+    g = spec.model
+    flops = train_flops(g, batch_size)
+    q = _quantiles(ros_times)
+    med_s = q["median"] / 1e3
+    gflops = flops / med_s / 1e9
+    row = {
+        "model": spec.name, "backend": backend, "mode": mode, "device": device, "dtype": dtype,
+        "batch_size": batch_size, "steps": steps, "warmup": warmup, "block": block,
+        "data": source, "framework": be.version(),
+        "compile_seconds": compile_s,
+        "step_ms_median": q["median"], "step_ms_iqr": q["iqr"], "step_ms_p25": q["p25"],
+        "step_ms_p75": q["p75"], "step_ms_min": q["min"], "step_ms_max": q["max"],
+        "samples_per_second": batch_size / med_s,
+        "peak_memory_mb": memory, "memory": "device" if device == "gpu" else "process RSS",
+        "flops_per_step": int(flops), "gflops": gflops,
+        "peak_fraction": gflops / peak_gflops if peak_gflops else None,
+        "floor_ms": flops / (peak_gflops * 1e9) * 1e3 if peak_gflops else None,
+        "first_loss": first_loss, "last_loss": last_loss,
+        "native_compile_seconds": None, "native_step_ms": None, "native_step_ms_iqr": None,
+        "native_peak_memory_mb": None, "native_first_loss": None, "native_last_loss": None,
+        "overhead_ratio": None, "overhead_ratio_iqr": None, "loss_gap": None,
+    }
+    if trainer is not None:
+        nq = _quantiles(nat_times)
+        native_last = trainer.step(nb[start % len(nb)])
+        rp25, rp75 = np.percentile(block_ratios, [25, 75])
+        row.update({
+            "native_compile_seconds": native_compile_s, "native_step_ms": nq["median"],
+            "native_step_ms_iqr": nq["iqr"], "native_step_ms_min": nq["min"],
+            "native_step_ms_max": nq["max"], "native_peak_memory_mb": native_memory,
+            "native_first_loss": native_first, "native_last_loss": native_last,
+            "overhead_ratio": float(statistics.median(block_ratios)),
+            "overhead_ratio_iqr": float(rp75 - rp25), "blocks": len(block_ratios),
+            "loss_gap": abs(first_loss - native_first) / max(abs(native_first), 1e-30),
+        })
+    return row
+
+
+def mark_best(rows: list[dict]) -> list[dict]:
+    """``best``: per (model, backend), the mode with the lowest median step time."""
+    best = {}
+    for r in rows:
+        k = (r["model"], r["backend"])
+        if k not in best or r["step_ms_median"] < best[k]["step_ms_median"]:
+            best[k] = r
+    for r in rows:
+        r["best"] = best[(r["model"], r["backend"])] is r
+    return rows
+
+
+def environment(backends, device: str, peak: dict) -> dict:
+    from rosetta.conformance.report import environment as versions
+
+    env = versions()
+    env.update({"device": device_name(device), "platform": platform.platform(),
+                "matmul_peak_gflops": peak["gflops"], "matmul_peak": peak["how"],
+                "threads": thread_settings(backends),
+                "frameworks": {b: get_backend(b).version() for b in backends}})
+    return env
+
+
+# --- threads (only when asked: --threads) -------------------------------------------------------
+
+def pin_threads(n: int) -> None:
+    """Ask every framework for ``n`` compute threads; call before any framework is imported.
+    torch: ``torch.set_num_threads``; TensorFlow: ``TF_NUM_INTRAOP_THREADS`` /
+    ``TF_NUM_INTEROP_THREADS``; XLA (jax): with n == 1, ``--xla_cpu_multi_thread_eigen=false``
+    (XLA has no flag for another count); NumPy's BLAS is already loaded and keeps its own."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(n)
+    if n == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false").strip()
+
+
+def _apply_thread_pin(n: int, backends) -> None:
+    """After the frameworks are imported: the calls that take effect then."""
+    if "torch" in backends:
+        import torch
+        torch.set_num_threads(n)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def _log(args):
+    return (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr,
+                                                                    flush=True))
+
+
+def plan_modes(backends: list[str], modes: list[str] | None) -> list[tuple[str, str]]:
+    """(backend, mode) pairs: every mode of each backend, or those of ``modes`` it has; a mode
+    no selected backend has is bad input."""
+    from rosetta.errors import BackendUnavailable
+
+    known = {b: get_backend(b).modes for b in backends}
+    if modes:
+        unknown = [m for m in modes if not any(m in ms for ms in known.values())]
+        if unknown:
+            valid = ", ".join(f"{b}: {'/'.join(ms)}" for b, ms in known.items())
+            raise BackendUnavailable(f"unknown mode(s) {', '.join(unknown)} for the selected "
+                                     f"backends (modes: {valid})")
+    return [(b, m) for b in backends for m in known[b] if not modes or m in modes]
+
+
+def load_bench_spec(name: str, load_spec) -> TrainSpec:
+    return BENCH_SPECS[name]() if name in BENCH_SPECS else load_spec(name)
+
+
+def run_command(args, load_spec) -> int:
+    from rosetta.backend_registry import available_backends
+    from rosetta.conformance import bench_report
+
+    log = _log(args)
+    for path, suffixes, flag in ((args.report, (".json", ".md"), "--report"),
+                                 (args.plot, (".png",), "--plot")):
+        if path and not str(path).lower().endswith(suffixes):
+            raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
+                            where=flag)
+    if args.threads:
+        pin_threads(args.threads)
+    backends = args.backends or available_backends()
+    for b in backends:
+        get_backend(b)  # a clear BackendUnavailable for a missing one
+    if args.threads:
+        _apply_thread_pin(args.threads, backends)
+    pairs = plan_modes(backends, args.modes)
+    names = args.specs or list(_zoo_names())
+    specs = [load_bench_spec(n, load_spec) for n in names]
+    device = normalize_device(args.device)
+    log(f"measuring the float32 matmul peak on {device} ...")
+    peak = matmul_peak(device)
+    log(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['how']})")
+    rows = []
+    for spec in specs:
+        for backend, mode in pairs:
+            log(f"{spec.name} on {backend}/{mode}: compiling and timing "
+                f"{args.steps} + {args.steps if not args.no_native else 0} steps ...")
+            row = run_case(spec, backend, mode, batch_size=args.batch_size, steps=args.steps,
+                           block=args.block, warmup=args.warmup, device=device,
+                           dtype=args.dtype, peak_gflops=peak["gflops"],
+                           native=not args.no_native)
+            rows.append(row)
+            ratio = row["overhead_ratio"]
+            log(f"  step {row['step_ms_median']:.3f} ms"
+                + (f", native {row['native_step_ms']:.3f} ms, ratio {ratio:.3f}"
+                   if ratio is not None else ", no hand-written baseline for this spec"))
+    mark_best(rows)
+    env = environment(backends, device, peak)
+    settings = {"specs": [s.name for s in specs], "backends": backends,
+                "modes": [f"{b}/{m}" for b, m in pairs], "device": device, "dtype": args.dtype,
+                "batch_size": args.batch_size, "steps": args.steps, "block": args.block,
+                "warmup": args.warmup, "threads": args.threads, "native": not args.no_native,
+                "flops_rule": f"{TRAIN_FLOPS_FACTOR} x forward FLOPs per example x batch"}
+    print(bench_report.table(rows, env))
+    if args.report:
+        bench_report.write(args.report, rows, env, settings)
+        log(f"report written to {args.report}")
+    if args.plot:
+        bench_report.plot(args.plot, rows)
+        log(f"plot written to {args.plot}")
+    return 0
+
+
+def _zoo_names():
+    from rosetta import models
+    return models.ZOO
+
+
+def add_parser(sub, positive_int):
+    b = sub.add_parser("bench", help="time a spec on every backend and mode against "
+                                     "hand-written native code")
+    b.add_argument("specs", nargs="*", metavar="SPEC",
+                   help=f"zoo names, the bench-only {', '.join(BENCH_SPECS)}, or spec files "
+                        f"(default: the whole zoo)")
+    b.add_argument("--backends", nargs="+", choices=["torch", "tensorflow", "jax"])
+    b.add_argument("--modes", nargs="+", metavar="MODE",
+                   help="torch: eager, compile; tensorflow: xla, function; jax: jit "
+                        "(default: every mode of each backend)")
+    b.add_argument("--batch-size", type=positive_int,
+                   help="examples per step (default: each spec's own)")
+    b.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
+                   help=f"timed steps for rosetta and as many for the baseline (default "
+                        f"{DEFAULT_STEPS})")
+    b.add_argument("--warmup", type=positive_int,
+                   help="untimed steps after the first (default: steps / 10, at least 3)")
+    b.add_argument("--block", type=positive_int, default=DEFAULT_BLOCK,
+                   help=f"steps per alternating block (default {DEFAULT_BLOCK})")
+    b.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--threads", type=positive_int,
+                   help="ask every framework for this many compute threads (default: their "
+                        "own defaults; recorded in the report either way)")
+    b.add_argument("--no-native", action="store_true",
+                   help="time rosetta only, without the hand-written baselines")
+    b.add_argument("--report", metavar="PATH", help="write .json or .md")
+    b.add_argument("--plot", metavar="PATH.png", help="bar chart of step times")
+    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return b
+
+
+# --- like for like: the baseline trains to rosetta's numbers ---------------------------------------
+
+def train_flops(graph, batch_size: int) -> int:
+    """FLOPs of one training step by the benchmark's rule: 3 x forward FLOPs x batch."""
+    return TRAIN_FLOPS_FACTOR * graph.flops_per_example() * batch_size
+
+
+def compare_losses(spec: TrainSpec, backend: str, mode: str | None = None, *, steps: int = 4,
+                   dtype: str = "float64", batch_size: int | None = None,
+                   device: str = "cpu") -> tuple[list[float], list[float]]:
+    """Per-step losses of rosetta's program and of the hand-written baseline, from the same
+    initial weights on the same batches (the benchmark's own batches, cycled)."""
+    be = get_backend(backend)
+    mode = be.resolve_mode(mode)
+    batch_size = batch_size or spec.data.batch_size
+    spec = _with_batch_size(spec, batch_size)
+    host, _ = bench_batches(spec, batch_size, dtype)
+    program = be.compile(spec, dtype=dtype, device=device, mode=mode)
+    trainer = build_baseline(spec, backend, dtype=dtype, device=device, mode=mode)
+    if trainer is None:
+        raise SpecError(f"no hand-written baseline fits spec {spec.name!r}")
+    name = spec.model.inputs[0].name
+    rb = [program.prepare_batch(x, y) for x, y in host]
+    nb = [trainer.put(x[name], y) for x, y in host]
+    ours = [program.train_step(rb[i % len(rb)]) for i in range(steps)]
+    theirs = [trainer.step(nb[i % len(nb)]) for i in range(steps)]
+    return ours, theirs

@@ -1,0 +1,140 @@
+"""``rosetta bench`` reports: a terminal table, JSON (``results`` + environment), Markdown and a PNG
+bar chart of step times with the arithmetic floor marked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FORMAT = "rosetta/bench/1"
+
+# (header, key, format) of the table columns
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("backend", "backend", "{}"),
+    ("mode", "mode", "{}"),
+    ("best", "best", "{}"),
+    ("compile s", "compile_seconds", "{:.2f}"),
+    ("step ms", "step_ms_median", "{:.3f}"),
+    ("IQR ms", "step_ms_iqr", "{:.3f}"),
+    ("samples/s", "samples_per_second", "{:,.0f}"),
+    ("GFLOP/s", "gflops", "{:.2f}"),
+    ("% peak", "peak_fraction", "{:.1%}"),
+    ("mem MB", "peak_memory_mb", "{:.0f}"),
+    ("native ms", "native_step_ms", "{:.3f}"),
+    ("native compile s", "native_compile_seconds", "{:.2f}"),
+    ("ratio", "overhead_ratio", "{:.3f}"),
+)
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    v = row.get(key)
+    if key == "best":
+        return "*" if v else ""
+    if v is None:
+        return "-"
+    return fmt.format(v)
+
+
+def _cells(rows) -> list[list[str]]:
+    return [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+
+
+def table(rows, env: dict | None = None) -> str:
+    head = [h for h, _, _ in COLUMNS]
+    body = _cells(rows)
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    right = {i for i, (_, key, _) in enumerate(COLUMNS)
+             if key not in ("model", "backend", "mode", "best")}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [line(head), line(["-" * w for w in widths]), *map(line, body)]
+    lines.append(footnote(rows, env))
+    return "\n".join(lines)
+
+
+def footnote(rows, env: dict | None) -> str:
+    parts = []
+    if env:
+        parts.append(f"device: {env.get('device')}; float32 matmul peak "
+                     f"{env.get('matmul_peak_gflops', 0):.1f} GFLOP/s ({env.get('matmul_peak')})")
+    floors = {}
+    for r in rows:
+        if r.get("floor_ms") is not None:
+            floors[(r["model"], r["batch_size"])] = r["floor_ms"]
+    if floors:
+        parts.append("arithmetic floor (3 x forward FLOPs / peak): " + ", ".join(
+            f"{m} (batch {b}) {ms:.3f} ms" for (m, b), ms in floors.items()))
+    parts.append("step ms: median over the timed steps, synchronised; native: the hand-written "
+                 "baseline, timed alternating with rosetta; ratio: median over paired blocks of "
+                 "rosetta / native; best (*): the fastest mode of each backend")
+    return "\n".join(parts)
+
+
+def markdown(rows, env: dict | None = None) -> str:
+    head = [h for h, _, _ in COLUMNS]
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join("---" if k in ("model", "backend", "mode", "best") else "---:"
+                          for _, k, _ in COLUMNS) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            for cells in _cells(rows)]
+    return "\n".join(out) + "\n\n" + footnote(rows, env).replace("\n", "  \n") + "\n"
+
+
+def to_json(rows, env: dict, settings: dict) -> dict:
+    return {"format": FORMAT, "environment": env, "settings": settings, "results": list(rows)}
+
+
+def write(path, rows, env: dict, settings: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        path.write_text(json.dumps(to_json(rows, env, settings), indent=1))
+    elif suffix == ".md":
+        path.write_text(markdown(rows, env))
+    else:
+        raise ValueError(f"report format from the suffix: .json or .md, found {path.name!r}")
+    return path
+
+
+def plot(path, rows) -> Path:
+    """One panel per (model, batch): a bar per backend/mode (rosetta solid, native hatched, the
+    IQR as error bars) and the arithmetic floor as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["batch_size"]), []).append(r)
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.8 * max(1, len(groups)), 4.2),
+                             squeeze=False)
+    for ax, ((model, batch), rs) in zip(axes[0], groups.items()):
+        labels = [f"{r['backend']}\n{r['mode']}" for r in rs]
+        xs = range(len(rs))
+        w = 0.38
+        ax.bar([x - w / 2 for x in xs], [r["step_ms_median"] for r in rs], w,
+               yerr=[r["step_ms_iqr"] / 2 for r in rs], label="rosetta", color="#4878a8")
+        if any(r.get("native_step_ms") is not None for r in rs):
+            ax.bar([x + w / 2 for x in xs], [r.get("native_step_ms") or 0 for r in rs], w,
+                   yerr=[(r.get("native_step_ms_iqr") or 0) / 2 for r in rs], label="native",
+                   color="#b0c4de", hatch="//", edgecolor="#4878a8")
+        floor = next((r["floor_ms"] for r in rs if r.get("floor_ms") is not None), None)
+        if floor is not None:
+            ax.axhline(floor, color="#c04040", linestyle="--", linewidth=1,
+                       label=f"arithmetic floor {floor:.3g} ms")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylabel("train step, ms (median)")
+        ax.set_title(f"{model}, batch {batch}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,214 @@
+"""``rosetta bench``: the baselines train to rosetta's numbers, the benchmark runs and its numbers
+are consistent. No test asserts on speed: a benchmark is never a timed test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rosetta as rs
+from rosetta.backend import Batch
+from rosetta.backend_registry import get_backend
+from rosetta.conformance import bench, bench_report
+from rosetta.errors import BackendUnavailable, DataError
+from rosetta import models
+
+from selection import BACKENDS
+
+MODELS = ["linear", "mlp", "cnn", "mlp784"]
+
+
+def _spec(name):
+    return bench.BENCH_SPECS[name]() if name in bench.BENCH_SPECS else models.get(name)
+
+
+def _cases():
+    for b in BACKENDS:
+        for m in get_backend(b).modes:
+            for name in MODELS:
+                if m == "compile" and name != "mlp":
+                    continue  # torch.compile takes a while per model: one model is enough
+                yield pytest.param(b, m, name, id=f"{b}-{m}-{name}")
+
+
+@pytest.mark.parametrize("backend,mode,name", list(_cases()))
+def test_baseline_losses_match_rosetta(backend, mode, name):
+    """Same weights, batches and optimizer: the hand-written code and rosetta's program compute
+    the same per-step losses in float64 (so the timing compares like with like)."""
+    ours, theirs = bench.compare_losses(_spec(name), backend, mode, steps=4, dtype="float64",
+                                        batch_size=8)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    assert ours[-1] != ours[0]  # it trained
+
+
+def test_flop_counts_for_known_layers():
+    dense = rs.Sequential([rs.Dense(10, name="d")], input_shape=(64,), name="dense_only")
+    assert dense.flops_per_example() == 2 * 64 * 10
+    assert bench.train_flops(dense, 32) == 3 * 2 * 64 * 10 * 32
+    conv = rs.Sequential([rs.Conv2D(16, 3, padding="same", name="c")], input_shape=(8, 8, 3),
+                         name="conv_only")
+    assert conv.flops_per_example() == 2 * (8 * 8 * 16) * (3 * 3 * 3)
+    assert bench.train_flops(conv, 4) == 3 * 2 * 8 * 8 * 16 * 27 * 4
+    # the DESIGN's MLP 784-512-512-10: 3 x 2 x 668,672 multiply-adds x 128 examples
+    assert bench.train_flops(bench.mlp784().model, 128) == 3 * 2 * (784 * 512 + 512 * 512 +
+                                                                    512 * 10) * 128
+
+
+def test_baseline_plan_recognises_the_zoo_and_refuses_others():
+    assert bench.baseline_plan(models.get("mlp"))["arch"] == "mlp"
+    assert bench.baseline_plan(models.get("linear"))["arch"] == "mlp"
+    assert bench.baseline_plan(models.get("cnn"))["arch"] == "cnn"
+    assert bench.baseline_plan(bench.mlp784())["layers"] == ["hidden1", "hidden2", "logits"]
+    odd = rs.TrainSpec(model=rs.Sequential([rs.Dense(8, activation="tanh", name="h"),
+                                            rs.Dense(3, name="o")], input_shape=(4,), name="t"),
+                       loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.Adam(0.01),
+                       data=rs.DataSpec("images"))
+    assert bench.baseline_plan(odd) is None
+
+
+def _check_row(row, steps, block, batch):
+    ms = [row[k] for k in ("step_ms_min", "step_ms_p25", "step_ms_median", "step_ms_p75",
+                           "step_ms_max")]
+    assert all(v > 0 for v in ms)
+    assert ms == sorted(ms)  # min <= p25 <= median <= p75 <= max
+    assert row["step_ms_iqr"] == pytest.approx(row["step_ms_p75"] - row["step_ms_p25"])
+    assert row["compile_seconds"] > 0
+    assert row["samples_per_second"] == pytest.approx(batch / (row["step_ms_median"] / 1e3))
+    assert row["flops_per_step"] == bench.train_flops(_spec(row["model"]).model, batch)
+    assert row["gflops"] == pytest.approx(row["flops_per_step"] / row["step_ms_median"] / 1e6)
+    assert 0 < row["peak_fraction"] == pytest.approx(row["gflops"] / 50.0)
+    assert row["floor_ms"] == pytest.approx(row["flops_per_step"] / 50e9 * 1e3)
+    assert row["peak_memory_mb"] > 0
+    assert np.isfinite(row["first_loss"]) and np.isfinite(row["last_loss"])
+    if row["native_step_ms"] is not None:
+        assert row["native_step_ms_min"] <= row["native_step_ms"] <= row["native_step_ms_max"]
+        assert row["native_compile_seconds"] > 0 and row["overhead_ratio"] > 0
+        assert row["blocks"] == -(-steps // block)
+        assert row["loss_gap"] < 1e-5  # float32, the same first step
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bench_case_runs_and_is_consistent(backend):
+    mode = get_backend(backend).modes[0]
+    row = bench.run_case(models.get("mlp"), backend, mode, batch_size=16, steps=6, block=2,
+                         warmup=1, peak_gflops=50.0)
+    assert (row["model"], row["backend"], row["mode"], row["batch_size"]) == ("mlp", backend,
+                                                                              mode, 16)
+    _check_row(row, steps=6, block=2, batch=16)
+    assert row["native_step_ms"] is not None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bench_without_baseline(backend):
+    spec = rs.TrainSpec(model=rs.Sequential([rs.Dense(8, activation="tanh", name="h"),
+                                             rs.Dense(4, name="o")], input_shape=(5,),
+                                            name="tanh_mlp"),
+                        loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec("digits", 8))  # 64 features: synthetic data instead
+    row = bench.run_case(spec, backend, get_backend(backend).modes[0], steps=3, block=2,
+                         warmup=1, peak_gflops=50.0)
+    assert row["data"] == "synthetic"
+    assert row["native_step_ms"] is None and row["overhead_ratio"] is None
+    assert row["step_ms_median"] > 0
+
+
+def test_mark_best_and_reports(tmp_path):
+    base = {"batch_size": 8, "step_ms_iqr": 0.1, "compile_seconds": 1.0,
+            "samples_per_second": 1.0, "gflops": 1.0, "peak_fraction": 0.01,
+            "peak_memory_mb": 100.0, "native_step_ms": 1.0, "native_step_ms_iqr": 0.1,
+            "native_compile_seconds": 1.0, "overhead_ratio": 1.0, "floor_ms": 0.01}
+    rows = [dict(base, model="mlp", backend="torch", mode="eager", step_ms_median=2.0),
+            dict(base, model="mlp", backend="torch", mode="compile", step_ms_median=1.5),
+            dict(base, model="mlp", backend="jax", mode="jit", step_ms_median=3.0,
+                 native_step_ms=None, overhead_ratio=None)]
+    bench.mark_best(rows)
+    assert [r["best"] for r in rows] == [False, True, True]
+    text = bench_report.table(rows, {"device": "cpu: test", "matmul_peak_gflops": 10.0,
+                                     "matmul_peak": "numpy"})
+    assert "compile" in text and "ratio" in text and "floor" in text
+    bench_report.write(tmp_path / "b.json", rows, {"device": "cpu"}, {"steps": 3})
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["format"] == bench_report.FORMAT and len(d["results"]) == 3
+    bench_report.write(tmp_path / "b.md", rows, None, {})
+    md = (tmp_path / "b.md").read_text()
+    assert md.startswith("| model |") and md.count("\n| mlp |") == 3
+    bench_report.plot(tmp_path / "b.png", rows)
+    assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modes_in_the_contract(backend):
+    be = get_backend(backend)
+    assert be.modes and be.resolve_mode(None) == be.modes[0]
+    with pytest.raises(BackendUnavailable, match="modes: " + ", ".join(be.modes)):
+        be.compile(models.get("linear"), mode="turbo")
+    spec = models.get("linear")
+    p = be.compile(spec, dtype="float64", mode=be.modes[0])
+    assert p.mode == be.modes[0]
+    x, y = np.ones((4, 1)), np.zeros((4, 1))
+    batch = p.prepare_batch({"x": x}, y)
+    assert isinstance(batch, Batch) and batch.size == 4
+    other = be.compile(spec, dtype="float64")
+    assert p.train_step(batch) == pytest.approx(other.train_step({"x": x}, y), rel=1e-14)
+    with pytest.raises(DataError, match="another Program"):
+        other.train_step(batch)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "rosetta.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_bench_report_and_plot(backend, tmp_path):
+    mode = get_backend(backend).modes[0]
+    r = run_cli("bench", "mlp", "--backends", backend, "--modes", mode, "--steps", "4",
+                "--block", "2", "--warmup", "1", "--batch-size", "16",
+                "--report", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"))
+    assert r.returncode == 0, r.stderr
+    assert "ratio" in r.stdout and "mlp" in r.stdout
+    d = json.loads((tmp_path / "r.json").read_text())
+    (row,) = d["results"]
+    for key in ("model", "backend", "mode", "compile_seconds", "step_ms_median", "step_ms_iqr",
+                "samples_per_second", "peak_memory_mb", "gflops", "peak_fraction",
+                "native_step_ms", "overhead_ratio"):
+        assert row[key] is not None, key
+    assert row["best"] is True and row["batch_size"] == 16
+    env = d["environment"]
+    assert env["matmul_peak_gflops"] > 0 and "threads" in env and backend in env["frameworks"]
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    r = run_cli("bench", "linear", "--backends", backend, "--steps", "2", "--block", "1",
+                "--warmup", "1", "--modes", mode, "--report", str(tmp_path / "r.md"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r.md").read_text().startswith("| model |")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["bench", "mlp", "--modes", "turbo"], "unknown mode"),
+    (["bench", "mlp", "--report", "out.txt"], ".json or .md"),
+    (["bench", "mlp", "--plot", "out.pdf"], ".png"),
+    (["bench", "resnet9000"], "unknown model"),
+    (["bench", "mlp", "--steps", "0"], "positive integer"),
+])
+def test_cli_bench_bad_input(args, words):
+    r = run_cli(*args, "--backends", *BACKENDS)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert words in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_train_mode(backend):
+    mode = get_backend(backend).modes[0]
+    r = run_cli("train", "linear", "--backend", backend, "--mode", mode, "--steps", "3",
+                "--quiet", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["mode"] == mode
+    r = run_cli("train", "linear", "--backend", backend, "--mode", "turbo", "--steps", "3")
+    assert r.returncode == 2 and "turbo" in r.stderr and "Traceback" not in r.stderr
