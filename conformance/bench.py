@@ -32,8 +32,12 @@ What is measured, per spec x backend x mode (``run_case``):
 
 Fairness: the same spec, initial weights, batches, dtype and batch size for both sides (the
 baseline's first loss is recorded beside rosetta's: ``loss_gap``); TF32 off (the backends and the
-baselines switch it off); nothing is pinned: thread counts and the environment variables that set
-them are recorded in the report (``environment.threads``).
+baselines switch it off); nothing is pinned unless asked (``--threads N``): thread counts and the
+environment variables that set them are recorded in the report (``environment.threads``).
+
+``--keras`` adds Keras 3 (``train_on_batch``, Keras's default compile) on each backend, timed in
+a subprocess per backend after the alternating run (``run_keras``): a reference column, not part
+of the ratio.
 """
 
 from __future__ import annotations
@@ -203,9 +207,13 @@ def bench_batches(spec: TrainSpec, batch_size: int, dtype: str, count: int = N_B
 
 # --- machine: matmul peak, memory, threads --------------------------------------------------------
 
-def matmul_peak(device: str = "cpu", n: int | None = None, repeats: int = 5) -> dict:
+def matmul_peak(device: str = "cpu", n: int | None = None, repeats: int = 5,
+                threads: int | None = None) -> dict:
     """The machine's float32 matmul rate in GFLOP/s: the best of ``repeats`` n x n products
-    (NumPy on the CPU; on a GPU, torch, else jax, else TensorFlow, with TF32 off)."""
+    (NumPy on the CPU, its BLAS limited to ``threads`` when given and ``threadpoolctl`` is
+    installed; on a GPU, torch, else jax, with TF32 off)."""
+    from contextlib import nullcontext
+
     device = normalize_device(device)
     if device == "gpu":
         return _gpu_matmul_peak(n or 8192, repeats)
@@ -213,10 +221,18 @@ def matmul_peak(device: str = "cpu", n: int | None = None, repeats: int = 5) -> 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = min(_timeit(lambda: a @ b) for _ in range(repeats))
+    limit, note = nullcontext(), "its BLAS's default threads"
+    if threads:
+        try:
+            from threadpoolctl import threadpool_limits
+            limit, note = threadpool_limits(threads), f"{threads} BLAS thread(s)"
+        except ImportError:
+            note += " (threadpoolctl missing: --threads not applied to it)"
+    with limit:
+        a @ b
+        best = min(_timeit(lambda: a @ b) for _ in range(repeats))
     return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"numpy float32 {n}x{n} matmul, best of "
-            f"{repeats}", "library": "numpy " + np.__version__}
+            f"{repeats}, {note}", "library": "numpy " + np.__version__}
 
 
 def _timeit(fn) -> float:
@@ -300,7 +316,8 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA
 
 
 def thread_settings(backends) -> dict:
-    """Thread counts as the frameworks report them (none is set by the benchmark)."""
+    """Thread counts as the frameworks report them (the benchmark sets none unless asked:
+    ``--threads``)."""
     out = {"cpu_count": os.cpu_count(),
            "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
     if hasattr(os, "sched_getaffinity"):
@@ -397,7 +414,6 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
     t0 = time.perf_counter()
     first_loss = program.train_step(rb[0])
     compile_s = lower_s + time.perf_counter() - t0
-    ros_times: list[float] = []
     _timed(program.train_step, rb, warmup, 1, [])
     memory = peak_memory_mb(backend, device)
 
@@ -407,14 +423,17 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         reset_peak_memory(backend, device)
         t0 = time.perf_counter()
         trainer = build_baseline(spec, backend, dtype=dtype, device=device, mode=mode)
+        build_s = time.perf_counter() - t0
     if trainer is not None:
         name = spec.model.inputs[0].name
         nb = [trainer.put(x[name], y) for x, y in host]
+        t0 = time.perf_counter()
         native_first = trainer.step(nb[0])
-        native_compile_s = time.perf_counter() - t0
+        native_compile_s = build_s + time.perf_counter() - t0
         _timed(trainer.step, nb, warmup, 1, [])
         native_memory = peak_memory_mb(backend, device)
 
+    ros_times: list[float] = []
     nat_times: list[float] = []
     block_ratios = []
     start = 1 + warmup
@@ -468,7 +487,8 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         rp25, rp75 = np.percentile(block_ratios, [25, 75])
         row.update({
             "native_compile_seconds": native_compile_s, "native_step_ms": nq["median"],
-            "native_step_ms_iqr": nq["iqr"], "native_step_ms_min": nq["min"],
+            "native_step_ms_iqr": nq["iqr"], "native_step_ms_p25": nq["p25"],
+            "native_step_ms_p75": nq["p75"], "native_step_ms_min": nq["min"],
             "native_step_ms_max": nq["max"], "native_peak_memory_mb": native_memory,
             "native_first_loss": native_first, "native_last_loss": native_last,
             "overhead_ratio": float(statistics.median(block_ratios)),
@@ -501,13 +521,68 @@ def environment(backends, device: str, peak: dict) -> dict:
     return env
 
 
+# --- Keras 3 (optional column: --keras) ------------------------------------------------------------
+
+def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
+              steps: int = DEFAULT_STEPS, warmup: int | None = None, dtype: str = "float32",
+              timeout: float = 900) -> dict:
+    """Time the same model, weights and batches in Keras 3 (``train_on_batch``) on ``backend``,
+    in a subprocess with ``KERAS_BACKEND`` set (``baselines/keras_native.py``, run by path).
+    Not interleaved with rosetta: it runs after, in its own process. Returns ``keras_*`` fields
+    (``keras_error`` when it could not run)."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    plan = baseline_plan(spec)
+    if plan is None:
+        return {"keras_error": "no hand-written baseline fits this spec"}
+    if importlib.util.find_spec("keras") is None:
+        return {"keras_error": "keras is not installed"}
+    batch_size = batch_size or spec.data.batch_size
+    spec = _with_batch_size(spec, batch_size)
+    warmup = max(3, steps // 10) if warmup is None else warmup
+    host, _ = bench_batches(spec, batch_size, dtype)
+    params = spec.model.init_params(spec.seed)
+    name = spec.model.inputs[0].name
+    arrays = {}
+    for i, n in enumerate(plan["layers"]):
+        arrays[f"k{i}"] = np.asarray(params[f"{n}/kernel"], dtype)
+        arrays[f"b{i}"] = np.asarray(params[f"{n}/bias"], dtype)
+    for i, (x, y) in enumerate(host):
+        arrays[f"x{i}"] = np.asarray(x[name], dtype)
+        arrays[f"y{i}"] = y if plan["loss"] != "mse" else np.asarray(y, dtype)
+    meta = {"arch": plan["arch"], "loss": plan["loss"], "optimizer": plan["optimizer"],
+            "input_shape": list(plan["input_shape"]), "layers": len(plan["layers"]),
+            "batches": len(host), "steps": steps, "warmup": warmup}
+    script = Path(__file__).parent / "baselines" / "keras_native.py"
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    with tempfile.TemporaryDirectory() as tmp:
+        payload = Path(tmp) / "payload.npz"
+        np.savez(payload, meta=json.dumps(meta), **arrays)
+        try:
+            r = subprocess.run([sys.executable, str(script), str(payload)], env=env,
+                               capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"keras_error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"keras_error": f"exit {r.returncode}: {tail[:200]}"}
+    d = json.loads(lines[-1])
+    return {"keras_version": d["keras"], "keras_compile_seconds": d["compile_seconds"],
+            "keras_step_ms": d["step_ms_median"], "keras_step_ms_iqr": d["step_ms_iqr"]}
+
+
 # --- threads (only when asked: --threads) -------------------------------------------------------
 
 def pin_threads(n: int) -> None:
     """Ask every framework for ``n`` compute threads; call before any framework is imported.
     torch: ``torch.set_num_threads``; TensorFlow: ``TF_NUM_INTRAOP_THREADS`` /
     ``TF_NUM_INTEROP_THREADS``; XLA (jax): with n == 1, ``--xla_cpu_multi_thread_eigen=false``
-    (XLA has no flag for another count); NumPy's BLAS is already loaded and keeps its own."""
+    (XLA has no flag for another count); NumPy's BLAS (the peak measurement) through
+    ``threadpoolctl`` in ``matmul_peak``."""
     os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(n)
@@ -521,6 +596,13 @@ def _apply_thread_pin(n: int, backends) -> None:
     if "torch" in backends:
         import torch
         torch.set_num_threads(n)
+    if "tensorflow" in backends:
+        import tensorflow as tf
+        try:  # only before TensorFlow's runtime starts; the environment variables cover it after
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:
+            pass
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -554,8 +636,9 @@ def run_command(args, load_spec) -> int:
     from rosetta.conformance import bench_report
 
     log = _log(args)
-    for path, suffixes, flag in ((args.report, (".json", ".md"), "--report"),
-                                 (args.plot, (".png",), "--plot")):
+    reports = args.report or []
+    for path, suffixes, flag in ([(r, (".json", ".md"), "--report") for r in reports]
+                                 + [(args.plot, (".png",), "--plot")]):
         if path and not str(path).lower().endswith(suffixes):
             raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
                             where=flag)
@@ -571,9 +654,9 @@ def run_command(args, load_spec) -> int:
     specs = [load_bench_spec(n, load_spec) for n in names]
     device = normalize_device(args.device)
     log(f"measuring the float32 matmul peak on {device} ...")
-    peak = matmul_peak(device)
+    peak = matmul_peak(device, threads=args.threads)
     log(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['how']})")
-    rows = []
+    rows, keras_done = [], {}
     for spec in specs:
         for backend, mode in pairs:
             log(f"{spec.name} on {backend}/{mode}: compiling and timing "
@@ -587,17 +670,29 @@ def run_command(args, load_spec) -> int:
             log(f"  step {row['step_ms_median']:.3f} ms"
                 + (f", native {row['native_step_ms']:.3f} ms, ratio {ratio:.3f}"
                    if ratio is not None else ", no hand-written baseline for this spec"))
+            if args.keras:
+                key = (spec.name, backend)
+                if key not in keras_done:
+                    log(f"{spec.name} in Keras 3 on {backend} (train_on_batch, subprocess) ...")
+                    keras_done[key] = run_keras(spec, backend, batch_size=args.batch_size,
+                                                steps=args.steps, warmup=args.warmup,
+                                                dtype=args.dtype)
+                    k = keras_done[key]
+                    log(f"  keras {k['keras_step_ms']:.3f} ms" if "keras_step_ms" in k
+                        else f"  keras: {k['keras_error']}")
+                row.update(keras_done[key])
     mark_best(rows)
     env = environment(backends, device, peak)
     settings = {"specs": [s.name for s in specs], "backends": backends,
                 "modes": [f"{b}/{m}" for b, m in pairs], "device": device, "dtype": args.dtype,
                 "batch_size": args.batch_size, "steps": args.steps, "block": args.block,
                 "warmup": args.warmup, "threads": args.threads, "native": not args.no_native,
+                "keras": args.keras,
                 "flops_rule": f"{TRAIN_FLOPS_FACTOR} x forward FLOPs per example x batch"}
     print(bench_report.table(rows, env))
-    if args.report:
-        bench_report.write(args.report, rows, env, settings)
-        log(f"report written to {args.report}")
+    for path in reports:
+        bench_report.write(path, rows, env, settings)
+        log(f"report written to {path}")
     if args.plot:
         bench_report.plot(args.plot, rows)
         log(f"plot written to {args.plot}")
@@ -633,9 +728,13 @@ def add_parser(sub, positive_int):
     b.add_argument("--threads", type=positive_int,
                    help="ask every framework for this many compute threads (default: their "
                         "own defaults; recorded in the report either way)")
+    b.add_argument("--keras", action="store_true",
+                   help="also time the model in Keras 3 (train_on_batch) on each backend, one "
+                        "subprocess per backend (KERAS_BACKEND)")
     b.add_argument("--no-native", action="store_true",
                    help="time rosetta only, without the hand-written baselines")
-    b.add_argument("--report", metavar="PATH", help="write .json or .md")
+    b.add_argument("--report", metavar="PATH", action="append",
+                   help="write .json or .md (repeat for both)")
     b.add_argument("--plot", metavar="PATH.png", help="bar chart of step times")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return b

@@ -25,6 +25,13 @@ COLUMNS = (
     ("native compile s", "native_compile_seconds", "{:.2f}"),
     ("ratio", "overhead_ratio", "{:.3f}"),
 )
+KERAS_COLUMNS = (("keras ms", "keras_step_ms", "{:.3f}"),)
+
+
+def columns(rows):
+    """The columns, with Keras's when a row has it."""
+    return COLUMNS + (KERAS_COLUMNS if any("keras_step_ms" in r or "keras_error" in r
+                                           for r in rows) else ())
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
@@ -37,14 +44,14 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 
 
 def _cells(rows) -> list[list[str]]:
-    return [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+    return [[_cell(r, key, fmt) for _, key, fmt in columns(rows)] for r in rows]
 
 
 def table(rows, env: dict | None = None) -> str:
-    head = [h for h, _, _ in COLUMNS]
+    head = [h for h, _, _ in columns(rows)]
     body = _cells(rows)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    right = {i for i, (_, key, _) in enumerate(COLUMNS)
+    right = {i for i, (_, key, _) in enumerate(columns(rows))
              if key not in ("model", "backend", "mode", "best")}
 
     def line(cells):
@@ -71,14 +78,21 @@ def footnote(rows, env: dict | None) -> str:
     parts.append("step ms: median over the timed steps, synchronised; native: the hand-written "
                  "baseline, timed alternating with rosetta; ratio: median over paired blocks of "
                  "rosetta / native; best (*): the fastest mode of each backend")
+    if any("keras_step_ms" in r or "keras_error" in r for r in rows):
+        parts.append("keras ms: Keras 3 train_on_batch on the row's backend, Keras's default "
+                     "compile (XLA on jax and tensorflow, eager on torch), in its own process")
+        errors = {(r["model"], r["backend"]): r["keras_error"] for r in rows
+                  if r.get("keras_error")}
+        parts += [f"keras on {b} ({m}): {e}" for (m, b), e in errors.items()]
     return "\n".join(parts)
 
 
 def markdown(rows, env: dict | None = None) -> str:
-    head = [h for h, _, _ in COLUMNS]
+    cols = columns(rows)
+    head = [h for h, _, _ in cols]
     out = ["| " + " | ".join(head) + " |",
            "|" + "|".join("---" if k in ("model", "backend", "mode", "best") else "---:"
-                          for _, k, _ in COLUMNS) + "|"]
+                          for _, k, _ in cols) + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
             for cells in _cells(rows)]
     return "\n".join(out) + "\n\n" + footnote(rows, env).replace("\n", "  \n") + "\n"
@@ -101,6 +115,18 @@ def write(path, rows, env: dict, settings: dict) -> Path:
     return path
 
 
+def _spread(rows, key: str):
+    """Asymmetric error bars: median - p25 below, p75 - median above (0 where absent)."""
+    median_key = "step_ms_median" if key == "step_ms" else key
+    lo, hi = [], []
+    for r in rows:
+        med, p25, p75 = r.get(median_key), r.get(f"{key}_p25"), r.get(f"{key}_p75")
+        ok = None not in (med, p25, p75)
+        lo.append(med - p25 if ok else 0.0)
+        hi.append(p75 - med if ok else 0.0)
+    return [lo, hi]
+
+
 def plot(path, rows) -> Path:
     """One panel per (model, batch): a bar per backend/mode (rosetta solid, native hatched, the
     IQR as error bars) and the arithmetic floor as a dashed line."""
@@ -118,18 +144,22 @@ def plot(path, rows) -> Path:
         xs = range(len(rs))
         w = 0.38
         ax.bar([x - w / 2 for x in xs], [r["step_ms_median"] for r in rs], w,
-               yerr=[r["step_ms_iqr"] / 2 for r in rs], label="rosetta", color="#4878a8")
+               yerr=_spread(rs, "step_ms"), label="rosetta", color="#4878a8")
         if any(r.get("native_step_ms") is not None for r in rs):
             ax.bar([x + w / 2 for x in xs], [r.get("native_step_ms") or 0 for r in rs], w,
-                   yerr=[(r.get("native_step_ms_iqr") or 0) / 2 for r in rs], label="native",
+                   yerr=_spread(rs, "native_step_ms"), label="native (hand-written)",
                    color="#b0c4de", hatch="//", edgecolor="#4878a8")
+        if any(r.get("keras_step_ms") is not None for r in rs):
+            ax.scatter(list(xs), [r.get("keras_step_ms") or float("nan") for r in rs],
+                       marker="D", color="#e0a030", zorder=3, label="Keras 3 train_on_batch")
         floor = next((r["floor_ms"] for r in rs if r.get("floor_ms") is not None), None)
         if floor is not None:
             ax.axhline(floor, color="#c04040", linestyle="--", linewidth=1,
                        label=f"arithmetic floor {floor:.3g} ms")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels, fontsize=8)
-        ax.set_ylabel("train step, ms (median)")
+        ax.set_yscale("log")
+        ax.set_ylabel("train step, ms (median, IQR bars; log scale)")
         ax.set_title(f"{model}, batch {batch}")
         ax.legend(fontsize=7)
     fig.tight_layout()

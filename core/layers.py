@@ -30,6 +30,12 @@ _POSITIONAL = {
     "Dropout": ("rate",),
     "Embedding": ("vocab_size", "dim"),
     "Activation": ("fn",),
+    "ZeroPadding2D": ("padding",),
+    "UpSampling2D": ("size",),
+    "GroupNorm": ("groups",),
+    "Conv1D": ("filters", "kernel_size"),
+    "MaxPool1D": ("kernel_size",),
+    "AvgPool1D": ("kernel_size",),
 }
 
 Dense = _layer("Dense")
@@ -46,6 +52,14 @@ BatchNorm = _layer("BatchNorm")
 LayerNorm = _layer("LayerNorm")
 Embedding = _layer("Embedding")
 Activation = _layer("Activation")
+ZeroPadding2D = _layer("ZeroPadding2D")
+UpSampling2D = _layer("UpSampling2D")
+GlobalMaxPool2D = _layer("GlobalMaxPool2D")
+RMSNorm = _layer("RMSNorm")
+GroupNorm = _layer("GroupNorm")
+Conv1D = _layer("Conv1D")
+MaxPool1D = _layer("MaxPool1D")
+AvgPool1D = _layer("AvgPool1D")
 
 
 def ReLU(name=None):

@@ -24,16 +24,82 @@ def _number(where, name, v, lo=None, hi=None, lo_open=False, hi_open=True):
     return float(v)
 
 
+def clip_gradients(grads: dict, clip_norm=None, clip_value=None) -> dict:
+    """The canonical gradient clipping, applied before every update rule (and before coupled
+    weight decay):
+
+    * ``clip_value`` c: g <- clip(g, -c, c), element by element;
+    * ``clip_norm`` c: g <- g * min(1, c / ||g||), ||g|| the global L2 norm over every
+      parameter's gradient, no epsilon (||g|| = 0 leaves g as is).
+
+    With both, values are clipped first, then the global norm of the clipped gradients.
+    """
+    if clip_value is not None:
+        grads = {k: np.clip(g, -clip_value, clip_value) for k, g in grads.items()}
+    if clip_norm is not None:
+        norm = np.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
+        if norm > clip_norm:
+            grads = {k: g * (clip_norm / norm) for k, g in grads.items()}
+    return grads
+
+
+DECAY_MASKS = ("all", "kernels")
+
+
+def decays(path: str, decay: str = "all") -> bool:
+    """Whether weight decay applies to the parameter at ``path`` (``node/param``).
+
+    ``decay="all"``: every parameter. ``decay="kernels"``: every parameter except biases and
+    normalisation scales, i.e. except those whose own name (the last path component) is
+    ``bias`` or ``scale`` or ends with ``_bias`` or ``_scale`` (Dense/Conv biases, BatchNorm,
+    LayerNorm, GroupNorm and RMSNorm scales and offsets); kernels, recurrent kernels and
+    embeddings decay. The rule depends on the name only, never on the shape.
+    """
+    if decay == "all":
+        return True
+    name = path.rsplit("/", 1)[-1]
+    return not (name in ("bias", "scale") or name.endswith(("_bias", "_scale")))
+
+
+def _decay_mask(where, decay):
+    if decay not in DECAY_MASKS:
+        raise SpecError(f"decay must be one of {list(DECAY_MASKS)}, found {decay!r}", where=where)
+    return decay
+
+
+def _optional(where, name, v):
+    return None if v is None else _number(where, name, v, 0.0, lo_open=True)
+
+
 class Optimizer:
+    """Base of the optimizers. Every optimizer takes ``clip_norm`` and ``clip_value`` (None: no
+    clipping; see ``clip_gradients``), applied to the gradients before its rule."""
+
     kind = ""
     learning_rate: Schedule
+    # attributes written to JSON only when they differ from these defaults
+    _defaults = {"clip_norm": None, "clip_value": None}
+
+    def _clipping(self, where, clip_norm, clip_value):
+        self.clip_norm = _optional(where, "clip_norm", clip_norm)
+        self.clip_value = _optional(where, "clip_value", clip_value)
 
     def init_state(self, params: dict) -> dict:
         raise NotImplementedError  # every subclass defines it
 
     def update(self, params: dict, grads: dict, state: dict, step: int):
-        """NumPy float64 reference: returns (new params, new state) after update number ``step``."""
+        """NumPy float64 reference: returns (new params, new state) after update number ``step``
+        (gradients clipped first, see ``clip_gradients``)."""
+        grads = clip_gradients(grads, getattr(self, "clip_norm", None),
+                               getattr(self, "clip_value", None))
+        return self._update(params, grads, state, step)
+
+    def _update(self, params: dict, grads: dict, state: dict, step: int):
         raise NotImplementedError  # every subclass defines it
+
+    def decays(self, path: str) -> bool:
+        """Whether this optimizer's weight decay applies to ``path`` (``decay`` attribute)."""
+        return decays(path, getattr(self, "decay", "all"))
 
     def slots(self, state: dict) -> dict:
         """The reference state as ``{"<slot>/<parameter path>": array}``, the names every
@@ -41,7 +107,8 @@ class Optimizer:
         return {}
 
     def hyperparams(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "learning_rate"}
+        return {k: v for k, v in self.__dict__.items() if k != "learning_rate"
+                and not (k in self._defaults and v == self._defaults[k])}
 
     def to_json(self) -> dict:
         return {"name": self.kind, "learning_rate": self.learning_rate.to_json(),
@@ -55,15 +122,17 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """g <- g + weight_decay * p (coupled L2);  v <- momentum * v + g;
-    p <- p - lr * v, or with nesterov p <- p - lr * (g + momentum * v).
+    """g <- g + weight_decay * p (coupled L2, on the parameters ``decay`` selects);
+    v <- momentum * v + g;  p <- p - lr * v, or with nesterov p <- p - lr * (g + momentum * v).
     lr is not folded into v (Keras folds it), so a changing lr acts on the step, not the history.
+    Slot: ``velocity`` (v, initially 0), only with momentum.
     """
 
     kind = "sgd"
+    _defaults = {**Optimizer._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 where="optimizer"):
+                 decay="all", clip_norm=None, clip_value=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
         if not isinstance(nesterov, bool):
@@ -72,6 +141,8 @@ class SGD(Optimizer):
             raise SpecError("nesterov needs momentum > 0", where=where)
         self.nesterov = nesterov
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
+        self.decay = _decay_mask(where, decay)
+        self._clipping(where, clip_norm, clip_value)
 
     def init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
@@ -79,11 +150,11 @@ class SGD(Optimizer):
     def slots(self, state):
         return {f"velocity/{k}": v for k, v in state.items()}
 
-    def update(self, params, grads, state, step):
+    def _update(self, params, grads, state, step):
         lr = float(self.learning_rate(step))
         new_p, new_s = {}, {}
         for k, p in params.items():
-            g = grads[k] + self.weight_decay * p
+            g = grads[k] + self.weight_decay * p if self.decays(k) else grads[k]
             if self.momentum:
                 v = self.momentum * state[k] + g
                 new_s[k] = v
@@ -94,21 +165,34 @@ class SGD(Optimizer):
         return new_p, new_s
 
 
+EPSILON_MODES = ("canonical", "hat")
+
+
 class Adam(Optimizer):
     """m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  k = t + 1;
     m_hat = m / (1 - b1^k);  v_hat = v / (1 - b2^k);  p <- p - lr * m_hat / (sqrt(v_hat) + eps).
-    eps is added to sqrt(v_hat), after bias correction (Keras adds it before: "epsilon hat").
-    AdamW adds the decoupled decay: p <- p - lr * (m_hat / (sqrt(v_hat) + eps) + wd * p).
+    eps is added to sqrt(v_hat), after bias correction (``epsilon_mode="canonical"``, the
+    default). ``epsilon_mode="hat"`` is Keras's rule ("epsilon hat", eps added to sqrt(v) before
+    bias correction): p <- p - lr * sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps).
+    AdamW adds the decoupled decay on the parameters ``decay`` selects:
+    p <- p - lr * (step + wd * p), step either of the two forms above.
+    Slots: ``m``, ``v`` (initially 0).
     """
 
     kind = "adam"
+    _defaults = {**Optimizer._defaults, "epsilon_mode": "canonical"}
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 where="optimizer"):
+                 epsilon_mode="canonical", clip_norm=None, clip_value=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
         self.epsilon = _number(where, "epsilon", epsilon, 0.0)
+        if epsilon_mode not in EPSILON_MODES:
+            raise SpecError(f"epsilon_mode must be one of {list(EPSILON_MODES)}, found "
+                            f"{epsilon_mode!r}", where=where)
+        self.epsilon_mode = epsilon_mode
+        self._clipping(where, clip_norm, clip_value)
 
     def init_state(self, params):
         return {"m": {k: np.zeros_like(v) for k, v in params.items()},
@@ -117,10 +201,10 @@ class Adam(Optimizer):
     def slots(self, state):
         return {f"{slot}/{k}": v for slot in ("m", "v") for k, v in state[slot].items()}
 
-    def _decay(self):
+    def _decay(self, path):
         return 0.0
 
-    def update(self, params, grads, state, step):
+    def _update(self, params, grads, state, step):
         lr = float(self.learning_rate(step))
         k = step + 1
         b1, b2 = self.beta1, self.beta2
@@ -129,9 +213,11 @@ class Adam(Optimizer):
             g = grads[name]
             m = b1 * state["m"][name] + (1 - b1) * g
             v = b2 * state["v"][name] + (1 - b2) * g * g
-            m_hat = m / (1 - b1 ** k)
-            v_hat = v / (1 - b2 ** k)
-            new_p[name] = p - lr * (m_hat / (np.sqrt(v_hat) + self.epsilon) + self._decay() * p)
+            if self.epsilon_mode == "hat":
+                d = np.sqrt(1 - b2 ** k) / (1 - b1 ** k) * m / (np.sqrt(v) + self.epsilon)
+            else:
+                d = (m / (1 - b1 ** k)) / (np.sqrt(v / (1 - b2 ** k)) + self.epsilon)
+            new_p[name] = p - lr * (d + self._decay(name) * p)
             m_new[name], v_new[name] = m, v
         return new_p, {"m": m_new, "v": v_new}
 
@@ -139,17 +225,145 @@ class Adam(Optimizer):
 class AdamW(Adam):
     __doc__ = Adam.__doc__
     kind = "adamw"
+    _defaults = {**Adam._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 weight_decay=0.01, where="optimizer"):
-        super().__init__(learning_rate, beta1, beta2, epsilon, where)
+                 weight_decay=0.01, epsilon_mode="canonical", decay="all", clip_norm=None,
+                 clip_value=None, where="optimizer"):
+        super().__init__(learning_rate, beta1, beta2, epsilon, epsilon_mode, clip_norm,
+                         clip_value, where)
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
+        self.decay = _decay_mask(where, decay)
 
-    def _decay(self):
-        return self.weight_decay
+    def _decay(self, path):
+        return self.weight_decay if self.decays(path) else 0.0
 
 
-KINDS = {c.kind: c for c in (SGD, Adam, AdamW)}
+class RMSprop(Optimizer):
+    """torch's form. v <- rho v + (1 - rho) g^2; centered: mg <- rho mg + (1 - rho) g and
+    denom = sqrt(v - mg^2) + eps, else denom = sqrt(v) + eps (eps outside the square root);
+    with momentum: b <- momentum * b + g / denom, p <- p - lr * b; without: p <- p - lr * g / denom.
+    Every accumulator starts at 0 (Keras and optax can start v elsewhere; no bias correction).
+    Slots: ``v``, ``mg`` (centered only), ``velocity`` (momentum > 0 only).
+    """
+
+    kind = "rmsprop"
+
+    def __init__(self, learning_rate=1e-2, rho=0.99, momentum=0.0, centered=False, epsilon=1e-8,
+                 clip_norm=None, clip_value=None, where="optimizer"):
+        self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
+        self.rho = _number(where, "rho", rho, 0.0, 1.0)
+        self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
+        if not isinstance(centered, bool):
+            raise SpecError(f"centered must be true or false, found {centered!r}", where=where)
+        self.centered = centered
+        self.epsilon = _number(where, "epsilon", epsilon, 0.0)
+        self._clipping(where, clip_norm, clip_value)
+
+    def slot_names(self):
+        return ("v",) + (("mg",) if self.centered else ()) + (
+            ("velocity",) if self.momentum else ())
+
+    def init_state(self, params):
+        return {s: {k: np.zeros_like(v) for k, v in params.items()} for s in self.slot_names()}
+
+    def slots(self, state):
+        return {f"{slot}/{k}": v for slot in self.slot_names() for k, v in state[slot].items()}
+
+    def _update(self, params, grads, state, step):
+        lr = float(self.learning_rate(step))
+        rho = self.rho
+        new_p, new_s = {}, {s: {} for s in self.slot_names()}
+        for k, p in params.items():
+            g = grads[k]
+            v = rho * state["v"][k] + (1 - rho) * g * g
+            new_s["v"][k] = v
+            if self.centered:
+                mg = rho * state["mg"][k] + (1 - rho) * g
+                new_s["mg"][k] = mg
+                denom = np.sqrt(v - mg * mg) + self.epsilon
+            else:
+                denom = np.sqrt(v) + self.epsilon
+            if self.momentum:
+                b = self.momentum * state["velocity"][k] + g / denom
+                new_s["velocity"][k] = b
+                new_p[k] = p - lr * b
+            else:
+                new_p[k] = p - lr * (g / denom)
+        return new_p, new_s
+
+
+class Adagrad(Optimizer):
+    """a <- a + g^2 (a starts at ``initial_accumulator`` everywhere);
+    p <- p - lr * g / (sqrt(a) + eps), eps outside the square root (torch's form; optax puts it
+    inside, Keras 3 outside). Slot: ``accumulator`` (a).
+    """
+
+    kind = "adagrad"
+
+    def __init__(self, learning_rate=1e-2, initial_accumulator=0.0, epsilon=1e-10,
+                 clip_norm=None, clip_value=None, where="optimizer"):
+        self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
+        self.initial_accumulator = _number(where, "initial_accumulator", initial_accumulator, 0.0)
+        self.epsilon = _number(where, "epsilon", epsilon, 0.0)
+        if self.initial_accumulator == 0.0 and self.epsilon == 0.0:
+            raise SpecError("adagrad needs epsilon > 0 or initial_accumulator > 0 (0 / 0 on a "
+                            "zero gradient)", where=where)
+        self._clipping(where, clip_norm, clip_value)
+
+    def init_state(self, params):
+        return {k: np.full_like(v, self.initial_accumulator) for k, v in params.items()}
+
+    def slots(self, state):
+        return {f"accumulator/{k}": v for k, v in state.items()}
+
+    def _update(self, params, grads, state, step):
+        lr = float(self.learning_rate(step))
+        new_p, new_s = {}, {}
+        for k, p in params.items():
+            g = grads[k]
+            a = state[k] + g * g
+            new_s[k] = a
+            new_p[k] = p - lr * (g / (np.sqrt(a) + self.epsilon))
+        return new_p, new_s
+
+
+class Lion(Optimizer):
+    """c = b1 m + (1 - b1) g;  p <- p - lr * (sign(c) + wd * p) (decoupled decay, on the
+    parameters ``decay`` selects);  m <- b2 m + (1 - b2) g. sign(0) = 0. Slot: ``m`` (initially 0).
+    """
+
+    kind = "lion"
+    _defaults = {**Optimizer._defaults, "decay": "all"}
+
+    def __init__(self, learning_rate=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, decay="all",
+                 clip_norm=None, clip_value=None, where="optimizer"):
+        self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
+        self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
+        self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
+        self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
+        self.decay = _decay_mask(where, decay)
+        self._clipping(where, clip_norm, clip_value)
+
+    def init_state(self, params):
+        return {k: np.zeros_like(v) for k, v in params.items()}
+
+    def slots(self, state):
+        return {f"m/{k}": v for k, v in state.items()}
+
+    def _update(self, params, grads, state, step):
+        lr = float(self.learning_rate(step))
+        b1, b2 = self.beta1, self.beta2
+        new_p, new_s = {}, {}
+        for k, p in params.items():
+            g, m = grads[k], state[k]
+            wd = self.weight_decay if self.decays(k) else 0.0
+            new_p[k] = p - lr * (np.sign(b1 * m + (1 - b1) * g) + wd * p)
+            new_s[k] = b2 * m + (1 - b2) * g
+        return new_p, new_s
+
+
+KINDS = {c.kind: c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion)}
 
 
 def from_json(d, where="$.optimizer") -> Optimizer:

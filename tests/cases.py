@@ -7,6 +7,7 @@ Dense (or Conv2D) so that gradients flow through them into a parameter the tests
 from __future__ import annotations
 
 import rosetta as rs
+from rosetta import layers as L
 
 SCE = rs.losses.SoftmaxCrossEntropy
 MSE = rs.losses.MeanSquaredError
@@ -125,6 +126,41 @@ CASES = [
         rs.Embedding(7, 4, name="emb"), rs.Flatten(name="flat"), rs.Dense(3, name="head")],
         (5,), loss=SCE(), kind="int")),
     ("bce_loss", lambda: _spec([rs.Dense(3, name="d")], (4,), loss=BCE())),
+    # issue 3 ops (``rs.layers``): padding, upsampling, global max, RMS/group norm, 1-D windows
+    ("zeropad_asym", lambda: _spec([
+        rs.Dense(3, name="pre"), L.ZeroPadding2D(((1, 0), (2, 1)), name="pad"),
+        rs.Conv2D(2, 3, strides=2, name="conv"), rs.Flatten(name="flat"),
+        rs.Dense(2, name="head")], (4, 5, 2))),
+    ("upsample_nearest", lambda: _spec([
+        rs.Dense(3, name="pre"), L.UpSampling2D((2, 3), name="up"),
+        rs.Conv2D(2, 3, strides=2, padding="same", name="conv"), rs.Flatten(name="flat"),
+        rs.Dense(2, name="head")], (3, 2, 2))),
+    ("global_max_pool", lambda: _spec([
+        rs.Conv2D(5, 3, name="conv"), L.GlobalMaxPool2D(name="gmp"),
+        rs.Dense(3, name="head")], (6, 6, 2), loss=SCE())),
+    ("rmsnorm", lambda: _spec([
+        rs.Dense(6, name="pre"), L.RMSNorm(epsilon=1e-3, name="rms"), rs.Dense(2, name="post")],
+        (3, 4))),
+    ("groupnorm_image", lambda: _spec([
+        rs.Conv2D(6, 3, padding="same", use_bias=False, name="conv"),
+        L.GroupNorm(3, epsilon=1e-3, name="gn"), rs.Activation("tanh", name="act"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (4, 5, 2))),
+    ("conv1d_same_stride2", lambda: _spec([
+        L.Conv1D(4, 3, strides=2, padding="same", activation="sigmoid", name="conv"),
+        rs.Flatten(name="flat"), rs.Dense(3, name="head")], (9, 3), loss=SCE(0.1))),
+    ("conv1d_explicit_dilated_groups", lambda: _spec([
+        L.Conv1D(4, 3, padding=(2, 1), dilation=2, groups=2, name="conv"),
+        L.Conv1D(2, 2, strides=2, padding="same", name="conv2"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (8, 4))),
+    ("maxpool1d_same_stride2", lambda: _spec([
+        rs.Dense(3, name="pre"), L.MaxPool1D(3, strides=2, padding="same", name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (8, 2))),
+    ("avgpool1d_explicit_asym", lambda: _spec([
+        rs.Dense(3, name="pre"), L.AvgPool1D(3, strides=2, padding=(2, 0), name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (7, 2))),
+    ("avgpool1d_same_excludes_pad", lambda: _spec([
+        rs.Dense(3, name="pre"), L.AvgPool1D(2, strides=1, padding="same", name="pool"),
+        rs.Flatten(name="flat"), rs.Dense(2, name="head")], (5, 2))),
     ("dag_residual_concat_reshape", _dag),
     ("image_concat_add", _image_concat),
 ]

@@ -8,11 +8,13 @@ Where flax's default differs from the canonical rule (DESIGN section 3) the lowe
 
 * Conv2D and the pools get explicit ((top, bottom), (left, right)) pads from
   ``rosetta.ops.conv.spatial_plan`` (the one padding rule), never the string ``"SAME"``;
+* Conv1D and the 1-D pools get the explicit (lo, hi) pad of the same rule (``time_plan``);
 * pools pass ``strides`` explicitly (flax defaults to 1; canonical defaults to the window);
 * AvgPool2D excludes padded cells (flax's ``count_include_pad=False`` rule);
-* BatchNorm and LayerNorm use ``use_fast_variance=False`` (E[x^2] - E[x]^2 cancels badly) and an
-  explicit epsilon (flax LayerNorm defaults to 1e-6); BatchNorm ``momentum`` is the weight of the
-  old running value in both flax and rosetta, and both store the biased batch variance;
+* BatchNorm, LayerNorm, GroupNorm and RMSNorm use ``use_fast_variance=False``
+  (E[x^2] - E[x]^2 cancels badly) and an explicit epsilon (flax LayerNorm, GroupNorm and RMSNorm
+  default to 1e-6); BatchNorm ``momentum`` is the weight of the old running value in both flax
+  and rosetta, and both store the biased batch variance;
 * gelu passes ``approximate`` explicitly (flax/JAX default to tanh), leaky_relu its slope;
 * Dense and Conv use ``Precision.HIGHEST`` (no TF32 / bf16 passes on GPU).
 """
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 
 from rosetta.ops import activation as act_ops
 from rosetta.ops.conv import spatial_plan
+from rosetta.ops.conv1d import time_plan
 from rosetta.ops.shape import positive_axis
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -85,6 +88,18 @@ def conv2d(node, xs, ctx):
     return activate(a["activation"], y)
 
 
+def conv1d(node, xs, ctx):
+    """nn.Conv over the time axis of (N, T, C) with the explicit (lo, hi) pads of the shared rule;
+    flax's 1-D kernel (k, C/groups, filters) is the canonical one."""
+    a = node.attrs
+    _, pads = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
+    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=[pads],
+                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
+
 def batch_norm(node, xs, ctx):
     a = node.attrs
     return nn.BatchNorm(use_running_average=not ctx.train, momentum=a["momentum"],
@@ -95,6 +110,20 @@ def batch_norm(node, xs, ctx):
 def layer_norm(node, xs, ctx):
     return nn.LayerNorm(epsilon=node.attrs["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
                         param_dtype=ctx.dtype, name=node.name)(xs[0])
+
+
+def rms_norm(node, xs, ctx):
+    """nn.RMSNorm over the last axis, explicit epsilon: y = x * rsqrt(mean(x^2) + eps) * scale."""
+    return nn.RMSNorm(epsilon=node.attrs["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
+                      param_dtype=ctx.dtype, name=node.name)(xs[0])
+
+
+def group_norm(node, xs, ctx):
+    """nn.GroupNorm (channels last, contiguous groups, statistics over every non-batch axis of a
+    group, biased variance), explicit epsilon (flax: 1e-6), ``use_fast_variance=False``."""
+    a = node.attrs
+    return nn.GroupNorm(num_groups=a["groups"], epsilon=a["epsilon"], use_fast_variance=False,
+                        dtype=ctx.dtype, param_dtype=ctx.dtype, name=node.name)(xs[0])
 
 
 def embedding(node, xs, ctx):
@@ -145,6 +174,40 @@ def avg_pool2d(node, xs, ctx):
     return total / count
 
 
+def max_pool1d(node, xs, ctx):
+    a = node.attrs
+    _, pads = time_plan(a, node.in_types[0].shape[0])
+    return nn.max_pool(xs[0], a["kernel_size"], strides=a["strides"], padding=[pads])
+
+
+def avg_pool1d(node, xs, ctx):
+    """Window sum of real cells / number of real cells, as ``avg_pool2d``."""
+    a = node.attrs
+    x = xs[0]
+    _, pads = time_plan(a, node.in_types[0].shape[0])
+    window = dict(window_shape=a["kernel_size"], strides=a["strides"], padding=[pads])
+    total = nn.pool(x, 0.0, jax.lax.add, **window)
+    count = nn.pool(jnp.ones((1, x.shape[1], 1), x.dtype), 0.0, jax.lax.add, **window)
+    return total / count
+
+
+def zero_padding2d(node, xs, ctx):
+    return jnp.pad(xs[0], ((0, 0), *node.attrs["padding"], (0, 0)))
+
+
+def upsampling2d(node, xs, ctx):
+    """Nearest, integer factors: jnp.repeat along H then W (exact)."""
+    x = xs[0]
+    for axis, f in zip((1, 2), node.attrs["size"]):
+        if f != 1:
+            x = jnp.repeat(x, f, axis=axis)
+    return x
+
+
+def global_max_pool2d(node, xs, ctx):
+    return jnp.max(xs[0], axis=(1, 2))
+
+
 def global_avg_pool2d(node, xs, ctx):
     return jnp.mean(xs[0], axis=(1, 2))
 
@@ -182,4 +245,12 @@ LOWERINGS = {
     "BatchNorm": batch_norm,
     "LayerNorm": layer_norm,
     "Embedding": embedding,
+    "ZeroPadding2D": zero_padding2d,
+    "UpSampling2D": upsampling2d,
+    "GlobalMaxPool2D": global_max_pool2d,
+    "RMSNorm": rms_norm,
+    "GroupNorm": group_norm,
+    "Conv1D": conv1d,
+    "MaxPool1D": max_pool1d,
+    "AvgPool1D": avg_pool1d,
 }

@@ -11,9 +11,25 @@ Canonical math (``rosetta.optim``) and the optax form that computes it:
 * AdamW: ``optax.adamw``: chain(scale_by_adam, add_decayed_weights(wd), -lr), i.e.
   p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p), decoupled.
 
-Optimizer state in canonical slots (``slots``): SGD with momentum ``velocity`` =
+* Adam/AdamW ``epsilon_mode="hat"``: optax has no such option; ``scale_by_adam_hat`` below
+  (state ``ScaleByAdamState``) computes sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps).
+* RMSprop: ``chain(scale_by_rms | scale_by_stddev (eps_in_sqrt=False, initial_scale=0),
+  trace(momentum), scale_by_learning_rate(lr))``. ``optax.rmsprop`` itself scales by lr before
+  the trace (lr folded into the momentum buffer) and puts eps inside the square root by default.
+* Adagrad: ``optax.adagrad`` puts eps inside the square root (rsqrt(a + eps)); ``scale_by_adagrad``
+  below (state ``ScaleByRssState``) computes g / (sqrt(a) + eps) from a = initial_accumulator.
+* Lion: ``optax.lion``: chain(scale_by_lion, add_decayed_weights(wd), -lr), i.e.
+  p -= lr * (sign(b1 m + (1 - b1) g) + wd * p); sign(0) = 0.
+* ``decay="kernels"``: ``add_decayed_weights`` / ``adamw`` / ``lion`` get ``mask``, a callable
+  marking each leaf by ``rosetta.optim.decays`` of its canonical path.
+* clipping: ``optax.clip(clip_value)`` then ``optax.clip_by_global_norm(clip_norm)`` chained
+  before the rule (no epsilon in either).
+
+Optimizer state in canonical slots (``slots``): SGD/RMSprop with momentum ``velocity`` =
 ``TraceState.trace`` (v of the canonical rule), Adam/AdamW ``m``/``v`` = ``ScaleByAdamState.mu``
-/ ``nu``.
+/ ``nu``, RMSprop ``v`` = ``ScaleByRmsState.nu`` (centered: ``ScaleByRStdDevState.nu``, ``mg`` =
+its ``mu``), Adagrad ``accumulator`` = ``ScaleByRssState.sum_of_squares``, Lion ``m`` =
+``ScaleByLionState.mu``.
 
 Learning rate: optax calls the schedule with its update count, which is 0 for the first update
 and incremented after each, so update number t uses lr(t) as the canonical rule says. The count
@@ -25,6 +41,7 @@ XLA:CPU for the zoo's MLP, 20 % of its step), for the same value.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -43,26 +60,109 @@ def lower_schedule(schedule: Schedule, dtype) -> optax.Schedule:
     return learning_rate
 
 
-def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
-    schedule = opt.learning_rate
-    lr = (float(schedule.value) if isinstance(schedule, Constant)
-          else lower_schedule(schedule, dtype))
+def scale_by_adam_hat(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Keras's Adam direction sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps), k = count + 1."""
+
+    def init(params):
+        # two distinct trees: the train step donates the state, a shared buffer can't be
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
+                                      mu=jax.tree.map(jnp.zeros_like, params),
+                                      nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * g * g, updates, state.nu)
+        count = state.count + 1
+
+        def direction(m, v):
+            k = count.astype(m.dtype)
+            c = jnp.sqrt(1 - jnp.power(jnp.asarray(b2, m.dtype), k)) / (
+                1 - jnp.power(jnp.asarray(b1, m.dtype), k))
+            return c * m / (jnp.sqrt(v) + eps)
+
+        return (jax.tree.map(direction, mu, nu),
+                optax.ScaleByAdamState(count=count, mu=mu, nu=nu))
+
+    return optax.GradientTransformation(init, update)
+
+
+def scale_by_adagrad(initial_accumulator: float, eps: float) -> optax.GradientTransformation:
+    """a <- a + g^2 (from ``initial_accumulator``); g / (sqrt(a) + eps)."""
+
+    def init(params):
+        return optax.ScaleByRssState(sum_of_squares=jax.tree.map(
+            lambda p: jnp.full_like(p, initial_accumulator), params))
+
+    def update(updates, state, params=None):
+        del params
+        acc = jax.tree.map(lambda g, a: a + g * g, updates, state.sum_of_squares)
+        return (jax.tree.map(lambda g, a: g / (jnp.sqrt(a) + eps), updates, acc),
+                optax.ScaleByRssState(sum_of_squares=acc))
+
+    return optax.GradientTransformation(init, update)
+
+
+def decay_mask(opt: optim.Optimizer):
+    """None (decay every parameter) or the optax ``mask`` of ``opt.decay``."""
+    if getattr(opt, "decay", "all") == "all":
+        return None
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: opt.decays("/".join(str(k.key) for k in path)), params)
+
+
+def _rule(opt: optim.Optimizer, lr) -> optax.GradientTransformation:
+    mask = decay_mask(opt)
     if isinstance(opt, optim.SGD):
         sgd = optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
         if opt.weight_decay:
-            return optax.chain(optax.add_decayed_weights(opt.weight_decay), sgd)
+            return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask), sgd)
         return sgd
+    if isinstance(opt, (optim.Adam, optim.AdamW)) and opt.epsilon_mode == "hat":
+        wd = opt.weight_decay if isinstance(opt, optim.AdamW) else 0.0
+        return optax.chain(scale_by_adam_hat(opt.beta1, opt.beta2, opt.epsilon),
+                           optax.add_decayed_weights(wd, mask),
+                           optax.scale_by_learning_rate(lr))
     if isinstance(opt, optim.AdamW):  # before Adam: AdamW subclasses it
         return optax.adamw(lr, b1=opt.beta1, b2=opt.beta2, eps=opt.epsilon, eps_root=0.0,
-                           weight_decay=opt.weight_decay)
+                           weight_decay=opt.weight_decay, mask=mask)
     if isinstance(opt, optim.Adam):
         return optax.adam(lr, b1=opt.beta1, b2=opt.beta2, eps=opt.epsilon, eps_root=0.0)
+    if isinstance(opt, optim.RMSprop):
+        scale = optax.scale_by_stddev if opt.centered else optax.scale_by_rms
+        return optax.chain(scale(decay=opt.rho, eps=opt.epsilon, initial_scale=0.0,
+                                 eps_in_sqrt=False),
+                           optax.trace(decay=opt.momentum) if opt.momentum else optax.identity(),
+                           optax.scale_by_learning_rate(lr))
+    if isinstance(opt, optim.Adagrad):
+        return optax.chain(scale_by_adagrad(opt.initial_accumulator, opt.epsilon),
+                           optax.scale_by_learning_rate(lr))
+    if isinstance(opt, optim.Lion):
+        return optax.lion(lr, b1=opt.beta1, b2=opt.beta2, weight_decay=opt.weight_decay,
+                          mask=mask)
     raise SpecError(f"the jax backend has no lowering for optimizer {opt.kind!r}",
                     where="$.optimizer")
 
 
+def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
+    schedule = opt.learning_rate
+    lr = (float(schedule.value) if isinstance(schedule, Constant)
+          else lower_schedule(schedule, dtype))
+    rule = _rule(opt, lr)
+    clips = []
+    if getattr(opt, "clip_value", None) is not None:
+        clips.append(optax.clip(opt.clip_value))
+    if getattr(opt, "clip_norm", None) is not None:
+        clips.append(optax.clip_by_global_norm(opt.clip_norm))
+    return optax.chain(*clips, rule) if clips else rule
+
+
 _SLOTS = ((optax.TraceState, (("velocity", "trace"),)),
-          (optax.ScaleByAdamState, (("m", "mu"), ("v", "nu"))))
+          (optax.ScaleByAdamState, (("m", "mu"), ("v", "nu"))),
+          (optax.ScaleByRmsState, (("v", "nu"),)),
+          (optax.ScaleByRStdDevState, (("mg", "mu"), ("v", "nu"))),
+          (optax.ScaleByRssState, (("accumulator", "sum_of_squares"),)),
+          (optax.ScaleByLionState, (("m", "mu"),)))
 
 
 def slots(opt_state) -> dict:

@@ -3,7 +3,8 @@
 flax's names and layouts already are the canonical ones, so the conversion is only nesting:
 ``"node/param"`` <-> ``variables["params"][node][param]`` and ``"node/mean"`` <->
 ``variables["batch_stats"][node]["mean"]``. Layouts that coincide: Dense kernel (in, out), Conv
-kernel (kH, kW, in/groups, out), BatchNorm/LayerNorm ``scale``/``bias``, BatchNorm ``mean``/``var``,
+kernel (kH, kW, in/groups, out) and (k, in/groups, out), BatchNorm/LayerNorm/GroupNorm
+``scale``/``bias``, RMSNorm ``scale``, BatchNorm ``mean``/``var``,
 Embed ``embedding`` (vocab, dim). ``check_structure`` proves it against the flax module itself.
 """
 

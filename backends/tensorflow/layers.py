@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from rosetta.ops.activation import key as activation_key
 from rosetta.ops.conv import spatial_plan, windows
+from rosetta.ops.conv1d import time_plan
 from rosetta.ops.shape import positive_axis
 
 
@@ -158,6 +159,82 @@ class Conv2D(NodeModule):
         return self.act(y)
 
 
+class Conv1D(NodeModule):
+    """A Conv2D of height 1: (N, T, C) -> (N, 1, T, C), kernel (k, C/g, F) -> (1, k, C/g, F), the
+    shared padding rule as explicit (lo, hi) pads on the time axis (tf.nn.conv1d takes only
+    'SAME'/'VALID'), grouped as Conv2D (native under XLA, one conv per group otherwise)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, (lo, hi) = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
+        self.pads = ((0, 0), (0, 0), (lo, hi), (0, 0))
+        self.strides = (1, 1, a["strides"][0], 1)
+        self.dilations = (1, 1, a["dilation"][0], 1)
+        self.groups = a["groups"]
+        self.act = activation(a["activation"])
+
+    def _conv(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, strides=list(self.strides), padding=_as_list(self.pads),
+                            dilations=list(self.dilations))
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0][:, None]
+        kernel = self.kernel[None]
+        if self.groups == 1 or _in_xla_context():
+            y = self._conv(x, kernel)
+        else:
+            xg = tf.split(x, self.groups, axis=-1)
+            kg = tf.split(kernel, self.groups, axis=-1)
+            y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
+        y = y[:, 0]
+        if "bias" in self.param_names:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.act(y)
+
+
+class MaxPool1D(NodeModule):
+    """tf.pad with -inf from the shared padding rule, then a VALID max pool (padded cells are
+    never chosen)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, pads = time_plan(a, node.in_types[0].shape[0])
+        self.pads = ((0, 0), tuple(pads), (0, 0))
+        self.k, self.s = a["kernel_size"][0], a["strides"][0]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if any(self.pads[1]):
+            x = tf.pad(x, _as_list(self.pads), constant_values=float("-inf"))
+        return tf.nn.max_pool1d(x, self.k, self.s, "VALID")
+
+
+class AvgPool1D(NodeModule):
+    """As AvgPool2D: a VALID average pool of the zero-padded input (sum / k) times the constant
+    k / count, count = real cells per window (padded cells excluded)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        t = node.in_types[0].shape[0]
+        out, pads = time_plan(a, t)
+        self.pads = ((0, 0), tuple(pads), (0, 0))
+        self.k, self.s = a["kernel_size"][0], a["strides"][0]
+        ones = np.pad(np.ones(t), pads)
+        count = np.array([ones[i * self.s:i * self.s + self.k].sum() for i in range(out)])
+        self.rescale = (self.k / count)[None, :, None]  # (1, T', 1) float64
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if not any(self.pads[1]):
+            return tf.nn.avg_pool1d(x, self.k, self.s, "VALID")
+        x = tf.pad(x, _as_list(self.pads))
+        y = tf.nn.avg_pool1d(x, self.k, self.s, "VALID")
+        return y * tf.constant(self.rescale, dtype=x.dtype)
+
+
 class MaxPool2D(NodeModule):
     """Padded cells are -inf (never chosen): tf.pad with -inf from the ``spatial_plan`` pads, then
     a VALID max pool (XLA has no pooling with explicit padding)."""
@@ -207,6 +284,37 @@ class AvgPool2D(NodeModule):
 class GlobalAvgPool2D(NodeModule):
     def __call__(self, xs, training=False, update_state=False):
         return tf.reduce_mean(xs[0], axis=[1, 2])
+
+
+class GlobalMaxPool2D(NodeModule):
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.reduce_max(xs[0], axis=[1, 2])
+
+
+class ZeroPadding2D(NodeModule):
+    """tf.pad with zeros, ((top, bottom), (left, right)) on H and W."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.pads = _nhwc_pads(node.attrs["padding"])
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.pad(xs[0], _as_list(self.pads))
+
+
+class UpSampling2D(NodeModule):
+    """Nearest, integer factors: tf.repeat along H then W (exact)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.size = tuple(node.attrs["size"])
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        for axis, f in ((1, self.size[0]), (2, self.size[1])):
+            if f != 1:
+                x = tf.repeat(x, f, axis=axis)
+        return x
 
 
 class Flatten(NodeModule):
@@ -322,6 +430,40 @@ class LayerNorm(NodeModule):
         return (x - mean) / tf.sqrt(var + self.epsilon) * self.scale + self.bias
 
 
+class RMSNorm(NodeModule):
+    """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis, explicit epsilon."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        ms = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
+        return x / tf.sqrt(ms + self.epsilon) * self.scale
+
+
+class GroupNorm(NodeModule):
+    """Channels split into contiguous groups: x reshaped to (N, ..., G, C/G), mean and biased
+    variance (tf.nn.moments) per example and group over every spatial axis and the group's
+    channels, explicit epsilon, then the per-channel scale and bias."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        shape = tuple(node.in_types[0].shape)
+        g = node.attrs["groups"]
+        self.shape = shape
+        self.grouped = (*shape[:-1], g, shape[-1] // g)
+        self.axes = [*range(1, len(shape)), len(shape) + 1]
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = tf.reshape(xs[0], [-1, *self.grouped])
+        mean, var = tf.nn.moments(x, axes=self.axes, keepdims=True)
+        y = tf.reshape((x - mean) / tf.sqrt(var + self.epsilon), [-1, *self.shape])
+        return y * self.scale + self.bias
+
+
 class Embedding(NodeModule):
     """tf.gather rows of the (vocab, dim) table. Out-of-range ids raise on TensorFlow's CPU kernel
     but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps."""
@@ -347,4 +489,5 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow version
 
 LOWERINGS = {cls.__name__: cls for cls in (
     Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Reshape, Add, Concatenate,
-    Activation, Dropout, BatchNorm, LayerNorm, Embedding)}
+    Activation, Dropout, BatchNorm, LayerNorm, Embedding, ZeroPadding2D, UpSampling2D,
+    GlobalMaxPool2D, RMSNorm, GroupNorm, Conv1D, MaxPool1D, AvgPool1D)}

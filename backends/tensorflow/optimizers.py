@@ -10,7 +10,19 @@ per process, so the rules are written here with ``tf`` ops:
   uses ``lr(step)``, computed in-graph from the schedule with TensorFlow math (``TF_MATH``) in the
   variables' dtype, then ``step`` is incremented;
 * Adam's bias corrections 1 - beta^k are computed in float64 and cast once (in float32,
-  1 - 0.999 alone loses five digits).
+  1 - 0.999 alone loses five digits); ``epsilon_mode="hat"`` (Keras's rule) uses the factor
+  sqrt(1 - b2^k) / (1 - b1^k), computed the same way;
+* RMSprop (torch's form: eps outside the square root, accumulators from 0, lr outside the
+  momentum buffer), Adagrad (accumulator from ``initial_accumulator``, eps outside the square
+  root) and Lion are written here too (Keras's RMSprop and Adagrad differ in both);
+* ``clip_value`` / ``clip_norm`` clip the gradients in ``apply_gradients`` before any rule: values
+  first, then g * min(1, c / ||g||) with the global norm, no epsilon (Keras's ``clipnorm`` is
+  per variable);
+* ``decay`` ("all" | "kernels") selects the variables weight decay applies to, by canonical path
+  (``rosetta.optim.decays``).
+
+Slot names (``export``): SGD ``velocity``; Adam/AdamW ``m``, ``v``; RMSprop ``v``, ``mg``
+(centered), ``velocity`` (momentum); Adagrad ``accumulator``; Lion ``m``.
 """
 
 from __future__ import annotations
@@ -41,6 +53,8 @@ class Optimizer(tf.Module):
     """
 
     slot_names: tuple = ()
+    slot_init: dict = {}  # slot -> initial value where it is not 0
+    clip_norm = clip_value = None
 
     def __init__(self, learning_rate, var_list, name: str):
         super().__init__(name=name)
@@ -50,20 +64,24 @@ class Optimizer(tf.Module):
         self.build(var_list)
 
     def build(self, var_list) -> None:
-        """Create the zero-initialised slot variables of every variable in ``var_list``."""
+        """Create the slot variables of every variable in ``var_list`` (``slot_init`` or 0)."""
         keys = [slot_key(v) for v in var_list]
         if len(set(keys)) != len(keys):
             raise ValueError(f"variables need unique names for their optimizer slots: {keys}")
         for slot in self.slot_names:
             self.slots[slot] = {
-                slot_key(v): tf.Variable(tf.zeros_like(v), trainable=False,
+                slot_key(v): tf.Variable(self._initial(slot, v), trainable=False,
                                          name=f"{slot_key(v)}/{slot}") for v in var_list}
 
+    def _initial(self, slot, var):
+        # tf.constant in the variable's dtype: tf.cast(0.1, float64) would go through float32
+        return tf.fill(tf.shape(var), tf.constant(self.slot_init.get(slot, 0.0), var.dtype))
+
     def reset(self) -> None:
-        """Back to the state before the first update: slots zero, step 0."""
-        for table in self.slots.values():
+        """Back to the state before the first update: slots at their initial values, step 0."""
+        for slot, table in self.slots.items():
             for var in table.values():
-                var.assign(tf.zeros_like(var))
+                var.assign(self._initial(slot, var))
         self.step.assign(0)
 
     def export(self) -> dict:
@@ -79,6 +97,7 @@ class Optimizer(tf.Module):
     def apply_gradients(self, grads_and_vars) -> None:
         """Apply update number ``step`` to every (gradient, variable) pair, then count it."""
         pairs = [(tf.convert_to_tensor(g), v) for g, v in grads_and_vars]  # sparse -> dense
+        pairs = self.clip(pairs)
         if pairs:
             dtype = pairs[0][1].dtype
             lr, context = self.learning_rate(dtype), self.prepare(dtype)
@@ -86,6 +105,22 @@ class Optimizer(tf.Module):
                 key = slot_key(var)
                 self.update(var, g, lr, {s: self.slots[s][key] for s in self.slot_names}, context)
         self.step.assign_add(1)
+
+    def clip(self, pairs):
+        """Gradients clipped by value, then by global norm (``rosetta.optim.clip_gradients``)."""
+        if self.clip_value is not None:
+            pairs = [(tf.clip_by_value(g, tf.constant(-self.clip_value, g.dtype),
+                                       tf.constant(self.clip_value, g.dtype)), v)
+                     for g, v in pairs]
+        if self.clip_norm is not None and pairs:
+            norm = tf.sqrt(tf.add_n([tf.reduce_sum(g * g) for g, _ in pairs]))
+            c = tf.constant(self.clip_norm, norm.dtype)  # not tf.cast: no float32 detour
+            factor = tf.where(norm > c, c / norm, tf.ones_like(norm))
+            pairs = [(g * factor, v) for g, v in pairs]
+        return pairs
+
+    def decays(self, var) -> bool:
+        return spec_optim.decays(slot_key(var), getattr(self, "decay", "all"))
 
     def prepare(self, dtype) -> dict:
         """Per-update quantities shared by every variable."""
@@ -98,7 +133,8 @@ class SGD(Optimizer):
     lr multiplies the step, not the buffer (Keras folds it into v)."""
 
     def __init__(self, learning_rate, var_list, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 name="SGD"):
+                 decay="all", name="SGD"):
+        self.decay = decay
         self.momentum = momentum
         self.nesterov = nesterov
         self.weight_decay = weight_decay
@@ -106,7 +142,7 @@ class SGD(Optimizer):
         super().__init__(learning_rate, var_list, name)
 
     def update(self, var, g, lr, slots, context):
-        if self.weight_decay:
+        if self.weight_decay and self.decays(var):
             g = g + self.weight_decay * var
         if self.momentum:
             v = slots["velocity"]
@@ -126,22 +162,29 @@ class Adam(Optimizer):
     slot_names = ("m", "v")
 
     def __init__(self, learning_rate, var_list, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 name="Adam"):
+                 epsilon_mode="canonical", name="Adam"):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.epsilon_mode = epsilon_mode
         super().__init__(learning_rate, var_list, name)
 
     def prepare(self, dtype):
         k = tf.cast(self.step + 1, tf.float64)
-        return {"c1": tf.cast(1.0 - tf.pow(tf.constant(self.beta1, tf.float64), k), dtype),
-                "c2": tf.cast(1.0 - tf.pow(tf.constant(self.beta2, tf.float64), k), dtype)}
+        c1 = 1.0 - tf.pow(tf.constant(self.beta1, tf.float64), k)
+        c2 = 1.0 - tf.pow(tf.constant(self.beta2, tf.float64), k)
+        if self.epsilon_mode == "hat":
+            return {"alpha": tf.cast(tf.sqrt(c2) / c1, dtype)}
+        return {"c1": tf.cast(c1, dtype), "c2": tf.cast(c2, dtype)}
 
     def direction(self, var, g, slots, context):
-        """m_hat / (sqrt(v_hat) + eps), after updating the moments."""
+        """m_hat / (sqrt(v_hat) + eps), or with epsilon hat
+        sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps), after updating the moments."""
         b1, b2 = self.beta1, self.beta2
         m = b1 * slots["m"] + (1 - b1) * g
         v = b2 * slots["v"] + (1 - b2) * g * g
         slots["m"].assign(m)
         slots["v"].assign(v)
+        if self.epsilon_mode == "hat":
+            return context["alpha"] * m / (tf.sqrt(v) + self.epsilon)
         return (m / context["c1"]) / (tf.sqrt(v / context["c2"]) + self.epsilon)
 
     def update(self, var, g, lr, slots, context):
@@ -153,22 +196,109 @@ class AdamW(Adam):
     (torch's Adam(weight_decay) is coupled L2 instead)."""
 
     def __init__(self, learning_rate, var_list, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 weight_decay=0.01, name="AdamW"):
+                 weight_decay=0.01, epsilon_mode="canonical", decay="all", name="AdamW"):
         self.weight_decay = weight_decay
-        super().__init__(learning_rate, var_list, beta1, beta2, epsilon, name)
+        self.decay = decay
+        super().__init__(learning_rate, var_list, beta1, beta2, epsilon, epsilon_mode, name)
 
     def update(self, var, g, lr, slots, context):
-        var.assign_sub(lr * (self.direction(var, g, slots, context) + self.weight_decay * var))
+        d = self.direction(var, g, slots, context)
+        if self.decays(var):
+            d = d + self.weight_decay * var
+        var.assign_sub(lr * d)
+
+
+class RMSprop(Optimizer):
+    """v <- rho v + (1 - rho) g^2; centered: mg <- rho mg + (1 - rho) g,
+    denom = sqrt(v - mg^2) + eps, else sqrt(v) + eps; momentum: b <- mu b + g / denom,
+    p <- p - lr b; else p <- p - lr g / denom (torch's form)."""
+
+    def __init__(self, learning_rate, var_list, rho=0.99, momentum=0.0, centered=False,
+                 epsilon=1e-8, name="RMSprop"):
+        self.rho, self.momentum, self.centered, self.epsilon = rho, momentum, centered, epsilon
+        self.slot_names = ("v",) + (("mg",) if centered else ()) + (
+            ("velocity",) if momentum else ())
+        super().__init__(learning_rate, var_list, name)
+
+    def update(self, var, g, lr, slots, context):
+        rho = self.rho
+        v = rho * slots["v"] + (1 - rho) * g * g
+        slots["v"].assign(v)
+        if self.centered:
+            mg = rho * slots["mg"] + (1 - rho) * g
+            slots["mg"].assign(mg)
+            denom = tf.sqrt(v - mg * mg) + self.epsilon
+        else:
+            denom = tf.sqrt(v) + self.epsilon
+        if self.momentum:
+            b = self.momentum * slots["velocity"] + g / denom
+            slots["velocity"].assign(b)
+            var.assign_sub(lr * b)
+        else:
+            var.assign_sub(lr * (g / denom))
+
+
+class Adagrad(Optimizer):
+    """a <- a + g^2 (a starts at ``initial_accumulator``); p <- p - lr g / (sqrt(a) + eps)."""
+
+    slot_names = ("accumulator",)
+
+    def __init__(self, learning_rate, var_list, initial_accumulator=0.0, epsilon=1e-10,
+                 name="Adagrad"):
+        self.epsilon = epsilon
+        self.slot_init = {"accumulator": initial_accumulator}
+        super().__init__(learning_rate, var_list, name)
+
+    def update(self, var, g, lr, slots, context):
+        a = slots["accumulator"] + g * g
+        slots["accumulator"].assign(a)
+        var.assign_sub(lr * (g / (tf.sqrt(a) + self.epsilon)))
+
+
+class Lion(Optimizer):
+    """c = b1 m + (1 - b1) g;  p <- p - lr (sign(c) + wd p);  m <- b2 m + (1 - b2) g."""
+
+    slot_names = ("m",)
+
+    def __init__(self, learning_rate, var_list, beta1=0.9, beta2=0.99, weight_decay=0.0,
+                 decay="all", name="Lion"):
+        self.beta1, self.beta2, self.weight_decay, self.decay = beta1, beta2, weight_decay, decay
+        super().__init__(learning_rate, var_list, name)
+
+    def update(self, var, g, lr, slots, context):
+        m = slots["m"]
+        d = tf.sign(self.beta1 * m + (1 - self.beta1) * g)
+        if self.weight_decay and self.decays(var):
+            d = d + self.weight_decay * var
+        var.assign_sub(lr * d)
+        m.assign(self.beta2 * m + (1 - self.beta2) * g)
+
+
+def _make(opt: spec_optim.Optimizer, var_list) -> Optimizer:
+    if isinstance(opt, spec_optim.AdamW):
+        return AdamW(opt.learning_rate, var_list, opt.beta1, opt.beta2, opt.epsilon,
+                     opt.weight_decay, opt.epsilon_mode, opt.decay)
+    if isinstance(opt, spec_optim.Adam):
+        return Adam(opt.learning_rate, var_list, opt.beta1, opt.beta2, opt.epsilon,
+                    opt.epsilon_mode)
+    if isinstance(opt, spec_optim.SGD):
+        return SGD(opt.learning_rate, var_list, opt.momentum, opt.nesterov, opt.weight_decay,
+                   opt.decay)
+    if isinstance(opt, spec_optim.RMSprop):
+        return RMSprop(opt.learning_rate, var_list, opt.rho, opt.momentum, opt.centered,
+                       opt.epsilon)
+    if isinstance(opt, spec_optim.Adagrad):
+        return Adagrad(opt.learning_rate, var_list, opt.initial_accumulator, opt.epsilon)
+    if isinstance(opt, spec_optim.Lion):
+        return Lion(opt.learning_rate, var_list, opt.beta1, opt.beta2, opt.weight_decay,
+                    opt.decay)
+    raise SpecError(f"the tensorflow backend has no lowering for optimizer {opt.kind!r}",
+                    where="$.optimizer")
 
 
 def lower(opt: spec_optim.Optimizer, var_list) -> Optimizer:
-    """The native optimizer for a ``rosetta.optim`` spec, with slots for ``var_list``."""
-    if isinstance(opt, spec_optim.AdamW):
-        return AdamW(opt.learning_rate, var_list, opt.beta1, opt.beta2, opt.epsilon,
-                     opt.weight_decay)
-    if isinstance(opt, spec_optim.Adam):
-        return Adam(opt.learning_rate, var_list, opt.beta1, opt.beta2, opt.epsilon)
-    if isinstance(opt, spec_optim.SGD):
-        return SGD(opt.learning_rate, var_list, opt.momentum, opt.nesterov, opt.weight_decay)
-    raise SpecError(f"the tensorflow backend has no lowering for optimizer {opt.kind!r}",
-                    where="$.optimizer")
+    """The native optimizer for a ``rosetta.optim`` spec, with slots for ``var_list`` and the
+    spec's gradient clipping."""
+    native = _make(opt, var_list)
+    native.clip_norm, native.clip_value = opt.clip_norm, opt.clip_value
+    return native

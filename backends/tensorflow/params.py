@@ -1,7 +1,8 @@
 """Canonical <-> native parameters and state.
 
 TensorFlow already uses every canonical layout (Dense kernel (in, out), Conv2D kernel
-(kH, kW, in/groups, out), NHWC), so conversion is a dtype cast and a shape check; the variables
+(kH, kW, in/groups, out), Conv1D kernel (k, in/groups, out), NHWC / NWC; RMSNorm and GroupNorm
+``scale`` / ``bias`` per channel), so conversion is a dtype cast and a shape check; the variables
 are named and found by canonical path (``GraphModule.param_variables``).
 """
 

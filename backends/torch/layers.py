@@ -10,6 +10,10 @@ either); ``plan_layout`` picks the layout a node runs in, the lowering is built 
 ``native_axis`` maps a canonical axis into it and ``convert_layout`` permutes between the two.
 This section is the one place the layout rule lives; ``model.py`` applies it.
 
+Sequences (N, T, C) (rank 2 per example) stay canonical between nodes; the 1-D window ops that
+torch runs channels-first (Conv1d, MaxPool1d, AvgPool1d want (N, C, T)) are built inside
+``ChannelsFirst1d``, which takes and returns (N, T, C) and runs its parts on the transposed view.
+
 Native layers are used wherever they can be configured to the canonical rule; the exceptions,
 each documented where it is built: asymmetric padding (explicit ``F.pad``, torch pads
 symmetrically), average pooling whose padding torch cannot exclude (sum-pool / count), and
@@ -30,6 +34,7 @@ from rosetta.errors import SpecError
 from rosetta.graph import Node
 from rosetta.ops.activation import key as activation_key
 from rosetta.ops.conv import spatial_plan
+from rosetta.ops.conv1d import time_plan
 
 # --- layout -----------------------------------------------------------------------------------
 
@@ -66,6 +71,18 @@ def plan_layout(accepts: str, input_layouts: list[str], input_rank: int) -> str:
     if input_rank != 3:
         return CHANNELS_LAST
     return input_layouts[0] if accepts == EITHER else accepts
+
+
+class ChannelsFirst1d(nn.Sequential):
+    """The rank-2 (sequence) half of the layout rule: (N, T, C) in and out, the parts run in turn
+    on (N, C, T) (a transposed view, no copy). A ``Sequential`` so the native layer inside is a
+    direct child (``params.py`` finds it there)."""
+
+    def forward(self, x):
+        x = x.transpose(1, 2)
+        for m in self:
+            x = m(x)
+        return x.transpose(1, 2)
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,25 @@ def conv2d(node: Node, layout: str) -> nn.Module:
     return _fused("conv", conv, activation(a["activation"], dim=1), pad)
 
 
+def conv1d(node: Node, layout: str) -> nn.Module:
+    """nn.Conv1d on (N, C, T) inside ``ChannelsFirst1d``. Padding from the shared rule
+    (``time_plan``): symmetric pads go to Conv1d's ``padding``, asymmetric ones to a
+    ``ConstantPad1d(0)`` first (torch pads symmetrically, and ``padding="same"`` refuses
+    strides > 1)."""
+    a = node.attrs
+    t, c = node.in_types[0].shape
+    _, (lo, hi) = time_plan(a, t, a["dilation"][0])
+    conv = nn.Conv1d(c, a["filters"], a["kernel_size"][0], stride=a["strides"][0],
+                     padding=lo if lo == hi else 0, dilation=a["dilation"][0],
+                     groups=a["groups"], bias=a["use_bias"])
+    parts = [] if lo == hi else [("pad", nn.ConstantPad1d((lo, hi), 0.0))]
+    parts.append(("conv", conv))
+    act = activation(a["activation"], dim=1)
+    if not isinstance(act, nn.Identity):
+        parts.append(("activation", act))
+    return ChannelsFirst1d(OrderedDict(parts))
+
+
 def embedding(node: Node, layout: str) -> nn.Module:
     """nn.Embedding: weight is the canonical (vocab_size, dim) table."""
     return nn.Embedding(node.attrs["vocab_size"], node.attrs["dim"])
@@ -221,6 +257,98 @@ def avg_pool2d(node: Node, layout: str) -> nn.Module:
         return nn.AvgPool2d(a["kernel_size"], a["strides"], padding=native,
                             count_include_pad=False)
     return ExcludePadAvgPool2d(a["kernel_size"], a["strides"], pads, hw)
+
+
+def max_pool1d(node: Node, layout: str) -> nn.Module:
+    """nn.MaxPool1d on (N, C, T) inside ``ChannelsFirst1d``; pads it cannot take (asymmetric,
+    or more than half the window) go to a ``ConstantPad1d(-inf)`` first."""
+    a = node.attrs
+    k, s = a["kernel_size"][0], a["strides"][0]
+    _, (lo, hi) = time_plan(a, node.in_types[0].shape[0])
+    if lo == hi and lo <= k // 2:
+        return ChannelsFirst1d(OrderedDict([("pool", nn.MaxPool1d(k, s, padding=lo))]))
+    return ChannelsFirst1d(OrderedDict([("pad", nn.ConstantPad1d((lo, hi), float("-inf"))),
+                                        ("pool", nn.MaxPool1d(k, s))]))
+
+
+class ExcludePadAvgPool1d(nn.Module):
+    """Average pooling over (N, C, T) that excludes padded cells for any (lo, hi) pads:
+    y = avg_pool1d(zero_pad(x)) * (k / count), count[t] = real cells in the window (a
+    non-persistent buffer fixed by the input length)."""
+
+    def __init__(self, kernel_size: int, stride: int, pads, length: int):
+        super().__init__()
+        self.kernel_size, self.stride, self.pad = kernel_size, stride, tuple(pads)
+        ones = F.pad(torch.ones(1, 1, length, dtype=torch.get_default_dtype()), self.pad)
+        count = F.avg_pool1d(ones, kernel_size, stride) * kernel_size
+        self.register_buffer("rescale", kernel_size / count, persistent=False)
+
+    def forward(self, x):
+        return F.avg_pool1d(F.pad(x, self.pad), self.kernel_size, self.stride) * self.rescale
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
+
+
+def avg_pool1d(node: Node, layout: str) -> nn.Module:
+    """nn.AvgPool1d(count_include_pad=False) where torch can take the pads, else
+    ``ExcludePadAvgPool1d``; both inside ``ChannelsFirst1d`` and both divide by the number of
+    real cells."""
+    a = node.attrs
+    k, s = a["kernel_size"][0], a["strides"][0]
+    t = node.in_types[0].shape[0]
+    _, (lo, hi) = time_plan(a, t)
+    if lo == hi and lo <= k // 2:
+        pool = nn.AvgPool1d(k, s, padding=lo, count_include_pad=False)
+    else:
+        pool = ExcludePadAvgPool1d(k, s, (lo, hi), t)
+    return ChannelsFirst1d(OrderedDict([("pool", pool)]))
+
+
+def zero_padding2d(node: Node, layout: str) -> nn.Module:
+    return nn.ZeroPad2d(_pad_arg(node.attrs["padding"]))
+
+
+class RepeatUpsample(nn.Module):
+    """Nearest upsampling by integer factors: y = x repeated ``factors[i]`` times along tensor
+    axis ``dims[i]`` (exact; nn.Upsample's nearest index floor(i * (1/f)) is computed in float
+    and can round to the wrong source cell)."""
+
+    def __init__(self, factors, dims):
+        super().__init__()
+        self.factors, self.dims = tuple(factors), tuple(dims)
+
+    def forward(self, x):
+        for f, d in zip(self.factors, self.dims):
+            if f != 1:
+                x = x.repeat_interleave(f, dim=d)
+        return x
+
+    def extra_repr(self):
+        return f"factors={self.factors}, dims={self.dims}"
+
+
+def upsampling2d(node: Node, layout: str) -> nn.Module:
+    return RepeatUpsample(node.attrs["size"],
+                          (native_axis(0, 3, layout), native_axis(1, 3, layout)))
+
+
+class GlobalMaxPool2d(nn.Module):
+    """y[n, c] = max over the two spatial axes ``dims`` (they depend on the layout)."""
+
+    def __init__(self, dims: tuple[int, int]):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.amax(dim=self.dims)
+
+    def extra_repr(self):
+        return f"dims={self.dims}"
+
+
+def global_max_pool2d(node: Node, layout: str) -> nn.Module:
+    return GlobalMaxPool2d((native_axis(0, 3, layout), native_axis(1, 3, layout)))
 
 
 class GlobalAvgPool2d(nn.Module):
@@ -301,6 +429,33 @@ def batch_norm(node: Node, layout: str) -> nn.Module:
     rank = len(node.in_types[0].shape)
     return CanonicalBatchNorm(node.in_types[0].shape[-1], a["momentum"], a["epsilon"],
                               channel_dim=native_axis(-1, rank, layout))
+
+
+def rms_norm(node: Node, layout: str) -> nn.Module:
+    """nn.RMSNorm over the last axis with the explicit epsilon (torch's default is the dtype's
+    machine epsilon): y = x * rsqrt(mean(x^2) + eps) * weight."""
+    return nn.RMSNorm(node.in_types[0].shape[-1], eps=node.attrs["epsilon"])
+
+
+class ChannelFirstGroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (biased variance per (example, group), explicit eps), which wants channels
+    on tensor axis 1: ``channel_dim`` (from the layout) is moved there and back."""
+
+    def __init__(self, groups: int, channels: int, eps: float, channel_dim: int):
+        super().__init__(groups, channels, eps=eps)
+        self.channel_dim = channel_dim
+
+    def forward(self, x):
+        if self.channel_dim == 1:
+            return super().forward(x)
+        return super().forward(x.movedim(self.channel_dim, 1)).movedim(1, self.channel_dim)
+
+
+def group_norm(node: Node, layout: str) -> nn.Module:
+    a = node.attrs
+    shape = node.in_types[0].shape
+    return ChannelFirstGroupNorm(a["groups"], shape[-1], a["epsilon"],
+                                 native_axis(-1, len(shape), layout))
 
 
 def layer_norm(node: Node, layout: str) -> nn.Module:
@@ -414,6 +569,14 @@ LOWERINGS: dict[str, Lowering] = {
     "BatchNorm": Lowering(EITHER, batch_norm),
     "LayerNorm": Lowering(CHANNELS_LAST, layer_norm),
     "Embedding": Lowering(CHANNELS_LAST, embedding),
+    "ZeroPadding2D": Lowering(CHANNELS_FIRST, zero_padding2d),
+    "UpSampling2D": Lowering(EITHER, upsampling2d),
+    "GlobalMaxPool2D": Lowering(EITHER, global_max_pool2d),
+    "RMSNorm": Lowering(CHANNELS_LAST, rms_norm),
+    "GroupNorm": Lowering(EITHER, group_norm),
+    "Conv1D": Lowering(CHANNELS_LAST, conv1d),
+    "MaxPool1D": Lowering(CHANNELS_LAST, max_pool1d),
+    "AvgPool1D": Lowering(CHANNELS_LAST, avg_pool1d),
 }
 
 

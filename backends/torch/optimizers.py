@@ -10,6 +10,20 @@ its NumPy ``update`` by the conformance suite):
 * AdamW -> ``torch.optim.AdamW``: decoupled decay p *= 1 - lr * wd before the Adam step, which is
   p - lr * (m_hat / (sqrt(v_hat) + eps) + wd * p) since the Adam step does not depend on p.
   (``torch.optim.Adam(weight_decay=...)`` would be coupled L2: never used for AdamW.)
+* Adam/AdamW ``epsilon_mode="hat"``: torch's Adam computes m_hat / (sqrt(v)/sqrt(c2) + eps'),
+  c2 = 1 - b2^k, which is Keras's sqrt(c2)/c1 * m / (sqrt(v) + eps) for eps' = eps / sqrt(c2); a
+  step pre-hook writes that eps' into the param group before update number k.
+* RMSprop -> ``torch.optim.RMSprop(alpha=rho)``: the canonical form is torch's (eps outside the
+  square root, accumulators from 0, lr not folded into the momentum buffer).
+* Adagrad -> ``torch.optim.Adagrad(lr_decay=0, initial_accumulator_value=...)``: eps outside.
+* Lion: torch has none; ``Lion`` below is a ``torch.optim.Optimizer`` with the canonical rule.
+* ``decay="kernels"``: two param groups, the second (biases and norm scales, see
+  ``rosetta.optim.decays``) with weight_decay 0.
+* ``clip_value`` / ``clip_norm``: a step pre-hook clips the gradients in place before the rule
+  (values first, then g * c / ||g|| when ||g|| > c; ``torch.nn.utils.clip_grad_norm_`` would add
+  1e-6 to the norm).
+
+Optimizer state keys and their canonical slot names: ``NATIVE_SLOTS``.
 
 The schedule is evaluated on the host in float64 (``schedule(step, numpy)``) and written into
 the param groups as is (not base_lr * factor, which could round differently). A constant
@@ -25,6 +39,10 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from rosetta.errors import SpecError
 from rosetta.optim import Optimizer
+
+# torch optimizer state key -> canonical slot name (rosetta.optim ``slots``)
+NATIVE_SLOTS = (("momentum_buffer", "velocity"), ("exp_avg", "m"), ("exp_avg_sq", "v"),
+                ("square_avg", "v"), ("grad_avg", "mg"), ("sum", "accumulator"))
 from rosetta.schedules import Constant, Schedule
 
 
@@ -48,6 +66,33 @@ class ScheduleLR(LRScheduler):
         return [lr for _ in self.optimizer.param_groups]
 
 
+class Lion(torch.optim.Optimizer):
+    """c = b1 m + (1 - b1) g;  p <- p - lr * (sign(c) + wd * p);  m <- b2 m + (1 - b2) g.
+    State key ``exp_avg`` (m)."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                m = state["exp_avg"]
+                d = torch.sign(b1 * m + (1 - b1) * g)
+                if wd:
+                    d = d + wd * p
+                p.sub_(lr * d)
+                m.copy_(b2 * m + (1 - b2) * g)
+
+
 def _sgd(opt, params, lr):
     return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, dampening=0.0,
                            weight_decay=opt.weight_decay, nesterov=opt.nesterov)
@@ -63,19 +108,85 @@ def _adamw(opt, params, lr):
                              weight_decay=opt.weight_decay)
 
 
-OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw}
+def _rmsprop(opt, params, lr):
+    return torch.optim.RMSprop(params, lr=lr, alpha=opt.rho, eps=opt.epsilon, weight_decay=0.0,
+                               momentum=opt.momentum, centered=opt.centered)
 
 
-def lower_optimizer(opt: Optimizer, params: list[torch.Tensor]):
-    """(native optimizer, ScheduleLR or None for a constant lr) over ``params``, fresh state,
-    lr(0) set."""
+def _adagrad(opt, params, lr):
+    return torch.optim.Adagrad(params, lr=lr, lr_decay=0.0, weight_decay=0.0,
+                               initial_accumulator_value=opt.initial_accumulator,
+                               eps=opt.epsilon)
+
+
+def _lion(opt, params, lr):
+    return Lion(params, lr=lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
+
+
+OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop,
+              "adagrad": _adagrad, "lion": _lion}
+
+
+def _groups(opt: Optimizer, params) -> list[dict]:
+    """One param group, or with ``decay="kernels"`` a second one without weight decay."""
+    if not isinstance(params, dict):
+        return [{"params": list(params)}]
+    if getattr(opt, "decay", "all") == "all":
+        return [{"params": list(params.values())}]
+    groups = [{"params": [t for p, t in params.items() if opt.decays(p)]},
+              {"params": [t for p, t in params.items() if not opt.decays(p)],
+               "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]] or [{"params": []}]
+
+
+def _clip_hook(opt: Optimizer):
+    c_value, c_norm = opt.clip_value, opt.clip_norm
+
+    @torch.no_grad()
+    def clip(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"]
+                 if p.grad is not None]
+        if c_value is not None:
+            for g in grads:
+                g.clamp_(-c_value, c_value)
+        if c_norm is not None and grads:
+            norm = float(torch.sqrt(sum(torch.sum(g * g) for g in grads)))
+            if norm > c_norm:
+                for g in grads:
+                    g.mul_(c_norm / norm)
+
+    return clip
+
+
+def _epsilon_hat_hook(opt: Optimizer):
+    count = [0]
+
+    def set_eps(optimizer, args, kwargs):
+        count[0] += 1
+        eps = opt.epsilon / float(np.sqrt(1.0 - opt.beta2 ** count[0]))
+        for group in optimizer.param_groups:
+            group["eps"] = eps
+
+    return set_eps
+
+
+def lower_optimizer(opt: Optimizer, params):
+    """(native optimizer, ScheduleLR or None for a constant lr) over ``params`` (a list of
+    tensors, or ``{canonical path: tensor}``, needed for ``decay="kernels"``), fresh state,
+    lr(0) set, clipping and epsilon-hat hooks registered."""
     try:
         make = OPTIMIZERS[opt.kind]
     except KeyError:
         raise SpecError(f"the torch backend has no lowering for optimizer {opt.kind!r} (it "
                         f"lowers {', '.join(sorted(OPTIMIZERS))})", where="$.optimizer") from None
     # one explicit param group: torch refuses a bare empty list (a model without parameters)
-    optimizer = make(opt, [{"params": list(params)}], float(opt.learning_rate(0, np)))
+    if getattr(opt, "decay", "all") != "all" and not isinstance(params, dict):
+        raise SpecError("decay masks need the parameters by path", where="$.optimizer")
+    optimizer = make(opt, _groups(opt, params), float(opt.learning_rate(0, np)))
+    if getattr(opt, "clip_value", None) is not None or getattr(opt, "clip_norm", None) is not None:
+        optimizer.register_step_pre_hook(_clip_hook(opt))
+    if getattr(opt, "epsilon_mode", "canonical") == "hat":
+        optimizer.register_step_pre_hook(_epsilon_hat_hook(opt))
     if isinstance(opt.learning_rate, Constant):
         return optimizer, None
     return optimizer, ScheduleLR(optimizer, opt.learning_rate)

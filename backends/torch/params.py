@@ -11,6 +11,9 @@ Conv2D kernel   (kH, kW, in/groups, out)  nn.Conv2d.weight (out, in/groups, kH, 
 bias, scale     (n,)                      bias / weight (n,)
 BatchNorm       mean, var (biased)        running_mean, running_var (same rule, layers.py)
 Embedding       (vocab, dim)              nn.Embedding.weight (vocab, dim)
+Conv1D kernel   (k, in/groups, out)       nn.Conv1d.weight (out, in/groups, k)
+RMSNorm scale   (n,)                      nn.RMSNorm.weight (n,)
+GroupNorm       scale, bias (C,)          nn.GroupNorm.weight, bias (C,)
 ==============  ========================  ===================================================
 """
 
@@ -48,6 +51,11 @@ def _conv_to_canonical(w):
     return w.transpose(2, 3, 1, 0)
 
 
+def _reverse_axes(k):
+    """Conv1D (k, in/groups, out) <-> nn.Conv1d (out, in/groups, k): its own inverse."""
+    return k.transpose(2, 1, 0)
+
+
 # op -> canonical name -> (native layer class, its attribute, to native, to canonical)
 NATIVE = {
     "Dense": {"kernel": (nn.Linear, "weight", _swap_last_two, _swap_last_two),
@@ -61,6 +69,11 @@ NATIVE = {
     "LayerNorm": {"scale": (nn.LayerNorm, "weight", _same, _same),
                   "bias": (nn.LayerNorm, "bias", _same, _same)},
     "Embedding": {"embedding": (nn.Embedding, "weight", _same, _same)},
+    "Conv1D": {"kernel": (nn.Conv1d, "weight", _reverse_axes, _reverse_axes),
+               "bias": (nn.Conv1d, "bias", _same, _same)},
+    "RMSNorm": {"scale": (nn.RMSNorm, "weight", _same, _same)},
+    "GroupNorm": {"scale": (nn.GroupNorm, "weight", _same, _same),
+                  "bias": (nn.GroupNorm, "bias", _same, _same)},
 }
 
 

@@ -60,7 +60,7 @@ class DropoutRNG:
 
 
 # torch optimizer state key -> canonical slot name
-_OPTIMIZER_SLOTS = (("momentum_buffer", "velocity"), ("exp_avg", "m"), ("exp_avg_sq", "v"))
+_OPTIMIZER_SLOTS = optimizers.NATIVE_SLOTS
 
 
 def _reaches_outputs(graph) -> set[str]:
@@ -114,8 +114,8 @@ class Program(contract.Program):
     def load(self, params_: dict, state: dict) -> None:
         params.load(self._params, params_, "parameters")
         params.load(self._state, state, "state")
-        self.optimizer, self.scheduler = optimizers.lower_optimizer(self.spec.optimizer,
-                                                                    self._param_tensors)
+        self.optimizer, self.scheduler = optimizers.lower_optimizer(
+            self.spec.optimizer, {path: s.tensor for path, s in self._params.items()})
         self.step = 0
         if self._rng is not None:
             self._rng.reset()

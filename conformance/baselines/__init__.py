@@ -25,6 +25,9 @@ It returns a trainer with ``put(x, y)`` (a batch converted and placed on the dev
 channels-last as rosetta's canonical data, labels int64 class ids or float targets) and
 ``step(batch) -> float`` (one update; the loss before it, synchronised with ``.item()``,
 ``float(tensor)`` or ``float(jax array)``, the same sync as rosetta's ``train_step``).
+
+``keras_native`` (the optional ``--keras`` column) is a script run by path in its own process,
+one per Keras backend; it takes the same plain values from a ``.npz`` payload.
 """
 
 ARCHS = ("mlp", "cnn")

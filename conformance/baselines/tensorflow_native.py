@@ -50,8 +50,8 @@ class Adam(tf.Module):
 
     def apply(self, grads, params):
         self.t.assign_add(1.0)
-        c1 = 1.0 - tf.pow(tf.cast(self.b1, self.t.dtype), self.t)
-        c2 = 1.0 - tf.pow(tf.cast(self.b2, self.t.dtype), self.t)
+        c1 = 1.0 - tf.pow(tf.constant(self.b1, self.t.dtype), self.t)
+        c2 = 1.0 - tf.pow(tf.constant(self.b2, self.t.dtype), self.t)
         for g, p, m, v in zip(grads, params, self.m, self.v):
             m.assign(self.b1 * m + (1.0 - self.b1) * g)
             v.assign(self.b2 * v + (1.0 - self.b2) * tf.square(g))

@@ -10,12 +10,12 @@ from torch import nn
 
 
 class CNN(nn.Module):
-    def __init__(self, in_channels, c1, c2, hw, classes):
+    def __init__(self, in_channels, c1, c2, hw, classes, **factory):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1, **factory)
         self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.fc = nn.Linear(c2 * hw[0] * hw[1], classes)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, **factory)
+        self.fc = nn.Linear(c2 * hw[0] * hw[1], classes, **factory)
 
     def forward(self, x):  # NCHW
         x = self.pool(F.relu(self.conv1(x)))
@@ -28,10 +28,10 @@ def _copy(param, array):
         param.copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
 
-def _mlp(weights, input_shape):
+def _mlp(weights, input_shape, **factory):
     layers = [nn.Flatten()] if len(input_shape) > 1 else []
     for i, (k, _) in enumerate(weights):
-        layers.append(nn.Linear(*k.shape))
+        layers.append(nn.Linear(*k.shape, **factory))
         if i < len(weights) - 1:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
@@ -41,11 +41,11 @@ def _mlp(weights, input_shape):
     return model
 
 
-def _cnn(weights, input_shape):
+def _cnn(weights, input_shape, **factory):
     (k1, b1), (k2, b2), (kd, bd) = weights
     h, w, c = input_shape
     hw = (h // 2, w // 2)
-    model = CNN(c, k1.shape[-1], k2.shape[-1], hw, kd.shape[-1])
+    model = CNN(c, k1.shape[-1], k2.shape[-1], hw, kd.shape[-1], **factory)
     _copy(model.conv1.weight, k1.transpose(3, 2, 0, 1))
     _copy(model.conv1.bias, b1)
     _copy(model.conv2.weight, k2.transpose(3, 2, 0, 1))
@@ -65,8 +65,9 @@ class Trainer:
         self.arch = arch
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        model = _mlp(weights, input_shape) if arch == "mlp" else _cnn(weights, input_shape)
-        self.model = model.to(self.device, self.dtype)
+        factory = {"dtype": self.dtype, "device": self.device}
+        self.model = (_mlp(weights, input_shape, **factory) if arch == "mlp" else
+                      _cnn(weights, input_shape, **factory))
         self.run = torch.compile(self.model) if mode == "compile" else self.model
         self.loss_fn = nn.CrossEntropyLoss() if loss == "softmax_cross_entropy" else nn.MSELoss()
         self.int_labels = loss == "softmax_cross_entropy"

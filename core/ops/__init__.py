@@ -1,6 +1,7 @@
 """The op registry. Importing this package declares every op."""
 
 from rosetta.ops import activation, conv, dense, norm, pool, shape  # noqa: F401  (registers)
+from rosetta.ops import conv1d, normalize, spatial  # noqa: F401  (registers)
 from rosetta.ops.registry import (REGISTRY, Attr, OpDef, ParamDef, RefContext, TensorType,
                                   get_op, register)
 

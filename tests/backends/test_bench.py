@@ -212,3 +212,13 @@ def test_cli_train_mode(backend):
     assert json.loads(r.stdout.strip().splitlines()[-1])["mode"] == mode
     r = run_cli("train", "linear", "--backend", backend, "--mode", "turbo", "--steps", "3")
     assert r.returncode == 2 and "turbo" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_column(backend):
+    """Keras 3 on the backend, in its own process: a step time or a stated reason."""
+    row = bench.run_keras(models.get("mlp"), backend, batch_size=16, steps=3, warmup=1)
+    if "keras_error" in row:
+        assert row["keras_error"]
+    else:
+        assert row["keras_step_ms"] > 0 and row["keras_compile_seconds"] > 0

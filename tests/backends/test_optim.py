@@ -7,6 +7,8 @@ the update rule from the gradient computation (tested in test_ops.py).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,38 @@ OPTIMIZERS = {
                                                 beta1=0.8, beta2=0.95, epsilon=1e-3),
     "adam_constant": lambda: rs.optim.Adam(0.01),
     "adamw_step": lambda: rs.optim.AdamW(S.Step(0.05, 3, 0.3), weight_decay=0.1, epsilon=1e-6),
+    "adam_hat_warmup": lambda: rs.optim.Adam(S.WarmupCosine(0.05, 2, 6, init=0.01), beta1=0.8,
+                                             beta2=0.95, epsilon=1e-2, epsilon_mode="hat"),
+    "adamw_hat_step": lambda: rs.optim.AdamW(S.Step(0.05, 3, 0.3), weight_decay=0.1,
+                                             epsilon=1e-3, epsilon_mode="hat"),
+    "rmsprop_plain_cosine": lambda: rs.optim.RMSprop(S.Cosine(0.02, 5, final=0.002), rho=0.9,
+                                                     epsilon=1e-3),
+    "rmsprop_centered_momentum_step": lambda: rs.optim.RMSprop(S.Step(0.01, 2, 0.5), rho=0.8,
+                                                               momentum=0.7, centered=True,
+                                                               epsilon=1e-4),
+    "rmsprop_momentum_constant": lambda: rs.optim.RMSprop(0.01, momentum=0.9),
+    "adagrad_initial_exponential": lambda: rs.optim.Adagrad(S.Exponential(0.1, 2, 0.5),
+                                                            initial_accumulator=0.1,
+                                                            epsilon=1e-3),
+    "adagrad_zero_constant": lambda: rs.optim.Adagrad(0.05),
+    "lion_wd_cosine": lambda: rs.optim.Lion(S.Cosine(0.01, 5, final=0.001), beta1=0.8,
+                                            beta2=0.95, weight_decay=0.5),
+    "lion_constant": lambda: rs.optim.Lion(0.003),
+    # gradient norms of these steps are 0.46 to 0.70, entries up to 0.24: both clips act
+    "sgd_momentum_clip_norm": lambda: rs.optim.SGD(S.Step(0.1, 2, 0.5), momentum=0.9,
+                                                   clip_norm=0.3),
+    "adam_clip_value_and_norm": lambda: rs.optim.Adam(0.01, clip_value=0.08, clip_norm=0.25),
+    "rmsprop_centered_clip_value": lambda: rs.optim.RMSprop(0.01, rho=0.9, centered=True,
+                                                            epsilon=1e-4, clip_value=0.05),
+    "adagrad_clip_norm_inactive": lambda: rs.optim.Adagrad(0.05, 0.1, clip_norm=10.0),
+    "sgd_wd_kernels": lambda: rs.optim.SGD(S.Cosine(0.1, 4), momentum=0.5, weight_decay=0.3,
+                                           decay="kernels"),
+    "adamw_kernels_hat_clip": lambda: rs.optim.AdamW(S.Step(0.05, 3, 0.3), weight_decay=0.2,
+                                                     epsilon=1e-3, epsilon_mode="hat",
+                                                     decay="kernels", clip_norm=0.3),
+    "adamw_kernels": lambda: rs.optim.AdamW(0.02, weight_decay=0.5, decay="kernels"),
+    "lion_kernels_clip": lambda: rs.optim.Lion(0.01, weight_decay=0.5, decay="kernels",
+                                               clip_norm=0.2),
 }
 STEPS = 6
 
@@ -65,3 +99,64 @@ def test_schedule_lr_is_applied_from_step_zero(backend):
         lr = sched(t)
         for k in p0:
             np.testing.assert_allclose(p0[k] - p1[k], lr * g[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+def test_optimizer_json_round_trip(opt):
+    o = OPTIMIZERS[opt]()
+    assert rs.optim.from_json(o.to_json()) == o
+    assert rs.optim.from_json(json.loads(json.dumps(o.to_json()))).to_json() == o.to_json()
+
+
+@pytest.mark.parametrize("bad,words", [
+    (lambda: rs.optim.Adam(epsilon_mode="keras"), "epsilon_mode"),
+    (lambda: rs.optim.AdamW(epsilon_mode=None), "epsilon_mode"),
+    (lambda: rs.optim.RMSprop(rho=1.0), "rho"),
+    (lambda: rs.optim.RMSprop(centered=1), "centered"),
+    (lambda: rs.optim.RMSprop(momentum=-0.1), "momentum"),
+    (lambda: rs.optim.Adagrad(initial_accumulator=-1.0), "initial_accumulator"),
+    (lambda: rs.optim.Adagrad(initial_accumulator=0.0, epsilon=0.0), "epsilon > 0"),
+    (lambda: rs.optim.Lion(beta2=1.0), "beta2"),
+    (lambda: rs.optim.Lion(weight_decay=-1.0), "weight_decay"),
+    (lambda: rs.optim.SGD(0.1, clip_norm=0.0), "clip_norm"),
+    (lambda: rs.optim.Adam(clip_value=-1.0), "clip_value"),
+    (lambda: rs.optim.Adam(clip_value="1"), "clip_value"),
+    (lambda: rs.optim.AdamW(decay="biases"), "decay"),
+    (lambda: rs.optim.from_json({"name": "adam", "decay": "kernels"}), "decay"),  # no decay
+    (lambda: rs.optim.from_json({"name": "lion", "bogus": 1}), "bogus"),
+])
+def test_optimizer_spec_errors(bad, words):
+    with pytest.raises(rs.SpecError, match=words):
+        bad()
+
+
+def test_clip_and_decay_reference_rules():
+    g = {"a/kernel": np.array([3.0, 0.0]), "a/bias": np.array([4.0])}
+    c = rs.optim.clip_gradients(g, clip_norm=1.0)  # ||g|| = 5: scaled by 1/5, no epsilon
+    assert c["a/kernel"][0] == 3.0 / 5.0 and c["a/bias"][0] == 4.0 / 5.0
+    assert rs.optim.clip_gradients(g, clip_norm=5.0)["a/bias"][0] == 4.0
+    zero = {"w": np.zeros(3)}
+    assert (rs.optim.clip_gradients(zero, clip_norm=1.0)["w"] == 0).all()
+    v = rs.optim.clip_gradients(g, clip_value=2.0, clip_norm=np.sqrt(8.0))  # values first
+    np.testing.assert_allclose(v["a/kernel"], [2.0, 0.0], rtol=1e-15)
+    assert [rs.optim.decays(p, "kernels") for p in
+            ("d/kernel", "d/bias", "bn/scale", "lstm/recurrent_kernel", "lstm/recurrent_bias",
+             "emb/embeddings", "rms/scale")] == [True, False, False, True, False, True, False]
+    assert rs.optim.decays("d/bias", "all")
+
+
+def test_epsilon_hat_and_rmsprop_adagrad_lion_by_hand():
+    p, g = {"w": np.array([2.0])}, {"w": np.array([0.3])}
+    hat = rs.optim.Adam(0.1, beta1=0.9, beta2=0.999, epsilon=0.5, epsilon_mode="hat")
+    q, _ = hat.update(p, g, hat.init_state(p), 0)  # sqrt(0.001)/0.1 * 0.03/(sqrt(0.001*0.09)+eps)
+    assert q["w"][0] == pytest.approx(
+        2.0 - 0.1 * np.sqrt(0.001) / 0.1 * 0.03 / (np.sqrt(0.001 * 0.09) + 0.5), rel=1e-14)
+    rms = rs.optim.RMSprop(0.1, rho=0.9, epsilon=0.01)
+    q, st = rms.update(p, g, rms.init_state(p), 0)  # v = 0.1 * 0.09
+    assert q["w"][0] == pytest.approx(2.0 - 0.1 * 0.3 / (np.sqrt(0.009) + 0.01), rel=1e-14)
+    ada = rs.optim.Adagrad(0.1, initial_accumulator=0.16, epsilon=0.01)
+    q, st = ada.update(p, g, ada.init_state(p), 0)  # a = 0.25
+    assert q["w"][0] == pytest.approx(2.0 - 0.1 * 0.3 / 0.51, rel=1e-14)
+    lion = rs.optim.Lion(0.1, weight_decay=0.5)
+    q, st = lion.update(p, {"w": np.array([-0.3])}, lion.init_state(p), 0)
+    assert q["w"][0] == pytest.approx(2.0 - 0.1 * (-1.0 + 1.0)) and st["w"][0] == pytest.approx(-0.003)
