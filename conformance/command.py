@@ -55,7 +55,7 @@ def run_command(args, load_spec) -> int:
             rows, trajs = run(spec, backends, dtype=dtype, device=args.device, steps=args.steps,
                               dropout=args.dropout, progress=log)
             results += rows
-            trajs_by_model.setdefault(f"{spec.name} ({dtype})", []).extend(trajs)
+            trajs_by_model.setdefault((spec.name, dtype), []).extend(trajs)
             if args.save:
                 for t in trajs:
                     m = t.meta
@@ -77,7 +77,8 @@ def _compare_files(args) -> int:
     tier = DEVICE if same_backend and a.meta["device"] != b.meta["device"] else \
         tier_for(a.meta["dtype"])
     r = compare_trajectories(a, b, tier)
-    _emit(args, [r], {a.meta["model"]: [a, b]}, {"compared": list(map(str, args.compare))})
+    _emit(args, [r], {(a.meta["model"], a.meta["dtype"]): [a, b]},
+          {"compared": list(map(str, args.compare))})
     return 0 if r.passed else 1
 
 

@@ -95,37 +95,40 @@ def write(path, results, extra=None) -> Path:
     return path
 
 
-def plot(path, trajectories_by_model: dict, results) -> Path:
-    """Per model: loss curves per backend (top) and the per-step worst relative gap (bottom)."""
+def plot(path, trajectories: dict, results) -> Path:
+    """One row per (model, dtype): loss per step for each backend (distinct line styles, since
+    agreeing curves lie on top of each other) and the worst relative gap per step for each pair,
+    with the tier's bound dashed. ``trajectories`` maps (model, dtype) to trajectories."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(trajectories_by_model)
-    fig, axes = plt.subplots(2, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 6.5),
-                             squeeze=False)
-    for j, model in enumerate(models):
-        ax = axes[0][j]
-        for t in trajectories_by_model[model]:
-            ax.plot(t.loss, label=t.label)
-        ax.set_title(f"{model}: loss per step")
+    keys = list(trajectories)
+    rows = max(1, len(keys))
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 3.0 * rows), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for i, (model, dtype) in enumerate(keys):
+        ax = axes[i][0]
+        for j, t in enumerate(trajectories[(model, dtype)]):
+            ax.plot(t.loss, styles[j % len(styles)], label=t.label, linewidth=1.6)
+        ax.set_title(f"{model} ({dtype}): loss per step")
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=7)
-        ax = axes[1][j]
+        ax = axes[i][1]
         for r in results:
             d = r.to_json() if hasattr(r, "to_json") else r
-            if d["model"] == model and d["drift"]:
+            if d["model"] == model and d["dtype"] == dtype and d.get("drift"):
                 gaps = np.maximum(np.array(d["drift"], dtype=float), 1e-18)
-                ax.semilogy(gaps, label=f"{d['backend_a']} vs {d['backend_b']}")
+                ax.semilogy(gaps, marker=".", label=f"{d['backend_a']} vs {d['backend_b']}")
                 ax.axhline(d["tolerance"], color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(f"{model}: worst relative gap per step")
+        ax.set_title(f"{model} ({dtype}): worst relative gap per step (bound dashed)")
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

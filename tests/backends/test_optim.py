@@ -182,6 +182,7 @@ def test_epsilon_hat_and_rmsprop_adagrad_lion_by_hand():
     ada = rs.optim.Adagrad(0.1, initial_accumulator=0.16, epsilon=0.01)
     q, st = ada.update(p, g, ada.init_state(p), 0)  # a = 0.25
     assert q["w"][0] == pytest.approx(2.0 - 0.1 * 0.3 / 0.51, rel=1e-14)
-    lion = rs.optim.Lion(0.1, weight_decay=0.5)
+    lion = rs.optim.Lion(0.1, weight_decay=0.25)  # sign(c) = -1, decay 0.25 * 2
     q, st = lion.update(p, {"w": np.array([-0.3])}, lion.init_state(p), 0)
-    assert q["w"][0] == pytest.approx(2.0 - 0.1 * (-1.0 + 1.0)) and st["w"][0] == pytest.approx(-0.003)
+    assert q["w"][0] == pytest.approx(2.0 - 0.1 * (-1.0 + 0.5), rel=1e-15)
+    assert st["w"][0] == pytest.approx(0.01 * -0.3, rel=1e-15)
