@@ -6,9 +6,10 @@
 from rosetta.errors import BackendUnavailable, CheckpointError, DataError, RosettaError, SpecError
 from rosetta.graph import Graph, Input, Model, Node, Sequential, Tensor
 from rosetta.layers import (
-    Activation, Add, AvgPool2D, BatchNorm, Concatenate, Conv2D, Dense, Dropout, Embedding,
-    Flatten, GELU, GlobalAvgPool2D, LayerNorm, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid,
-    SiLU, Softmax, Tanh,
+    Activation, Add, AvgPool1D, AvgPool2D, BatchNorm, Concatenate, Conv1D, Conv2D, Dense,
+    Dropout, Embedding, Flatten, GELU, GlobalAvgPool2D, GlobalMaxPool2D, GroupNorm, LayerNorm,
+    LeakyReLU, MaxPool1D, MaxPool2D, RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, Tanh,
+    UpSampling2D, ZeroPadding2D,
 )
 from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
@@ -20,9 +21,11 @@ __version__ = "0.1.0"
 __all__ = [
     "RosettaError", "SpecError", "BackendUnavailable", "DataError", "CheckpointError",
     "Graph", "Input", "Model", "Node", "Sequential", "Tensor",
-    "Activation", "Add", "AvgPool2D", "BatchNorm", "Concatenate", "Conv2D", "Dense", "Dropout",
-    "Embedding", "Flatten", "GELU", "GlobalAvgPool2D", "LayerNorm", "LeakyReLU", "MaxPool2D",
-    "ReLU", "Reshape", "Sigmoid", "SiLU", "Softmax", "Tanh",
+    "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm", "Concatenate", "Conv1D",
+    "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GlobalAvgPool2D",
+    "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D",
+    "RMSNorm", "ReLU", "Reshape", "SiLU", "Sigmoid", "Softmax", "Tanh", "UpSampling2D",
+    "ZeroPadding2D",
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
     "available_backends", "get_backend",
 ]
