@@ -18,7 +18,7 @@ from rosetta.backend_registry import get_backend
 from rosetta.conformance.compare import Worst, compare_arrays, group_of, group_scales
 from rosetta.conformance.tiers import Tier
 from rosetta.conformance.trajectory import Trajectory
-from rosetta.graph import Graph
+from rosetta.graph import Graph, Node
 from rosetta.losses import MeanSquaredError
 from rosetta.optim import SGD
 from rosetta.spec import TrainSpec
@@ -71,15 +71,7 @@ def first_divergence(a: Trajectory, b: Trajectory, tier: Tier) -> Divergence | N
 
 def subgraph(graph: Graph, target: str) -> Graph:
     """The graph cut at node ``target``: the nodes it depends on, with ``target`` as output."""
-    by_name = {n.name: n for n in graph.nodes}
-    keep, todo = set(), [target]
-    while todo:
-        name = todo.pop()
-        if name in keep or name not in by_name:
-            continue
-        keep.add(name)
-        todo.extend(by_name[name].inputs)
-    from rosetta.graph import Node
+    keep = graph.ancestors([target])
     nodes = [Node(n.name, n.op, dict(n.attrs), tuple(n.inputs)) for n in graph.nodes
              if n.name in keep]
     used = {s for n in nodes for s in n.inputs}

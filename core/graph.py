@@ -151,6 +151,18 @@ class Graph:
                                 f"index limit", where=where, op=n.op)
         types[n.name] = n.out_type
 
+    def ancestors(self, names) -> set[str]:
+        """The nodes ``names`` depend on, themselves included (model inputs excluded)."""
+        by_name = {n.name: n for n in self.nodes}
+        seen, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in by_name:
+                continue
+            seen.add(name)
+            todo.extend(by_name[name].inputs)
+        return seen
+
     # --- parameters ---------------------------------------------------------------------------
     def param_defs(self) -> dict[str, ParamDef]:
         """Trainable parameters by stable path ``node/param``, in graph order."""

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 from rosetta.backend_registry import get_backend
-from rosetta.conformance.oracle import (finite_differences, reference_loss,  # noqa: F401
-                                        sample_inputs, sample_targets)
+from rosetta.conformance.oracle import sample_inputs, sample_targets
 
 import rosetta as rs
 

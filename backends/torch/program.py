@@ -63,19 +63,6 @@ class DropoutRNG:
 _OPTIMIZER_SLOTS = optimizers.NATIVE_SLOTS
 
 
-def _reaches_outputs(graph) -> set[str]:
-    """Names of the nodes an output depends on."""
-    by_name = {n.name: n for n in graph.nodes}
-    seen, todo = set(), list(graph.outputs)
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in by_name:
-            continue
-        seen.add(name)
-        todo.extend(by_name[name].inputs)
-    return seen
-
-
 class Program(contract.Program):
     """A TrainSpec lowered to a ``GraphModule`` (``model``), a ``torch.optim`` optimizer
     (``optimizer``) with its ``ScheduleLR`` (``scheduler``) and a loss module (``loss_fn``)."""
@@ -94,7 +81,7 @@ class Program(contract.Program):
         self.model = build_model(self.graph, self.torch_device, self.torch_dtype)
         self._params, self._state = params.slots(self.graph, self.model)
         self._param_tensors = [s.tensor for s in self._params.values()]
-        reached = _reaches_outputs(self.graph)
+        reached = self.graph.ancestors(self.graph.outputs)
         # parameters no output depends on get grad None from autograd; torch's optimizers would
         # skip them, while the canonical update still decays them: give them zero gradients
         self._unreached = [s.tensor for p, s in self._params.items()

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from rosetta.ops.registry import Attr, OpDef, RefContext, TensorType, register
+from rosetta.ops.registry import Attr, OpDef, register
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.registry import (Attr, OpDef, ParamDef, TensorType, non_negative, register,
-                                  unit_interval)
+from rosetta.ops.registry import Attr, OpDef, ParamDef, register, unit_interval
+
+
+def scale_and_bias(channels: int) -> dict:
+    """The per-channel affine parameters of a normalization: scale (ones) and bias (zeros)."""
+    return {"scale": ParamDef((channels,), Initializer("ones")),
+            "bias": ParamDef((channels,), Initializer("zeros"))}
 
 
 def _eps_attr(default):
@@ -39,9 +44,7 @@ class BatchNorm(OpDef):
         return x
 
     def params(self, a, inputs):
-        c = inputs[0].shape[-1]
-        return {"scale": ParamDef((c,), Initializer("ones")),
-                "bias": ParamDef((c,), Initializer("zeros"))}
+        return scale_and_bias(inputs[0].shape[-1])
 
     def state(self, a, inputs):
         c = inputs[0].shape[-1]
@@ -81,9 +84,7 @@ class LayerNorm(OpDef):
         return x
 
     def params(self, a, inputs):
-        c = inputs[0].shape[-1]
-        return {"scale": ParamDef((c,), Initializer("ones")),
-                "bias": ParamDef((c,), Initializer("zeros"))}
+        return scale_and_bias(inputs[0].shape[-1])
 
     def reference(self, a, p, xs, ctx):
         x = xs[0]

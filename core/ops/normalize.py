@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.registry import Attr, OpDef, ParamDef, TensorType, positive, register
+from rosetta.ops.norm import scale_and_bias
+from rosetta.ops.registry import Attr, OpDef, ParamDef, positive, register
 
 
 def _eps_attr(default):
@@ -61,9 +62,7 @@ class GroupNorm(OpDef):
         return x
 
     def params(self, a, inputs):
-        c = inputs[0].shape[-1]
-        return {"scale": ParamDef((c,), Initializer("ones")),
-                "bias": ParamDef((c,), Initializer("zeros"))}
+        return scale_and_bias(inputs[0].shape[-1])
 
     def reference(self, a, p, xs, ctx):
         x = xs[0]

@@ -57,7 +57,6 @@ def test_batchnorm_eval_uses_loaded_running_stats(backend):
 def test_batchnorm_running_stats_follow_canonical_rule(backend):
     """momentum weights the old value, and the stored variance is the biased batch variance."""
     spec, prog, x, y = _setup("batchnorm_dense", backend)
-    params = spec.model.init_params(0)
     state = spec.model.init_state()
     expected = dict(state)
     for _ in range(3):

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-import rosetta as rs
 from rosetta import models
 from rosetta.cli import main
 from rosetta.conformance.pytest_plugin import ConformanceError, assert_conformant
