@@ -137,7 +137,7 @@ def plot(path, rows) -> Path:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["model"], r["batch_size"]), []).append(r)
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.8 * max(1, len(groups)), 4.2),
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(4.8 * max(1, len(groups)), 4.8),
                              squeeze=False)
     for ax, ((model, batch), rs) in zip(axes[0], groups.items()):
         labels = [f"{r['backend']}\n{r['mode']}" for r in rs]
@@ -161,7 +161,8 @@ def plot(path, rows) -> Path:
         ax.set_yscale("log")
         ax.set_ylabel("train step, ms (median, IQR bars; log scale)")
         ax.set_title(f"{model}, batch {batch}")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                  frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

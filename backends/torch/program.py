@@ -93,6 +93,12 @@ class Program(contract.Program):
         has_dropout = any(n.op == "Dropout" and n.attrs["rate"] > 0 for n in self.graph.nodes)
         self._rng = DropoutRNG(self.torch_device, spec.seed) if has_dropout else None
         self.mode = mode
+        # dynamic=False: every GraphModule shares one ``forward`` code object, and dynamo keys its
+        # caches (and automatic dynamic shapes) on the code object, so with the default a second
+        # model in the process would be recompiled with dynamic shapes (inductor then failed on
+        # the zoo CNN: "cannot determine truth value of Relational"). The price: dynamo patches
+        # its config around every call, measured at 1-8 % of the zoo MLP's forward + backward on
+        # a CPU (rosetta bench: compile-mode ratio 1.01-1.08 against torch.compile(model)).
         self._run = torch.compile(self.model, dynamic=False) if mode == "compile" else self.model
         self.optimizer = self.scheduler = None
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
