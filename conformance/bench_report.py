@@ -1,5 +1,5 @@
-"""``rosetta bench`` reports: a terminal table, JSON (``results`` + environment), Markdown and a PNG
-bar chart of step times with the arithmetic floor marked."""
+"""``rosetta bench`` reports: a terminal table, JSON (``results`` + environment), Markdown and a
+PNG bar chart of step times with the arithmetic floor marked."""
 
 from __future__ import annotations
 
