@@ -659,6 +659,8 @@ def run_command(args, load_spec) -> int:
         if path and not str(path).lower().endswith(suffixes):
             raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
                             where=flag)
+    names = args.specs or list(_zoo_names())
+    specs = [load_bench_spec(n, load_spec) for n in names]  # bad input fails before any import
     if args.threads:
         pin_threads(args.threads)
     backends = args.backends or available_backends()
@@ -667,8 +669,6 @@ def run_command(args, load_spec) -> int:
     if args.threads:
         _apply_thread_pin(args.threads, backends)
     pairs = plan_modes(backends, args.modes)
-    names = args.specs or list(_zoo_names())
-    specs = [load_bench_spec(n, load_spec) for n in names]
     device = normalize_device(args.device)
     log(f"measuring the float32 matmul peak on {device} ...")
     peak = matmul_peak(device, threads=args.threads)
