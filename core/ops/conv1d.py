@@ -13,6 +13,7 @@ from rosetta.initializers import Initializer
 from rosetta.ops.activation import fused_attr
 from rosetta.ops.conv import resolve_padding
 from rosetta.ops.registry import REGISTRY, Attr, OpDef, ParamDef, TensorType, positive, register
+from rosetta.ops.pool import resolve_window_strides
 
 
 def _pair_as_list(given: dict) -> dict:
@@ -113,13 +114,7 @@ class _Pool1D(OpDef):
     ref2d = ""
 
     def resolve_attrs(self, given, where):
-        a = _pair_as_list(given)
-        if a.get("strides") is None:
-            a.pop("strides", None)
-            a = super().resolve_attrs(a, where)
-            a["strides"] = a["kernel_size"]
-            return a
-        return super().resolve_attrs(a, where)
+        return resolve_window_strides(super().resolve_attrs, _pair_as_list(given), where)
 
     def infer(self, a, inputs, where):
         x = inputs[0]

@@ -17,17 +17,23 @@ def _window_attrs():
     }
 
 
+def resolve_window_strides(resolve, given: dict, where: str) -> dict:
+    """Resolve a pooling op's attributes with ``resolve``; unset strides default to the window
+    (flax defaults to 1: the backends always lower strides explicitly)."""
+    a = dict(given)
+    if a.get("strides") is None:
+        a.pop("strides", None)
+        a = resolve(a, where)
+        a["strides"] = a["kernel_size"]
+        return a
+    return resolve(a, where)
+
+
 class _Pool2D(OpDef):
     attrs = _window_attrs()
 
     def resolve_attrs(self, given, where):
-        a = dict(given)
-        if a.get("strides") is None:
-            a.pop("strides", None)
-            a = super().resolve_attrs(a, where)
-            a["strides"] = a["kernel_size"]
-            return a
-        return super().resolve_attrs(a, where)
+        return resolve_window_strides(super().resolve_attrs, given, where)
 
     def infer(self, a, inputs, where):
         x = inputs[0]
