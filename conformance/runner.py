@@ -19,17 +19,24 @@ from rosetta.spec import TrainSpec
 from rosetta.train import check_data, prepare_labels
 
 
+def mask_shape(node):
+    """The per-example keep-mask shape a node draws in training (``OpDef.dropout_mask_shape``:
+    Dropout, attention weights), or None."""
+    return node.opdef.dropout_mask_shape(node.attrs, node.in_types, node.out_type)
+
+
 def dropout_nodes(graph: Graph) -> list:
-    return [n for n in graph.nodes if n.op == "Dropout" and n.attrs["rate"] > 0]
+    return [n for n in graph.nodes if mask_shape(n) is not None]
 
 
 def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:
-    """Keep-masks (1 keep, 0 drop) per Dropout node, from a neutral RNG on (seed, step, node)."""
+    """Keep-masks (1 keep, 0 drop) per node with dropout, from a neutral RNG on
+    (seed, step, node); the drop probability is the node's ``rate`` (or ``dropout``) attribute."""
     masks = {}
     for n in dropout_nodes(graph):
         rng = rng_for(seed, f"dropout/{step}/{n.name}")
-        masks[n.name] = (rng.random((batch, *n.out_type.shape)) >= n.attrs["rate"]).astype(
-            np.float64)
+        rate = n.attrs["rate"] if "rate" in n.attrs else n.attrs["dropout"]
+        masks[n.name] = (rng.random((batch, *mask_shape(n))) >= rate).astype(np.float64)
     return masks
 
 
@@ -38,6 +45,8 @@ def without_dropout(spec: TrainSpec) -> TrainSpec:
     for node in d["model"]["nodes"]:
         if node["op"] == "Dropout":
             node["attrs"]["rate"] = 0.0
+        elif "dropout" in node["attrs"]:  # dropout on attention weights
+            node["attrs"]["dropout"] = 0.0
     return TrainSpec.from_json(d)
 
 

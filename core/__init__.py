@@ -9,7 +9,8 @@ from rosetta.layers import (
     Activation, Add, AvgPool1D, AvgPool2D, BatchNorm, Concatenate, Conv1D, Conv2D, Dense,
     Dropout, Embedding, Flatten, GELU, GlobalAvgPool2D, GlobalMaxPool2D, GroupNorm, LayerNorm,
     LeakyReLU, MaxPool1D, MaxPool2D, RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, Tanh,
-    UpSampling2D, ZeroPadding2D,
+    UpSampling2D, ZeroPadding2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, LSTM, GRU,
+    SimpleRNN, MultiHeadAttention, PositionEmbedding,
 )
 from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
@@ -25,7 +26,8 @@ __all__ = [
     "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GlobalAvgPool2D",
     "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D",
     "RMSNorm", "ReLU", "Reshape", "SiLU", "Sigmoid", "Softmax", "Tanh", "UpSampling2D",
-    "ZeroPadding2D",
+    "ZeroPadding2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "LSTM", "GRU",
+    "SimpleRNN", "MultiHeadAttention", "PositionEmbedding",
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
     "available_backends", "get_backend",
 ]

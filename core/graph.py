@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rosetta.errors import SpecError
+from rosetta.errors import DataError, SpecError
 from rosetta.ops import REGISTRY, ParamDef, RefContext, TensorType, get_op
 
 FORMAT = "rosetta/1"
@@ -135,7 +135,13 @@ class Graph:
         if isinstance(arity, tuple) and k < arity[0]:
             raise SpecError(f"expected at least {arity[0]} inputs, found {k}", where=where, op=n.op)
         n.in_types = [types[s] for s in n.inputs]
-        for s, t in zip(n.inputs, n.in_types):
+        for i, (s, t) in enumerate(zip(n.inputs, n.in_types)):
+            if i == opdef.lengths_input:
+                if t.kind != "int" or t.shape != ():
+                    raise SpecError(f"input {i} holds sequence lengths: an int tensor of shape () "
+                                    f"per example, found {t.kind} tensor {s!r} of shape "
+                                    f"{t.shape}", where=where, op=n.op)
+                continue
             if opdef.input_kind != "any" and t.kind != opdef.input_kind:
                 raise SpecError(f"expected a {opdef.input_kind} input, found {t.kind} "
                                 f"tensor {s!r}", where=where, op=n.op)
@@ -212,22 +218,44 @@ class Graph:
         outs = [values[o] for o in self.outputs]
         return outs[0] if len(outs) == 1 else outs
 
+    def lengths_inputs(self) -> dict[str, int]:
+        """{input name: T} for each model input some op reads as sequence lengths (the op's
+        ``lengths_input``): valid lengths are 1..T, T the shortest sequence they measure."""
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            k = n.opdef.lengths_input
+            if k is not None and k < len(n.inputs):
+                t = n.in_types[0].shape[0]
+                out[n.inputs[k]] = min(out.get(n.inputs[k], t), t)
+        return out
+
     def as_input_dict(self, inputs) -> dict:
-        """Accept one array (single-input models), a list in input order, or a dict by name."""
+        """Accept one array (single-input models), a list in input order, or a dict by name.
+        Sequence lengths are checked here, once for every backend (``lengths_inputs``)."""
         names = [i.name for i in self.inputs]
         if isinstance(inputs, dict):
             missing = set(names) - set(inputs)
             if missing:
                 raise SpecError(f"missing input(s) {sorted(missing)}", where=self.name)
-            return {k: inputs[k] for k in names}
-        if isinstance(inputs, (list, tuple)):
+            out = {k: inputs[k] for k in names}
+        elif isinstance(inputs, (list, tuple)):
             if len(inputs) != len(names):
                 raise SpecError(f"expected {len(names)} inputs, found {len(inputs)}",
                                 where=self.name)
-            return dict(zip(names, inputs))
-        if len(names) != 1:
+            out = dict(zip(names, inputs))
+        elif len(names) != 1:
             raise SpecError(f"this model has inputs {names}: pass a dict", where=self.name)
-        return {names[0]: inputs}
+        else:
+            out = {names[0]: inputs}
+        for name, t in self.lengths_inputs().items():
+            a = np.asarray(out[name])
+            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+                raise DataError(f"input {name!r} holds sequence lengths: one integer per example, "
+                                f"found dtype {a.dtype} and shape {a.shape}")
+            if a.size and (a.min() < 1 or a.max() > t):
+                raise DataError(f"input {name!r}: sequence lengths must be in [1, {t}], found "
+                                f"values from {a.min()} to {a.max()}")
+        return out
 
     # --- JSON ---------------------------------------------------------------------------------
     def to_json(self) -> dict:

@@ -36,6 +36,14 @@ _POSITIONAL = {
     "Conv1D": ("filters", "kernel_size"),
     "MaxPool1D": ("kernel_size",),
     "AvgPool1D": ("kernel_size",),
+    "DepthwiseConv2D": ("kernel_size",),
+    "SeparableConv2D": ("filters", "kernel_size"),
+    "Conv2DTranspose": ("filters", "kernel_size"),
+    "LSTM": ("units",),
+    "GRU": ("units",),
+    "SimpleRNN": ("units",),
+    "MultiHeadAttention": ("heads", "head_dim"),
+    "PositionEmbedding": ("max_length",),
 }
 
 Dense = _layer("Dense")
@@ -60,6 +68,14 @@ GroupNorm = _layer("GroupNorm")
 Conv1D = _layer("Conv1D")
 MaxPool1D = _layer("MaxPool1D")
 AvgPool1D = _layer("AvgPool1D")
+DepthwiseConv2D = _layer("DepthwiseConv2D")
+SeparableConv2D = _layer("SeparableConv2D")
+Conv2DTranspose = _layer("Conv2DTranspose")
+LSTM = _layer("LSTM")
+GRU = _layer("GRU")
+SimpleRNN = _layer("SimpleRNN")
+MultiHeadAttention = _layer("MultiHeadAttention")
+PositionEmbedding = _layer("PositionEmbedding")
 
 
 def ReLU(name=None):

@@ -165,5 +165,13 @@ CASES = [
     ("image_concat_add", _image_concat),
 ]
 
+# the families added by issue 3, each in its own module (same shape: a CASES list)
+from cases_attention import CASES as _ATTENTION  # noqa: E402
+from cases_conv import CASES as _CONV  # noqa: E402
+from cases_losses import CASES as _LOSSES  # noqa: E402
+from cases_recurrent import CASES as _RECURRENT  # noqa: E402
+
+CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT
+
 IDS = [c[0] for c in CASES]
 BUILD = dict(CASES)

@@ -254,3 +254,12 @@ LOWERINGS = {
     "MaxPool1D": max_pool1d,
     "AvgPool1D": avg_pool1d,
 }
+
+# The op families kept in their own modules (same file names in every backend) join the table here;
+# they may import from this module, whose names above are defined by now.
+from rosetta.backends.jax import attention as _attention  # noqa: E402
+from rosetta.backends.jax import conv_variants as _conv_variants  # noqa: E402
+from rosetta.backends.jax import recurrent as _recurrent  # noqa: E402
+
+for _family in (_attention, _conv_variants, _recurrent):
+    LOWERINGS.update(_family.LOWERINGS)

@@ -491,3 +491,12 @@ LOWERINGS = {cls.__name__: cls for cls in (
     Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Reshape, Add, Concatenate,
     Activation, Dropout, BatchNorm, LayerNorm, Embedding, ZeroPadding2D, UpSampling2D,
     GlobalMaxPool2D, RMSNorm, GroupNorm, Conv1D, MaxPool1D, AvgPool1D)}
+
+# The op families kept in their own modules (same file names in every backend) join the table here;
+# they may import from this module, whose names above are defined by now.
+from rosetta.backends.tensorflow import attention as _attention  # noqa: E402
+from rosetta.backends.tensorflow import conv_variants as _conv_variants  # noqa: E402
+from rosetta.backends.tensorflow import recurrent as _recurrent  # noqa: E402
+
+for _family in (_attention, _conv_variants, _recurrent):
+    LOWERINGS.update(_family.LOWERINGS)

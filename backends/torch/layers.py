@@ -580,6 +580,16 @@ LOWERINGS: dict[str, Lowering] = {
 }
 
 
+# The op families kept in their own modules (same file names in every backend) join the table here;
+# they may import from this module, whose names above are defined by now.
+from rosetta.backends.torch import attention as _attention  # noqa: E402
+from rosetta.backends.torch import conv_variants as _conv_variants  # noqa: E402
+from rosetta.backends.torch import recurrent as _recurrent  # noqa: E402
+
+for _family in (_attention, _conv_variants, _recurrent):
+    LOWERINGS.update(_family.LOWERINGS)
+
+
 def lowering(node: Node, where: str) -> Lowering:
     """The lowering of a node's op; a clear SpecError for an op this backend does not know."""
     try:

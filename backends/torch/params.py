@@ -29,6 +29,9 @@ from torch import nn
 from rosetta.errors import CheckpointError
 from rosetta.graph import Graph
 from rosetta.backends.torch.layers import CanonicalBatchNorm
+from rosetta.backends.torch import attention as _attention
+from rosetta.backends.torch import conv_variants as _conv_variants
+from rosetta.backends.torch import recurrent as _recurrent
 from rosetta.backends.torch.model import GraphModule
 
 
@@ -75,6 +78,8 @@ NATIVE = {
     "GroupNorm": {"scale": (nn.GroupNorm, "weight", _same, _same),
                   "bias": (nn.GroupNorm, "bias", _same, _same)},
 }
+for _family in (_attention, _conv_variants, _recurrent):
+    NATIVE.update(_family.NATIVE)
 
 
 @dataclass(frozen=True)

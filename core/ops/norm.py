@@ -107,6 +107,9 @@ class Dropout(OpDef):
     def infer(self, a, inputs, where):
         return inputs[0]
 
+    def dropout_mask_shape(self, a, inputs, out):
+        return out.shape if a["rate"] > 0 else None
+
     def reference(self, a, p, xs, ctx):
         x = xs[0]
         if not ctx.training or a["rate"] == 0.0:

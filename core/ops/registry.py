@@ -186,6 +186,9 @@ class OpDef:
     attrs: dict[str, Attr] = {}
     arity: Any = 1
     input_kind: str = "float"
+    # index of an optional int input of per-example shape () holding sequence lengths in
+    # [1, T] (T: axis 0 of input 0), or None; samplers draw valid lengths for it
+    lengths_input: int | None = None
 
     # --- declarations -------------------------------------------------------------------------
     def infer(self, a: dict, inputs: list[TensorType], where: str) -> TensorType:
@@ -200,6 +203,12 @@ class OpDef:
     def reference(self, a: dict, p: dict, xs: list[np.ndarray], ctx: RefContext) -> np.ndarray:
         """NumPy float64 forward of a batch (inputs and output carry the batch axis)."""
         raise NotImplementedError(f"op {self.name} declares no reference")  # registry bug
+
+    def dropout_mask_shape(self, a: dict, inputs: list[TensorType], out: TensorType):
+        """The per-example shape of the keep-mask this op draws in training (conformance mode
+        injects one of this shape, with the batch axis, as ``RefContext.dropout_mask``), or None
+        for an op without dropout (or with rate 0)."""
+        return None
 
     def flops(self, a: dict, inputs: list[TensorType], out: TensorType) -> int:
         """Multiply-adds counted as 2 FLOPs, per example, forward pass only."""

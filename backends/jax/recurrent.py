@@ -1,0 +1,5 @@
+"""Lowerings of LSTM, GRU and SimpleRNN (merged into ``layers.LOWERINGS``)."""
+
+from __future__ import annotations
+
+LOWERINGS: dict = {}

@@ -1,0 +1,7 @@
+"""Lowerings of LSTM, GRU and SimpleRNN (merged into ``layers.LOWERINGS``)."""
+
+from __future__ import annotations
+
+LOWERINGS: dict = {}
+
+NATIVE: dict = {}

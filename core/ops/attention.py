@@ -1,0 +1,3 @@
+"""Attention: MultiHeadAttention and learned position embeddings."""
+
+from __future__ import annotations

@@ -1,0 +1,5 @@
+"""Cases for MultiHeadAttention, PositionEmbedding, TransformerBlock (joined into ``cases.CASES``)."""
+
+from __future__ import annotations
+
+CASES: list = []

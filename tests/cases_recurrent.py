@@ -1,0 +1,5 @@
+"""Cases for LSTM, GRU, SimpleRNN (joined into ``cases.CASES``)."""
+
+from __future__ import annotations
+
+CASES: list = []
