@@ -57,11 +57,11 @@ import numpy as np
 import rosetta as rs
 from rosetta.backend import normalize_device
 from rosetta.backend_registry import get_backend
-from rosetta.data import batches as batch_indices
+from rosetta.data import batches as batch_indices, take
 from rosetta.errors import DataError, SpecError
 from rosetta.schedules import Constant
 from rosetta.spec import TrainSpec
-from rosetta.train import check_data, prepare_labels
+from rosetta.train import check_data, dataset_inputs, prepare_labels
 
 TRAIN_FLOPS_FACTOR = 3
 DEFAULT_STEPS = 200
@@ -196,18 +196,17 @@ def bench_batches(spec: TrainSpec, batch_size: int, dtype: str, count: int = N_B
     try:
         ds = spec.data.load()
         check_data(spec, ds)
-        if len(ds.x_train) < batch_size:
+        if ds.n_train < batch_size:
             raise DataError("dataset smaller than the batch")
     except (DataError, SpecError):
         out = [(sample_inputs(spec.model, batch_size, seed + i),
                 sample_targets(spec, batch_size, seed + 100 + i)) for i in range(count)]
         return [({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in x.items()},
                  prepare_labels(spec, y)) for x, y in out], "synthetic"
-    x = ds.x_train.astype(dtype)
+    x = dataset_inputs(spec, ds.x_train, dtype)
     y = prepare_labels(spec, ds.y_train)
-    name = spec.model.inputs[0].name
-    return [({name: x[idx]}, y[idx])
-            for _, idx in batch_indices(len(x), batch_size, seed, count)], ds.name
+    return [(take(x, idx), y[idx])
+            for _, idx in batch_indices(ds.n_train, batch_size, seed, count)], ds.name
 
 
 # --- machine: matmul peak, memory, threads -------------------------------------------------------

@@ -12,11 +12,11 @@ import numpy as np
 from rosetta.backend import normalize_device
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.trajectory import Trajectory, spec_hash
-from rosetta.data import batches
+from rosetta.data import batches, take
 from rosetta.graph import Graph
 from rosetta.initializers import rng_for
 from rosetta.spec import TrainSpec
-from rosetta.train import check_data, prepare_labels
+from rosetta.train import check_data, dataset_inputs, prepare_labels
 
 
 def mask_shape(node):
@@ -54,11 +54,10 @@ def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
     """The (inputs, labels) of each step, identical for every backend."""
     ds = spec.data.load()
     check_data(spec, ds)
-    x = ds.x_train.astype(dtype)
+    x = dataset_inputs(spec, ds.x_train, dtype)
     y = prepare_labels(spec, ds.y_train)
-    name = spec.model.inputs[0].name
-    for _, idx in batches(len(x), spec.data.batch_size, seed, steps):
-        yield {name: x[idx]}, y[idx]
+    for _, idx in batches(ds.n_train, spec.data.batch_size, seed, steps):
+        yield take(x, idx), y[idx]
 
 
 def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str = "cpu",

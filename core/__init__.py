@@ -10,8 +10,9 @@ from rosetta.layers import (
     Dropout, Embedding, Flatten, GELU, GlobalAvgPool2D, GlobalMaxPool2D, GroupNorm, LayerNorm,
     LeakyReLU, MaxPool1D, MaxPool2D, RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, Tanh,
     UpSampling2D, ZeroPadding2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, LSTM, GRU,
-    SimpleRNN, MultiHeadAttention, PositionEmbedding,
+    SimpleRNN, MultiHeadAttention, PositionEmbedding, SequencePool,
 )
+from rosetta.blocks import TransformerBlock
 from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
 from rosetta.spec import DataSpec, TrainSpec
@@ -27,7 +28,7 @@ __all__ = [
     "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D",
     "RMSNorm", "ReLU", "Reshape", "SiLU", "Sigmoid", "Softmax", "Tanh", "UpSampling2D",
     "ZeroPadding2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "LSTM", "GRU",
-    "SimpleRNN", "MultiHeadAttention", "PositionEmbedding",
+    "SimpleRNN", "MultiHeadAttention", "PositionEmbedding", "SequencePool",
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
     "available_backends", "get_backend",
 ]

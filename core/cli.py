@@ -126,17 +126,19 @@ def cmd_train(args) -> int:
               f"({record['framework']}, "
               f"{record['device']}, {record['dtype']}): {record['steps']} steps in "
               f"{record['seconds']:.1f}s, final loss {record['final_loss']:.4f}, held-out {m}")
+        if record.get("sample") is not None:
+            print(f"sampled continuation of a held-out window:\n{record['sample']}")
     return 0
 
 
 def cmd_models(args) -> int:
     from rosetta import models
 
-    print(f"{'name':<8} {'params':>9} {'FLOPs/ex':>10} {'dataset':<11} {'optimizer':<9} "
-          f"{'steps':>6}  description")
+    print(f"{'name':<13} {'params':>9} {'FLOPs/ex':>12} {'dataset':<9} {'optimizer':<9} "
+          f"{'steps':>5}  description")
     for r in models.describe():
-        print(f"{r['name']:<8} {r['params']:>9,} {r['flops']:>10,} {r['dataset']:<11} "
-              f"{r['optimizer']:<9} {r['steps']:>6}  {r['description']}")
+        print(f"{r['name']:<13} {r['params']:>9,} {r['flops']:>12,} {r['dataset']:<9} "
+              f"{r['optimizer']:<9} {r['steps']:>5}  {' '.join(r['description'].split())}")
     return 0
 
 

@@ -44,6 +44,7 @@ _POSITIONAL = {
     "SimpleRNN": ("units",),
     "MultiHeadAttention": ("heads", "head_dim"),
     "PositionEmbedding": ("max_length",),
+    "SequencePool": ("mode",),
 }
 
 Dense = _layer("Dense")
@@ -76,6 +77,7 @@ GRU = _layer("GRU")
 SimpleRNN = _layer("SimpleRNN")
 MultiHeadAttention = _layer("MultiHeadAttention")
 PositionEmbedding = _layer("PositionEmbedding")
+SequencePool = _layer("SequencePool")
 
 
 def ReLU(name=None):

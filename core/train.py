@@ -8,7 +8,7 @@ import numpy as np
 
 from rosetta.backend import DTYPES, normalize_device
 from rosetta.backend_registry import get_backend
-from rosetta.data import batches
+from rosetta.data import as_inputs, batches, cast_inputs, take
 from rosetta.errors import BackendUnavailable, DataError
 from rosetta.progress import Progress
 from rosetta.spec import TrainSpec
@@ -19,16 +19,23 @@ def prepare_labels(spec: TrainSpec, y: np.ndarray) -> np.ndarray:
 
 
 def check_data(spec: TrainSpec, ds) -> None:
-    """The dataset must fit the model's input and the loss's labels: say where it does not."""
+    """The dataset must fit the model's inputs and the loss's labels: say where it does not."""
     g = spec.model
-    if len(g.inputs) != 1:
-        raise DataError(f"built-in datasets feed one input; model {g.name!r} has "
-                        f"{[i.name for i in g.inputs]}")
-    want = g.inputs[0].shape
-    if ds.input_shape != tuple(want):
-        raise DataError(f"dataset {ds.name!r} gives inputs of shape {ds.input_shape} but model "
-                        f"{g.name!r} expects {tuple(want)} (set the dataset arguments, e.g. "
-                        f"layout='image' for digits as images)")
+    given = ds.input_shapes
+    want = {i.name: tuple(i.shape) for i in g.inputs}
+    if None in given:  # one unnamed array feeds a single-input model
+        if len(want) != 1:
+            raise DataError(f"dataset {ds.name!r} gives one input array; model {g.name!r} has "
+                            f"inputs {list(want)}")
+        given = {next(iter(want)): given[None]}
+    if set(given) != set(want):
+        raise DataError(f"dataset {ds.name!r} gives inputs {sorted(given)} but model {g.name!r} "
+                        f"takes {sorted(want)}")
+    for name, shape in want.items():
+        if given[name] != shape:
+            raise DataError(f"dataset {ds.name!r} gives input {name!r} of shape {given[name]} "
+                            f"but model {g.name!r} expects {shape} (set the dataset arguments, "
+                            f"e.g. layout='image' for digits as images)")
     out = g.output_type.shape
     if spec.loss.label_kind == "int":
         n_classes = out[-1]
@@ -40,11 +47,17 @@ def check_data(spec: TrainSpec, ds) -> None:
                         f"the model outputs {tuple(out)}")
 
 
-def evaluate(program, spec: TrainSpec, x: np.ndarray, y: np.ndarray, batch_size: int = 512):
-    """Held-out loss and metrics, computed in NumPy from the backend's eval-mode outputs."""
-    name = spec.model.inputs[0].name
-    outs = [program.forward({name: x[i:i + batch_size]}, training=False)
-            for i in range(0, len(x), batch_size)]
+def dataset_inputs(spec: TrainSpec, x, dtype: str) -> dict:
+    """A dataset split's inputs as {input name: array}, floats in ``dtype``, ints as int64."""
+    return cast_inputs(as_inputs(x, [i.name for i in spec.model.inputs]), dtype)
+
+
+def evaluate(program, spec: TrainSpec, x: dict, y: np.ndarray, batch_size: int = 512):
+    """Held-out loss and metrics, computed in NumPy from the backend's eval-mode outputs.
+    ``x`` is {input name: array} (see ``dataset_inputs``)."""
+    n = len(y)
+    outs = [program.forward(take(x, slice(i, i + batch_size)), training=False)
+            for i in range(0, n, batch_size)]
     out = np.concatenate(outs).astype(np.float64)
     metrics = {"loss": spec.loss.reference(out, y)}
     metrics.update(spec.loss.metrics(out, y))
@@ -63,7 +76,7 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
     batch_size = batch_size or spec.data.batch_size
     ds = spec.data.load()
     check_data(spec, ds)
-    n = len(ds.x_train)
+    n = ds.n_train
     if batch_size > n:
         raise DataError(f"--batch-size {batch_size} exceeds the {n} training examples")
     if epochs is not None:
@@ -75,15 +88,14 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
                          spec.description)
     t0 = time.perf_counter()
     program = be.compile(run_spec, dtype=dtype, device=device, mode=mode)
-    name = spec.model.inputs[0].name
-    x_train = ds.x_train.astype(dtype)
+    x_train = dataset_inputs(spec, ds.x_train, dtype)
     y_train = prepare_labels(spec, ds.y_train)
 
     bar = Progress(steps, label=f"{spec.name} on {backend}", enabled=progress)
     losses = []
     first_step_seconds = None
     for i, (epoch, idx) in enumerate(batches(n, batch_size, seed, steps)):
-        loss = program.train_step({name: x_train[idx]}, y_train[idx])
+        loss = program.train_step(take(x_train, idx), y_train[idx])
         if first_step_seconds is None:
             first_step_seconds = time.perf_counter() - t0
         losses.append(loss)
@@ -92,8 +104,15 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
             raise FloatingPointError(f"loss became {loss} at step {i}")
         bar.update(i + 1, f"epoch {epoch} loss {loss:.4f}")
     train_seconds = time.perf_counter() - t0
-    metrics = evaluate(program, spec, ds.x_test.astype(dtype), prepare_labels(spec, ds.y_test))
+    metrics = evaluate(program, spec, dataset_inputs(spec, ds.x_test, dtype),
+                       prepare_labels(spec, ds.y_test))
     bar.close(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    sample = None
+    if ds.vocab:  # a character language model: continue a held-out window
+        from rosetta import text
+
+        prompt = as_inputs(ds.x_test, [i.name for i in spec.model.inputs])
+        sample = text.sample(program, spec.model, next(iter(prompt.values()))[0], 120, seed=seed)
     return {
         "model": spec.name,
         "backend": backend,
@@ -109,5 +128,6 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
         "metrics": metrics,
         "seconds": train_seconds,
         "first_step_seconds": first_step_seconds,
+        "sample": sample,
         "program": program,
     }

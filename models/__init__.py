@@ -4,12 +4,21 @@ dataset, optimizer and number of steps."""
 from __future__ import annotations
 
 from rosetta.errors import SpecError
-from rosetta.models import classic
+from rosetta.models import classic, sequence, vision
 
 ZOO = {
     "linear": classic.linear,
     "mlp": classic.mlp,
     "cnn": classic.cnn,
+    "mlp100": classic.mlp100,
+    "tutorial_cnn": vision.tutorial_cnn,
+    "lenet": vision.lenet,
+    "resnet": vision.resnet,
+    "resnet_digits": vision.resnet_digits,
+    "lstm": sequence.lstm,
+    "gru": sequence.gru,
+    "transformer": sequence.transformer,
+    "gpt": sequence.gpt,
 }
 
 

@@ -1,4 +1,4 @@
-"""The first three models: linear regression, an MLP and a small CNN on the 8x8 digits."""
+"""The classics: linear regression, MLPs and a small CNN."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def cnn() -> rs.TrainSpec:
                         optimizer=rs.optim.Adam(2e-3),
                         data=rs.DataSpec("digits", 32, {"layout": "image"}),
                         steps=600, description=cnn.__doc__)
+
+
+def mlp100() -> rs.TrainSpec:
+    """The 100 -> 64 -> 64 -> 10 ReLU MLP with Adam, on 100-feature Gaussian clusters
+    (10 classes)."""
+    model = rs.Sequential([
+        rs.Dense(64, activation="relu", name="hidden1"),
+        rs.Dense(64, activation="relu", name="hidden2"),
+        rs.Dense(10, name="logits"),
+    ], input_shape=(100,), name="mlp100")
+    return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
+                        optimizer=rs.optim.Adam(1e-3), data=rs.DataSpec("clusters", 32),
+                        steps=400, description=mlp100.__doc__)

@@ -165,6 +165,31 @@ CASES = [
     ("image_concat_add", _image_concat),
 ]
 
+
+
+def _seq_pool(mode, lengths=True):
+    def build():
+        x = rs.Input((5, 3), name="x")
+        ins = [x]
+        h = rs.Dense(4, activation="tanh", name="pre")(x)
+        if lengths:
+            n = rs.Input((), name="lengths", kind="int")
+            ins.append(n)
+            h = L.SequencePool(mode, name="pool")([h, n])
+        else:
+            h = L.SequencePool(mode, name="pool")(h)
+        out = rs.Dense(2, name="head")(h)
+        return rs.TrainSpec(model=rs.Model(ins, out, name="seq_pool"), loss=SCE(),
+                            optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+    return build
+
+
+CASES += [
+    ("seqpool_mean_lengths", _seq_pool("mean")),
+    ("seqpool_max_lengths", _seq_pool("max")),
+    ("seqpool_mean_all", _seq_pool("mean", lengths=False)),
+]
+
 # the families added by issue 3, each in its own module (same shape: a CASES list)
 from cases_attention import CASES as _ATTENTION  # noqa: E402
 from cases_conv import CASES as _CONV  # noqa: E402

@@ -212,6 +212,18 @@ def global_avg_pool2d(node, xs, ctx):
     return jnp.mean(xs[0], axis=(1, 2))
 
 
+def sequence_pool(node, xs, ctx):
+    """Mean or max over the real steps t < length of (N, T, C) (every step without lengths)."""
+    x = xs[0]
+    mean = node.attrs["mode"] == "mean"
+    if len(xs) == 1:
+        return jnp.mean(x, axis=1) if mean else jnp.max(x, axis=1)
+    real = (jnp.arange(x.shape[1])[None, :] < xs[1][:, None])[..., None]       # (N, T, 1)
+    if mean:
+        return jnp.sum(jnp.where(real, x, 0), axis=1) / xs[1][:, None].astype(x.dtype)
+    return jnp.max(jnp.where(real, x, -jnp.inf), axis=1)
+
+
 def flatten(node, xs, ctx):
     """Channels-last row-major, as canonical: (H, W, C) -> H*W*C."""
     return xs[0].reshape(xs[0].shape[0], -1)
@@ -253,6 +265,7 @@ LOWERINGS = {
     "Conv1D": conv1d,
     "MaxPool1D": max_pool1d,
     "AvgPool1D": avg_pool1d,
+    "SequencePool": sequence_pool,
 }
 
 # The op families kept in their own modules (same file names in every backend) join the table here;

@@ -464,6 +464,25 @@ class GroupNorm(NodeModule):
         return y * self.scale + self.bias
 
 
+class SequencePool(NodeModule):
+    """Mean or max over the real steps t < length of (N, T, C) (every step without lengths):
+    a 0/1 step mask from ``tf.sequence_mask``; max puts -inf on padded steps."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.mode = node.attrs["mode"]
+        self.steps = node.in_types[0].shape[0]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if len(xs) == 1:
+            return tf.reduce_mean(x, 1) if self.mode == "mean" else tf.reduce_max(x, 1)
+        real = tf.sequence_mask(xs[1], self.steps, dtype=x.dtype)[..., None]     # (N, T, 1)
+        if self.mode == "mean":
+            return tf.reduce_sum(x * real, 1) / tf.cast(xs[1], x.dtype)[:, None]
+        return tf.reduce_max(tf.where(real > 0, x, tf.constant(-math.inf, x.dtype)), 1)
+
+
 class Embedding(NodeModule):
     """tf.gather rows of the (vocab, dim) table. Out-of-range ids raise on TensorFlow's CPU kernel
     but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps."""
@@ -490,7 +509,7 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow version
 LOWERINGS = {cls.__name__: cls for cls in (
     Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Reshape, Add, Concatenate,
     Activation, Dropout, BatchNorm, LayerNorm, Embedding, ZeroPadding2D, UpSampling2D,
-    GlobalMaxPool2D, RMSNorm, GroupNorm, Conv1D, MaxPool1D, AvgPool1D)}
+    GlobalMaxPool2D, RMSNorm, GroupNorm, Conv1D, MaxPool1D, AvgPool1D, SequencePool)}
 
 # The op families kept in their own modules (same file names in every backend) join the table here;
 # they may import from this module, whose names above are defined by now.

@@ -369,6 +369,30 @@ def global_avg_pool2d(node: Node, layout: str) -> nn.Module:
     return GlobalAvgPool2d((native_axis(0, 3, layout), native_axis(1, 3, layout)))
 
 
+class SequencePool(nn.Module):
+    """Mean or max over the real steps t < length of (N, T, C) (every step without lengths);
+    max puts -inf on padded steps."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x, lengths=None):
+        if lengths is None:
+            return x.mean(dim=1) if self.mode == "mean" else x.amax(dim=1)
+        real = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
+        if self.mode == "mean":
+            return (x * real).sum(dim=1) / lengths[:, None].to(x.dtype)
+        return x.masked_fill(~real, float("-inf")).amax(dim=1)
+
+    def extra_repr(self):
+        return f"mode={self.mode}"
+
+
+def sequence_pool(node: Node, layout: str) -> nn.Module:
+    return SequencePool(node.attrs["mode"])
+
+
 # --- normalization ----------------------------------------------------------------------------
 
 class CanonicalBatchNorm(nn.Module):
@@ -577,6 +601,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Conv1D": Lowering(CHANNELS_LAST, conv1d),
     "MaxPool1D": Lowering(CHANNELS_LAST, max_pool1d),
     "AvgPool1D": Lowering(CHANNELS_LAST, avg_pool1d),
+    "SequencePool": Lowering(CHANNELS_LAST, sequence_pool),
 }
 
 

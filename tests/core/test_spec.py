@@ -19,7 +19,9 @@ def test_every_op_is_declared_with_math_and_reference():
                              "Flatten", "Reshape", "Add", "Concatenate", "Activation", "Dropout",
                              "BatchNorm", "LayerNorm", "Embedding", "ZeroPadding2D",
                              "UpSampling2D", "GlobalMaxPool2D", "RMSNorm", "GroupNorm", "Conv1D",
-                             "MaxPool1D", "AvgPool1D"}
+                             "MaxPool1D", "AvgPool1D", "SequencePool", "DepthwiseConv2D",
+                             "SeparableConv2D", "Conv2DTranspose", "LSTM", "GRU", "SimpleRNN",
+                             "MultiHeadAttention", "PositionEmbedding"}
     for name, op in REGISTRY.items():
         assert op.__doc__ and "=" in op.__doc__, f"{name} documents no math"
         assert type(op).reference is not rs.ops.OpDef.reference, f"{name} has no reference"
