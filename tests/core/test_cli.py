@@ -57,10 +57,16 @@ def test_py_spec_file(tmp_path):
 
 
 def test_models_lists_the_zoo():
+    from rosetta import models
+
     r = run_cli("models")
-    assert r.returncode == 0
-    for name in ("linear", "mlp", "cnn"):
-        assert name in r.stdout
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+    assert set(rows) == set(models.ZOO)
+    for row in models.describe():   # parameter count, FLOPs per example, dataset
+        assert rows[row["name"]][1:4] == [f"{row['params']:,}", f"{row['flops']:,}",
+                                          row["dataset"]]
+        assert row["params"] > 0 and row["flops"] > 0
 
 
 def test_backends_lists_every_backend():
