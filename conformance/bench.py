@@ -61,6 +61,7 @@ from rosetta.data import batches as batch_indices, take
 from rosetta.errors import DataError, SpecError
 from rosetta.schedules import Constant
 from rosetta.spec import TrainSpec
+from rosetta.threads import pin_threads
 from rosetta.train import check_data, dataset_inputs, prepare_labels
 
 TRAIN_FLOPS_FACTOR = 3
@@ -593,22 +594,11 @@ def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
 
 # --- threads (only when asked: --threads) -------------------------------------------------------
 
-def pin_threads(n: int) -> None:
-    """Ask every framework for ``n`` compute threads; call before any framework is imported.
-    torch: ``torch.set_num_threads``; TensorFlow: ``TF_NUM_INTRAOP_THREADS`` /
-    ``TF_NUM_INTEROP_THREADS``; XLA (jax): with n == 1, ``--xla_cpu_multi_thread_eigen=false``
-    (XLA has no flag for another count); NumPy's BLAS (the peak measurement) through
-    ``threadpoolctl`` in ``matmul_peak``."""
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(n)
-    if n == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false").strip()
+# pin_threads lives in rosetta.threads (rosetta train uses it too)
 
-
-def _apply_thread_pin(n: int, backends) -> None:
-    """After the frameworks are imported: the calls that take effect then."""
+def apply_thread_pin(n: int, backends) -> None:
+    """After the frameworks are imported: the calls that take effect then (torch
+    ``set_num_threads``, TensorFlow's threading config)."""
     if "torch" in backends:
         import torch
         torch.set_num_threads(n)
@@ -658,7 +648,7 @@ def run_command(args, load_spec) -> int:
         if path and not str(path).lower().endswith(suffixes):
             raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
                             where=flag)
-    names = args.specs or list(_zoo_names())
+    names = args.specs or list(DEFAULT_SPECS)
     specs = [load_bench_spec(n, load_spec) for n in names]  # bad input fails before any import
     if args.threads:
         pin_threads(args.threads)
@@ -666,7 +656,7 @@ def run_command(args, load_spec) -> int:
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
     if args.threads:
-        _apply_thread_pin(args.threads, backends)
+        apply_thread_pin(args.threads, backends)
     pairs = plan_modes(backends, args.modes)
     device = normalize_device(args.device)
     log(f"measuring the float32 matmul peak on {device} ...")
@@ -721,9 +711,9 @@ def run_command(args, load_spec) -> int:
     return 0
 
 
-def _zoo_names():
-    from rosetta import models
-    return models.ZOO
+# what a bare ``rosetta bench`` times: the zoo models that have hand-written baselines, and the
+# DESIGN's MLP (the rest of the zoo is timed when named: ``rosetta bench resnet gpt``)
+DEFAULT_SPECS = ("mlp", "cnn", "mlp784")
 
 
 def add_parser(sub, positive_int):
@@ -731,7 +721,8 @@ def add_parser(sub, positive_int):
                                      "hand-written native code")
     b.add_argument("specs", nargs="*", metavar="SPEC",
                    help=f"zoo names, the bench-only {', '.join(BENCH_SPECS)}, or spec files "
-                        f"(default: the whole zoo)")
+                        f"(default: {', '.join(DEFAULT_SPECS)}, the specs with "
+                        f"hand-written baselines)")
     b.add_argument("--backends", nargs="+", choices=["torch", "tensorflow", "jax"])
     b.add_argument("--modes", nargs="+", metavar="MODE",
                    help="torch: eager, compile; tensorflow: xla, function; jax: jit "

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true",
                    help="print the run record as one JSON object on the last line of stdout")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=_positive_int,
+                   help="compute threads per framework (default: the framework's own; 1 is often "
+                        "fastest on a small or busy machine)")
 
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("backends", help="installed backends, versions and devices")
@@ -114,6 +117,10 @@ def cmd_train(args) -> int:
     if args.steps and args.epochs:
         raise SpecError("give --steps or --epochs, not both", where="command line")
     spec = load_spec(args.spec)
+    if args.threads:
+        from rosetta.threads import pin_threads
+
+        pin_threads(args.threads)           # before the framework is imported
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet, mode=args.mode)

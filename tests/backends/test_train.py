@@ -40,7 +40,7 @@ def test_mlp_learns_digits(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cli_train_json_record(backend):
     r = run_cli("train", "cnn", "--backend", backend, "--steps", "20", "--seed", "3", "--json",
-                "--quiet")
+                "--quiet", "--threads", "1")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     for key in ("backend", "device", "dtype", "steps", "losses", "final_loss", "metrics",
