@@ -5,6 +5,8 @@ float64 on CPU is held to 1e-10 relative (DESIGN section 5, exact tier); float32
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -16,13 +18,15 @@ from rosetta.train import train
 
 from cases import BUILD, IDS
 from helpers import compile_spec, random_inputs, random_targets
-from selection import PAIRS
+from selection import BACKENDS, PAIRS
 
 EXACT = EXACT_TIER.tolerance
 FLOAT32 = FLOAT32_TIER.tolerance
 
 
+@functools.cache
 def _losses(name, backend, dtype, steps, seed=0):
+    """Per-step losses of a zoo run (cached: each backend trains once for all its pairs)."""
     return np.array(train(models.get(name), backend, dtype=dtype, steps=steps, seed=seed,
                           progress=False)["losses"])
 
@@ -44,29 +48,40 @@ def test_zoo_float32_losses_agree(name, a, b):
     assert w.passed, str(w)
 
 
-@pytest.mark.parametrize("a,b", PAIRS)
+def _trace(spec, backend):
+    """3 Adam steps from the neutral start on fixed batches: per step the loss, gradients, the
+    train-step loss, parameters and state after the update; then eval and training outputs."""
+    prog = compile_spec(spec, backend)
+    out = []
+    for t in range(3):
+        x = random_inputs(spec.model, 6, seed=t, int_high=7)
+        y = random_targets(spec, 6, seed=10 + t)
+        loss, grads = prog.gradients(x, y)
+        out.append((f"loss @ step {t}", loss))
+        out.append((f"grad @ step {t}", grads))
+        out.append((f"train loss @ step {t}", prog.train_step(x, y)))
+        out.append((f"params @ step {t}", prog.export_params()))
+        out.append((f"state @ step {t}", prog.export_state()))
+    x = random_inputs(spec.model, 5, seed=99, int_high=7)
+    for training in (False, True):
+        out.append((f"output (training={training})", prog.forward(x, training)))
+    return out
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="cross-backend agreement needs two backends "
+                    "(this run selects one with ROSETTA_TEST_BACKENDS)")
 @pytest.mark.parametrize("case", IDS)
-def test_training_steps_agree_float64(case, a, b):
-    """Loss, every gradient, every parameter and the model state after each of 3 Adam steps."""
+def test_training_steps_agree_float64(case):
+    """Loss, every gradient, every parameter and the model state after each of 3 Adam steps,
+    and the outputs after them, for every pair of backends. Each backend runs once; its record
+    is compared with every other backend's."""
     spec = BUILD[case]()
     spec = rs.TrainSpec(spec.model, spec.loss,
                         rs.optim.Adam(rs.schedules.WarmupCosine(0.02, 1, 4), epsilon=1e-6),
                         spec.data, steps=3)
-    pa, pb = compile_spec(spec, a), compile_spec(spec, b)
-    for t in range(3):
-        x = random_inputs(spec.model, 6, seed=t, int_high=7)
-        y = random_targets(spec, 6, seed=10 + t)
-        (la, ga), (lb, gb) = pa.gradients(x, y), pb.gradients(x, y)
-        assert compare_arrays(la, lb, f"loss @ step {t}", EXACT).passed, (la, lb)
-        w = compare_trees(ga, gb, f"grad @ step {t}", EXACT)
-        assert w.passed, str(w)
-        la, lb = pa.train_step(x, y), pb.train_step(x, y)
-        assert compare_arrays(la, lb, f"train loss @ step {t}", EXACT).passed, (la, lb)
-        w = compare_trees(pa.export_params(), pb.export_params(), f"params @ step {t}", EXACT)
-        assert w.passed, str(w)
-        w = compare_trees(pa.export_state(), pb.export_state(), f"state @ step {t}", EXACT)
-        assert w.passed, str(w)
-    for training in (False, True):
-        x = random_inputs(spec.model, 5, seed=99, int_high=7)
-        w = compare_arrays(pa.forward(x, training), pb.forward(x, training), "output", EXACT)
-        assert w.passed, str(w)
+    traces = {b: _trace(spec, b) for b in BACKENDS}
+    for a, b in PAIRS:
+        for (what, va), (_, vb) in zip(traces[a], traces[b]):
+            cmp = compare_trees if isinstance(va, dict) else compare_arrays
+            w = cmp(va, vb, f"{what} ({a} vs {b})", EXACT)
+            assert w.passed, str(w)
