@@ -7,7 +7,16 @@ environment sets the list to exactly what it installs.
 
 from __future__ import annotations
 
+import os
+
+from rosetta.threads import pin_threads
+
 from selection import BACKENDS
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # ``pytest -n N`` runs N worker processes: one compute thread each, or their framework thread
+    # pools oversubscribe the cores (set before any test imports a framework)
+    pin_threads(1)
 
 
 def pytest_configure(config):

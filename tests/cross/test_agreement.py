@@ -68,8 +68,6 @@ def _trace(spec, backend):
     return out
 
 
-@pytest.mark.skipif(len(BACKENDS) < 2, reason="cross-backend agreement needs two backends "
-                    "(this run selects one with ROSETTA_TEST_BACKENDS)")
 @pytest.mark.parametrize("case", IDS)
 def test_training_steps_agree_float64(case):
     """Loss, every gradient, every parameter and the model state after each of 3 Adam steps,

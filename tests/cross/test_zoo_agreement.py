@@ -23,8 +23,6 @@ def _small_batch(spec: rs.TrainSpec) -> rs.TrainSpec:
                         spec.description)
 
 
-@pytest.mark.skipif(len(BACKENDS) < 2, reason="cross-backend agreement needs two backends "
-                    "(this run selects one with ROSETTA_TEST_BACKENDS)")
 @pytest.mark.parametrize("name", [n for n in models.ZOO if n not in ("linear", "mlp", "cnn")])
 def test_zoo_model_agrees_float64(name):
     results, _ = run(_small_batch(models.get(name)), BACKENDS, dtype="float64", steps=STEPS)
