@@ -1,4 +1,4 @@
-"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (merged into ``layers.LOWERINGS``).
+"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (joined to layers.LOWERINGS).
 
 Each op is one flax module named by the node, holding its parameters in canonical layout, and
 computing with ``jax.lax`` convolutions (NHWC / HWIO, ``Precision.HIGHEST``, the explicit pads of

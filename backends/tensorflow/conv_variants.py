@@ -1,4 +1,4 @@
-"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (merged into ``layers.LOWERINGS``).
+"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (joined to layers.LOWERINGS).
 
 NHWC throughout, canonical variables (``node/kernel`` ...), explicit pads from the shared rule:
 

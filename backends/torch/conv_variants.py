@@ -1,4 +1,4 @@
-"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (merged into ``layers.LOWERINGS``).
+"""Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (joined to layers.LOWERINGS).
 
 All three run on NCHW (``CHANNELS_FIRST``) with native torch convolutions:
 
