@@ -42,12 +42,24 @@ def sample_inputs(graph, batch: int, seed: int = 0, int_high: int | None = None)
 
 
 def sample_targets(spec, batch: int, seed: int = 1) -> np.ndarray:
+    """Valid targets for the spec's loss: class ids (about a third of them ``ignore_label`` for
+    the sequence cross-entropy), 0/1 for binary cross-entropy, probability rows with some exact
+    zeros for KL divergence (0 log 0 = 0), else normals."""
     rng = np.random.default_rng(seed)
     out = spec.model.output_type.shape
+    kind = spec.loss.kind
     if spec.loss.label_kind == "int":
-        return rng.integers(0, out[-1], (batch, *out[:-1])).astype(np.int64)
-    if spec.loss.kind == "binary_cross_entropy":
+        y = rng.integers(0, out[-1], (batch, *out[:-1])).astype(np.int64)
+        if kind == "sequence_cross_entropy":
+            y[rng.random(y.shape) < 0.3] = spec.loss.ignore_label
+        return y
+    if kind == "binary_cross_entropy":
         return (rng.random((batch, *out)) > 0.5).astype(np.float64)
+    if kind == "kl_divergence":
+        p = np.exp(rng.standard_normal((batch, *out)))
+        p[rng.random(p.shape) < 0.25] = 0.0
+        p[..., 0] += 1e-3   # no row of zeros alone
+        return p / p.sum(axis=-1, keepdims=True)
     return rng.standard_normal((batch, *out))
 
 

@@ -7,6 +7,7 @@ lr = lr(t) from the schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -71,18 +72,58 @@ def _optional(where, name, v):
     return None if v is None else _number(where, name, v, 0.0, lo_open=True)
 
 
+def _lr_scale(where, lr_scale) -> dict:
+    if lr_scale is None:
+        return {}
+    if not isinstance(lr_scale, dict):
+        raise SpecError(f"lr_scale must map glob patterns over parameter paths to factors, "
+                        f"e.g. {{\"emb/*\": 0.1}}, found {lr_scale!r}", where=where)
+    out = {}
+    for pattern, factor in lr_scale.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise SpecError(f"lr_scale patterns must be non-empty strings, found {pattern!r}",
+                            where=where)
+        out[pattern] = _number(where, f"lr_scale[{pattern!r}]", factor, 0.0)
+        if not np.isfinite(out[pattern]):
+            raise SpecError(f"lr_scale[{pattern!r}] must be finite, found {factor}", where=where)
+    return out
+
+
+def lr_factor(path: str, lr_scale: dict) -> float:
+    """The learning-rate factor of the parameter at ``path``: the factor of the first pattern of
+    ``lr_scale`` (in its order) that matches the whole path (``fnmatch`` rules, case-sensitive;
+    ``*`` also matches ``/``), else 1.0."""
+    for pattern, factor in lr_scale.items():
+        if fnmatchcase(path, pattern):
+            return factor
+    return 1.0
+
+
 class Optimizer:
     """Base of the optimizers. Every optimizer takes ``clip_norm`` and ``clip_value`` (None: no
-    clipping; see ``clip_gradients``), applied to the gradients before its rule."""
+    clipping; see ``clip_gradients``), applied to the gradients before its rule, and
+    ``lr_scale`` ({glob pattern over parameter paths: factor >= 0}, see ``lr_factor``): the
+    parameter at ``path`` is updated with lr(t) * lr_factor(path) wherever its rule says lr,
+    decoupled weight decay included (per-parameter-group learning rates)."""
 
     kind = ""
     learning_rate: Schedule
     # attributes written to JSON only when they differ from these defaults
-    _defaults = {"clip_norm": None, "clip_value": None}
+    _defaults = {"clip_norm": None, "clip_value": None, "lr_scale": {}}
 
-    def _clipping(self, where, clip_norm, clip_value):
+    def _clipping(self, where, clip_norm, clip_value, lr_scale=None):
         self.clip_norm = _optional(where, "clip_norm", clip_norm)
         self.clip_value = _optional(where, "clip_value", clip_value)
+        self.lr_scale = _lr_scale(where, lr_scale)
+
+    def lr_factor(self, path: str) -> float:
+        """The factor of this optimizer's ``lr_scale`` for the parameter at ``path``."""
+        return lr_factor(path, getattr(self, "lr_scale", {}))
+
+    def learning_rates(self, paths, step: int) -> dict:
+        """{path: lr(step) * lr_factor(path)}, in float64."""
+        lr = float(self.learning_rate(step))
+        return {k: lr * self.lr_factor(k) for k in paths}
 
     def init_state(self, params: dict) -> dict:
         raise NotImplementedError  # every subclass defines it
@@ -107,8 +148,8 @@ class Optimizer:
         return {}
 
     def hyperparams(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "learning_rate"
-                and not (k in self._defaults and v == self._defaults[k])}
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items()
+                if k != "learning_rate" and not (k in self._defaults and v == self._defaults[k])}
 
     def to_json(self) -> dict:
         return {"name": self.kind, "learning_rate": self.learning_rate.to_json(),
@@ -132,7 +173,8 @@ class SGD(Optimizer):
     _defaults = {**Optimizer._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 decay="all", clip_norm=None, clip_value=None, where="optimizer"):
+                 decay="all", clip_norm=None, clip_value=None, lr_scale=None,
+                 where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
         if not isinstance(nesterov, bool):
@@ -142,7 +184,7 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
-        self._clipping(where, clip_norm, clip_value)
+        self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
@@ -151,7 +193,7 @@ class SGD(Optimizer):
         return {f"velocity/{k}": v for k, v in state.items()}
 
     def _update(self, params, grads, state, step):
-        lr = float(self.learning_rate(step))
+        lrs = self.learning_rates(params, step)
         new_p, new_s = {}, {}
         for k, p in params.items():
             g = grads[k] + self.weight_decay * p if self.decays(k) else grads[k]
@@ -161,7 +203,7 @@ class SGD(Optimizer):
                 d = g + self.momentum * v if self.nesterov else v
             else:
                 d = g
-            new_p[k] = p - lr * d
+            new_p[k] = p - lrs[k] * d
         return new_p, new_s
 
 
@@ -183,7 +225,8 @@ class Adam(Optimizer):
     _defaults = {**Optimizer._defaults, "epsilon_mode": "canonical"}
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 epsilon_mode="canonical", clip_norm=None, clip_value=None, where="optimizer"):
+                 epsilon_mode="canonical", clip_norm=None, clip_value=None, lr_scale=None,
+                 where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
@@ -192,7 +235,7 @@ class Adam(Optimizer):
             raise SpecError(f"epsilon_mode must be one of {list(EPSILON_MODES)}, found "
                             f"{epsilon_mode!r}", where=where)
         self.epsilon_mode = epsilon_mode
-        self._clipping(where, clip_norm, clip_value)
+        self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def init_state(self, params):
         return {"m": {k: np.zeros_like(v) for k, v in params.items()},
@@ -205,7 +248,7 @@ class Adam(Optimizer):
         return 0.0
 
     def _update(self, params, grads, state, step):
-        lr = float(self.learning_rate(step))
+        lrs = self.learning_rates(params, step)
         k = step + 1
         b1, b2 = self.beta1, self.beta2
         new_p, m_new, v_new = {}, {}, {}
@@ -217,7 +260,7 @@ class Adam(Optimizer):
                 d = np.sqrt(1 - b2 ** k) / (1 - b1 ** k) * m / (np.sqrt(v) + self.epsilon)
             else:
                 d = (m / (1 - b1 ** k)) / (np.sqrt(v / (1 - b2 ** k)) + self.epsilon)
-            new_p[name] = p - lr * (d + self._decay(name) * p)
+            new_p[name] = p - lrs[name] * (d + self._decay(name) * p)
             m_new[name], v_new[name] = m, v
         return new_p, {"m": m_new, "v": v_new}
 
@@ -229,9 +272,9 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  weight_decay=0.01, epsilon_mode="canonical", decay="all", clip_norm=None,
-                 clip_value=None, where="optimizer"):
+                 clip_value=None, lr_scale=None, where="optimizer"):
         super().__init__(learning_rate, beta1, beta2, epsilon, epsilon_mode, clip_norm,
-                         clip_value, where)
+                         clip_value, lr_scale, where)
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
 
@@ -250,7 +293,7 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, learning_rate=1e-2, rho=0.99, momentum=0.0, centered=False, epsilon=1e-8,
-                 clip_norm=None, clip_value=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.rho = _number(where, "rho", rho, 0.0, 1.0)
         self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
@@ -258,7 +301,7 @@ class RMSprop(Optimizer):
             raise SpecError(f"centered must be true or false, found {centered!r}", where=where)
         self.centered = centered
         self.epsilon = _number(where, "epsilon", epsilon, 0.0)
-        self._clipping(where, clip_norm, clip_value)
+        self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def slot_names(self):
         return ("v",) + (("mg",) if self.centered else ()) + (
@@ -271,7 +314,7 @@ class RMSprop(Optimizer):
         return {f"{slot}/{k}": v for slot in self.slot_names() for k, v in state[slot].items()}
 
     def _update(self, params, grads, state, step):
-        lr = float(self.learning_rate(step))
+        lrs = self.learning_rates(params, step)
         rho = self.rho
         new_p, new_s = {}, {s: {} for s in self.slot_names()}
         for k, p in params.items():
@@ -287,9 +330,9 @@ class RMSprop(Optimizer):
             if self.momentum:
                 b = self.momentum * state["velocity"][k] + g / denom
                 new_s["velocity"][k] = b
-                new_p[k] = p - lr * b
+                new_p[k] = p - lrs[k] * b
             else:
-                new_p[k] = p - lr * (g / denom)
+                new_p[k] = p - lrs[k] * (g / denom)
         return new_p, new_s
 
 
@@ -302,14 +345,14 @@ class Adagrad(Optimizer):
     kind = "adagrad"
 
     def __init__(self, learning_rate=1e-2, initial_accumulator=0.0, epsilon=1e-10,
-                 clip_norm=None, clip_value=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.initial_accumulator = _number(where, "initial_accumulator", initial_accumulator, 0.0)
         self.epsilon = _number(where, "epsilon", epsilon, 0.0)
         if self.initial_accumulator == 0.0 and self.epsilon == 0.0:
             raise SpecError("adagrad needs epsilon > 0 or initial_accumulator > 0 (0 / 0 on a "
                             "zero gradient)", where=where)
-        self._clipping(where, clip_norm, clip_value)
+        self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def init_state(self, params):
         return {k: np.full_like(v, self.initial_accumulator) for k, v in params.items()}
@@ -318,13 +361,13 @@ class Adagrad(Optimizer):
         return {f"accumulator/{k}": v for k, v in state.items()}
 
     def _update(self, params, grads, state, step):
-        lr = float(self.learning_rate(step))
+        lrs = self.learning_rates(params, step)
         new_p, new_s = {}, {}
         for k, p in params.items():
             g = grads[k]
             a = state[k] + g * g
             new_s[k] = a
-            new_p[k] = p - lr * (g / (np.sqrt(a) + self.epsilon))
+            new_p[k] = p - lrs[k] * (g / (np.sqrt(a) + self.epsilon))
         return new_p, new_s
 
 
@@ -337,13 +380,13 @@ class Lion(Optimizer):
     _defaults = {**Optimizer._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, decay="all",
-                 clip_norm=None, clip_value=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
-        self._clipping(where, clip_norm, clip_value)
+        self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()}
@@ -352,13 +395,13 @@ class Lion(Optimizer):
         return {f"m/{k}": v for k, v in state.items()}
 
     def _update(self, params, grads, state, step):
-        lr = float(self.learning_rate(step))
+        lrs = self.learning_rates(params, step)
         b1, b2 = self.beta1, self.beta2
         new_p, new_s = {}, {}
         for k, p in params.items():
             g, m = grads[k], state[k]
             wd = self.weight_decay if self.decays(k) else 0.0
-            new_p[k] = p - lr * (np.sign(b1 * m + (1 - b1) * g) + wd * p)
+            new_p[k] = p - lrs[k] * (np.sign(b1 * m + (1 - b1) * g) + wd * p)
             new_s[k] = b2 * m + (1 - b2) * g
         return new_p, new_s
 

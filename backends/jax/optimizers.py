@@ -24,6 +24,9 @@ Canonical math (``rosetta.optim``) and the optax form that computes it:
   marking each leaf by ``rosetta.optim.decays`` of its canonical path.
 * clipping: ``optax.clip(clip_value)`` then ``optax.clip_by_global_norm(clip_norm)`` chained
   before the rule (no epsilon in either).
+* ``lr_scale``: ``scale_by_lr_factors`` chained after the rule multiplies each leaf's update
+  (-lr * (direction + decoupled decay)) by ``lr_factor`` of its canonical path: the same as an
+  lr of lr * factor, since every rule here is linear in lr and keeps lr out of its state.
 
 Optimizer state in canonical slots (``slots``): SGD/RMSprop with momentum ``velocity`` =
 ``TraceState.trace`` (v of the canonical rule), Adam/AdamW ``m``/``v`` = ``ScaleByAdamState.mu``
@@ -103,12 +106,30 @@ def scale_by_adagrad(initial_accumulator: float, eps: float) -> optax.GradientTr
     return optax.GradientTransformation(init, update)
 
 
+def _path(keys) -> str:
+    return "/".join(str(k.key) for k in keys)
+
+
+def scale_by_lr_factors(opt: optim.Optimizer) -> optax.GradientTransformation:
+    """Each leaf's update times ``opt.lr_factor`` of its path (leaves with factor 1 untouched)."""
+
+    def scale(keys, u):
+        factor = opt.lr_factor(_path(keys))
+        return u if factor == 1.0 else u * jnp.asarray(factor, u.dtype)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def decay_mask(opt: optim.Optimizer):
     """None (decay every parameter) or the optax ``mask`` of ``opt.decay``."""
     if getattr(opt, "decay", "all") == "all":
         return None
     return lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: opt.decays("/".join(str(k.key) for k in path)), params)
+        lambda path, _: opt.decays(_path(path)), params)
 
 
 def _rule(opt: optim.Optimizer, lr) -> optax.GradientTransformation:
@@ -149,6 +170,8 @@ def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation
     lr = (float(schedule.value) if isinstance(schedule, Constant)
           else lower_schedule(schedule, dtype))
     rule = _rule(opt, lr)
+    if opt.lr_scale:
+        rule = optax.chain(rule, scale_by_lr_factors(opt))
     clips = []
     if getattr(opt, "clip_value", None) is not None:
         clips.append(optax.clip(opt.clip_value))

@@ -1,5 +1,15 @@
 """Loss lowering: ``lower(loss)`` -> ``fn(logits, labels)``, a scalar mean over every example
-(and position), all from logits (Keras's loss classes default to probabilities and clip)."""
+(and position), all from logits, in ``tf.nn`` / ``tf.math`` ops (Keras's loss classes default
+to probabilities and clip, and cast to Keras's floatx, float32, whatever the program dtype).
+
+* sequence_cross_entropy: the per-token ``tf.nn`` cross-entropy below on labels with padding
+  replaced by class 0 (the sparse op rejects an id outside [0, C) on CPU and gives NaN on GPU),
+  masked, summed, divided by max(1, number of real tokens).
+* huber: written in tf ops, the rule Keras's ``Huber(delta)`` follows (not used: see above).
+* kl_divergence: sum_c xlogy(p, p) - p log_softmax(z) (``tf.math.xlogy`` is 0 log 0 = 0).
+  Keras's ``KLDivergence`` takes probabilities and clips both p and the prediction to
+  [1e-7, 1], which changes the value and zeroes gradients of clipped entries.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +19,52 @@ from rosetta import losses as spec_losses
 from rosetta.errors import SpecError
 
 
-def softmax_cross_entropy(label_smoothing: float):
-    """-sum_c q_c log softmax(z)_c with integer labels; with smoothing q = (1 - eps) onehot + eps/C
-    (tf.nn.softmax_cross_entropy_with_logits on the smoothed targets), else the sparse op."""
-    eps = label_smoothing
+def _per_token_cross_entropy(logits, labels, eps: float):
+    """-sum_c q_c log softmax(z)_c per position with integer labels; with smoothing
+    q = (1 - eps) onehot + eps/C (tf.nn.softmax_cross_entropy_with_logits on the smoothed
+    targets), else the sparse op."""
+    if eps == 0.0:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    c = logits.shape[-1]
+    q = tf.one_hot(labels, c, dtype=logits.dtype) * (1.0 - eps) + eps / c
+    return tf.nn.softmax_cross_entropy_with_logits(labels=q, logits=logits)
 
+
+def softmax_cross_entropy(label_smoothing: float):
     def fn(logits, labels):
-        if eps == 0.0:
-            per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        else:
-            c = logits.shape[-1]
-            q = tf.one_hot(labels, c, dtype=logits.dtype) * (1.0 - eps) + eps / c
-            per = tf.nn.softmax_cross_entropy_with_logits(labels=q, logits=logits)
-        return tf.reduce_mean(per)
+        return tf.reduce_mean(_per_token_cross_entropy(logits, labels, label_smoothing))
 
     return fn
+
+
+def sequence_cross_entropy(ignore_label: int, label_smoothing: float):
+    """sum over real tokens of the cross-entropy / max(1, number of real tokens)."""
+
+    def fn(logits, labels):
+        real = tf.not_equal(labels, ignore_label)
+        per = _per_token_cross_entropy(logits, tf.where(real, labels, tf.zeros_like(labels)),
+                                       label_smoothing)
+        total = tf.reduce_sum(tf.where(real, per, tf.zeros_like(per)))
+        count = tf.reduce_sum(tf.cast(real, logits.dtype))
+        return total / tf.maximum(count, 1.0)
+
+    return fn
+
+
+def huber(delta: float):
+    """mean of 0.5 d^2 if |d| <= delta else delta (|d| - 0.5 delta), d = prediction - target."""
+
+    def fn(logits, labels):
+        a = tf.abs(logits - labels)
+        return tf.reduce_mean(tf.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta)))
+
+    return fn
+
+
+def kl_divergence(logits, labels):
+    """mean over rows of sum_c p_c (log p_c - log softmax(z)_c), 0 log 0 = 0."""
+    per = tf.math.xlogy(labels, labels) - labels * tf.nn.log_softmax(logits)
+    return tf.reduce_mean(tf.reduce_sum(per, axis=-1))
 
 
 def mean_squared_error(logits, labels):
@@ -39,6 +80,12 @@ def binary_cross_entropy(logits, labels):
 def lower(loss: spec_losses.Loss):
     if isinstance(loss, spec_losses.SoftmaxCrossEntropy):
         return softmax_cross_entropy(loss.label_smoothing)
+    if isinstance(loss, spec_losses.SequenceCrossEntropy):
+        return sequence_cross_entropy(loss.ignore_label, loss.label_smoothing)
+    if isinstance(loss, spec_losses.Huber):
+        return huber(loss.delta)
+    if isinstance(loss, spec_losses.KLDivergence):
+        return kl_divergence
     if isinstance(loss, spec_losses.MeanSquaredError):
         return mean_squared_error
     if isinstance(loss, spec_losses.BinaryCrossEntropy):

@@ -19,7 +19,9 @@ per process, so the rules are written here with ``tf`` ops:
   first, then g * min(1, c / ||g||) with the global norm, no epsilon (Keras's ``clipnorm`` is
   per variable);
 * ``decay`` ("all" | "kernels") selects the variables weight decay applies to, by canonical path
-  (``rosetta.optim.decays``).
+  (``rosetta.optim.decays``);
+* ``lr_scale``: each variable is updated with lr(step) * ``lr_factor`` of its canonical path
+  (``rosetta.optim.lr_factor``), decoupled decay included.
 
 Slot names (``export``): SGD ``velocity``; Adam/AdamW ``m``, ``v``; RMSprop ``v``, ``mg``
 (centered), ``velocity`` (momentum); Adagrad ``accumulator``; Lion ``m``.
@@ -55,6 +57,7 @@ class Optimizer(tf.Module):
     slot_names: tuple = ()
     slot_init: dict = {}  # slot -> initial value where it is not 0
     clip_norm = clip_value = None
+    lr_scale: dict = {}  # glob pattern over canonical paths -> lr factor (rosetta.optim)
 
     def __init__(self, learning_rate, var_list, name: str):
         super().__init__(name=name)
@@ -103,7 +106,10 @@ class Optimizer(tf.Module):
             lr, context = self.learning_rate(dtype), self.prepare(dtype)
             for g, var in pairs:
                 key = slot_key(var)
-                self.update(var, g, lr, {s: self.slots[s][key] for s in self.slot_names}, context)
+                factor = spec_optim.lr_factor(key, self.lr_scale)
+                var_lr = lr if factor == 1.0 else lr * tf.constant(factor, dtype)
+                self.update(var, g, var_lr, {s: self.slots[s][key] for s in self.slot_names},
+                            context)
         self.step.assign_add(1)
 
     def clip(self, pairs):
@@ -297,8 +303,9 @@ def _make(opt: spec_optim.Optimizer, var_list) -> Optimizer:
 
 
 def lower(opt: spec_optim.Optimizer, var_list) -> Optimizer:
-    """The native optimizer for a ``rosetta.optim`` spec, with slots for ``var_list`` and the
-    spec's gradient clipping."""
+    """The native optimizer for a ``rosetta.optim`` spec, with slots for ``var_list``, the spec's
+    gradient clipping and its per-parameter learning-rate factors."""
     native = _make(opt, var_list)
     native.clip_norm, native.clip_value = opt.clip_norm, opt.clip_value
+    native.lr_scale = dict(opt.lr_scale)
     return native

@@ -19,6 +19,9 @@ its NumPy ``update`` by the conformance suite):
 * Lion: torch has none; ``Lion`` below is a ``torch.optim.Optimizer`` with the canonical rule.
 * ``decay="kernels"``: two param groups, the second (biases and norm scales, see
   ``rosetta.optim.decays``) with weight_decay 0.
+* ``lr_scale``: one param group per (decays, lr factor), each with its own ``lr`` =
+  schedule(t) * factor (the factor kept in the group as ``lr_factor``); torch's AdamW and Lion
+  below decay by the group's lr, as the canonical rule does.
 * ``clip_value`` / ``clip_norm``: a step pre-hook clips the gradients in place before the rule
   (values first, then g * c / ||g|| when ||g|| > c; ``torch.nn.utils.clip_grad_norm_`` would add
   1e-6 to the norm).
@@ -63,7 +66,7 @@ class ScheduleLR(LRScheduler):
 
     def get_lr(self):
         lr = self.lr_at(self.last_epoch)
-        return [lr for _ in self.optimizer.param_groups]
+        return [lr * group.get("lr_factor", 1.0) for group in self.optimizer.param_groups]
 
 
 class Lion(torch.optim.Optimizer):
@@ -127,16 +130,24 @@ OPTIMIZERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop,
               "adagrad": _adagrad, "lion": _lion}
 
 
-def _groups(opt: Optimizer, params) -> list[dict]:
-    """One param group, or with ``decay="kernels"`` a second one without weight decay."""
+def _groups(opt: Optimizer, params, lr: float) -> list[dict]:
+    """One param group, or one per (weight decay applies, lr factor) with ``decay="kernels"``
+    (weight_decay 0 where it does not) or ``lr_scale`` (lr = lr * factor)."""
     if not isinstance(params, dict):
-        return [{"params": list(params)}]
-    if getattr(opt, "decay", "all") == "all":
-        return [{"params": list(params.values())}]
-    groups = [{"params": [t for p, t in params.items() if opt.decays(p)]},
-              {"params": [t for p, t in params.items() if not opt.decays(p)],
-               "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]] or [{"params": []}]
+        return [{"params": list(params), "lr": lr}]
+    groups = {}
+    for path, tensor in params.items():
+        key = (opt.decays(path), opt.lr_factor(path))
+        groups.setdefault(key, []).append(tensor)
+    if not groups:
+        return [{"params": [], "lr": lr}]
+    out = []
+    for (decays, factor), tensors in groups.items():
+        group = {"params": tensors, "lr": lr * factor, "lr_factor": factor}
+        if not decays:
+            group["weight_decay"] = 0.0
+        out.append(group)
+    return out
 
 
 def _clip_hook(opt: Optimizer):
@@ -180,9 +191,11 @@ def lower_optimizer(opt: Optimizer, params):
         raise SpecError(f"the torch backend has no lowering for optimizer {opt.kind!r} (it "
                         f"lowers {', '.join(sorted(OPTIMIZERS))})", where="$.optimizer") from None
     # one explicit param group: torch refuses a bare empty list (a model without parameters)
-    if getattr(opt, "decay", "all") != "all" and not isinstance(params, dict):
-        raise SpecError("decay masks need the parameters by path", where="$.optimizer")
-    optimizer = make(opt, _groups(opt, params), float(opt.learning_rate(0, np)))
+    if (getattr(opt, "decay", "all") != "all" or opt.lr_scale) and not isinstance(params, dict):
+        raise SpecError("decay masks and lr_scale need the parameters by path",
+                        where="$.optimizer")
+    lr = float(opt.learning_rate(0, np))
+    optimizer = make(opt, _groups(opt, params, lr), lr)
     if getattr(opt, "clip_value", None) is not None or getattr(opt, "clip_norm", None) is not None:
         optimizer.register_step_pre_hook(_clip_hook(opt))
     if getattr(opt, "epsilon_mode", "canonical") == "hat":

@@ -66,6 +66,18 @@ OPTIMIZERS = {
     "adamw_kernels": lambda: rs.optim.AdamW(0.02, weight_decay=0.5, decay="kernels"),
     "lion_kernels_clip": lambda: rs.optim.Lion(0.01, weight_decay=0.5, decay="kernels",
                                                clip_norm=0.2),
+    # per-parameter learning-rate factors (first matching pattern wins: hidden/bias gets 0.1)
+    "sgd_momentum_wd_lr_scale": lambda: rs.optim.SGD(S.Step(0.1, 2, 0.5), momentum=0.9,
+                                                     weight_decay=0.05,
+                                                     lr_scale={"hidden/*": 0.1, "*/bias": 3.0}),
+    # factor 0 freezes out/kernel, decoupled decay included
+    "adamw_kernels_lr_scale_cosine": lambda: rs.optim.AdamW(
+        S.WarmupCosine(0.05, 2, 6, init=0.01), weight_decay=0.2, decay="kernels",
+        lr_scale={"out/kernel": 0.0, "*bias": 2.5}),
+    "adam_hat_lr_scale_constant": lambda: rs.optim.Adam(0.01, epsilon=1e-3, epsilon_mode="hat",
+                                                        lr_scale={"hidden/kernel": 0.3}),
+    "lion_wd_lr_scale_clip": lambda: rs.optim.Lion(0.01, weight_decay=0.5, clip_norm=0.2,
+                                                   lr_scale={"out/*": 0.5}),
 }
 STEPS = 6
 

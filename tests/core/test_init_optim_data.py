@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -96,6 +97,50 @@ def test_adam_and_adamw_reference_by_hand():
     big = rs.optim.Adam(1.0, epsilon=1.0)
     q, _ = big.update(p, g, big.init_state(p), 0)
     assert q["w"][0] == pytest.approx(2.0 - 0.3 / 1.3, rel=1e-14)
+
+
+def test_lr_scale_first_matching_pattern_wins():
+    opt = rs.optim.SGD(0.1, lr_scale={"emb/*": 0.1, "*/bias": 2.0, "block?/conv/kernel": 0.5})
+    assert [opt.lr_factor(p) for p in ("emb/embeddings", "emb/bias", "head/bias",
+                                       "block1/conv/kernel", "block12/conv/kernel", "head/kernel",
+                                       "Emb/embeddings")] == [0.1, 0.1, 2.0, 0.5, 1.0, 1.0, 1.0]
+    assert rs.optim.lr_factor("a/b/c", {"a/*": 3.0}) == 3.0   # * crosses "/"
+    assert rs.optim.SGD(0.1).lr_factor("anything") == 1.0
+
+
+def test_lr_scale_reference_by_hand():
+    p = {"emb/w": np.array([1.0]), "head/w": np.array([1.0]), "head/bias": np.array([1.0])}
+    g = {k: np.array([0.5]) for k in p}
+    sgd = rs.optim.SGD(S.Step(0.1, 1, 0.5), momentum=0.9, lr_scale={"emb/*": 0.1, "*bias": 0.0})
+    q, st = sgd.update(p, g, sgd.init_state(p), 0)
+    assert q["emb/w"][0] == pytest.approx(1 - 0.01 * 0.5, rel=1e-15)
+    assert q["head/w"][0] == pytest.approx(1 - 0.1 * 0.5, rel=1e-15)
+    assert q["head/bias"][0] == 1.0 and st["head/bias"][0] == 0.5   # frozen, momentum still kept
+    q, _ = sgd.update(q, g, st, 1)                                     # lr(1) = 0.05, v = 0.95
+    assert q["emb/w"][0] == pytest.approx(1 - 0.005 - 0.005 * 0.95, rel=1e-14)
+    # decoupled decay follows the parameter's lr: p - lr * factor * (direction + wd * p)
+    adamw = rs.optim.AdamW(0.1, weight_decay=0.5, epsilon=1e-8, lr_scale={"emb/*": 0.2})
+    q, _ = adamw.update(p, g, adamw.init_state(p), 0)
+    assert q["emb/w"][0] == pytest.approx(1 - 0.02 * (0.5 / (0.5 + 1e-8) + 0.5), rel=1e-14)
+    assert q["head/w"][0] == pytest.approx(1 - 0.1 * (0.5 / (0.5 + 1e-8) + 0.5), rel=1e-14)
+
+
+def test_lr_scale_json_and_errors():
+    opt = rs.optim.AdamW(0.1, lr_scale={"z/*": 0.5, "a/*": 2})
+    d = opt.to_json()
+    assert d["lr_scale"] == {"z/*": 0.5, "a/*": 2.0}
+    back = rs.optim.from_json(json.loads(json.dumps(d)))
+    assert back == opt and list(back.lr_scale) == ["z/*", "a/*"]   # the order is the rule
+    assert "lr_scale" not in rs.optim.Lion(0.1).to_json()
+    assert "lr_scale" not in rs.optim.Lion(0.1, lr_scale={}).to_json()
+    for bad, words in [([("emb/*", 0.1)], "glob patterns"), ({"": 1.0}, "non-empty"),
+                       ({3: 1.0}, "non-empty"), ({"a/*": -0.1}, ">= 0"),
+                       ({"a/*": "0.1"}, "number"), ({"a/*": math.inf}, "finite"),
+                       ({"a/*": True}, "number")]:
+        with pytest.raises(rs.SpecError, match=words):
+            rs.optim.Adam(0.1, lr_scale=bad)
+    with pytest.raises(rs.SpecError, match="lr_scale"):
+        rs.optim.from_json({"name": "sgd", "learning_rate": 0.1, "lr_scale": 0.5})
 
 
 def test_digits_and_batches_are_deterministic():
