@@ -157,6 +157,8 @@ def baseline_plan(spec: TrainSpec) -> dict | None:
         return None
     if getattr(opt, "epsilon_mode", "canonical") != "canonical":
         return None
+    if getattr(opt, "lr_scale", None):   # per-parameter learning rates: not in the baselines
+        return None
     lr = float(opt.learning_rate.value)
     if opt.kind == "adam":
         optimizer = {"name": "adam", "lr": lr, "beta1": opt.beta1, "beta2": opt.beta2,

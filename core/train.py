@@ -38,10 +38,11 @@ def check_data(spec: TrainSpec, ds) -> None:
                             f"e.g. layout='image' for digits as images)")
     out = g.output_type.shape
     if spec.loss.label_kind == "int":
-        n_classes = out[-1]
-        if ds.y_train.max() >= n_classes:
-            raise DataError(f"dataset {ds.name!r} has labels up to {int(ds.y_train.max())} but "
-                            f"the model outputs {n_classes} classes")
+        try:
+            spec.loss.check_labels(ds.y_train, out[-1])
+        except DataError as e:
+            raise DataError(f"dataset {ds.name!r} does not fit model {g.name!r} "
+                            f"({out[-1]} classes): {e}") from None
     elif tuple(ds.y_train.shape[1:]) != tuple(out):
         raise DataError(f"dataset {ds.name!r} gives targets of shape {ds.y_train.shape[1:]} but "
                         f"the model outputs {tuple(out)}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import rosetta as rs
 
-# the padding label of the sequence cases: a class id for now, because the TensorFlow and JAX
-# programs still range-check every integer label on the host; -1 once they call
-# ``loss.check_labels`` (which skips padding)
-PAD = 0
+# the padding label of the sequence cases (the programs check labels with ``loss.check_labels``,
+# which skips padding)
+PAD = -1
 
 
 def _spec(layers, shape, loss, kind="float", name="case"):

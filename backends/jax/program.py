@@ -18,8 +18,8 @@ touching the stored ones (BatchNorm statistics computed in training mode are dro
 Dropout: masks come from ``jax.random.fold_in(jax.random.key(spec.seed), step)``, so update
 number t always uses the same masks, and ``gradients`` / ``forward(training=True)`` called before
 update t see the masks that update t will use. They cannot match other backends' masks. With
-``masks`` (conformance mode: {Dropout node: keep-mask}) the injected masks replace the rng; they
-are one more argument of the same compiled functions (one extra trace, for the masked form).
+``masks`` (conformance mode: {node with dropout: keep-mask}) the injected masks replace the rng;
+they are one more argument of the same compiled functions (one extra trace, for the masked form).
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ class Program(contract.Program):
         self._np_dtype = np.dtype(dtype)
         self._int_labels = spec.loss.label_kind == "int"
         self._index_limits = _embedding_limits(self.graph)
-        self._dropout_shapes = {n.name: n.out_type.shape for n in self.graph.nodes
-                                if n.op == "Dropout" and n.attrs["rate"] > 0}
+        # every op that draws a keep-mask in training (Dropout, attention weights) declares its
+        # per-example shape (None: no dropout, or rate 0)
+        shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
+                  for n in self.graph.nodes}
+        self._dropout_shapes = {k: v for k, v in shapes.items() if v is not None}
 
         self.model = build_model(self.graph, dtype)
         self.optimizer = lower_optimizer(spec.optimizer, dtype)
@@ -188,14 +191,14 @@ class Program(contract.Program):
         return x, y, self._masks(masks, len(y))
 
     def _masks(self, masks, batch: int) -> dict | None:
-        """Injected keep-masks in the program dtype, exactly one per Dropout node with rate > 0;
+        """Injected keep-masks in the program dtype, exactly one per node with dropout > 0;
         None without any (then the compiled step draws masks from the dropout rng)."""
         if not masks:
             return None
         unknown = sorted(set(masks) - set(self._dropout_shapes))
         missing = sorted(set(self._dropout_shapes) - set(masks))
         if unknown or missing:
-            raise DataError(f"masks: one keep-mask per Dropout node with rate > 0 "
+            raise DataError(f"masks: one keep-mask per node with dropout > 0 "
                             f"{sorted(self._dropout_shapes)}; missing {missing}, "
                             f"unknown {unknown}")
         out = {}
@@ -236,8 +239,7 @@ class Program(contract.Program):
                 raise DataError(f"labels: expected integer class ids of shape "
                                 f"(N{''.join(', ' + str(s) for s in out_shape[:-1])}), "
                                 f"found {y.dtype} {y.shape}")
-            if y.size and (y.min() < 0 or y.max() >= out_shape[-1]):
-                raise DataError(f"labels: class ids outside [0, {out_shape[-1]})")
+            self.spec.loss.check_labels(y, out_shape[-1])
             return y.astype(np.int32, copy=False)
         if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != tuple(out_shape):
             raise DataError(f"labels: expected targets shaped like the output "

@@ -10,8 +10,8 @@ comes back.
 Dropout draws its seeds from the model's ``tf.random.Generator`` (seeded from ``spec.seed``, reset
 by ``load``). ``gradients`` and ``forward(training=True)`` restore the generator state after their
 draws, so they see the masks the next ``train_step`` will use and leave the stream where it was.
-With ``masks`` (conformance mode: {Dropout node: keep-mask}), the masks replace the generator; each
-step then has a second compiled variant that takes them as inputs.
+With ``masks`` (conformance mode: {node with dropout: keep-mask}), the masks replace the
+generator; each step then has a second compiled variant that takes them as inputs.
 """
 
 from __future__ import annotations
@@ -120,10 +120,15 @@ class Program(contract.Program):
         else:
             self.label_dtype, self.label_shape = self.tf_dtype, tuple(out_shape)
         labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
-        self.dropout_nodes = tuple(n.name for n in graph.nodes if n.op == "Dropout")
+        # every op that draws a keep-mask in training (Dropout, attention weights) declares its
+        # per-example shape; rate-0 ops draw nothing and take no mask
+        mask_shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
+                       for n in graph.nodes}
+        mask_shapes = {k: v for k, v in mask_shapes.items() if v is not None}
+        self.dropout_nodes = tuple(mask_shapes)
         self.mask_signature = {
-            n.name: tf.TensorSpec((None, *n.out_type.shape), self.tf_dtype, name=f"mask_{n.name}")
-            for n in graph.nodes if n.op == "Dropout"}
+            name: tf.TensorSpec((None, *shape), self.tf_dtype, name=f"mask_{name}")
+            for name, shape in mask_shapes.items()}
         sig = [self.input_signature, labels]
         masked = [self.input_signature, labels, self.mask_signature]
         xla = mode == "xla"
@@ -201,19 +206,20 @@ class Program(contract.Program):
         if tuple(a.shape[1:]) != self.label_shape:
             raise DataError(f"labels: expected shape (batch, "
                             f"{', '.join(map(str, self.label_shape))}), found {a.shape}")
-        if self.label_dtype == tf.int64 and a.size and (a.min() < 0 or a.max() >= self.classes):
-            raise DataError(f"labels: class ids must be in [0, {self.classes}), "
-                            f"found {a.min()}..{a.max()}")
+        if self.label_dtype == tf.int64:
+            self.spec.loss.check_labels(a, self.classes)
         return a
 
     def _masks(self, masks) -> dict[str, np.ndarray] | None:
-        """Injected keep-masks in the program dtype, one per Dropout node; None without any."""
+        """Injected keep-masks in the program dtype, one per node that draws one (Dropout with
+        rate > 0, attention with dropout > 0); None without any."""
         if not masks:
             return None
         unknown = sorted(set(masks) - set(self.dropout_nodes))
         missing = sorted(set(self.dropout_nodes) - set(masks))
         if unknown or missing:
-            raise DataError(f"masks: one keep-mask per Dropout node {list(self.dropout_nodes)}; "
+            raise DataError(f"masks: one keep-mask per node with dropout "
+                            f"{list(self.dropout_nodes)}; "
                             f"missing {missing}, unknown {unknown}")
         return {name: np.asarray(masks[name], dtype=self.tf_dtype.as_numpy_dtype)
                 for name in self.dropout_nodes}

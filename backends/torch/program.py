@@ -90,7 +90,9 @@ class Program(contract.Program):
         self.loss_fn = losses.lower_loss(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
-        has_dropout = any(n.op == "Dropout" and n.attrs["rate"] > 0 for n in self.graph.nodes)
+        # every op that draws a keep-mask in training (Dropout, attention weights) declares it
+        has_dropout = any(n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type) is not None
+                          for n in self.graph.nodes)
         self._rng = DropoutRNG(self.torch_device, spec.seed) if has_dropout else None
         self.mode = mode
         # dynamic=False: every GraphModule shares one ``forward`` code object, and dynamo keys its
@@ -189,7 +191,8 @@ class Program(contract.Program):
 
     @contextmanager
     def _injected(self, masks: dict):
-        """Use the given keep-masks in the Dropout modules for one forward."""
+        """Use the given keep-masks in the modules that draw them (Dropout, attention) for one
+        forward."""
         mods = {name: self.model.node_module(name) for name in masks}
         try:
             for name, m in mods.items():
@@ -205,6 +208,10 @@ class Program(contract.Program):
                 for name, kind in self._input_kinds]
 
     def _labels(self, labels) -> torch.Tensor:
+        """Labels on the device; class ids checked on the host first (a bad id is a framework
+        error on the CPU and a device assert on CUDA)."""
+        if self.spec.loss.label_kind == "int":
+            self.spec.loss.check_labels(labels, self.graph.output_type.shape[-1])
         return self._tensor(labels, self._label_dtype)
 
     def _tensor(self, a, dtype: torch.dtype) -> torch.Tensor:
