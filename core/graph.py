@@ -225,7 +225,7 @@ class Graph:
         for n in self.nodes:
             k = n.opdef.lengths_input
             if k is not None and k < len(n.inputs):
-                t = n.in_types[0].shape[0]
+                t = n.in_types[n.opdef.lengths_measure].shape[0]
                 out[n.inputs[k]] = min(out.get(n.inputs[k], t), t)
         return out
 

@@ -1,5 +1,82 @@
-"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``)."""
+"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``).
+
+MultiHeadAttention is written with ``tf.einsum`` on the canonical kernels (E, h, d) and
+(h, d, out), Keras's own EinsumDense layout, so no parameter is transposed. Not
+``keras.layers.MultiHeadAttention``: its variables live in sub-layers (``query/kernel``) rather
+than as the node's canonical variables, its dropout cannot take an injected keep-mask, and its
+boolean ``attention_mask`` is a per-call (N, Tq, Tk) tensor; the math below is the same.
+Masked scores are set to -inf, as in the reference (Keras adds -1e9 instead: the same weights,
+since exp underflows to 0, unless a whole row is masked, which the canonical rule excludes).
+"""
 
 from __future__ import annotations
 
-LOWERINGS: dict = {}
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from rosetta.backends.tensorflow.layers import NodeModule
+
+
+class MultiHeadAttention(NodeModule):
+    """q, k, v = einsum projections (+ bias); s = q k^T / sqrt(d) with key-padding (j >= length)
+    and causal (j > i) entries at -inf; w = softmax(s), in training times the keep-mask /
+    (1 - dropout) (injected, or drawn from the model's generator with stateless_dropout);
+    y = einsum(w v, output_kernel) (+ bias)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        self.scale = 1.0 / math.sqrt(a["head_dim"])
+        self.use_bias = a["use_bias"]
+        self.dropout = a["dropout"]
+        self.rng = ctx.rng
+        tq, tk = node.in_types[0].shape[0], node.in_types[1].shape[0]
+        self.causal = (np.triu(np.ones((tq, tk), bool), 1) if a["causal"] else None)
+
+    def __call__(self, xs, training=False, update_state=False, mask=None):
+        xq, xv = xs[0], xs[1]
+        q = tf.einsum("nie,ehd->nihd", xq, self.query_kernel)
+        k = tf.einsum("nje,ehd->njhd", xv, self.key_kernel)
+        v = tf.einsum("nje,ehd->njhd", xv, self.value_kernel)
+        if self.use_bias:
+            # the key bias's gradient is exactly 0 (softmax ignores q.bk, the same for every
+            # key); autodiff would return rounding noise, which Adam amplifies (see torch)
+            key_bias = tf.stop_gradient(self.key_bias) + 0.0 * self.key_bias
+            q, k, v = q + self.query_bias, k + key_bias, v + self.value_bias
+        s = tf.einsum("nihd,njhd->nhij", q, k) * self.scale
+        ignore = None
+        if len(xs) > 2:
+            tk = tf.shape(xv)[1]
+            ignore = (tf.range(tk, dtype=xs[2].dtype)[None, :] >= xs[2][:, None])[:, None, None, :]
+        if self.causal is not None:
+            c = tf.constant(self.causal)[None, None]
+            ignore = c if ignore is None else tf.logical_or(ignore, c)
+        if ignore is not None:
+            s = tf.where(ignore, tf.constant(-np.inf, s.dtype), s)
+        w = tf.nn.softmax(s, axis=-1)
+        if training and self.dropout > 0.0:
+            if mask is not None:
+                w = w * mask / (1.0 - self.dropout)
+            else:
+                seed = self.rng.make_seeds(1)[:, 0]
+                w = tf.nn.experimental.stateless_dropout(w, rate=self.dropout, seed=seed)
+        o = tf.einsum("nhij,njhd->nihd", w, v)
+        y = tf.einsum("nihd,hdo->nio", o, self.output_kernel)
+        return y + self.output_bias if self.use_bias else y
+
+
+class PositionEmbedding(NodeModule):
+    """y = x + embedding[:T] (the canonical (max_length, E) table)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.length = node.in_types[0].shape[0]
+
+    def __call__(self, xs, training=False, update_state=False):
+        return xs[0] + self.embedding[: self.length]
+
+
+LOWERINGS: dict = {"MultiHeadAttention": MultiHeadAttention,
+                   "PositionEmbedding": PositionEmbedding}

@@ -1,7 +1,213 @@
-"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``)."""
+"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``).
+
+MultiHeadAttention runs torch's own multi-head attention, ``F.multi_head_attention_forward`` (the
+function ``nn.MultiheadAttention.forward`` calls), wherever it computes the canonical rule:
+
+* its head width is embed_dim / heads with embed_dim the query's width, so it is used when
+  E == heads * head_dim (any Ev and any output width: separate q/k/v projection weights);
+* otherwise (E != heads * head_dim) the same math runs as projections and
+  ``F.scaled_dot_product_attention`` (SDPA scales by 1/sqrt(head_dim) of its inputs, the
+  canonical scale);
+* with an injected keep-mask (conformance mode) both would draw their own dropout mask, so the
+  attention weights are computed explicitly (softmax, mask, / (1 - dropout)).
+
+The module is not ``nn.MultiheadAttention`` itself: that packs the q/k/v biases into one (3E)
+``in_proj_bias`` (and the kernels into one (3E, E) ``in_proj_weight`` when E == Ev), and a packed
+tensor cannot be three canonical parameters, each a leaf that the optimizer steps and that
+gradients are taken for. ``CanonicalMultiheadAttention`` keeps the eight parameters (four
+without bias) apart, in torch's row layout, and packs the bias with one ``cat`` per call;
+``tests/backends/test_attention.py`` loads the same numbers into ``nn.MultiheadAttention``.
+
+The key bias adds q.bk to every score of a row, which softmax ignores: its gradient is exactly
+0, while autodiff sums it from rounding noise (1e-17) that Adam then divides by its epsilon into
+1e-13 drifts, different on every framework. All three backends therefore lower the key bias as
+``stop_gradient(bk) + 0 * bk``: the same keys, and the exact gradient, 0.
+
+Masks: key padding (``key_padding_mask`` True = ignore, j >= length) and causal (``attn_mask``
+True = ignore, j > i); torch's masks are the inverse of SDPA's boolean ``attn_mask`` (True =
+attend), which the SDPA path passes negated.
+"""
 
 from __future__ import annotations
 
-LOWERINGS: dict = {}
+import math
 
-NATIVE: dict = {}
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rosetta.backends.torch.layers import CHANNELS_LAST, Lowering
+from rosetta.graph import Node
+
+
+class CanonicalMultiheadAttention(nn.Module):
+    """Multi-head attention with canonical semantics (see the module docstring).
+
+    Parameters (torch layout, (out, in) rows like ``nn.Linear``): ``q_proj_weight`` (h, d, E),
+    ``k_proj_weight`` and ``v_proj_weight`` (h, d, Ev), ``out_proj_weight`` (out, h, d); biases
+    ``q_proj_bias``, ``k_proj_bias``, ``v_proj_bias`` (h, d) and ``out_proj_bias`` (out). Each
+    is reshaped (a view) to the (h*d, in) / (out, h*d) matrix torch's functions take.
+    ``forward(query, value, lengths=None)`` on batch-first tensors.
+    """
+
+    def __init__(self, e: int, ev: int, heads: int, head_dim: int, out: int, causal: bool,
+                 dropout: float, bias: bool):
+        super().__init__()
+        self.heads, self.head_dim, self.causal, self.dropout = heads, head_dim, causal, dropout
+        self.native = e == heads * head_dim
+        self.q_proj_weight = nn.Parameter(torch.empty(heads, head_dim, e))
+        self.k_proj_weight = nn.Parameter(torch.empty(heads, head_dim, ev))
+        self.v_proj_weight = nn.Parameter(torch.empty(heads, head_dim, ev))
+        self.out_proj_weight = nn.Parameter(torch.empty(out, heads, head_dim))
+        if bias:
+            self.q_proj_bias = nn.Parameter(torch.empty(heads, head_dim))
+            self.k_proj_bias = nn.Parameter(torch.empty(heads, head_dim))
+            self.v_proj_bias = nn.Parameter(torch.empty(heads, head_dim))
+            self.out_proj_bias = nn.Parameter(torch.empty(out))
+        else:
+            self.q_proj_bias = self.k_proj_bias = self.v_proj_bias = self.out_proj_bias = None
+        self.mask: torch.Tensor | None = None
+
+    def set_mask(self, mask: torch.Tensor | None):
+        """An injected keep-mask (N, h, Tq, Tk) for the attention weights, or None (RNG)."""
+        self.mask = mask
+
+    def _w(self, name):
+        """A weight as torch's (out, in) matrix: (h, d, in) -> (h*d, in), (out, h, d) ->
+        (out, h*d); a view."""
+        w = getattr(self, name)
+        if name == "out_proj_weight":
+            return w.reshape(w.shape[0], -1)
+        return w.reshape(-1, w.shape[-1])
+
+    def _b(self, name):
+        b = getattr(self, name)
+        if b is None:
+            return None
+        if name == "k_proj_bias":  # its exact gradient, 0 (see the module docstring)
+            b = b.detach() + 0.0 * b
+        return b.reshape(-1)
+
+    def _padding(self, lengths, tk, device):
+        """key_padding_mask (N, Tk), True where j >= length; None without lengths."""
+        if lengths is None:
+            return None
+        return torch.arange(tk, device=device)[None, :] >= lengths[:, None]
+
+    def _causal(self, tq, tk, device):
+        return torch.ones(tq, tk, dtype=torch.bool, device=device).triu(1) if self.causal else None
+
+    def forward(self, query, value, lengths=None):
+        tq, tk = query.shape[1], value.shape[1]
+        padding = self._padding(lengths, tk, query.device)
+        causal = self._causal(tq, tk, query.device)
+        injected = self.training and self.mask is not None and self.dropout > 0
+        if self.native and not injected:
+            return self._native(query, value, padding, causal)
+        q = F.linear(query, self._w("q_proj_weight"), self._b("q_proj_bias"))
+        k = F.linear(value, self._w("k_proj_weight"), self._b("k_proj_bias"))
+        v = F.linear(value, self._w("v_proj_weight"), self._b("v_proj_bias"))
+        n, h, d = query.shape[0], self.heads, self.head_dim
+        q, k, v = (t.reshape(n, -1, h, d).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
+        ignore = None
+        if padding is not None:
+            ignore = padding[:, None, None, :]
+        if causal is not None:
+            ignore = causal if ignore is None else ignore | causal
+        if injected:
+            s = q @ k.transpose(-1, -2) / math.sqrt(d)
+            if ignore is not None:
+                s = s.masked_fill(ignore, float("-inf"))
+            o = (torch.softmax(s, dim=-1) * self.mask / (1.0 - self.dropout)) @ v
+        else:
+            o = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if ignore is None else ~ignore,
+                dropout_p=self.dropout if self.training else 0.0)
+        o = o.transpose(1, 2).reshape(n, tq, h * d)
+        return F.linear(o, self._w("out_proj_weight"), self.out_proj_bias)
+
+    def _native(self, query, value, padding, causal):
+        """torch's multi-head attention, sequence-first inside, batch-first outside."""
+        qkv_bias = (None if self.q_proj_bias is None else
+                    torch.cat([self._b("q_proj_bias"), self._b("k_proj_bias"),
+                               self._b("v_proj_bias")]))
+        q, v = query.transpose(0, 1), value.transpose(0, 1)
+        out, _ = F.multi_head_attention_forward(
+            q, v, v, self.heads * self.head_dim, self.heads, None, qkv_bias, None, None, False,
+            self.dropout, self._w("out_proj_weight"), self.out_proj_bias,
+            training=self.training, key_padding_mask=padding, need_weights=False,
+            attn_mask=causal, use_separate_proj_weight=True,
+            q_proj_weight=self._w("q_proj_weight"), k_proj_weight=self._w("k_proj_weight"),
+            v_proj_weight=self._w("v_proj_weight"))
+        return out.transpose(0, 1)
+
+    def extra_repr(self):
+        return (f"heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, "
+                f"dropout={self.dropout}, native={self.native}")
+
+
+def multi_head_attention(node: Node, layout: str) -> nn.Module:
+    a = node.attrs
+    (_, e), (_, ev) = node.in_types[0].shape, node.in_types[1].shape
+    return CanonicalMultiheadAttention(e, ev, a["heads"], a["head_dim"], node.out_type.shape[-1],
+                                       a["causal"], a["dropout"], a["use_bias"])
+
+
+class PositionEmbedding(nn.Module):
+    """y = x + embedding[:T]; ``embedding`` is the canonical (max_length, E) table."""
+
+    def __init__(self, max_length: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(max_length, dim))
+
+    def forward(self, x):
+        return x + self.embedding[: x.shape[1]]
+
+
+def position_embedding(node: Node, layout: str) -> nn.Module:
+    return PositionEmbedding(node.attrs["max_length"], node.in_types[0].shape[-1])
+
+
+LOWERINGS: dict = {
+    "MultiHeadAttention": Lowering(CHANNELS_LAST, multi_head_attention),
+    "PositionEmbedding": Lowering(CHANNELS_LAST, position_embedding),
+}
+
+
+def _same(a):
+    return a
+
+
+def _kernel_to_native(k):
+    """(in, h, d) -> (h, d, in): torch's (out, in) rows, out = (h, d) head-major."""
+    return np.transpose(k, (1, 2, 0))
+
+
+def _kernel_to_canonical(w):
+    return np.transpose(w, (2, 0, 1))
+
+
+def _out_to_native(k):
+    """(h, d, out) -> (out, h, d)."""
+    return np.transpose(k, (2, 0, 1))
+
+
+def _out_to_canonical(w):
+    return np.transpose(w, (1, 2, 0))
+
+
+_M = CanonicalMultiheadAttention
+NATIVE: dict = {
+    "MultiHeadAttention": {
+        "query_kernel": (_M, "q_proj_weight", _kernel_to_native, _kernel_to_canonical),
+        "key_kernel": (_M, "k_proj_weight", _kernel_to_native, _kernel_to_canonical),
+        "value_kernel": (_M, "v_proj_weight", _kernel_to_native, _kernel_to_canonical),
+        "output_kernel": (_M, "out_proj_weight", _out_to_native, _out_to_canonical),
+        "query_bias": (_M, "q_proj_bias", _same, _same),
+        "key_bias": (_M, "k_proj_bias", _same, _same),
+        "value_bias": (_M, "v_proj_bias", _same, _same),
+        "output_bias": (_M, "out_proj_bias", _same, _same),
+    },
+    "PositionEmbedding": {"embedding": (PositionEmbedding, "embedding", _same, _same)},
+}

@@ -187,8 +187,10 @@ class OpDef:
     arity: Any = 1
     input_kind: str = "float"
     # index of an optional int input of per-example shape () holding sequence lengths in
-    # [1, T] (T: axis 0 of input 0), or None; samplers draw valid lengths for it
+    # [1, T], T = axis 0 of input ``lengths_measure`` (attention: the keys); or None. Lengths
+    # are checked once in ``Graph.as_input_dict``; samplers draw valid ones.
     lengths_input: int | None = None
+    lengths_measure: int = 0
 
     # --- declarations -------------------------------------------------------------------------
     def infer(self, a: dict, inputs: list[TensorType], where: str) -> TensorType:
