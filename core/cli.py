@@ -141,10 +141,10 @@ def cmd_train(args) -> int:
 def cmd_models(args) -> int:
     from rosetta import models
 
-    print(f"{'name':<13} {'params':>9} {'FLOPs/ex':>12} {'dataset':<9} {'optimizer':<9} "
+    print(f"{'name':<13} {'params':>9} {'FLOPs/ex':>12} {'dataset':<10} {'optimizer':<9} "
           f"{'steps':>5}  description")
     for r in models.describe():
-        print(f"{r['name']:<13} {r['params']:>9,} {r['flops']:>12,} {r['dataset']:<9} "
+        print(f"{r['name']:<13} {r['params']:>9,} {r['flops']:>12,} {r['dataset']:<10} "
               f"{r['optimizer']:<9} {r['steps']:>5}  {' '.join(r['description'].split())}")
     return 0
 

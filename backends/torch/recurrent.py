@@ -1,7 +1,102 @@
-"""Lowerings of LSTM, GRU and SimpleRNN (merged into ``layers.LOWERINGS``)."""
+"""Lowerings of LSTM, GRU and SimpleRNN (merged into ``layers.LOWERINGS``): torch's own fused
+``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (batch_first, one layer, ``bidirectional`` native), inside
+``NativeRecurrent``, which adds masking by lengths and picks the output.
+
+* Gate orders already agree: nn.LSTM [i, f, g, o], nn.GRU [r, z, n] in the reset-after form
+  (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))), the canonical rules.
+* Biases: torch adds two, b_ih + b_hh. The canonical LSTM and SimpleRNN have ONE: ``bias`` is
+  ``bias_ih_l0`` and ``bias_hh_l0`` is held at zero as a frozen parameter (requires_grad False, so
+  no optimizer sees it). Left trainable it would get the same gradient as ``bias_ih`` and double
+  the bias's update (the trap tests/cross/test_traps_recurrent.py plants). The canonical GRU has
+  both: ``bias`` = ``bias_ih_l0``, ``recurrent_bias`` = ``bias_hh_l0``.
+* Lengths: ``pack_padded_sequence(enforce_sorted=False)`` (lengths on the CPU as int64), so torch
+  skips padded steps and runs the backward direction over each example's real steps in reverse;
+  ``pad_packed_sequence(total_length=T)`` writes 0 on padded steps. Final states are ``h_n``
+  (forward after step length-1, backward after t = 0). Without lengths nothing is packed.
+"""
 
 from __future__ import annotations
 
-LOWERINGS: dict = {}
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-NATIVE: dict = {}
+from rosetta.graph import Node
+from rosetta.backends.torch.layers import CHANNELS_LAST, Lowering
+
+
+class NativeRecurrent(nn.Module):
+    """``rnn`` (nn.LSTM, nn.GRU or nn.RNN) on canonical (N, T, C), optional lengths (N,) int.
+    Returns (N, T, H*dirs) with zeros on padded steps, or the final states (N, H*dirs)."""
+
+    def __init__(self, rnn: nn.RNNBase, return_sequences: bool, frozen_recurrent_bias: bool):
+        super().__init__()
+        self.rnn = rnn
+        self.return_sequences = return_sequences
+        if frozen_recurrent_bias:
+            for name, p in rnn.named_parameters():
+                if name.startswith("bias_hh"):
+                    with torch.no_grad():
+                        p.zero_()
+                    p.requires_grad_(False)
+
+    def forward(self, x, lengths=None):
+        n, t = x.shape[0], x.shape[1]
+        if lengths is None:
+            out, h_n = self.rnn(x)
+        else:
+            packed = pack_padded_sequence(x, lengths.to("cpu", torch.int64), batch_first=True,
+                                          enforce_sorted=False)
+            out, h_n = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
+        if self.return_sequences:
+            return out
+        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
+            h_n = h_n[0]
+        return h_n.transpose(0, 1).reshape(n, -1)  # (dirs, N, H) -> (N, [forward, backward])
+
+
+def _build(cls, frozen_recurrent_bias: bool):
+    def build(node: Node, layout: str) -> nn.Module:
+        a = node.attrs
+        kwargs = {"nonlinearity": a["activation"]} if node.op == "SimpleRNN" else {}
+        rnn = cls(node.in_types[0].shape[-1], a["units"], batch_first=True,
+                  bidirectional=a["bidirectional"], **kwargs)
+        return NativeRecurrent(rnn, a["return_sequences"], frozen_recurrent_bias)
+    build.__doc__ = f"{cls.__name__} in ``NativeRecurrent`` (see the module docstring)."
+    return build
+
+
+LOWERINGS = {
+    "LSTM": Lowering(CHANNELS_LAST, _build(nn.LSTM, frozen_recurrent_bias=True)),
+    "GRU": Lowering(CHANNELS_LAST, _build(nn.GRU, frozen_recurrent_bias=False)),
+    "SimpleRNN": Lowering(CHANNELS_LAST, _build(nn.RNN, frozen_recurrent_bias=True)),
+}
+
+
+def _transpose(a):
+    """Canonical (in, G*H) <-> torch weight (G*H, in): its own inverse."""
+    return a.T
+
+
+def _same(a):
+    return a
+
+
+def _native(cls, with_recurrent_bias: bool) -> dict:
+    """canonical name -> (cls, torch attribute, to native, to canonical), both directions."""
+    table = {}
+    for prefix, suffix in (("", ""), ("backward_", "_reverse")):
+        table[f"{prefix}kernel"] = (cls, f"weight_ih_l0{suffix}", _transpose, _transpose)
+        table[f"{prefix}recurrent_kernel"] = (cls, f"weight_hh_l0{suffix}", _transpose, _transpose)
+        table[f"{prefix}bias"] = (cls, f"bias_ih_l0{suffix}", _same, _same)
+        if with_recurrent_bias:
+            table[f"{prefix}recurrent_bias"] = (cls, f"bias_hh_l0{suffix}", _same, _same)
+    return table
+
+
+NATIVE = {
+    "LSTM": _native(nn.LSTM, False),
+    "GRU": _native(nn.GRU, True),
+    "SimpleRNN": _native(nn.RNN, False),
+}

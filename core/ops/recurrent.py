@@ -1,3 +1,177 @@
-"""Recurrent layers: LSTM, GRU (reset-after) and SimpleRNN, with masking by lengths."""
+"""Recurrent layers: LSTM, GRU (reset-after) and SimpleRNN, with masking by sequence lengths.
+
+Shared rule (every op here). Input ``x`` (T, C) per example, optional second input ``lengths``
+(int, shape () per example, in [1, T]; without it every step is real). Zero initial state. With H
+= ``units`` and G gates, the parameters are ``kernel`` (C, G*H), ``recurrent_kernel`` (H, G*H)
+and ``bias`` (G*H) (GRU also ``recurrent_bias`` (G*H)), gate blocks side by side on the last
+axis in the order each op names.
+
+Masking: a step t >= length does not change the state, and its output is 0. The forward
+direction runs t = 0 .. T-1; ``bidirectional`` adds a second parameter set (``backward_`` +
+name) that runs over each example's real steps in reverse, length-1 .. 0 (equivalently t = T-1
+.. 0 with the same mask: the padded steps come first and leave the zero state alone). Outputs
+are concatenated [forward, backward] on the feature axis. ``return_sequences``: (T, H*dirs),
+the state after each step (0 on padded steps); else (H*dirs,): the forward state after step
+length-1 and the backward state after its last step (t = 0). Stacking is stacking nodes
+(``return_sequences=True`` below).
+"""
 
 from __future__ import annotations
+
+import numpy as np
+
+from rosetta.initializers import Initializer
+from rosetta.ops.registry import Attr, OpDef, ParamDef, TensorType, positive, register
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def param_names(op: str, bidirectional: bool) -> list[str]:
+    """Canonical parameter names of a recurrent op, forward set first."""
+    base = ["kernel", "recurrent_kernel", "bias"] + (["recurrent_bias"] if op == "GRU" else [])
+    return base + ([f"backward_{n}" for n in base] if bidirectional else [])
+
+
+class _Recurrent(OpDef):
+    arity = (1, None)
+    lengths_input = 1
+    gates = 1
+
+    attrs = {
+        "units": Attr("int", check=positive),
+        "return_sequences": Attr("bool", False),
+        "bidirectional": Attr("bool", False),
+        "kernel_init": Attr("init", Initializer("glorot_uniform")),
+        "recurrent_init": Attr("init", Initializer("orthogonal")),
+        "bias_init": Attr("init", Initializer("zeros")),
+    }
+
+    def infer(self, a, inputs, where):
+        if len(inputs) > 2:
+            raise self.fail(where, "1 or 2 inputs (x, optional lengths)", f"{len(inputs)} inputs")
+        x = inputs[0]
+        if len(x.shape) != 2:
+            raise self.fail(where, "an input of rank 2 per example (T, C)", f"shape {x.shape}")
+        h = a["units"] * (2 if a["bidirectional"] else 1)
+        return TensorType((x.shape[0], h) if a["return_sequences"] else (h,))
+
+    def params(self, a, inputs):
+        c, h, g = inputs[0].shape[1], a["units"], self.gates * a["units"]
+        shapes = {"kernel": ((c, g), a["kernel_init"]),
+                  "recurrent_kernel": ((h, g), a["recurrent_init"]),
+                  "bias": ((g,), a["bias_init"]),
+                  "recurrent_bias": ((g,), a["bias_init"])}
+        return {n: ParamDef(*shapes[n.removeprefix("backward_")])
+                for n in param_names(self.name, a["bidirectional"])}
+
+    def cell(self, a, p, x_t, state):
+        """One step: (new state tuple, its output h). ``p`` has the unprefixed names."""
+        raise NotImplementedError  # pragma: no cover
+
+    def initial_state(self, n, h):
+        return (np.zeros((n, h)),)
+
+    def _direction(self, a, p, x, lengths, reverse):
+        n, t_len, _ = x.shape
+        state = self.initial_state(n, a["units"])
+        out = np.zeros((n, t_len, a["units"]))
+        for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+            new = self.cell(a, p, x[:, t], state)
+            m = (t < lengths)[:, None]
+            state = tuple(np.where(m, s_new, s) for s_new, s in zip(new, state))
+            out[:, t] = np.where(m, new[0], 0.0)
+        return out, state[0]
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        lengths = (np.asarray(xs[1]) if len(xs) > 1
+                   else np.full(x.shape[0], x.shape[1], dtype=np.int64))
+        outs, finals = [], []
+        for prefix in ("", "backward_") if a["bidirectional"] else ("",):
+            q = {k: p[prefix + k] for k in param_names(self.name, False)}
+            out, final = self._direction(a, q, x, lengths, reverse=bool(prefix))
+            outs.append(out)
+            finals.append(final)
+        return np.concatenate(outs if a["return_sequences"] else finals, axis=-1)
+
+    def flops(self, a, inputs, out):
+        t, c = inputs[0].shape
+        h = a["units"]
+        dirs = 2 if a["bidirectional"] else 1
+        per_step = 2 * (c + h) * self.gates * h + 4 * self.gates * h
+        return int(t * dirs * per_step)
+
+
+@register
+class LSTM(_Recurrent):
+    """Long short-term memory, gates [i, f, g, o], ONE bias:
+
+        z = x_t K + h R + b;  i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
+        c' = f ⊙ c + i ⊙ g;   h' = o ⊙ tanh(c')
+
+    K (C, 4H), R (H, 4H), b (4H); masking, direction and output by the module's shared rule.
+
+    Traps: torch's nn.LSTM has two biases (b_ih + b_hh): a second trainable bias doubles the
+    bias's update, so the lowering keeps bias_hh frozen at zero. Keras also orders [i, f, c, o]
+    (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
+    """
+
+    gates = 4
+
+    def initial_state(self, n, h):
+        return (np.zeros((n, h)), np.zeros((n, h)))
+
+    def cell(self, a, p, x_t, state):
+        h, c = state
+        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"]
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h_new = sigmoid(o) * np.tanh(c_new)
+        return h_new, c_new
+
+
+@register
+class GRU(_Recurrent):
+    """Gated recurrent unit, reset-after form, gates [r, z, n], input and recurrent biases:
+
+        a = x_t K + b;  u = h R + rb           (K (C, 3H), R (H, 3H), b and rb (3H))
+        r = σ(a_r + u_r);  z = σ(a_z + u_z);  n = tanh(a_n + r ⊙ u_n)
+        h' = (1 − z) ⊙ n + z ⊙ h
+
+    Masking, direction and output by the module's shared rule.
+
+    Traps: torch and flax order [r, z, n] and are reset-after (this rule). Keras orders
+    [z, r, h], and its ``reset_after=False`` (the TF1 default) applies r before the recurrent
+    matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
+    """
+
+    gates = 3
+
+    def cell(self, a, p, x_t, state):
+        (h,) = state
+        ax = x_t @ p["kernel"] + p["bias"]
+        uh = h @ p["recurrent_kernel"] + p["recurrent_bias"]
+        a_r, a_z, a_n = np.split(ax, 3, axis=-1)
+        u_r, u_z, u_n = np.split(uh, 3, axis=-1)
+        r = sigmoid(a_r + u_r)
+        z = sigmoid(a_z + u_z)
+        n = np.tanh(a_n + r * u_n)
+        return ((1.0 - z) * n + z * h,)
+
+
+@register
+class SimpleRNN(_Recurrent):
+    """Elman recurrent layer: h' = act(x_t K + h R + b), act in {tanh, relu}; K (C, H), R (H, H),
+    b (H). Masking, direction and output by the module's shared rule.
+
+    Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
+    """
+
+    attrs = {**_Recurrent.attrs, "activation": Attr("str", "tanh", choices=("tanh", "relu"))}
+
+    def cell(self, a, p, x_t, state):
+        (h,) = state
+        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"]
+        return (np.tanh(z) if a["activation"] == "tanh" else np.maximum(z, 0.0),)
