@@ -14,6 +14,12 @@ Embedding       (vocab, dim)              nn.Embedding.weight (vocab, dim)
 Conv1D kernel   (k, in/groups, out)       nn.Conv1d.weight (out, in/groups, k)
 RMSNorm scale   (n,)                      nn.RMSNorm.weight (n,)
 GroupNorm       scale, bias (C,)          nn.GroupNorm.weight, bias (C,)
+LSTM/GRU/RNN    kernel (C, G*H)           weight_ih_l0 (G*H, C) = kernel.T (G gates: 4, 3, 1)
+                recurrent_kernel (H, G*H) weight_hh_l0 = recurrent_kernel.T
+                bias (G*H)                bias_ih_l0; LSTM/RNN bias_hh_l0 frozen at 0,
+                                          GRU recurrent_bias = bias_hh_l0
+                backward_*                the same on the ``*_l0_reverse`` tensors
+others          see the family modules    ``NATIVE`` in attention.py, conv_variants.py
 ==============  ========================  ===================================================
 """
 

@@ -6,8 +6,7 @@ the first divergence in causal order (see conformance/diagnose.py): a forward tr
 first graph node whose output differs, an optimizer trap by the parameters after the first update
 (gradients still agree), a running-statistics trap by the BatchNorm state.
 
-Not yet applicable: torch's second LSTM bias left trainable (the LSTM op comes with the layer-set
-issue; its trap test comes with it).
+torch's second LSTM bias left trainable is planted in ``test_traps_recurrent.py``.
 """
 
 from __future__ import annotations
