@@ -53,7 +53,9 @@ def _lstm_spec(bidirectional=False):
                         steps=3)
 
 
-@pytest.mark.parametrize("bidirectional,other", [(False, "jax"), (True, "tensorflow")])
+# against jax (XLA-compiled tf.scan makes a tensorflow run ~2x slower; the other traps pair
+# torch with tensorflow)
+@pytest.mark.parametrize("bidirectional,other", [(False, "jax"), (True, "jax")])
 def test_trainable_second_lstm_bias_is_caught_and_blamed(bidirectional, other, monkeypatch):
     spec = _lstm_spec(bidirectional)
     clean = _run(spec, "torch", other)
