@@ -82,3 +82,21 @@ def test_same_seed_same_losses(backend):
     c = train(models.get("mlp"), backend, steps=5, seed=2, progress=False)["losses"]
     assert a == b
     assert a != c
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_character_model_prints_a_sample(backend):
+    """A character model trained on the stdlib text returns a sampled continuation of a
+    held-out window: 120 characters of the dataset's alphabet."""
+    from rosetta.text import VOCAB
+
+    tokens = rs.Input((16,), name="tokens", kind="int")
+    h = rs.Embedding(len(VOCAB), 8, name="embed")(tokens)
+    h = rs.MultiHeadAttention(2, 4, causal=True, name="attn")(h, h)
+    spec = rs.TrainSpec(model=rs.Model(tokens, rs.Dense(len(VOCAB), name="logits")(h),
+                                       name="tiny_lm"),
+                        loss=rs.losses.SequenceCrossEntropy(), optimizer=rs.optim.Adam(1e-2),
+                        data=rs.DataSpec("text", 8, {"length": 16, "n": 200}), steps=3)
+    run = train(spec, backend, steps=3, progress=False)
+    assert isinstance(run["sample"], str) and len(run["sample"]) == 120
+    assert set(run["sample"]) <= set(VOCAB)
