@@ -135,7 +135,8 @@ def main(argv=None):
         for backend in args.backends.split(","):
             med, ratio = bench(op, backend, args)
             native = f"{med['native']:9.2f}" if "native" in med else f"{'-':>9}"
-            print(f"{op:6} {backend:11} {med['rosetta']:9.2f} {native} {ratio:6.2f}", flush=True)
+            shown = f"{ratio:6.2f}" if ratio == ratio else f"{'-':>6}"   # no native: no ratio
+            print(f"{op:6} {backend:11} {med['rosetta']:9.2f} {native} {shown}", flush=True)
 
 
 if __name__ == "__main__":
