@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from rosetta.initializers import Initializer
 from rosetta.ops.registry import Attr, OpDef, register
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -40,6 +41,24 @@ FUSED = tuple(FUNCTIONS)
 def fused_attr() -> Attr:
     return Attr("str", "identity", choices=FUSED,
                 doc="activation applied to the output; parameter-free names only")
+
+
+def weighted_layer_attrs() -> dict:
+    """The attributes every layer with a kernel and an optional bias shares (Dense and the
+    convolutions): ``use_bias``, the fused ``activation`` and the default initializers, kernel
+    glorot_uniform and bias zeros."""
+    return {"use_bias": Attr("bool", True),
+            "activation": fused_attr(),
+            "kernel_init": Attr("init", Initializer("glorot_uniform")),
+            "bias_init": Attr("init", Initializer("zeros"))}
+
+
+def bias_and_activation(y, p: dict, a: dict):
+    """The end of a weighted layer's reference: y + bias (when the layer has one), then the
+    fused activation."""
+    if "bias" in p:
+        y = y + p["bias"]
+    return FUNCTIONS[a["activation"]](y)
 
 
 @register

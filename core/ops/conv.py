@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 
-from rosetta.initializers import Initializer
-from rosetta.ops.activation import FUNCTIONS, fused_attr
+from rosetta.ops.activation import bias_and_activation, weighted_layer_attrs
 from rosetta.ops.registry import (Attr, OpDef, ParamDef, TensorType, positive, register)
 
 
@@ -69,10 +68,7 @@ class Conv2D(OpDef):
         "padding": Attr("padding", "valid", n=2),
         "dilation": Attr("ints", (1, 1), n=2, check=positive),
         "groups": Attr("int", 1, check=positive),
-        "use_bias": Attr("bool", True),
-        "activation": fused_attr(),
-        "kernel_init": Attr("init", Initializer("glorot_uniform")),
-        "bias_init": Attr("init", Initializer("zeros")),
+        **weighted_layer_attrs(),
     }
 
     def infer(self, a, inputs, where):
@@ -114,9 +110,7 @@ class Conv2D(OpDef):
                 y[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
                     "nhwc,co->nhwo", patch[..., gi * cin_g:(gi + 1) * cin_g],
                     k[i, j, :, gi * cout_g:(gi + 1) * cout_g])
-        if "bias" in p:
-            y = y + p["bias"]
-        return FUNCTIONS[a["activation"]](y)
+        return bias_and_activation(y, p, a)
 
     def flops(self, a, inputs, out):
         kh, kw = a["kernel_size"]

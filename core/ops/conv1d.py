@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rosetta.initializers import Initializer
-from rosetta.ops.activation import fused_attr
+from rosetta.ops.activation import weighted_layer_attrs
 from rosetta.ops.conv import resolve_padding
 from rosetta.ops.registry import REGISTRY, Attr, OpDef, ParamDef, TensorType, positive, register
 from rosetta.ops.pool import resolve_window_strides
@@ -62,10 +61,7 @@ class Conv1D(OpDef):
         "padding": Attr("padding", "valid", n=1),
         "dilation": Attr("ints", (1,), n=1, check=positive),
         "groups": Attr("int", 1, check=positive),
-        "use_bias": Attr("bool", True),
-        "activation": fused_attr(),
-        "kernel_init": Attr("init", Initializer("glorot_uniform")),
-        "bias_init": Attr("init", Initializer("zeros")),
+        **weighted_layer_attrs(),
     }
 
     def resolve_attrs(self, given, where):

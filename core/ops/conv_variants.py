@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.activation import FUNCTIONS, fused_attr
+from rosetta.ops.activation import bias_and_activation, fused_attr, weighted_layer_attrs
 from rosetta.ops.conv import spatial_plan, windows
 from rosetta.ops.registry import (Attr, OpDef, ParamDef, TensorType, positive, register)
 
@@ -63,10 +63,7 @@ class DepthwiseConv2D(OpDef):
     attrs = {
         **_window_attrs(),
         "depth_multiplier": Attr("int", 1, check=positive),
-        "use_bias": Attr("bool", True),
-        "activation": fused_attr(),
-        "kernel_init": Attr("init", Initializer("glorot_uniform")),
-        "bias_init": Attr("init", Initializer("zeros")),
+        **weighted_layer_attrs(),
     }
 
     def infer(self, a, inputs, where):
@@ -83,9 +80,7 @@ class DepthwiseConv2D(OpDef):
 
     def reference(self, a, p, xs, ctx):
         y = depthwise_reference(xs[0], p["kernel"], a)
-        if "bias" in p:
-            y = y + p["bias"]
-        return FUNCTIONS[a["activation"]](y)
+        return bias_and_activation(y, p, a)
 
     def flops(self, a, inputs, out):
         kh, kw = a["kernel_size"]
@@ -133,9 +128,7 @@ class SeparableConv2D(OpDef):
     def reference(self, a, p, xs, ctx):
         d = depthwise_reference(xs[0], p["depthwise_kernel"], a)
         y = np.einsum("nhwk,ko->nhwo", d, p["pointwise_kernel"][0, 0])
-        if "bias" in p:
-            y = y + p["bias"]
-        return FUNCTIONS[a["activation"]](y)
+        return bias_and_activation(y, p, a)
 
     def flops(self, a, inputs, out):
         kh, kw = a["kernel_size"]
@@ -181,10 +174,7 @@ class Conv2DTranspose(OpDef):
         "strides": Attr("ints", (1, 1), n=2, check=positive),
         "padding": Attr("str", "valid", choices=("valid", "same")),
         "dilation": Attr("ints", (1, 1), n=2, check=positive),
-        "use_bias": Attr("bool", True),
-        "activation": fused_attr(),
-        "kernel_init": Attr("init", Initializer("glorot_uniform")),
-        "bias_init": Attr("init", Initializer("zeros")),
+        **weighted_layer_attrs(),
     }
 
     @staticmethod
@@ -225,9 +215,7 @@ class Conv2DTranspose(OpDef):
                      tb * d1:tb * d1 + (w - 1) * s1 + 1:s1] += np.einsum(
                          "nhwc,co->nhwo", x, k[ta, tb])
         y = full[:, lo[0]:lo[0] + out[0], lo[1]:lo[1] + out[1]]
-        if "bias" in p:
-            y = y + p["bias"]
-        return FUNCTIONS[a["activation"]](y)
+        return bias_and_activation(y, p, a)
 
     def flops(self, a, inputs, out):
         h, w, c = inputs[0].shape

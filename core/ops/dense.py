@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.activation import FUNCTIONS, fused_attr
+from rosetta.ops.activation import bias_and_activation, weighted_layer_attrs
 from rosetta.ops.registry import Attr, OpDef, ParamDef, TensorType, positive, register
 
 
@@ -18,10 +18,7 @@ class Dense(OpDef):
 
     attrs = {
         "units": Attr("int", check=positive),
-        "use_bias": Attr("bool", True),
-        "activation": fused_attr(),
-        "kernel_init": Attr("init", Initializer("glorot_uniform")),
-        "bias_init": Attr("init", Initializer("zeros")),
+        **weighted_layer_attrs(),
     }
 
     def infer(self, a, inputs, where):
@@ -38,9 +35,7 @@ class Dense(OpDef):
 
     def reference(self, a, p, xs, ctx):
         y = xs[0] @ p["kernel"]
-        if "bias" in p:
-            y = y + p["bias"]
-        return FUNCTIONS[a["activation"]](y)
+        return bias_and_activation(y, p, a)
 
     def flops(self, a, inputs, out):
         return 2 * int(np.prod(inputs[0].shape)) * a["units"]
