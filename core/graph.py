@@ -98,6 +98,7 @@ class Graph:
                 raise SpecError(f"unknown output {o!r}; nodes: {list(by_name)}", where=self.name)
         self.outputs = list(outputs)
         self.types = types
+        self._lengths = self._find_lengths_inputs()   # read on every step: found once
 
     # --- validation -------------------------------------------------------------------------
     def _toposort(self, by_name, types):
@@ -221,6 +222,9 @@ class Graph:
     def lengths_inputs(self) -> dict[str, int]:
         """{input name: T} for each model input some op reads as sequence lengths (the op's
         ``lengths_input``): valid lengths are 1..T, T the shortest sequence they measure."""
+        return dict(self._lengths)
+
+    def _find_lengths_inputs(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for n in self.nodes:
             k = n.opdef.lengths_input
@@ -247,7 +251,7 @@ class Graph:
             raise SpecError(f"this model has inputs {names}: pass a dict", where=self.name)
         else:
             out = {names[0]: inputs}
-        for name, t in self.lengths_inputs().items():
+        for name, t in self._lengths.items():
             a = np.asarray(out[name])
             if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
                 raise DataError(f"input {name!r} holds sequence lengths: one integer per example, "
