@@ -110,6 +110,28 @@ class Program(ABC):
         ``v/...``. Plain SGD has none (an empty dict)."""
         return {}
 
+    def load_optimizer_state(self, slots: dict[str, np.ndarray], step: int) -> None:
+        """Set the optimizer state and the update count, after ``load``: ``slots`` has exactly
+        the names ``export_optimizer_state`` gives after an update (``<slot>/<parameter path>``,
+        canonical layout, every parameter; empty for an optimizer without state), and the next
+        ``train_step`` applies update number ``step`` with lr(step) (its bias corrections,
+        epsilon-hat factor and dropout masks those of update ``step``), so that a program
+        resumed from exported state continues exactly as the one that exported it.
+
+        Raises ``CheckpointError`` naming the first missing, unknown or misshapen slot."""
+        raise BackendUnavailable(f"backend {self.backend!r} cannot load optimizer state")
+
+    def export_rng_state(self) -> dict[str, np.ndarray]:
+        """The position of this backend's own dropout stream, as arrays (empty when the program
+        draws nothing at random, or derives its masks from the update count). Only the same
+        backend can read it back (``load_rng_state``); masks never match across backends."""
+        return {}
+
+    def load_rng_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Put the dropout stream where ``export_rng_state`` of the same backend found it."""
+        if arrays:
+            raise BackendUnavailable(f"backend {self.backend!r} keeps no dropout stream to load")
+
 
 class Backend(ABC):
     """A framework adapter, found through the ``rosetta.backends`` entry-point group."""
