@@ -47,12 +47,14 @@ def without_dropout(spec: TrainSpec) -> TrainSpec:
             node["attrs"]["rate"] = 0.0
         elif "dropout" in node["attrs"]:  # dropout on attention weights
             node["attrs"]["dropout"] = 0.0
-    return TrainSpec.from_json(d)
+    out = TrainSpec.from_json(d)
+    out.data = spec.data  # in-memory arrays and relative paths do not survive JSON
+    return out
 
 
 def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
     """The (inputs, labels) of each step, identical for every backend."""
-    ds = spec.data.load()
+    ds = spec.data.load(model=spec.model)
     check_data(spec, ds)
     x = dataset_inputs(spec, ds.x_train, dtype)
     y = prepare_labels(spec, ds.y_train)
