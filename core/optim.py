@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from rosetta.errors import SpecError
+from rosetta.errors import CheckpointError, SpecError
 from rosetta.schedules import Schedule, as_schedule
 
 
@@ -146,6 +146,40 @@ class Optimizer:
         """The reference state as ``{"<slot>/<parameter path>": array}``, the names every
         backend's ``export_optimizer_state`` uses."""
         return {}
+
+    def state_names(self, paths) -> list[str]:
+        """The ``<slot>/<path>`` names of this optimizer's state for parameters at ``paths``."""
+        return list(self.slots(self.init_state({path: np.zeros(()) for path in paths})))
+
+    def check_slots(self, shapes: dict, slots: dict, step) -> dict:
+        """Optimizer state to resume from (``Program.load_optimizer_state``), checked before
+        anything is assigned: exactly the names ``state_names`` gives for parameters of
+        ``shapes`` ({canonical path: shape}), each of its parameter's canonical shape and
+        real-valued; ``step`` an integer >= 0. Returns {name: array} in that order; raises
+        ``CheckpointError`` naming the first missing, unknown or misshapen tensor."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise CheckpointError(f"optimizer state: the update count must be an integer >= 0, "
+                                  f"found {step!r}")
+        names = self.state_names(shapes)
+        keeps = f"({self.kind} keeps {', '.join(names) or 'no state'})"
+        for name in names:
+            if name not in slots:
+                raise CheckpointError(f"optimizer state: missing {name} {keeps}")
+        for name in slots:
+            if name not in names:
+                raise CheckpointError(f"optimizer state: unknown slot {name} {keeps}")
+        out = {}
+        for name in names:
+            a = np.asarray(slots[name])
+            shape = tuple(shapes[name.split("/", 1)[1]])
+            if a.shape != shape:
+                raise CheckpointError(f"optimizer state: {name} has shape {a.shape}, the model "
+                                      f"expects {shape}")
+            if a.dtype.kind not in "fiu":
+                raise CheckpointError(f"optimizer state: {name} has dtype {a.dtype}, expected "
+                                      f"real numbers")
+            out[name] = a
+        return out
 
     def hyperparams(self) -> dict:
         return {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items()

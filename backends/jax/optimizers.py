@@ -34,6 +34,13 @@ Optimizer state in canonical slots (``slots``): SGD/RMSprop with momentum ``velo
 its ``mu``), Adagrad ``accumulator`` = ``ScaleByRssState.sum_of_squares``, Lion ``m`` =
 ``ScaleByLionState.mu``.
 
+Resuming (``load_state``): the slots are written back by the same ``_SLOTS`` table, and every
+``count`` field of the state (``ScaleByAdamState``, ``ScaleByScheduleState``, ``ScaleByLionState``,
+the hand-written ``scale_by_adam_hat``'s, ...: optax counts updates separately in each
+transformation that needs it) is set to the update count, each leaf in the dtype of the one it
+replaces (int32 counts), so the jitted step sees the same structure and avals and does not
+retrace.
+
 Learning rate: optax calls the schedule with its update count, which is 0 for the first update
 and incremented after each, so update number t uses lr(t) as the canonical rule says. The count
 (int32) is cast to the program dtype and fed to the schedule's one formula with ``xp=jax.numpy``.
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rosetta import optim
@@ -203,3 +211,32 @@ def slots(opt_state) -> dict:
 
     visit(opt_state)
     return out
+
+
+def load_state(opt_state, slot_values: dict, step: int):
+    """A copy of ``opt_state`` (same tree structure, leaf shapes and dtypes, as host NumPy
+    arrays) with its slots from ``slot_values`` ({"<slot>/<parameter path>": array}, checked by
+    ``check_slots``), found by the ``_SLOTS`` table as ``slots`` finds them, and every ``count``
+    field of every optax state NamedTuple set to ``step``."""
+
+    def slot_tree(slot, template):
+        return jax.tree_util.tree_map_with_path(
+            lambda keys, old: np.asarray(slot_values[f"{slot}/{_path(keys)}"],
+                                         dtype=old.dtype), template)
+
+    def visit(state):
+        for cls, fields in _SLOTS:
+            if isinstance(state, cls):
+                state = state._replace(**{field: slot_tree(slot, getattr(state, field))
+                                          for slot, field in fields})
+                break
+        if hasattr(state, "_fields"):  # an optax state NamedTuple
+            return state._replace(**{
+                f: np.asarray(step, dtype=v.dtype) if f == "count" else visit(v)
+                for f, v in zip(state._fields, state)})
+        if isinstance(state, tuple):  # a chain's tuple of states
+            return tuple(visit(sub) for sub in state)
+        return state
+
+    return visit(opt_state)
+

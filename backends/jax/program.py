@@ -20,6 +20,9 @@ number t always uses the same masks, and ``gradients`` / ``forward(training=True
 update t see the masks that update t will use. They cannot match other backends' masks. With
 ``masks`` (conformance mode: {node with dropout: keep-mask}) the injected masks replace the rng;
 they are one more argument of the same compiled functions (one extra trace, for the masked form).
+Since the masks are a function of (seed, update count), there is no stream position to save:
+``export_rng_state`` is {} and a resumed program (``load_optimizer_state`` sets the device step
+counter) draws the masks the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import numpy as np
 import optax
 
 from rosetta import backend as contract
-from rosetta.errors import DataError, SpecError
+from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.jax import params as params_mod
 from rosetta.backends.jax.device import check_dtype, jax_device
 from rosetta.backends.jax.losses import lower_loss
 from rosetta.backends.jax.model import build_model
+from rosetta.backends.jax import optimizers
 from rosetta.backends.jax.optimizers import lower_optimizer, slots
 
 STEP_DTYPE = np.int32
@@ -148,6 +152,35 @@ class Program(contract.Program):
     def export_optimizer_state(self):
         return {f"{slot}/{path}": arr for slot, tree in slots(self.opt_state).items()
                 for path, arr in params_mod.to_canonical(tree).items()}
+
+    def load_optimizer_state(self, slots: dict, step: int) -> None:
+        """Resume after ``step`` updates (call after ``load``): ``slots`` as
+        ``export_optimizer_state`` names them, checked against the NumPy reference's names and
+        the parameter shapes before anything is set (``CheckpointError`` naming the first
+        missing, unknown or misshapen one), written into the optax state by the ``_SLOTS``
+        table; every optax ``count`` (bias corrections, schedule, epsilon hat) set to ``step``,
+        as are ``program.step`` and the device step counter the dropout masks are folded from.
+        The new state has the old one's structure, shapes and dtypes, on the program's device:
+        the jitted steps are not retraced."""
+        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
+        opt_state = optimizers.load_state(self.opt_state, checked, int(step))
+        put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
+        self.opt_state = put(opt_state)
+        self.step = int(step)
+        self._step = put(np.asarray(step, STEP_DTYPE))
+
+    def export_rng_state(self) -> dict[str, np.ndarray]:
+        """{}: dropout masks are ``fold_in(key(spec.seed), update count)``, nothing to save."""
+        return {}
+
+    def load_rng_state(self, arrays: dict) -> None:
+        """Accepts only {} (``export_rng_state``'s): the masks follow from the update count
+        that ``load_optimizer_state`` sets. Any key (another backend's stream) raises
+        ``CheckpointError``."""
+        if arrays:
+            raise CheckpointError(f"rng state: {', '.join(sorted(arrays))} is not jax's (jax "
+                                  f"derives dropout masks from the seed and the update count "
+                                  f"and keeps no stream: it reads only {{}})")
 
     # --- steps ------------------------------------------------------------------------------------
     def prepare_batch(self, inputs, labels) -> contract.Batch:

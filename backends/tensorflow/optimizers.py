@@ -25,12 +25,17 @@ per process, so the rules are written here with ``tf`` ops:
 
 Slot names (``export``): SGD ``velocity``; Adam/AdamW ``m``, ``v``; RMSprop ``v``, ``mg``
 (centered), ``velocity`` (momentum); Adagrad ``accumulator``; Lion ``m``.
+
+Resuming (``load``): the slot variables and ``step`` are assigned in place; the compiled steps
+read them as variables, so nothing is retraced, and lr(step), the bias corrections and the
+epsilon-hat factor all follow from ``step``.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import tensorflow as tf
 
 from rosetta import optim as spec_optim
@@ -92,6 +97,16 @@ class Optimizer(tf.Module):
         ``v``: the canonical names of ``rosetta.optim``)."""
         return {f"{slot}/{key}": var.numpy().copy()
                 for slot, table in self.slots.items() for key, var in table.items()}
+
+    def load(self, slots: dict, step: int) -> None:
+        """Set the slot variables from ``slots`` (exactly the names of ``export``, checked by
+        ``check_slots``) and the update count ``step``: the next ``apply_gradients`` applies
+        update number ``step``."""
+        for name, a in slots.items():
+            slot, key = name.split("/", 1)
+            var = self.slots[slot][key]
+            var.assign(np.asarray(a, dtype=var.dtype.as_numpy_dtype))
+        self.step.assign(int(step))
 
     def learning_rate(self, dtype=tf.float32):
         """lr(step) of the next update, in ``dtype``."""
@@ -309,3 +324,4 @@ def lower(opt: spec_optim.Optimizer, var_list) -> Optimizer:
     native.clip_norm, native.clip_value = opt.clip_norm, opt.clip_value
     native.lr_scale = dict(opt.lr_scale)
     return native
+

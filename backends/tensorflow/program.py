@@ -11,7 +11,9 @@ Dropout draws its seeds from the model's ``tf.random.Generator`` (seeded from ``
 by ``load``). ``gradients`` and ``forward(training=True)`` restore the generator state after their
 draws, so they see the masks the next ``train_step`` will use and leave the stream where it was.
 With ``masks`` (conformance mode: {node with dropout: keep-mask}), the masks replace the
-generator; each step then has a second compiled variant that takes them as inputs.
+generator; each step then has a second compiled variant that takes them as inputs. The
+generator's position is its state variable: ``export_rng_state`` / ``load_rng_state`` carry it as
+``{"tf_generator": int64 array}`` (Philox counter and key), restored bitwise.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rosetta import backend as contract
 from rosetta.backends.tensorflow import device as tf_device
 from rosetta.backends.tensorflow import losses, optimizers, params
 from rosetta.backends.tensorflow.model import GraphModule
-from rosetta.errors import DataError
+from rosetta.errors import CheckpointError, DataError
 
 ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
 
@@ -239,6 +241,45 @@ class Program(contract.Program):
 
     def export_optimizer_state(self):
         return self.optimizer.export()
+
+    def load_optimizer_state(self, slots: dict, step: int) -> None:
+        """Resume after ``step`` updates (call after ``load``): ``slots`` as
+        ``export_optimizer_state`` names them, checked against the NumPy reference's names and
+        the parameter shapes before anything is set (``CheckpointError`` naming the first
+        missing, unknown or misshapen one), assigned to the slot variables; the optimizer's
+        ``step`` variable (lr(step), bias corrections, epsilon-hat factor) set to ``step``. The
+        compiled steps read these variables: nothing is retraced. The dropout stream is
+        ``load_rng_state``'s."""
+        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
+        self.optimizer.load(checked, int(step))
+
+    def export_rng_state(self) -> dict[str, np.ndarray]:
+        """The dropout generator's state, ``{"tf_generator": int64 array}``; {} without
+        dropout."""
+        if not self.dropout_nodes:
+            return {}
+        return {"tf_generator": self.model.rng.state.numpy().copy()}
+
+    def load_rng_state(self, arrays: dict) -> None:
+        """Continue the dropout stream from ``export_rng_state`` of a TensorFlow program of the
+        same spec. {} leaves it where ``load`` put it (seeded from ``spec.seed``); another
+        backend's keys, or a stream given to a program without dropout, raise
+        ``CheckpointError``."""
+        foreign = sorted(set(arrays) - {"tf_generator"})
+        if foreign:
+            raise CheckpointError(f"rng state: {', '.join(foreign)} is not TensorFlow's "
+                                  f"(tensorflow keeps its dropout stream as tf_generator)")
+        if not arrays:
+            return
+        if not self.dropout_nodes:
+            raise CheckpointError("rng state: tf_generator given, but this program has no "
+                                  "dropout stream")
+        a = np.asarray(arrays["tf_generator"])
+        var = self.model.rng.state
+        if a.dtype.kind not in "iu" or a.shape != tuple(var.shape):
+            raise CheckpointError(f"rng state: tf_generator must be integers of shape "
+                                  f"{tuple(var.shape)}, found {a.dtype} {a.shape}")
+        var.assign(a.astype(var.dtype.as_numpy_dtype))
 
     def _args(self, inputs, labels=None, masks=None) -> tuple[bool, list]:
         """(masked?, arguments of the compiled step) from host arrays."""

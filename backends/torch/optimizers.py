@@ -26,7 +26,16 @@ its NumPy ``update`` by the conformance suite):
   (values first, then g * c / ||g|| when ||g|| > c; ``torch.nn.utils.clip_grad_norm_`` would add
   1e-6 to the norm).
 
-Optimizer state keys and their canonical slot names: ``NATIVE_SLOTS``.
+Optimizer state keys and their canonical slot names: ``NATIVE_SLOTS`` (export), ``STATE_KEYS``
+per optimizer (``load_state``: "v" is ``exp_avg_sq`` in Adam, ``square_avg`` in RMSprop).
+
+Resuming (``load_state``): the per-parameter state is written through
+``optimizer.load_state_dict`` (which casts it to each parameter's dtype and device, as it does
+for a native checkpoint), with the ``step`` tensor Adam, AdamW, RMSprop and Adagrad count
+updates in (a 0-d float tensor of torch's scalar dtype, on the CPU, as ``_init_group`` makes
+it); ``ScheduleLR`` is put at ``last_epoch = step`` with each group's lr = lr(step) * its
+``lr_factor``; the epsilon-hat pre-hook reads the update number from that same ``step``
+tensor, so nothing else counts updates.
 
 The schedule is evaluated on the host in float64 (``schedule(step, numpy)``) and written into
 the param groups as is (not base_lr * factor, which could round differently). A constant
@@ -42,11 +51,20 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from rosetta.errors import SpecError
 from rosetta.optim import Optimizer
+from rosetta.schedules import Constant, Schedule
 
 # torch optimizer state key -> canonical slot name (rosetta.optim ``slots``)
 NATIVE_SLOTS = (("momentum_buffer", "velocity"), ("exp_avg", "m"), ("exp_avg_sq", "v"),
                 ("square_avg", "v"), ("grad_avg", "mg"), ("sum", "accumulator"))
-from rosetta.schedules import Constant, Schedule
+# per optimizer kind: canonical slot -> its torch state key
+STATE_KEYS = {"sgd": {"velocity": "momentum_buffer"},
+              "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
+              "adamw": {"m": "exp_avg", "v": "exp_avg_sq"},
+              "rmsprop": {"v": "square_avg", "mg": "grad_avg", "velocity": "momentum_buffer"},
+              "adagrad": {"accumulator": "sum"},
+              "lion": {"m": "exp_avg"}}
+# the optimizers whose per-parameter state counts the updates applied (``state["step"]``)
+COUNTS_STEPS = ("adam", "adamw", "rmsprop", "adagrad")
 
 
 class ScheduleLR(LRScheduler):
@@ -169,12 +187,25 @@ def _clip_hook(opt: Optimizer):
     return clip
 
 
+def updates_applied(optimizer: torch.optim.Optimizer) -> int:
+    """The update count Adam/AdamW/RMSprop/Adagrad keep in the ``step`` tensor of each
+    parameter's state (read from the first parameter; 0 before the first update)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            return 0 if step is None else int(step)
+    return 0
+
+
 def _epsilon_hat_hook(opt: Optimizer):
-    count = [0]
+    """Before update number t (k = t + 1), eps' = eps / sqrt(1 - b2^k) into every group. t is
+    read from the optimizer's own state (``updates_applied``), so a resumed optimizer
+    (``load_state``, or a native ``load_state_dict``) continues with the right k: one ``item()``
+    a step, as torch's Adam itself does for each parameter."""
 
     def set_eps(optimizer, args, kwargs):
-        count[0] += 1
-        eps = opt.epsilon / float(np.sqrt(1.0 - opt.beta2 ** count[0]))
+        k = updates_applied(optimizer) + 1
+        eps = opt.epsilon / float(np.sqrt(1.0 - opt.beta2 ** k))
         for group in optimizer.param_groups:
             group["eps"] = eps
 
@@ -203,3 +234,38 @@ def lower_optimizer(opt: Optimizer, params):
     if isinstance(opt.learning_rate, Constant):
         return optimizer, None
     return optimizer, ScheduleLR(optimizer, opt.learning_rate)
+
+
+
+def load_state(opt: Optimizer, optimizer: torch.optim.Optimizer, scheduler,
+               states: dict, step: int) -> None:
+    """Put ``optimizer`` (and its ``ScheduleLR``, or None) where it is after ``step`` updates.
+
+    ``states``: {parameter tensor: {canonical slot: native-layout array}} (checked by
+    ``check_slots``); every parameter of ``optimizer`` gets exactly that state (plus ``step``
+    where torch counts it), through ``optimizer.load_state_dict``. The param groups' lr become
+    lr(step) * ``lr_factor`` and the scheduler's ``last_epoch`` step."""
+    keys = STATE_KEYS.get(opt.kind, {})
+    # torch's scalar dtype for ``step`` (``_init_group``: float64 only under a float64 default)
+    step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    native = optimizer.state_dict()
+    index = 0
+    state = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            slots = states.get(p, {})
+            entry = {keys[slot]: torch.tensor(a, dtype=p.dtype, device=p.device)
+                     for slot, a in slots.items()}
+            if opt.kind in COUNTS_STEPS:
+                entry["step"] = torch.tensor(float(step), dtype=step_dtype)
+            if entry:
+                state[index] = entry
+            index += 1
+    native["state"] = state
+    if scheduler is not None:
+        scheduler.last_epoch = int(step)
+        for saved, lr in zip(native["param_groups"], scheduler.get_lr()):
+            saved["lr"] = lr
+    optimizer.load_state_dict(native)
+    if scheduler is not None:
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

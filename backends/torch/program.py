@@ -10,7 +10,9 @@ compiles a model; the optimizer step stays eager in both.
 Dropout draws from the program's own torch RNG stream, seeded from ``spec.seed`` and swapped into
 the device's default generator around a training forward, so the global torch RNG is untouched and
 a program replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw
-the masks the next ``train_step`` would use without advancing the stream.
+the masks the next ``train_step`` would use without advancing the stream. The stream's position
+is its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as
+``{"torch_generator": uint8 array}``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from rosetta import backend as contract
+from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, torch_device, torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
@@ -38,6 +41,22 @@ class DropoutRNG:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self.seed)
         self.state = gen.get_state()
+
+    def restore(self, state: np.ndarray):
+        """Continue from ``state`` (a ``get_state()`` of a generator of this device type, as
+        uint8): checked on a scratch generator first (CheckpointError if torch refuses it)."""
+        a = np.asarray(state)
+        if a.dtype != np.uint8 or a.shape != tuple(self.state.shape):
+            raise CheckpointError(f"rng state: torch_generator must be uint8 of shape "
+                                  f"{tuple(self.state.shape)} (a {self.device.type} generator "
+                                  f"state), found {a.dtype} {a.shape}")
+        t = torch.from_numpy(a.copy())
+        try:
+            torch.Generator(device=self.device).set_state(t)
+        except RuntimeError as e:
+            raise CheckpointError(f"rng state: torch_generator is not a valid "
+                                  f"{self.device.type} generator state: {e}") from None
+        self.state = t
 
     def _default_generator(self):
         if self.device.type == "cuda":
@@ -132,6 +151,48 @@ class Program(contract.Program):
                 if st.get(native) is not None:
                     out[f"{name}/{path}"] = slot.canonical(st[native])
         return out
+
+    def load_optimizer_state(self, slots: dict, step: int) -> None:
+        """Resume after ``step`` updates (call after ``load``): ``slots`` as
+        ``export_optimizer_state`` names them (canonical layout, transposed here to torch's),
+        checked against the NumPy reference's names and the parameter shapes before anything is
+        set (``CheckpointError`` naming the first missing, unknown or misshapen one). Sets every
+        parameter's optimizer state through ``optimizer.load_state_dict`` (with torch's ``step``
+        tensor = ``step`` for Adam, AdamW, RMSprop, Adagrad: their bias corrections and the
+        epsilon-hat factor), the scheduler at ``last_epoch = step`` with lr(step) in each group,
+        and ``program.step``. The dropout stream is ``load_rng_state``'s."""
+        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
+        states = {}
+        for name, a in checked.items():
+            slot, path = name.split("/", 1)
+            p = self._params[path]
+            states.setdefault(p.tensor, {})[slot] = np.ascontiguousarray(p.to_native(a))
+        optimizers.load_state(self.spec.optimizer, self.optimizer, self.scheduler, states,
+                              int(step))
+        self.step = int(step)
+
+    def export_rng_state(self) -> dict[str, np.ndarray]:
+        """The dropout stream's generator state, ``{"torch_generator": uint8 array}``; {}
+        without dropout."""
+        if self._rng is None:
+            return {}
+        return {"torch_generator": self._rng.state.numpy().copy()}
+
+    def load_rng_state(self, arrays: dict) -> None:
+        """Continue the dropout stream from ``export_rng_state`` of a torch program of the same
+        spec and device type. {} leaves it where ``load`` put it (seeded from ``spec.seed``);
+        another backend's keys, or a stream given to a program without dropout, raise
+        ``CheckpointError``."""
+        foreign = sorted(set(arrays) - {"torch_generator"})
+        if foreign:
+            raise CheckpointError(f"rng state: {', '.join(foreign)} is not torch's (torch keeps "
+                                  f"its dropout stream as torch_generator)")
+        if not arrays:
+            return
+        if self._rng is None:
+            raise CheckpointError("rng state: torch_generator given, but this program has no "
+                                  "dropout stream")
+        self._rng.restore(arrays["torch_generator"])
 
     def prepare_batch(self, inputs, labels) -> contract.Batch:
         xs = self._inputs(inputs)
