@@ -42,6 +42,7 @@ of the ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import importlib.util
@@ -197,11 +198,11 @@ def bench_batches(spec: TrainSpec, batch_size: int, dtype: str, count: int = N_B
     from rosetta.conformance.oracle import sample_inputs, sample_targets
 
     try:
-        ds = spec.data.load()
-        check_data(spec, ds)
-        if ds.n_train < batch_size:
-            raise DataError("dataset smaller than the batch")
+        ds = spec.data.load(model=spec.model)
+        check_data(spec, ds, batch_size)
     except (DataError, SpecError):
+        if spec.data.source != "dataset":
+            raise  # the user's own data: a bad file is their error, never a silent substitute
         out = [(sample_inputs(spec.model, batch_size, seed + i),
                 sample_targets(spec, batch_size, seed + 100 + i)) for i in range(count)]
         return [({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in x.items()},
@@ -393,7 +394,7 @@ def _quantiles(xs) -> dict:
 
 
 def _with_batch_size(spec: TrainSpec, batch_size: int) -> TrainSpec:
-    data = rs.DataSpec(spec.data.dataset, batch_size, dict(spec.data.args))
+    data = dataclasses.replace(spec.data, batch_size=batch_size)
     return TrainSpec(spec.model, spec.loss, spec.optimizer, data, spec.steps, spec.seed,
                      spec.description)
 
@@ -650,6 +651,8 @@ def run_command(args, load_spec) -> int:
         if path and not str(path).lower().endswith(suffixes):
             raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
                             where=flag)
+    if args.data and not args.specs:
+        raise SpecError("--data needs the SPEC to time on it", where="command line")
     names = args.specs or list(DEFAULT_SPECS)
     specs = [load_bench_spec(n, load_spec) for n in names]  # bad input fails before any import
     if args.threads:
@@ -740,6 +743,9 @@ def add_parser(sub, positive_int):
                    help=f"steps per alternating block (default {DEFAULT_BLOCK})")
     b.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    from rosetta.cli import data_arguments
+
+    data_arguments(b, "time the steps on batches of this data file (see rosetta train --help)")
     b.add_argument("--threads", type=positive_int,
                    help="ask every framework for this many compute threads (default: their "
                         "own defaults; recorded in the report either way)")

@@ -11,6 +11,7 @@ from rosetta.conformance import oracle, report
 from rosetta.conformance.suite import Result, compare_trajectories, run
 from rosetta.conformance.tiers import DEVICE, tier_for
 from rosetta.conformance.trajectory import Trajectory
+from rosetta.cli import data_arguments
 from rosetta.errors import BackendUnavailable, SpecError
 
 
@@ -37,6 +38,8 @@ def run_command(args, load_spec) -> int:
     if len(backends) < 2 and not args.oracle_only:
         raise BackendUnavailable(f"conformance compares two or more backends; installed: "
                                  f"{', '.join(backends) or 'none'}")
+    if args.data and not args.specs:
+        raise SpecError("--data needs the SPEC to run on it", where="command line")
     if args.specs:
         specs = [load_spec(s) for s in args.specs]
     else:
@@ -99,6 +102,8 @@ def add_parser(sub, positive_int):
                    default=["float64", "float32"])
     c.add_argument("--steps", type=positive_int, default=10)
     c.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    data_arguments(c, "run the comparison on this data file instead of the spec's dataset "
+                      "(.npz, .npy folder, .csv, image folder; see rosetta train --help)")
     c.add_argument("--dropout", default="inject", choices=["inject", "off"],
                    help="inject neutral dropout masks on every backend, or switch dropout off")
     c.add_argument("--no-oracle", dest="oracle", action="store_false",

@@ -1,4 +1,4 @@
-"""The neutral checkpoint (DESIGN section 9): a directory any backend writes and any backend resumes.
+"""The neutral checkpoint (DESIGN section 9): a folder any backend writes and any backend resumes.
 
 Layout of one checkpoint directory::
 
@@ -90,10 +90,9 @@ def expected_tensors(spec: TrainSpec) -> dict[str, dict[str, tuple]]:
     g = spec.model
     params = {k: tuple(d.shape) for k, d in g.param_defs().items()}
     state = {k: tuple(d.shape) for k, d in g.state_defs().items()}
-    zeros = {k: np.zeros(s) for k, s in params.items()}
-    slots = spec.optimizer.slots(spec.optimizer.init_state(zeros))
+    slots = spec.optimizer.state_names(params)
     return {"params": params, "state": state,
-            "optimizer": {k: tuple(np.shape(v)) for k, v in slots.items()}}
+            "optimizer": {k: params[k.split("/", 1)[1]] for k in slots}}
 
 
 def initial_optimizer_state(spec: TrainSpec, params: dict) -> dict:

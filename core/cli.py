@@ -77,28 +77,96 @@ def _non_negative_int(text):
     return v
 
 
+def data_arguments(parser, help_text: str | None = None) -> None:
+    """``--data PATH`` (and ``--label``) on every command that reads a dataset."""
+    parser.add_argument("--data", metavar="PATH", help=help_text or (
+        "train on this file instead of the spec's dataset: .npz (x, y, optional x_test, "
+        "y_test), a folder of .npy files (memory-mapped), .csv, or a folder of images in "
+        "per-class sub-folders; relative to the current folder"))
+    parser.add_argument("--label", metavar="COLUMN",
+                        help="the label column of a --data .csv file (default: label)")
+
+
+_data_arguments = data_arguments
+
+
+def with_data(spec, path: str | None, label: str | None = None):
+    """``spec`` with its data replaced by the file at ``path`` (None: unchanged)."""
+    if path is None:
+        if label is not None:
+            raise SpecError("--label applies to a --data .csv file", where="command line")
+        return spec
+    from rosetta.spec import DataSpec, TrainSpec
+
+    kwargs = {} if label is None else {"label": label}
+    data = DataSpec.from_path(path, batch_size=spec.data.batch_size, **kwargs)
+    return TrainSpec(spec.model, spec.loss, spec.optimizer, data, spec.steps, spec.seed,
+                     spec.description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rosetta", description="One model spec, native PyTorch, TensorFlow or JAX.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a spec on one backend")
-    t.add_argument("spec", help="zoo name, .py file defining `spec`, or .json spec")
+    t.add_argument("spec", nargs="?", help="zoo name, .py file defining `spec`, or .json spec "
+                   "(optional with --resume: the checkpoint's own)")
     t.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     t.add_argument("--mode", help="how the step is compiled: torch eager (default) or compile, "
                    "tensorflow xla (default) or function, jax jit")
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--steps", type=_positive_int, help="number of updates (default: the spec's)")
+    t.add_argument("--dtype", choices=["float32", "float64"],
+                   help="default float32 (resuming: the checkpoint's)")
+    t.add_argument("--steps", type=_positive_int, help="number of updates (default: the spec's; "
+                   "resuming: updates to add, default the rest of the spec's)")
     t.add_argument("--epochs", type=_positive_int, help="whole passes over the training data "
                    "(instead of --steps)")
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--seed", type=_non_negative_int)
+    _data_arguments(t)
+    t.add_argument("--save", metavar="DIR", help="save checkpoints in this run folder "
+                   "(DIR/step-NNNNNNNN; one at the end, and every --save-every updates)")
+    t.add_argument("--save-every", type=_positive_int, metavar="N")
+    t.add_argument("--keep", type=_positive_int, metavar="K",
+                   help="keep the K newest checkpoints in --save DIR (default: all)")
+    t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (or the newest "
+                   "in a run folder), on any backend")
+    t.add_argument("--log", metavar="DIR", help="write scalars.jsonl and TensorBoard event files")
+    t.add_argument("--log-every", type=_positive_int, default=10, metavar="N",
+                   help="log the gradient norm every N updates (one extra gradient pass each; "
+                        "loss and learning rate are logged every update; default 10)")
+    t.add_argument("--eval-every", type=_positive_int, metavar="N",
+                   help="evaluate on the held-out data every N updates")
     t.add_argument("--json", action="store_true",
                    help="print the run record as one JSON object on the last line of stdout")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=_positive_int,
                    help="compute threads per framework (default: the framework's own; 1 is often "
                         "fastest on a small or busy machine)")
+
+    e = sub.add_parser("eval", help="held-out loss and metrics of a checkpoint")
+    e.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
+    e.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
+    e.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    e.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
+    _data_arguments(e, "evaluate on this file: its held-out arrays (x_test, y_test) if it has "
+                       "them, else every example (default: the checkpoint's held-out data)")
+    e.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="model outputs of a checkpoint for an input file")
+    pr.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
+    pr.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
+    pr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    pr.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
+    pr.add_argument("--input", required=True, metavar="X",
+                    help=".npy (a single-input model) or .npz (one array per model input)")
+    pr.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+    pr.add_argument("--batch-size", type=_positive_int, default=512)
+
+    d = sub.add_parser("data", help="write the dataset a spec trains on to a file")
+    d.add_argument("spec", help="zoo name, .py file or .json spec")
+    d.add_argument("--out", required=True, metavar="PATH",
+                   help="a .npz file, or a folder for memory-mapped .npy files")
 
     sub.add_parser("models", help="list the model zoo")
     sub.add_parser("backends", help="installed backends, versions and devices")
@@ -116,25 +184,113 @@ def cmd_train(args) -> int:
 
     if args.steps and args.epochs:
         raise SpecError("give --steps or --epochs, not both", where="command line")
-    spec = load_spec(args.spec)
+    if args.spec is None and args.resume is None:
+        raise SpecError("give a SPEC to train, or --resume CKPT to continue a run",
+                        where="command line")
+    if (args.save_every or args.keep) and not args.save:
+        raise SpecError("--save-every and --keep need --save DIR", where="command line")
+    spec = None
+    if args.spec is not None:
+        spec = with_data(load_spec(args.spec), args.data, args.label)
+    elif args.data is not None:
+        from rosetta import checkpoint
+
+        spec = with_data(checkpoint.load(args.resume).spec, args.data, args.label)
     if args.threads:
         from rosetta.threads import pin_threads
 
         pin_threads(args.threads)           # before the framework is imported
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                   progress=not args.quiet, mode=args.mode)
+                   progress=not args.quiet, mode=args.mode, save=args.save,
+                   save_every=args.save_every, keep=args.keep, resume=args.resume,
+                   log=args.log, log_every=args.log_every, eval_every=args.eval_every)
     record.pop("program")
     if args.json:
-        print(json.dumps(record))
+        print(json.dumps(record, allow_nan=False))
     else:
         m = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+        start = f" (updates {record['start_step']}..{record['start_step'] + record['steps']})" \
+            if record["start_step"] else ""
         print(f"{record['model']} on {record['backend']}/{record['mode']} "
               f"({record['framework']}, "
-              f"{record['device']}, {record['dtype']}): {record['steps']} steps in "
+              f"{record['device']}, {record['dtype']}): {record['steps']} steps{start} in "
               f"{record['seconds']:.1f}s, final loss {record['final_loss']:.4f}, held-out {m}")
+        if record.get("saved"):
+            print(f"checkpoint: {record['saved']}")
         if record.get("sample") is not None:
             print(f"sampled continuation of a held-out window:\n{record['sample']}")
+    return 0
+
+
+def _restored(args):
+    """(checkpoint, program with it loaded) for ``eval`` and ``predict``."""
+    from rosetta import checkpoint
+    from rosetta.backend_registry import get_backend
+
+    ckpt = checkpoint.load(args.checkpoint)
+    program = get_backend(args.backend).compile(ckpt.spec, dtype=args.dtype or ckpt.dtype,
+                                                device=args.device)
+    checkpoint.restore(program, ckpt)
+    return ckpt, program
+
+
+def cmd_eval(args) -> int:
+    from rosetta import checkpoint
+    from rosetta.train import check_data, dataset_inputs, evaluate, prepare_labels
+
+    ckpt = checkpoint.load(args.checkpoint)
+    spec = with_data(ckpt.spec, args.data, args.label)
+    ds = spec.data.load(model=spec.model)
+    check_data(spec, ds, 1)
+    if args.data is not None and not ds.held_out_given:
+        x, y = ds.x_train_all, ds.y_train_all   # a file without held-out arrays: all of it
+    else:
+        x, y = ds.x_test, ds.y_test
+    _, program = _restored(args)
+    dtype = program.dtype
+    metrics = evaluate(program, spec, dataset_inputs(spec, x, dtype), prepare_labels(spec, y))
+    record = {"checkpoint": str(ckpt.path), "model": spec.name, "step": ckpt.step,
+              "backend": args.backend, "dtype": dtype, "examples": len(y), "metrics": metrics}
+    if args.json:
+        print(json.dumps(record, allow_nan=False))
+    else:
+        m = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        print(f"{spec.name} at update {ckpt.step} on {args.backend} ({dtype}), {len(y)} "
+              f"held-out examples: {m}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from rosetta import checkpoint
+    from rosetta.predict import predict, read_inputs, write_outputs
+
+    ckpt = checkpoint.load(args.checkpoint)
+    inputs = read_inputs(args.input, ckpt.spec.model)
+    out_path = write_outputs(args.output, None)  # the output path is checked before any work
+    _, program = _restored(args)
+    outputs = predict(program, inputs, args.batch_size)
+    write_outputs(out_path, outputs)
+    print(f"wrote {outputs.shape} {outputs.dtype} outputs of {ckpt.spec.name} (update "
+          f"{ckpt.step}, {args.backend}) to {out_path}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from rosetta import data
+
+    spec = load_spec(args.spec)
+    ds = spec.data.load(model=spec.model)
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        data.save_npz(ds, out)
+    elif out.suffix == "":
+        data.save_npy_dir(ds, out)
+    else:
+        raise SpecError("--out must be a .npz file or a folder (no suffix) for .npy files",
+                        where=str(out))
+    print(f"wrote {spec.name}'s dataset {ds.name!r} ({ds.n_train} training, "
+          f"{len(ds.y_test)} held-out examples) to {out}")
     return 0
 
 
@@ -172,20 +328,20 @@ def cmd_spec(args) -> int:
 
 def cmd_conformance(args) -> int:
     from rosetta.conformance.command import run_command
-    return run_command(args, load_spec)
+    return run_command(args, lambda s: with_data(load_spec(s), args.data, args.label))
 
 
 def cmd_bench(args) -> int:
     from rosetta.conformance.bench import run_command
-    return run_command(args, load_spec)
+    return run_command(args, lambda s: with_data(load_spec(s), args.data, args.label))
 
 
 def main(argv=None) -> int:
     quiet_frameworks()
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train, "models": cmd_models, "backends": cmd_backends,
-               "spec": cmd_spec, "conformance": cmd_conformance,
-               "bench": cmd_bench}[args.command]
+    handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
+               "models": cmd_models, "backends": cmd_backends, "spec": cmd_spec,
+               "conformance": cmd_conformance, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except RosettaError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
 
 import numpy as np
@@ -9,43 +11,15 @@ import numpy as np
 from rosetta.backend import DTYPES, normalize_device
 from rosetta.backend_registry import get_backend
 from rosetta.data import as_inputs, batches, cast_inputs, take
-from rosetta.errors import BackendUnavailable, DataError
+from rosetta.datacheck import check_data  # noqa: F401  (re-exported for its callers)
+from rosetta.errors import BackendUnavailable, CheckpointError, DataError
+from rosetta.files import writable_folder
 from rosetta.progress import Progress
 from rosetta.spec import TrainSpec
 
 
 def prepare_labels(spec: TrainSpec, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64) if spec.loss.label_kind == "int" else y.astype(np.float64)
-
-
-def check_data(spec: TrainSpec, ds) -> None:
-    """The dataset must fit the model's inputs and the loss's labels: say where it does not."""
-    g = spec.model
-    given = ds.input_shapes
-    want = {i.name: tuple(i.shape) for i in g.inputs}
-    if None in given:  # one unnamed array feeds a single-input model
-        if len(want) != 1:
-            raise DataError(f"dataset {ds.name!r} gives one input array; model {g.name!r} has "
-                            f"inputs {list(want)}")
-        given = {next(iter(want)): given[None]}
-    if set(given) != set(want):
-        raise DataError(f"dataset {ds.name!r} gives inputs {sorted(given)} but model {g.name!r} "
-                        f"takes {sorted(want)}")
-    for name, shape in want.items():
-        if given[name] != shape:
-            raise DataError(f"dataset {ds.name!r} gives input {name!r} of shape {given[name]} "
-                            f"but model {g.name!r} expects {shape} (set the dataset arguments, "
-                            f"e.g. layout='image' for digits as images)")
-    out = g.output_type.shape
-    if spec.loss.label_kind == "int":
-        try:
-            spec.loss.check_labels(ds.y_train, out[-1])
-        except DataError as e:
-            raise DataError(f"dataset {ds.name!r} does not fit model {g.name!r} "
-                            f"({out[-1]} classes): {e}") from None
-    elif tuple(ds.y_train.shape[1:]) != tuple(out):
-        raise DataError(f"dataset {ds.name!r} gives targets of shape {ds.y_train.shape[1:]} but "
-                        f"the model outputs {tuple(out)}")
 
 
 def dataset_inputs(spec: TrainSpec, x, dtype: str) -> dict:
@@ -65,48 +39,167 @@ def evaluate(program, spec: TrainSpec, x: dict, y: np.ndarray, batch_size: int =
     return metrics
 
 
-def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "float32",
+def _resume_settings(ckpt, seed, batch_size):
+    """Seed and batch size of a resumed run: the checkpoint's (the data order continues)."""
+    data = ckpt.record.get("data", {})
+    for name, given in (("seed", seed), ("batch_size", batch_size)):
+        kept = data.get(name)
+        if given is not None and kept is not None and given != kept:
+            flag = "--" + name.replace("_", "-")
+            raise CheckpointError(f"{ckpt.path}: trained with {name} {kept}; resuming with "
+                                  f"{flag} {given} would change the data order (leave "
+                                  f"{flag} out)")
+    return data.get("seed", seed), data.get("batch_size", batch_size)
+
+
+
+def _positive(name, v, allow_none=True):
+    if v is None and allow_none:
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"{name} must be a positive integer, found {v!r}")
+    return v
+
+
+def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: str | None = None,
           steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
-          seed: int | None = None, progress: bool = True, mode: str | None = None) -> dict:
+          seed: int | None = None, progress: bool = True, mode: str | None = None,
+          save=None, save_every: int | None = None, keep: int | None = None, resume=None,
+          log=None, log_every: int = 10, eval_every: int | None = None) -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
-    returns the run record printed by ``rosetta train --json``."""
-    if dtype not in DTYPES:
+    returns the run record printed by ``rosetta train --json``.
+
+    ``dtype`` defaults to float32 (a resumed run: the checkpoint's). ``save`` is a run folder:
+    a checkpoint every ``save_every`` updates and at the end (``rosetta.checkpoint``), the
+    ``keep`` newest kept. ``resume`` (a checkpoint or run folder) continues a run on any backend:
+    its spec (``spec`` may be None; given, it must be the same model, loss and optimizer, and
+    its data replaces the checkpoint's), parameters, state, optimizer state, update count and
+    data position; ``steps`` then counts the updates to add (default: the rest of the spec's).
+    ``log`` writes ``rosetta.logs`` scalars (gradient norm every ``log_every`` updates);
+    ``eval_every`` evaluates on the held-out data during training.
+    """
+    from rosetta import checkpoint
+
+    for name, v in (("save_every", save_every), ("keep", keep), ("eval_every", eval_every),
+                    ("steps", steps), ("epochs", epochs), ("batch_size", batch_size)):
+        _positive(name, v)
+    _positive("log_every", log_every, allow_none=False)
+    if dtype is not None and dtype not in DTYPES:
         raise BackendUnavailable(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+    if (save_every or keep) and save is None:
+        raise DataError("save_every and keep need a folder to save in (--save DIR)")
+    if steps is not None and epochs is not None:
+        raise DataError("give steps or epochs, not both")
     device = normalize_device(device)
+
+    ckpt = None
+    if resume is not None:
+        ckpt = checkpoint.load(resume, spec)
+        spec = spec or ckpt.spec
+        seed, batch_size = _resume_settings(ckpt, seed, batch_size)
+    if spec is None:
+        raise DataError("train needs a spec, or a checkpoint to resume (resume=DIR)")
+    dtype = dtype or (ckpt.dtype if ckpt else "float32")
     seed = spec.seed if seed is None else seed
     batch_size = batch_size or spec.data.batch_size
-    ds = spec.data.load()
-    check_data(spec, ds)
+    start = ckpt.step if ckpt else 0
+
+    ds = spec.data.load(model=spec.model)
+    check_data(spec, ds, batch_size)
     n = ds.n_train
-    if batch_size > n:
-        raise DataError(f"--batch-size {batch_size} exceeds the {n} training examples")
+    per_epoch = n // batch_size
+    if ckpt and ckpt.record.get("data", {}).get("n_train", n) != n:
+        print(f"rosetta: note: {ckpt.path} was trained on {ckpt.record['data']['n_train']} "
+              f"examples, this data has {n}: the batch order differs from the uninterrupted "
+              f"run's", file=sys.stderr)
     if epochs is not None:
-        steps = epochs * (n // batch_size)
-    steps = steps or spec.steps
+        steps = epochs * per_epoch
+    if steps is None:
+        steps = spec.steps - start
+        if steps < 1:
+            raise CheckpointError(f"{ckpt.path}: the run already made its {spec.steps} updates; "
+                                  f"give the number of updates to add (--steps N)")
+    save_root = writable_folder(save, "--save", CheckpointError) if save is not None else None
+    if log is not None:
+        from rosetta.logs import RunLog, check_log_dir
+
+        check_log_dir(log)
 
     be = get_backend(backend)
-    run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, steps, seed,
+    run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, start + steps, seed,
                          spec.description)
     t0 = time.perf_counter()
     program = be.compile(run_spec, dtype=dtype, device=device, mode=mode)
+    if ckpt is not None:
+        checkpoint.restore(program, ckpt)
     x_train = dataset_inputs(spec, ds.x_train, dtype)
     y_train = prepare_labels(spec, ds.y_train)
+    x_test = dataset_inputs(spec, ds.x_test, dtype)
+    y_test = prepare_labels(spec, ds.y_test)
+    history = list(ckpt.record.get("losses", [])) if ckpt else []
+    metrics = {}
 
-    bar = Progress(steps, label=f"{spec.name} on {backend}", enabled=progress)
+    def save_checkpoint(step: int) -> None:
+        checkpoint.save(
+            checkpoint.step_dir(save_root, step), checkpoint_spec(run_spec),
+            params=program.export_params(), state=program.export_state(),
+            optimizer=program.export_optimizer_state(), rng=program.export_rng_state(),
+            step=step, dtype=dtype, backend=backend,
+            record={"mode": program.mode, "framework": be.version(),
+                    "device": device, "data": {"seed": seed, "batch_size": batch_size,
+                                               "n_train": n, "epoch": step // per_epoch,
+                                               "batch": step % per_epoch},
+                    "metrics": metrics, "losses": history + losses})
+        checkpoint.prune(save_root, keep)
+
+    label = f"{spec.name} on {backend}" + (f" from update {start}" if start else "")
+    bar = Progress(steps, label=label, enabled=progress)
     losses = []
     first_step_seconds = None
-    for i, (epoch, idx) in enumerate(batches(n, batch_size, seed, steps)):
-        loss = program.train_step(take(x_train, idx), y_train[idx])
-        if first_step_seconds is None:
-            first_step_seconds = time.perf_counter() - t0
-        losses.append(loss)
-        if not np.isfinite(loss):
-            bar.close(f"loss {loss}")
-            raise FloatingPointError(f"loss became {loss} at step {i}")
-        bar.update(i + 1, f"epoch {epoch} loss {loss:.4f}")
-    train_seconds = time.perf_counter() - t0
-    metrics = evaluate(program, spec, dataset_inputs(spec, ds.x_test, dtype),
-                       prepare_labels(spec, ds.y_test))
+    evaluated = None  # the update count at the last evaluation
+    run_log = RunLog(log, quiet=not progress) if log is not None else None
+    try:
+        order = itertools.islice(batches(n, batch_size, seed, start + steps), start, None)
+        for i, (epoch, idx) in enumerate(order):
+            t = start + i
+            x, y = take(x_train, idx), y_train[idx]
+            scalars = {}
+            if run_log is not None and t % log_every == 0:
+                _, grads = program.gradients(x, y)
+                scalars["train/grad_norm"] = np.sqrt(sum(float(np.sum(np.square(g)))
+                                                         for g in grads.values()))
+            loss = program.train_step(x, y)
+            if first_step_seconds is None:
+                first_step_seconds = time.perf_counter() - t0
+            losses.append(loss)
+            if not np.isfinite(loss):
+                bar.close(f"loss {loss}")
+                raise FloatingPointError(f"loss became {loss} at update {t}")
+            info = f"epoch {epoch} loss {loss:.4f}"
+            if run_log is not None:
+                scalars["train/loss"] = loss
+                scalars["train/lr"] = float(spec.optimizer.learning_rate(t, np))
+                run_log.scalars(t, scalars)
+            if eval_every and (t + 1) % eval_every == 0:
+                metrics = evaluate(program, spec, x_test, y_test)
+                evaluated = t + 1
+                if run_log is not None:  # after t + 1 updates
+                    run_log.scalars(t + 1, {f"eval/{k}": v for k, v in metrics.items()})
+                info += " held-out " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            if save_root is not None and save_every and (t + 1) % save_every == 0 \
+                    and i + 1 < steps:
+                save_checkpoint(t + 1)
+            bar.update(i + 1, info)
+        train_seconds = time.perf_counter() - t0
+        if evaluated != start + steps:
+            metrics = evaluate(program, spec, x_test, y_test)
+            if run_log is not None:
+                run_log.scalars(start + steps, {f"eval/{k}": v for k, v in metrics.items()})
+        if save_root is not None:
+            save_checkpoint(start + steps)
+    finally:
+        if run_log is not None:
+            run_log.close()
     bar.close(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     sample = None
     if ds.vocab:  # a character language model: continue a held-out window
@@ -122,6 +215,7 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
         "device": device,
         "dtype": dtype,
         "steps": steps,
+        "start_step": start,
         "batch_size": batch_size,
         "seed": seed,
         "losses": [float(v) for v in losses],
@@ -129,6 +223,18 @@ def train(spec: TrainSpec, backend: str, *, device: str = "cpu", dtype: str = "f
         "metrics": metrics,
         "seconds": train_seconds,
         "first_step_seconds": first_step_seconds,
+        "resumed_from": str(ckpt.path) if ckpt else None,
+        "saved": str(checkpoint.step_dir(save_root, start + steps)) if save_root else None,
         "sample": sample,
         "program": program,
     }
+
+
+def checkpoint_spec(spec: TrainSpec) -> TrainSpec:
+    """The spec a checkpoint stores: data paths absolute (the checkpoint may move away from the
+    spec file they were relative to)."""
+    resolved = getattr(spec.data, "resolved", None)
+    if resolved is None:
+        return spec
+    return TrainSpec(spec.model, spec.loss, spec.optimizer, resolved(), spec.steps, spec.seed,
+                     spec.description)
