@@ -110,6 +110,11 @@ class Program(ABC):
         ``v/...``. Plain SGD has none (an empty dict)."""
         return {}
 
+    @property
+    def _param_shapes(self) -> dict[str, tuple]:
+        """{canonical path: canonical shape} of the spec's parameters (``self.graph``)."""
+        return {path: tuple(d.shape) for path, d in self.graph.param_defs().items()}
+
     def load_optimizer_state(self, slots: dict[str, np.ndarray], step: int) -> None:
         """Set the optimizer state and the update count, after ``load``: ``slots`` has exactly
         the names ``export_optimizer_state`` gives after an update (``<slot>/<parameter path>``,
