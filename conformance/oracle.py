@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.backend_registry import get_backend
+from rosetta.data import sample_inputs  # noqa: F401  (re-exported for the tests)
 from rosetta.conformance.compare import Worst, compare_arrays, compare_trees
 from rosetta.conformance.tiers import (ORACLE_FINITE_DIFFERENCE, ORACLE_FORWARD,
                                        ORACLE_OPTIMIZER)
@@ -24,23 +25,6 @@ FD_ABS_NOISE = 1e-9   # central differences carry ~1e-10 absolute noise at this 
 FD_FLOOR = FD_ABS_NOISE / ORACLE_FINITE_DIFFERENCE
 
 
-def sample_inputs(graph, batch: int, seed: int = 0, int_high: int | None = None) -> dict:
-    """Normal floats, sequence lengths in [1, T] (``Graph.lengths_inputs``), or integers in
-    [0, int_high) (default: the smallest Embedding vocabulary)."""
-    rng = np.random.default_rng(seed)
-    if int_high is None:
-        vocab = [n.attrs["vocab_size"] for n in graph.nodes if n.op == "Embedding"]
-        int_high = min(vocab) if vocab else 5
-    lengths = graph.lengths_inputs()
-    out = {}
-    for i in graph.inputs:
-        if i.name in lengths:
-            out[i.name] = rng.integers(1, lengths[i.name] + 1, (batch,)).astype(np.int64)
-        elif i.kind == "int":
-            out[i.name] = rng.integers(0, int_high, (batch, *i.shape)).astype(np.int64)
-        else:
-            out[i.name] = rng.standard_normal((batch, *i.shape))
-    return out
 
 
 def sample_targets(spec, batch: int, seed: int = 1) -> np.ndarray:

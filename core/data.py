@@ -639,3 +639,21 @@ def save_npy_dir(ds: Dataset, folder) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+def sample_inputs(graph, batch: int, seed: int = 0, int_high: int | None = None) -> dict:
+    """Normal floats, sequence lengths in [1, T] (``Graph.lengths_inputs``), or integers in
+    [0, int_high) (default: the smallest Embedding vocabulary)."""
+    rng = np.random.default_rng(seed)
+    if int_high is None:
+        vocab = [n.attrs["vocab_size"] for n in graph.nodes if n.op == "Embedding"]
+        int_high = min(vocab) if vocab else 5
+    lengths = graph.lengths_inputs()
+    out = {}
+    for i in graph.inputs:
+        if i.name in lengths:
+            out[i.name] = rng.integers(1, lengths[i.name] + 1, (batch,)).astype(np.int64)
+        elif i.kind == "int":
+            out[i.name] = rng.integers(0, int_high, (batch, *i.shape)).astype(np.int64)
+        else:
+            out[i.name] = rng.standard_normal((batch, *i.shape))
+    return out
