@@ -66,18 +66,47 @@ def markdown(results) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
+def html_table(results) -> str:
+    """The scoreboard as an HTML fragment: one row per comparison (model, the two sides, tier,
+    dtype, worst absolute and relative error, tolerance, where), PASS rows green and FAIL rows
+    red (``rosetta.display.scoreboard_html``)."""
+    from rosetta.display import scoreboard_html
+
+    return scoreboard_html(results)
+
+
 def html_report(results, title="rosetta conformance") -> str:
-    rows = []
-    for r in results:
-        d = r.to_json() if hasattr(r, "to_json") else r
-        color = "#e6ffe6" if d["passed"] else "#ffe6e6"
-        cells = "".join(f"<td>{html.escape(_fmt(d[c]) if c != 'passed' else ('pass' if d[c] else 'FAIL'))}</td>"
-                        for c in COLUMNS)
-        rows.append(f'<tr style="background:{color}">{cells}</tr>')
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    """A standalone HTML page around ``html_table``."""
+    title = html.escape(title)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-            f"<body><h1>{title}</h1><table border='1' cellspacing='0' cellpadding='4'>"
-            f"<tr>{head}</tr>{''.join(rows)}</table></body></html>\n")
+            f"<body><h1>{title}</h1>{html_table(results)}</body></html>\n")
+
+
+class Scoreboard(list):
+    """Conformance results (``suite.Result`` objects or their JSON dicts) as a list, which a
+    notebook shows as the coloured scoreboard table and IPython prints as the terminal table::
+
+        results, trajectories = suite.run(spec, ["torch", "jax"], steps=3)
+        Scoreboard(results)          # in a notebook cell
+
+    It is a list in every other way: index it, iterate it, pass it to ``table``, ``to_json``,
+    ``markdown`` or ``write``."""
+
+    @property
+    def passed(self) -> bool:
+        return all((r.to_json() if hasattr(r, "to_json") else r)["passed"] for r in self)
+
+    def table(self) -> str:
+        return table(self)
+
+    def to_json(self, extra: dict | None = None) -> dict:
+        return to_json(self, extra)
+
+    def _repr_html_(self) -> str:
+        return html_table(self)
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(table(self))
 
 
 def write(path, results, extra=None) -> Path:

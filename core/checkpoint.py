@@ -76,6 +76,12 @@ class Checkpoint:
     def backend(self) -> str:
         return self.record["backend"]
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the record, the tensor files and the loss curve (``rosetta.display``)."""
+        from rosetta.display import checkpoint_html
+
+        return checkpoint_html(self)
+
 
 def spec_sha256(spec: TrainSpec) -> str:
     """SHA-256 of the model, loss and optimizer of a spec (what a checkpoint's tensors belong to;

@@ -308,6 +308,12 @@ class Graph:
     def __eq__(self, other):
         return isinstance(other, Graph) and self.to_json() == other.to_json()
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the layer table (``rosetta.display``)."""
+        from rosetta.display import graph_html
+
+        return graph_html(self)
+
     def summary(self) -> str:
         lines = [f"{self.name}: {self.param_count():,} parameters, "
                  f"{self.flops_per_example():,} FLOPs/example"]

@@ -285,3 +285,9 @@ class TrainSpec:
 
     def __eq__(self, other):
         return isinstance(other, TrainSpec) and self.to_json() == other.to_json()
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the layer table, loss, optimizer and data (``rosetta.display``)."""
+        from rosetta.display import spec_html
+
+        return spec_html(self)

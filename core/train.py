@@ -12,6 +12,7 @@ from rosetta.backend import DTYPES, normalize_device
 from rosetta.backend_registry import get_backend
 from rosetta.data import as_inputs, batches, cast_inputs, take
 from rosetta.datacheck import check_data  # noqa: F401  (re-exported for its callers)
+from rosetta.display import RunRecord
 from rosetta.errors import BackendUnavailable, CheckpointError, DataError
 from rosetta.files import writable_folder
 from rosetta.progress import Progress
@@ -207,7 +208,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
 
         prompt = as_inputs(ds.x_test, [i.name for i in spec.model.inputs])
         sample = text.sample(program, spec.model, next(iter(prompt.values()))[0], 120, seed=seed)
-    return {
+    return RunRecord({
         "model": spec.name,
         "backend": backend,
         "mode": program.mode,
@@ -227,7 +228,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         "saved": str(checkpoint.step_dir(save_root, start + steps)) if save_root else None,
         "sample": sample,
         "program": program,
-    }
+    })
 
 
 def checkpoint_spec(spec: TrainSpec) -> TrainSpec:
