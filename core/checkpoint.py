@@ -35,13 +35,13 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rosetta.errors import CheckpointError, RosettaError
+from rosetta.files import install_folder, recover_folders, temp_folder
 from rosetta.spec import TrainSpec
 
 FORMAT = "rosetta-checkpoint/1"
@@ -123,18 +123,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def _tensors_bytes(tensors: dict, dtype: str | None) -> bytes:
     from safetensors.numpy import save
@@ -165,8 +153,7 @@ def save(path, spec: TrainSpec, *, params: dict, state: dict, optimizer: dict, s
     optimizer = {**initial_optimizer_state(spec, params), **optimizer}
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = temp_folder(path)
     try:
         files = {}
         spec_json = json.dumps(spec.to_json(), indent=1).encode()
@@ -186,34 +173,12 @@ def save(path, spec: TrainSpec, *, params: dict, state: dict, optimizer: dict, s
                    timespec="seconds"),
                "files": files}
         _write(tmp / RECORD, json.dumps(rec, indent=1, allow_nan=False).encode())
-        _fsync_dir(tmp)
-        old = None
-        if path.exists():
-            old = parent / f".old-{path.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-        os.rename(tmp, path)
-        _fsync_dir(parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        install_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
-
-def _recover(parent: Path) -> None:
-    """Finish what a save killed between its two renames left: the replaced checkpoint
-    (``.old-NAME-*``) goes back to ``NAME`` when nothing took its place."""
-    if not parent.is_dir():
-        return
-    for p in parent.iterdir():
-        if p.name.startswith(".old-") and p.is_dir():
-            name = p.name[len(".old-"):].rsplit("-", 1)[0]
-            if name and not (parent / name).exists():
-                try:
-                    os.rename(p, parent / name)
-                except OSError:
-                    pass
 
 
 def step_dir(root, step: int) -> Path:
@@ -224,7 +189,7 @@ def saved_steps(root) -> list[tuple[int, Path]]:
     """(update count, directory) of the whole checkpoints in a run folder, oldest first."""
     root = Path(root)
     out = []
-    _recover(root)
+    recover_folders(root)
     if root.is_dir():
         for p in root.iterdir():
             m = STEP_DIR.match(p.name)
@@ -245,7 +210,7 @@ def resolve(path) -> Path:
     """A checkpoint directory from ``path``: itself if it holds ``record.json``, else the newest
     checkpoint of the run folder ``path``."""
     path = Path(path)
-    _recover(path.parent)
+    recover_folders(path.parent)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint (give a folder written by "
                               f"'rosetta train --save')")

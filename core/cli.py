@@ -27,6 +27,7 @@ def quiet_frameworks() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(jax|flax|torch|tensorflow)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # exporters' notices of their own
 
 
 def load_spec(arg: str):
@@ -163,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
     pr.add_argument("--batch-size", type=_positive_int, default=512)
 
+    x = sub.add_parser("export", help="a checkpoint as a framework's own deployable artifact, "
+                                      "checked without rosetta")
+    x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
+    x.add_argument("--format", required=True,
+                   choices=["torch", "onnx", "savedmodel", "keras", "jax"])
+    x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
+    x.add_argument("--dtype", choices=["float32", "float64"],
+                   help="default: the checkpoint's where the format keeps it, else float32")
+    x.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip running the artifact without rosetta against the NumPy reference")
+
     d = sub.add_parser("data", help="write the dataset a spec trains on to a file")
     d.add_argument("spec", help="zoo name, .py file or .json spec")
     d.add_argument("--out", required=True, metavar="PATH",
@@ -276,6 +288,22 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from rosetta import export
+
+    out = export.export(args.checkpoint, args.format, args.out, dtype=args.dtype)
+    print(f"wrote {args.format} export to {out} (load it with: python {out / export.LOADER} "
+          f"{out} INPUTS.npz OUTPUTS.npz)")
+    if not args.check:
+        return 0
+    from rosetta.conformance.artifacts import check
+
+    results = check(out)
+    for w in results:
+        print(f"{'PASS' if w.passed else 'FAIL'} {w}")
+    return 0 if all(w.passed for w in results) else 1
+
+
 def cmd_data(args) -> int:
     from rosetta import data
 
@@ -340,6 +368,7 @@ def main(argv=None) -> int:
     quiet_frameworks()
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
+               "export": cmd_export,
                "models": cmd_models, "backends": cmd_backends, "spec": cmd_spec,
                "conformance": cmd_conformance, "bench": cmd_bench}[args.command]
     try:

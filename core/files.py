@@ -9,7 +9,9 @@ that a wrong ``--save``, ``--log`` or ``--out`` is a clear error up front, not a
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,3 +48,56 @@ def writable_folder(path, flag: str, error=DataError) -> Path:
     except OSError as e:
         raise error(f"{flag} {path}: cannot write there ({e.strerror})") from None
     return path
+
+
+def fsync_dir(path) -> None:
+    """Make a folder's entries (a rename into it) durable, where the system allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_folder(dest) -> Path:
+    """A new hidden folder beside ``dest`` to build it in (``install_folder`` puts it in place)."""
+    dest = Path(dest)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
+
+
+def install_folder(tmp, dest) -> None:
+    """Put the finished folder ``tmp`` (from ``temp_folder``) at ``dest`` by renames: an existing
+    ``dest`` is first renamed aside to ``.old-<name>-*`` and removed after, so ``dest`` is at
+    every moment either the old folder whole or the new one whole (``recover_folders`` puts the
+    old one back if a process dies between the two renames)."""
+    tmp, dest = Path(tmp), Path(dest)
+    fsync_dir(tmp)
+    old = None
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folders(parent) -> None:
+    """Finish what an ``install_folder`` killed between its two renames left: the replaced
+    folder (``.old-NAME-*``) goes back to ``NAME`` when nothing took its place."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith(".old-") and p.is_dir():
+            name = p.name[len(".old-"):].rsplit("-", 1)[0]
+            if name and not (parent / name).exists():
+                try:
+                    os.rename(p, parent / name)
+                except OSError:
+                    pass

@@ -1,4 +1,5 @@
-"""The training loop, the same for every backend: neutral data and batches, a backend ``Program``."""
+"""The training loop, the same for every backend: neutral data and batches, a backend ``Program``;
+checkpoints, resume, logs and evaluation during training."""
 
 from __future__ import annotations
 

@@ -1,0 +1,611 @@
+"""Export format ``keras``: a ``keras.Model`` built from Keras 3's own layers, carrying the
+program's trained parameters and state, saved with ``model.save("model.keras")``.
+
+The artifact is a plain Keras 3 functional model: ``keras.saving.load_model("model.keras")`` gives
+a model that ``predict``\\ s, ``fit``\\ s and ``save``\\ s under any ``KERAS_BACKEND``
+(tensorflow, jax, torch) with nothing of rosetta installed (no custom layer, no ``Lambda``: every
+node is a built-in layer or a ``keras.ops`` operation, both of which Keras serializes by name).
+
+What is built (``build_model``): one ``keras.Input`` per graph input, in graph order, named as the
+graph input (``shape`` per example; float inputs ``float32``, int inputs ``int32``: token ids and
+sequence lengths; ``int64`` arrays are cast on the way in), then one Keras layer per graph node,
+named as the node, called in the graph's order on the node's inputs, weights set from the
+canonical parameters with ``layer.set_weights`` (shapes checked first). The model's output is the
+graph's one output (a graph with several outputs is refused: the loaders write one ``y``).
+
+float32 only: Keras 3 does not compute float64 on every backend (jax without x64, some torch and
+TF kernels), so a float64 program is a ``BackendUnavailable`` (nothing is cast behind the user's
+back; export the checkpoint with ``dtype="float32"``).
+
+The ops (canonical math in ``rosetta.ops``; every fact below was checked against the NumPy
+float64 reference on all three Keras backends). Weights are listed in ``set_weights`` order;
+"same" means the canonical layout is Keras's:
+
+* Dense: ``Dense(units, activation, use_bias)`` (rank > 1: the last axis, as canonical);
+  kernel (in, out), bias: same.
+* Conv2D, Conv1D: ``Conv2D``/``Conv1D(filters, kernel_size, strides, padding, dilation_rate,
+  groups)``; kernel (kH, kW, C/groups, F), bias: same.
+* DepthwiseConv2D: ``DepthwiseConv2D(kernel_size, strides, padding, depth_multiplier,
+  dilation_rate)``; kernel (kH, kW, C, M): same, output channel c·M + m as canonical.
+* SeparableConv2D: ``SeparableConv2D(filters, ...)``; depthwise (kH, kW, C, M), pointwise
+  (1, 1, C·M, F), bias: same.
+* Conv2DTranspose: ``Conv2DTranspose(filters, kernel_size, strides, padding, dilation_rate)``
+  (Keras's output rule is the canonical ``transpose_plan``); kernel (kH, kW, in, out) ->
+  Keras (kH, kW, out, in).
+* MaxPool2D/1D, AvgPool2D/1D: ``MaxPooling2D``/``AveragePooling2D`` (1D alike) ``(pool_size,
+  strides, padding)``; GlobalAvgPool2D, GlobalMaxPool2D: ``GlobalAveragePooling2D``,
+  ``GlobalMaxPooling2D``.
+* BatchNorm: ``BatchNormalization(axis=-1, momentum=m, epsilon=eps)`` (Keras's rule is the
+  canonical one: moving = m·moving + (1 - m)·batch, biased batch variance); [scale, bias, mean,
+  var] (state from ``export_state``).
+* LayerNorm: ``LayerNormalization(axis=-1, epsilon)``; RMSNorm: ``RMSNormalization(axis=-1,
+  epsilon)``, x·rsqrt(mean(x²) + eps)·scale; GroupNorm: ``GroupNormalization(groups, axis=-1,
+  epsilon)`` (contiguous channel groups, biased variance); [scale(, bias)]. epsilon is always
+  passed (Keras's defaults, 1e-3 and 1e-6, never apply).
+* Dropout: ``Dropout(rate)`` (identity in ``predict``, inverted scaling in ``fit``).
+* Activation: ``Activation("relu" | "tanh" | "sigmoid" | "silu" | "gelu" | "linear")`` (Keras's
+  "gelu" is the exact erf form), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
+  applies), ``Softmax(axis)`` (a per-example axis a >= 0 is batch axis a + 1). gelu with
+  approximate="tanh" has no Keras activation identifier: ``keras.ops.gelu(x, approximate=True)``
+  (also after a layer whose fused activation is gelu_tanh, the layer itself linear).
+* Embedding: ``Embedding(vocab_size, dim)`` on int32 ids; [embedding] (vocab, dim): same.
+* Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
+  (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
+  interpolation="nearest")``; Concatenate's per-example axis a >= 0 is batch axis a + 1).
+* LSTM: ``LSTM(units, return_sequences)``, Keras's gates [i, f, c, o] are the canonical
+  [i, f, g, o] and it has one bias; [kernel (C, 4H), recurrent_kernel (H, 4H), bias (4H)]: same.
+* GRU: ``GRU(units, reset_after=True)`` (``reset_after=False`` is other math). Keras orders the
+  gates [z, r, h], canonical [r, z, n]: the first two H-column blocks of every weight are
+  swapped; Keras's bias is (2, 3H) = [input bias; recurrent bias]: [K[z r n], R[z r n],
+  stack(b[z r n], rb[z r n])].
+* SimpleRNN: ``SimpleRNN(units, activation)``; [kernel, recurrent_kernel, bias]: same.
+* bidirectional: ``Bidirectional(layer, merge_mode="concat")`` = [forward, backward]; the forward
+  weights, then the ``backward_*`` ones.
+* MultiHeadAttention: ``MultiHeadAttention(num_heads=h, key_dim=d, value_dim=d,
+  output_shape=out, use_bias, dropout)`` called ``(query, value, attention_mask=...,
+  use_causal_mask=causal)`` (scores / sqrt(key_dim); keys computed from the value); [query
+  kernel (E, h, d), bias (h, d), key kernel, bias, value kernel, bias, output kernel (h, d, out),
+  bias (out)]: same.
+* PositionEmbedding: an ``Embedding(max_length, E)`` layer (named ``<node>_table``) looked up at
+  the positions 0..T-1 (``keras.ops.cumsum`` of ones over x's time axis: rows >= T are never
+  read, as canonical), then ``Add`` (named as the node); [embedding]: same.
+* SequencePool: mean: ``GlobalAveragePooling1D`` (with lengths called with ``mask=``: the sum
+  over real steps / their count); max: ``GlobalMaxPooling1D`` (with lengths, padded steps are
+  first replaced by the float32 lowest value with ``keras.ops.where``; at least one step is
+  real).
+
+Padding. Keras's ``padding="same"`` is the canonical rule for convolutions (out = ceil(in / s),
+the extra cell after) and is used for ``same`` and for explicit pads that equal it. Other explicit
+pads: convolutions get a ``ZeroPadding1D``/``ZeroPadding2D`` layer and ``padding="valid"``; max
+pooling pads with the float32 lowest value (``keras.ops.pad``; pads are smaller than the window,
+so a padded cell is never a window's maximum) and pools ``valid``; average pooling divides the
+``valid`` average of the zero-padded input by that of zero-padded ones (sum / real cells, the
+canonical exclusion). Trap: Keras 3's torch backend pads an *asymmetric* 'same' pooling window
+with replicated edge values (``mode="replicate"``) and counts them in averages (harmless for max:
+the edge cell is in that window anyway), so an average pool whose 'same' pads are asymmetric
+takes the explicit form above; symmetric 'same' is left to Keras (torch's
+``count_include_pad=False``).
+Keras refuses ``strides > 1`` together with ``dilation_rate > 1``: such a convolution runs at
+stride 1 on the explicitly padded input (``ZeroPadding`` + ``padding="valid"``) and keeps every
+s-th output with ``MaxPooling2D(pool_size=1, strides=s)`` (a one-cell max is the cell itself).
+
+Masking by lengths. A graph input read as sequence lengths (int, shape () per example) becomes
+the boolean step mask ``keras.ops.less(arange(T), lengths[:, None])`` (N, T), passed explicitly:
+``mask=`` to the recurrent layer (``zero_output_for_mask=return_sequences``: padded steps keep
+the state and output 0, the final state is after step length - 1; the backward direction of
+``Bidirectional`` reverses the mask with the sequence, so it runs over the real steps only) and to
+``GlobalAveragePooling1D``; ``attention_mask`` (N, Tq, Tk) = the key mask repeated over queries to
+``MultiHeadAttention``. Keras propagates a layer's output mask to the layers downstream (an LSTM
+downstream would then skip steps the canonical graph runs over): a masked recurrent layer's output
+is therefore passed through ``keras.ops.copy``, an operation, which carries no mask.
+
+What Keras cannot express is a ``BackendUnavailable`` naming the node and op, raised before
+anything is built or written: a Conv2DTranspose with both ``strides > 1`` and ``dilation > 1``
+(Keras' ``Conv2DTranspose`` refuses the pair, and a strided scatter has no stride-1 rewrite in
+Keras layers; a dilated one at stride 1 is exported and runs on all three backends), a graph with
+several outputs, a float64 program.
+
+Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
+float32 forward (normwise 1e-4): a mismatch is a bug here, raised rather than saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.errors import BackendUnavailable
+
+MODEL_FILE = "model.keras"
+F32_LOWEST = float(np.finfo(np.float32).min)
+
+# canonical fused activation -> Keras activation identifier (None: not a string in Keras)
+_FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
+          "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
+
+_SUPPORTED = {"Dense", "Conv2D", "Conv1D", "DepthwiseConv2D", "SeparableConv2D",
+              "Conv2DTranspose", "MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D",
+              "GlobalAvgPool2D", "GlobalMaxPool2D", "BatchNorm", "LayerNorm", "RMSNorm",
+              "GroupNorm", "Dropout", "Activation", "Embedding", "Flatten", "Reshape", "Add",
+              "Concatenate", "ZeroPadding2D", "UpSampling2D", "LSTM", "GRU", "SimpleRNN",
+              "MultiHeadAttention", "PositionEmbedding", "SequencePool"}
+
+
+def check_exportable(program) -> None:
+    """``BackendUnavailable`` for what a Keras model of Keras layers cannot hold (see the module
+    docstring), naming the node and op; nothing is imported or written."""
+    graph = program.graph
+    if program.dtype != "float32":
+        raise BackendUnavailable(
+            f"{graph.name}: the keras export is float32 only (Keras 3 does not compute "
+            f"{program.dtype} on every backend); export with dtype='float32'")
+    if len(graph.outputs) != 1:
+        raise BackendUnavailable(f"{graph.name}: the keras export serves one output 'y'; this "
+                                 f"graph has {len(graph.outputs)} ({', '.join(graph.outputs)})")
+    for n in graph.nodes:
+        where = f"{graph.name}/{n.name} ({n.op})"
+        if n.op not in _SUPPORTED:
+            raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
+        if (n.op == "Conv2DTranspose" and max(n.attrs["strides"]) > 1
+                and max(n.attrs["dilation"]) > 1):
+            raise BackendUnavailable(
+                f"{where}: Keras' Conv2DTranspose refuses strides > 1 with dilation_rate > 1 "
+                f"(strides {n.attrs['strides']}, dilation {n.attrs['dilation']}), and no other "
+                f"Keras layer scatters with both")
+
+
+def export_keras(program, out, *, example) -> list[str]:
+    """Write ``out/model.keras`` for the float32 ``program``; returns ``["model.keras"]``.
+
+    ``example``: {input name: array} (batch first; float32, int64), used to check the built
+    model against ``program.forward`` before anything is written."""
+    check_exportable(program)
+    import keras  # lazily: KERAS_BACKEND may be tensorflow (default), jax or torch
+
+    params = {k: np.asarray(v, np.float32) for k, v in program.export_params().items()}
+    state = {k: np.asarray(v, np.float32) for k, v in program.export_state().items()}
+    model = build_model(keras, program.graph, params, state)
+    if example is not None:
+        _self_check(model, program, example)
+    path = Path(out) / MODEL_FILE
+    model.save(path)
+    return [MODEL_FILE]
+
+
+def _self_check(model, program, example) -> None:
+    inputs = model_inputs(model, example)
+    got = np.asarray(model.predict(inputs, verbose=0), np.float64)
+    want = np.asarray(program.forward(example, training=False), np.float64)
+    err = np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
+    if got.shape != want.shape or not err <= 1e-4:
+        raise RuntimeError(f"{program.graph.name}: the Keras model disagrees with the program "
+                           f"(shape {got.shape} vs {want.shape}, normwise error {err:.2e}); "
+                           f"nothing was written (a bug in keras_model.py)")
+
+
+def model_inputs(model, arrays: dict) -> list:
+    """``arrays`` by name as the list ``model`` takes (its input order), each cast to the
+    Keras input's dtype (int64 ids -> int32)."""
+    return [np.asarray(arrays[t.name], dtype=t.dtype) for t in model.inputs]
+
+
+# ----------------------------------------------------------------------------------------------
+class _Builder:
+    """Builds the functional graph node by node (``build_model``)."""
+
+    def __init__(self, keras, graph, params, state):
+        self.k = keras
+        self.ops = keras.ops
+        self.graph = graph
+        self.params = params
+        self.state = state
+        self.names = {i.name for i in graph.inputs} | {n.name for n in graph.nodes}
+        self.masks = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def name(self, base: str) -> str:
+        """A layer name not used by any graph node or input (helpers are named after their
+        node)."""
+        name, i = base, 1
+        while name in self.names:
+            name, i = f"{base}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    def op(self, base: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, a ``keras.ops`` function of KerasTensors, with its operation
+        renamed ``base`` (made unique): Keras auto-names operations after the function
+        ("expand_dims", "copy"), which could clash with a graph node's layer of that name
+        ("All operation names should be unique")."""
+        y = fn(*args, **kwargs)
+        y._keras_history.operation.name = self.name(base)
+        return y
+
+    def set(self, layer, node, weights: list) -> None:
+        got = [tuple(w.shape) for w in layer.weights]
+        want = [tuple(w.shape) for w in weights]
+        if got != want:
+            raise RuntimeError(f"{node.name} ({node.op}): Keras layer {layer.name} holds "
+                               f"weights {got}, the canonical parameters give {want}")
+        layer.set_weights(weights)
+
+    def p(self, node, key):
+        return self.params[f"{node.name}/{key}"]
+
+    def step_mask(self, lengths_name, lengths, t: int):
+        """The (N, T) boolean mask t < lengths of a lengths input (one per input and T)."""
+        key = (lengths_name, t)
+        if key not in self.masks:
+            ops = self.ops
+            column = self.op(f"{lengths_name}_column", ops.expand_dims, lengths, -1)
+            self.masks[key] = self.op(f"{lengths_name}_mask{t}", ops.less,
+                                      ops.arange(t, dtype="int32"), column)
+        return self.masks[key]
+
+    def activation(self, x, fused: str, node_name: str):
+        """The fused activation Keras has no identifier for, after a linear layer: gelu_tanh."""
+        assert fused == "gelu_tanh", fused
+        return self.op(f"{node_name}_gelu", self.ops.gelu, x, approximate=True)
+
+    def fused(self, node):
+        """(Keras activation identifier for the layer, post-activation or None)."""
+        act = node.attrs["activation"]
+        ident = _FUSED[act]
+        return ("linear", act) if ident is None else (ident, None)
+
+    def padded(self, x, node, pads, rank: int):
+        """x zero-padded by ``pads`` (one (lo, hi) per spatial axis) with a ZeroPadding layer."""
+        if all(lo == 0 and hi == 0 for lo, hi in pads):
+            return x
+        layer = (self.k.layers.ZeroPadding1D(pads[0], name=self.name(f"{node.name}_pad"))
+                 if rank == 1 else
+                 self.k.layers.ZeroPadding2D(tuple(pads), name=self.name(f"{node.name}_pad")))
+        return layer(x)
+
+    def window_padding(self, node, sizes, kernel, strides, dilation, rank):
+        """('same' | 'valid', explicit pads or None): the Keras padding of a window op."""
+        from rosetta.ops.conv import resolve_padding
+
+        pad = node.attrs["padding"]
+        if pad in ("same", "valid"):
+            return pad, None
+        pads = tuple(tuple(p) for p in pad)
+        same = tuple(resolve_padding(sizes[ax], kernel[ax], strides[ax], dilation[ax], "same",
+                                     ax)[1] for ax in range(rank))
+        if pads == same:
+            return "same", None
+        if all(p == (0, 0) for p in pads):
+            return "valid", None
+        return "valid", pads
+
+    # -- ops -----------------------------------------------------------------------------------
+    def Dense(self, node, xs):
+        a = node.attrs
+        ident, post = self.fused(node)
+        layer = self.k.layers.Dense(a["units"], activation=ident, use_bias=a["use_bias"],
+                                    name=node.name)
+        y = layer(xs[0])
+        self.set(layer, node, [self.p(node, "kernel")]
+                 + ([self.p(node, "bias")] if a["use_bias"] else []))
+        return self.activation(y, post, node.name) if post else y
+
+    def _conv(self, node, xs, rank: int, kind: str):
+        a = node.attrs
+        k = self.k
+        x = xs[0]
+        sizes = node.in_types[0].shape[:rank]
+        strides, dilation = tuple(a["strides"]), tuple(a["dilation"])
+        kernel_size = tuple(a["kernel_size"])
+        padding, pads = self.window_padding(node, sizes, kernel_size, strides, dilation, rank)
+        subsample = None
+        if max(strides) > 1 and max(dilation) > 1:
+            # Keras refuses strides with dilation: stride 1 on the explicit canonical pads, then
+            # every s-th output (a 1-cell max pool with strides s).
+            from rosetta.ops.conv import resolve_padding
+
+            if pads is None:
+                pads = tuple(resolve_padding(sizes[ax], kernel_size[ax], strides[ax],
+                                             dilation[ax], padding, ax)[1]
+                             for ax in range(rank))
+            padding, subsample, strides = "valid", strides, (1,) * rank
+        x = self.padded(x, node, pads, rank) if pads is not None else x
+        ident, post = self.fused(node)
+        common = dict(kernel_size=kernel_size, strides=strides, padding=padding,
+                      dilation_rate=dilation, activation=ident, use_bias=a["use_bias"],
+                      name=node.name)
+        if kind == "conv":
+            cls = k.layers.Conv1D if rank == 1 else k.layers.Conv2D
+            layer = cls(a["filters"], groups=a["groups"], **common)
+            weights = [self.p(node, "kernel")]
+        elif kind == "depthwise":
+            layer = k.layers.DepthwiseConv2D(depth_multiplier=a["depth_multiplier"], **common)
+            weights = [self.p(node, "kernel")]
+        else:  # separable
+            layer = k.layers.SeparableConv2D(a["filters"], depth_multiplier=a["depth_multiplier"],
+                                             **common)
+            weights = [self.p(node, "depthwise_kernel"), self.p(node, "pointwise_kernel")]
+        if a["use_bias"]:
+            weights.append(self.p(node, "bias"))
+        y = layer(x)
+        self.set(layer, node, weights)
+        if subsample is not None:
+            pool = (k.layers.MaxPooling1D(1, strides=subsample[0], name=self.name(
+                        f"{node.name}_stride")) if rank == 1 else
+                    k.layers.MaxPooling2D((1, 1), strides=subsample,
+                                          name=self.name(f"{node.name}_stride")))
+            y = pool(y)
+        return self.activation(y, post, node.name) if post else y
+
+    def Conv2D(self, node, xs):
+        return self._conv(node, xs, 2, "conv")
+
+    def Conv1D(self, node, xs):
+        return self._conv(node, xs, 1, "conv")
+
+    def DepthwiseConv2D(self, node, xs):
+        return self._conv(node, xs, 2, "depthwise")
+
+    def SeparableConv2D(self, node, xs):
+        return self._conv(node, xs, 2, "separable")
+
+    def Conv2DTranspose(self, node, xs):
+        a = node.attrs
+        ident, post = self.fused(node)
+        layer = self.k.layers.Conv2DTranspose(
+            a["filters"], tuple(a["kernel_size"]), strides=tuple(a["strides"]),
+            padding=a["padding"], dilation_rate=tuple(a["dilation"]), activation=ident,
+            use_bias=a["use_bias"], name=node.name)
+        y = layer(xs[0])
+        # canonical (kH, kW, in, out) -> Keras (kH, kW, out, in)
+        weights = [np.ascontiguousarray(np.swapaxes(self.p(node, "kernel"), 2, 3))]
+        if a["use_bias"]:
+            weights.append(self.p(node, "bias"))
+        self.set(layer, node, weights)
+        return self.activation(y, post, node.name) if post else y
+
+    def _pool(self, node, xs, rank: int, mode: str):
+        a = node.attrs
+        k, ops = self.k, self.ops
+        x = xs[0]
+        sizes = node.in_types[0].shape[:rank]
+        pool_size, strides = tuple(a["kernel_size"]), tuple(a["strides"])
+        padding, pads = self.window_padding(node, sizes, pool_size, strides, (1,) * rank, rank)
+        if mode == "avg" and padding == "same":
+            # Keras' torch backend pads an asymmetric 'same' average pool with replicated edge
+            # values and counts them: only symmetric 'same' pads are left to Keras
+            from rosetta.ops.conv import resolve_padding
+
+            same = [resolve_padding(sizes[ax], pool_size[ax], strides[ax], 1, "same", ax)[1]
+                    for ax in range(rank)]
+            if any(lo != hi for lo, hi in same):
+                padding, pads = "valid", tuple(same)
+        if rank == 1:
+            cls = k.layers.MaxPooling1D if mode == "max" else k.layers.AveragePooling1D
+            pool_size, strides = pool_size[0], strides[0]
+        else:
+            cls = k.layers.MaxPooling2D if mode == "max" else k.layers.AveragePooling2D
+        if pads is None:
+            return cls(pool_size, strides=strides, padding=padding, name=node.name)(x)
+        full = ((0, 0), *pads, (0, 0))
+        if mode == "max":
+            # padded cells hold the float32 lowest value: never the maximum of a window that
+            # holds a real cell (pads < window)
+            xp = self.op(f"{node.name}_pad", ops.pad, x, full, constant_values=F32_LOWEST)
+            return cls(pool_size, strides=strides, padding="valid", name=node.name)(xp)
+        # average over real cells only: avg(zero-padded x) / avg(zero-padded ones)
+        total = cls(pool_size, strides=strides, padding="valid", name=node.name)(
+            self.padded(x, node, pads, rank))
+        ones = self.padded(self.op(f"{node.name}_ones", ops.ones_like, x), node, pads, rank)
+        count = cls(pool_size, strides=strides, padding="valid",
+                    name=self.name(f"{node.name}_count"))(ones)
+        return self.op(f"{node.name}_real", ops.divide, total, count)
+
+    def MaxPool2D(self, node, xs):
+        return self._pool(node, xs, 2, "max")
+
+    def AvgPool2D(self, node, xs):
+        return self._pool(node, xs, 2, "avg")
+
+    def MaxPool1D(self, node, xs):
+        return self._pool(node, xs, 1, "max")
+
+    def AvgPool1D(self, node, xs):
+        return self._pool(node, xs, 1, "avg")
+
+    def GlobalAvgPool2D(self, node, xs):
+        return self.k.layers.GlobalAveragePooling2D(name=node.name)(xs[0])
+
+    def GlobalMaxPool2D(self, node, xs):
+        return self.k.layers.GlobalMaxPooling2D(name=node.name)(xs[0])
+
+    def BatchNorm(self, node, xs):
+        a = node.attrs
+        layer = self.k.layers.BatchNormalization(axis=-1, momentum=a["momentum"],
+                                                 epsilon=a["epsilon"], name=node.name)
+        y = layer(xs[0])
+        s = lambda key: self.state[f"{node.name}/{key}"]  # noqa: E731
+        self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias"), s("mean"), s("var")])
+        return y
+
+    def LayerNorm(self, node, xs):
+        layer = self.k.layers.LayerNormalization(axis=-1, epsilon=node.attrs["epsilon"],
+                                                 name=node.name)
+        y = layer(xs[0])
+        self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias")])
+        return y
+
+    def RMSNorm(self, node, xs):
+        layer = self.k.layers.RMSNormalization(axis=-1, epsilon=node.attrs["epsilon"],
+                                               name=node.name)
+        y = layer(xs[0])
+        self.set(layer, node, [self.p(node, "scale")])
+        return y
+
+    def GroupNorm(self, node, xs):
+        a = node.attrs
+        layer = self.k.layers.GroupNormalization(groups=a["groups"], axis=-1,
+                                                 epsilon=a["epsilon"], name=node.name)
+        y = layer(xs[0])
+        self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias")])
+        return y
+
+    def Dropout(self, node, xs):
+        return self.k.layers.Dropout(node.attrs["rate"], name=node.name)(xs[0])
+
+    def Activation(self, node, xs):
+        a = node.attrs
+        k = self.k
+        fn = a["fn"]
+        if fn == "leaky_relu":
+            return k.layers.LeakyReLU(negative_slope=a["slope"], name=node.name)(xs[0])
+        if fn == "softmax":
+            axis = a["axis"] + 1 if a["axis"] >= 0 else a["axis"]
+            return k.layers.Softmax(axis=axis, name=node.name)(xs[0])
+        if fn == "gelu" and a["approximate"] == "tanh":
+            return self.op(node.name, self.ops.gelu, xs[0], approximate=True)
+        ident = {"identity": "linear", "gelu": "gelu"}.get(fn, fn)
+        return k.layers.Activation(ident, name=node.name)(xs[0])
+
+    def Embedding(self, node, xs):
+        a = node.attrs
+        layer = self.k.layers.Embedding(a["vocab_size"], a["dim"], name=node.name)
+        y = layer(xs[0])
+        self.set(layer, node, [self.p(node, "embedding")])
+        return y
+
+    def Flatten(self, node, xs):
+        return self.k.layers.Flatten(name=node.name)(xs[0])
+
+    def Reshape(self, node, xs):
+        return self.k.layers.Reshape(tuple(node.attrs["shape"]), name=node.name)(xs[0])
+
+    def Add(self, node, xs):
+        return self.k.layers.Add(name=node.name)(list(xs))
+
+    def Concatenate(self, node, xs):
+        ax = node.attrs["axis"]
+        return self.k.layers.Concatenate(axis=ax + 1 if ax >= 0 else ax,
+                                         name=node.name)(list(xs))
+
+    def ZeroPadding2D(self, node, xs):
+        pads = tuple(tuple(p) for p in node.attrs["padding"])
+        return self.k.layers.ZeroPadding2D(pads, name=node.name)(xs[0])
+
+    def UpSampling2D(self, node, xs):
+        return self.k.layers.UpSampling2D(tuple(node.attrs["size"]), interpolation="nearest",
+                                          name=node.name)(xs[0])
+
+    def _recurrent(self, node, xs):
+        a = node.attrs
+        k = self.k
+        h = a["units"]
+        seq = a["return_sequences"]
+        mask = None
+        if len(xs) > 1:
+            mask = self.step_mask(node.inputs[1], xs[1], node.in_types[0].shape[0])
+
+        def cell(name=None):
+            common = dict(return_sequences=seq, zero_output_for_mask=seq, name=name)
+            if node.op == "LSTM":
+                return k.layers.LSTM(h, activation="tanh", recurrent_activation="sigmoid",
+                                     **common)
+            if node.op == "GRU":
+                return k.layers.GRU(h, activation="tanh", recurrent_activation="sigmoid",
+                                    reset_after=True, **common)
+            return k.layers.SimpleRNN(h, activation=a["activation"], **common)
+
+        def weights(prefix: str):
+            p = lambda key: self.p(node, prefix + key)  # noqa: E731
+            if node.op != "GRU":
+                return [p("kernel"), p("recurrent_kernel"), p("bias")]
+            # canonical gate blocks [r, z, n] -> Keras [z, r, h]
+            perm = lambda w: np.concatenate(  # noqa: E731
+                [w[..., h:2 * h], w[..., :h], w[..., 2 * h:]], axis=-1)
+            return [perm(p("kernel")), perm(p("recurrent_kernel")),
+                    np.stack([perm(p("bias")), perm(p("recurrent_bias"))])]
+
+        if a["bidirectional"]:
+            layer = k.layers.Bidirectional(cell(), merge_mode="concat", name=node.name)
+            w = weights("") + weights("backward_")
+        else:
+            layer = cell(node.name)
+            w = weights("")
+        y = layer(xs[0], mask=mask) if mask is not None else layer(xs[0])
+        self.set(layer, node, w)
+        if mask is not None and seq:
+            # drop the Keras mask: downstream nodes see plain tensors
+            y = self.op(f"{node.name}_unmasked", self.ops.copy, y)
+        return y
+
+    LSTM = GRU = SimpleRNN = _recurrent
+
+    def MultiHeadAttention(self, node, xs):
+        a = node.attrs
+        out_dim = node.out_type.shape[-1]
+        layer = self.k.layers.MultiHeadAttention(
+            num_heads=a["heads"], key_dim=a["head_dim"], value_dim=a["head_dim"],
+            dropout=a["dropout"], use_bias=a["use_bias"], output_shape=out_dim, name=node.name)
+        kwargs = {}
+        if len(xs) > 2:
+            tq, tk = node.in_types[0].shape[0], node.in_types[1].shape[0]
+            key_mask = self.step_mask(node.inputs[2], xs[2], tk)          # (N, Tk)
+            rows = self.op(f"{node.name}_key_mask", self.ops.expand_dims, key_mask, 1)
+            kwargs["attention_mask"] = self.op(f"{node.name}_mask", self.ops.repeat, rows, tq,
+                                               axis=1)                    # (N, Tq, Tk)
+        if a["causal"]:
+            kwargs["use_causal_mask"] = True
+        y = layer(xs[0], xs[1], **kwargs)
+        names = ["query", "key", "value", "output"]
+        w = []
+        for n in names:
+            w.append(self.p(node, f"{n}_kernel"))
+            if a["use_bias"]:
+                w.append(self.p(node, f"{n}_bias"))
+        self.set(layer, node, w)
+        return y
+
+    def PositionEmbedding(self, node, xs):
+        ops = self.ops
+        x = xs[0]
+        # positions 0..T-1 per example, from x itself (batch axis symbolic)
+        n = node.name
+        steps = self.op(f"{n}_steps", lambda: x[:, :, 0])
+        ones = self.op(f"{n}_ones", ops.ones_like, steps, dtype="int32")
+        positions = self.op(f"{n}_positions", ops.subtract,
+                            self.op(f"{n}_count", ops.cumsum, ones, axis=1), 1)
+        layer = self.k.layers.Embedding(node.attrs["max_length"], node.in_types[0].shape[-1],
+                                        name=self.name(f"{node.name}_table"))
+        table = layer(positions)
+        self.set(layer, node, [self.p(node, "embedding")])
+        return self.k.layers.Add(name=node.name)([x, table])
+
+    def SequencePool(self, node, xs):
+        k, ops = self.k, self.ops
+        x = xs[0]
+        mask = None
+        if len(xs) > 1:
+            mask = self.step_mask(node.inputs[1], xs[1], node.in_types[0].shape[0])
+        if node.attrs["mode"] == "mean":
+            layer = k.layers.GlobalAveragePooling1D(name=node.name)
+            return layer(x, mask=mask) if mask is not None else layer(x)
+        if mask is not None:
+            column = self.op(f"{node.name}_mask", ops.expand_dims, mask, -1)
+            x = self.op(f"{node.name}_real", ops.where, column, x, F32_LOWEST)
+        return k.layers.GlobalMaxPooling1D(name=node.name)(x)
+
+
+def build_model(keras, graph, params: dict, state: dict):
+    """The functional ``keras.Model`` of ``graph`` (see the module docstring) with the canonical
+    float32 ``params`` and ``state`` set."""
+    b = _Builder(keras, graph, params, state)
+    values = {}
+    inputs = []
+    for i in graph.inputs:
+        t = keras.Input(shape=tuple(i.shape), dtype="float32" if i.kind == "float" else "int32",
+                        name=i.name)
+        values[i.name] = t
+        inputs.append(t)
+    for n in graph.nodes:
+        values[n.name] = getattr(b, n.op)(n, [values[s] for s in n.inputs])
+    return keras.Model(inputs, values[graph.outputs[0]], name=graph.name)
