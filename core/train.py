@@ -197,6 +197,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
             metrics = evaluate(program, spec, x_test, y_test)
             if run_log is not None:
                 run_log.scalars(start + steps, {f"eval/{k}": v for k, v in metrics.items()})
+        check_finite(program, metrics, start + steps)
         if save_root is not None:
             save_checkpoint(start + steps)
     finally:
@@ -230,6 +231,18 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         "sample": sample,
         "program": program,
     })
+
+
+def check_finite(program, metrics: dict, step: int) -> None:
+    """A run whose last update left a non-finite parameter, or whose held-out metrics are not
+    finite, failed (exit 1), whatever its losses said: name the first such tensor or metric."""
+    bad = next((k for k, v in program.export_params().items() if not np.all(np.isfinite(v))),
+               None)
+    if bad is not None:
+        raise FloatingPointError(f"parameter {bad!r} is not finite after update {step - 1}")
+    bad = next((k for k, v in metrics.items() if not np.isfinite(v)), None)
+    if bad is not None:
+        raise FloatingPointError(f"held-out {bad} is {metrics[bad]} after {step} updates")
 
 
 def checkpoint_spec(spec: TrainSpec) -> TrainSpec:

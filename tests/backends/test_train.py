@@ -100,3 +100,16 @@ def test_character_model_prints_a_sample(backend):
     run = train(spec, backend, steps=3, progress=False)
     assert isinstance(run["sample"], str) and len(run["sample"]) == 120
     assert set(run["sample"]) <= set(VOCAB)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_last_update_that_breaks_the_parameters_is_a_training_failure(backend, tmp_path):
+    """The loss of every step is finite (it is computed before its update), but the last
+    update makes the parameters (or, at least, the held-out loss) infinite: a training failure
+    naming the tensor or metric, and no checkpoint written."""
+    model = rs.Sequential([rs.Dense(1, name="out")], input_shape=(1,), name="lin")
+    spec = rs.TrainSpec(model, rs.losses.MeanSquaredError(), rs.optim.SGD(1e308),
+                        rs.DataSpec("regression", batch_size=8), steps=1)
+    with pytest.raises(FloatingPointError, match="parameter 'out/|held-out loss is inf"):
+        train(spec, backend, dtype="float64", save=tmp_path / "ck", progress=False)
+    assert not list((tmp_path / "ck").glob("step-*"))
