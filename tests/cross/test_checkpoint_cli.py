@@ -61,6 +61,13 @@ def test_train_resume_on_another_backend_eval_predict(trained):
     ev = last_json(r)
     assert ev["step"] == 6
     assert ev["metrics"]["loss"] == pytest.approx(rec_a["metrics"]["loss"], rel=1e-10)
+    # eval --data on a file without held-out arrays evaluates every example of it
+    with np.load(d / "digits.npz") as z:
+        np.savez(d / "test_only.npz", x=z["x_test"], y=z["y_test"])
+    ev2 = last_json(run_cli("eval", d / "ck", "--backend", A, "--data", d / "test_only.npz",
+                            "--json"))
+    assert ev2["examples"] == ev["examples"]
+    assert ev2["metrics"]["loss"] == pytest.approx(ev["metrics"]["loss"], rel=1e-10)
     # predict: the outputs of a .npy of inputs, equal on both backends
     with np.load(d / "digits.npz") as z:
         x = z["x_test"][:10]
