@@ -707,6 +707,12 @@ def run_command(args, load_spec) -> int:
                 "keras": args.keras,
                 "flops_rule": f"{TRAIN_FLOPS_FACTOR} x forward FLOPs per example x batch"}
     print(bench_report.table(rows, env))
+    from rosetta.conformance.auto import recommendations
+
+    print("recommendation (fastest backend and mode per model; --backend auto also checks "
+          "float64 agreement):")
+    for line in recommendations(rows):
+        print(f"  {line}")
     for path in reports:
         bench_report.write(path, rows, env, settings)
         log(f"report written to {path}")

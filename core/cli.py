@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a spec on one backend")
     t.add_argument("spec", nargs="?", help="zoo name, .py file defining `spec`, or .json spec "
                    "(optional with --resume: the checkpoint's own)")
-    t.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
+    t.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax", "auto"],
+                   help="auto: the fastest backend for this spec here, among those that pass a "
+                        "short float64 check (measured once, then cached)")
+    t.add_argument("--remeasure", action="store_true",
+                   help="with --backend auto: check and time again instead of the cached choice")
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     t.add_argument("--mode", help="how the step is compiled: torch eager (default) or compile, "
                    "tensorflow xla (default) or function, jax jit")
@@ -199,6 +203,8 @@ def cmd_train(args) -> int:
     if args.spec is None and args.resume is None:
         raise SpecError("give a SPEC to train, or --resume CKPT to continue a run",
                         where="command line")
+    if args.remeasure and args.backend != "auto":
+        raise SpecError("--remeasure applies to --backend auto", where="command line")
     if (args.save_every or args.keep) and not args.save:
         raise SpecError("--save-every and --keep need --save DIR", where="command line")
     spec = None
@@ -216,7 +222,8 @@ def cmd_train(args) -> int:
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet, mode=args.mode, save=args.save,
                    save_every=args.save_every, keep=args.keep, resume=args.resume,
-                   log=args.log, log_every=args.log_every, eval_every=args.eval_every)
+                   log=args.log, log_every=args.log_every, eval_every=args.eval_every,
+                   remeasure=args.remeasure)
     record.pop("program")
     if args.json:
         print(json.dumps(record, allow_nan=False))

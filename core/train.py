@@ -67,7 +67,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
           steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
           seed: int | None = None, progress: bool = True, mode: str | None = None,
           save=None, save_every: int | None = None, keep: int | None = None, resume=None,
-          log=None, log_every: int = 10, eval_every: int | None = None) -> dict:
+          log=None, log_every: int = 10, eval_every: int | None = None,
+          remeasure: bool = False) -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
     returns the run record printed by ``rosetta train --json``.
 
@@ -79,6 +80,10 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     data position; ``steps`` then counts the updates to add (default: the rest of the spec's).
     ``log`` writes ``rosetta.logs`` scalars (gradient norm every ``log_every`` updates);
     ``eval_every`` evaluates on the held-out data during training.
+
+    ``backend="auto"`` trains on the fastest backend for this spec on this machine among those
+    that pass a short float64 check (``rosetta.conformance.auto``; the choice is cached,
+    ``remeasure`` times again); the record's ``auto`` says what was measured.
     """
     from rosetta import checkpoint
 
@@ -127,6 +132,15 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
 
         check_log_dir(log)
 
+    auto = None
+    if backend == "auto":  # the guard and the timing are the conformance suite's (lazily)
+        from rosetta.conformance.auto import choose
+
+        say = (lambda msg: print(msg, file=sys.stderr)) if progress else None
+        auto = choose(spec, batch_size=batch_size, dtype=dtype, device=device,
+                      remeasure=remeasure, log=say)
+        print(auto["message"], file=sys.stderr)
+        backend, mode = auto["backend"], mode or auto["mode"]
     be = get_backend(backend)
     run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, start + steps, seed,
                          spec.description)
@@ -227,6 +241,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         "seconds": train_seconds,
         "first_step_seconds": first_step_seconds,
         "resumed_from": str(ckpt.path) if ckpt else None,
+        "auto": None if auto is None else {k: auto[k] for k in ("times", "excluded", "cached")},
         "saved": str(checkpoint.step_dir(save_root, start + steps)) if save_root else None,
         "sample": sample,
         "program": program,
