@@ -216,8 +216,8 @@ def slots(opt_state) -> dict:
 def load_state(opt_state, slot_values: dict, step: int):
     """A copy of ``opt_state`` (same tree structure, leaf shapes and dtypes, as host NumPy
     arrays) with its slots from ``slot_values`` ({"<slot>/<parameter path>": array}, checked by
-    ``check_slots``), found by the ``_SLOTS`` table as ``slots`` finds them, and every ``count``
-    field of every optax state NamedTuple set to ``step``."""
+    the core's ``Optimizer.check_slots``), found by the ``_SLOTS`` table as ``slots`` finds
+    them, and every ``count`` field of every optax state NamedTuple set to ``step``."""
 
     def slot_tree(slot, template):
         return jax.tree_util.tree_map_with_path(

@@ -100,8 +100,8 @@ class Optimizer(tf.Module):
 
     def load(self, slots: dict, step: int) -> None:
         """Set the slot variables from ``slots`` (exactly the names of ``export``, checked by
-        ``check_slots``) and the update count ``step``: the next ``apply_gradients`` applies
-        update number ``step``."""
+        the core's ``Optimizer.check_slots``) and the update count ``step``: the next
+        ``apply_gradients`` applies update number ``step``."""
         for name, a in slots.items():
             slot, key = name.split("/", 1)
             var = self.slots[slot][key]

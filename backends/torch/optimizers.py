@@ -241,9 +241,9 @@ def load_state(opt: Optimizer, optimizer: torch.optim.Optimizer, scheduler,
                states: dict, step: int) -> None:
     """Put ``optimizer`` (and its ``ScheduleLR``, or None) where it is after ``step`` updates.
 
-    ``states``: {parameter tensor: {canonical slot: native-layout array}} (checked by
-    ``check_slots``); every parameter of ``optimizer`` gets exactly that state (plus ``step``
-    where torch counts it), through ``optimizer.load_state_dict``. The param groups' lr become
+    ``states``: {parameter tensor: {canonical slot: native-layout array}} (checked by the core's
+    ``Optimizer.check_slots``); every parameter of ``optimizer`` gets exactly that state (plus
+    ``step`` where torch counts it), through ``optimizer.load_state_dict``. The param groups' lr become
     lr(step) * ``lr_factor`` and the scheduler's ``last_epoch`` step."""
     keys = STATE_KEYS.get(opt.kind, {})
     # torch's scalar dtype for ``step`` (``_init_group``: float64 only under a float64 default)
