@@ -243,8 +243,8 @@ def load_state(opt: Optimizer, optimizer: torch.optim.Optimizer, scheduler,
 
     ``states``: {parameter tensor: {canonical slot: native-layout array}} (checked by the core's
     ``Optimizer.check_slots``); every parameter of ``optimizer`` gets exactly that state (plus
-    ``step`` where torch counts it), through ``optimizer.load_state_dict``. The param groups' lr become
-    lr(step) * ``lr_factor`` and the scheduler's ``last_epoch`` step."""
+    ``step`` where torch counts it), through ``optimizer.load_state_dict``. The param groups'
+    lr become lr(step) * ``lr_factor`` and the scheduler's ``last_epoch`` step."""
     keys = STATE_KEYS.get(opt.kind, {})
     # torch's scalar dtype for ``step`` (``_init_group``: float64 only under a float64 default)
     step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
