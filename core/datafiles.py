@@ -165,12 +165,17 @@ def load_npz(path: Path, *, test_fraction: float = 0.2, seed: int = 0) -> Datase
             else ()
 
     def locate(part, k):
-        key = part if k is None else (k if part == "x" else f"{k}_test")
-        return f"{name}: key {key!r}"
+        return f"{name}: key {layout_key(part, k)!r}"
 
     return assemble(path.stem, x, y, x_test, y_test, test_fraction=test_fraction, seed=seed,
                     locate=locate, origin=name, classes=classes,
                     description=f"arrays read from {name}")
+
+
+def layout_key(part: str, k) -> str:
+    """The file key of a dataset part: ``y``/``y_test`` (k None), an input ``k`` of the training
+    part (``x`` or its name), or of the held-out part (``<name>_test``)."""
+    return part if k is None else (k if part == "x" else f"{k}_test")
 
 
 def _inputs(inputs: list, held: bool, read):
@@ -220,7 +225,7 @@ def load_npy_dir(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
     classes = _classes(whole("classes"), shown(files["classes"])) if "classes" in files else ()
 
     def locate(part, k):
-        key = part if k is None else (k if part == "x" else f"{k}_test")
+        key = layout_key(part, k)
         return shown(files[key])
 
     return assemble(folder.name, x, y, x_test, y_test, test_fraction=test_fraction, seed=seed,

@@ -41,14 +41,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rosetta.errors import BackendUnavailable, DataError
-from rosetta.files import install_folder, temp_folder
+from rosetta.files import install_folder, temp_folder, writable_parent
 
 EXPORT_JSON = "export.json"
 LOADER = "load.py"
@@ -92,12 +91,7 @@ def check_out_path(out) -> Path:
     out = Path(out)
     if out.exists() and not (out.is_dir() and (out / EXPORT_JSON).is_file()):
         raise DataError(f"--out {out}: exists and is not an export folder; give a new folder")
-    parent = out.parent
-    if not parent.is_dir():
-        raise DataError(f"--out {out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"--out {out}: folder {parent} is not writable")
-    return out
+    return writable_parent(out, "--out")
 
 
 def example_inputs(spec, n: int = 8) -> dict:

@@ -35,6 +35,18 @@ def atomic_file(path):
         raise
 
 
+def writable_parent(path, flag: str) -> Path:
+    """``path``, after checking the folder it would be written in exists and is writable (a
+    ``DataError`` naming ``flag`` otherwise): an output checked before any work starts."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise DataError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{flag} {path}: folder {parent} is not writable")
+    return path
+
+
 def writable_folder(path, flag: str, error=DataError) -> Path:
     """The folder ``path``, created if missing; ``error`` naming ``flag`` if it is a file or
     cannot be written."""

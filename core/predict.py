@@ -8,14 +8,13 @@ written atomically (a temporary file in the same folder, then renamed).
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from rosetta.errors import DataError
-from rosetta.files import atomic_file
+from rosetta.files import atomic_file, writable_parent
 
 
 def read_inputs(path, graph) -> dict[str, np.ndarray]:
@@ -87,11 +86,7 @@ def write_outputs(path, outputs: np.ndarray | None) -> Path:
         raise DataError(f"--output {path}: expected a path ending in .npy")
     if path.is_dir():
         raise DataError(f"--output {path}: is a folder")
-    parent = path.parent
-    if not parent.is_dir():
-        raise DataError(f"--output {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"--output {path}: folder {parent} is not writable")
+    writable_parent(path, "--output")
     if outputs is None:
         return path
     with atomic_file(path) as f:
