@@ -87,6 +87,19 @@ class TensorFlowNative(NativeProgram):
             raise NativeError("a hand-written TensorFlow optimizer cannot be reset: build a "
                               "fresh native program instead of loading this one again")
 
+    def _slot(self, name, key):
+        """``slots`` maps a canonical slot to the optimizer's per-variable list (in the order of
+        ``variables``), e.g. ``{"m": "m", "v": "v"}`` for a hand-written Adam."""
+        slots = getattr(self.optimizer, key, None)
+        if not isinstance(slots, (list, tuple)):
+            raise NativeError(f"slots: optimizer {type(self.optimizer).__name__} has no "
+                              f"per-variable list {key!r}")
+        if not slots or not self.step:
+            return None
+        get_index = getattr(self.optimizer, "_get_variable_index", None)
+        i = get_index(self._vars[name]) if get_index else self._order.index(name)
+        return np.array(slots[i].numpy())
+
     def _to_native_batch(self, x, y):
         x = tf.constant(x, dtype=self.tdtype)
         if y is None:
@@ -177,13 +190,3 @@ class KerasNative(TensorFlowNative):
         for v in self.optimizer.variables:
             if v is not lr:
                 v.assign(np.zeros(tuple(v.shape), tf.as_dtype(v.dtype).as_numpy_dtype))
-
-    def _slot(self, name, key):
-        slots = getattr(self.optimizer, key, None)
-        if slots is None:
-            raise NativeError(f"slots: optimizer {type(self.optimizer).__name__} has no "
-                              f"per-variable list {key!r} (Adam: '_momentums', '_velocities')")
-        if not slots:
-            return None
-        i = self.optimizer._get_variable_index(self._vars[name])
-        return np.array(slots[i].numpy())
