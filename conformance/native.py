@@ -66,7 +66,7 @@ def transposed(perm: tuple, name: str) -> Layout:
 
 
 IDENTITY = Layout("identity", lambda a: a, lambda a: a)
-LINEAR = transposed((1, 0), "linear")             # torch Linear weight (out, in); canonical (in, out)
+LINEAR = transposed((1, 0), "linear")             # torch Linear (out, in); canonical (in, out)
 CONV1D = transposed((2, 1, 0), "conv1d")          # torch (out, in, k); canonical (k, in, out)
 CONV2D = transposed((3, 2, 0, 1), "conv2d")       # torch OIHW; canonical HWIO
 LAYOUTS = {la.name: la for la in (IDENTITY, LINEAR, CONV1D, CONV2D)}
@@ -188,7 +188,12 @@ class NativeProgram(Program):
             if n not in self.names:
                 raise NativeError(f"native parameter {n!r} is not in the name map: map it to "
                                   f"one of the spec's paths {sorted(canon)}")
+        reached = {}
         for n, (path, lay) in self.names.items():
+            if path in reached:
+                raise NativeError(f"name map: {reached[path]!r} and {n!r} both map to {path!r}; "
+                                  f"each spec path takes one of your parameters")
+            reached[path] = n
             if n in trainable:
                 where, shapes = "parameter", canon
             elif n in buffers:
@@ -199,15 +204,17 @@ class NativeProgram(Program):
             if path not in shapes:
                 raise NativeError(f"name map entry {n!r} -> {path!r}: the spec has no {where} "
                                   f"{path!r}; its {where} paths are {sorted(shapes)}")
-            want = tuple(np.shape(lay.to_native(np.zeros(shapes[path]))))
             have = tuple((trainable if where == "parameter" else buffers)[n])
+            try:
+                want = tuple(np.shape(lay.to_native(np.zeros(shapes[path]))))
+            except ValueError:
+                want = f"nothing (layout {lay} does not apply to {len(shapes[path])} axes)"
             if want != have:
                 raise NativeError(f"{n!r} -> {path!r}: canonical shape {shapes[path]} becomes "
                                   f"{want} through layout {lay}, but yours is {have}: fix the "
-                                  f"layout (e.g. 'linear' for a torch Linear weight, 'conv2d' "
-                                  f"for OIHW, flatten_nchw(c, h, w) after a channels-first "
-                                  f"flatten)")
-        reached = {path for path, _ in self.names.values()}
+                                  f"path or the layout (e.g. 'linear' for a torch Linear "
+                                  f"weight, 'conv2d' for OIHW, flatten_nchw(c, h, w) after a "
+                                  f"channels-first flatten)")
         for path in list(canon) + list(state):
             if path not in reached:
                 raise NativeError(f"spec path {path!r} is reached by no entry of the name map: "
