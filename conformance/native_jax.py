@@ -63,6 +63,13 @@ class FlaxNative(NativeProgram):
             raise NativeError(f"flax params in {sorted(d.name for d in dtypes)}: build them all "
                               f"in float32 or float64 (float64 needs jax_enable_x64)")
         self.dtype = next(iter(dtypes)).name
+        for col, tree in self.other.items():
+            for n, a in zip(*_flat(tree, f"{col}/")[:2]):
+                if jnp.issubdtype(a.dtype, jnp.floating) and jnp.dtype(a.dtype) != self.dtype:
+                    raise NativeError(f"{n} is {jnp.dtype(a.dtype).name} in a {self.dtype} "
+                                      f"model (flax creates running statistics in float32): "
+                                      f"cast the variables, jax.tree.map(lambda a: "
+                                      f"a.astype('{self.dtype}'), variables)")
         self.opt_state = tx.init(self.params)
         self._compile()
 

@@ -296,3 +296,82 @@ def test_layouts_round_trip():
     t = flatten_nchw(2, 3, 4).to_native(k)
     h, w, c = 1, 2, 1
     np.testing.assert_array_equal(t[:, c * 12 + h * 4 + w], k[(h * 4 + w) * 2 + c])
+
+
+# --- model state: running statistics are mapped and compared -----------------------------------
+
+def bn_spec():
+    """Dense without bias (a bias before BatchNorm has a zero gradient: rounding noise that Adam
+    amplifies, see README) - ReLU - BatchNorm - Dense."""
+    model = rs.Sequential([rs.Dense(16, activation="relu", use_bias=False, name="d1"),
+                           rs.BatchNorm(name="bn"), rs.Dense(10, name="d2")],
+                          input_shape=(64,), name="bn_mlp")
+    return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
+                        optimizer=rs.optim.Adam(1e-2), data=rs.DataSpec("digits", 4), steps=3)
+
+
+def flax_bn(dtype):
+    """A flax MLP with BatchNorm (biased variance, momentum the old value's weight: the spec's
+    rule), its running statistics in the ``batch_stats`` collection."""
+    import flax.linen as nn
+    import jax
+    import optax
+
+    from rosetta.conformance.native_jax import FlaxNative
+    jax.config.update("jax_enable_x64", True)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.relu(nn.Dense(16, use_bias=False, dtype=dtype, param_dtype=dtype)(x))
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=dtype, param_dtype=dtype)(x)
+            return nn.Dense(10, dtype=dtype, param_dtype=dtype)(x)
+
+    net = Net()
+    variables = net.init(jax.random.PRNGKey(0), np.zeros((1, 64), dtype), train=False)
+    # flax creates batch_stats in float32 whatever param_dtype says: FlaxNative refuses that
+    with pytest.raises(NativeError, match="batch_stats/BatchNorm_0/mean is float32"):
+        FlaxNative(net, variables, optax.adam(1e-2), None, {"x": "y"})
+    variables = jax.tree.map(lambda a: a.astype(dtype), variables)
+    names = {"Dense_0/kernel": "d1/kernel", "BatchNorm_0/scale": "bn/scale", "BatchNorm_0/bias": "bn/bias",
+             "Dense_1/kernel": "d2/kernel", "Dense_1/bias": "d2/bias",
+             "batch_stats/BatchNorm_0/mean": "bn/mean", "batch_stats/BatchNorm_0/var": "bn/var"}
+
+    def loss(out, y):
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+    return FlaxNative(net, variables, optax.adam(1e-2), loss, names, slots={"m": "mu", "v": "nu"},
+                      train_kwargs={"train": True}, eval_kwargs={"train": False})
+
+
+def torch_bn(dtype):
+    """The same in torch: BatchNorm1d stores the *unbiased* batch variance in running_var."""
+    import torch
+    from torch import nn
+
+    from rosetta.conformance.native_torch import TorchNative
+    net = nn.Sequential(nn.Linear(64, 16, bias=False), nn.ReLU(), nn.BatchNorm1d(16, momentum=0.1),
+                        nn.Linear(16, 10)).to(getattr(torch, dtype))
+    names = {"0.weight": ("d1/kernel", "linear"), "2.weight": "bn/scale", "2.bias": "bn/bias",
+             "2.running_mean": "bn/mean", "2.running_var": "bn/var",
+             "3.weight": ("d2/kernel", "linear"), "3.bias": "d2/bias"}
+    return TorchNative(net, torch.optim.Adam(net.parameters(), lr=1e-2), nn.CrossEntropyLoss(),
+                       names)
+
+
+@pytest.mark.skipif("jax" not in BACKENDS, reason="the port is flax")
+def test_flax_batchnorm_statistics_agree():
+    spec = bn_spec()
+    (r,) = assert_conformant(spec, native=flax_bn, backends=compared_with(["torch"]),
+                             steps=STEPS)
+    assert "state" in r.per_category and r.worst_rel <= 1e-10
+    print(f"native flax bn_mlp vs {r.backend_b}: worst rel {r.worst_rel:.2e}")
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="the port is torch")
+def test_torch_unbiased_running_variance_is_caught_in_the_state():
+    from rosetta.conformance.native_suite import run_native
+    (r,), _ = run_native(bn_spec(), torch_bn, compared_with(["jax", "torch"]), steps=2)
+    assert not r.passed
+    assert (r.blame["step"], r.blame["category"], r.blame["tensor"]) == (0, "state", "bn/var")
+    print(f"torch BatchNorm1d vs {r.backend_b}: {r.where}")
