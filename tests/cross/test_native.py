@@ -334,7 +334,8 @@ def flax_bn(dtype):
     with pytest.raises(NativeError, match="batch_stats/BatchNorm_0/mean is float32"):
         FlaxNative(net, variables, optax.adam(1e-2), None, {"x": "y"})
     variables = jax.tree.map(lambda a: a.astype(dtype), variables)
-    names = {"Dense_0/kernel": "d1/kernel", "BatchNorm_0/scale": "bn/scale", "BatchNorm_0/bias": "bn/bias",
+    names = {"Dense_0/kernel": "d1/kernel", "BatchNorm_0/scale": "bn/scale",
+             "BatchNorm_0/bias": "bn/bias",
              "Dense_1/kernel": "d2/kernel", "Dense_1/bias": "d2/bias",
              "batch_stats/BatchNorm_0/mean": "bn/mean", "batch_stats/BatchNorm_0/var": "bn/var"}
 
