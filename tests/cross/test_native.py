@@ -404,3 +404,13 @@ def measure():
     for r in results:
         print(f"planted NCHW flatten vs {r.backend_b}: {r.where}")
 
+
+
+def test_no_framework_is_imported_until_an_adapter_is():
+    import subprocess
+    import sys
+    code = ("import sys, rosetta.conformance.native, rosetta.conformance.native_suite, "
+            "rosetta.conformance.pytest_plugin, rosetta.conformance.command; print(sorted(m for m "
+            "in ('torch', 'tensorflow', 'jax', 'keras', 'flax', 'optax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out
