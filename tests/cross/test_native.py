@@ -210,6 +210,24 @@ def test_planted_nchw_flatten_is_caught_and_blamed_on_the_dense_kernel():
                           steps=1)
 
 
+@pytest.mark.skipif("torch" not in BACKENDS, reason="the planted bug is in the torch baseline")
+def test_planted_conv_kernel_with_height_and_width_swapped_is_blamed_on_it():
+    """A second porting bug, elsewhere in the graph: conv2's kernel copied with kH and kW
+    swapped (a transpose the shapes cannot reveal for a 3x3 kernel)."""
+    from rosetta.conformance.native import transposed
+    from rosetta.conformance.native_suite import run_native
+    from rosetta.conformance.native_torch import TorchNative
+    spec = small("cnn")
+
+    def factory(dtype):
+        good = torch_port(spec)(dtype)
+        names = dict(good.names)
+        names["conv2.weight"] = ("conv2/kernel", transposed((3, 2, 1, 0), "kH/kW swapped"))
+        return TorchNative(good.model, good.optimizer, good.loss, names, data_layout="NCHW")
+    (r,), _ = run_native(spec, factory, BACKENDS[:1], steps=1)
+    assert not r.passed and r.blame["tensor"] == "conv2/kernel", r.blame
+
+
 @pytest.mark.skipif("tensorflow" not in BACKENDS, reason="Keras runs on TensorFlow here")
 def test_keras_rounds_its_betas_through_float32():
     """Keras 3 on TensorFlow casts beta1 = 0.9, beta2 = 0.999 to float32 inside its float64 Adam:
