@@ -6,7 +6,9 @@
 ``TensorFlowNative`` takes hand-written TensorFlow: ``model`` a callable ``tf.Module`` whose
 variables are named by their attribute path (``kernels/0``, ``dense/w``); ``optimizer`` a Keras
 optimizer (``apply_gradients``) or an object with ``apply(grads, variables)`` (the order of
-``variables``, default the module's ``trainable_variables``); ``loss(output, labels)``.
+``variables``, default the module's ``trainable_variables``); ``loss(output, labels)``;
+``slots`` maps a canonical slot to the optimizer's per-variable list in that order
+(``{"m": "m", "v": "v"}``).
 
 ``KerasNative`` takes a Keras 3 model (KERAS_BACKEND=tensorflow), named by ``variable.path``
 (``sequential/dense/kernel``); ``optimizer`` and ``loss`` default to the compiled ones; the loss is
