@@ -32,6 +32,8 @@ def run_command(args, load_spec) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.compare:
         return _compare_files(args)
+    if args.native:
+        return _native_command(args, load_spec, log)
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
@@ -59,13 +61,48 @@ def run_command(args, load_spec) -> int:
                               dropout=args.dropout, progress=log)
             results += rows
             trajs_by_model.setdefault((spec.name, dtype), []).extend(trajs)
-            if args.save:
-                for t in trajs:
-                    m = t.meta
-                    t.save(Path(args.save) / f"{m['model']}-{m['backend']}-{m['device']}-"
-                                             f"{m['dtype']}.npz")
+            _save(args, trajs)
     seconds = time.perf_counter() - t0
     _emit(args, results, trajs_by_model, {"seconds": seconds, "steps": args.steps})
+    log(f"{len(results)} comparisons in {seconds:.1f}s: "
+        f"{sum(r.passed for r in results)} passed, {sum(not r.passed for r in results)} failed")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _save(args, trajs):
+    """--save DIR: every trajectory as ``model-backend-device-dtype.npz``."""
+    for t in trajs if args.save else ():
+        m = t.meta
+        t.save(Path(args.save) / f"{m['model']}-{m['backend']}-{m['device']}-{m['dtype']}.npz")
+
+
+def _native_command(args, load_spec, log) -> int:
+    """``--native module:factory``: the user's own native code against the spec on each
+    backend (``native.py``); the oracle tier (which checks rosetta's backends) is not run."""
+    from rosetta.conformance.native import load_factory
+    from rosetta.conformance.native_suite import run_native
+
+    if len(args.specs) != 1:
+        raise SpecError("--native compares your code with one SPEC: give exactly one",
+                        where="command line")
+    factory = load_factory(args.native)
+    backends = args.backends or available_backends()
+    for b in backends:
+        get_backend(b)
+    if not backends:
+        raise BackendUnavailable("--native compares with a backend; none is installed")
+    spec = load_spec(args.specs[0])
+    t0 = time.perf_counter()
+    results, trajs_by_model = [], {}
+    for dtype in args.dtype:
+        rows, trajs = run_native(spec, factory, backends, dtype=dtype, device=args.device,
+                                 steps=args.steps, progress=log)
+        results += rows
+        trajs_by_model[(spec.name, dtype)] = trajs
+        _save(args, trajs)
+    seconds = time.perf_counter() - t0
+    _emit(args, results, trajs_by_model, {"seconds": seconds, "steps": args.steps,
+                                          "native": args.native})
     log(f"{len(results)} comparisons in {seconds:.1f}s: "
         f"{sum(r.passed for r in results)} passed, {sum(not r.passed for r in results)} failed")
     return 0 if all(r.passed for r in results) else 1
@@ -114,5 +151,10 @@ def add_parser(sub, positive_int):
     c.add_argument("--save", metavar="DIR", help="save every trajectory as .npz")
     c.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="compare two saved trajectories instead of running")
+    c.add_argument("--native", metavar="MODULE:FACTORY",
+                   help="compare your own hand-written model instead: FACTORY(dtype) in MODULE "
+                        "(importable from here) returns a TorchNative, TensorFlowNative, "
+                        "KerasNative or FlaxNative (see README, 'Your own native code under "
+                        "the suite'); dropout off, no oracle tier")
     c.add_argument("--quiet", action="store_true")
     return c

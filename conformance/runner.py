@@ -64,10 +64,12 @@ def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
 
 def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str = "cpu",
            steps: int = 10, seed: int | None = None, dropout: str = "inject",
-           stream=None) -> Trajectory:
+           stream=None, program=None) -> Trajectory:
     """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state.
 
     ``stream`` (optional) is a list of (inputs, labels) to use instead of the spec's dataset.
+    ``program`` (optional) is a ready ``Program`` to record instead of compiling ``backend``
+    (the user's own native code, ``native.py``); ``backend`` is then only its label.
     """
     if dropout not in ("inject", "off"):
         raise ValueError(f"dropout mode must be 'inject' or 'off', found {dropout!r}")
@@ -75,8 +77,11 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
     if dropout == "off":
         spec = without_dropout(spec)
     device = normalize_device(device)
-    be = get_backend(backend)
-    prog = be.compile(spec, dtype=dtype, device=device)
+    if program is None:
+        be = get_backend(backend)
+        prog, framework = be.compile(spec, dtype=dtype, device=device), be.version()
+    else:
+        prog, framework = program, program.version()
     prog.load(spec.model.init_params(seed), spec.model.init_state())
     data = stream if stream is not None else batch_stream(spec, steps, seed, dtype)
 
@@ -99,7 +104,7 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
             state[k].append(v)
         for k, v in prog.export_optimizer_state().items():
             opt.setdefault(k, []).append(v)
-    meta = {"model": spec.name, "backend": backend, "framework": be.version(),
+    meta = {"model": spec.name, "backend": backend, "framework": framework,
             "device": device, "dtype": dtype, "steps": len(losses), "seed": seed,
             "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none"}
     stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
