@@ -72,7 +72,8 @@ ACTIVATIONS = {
     "silu": lambda F, x: x * F.sigmoid(x),
     "gelu_exact": _gelu_exact,
     "gelu_tanh": _gelu_tanh,
-    "leaky_relu": lambda F, x, slope: F.LeakyReLU(x, act_type="leaky", slope=slope),
+    # LeakyReLU's ``slope`` is a float32 attribute: 0.3 would be 0.30000001192092896
+    "leaky_relu": lambda F, x, slope: F.where(x > 0, x, x * slope),
     "softmax": _softmax,
 }
 

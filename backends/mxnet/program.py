@@ -57,7 +57,7 @@ class Program(contract.Program):
         self._params, self._state = params_mod.slots(self.graph, self.nodes)
         self.loss_fn = lower_loss(spec.loss, self.graph.output_type.shape[-1])
         if mode == "hybrid":
-            self.loss_fn.hybridize(static_alloc=True, static_shape=True)
+            self.loss_fn.hybridize()
         self.optimizer = spec.optimizer
         shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
                   for n in self.graph.nodes}
