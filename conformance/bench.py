@@ -178,7 +178,7 @@ def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mo
     """The hand-written trainer for ``spec`` on ``backend`` (None when none fits), from the
     spec's initial parameters (or ``params``) as plain NumPy arrays in the program dtype."""
     plan = baseline_plan(spec)
-    if plan is None:
+    if plan is None or backend not in BASELINES:  # no hand-written baseline for this backend
         return None
     params = spec.model.init_params(spec.seed) if params is None else params
     weights = [(np.asarray(params[f"{n}/kernel"], dtype), np.asarray(params[f"{n}/bias"], dtype))

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "checked without rosetta")
     x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     x.add_argument("--format", required=True,
-                   choices=["torch", "onnx", "savedmodel", "keras", "jax"])
+                   choices=["torch", "onnx", "savedmodel", "keras", "jax", "mxnet"])
     x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
     x.add_argument("--dtype", choices=["float32", "float64"],
                    help="default: the checkpoint's where the format keeps it, else float32")
