@@ -5,17 +5,19 @@ canonical kernel (kH, kW, C, M) reshaped to (kH, kW, 1, C*M) and transposed: gro
 are the contiguous channels c*M .. c*M + M - 1, as the canonical rule says. Separable: that
 depthwise convolution (no bias) then a 1x1 ``Convolution`` with the pointwise kernel.
 
-Conv2DTranspose is not lowered by this backend yet: MXNet's ``Deconvolution`` crops a symmetric
-``pad`` from the full transposed convolution, so the canonical ``transpose_plan`` (asymmetric
-``same``) needs a crop after it that has not been written and proven here. It raises
-``BackendUnavailable`` naming the op when the model is built, never computing something else.
+Conv2DTranspose: MXNet's ``Deconvolution`` (the adjoint of its ``Convolution``, the same taps,
+no flip) without padding computes the canonical full scatter output, L = (in - 1)·s + k_eff cells
+per axis; its weight (in, out, kH, kW) is the canonical kernel (kH, kW, in, out) transposed. The
+canonical ``transpose_plan`` then keeps cells lo .. lo + out of it (``slice``), extended with zeros
+after where the full output is shorter (``same`` with k_eff < stride).
 """
 
 from __future__ import annotations
 
-from rosetta.backends.mxnet.layers import (activate, add_bias, conv_weight, convolve,
-                                           unavailable)
+from rosetta.backends.mxnet.layers import (activate, add_bias, conv_weight, convolve, pad_nchw,
+                                           to_nchw, to_nhwc)
 from rosetta.ops.conv import spatial_plan
+from rosetta.ops.conv_variants import Conv2DTranspose
 
 
 def _depthwise(F, node, x, kernel):
@@ -46,12 +48,46 @@ def separable_conv2d(F, node, xs, p, ctx):
     return activate(F, a["activation"], y)
 
 
+def _dilated(F, weight, kernel, dilation, eff, dtype):
+    """The (in, out, kH, kW) weight with d - 1 zeros between taps: (in, out, effH, effW), by
+    ``dot`` with one-hot maps (exact). ``Deconvolution``'s own ``dilate`` disagreed with the
+    canonical scatter (tests/cases_conv.py ``transpose_dilated``: wrong values, not rounding)."""
+    for ax in (0, 1):
+        onehot = F.one_hot(F.arange(kernel[ax]) * dilation[ax], depth=eff[ax], dtype=dtype)
+        if ax == 0:
+            weight = F.transpose(F.dot(F.transpose(weight, axes=(0, 1, 3, 2)), onehot),
+                                 axes=(0, 1, 3, 2))
+        else:
+            weight = F.dot(weight, onehot)
+    return weight
+
+
+def conv2d_transpose(F, node, xs, p, ctx):
+    a = node.attrs
+    hw = node.in_types[0].shape[:2]
+    out, lo = Conv2DTranspose.plan(a, hw)
+    full = [(hw[ax] - 1) * a["strides"][ax] + a["dilation"][ax] * (a["kernel_size"][ax] - 1) + 1
+            for ax in range(2)]
+    weight = F.transpose(p["kernel"], axes=(2, 3, 0, 1))              # (in, out, kH, kW)
+    eff = [a["dilation"][ax] * (a["kernel_size"][ax] - 1) + 1 for ax in range(2)]
+    if tuple(a["dilation"]) != (1, 1):
+        weight = _dilated(F, weight, a["kernel_size"], a["dilation"], eff, ctx.dtype)
+    y = F.Deconvolution(to_nchw(F, xs[0]), weight, kernel=tuple(eff),
+                        stride=tuple(a["strides"]), num_filter=a["filters"], no_bias=True)
+    ends = [min(lo[ax] + out[ax], full[ax]) for ax in range(2)]
+    if tuple(lo) != (0, 0) or ends != full:
+        y = F.slice(y, begin=(None, None, lo[0], lo[1]), end=(None, None, ends[0], ends[1]))
+    short = [lo[ax] + out[ax] - ends[ax] for ax in range(2)]
+    y = to_nhwc(F, pad_nchw(F, y, ((0, short[0]), (0, short[1]))))
+    if a["use_bias"]:
+        y = add_bias(F, y, p["bias"])
+    return activate(F, a["activation"], y)
+
+
 LOWERINGS = {
     "DepthwiseConv2D": depthwise_conv2d,
     "SeparableConv2D": separable_conv2d,
-    "Conv2DTranspose": unavailable("not lowered by the mxnet backend (Deconvolution "
-                                   "with the canonical transpose_plan crop is not written); "
-                                   "use the torch, tensorflow or jax backend"),
+    "Conv2DTranspose": conv2d_transpose,
 }
 
 NATIVE: dict = {}

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rosetta.errors import BackendUnavailable
 from rosetta.ops import activation as act_ops
 from rosetta.ops.conv import spatial_plan
 from rosetta.ops.conv1d import as_2d
@@ -349,15 +348,6 @@ def add(F, node, xs, p, ctx):
 def concatenate(F, node, xs, p, ctx):
     axis = positive_axis(node.attrs["axis"], len(node.in_types[0].shape)) + 1
     return F.concat(*xs, dim=axis)
-
-
-def unavailable(reason: str):
-    """A lowering for an op MXNet cannot express here: BackendUnavailable naming the op, raised
-    when the model is built."""
-    def lower(F, node, xs, p, ctx):  # pragma: no cover - refused at build time
-        raise BackendUnavailable(f"mxnet cannot lower op {node.op!r}: {reason}")
-    lower.reason = reason
-    return lower
 
 
 LOWERINGS = {

@@ -27,7 +27,7 @@ import warnings
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 
-from rosetta.errors import BackendUnavailable, SpecError
+from rosetta.errors import BackendUnavailable
 from rosetta.graph import Graph
 from rosetta.backends.mxnet.layers import LOWERINGS, Context
 
@@ -100,19 +100,15 @@ class GraphBlock(HybridBlock):
 
 def build_model(graph: Graph, dtype: str, context, hybridize: bool):
     """(node blocks by name, train GraphBlock, eval GraphBlock), parameters initialised to zero
-    on ``context`` (``Program.load`` sets them). What MXNet cannot run is a
-    ``BackendUnavailable`` (an op it cannot express) or ``SpecError`` here, at compile time."""
+    on ``context`` (``Program.load`` sets them). An op without a lowering is a
+    ``BackendUnavailable`` naming the node and the op here, at compile time."""
     taken: set = set()
     nodes = {}
     for node in graph.nodes:
         where = f"{graph.name}/{node.name}"
-        lower = LOWERINGS.get(node.op)
-        if lower is None:
-            raise SpecError(f"the mxnet backend has no lowering for op {node.op!r}",
-                            where=where, op=node.op)
-        if hasattr(lower, "reason"):
-            raise BackendUnavailable(f"{where}: mxnet cannot lower op {node.op!r}: "
-                                     f"{lower.reason}")
+        if node.op not in LOWERINGS:
+            raise BackendUnavailable(f"{where}: the mxnet backend cannot lower op {node.op!r} "
+                                     f"(it lowers {', '.join(sorted(LOWERINGS))})")
         nodes[node.name] = NodeBlock(node, dtype, _key(node.name, taken))
     train = GraphBlock(graph, nodes, True, dtype)
     evaluate = GraphBlock(graph, nodes, False, dtype)
