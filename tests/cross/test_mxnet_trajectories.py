@@ -27,10 +27,12 @@ from rosetta.conformance.trajectory import Trajectory
 from selection import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
-# Dense + Adam; Conv2D + MaxPool; LSTM and GRU with lengths; attention + LayerNorm + gelu +
-# AdamW with a warmup-cosine schedule. (The ResNet, BatchNorm + Nesterov SGD, agrees too, but its
-# TensorFlow recording alone costs 1-2 minutes of CI: `rosetta conformance resnet --save` below.)
-MODELS = ("mlp", "cnn", "lstm", "gru", "transformer")
+# Dense + Adam; LSTM with lengths; attention + LayerNorm + gelu + AdamW with a warmup-cosine
+# schedule. The rest of the zoo agrees too (README: MXNet in its own environment, the same
+# commands by hand); each model costs CI 20-80 s of recording on the three other backends
+# (cnn and gru about 45 s of the 2-core budget together, resnet 1-2 minutes), and the ops they add
+# are held to the NumPy references in the MXNet environment by tests/backends/test_ops.py.
+MODELS = ("mlp", "lstm", "transformer")
 STEPS = 3
 
 
