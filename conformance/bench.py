@@ -57,7 +57,7 @@ import numpy as np
 
 import rosetta as rs
 from rosetta.backend import normalize_device
-from rosetta.backend_registry import get_backend
+from rosetta.backend_registry import backend_names, get_backend
 from rosetta.data import batches as batch_indices, take
 from rosetta.errors import DataError, SpecError
 from rosetta.schedules import Constant
@@ -178,7 +178,7 @@ def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mo
     """The hand-written trainer for ``spec`` on ``backend`` (None when none fits), from the
     spec's initial parameters (or ``params``) as plain NumPy arrays in the program dtype."""
     plan = baseline_plan(spec)
-    if plan is None:
+    if plan is None or backend not in BASELINES:  # no hand-written baseline for this backend
         return None
     params = spec.model.init_params(spec.seed) if params is None else params
     weights = [(np.asarray(params[f"{n}/kernel"], dtype), np.asarray(params[f"{n}/bias"], dtype))
@@ -734,7 +734,7 @@ def add_parser(sub, positive_int):
                    help=f"zoo names, the bench-only {', '.join(BENCH_SPECS)}, or spec files "
                         f"(default: {', '.join(DEFAULT_SPECS)}, the specs with "
                         f"hand-written baselines)")
-    b.add_argument("--backends", nargs="+", choices=["torch", "tensorflow", "jax"])
+    b.add_argument("--backends", nargs="+", choices=backend_names())
     b.add_argument("--modes", nargs="+", metavar="MODE",
                    help="torch: eager, compile; tensorflow: xla, function; jax: jit "
                         "(default: every mode of each backend)")

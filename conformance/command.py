@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from rosetta.backend_registry import available_backends, get_backend
+from rosetta.backend_registry import available_backends, backend_names, get_backend
 from rosetta.conformance import oracle, report
 from rosetta.conformance.suite import Result, compare_trajectories, run
 from rosetta.conformance.tiers import DEVICE, tier_for
@@ -37,9 +37,10 @@ def run_command(args, load_spec) -> int:
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
-    if len(backends) < 2 and not args.oracle_only:
-        raise BackendUnavailable(f"conformance compares two or more backends; installed: "
-                                 f"{', '.join(backends) or 'none'}")
+    if len(backends) < 2 and not (args.oracle_only or args.save):
+        raise BackendUnavailable(f"conformance compares two or more backends (or, with --save, "
+                                 f"records one backend's trajectories to compare elsewhere); "
+                                 f"installed: {', '.join(backends) or 'none'}")
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to run on it", where="command line")
     if args.specs:
@@ -134,7 +135,7 @@ def add_parser(sub, positive_int):
     c = sub.add_parser("conformance", help="prove that backends train a spec to the same numbers")
     c.add_argument("specs", nargs="*", metavar="SPEC", help="zoo names or spec files "
                    "(default: the whole zoo)")
-    c.add_argument("--backends", nargs="+", choices=["torch", "tensorflow", "jax"])
+    c.add_argument("--backends", nargs="+", choices=backend_names())
     c.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    default=["float64", "float32"])
     c.add_argument("--steps", type=positive_int, default=10)

@@ -15,6 +15,14 @@ KNOWN = {
     "torch": (("torch",), "torch"),
     "tensorflow": (("tensorflow",), "tensorflow"),
     "jax": (("jax", "flax", "optax"), "jax"),
+    "mxnet": (("mxnet",), "mxnet"),
+}
+
+# backends that cannot share an environment with the others: how to get one
+OWN_ENVIRONMENT = {
+    "mxnet": ("MXNet 1.9.1 needs numpy<1.24 (TensorFlow and JAX refuse it), so it lives in its "
+              "own environment: python3.11 -m venv .venv-mxnet && .venv-mxnet/bin/pip install "
+              "-e '.[mxnet]' (README: MXNet in its own environment)"),
 }
 
 _LOADED: dict = {}
@@ -25,6 +33,8 @@ def _entry_points() -> dict:
 
 
 def install_hint(name: str) -> str:
+    if name in OWN_ENVIRONMENT:
+        return OWN_ENVIRONMENT[name]
     extra = KNOWN.get(name, ((), name))[1]
     return f"pip install 'rosetta-ml[{extra}]'"
 

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from rosetta.errors import RosettaError, SpecError
+from rosetta.backend_registry import backend_names
 
 
 def quiet_frameworks() -> None:
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a spec on one backend")
     t.add_argument("spec", nargs="?", help="zoo name, .py file defining `spec`, or .json spec "
                    "(optional with --resume: the checkpoint's own)")
-    t.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax", "auto"],
+    t.add_argument("--backend", required=True, choices=[*backend_names(), "auto"],
                    help="auto: the fastest backend for this spec here, among those that pass a "
                         "short float64 check (measured once, then cached)")
     t.add_argument("--remeasure", action="store_true",
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="held-out loss and metrics of a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
-    e.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
+    e.add_argument("--backend", required=True, choices=backend_names())
     e.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     e.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
     _data_arguments(e, "evaluate on this file: its held-out arrays (x_test, y_test) if it has "
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="model outputs of a checkpoint for an input file")
     pr.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
-    pr.add_argument("--backend", required=True, choices=["torch", "tensorflow", "jax"])
+    pr.add_argument("--backend", required=True, choices=backend_names())
     pr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     pr.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
     pr.add_argument("--input", required=True, metavar="X",
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "checked without rosetta")
     x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     x.add_argument("--format", required=True,
-                   choices=["torch", "onnx", "savedmodel", "keras", "jax"])
+                   choices=["torch", "onnx", "savedmodel", "keras", "jax", "mxnet"])
     x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
     x.add_argument("--dtype", choices=["float32", "float64"],
                    help="default: the checkpoint's where the format keeps it, else float32")

@@ -60,6 +60,7 @@ FORMATS = {
                    "TensorFlow SavedModel, serving_default signature"),
     "keras": ("tensorflow", ("float32",), "Keras 3 model (.keras) of Keras layers"),
     "jax": ("jax", ("float32", "float64"), "jax.export StableHLO + flax variables"),
+    "mxnet": ("mxnet", ("float32", "float64"), "MXNet HybridBlock.export: symbol JSON + params"),
 }
 
 

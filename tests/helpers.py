@@ -29,7 +29,7 @@ def random_targets(spec, batch, seed=1):
     return sample_targets(spec, batch, seed)
 
 
-FRAMEWORKS = {"torch", "tensorflow", "jax", "flax", "optax", "keras"}
+FRAMEWORKS = {"torch", "tensorflow", "jax", "flax", "optax", "keras", "mxnet"}
 
 
 def imported_after(code: str) -> set[str]:

@@ -7,7 +7,8 @@ import pytest
 from selection import BACKENDS
 from helpers import imported_after as _imported_after
 
-OWN = {"torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax", "flax", "optax"}}
+OWN = {"torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax", "flax", "optax"},
+       "mxnet": {"mxnet"}}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

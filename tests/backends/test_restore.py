@@ -44,7 +44,7 @@ from test_optim import OPTIMIZERS
 K = 3         # updates before the checkpoint, and after it
 AT = 5        # the update count the reference state is loaded at
 BATCH = 4
-RNG_KEYS = {"torch": "torch_generator", "tensorflow": "tf_generator", "jax": None}
+RNG_KEYS = {"torch": "torch_generator", "tensorflow": "tf_generator", "jax": None, "mxnet": None}
 TABLE_MODE = {"tensorflow": "function"}  # the optimizer table's mode; others: the default
 REPLAY = ("jax",)  # resumed in the program itself in the optimizer table (see the docstring)
 

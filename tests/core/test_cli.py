@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -15,7 +16,10 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("args,words", [
     (["train", "resnet9000", "--backend", "torch"], "unknown model"),
-    (["train", "mlp", "--backend", "mxnet"], "invalid choice"),
+    (["train", "mlp", "--backend", "caffe2"], "invalid choice"),
+    pytest.param(["train", "mlp", "--backend", "mxnet"], "its own environment",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("mxnet") is not None,
+                                          reason="mxnet is installed here (its environment)")),
     (["train", "mlp", "--backend", "torch", "--steps", "-3"], "positive integer"),
     (["train", "mlp", "--backend", "torch", "--dtype", "float16"], "invalid choice"),
     (["train", "missing.json", "--backend", "torch"], "no such file"),
