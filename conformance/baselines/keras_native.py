@@ -12,9 +12,9 @@ The payload holds the same plain values as the other baselines (see ``__init__``
 weights ``w:<path>``, the batches ``x<i>`` (``l<i>``: lengths), ``y<i>`` and ``steps``,
 ``warmup``. It prints one JSON line: Keras's version and backend, then with ``task`` "time" the
 first call's seconds and the median and IQR of the steady-state step in ms, with "losses" the
-loss of each of ``steps`` steps (the float64 forward pass before each ``train_on_batch``,
-whose own report goes through a float32 metric) and ``reported``, what ``train_on_batch``
-returned. No rosetta import (the file is run by path).
+loss of each of ``steps`` steps (computed in NumPy float64 from the model's outputs before
+each ``train_on_batch``: see ``float64_loss``) and ``reported``, what ``train_on_batch``
+returned (through Keras's float32 loss tracker). No rosetta import (the file is run by path).
 
 Keras's update rules are its own, so it trains to rosetta's numbers only where they meet:
 Adam / AdamW add epsilon before the bias correction ("epsilon hat": rosetta's
@@ -195,6 +195,18 @@ def build(keras, arch, weights, input_shape, loss, optimizer):
     return model
 
 
+def float64_loss(loss, out, y):
+    """The loss of Keras's outputs in NumPy float64. Not Keras's own loss object: in float64
+    its reduction comes back in float32 precision on jax (``keras.ops.mean`` computes in
+    float32) and on torch (``Loss.__call__`` returns a float32 tensor)."""
+    out = np.asarray(out, np.float64)
+    if loss == "mse":
+        return float(np.mean((out - y) ** 2))
+    z = out - out.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-np.mean(np.take_along_axis(logp, np.asarray(y)[..., None], -1)))
+
+
 def main(path):
     d = np.load(path, allow_pickle=False)
     meta = json.loads(str(d["meta"]))
@@ -214,11 +226,12 @@ def main(path):
     head = {"keras": keras.__version__, "backend": keras.backend.backend()}
     if meta["task"] == "losses":
         # train_on_batch reports its loss through a float32 Mean metric (the loss tracker),
-        # so the float64 loss of each step is read by the forward pass before the step
+        # so the float64 loss of each step is computed from the model's outputs before it
         losses, reported = [], []
         for i in range(meta["steps"]):
             x, y = batches[i % len(batches)]
-            losses.append(float(np.asarray(model.loss(y, model(x, training=True)))))
+            out = keras.ops.convert_to_numpy(model(x, training=True))
+            losses.append(float64_loss(meta["loss"], out, keras.ops.convert_to_numpy(y)))
             reported.append(float(np.asarray(model.train_on_batch(x, y))))
         print(json.dumps({**head, "losses": losses, "reported": reported}))
         return
