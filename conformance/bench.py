@@ -60,7 +60,7 @@ from rosetta.backend import normalize_device
 from rosetta.backend_registry import backend_names, get_backend
 from rosetta.data import batches as batch_indices, take
 from rosetta.errors import DataError, SpecError
-from rosetta.schedules import Constant
+from rosetta.schedules import Constant, WarmupCosine
 from rosetta.spec import TrainSpec
 from rosetta.threads import pin_threads
 from rosetta.train import check_data, dataset_inputs, prepare_labels
@@ -96,17 +96,25 @@ BENCH_SPECS = {"mlp784": mlp784}
 
 
 # --- the hand-written baseline that fits a spec --------------------------------------------------
+# Each recogniser reads the graph and returns the plain ``arch`` dict of one family of
+# ``rosetta.conformance.baselines`` (None when the graph is not of that family's shape).
 
-def _dense_ok(node, activation):
+def _dense_ok(node, activations=("identity", "relu")):
     a = node.attrs
-    return node.op == "Dense" and a["use_bias"] and a["activation"] == activation
+    return node.op == "Dense" and a["use_bias"] and a["activation"] in activations
 
 
-def _conv_ok(node):
+def _conv_ok(node, use_bias=True, activations=("identity", "relu")):
     a = node.attrs
-    return (node.op == "Conv2D" and a["kernel_size"] == (3, 3) and a["strides"] == (1, 1)
-            and a["padding"] == "same" and a["dilation"] == (1, 1) and a["groups"] == 1
-            and a["use_bias"] and a["activation"] == "relu")
+    k = a["kernel_size"]
+    return (node.op == "Conv2D" and k[0] == k[1] and a["dilation"] == (1, 1)
+            and a["groups"] == 1 and a["use_bias"] == use_bias
+            and a["activation"] in activations)
+
+
+def _relu(node, source):
+    return (node.op == "Activation" and node.attrs["fn"] == "relu"
+            and tuple(node.inputs) == (source,))
 
 
 def _chain(graph) -> bool:
@@ -118,59 +126,218 @@ def _chain(graph) -> bool:
     return list(graph.outputs) == [prev]
 
 
-def baseline_plan(spec: TrainSpec) -> dict | None:
-    """What the hand-written baselines need for ``spec`` (architecture, the layers whose
-    ``kernel``/``bias`` they take, loss, optimizer as plain values, input shape), or None when no
-    baseline is written for its shape: a chain of [Flatten] Dense(relu)* Dense (``mlp``) or the
-    zoo's CNN (``cnn``); softmax cross-entropy without smoothing or MSE; Adam or SGD without
-    weight decay at a constant learning rate."""
-    g = spec.model
+def _sequential_arch(g) -> dict | None:
+    """[conv(stride 1) | maxpool | flatten | dense]* ending in a linear Dense, as a chain."""
     if len(g.inputs) != 1 or g.inputs[0].kind != "float" or not _chain(g):
         return None
+    layers, spatial = [], len(g.inputs[0].shape) == 3
+    for n in g.nodes:
+        a = n.attrs
+        if n.op == "Conv2D" and spatial and _conv_ok(n) and a["strides"] == (1, 1) \
+                and a["padding"] in ("same", "valid"):
+            layers.append({"op": "conv", "name": n.name, "kernel": a["kernel_size"][0],
+                           "padding": a["padding"], "relu": a["activation"] == "relu"})
+        elif n.op == "MaxPool2D" and spatial and a["kernel_size"][0] == a["kernel_size"][1] \
+                and a["strides"] == a["kernel_size"] and a["padding"] == "valid":
+            layers.append({"op": "maxpool", "size": a["kernel_size"][0]})
+        elif n.op == "Flatten" and spatial:
+            layers.append({"op": "flatten"})
+            spatial = False
+        elif n.op == "Dense" and _dense_ok(n) and len(g.types[n.inputs[0]].shape) == 1:
+            layers.append({"op": "dense", "name": n.name, "relu": a["activation"] == "relu"})
+        else:
+            return None
+    if not layers or layers[-1]["op"] != "dense" or layers[-1]["relu"]:
+        return None
+    return {"model": "sequential", "layers": layers}
+
+
+def _resnet_arch(g) -> dict | None:
+    """conv-BN-ReLU stem, basic blocks (conv-BN-ReLU-conv-BN + identity or conv-BN shortcut,
+    ReLU), global mean pool, Dense."""
+    if len(g.inputs) != 1 or len(g.inputs[0].shape) != 3 or len(g.outputs) != 1:
+        return None
+    nodes, norms = list(g.nodes), set()
+    pos = [0]
+
+    def take(op, inputs):
+        if pos[0] >= len(nodes):
+            raise LookupError
+        n = nodes[pos[0]]
+        if n.op != op or tuple(n.inputs) != tuple(inputs):
+            raise LookupError
+        pos[0] += 1
+        return n
+
+    def conv_bn(source, stride=None):
+        c = take("Conv2D", (source,))
+        if not _conv_ok(c, use_bias=False, activations=("identity",)) \
+                or c.attrs["padding"] != "same" or c.attrs["strides"][0] != c.attrs["strides"][1]:
+            raise LookupError
+        bn = take("BatchNorm", (c.name,))
+        norms.add((bn.attrs["momentum"], bn.attrs["epsilon"]))
+        return c, bn
+
+    try:
+        c, bn = conv_bn(g.inputs[0].name)
+        if c.attrs["strides"] != (1, 1):
+            return None
+        h = take("Activation", (bn.name,))
+        if not _relu(h, bn.name):
+            return None
+        stem, blocks = {"conv": c.name, "bn": bn.name}, []
+        while nodes[pos[0]].op == "Conv2D":
+            x = h.name
+            c1, b1 = conv_bn(x)
+            r = take("Activation", (b1.name,))
+            c2, b2 = conv_bn(r.name)
+            proj = (None, None)
+            if nodes[pos[0]].op == "Conv2D":
+                proj = conv_bn(x)
+            add = nodes[pos[0]]
+            short = proj[1].name if proj[1] else x
+            if add.op != "Add" or tuple(add.inputs) != (b2.name, short) or not _relu(r, b1.name):
+                return None
+            pos[0] += 1
+            h = take("Activation", (add.name,))
+            stride = c1.attrs["strides"][0]
+            if not _relu(h, add.name) or c2.attrs["strides"] != (1, 1) or (
+                    proj[0] is not None and proj[0].attrs["strides"][0] != stride) or (
+                    proj[0] is None and stride != 1):
+                return None
+            blocks.append({"conv1": c1.name, "bn1": b1.name, "conv2": c2.name, "bn2": b2.name,
+                           "proj_conv": proj[0] and proj[0].name,
+                           "proj_bn": proj[1] and proj[1].name, "stride": stride})
+        pool = take("GlobalAvgPool2D", (h.name,))
+        head = take("Dense", (pool.name,))
+    except (LookupError, IndexError):
+        return None
+    if pos[0] != len(nodes) or not _dense_ok(head, ("identity",)) or len(norms) != 1 \
+            or g.outputs != [head.name] or not blocks:
+        return None
+    (momentum, epsilon), = norms
+    return {"model": "resnet", "stem": stem, "blocks": blocks, "head": head.name,
+            "momentum": momentum, "epsilon": epsilon}
+
+
+def _recurrent_arch(g) -> dict | None:
+    """Embedding -> LSTM | GRU (final state, masked by the lengths) -> Dense."""
+    if [i.kind for i in g.inputs] != ["int", "int"] or len(g.nodes) != 3:
+        return None
+    (tokens, lengths), (emb, rnn, head) = g.inputs, g.nodes
+    ok = (emb.op == "Embedding" and tuple(emb.inputs) == (tokens.name,)
+          and rnn.op in ("LSTM", "GRU") and tuple(rnn.inputs) == (emb.name, lengths.name)
+          and not rnn.attrs["return_sequences"] and not rnn.attrs["bidirectional"]
+          and _dense_ok(head, ("identity",)) and tuple(head.inputs) == (rnn.name,)
+          and g.outputs == [head.name] and len(tokens.shape) == 1 and lengths.shape == ())
+    if not ok:
+        return None
+    return {"model": "recurrent", "cell": rnn.op.lower(), "embed": emb.name, "rnn": rnn.name,
+            "head": head.name, "units": rnn.attrs["units"], "lengths": True}
+
+
+def _transformer_arch(g) -> dict | None:
+    """Embedding + positions, pre-norm blocks (self-attention without dropout, gelu_exact
+    feed-forward), LayerNorm, [mean pool over the lengths], Dense."""
+    kinds = [i.kind for i in g.inputs]
+    if kinds not in (["int"], ["int", "int"]) or len(g.inputs[0].shape) != 1:
+        return None
+    tokens = g.inputs[0].name
+    lengths = g.inputs[1].name if len(kinds) == 2 else None
     nodes = list(g.nodes)
-    ops = [n.op for n in nodes]
-    if ops and ops[0] == "Flatten" and all(op == "Dense" for op in ops[1:]) and len(ops) > 1 \
-            or ops and all(op == "Dense" for op in ops):
-        dense = [n for n in nodes if n.op == "Dense"]
-        if not all(_dense_ok(n, "relu") for n in dense[:-1]) or not _dense_ok(dense[-1],
-                                                                              "identity"):
-            return None
-        arch, layers = "mlp", [n.name for n in dense]
-    elif ops == ["Conv2D", "MaxPool2D", "Conv2D", "Flatten", "Dense"]:
-        c1, pool, c2, _, d = nodes
-        h, w, _ = g.inputs[0].shape
-        if not (_conv_ok(c1) and _conv_ok(c2) and _dense_ok(d, "identity") and h % 2 == 0
-                and w % 2 == 0 and pool.attrs["kernel_size"] == (2, 2)
-                and pool.attrs["strides"] == (2, 2) and pool.attrs["padding"] == "valid"):
-            return None
-        arch, layers = "cnn", [c1.name, c2.name, d.name]
-    else:
+    if len(nodes) < 4 or (nodes[0].op, nodes[1].op) != ("Embedding", "PositionEmbedding") \
+            or tuple(nodes[0].inputs) != (tokens,) or tuple(nodes[1].inputs) != (nodes[0].name,):
         return None
+    width = g.types[nodes[1].name].shape[-1]
+    x, i, blocks, attrs, eps = nodes[1].name, 2, [], set(), set()
+    while i + 7 <= len(nodes) and nodes[i + 1].op == "MultiHeadAttention":
+        ln1, att, add1, ln2, ff1, ff2, add2 = nodes[i:i + 7]
+        a = att.attrs
+        keys = (ln1.name, ln1.name) + ((lengths,) if lengths else ())
+        ok = (ln1.op == ln2.op == "LayerNorm" and tuple(ln1.inputs) == (x,)
+              and tuple(att.inputs) == keys and a["dropout"] == 0.0 and a["use_bias"]
+              and a["output_dim"] in (None, width) and a["heads"] * a["head_dim"] == width
+              and add1.op == "Add" and tuple(add1.inputs) == (x, att.name)
+              and tuple(ln2.inputs) == (add1.name,)
+              and _dense_ok(ff1, ("gelu_exact",)) and tuple(ff1.inputs) == (ln2.name,)
+              and _dense_ok(ff2, ("identity",)) and tuple(ff2.inputs) == (ff1.name,)
+              and add2.op == "Add" and tuple(add2.inputs) == (add1.name, ff2.name))
+        if not ok:
+            return None
+        attrs.add((a["heads"], a["head_dim"], a["causal"]))
+        eps |= {ln1.attrs["epsilon"], ln2.attrs["epsilon"]}
+        blocks.append({"ln1": ln1.name, "attn": att.name, "ln2": ln2.name, "ff1": ff1.name,
+                       "ff2": ff2.name})
+        x, i = add2.name, i + 7
+    rest = nodes[i:]
+    pooled = lengths is not None
+    if not blocks or len(attrs) != 1 or len(rest) != 2 + pooled:
+        return None
+    norm, head = rest[0], rest[-1]
+    eps.add(norm.attrs.get("epsilon"))
+    ok = (norm.op == "LayerNorm" and tuple(norm.inputs) == (x,) and len(eps) == 1
+          and _dense_ok(head, ("identity",)) and g.outputs == [head.name])
+    if pooled:
+        pool = rest[1]
+        ok = ok and (pool.op == "SequencePool" and pool.attrs["mode"] == "mean"
+                     and tuple(pool.inputs) == (norm.name, lengths)
+                     and tuple(head.inputs) == (pool.name,))
+    else:
+        ok = ok and tuple(head.inputs) == (norm.name,)
+    if not ok:
+        return None
+    (heads, head_dim, causal), = attrs
+    return {"model": "transformer", "embed": nodes[0].name, "pos": nodes[1].name,
+            "blocks": blocks, "heads": heads, "head_dim": head_dim, "causal": causal,
+            "epsilon": eps.pop(), "final_norm": norm.name, "pool": "mean" if pooled else None,
+            "head": head.name, "lengths": pooled}
+
+
+ARCHS = (_sequential_arch, _resnet_arch, _recurrent_arch, _transformer_arch)
+
+
+def _plain_lr(schedule) -> float | dict | None:
+    if isinstance(schedule, Constant):
+        return float(schedule.value)
+    if isinstance(schedule, WarmupCosine):
+        return schedule.to_json()
+    return None
+
+
+def _plain_optimizer(opt) -> dict | None:
+    """The optimizer as the baselines' plain values, or None when they do not write it: Adam /
+    AdamW (canonical epsilon) or SGD, decay on every parameter, constant or warm-up cosine
+    learning rate, no clipping, no per-parameter learning rates."""
+    lr = _plain_lr(opt.learning_rate)
+    if lr is None or getattr(opt, "clip_norm", None) is not None \
+            or getattr(opt, "clip_value", None) is not None or getattr(opt, "lr_scale", None) \
+            or getattr(opt, "decay", "all") != "all" \
+            or getattr(opt, "epsilon_mode", "canonical") != "canonical":
+        return None
+    if opt.kind in ("adam", "adamw"):
+        return {"name": "adam", "lr": lr, "beta1": opt.beta1, "beta2": opt.beta2,
+                "eps": opt.epsilon, "weight_decay": getattr(opt, "weight_decay", 0.0)}
+    if opt.kind == "sgd":
+        return {"name": "sgd", "lr": lr, "momentum": opt.momentum, "nesterov": opt.nesterov,
+                "weight_decay": opt.weight_decay}
+    return None
+
+
+def baseline_plan(spec: TrainSpec) -> dict | None:
+    """What the hand-written baselines need for ``spec``: the plain ``arch`` description of its
+    family (see ``rosetta.conformance.baselines``), loss, optimizer and input shape, or None when
+    no baseline is written for its shape, its loss (softmax or sequence cross-entropy without
+    smoothing, MSE) or its optimizer (see ``_plain_optimizer``)."""
+    arch = next((a for a in (f(spec.model) for f in ARCHS) if a is not None), None)
     loss = spec.loss
-    if not (loss.kind == "mse" or loss.kind == "softmax_cross_entropy"
-            and loss.label_smoothing == 0.0):
+    fits = (loss.kind == "mse" or loss.kind == "softmax_cross_entropy"
+            and loss.label_smoothing == 0.0 or loss.kind == "sequence_cross_entropy"
+            and loss.label_smoothing == 0.0 and loss.ignore_label == -1)
+    optimizer = _plain_optimizer(spec.optimizer)
+    if arch is None or not fits or optimizer is None:
         return None
-    opt = spec.optimizer
-    if not isinstance(opt.learning_rate, Constant):
-        return None
-    # the baselines hand-write plain SGD and canonical Adam: anything more is not like for like
-    if getattr(opt, "clip_norm", None) is not None or getattr(opt, "clip_value", None) is not None:
-        return None
-    if getattr(opt, "epsilon_mode", "canonical") != "canonical":
-        return None
-    if getattr(opt, "lr_scale", None):   # per-parameter learning rates: not in the baselines
-        return None
-    lr = float(opt.learning_rate.value)
-    if opt.kind == "adam":
-        optimizer = {"name": "adam", "lr": lr, "beta1": opt.beta1, "beta2": opt.beta2,
-                     "eps": opt.epsilon}
-    elif opt.kind == "sgd" and not opt.weight_decay:
-        optimizer = {"name": "sgd", "lr": lr, "momentum": opt.momentum,
-                     "nesterov": opt.nesterov}
-    else:
-        return None
-    return {"arch": arch, "layers": layers, "loss": loss.kind, "optimizer": optimizer,
-            "input_shape": tuple(g.inputs[0].shape)}
+    return {"arch": arch, "loss": loss.kind, "optimizer": optimizer,
+            "input_shape": tuple(spec.model.inputs[0].shape)}
 
 
 def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mode: str,
@@ -181,12 +348,18 @@ def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mo
     if plan is None or backend not in BASELINES:  # no hand-written baseline for this backend
         return None
     params = spec.model.init_params(spec.seed) if params is None else params
-    weights = [(np.asarray(params[f"{n}/kernel"], dtype), np.asarray(params[f"{n}/bias"], dtype))
-               for n in plan["layers"]]
+    weights = {k: np.asarray(v, dtype) for k, v in params.items()}
     module = importlib.import_module(BASELINES[backend])
     return module.build(plan["arch"], weights, plan["loss"], plan["optimizer"],
                         input_shape=plan["input_shape"], dtype=dtype,
                         device=normalize_device(device), mode=mode)
+
+
+def baseline_input(spec: TrainSpec, x: dict):
+    """A host batch's inputs as the baselines take them: the array of a single input, else the
+    tuple in the graph's input order ((tokens, lengths))."""
+    arrays = tuple(x[i.name] for i in spec.model.inputs)
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -433,8 +606,7 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         trainer = build_baseline(spec, backend, dtype=dtype, device=device, mode=mode)
         build_s = time.perf_counter() - t0
     if trainer is not None:
-        name = spec.model.inputs[0].name
-        nb = [trainer.put(x[name], y) for x, y in host]
+        nb = [trainer.put(baseline_input(spec, x), y) for x, y in host]
         t0 = time.perf_counter()
         native_first = trainer.step(nb[0])
         native_compile_s = build_s + time.perf_counter() - t0
@@ -550,6 +722,58 @@ def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
     in a subprocess with ``KERAS_BACKEND`` set (``baselines/keras_native.py``, run by path).
     Not interleaved with rosetta: it runs after, in its own process. Returns ``keras_*`` fields
     (``keras_error`` when it could not run)."""
+    warmup = max(3, steps // 10) if warmup is None else warmup
+    d = _keras_run(spec, backend, "time", batch_size, steps, warmup, dtype, timeout)
+    if "keras_error" in d:
+        return d
+    return {"keras_version": d["keras"], "keras_compile_seconds": d["compile_seconds"],
+            "keras_step_ms": d["step_ms_median"], "keras_step_ms_iqr": d["step_ms_iqr"]}
+
+
+def keras_rules(spec: TrainSpec) -> tuple[TrainSpec | None, str | None]:
+    """``spec`` with Keras's own update rule where rosetta has it (Adam / AdamW: epsilon added
+    before the bias correction, ``epsilon_mode="hat"``), so that Keras 3 must train to its
+    numbers; or (None, why) where Keras's rule is not rosetta's: SGD's weight decay (Keras's is
+    decoupled, rosetta's coupled L2) and SGD with momentum under a schedule (Keras folds the
+    learning rate into the momentum)."""
+    opt = spec.optimizer
+    if opt.kind in ("adam", "adamw"):
+        opt = type(opt)(**{**opt.hyperparams(), "learning_rate": opt.learning_rate,
+                           "epsilon_mode": "hat"})
+    elif opt.kind == "sgd" and opt.weight_decay:
+        return None, "Keras's SGD weight decay is decoupled, rosetta's is coupled L2"
+    elif opt.kind == "sgd" and opt.momentum and not isinstance(opt.learning_rate, Constant):
+        return None, "Keras's SGD folds a changing learning rate into the momentum"
+    return TrainSpec(spec.model, spec.loss, opt, spec.data, spec.steps, spec.seed,
+                     spec.description), None
+
+
+def keras_losses(spec: TrainSpec, backend: str, *, steps: int = 3,
+                 batch_size: int | None = None, timeout: float = 900) -> dict:
+    """Per-step float64 losses of Keras 3 on ``backend`` and of rosetta's program for the spec
+    with Keras's update rule (``keras_rules``), from the same weights and batches:
+    ``{"keras": [...], "keras_reported": [...], "rosetta": [...]}`` (``keras_reported``: what
+    ``train_on_batch`` returned, rounded by its float32 loss tracker), or
+    ``{"keras_error": why}``."""
+    ruled, why = keras_rules(spec)
+    if ruled is None:
+        return {"keras_error": why}
+    # Keras runs the spec as it is (its Adam is the "hat" rule by itself)
+    d = _keras_run(spec, backend, "losses", batch_size, steps, 0, "float64", timeout)
+    if "keras_error" in d:
+        return d
+    be = get_backend(backend)
+    batch_size = batch_size or spec.data.batch_size
+    ruled = _with_batch_size(ruled, batch_size)
+    host, _ = bench_batches(ruled, batch_size, "float64")
+    program = be.compile(ruled, dtype="float64")
+    rb = [program.prepare_batch(x, y) for x, y in host]
+    return {"keras": d["losses"], "keras_reported": d["reported"],
+            "rosetta": [program.train_step(rb[i % len(rb)]) for i in range(steps)]}
+
+
+def _keras_run(spec, backend, task, batch_size, steps, warmup, dtype, timeout) -> dict:
+    """Run ``keras_native.py`` on a payload of the spec's plan, weights and batches."""
     import json
     import subprocess
     import tempfile
@@ -562,22 +786,23 @@ def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
         return {"keras_error": "keras is not installed"}
     batch_size = batch_size or spec.data.batch_size
     spec = _with_batch_size(spec, batch_size)
-    warmup = max(3, steps // 10) if warmup is None else warmup
     host, _ = bench_batches(spec, batch_size, dtype)
     params = spec.model.init_params(spec.seed)
-    name = spec.model.inputs[0].name
-    arrays = {}
-    for i, n in enumerate(plan["layers"]):
-        arrays[f"k{i}"] = np.asarray(params[f"{n}/kernel"], dtype)
-        arrays[f"b{i}"] = np.asarray(params[f"{n}/bias"], dtype)
+    arrays = {f"w:{k}": np.asarray(v, dtype) for k, v in params.items()}
     for i, (x, y) in enumerate(host):
-        arrays[f"x{i}"] = np.asarray(x[name], dtype)
+        xs = baseline_input(spec, x)
+        if isinstance(xs, tuple):
+            arrays[f"x{i}"], arrays[f"l{i}"] = xs
+        else:
+            arrays[f"x{i}"] = xs
         arrays[f"y{i}"] = y if plan["loss"] != "mse" else np.asarray(y, dtype)
     meta = {"arch": plan["arch"], "loss": plan["loss"], "optimizer": plan["optimizer"],
-            "input_shape": list(plan["input_shape"]), "layers": len(plan["layers"]),
-            "batches": len(host), "steps": steps, "warmup": warmup}
+            "input_shape": list(plan["input_shape"]), "batches": len(host), "steps": steps,
+            "warmup": warmup, "dtype": dtype, "task": task}
     script = Path(__file__).parent / "baselines" / "keras_native.py"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if dtype == "float64":
+        env["JAX_ENABLE_X64"] = "1"  # else Keras-on-jax truncates float64 to float32
     with tempfile.TemporaryDirectory() as tmp:
         payload = Path(tmp) / "payload.npz"
         np.savez(payload, meta=json.dumps(meta), **arrays)
@@ -590,9 +815,7 @@ def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
         return {"keras_error": f"exit {r.returncode}: {tail[:200]}"}
-    d = json.loads(lines[-1])
-    return {"keras_version": d["keras"], "keras_compile_seconds": d["compile_seconds"],
-            "keras_step_ms": d["step_ms_median"], "keras_step_ms_iqr": d["step_ms_iqr"]}
+    return json.loads(lines[-1])
 
 
 # --- threads (only when asked: --threads) -------------------------------------------------------
@@ -788,9 +1011,8 @@ def compare_losses(spec: TrainSpec, backend: str, mode: str | None = None, *, st
     trainer = build_baseline(spec, backend, dtype=dtype, device=device, mode=mode)
     if trainer is None:
         raise SpecError(f"no hand-written baseline fits spec {spec.name!r}")
-    name = spec.model.inputs[0].name
     rb = [program.prepare_batch(x, y) for x, y in host]
-    nb = [trainer.put(x[name], y) for x, y in host]
+    nb = [trainer.put(baseline_input(spec, x), y) for x, y in host]
     ours = [program.train_step(rb[i % len(rb)]) for i in range(steps)]
     theirs = [trainer.step(nb[i % len(nb)]) for i in range(steps)]
     return ours, theirs
