@@ -64,10 +64,12 @@ def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
 
 def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str = "cpu",
            steps: int = 10, seed: int | None = None, dropout: str = "inject",
-           stream=None) -> Trajectory:
+           stream=None, program=None) -> Trajectory:
     """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state.
 
     ``stream`` (optional) is a list of (inputs, labels) to use instead of the spec's dataset.
+    ``program`` (optional) is an already lowered Program of ``spec`` on ``backend`` (the
+    parallel tier passes a data-parallel one); it is loaded from the neutral start here.
     """
     if dropout not in ("inject", "off"):
         raise ValueError(f"dropout mode must be 'inject' or 'off', found {dropout!r}")
@@ -76,7 +78,7 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
         spec = without_dropout(spec)
     device = normalize_device(device)
     be = get_backend(backend)
-    prog = be.compile(spec, dtype=dtype, device=device)
+    prog = program if program is not None else be.compile(spec, dtype=dtype, device=device)
     prog.load(spec.model.init_params(seed), spec.model.init_state())
     data = stream if stream is not None else batch_stream(spec, steps, seed, dtype)
 
@@ -101,7 +103,8 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
             opt.setdefault(k, []).append(v)
     meta = {"model": spec.name, "backend": backend, "framework": be.version(),
             "device": device, "dtype": dtype, "steps": len(losses), "seed": seed,
-            "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none"}
+            "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none",
+            "devices": getattr(prog, "devices", 1)}
     stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
     return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
                       stack(opt))
