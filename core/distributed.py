@@ -194,6 +194,7 @@ def worker_env(backend: str, devices: int, device: str, rank: int, port: int) ->
            if k not in TORCHRUN_ENV + TF_ENV + JAX_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if backend == "torch":
         env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(devices),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
