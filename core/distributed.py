@@ -129,6 +129,15 @@ def launched(backend: str) -> bool:
     return False
 
 
+WORKER_ENV = "ROSETTA_DISTRIBUTED_WORKER"  # set by ``launch`` in the processes it starts
+
+
+def in_worker(backend: str) -> bool:
+    """True in a process that drives devices itself: one ``launch`` started, or one that the
+    engine's launcher started (``launched``)."""
+    return os.environ.get(WORKER_ENV) == "1" or launched(backend)
+
+
 def world_from_env(backend: str) -> tuple[int, int]:
     """(rank of this process, number of processes) as the launcher's environment says; (0, 1)
     outside one."""
@@ -193,6 +202,7 @@ def worker_env(backend: str, devices: int, device: str, rank: int, port: int) ->
     env = {k: v for k, v in os.environ.items()
            if k not in TORCHRUN_ENV + TF_ENV + JAX_ENV}
     env["PYTHONUNBUFFERED"] = "1"
+    env[WORKER_ENV] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if backend == "torch":
@@ -272,9 +282,45 @@ def _wait(procs, timeout):
     return failed
 
 
+def train_in_workers(spec, backend: str, *, devices: int, batchnorm: str, device: str,
+                     kwargs: dict) -> dict:
+    """``rosetta.train.train`` on ``devices`` devices: the run in worker processes, its record
+    (without ``program``, which lives in the workers) returned here."""
+    from rosetta.display import RunRecord
+
+    batch = kwargs.get("batch_size") or (spec.data.batch_size if spec is not None else None)
+    check_devices(devices, batch)
+    for key in ("save", "resume", "log"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = str(Path(kwargs[key]).resolve())
+    payload = {"spec": None if spec is None else portable_spec(spec), "backend": backend,
+               "devices": devices, "batchnorm": batchnorm, "device": device, "kwargs": kwargs}
+    record = launch(backend, devices, "rosetta.distributed:train_worker", payload,
+                    device=device, echo=bool(kwargs.get("progress")))
+    record["program"] = None
+    return RunRecord(record)
+
+
+def train_worker(payload: dict, context: dict) -> dict:
+    """In a worker: ``rosetta.train.train`` with a data-parallel program; the record as JSON."""
+    from rosetta.spec import TrainSpec
+    from rosetta.train import train
+
+    spec = None if payload["spec"] is None else TrainSpec.from_json(payload["spec"])
+    record = train(spec, payload["backend"], device=payload["device"],
+                   devices=payload["devices"], batchnorm=payload["batchnorm"],
+                   **payload["kwargs"])
+    record = dict(record)
+    record.pop("program", None)
+    return json.loads(json.dumps(record, default=float))
+
+
 def _worker_main(job_path: str) -> int:
     """The worker process: configure the engine's devices, run the target, and write the main
     rank's result."""
+    from rosetta.cli import quiet_frameworks
+
+    quiet_frameworks()
     job = json.loads(Path(job_path).read_text())
     backend, devices = job["backend"], job["devices"]
     mod = backend_module(backend)
