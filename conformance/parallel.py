@@ -22,6 +22,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
+from rosetta.conformance.diagnose import first_divergence
 from rosetta.conformance.runner import record, without_dropout
 from rosetta.conformance.suite import blame, compare_trajectories
 from rosetta.conformance.tiers import tier_for
@@ -88,6 +89,8 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
     if counts[0] != 1 or len(counts) < 2:
         raise DataError(f"--devices compares one device with more: give 1 and at least one "
                         f"N > 1 (e.g. 1,2), found {devices!r}")
+    for n in counts[1:]:
+        check_devices(n, spec.data.batch_size)
     tier = dataclasses.replace(tier_for(dtype), name="parallel")  # the dtype's bounds
     results, trajs = [], []
     for be in backends:
@@ -114,6 +117,36 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
 
 def _compare(spec, a, b, tier, dtype, seed, dropout):
     r = compare_trajectories(a, b, tier)
-    if not r.passed:
-        blame(r, spec, a, b, tier, dtype, seed, dropout)
+    if r.passed:
+        return r
+    if a.meta["backend"] != b.meta["backend"]:
+        blame(r, spec, a, b, tier, dtype, seed, dropout)  # the exact tier's, with its bisection
+        return r
+    d = device_blame(a, b, tier)
+    if d is not None:
+        r.blame = {"step": d.step, "category": d.category, "tensor": d.tensor, "node":
+                   d.tensor.split("/")[0] if d.tensor else None, "op": None,
+                   "worst": str(d.worst)}
+        r.where = str(d)
     return r
+
+
+def device_blame(a: Trajectory, b: Trajectory, tier):
+    """The first divergence between one backend's 1- and N-device runs. Both run the same
+    lowering, so bisecting the graph on one device (the exact tier's blame) finds nothing: a
+    difference in the step's forward shows first in the loss, and the tensor that says why is
+    named in its place: the model state of that step (BatchNorm running statistics: the batch
+    statistics were not the global batch's), else the worst gradient (a wrong reduction of the
+    gradients, or wrong dropout masks)."""
+    d = first_divergence(a, b, tier)
+    if d is None or d.category != "loss":
+        return d
+    for keep in ("state", "grads"):
+        only = [dataclasses.replace(t, loss=a.loss, **{c: ({} if c != keep else getattr(t, c))
+                                                       for c in ("grads", "params", "state",
+                                                                 "opt")})
+                for t in (a, b)]
+        found = first_divergence(*only, tier)
+        if found is not None and found.step == d.step:
+            return found
+    return d
