@@ -32,6 +32,10 @@ def run_command(args, load_spec) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     if args.compare:
         return _compare_files(args)
+    if args.devices:  # bad counts fail before anything runs
+        from rosetta.conformance.parallel import parse_devices
+
+        args.devices = parse_devices(args.devices)
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one

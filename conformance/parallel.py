@@ -39,8 +39,9 @@ def parse_devices(text) -> list[int]:
         counts = sorted({int(v) for v in items})
     except ValueError:
         raise DataError(f"--devices takes device counts such as 1,2; found {text!r}") from None
-    if not counts or counts[0] < 1:
-        raise DataError(f"--devices takes positive device counts such as 1,2; found {text!r}")
+    if not counts or counts[0] != 1 or len(counts) < 2:
+        raise DataError(f"--devices compares one device with more: give 1 and at least one "
+                        f"N > 1 (e.g. 1,2), found {text!r}")
     return counts
 
 
@@ -86,9 +87,6 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
     """For each N > 1 in ``devices``: each backend's 1-device trajectory against its N-device
     one, then every backend pair at N. Returns (results, trajectories)."""
     counts = parse_devices(devices)
-    if counts[0] != 1 or len(counts) < 2:
-        raise DataError(f"--devices compares one device with more: give 1 and at least one "
-                        f"N > 1 (e.g. 1,2), found {devices!r}")
     for n in counts[1:]:
         check_devices(n, spec.data.batch_size)
     tier = dataclasses.replace(tier_for(dtype), name="parallel")  # the dtype's bounds

@@ -91,7 +91,14 @@ class Program(single.Program):
         return f"Program(jax, {self.graph.name}, dtype={self.dtype}, {self.devices} devices)"
 
     def _shard(self, tree):
-        return None if tree is None else jax.device_put(tree, self.sharded)
+        """Global host arrays split along the batch axis over the mesh. Every process holds
+        the whole global batch (the data order is the same everywhere), and each places its own
+        devices' rows (``make_array_from_callback``), which also works when the mesh spans
+        several processes."""
+        if tree is None:
+            return None
+        return jax.tree.map(lambda a: jax.make_array_from_callback(
+            a.shape, self.sharded, lambda index: a[index]), tree)
 
     def replica_masks(self, masks: dict | None) -> dict | None:
         """Global keep-masks, split by global example over the mesh (as the batch is)."""
