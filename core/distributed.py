@@ -178,7 +178,9 @@ def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
     global batches: it shards them itself."""
     check_batchnorm(batchnorm)
-    return backend_module(backend).compile(spec, devices=devices, dtype=dtype, device=device,
+    mod = backend_module(backend)
+    mod.setup(devices, device)  # idempotent: a process torchrun started joins its group here
+    return mod.compile(spec, devices=devices, dtype=dtype, device=device,
                                            mode=mode, batchnorm=batchnorm)
 
 

@@ -35,7 +35,7 @@ AXIS = "data"
 def setup(devices: int, device: str) -> None:
     """Several hosts: ``jax.distributed.initialize`` from the environment; one host: nothing
     (the host devices come from ``XLA_FLAGS``, set before JAX initialised)."""
-    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    if "JAX_COORDINATOR_ADDRESS" in os.environ and not jax.distributed.is_initialized():
         jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                    num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                    process_id=int(os.environ["JAX_PROCESS_ID"]))

@@ -42,6 +42,8 @@ def setup(devices: int, device: str) -> None:
     if "TF_CONFIG" in os.environ or device in ("gpu", "cuda"):
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
+    if tf.config.get_logical_device_configuration(cpu) is not None:
+        return  # configured already (setup is called by the worker and by compile)
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
 
