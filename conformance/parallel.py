@@ -82,6 +82,12 @@ def record_parallel(spec: TrainSpec, backend: str, devices: int, *, dtype="float
     return traj
 
 
+def tier(dtype: str):
+    """The parallel tier's bound: the dtype's (float64 the exact tier's 1e-10, float32 the
+    float32 tier's), under its own name."""
+    return dataclasses.replace(tier_for(dtype), name="parallel")
+
+
 def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=3, seed=None,
         dropout="inject", trap=None, progress=None):
     """For each N > 1 in ``devices``: each backend's 1-device trajectory against its N-device
@@ -89,7 +95,7 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
     counts = parse_devices(devices)
     for n in counts[1:]:
         check_devices(n, spec.data.batch_size)
-    tier = dataclasses.replace(tier_for(dtype), name="parallel")  # the dtype's bounds
+    tier_ = tier(dtype)
     results, trajs = [], []
     for be in backends:
         if progress:
@@ -106,14 +112,14 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
             many = record_parallel(spec, be, n, dtype=dtype, device=device, steps=steps,
                                    seed=seed, dropout=dropout, trap=trap)
             by_n[n].append(many)
-            results.append(_compare(spec, one, many, tier, dtype, seed, dropout))
+            results.append(compare_runs(spec, one, many, tier_, dtype, seed, dropout))
         for a, b in itertools.combinations(by_n[n], 2):
-            results.append(_compare(spec, a, b, tier, dtype, seed, dropout))
+            results.append(compare_runs(spec, a, b, tier_, dtype, seed, dropout))
         trajs.extend(by_n[n])
     return results, trajs
 
 
-def _compare(spec, a, b, tier, dtype, seed, dropout):
+def compare_runs(spec, a, b, tier, dtype, seed, dropout):
     r = compare_trajectories(a, b, tier)
     if r.passed:
         return r
