@@ -113,3 +113,19 @@ def test_train_on_two_devices_saves_what_one_device_resumes(tmp_path):
     straight = train(spec, "jax", dtype="float64", steps=3, progress=False)
     got, want = two["losses"] + resumed["losses"], straight["losses"]
     assert max(abs(a - b) / abs(b) for a, b in zip(got, want)) < 1e-10, (got, want)
+
+
+def test_bench_devices_reports_throughput_and_efficiency():
+    """``rosetta bench --devices 2``'s row: both step times measured through the same worker
+    path, throughput and efficiency derived from them."""
+    if "torch" not in BACKENDS:
+        pytest.skip("torch not selected")
+    from rosetta.conformance.parallel_bench import measure, table
+
+    row = measure(_small("mlp"), "torch", 2, steps=3, warmup=1)
+    assert row["devices"] == 2 and row["batch_size"] == 4
+    assert row["step_ms_1"] > 0 and row["step_ms_n"] > 0
+    assert row["examples_per_s_n"] == pytest.approx(4 / (row["step_ms_n"] / 1e3))
+    assert row["scaling_efficiency"] == pytest.approx(
+        row["examples_per_s_n"] / (2 * row["examples_per_s_1"]))
+    assert "efficiency" in table([row])
