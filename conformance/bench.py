@@ -878,6 +878,10 @@ def run_command(args, load_spec) -> int:
         raise SpecError("--data needs the SPEC to time on it", where="command line")
     names = args.specs or list(DEFAULT_SPECS)
     specs = [load_bench_spec(n, load_spec) for n in names]  # bad input fails before any import
+    if args.devices > 1:  # data-parallel throughput and scaling (parallel_bench.py)
+        from rosetta.conformance import parallel_bench
+
+        return parallel_bench.run_command(args, specs, args.backends or available_backends())
     if args.threads:
         pin_threads(args.threads)
     backends = args.backends or available_backends()
@@ -971,6 +975,9 @@ def add_parser(sub, positive_int):
     b.add_argument("--block", type=positive_int, default=DEFAULT_BLOCK,
                    help=f"steps per alternating block (default {DEFAULT_BLOCK})")
     b.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
+    b.add_argument("--devices", type=positive_int, default=1, metavar="N",
+                   help="time each backend's data-parallel step on 1 and N devices: throughput "
+                        "and scaling efficiency (conformance/parallel_bench.py)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     from rosetta.cli import data_arguments
 

@@ -34,10 +34,14 @@ def run_command(args, load_spec) -> int:
         return _compare_files(args)
     if args.native:
         return _native_command(args, load_spec, log)
+    if args.devices:  # bad counts fail before anything runs
+        from rosetta.conformance.parallel import parse_devices
+
+        args.devices = parse_devices(args.devices)
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
-    if len(backends) < 2 and not (args.oracle_only or args.save):
+    if len(backends) < 2 and not (args.oracle_only or args.save or args.devices):
         raise BackendUnavailable(f"conformance compares two or more backends (or, with --save, "
                                  f"records one backend's trajectories to compare elsewhere); "
                                  f"installed: {', '.join(backends) or 'none'}")
@@ -58,8 +62,15 @@ def run_command(args, load_spec) -> int:
         if args.oracle_only:
             continue
         for dtype in args.dtype:
-            rows, trajs = run(spec, backends, dtype=dtype, device=args.device, steps=args.steps,
-                              dropout=args.dropout, progress=log)
+            if args.devices:  # the parallel tier (conformance/parallel.py)
+                from rosetta.conformance import parallel
+
+                rows, trajs = parallel.run(spec, backends, devices=args.devices, dtype=dtype,
+                                           device=args.device, steps=args.steps,
+                                           dropout=args.dropout, progress=log)
+            else:
+                rows, trajs = run(spec, backends, dtype=dtype, device=args.device,
+                                  steps=args.steps, dropout=args.dropout, progress=log)
             results += rows
             trajs_by_model.setdefault((spec.name, dtype), []).extend(trajs)
             _save(args, trajs)
@@ -136,6 +147,9 @@ def add_parser(sub, positive_int):
     c.add_argument("specs", nargs="*", metavar="SPEC", help="zoo names or spec files "
                    "(default: the whole zoo)")
     c.add_argument("--backends", nargs="+", choices=backend_names())
+    c.add_argument("--devices", metavar="1,N", help="the parallel tier: each backend on one "
+                   "device against N devices of its own distributed engine, and every backend "
+                   "pair at N (e.g. --devices 1,2)")
     c.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    default=["float64", "float32"])
     c.add_argument("--steps", type=positive_int, default=10)

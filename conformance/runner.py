@@ -68,8 +68,9 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
     """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state.
 
     ``stream`` (optional) is a list of (inputs, labels) to use instead of the spec's dataset.
-    ``program`` (optional) is a ready ``Program`` to record instead of compiling ``backend``
-    (the user's own native code, ``native.py``); ``backend`` is then only its label.
+    ``program`` (optional) is a ready ``Program`` to record instead of compiling ``backend``: the
+    user's own native code (``native.py``), or a data-parallel program of ``spec`` on ``backend``
+    (the parallel tier); it is loaded from the neutral start here, and ``backend`` labels it.
     """
     if dropout not in ("inject", "off"):
         raise ValueError(f"dropout mode must be 'inject' or 'off', found {dropout!r}")
@@ -81,7 +82,9 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
         be = get_backend(backend)
         prog, framework = be.compile(spec, dtype=dtype, device=device), be.version()
     else:
-        prog, framework = program, program.version()
+        prog = program
+        framework = (program.version() if hasattr(program, "version")
+                     else get_backend(backend).version())
     prog.load(spec.model.init_params(seed), spec.model.init_state())
     data = stream if stream is not None else batch_stream(spec, steps, seed, dtype)
 
@@ -106,7 +109,8 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
             opt.setdefault(k, []).append(v)
     meta = {"model": spec.name, "backend": backend, "framework": framework,
             "device": device, "dtype": dtype, "steps": len(losses), "seed": seed,
-            "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none"}
+            "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none",
+            "devices": getattr(prog, "devices", 1)}
     stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
     return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
                       stack(opt))

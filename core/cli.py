@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive_int,
                    help="compute threads per framework (default: the framework's own; 1 is often "
                         "fastest on a small or busy machine)")
+    t.add_argument("--devices", type=_positive_int, default=1, metavar="N",
+                   help="train data-parallel on N devices with the backend's own engine (torch "
+                        "DDP, tf.distribute, a JAX mesh); the batch must divide by N")
+    t.add_argument("--batchnorm-stats", dest="batchnorm", default="global",
+                   choices=["global", "replica"], help="with --devices: BatchNorm statistics "
+                   "of the global batch (default, the one-device math) or of each replica's")
 
     e = sub.add_parser("eval", help="held-out loss and metrics of a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
@@ -224,8 +230,12 @@ def cmd_train(args) -> int:
                    progress=not args.quiet, mode=args.mode, save=args.save,
                    save_every=args.save_every, keep=args.keep, resume=args.resume,
                    log=args.log, log_every=args.log_every, eval_every=args.eval_every,
-                   remeasure=args.remeasure)
+                   remeasure=args.remeasure, devices=args.devices, batchnorm=args.batchnorm)
     record.pop("program")
+    from rosetta.distributed import is_main_process
+
+    if not is_main_process(args.backend):  # a torchrun rank other than 0: rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(record, allow_nan=False))
     else:
@@ -234,13 +244,18 @@ def cmd_train(args) -> int:
             if record["start_step"] else ""
         print(f"{record['model']} on {record['backend']}/{record['mode']} "
               f"({record['framework']}, "
-              f"{record['device']}, {record['dtype']}): {record['steps']} steps{start} in "
+              f"{record['device']}{_times(record.get('devices'))}, {record['dtype']}): "
+              f"{record['steps']} steps{start} in "
               f"{record['seconds']:.1f}s, final loss {record['final_loss']:.4f}, held-out {m}")
         if record.get("saved"):
             print(f"checkpoint: {record['saved']}")
         if record.get("sample") is not None:
             print(f"sampled continuation of a held-out window:\n{record['sample']}")
     return 0
+
+
+def _times(devices) -> str:
+    return f" x{devices}" if devices and devices > 1 else ""
 
 
 def _restored(args):

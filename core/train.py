@@ -68,7 +68,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
           seed: int | None = None, progress: bool = True, mode: str | None = None,
           save=None, save_every: int | None = None, keep: int | None = None, resume=None,
           log=None, log_every: int = 10, eval_every: int | None = None,
-          remeasure: bool = False) -> dict:
+          remeasure: bool = False, devices: int = 1, batchnorm: str = "global") -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
     returns the run record printed by ``rosetta train --json``.
 
@@ -84,8 +84,30 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     ``backend="auto"`` trains on the fastest backend for this spec on this machine among those
     that pass a short float64 check (``rosetta.conformance.auto``; the choice is cached,
     ``remeasure`` times again); the record's ``auto`` says what was measured.
+
+    ``devices`` > 1 trains data-parallel on the backend's own engine (``rosetta.distributed``,
+    DESIGN section 10): worker processes are started here (or, under torchrun / a TF_CONFIG / a
+    JAX coordinator, this process is one of them), the global batch is split over the devices,
+    and the record (without ``program``) comes from the main process, which alone prints,
+    logs and saves. ``batchnorm="replica"`` normalises with each replica's own statistics.
     """
-    from rosetta import checkpoint
+    from rosetta import checkpoint, distributed
+
+    if devices != 1 or batchnorm != "global":
+        distributed.check_devices(devices)
+        distributed.check_batchnorm(batchnorm)
+        if backend == "auto":
+            raise DataError("--backend auto chooses among backends on one device; name the "
+                            "backend to train on several devices")
+        if not distributed.in_worker(backend):
+            return distributed.train_in_workers(
+                spec, backend, devices=devices, batchnorm=batchnorm, device=device,
+                kwargs=dict(dtype=dtype, steps=steps, epochs=epochs, batch_size=batch_size,
+                            seed=seed, progress=progress, mode=mode, save=save,
+                            save_every=save_every, keep=keep, resume=resume, log=log,
+                            log_every=log_every, eval_every=eval_every))
+    main = distributed.is_main_process(backend) if devices > 1 else True
+    progress = progress and main
 
     for name, v in (("save_every", save_every), ("keep", keep), ("eval_every", eval_every),
                     ("steps", steps), ("epochs", epochs), ("batch_size", batch_size)):
@@ -126,6 +148,10 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         if steps < 1:
             raise CheckpointError(f"{ckpt.path}: the run already made its {spec.steps} updates; "
                                   f"give the number of updates to add (--steps N)")
+    if devices > 1:
+        distributed.check_devices(devices, batch_size)
+    if not main:  # the main process alone saves and logs
+        save = log = None
     save_root = writable_folder(save, "--save", CheckpointError) if save is not None else None
     if log is not None:
         from rosetta.logs import RunLog, check_log_dir
@@ -145,7 +171,11 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, start + steps, seed,
                          spec.description)
     t0 = time.perf_counter()
-    program = be.compile(run_spec, dtype=dtype, device=device, mode=mode)
+    if devices > 1:
+        program = distributed.compile_program(backend, run_spec, devices=devices, dtype=dtype,
+                                              device=device, mode=mode, batchnorm=batchnorm)
+    else:
+        program = be.compile(run_spec, dtype=dtype, device=device, mode=mode)
     if ckpt is not None:
         checkpoint.restore(program, ckpt)
     x_train = dataset_inputs(spec, ds.x_train, dtype)
@@ -230,6 +260,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         "mode": program.mode,
         "framework": be.version(),
         "device": device,
+        "devices": devices,
         "dtype": dtype,
         "steps": steps,
         "start_step": start,

@@ -403,11 +403,17 @@ class BatchNorm(NodeModule):
         self.epsilon = node.attrs["epsilon"]
         # the batch axis and every per-example axis but the last (channel) one
         self.axes = tuple(range(len(node.in_types[0].shape)))
+        # data parallel (distributed.py): (x, axes) -> (mean, var) over every replica's batch;
+        # None: this replica's batch alone
+        self.global_moments = None
 
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
         if training:
-            mean, var = tf.nn.moments(x, axes=list(self.axes))
+            if self.global_moments is not None:
+                mean, var = self.global_moments(x, self.axes)
+            else:
+                mean, var = tf.nn.moments(x, axes=list(self.axes))
             if update_state:
                 m = self.momentum
                 self.mean.assign(m * self.mean + (1 - m) * tf.stop_gradient(mean))

@@ -417,6 +417,9 @@ class CanonicalBatchNorm(nn.Module):
         self.epsilon = float(epsilon)
         self.channel_dim = channel_dim
         self.update_running_stats = True
+        # data parallel (distributed.py): (x) -> (mean, var) over every replica's batch; None
+        # normalises with this process's batch alone
+        self.global_moments = None
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
@@ -426,7 +429,9 @@ class CanonicalBatchNorm(nn.Module):
         moved = self.channel_dim != 1
         if moved:
             x = x.movedim(self.channel_dim, 1)
-        if self.training:
+        if self.training and self.global_moments is not None:
+            y = self._global_batch_norm(x)
+        elif self.training:
             if self.update_running_stats:
                 self._update_running_stats(x)
             y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.epsilon)
@@ -435,10 +440,22 @@ class CanonicalBatchNorm(nn.Module):
                              False, 0.0, self.epsilon)
         return y.movedim(1, self.channel_dim) if moved else y
 
+    def _global_batch_norm(self, x):
+        """(x - mean) / sqrt(var + eps) * weight + bias with the statistics of the global batch
+        (``global_moments``, differentiable through the collective)."""
+        mean, var = self.global_moments(x)
+        if self.update_running_stats:
+            self._update_running_stats(x, (var, mean))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        inv = torch.rsqrt(var + self.epsilon)
+        return ((x - mean.view(shape)) * inv.view(shape) * self.weight.view(shape)
+                + self.bias.view(shape))
+
     @torch.no_grad()
-    def _update_running_stats(self, x):
+    def _update_running_stats(self, x, moments=None):
         dims = [0, *range(2, x.ndim)]
-        var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+        var, mean = (torch.var_mean(x.detach(), dim=dims, correction=0) if moments is None
+                     else (moments[0].detach(), moments[1].detach()))
         m = self.momentum
         self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)
         self.running_var.mul_(m).add_(var, alpha=1.0 - m)

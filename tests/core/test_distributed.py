@@ -1,0 +1,151 @@
+"""The neutral part of data parallel (rosetta.distributed): the split rule, the launchers'
+environment, bad input as one clear line; the deployment manifests under conformance/deploy/
+parse and set exactly the environment variables the code reads. No framework is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rosetta import distributed as dist
+from rosetta.errors import DataError
+
+DEPLOY = Path(__file__).resolve().parents[2] / "conformance" / "deploy"
+
+
+def test_replica_rows_split_the_global_batch_in_order():
+    assert [dist.replica_rows(8, r, 4) for r in range(4)] == [
+        slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
+    with pytest.raises(DataError, match="does not split evenly"):
+        dist.replica_rows(6, 0, 4)
+
+
+def test_check_devices():
+    assert dist.check_devices(2, 32) == 2
+    for bad in (0, -1, True, 1.5, "2"):
+        with pytest.raises(DataError, match="positive integer"):
+            dist.check_devices(bad)
+    with pytest.raises(DataError, match="32 examples does not split evenly over 3 devices"):
+        dist.check_devices(3, 32)
+    with pytest.raises(DataError, match="global, replica"):
+        dist.check_batchnorm("local")
+
+
+def test_worker_environment_is_torchruns_and_jaxs(monkeypatch):
+    monkeypatch.setenv("RANK", "7")  # a stale launcher variable never leaks into a worker
+    env = dist.worker_env("torch", 2, "cpu", 1, 29400)
+    assert {k: env[k] for k in dist.TORCHRUN_ENV} == {
+        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29400"}
+    assert env[dist.WORKER_ENV] == "1"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --foo")
+    env = dist.worker_env("jax", 4, "cpu", 0, 1)
+    assert env["XLA_FLAGS"].split() == ["--foo", "--xla_force_host_platform_device_count=4"]
+    assert "RANK" not in dist.worker_env("tensorflow", 2, "cpu", 0, 1)
+    assert [dist.processes(b, 3) for b in ("torch", "tensorflow", "jax")] == [3, 1, 1]
+
+
+def test_launchers_environment_is_read(monkeypatch):
+    for name in dist.TORCHRUN_ENV + dist.TF_ENV + dist.JAX_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert not any(dist.launched(b) for b in ("torch", "tensorflow", "jax"))
+    assert dist.world_from_env("torch") == (0, 1)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert dist.launched("torch") and dist.world_from_env("torch") == (1, 2)
+    assert not dist.is_main_process("torch")
+    cfg = {"cluster": {"worker": ["a:1", "b:1", "c:1"]}, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cfg))
+    assert dist.launched("tensorflow") and dist.world_from_env("tensorflow") == (2, 3)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "host:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert dist.launched("jax") and dist.world_from_env("jax") == (3, 4)
+    monkeypatch.setenv("JAX_PROCESS_ID", "three")
+    with pytest.raises(DataError, match="JAX_PROCESS_ID must be set to an integer"):
+        dist.world_from_env("jax")
+
+
+@pytest.mark.parametrize("text", ["{", '{"cluster": {}}',
+                                  '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+                                  '"index": 1}}'])
+def test_bad_tf_config(text):
+    with pytest.raises(DataError, match="TF_CONFIG"):
+        dist.parse_tf_config(text)
+
+
+def test_in_memory_data_cannot_travel_to_workers():
+    import numpy as np
+
+    import rosetta as rs
+
+    model = rs.Sequential([rs.Dense(2, name="d")], input_shape=(3,), name="m")
+    spec = rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
+                        optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec.from_arrays(np.zeros((8, 3)), np.zeros(8, int)))
+    with pytest.raises(DataError, match="save it as .npz"):
+        dist.portable_spec(spec)
+
+
+def test_cli_bad_devices_is_one_line():
+    p = subprocess.run([sys.executable, "-m", "rosetta.cli", "train", "mlp", "--backend",
+                        "torch", "--devices", "3", "--batch-size", "32"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "split evenly over 3 devices" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "rosetta.cli", "conformance", "mlp",
+                        "--backends", "torch", "--devices", "1,x"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--devices takes device counts" in p.stderr, p.stderr
+
+
+# --- the deployment manifests ------------------------------------------------------------------
+
+def _docs(name):
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the manifests")
+    return list(yaml.safe_load_all((DEPLOY / name).read_text()))
+
+
+def _containers(docs):
+    for d in docs:
+        spec = d["spec"]
+        pod = spec["template"]["spec"] if d["kind"] == "Job" else spec
+        if d["kind"] in ("Job", "Pod"):
+            yield from pod["containers"]
+
+
+@pytest.mark.parametrize("name,backend", [("tensorflow-job.yaml", "tensorflow"),
+                                          ("jax-job.yaml", "jax")])
+def test_manifests_set_exactly_the_variables_read(name, backend, monkeypatch):
+    containers = list(_containers(_docs(name)))
+    assert len(containers) == 2
+    for index, c in enumerate(containers):
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert set(env) == set(dist.LAUNCH_ENV[backend])
+        for k in dist.TORCHRUN_ENV + dist.TF_ENV + dist.JAX_ENV:
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert dist.launched(backend) and dist.world_from_env(backend) == (index, 2)
+        assert c["command"][:2] == ["rosetta", "train"] and "--devices" in c["command"]
+
+
+def test_torch_manifest_runs_torchrun_which_sets_the_variables_read():
+    (c,) = list(_containers(_docs("torch-job.yaml")))
+    line = " ".join(c["args"])
+    # torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from these flags
+    for flag in ("--nnodes=2", "--nproc-per-node=1", "--node-rank=", "--master-addr=",
+                 "--master-port=", "--no-python rosetta train"):
+        assert flag in line
+    assert "env" not in c  # nothing else: the torchrun variables are the ones read
+    assert set(dist.LAUNCH_ENV["torch"]) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                             "MASTER_PORT"}
+
+
+def test_dockerfile_installs_every_framework_and_runs_the_suite():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert '.[torch,tensorflow,jax]' in text and 'CMD ["rosetta", "conformance"]' in text
