@@ -33,6 +33,21 @@ def small(name, **optimizer):
 
 # --- the baselines, wrapped as their users would wrap them ------------------------------------
 
+def flatten_input(arch, input_shape):
+    """The (H, W, C) that the plan's flatten sees (convs stride 1, 'same' or 'valid'; pools)."""
+    h, w, c = input_shape
+    for la in arch["layers"]:
+        if la["op"] == "flatten":
+            return h, w, c
+        if la["op"] == "maxpool":
+            h, w = h // la["size"], w // la["size"]
+        elif la["op"] == "conv":
+            if la["padding"] == "valid":
+                h, w = h - la["kernel"] + 1, w - la["kernel"] + 1
+            c = None  # the conv's output channels: read from the module below
+    return None
+
+
 def torch_port(spec, *, nchw_bug=False):
     """The torch baseline: Linear weights (out, in), Conv2d OIHW, NCHW data, and a flatten of
     NCHW activations before the Dense layer (its kernel rows reordered: ``flatten_nchw``).
@@ -41,36 +56,39 @@ def torch_port(spec, *, nchw_bug=False):
 
     from rosetta.conformance.native_torch import TorchNative
     plan = baseline_plan(spec)
+    arch = plan["arch"]
+    convs = any(la["op"] == "conv" for la in arch["layers"])
 
     def factory(dtype):
         tr = build_baseline(spec, "torch", dtype=dtype, device="cpu", mode="eager")
-        if plan["arch"] == "cnn":
-            c1, c2, d = plan["layers"]
-            h, w, _ = plan["input_shape"]
-            fc = "linear" if nchw_bug else flatten_nchw(tr.model.conv2.out_channels, h // 2,
-                                                         w // 2)
-            names = {"conv1.weight": (f"{c1}/kernel", "conv2d"), "conv1.bias": f"{c1}/bias",
-                     "conv2.weight": (f"{c2}/kernel", "conv2d"), "conv2.bias": f"{c2}/bias",
-                     "fc.weight": (f"{d}/kernel", fc), "fc.bias": f"{d}/bias"}
-        else:
-            linears = [n for n, m in tr.model.named_modules() if isinstance(m, nn.Linear)]
-            names = {}
-            for n, layer in zip(linears, plan["layers"]):
-                names[f"{n}.weight"] = (f"{layer}/kernel", "linear")
-                names[f"{n}.bias"] = f"{layer}/bias"
+        modules = [(n, m) for n, m in tr.model.named_modules()
+                   if isinstance(m, (nn.Conv2d, nn.Linear))]
+        named = [la for la in arch["layers"] if la["op"] in ("conv", "dense")]
+        names, flat, channels = {}, flatten_input(arch, plan["input_shape"]), None
+        for (n, m), la in zip(modules, named):
+            if la["op"] == "conv":
+                layout, channels = "conv2d", m.out_channels
+            elif flat is not None and convs:  # the first Dense after the flatten
+                h, w, _ = flat
+                layout = "linear" if nchw_bug else flatten_nchw(channels, h, w)
+                flat = None
+            else:
+                layout = "linear"
+            names[f"{n}.weight"] = (f"{la['name']}/kernel", layout)
+            names[f"{n}.bias"] = f"{la['name']}/bias"
         return TorchNative(tr.model, tr.opt, tr.loss_fn, names,
                            slots={"m": "exp_avg", "v": "exp_avg_sq"},
-                           data_layout="NCHW" if plan["arch"] == "cnn" else "NHWC")
+                           data_layout="NCHW" if convs else "NHWC")
     return factory
 
 
 def tensorflow_port(spec):
-    """The hand-written TensorFlow baseline: a tf.Module with lists of variables and its own
-    Adam (``apply(grads, params)`` over ``model.params``, slots in its lists ``m``, ``v``)."""
+    """The hand-written TensorFlow baseline: a tf.Module holding its variables by canonical path
+    (``p/by_path/<path>``) and its own Adam (``apply(grads, params)``, slots in its lists ``m``,
+    ``v``, in the order of ``params``)."""
     import tensorflow as tf
 
     from rosetta.conformance.native_tensorflow import TensorFlowNative
-    plan = baseline_plan(spec)
 
     def loss(out, y):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
@@ -78,33 +96,26 @@ def tensorflow_port(spec):
 
     def factory(dtype):
         tr = build_baseline(spec, "tensorflow", dtype=dtype, device="cpu", mode="function")
-        names = {}
-        for i, layer in enumerate(plan["layers"]):
-            names[f"kernels/{i}"] = f"{layer}/kernel"
-            names[f"biases/{i}"] = f"{layer}/bias"
-        return TensorFlowNative(tr.model, tr.opt, loss, names, variables=tr.model.params,
+        names = {f"p/by_path/{path}": path for path in tr.params.by_path}
+        return TensorFlowNative(tr.model, tr.opt, loss, names, variables=tr.params.params,
                                 slots={"m": "m", "v": "v"})
     return factory
 
 
 def jax_port(spec):
-    """The JAX baseline: a flax.linen module and an optax transformation (slots mu, nu)."""
+    """The JAX baseline: a flax.linen module (its modules named after the spec's nodes) and an
+    optax transformation (slots mu, nu)."""
     import optax
 
     from rosetta.conformance.native_jax import FlaxNative
-    plan = baseline_plan(spec)
-    modules = (["Conv_0", "Conv_1", "Dense_0"] if plan["arch"] == "cnn" else
-               [f"Dense_{i}" for i in range(len(plan["layers"]))])
 
     def loss(out, y):
         return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
     def factory(dtype):
         tr = build_baseline(spec, "jax", dtype=dtype, device="cpu", mode="jit")
-        names = {}
-        for m, layer in zip(modules, plan["layers"]):
-            names[f"{m}/kernel"] = f"{layer}/kernel"
-            names[f"{m}/bias"] = f"{layer}/bias"
+        names = {f"{m}/{k}": f"{m}/{k}" for m, leaves in tr.state.params.items()
+                 for k in leaves}
         st = tr.state
         return FlaxNative(st.apply_fn.__self__, {"params": st.params}, st.tx, loss, names,
                           slots={"m": "mu", "v": "nu"})
@@ -119,8 +130,7 @@ def keras_port(spec, plan):
     from rosetta.conformance.native_tensorflow import KerasNative
 
     def factory(dtype):
-        params = spec.model.init_params(spec.seed)
-        weights = [(params[f"{n}/kernel"], params[f"{n}/bias"]) for n in plan["layers"]]
+        weights = {k: np.asarray(v, dtype) for k, v in spec.model.init_params(spec.seed).items()}
         floatx = keras.config.floatx()
         keras.config.set_floatx(dtype)
         try:
@@ -129,9 +139,10 @@ def keras_port(spec, plan):
         finally:
             keras.config.set_floatx(floatx)
         names = {}
-        for layer, n in zip([la for la in model.layers if la.weights], plan["layers"]):
-            names[layer.kernel.path] = f"{n}/kernel"
-            names[layer.bias.path] = f"{n}/bias"
+        for layer in model.layers:  # the baseline names each layer after its spec node
+            if layer.weights:
+                names[layer.kernel.path] = f"{layer.name}/kernel"
+                names[layer.bias.path] = f"{layer.name}/bias"
         return KerasNative(model, names, slots={"m": "_momentums", "v": "_velocities"})
     return factory
 
@@ -222,7 +233,7 @@ def test_planted_conv_kernel_with_height_and_width_swapped_is_blamed_on_it():
     def factory(dtype):
         good = torch_port(spec)(dtype)
         names = dict(good.names)
-        names["conv2.weight"] = ("conv2/kernel", transposed((3, 2, 1, 0), "kH/kW swapped"))
+        names["3.weight"] = ("conv2/kernel", transposed((3, 2, 1, 0), "kH/kW swapped"))
         return TorchNative(good.model, good.optimizer, good.loss, names, data_layout="NCHW")
     (r,), _ = run_native(spec, factory, BACKENDS[:1], steps=1)
     assert not r.passed and r.blame["tensor"] == "conv2/kernel", r.blame
@@ -263,18 +274,18 @@ def test_command_line_native(capsys):
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="the port is the torch baseline")
 @pytest.mark.parametrize("edit, message", [
-    (lambda n: n.pop("fc.bias"), "native parameter 'fc.bias' is not in the name map"),
-    (lambda n: n.update({"fc.weight": ("logits/kernel", "conv2d")}),
-     "'fc.weight' -> 'logits/kernel': canonical shape"),
-    (lambda n: n.update({"fc.weight": ("logits/kernel", "identity")}),
+    (lambda n: n.pop("6.bias"), "native parameter '6.bias' is not in the name map"),
+    (lambda n: n.update({"6.weight": ("logits/kernel", "conv2d")}),
+     "'6.weight' -> 'logits/kernel': canonical shape"),
+    (lambda n: n.update({"6.weight": ("logits/kernel", "identity")}),
      "fix the path or the layout"),
-    (lambda n: n.update({"fc.bias": "dense/bias"}), "the spec has no parameter 'dense/bias'"),
-    (lambda n: n.update({"conv1.bias": "conv2/bias", "conv2.bias": "conv1/bias"}),
-     "'conv1.bias' -> 'conv2/bias': canonical shape (32,) becomes"),
-    (lambda n: n.update({"fc.bias": "conv1/bias"}),
-     "'conv1.bias' and 'fc.bias' both map to 'conv1/bias'"),
-    (lambda n: n.update({"fc.scale": "other/x"}), "your model has no such parameter"),
-    (lambda n: n.update({"fc.weight": ("logits/kernel", "rows")}), "unknown layout 'rows'"),
+    (lambda n: n.update({"6.bias": "dense/bias"}), "the spec has no parameter 'dense/bias'"),
+    (lambda n: n.update({"0.bias": "conv2/bias", "3.bias": "conv1/bias"}),
+     "'0.bias' -> 'conv2/bias': canonical shape (32,) becomes"),
+    (lambda n: n.update({"6.bias": "conv1/bias"}),
+     "'0.bias' and '6.bias' both map to 'conv1/bias'"),
+    (lambda n: n.update({"6.scale": "other/x"}), "your model has no such parameter"),
+    (lambda n: n.update({"6.weight": ("logits/kernel", "rows")}), "unknown layout 'rows'"),
 ])
 def test_bad_name_map_is_one_clear_error(edit, message):
     from rosetta.conformance.native_torch import TorchNative
@@ -294,8 +305,8 @@ def test_a_spec_path_no_parameter_reaches_is_named():
     from rosetta.conformance.native_torch import TorchNative
     spec = small("cnn")
     good = torch_port(spec)("float64")
-    good.model.conv2.bias = None           # a port that forgot conv2's bias
-    names = {n: (p, la) for n, (p, la) in good.names.items() if n != "conv2.bias"}
+    good.model[3].bias = None           # a port that forgot conv2's bias
+    names = {n: (p, la) for n, (p, la) in good.names.items() if n != "3.bias"}
     with pytest.raises(NativeError, match="spec path 'conv2/bias' is reached by no entry"):
         TorchNative(good.model, good.optimizer, good.loss, names, data_layout="NCHW").bind(spec)
 
