@@ -28,8 +28,8 @@ class Schedule:
     def validate(self, where):
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise SpecError(f"{f.name} must be a number, found {v!r}", where=where)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise SpecError(f"{f.name} must be a finite number, found {v!r}", where=where)
 
 
 def _positive(where, **values):
