@@ -114,6 +114,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     seed = spec.seed if seed is None else seed
     batch_size = batch_size or spec.data.batch_size
     start = ckpt.step if ckpt else 0
+    validate.check_seed(seed, "seed")
+    validate.check_memory(spec, batch_size, dtype, ignore=ignore_memory)  # before any data
 
     ds = spec.data.load(model=spec.model)
     check_data(spec, ds, batch_size)
@@ -130,8 +132,6 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         if steps < 1:
             raise CheckpointError(f"{ckpt.path}: the run already made its {spec.steps} updates; "
                                   f"give the number of updates to add (--steps N)")
-    validate.check_seed(seed, "seed")
-    validate.check_memory(spec, batch_size, dtype, ignore=ignore_memory)
     save_root = writable_folder(save, "--save", CheckpointError) if save is not None else None
     if log is not None:
         from rosetta.logs import RunLog, check_log_dir
