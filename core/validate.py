@@ -16,8 +16,8 @@ or fail late. The rules:
 * **memory** (``check_memory``): parameters, gradients, optimizer slots and the activations of
   one batch, estimated from shape inference, must fit in the memory available now; else the run
   is refused with the estimate (``--ignore-memory`` overrides).
-* **output paths** (``check_output``): a ``--report``, ``--plot`` or ``--json`` destination has
-  the right suffix and a folder that exists (or can be made) and is writable, checked before any
+* **output paths** (``check_output``): a ``--report``, ``--plot`` or ``--save`` destination
+  has the right suffix and a folder that can be made and written (probed), checked before any
   work starts.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -245,22 +246,26 @@ def memory_argument(parser) -> None:
 
 def check_output(path, flag: str, suffixes: tuple = ()) -> Path:
     """An output file checked before any work: the right suffix (case-insensitive), not a
-    folder, and a folder to write it in that exists or can be made (its nearest existing
-    ancestor is a writable folder)."""
+    folder, and a folder to write it in that can be written (made if missing, and probed with
+    a temporary file: the only test root and read-only mounts cannot fool)."""
     p = Path(path)
     if suffixes and p.suffix.lower() not in suffixes:
         raise DataError(f"{flag} {path}: expected a path ending in {' or '.join(suffixes)}")
     if p.is_dir():
         raise DataError(f"{flag} {path}: is a folder, expected a file")
     parent = p.parent
-    while not parent.exists():
-        if parent == parent.parent:
+    for up in [parent, *parent.parents]:
+        if up.exists():
+            if not up.is_dir():
+                raise DataError(f"{flag} {path}: {up} is not a folder")
             break
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DataError(f"{flag} {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"{flag} {path}: folder {parent} is not writable")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise DataError(f"{flag} {path}: cannot write in {parent} ({e.strerror or e})") \
+            from None
     return p
 
 
