@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rosetta.errors import RosettaError, SpecError
 from rosetta.files import dumps_json
-from rosetta.validate import INT64, memory_argument
+from rosetta.validate import INT64, MAX_STEPS, memory_argument
 
 
 def quiet_frameworks() -> None:
@@ -86,12 +86,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text):
+    """A count on the command line: an integer in [1, 10**9] (``rosetta.validate.MAX_STEPS``)."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+        v = 0
+    if not 1 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_STEPS:,}, "
+                                         f"found {text!r}")
     return v
 
 

@@ -328,3 +328,19 @@ def test_a_run_that_ends_non_finite_exits_1_with_json(tmp_path, lr):
             assert "'dense/" in o.err, str(o)
         record = json.loads(o.out.strip().splitlines()[-1])
         assert record["status"] == 1 and "update" in record["error"]
+
+
+def test_gpu_asked_on_a_machine_without_one_is_one_line():
+    from rosetta.backend_registry import get_backend
+
+    if any("gpu" in get_backend(b).devices() for b in BACKENDS):
+        pytest.skip("this machine has a GPU: nothing to refuse")
+    for argv in (["bench", "linear", "--device", "gpu", "--backends", *BACKENDS, "--steps", "1",
+                  "--no-native", "--quiet"],
+                 ["conformance", "linear", "--device", "gpu", "--backends", *BACKENDS,
+                  "--quiet"],
+                 *(["train", "linear", "--backend", b, "--device", "cuda", "--quiet"]
+                   for b in BACKENDS)):
+        o = run_cli(argv)
+        check_contract(o)
+        assert o.status == 2 and "gpu" in o.err, str(o)
