@@ -426,8 +426,10 @@ def main(argv=None) -> int:
 
 
 def _one_line(e) -> str:
-    """An error message on one line (a user's text may hold newlines)."""
-    return " ".join(str(e).split("\n"))
+    """An error message on one line (a user's text may hold newlines), at most 1000
+    characters (a message quoting a huge value)."""
+    text = " ".join(str(e).split("\n"))
+    return text if len(text) <= 1000 else text[:997] + "..."
 
 
 def _failed(args, status: int, message: str) -> int:

@@ -16,7 +16,8 @@ from rosetta.schedules import Schedule, as_schedule
 
 
 def _number(where, name, v, lo=None, hi=None, lo_open=False, hi_open=True):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) \
+            or (isinstance(v, float) and not np.isfinite(v)):
         raise SpecError(f"{name} must be a finite number, found {v!r}", where=where)
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise SpecError(f"{name} must be {'>' if lo_open else '>='} {lo}, found {v}", where=where)
