@@ -295,17 +295,37 @@ def _embedding_spec(tmp, vocab):
     return _write(tmp, d, "emb.json")
 
 
+_CHECKPOINT = {}
+
+
+def _embedding_checkpoint(tmp_path_factory) -> str:
+    """A run folder of the embedding model (trained once, on valid ids)."""
+    if "run" not in _CHECKPOINT:
+        tmp = tmp_path_factory.mktemp("emb_ckpt")
+        np.savez(tmp / "data.npz", x=np.arange(36).reshape(12, 3) % 5, y=np.arange(12) % 2)
+        o = run_cli(["train", _embedding_spec(tmp, 5), "--backend", BACKENDS[0], "--quiet",
+                     "--save", tmp / "run"])
+        assert o.status == 0, str(o)
+        _CHECKPOINT["run"] = str(tmp / "run")
+    return _CHECKPOINT["run"]
+
+
 @fuzz_settings(4)
 @given(st.lists(st.sampled_from([-1, 0, 1, 4, 5, 6, 2 ** 40]), min_size=1, max_size=3))
 def test_embedding_ids_get_the_same_verdict(tmp_path_factory, ids):
-    """Ids outside [0, vocab_size) are refused by the core (exit 2) on every backend."""
+    """Ids outside [0, vocab_size) are refused by the core (exit 2) on every backend, in the
+    training data and in ``predict``'s input file."""
     tmp = tmp_path_factory.mktemp("emb")
     x = np.zeros((12, 3), np.int64)
     x.flat[:len(ids)] = ids
     np.savez(tmp / "data.npz", x=x, y=np.arange(12) % 2)
+    np.save(tmp / "input.npy", x)
     path = _embedding_spec(tmp, 5)
-    outcomes = [run_cli(["train", path, "--backend", b, "--quiet", "--steps", "1"])
-                for b in BACKENDS]
+    run = _embedding_checkpoint(tmp_path_factory)
+    outcomes = [run_cli(argv) for b in BACKENDS for argv in (
+        ["train", path, "--backend", b, "--quiet", "--steps", "1"],
+        ["predict", run, "--backend", b, "--input", tmp / "input.npy", "--output",
+         tmp / f"out-{b}.npy"])]
     for o in outcomes:
         check_contract(o)
     bad = any(not 0 <= i < 5 for i in ids)
