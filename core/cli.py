@@ -345,15 +345,15 @@ def cmd_data(args) -> int:
     from rosetta import data
 
     spec = load_spec(args.spec)
-    ds = spec.data.load(model=spec.model)
     out = Path(args.out)
-    if out.suffix == ".npz":
-        data.save_npz(ds, out)
-    elif out.suffix == "":
-        data.save_npy_dir(ds, out)
-    else:
+    if out.suffix not in (".npz", ""):   # checked before the data is made
         raise SpecError("--out must be a .npz file or a folder (no suffix) for .npy files",
                         where=str(out))
+    ds = spec.data.load(model=spec.model)
+    if out.suffix == ".npz":
+        data.save_npz(ds, out)
+    else:
+        data.save_npy_dir(ds, out)
     print(f"wrote {spec.name}'s dataset {ds.name!r} ({ds.n_train} training, "
           f"{len(ds.y_test)} held-out examples) to {out}")
     return 0
