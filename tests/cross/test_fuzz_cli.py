@@ -364,3 +364,28 @@ def test_gpu_asked_on_a_machine_without_one_is_one_line():
         o = run_cli(argv)
         check_contract(o)
         assert o.status == 2 and "gpu" in o.err, str(o)
+
+
+@fuzz_settings(15)
+@given(st.data())
+def test_predict_any_input_file_keeps_the_contract(tmp_path_factory, data):
+    """Any array (dtype, shape, values) or bytes as ``predict``'s input: outputs or one line."""
+    from hypothesis.extra import numpy as hnp
+
+    run = _embedding_checkpoint(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp("pred")
+    kind = data.draw(st.sampled_from(["npy", "npz", "bytes"]))
+    p = tmp / f"input.{'npz' if kind == 'npz' else 'npy'}"
+    if kind == "bytes":
+        p.write_bytes(data.draw(st.binary(max_size=64)))
+    else:
+        a = data.draw(hnp.arrays(st.sampled_from([np.int64, np.int32, np.float64, np.bool_,
+                                                  np.uint8]),
+                                 hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+        np.save(p, a) if kind == "npy" else np.savez(
+            p, **{data.draw(st.sampled_from(["tokens", "x", "other"])): a})
+    o = run_cli(["predict", run, "--backend", BACKENDS[-1], "--input", p, "--output",
+                 tmp / "out.npy"])
+    check_contract(o)
+    if o.status == 0:
+        assert np.isfinite(np.load(tmp / "out.npy")).all()
