@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cli_run import check_contract, run_cli
@@ -310,8 +310,10 @@ def _embedding_checkpoint(tmp_path_factory) -> str:
     return _CHECKPOINT["run"]
 
 
-@fuzz_settings(4)
+@fuzz_settings(3)
 @given(st.lists(st.sampled_from([-1, 0, 1, 4, 5, 6, 2 ** 40]), min_size=1, max_size=3))
+@example([0, 4]).via("valid ids")
+@example([5]).via("one past the vocabulary")
 def test_embedding_ids_get_the_same_verdict(tmp_path_factory, ids):
     """Ids outside [0, vocab_size) are refused by the core (exit 2) on every backend, in the
     training data and in ``predict``'s input file."""
