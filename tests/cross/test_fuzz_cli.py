@@ -16,13 +16,21 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from cli_run import check_contract, run_cli
 from selection import BACKENDS
 
 SCALE = float(os.environ.get("ROSETTA_FUZZ_CLI_SCALE", "1"))
+
+
+def checked(o):
+    """``check_contract``, and the exit status counted in hypothesis's statistics
+    (``--hypothesis-show-statistics``): how many inputs ran, were refused or failed."""
+    check_contract(o)
+    event(f"{o.argv[0]} exit {o.status}")
+    return o
 
 
 def fuzz_settings(examples: int):
@@ -138,8 +146,7 @@ def _write(tmp_path, d, name="spec.json") -> str:
 @given(mutated_specs())
 def test_any_spec_json_loads_or_is_one_line(tmp_path_factory, d):
     path = _write(tmp_path_factory.mktemp("spec"), d)
-    o = run_cli(["spec", path])
-    check_contract(o)
+    o = checked(run_cli(["spec", path]))
     assert o.status in (0, 2), str(o)
     if o.status == 0:
         assert json.loads(o.out)["format"] == "rosetta/1"
@@ -155,7 +162,7 @@ RAW = [b"", b"{", b"\xff\xfe{}", b"[" * 5000 + b"]" * 5000, b'{"a": ' * 40 + b"1
 def test_any_bytes_as_a_spec_file_are_one_line(tmp_path_factory, raw):
     p = tmp_path_factory.mktemp("raw") / "spec.json"
     p.write_bytes(raw)
-    check_contract(o := run_cli(["spec", str(p)]))
+    o = checked(run_cli(["spec", str(p)]))
     assert o.status == 2, str(o)
 
 
@@ -211,7 +218,7 @@ def test_train_any_spec_and_options_keeps_the_contract(tmp_path_factory, data):
     d = data.draw(st.one_of(mutated_specs(), st.sampled_from(BASES)))
     argv = ["train", _write(tmp, d), "--backend", BACKENDS[0], "--quiet",
             *data.draw(train_options(tmp))]
-    check_contract(run_cli(argv))
+    checked(run_cli(argv))
 
 
 @st.composite
@@ -257,8 +264,7 @@ def test_conformance_and_bench_options_keep_the_contract(tmp_path_factory, data)
     else:
         base = ["bench", spec, "--backends", BACKENDS[0], "--steps", "1", "--warmup", "1",
                 "--block", "1", "--no-native", "--quiet"]
-    o = run_cli(base + data.draw(report_options(tmp, command)))
-    check_contract(o)
+    checked(run_cli(base + data.draw(report_options(tmp, command))))
 
 
 # --- the same verdict on every backend ------------------------------------------------------
@@ -270,8 +276,7 @@ def test_every_backend_gives_the_same_verdict(tmp_path_factory, d):
     outcomes = []
     for b in BACKENDS:
         o = run_cli(["train", path, "--backend", b, "--quiet", "--steps", "2", "--json"])
-        check_contract(o)
-        outcomes.append(o)
+        outcomes.append(checked(o))
     statuses = {o.status for o in outcomes}
     assert len(statuses) == 1, "backends disagree:\n" + "\n".join(map(str, outcomes))
     if outcomes[0].status == 2:  # refused before any framework: the very same line
@@ -329,7 +334,7 @@ def test_embedding_ids_get_the_same_verdict(tmp_path_factory, ids):
         ["predict", run, "--backend", b, "--input", tmp / "input.npy", "--output",
          tmp / f"out-{b}.npy"])]
     for o in outcomes:
-        check_contract(o)
+        checked(o)
     bad = any(not 0 <= i < 5 for i in ids)
     assert {o.status for o in outcomes} == {2 if bad else 0}, "\n".join(map(str, outcomes))
 
@@ -386,8 +391,7 @@ def test_predict_any_input_file_keeps_the_contract(tmp_path_factory, data):
                                  hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
         np.save(p, a) if kind == "npy" else np.savez(
             p, **{data.draw(st.sampled_from(["tokens", "x", "other"])): a})
-    o = run_cli(["predict", run, "--backend", BACKENDS[-1], "--input", p, "--output",
-                 tmp / "out.npy"])
-    check_contract(o)
+    o = checked(run_cli(["predict", run, "--backend", BACKENDS[-1], "--input", p, "--output",
+                         tmp / "out.npy"]))
     if o.status == 0:
         assert np.isfinite(np.load(tmp / "out.npy")).all()
