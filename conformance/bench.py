@@ -662,6 +662,7 @@ def run_command(args, load_spec) -> int:
         get_backend(b)  # a clear BackendUnavailable for a missing one
     device = validate.require_device(backends, args.device)
     for spec in specs:
+        validate.check_dtype_range(spec, args.dtype)
         validate.check_memory(spec, args.batch_size or spec.data.batch_size, args.dtype,
                               ignore=args.ignore_memory)
     if args.threads:

@@ -62,6 +62,8 @@ def run_command(args, load_spec) -> int:
         from rosetta import models
         specs = [models.get(n) for n in models.ZOO]
     for spec in specs:
+        for dtype in args.dtype:
+            validate.check_dtype_range(spec, dtype)
         validate.check_memory(spec, spec.data.batch_size, "float64", ignore=args.ignore_memory)
     t0 = time.perf_counter()
     results, trajs_by_model = [], {}

@@ -115,6 +115,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     batch_size = batch_size or spec.data.batch_size
     start = ckpt.step if ckpt else 0
     validate.check_seed(seed, "seed")
+    validate.check_dtype_range(spec, dtype)
     validate.check_memory(spec, batch_size, dtype, ignore=ignore_memory)  # before any data
 
     ds = spec.data.load(model=spec.model)

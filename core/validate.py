@@ -6,9 +6,10 @@ or fail late. The rules:
 
 * **raw JSON** (``check_json``): nested at most ``MAX_DEPTH`` levels; every name position (a
   loss, optimizer, schedule, dataset, source, op, node, input or output name) holds a string.
-* **numbers** (``check_spec``): every number in a spec is finite and within the float32 range
-  (a NaN, infinite or 1e308 learning rate, clipping value, weight decay, epsilon, initializer
-  scale or dataset argument is refused up front); every integer fits a signed 64-bit integer (seeds included: ``0 <= seed <
+* **numbers** (``check_spec``): every number in a spec is finite (a NaN or infinite learning
+  rate, clipping value, weight decay, epsilon, initializer scale or dataset argument is refused
+  up front), and within the float32 range for a float32 run (``check_dtype_range``: 1e308 is
+  refused there, not in float64); every integer fits a signed 64-bit integer (seeds included: ``0 <= seed <
   2**63``, the range every framework's RNG accepts); ``steps <= MAX_STEPS``.
 * **dataset arguments** (``check_dataset_args``): integer sizes are integers in their range
   (``DATASET_INTS``), scales are >= 0, and the whole dataset is at most ``MAX_DATASET_ELEMENTS``
@@ -111,8 +112,9 @@ def check_json(d) -> None:
                 _names_list(item.get("inputs"), f"{where}.inputs")
 
 
-def check_numbers(value, where: str = "$") -> None:
-    """Every number in (the JSON of) a spec is finite and every integer fits 64 bits."""
+def check_numbers(value, where: str = "$", limit: float | None = None) -> None:
+    """Every number in (the JSON of) a spec is finite (and at most ``limit`` in magnitude) and
+    every integer fits 64 bits."""
     todo = [(value, where)]
     while todo:
         v, w = todo.pop()
@@ -120,9 +122,8 @@ def check_numbers(value, where: str = "$") -> None:
             continue
         if isinstance(v, (float, np.floating)) and not math.isfinite(v):
             _fail(f"must be a finite number, found {v}", w)
-        if isinstance(v, (float, np.floating)) and abs(v) > FLOAT32_MAX:
-            _fail(f"{v} exceeds the float32 range (+-{FLOAT32_MAX:.3g}) a float32 run holds "
-                  f"it in", w)
+        if limit is not None and isinstance(v, (float, np.floating)) and abs(v) > limit:
+            _fail(f"{v} exceeds the float32 range (+-{limit:.3g}) of a float32 run", w)
         if isinstance(v, (int, np.integer)) and not -INT64 <= int(v) < INT64:
             _fail(f"{v} does not fit a signed 64-bit integer", w)
         if isinstance(v, dict):
@@ -167,6 +168,14 @@ def check_spec(spec) -> None:
     """Every number of a whole ``TrainSpec`` finite and within 64 bits (the ranges of single
     fields are checked where the field is: ``TrainSpec``, ``DataSpec``, optimizers...)."""
     check_numbers(spec.to_json())
+
+
+def check_dtype_range(spec, dtype: str) -> None:
+    """A float32 run holds every number of the spec (learning rate, epsilon...) in float32: a
+    number beyond its range (1e308) is refused, where a backend would raise its own overflow
+    error or compute with infinity. A float64 run takes any finite number."""
+    if dtype == "float32":
+        check_numbers(spec.to_json(), limit=FLOAT32_MAX)
 
 
 def check_seed(seed, flag: str = "--seed") -> None:

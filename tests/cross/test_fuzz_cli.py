@@ -357,6 +357,17 @@ def test_a_run_that_ends_non_finite_exits_1_with_json(tmp_path, lr):
         assert record["status"] == 1 and "update" in record["error"]
 
 
+def test_numbers_beyond_float32_are_refused_by_conformance_and_bench(tmp_path):
+    d = copy.deepcopy(LINEAR)
+    d["optimizer"]["learning_rate"] = 1e300
+    path = _write(tmp_path, d)
+    for argv in (["conformance", path, "--backends", *BACKENDS, "--quiet"],
+                 ["bench", path, "--backends", BACKENDS[0], "--quiet"]):
+        o = run_cli(argv)
+        check_contract(o)
+        assert o.status == 2 and "float32 range" in o.err, str(o)
+
+
 def test_gpu_asked_on_a_machine_without_one_is_one_line():
     from rosetta.backend_registry import get_backend
 
