@@ -649,7 +649,7 @@ def run_command(args, load_spec) -> int:
     reports = args.report or []
     for path, suffixes, flag in ([(r, (".json", ".md"), "--report") for r in reports]
                                  + [(args.plot, (".png",), "--plot")]):
-        if path:  # checked before any work: the suffix and a writable folder
+        if path is not None:  # checked before any work: the suffix and a writable folder
             validate.check_output(path, flag, suffixes)
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to time on it", where="command line")

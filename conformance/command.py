@@ -34,11 +34,11 @@ REPORT_SUFFIXES = (".json", ".md", ".html", ".htm")
 
 def _check_outputs(args) -> None:
     """Every destination checked before any work (suffix, writable folder)."""
-    if args.report:
+    if args.report is not None:
         validate.check_output(args.report, "--report", REPORT_SUFFIXES)
-    if args.plot:
+    if args.plot is not None:
         validate.check_output(args.plot, "--plot", (".png",))
-    if getattr(args, "save", None):
+    if getattr(args, "save", None) is not None:
         validate.check_output_folder(args.save, "--save")
 
 

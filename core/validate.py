@@ -257,6 +257,8 @@ def check_output(path, flag: str, suffixes: tuple = ()) -> Path:
     """An output file checked before any work: the right suffix (case-insensitive), not a
     folder, and a folder to write it in that can be written (made if missing, and probed with
     a temporary file: the only test root and read-only mounts cannot fool)."""
+    if not str(path):
+        raise DataError(f"{flag}: an empty path")
     p = Path(path)
     if suffixes and p.suffix.lower() not in suffixes:
         raise DataError(f"{flag} {path}: expected a path ending in {' or '.join(suffixes)}")
@@ -280,6 +282,8 @@ def check_output(path, flag: str, suffixes: tuple = ()) -> Path:
 
 def check_output_folder(path, flag: str) -> Path:
     """An output folder checked before any work: not a file, under a writable folder."""
+    if not str(path):
+        raise DataError(f"{flag}: an empty path")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise DataError(f"{flag} {path}: exists and is not a folder")

@@ -213,11 +213,13 @@ def test_a_spec_that_cannot_fit_is_refused_with_the_estimate(tmp_path):
 @pytest.mark.parametrize("flag,name,words", [
     ("--report", "r.txt", "ending in"), ("--plot", "p.jpg", "ending in"),
     ("--report", "file/r.json", "is not a folder"), ("--report", "adir", "ending in"),
-    ("--plot", "file/p.png", "is not a folder")])
+    ("--plot", "file/p.png", "is not a folder"), ("--report", "", "an empty path"),
+    ("--plot", "", "an empty path")])
 def test_output_paths_are_checked_first(tmp_path, command, flag, name, words):
     (tmp_path / "file").write_text("x")
     (tmp_path / "adir").mkdir()
-    refused([command, "linear", "--backends", "torch", flag, str(tmp_path / name)], words)
+    refused([command, "linear", "--backends", "torch", flag, str(tmp_path / name) if name else ""],
+            words)
 
 
 def test_conformance_save_on_a_file(tmp_path):
