@@ -235,6 +235,10 @@ def cmd_train(args) -> int:
                         where="command line")
     if args.remeasure and args.backend != "auto":
         raise SpecError("--remeasure applies to --backend auto", where="command line")
+    for flag in ("save", "log", "resume", "data", "spec"):
+        if getattr(args, flag) == "":   # Path("") is the current folder: never what was meant
+            raise SpecError(f"an empty {'SPEC' if flag == 'spec' else '--' + flag} path",
+                            where="command line")
     if (args.save_every or args.keep) and not args.save:
         raise SpecError("--save-every and --keep need --save DIR", where="command line")
     spec = None

@@ -164,6 +164,11 @@ def test_dataset_too_big_as_a_whole():
         rs.DataSpec("images", 8, {"n": 10 ** 6, "height": 512, "width": 512}).validate()
 
 
+@pytest.mark.parametrize("flag", ["--save", "--log", "--data", "--resume"])
+def test_empty_paths_are_refused(tmp_path, flag):
+    refused(["train", _spec_file(tmp_path), "--backend", "torch", flag, ""], "empty")
+
+
 def test_seed_option_out_of_range(tmp_path):
     refused(["train", _spec_file(tmp_path), "--backend", "torch", "--seed", str(2 ** 64)],
             "--seed")
