@@ -34,6 +34,8 @@ REPORT_SUFFIXES = (".json", ".md", ".html", ".htm")
 
 def _check_outputs(args) -> None:
     """Every destination checked before any work (suffix, writable folder)."""
+    validate.distinct_outputs({"--report": args.report, "--plot": args.plot},
+                              {"--save": getattr(args, "save", None)})
     if args.report is not None:
         validate.check_output(args.report, "--report", REPORT_SUFFIXES)
     if args.plot is not None:

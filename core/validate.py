@@ -280,6 +280,19 @@ def check_output(path, flag: str, suffixes: tuple = ()) -> Path:
     return p
 
 
+def distinct_outputs(files: dict, folders: dict | None = None) -> None:
+    """One command's output ``files`` and ``folders`` (``{flag: path}``, None: not given) name
+    different paths, and no file is where another output goes (a ``--plot`` file that is also
+    the ``--save`` folder, or above it): checked before any of them is made. A file inside an
+    output folder is fine."""
+    given = [(flag, Path(p).resolve(), True) for flag, p in files.items() if p]
+    given += [(flag, Path(p).resolve(), False) for flag, p in (folders or {}).items() if p]
+    for i, (fa, a, a_file) in enumerate(given):
+        for fb, b, b_file in given[i + 1:]:
+            if a == b or (a_file and a in b.parents) or (b_file and b in a.parents):
+                raise DataError(f"{fa} {a} and {fb} {b} overlap: give each output its own path")
+
+
 def check_output_folder(path, flag: str) -> Path:
     """An output folder checked before any work: not a file, under a writable folder."""
     if not str(path):

@@ -232,6 +232,17 @@ def test_conformance_save_on_a_file(tmp_path):
     refused(["conformance", "linear", "--save", str(tmp_path / "file")], "not a folder")
 
 
+@pytest.mark.parametrize("plot,save", [("out.png", "out.png"), ("out.png", "out.png/d")])
+def test_outputs_that_overlap_are_refused(tmp_path, plot, save):
+    refused(["conformance", "linear", "--plot", str(tmp_path / plot), "--save",
+             str(tmp_path / save)], "overlap")
+    assert not (tmp_path / save).exists()   # nothing made before the refusal
+
+
+def test_a_plot_inside_the_save_folder_is_fine():
+    validate.distinct_outputs({"--plot": "run/p.png", "--report": "run/r.json"}, {"--save": "run"})
+
+
 def test_unwritable_report_folder(tmp_path):
     if os.geteuid() == 0:
         target = "/proc/rosetta-test/r.json"   # root writes anywhere but /proc
