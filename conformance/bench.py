@@ -63,6 +63,7 @@ from rosetta.errors import DataError, SpecError
 from rosetta.schedules import Constant, WarmupCosine
 from rosetta.spec import TrainSpec
 from rosetta.threads import pin_threads
+from rosetta import validate
 from rosetta.train import check_data, dataset_inputs, prepare_labels
 
 TRAIN_FLOPS_FACTOR = 3
@@ -871,9 +872,8 @@ def run_command(args, load_spec) -> int:
     reports = args.report or []
     for path, suffixes, flag in ([(r, (".json", ".md"), "--report") for r in reports]
                                  + [(args.plot, (".png",), "--plot")]):
-        if path and not str(path).lower().endswith(suffixes):
-            raise SpecError(f"expected a path ending in {' or '.join(suffixes)}, found {path!r}",
-                            where=flag)
+        if path is not None:  # checked before any work: the suffix and a writable folder
+            validate.check_output(path, flag, suffixes)
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to time on it", where="command line")
     names = args.specs or list(DEFAULT_SPECS)
@@ -887,10 +887,14 @@ def run_command(args, load_spec) -> int:
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
+    device = validate.require_device(backends, args.device)
+    for spec in specs:
+        validate.check_dtype_range(spec, args.dtype)
+        validate.check_memory(spec, args.batch_size or spec.data.batch_size, args.dtype,
+                              ignore=args.ignore_memory)
     if args.threads:
         apply_thread_pin(args.threads, backends)
     pairs = plan_modes(backends, args.modes)
-    device = normalize_device(args.device)
     log(f"measuring the float32 matmul peak on {device} ...")
     peak = matmul_peak(device, threads=args.threads)
     log(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['how']})")
@@ -994,6 +998,7 @@ def add_parser(sub, positive_int):
                    help="write .json or .md (repeat for both)")
     b.add_argument("--plot", metavar="PATH.png", help="bar chart of step times")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    validate.memory_argument(b)
     return b
 
 

@@ -3,8 +3,9 @@ PNG bar chart of step times with the arithmetic floor marked."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from rosetta.files import dumps_json, save_figure, write_text
 
 FORMAT = "rosetta/bench/1"
 
@@ -107,9 +108,9 @@ def write(path, rows, env: dict, settings: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".json":
-        path.write_text(json.dumps(to_json(rows, env, settings), indent=1))
+        write_text(path, dumps_json(to_json(rows, env, settings), indent=1))
     elif suffix == ".md":
-        path.write_text(markdown(rows, env))
+        write_text(path, markdown(rows, env))
     else:
         raise ValueError(f"report format from the suffix: .json or .md, found {path.name!r}")
     return path
@@ -166,6 +167,6 @@ def plot(path, rows) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

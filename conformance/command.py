@@ -12,7 +12,8 @@ from rosetta.conformance.suite import Result, compare_trajectories, run
 from rosetta.conformance.tiers import DEVICE, tier_for
 from rosetta.conformance.trajectory import Trajectory
 from rosetta.cli import data_arguments
-from rosetta.errors import BackendUnavailable, SpecError
+from rosetta import validate
+from rosetta.errors import BackendUnavailable, CheckpointError, SpecError
 
 
 def _oracle_rows(spec, backend) -> list[Result]:
@@ -28,8 +29,24 @@ def _oracle_rows(spec, backend) -> list[Result]:
     return rows
 
 
+REPORT_SUFFIXES = (".json", ".md", ".html", ".htm")
+
+
+def _check_outputs(args) -> None:
+    """Every destination checked before any work (suffix, writable folder)."""
+    validate.distinct_outputs({"--report": args.report, "--plot": args.plot},
+                              {"--save": getattr(args, "save", None)})
+    if args.report is not None:
+        validate.check_output(args.report, "--report", REPORT_SUFFIXES)
+    if args.plot is not None:
+        validate.check_output(args.plot, "--plot", (".png",))
+    if getattr(args, "save", None) is not None:
+        validate.check_output_folder(args.save, "--save")
+
+
 def run_command(args, load_spec) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    _check_outputs(args)
     if args.compare:
         return _compare_files(args)
     if args.native:
@@ -41,6 +58,7 @@ def run_command(args, load_spec) -> int:
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
+    validate.require_device(backends, args.device)
     if len(backends) < 2 and not (args.oracle_only or args.save or args.devices):
         raise BackendUnavailable(f"conformance compares two or more backends (or, with --save, "
                                  f"records one backend's trajectories to compare elsewhere); "
@@ -52,6 +70,10 @@ def run_command(args, load_spec) -> int:
     else:
         from rosetta import models
         specs = [models.get(n) for n in models.ZOO]
+    for spec in specs:
+        for dtype in args.dtype:
+            validate.check_dtype_range(spec, dtype)
+        validate.check_memory(spec, spec.data.batch_size, "float64", ignore=args.ignore_memory)
     t0 = time.perf_counter()
     results, trajs_by_model = [], {}
     for spec in specs:
@@ -120,11 +142,48 @@ def _native_command(args, load_spec, log) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _consistent(t: Trajectory, path) -> Trajectory:
+    """A loaded trajectory whose metadata and arrays agree with each other (N steps: N losses,
+    N gradients, N + 1 parameters and states), else a ``CheckpointError`` naming the file."""
+    m = t.meta
+    for key in ("backend", "dtype", "device", "spec_hash"):
+        if not isinstance(m[key], str):
+            raise CheckpointError(f"{path}: trajectory metadata {key!r} must be a string, found "
+                                  f"{m[key]!r}"[:200])
+    n = m["steps"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CheckpointError(f"{path}: trajectory metadata 'steps' must be a positive integer, "
+                              f"found {n!r}"[:200])
+    lengths = [("loss", t.loss, n)] + [(f"{cat}/{k}", v, n + (cat in ("params", "state")))
+                                       for cat in ("grads", "params", "state", "opt")
+                                       for k, v in getattr(t, cat).items()]
+    for name, a, want in lengths:
+        if a.ndim == 0 or a.shape[0] != want or a.dtype.kind not in "fiu":
+            raise CheckpointError(f"{path}: {name} has shape {a.shape} ({a.dtype}), expected "
+                                  f"{want} numbers on its first axis for {n} steps")
+    return t
+
+
+def _first_steps(t: Trajectory, n: int) -> Trajectory:
+    cut = {cat: {k: v[:n + (cat in ("params", "state"))] for k, v in getattr(t, cat).items()}
+           for cat in ("grads", "params", "state", "opt")}
+    return Trajectory(meta={**t.meta, "steps": n}, loss=t.loss[:n], **cut)
+
+
 def _compare_files(args) -> int:
-    a, b = (Trajectory.load(p) for p in args.compare)
+    a, b = (_consistent(Trajectory.load(p), p) for p in args.compare)
     if a.meta["dtype"] != b.meta["dtype"]:
         raise SpecError(f"trajectories in different dtypes ({a.meta['dtype']} vs "
                         f"{b.meta['dtype']}) are not comparable", where="--compare")
+    for cat in ("grads", "params", "state", "opt"):
+        x, y = getattr(a, cat), getattr(b, cat)
+        for k in set(x) & set(y):
+            if x[k].shape != y[k].shape:
+                raise SpecError(f"{cat}/{k} has shape {x[k].shape} in one trajectory and "
+                                f"{y[k].shape} in the other: not comparable", where="--compare")
+    if a.meta["steps"] != b.meta["steps"]:  # compared over the common steps
+        n = min(a.meta["steps"], b.meta["steps"])
+        a, b = (_first_steps(t, n) for t in (a, b))
     same_backend = a.meta["backend"] == b.meta["backend"]
     tier = DEVICE if same_backend and a.meta["device"] != b.meta["device"] else \
         tier_for(a.meta["dtype"])
@@ -172,4 +231,5 @@ def add_parser(sub, positive_int):
                         "KerasNative or FlaxNative (see README, 'Your own native code under "
                         "the suite'); dropout off, no oracle tier")
     c.add_argument("--quiet", action="store_true")
+    validate.memory_argument(c)
     return c

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import html
-import json
 import platform
 from pathlib import Path
 
 import numpy as np
+
+from rosetta.files import dumps_json, save_figure, write_text
 
 
 def _fmt(v):
@@ -114,11 +115,11 @@ def write(path, results, extra=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".json":
-        path.write_text(json.dumps(to_json(results, extra), indent=1))
+        write_text(path, dumps_json(to_json(results, extra), indent=1))
     elif suffix == ".md":
-        path.write_text(markdown(results))
+        write_text(path, markdown(results))
     elif suffix in (".html", ".htm"):
-        path.write_text(html_report(results))
+        write_text(path, html_report(results))
     else:
         raise ValueError(f"report format from the suffix: .json, .md or .html, found {path.name!r}")
     return path
@@ -158,6 +159,6 @@ def plot(path, trajectories: dict, results) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rosetta.errors import CheckpointError
+from rosetta.files import atomic_file
 
 CATEGORIES = ("loss", "grads", "params", "state", "opt")
 
@@ -54,14 +54,8 @@ class Trajectory:
         for cat in ("grads", "params", "state", "opt"):
             for k, v in getattr(self, cat).items():
                 arrays[f"{cat}/{k}"] = v
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as f:
+            np.savez_compressed(f, **arrays)
         return path
 
     @classmethod
@@ -77,8 +71,10 @@ class Trajectory:
                         getattr(t, cat)[rest] = z[key]
         except FileNotFoundError:
             raise CheckpointError(f"{path}: no such trajectory file") from None
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise CheckpointError(f"{path}: not a rosetta trajectory ({e})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: trajectory metadata is not a JSON object")
         for key in ("backend", "dtype", "device", "spec_hash", "steps"):
             if key not in meta:
                 raise CheckpointError(f"{path}: trajectory metadata lacks {key!r}")

@@ -7,7 +7,6 @@ The CLI sits on top of everything: it reaches the zoo (``rosetta.models``) lazil
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import runpy
@@ -17,6 +16,8 @@ from pathlib import Path
 
 from rosetta.errors import RosettaError, SpecError
 from rosetta.backend_registry import backend_names
+from rosetta.files import dumps_json
+from rosetta.validate import INT64, MAX_STEPS, memory_argument
 
 
 def quiet_frameworks() -> None:
@@ -40,9 +41,7 @@ def load_spec(arg: str):
     if arg.endswith(".json"):
         return TrainSpec.load_json(path)
     if arg.endswith(".py"):
-        if not path.exists():
-            raise SpecError("no such file", where=arg)
-        namespace = runpy.run_path(str(path))
+        namespace = run_spec_file(path)
         spec = namespace.get("spec")
         if spec is None and callable(namespace.get("build")):
             spec = namespace["build"]()
@@ -54,28 +53,58 @@ def load_spec(arg: str):
     return models.get(arg)
 
 
+def run_spec_file(path: Path) -> dict:
+    """Run a ``.py`` spec file (the user's own code) and return its namespace. Whatever the file
+    does wrong is one clear line naming it: it is missing or a folder, it raises (the line of
+    the file it raised at), or it calls ``sys.exit`` (which would otherwise end rosetta with
+    that status, 0 included, without training)."""
+    where = str(path)
+    if not path.exists():
+        raise SpecError("no such file", where=where)
+    if not path.is_file():
+        raise SpecError("is a folder, expected a .py file", where=where)
+    try:
+        return runpy.run_path(where, run_name="__rosetta_spec__")
+    except SystemExit as e:
+        raise SpecError(f"the file called sys.exit({e.code!r}) instead of defining `spec`; "
+                        f"rosetta runs the file to read its spec: remove the call",
+                        where=where) from None
+    except RosettaError as e:
+        raise SpecError(str(e), where=where) from None
+    except Exception as e:  # the user's code: name its line, never a traceback
+        import traceback
+
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+                 if Path(f.filename).resolve() == path.resolve()]
+        at = f" at line {lines[-1]}" if lines else ""
+        raise SpecError(f"running the file failed{at}: {type(e).__name__}: {e}"[:300],
+                        where=where) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"rosetta: error: {message} (see '{self.prog} --help')\n")
 
 
 def _positive_int(text):
+    """A count on the command line: an integer in [1, 10**9] (``rosetta.validate.MAX_STEPS``)."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+        v = 0
+    if not 1 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_STEPS:,}, "
+                                         f"found {text!r}")
     return v
 
 
-def _non_negative_int(text):
+def _seed(text):
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+        v = -1
+    if not 0 <= v < INT64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), found {text!r}")
     return v
 
 
@@ -128,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, help="whole passes over the training data "
                    "(instead of --steps)")
     t.add_argument("--batch-size", type=_positive_int)
-    t.add_argument("--seed", type=_non_negative_int)
+    t.add_argument("--seed", type=_seed)
     _data_arguments(t)
     t.add_argument("--save", metavar="DIR", help="save checkpoints in this run folder "
                    "(DIR/step-NNNNNNNN; one at the end, and every --save-every updates)")
@@ -155,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batchnorm-stats", dest="batchnorm", default="global",
                    choices=["global", "replica"], help="with --devices: BatchNorm statistics "
                    "of the global batch (default, the one-device math) or of each replica's")
+    memory_argument(t)
 
     e = sub.add_parser("eval", help="held-out loss and metrics of a checkpoint")
     e.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
@@ -212,6 +242,10 @@ def cmd_train(args) -> int:
                         where="command line")
     if args.remeasure and args.backend != "auto":
         raise SpecError("--remeasure applies to --backend auto", where="command line")
+    for flag in ("save", "log", "resume", "data", "spec"):
+        if getattr(args, flag) == "":   # Path("") is the current folder: never what was meant
+            raise SpecError(f"an empty {'SPEC' if flag == 'spec' else '--' + flag} path",
+                            where="command line")
     if (args.save_every or args.keep) and not args.save:
         raise SpecError("--save-every and --keep need --save DIR", where="command line")
     spec = None
@@ -230,14 +264,15 @@ def cmd_train(args) -> int:
                    progress=not args.quiet, mode=args.mode, save=args.save,
                    save_every=args.save_every, keep=args.keep, resume=args.resume,
                    log=args.log, log_every=args.log_every, eval_every=args.eval_every,
-                   remeasure=args.remeasure, devices=args.devices, batchnorm=args.batchnorm)
+                   remeasure=args.remeasure, devices=args.devices, batchnorm=args.batchnorm,
+                   ignore_memory=args.ignore_memory)
     record.pop("program")
     from rosetta.distributed import is_main_process
 
     if not is_main_process(args.backend):  # a torchrun rank other than 0: rank 0 reports
         return 0
     if args.json:
-        print(json.dumps(record, allow_nan=False))
+        print(dumps_json(record))
     else:
         m = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
         start = f" (updates {record['start_step']}..{record['start_step'] + record['steps']})" \
@@ -288,7 +323,7 @@ def cmd_eval(args) -> int:
     record = {"checkpoint": str(ckpt.path), "model": spec.name, "step": ckpt.step,
               "backend": args.backend, "dtype": dtype, "examples": len(y), "metrics": metrics}
     if args.json:
-        print(json.dumps(record, allow_nan=False))
+        print(dumps_json(record))
     else:
         m = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         print(f"{spec.name} at update {ckpt.step} on {args.backend} ({dtype}), {len(y)} "
@@ -331,15 +366,15 @@ def cmd_data(args) -> int:
     from rosetta import data
 
     spec = load_spec(args.spec)
-    ds = spec.data.load(model=spec.model)
     out = Path(args.out)
-    if out.suffix == ".npz":
-        data.save_npz(ds, out)
-    elif out.suffix == "":
-        data.save_npy_dir(ds, out)
-    else:
+    if out.suffix not in (".npz", ""):   # checked before the data is made
         raise SpecError("--out must be a .npz file or a folder (no suffix) for .npy files",
                         where=str(out))
+    ds = spec.data.load(model=spec.model)
+    if out.suffix == ".npz":
+        data.save_npz(ds, out)
+    else:
+        data.save_npy_dir(ds, out)
     print(f"wrote {spec.name}'s dataset {ds.name!r} ({ds.n_train} training, "
           f"{len(ds.y_test)} held-out examples) to {out}")
     return 0
@@ -397,14 +432,34 @@ def main(argv=None) -> int:
     try:
         return handler(args)
     except RosettaError as e:
-        print(f"rosetta: error: {e}", file=sys.stderr)
-        return 2
+        return _failed(args, 2, f"rosetta: error: {_one_line(e)}")
     except FloatingPointError as e:
-        print(f"rosetta: training failed: {e}", file=sys.stderr)
-        return 1
+        return _failed(args, 1, f"rosetta: training failed: {_one_line(e)}")
     except KeyboardInterrupt:
         print("rosetta: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (``rosetta spec x | head``): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+def _one_line(e) -> str:
+    """An error message on one line (a user's text may hold newlines), at most 1000
+    characters (a message quoting a huge value)."""
+    text = " ".join(str(e).split("\n"))
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
+def _failed(args, status: int, message: str) -> int:
+    """One line on stderr; with ``--json``, also a JSON object on stdout, so that a consumer of
+    ``--json`` always reads JSON: ``{"error": message, "status": status}``."""
+    print(message, file=sys.stderr)
+    if getattr(args, "json", False):
+        print(dumps_json({"error": message, "status": status}))
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rosetta.errors import DataError
-from rosetta.files import atomic_file
+from rosetta.files import atomic_file, install_folder, temp_folder
 
 
 class Rows:
@@ -624,17 +622,11 @@ def save_npy_dir(ds: Dataset, folder) -> Path:
                             f"give a new folder name")
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
+    tmp = temp_folder(folder)   # the files' one rule: rosetta.files
     try:
         for key, a in layout(ds).items():
             _write_npy(tmp / f"{key}.npy", a)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        install_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

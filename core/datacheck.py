@@ -128,6 +128,25 @@ def _embedding_vocab(g) -> dict:
     return out
 
 
+def check_input_ranges(g, arrays: dict, where: str) -> None:
+    """The integer inputs of ``{input name: array}`` given directly (``rosetta predict``'s
+    file), by ``check_data``'s rule: Embedding ids in [0, vocab_size - 1], sequence lengths in
+    [1, T]. The core refuses them (``DataError``) so that no backend meets an index out of
+    range, which each framework reports differently (or not at all)."""
+    vocab, lengths = _embedding_vocab(g), g.lengths_inputs()
+    for name, a in arrays.items():
+        for table, lo, what in ((vocab, 0, "Embedding ids"), (lengths, 1, "sequence lengths")):
+            if name not in table or not a.size:
+                continue
+            hi = table[name] - 1 if table is vocab else table[name]
+            flat = a.reshape(len(a), -1)
+            bad = np.argwhere((flat < lo) | (flat > hi))
+            if len(bad):
+                r, j = (int(v) for v in bad[0])
+                raise DataError(f"{where} array {name!r}: example {r} holds {flat[r, j]}, but "
+                                f"the {what} of model {g.name!r} must be in [{lo}, {hi}]")
+
+
 def _check_inputs(spec, ds: Dataset, part: str, w: _Where, later: list) -> None:
     """Names, shapes and dtypes now; the scans of the values (ranges, NaN) appended to
     ``later``, to run once the cheap checks have passed."""

@@ -4,11 +4,18 @@
 fsynced it, renames it over ``path``: a process killed at any point leaves the old file whole (or
 none), never half a file. ``writable_folder`` checks an output folder before any work starts, so
 that a wrong ``--save``, ``--log`` or ``--out`` is a clear error up front, not after the run.
+
+Temporaries carry the id of the process that made them (``.NAME.<pid>-*.tmp``,
+``.tmp-NAME-<pid>-*``): the next write into the same folder removes those whose process is gone
+(``clean_temporaries``), so an interrupted run leaves nothing behind once rosetta runs again.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,7 +30,9 @@ def atomic_file(path):
     """``with atomic_file(path) as f: f.write(...)``: binary file ``f`` replaces ``path`` when
     the block ends without an exception (flushed and fsynced first); else it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -79,7 +88,77 @@ def fsync_dir(path) -> None:
 def temp_folder(dest) -> Path:
     """A new hidden folder beside ``dest`` to build it in (``install_folder`` puts it in place)."""
     dest = Path(dest)
-    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
+    clean_temporaries(dest.parent)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-{os.getpid()}-"))
+
+
+_TEMPORARY = re.compile(r"^\.(?:.+\.(\d+)-[^.]+\.tmp|tmp-.+-(\d+)-[^-]+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def clean_temporaries(folder) -> list[Path]:
+    """Remove the temporaries (``atomic_file``'s files, ``temp_folder``'s folders) in
+    ``folder`` whose process has ended: what a killed run left. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMPORARY.match(p.name)
+        if not m or _alive(int(m.group(1) or m.group(2))):
+            continue
+        try:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_file``)."""
+    path = Path(path)
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+    return path
+
+
+def save_figure(fig, path, **kwargs) -> Path:
+    """Save a matplotlib figure atomically, in the format of ``path``'s suffix."""
+    path = Path(path)
+    with atomic_file(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", **kwargs)
+    return path
+
+
+def finite_or_none(value):
+    """``value`` with every non-finite float (NaN, +-Inf) replaced by None, recursively: what
+    rosetta's JSON holds, since NaN and Infinity are not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:
+        return finite_or_none(value.item())   # a NumPy scalar
+    return value
+
+
+def dumps_json(value, **kwargs) -> str:
+    """Strict JSON (``allow_nan=False``) of ``value`` with non-finite numbers written as
+    ``null`` (``finite_or_none``): every JSON rosetta prints or writes parses anywhere."""
+    return json.dumps(finite_or_none(value), allow_nan=False, **kwargs)
 
 
 def install_folder(tmp, dest) -> None:

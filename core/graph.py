@@ -22,7 +22,7 @@ _KINDS = ("float", "int")
 
 
 def _check_name(name, where):
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(f"a name is letters, digits and '_', not starting with a digit; "
                         f"found {name!r}", where=where)
     return name

@@ -128,6 +128,14 @@ class Initializer:
                             f"got {sorted(unknown)}", where="initializer")
         full = dict(_KINDS[name])
         full.update({k: float(v) for k, v in kwargs.items()})
+        for k, v in full.items():
+            if not np.isfinite(v) or (k == "stddev" and v < 0):
+                raise SpecError(f"initializer {name!r}: {k} must be a finite number"
+                                f"{' >= 0' if k == 'stddev' else ''}, found {v}",
+                                where="initializer")
+        if name == "uniform" and full["low"] > full["high"]:
+            raise SpecError(f"initializer 'uniform': low ({full['low']}) exceeds high "
+                            f"({full['high']})", where="initializer")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "kwargs", full)
 

@@ -16,8 +16,9 @@ from rosetta.schedules import Schedule, as_schedule
 
 
 def _number(where, name, v, lo=None, hi=None, lo_open=False, hi_open=True):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(f"{name} must be a number, found {v!r}", where=where)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) \
+            or (isinstance(v, float) and not np.isfinite(v)):
+        raise SpecError(f"{name} must be a finite number, found {v!r}", where=where)
     if lo is not None and (v < lo or (lo_open and v == lo)):
         raise SpecError(f"{name} must be {'>' if lo_open else '>='} {lo}, found {v}", where=where)
     if hi is not None and (v > hi or (hi_open and v == hi)):
@@ -264,7 +265,7 @@ class Adam(Optimizer):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
-        self.epsilon = _number(where, "epsilon", epsilon, 0.0)
+        self.epsilon = _number(where, "epsilon", epsilon, 0.0, lo_open=True)
         if epsilon_mode not in EPSILON_MODES:
             raise SpecError(f"epsilon_mode must be one of {list(EPSILON_MODES)}, found "
                             f"{epsilon_mode!r}", where=where)
@@ -334,7 +335,7 @@ class RMSprop(Optimizer):
         if not isinstance(centered, bool):
             raise SpecError(f"centered must be true or false, found {centered!r}", where=where)
         self.centered = centered
-        self.epsilon = _number(where, "epsilon", epsilon, 0.0)
+        self.epsilon = _number(where, "epsilon", epsilon, 0.0, lo_open=True)
         self._clipping(where, clip_norm, clip_value, lr_scale)
 
     def slot_names(self):

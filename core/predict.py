@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rosetta.errors import DataError
+from rosetta.datacheck import check_input_ranges
 from rosetta.files import atomic_file, writable_parent
 
 
@@ -65,6 +66,7 @@ def read_inputs(path, graph) -> dict[str, np.ndarray]:
                         f"{sorted(lengths)}")
     if lengths == {0}:
         raise DataError(f"--input {path}: no examples")
+    check_input_ranges(graph, arrays, f"--input {path}:")
     return arrays
 
 

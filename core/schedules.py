@@ -28,8 +28,9 @@ class Schedule:
     def validate(self, where):
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise SpecError(f"{f.name} must be a number, found {v!r}", where=where)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or (isinstance(v, float) and not np.isfinite(v)):
+                raise SpecError(f"{f.name} must be a finite number, found {v!r}", where=where)
 
 
 def _positive(where, **values):
@@ -149,6 +150,9 @@ KINDS = {c.kind: c for c in (Constant, Step, Exponential, Cosine, WarmupCosine)}
 def as_schedule(value, where="learning_rate") -> Schedule:
     """A number means Constant(number); a Schedule or its JSON is checked and returned."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and abs(value) > 2 ** 63:
+            raise SpecError(f"a learning rate must be a finite number, found {value}",
+                            where=where)
         s = Constant(float(value))
     elif isinstance(value, Schedule):
         s = value

@@ -14,6 +14,7 @@ from pathlib import Path
 from rosetta import data as data_mod
 from rosetta import losses as losses_mod
 from rosetta import optim as optim_mod
+from rosetta import validate
 from rosetta.errors import DataError, SpecError
 from rosetta.graph import FORMAT, Graph, _expect, _expect_keys
 
@@ -105,7 +106,7 @@ class DataSpec:
             raise SpecError(f"batch_size must be a positive integer, found {self.batch_size!r}",
                             where=f"{where}.batch_size")
         if self.source == "dataset":
-            if self.dataset not in data_mod.DATASETS:
+            if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
                 raise SpecError(f"unknown dataset {self.dataset!r}; built-in: "
                                 f"{', '.join(data_mod.DATASETS)}", where=f"{where}.dataset")
             if not isinstance(self.args, dict):
@@ -115,6 +116,7 @@ class DataSpec:
                 if not isinstance(v, (int, float, str, bool)):
                     raise SpecError(f"dataset argument {k!r} must be a number, string or bool, "
                                     f"found {v!r}", where=f"{where}.args")
+            validate.check_dataset_args(self.dataset, self.args, f"{where}.args")
             if (self.path, self.label, self.test_fraction, self.seed) != (None, "label", 0.2, 0):
                 raise SpecError("path, label, test_fraction and seed belong to a file source; a "
                                 "built-in dataset takes test_fraction and seed in args",
@@ -128,8 +130,9 @@ class DataSpec:
                 or not 0.0 < self.test_fraction < 1.0:
             raise SpecError(f"test_fraction must be a number in (0, 1), found "
                             f"{self.test_fraction!r}", where=f"{where}.test_fraction")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SpecError(f"seed must be a non-negative integer, found {self.seed!r}",
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
+                or not 0 <= self.seed < validate.INT64:
+            raise SpecError(f"seed must be an integer in [0, 2**63), found {self.seed!r}",
                             where=f"{where}.seed")
         if self.source == "path":
             if not isinstance(self.path, str) or not self.path:
@@ -232,11 +235,15 @@ class TrainSpec:
             raise SpecError("a trained model has exactly one output (the logits)",
                             where="$.model.outputs")
         self.loss.check_output(self.model.output_type.shape, "$.loss")
-        for k in ("steps", "seed"):
+        for k, lo, hi in (("steps", 1, validate.MAX_STEPS), ("seed", 0, validate.INT64 - 1)):
             v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "steps" else 0):
-                raise SpecError(f"{k} must be a {'positive' if k == 'steps' else 'non-negative'} "
-                                f"integer, found {v!r}", where=f"$.{k}")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise SpecError(f"{k} must be an integer in [{lo}, {hi}], found {v!r}",
+                                where=f"$.{k}")
+        if not isinstance(self.description, str):
+            raise SpecError(f"description must be a string, found {self.description!r}"[:160],
+                            where="$.description")
+        validate.check_spec(self)
 
     @property
     def name(self):
@@ -256,6 +263,18 @@ class TrainSpec:
         """``base_dir``: the folder a relative data path is relative to (``load_json``
         passes the spec file's)."""
         _expect(d, dict, "$", "a JSON object")
+        validate.check_json(d)
+        try:
+            return cls._from_json(d, base_dir)
+        except SpecError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                OverflowError) as e:  # the last net: a malformed spec is never a traceback
+            raise SpecError(f"malformed spec ({type(e).__name__}: {e})"[:300], where="$") \
+                from None
+
+    @classmethod
+    def _from_json(cls, d, base_dir=None) -> "TrainSpec":
         if d.get("format") != FORMAT:
             raise SpecError(f"expected \"format\": \"{FORMAT}\", found {d.get('format')!r}",
                             where="$.format")
@@ -275,12 +294,22 @@ class TrainSpec:
     def load_json(cls, path) -> "TrainSpec":
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+            d = json.loads(text)
         except FileNotFoundError:
             raise SpecError("no such file", where=str(path)) from None
+        except IsADirectoryError:
+            raise SpecError("is a folder, expected a .json file", where=str(path)) from None
+        except OSError as e:
+            raise SpecError(f"cannot read it ({e.strerror})", where=str(path)) from None
+        except UnicodeDecodeError as e:
+            raise SpecError(f"not UTF-8 text (byte {e.start})", where=str(path)) from None
         except json.JSONDecodeError as e:
             raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
                             where=str(path)) from None
+        except RecursionError:
+            raise SpecError(f"nested deeper than {validate.MAX_DEPTH} levels; a rosetta spec "
+                            f"is a few levels deep", where=str(path)) from None
         return cls.from_json(d, base_dir=path.resolve().parent)
 
     def __eq__(self, other):

@@ -18,6 +18,7 @@ from rosetta.errors import BackendUnavailable, CheckpointError, DataError
 from rosetta.files import writable_folder
 from rosetta.progress import Progress
 from rosetta.spec import TrainSpec
+from rosetta import validate
 
 
 def prepare_labels(spec: TrainSpec, y: np.ndarray) -> np.ndarray:
@@ -68,7 +69,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
           seed: int | None = None, progress: bool = True, mode: str | None = None,
           save=None, save_every: int | None = None, keep: int | None = None, resume=None,
           log=None, log_every: int = 10, eval_every: int | None = None,
-          remeasure: bool = False, devices: int = 1, batchnorm: str = "global") -> dict:
+          remeasure: bool = False, devices: int = 1, batchnorm: str = "global",
+          ignore_memory: bool = False) -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
     returns the run record printed by ``rosetta train --json``.
 
@@ -79,7 +81,10 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     its data replaces the checkpoint's), parameters, state, optimizer state, update count and
     data position; ``steps`` then counts the updates to add (default: the rest of the spec's).
     ``log`` writes ``rosetta.logs`` scalars (gradient norm every ``log_every`` updates);
-    ``eval_every`` evaluates on the held-out data during training.
+    ``eval_every`` evaluates on the held-out data during training. A run whose estimated memory
+    exceeds the memory available is refused up front (``rosetta.validate.check_memory``) unless
+    ``ignore_memory``. A run that makes a loss, parameter or held-out metric non-finite raises
+    ``FloatingPointError`` naming the update and the first non-finite tensor (exit status 1).
 
     ``backend="auto"`` trains on the fastest backend for this spec on this machine among those
     that pass a short float64 check (``rosetta.conformance.auto``; the choice is cached,
@@ -105,7 +110,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                 kwargs=dict(dtype=dtype, steps=steps, epochs=epochs, batch_size=batch_size,
                             seed=seed, progress=progress, mode=mode, save=save,
                             save_every=save_every, keep=keep, resume=resume, log=log,
-                            log_every=log_every, eval_every=eval_every))
+                            log_every=log_every, eval_every=eval_every,
+                            ignore_memory=ignore_memory))
     main = distributed.is_main_process(backend) if devices > 1 else True
     progress = progress and main
 
@@ -132,6 +138,9 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     seed = spec.seed if seed is None else seed
     batch_size = batch_size or spec.data.batch_size
     start = ckpt.step if ckpt else 0
+    validate.check_seed(seed, "seed")
+    validate.check_dtype_range(spec, dtype)
+    validate.check_memory(spec, batch_size, dtype, ignore=ignore_memory)  # before any data
 
     ds = spec.data.load(model=spec.model)
     check_data(spec, ds, batch_size)
@@ -168,6 +177,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
         print(auto["message"], file=sys.stderr)
         backend, mode = auto["backend"], mode or auto["mode"]
     be = get_backend(backend)
+    validate.require_device([backend], device)
     run_spec = TrainSpec(spec.model, spec.loss, spec.optimizer, spec.data, start + steps, seed,
                          spec.description)
     t0 = time.perf_counter()
@@ -220,7 +230,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
             losses.append(loss)
             if not np.isfinite(loss):
                 bar.close(f"loss {loss}")
-                raise FloatingPointError(f"loss became {loss} at update {t}")
+                raise FloatingPointError(f"loss became {loss} at update {t}"
+                                         f"{_first_non_finite(program, t)}")
             info = f"epoch {epoch} loss {loss:.4f}"
             if run_log is not None:
                 scalars["train/loss"] = loss
@@ -228,6 +239,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                 run_log.scalars(t, scalars)
             if eval_every and (t + 1) % eval_every == 0:
                 metrics = evaluate(program, spec, x_test, y_test)
+                check_finite(program, metrics, t + 1)
                 evaluated = t + 1
                 if run_log is not None:  # after t + 1 updates
                     run_log.scalars(t + 1, {f"eval/{k}": v for k, v in metrics.items()})
@@ -279,13 +291,32 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     })
 
 
+def _ordered(program, tensors: dict) -> list:
+    """The names of ``tensors`` in the model's graph order (the same on every backend)."""
+    g = program.spec.model
+    order = {k: i for i, k in enumerate([*g.param_defs(), *g.state_defs()])}
+    return sorted(tensors, key=lambda k: order.get(k, len(order)))
+
+
+def _first_non_finite(program, t: int) -> str:
+    """Where a non-finite loss at update ``t`` came from: the first non-finite parameter before
+    that update (made by update t - 1), or none (the forward pass itself overflowed)."""
+    params = program.export_params()
+    bad = next((k for k in _ordered(program, params) if not np.all(np.isfinite(params[k]))),
+               None)
+    if bad is not None:
+        return f": parameter {bad!r} was already non-finite (made so by update {t - 1})"
+    return " from finite parameters (the forward pass or the loss overflowed)"
+
+
 def check_finite(program, metrics: dict, step: int) -> None:
     """A run whose last update left a non-finite parameter, or whose held-out metrics are not
     finite, failed (exit 1), whatever its losses said: name the first such tensor or metric."""
-    bad = next((k for k, v in program.export_params().items() if not np.all(np.isfinite(v))),
-               None)
+    tensors = [("parameter", program.export_params()), ("model state", program.export_state())]
+    bad = next(((what, k) for what, d in tensors for k in _ordered(program, d)
+                if not np.all(np.isfinite(d[k]))), None)
     if bad is not None:
-        raise FloatingPointError(f"parameter {bad!r} is not finite after update {step - 1}")
+        raise FloatingPointError(f"{bad[0]} {bad[1]!r} is not finite after update {step - 1}")
     bad = next((k for k, v in metrics.items() if not np.isfinite(v)), None)
     if bad is not None:
         raise FloatingPointError(f"held-out {bad} is {metrics[bad]} after {step} updates")
