@@ -10,8 +10,8 @@ free-running float32 runs, ``suite.run``).
 
 For a pair (a, b) both directions are held: a's float32 against b's float64 and b's float32
 against a's float64, so a semantic difference fails whichever backend carries it, and a float32
-bug fails against the other backend's float64. The noise is measured once per step, on the first
-backend's float64 program (``noise.NoiseProbe``).
+bug fails against the other backend's float64. The noise around b's float64 result is measured on
+b's float32 program.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rosetta.backend_registry import get_backend
-from rosetta.conformance.noise import (NOISE_RUNS, Measured, NoiseProbe, Start, compare_noisy,
-                                       run_eval, run_step, step_result, to_float32, use, worse)
+from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy,
+                                       eval_result, measure_eval, measure_step, run_eval,
+                                       run_step, step_result, to_float32, use, worse)
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
 
@@ -53,9 +54,8 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     """{(backend, reference): Forced} for every ordered pair of distinct backends, plus the
     float64 trajectories and the batches used: (forced, trajectories64, data, masks).
 
-    The noise is a property of the step's math, so it is measured once, on the first backend
-    (the float64 results of the backends agree to the exact tier's 1e-10, far below it), and
-    held around each reference's own float64 result. ``programs32`` (optional) maps a backend
+    The noise that bounds a's float32 against b's float64 is measured on b's float32 program
+    (``noise.measure_step``), so a bug in a cannot widen its own bound. ``programs32`` (optional) maps a backend
     to the float32 program to hold (a test plants a float32 bug in one); default: compiled
     here."""
     seed = spec.seed if seed is None else seed
@@ -66,37 +66,36 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     masks = [dropout_masks(run_spec.model, seed, t, len(y)) if has_dropout else None
              for t, (_, y) in enumerate(data)]
     log = progress or (lambda msg: None)
-    trajs64 = {}
+    trajs64, progs32, spread, eval_spread = {}, {}, {}, {}
     for b in backends:
-        log(f"{spec.name}: float64 reference on {b} ({steps} steps)")
-        trajs64[b] = record(spec, b, dtype="float64", device=device, steps=steps, seed=seed,
-                            dropout=dropout, stream=data)
-    first = backends[0]
-    log(f"{spec.name}: float32 rounding noise on {first} ({steps} steps x {runs} runs)")
-    probe = NoiseProbe(run_spec, first, device, runs, seed=f"{seed}")
-    spread = [probe.step(Start.of(trajs64[first], t), *data[t], masks[t],
-                         step_result(trajs64[first], t)).spread for t in range(steps)]
-    last = Start.of(trajs64[first], steps)
-    eval_spread = probe.eval(last.params, last.state, data[0][0],
-                             {f"eval/{k}": v for k, v in trajs64[first].eval.items()}).spread
+        log(f"{spec.name}: float64 reference on {b} ({steps} steps), float32 noise "
+            f"({runs} runs a step)")
+        t64 = trajs64[b] = record(spec, b, dtype="float64", device=device, steps=steps,
+                                  seed=seed, dropout=dropout, stream=data)
+        prog = progs32[b] = ((programs32 or {}).get(b) or
+                             get_backend(b).compile(run_spec, dtype="float32", device=device))
+        spread[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
+                                  step_result(t64, t), runs, seed=f"{b}/{seed}").spread
+                     for t in range(steps)]
+        last = Start.of(t64, steps)
+        eval_spread[b] = measure_eval(prog, last.params, last.state, data[0][0],
+                                      eval_result(t64), runs, seed=f"{b}/{seed}").spread
     forced = {}
     for a in backends:
         log(f"{spec.name}: float32 steps on {a}, teacher-forced")
-        prog32 = (programs32 or {}).get(a) or get_backend(a).compile(run_spec, dtype="float32",
-                                                                       device=device)
         for b in backends:
             if a == b:
                 continue
             f = Forced(a, b)
             for t in range(steps):
-                got = run_step(prog32, Start.of(trajs64[b], t).float32(),
+                got = run_step(progs32[a], Start.of(trajs64[b], t).float32(),
                                to_float32(data[t][0]), to_float32(data[t][1]), masks[t])
-                m = Measured(step_result(trajs64[b], t), spread[t])
+                m = Measured(step_result(trajs64[b], t), spread[b][t])
                 f.rows += [(t, k, w) for k, w in
                            compare_noisy(got, m, f"@ step {t} ({a} float32 vs {b} float64)")]
             last = Start.of(trajs64[b], steps).float32()
-            got = run_eval(prog32, last.params, last.state, to_float32(data[0][0]))
-            m = Measured({f"eval/{k}": v for k, v in trajs64[b].eval.items()}, eval_spread)
+            got = run_eval(progs32[a], last.params, last.state, to_float32(data[0][0]))
+            m = Measured(eval_result(trajs64[b]), eval_spread[b])
             f.rows += [(steps - 1, k, w) for k, w in
                        compare_noisy(got, m, f"after step {steps - 1} ({a} float32 vs "
                                              f"{b} float64)")]
