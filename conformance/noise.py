@@ -39,11 +39,15 @@ Why these constants (README, Conformance, has the measurements):
   (relative errors of 1e-3 and more, thousands of times the noise of a smooth step) and against
   a float32-only arithmetic bug of 1e-5 relative in one factor of the update (Adam's bias
   correction from float32 betas: tests/cross/test_traps.py).
-* NOISE_ULPS = 16 (8 ulps of the element itself): a float32 result is rounded, and a
-  well-conditioned sum (a gradient over the batch, a matmul) keeps the rounding bias of its fixed
-  summation order while a one-ulp move of its inputs leaves it on the same float32 value: measured
-  on tutorial_cnn, elements whose 4 runs agreed exactly were up to 14 U from float64 (opt/m after
-  step 0). 16 U stays under the 1e-5 error a float32-only bug in the update makes.
+* NOISE_ULPS = 128 (64 ulps of the element itself): a float32 result is rounded, and a large
+  well-conditioned sum (a weight gradient over the batch and the image, a matmul) keeps the
+  rounding error of its summation order while a one-ulp move of its inputs leaves it on the same
+  float32 value, so re-runs agree while another backend's summation order lands elsewhere:
+  measured, elements whose runs agreed exactly were up to 14 U from float64 on tutorial_cnn, and
+  56 U on a convolution gradient through BatchNorm (TensorFlow's float32 against float64, where
+  torch's float32 runs agreed to the last bit). 128 U = 7.6e-6 stays below the 1e-5 a
+  float32-only bug makes in the factor it corrupts, and the update of a parameter near zero,
+  where the bound is the 4 U of the scale, shows such a bug at once.
 * NOISE_FLOOR = 4 (in units of U · scale: 2.4e-7 of the group's largest magnitude): where the
   spread is zero or tiny (an element set by the state alone, a parameter near zero whose update is
   rounded) a float32 result still carries its own rounding, a few U of the values it came from.
@@ -63,7 +67,7 @@ U = 2.0 ** -24
 NOISE_RUNS = 4
 NOISE_MULTIPLE = 16.0
 NOISE_FLOOR = 4.0
-NOISE_ULPS = 16.0
+NOISE_ULPS = 128.0
 
 # causal order of a step's result (diagnose.ORDER), then the eval output
 ORDER = ("loss", "grads", "state", "params", "opt", "eval")
