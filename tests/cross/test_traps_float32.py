@@ -1,4 +1,5 @@
-"""Every planted trap of test_traps.py fails the float32 tier too, blamed like in float64; and a float32-only arithmetic bug in an optimizer fails the
+"""Every planted trap (test_traps.py, test_traps_recurrent.py) fails the float32 tier too, blamed
+like in float64; and a float32-only arithmetic bug in an optimizer fails the
 noise-derived bound where the old fixed bound (1e-5 normwise) passed it.
 
 The float32 tier is teacher-forced: each checked step starts both backends from the float64 state
@@ -16,6 +17,7 @@ from rosetta.conformance.tiers import FLOAT32
 
 from test_traps import (TRAPS, _image_spec, check_blamed_tensor, pytestmark,  # noqa: F401
                         trap_float32_bias_correction)
+from test_traps_recurrent import _lstm_spec, trap_torch_lstm_second_bias_trainable
 
 STEPS = 2        # the decay-by-rank trap shows after the first update (biases start at 0)
 NOISE_RUNS = 2
@@ -44,6 +46,16 @@ def test_trap_fails_float32_and_is_blamed(name, monkeypatch):
             assert r.blame.get(key) == value, f"{name}: blamed {r.blame}, expected {expected}"
     check_blamed_tensor(name, spec, r.blame)
     assert r.blame["noise"] is not None   # the measured noise at the blamed element is reported
+
+
+def test_lstm_second_bias_fails_float32(monkeypatch):
+    """The hidden second bias lives outside the canonical state: a teacher-forced step reloads
+    the canonical state but not it, so the loss torch computes disagrees (at step 0 already: the
+    noise runs before it moved the hidden bias)."""
+    trap_torch_lstm_second_bias_trainable(monkeypatch)
+    r, _ = _run32(_lstm_spec(), "torch", "jax")
+    assert not r.passed, r.where
+    assert r.blame["category"] == "loss", r.blame
 
 
 def test_float32_only_bug_fails_noise_bound_where_fixed_bound_passed(monkeypatch):

@@ -1,0 +1,41 @@
+"""The float32 tier's noise bound (conformance/noise.py), on hand-made numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta.conformance.noise import (NOISE_FLOOR, NOISE_MULTIPLE, NOISE_ULPS, U, Measured,
+                                       compare_noisy, perturb, use)
+
+
+def test_perturb_moves_floats_by_at_most_one_ulp_and_leaves_integers():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(10_000)
+    p = perturb({"x": x, "ids": np.arange(5)}, rng)
+    x32 = x.astype(np.float32)
+    assert p["x"].dtype == np.float32
+    steps = (p["x"] - x32) / np.spacing(x32)
+    assert set(np.unique(steps)) == {-1.0, 0.0, 1.0}
+    assert p["ids"].dtype.kind == "i" and (p["ids"] == np.arange(5)).all()
+
+
+def test_bound_is_multiple_of_spread_plus_floors():
+    ref = {"grads/w": np.array([1.0, 0.0, 2.0])}
+    spread = {"grads/w": np.array([1e-6, 0.0, 0.0])}
+    bound = NOISE_MULTIPLE * spread["grads/w"] + U * (NOISE_ULPS * np.abs(ref["grads/w"])
+                                                      + NOISE_FLOOR * 2.0)
+    inside = {"grads/w": ref["grads/w"] + 0.9 * bound}
+    outside = {"grads/w": ref["grads/w"] + np.array([0.0, 1.1, 0.0]) * bound}
+    (key, w), = compare_noisy(inside, Measured(ref, spread), "x")
+    assert key == "grads/w" and use(w) <= 1 and w.noise is not None
+    (_, w), = compare_noisy(outside, Measured(ref, spread), "x")
+    assert use(w) > 1 and w.index == (1,)
+    assert np.isclose(w.tolerance, bound[1] / 2.0) and w.noise == 0.0
+
+
+def test_missing_tensor_fails_and_order_is_causal():
+    ref = {"params/w": np.ones(2), "loss": np.array(1.0), "grads/w": np.ones(2)}
+    m = Measured(ref, {k: np.zeros_like(v) for k, v in ref.items()})
+    rows = compare_noisy({"loss": np.array(1.0), "grads/w": np.ones(2)}, m, "x")
+    assert [k for k, _ in rows] == ["loss", "grads/w", "params/w"]
+    assert use(rows[-1][1]) == np.inf
