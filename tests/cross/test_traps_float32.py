@@ -19,7 +19,7 @@ from test_traps import (TRAPS, _image_spec, check_blamed_tensor, pytestmark,  # 
                         trap_float32_bias_correction)
 from test_traps_recurrent import _lstm_spec, trap_torch_lstm_second_bias_trainable
 
-STEPS = 2        # the decay-by-rank trap shows after the first update (biases start at 0)
+STEPS = 2        # the decay-by-rank and LSTM traps show after the first update; others at once
 NOISE_RUNS = 2
 
 
@@ -35,7 +35,7 @@ def test_trap_fails_float32_and_is_blamed(name, monkeypatch):
     trap, build, trapped, other, expected = TRAPS[name]
     spec = build()
     trap(monkeypatch)
-    r, _ = _run32(spec, trapped, other)
+    r, _ = _run32(spec, trapped, other, steps=STEPS if expected.get("step") else 1)
     assert not r.passed, f"trap {name} passed float32: {r.where}"
     for key, value in expected.items():
         if key == "category" and value == "loss":
