@@ -3,7 +3,8 @@
 A trajectory comparison says where the numbers differ most; a planted or real semantic bug is
 better named by where they *start* to differ. ``first_divergence`` reads two trajectories in causal
 order (step by step: loss, gradients, model state, parameters, optimizer state; then the eval-mode
-output after the last step, category ``eval``) and names the first tensor outside the bound. When that is the loss or a gradient of the first step, ``first_bad_node``
+output after the last step, category ``eval``) and names the first tensor outside the bound. When
+that is the loss or a gradient of the first step, ``first_bad_node``
 bisects the graph: it lowers the sub-graph ending at each node on both backends and compares that
 node's output, returning the first node whose output disagrees.
 """

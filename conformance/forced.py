@@ -55,7 +55,8 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     float64 trajectories and the batches used: (forced, trajectories64, data, masks).
 
     The noise that bounds a's float32 against b's float64 is measured on b's float32 program
-    (``noise.measure_step``), so a bug in a cannot widen its own bound. ``programs32`` (optional) maps a backend
+    (``noise.measure_step``), so a bug in a cannot widen its own bound. ``programs32``
+    (optional) maps a backend
     to the float32 program to hold (a test plants a float32 bug in one); default: compiled
     here."""
     seed = spec.seed if seed is None else seed

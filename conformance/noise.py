@@ -8,19 +8,27 @@ step's result, in the spirit of Monte Carlo arithmetic (Verificarlo, CADNA):
 * the step is re-run ``NOISE_RUNS`` (K) times in float32 from the same state, each time with every
   input of the step (the batch's features, float labels, parameters, model state, optimizer
   state) rounded to float32 and moved by a random k ulps, k in {-1, 0, 1} (a float32 rounding
-  error: at most 2U relative, U = 2^-24 the unit roundoff). Each run rounds every intermediate result (each
-  partial sum of a matmul or convolution, each update) at different places, so the runs differ
+  error: at most 2U relative, U = 2^-24 the unit roundoff). Each run rounds every intermediate
+  result (each partial sum of a matmul or convolution, each update) at different places, so the
+  runs differ
   by the rounding noise of the whole float32 step; where a decision flips under rounding (a ReLU
   at its kink) some run flips it too and the spread of the affected gradients jumps with it.
   (Perturbing and re-running in float64 instead measures only the noise of the rounded inputs,
   even with every node's output perturbed too: on the zoo tutorial_cnn a float32 weight gradient
   summed over 32K terms was 30x further from float64 than that spread, an honest float32 result.
   A perturbation below half an ulp would round away: hence whole ulps.)
-* the *spread* of an element is max − min over the K runs. The float64 result is not among
-  them: an error every float32 run shares (a float32-only bug: a constant rounded to float32
-  inside the update) is a bias, not noise, and stays outside the bound;
-* a float32 result r of a backend, from the same state rounded to float32, is held elementwise to
-  the float64 result f of the same step:
+* the *spread* of an element is max − min over the K runs. A decision that flips in one backend
+  need not flip in the reference's runs (its summation order decides it, and the runs perturb only
+  the inputs): measured on the zoo resnet, gradients 4.7e-4 to 1e-3 of the gradient scale apart
+  from float64 at step 0 beside an elementwise spread of ~4e-8. But some unit of the tensor flips
+  in some run, so every tensor other than the updated parameters is held to its largest spread
+  (normwise, as float32 rounding scales with the values), while each updated parameter keeps its
+  own spread (an elementwise update, where a float32-only bug shows against a tight bound).
+  The float64 result is not among the runs: an error every float32 run shares (a float32-only
+  bug: a constant rounded to float32 inside the update) is a bias, not noise, and stays outside
+  the bound;
+* a float32 result r of a backend, from the same state rounded to float32, is held to the float64
+  result f of the same step, element by element:
 
       |r − f| <= NOISE_MULTIPLE · spread + U · (NOISE_ULPS · |f| + NOISE_FLOOR · scale)
 
@@ -68,6 +76,11 @@ NOISE_RUNS = 4
 NOISE_MULTIPLE = 16.0
 NOISE_FLOOR = 4.0
 NOISE_ULPS = 128.0
+
+# the parameters after the update are held to each element's own spread; every other tensor (the
+# loss, gradients, running statistics, optimizer slots, the eval output: sums over the batch and
+# the network) to its largest spread, normwise (see the module docstring)
+ELEMENTWISE = "params/"
 
 # causal order of a step's result (diagnose.ORDER), then the eval output
 ORDER = ("loss", "grads", "state", "params", "opt", "eval")
@@ -201,7 +214,8 @@ def compare_noisy(got: dict, m: Measured, label: str,
                   multiple: float = NOISE_MULTIPLE, floor: float = NOISE_FLOOR,
                   ulps: float = NOISE_ULPS) -> list:
     """[(key, Worst)] for every tensor of ``m.ref`` in ``ORDER``: the element whose error uses
-    most of its bound ``multiple · spread + U · (ulps · |ref| + floor · scale)``. The Worst's ``rel_err``,
+    most of its bound ``multiple · spread + U · (ulps · |ref| + floor · scale)``. The Worst's
+    ``rel_err``,
     ``tolerance`` and ``noise`` are that element's error, bound and spread divided by the
     group's scale (so rel_err <= tolerance is the test, as in every tier); a key missing from
     ``got`` is an infinite error."""
@@ -216,7 +230,10 @@ def compare_noisy(got: dict, m: Measured, label: str,
             out.append((k, Worst(where=f"{where} (missing or misshapen)", abs_err=np.inf,
                                  rel_err=np.inf, tolerance=0.0)))
             continue
-        out.append((k, _worst(got[k], m.ref[k], m.spread[k], scales.get(group(k), 0.0), where,
+        spread = m.spread[k]
+        if not k.startswith(ELEMENTWISE) and spread.size:
+            spread = np.full_like(spread, np.max(spread))
+        out.append((k, _worst(got[k], m.ref[k], spread, scales.get(group(k), 0.0), where,
                               multiple, floor, ulps)))
     return out
 

@@ -20,14 +20,14 @@ def test_perturb_moves_floats_by_at_most_one_ulp_and_leaves_integers():
 
 
 def test_bound_is_multiple_of_spread_plus_floors():
-    ref = {"grads/w": np.array([1.0, 0.0, 2.0])}
-    spread = {"grads/w": np.array([1e-6, 0.0, 0.0])}
-    bound = NOISE_MULTIPLE * spread["grads/w"] + U * (NOISE_ULPS * np.abs(ref["grads/w"])
+    ref = {"params/w": np.array([1.0, 0.0, 2.0])}
+    spread = {"params/w": np.array([1e-6, 0.0, 0.0])}
+    bound = NOISE_MULTIPLE * spread["params/w"] + U * (NOISE_ULPS * np.abs(ref["params/w"])
                                                       + NOISE_FLOOR * 2.0)
-    inside = {"grads/w": ref["grads/w"] + 0.9 * bound}
-    outside = {"grads/w": ref["grads/w"] + np.array([0.0, 1.1, 0.0]) * bound}
+    inside = {"params/w": ref["params/w"] + 0.9 * bound}
+    outside = {"params/w": ref["params/w"] + np.array([0.0, 1.1, 0.0]) * bound}
     (key, w), = compare_noisy(inside, Measured(ref, spread), "x")
-    assert key == "grads/w" and use(w) <= 1 and w.noise is not None
+    assert key == "params/w" and use(w) <= 1 and w.noise is not None
     (_, w), = compare_noisy(outside, Measured(ref, spread), "x")
     assert use(w) > 1 and w.index == (1,)
     assert np.isclose(w.tolerance, bound[1] / 2.0) and w.noise == 0.0
@@ -39,3 +39,11 @@ def test_missing_tensor_fails_and_order_is_causal():
     rows = compare_noisy({"loss": np.array(1.0), "grads/w": np.ones(2)}, m, "x")
     assert [k for k, _ in rows] == ["loss", "grads/w", "params/w"]
     assert use(rows[-1][1]) == np.inf
+
+
+def test_tensors_other_than_parameters_use_their_largest_spread():
+    ref = {"grads/w": np.array([1.0, 0.0])}
+    spread = {"grads/w": np.array([1e-3, 0.0])}
+    got = {"grads/w": np.array([1.0, 5e-3])}     # within 16 x the tensor's largest spread
+    (_, w), = compare_noisy(got, Measured(ref, spread), "x")
+    assert use(w) <= 1 and np.isclose(w.noise, 1e-3)
