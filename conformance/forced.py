@@ -10,8 +10,8 @@ free-running float32 runs, ``suite.run``).
 
 For a pair (a, b) both directions are held: a's float32 against b's float64 and b's float32
 against a's float64, so a semantic difference fails whichever backend carries it, and a float32
-bug fails against the other backend's float64. The noise around b's float64 result is measured on
-b's float32 program.
+bug fails against the other backend's float64. The noise around b's float64 result is the spread
+of the float32 runs of every backend but the one held.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy,
                                        eval_result, measure_eval, measure_step, run_eval,
-                                       run_step, step_result, to_float32, use, worse)
+                                       run_step, spread_of, step_result, to_float32, use, worse)
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
 
@@ -54,8 +54,10 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     """{(backend, reference): Forced} for every ordered pair of distinct backends, plus the
     float64 trajectories and the batches used: (forced, trajectories64, data, masks).
 
-    The noise that bounds a's float32 against b's float64 is measured on b's float32 program
-    (``noise.measure_step``), so a bug in a cannot widen its own bound. ``programs32``
+    The noise that bounds a's float32 against b's float64 is the spread of the perturbed float32
+    runs (``noise.measure_step``) of every backend but a: another summation order is float32
+    noise too (on resnet a ReLU that torch and jax round to one side and TensorFlow to the
+    other), and a bug in a cannot widen its own bound. ``programs32``
     (optional) maps a backend
     to the float32 program to hold (a test plants a float32 bug in one); default: compiled
     here."""
@@ -67,7 +69,7 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     masks = [dropout_masks(run_spec.model, seed, t, len(y)) if has_dropout else None
              for t, (_, y) in enumerate(data)]
     log = progress or (lambda msg: None)
-    trajs64, progs32, spread, eval_spread = {}, {}, {}, {}
+    trajs64, progs32, measured, eval_measured = {}, {}, {}, {}
     for b in backends:
         log(f"{spec.name}: float64 reference on {b} ({steps} steps), float32 noise "
             f"({runs} runs a step)")
@@ -75,12 +77,12 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
                                   seed=seed, dropout=dropout, stream=data)
         prog = progs32[b] = ((programs32 or {}).get(b) or
                              get_backend(b).compile(run_spec, dtype="float32", device=device))
-        spread[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
-                                  step_result(t64, t), runs, seed=f"{b}/{seed}").spread
-                     for t in range(steps)]
+        measured[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
+                                    step_result(t64, t), runs, seed=f"{b}/{seed}")
+                       for t in range(steps)]
         last = Start.of(t64, steps)
-        eval_spread[b] = measure_eval(prog, last.params, last.state, data[0][0],
-                                      eval_result(t64), runs, seed=f"{b}/{seed}").spread
+        eval_measured[b] = measure_eval(prog, last.params, last.state, data[0][0],
+                                        eval_result(t64), runs, seed=f"{b}/{seed}")
     forced = {}
     for a in backends:
         log(f"{spec.name}: float32 steps on {a}, teacher-forced")
@@ -91,12 +93,16 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
             for t in range(steps):
                 got = run_step(progs32[a], Start.of(trajs64[b], t).float32(),
                                to_float32(data[t][0]), to_float32(data[t][1]), masks[t])
-                m = Measured(step_result(trajs64[b], t), spread[b][t])
+                ref = step_result(trajs64[b], t)
+                m = Measured(ref, spread_of(ref, [r for c in backends if c != a
+                                                  for r in measured[c][t].runs]))
                 f.rows += [(t, k, w) for k, w in
                            compare_noisy(got, m, f"@ step {t} ({a} float32 vs {b} float64)")]
             last = Start.of(trajs64[b], steps).float32()
             got = run_eval(progs32[a], last.params, last.state, to_float32(data[0][0]))
-            m = Measured(eval_result(trajs64[b]), eval_spread[b])
+            ref = eval_result(trajs64[b])
+            m = Measured(ref, spread_of(ref, [r for c in backends if c != a
+                                              for r in eval_measured[c].runs]))
             f.rows += [(steps - 1, k, w) for k, w in
                        compare_noisy(got, m, f"after step {steps - 1} ({a} float32 vs "
                                              f"{b} float64)")]

@@ -5,12 +5,14 @@ within rounding of its kink, too loose for a float32 bug in a well-conditioned s
 float32 tier measures, at each step, how much float32 rounding itself moves every element of the
 step's result, in the spirit of Monte Carlo arithmetic (Verificarlo, CADNA):
 
-* the step is re-run ``NOISE_RUNS`` (K) times in float32 from the same state, each time with every
-  input of the step (the batch's features, float labels, parameters, model state, optimizer
+* the step is re-run ``NOISE_RUNS`` (K) times in float32 from the same state on every backend,
+  each time with every input of the step (float labels, parameters, model state, optimizer
   state) rounded to float32 and moved by a random k ulps, k in {-1, 0, 1} (a float32 rounding
-  error: at most 2U relative, U = 2^-24 the unit roundoff). Each run rounds every intermediate
-  result (each partial sum of a matmul or convolution, each update) at different places, so the
-  runs differ
+  error: at most 2U relative, U = 2^-24 the unit roundoff), and the batch's features by U times
+  their largest magnitude (``perturb_features``). A backend's float32 is held within the spread of
+  the runs of every *other* backend (``forced.py``): another summation order is noise too.
+  Each run rounds every intermediate result (each partial sum of a matmul or convolution, each
+  update) at different places, so the runs differ
   by the rounding noise of the whole float32 step; where a decision flips under rounding (a ReLU
   at its kink) some run flips it too and the spread of the affected gradients jumps with it.
   (Perturbing and re-running in float64 instead measures only the noise of the rounded inputs,
@@ -63,7 +65,7 @@ Why these constants (README, Conformance, has the measurements):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,6 +100,19 @@ def perturb(value, rng: np.random.Generator):
         return a
     a = a.astype(np.float32)
     return (a + np.spacing(a) * rng.integers(-1, 2, a.shape)).astype(np.float32)
+
+
+def perturb_features(value, rng: np.random.Generator):
+    """The batch's float features moved by U times their largest magnitude, uniformly: zeros
+    (the blank pixels of an image) move too, as the partial sums they enter are rounded at the
+    scale of the sum, not of each term."""
+    if isinstance(value, dict):
+        return {k: perturb_features(v, rng) for k, v in value.items()}
+    a = np.asarray(value)
+    if a.dtype.kind != "f" or not a.size:
+        return a
+    return (a + U * float(np.max(np.abs(a))) * rng.uniform(-1.0, 1.0, a.shape)).astype(
+        np.float32)
 
 
 def to_float32(value):
@@ -172,16 +187,18 @@ class Measured:
 
     ref: dict
     spread: dict
+    runs: list = field(default_factory=list)   # the perturbed float32 results
 
 
 def _spread(ref: dict, runs: list[dict]) -> Measured:
     """max - min over the runs (not the reference: a float32 bias common to every run, a
-    float32-only bug, is not noise)."""
-    spread = {}
-    for k, v in ref.items():
-        stack = np.stack([r[k] for r in runs])
-        spread[k] = stack.max(axis=0) - stack.min(axis=0)
-    return Measured(ref, spread)
+    float32-only bug, is not noise); the runs are kept (``pooled``)."""
+    return Measured(ref, spread_of(ref, runs), runs)
+
+
+def spread_of(ref: dict, runs: list[dict]) -> dict:
+    return {k: np.max([r[k] for r in runs], axis=0) - np.min([r[k] for r in runs], axis=0)
+            for k in ref}
 
 
 def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE_RUNS,
@@ -190,7 +207,7 @@ def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE
     step's float64 result): ``runs`` float32 re-runs from the state and batch perturbed at U
     (the dropout ``masks``, 0/1, are never perturbed)."""
     rng = rng_for(0, f"noise/{seed}/{start.step}")
-    return _spread(ref, [run_step(prog32, start.perturbed(rng), perturb(x, rng),
+    return _spread(ref, [run_step(prog32, start.perturbed(rng), perturb_features(x, rng),
                                   perturb(y, rng), masks) for _ in range(runs)])
 
 
