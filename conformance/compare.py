@@ -30,6 +30,7 @@ class Worst:
     a: float = 0.0
     b: float = 0.0
     tolerance: float | None = None
+    noise: float | None = None  # float32 tier: the measured rounding noise there (noise.py)
 
     @property
     def passed(self) -> bool:
@@ -37,6 +38,8 @@ class Worst:
 
     def __str__(self):
         tol = f" (tolerance {self.tolerance:.1e})" if self.tolerance is not None else ""
+        if self.noise is not None:
+            tol = f", noise {self.noise:.2e}{tol}"
         return (f"worst at {self.where}{list(self.index)}: {self.a!r} vs {self.b!r}, "
                 f"abs {self.abs_err:.3e}, rel {self.rel_err:.3e}{tol}")
 

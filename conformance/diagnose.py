@@ -2,8 +2,9 @@
 
 A trajectory comparison says where the numbers differ most; a planted or real semantic bug is
 better named by where they *start* to differ. ``first_divergence`` reads two trajectories in causal
-order (step by step: loss, gradients, model state, parameters, optimizer state) and names the first
-tensor outside the bound. When that is the loss or a gradient of the first step, ``first_bad_node``
+order (step by step: loss, gradients, model state, parameters, optimizer state; then the eval-mode
+output after the last step, category ``eval``) and names the first tensor outside the bound. When
+that is the loss or a gradient of the first step, ``first_bad_node``
 bisects the graph: it lowers the sub-graph ending at each node on both backends and compares that
 node's output, returning the first node whose output disagrees.
 """
@@ -66,6 +67,12 @@ def first_divergence(a: Trajectory, b: Trajectory, tier: Tier) -> Divergence | N
                     worst = (k, w)
             if worst:
                 return Divergence(t, cat, worst[0], worst[1])
+    for k in a.eval:
+        if k in b.eval:
+            w = compare_arrays(a.eval[k], b.eval[k], f"eval/{k} after step {steps - 1}",
+                               tier.tolerance, tier.floor_fraction)
+            if not w.passed:
+                return Divergence(steps - 1, "eval", k, w)
     return None
 
 
@@ -107,9 +114,24 @@ def diagnose(spec: TrainSpec, a: Trajectory, b: Trajectory, tier: Tier, first_in
              first_masks: dict | None = None) -> Divergence | None:
     """The first divergence, with the first diverging node when it is a step-0 forward issue."""
     d = first_divergence(a, b, tier)
-    if d is not None and d.step == 0 and d.category in ("loss", "grads"):
-        found = first_bad_node(spec, a.meta["backend"], b.meta["backend"], first_inputs, tier,
-                               dtype=a.meta["dtype"], masks=first_masks)
-        if found:
-            d.node, d.op, _ = found
+    if d is not None:
+        name_node(d, spec, a.meta["backend"], b.meta["backend"], first_inputs, tier,
+                  a.meta["dtype"], first_masks)
     return d
+
+
+def name_node(d: Divergence, spec, backend_a, backend_b, first_inputs, tier, dtype,
+              first_masks=None) -> None:
+    """Bisect the graph for a forward divergence: the loss or a gradient of step 0 (training
+    mode, the step's masks), or the eval-mode output (eval mode, from the initial parameters
+    and state: an eval-mode rule that differs shows there already)."""
+    if d.step == 0 and d.category in ("loss", "grads"):
+        found = first_bad_node(spec, backend_a, backend_b, first_inputs, tier, dtype=dtype,
+                               masks=first_masks)
+    elif d.category == "eval":
+        found = first_bad_node(spec, backend_a, backend_b, first_inputs, tier, dtype=dtype,
+                               training=False)
+    else:
+        return
+    if found:
+        d.node, d.op, _ = found

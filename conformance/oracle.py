@@ -4,6 +4,10 @@
 * gradients vs central finite differences of the reference loss (``ORACLE_FINITE_DIFFERENCE``);
 * optimizer + schedule updates vs ``Optimizer.update`` fed the backend's own gradients, which
   isolates the update rule from the gradient computation (``ORACLE_OPTIMIZER``).
+
+Dropout (DESIGN section 5): every training forward here, the backend's and the reference's (the
+finite differences included), uses the same neutral keep-masks (``runner.dropout_masks``, keyed
+on (seed, step, node)), so a spec with dropout is checked with dropout on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 from rosetta.backend_registry import get_backend
 from rosetta.data import sample_inputs  # noqa: F401  (re-exported for the tests)
 from rosetta.conformance.compare import Worst, compare_arrays, compare_trees
+from rosetta.conformance.runner import dropout_masks
 from rosetta.conformance.tiers import (ORACLE_FINITE_DIFFERENCE, ORACLE_FORWARD,
                                        ORACLE_OPTIMIZER)
 
@@ -25,6 +30,9 @@ FD_ABS_NOISE = 1e-9   # central differences carry ~1e-10 absolute noise at this 
 FD_FLOOR = FD_ABS_NOISE / ORACLE_FINITE_DIFFERENCE
 
 
+def masks_for(spec, batch: int, step: int = 0):
+    """The neutral keep-masks of ``step`` for a batch of ``batch`` (None without dropout)."""
+    return dropout_masks(spec.model, spec.seed, step, batch) or None
 
 
 def sample_targets(spec, batch: int, seed: int = 1) -> np.ndarray:
@@ -49,13 +57,14 @@ def sample_targets(spec, batch: int, seed: int = 1) -> np.ndarray:
     return rng.standard_normal((batch, *out))
 
 
-def reference_loss(spec, params, inputs, labels) -> float:
+def reference_loss(spec, params, inputs, labels, masks=None) -> float:
     out = spec.model.reference_forward(params, inputs, state=spec.model.init_state(),
-                                       training=True)
+                                       training=True, dropout_masks=masks)
     return spec.loss.reference(out, labels)
 
 
-def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=0):
+def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=0,
+                       masks=None):
     """Central differences of the reference loss for up to ``max_entries`` entries of a tensor.
 
     The stencil shrinks where the loss is not smooth within it. With f0, f+ and f- the loss at
@@ -71,7 +80,7 @@ def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=
     p = params[path]
     picks = np.random.default_rng(seed).permutation(p.size)[:max_entries]
     idx = [np.unravel_index(int(i), p.shape) for i in picks]
-    base = reference_loss(spec, params, inputs, labels)
+    base = reference_loss(spec, params, inputs, labels, masks)
     out = []
     for i in idx:
         h = FD_STEP
@@ -80,8 +89,8 @@ def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=
             dn = {k: v.copy() for k, v in params.items()}
             up[path][i] += h
             dn[path][i] -= h
-            f_up = reference_loss(spec, up, inputs, labels)
-            f_dn = reference_loss(spec, dn, inputs, labels)
+            f_up = reference_loss(spec, up, inputs, labels, masks)
+            f_dn = reference_loss(spec, dn, inputs, labels, masks)
             central = (f_up - f_dn) / (2 * h)
             spread = abs((f_up - base) - (base - f_dn)) / (2 * h)
             if spread <= FD_KINK * max(abs(central), FD_ABS_NOISE / FD_STEP) or h <= FD_MIN_STEP:
@@ -100,10 +109,12 @@ def check_forward(spec, backend, batch=4, seed=0) -> Worst:
     prog = compile_float64(spec, backend)
     params = spec.model.init_params(spec.seed)
     x = sample_inputs(spec.model, batch, seed)
+    masks = masks_for(spec, batch)
     worst = Worst(tolerance=ORACLE_FORWARD)
     for training in (False, True):
-        ref = spec.model.reference_forward(params, x, training=training)
-        worst = worst.max(compare_arrays(prog.forward(x, training=training), ref,
+        m = masks if training else None
+        ref = spec.model.reference_forward(params, x, training=training, dropout_masks=m)
+        worst = worst.max(compare_arrays(prog.forward(x, training=training, masks=m), ref,
                                          f"{spec.name} output (training={training})"))
     worst.tolerance = ORACLE_FORWARD
     return worst
@@ -119,13 +130,14 @@ def check_gradients(spec, backend, batch=4, seed=0) -> Worst:
     params = spec.model.init_params(spec.seed)
     x = sample_inputs(spec.model, batch, seed)
     y = sample_targets(spec, batch, seed + 1)
-    loss, grads = prog.gradients(x, y)
-    worst = compare_arrays(loss, reference_loss(spec, params, x, y), "loss")
+    masks = masks_for(spec, batch)
+    loss, grads = prog.gradients(x, y, masks=masks)
+    worst = compare_arrays(loss, reference_loss(spec, params, x, y, masks), "loss")
     if set(grads) != set(params):
         return Worst(where=f"gradient paths differ: {sorted(set(grads) ^ set(params))}",
                      rel_err=np.inf, abs_err=np.inf, tolerance=ORACLE_FINITE_DIFFERENCE)
     for path in params:
-        idx, fd = finite_differences(spec, params, x, y, path)
+        idx, fd = finite_differences(spec, params, x, y, path, masks=masks)
         got = np.array([grads[path][i] for i in idx])
         worst = worst.max(compare_arrays(got, fd, f"d loss / d {path}", floor_fraction=FD_FLOOR,
                                          scale=1.0))
@@ -144,10 +156,11 @@ def check_optimizer(spec, backend, steps=6, batch=8) -> Worst:
     for t in range(steps):
         x = sample_inputs(spec.model, batch, seed=t)
         y = sample_targets(spec, batch, seed=100 + t)
+        masks = masks_for(spec, batch, t)
         params = prog.export_params()
-        _, grads = prog.gradients(x, y)
+        _, grads = prog.gradients(x, y, masks=masks)
         expected, state = opt.update(params, grads, state, t)
-        prog.train_step(x, y)
+        prog.train_step(x, y, masks=masks)
         worst = worst.max(compare_trees(prog.export_params(), expected,
                                         f"{opt.kind} params @ step {t}"))
         worst = worst.max(compare_trees(prog.export_optimizer_state(), opt.slots(state),

@@ -12,11 +12,16 @@ from rosetta.files import dumps_json, save_figure, write_text
 
 
 def _fmt(v):
+    if v is None:
+        return "-"
     return f"{v:.2e}" if isinstance(v, float) and np.isfinite(v) else str(v)
 
 
+# noise: the float32 tier's measured rounding noise at the worst element, relative like worst_rel
+# and tolerance (conformance/noise.py); "-" in the other tiers
 COLUMNS = ("model", "backend_a", "backend_b", "tier", "dtype", "worst_rel", "worst_abs",
-           "tolerance", "passed", "where")
+           "tolerance", "noise", "passed", "where")
+NUMBERS = ("worst_rel", "worst_abs", "tolerance", "noise")
 
 
 def table(results) -> str:
@@ -24,8 +29,7 @@ def table(results) -> str:
     for r in results:
         d = r.to_json() if hasattr(r, "to_json") else r
         rows.append([("PASS" if d["passed"] else "FAIL") if c == "passed" else
-                     _fmt(d[c]) if c in ("worst_rel", "worst_abs", "tolerance") else
-                     str(d[c])[:70] for c in COLUMNS])
+                     _fmt(d.get(c)) if c in NUMBERS else str(d[c])[:70] for c in COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -61,7 +65,7 @@ def markdown(results) -> str:
     for r in results:
         d = r.to_json() if hasattr(r, "to_json") else r
         cells = [("pass" if d[c] else "**FAIL**") if c == "passed" else
-                 _fmt(d[c]) if c in ("worst_rel", "worst_abs", "tolerance") else
+                 _fmt(d.get(c)) if c in NUMBERS else
                  str(d[c]).replace("|", "\\|") for c in COLUMNS]
         body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body]) + "\n"

@@ -11,7 +11,7 @@ import numpy as np
 
 from rosetta.backend import normalize_device
 from rosetta.backend_registry import get_backend
-from rosetta.conformance.trajectory import Trajectory, spec_hash
+from rosetta.conformance.trajectory import Trajectory, eval_outputs, spec_hash
 from rosetta.data import batches, take
 from rosetta.graph import Graph
 from rosetta.initializers import rng_for
@@ -65,7 +65,8 @@ def batch_stream(spec: TrainSpec, steps: int, seed: int, dtype: str):
 def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str = "cpu",
            steps: int = 10, seed: int | None = None, dropout: str = "inject",
            stream=None, program=None) -> Trajectory:
-    """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state.
+    """Run ``steps`` training steps and record loss, gradients, parameters, state, optimizer state,
+    then the eval-mode output after the last update on the first batch's inputs.
 
     ``stream`` (optional) is a list of (inputs, labels) to use instead of the spec's dataset.
     ``program`` (optional) is a ready ``Program`` to record instead of compiling ``backend``: the
@@ -92,9 +93,11 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
     params = {k: [v] for k, v in prog.export_params().items()}
     state = {k: [v] for k, v in prog.export_state().items()}
     has_dropout = bool(dropout_nodes(spec.model))
+    first = None
     for t, (x, y) in enumerate(data):
         if t == steps:
             break
+        first = x if first is None else first
         masks = dropout_masks(spec.model, seed, t, len(y)) if has_dropout else None
         loss, g = prog.gradients(x, y, masks=masks) if masks else prog.gradients(x, y)
         for k, v in g.items():
@@ -107,10 +110,11 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
             state[k].append(v)
         for k, v in prog.export_optimizer_state().items():
             opt.setdefault(k, []).append(v)
+    ev = eval_outputs(prog.forward(first, training=False)) if first is not None else {}
     meta = {"model": spec.name, "backend": backend, "framework": framework,
             "device": device, "dtype": dtype, "steps": len(losses), "seed": seed,
             "spec_hash": spec_hash(spec), "dropout": dropout if has_dropout else "none",
             "devices": getattr(prog, "devices", 1)}
     stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
     return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
-                      stack(opt))
+                      stack(opt), ev)

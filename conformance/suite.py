@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rosetta.conformance.compare import Worst, compare_arrays, group_of, group_scales
-from rosetta.conformance.diagnose import diagnose
+from rosetta.conformance.diagnose import Divergence, diagnose, name_node
+from rosetta.conformance.forced import FORCED_STEPS, teacher_forced
+from rosetta.conformance.noise import NOISE_RUNS, ORDER, use, worse
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
-from rosetta.conformance.tiers import Tier, tier_for
+from rosetta.conformance.tiers import EXACT, FLOAT32, Tier, tier_for
 from rosetta.conformance.trajectory import CATEGORIES, Trajectory
 
 
@@ -36,11 +38,13 @@ class Result:
     drift: list = field(default_factory=list)   # worst relative error at each step
     note: str = ""
     blame: dict = field(default_factory=dict)    # first divergence: step, category, tensor, node
+    noise: float | None = None   # float32 tier: measured rounding noise at the worst element
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for k in ("worst_abs", "worst_rel"):
-            d[k] = float(d[k]) if np.isfinite(d[k]) else str(d[k])
+        for k in ("worst_abs", "worst_rel", "tolerance", "noise"):
+            if d[k] is not None:
+                d[k] = float(d[k]) if np.isfinite(d[k]) else str(d[k])
         return d
 
 
@@ -82,6 +86,9 @@ def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
                     per_cat[cat] = per_cat.get(cat, Worst()).max(w)
                     worst_checked = worst_checked.max(w)
         drift.append(step_worst.rel_err)
+    for w in compare_eval(a, b, tier, problems):
+        per_cat["eval"] = per_cat.get("eval", Worst()).max(w)
+        worst_checked = worst_checked.max(w)
     worst_checked.tolerance = tier.tolerance
     note = "; ".join(sorted(set(problems)))
     if not a.opt or not b.opt:
@@ -99,15 +106,35 @@ def compare_trajectories(a: Trajectory, b: Trajectory, tier: Tier) -> Result:
         drift=[float(d) for d in drift], note=note)
 
 
+def compare_eval(a: Trajectory, b: Trajectory, tier: Tier, problems: list) -> list[Worst]:
+    """The eval-mode outputs after the last update (running statistics, dropout off)."""
+    if not a.eval or not b.eval:
+        return []
+    if set(a.eval) != set(b.eval):
+        problems.append(f"eval outputs differ: {sorted(set(a.eval) ^ set(b.eval))}")
+        return []
+    return [compare_arrays(a.eval[k], b.eval[k], f"eval/{k} after step {a.meta['steps'] - 1}",
+                           floor_fraction=tier.floor_fraction) for k in a.eval]
+
+
 def run(spec, backends, *, dtype="float64", device="cpu", steps=10, seed=None,
-        dropout="inject", progress=None):
-    """Record every backend and compare every pair. Returns (results, trajectories)."""
+        dropout="inject", progress=None, noise_runs=NOISE_RUNS, programs32=None):
+    """Record every backend and compare every pair. Returns (results, trajectories).
+
+    float64: the exact tier on the recorded trajectories. float32: the teacher-forced tier
+    (``forced.py``) on the first ``FORCED_STEPS`` steps decides; the free-running float32
+    trajectories give the drift, reported apart. ``programs32`` (float32 only, optional): the
+    float32 program to hold for a backend (see ``forced.teacher_forced``)."""
     trajs = []
     for be in backends:
         if progress:
             progress(f"{spec.name}: recording {be} ({dtype}, {device}, {steps} steps)")
         trajs.append(record(spec, be, dtype=dtype, device=device, steps=steps, seed=seed,
                             dropout=dropout))
+    if dtype == "float32":
+        return float32_results(spec, backends, trajs, device=device, steps=steps, seed=seed,
+                               dropout=dropout, progress=progress, runs=noise_runs,
+                               programs32=programs32), trajs
     tier = tier_for(dtype)
     results = []
     for a, b in itertools.combinations(trajs, 2):
@@ -130,3 +157,56 @@ def blame(result: Result, spec, a: Trajectory, b: Trajectory, tier: Tier, dtype,
         result.blame = {"step": d.step, "category": d.category, "tensor": d.tensor,
                         "node": d.node, "op": d.op, "worst": str(d.worst)}
         result.where = str(d)
+
+
+def float32_results(spec, backends, trajs, *, device, steps, seed, dropout, progress, runs,
+                    programs32=None) -> list[Result]:
+    """One float32 Result per backend pair: held by the teacher-forced comparison in both
+    directions (worst element by the share of its noise bound it uses), with the free-running
+    drift of the pair's float32 trajectories beside it."""
+    forced, _, data, masks = teacher_forced(spec, backends, device=device,
+                                            steps=min(steps, FORCED_STEPS), seed=seed,
+                                            dropout=dropout, runs=runs, progress=progress,
+                                            programs32=programs32)
+    results = []
+    for ta, tb in itertools.combinations(trajs, 2):
+        a, b = ta.meta["backend"], tb.meta["backend"]
+        both = (forced[(a, b)], forced[(b, a)])
+        w, per_cat = None, {}
+        for f in both:
+            for _, key, x in f.rows:
+                w = worse(w, x)
+                cat = key.split("/", 1)[0]
+                per_cat[cat] = worse(per_cat.get(cat), x)
+        free = compare_trajectories(ta, tb, FLOAT32)
+        r = Result(model=spec.name, backend_a=ta.label, backend_b=tb.label, tier="float32",
+                   dtype="float32", device=device, worst_abs=w.abs_err, worst_rel=w.rel_err,
+                   tolerance=w.tolerance, where=str(w), passed=use(w) <= 1,
+                   steps=free.steps, checked_steps=min(steps, FORCED_STEPS, len(data)),
+                   per_category={k: {"rel": v.rel_err, "abs": v.abs_err, "where": v.where,
+                                     "noise": v.noise, "tolerance": v.tolerance}
+                                 for k, v in per_cat.items()},
+                   drift=free.drift, noise=w.noise,
+                   note=f"free-running drift over {free.steps} steps: worst {max(free.drift):.1e} "
+                        f"(reported, not held)" + (f"; {free.note}" if free.note else ""))
+        if not r.passed:
+            _blame_forced(r, spec, both, data, masks, dropout)
+        results.append(r)
+    return results
+
+
+def _blame_forced(result: Result, spec, both, data, masks, dropout):
+    """The first failure in causal order over both directions; a forward one (step 0 loss or
+    gradients, or the eval output) is bisected to a node in float64, where a semantic
+    difference shows (a float32-only one names no node)."""
+    firsts = [f.first_failure() for f in both]
+    firsts = [x for x in firsts if x is not None]
+    step, key, w = min(firsts, key=lambda x: (x[0], ORDER.index(x[1].split("/", 1)[0])))
+    cat, _, tensor = key.partition("/")
+    d = Divergence(step, cat, tensor, w)
+    run_spec = without_dropout(spec) if dropout == "off" else spec
+    name_node(d, run_spec, both[0].backend, both[0].reference, data[0][0], EXACT, "float64",
+              masks[0])
+    result.blame = {"step": d.step, "category": d.category, "tensor": d.tensor,
+                    "node": d.node, "op": d.op, "worst": str(d.worst), "noise": w.noise}
+    result.where = str(d)

@@ -7,6 +7,8 @@ Arrays (NumPy, canonical layout and paths):
 * ``params/<path>``     (N + 1, ...) parameters: index 0 the start, index t + 1 after update t
 * ``state/<path>``      (N + 1, ...) model state (BatchNorm running statistics), likewise
 * ``opt/<slot>/<path>`` (N, ...)    optimizer state after each update (where the backend exports it)
+* ``eval/output``       (B, ...)    the eval-mode output (running statistics, dropout off) after
+  the last update, on the inputs of the first batch (``eval/output<i>`` for several outputs)
 
 plus metadata: model, backend, framework versions, device, dtype, steps, seed, spec hash, dropout
 mode. Saved as one ``.npz`` whose ``__meta__`` entry holds the metadata as JSON.
@@ -25,7 +27,15 @@ import numpy as np
 from rosetta.errors import CheckpointError
 from rosetta.files import atomic_file
 
-CATEGORIES = ("loss", "grads", "params", "state", "opt")
+CATEGORIES = ("loss", "grads", "params", "state", "opt")   # per step
+SAVED = ("grads", "params", "state", "opt", "eval")
+
+
+def eval_outputs(out) -> dict:
+    """A forward's output(s) as the ``eval`` entries of a trajectory."""
+    if isinstance(out, (list, tuple)):
+        return {f"output{i}": np.asarray(o) for i, o in enumerate(out)}
+    return {"output": np.asarray(out)}
 
 
 def spec_hash(spec) -> str:
@@ -40,6 +50,7 @@ class Trajectory:
     params: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
     opt: dict = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -51,7 +62,7 @@ class Trajectory:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"loss": self.loss, "__meta__": np.array(json.dumps(self.meta))}
-        for cat in ("grads", "params", "state", "opt"):
+        for cat in SAVED:
             for k, v in getattr(self, cat).items():
                 arrays[f"{cat}/{k}"] = v
         with atomic_file(path) as f:
@@ -67,7 +78,7 @@ class Trajectory:
                 t = cls(meta=meta, loss=z["loss"])
                 for key in z.files:
                     cat, _, rest = key.partition("/")
-                    if cat in ("grads", "params", "state", "opt"):
+                    if cat in SAVED:
                         getattr(t, cat)[rest] = z[key]
         except FileNotFoundError:
             raise CheckpointError(f"{path}: no such trajectory file") from None

@@ -4,7 +4,7 @@ dataset, optimizer and number of steps."""
 from __future__ import annotations
 
 from rosetta.errors import SpecError
-from rosetta.models import classic, sequence, vision
+from rosetta.models import classic, dropout, sequence, vision
 
 ZOO = {
     "linear": classic.linear,
@@ -19,6 +19,9 @@ ZOO = {
     "gru": sequence.gru,
     "transformer": sequence.transformer,
     "gpt": sequence.gpt,
+    "mlp_dropout": dropout.mlp_dropout,
+    "cnn_dropout": dropout.cnn_dropout,
+    "transformer_dropout": dropout.transformer_dropout,
 }
 
 

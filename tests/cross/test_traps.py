@@ -6,7 +6,8 @@ the first divergence in causal order (see conformance/diagnose.py): a forward tr
 first graph node whose output differs, an optimizer trap by the parameters after the first update
 (gradients still agree), a running-statistics trap by the BatchNorm state.
 
-torch's second LSTM bias left trainable is planted in ``test_traps_recurrent.py``.
+torch's second LSTM bias left trainable is planted in ``test_traps_recurrent.py``; every trap is
+planted again in float32 in ``test_traps_float32.py``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,69 @@ def trap_flatten_nchw(monkeypatch):
                         torch_layers.Lowering(torch_layers.CHANNELS_FIRST, torch_layers.flatten))
 
 
+def trap_dropout_not_inverted(monkeypatch):
+    """Dropout that applies the keep-mask without the 1 / (1 - rate) scaling."""
+    from torch import nn
+    torch_layers = _mod("torch.layers")
+    def forward(self, x):
+        if self.training and self.mask is not None:
+            return x * self.mask
+        return nn.Dropout.forward(self, x)
+    monkeypatch.setattr(torch_layers.InjectableDropout, "forward", forward)
+
+
+def trap_batchnorm_eval_on_batch_statistics(monkeypatch):
+    """BatchNorm that normalises with the batch's statistics in eval mode too (a model left in
+    training mode at inference): training steps agree, the eval-mode output does not."""
+    import torch.nn.functional as F
+    torch_layers = _mod("torch.layers")
+    def forward(self, x):
+        if self.training and self.update_running_stats:
+            self._update_running_stats(x)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.epsilon)
+    monkeypatch.setattr(torch_layers.CanonicalBatchNorm, "forward", forward)
+
+
+def trap_float32_bias_correction(monkeypatch):
+    """Adam's bias corrections 1 - beta^k from betas rounded to float32, in float32 (as Keras 3
+    on TensorFlow computes them): 1 - float32(0.999) is 1.3e-5 off 1e-3."""
+    import tensorflow as tf
+    tf_optimizers = _mod("tensorflow.optimizers")
+    def prepare(self, dtype):
+        k = tf.cast(self.step + 1, tf.float32)
+        c1 = 1.0 - tf.pow(tf.constant(self.beta1, tf.float32), k)
+        c2 = 1.0 - tf.pow(tf.constant(self.beta2, tf.float32), k)
+        return {"c1": tf.cast(c1, dtype), "c2": tf.cast(c2, dtype)}
+    monkeypatch.setattr(tf_optimizers.Adam, "prepare", prepare)
+
+
+def trap_decay_mask_by_rank(monkeypatch):
+    """A weight-decay mask that decays every tensor of rank >= 2 instead of deciding by name:
+    the same on vector biases, wrong on attention's matrix-shaped (heads, head_dim) biases."""
+    tf_optimizers = _mod("tensorflow.optimizers")
+    monkeypatch.setattr(tf_optimizers.Optimizer, "decays",
+                        lambda self, var: getattr(self, "decay", "all") == "all"
+                        or var.shape.rank >= 2)
+
+
+def _attention_spec():
+    """Self-attention (2 heads x 3, biases of shape (2, 3)) with AdamW decaying kernels only."""
+    x = rs.Input((64,), name="x")
+    t = rs.Reshape((8, 8), name="tokens")(x)
+    h = rs.MultiHeadAttention(2, 3, name="attn")(t, t)
+    out = rs.Dense(10, name="head")(rs.Flatten(name="flat")(h))
+    return rs.TrainSpec(model=rs.Model(x, out, name="trap_attention"),
+                        loss=rs.losses.SoftmaxCrossEntropy(),
+                        optimizer=rs.optim.AdamW(0.05, weight_decay=0.5, decay="kernels"),
+                        data=rs.DataSpec("digits", 16), steps=3)
+
+
+def _batchnorm_spec():
+    return _spec([rs.Conv2D(4, 3, use_bias=False, name="conv"),
+                  rs.BatchNorm(momentum=0.9, name="bn"), rs.Flatten(name="flat"),
+                  rs.Dense(10, name="head")], (8, 8, 1), rs.optim.SGD(0.05), "trap")
+
+
 TRAPS = {
     # name: (trap, spec, trapped backend, other backend, expected blame)
     "torch_adam_coupled_decay": (
@@ -131,10 +195,7 @@ TRAPS = {
         "jax", "tensorflow", {"step": 0, "category": "loss", "node": "pool"}),
     "batchnorm_momentum_flipped": (
         trap_batchnorm_momentum_flipped,
-        lambda: _spec([rs.Conv2D(4, 3, use_bias=False, name="conv"),
-                       rs.BatchNorm(momentum=0.9, name="bn"), rs.Flatten(name="flat"),
-                       rs.Dense(10, name="head")], (8, 8, 1), rs.optim.SGD(0.05), "trap"),
-        "torch", "tensorflow", {"step": 0, "category": "state"}),
+        _batchnorm_spec, "torch", "tensorflow", {"step": 0, "category": "state"}),
     "gelu_tanh_for_exact": (
         trap_gelu_tanh_for_exact,
         lambda: _image_spec(middle=[rs.GELU("none", name="gelu")]),
@@ -142,6 +203,19 @@ TRAPS = {
     "flatten_nchw": (
         trap_flatten_nchw, lambda: _image_spec(),
         "torch", "jax", {"step": 0, "category": "loss", "node": "flat"}),
+    "dropout_not_inverted": (
+        trap_dropout_not_inverted,
+        lambda: _image_spec(middle=[rs.Dropout(0.5, name="drop")]),
+        "torch", "jax", {"step": 0, "category": "loss", "node": "drop"}),
+    "batchnorm_eval_on_batch_statistics": (
+        trap_batchnorm_eval_on_batch_statistics, _batchnorm_spec,
+        "torch", "jax", {"category": "eval", "node": "bn"}),
+    "float32_bias_correction": (
+        trap_float32_bias_correction, lambda: _image_spec(rs.optim.Adam(0.1)),
+        "tensorflow", "torch", {"step": 0, "category": "params"}),
+    "decay_mask_by_rank": (
+        trap_decay_mask_by_rank, _attention_spec,
+        "tensorflow", "jax", {"step": 1, "category": "params"}),
 }
 
 
@@ -156,8 +230,16 @@ def test_trap_is_caught_and_blamed(name, monkeypatch):
     assert not r.passed, f"trap {name} went unnoticed: worst rel {r.worst_rel:.2e}"
     for key, value in expected.items():
         assert r.blame.get(key) == value, f"{name}: blamed {r.blame}, expected {expected}"
+    check_blamed_tensor(name, spec, r.blame)
+
+
+def check_blamed_tensor(name, spec, blame):
+    """The tensor a trap must be blamed on, beyond step, category and node."""
+    expected = TRAPS[name][4]
     if expected["category"] == "state":
-        assert r.blame["tensor"].startswith("bn/"), r.blame
+        assert blame["tensor"].startswith("bn/"), blame
     if expected["category"] == "params":
         # the optimizer is blamed: the gradients of that step still agreed
-        assert r.blame["tensor"] in spec.model.param_defs(), r.blame
+        assert blame["tensor"] in spec.model.param_defs(), blame
+    if name == "decay_mask_by_rank":
+        assert blame["tensor"].startswith("attn/") and blame["tensor"].endswith("_bias"), blame

@@ -30,7 +30,8 @@ def trap_torch_lstm_second_bias_trainable(monkeypatch):
         load(self, params_, state)
         extra = {f"native/{n}": p for n, p in self.model.named_parameters()
                  if n.rsplit(".", 1)[-1].startswith("bias_hh")}
-        assert extra, "the trap needs an LSTM with a second bias"
+        if not extra:   # a graph cut before the LSTM (diagnose bisects sub-graphs)
+            return
         for p in extra.values():
             p.requires_grad_(True)
         tensors = {path: s.tensor for path, s in self._params.items()}

@@ -1,0 +1,286 @@
+"""float32 bounds from measured rounding noise (DESIGN section 11): stochastic arithmetic.
+
+A fixed float32 tolerance is wrong both ways: too tight where a ReLU or max-pool decision sits
+within rounding of its kink, too loose for a float32 bug in a well-conditioned step. So the
+float32 tier measures, at each step, how much float32 rounding itself moves every element of the
+step's result, in the spirit of Monte Carlo arithmetic (Verificarlo, CADNA):
+
+* the step is re-run ``NOISE_RUNS`` (K) times in float32 from the same state on every backend,
+  each time with every input of the step (float labels, parameters, model state, optimizer
+  state) rounded to float32 and moved by a random k ulps, k in {-1, 0, 1} (a float32 rounding
+  error: at most 2U relative, U = 2^-24 the unit roundoff), and the batch's features by U times
+  their largest magnitude (``perturb_features``). A backend's float32 is held within the spread of
+  the runs of every *other* backend (``forced.py``): another summation order is noise too.
+  Each run rounds every intermediate result (each partial sum of a matmul or convolution, each
+  update) at different places, so the runs differ
+  by the rounding noise of the whole float32 step; where a decision flips under rounding (a ReLU
+  at its kink) some run flips it too and the spread of the affected gradients jumps with it.
+  (Perturbing and re-running in float64 instead measures only the noise of the rounded inputs,
+  even with every node's output perturbed too: on the zoo tutorial_cnn a float32 weight gradient
+  summed over 32K terms was 30x further from float64 than that spread, an honest float32 result.
+  A perturbation below half an ulp would round away: hence whole ulps.)
+* the *spread* of an element is max − min over the K runs. A decision that flips in one backend
+  need not flip in the reference's runs (its summation order decides it, and the runs perturb only
+  the inputs): measured on the zoo resnet, gradients 4.7e-4 to 1e-3 of the gradient scale apart
+  from float64 at step 0 beside an elementwise spread of ~4e-8. But some unit of the tensor flips
+  in some run, so every tensor other than the updated parameters is held to its largest spread
+  (normwise, as float32 rounding scales with the values), while each updated parameter keeps its
+  own spread (an elementwise update, where a float32-only bug shows against a tight bound).
+  The float64 result is not among the runs: an error every float32 run shares (a float32-only
+  bug: a constant rounded to float32 inside the update) is a bias, not noise, and stays outside
+  the bound;
+* a float32 result r of a backend, from the same state rounded to float32, is held to the float64
+  result f of the same step, element by element:
+
+      |r − f| <= NOISE_MULTIPLE · spread + U · (NOISE_ULPS · |f| + NOISE_FLOOR · scale)
+
+  with ``scale`` the largest magnitude in the element's group (all gradients of the step, all
+  parameters, all running statistics, one optimizer slot, the loss, the eval output: as
+  ``compare.group_scales``).
+
+Why these constants (README, Conformance, has the measurements):
+
+* K = 4: every run costs one float32 step per backend and checked step; the range of 4 samples
+  spans ~2 standard deviations of a smooth element's noise.
+* c = NOISE_MULTIPLE = 16: one float32 result can sit 3-4 standard deviations from the mean where
+  4 samples span ~2, and its error to float64 adds the rounding bias of its own summation order
+  (which the perturbation re-randomizes but does not reproduce): a factor 2 each way, and 2-4 for
+  the tail of the many elements of a step, gives 16. It stays small against a semantic bug
+  (relative errors of 1e-3 and more, thousands of times the noise of a smooth step) and against
+  a float32-only arithmetic bug of 1e-5 relative in one factor of the update (Adam's bias
+  correction from float32 betas: tests/cross/test_traps.py).
+* NOISE_ULPS = 128 (64 ulps of the element itself): a float32 result is rounded, and a large
+  well-conditioned sum (a weight gradient over the batch and the image, a matmul) keeps the
+  rounding error of its summation order while a one-ulp move of its inputs leaves it on the same
+  float32 value, so re-runs agree while another backend's summation order lands elsewhere:
+  measured, elements whose runs agreed exactly were up to 14 U from float64 on tutorial_cnn, and
+  56 U on a convolution gradient through BatchNorm (TensorFlow's float32 against float64, where
+  torch's float32 runs agreed to the last bit). 128 U = 7.6e-6 stays below the 1e-5 a
+  float32-only bug makes in the factor it corrupts, and the update of a parameter near zero,
+  where the bound is the 4 U of the scale, shows such a bug at once.
+* NOISE_FLOOR = 4 (in units of U · scale: 2.4e-7 of the group's largest magnitude): where the
+  spread is zero or tiny (an element set by the state alone, a parameter near zero whose update is
+  rounded) a float32 result still carries its own rounding, a few U of the values it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rosetta.conformance.compare import Worst, group_of
+from rosetta.conformance.trajectory import eval_outputs
+from rosetta.initializers import rng_for
+
+U = 2.0 ** -24
+NOISE_RUNS = 4
+NOISE_MULTIPLE = 16.0
+NOISE_FLOOR = 4.0
+NOISE_ULPS = 128.0
+
+# the parameters after the update are held to each element's own spread; every other tensor (the
+# loss, gradients, running statistics, optimizer slots, the eval output: sums over the batch and
+# the network) to its largest spread, normwise (see the module docstring)
+ELEMENTWISE = "params/"
+
+# causal order of a step's result (diagnose.ORDER), then the eval output
+ORDER = ("loss", "grads", "state", "params", "opt", "eval")
+
+
+def perturb(value, rng: np.random.Generator):
+    """``value`` (an array, or a dict of arrays) rounded to float32 and then moved by k ulps,
+    k uniform in {-1, 0, 1} for every element: a random float32 rounding error of the size that
+    storing it in float32 makes (at most one ulp, 2^-23 relative). Integer arrays (class ids,
+    token ids, lengths) are left alone."""
+    if isinstance(value, dict):
+        return {k: perturb(v, rng) for k, v in value.items()}
+    a = np.asarray(value)
+    if a.dtype.kind != "f":
+        return a
+    a = a.astype(np.float32)
+    return (a + np.spacing(a) * rng.integers(-1, 2, a.shape)).astype(np.float32)
+
+
+def perturb_features(value, rng: np.random.Generator):
+    """The batch's float features moved by U times their largest magnitude, uniformly: zeros
+    (the blank pixels of an image) move too, as the partial sums they enter are rounded at the
+    scale of the sum, not of each term."""
+    if isinstance(value, dict):
+        return {k: perturb_features(v, rng) for k, v in value.items()}
+    a = np.asarray(value)
+    if a.dtype.kind != "f" or not a.size:
+        return a
+    return (a + U * float(np.max(np.abs(a))) * rng.uniform(-1.0, 1.0, a.shape)).astype(
+        np.float32)
+
+
+def to_float32(value):
+    """``value`` (an array or a dict of arrays) with float arrays rounded to float32."""
+    if isinstance(value, dict):
+        return {k: to_float32(v) for k, v in value.items()}
+    a = np.asarray(value)
+    return a.astype(np.float32) if a.dtype.kind == "f" else a
+
+
+@dataclass
+class Start:
+    """Where a teacher-forced step starts: parameters, model state, the optimizer state after
+    ``step`` updates, and ``step`` (the number of the update the step applies)."""
+
+    params: dict
+    state: dict
+    opt: dict
+    step: int
+
+    @classmethod
+    def of(cls, traj, t: int) -> "Start":
+        """The state a trajectory reached before its update ``t``."""
+        return cls({k: v[t] for k, v in traj.params.items()},
+                   {k: v[t] for k, v in traj.state.items()},
+                   {k: v[t - 1] for k, v in traj.opt.items()} if t else {}, t)
+
+    def perturbed(self, rng) -> "Start":
+        """In float32, every element moved by a random ulp (``perturb``)."""
+        return Start(perturb(self.params, rng), perturb(self.state, rng), perturb(self.opt, rng),
+                     self.step)
+
+    def float32(self) -> "Start":
+        return Start(to_float32(self.params), to_float32(self.state), to_float32(self.opt),
+                     self.step)
+
+
+def run_step(prog, start: Start, x, y, masks=None) -> dict:
+    """One training step of ``prog`` from ``start``: {"loss", "grads/<path>", "params/<path>",
+    "state/<path>", "opt/<slot>/<path>"}, the last three after the update."""
+    prog.load(start.params, start.state)
+    if start.step:
+        prog.load_optimizer_state(start.opt, start.step)
+    loss, grads = prog.gradients(x, y, masks=masks) if masks else prog.gradients(x, y)
+    prog.train_step(x, y, masks=masks) if masks else prog.train_step(x, y)
+    out = {"loss": np.asarray(loss, np.float64)}
+    for cat, tree in (("grads", grads), ("params", prog.export_params()),
+                      ("state", prog.export_state()), ("opt", prog.export_optimizer_state())):
+        out.update({f"{cat}/{k}": np.asarray(v, np.float64) for k, v in tree.items()})
+    return out
+
+
+def step_result(traj, t: int) -> dict:
+    """A trajectory's step ``t`` in the keys of ``run_step``."""
+    out = {"loss": np.asarray(traj.loss[t], np.float64)}
+    for cat in ("grads", "params", "state", "opt"):
+        i = t + 1 if cat in ("params", "state") else t
+        out.update({f"{cat}/{k}": v[i] for k, v in getattr(traj, cat).items()})
+    return out
+
+
+def run_eval(prog, params: dict, state: dict, x) -> dict:
+    """The eval-mode output (running statistics, dropout off) at ``params``, ``state``."""
+    prog.load(params, state)
+    return {f"eval/{k}": np.asarray(v, np.float64)
+            for k, v in eval_outputs(prog.forward(x, training=False)).items()}
+
+
+@dataclass
+class Measured:
+    """The float64 result of a step (``ref``) and each element's spread."""
+
+    ref: dict
+    spread: dict
+    runs: list = field(default_factory=list)   # the perturbed float32 results
+
+
+def _spread(ref: dict, runs: list[dict]) -> Measured:
+    """max - min over the runs (not the reference: a float32 bias common to every run, a
+    float32-only bug, is not noise); the runs are kept (``pooled``)."""
+    return Measured(ref, spread_of(ref, runs), runs)
+
+
+def spread_of(ref: dict, runs: list[dict]) -> dict:
+    return {k: np.max([r[k] for r in runs], axis=0) - np.min([r[k] for r in runs], axis=0)
+            for k in ref}
+
+
+def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE_RUNS,
+                 seed: str = "") -> Measured:
+    """The spread of step ``start.step`` of the float32 program ``prog32`` around ``ref`` (the
+    step's float64 result): ``runs`` float32 re-runs from the state and batch perturbed at U
+    (the dropout ``masks``, 0/1, are never perturbed)."""
+    rng = rng_for(0, f"noise/{seed}/{start.step}")
+    return _spread(ref, [run_step(prog32, start.perturbed(rng), perturb_features(x, rng),
+                                  perturb(y, rng), masks) for _ in range(runs)])
+
+
+def measure_eval(prog32, params, state, x, ref: dict, runs: int = NOISE_RUNS,
+                 seed: str = "") -> Measured:
+    """The spread of the float32 eval-mode output, parameters, state and inputs perturbed."""
+    rng = rng_for(0, f"noise/{seed}/eval")
+    return _spread(ref, [run_eval(prog32, perturb(params, rng), perturb(state, rng),
+                                  perturb(x, rng)) for _ in range(runs)])
+
+
+def group(key: str) -> str:
+    """The group whose largest magnitude scales the floor: the category, and for optimizer
+    state the slot (``opt/m``)."""
+    cat, _, rest = key.partition("/")
+    slot = group_of(rest)
+    return f"{cat}/{slot}" if slot else cat
+
+
+def compare_noisy(got: dict, m: Measured, label: str,
+                  multiple: float = NOISE_MULTIPLE, floor: float = NOISE_FLOOR,
+                  ulps: float = NOISE_ULPS) -> list:
+    """[(key, Worst)] for every tensor of ``m.ref`` in ``ORDER``: the element whose error uses
+    most of its bound ``multiple · spread + U · (ulps · |ref| + floor · scale)``. The Worst's
+    ``rel_err``,
+    ``tolerance`` and ``noise`` are that element's error, bound and spread divided by the
+    group's scale (so rel_err <= tolerance is the test, as in every tier); a key missing from
+    ``got`` is an infinite error."""
+    scales: dict = {}
+    for k, v in m.ref.items():
+        if np.isfinite(v).all() and v.size:
+            scales[group(k)] = max(scales.get(group(k), 0.0), float(np.max(np.abs(v))))
+    out = []
+    for k in sorted(m.ref, key=lambda k: ORDER.index(k.split("/", 1)[0])):
+        where = f"{k} {label}"
+        if k not in got or np.shape(got[k]) != np.shape(m.ref[k]):
+            out.append((k, Worst(where=f"{where} (missing or misshapen)", abs_err=np.inf,
+                                 rel_err=np.inf, tolerance=0.0)))
+            continue
+        spread = m.spread[k]
+        if not k.startswith(ELEMENTWISE) and spread.size:
+            spread = np.full_like(spread, np.max(spread))
+        out.append((k, _worst(got[k], m.ref[k], spread, scales.get(group(k), 0.0), where,
+                              multiple, floor, ulps)))
+    return out
+
+
+def _worst(a, b, spread, scale, where, multiple, floor, ulps) -> Worst:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size == 0:
+        return Worst(where=where, tolerance=1.0, noise=0.0)
+    err = np.abs(a - b)
+    err = np.where(np.isfinite(err), err, np.where(a == b, 0.0, np.inf))
+    bound = multiple * spread + U * (ulps * np.abs(b) + floor * scale)
+    ratio = np.where(err == 0, 0.0, err / np.where(bound > 0, bound, np.nan))
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    i = np.unravel_index(int(np.argmax(ratio)), a.shape)
+    s = scale if scale > 0 else 1.0
+    return Worst(where, tuple(int(j) for j in i), float(err[i]), float(err[i] / s), float(a[i]),
+                 float(b[i]), float(bound[i] / s), noise=float(spread[i] / s))
+
+
+def use(w: Worst) -> float:
+    """How much of its bound an error uses (<= 1 passes)."""
+    if w.rel_err == 0:
+        return 0.0
+    return np.inf if not w.tolerance else w.rel_err / w.tolerance
+
+
+def worse(a: Worst | None, b: Worst) -> Worst:
+    return b if a is None or use(b) > use(a) else a
+
+
+def eval_result(traj) -> dict:
+    """A trajectory's eval-mode output in the keys of ``run_eval``."""
+    return {f"eval/{k}": v for k, v in traj.eval.items()}
