@@ -101,7 +101,13 @@ def test_every_zoo_model_has_a_baseline():
                 "mlp100": "sequential", "tutorial_cnn": "sequential", "lenet": "sequential",
                 "resnet": "resnet", "resnet_digits": "resnet", "lstm": "recurrent",
                 "gru": "recurrent", "transformer": "transformer", "gpt": "transformer"}
-    assert set(families) == set(models.ZOO)
+    # the zoo's dropout variants (the conformance suite's dropout specs) have no baseline yet: a
+    # hand-written step draws its masks from its framework's RNG, so it cannot train to
+    # rosetta's numbers; the plan refuses them rather than time a different computation
+    dropout = {"mlp_dropout", "cnn_dropout", "transformer_dropout"}
+    assert set(families) | dropout == set(models.ZOO)
+    for name in dropout:
+        assert bench.baseline_plan(models.get(name)) is None, name
     for name, family in families.items():
         assert bench.baseline_plan(models.get(name))["arch"]["model"] == family, name
     for name in SMALL:

@@ -131,13 +131,15 @@ def keras_port(spec, plan):
 
     def factory(dtype):
         weights = {k: np.asarray(v, dtype) for k, v in spec.model.init_params(spec.seed).items()}
-        floatx = keras.config.floatx()
-        keras.config.set_floatx(dtype)
+        floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
+        keras.config.set_floatx(dtype)  # the default policy follows floatx only until first used
+        keras.config.set_dtype_policy(dtype)
         try:
             model = keras_native.build(keras, plan["arch"], weights, plan["input_shape"],
                                        plan["loss"], plan["optimizer"])
         finally:
             keras.config.set_floatx(floatx)
+            keras.config.set_dtype_policy(policy)
         names = {}
         for layer in model.layers:  # the baseline names each layer after its spec node
             if layer.weights:
@@ -200,7 +202,8 @@ def test_hand_written_baseline_trains_to_the_spec(framework):
         assert r.backend_a == f"native-{framework}/cpu/float64" and r.tier == "exact"
         assert r.checked_steps == STEPS and r.worst_rel <= 1e-10
         # every category compared, the optimizer state included (its slots are mapped)
-        assert set(r.per_category) == {"loss", "grads", "params", "opt"}, r.per_category
+        assert set(r.per_category) == {"loss", "grads", "params", "opt", "eval"}, \
+                r.per_category
         print(f"native {framework} {name} vs {r.backend_b}: worst rel {r.worst_rel:.2e} "
               f"({r.where})")
 
