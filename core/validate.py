@@ -9,8 +9,8 @@ or fail late. The rules:
 * **numbers** (``check_spec``): every number in a spec is finite (a NaN or infinite learning
   rate, clipping value, weight decay, epsilon, initializer scale or dataset argument is refused
   up front), and within the float32 range for a float32 run (``check_dtype_range``: 1e308 is
-  refused there, not in float64); every integer fits a signed 64-bit integer (seeds included: ``0 <= seed <
-  2**63``, the range every framework's RNG accepts); ``steps <= MAX_STEPS``.
+  refused there, not in float64); every integer fits a signed 64-bit integer (seeds included:
+  ``0 <= seed < 2**63``, the range every framework's RNG accepts); ``steps <= MAX_STEPS``.
 * **dataset arguments** (``check_dataset_args``): integer sizes are integers in their range
   (``DATASET_INTS``), scales are >= 0, and the whole dataset is at most ``MAX_DATASET_ELEMENTS``
   numbers, so a typo cannot ask for terabytes.

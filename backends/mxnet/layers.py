@@ -39,8 +39,8 @@ NEG_INF = float("-inf")
 @dataclass
 class Context:
     """What a lowering needs beyond the node: the mode the graph is traced in (fixed per traced
-    graph), the program dtype, this node's dropout scale (keep-mask / (1 - rate)) if it draws one, and the list
-    the normalisations append their batch statistics to."""
+    graph), the program dtype, this node's dropout scale (keep-mask / (1 - rate)) if it draws
+    one, and the list the normalisations append their batch statistics to."""
 
     training: bool
     dtype: str = "float32"
