@@ -68,6 +68,18 @@ def check_devices(devices, batch_size: int | None = None) -> int:
     return int(devices)
 
 
+ENGINES = ("torch", "tensorflow", "jax")  # the backends with a ``distributed.py``
+
+
+def check_engine(backend: str) -> str:
+    """A backend that can train on several devices, else one clear line (before any worker)."""
+    if backend not in ENGINES:
+        raise BackendUnavailable(f"{backend} has no data-parallel engine in rosetta (it trains on "
+                                 f"one device: --devices 1); several devices run on "
+                                 f"{', '.join(ENGINES)}")
+    return backend
+
+
 def check_batchnorm(batchnorm: str) -> str:
     if batchnorm not in BATCHNORM_STATS:
         raise DataError(f"batchnorm statistics must be one of {', '.join(BATCHNORM_STATS)}, "
@@ -178,7 +190,7 @@ def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
     global batches: it shards them itself."""
     check_batchnorm(batchnorm)
-    mod = backend_module(backend)
+    mod = backend_module(check_engine(backend))
     mod.setup(devices, device)  # idempotent: a process torchrun started joins its group here
     return mod.compile(spec, devices=devices, dtype=dtype, device=device,
                                            mode=mode, batchnorm=batchnorm)
@@ -229,6 +241,7 @@ def launch(backend: str, devices: int, target: str, payload: dict, *, device: st
     stderr through (progress bars); a failed worker raises ``DistributedError`` with its
     output's last lines."""
     devices = check_devices(devices)
+    check_engine(backend)
     with tempfile.TemporaryDirectory(prefix="rosetta-dist-") as tmp:
         tmp = Path(tmp)
         job = {"backend": backend, "devices": devices, "device": device, "target": target,

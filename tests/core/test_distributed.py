@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rosetta import distributed as dist
-from rosetta.errors import DataError
+from rosetta.errors import BackendUnavailable, DataError
 
 DEPLOY = Path(__file__).resolve().parents[2] / "conformance" / "deploy"
 
@@ -149,3 +149,9 @@ def test_torch_manifest_runs_torchrun_which_sets_the_variables_read():
 def test_dockerfile_installs_every_framework_and_runs_the_suite():
     text = (DEPLOY / "Dockerfile").read_text()
     assert '.[torch,tensorflow,jax]' in text and 'CMD ["rosetta", "conformance"]' in text
+
+
+def test_a_backend_without_a_data_parallel_engine_is_refused_before_any_worker():
+    with pytest.raises(BackendUnavailable, match="mxnet has no data-parallel engine"):
+        dist.launch("mxnet", 2, "nowhere:nothing", {})
+    assert dist.check_engine("jax") == "jax"
