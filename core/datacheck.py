@@ -117,7 +117,7 @@ def _check_range(a, part: str, where: str, w: _Where, lo: int, hi: int, what: st
                         f"be in [{lo}, {hi}]; {fix}")
 
 
-def _embedding_vocab(g) -> dict:
+def embedding_vocab(g) -> dict:
     """{model input name: vocab_size} for inputs read directly by an Embedding."""
     names = {i.name for i in g.inputs}
     out = {}
@@ -133,7 +133,7 @@ def check_input_ranges(g, arrays: dict, where: str) -> None:
     file), by ``check_data``'s rule: Embedding ids in [0, vocab_size - 1], sequence lengths in
     [1, T]. The core refuses them (``DataError``) so that no backend meets an index out of
     range, which each framework reports differently (or not at all)."""
-    vocab, lengths = _embedding_vocab(g), g.lengths_inputs()
+    vocab, lengths = embedding_vocab(g), g.lengths_inputs()
     for name, a in arrays.items():
         for table, lo, what in ((vocab, 0, "Embedding ids"), (lengths, 1, "sequence lengths")):
             if name not in table or not a.size:
@@ -177,7 +177,7 @@ def _check_inputs(spec, ds: Dataset, part: str, w: _Where, later: list) -> None:
         raise DataError(f"{w.source()}: inputs {sorted(x)} but model {g.name!r} takes "
                         f"{sorted(want)}: {' and '.join(fix)} (one array per model input)")
     lengths = g.lengths_inputs()
-    vocab = _embedding_vocab(g)
+    vocab = embedding_vocab(g)
     for inp in inputs:
         key = None if single else inp.name
         a = x if single else x[inp.name]
