@@ -138,13 +138,6 @@ def run_sweep(spec: TrainSpec, key: str, values, pairs, *, steps: int, block: in
     return rows
 
 
-def finish(rows: list[dict]) -> list[dict]:
-    """``example_ms`` again after ``cases.set_peak`` moved the floor (the peak's end value)."""
-    for r in rows:
-        r["example_ms"] = r["step_ms_median"] / r["batch_size"]
-    return rows
-
-
 COLUMNS = (("model", "model", "{}"), ("sweep", "sweep", "{}"), ("value", "value", "{}"),
            ("backend", "backend", "{}"), ("mode", "mode", "{}"), ("batch", "batch_size", "{}"),
            ("step ms", "step_ms_median", "{:.3f}"), ("IQR ms", "step_ms_iqr", "{:.3f}"),
