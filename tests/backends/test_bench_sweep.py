@@ -5,9 +5,6 @@ plan lists every zoo model. No test asserts on speed, and none times the zoo."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -21,20 +18,16 @@ from selection import BACKENDS as SELECTED
 BACKENDS = [b for b in SELECTED if b in bench.BASELINES]
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "rosetta.cli", *args], capture_output=True,
-                          text=True, timeout=600)
-
-
 def test_cli_sweep_report_is_consistent(tmp_path):
     """Two batch sizes of mlp on every backend's default mode: one row per point x backend,
     samples/s = batch / step, the floor below the step time, memory recorded, the same rows in
     the JSON, the Markdown and the plot."""
-    r = run_cli("bench", "mlp", "--sweep", "batch=8,4", "--backends", *BACKENDS,
-                "--steps", "3", "--warmup", "1", "--block", "1", "--quiet",
-                "--report", str(tmp_path / "s.json"), "--report", str(tmp_path / "s.md"),
-                "--plot", str(tmp_path / "s.png"))
-    assert r.returncode == 0, r.stderr
+    r = cli_run(["bench", "mlp", "--sweep", "batch=8,4", "--backends", *BACKENDS,
+                 "--steps", "3", "--warmup", "1", "--block", "1", "--quiet",
+                 "--report", tmp_path / "s.json", "--report", tmp_path / "s.md",
+                 "--plot", tmp_path / "s.png"])
+    check_contract(r)
+    assert r.status == 0, r
     d = json.loads((tmp_path / "s.json").read_text())
     assert d["format"] == sweep.FORMAT and d["settings"]["sweep"] == {"batch": [4, 8]}
     rows = d["results"]
@@ -56,7 +49,7 @@ def test_cli_sweep_report_is_consistent(tmp_path):
     assert md.startswith("| model | sweep |") and len(
         [ln for ln in md.splitlines() if ln.startswith("| mlp ")]) == len(rows)
     assert (tmp_path / "s.png").stat().st_size > 1000
-    assert r.stdout.count("\nmlp ") == len(rows)
+    assert r.out.count("\nmlp ") == len(rows)
 
 
 @pytest.mark.parametrize("text,words", [
