@@ -58,6 +58,9 @@ def run_command(args, load_spec) -> int:
     if args.sweep and (not args.specs or args.keras or args.devices > 1):
         raise SpecError("--sweep needs the SPEC to sweep, and takes neither --keras nor "
                         "--devices", where="command line")
+    if args.sweep and args.sweep[0] == "batch" and args.batch_size:
+        raise SpecError("--sweep batch= sets the batch size of each point: drop --batch-size",
+                        where="command line")
     skipped = []  # (model, why) of the zoo models a bare run leaves out
     names = args.specs or None
     if names is None:

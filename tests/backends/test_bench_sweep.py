@@ -68,6 +68,7 @@ def test_bad_sweep_values(text, words):
     (["bench", "mlp", "--sweep", "seq=8,16"], "applies to sequence models"),
     (["bench", "cnn", "--sweep", "width=8,16"], "applies to MLPs"),
     (["bench", "--sweep", "batch=8,16"], "needs the SPEC"),
+    (["bench", "mlp", "--sweep", "batch=8,16", "--batch-size", "4"], "drop --batch-size"),
     (["bench", "gpt", "--sweep", "batch=8,1048576"], "needs at least"),
 ])
 def test_cli_bad_sweep_is_one_line(args, words):
