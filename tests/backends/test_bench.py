@@ -13,14 +13,15 @@ import pytest
 import rosetta as rs
 from rosetta.backend import Batch
 from rosetta.backend_registry import get_backend
-from rosetta.conformance import bench, bench_report
+from rosetta.conformance import bench
+from rosetta.conformance.bench import report as bench_report
 from rosetta.errors import BackendUnavailable, DataError
 from rosetta import models
 from rosetta.models import vision
 
 from selection import BACKENDS as SELECTED
 
-# the timing tests pair each backend with its hand-written baseline (conformance/baselines/):
+# the timing tests pair each backend with its hand-written baseline (conformance/bench/baselines/):
 # mxnet has none (README, MXNet in its own environment), so they run on the backends that do
 BACKENDS = [b for b in SELECTED if b in bench.BASELINES]
 

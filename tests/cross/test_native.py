@@ -1,5 +1,5 @@
 """Your own native code under the suite (``conformance/native*.py``): the project's hand-written
-baselines (``conformance/baselines``) wrapped as a user would wrap their port, compared whole
+baselines (``conformance/bench/baselines``) wrapped as a user would wrap their port, compared whole
 training steps against the spec on every backend in float64 (exact tier, 1e-10), through the
 pytest plugin and the command line; a planted porting bug (a Dense kernel copied as is into a
 torch model that flattens NCHW) is caught and blamed on that kernel."""
@@ -126,7 +126,7 @@ def keras_port(spec, plan):
     """The Keras baseline (``keras.Sequential``, Keras's Adam and loss), built in ``dtype``."""
     import keras
 
-    from rosetta.conformance.baselines import keras_native
+    from rosetta.conformance.bench.baselines import keras_native
     from rosetta.conformance.native_tensorflow import KerasNative
 
     def factory(dtype):

@@ -123,7 +123,7 @@ def test_bench_devices_reports_throughput_and_efficiency():
     path, throughput and efficiency derived from them."""
     if "torch" not in BACKENDS:
         pytest.skip("torch not selected")
-    from rosetta.conformance.parallel_bench import measure, table
+    from rosetta.conformance.bench.parallel import measure, table
 
     row = measure(_small("mlp"), "torch", 2, steps=3, warmup=1)
     assert row["devices"] == 2 and row["batch_size"] == 4

@@ -24,7 +24,7 @@ import optax
 from flax import traverse_util
 from flax.training import train_state
 
-from rosetta.conformance.baselines import from_pairs
+from rosetta.conformance.bench.baselines import from_pairs
 
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 matmuls (no TF32 / bf16 passes on GPU)
 
@@ -316,5 +316,5 @@ class Trainer:
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
           mode="jit"):
-    """A trainer (see ``rosetta.conformance.baselines``)."""
+    """A trainer (see ``rosetta.conformance.bench.baselines``)."""
     return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)

@@ -52,7 +52,7 @@ def measure(spec, backend: str, devices: int, *, batch_size=None, steps=20, warm
     batch = spec.data.batch_size
     check_devices(devices, batch)
     payload = {"spec": portable_spec(spec), "dtype": dtype, "steps": steps, "warmup": warmup}
-    times = {n: launch(backend, n, "rosetta.conformance.parallel_bench:bench_worker", payload,
+    times = {n: launch(backend, n, "rosetta.conformance.bench.parallel:bench_worker", payload,
                        device=device) for n in (1, devices)}
     one, many = times[1]["step_seconds"], times[devices]["step_seconds"]
     return {"model": spec.name, "backend": backend, "device": device, "dtype": dtype,

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from rosetta.conformance.baselines import from_pairs
+from rosetta.conformance.bench.baselines import from_pairs
 
 
 class Params(tf.Module):
@@ -316,5 +316,5 @@ class Trainer:
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
           mode="xla"):
-    """A trainer (see ``rosetta.conformance.baselines``)."""
+    """A trainer (see ``rosetta.conformance.bench.baselines``)."""
     return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosetta.conformance.baselines import from_pairs
+from rosetta.conformance.bench.baselines import from_pairs
 
 
 def _t(array):
@@ -336,5 +336,5 @@ class Trainer:
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
           mode="eager"):
-    """A trainer (see ``rosetta.conformance.baselines``)."""
+    """A trainer (see ``rosetta.conformance.bench.baselines``)."""
     return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)

@@ -48,7 +48,7 @@ def _cells(rows) -> list[list[str]]:
     return [[_cell(r, key, fmt) for _, key, fmt in columns(rows)] for r in rows]
 
 
-def table(rows, env: dict | None = None) -> str:
+def table(rows, env: dict | None = None, skipped=()) -> str:
     head = [h for h, _, _ in columns(rows)]
     body = _cells(rows)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
@@ -60,11 +60,13 @@ def table(rows, env: dict | None = None) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     lines = [line(head), line(["-" * w for w in widths]), *map(line, body)]
-    lines.append(footnote(rows, env))
+    lines.append(footnote(rows, env, skipped))
     return "\n".join(lines)
 
 
-def footnote(rows, env: dict | None) -> str:
+def footnote(rows, env: dict | None, skipped=()) -> str:
+    """The table's notes: the device and peak, the floors, what the columns mean, the Keras
+    errors, and the zoo models not timed (``skipped``: (model, why) pairs) with the reason."""
     parts = []
     if env:
         parts.append(f"device: {env.get('device')}; float32 matmul peak "
@@ -85,10 +87,15 @@ def footnote(rows, env: dict | None) -> str:
         errors = {(r["model"], r["backend"]): r["keras_error"] for r in rows
                   if r.get("keras_error")}
         parts += [f"keras on {b} ({m}): {e}" for (m, b), e in errors.items()]
+    reasons: dict = {}
+    for model, why in skipped:
+        reasons.setdefault(why, []).append(model)
+    parts += [f"not timed, no hand-written baseline: {', '.join(ms)} ({why})"
+              for why, ms in reasons.items()]
     return "\n".join(parts)
 
 
-def markdown(rows, env: dict | None = None) -> str:
+def markdown(rows, env: dict | None = None, skipped=()) -> str:
     cols = columns(rows)
     head = [h for h, _, _ in cols]
     out = ["| " + " | ".join(head) + " |",
@@ -96,21 +103,21 @@ def markdown(rows, env: dict | None = None) -> str:
                           for _, k, _ in cols) + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
             for cells in _cells(rows)]
-    return "\n".join(out) + "\n\n" + footnote(rows, env).replace("\n", "  \n") + "\n"
+    return "\n".join(out) + "\n\n" + footnote(rows, env, skipped).replace("\n", "  \n") + "\n"
 
 
 def to_json(rows, env: dict, settings: dict) -> dict:
     return {"format": FORMAT, "environment": env, "settings": settings, "results": list(rows)}
 
 
-def write(path, rows, env: dict, settings: dict) -> Path:
+def write(path, rows, env: dict, settings: dict, skipped=()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".json":
         write_text(path, dumps_json(to_json(rows, env, settings), indent=1))
     elif suffix == ".md":
-        write_text(path, markdown(rows, env))
+        write_text(path, markdown(rows, env, skipped))
     else:
         raise ValueError(f"report format from the suffix: .json or .md, found {path.name!r}")
     return path

@@ -1,6 +1,6 @@
 """Step time of rosetta's lowered LSTM / GRU against the native layer used directly.
 
-    python -m rosetta.conformance.bench_recurrent [--steps 40] [--batch 32] [--length 32]
+    python -m rosetta.conformance.bench.recurrent [--steps 40] [--batch 32] [--length 32]
         [--features 32] [--units 64] [--backends torch,jax]
 
 Model: x (T, C) -> LSTM or GRU (H, last state) -> Dense(10), softmax cross-entropy, plain SGD,
