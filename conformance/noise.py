@@ -201,14 +201,34 @@ def spread_of(ref: dict, runs: list[dict]) -> dict:
             for k in ref}
 
 
+def reorder(value, order):
+    """``value`` (an array, a dict of arrays, or None) with its examples (axis 0) taken in
+    ``order``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: reorder(v, order) for k, v in value.items()}
+    return np.asarray(value)[order]
+
+
 def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE_RUNS,
                  seed: str = "") -> Measured:
     """The spread of step ``start.step`` of the float32 program ``prog32`` around ``ref`` (the
     step's float64 result): ``runs`` float32 re-runs from the state and batch perturbed at U
-    (the dropout ``masks``, 0/1, are never perturbed)."""
+    (the dropout ``masks``, 0/1, are never perturbed), each with the batch's examples in another
+    random order (features, labels and masks alike). A step is a function of the batch as a set
+    (the loss is a mean over examples, BatchNorm's statistics are sums over them), so the order
+    changes no float64 result, only the order of every sum over the batch: the reduction-order
+    error that a one-ulp move of the inputs leaves in place (a long sum rounded to the same
+    float32 value either way) is randomised too."""
     rng = rng_for(0, f"noise/{seed}/{start.step}")
-    return _spread(ref, [run_step(prog32, start.perturbed(rng), perturb_features(x, rng),
-                                  perturb(y, rng), masks) for _ in range(runs)])
+    n = len(next(iter(y.values())) if isinstance(y, dict) else y)
+    out = []
+    for _ in range(runs):
+        order = rng.permutation(n)
+        out.append(run_step(prog32, start.perturbed(rng), perturb_features(reorder(x, order), rng),
+                            perturb(reorder(y, order), rng), reorder(masks, order)))
+    return _spread(ref, out)
 
 
 def measure_eval(prog32, params, state, x, ref: dict, runs: int = NOISE_RUNS,
