@@ -10,8 +10,9 @@ free-running float32 runs, ``suite.run``).
 
 For a pair (a, b) both directions are held: a's float32 against b's float64 and b's float32
 against a's float64, so a semantic difference fails whichever backend carries it, and a float32
-bug fails against the other backend's float64. The noise around b's float64 result is the spread
-of the float32 runs of every backend but the one held.
+bug fails against the other backend's float64. The noise around b's float64 result is
+``noise.noise_spread``: the spread of the other backends' float32 runs pooled, or of any one
+backend's own runs (the held one's included), whichever is larger.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy,
-                                       eval_result, measure_eval, measure_step, run_eval,
-                                       run_step, spread_of, step_result, to_float32, use, worse)
+                                       eval_result, measure_eval, measure_step, noise_spread,
+                                       run_eval, run_step, step_result, to_float32, use, worse)
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
 
@@ -54,10 +55,10 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     """{(backend, reference): Forced} for every ordered pair of distinct backends, plus the
     float64 trajectories and the batches used: (forced, trajectories64, data, masks).
 
-    The noise that bounds a's float32 against b's float64 is the spread of the perturbed float32
-    runs (``noise.measure_step``) of every backend but a: another summation order is float32
-    noise too (on resnet a ReLU that torch and jax round to one side and TensorFlow to the
-    other), and a bug in a cannot widen its own bound. ``programs32``
+    The noise that bounds a's float32 against b's float64 is ``noise.noise_spread`` of the
+    perturbed float32 runs (``noise.measure_step``): the other backends' runs pooled (on resnet
+    a ReLU that torch and jax round to one side and TensorFlow to the other), or each backend's
+    own runs; a bias of a (a bug) moves all of a's runs alike and cannot widen its bound. ``programs32``
     (optional) maps a backend
     to the float32 program to hold (a test plants a float32 bug in one); default: compiled
     here."""
@@ -94,15 +95,13 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
                 got = run_step(progs32[a], Start.of(trajs64[b], t).float32(),
                                to_float32(data[t][0]), to_float32(data[t][1]), masks[t])
                 ref = step_result(trajs64[b], t)
-                m = Measured(ref, spread_of(ref, [r for c in backends if c != a
-                                                  for r in measured[c][t].runs]))
+                m = Measured(ref, noise_spread(ref, {c: measured[c][t] for c in backends}, a))
                 f.rows += [(t, k, w) for k, w in
                            compare_noisy(got, m, f"@ step {t} ({a} float32 vs {b} float64)")]
             last = Start.of(trajs64[b], steps).float32()
             got = run_eval(progs32[a], last.params, last.state, to_float32(data[0][0]))
             ref = eval_result(trajs64[b])
-            m = Measured(ref, spread_of(ref, [r for c in backends if c != a
-                                              for r in eval_measured[c].runs]))
+            m = Measured(ref, noise_spread(ref, {c: eval_measured[c] for c in backends}, a))
             f.rows += [(steps - 1, k, w) for k, w in
                        compare_noisy(got, m, f"after step {steps - 1} ({a} float32 vs "
                                              f"{b} float64)")]

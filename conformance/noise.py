@@ -9,8 +9,15 @@ step's result, in the spirit of Monte Carlo arithmetic (Verificarlo, CADNA):
   each time with every input of the step (float labels, parameters, model state, optimizer
   state) rounded to float32 and moved by a random k ulps, k in {-1, 0, 1} (a float32 rounding
   error: at most 2U relative, U = 2^-24 the unit roundoff), and the batch's features by U times
-  their largest magnitude (``perturb_features``). A backend's float32 is held within the spread of
-  the runs of every *other* backend (``forced.py``): another summation order is noise too.
+  their largest magnitude (``perturb_features``), and the batch's examples taken in a random
+  order (``reorder``: the step is a function of the batch as a set, so no float64 result moves,
+  tests/cross/test_noise_order.py, but every sum over the batch is summed in another order). A
+  backend's float32 is held within ``noise_spread``: the larger of the spread of the other
+  backends' runs pooled (another summation order is noise too) and the spread of each backend's
+  own runs, its own included (its own summation order is its own noise: measured on the zoo
+  resnet at step 2, torch's float32 flipped a ReLU decision that none of the 8 runs of TensorFlow
+  and JAX flipped, 26x outside their spread, and that torch's own reordered runs flipped too).
+  A bug that is a bias (every run of the backend computes it alike) stays outside the bound.
   Each run rounds every intermediate result (each partial sum of a matmul or convolution, each
   update) at different places, so the runs differ
   by the rounding noise of the whole float32 step; where a decision flips under rounding (a ReLU
@@ -188,12 +195,18 @@ class Measured:
     ref: dict
     spread: dict
     runs: list = field(default_factory=list)   # the perturbed float32 results
+    # the first perturbed run, repeated after the others, gave the same result bit for bit: the
+    # step is a function of the state it was given (``noise_spread`` counts the runs as noise)
+    reproducible: bool = True
 
 
-def _spread(ref: dict, runs: list[dict]) -> Measured:
+def _spread(ref: dict, runs: list[dict], again: dict) -> Measured:
     """max - min over the runs (not the reference: a float32 bias common to every run, a
-    float32-only bug, is not noise); the runs are kept (``pooled``)."""
-    return Measured(ref, spread_of(ref, runs), runs)
+    float32-only bug, is not noise); the runs are kept (``noise_spread``), and ``again`` (the
+    first run repeated last) says whether they are reproducible."""
+    same = all(k in again and np.array_equal(runs[0][k], again[k], equal_nan=True)
+               for k in runs[0])
+    return Measured(ref, spread_of(ref, runs), runs, reproducible=same)
 
 
 def spread_of(ref: dict, runs: list[dict]) -> dict:
@@ -201,22 +214,66 @@ def spread_of(ref: dict, runs: list[dict]) -> dict:
             for k in ref}
 
 
+def noise_spread(ref: dict, runs: dict, held: str) -> dict:
+    """The spread that bounds backend ``held``'s float32 result, element by element: the larger
+    of the spread of the pooled runs of every other backend (``runs``: {backend: [perturbed
+    float32 results]}) and the spread of each backend's own runs, ``held``'s included, where they
+    are reproducible (``Measured.reproducible``: a step that depends on something outside the
+    state it was given, hidden state that each run moves or a random draw, differs between runs
+    for that reason, which is not rounding noise and must not widen a bound). Pooling
+    the others counts where their summation orders differ (a ReLU that TensorFlow rounds to one
+    side and torch to the other); one backend's own runs count its own summation order, the noise
+    of the result being held. Runs of different backends are never pooled with ``held``'s: a bias
+    of ``held`` against everyone (a bug, or a float32-only error every run of it repeats) would
+    then be spread, and would widen its own bound. ``runs``: {backend: ``Measured``}."""
+    others = [r for c, m in runs.items() if c != held for r in m.runs]
+    out = spread_of(ref, others) if others else {k: np.zeros_like(v) for k, v in ref.items()}
+    for m in runs.values():
+        if m.runs and m.reproducible:
+            own = spread_of(ref, m.runs)
+            out = {k: np.maximum(out[k], own[k]) for k in ref}
+    return out
+
+
+def reorder(value, order):
+    """``value`` (an array, a dict of arrays, or None) with its examples (axis 0) taken in
+    ``order``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: reorder(v, order) for k, v in value.items()}
+    return np.asarray(value)[order]
+
+
 def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE_RUNS,
                  seed: str = "") -> Measured:
     """The spread of step ``start.step`` of the float32 program ``prog32`` around ``ref`` (the
     step's float64 result): ``runs`` float32 re-runs from the state and batch perturbed at U
-    (the dropout ``masks``, 0/1, are never perturbed)."""
+    (the dropout ``masks``, 0/1, are never perturbed), each with the batch's examples in another
+    random order (features, labels and masks alike), and the first run once more after the
+    others (``Measured.reproducible``). A step is a function of the batch as a set (the loss
+    is a mean over examples, BatchNorm's statistics are sums over them), so the order
+    changes no float64 result, only the order of every sum over the batch: the reduction-order
+    error that a one-ulp move of the inputs leaves in place (a long sum rounded to the same
+    float32 value either way) is randomised too."""
     rng = rng_for(0, f"noise/{seed}/{start.step}")
-    return _spread(ref, [run_step(prog32, start.perturbed(rng), perturb_features(x, rng),
-                                  perturb(y, rng), masks) for _ in range(runs)])
+    n = len(next(iter(y.values())) if isinstance(y, dict) else y)
+    out, first = [], None
+    for _ in range(runs):
+        order = rng.permutation(n)
+        args = (start.perturbed(rng), perturb_features(reorder(x, order), rng),
+                perturb(reorder(y, order), rng), reorder(masks, order))
+        first = first or args
+        out.append(run_step(prog32, *args))
+    return _spread(ref, out, run_step(prog32, *first))
 
 
 def measure_eval(prog32, params, state, x, ref: dict, runs: int = NOISE_RUNS,
                  seed: str = "") -> Measured:
     """The spread of the float32 eval-mode output, parameters, state and inputs perturbed."""
     rng = rng_for(0, f"noise/{seed}/eval")
-    return _spread(ref, [run_eval(prog32, perturb(params, rng), perturb(state, rng),
-                                  perturb(x, rng)) for _ in range(runs)])
+    args = [(perturb(params, rng), perturb(state, rng), perturb(x, rng)) for _ in range(runs)]
+    return _spread(ref, [run_eval(prog32, *a) for a in args], run_eval(prog32, *args[0]))
 
 
 def group(key: str) -> str:

@@ -118,14 +118,32 @@ def _check_range(a, part: str, where: str, w: _Where, lo: int, hi: int, what: st
 
 
 def embedding_vocab(g) -> dict:
-    """{model input name: vocab_size} for inputs read directly by an Embedding."""
-    names = {i.name for i in g.inputs}
-    out = {}
+    """{integer model input name: the smallest vocab_size of the Embeddings it feeds}, read
+    directly or through integer-valued nodes (a Reshape of the ids). The one rule every backend's
+    ``Program`` checks ids with (``check_embedding_ids``): a gather out of range is an error on
+    torch, a clamped index under XLA and a silent zero on JAX."""
+    origin = {i.name: i.name for i in g.inputs if i.kind == "int"}
+    out: dict = {}
     for node in g.nodes:
-        if node.op == "Embedding" and node.inputs and node.inputs[0] in names:
+        src = origin.get(node.inputs[0]) if node.inputs else None
+        if src is None:
+            continue
+        if node.op == "Embedding":
             v = int(node.attrs["vocab_size"])
-            out[node.inputs[0]] = min(out.get(node.inputs[0], v), v)
+            out[src] = min(out.get(src, v), v)
+        elif node.out_type.kind == "int":
+            origin[node.name] = src
     return out
+
+
+def check_embedding_ids(vocab: dict, name: str, a) -> None:
+    """Refuse a batch of ids of input ``name`` outside [0, vocab) (``vocab``: ``embedding_vocab``
+    of the graph) with a ``DataError`` that names the input, the range and what was found."""
+    limit = vocab.get(name)
+    a = np.asarray(a)
+    if limit is not None and a.size and (a.min() < 0 or a.max() >= limit):
+        raise DataError(f"input {name!r}: Embedding ids must be in [0, {limit}), found "
+                        f"{a.min()}..{a.max()}")
 
 
 def check_input_ranges(g, arrays: dict, where: str) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from rosetta import backend as contract
+from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -61,7 +62,7 @@ class Program(contract.Program):
         self.jax_device = jax_device(self.device)
         self._np_dtype = np.dtype(dtype)
         self._int_labels = spec.loss.label_kind == "int"
-        self._index_limits = _embedding_limits(self.graph)
+        self._index_limits = embedding_vocab(self.graph)
         # every op that draws a keep-mask in training (Dropout, attention weights) declares its
         # per-example shape (None: no dropout, or rate 0)
         shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
@@ -255,9 +256,7 @@ class Program(contract.Program):
             if inp.kind == "int":
                 if not np.issubdtype(x.dtype, np.integer):
                     raise DataError(f"{where}: expected integer indices, found {x.dtype}")
-                limit = self._index_limits.get(inp.name)
-                if limit is not None and x.size and (x.min() < 0 or x.max() >= limit):
-                    raise DataError(f"{where}: Embedding index outside [0, {limit})")
+                check_embedding_ids(self._index_limits, inp.name, x)
                 out[inp.name] = x.astype(np.int32, copy=False)
             else:
                 out[inp.name] = x.astype(self._np_dtype, copy=False)
@@ -283,19 +282,3 @@ class Program(contract.Program):
         return {i.name: jax.ShapeDtypeStruct((1, *i.shape),
                                              jnp.int32 if i.kind == "int" else self._np_dtype)
                 for i in self.graph.inputs}
-
-
-def _embedding_limits(graph) -> dict[str, int]:
-    """{int input name: smallest vocab_size of the Embeddings it feeds}, following Reshapes.
-    Checked on the host: a JAX gather does not raise on an out-of-range index."""
-    by_name = {n.name: n for n in graph.nodes}
-    limits: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op != "Embedding":
-            continue
-        src = node.inputs[0]
-        while src in by_name:
-            src = by_name[src].inputs[0]
-        vocab = node.attrs["vocab_size"]
-        limits[src] = min(vocab, limits.get(src, vocab))
-    return limits

@@ -23,7 +23,7 @@ import numpy as np
 from mxnet import autograd, nd
 
 from rosetta import backend as contract
-from rosetta.datacheck import embedding_vocab
+from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -203,9 +203,7 @@ class Program(contract.Program):
                                 f"(N, {', '.join(map(str, inp.shape))}), found {x.shape}")
             if inp.kind == "int" and not np.issubdtype(x.dtype, np.integer):
                 raise DataError(f"{where}: expected integer indices, found {x.dtype}")
-            limit = self._index_limits.get(inp.name) if inp.kind == "int" else None
-            if limit is not None and x.size and (x.min() < 0 or x.max() >= limit):
-                raise DataError(f"{where}: Embedding index outside [0, {limit})")
+            check_embedding_ids(self._index_limits, inp.name, x)
             out.append(nd.array(x, dtype=self.dtype, ctx=self.context))
         return out
 

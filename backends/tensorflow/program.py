@@ -25,24 +25,10 @@ from rosetta import backend as contract
 from rosetta.backends.tensorflow import device as tf_device
 from rosetta.backends.tensorflow import losses, optimizers, params
 from rosetta.backends.tensorflow.model import GraphModule
+from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError
 
 ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
-
-
-def embedding_limits(graph) -> dict[str, int]:
-    """{int input name: smallest vocab_size of the Embeddings it feeds} (through Reshapes)."""
-    origin = {i.name: i.name for i in graph.inputs if i.kind == "int"}
-    limits: dict[str, int] = {}
-    for node in graph.nodes:
-        src = origin.get(node.inputs[0]) if node.inputs else None
-        if src is None:
-            continue
-        if node.op == "Embedding":
-            limits[src] = min(limits.get(src, node.attrs["vocab_size"]), node.attrs["vocab_size"])
-        elif node.out_type.kind == "int":
-            origin[node.name] = src
-    return limits
 
 
 class Compiled:
@@ -109,7 +95,7 @@ class Program(contract.Program):
             self.trainable = list(self.param_vars.values())
             self.optimizer = optimizers.lower(spec.optimizer, self.trainable)
         self.loss_fn = losses.lower(spec.loss)
-        self.id_limits = embedding_limits(graph)
+        self.id_limits = embedding_vocab(graph)
 
         self.input_signature = {
             i.name: tf.TensorSpec((None, *i.shape),
@@ -195,10 +181,7 @@ class Program(contract.Program):
             if tuple(a.shape[1:]) != tuple(tspec.shape[1:]):
                 raise DataError(f"input {name!r}: expected shape (batch, "
                                 f"{', '.join(map(str, tspec.shape[1:]))}), found {a.shape}")
-            limit = self.id_limits.get(name)
-            if limit is not None and a.size and (a.min() < 0 or a.max() >= limit):
-                raise IndexError(f"input {name!r}: Embedding ids must be in [0, {limit}), "
-                                 f"found {a.min()}..{a.max()}")
+            check_embedding_ids(self.id_limits, name, a)
             out[name] = a
         return out
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rosetta import backend as contract
+from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, torch_device, torch_dtype)
@@ -109,6 +110,7 @@ class Program(contract.Program):
         self.loss_fn = losses.lower_loss(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
+        self._index_limits = embedding_vocab(self.graph)
         # every op that draws a keep-mask in training (Dropout, attention weights) declares it
         has_dropout = any(n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type) is not None
                           for n in self.graph.nodes)
@@ -264,7 +266,11 @@ class Program(contract.Program):
                 m.set_mask(None)
 
     def _inputs(self, inputs) -> list[torch.Tensor]:
+        """Inputs on the device; Embedding ids range-checked on the host first (the core's rule,
+        one message on every backend)."""
         arrays = self.graph.as_input_dict(inputs)
+        for name in self._index_limits:
+            check_embedding_ids(self._index_limits, name, arrays[name])
         return [self._tensor(arrays[name], self.torch_dtype if kind == "float" else torch.int64)
                 for name, kind in self._input_kinds]
 

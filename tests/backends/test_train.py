@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rosetta as rs
@@ -113,3 +114,24 @@ def test_a_last_update_that_breaks_the_parameters_is_a_training_failure(backend,
     with pytest.raises(FloatingPointError, match="parameter 'out/|held-out loss is inf"):
         train(spec, backend, dtype="float64", save=tmp_path / "ck", progress=False)
     assert not list((tmp_path / "ck").glob("step-*"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_program_refuses_out_of_range_embedding_ids_with_the_core_message(backend):
+    """A Program used directly (no CLI check before it) refuses Embedding ids outside
+    [0, vocab) on every backend with the core's one message (datacheck.check_embedding_ids):
+    torch raises its own IndexError, XLA clamps, JAX reads a zero row."""
+    from rosetta.backend_registry import get_backend
+    from rosetta.errors import DataError
+
+    spec = models.get("lstm")
+    vocab = next(n.attrs["vocab_size"] for n in spec.model.nodes if n.op == "Embedding")
+    prog = get_backend(backend).compile(spec, dtype="float32")
+    x = {i.name: np.ones((2, *i.shape), np.int64) for i in spec.model.inputs}
+    y = np.zeros(2, np.int64)
+    ids = next(i.name for i in spec.model.inputs if i.name in
+               {n.inputs[0] for n in spec.model.nodes if n.op == "Embedding"})
+    x[ids][1, 3] = vocab
+    with pytest.raises(DataError, match=rf"input '{ids}': Embedding ids must be in "
+                                        rf"\[0, {vocab}\), found 1\.\.{vocab}"):
+        prog.gradients(x, y)

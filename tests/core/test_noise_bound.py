@@ -47,3 +47,28 @@ def test_tensors_other_than_parameters_use_their_largest_spread():
     got = {"grads/w": np.array([1.0, 5e-3])}     # within 16 x the tensor's largest spread
     (_, w), = compare_noisy(got, Measured(ref, spread), "x")
     assert use(w) <= 1 and np.isclose(w.noise, 1e-3)
+
+
+def test_noise_spread_counts_own_runs_but_never_a_bias_against_the_others():
+    from rosetta.conformance.noise import noise_spread
+
+    ref = {"g": np.zeros(3)}
+    others = [{"g": np.array([0.0, 1e-7, 0.0])}, {"g": np.array([0.0, 0.0, 0.0])}]
+    # held's runs: all shifted by a bias of 1e-3 (a bug), one element noisy by 2e-7 among them
+    held = [{"g": np.array([1e-3, 1e-3, 1e-3])}, {"g": np.array([1e-3, 1e-3, 1e-3 + 2e-7])}]
+    s = noise_spread(ref, _measured(ref, a=held, b=others[:1], c=others[1:]), "a")["g"]
+    assert np.allclose(s, [0.0, 1e-7, 2e-7])        # the bias 1e-3 is nowhere in the spread
+    # pooled others count their differences from each other
+    s = noise_spread(ref, _measured(ref, a=held, b=others[:1], c=others[1:]), "b")["g"]
+    assert s[1] >= 1e-3 - 1e-12                      # b is held: a's bias is another order
+
+    # a backend whose repeated run differed (hidden state, a random draw) adds no own noise
+    m = _measured(ref, a=held, b=others[:1], c=others[1:])
+    m["a"].reproducible = False
+    assert np.allclose(noise_spread(ref, m, "a")["g"], [0.0, 1e-7, 0.0])
+
+
+def _measured(ref, **runs):
+    from rosetta.conformance.noise import spread_of
+
+    return {c: Measured(ref, spread_of(ref, rs), rs) for c, rs in runs.items()}
