@@ -50,6 +50,99 @@ class Forced:
         return None
 
 
+def forced_batches(spec, steps, seed, dropout="inject"):
+    """The float64 batches of the first ``steps`` steps and their injected keep-masks (None
+    without dropout): (run_spec, data, masks). Deterministic in (spec, seed), so a worker
+    process regenerates what the parent holds its results against."""
+    run_spec = without_dropout(spec) if dropout == "off" else spec
+    data = [b for _, b in zip(range(steps), batch_stream(run_spec, steps, seed, "float64"))]
+    has_dropout = bool(dropout_nodes(run_spec.model))
+    masks = [dropout_masks(run_spec.model, seed, t, len(y)) if has_dropout else None
+             for t, (_, y) in enumerate(data)]
+    return run_spec, data, masks
+
+
+@dataclass
+class References:
+    """Each backend's float64 steps (``trajs64``), its float32 program (``progs32``) and the
+    perturbed float32 re-runs of each step (``measured``) and of the eval output
+    (``eval_measured``), on the batches ``data`` with keep-masks ``masks``."""
+
+    data: list
+    masks: list
+    trajs64: dict
+    progs32: dict
+    measured: dict
+    eval_measured: dict
+
+    @property
+    def steps(self) -> int:
+        return len(self.data)
+
+    def noise(self, t: int | None, ref: dict, held: str | None) -> Measured:
+        """``ref`` with the spread that bounds ``held``'s float32 result at step ``t`` (None:
+        the eval output): ``noise.noise_spread`` of every backend's float32 runs (``held``
+        None: a program none of them is, such as an N-device one, and every backend's runs are
+        pooled)."""
+        runs = {c: (self.eval_measured[c] if t is None else self.measured[c][t])
+                for c in self.measured}
+        return Measured(ref, noise_spread(ref, runs, held))
+
+
+def references(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=None,
+               dropout="inject", runs=NOISE_RUNS, progress=None, programs32=None) -> References:
+    """Record each backend's float64 reference and measure its float32 noise (``noise.py``) at
+    each of the first ``steps`` steps, from the float64 state."""
+    seed = spec.seed if seed is None else seed
+    run_spec, data, masks = forced_batches(spec, steps, seed, dropout)
+    steps = len(data)
+    log = progress or (lambda msg: None)
+    refs = References(data, masks, {}, {}, {}, {})
+    for b in backends:
+        log(f"{spec.name}: float64 reference on {b} ({steps} steps), float32 noise "
+            f"({runs} runs a step)")
+        t64 = refs.trajs64[b] = record(spec, b, dtype="float64", device=device, steps=steps,
+                                       seed=seed, dropout=dropout, stream=data)
+        prog = refs.progs32[b] = ((programs32 or {}).get(b) or
+                                  get_backend(b).compile(run_spec, dtype="float32",
+                                                         device=device))
+        refs.measured[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
+                                         step_result(t64, t), runs, seed=f"{b}/{seed}")
+                            for t in range(steps)]
+        last = Start.of(t64, steps)
+        refs.eval_measured[b] = measure_eval(prog, last.params, last.state, data[0][0],
+                                             eval_result(t64), runs, seed=f"{b}/{seed}")
+    return refs
+
+
+def forced_run(prog32, traj64, data, masks) -> tuple[list, dict]:
+    """The float32 program ``prog32`` teacher-forced along ``traj64``: each step ``t`` from the
+    trajectory's state before update ``t`` rounded to float32 (``run_step``), and the eval output
+    from its state after the last step. ([step results], eval result)."""
+    got = [run_step(prog32, Start.of(traj64, t).float32(), to_float32(x), to_float32(y), m)
+           for t, ((x, y), m) in enumerate(zip(data, masks))]
+    last = Start.of(traj64, len(data)).float32()
+    return got, run_eval(prog32, last.params, last.state, to_float32(data[0][0]))
+
+
+def hold(name: str, reference: str, got: list, got_eval: dict, refs: References,
+         held: str | None) -> Forced:
+    """``name``'s float32 results (``forced_run`` along ``reference``'s float64 trajectory) held
+    against ``reference``'s float64 steps, within ``References.noise`` for backend ``held``."""
+    f = Forced(name, reference)
+    t64 = refs.trajs64[reference]
+    for t, step in enumerate(got):
+        m = refs.noise(t, step_result(t64, t), held)
+        f.rows += [(t, k, w) for k, w in
+                   compare_noisy(step, m, f"@ step {t} ({name} float32 vs {reference} float64)")]
+    last = refs.steps - 1
+    m = refs.noise(None, eval_result(t64), held)
+    f.rows += [(last, k, w) for k, w in
+               compare_noisy(got_eval, m, f"after step {last} ({name} float32 vs "
+                                          f"{reference} float64)")]
+    return f
+
+
 def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=None,
                    dropout="inject", runs=NOISE_RUNS, progress=None, programs32=None):
     """{(backend, reference): Forced} for every ordered pair of distinct backends, plus the
@@ -62,48 +155,15 @@ def teacher_forced(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=Non
     (optional) maps a backend
     to the float32 program to hold (a test plants a float32 bug in one); default: compiled
     here."""
-    seed = spec.seed if seed is None else seed
-    run_spec = without_dropout(spec) if dropout == "off" else spec
-    data = [b for _, b in zip(range(steps), batch_stream(run_spec, steps, seed, "float64"))]
-    steps = len(data)
-    has_dropout = bool(dropout_nodes(run_spec.model))
-    masks = [dropout_masks(run_spec.model, seed, t, len(y)) if has_dropout else None
-             for t, (_, y) in enumerate(data)]
+    refs = references(spec, backends, device=device, steps=steps, seed=seed, dropout=dropout,
+                      runs=runs, progress=progress, programs32=programs32)
     log = progress or (lambda msg: None)
-    trajs64, progs32, measured, eval_measured = {}, {}, {}, {}
-    for b in backends:
-        log(f"{spec.name}: float64 reference on {b} ({steps} steps), float32 noise "
-            f"({runs} runs a step)")
-        t64 = trajs64[b] = record(spec, b, dtype="float64", device=device, steps=steps,
-                                  seed=seed, dropout=dropout, stream=data)
-        prog = progs32[b] = ((programs32 or {}).get(b) or
-                             get_backend(b).compile(run_spec, dtype="float32", device=device))
-        measured[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
-                                    step_result(t64, t), runs, seed=f"{b}/{seed}")
-                       for t in range(steps)]
-        last = Start.of(t64, steps)
-        eval_measured[b] = measure_eval(prog, last.params, last.state, data[0][0],
-                                        eval_result(t64), runs, seed=f"{b}/{seed}")
     forced = {}
     for a in backends:
         log(f"{spec.name}: float32 steps on {a}, teacher-forced")
         for b in backends:
-            if a == b:
+            if b == a:
                 continue
-            f = Forced(a, b)
-            for t in range(steps):
-                got = run_step(progs32[a], Start.of(trajs64[b], t).float32(),
-                               to_float32(data[t][0]), to_float32(data[t][1]), masks[t])
-                ref = step_result(trajs64[b], t)
-                m = Measured(ref, noise_spread(ref, {c: measured[c][t] for c in backends}, a))
-                f.rows += [(t, k, w) for k, w in
-                           compare_noisy(got, m, f"@ step {t} ({a} float32 vs {b} float64)")]
-            last = Start.of(trajs64[b], steps).float32()
-            got = run_eval(progs32[a], last.params, last.state, to_float32(data[0][0]))
-            ref = eval_result(trajs64[b])
-            m = Measured(ref, noise_spread(ref, {c: eval_measured[c] for c in backends}, a))
-            f.rows += [(steps - 1, k, w) for k, w in
-                       compare_noisy(got, m, f"after step {steps - 1} ({a} float32 vs "
-                                             f"{b} float64)")]
-            forced[(a, b)] = f
-    return forced, trajs64, data, masks
+            got, got_eval = forced_run(refs.progs32[a], refs.trajs64[b], refs.data, refs.masks)
+            forced[(a, b)] = hold(a, b, got, got_eval, refs, a)
+    return forced, refs.trajs64, refs.data, refs.masks

@@ -7,9 +7,11 @@ exact tier (``runner.record``) driving a data-parallel ``Program`` on the same g
 the same injected dropout masks (indexed by global example); the main worker saves the
 ``Trajectory`` and the parent compares it, step by step, with the one-device trajectory of the
 same backend (loss, every gradient, parameters, BatchNorm state, optimizer state) and with the
-other backends' N-device trajectories, by ``suite.compare_trajectories`` under the dtype's tier
-bound (float64: the exact tier's 1e-10; only summation order differs). A failed comparison is
-blamed like the exact tier's (``suite.blame``).
+other backends' N-device trajectories, by ``suite.compare_trajectories`` under the exact tier's
+bound 1e-10 (only summation order differs in float64). A failed comparison is blamed like the
+exact tier's (``suite.blame``). float32 is not free-running: a different summation order flips a
+ReLU at its kink, so each float32 step is teacher-forced from the float64 state and held within
+measured noise (``parallel_forced.py``).
 
 ``trap`` (tests only) plants one of ``parallel_traps.TRAPS`` in the workers, to prove the tier
 fails and blames the right tensor.
@@ -91,10 +93,16 @@ def tier(dtype: str):
 def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=3, seed=None,
         dropout="inject", trap=None, progress=None):
     """For each N > 1 in ``devices``: each backend's 1-device trajectory against its N-device
-    one, then every backend pair at N. Returns (results, trajectories)."""
+    one, then every backend pair at N. Returns (results, trajectories). float32 is held
+    teacher-forced within measured noise instead (``parallel_forced.run``)."""
     counts = parse_devices(devices)
     for n in counts[1:]:
         check_devices(n, spec.data.batch_size)
+    if dtype == "float32":  # teacher-forced, within measured noise (parallel_forced.py)
+        from rosetta.conformance import parallel_forced
+
+        return parallel_forced.run(spec, backends, counts=counts, device=device, steps=steps,
+                                   seed=seed, dropout=dropout, trap=trap, progress=progress)
     tier_ = tier(dtype)
     results, trajs = [], []
     for be in backends:

@@ -172,27 +172,37 @@ def float32_results(spec, backends, trajs, *, device, steps, seed, dropout, prog
     for ta, tb in itertools.combinations(trajs, 2):
         a, b = ta.meta["backend"], tb.meta["backend"]
         both = (forced[(a, b)], forced[(b, a)])
-        w, per_cat = None, {}
-        for f in both:
-            for _, key, x in f.rows:
-                w = worse(w, x)
-                cat = key.split("/", 1)[0]
-                per_cat[cat] = worse(per_cat.get(cat), x)
         free = compare_trajectories(ta, tb, FLOAT32)
-        r = Result(model=spec.name, backend_a=ta.label, backend_b=tb.label, tier="float32",
-                   dtype="float32", device=device, worst_abs=w.abs_err, worst_rel=w.rel_err,
-                   tolerance=w.tolerance, where=str(w), passed=use(w) <= 1,
-                   steps=free.steps, checked_steps=min(steps, FORCED_STEPS, len(data)),
-                   per_category={k: {"rel": v.rel_err, "abs": v.abs_err, "where": v.where,
-                                     "noise": v.noise, "tolerance": v.tolerance}
-                                 for k, v in per_cat.items()},
-                   drift=free.drift, noise=w.noise,
-                   note=f"free-running drift over {free.steps} steps: worst {max(free.drift):.1e} "
-                        f"(reported, not held)" + (f"; {free.note}" if free.note else ""))
+        r = held_result(spec.name, ta.label, tb.label, both, tier="float32", device=device,
+                        steps=free.steps, checked=min(steps, FORCED_STEPS, len(data)),
+                        drift=free.drift,
+                        note=f"free-running drift over {free.steps} steps: worst "
+                             f"{max(free.drift):.1e} (reported, not held)"
+                             + (f"; {free.note}" if free.note else ""))
         if not r.passed:
             _blame_forced(r, spec, both, data, masks, dropout)
         results.append(r)
     return results
+
+
+def held_result(model, label_a, label_b, forceds, *, tier, device, steps, checked, drift=(),
+                note="") -> Result:
+    """One float32 Result from teacher-forced comparisons (``forced.Forced``): the worst element
+    by the share of its noise bound it uses, and the worst per category."""
+    w, per_cat = None, {}
+    for f in forceds:
+        for _, key, x in f.rows:
+            w = worse(w, x)
+            cat = key.split("/", 1)[0]
+            per_cat[cat] = worse(per_cat.get(cat), x)
+    return Result(model=model, backend_a=label_a, backend_b=label_b, tier=tier,
+                  dtype="float32", device=device, worst_abs=w.abs_err, worst_rel=w.rel_err,
+                  tolerance=w.tolerance, where=str(w), passed=use(w) <= 1, steps=steps,
+                  checked_steps=checked,
+                  per_category={k: {"rel": v.rel_err, "abs": v.abs_err, "where": v.where,
+                                    "noise": v.noise, "tolerance": v.tolerance}
+                                for k, v in per_cat.items()},
+                  drift=list(drift), noise=w.noise, note=note)
 
 
 def _blame_forced(result: Result, spec, both, data, masks, dropout):

@@ -132,3 +132,38 @@ def test_bench_devices_reports_throughput_and_efficiency():
     assert row["scaling_efficiency"] == pytest.approx(
         row["examples_per_s_n"] / (2 * row["examples_per_s_1"]))
     assert "efficiency" in table([row])
+
+
+def test_float32_teacher_forced_bn_cnn_passes_on_every_backend():
+    """float32 (parallel_forced.py): the BatchNorm CNN's 2-device float32 steps, each from the
+    float64 state, held against every backend's float64 step within the pooled one-device
+    float32 noise: one device against 2, and every pair at 2, with the noise reported."""
+    results, _ = run(_small("bn_cnn"), BACKENDS, devices=[1, 2], dtype="float32", steps=STEPS)
+    assert len(results) == len(BACKENDS) + len(BACKENDS) * (len(BACKENDS) - 1) // 2
+    for r in results:
+        assert r.passed, f"{r.backend_a} vs {r.backend_b}: {r.where}"
+        assert r.tier == "parallel" and r.dtype == "float32" and r.checked_steps == STEPS
+        assert 0 <= r.worst_rel <= r.tolerance < 1e-3 and r.noise is not None
+        assert {"loss", "grads", "params", "state", "opt", "eval"} <= set(r.per_category)
+    assert results[0].backend_b.endswith("cpux2/float32")
+
+
+# the float32 traps: model, trap, backend, the blamed category and node
+TRAPS32 = [("bn_cnn", "replica_batchnorm", "torch", "state", "bn"),
+           ("mlp", "summed_gradients", "jax", "grads", None)]
+
+
+@pytest.mark.parametrize("model,trap,backend,category,node", TRAPS32,
+                         ids=[f"{c[2]}-{c[1]}" for c in TRAPS32])
+def test_float32_teacher_forced_traps_fail(model, trap, backend, category, node):
+    """A planted data-parallel trap fails the float32 parallel tier far above its noise bound
+    and is blamed on the first step and the right tensor."""
+    if backend not in BACKENDS:
+        pytest.skip(f"{backend} not selected")
+    results, _ = run(_small(model), [backend], devices=[1, 2], dtype="float32", steps=STEPS,
+                     trap=trap)
+    (r,) = results
+    assert not r.passed and r.worst_rel > 100 * r.tolerance, r.where
+    assert r.blame["step"] == 0 and r.blame["category"] == category, r.blame
+    if node is not None:
+        assert r.blame["node"] == node, r.blame
