@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy,
                                        eval_result, measure_eval, measure_step, noise_spread,
-                                       run_eval, run_step, step_result, to_float32, use, worse)
+                                       run_eval, run_step, step_result, to_float32,
+                                       update_reference, use, worse)
 from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
                                         without_dropout)
 
@@ -74,6 +75,7 @@ class References:
     progs32: dict
     measured: dict
     eval_measured: dict
+    optimizer: object = None   # the spec's: updated tensors are held given their own gradients
 
     @property
     def steps(self) -> int:
@@ -97,7 +99,7 @@ def references(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=None,
     run_spec, data, masks = forced_batches(spec, steps, seed, dropout)
     steps = len(data)
     log = progress or (lambda msg: None)
-    refs = References(data, masks, {}, {}, {}, {})
+    refs = References(data, masks, {}, {}, {}, {}, run_spec.optimizer)
     for b in backends:
         log(f"{spec.name}: float64 reference on {b} ({steps} steps), float32 noise "
             f"({runs} runs a step)")
@@ -107,7 +109,8 @@ def references(spec, backends, *, device="cpu", steps=FORCED_STEPS, seed=None,
                                   get_backend(b).compile(run_spec, dtype="float32",
                                                          device=device))
         refs.measured[b] = [measure_step(prog, Start.of(t64, t), *data[t], masks[t],
-                                         step_result(t64, t), runs, seed=f"{b}/{seed}")
+                                         step_result(t64, t), runs, seed=f"{b}/{seed}",
+                                         optimizer=refs.optimizer)
                             for t in range(steps)]
         last = Start.of(t64, steps)
         refs.eval_measured[b] = measure_eval(prog, last.params, last.state, data[0][0],
@@ -128,11 +131,17 @@ def forced_run(prog32, traj64, data, masks) -> tuple[list, dict]:
 def hold(name: str, reference: str, got: list, got_eval: dict, refs: References,
          held: str | None) -> Forced:
     """``name``'s float32 results (``forced_run`` along ``reference``'s float64 trajectory) held
-    against ``reference``'s float64 steps, within ``References.noise`` for backend ``held``."""
+    against ``reference``'s float64 steps, within ``References.noise`` for backend ``held``:
+    the loss, gradients and model state against the float64 step's, the parameters and
+    optimizer state after the update against the float64 update of the step's own gradients
+    from the same start (``noise.update_reference``)."""
     f = Forced(name, reference)
     t64 = refs.trajs64[reference]
     for t, step in enumerate(got):
-        m = refs.noise(t, step_result(t64, t), held)
+        ref = step_result(t64, t)
+        if refs.optimizer is not None:
+            ref.update(update_reference(refs.optimizer, Start.of(t64, t).float32(), step))
+        m = refs.noise(t, ref, held)
         f.rows += [(t, k, w) for k, w in
                    compare_noisy(step, m, f"@ step {t} ({name} float32 vs {reference} float64)")]
     last = refs.steps - 1

@@ -98,15 +98,17 @@ ORDER = ("loss", "grads", "state", "params", "opt", "eval")
 def perturb(value, rng: np.random.Generator):
     """``value`` (an array, or a dict of arrays) rounded to float32 and then moved by k ulps,
     k uniform in {-1, 0, 1} for every element: a random float32 rounding error of the size that
-    storing it in float32 makes (at most one ulp, 2^-23 relative). Integer arrays (class ids,
-    token ids, lengths) are left alone."""
+    storing it in float32 makes (at most one ulp, 2^-23 relative). Zeros stay zero (storing 0
+    is exact; a denormal below it would turn a second-moment slot negative). Integer arrays
+    (class ids, token ids, lengths) are left alone."""
     if isinstance(value, dict):
         return {k: perturb(v, rng) for k, v in value.items()}
     a = np.asarray(value)
     if a.dtype.kind != "f":
         return a
     a = a.astype(np.float32)
-    return (a + np.spacing(a) * rng.integers(-1, 2, a.shape)).astype(np.float32)
+    k = rng.integers(-1, 2, a.shape) * (a != 0)   # a stored zero is exact: it stays zero
+    return (a + np.spacing(a) * k).astype(np.float32)
 
 
 def perturb_features(value, rng: np.random.Generator):
@@ -245,27 +247,71 @@ def reorder(value, order):
     return np.asarray(value)[order]
 
 
+UPDATED = ("params/", "opt/")   # the results of the optimizer's update, held given the gradients
+
+
+def update_reference(optimizer, start: Start, grads: dict) -> dict:
+    """{"params/<path>", "opt/<slot>/<path>"}: the NumPy float64 update of the canonical math
+    (``optimizer.update``, the oracle tier's) from ``start`` (the parameters and optimizer state
+    a float32 step began from, float32 values) with ``grads`` ({"grads/<path>": the step's own
+    float32 gradients}).
+
+    A float32 step's parameters after the update are held against this, not against the float64
+    step's: the gradients are held on their own (``grads/`` rows), and where a ReLU flipped under
+    float32 rounding a gradient is legitimately off by much more than an update's rounding, which
+    the update would carry into the parameters (measured: resnet_digits, TensorFlow on two
+    devices, a kernel gradient 9 % off float64 at one element, lr x (1 + momentum) x that in the
+    parameter, 3x its elementwise bound). What is left to hold is the update's own arithmetic,
+    where a float32-only optimizer bug lives."""
+    params = {k: np.asarray(v, np.float64) for k, v in start.params.items()}
+    state = (optimizer.state_from_slots(params, start.opt) if start.step
+             else optimizer.init_state(params))
+    g = {k: np.asarray(grads[f"grads/{k}"], np.float64) for k in params}
+    new_p, new_s = optimizer.update(params, g, state, start.step)
+    out = {f"params/{k}": v for k, v in new_p.items()}
+    out.update({f"opt/{k}": np.asarray(v, np.float64)
+                for k, v in optimizer.slots(new_s).items()})
+    return out
+
+
+def given_own_gradients(result: dict, optimizer, start: Start) -> dict:
+    """``result`` (a float32 step's, from ``start``) with every updated tensor replaced by its
+    difference from ``update_reference`` of its own gradients: the rounding error of the update
+    alone, whose spread over the noise runs is the update's noise."""
+    upd = update_reference(optimizer, start, result)
+    return {k: (v - upd[k] if k.startswith(UPDATED) and k in upd else v)
+            for k, v in result.items()}
+
+
 def measure_step(prog32, start: Start, x, y, masks, ref: dict, runs: int = NOISE_RUNS,
-                 seed: str = "") -> Measured:
+                 seed: str = "", optimizer=None) -> Measured:
     """The spread of step ``start.step`` of the float32 program ``prog32`` around ``ref`` (the
     step's float64 result): ``runs`` float32 re-runs from the state and batch perturbed at U
     (the dropout ``masks``, 0/1, are never perturbed), each with the batch's examples in another
     random order (features, labels and masks alike), and the first run once more after the
-    others (``Measured.reproducible``). A step is a function of the batch as a set (the loss
+    others (``Measured.reproducible``). With ``optimizer`` (the spec's), the updated tensors of
+    each run are its differences from the update of its own gradients (``given_own_gradients``):
+    their spread is the update's noise, for results held by ``update_reference``. A step is a
+    function of the batch as a set (the loss
     is a mean over examples, BatchNorm's statistics are sums over them), so the order
     changes no float64 result, only the order of every sum over the batch: the reduction-order
     error that a one-ulp move of the inputs leaves in place (a long sum rounded to the same
     float32 value either way) is randomised too."""
     rng = rng_for(0, f"noise/{seed}/{start.step}")
     n = len(next(iter(y.values())) if isinstance(y, dict) else y)
+
+    def one(args):
+        r = run_step(prog32, *args)
+        return r if optimizer is None else given_own_gradients(r, optimizer, args[0])
+
     out, first = [], None
     for _ in range(runs):
         order = rng.permutation(n)
         args = (start.perturbed(rng), perturb_features(reorder(x, order), rng),
                 perturb(reorder(y, order), rng), reorder(masks, order))
         first = first or args
-        out.append(run_step(prog32, *args))
-    return _spread(ref, out, run_step(prog32, *first))
+        out.append(one(args))
+    return _spread(ref, out, one(first))
 
 
 def measure_eval(prog32, params, state, x, ref: dict, runs: int = NOISE_RUNS,

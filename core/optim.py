@@ -6,7 +6,6 @@ lr = lr(t) from the schedule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -147,6 +146,19 @@ class Optimizer:
         """The reference state as ``{"<slot>/<parameter path>": array}``, the names every
         backend's ``export_optimizer_state`` uses."""
         return {}
+
+    def state_from_slots(self, params: dict, slots: dict) -> dict:
+        """The reference state, in ``init_state``'s structure, that holds ``slots`` ({"<slot>/
+        <parameter path>": array}, the names ``slots`` gives): the inverse of ``slots``, so the
+        NumPy update (``update``) can continue from a backend's exported optimizer state."""
+        init = self.init_state(params)
+        name_of = {id(v): k for k, v in self.slots(init).items()}
+
+        def fill(tree):
+            if isinstance(tree, dict):
+                return {k: fill(v) for k, v in tree.items()}
+            return np.asarray(slots[name_of[id(tree)]], np.float64)
+        return fill(init)
 
     def state_names(self, paths) -> list[str]:
         """The ``<slot>/<path>`` names of this optimizer's state for parameters at ``paths``."""

@@ -57,3 +57,26 @@ def test_batch_order_changes_no_float64_step(backend):
     # the order mattered to the masks: without reordering them the step is another step
     other = run_step(prog, start, reorder(x, order), reorder(y, order), masks)
     assert not np.allclose(other["grads/head/kernel"], ref["grads/head/kernel"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_update_reference_is_each_backends_float64_update(backend):
+    """The float32 tier holds the parameters and optimizer state after a step against the NumPy
+    update of the step's own gradients (``noise.update_reference``); on a float64 program that
+    reference is the program's own update, from a start with optimizer state (step 1: Adam's
+    slots read back through ``Optimizer.state_from_slots``)."""
+    from rosetta.conformance.noise import given_own_gradients, update_reference
+    from rosetta.conformance.runner import record
+
+    spec = _spec()
+    data = [b for _, b in zip(range(2), batch_stream(spec, 2, spec.seed, "float64"))]
+    traj = record(spec, backend, dtype="float64", steps=2, seed=spec.seed, stream=data)
+    prog = get_backend(backend).compile(spec, dtype="float64")
+    start = Start.of(traj, 1)
+    masks = dropout_masks(spec.model, spec.seed, 1, len(data[1][1]))
+    got = run_step(prog, start, *data[1], masks)
+    ref = update_reference(spec.optimizer, start, got)
+    assert {k for k in got if k.startswith(("params/", "opt/"))} == set(ref)
+    for k, v in given_own_gradients(got, spec.optimizer, start).items():
+        if k in ref:
+            assert np.max(np.abs(v)) <= 1e-13 * max(1.0, float(np.max(np.abs(ref[k])))), k
