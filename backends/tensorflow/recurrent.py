@@ -19,7 +19,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from rosetta.backends.tensorflow import layers
 from rosetta.backends.tensorflow.layers import NodeModule
+
+# BlockLSTM's kernels: half and float only (no float64), and none for XLA
+_BLOCK_LSTM_DTYPES = (tf.float16, tf.float32)
+
+
+def _maybe_xla() -> bool:
+    """True when the step being traced is XLA-compiled, or when TensorFlow cannot tell."""
+    return layers._graph_in_xla is None or layers._in_xla_context()
 
 
 class _Recurrent(NodeModule):
@@ -74,7 +83,10 @@ class _Recurrent(NodeModule):
 
 class LSTM(_Recurrent):
     """z = x_t K + b + h R (gates [i, f, g, o], one bias); c' = σ(f) c + σ(i) tanh(g),
-    h' = σ(o) tanh(c')."""
+    h' = σ(o) tanh(c').
+
+    In float32 / float16 outside XLA the whole direction is TensorFlow's fused ``BlockLSTM``
+    (see the module docstring); otherwise the ``tf.scan`` of ``_Recurrent``."""
 
     gates = 4
 
@@ -87,6 +99,51 @@ class LSTM(_Recurrent):
         i, f, g, o = tf.split(xw_t + tf.matmul(h, recurrent), 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         return tf.sigmoid(o) * tf.tanh(c), c
+
+    def _direction(self, prefix, x, lengths):
+        if self.kernel.dtype not in _BLOCK_LSTM_DTYPES or _maybe_xla():
+            return super()._direction(prefix, x, lengths)
+        return self._block_direction(prefix, x, lengths)
+
+    def _block_direction(self, prefix, x, lengths):
+        """One ``BlockLSTM`` over the direction, on w = [K; R] (x_t and h concatenated) and b
+        with the gate blocks reordered to its layout [i, g, f, o], ``forget_bias`` 0,
+        ``cell_clip`` -1 (off), no peepholes. (``BlockLSTMV2`` takes the canonical order as it
+        is, but TensorFlow registers V1's gradient for it, which reads V2's gates in V1's order:
+        its gradients are wrong.) The backward direction reverses each example within its length
+        (``reverse_sequence``), runs forward and reverses back: the canonical visit order
+        length-1 .. 0 from the zero state. Steps t >= length come after every real step, so they
+        touch only outputs that are masked to 0; the final state is h at step length-1."""
+        n = tf.shape(x)[0]
+        dtype = self.kernel.dtype
+        lens = (tf.fill([n], tf.constant(self.steps, tf.int64)) if lengths is None
+                else tf.reshape(lengths, [-1]))
+        if prefix:
+            x = tf.reverse_sequence(x, lens, seq_axis=1, batch_axis=0)
+        zero = tf.zeros([n, self.units], dtype)
+        no_peephole = tf.zeros([self.units], dtype)
+        w = tf.concat([getattr(self, prefix + "kernel"),
+                       getattr(self, prefix + "recurrent_kernel")], axis=0)
+        h = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.constant(self.steps, tf.int64), x=tf.transpose(x, [1, 0, 2]),
+            cs_prev=zero, h_prev=zero, w=_ifgo_to_igfo(w), wci=no_peephole, wcf=no_peephole,
+            wco=no_peephole, b=_ifgo_to_igfo(getattr(self, prefix + "bias")), forget_bias=0.0,
+            cell_clip=-1.0, use_peephole=False).h
+        h = tf.transpose(h, [1, 0, 2])  # (N, T, H)
+        if not self.return_sequences:
+            return tf.gather(h, lens - 1, axis=1, batch_dims=1)
+        if prefix:
+            h = tf.reverse_sequence(h, lens, seq_axis=1, batch_axis=0)
+        if lengths is None:
+            return h
+        mask = tf.range(self.steps, dtype=tf.int64)[None, :] < lengths  # (N, T)
+        return tf.where(mask[:, :, None], h, tf.zeros_like(h))
+
+
+def _ifgo_to_igfo(t):
+    """The last axis's four gate blocks from the canonical [i, f, g, o] to BlockLSTM's order."""
+    i, f, g, o = tf.split(t, 4, axis=-1)
+    return tf.concat([i, g, f, o], axis=-1)
 
 
 class GRU(_Recurrent):
