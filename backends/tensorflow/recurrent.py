@@ -9,10 +9,34 @@ under ``tf.function(jit_compile=True)`` on this machine's CPU (LSTM, N=32, T=32,
 float32, forward + backward + update): ``tf.scan`` compiles in 5 s and steps in 16 ms; a
 Python-unrolled loop over the static T took 112 s to compile and 21 ms a step.
 
+TensorFlow's fused recurrent kernels outside Keras, and which one is used:
+
+* ``BlockLSTM`` (one op for the whole sequence, gradient ``BlockLSTMGrad`` registered): the LSTM
+  in float32 and float16 when the step is NOT XLA-compiled (mode ``"function"``, and the
+  SavedModel export, which traces without XLA). It has kernels for half and float only (no
+  float64) and none for XLA (``jit_compile=True`` refuses it: "No registered 'BlockLSTM'
+  OpKernel for XLA_CPU_JIT"), so float64 and the XLA steps keep ``tf.scan``. Paired blocks in
+  one process, one thread, float32 (``rosetta`` zoo ``lstm``, batch 32, T 16, masked; and the
+  sweep point N=32, T=32, C=32, H=64), median step time and median ratio of paired blocks:
+  zoo lstm: BlockLSTM under tf.function 3.63 ms, tf.scan under tf.function 13.0 ms, tf.scan
+  under XLA 5.84 ms (BlockLSTM / XLA scan 0.66); sweep point: 9.31 ms, 25.3 ms, 21.2 ms (0.43),
+  torch's ``nn.LSTM`` 11.1 ms there (BlockLSTM / torch 0.75; XLA scan / torch 1.79).
+  ``BlockLSTMV2`` takes the canonical gate order as it is, but TensorFlow registers V1's
+  gradient function for it (``rnn_grad._block_lstm_grad`` calls ``block_lstm_grad``, which
+  reads the gates in V1's order): its gradients are wrong (0.15 off on a 3-unit LSTM), so V1
+  is used with the gate blocks reordered.
+* ``LSTMBlockCell`` / ``GRUBlockCell``: one step each (a loop is still needed) and no gradient
+  registered in Python. ``GRUBlockCell`` is also other math: the reset gate multiplies h before
+  the recurrent matmul (c = tanh([x, r h] W_c + b_c), "reset before"), one bias per gate, where
+  the canonical GRU is reset-after with separate input and recurrent biases; and float32 only.
+  So the GRU has no fused op here and keeps ``tf.scan`` in every mode.
+* ``CudnnRNN*``: GPU kernels only (this backend's tensorflow-cpu has none).
+
 Masking follows the canonical rule directly: mask_t = t < lengths, state = where(mask_t, new,
 old), output = where(mask_t, h, 0). The backward direction runs t = T-1 .. 0 with the same mask:
 the padded steps come first and leave the zero state as it is, so it visits each example's real
-steps length-1 .. 0.
+steps length-1 .. 0. (``BlockLSTM`` reaches the same numbers another way, see
+``LSTM._block_direction``.)
 """
 
 from __future__ import annotations
