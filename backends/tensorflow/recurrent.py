@@ -12,15 +12,17 @@ Python-unrolled loop over the static T took 112 s to compile and 21 ms a step.
 TensorFlow's fused recurrent kernels outside Keras, and which one is used:
 
 * ``BlockLSTM`` (one op for the whole sequence, gradient ``BlockLSTMGrad`` registered): the LSTM
-  in float32 and float16 when the step is NOT XLA-compiled (mode ``"function"``, and the
-  SavedModel export, which traces without XLA). It has kernels for half and float only (no
+  in float32 and float16 when the step is NOT XLA-compiled (mode ``"function"``; not in the
+  SavedModel export, see ``portable_graph``). It has kernels for half and float only (no
   float64) and none for XLA (``jit_compile=True`` refuses it: "No registered 'BlockLSTM'
   OpKernel for XLA_CPU_JIT"), so float64 and the XLA steps keep ``tf.scan``. Paired blocks in
   one process, one thread, float32 (``rosetta`` zoo ``lstm``, batch 32, T 16, masked; and the
   sweep point N=32, T=32, C=32, H=64), median step time and median ratio of paired blocks:
   zoo lstm: BlockLSTM under tf.function 3.63 ms, tf.scan under tf.function 13.0 ms, tf.scan
   under XLA 5.84 ms (BlockLSTM / XLA scan 0.66); sweep point: 9.31 ms, 25.3 ms, 21.2 ms (0.43),
-  torch's ``nn.LSTM`` 11.1 ms there (BlockLSTM / torch 0.75; XLA scan / torch 1.79).
+  torch's ``nn.LSTM`` 11.1 ms there (BlockLSTM / torch 0.75; XLA scan / torch 1.79). Again
+  after every run became unmasked (below), on a less loaded machine: zoo lstm 1.36, 3.63,
+  1.65 ms (0.81), torch 5.32 ms; sweep point 3.22, 8.13, 6.70 ms (0.61), torch 4.56 ms (0.93).
   ``BlockLSTMV2`` takes the canonical gate order as it is, but TensorFlow registers V1's
   gradient function for it (``rnn_grad._block_lstm_grad`` calls ``block_lstm_grad``, which
   reads the gates in V1's order): its gradients are wrong (0.15 off on a 3-unit LSTM), so V1
@@ -42,6 +44,9 @@ hand-written baseline's GRU under tf.function.)
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import tensorflow as tf
 
 from rosetta.backends.tensorflow import layers
@@ -49,6 +54,20 @@ from rosetta.backends.tensorflow.layers import NodeModule
 
 # BlockLSTM's kernels: half and float only (no float64), and none for XLA
 _BLOCK_LSTM_DTYPES = (tf.float16, tf.float32)
+_portable = threading.local()
+
+
+@contextlib.contextmanager
+def portable_graph():
+    """Trace every LSTM as ``tf.scan`` inside (``export.py``'s SavedModel): the TFLite converter
+    refuses ``BlockLSTM`` even with ``SELECT_TF_OPS`` ("'tf.BlockLSTM' op is neither a custom op
+    nor a flex op"), and converts the ``tf.scan`` form with them."""
+    before = getattr(_portable, "on", False)
+    _portable.on = True
+    try:
+        yield
+    finally:
+        _portable.on = before
 
 
 def _maybe_xla() -> bool:
@@ -134,7 +153,8 @@ class LSTM(_Recurrent):
         return tf.sigmoid(o) * tf.tanh(c), c
 
     def _run(self, prefix, x):
-        if self.kernel.dtype not in _BLOCK_LSTM_DTYPES or _maybe_xla():
+        if (self.kernel.dtype not in _BLOCK_LSTM_DTYPES or _maybe_xla()
+                or getattr(_portable, "on", False)):
             return super()._run(prefix, x)
         return self._block_run(prefix, x)
 

@@ -73,3 +73,13 @@ def test_block_lstm_padded_steps_change_nothing():
     pad = np.arange(T)[None, :] >= LENGTHS[:, None]
     noisy["x"][pad] = np.random.default_rng(9).standard_normal((int(pad.sum()), 3)) * 10
     np.testing.assert_array_equal(prog.forward(x), prog.forward(noisy))
+
+
+def test_savedmodel_traces_the_lstm_as_tf_scan():
+    """The export's serving function (float32, no XLA) keeps tf.scan: the TFLite converter
+    refuses BlockLSTM even with SELECT_TF_OPS, and converts the tf.scan form."""
+    from rosetta.backends.tensorflow.export import graph_ops, serving_function
+    prog = _compile("lstm_bidirectional_lengths", "float32", "function")
+    ops = graph_ops(serving_function(prog))
+    assert "BlockLSTM" not in ops and ("While" in ops or "StatelessWhile" in ops)
+    assert "BlockLSTM" in _traced_ops(prog, jit_compile=False)  # outside the export: fused
