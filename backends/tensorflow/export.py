@@ -114,14 +114,19 @@ def serving_function(program):
     by input name (``program.input_signature``: batch axis open), returning {"y": output}."""
     import tensorflow as tf
 
+    from rosetta.backends.tensorflow.recurrent import portable_graph
+
     model = program.model
 
     def serve(**inputs):
         return {OUTPUT: model(inputs, training=False)}
 
     serve.__name__ = SIGNATURE
-    # autograph off: the model has no data-dependent Python control flow (as the program's steps)
-    return tf.function(serve, autograph=False).get_concrete_function(**program.input_signature)
+    # autograph off: the model has no data-dependent Python control flow (as the program's steps);
+    # LSTMs as tf.scan, which the TFLite converter takes (recurrent.portable_graph)
+    with portable_graph():
+        return tf.function(serve, autograph=False).get_concrete_function(
+            **program.input_signature)
 
 
 def export_savedmodel(program, out, *, example=None) -> list[str]:
