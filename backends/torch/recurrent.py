@@ -9,10 +9,16 @@
   no optimizer sees it). Left trainable it would get the same gradient as ``bias_ih`` and double
   the bias's update (the trap tests/cross/test_traps_recurrent.py plants). The canonical GRU has
   both: ``bias`` = ``bias_ih_l0``, ``recurrent_bias`` = ``bias_hh_l0``.
-* Lengths: ``pack_padded_sequence(enforce_sorted=False)`` (lengths on the CPU as int64), so torch
-  skips padded steps and runs the backward direction over each example's real steps in reverse;
+* Lengths, one direction: the layer runs unmasked over all T steps (a step never reads a later
+  one, so the real steps' outputs are the same), then the length rule is applied around it: the
+  final state is the output at step length-1 (a gather), padded outputs are multiplied by 0.
+  No packing: ``pack_padded_sequence`` sorts the batch on the host and runs the packed kernel,
+  measured 2.3x the unmasked run at the zoo's shapes (N=32, T=16, H=32, one thread; final states
+  equal to 6e-8 in float32), which made the zoo ``lstm`` 2.5-3.4x its hand-written baseline.
+* Lengths, both directions: ``pack_padded_sequence(enforce_sorted=False)`` (lengths on the CPU as
+  int64), so torch runs the backward direction over each example's real steps in reverse;
   ``pad_packed_sequence(total_length=T)`` writes 0 on padded steps. Final states are ``h_n``
-  (forward after step length-1, backward after t = 0). Without lengths nothing is packed.
+  (forward after step length-1, backward after t = 0).
 """
 
 from __future__ import annotations
@@ -42,6 +48,13 @@ class NativeRecurrent(nn.Module):
 
     def forward(self, x, lengths=None):
         n, t = x.shape[0], x.shape[1]
+        if lengths is not None and not self.rnn.bidirectional:
+            out, _ = self.rnn(x)
+            last = (lengths.to(out.device, torch.int64) - 1).view(n, 1, 1)
+            if not self.return_sequences:
+                return out.gather(1, last.expand(n, 1, out.shape[2])).squeeze(1)
+            steps = torch.arange(t, device=out.device).view(1, t, 1)
+            return out * (steps <= last).to(out.dtype)
         if lengths is None:
             out, h_n = self.rnn(x)
         else:
