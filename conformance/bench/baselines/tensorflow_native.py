@@ -105,11 +105,14 @@ class ResNet(tf.Module):
 
 class Recurrent(tf.Module):
     """Embedding, the input projections of every step in one matmul, ``tf.scan`` over time of
-    the recurrent part, the state after each example's last real step, Dense."""
+    the recurrent part, the state after each example's last real step, Dense. An LSTM in float32
+    without XLA runs TensorFlow's fused ``tf.raw_ops.BlockLSTM`` instead (``block_lstm``): it
+    has no float64 and no XLA kernel."""
 
     def __init__(self, arch, p, dtype):
         super().__init__()
         self.arch, self.p = arch, p
+        self.fused = False  # the Trainer sets it: float32 and mode "function"
 
     def lstm(self, carry, z_x):
         h, c = carry
@@ -128,9 +131,27 @@ class Recurrent(tf.Module):
         n = tf.tanh(a_n + r * u_n)
         return ((1.0 - z) * n + z * h,)
 
+    def block_lstm(self, x, lengths):
+        """BlockLSTM's gate order is [i, g, f, o]; forget bias 0, no clip, no peepholes."""
+        def igfo(t):
+            i, f, g, o = tf.split(t, 4, axis=-1)
+            return tf.concat([i, g, f, o], axis=-1)
+        name, units = self.arch["rnn"], self.arch["units"]
+        w = tf.concat([self.p[name + "/kernel"], self.p[name + "/recurrent_kernel"]], axis=0)
+        zero = tf.zeros([tf.shape(x)[0], units], x.dtype)
+        off = tf.zeros([units], x.dtype)
+        h = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.cast(tf.shape(x)[1], tf.int64), x=tf.transpose(x, [1, 0, 2]),
+            cs_prev=zero, h_prev=zero, w=igfo(w), wci=off, wcf=off, wco=off,
+            b=igfo(self.p[name + "/bias"]), forget_bias=0.0, cell_clip=-1.0,
+            use_peephole=False).h                                          # (T, N, H)
+        return tf.gather(tf.transpose(h, [1, 0, 2]), lengths - 1, batch_dims=1)
+
     def __call__(self, tokens, lengths):
         a, p = self.arch, self.p
         x = tf.gather(p[a["embed"] + "/embedding"], tokens)             # (N, T, E)
+        if self.fused and a["cell"] == "lstm":
+            return dense(p, a["head"], self.block_lstm(x, lengths))
         z = tf.einsum("nte,eg->tng", x, p[a["rnn"] + "/kernel"]) + p[a["rnn"] + "/bias"]
         h0 = tf.zeros([tf.shape(tokens)[0], a["units"]], x.dtype)
         cell = self.lstm if a["cell"] == "lstm" else self.gru
@@ -270,6 +291,8 @@ class Trainer:
         with tf.device(self.place):
             self.params = Params(weights, self.dtype)
             self.model = BUILDERS[arch["model"]](arch, self.params, self.dtype)
+            if isinstance(self.model, Recurrent):
+                self.model.fused = mode != "xla" and self.dtype == tf.float32
             params = self.params.params
             self.opt = (Adam(params, optimizer) if optimizer["name"] == "adam" else
                         SGD(params, optimizer))
