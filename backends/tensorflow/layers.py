@@ -393,9 +393,10 @@ class Dropout(NodeModule):
 class BatchNorm(NodeModule):
     """Statistics over every axis but the last. training: mean and *biased* variance of the batch
     (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, assigned only when
-    ``update_state``. eval: the running statistics. Both normalise as the reference writes it,
-    (x - mean) / sqrt(var + epsilon) * scale + bias, with the explicit epsilon (Keras: 1e-3)
-    rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv), which cancels."""
+    ``update_state``. eval: the running statistics. Both normalise as
+    (x - mean) * (scale / sqrt(var + epsilon)) + bias, with the explicit epsilon (Keras: 1e-3):
+    the centred x first, rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv),
+    which cancels."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -420,7 +421,9 @@ class BatchNorm(NodeModule):
                 self.var.assign(m * self.var + (1 - m) * tf.stop_gradient(var))
         else:
             mean, var = self.mean, self.var
-        return (x - mean) / tf.sqrt(var + self.epsilon) * self.scale + self.bias
+        # one factor per channel, so the activation is touched by a subtract, a multiply and an
+        # add (dividing it by sqrt(var + eps) and then scaling cost resnet 1.3x its baseline)
+        return (x - mean) * (self.scale / tf.sqrt(var + self.epsilon)) + self.bias
 
 
 class LayerNorm(NodeModule):
