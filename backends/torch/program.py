@@ -7,12 +7,16 @@ traffic is the batch in and the loss out (none for a ``Batch`` from ``prepare_ba
 ``torch.compile(dynamic=False)`` (AOTAutograd compiles its backward too), the way a torch user
 compiles a model; the optimizer step stays eager in both.
 
-Dropout draws from the program's own torch RNG stream, seeded from ``spec.seed`` and swapped into
-the device's default generator around a training forward, so the global torch RNG is untouched and
-a program replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw
-the masks the next ``train_step`` would use without advancing the stream. The stream's position
-is its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as
-``{"torch_generator": uint8 array}``.
+Dropout: in training the program draws the keep-masks of the whole batch from its own
+``torch.Generator`` (``DropoutRNG``, seeded from ``spec.seed``; the global torch RNG is untouched),
+one per node with dropout in graph order (mask = (u >= rate), u ~ U[0, 1) of shape
+(batch, *mask shape)), and sets them in the modules (the injected-mask path), so a data-parallel
+program draws the same global masks and each rank uses its rows (DESIGN section 10); a program
+replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw the
+masks the next ``train_step`` would use without advancing the stream. The stream's position is
+its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as
+``{"torch_generator": uint8 array}``. The lowered ``nn.Module`` used without rosetta keeps
+``nn.Dropout``'s own behaviour.
 """
 
 from __future__ import annotations
