@@ -13,6 +13,7 @@ from rosetta.backend import normalize_device
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.trajectory import Trajectory, eval_outputs, spec_hash
 from rosetta.data import batches, take
+from rosetta.dropout import mask_draws
 from rosetta.graph import Graph
 from rosetta.initializers import rng_for
 from rosetta.spec import TrainSpec
@@ -33,10 +34,9 @@ def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:
     """Keep-masks (1 keep, 0 drop) per node with dropout, from a neutral RNG on
     (seed, step, node); the drop probability is the node's ``rate`` (or ``dropout``) attribute."""
     masks = {}
-    for n in dropout_nodes(graph):
-        rng = rng_for(seed, f"dropout/{step}/{n.name}")
-        rate = n.attrs["rate"] if "rate" in n.attrs else n.attrs["dropout"]
-        masks[n.name] = (rng.random((batch, *mask_shape(n))) >= rate).astype(np.float64)
+    for d in mask_draws(graph):
+        rng = rng_for(seed, f"dropout/{step}/{d.node}")
+        masks[d.node] = (rng.random((batch, *d.shape)) >= d.rate).astype(np.float64)
     return masks
 
 

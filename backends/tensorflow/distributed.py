@@ -14,8 +14,12 @@ and its steps run ``strategy.run`` over the replicas, each taking its rows of th
 * BatchNorm with global statistics: the lowering's ``global_moments`` all-reduces Σx and
   Σ(x − mean)² over the replicas (``ReplicaContext.all_reduce``, differentiable: its gradient is
   again an all-reduce); ``batchnorm="replica"`` keeps each replica's own statistics;
-* dropout: injected masks (conformance) are global and each replica takes its rows; the native
-  ``tf.random.Generator`` created in the scope gives every replica its own stream;
+* dropout masks are indexed by global example: injected masks (conformance) are global, and
+  without them the step draws the one-device masks of the global batch
+  (``single.draw_masks``) in cross-replica context, before ``strategy.run``: there the mirrored
+  ``tf.random.Generator`` advances every copy alike and does not mix the replica id into its key
+  (as it does in replica context), so it draws what the one-device generator draws; each
+  replica takes its rows;
 * the loss returned is the global mean (all-reduced, outside the gradient).
 
 Steps run as ``tf.function`` without XLA (mode ``"function"``): the per-replica function calls
@@ -152,6 +156,8 @@ class Program(single.Program):
 
     # --- the compiled bodies (traced by the base class's ``compiled``) --------------------------
     def _train_step(self, inputs, labels, masks=None):
+        masks = self._masks_or_draw(inputs, masks, advance=True)
+
         def replica(inputs, labels, masks):
             loss, grads = self._replica_grads(inputs, labels, masks, update_state=True)
             self.optimizer.apply_gradients(zip(grads, self.trainable))
@@ -159,14 +165,15 @@ class Program(single.Program):
         return self._run(replica, inputs, labels, masks)
 
     def _loss_and_grads(self, inputs, labels, masks=None):
+        masks = self._masks_or_draw(inputs, masks, advance=False)
+
         def replica(inputs, labels, masks):
-            saved = self._rng_snapshot() if masks is None else None
-            loss, grads = self._replica_grads(inputs, labels, masks, update_state=False)
-            self._rng_restore(saved)
-            return loss, grads
+            return self._replica_grads(inputs, labels, masks, update_state=False)
         return self._run(replica, inputs, labels, masks)
 
     def _forward_training(self, inputs, masks=None):
+        masks = self._masks_or_draw(inputs, masks, advance=False)
+
         def replica(inputs, masks):
             ctx, x, _, m = self._local(inputs, None, masks)
             out = self.model(x, training=True, update_state=False, masks=m)

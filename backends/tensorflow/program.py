@@ -7,13 +7,17 @@ steps are placed on the program's device; inputs cross from the host once per ca
 ``Batch`` from ``prepare_batch``) and only the loss (and, where asked, gradients or outputs)
 comes back.
 
-Dropout draws its seeds from the model's ``tf.random.Generator`` (seeded from ``spec.seed``, reset
-by ``load``). ``gradients`` and ``forward(training=True)`` restore the generator state after their
-draws, so they see the masks the next ``train_step`` will use and leave the stream where it was.
-With ``masks`` (conformance mode: {node with dropout: keep-mask}), the masks replace the
-generator; each step then has a second compiled variant that takes them as inputs. The
-generator's position is its state variable: ``export_rng_state`` / ``load_rng_state`` carry it as
-``{"tf_generator": int64 array}`` (Philox counter and key), restored bitwise.
+Dropout: in training the step draws the keep-masks of the whole batch from the model's
+``tf.random.Generator`` (seeded from ``spec.seed``, reset by ``load``), one per node with dropout
+in graph order (``draw_masks``: mask = (u >= rate), u ~ U[0, 1) of shape (batch, *mask shape)),
+and runs the model with them, so a data-parallel program draws the same global masks and gives
+each replica its rows (DESIGN section 10). ``gradients`` and ``forward(training=True)`` restore
+the generator state after their draws, so they see the masks the next ``train_step`` will use and
+leave the stream where it was. With ``masks`` (conformance mode: {node with dropout: keep-mask}),
+the given masks replace the draws; each step then has a second compiled variant that takes them
+as inputs. The generator's position is its state variable: ``export_rng_state`` /
+``load_rng_state`` carry it as ``{"tf_generator": int64 array}`` (Philox counter and key),
+restored bitwise.
 """
 
 from __future__ import annotations
@@ -25,10 +29,32 @@ from rosetta import backend as contract
 from rosetta.backends.tensorflow import device as tf_device
 from rosetta.backends.tensorflow import losses, optimizers, params
 from rosetta.backends.tensorflow.model import GraphModule
+from rosetta.dropout import mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError
 
 ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
+
+
+def draw_masks(rng: tf.random.Generator, draws, batch, dtype: tf.DType) -> dict:
+    """Keep-masks {node: (batch, *shape)} for ``draws`` (``rosetta.dropout.mask_draws``, graph
+    order): 64 random bits per element from ``rng.uniform_full_int``, u = (bits >> 11) · 2⁻⁵³
+    (exact in float64, uniform on [0, 1)), mask = (u >= rate) as 0/1 of ``dtype``.
+
+    The integer draws are the same compiled by XLA and in TensorFlow's graph runtime, so the
+    one-device XLA step and the data-parallel step (no XLA) draw the same masks; TensorFlow's
+    float draws are not (measured on tensorflow 2.21, CPU, float64 with a dynamic batch:
+    ``Generator.uniform`` and ``stateless_uniform`` with ``alg="philox"`` give other numbers
+    under XLA)."""
+    masks = {}
+    for d in draws:
+        shape = tf.concat([tf.reshape(tf.cast(batch, tf.int32), [1]),
+                           tf.constant(d.shape, tf.int32)], axis=0)
+        bits = rng.uniform_full_int(shape, dtype=tf.uint64)
+        u = tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)),
+                    tf.float64) * 2.0 ** -53
+        masks[d.node] = tf.cast(u >= d.rate, dtype)
+    return masks
 
 
 class Compiled:
@@ -110,13 +136,11 @@ class Program(contract.Program):
         labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
         # every op that draws a keep-mask in training (Dropout, attention weights) declares its
         # per-example shape; rate-0 ops draw nothing and take no mask
-        mask_shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
-                       for n in graph.nodes}
-        mask_shapes = {k: v for k, v in mask_shapes.items() if v is not None}
-        self.dropout_nodes = tuple(mask_shapes)
+        self.mask_draws = mask_draws(graph)
+        self.dropout_nodes = tuple(d.node for d in self.mask_draws)
         self.mask_signature = {
-            name: tf.TensorSpec((None, *shape), self.tf_dtype, name=f"mask_{name}")
-            for name, shape in mask_shapes.items()}
+            d.node: tf.TensorSpec((None, *d.shape), self.tf_dtype, name=f"mask_{d.node}")
+            for d in self.mask_draws}
         sig = [self.input_signature, labels]
         masked = [self.input_signature, labels, self.mask_signature]
         xla = mode == "xla"
@@ -136,12 +160,11 @@ class Program(contract.Program):
         return self.model(inputs, training=False)
 
     def _forward_training(self, inputs, masks=None):
-        saved = self._rng_snapshot()
-        out = self.model(inputs, training=True, update_state=False, masks=masks)
-        self._rng_restore(saved)
-        return out
+        masks = self._masks_or_draw(inputs, masks, advance=False)
+        return self.model(inputs, training=True, update_state=False, masks=masks)
 
     def _train_step(self, inputs, labels, masks=None):
+        masks = self._masks_or_draw(inputs, masks, advance=True)
         with tf.GradientTape() as tape:
             loss = self.loss_fn(self.model(inputs, training=True, masks=masks), labels)
         grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
@@ -149,13 +172,23 @@ class Program(contract.Program):
         return loss
 
     def _loss_and_grads(self, inputs, labels, masks=None):
-        saved = self._rng_snapshot()
+        masks = self._masks_or_draw(inputs, masks, advance=False)
         with tf.GradientTape() as tape:
             loss = self.loss_fn(self.model(inputs, training=True, update_state=False,
                                            masks=masks), labels)
         grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
-        self._rng_restore(saved)
         return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    def _masks_or_draw(self, inputs, masks, advance: bool):
+        """The given keep-masks, else (with dropout) those of the whole batch drawn from the
+        model's generator, which keeps its position unless ``advance`` (in-graph)."""
+        if masks is not None or not self.dropout_nodes:
+            return masks
+        saved = None if advance else self._rng_snapshot()
+        batch = tf.shape(next(iter(inputs.values())))[0]
+        drawn = draw_masks(self.model.rng, self.mask_draws, batch, self.tf_dtype)
+        self._rng_restore(saved)
+        return drawn
 
     def _rng_snapshot(self):
         """The dropout generator's state before a draw that must not advance it (in-graph)."""

@@ -13,9 +13,10 @@ replica's rows (``rosetta.distributed.replica_rows``):
   Σ(x − mean)² over the replicas with ``torch.distributed.nn.functional.all_reduce`` (torch's
   own collective, differentiable: its backward all-reduces the gradient, as SyncBatchNorm's
   does); ``batchnorm="replica"`` keeps each replica's own statistics;
-* dropout: injected masks (conformance) are global, and each rank uses its rows; the native
-  stream of rank r is seeded with ``seed + RANK_SEED_STRIDE * r``, so replicas draw different
-  masks (rank 0 the one-device stream);
+* dropout masks are indexed by global example: injected masks (conformance) are global, and
+  without them every rank draws the keep-masks of the *global* batch from the one-device
+  stream (same seed, same draws in the same order: ``single.DropoutRNG.draw``), so all ranks
+  hold the one-device masks and each uses its rows;
 * the loss returned is the global mean (an ``all_reduce`` of the replicas' losses, outside the
   gradient); parameters, state and optimizer state are the same on every rank and exported from
   the local replica.
@@ -32,8 +33,6 @@ from rosetta.distributed import check_batchnorm, replica_rows
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.torch import program as single
 from rosetta.backends.torch.model import running_stats_frozen
-
-RANK_SEED_STRIDE = 1_000_003
 
 
 def setup(devices: int, device: str) -> None:
@@ -88,9 +87,6 @@ class Program(single.Program):
                                      f"{self.world} ranks (WORLD_SIZE)")
         self.batchnorm = check_batchnorm(batchnorm)
         super().__init__(spec, dtype=dtype, device=device, mode="eager")
-        if self._rng is not None:
-            self._rng = single.DropoutRNG(self.torch_device,
-                                          spec.seed + RANK_SEED_STRIDE * self.rank)
         moments = global_moments if batchnorm == "global" else None
         for m in self._norms:
             m.global_moments = moments
@@ -112,10 +108,16 @@ class Program(single.Program):
         return {k: np.asarray(v)[rows] for k, v in arrays.items()}, np.asarray(labels)[rows]
 
     def replica_masks(self, masks: dict | None) -> dict | None:
-        """This replica's rows of global keep-masks (indexed by global example)."""
+        """This replica's rows of global keep-masks (indexed by global example; arrays or
+        tensors)."""
         if not masks:
             return masks
-        return {k: np.asarray(m)[self._rows(len(m))] for k, m in masks.items()}
+        return {k: m[self._rows(len(m))] for k, m in masks.items()}
+
+    def _drawn_masks(self, batch: int, advance: bool) -> dict:
+        """The one-device masks of the global batch (``batch`` local rows on each of the
+        ``world`` ranks), drawn alike on every rank; this rank's rows."""
+        return self.replica_masks(super()._drawn_masks(batch * self.world, advance))
 
     def _global_loss(self, loss: torch.Tensor) -> float:
         t = loss.detach().to(torch.float64).reshape(1).clone()
@@ -134,7 +136,7 @@ class Program(single.Program):
             xs, y = self._inputs(local_x), self._labels(local_y)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._dropout(advance=True, masks=self.replica_masks(masks)):
+        with self._dropout(len(y), advance=True, masks=self.replica_masks(masks)):
             loss = self.loss_fn(self.ddp(*xs), y)
         loss.backward()
         for p in self._unreached:
@@ -153,7 +155,7 @@ class Program(single.Program):
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with running_stats_frozen(self._norms), \
-                self._dropout(advance=False, masks=self.replica_masks(masks)):
+                self._dropout(len(y), advance=False, masks=self.replica_masks(masks)):
             loss = self.loss_fn(self.ddp(*xs), y)
         loss.backward()
         out = {path: slot.canonical(torch.zeros_like(slot.tensor) if slot.tensor.grad is None

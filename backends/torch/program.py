@@ -7,12 +7,16 @@ traffic is the batch in and the loss out (none for a ``Batch`` from ``prepare_ba
 ``torch.compile(dynamic=False)`` (AOTAutograd compiles its backward too), the way a torch user
 compiles a model; the optimizer step stays eager in both.
 
-Dropout draws from the program's own torch RNG stream, seeded from ``spec.seed`` and swapped into
-the device's default generator around a training forward, so the global torch RNG is untouched and
-a program replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw
-the masks the next ``train_step`` would use without advancing the stream. The stream's position
-is its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as
-``{"torch_generator": uint8 array}``.
+Dropout: in training the program draws the keep-masks of the whole batch from its own
+``torch.Generator`` (``DropoutRNG``, seeded from ``spec.seed``; the global torch RNG is untouched),
+one per node with dropout in graph order (mask = (u >= rate), u ~ U[0, 1) of shape
+(batch, *mask shape)), and sets them in the modules (the injected-mask path), so a data-parallel
+program draws the same global masks and each rank uses its rows (DESIGN section 10); a program
+replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw the
+masks the next ``train_step`` would use without advancing the stream. The stream's position is
+its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as
+``{"torch_generator": uint8 array}``. The lowered ``nn.Module`` used without rosetta keeps
+``nn.Dropout``'s own behaviour.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from rosetta import backend as contract
+from rosetta.dropout import mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
@@ -31,25 +36,30 @@ from rosetta.backends.torch.model import batch_norms, build_model, running_stats
 
 
 class DropoutRNG:
-    """A private RNG stream for dropout on one device, seeded from ``seed``."""
+    """A private RNG stream for dropout on one device, seeded from ``seed``: a ``torch.Generator``
+    of its own (the global torch RNG is never touched) that draws the keep-masks."""
 
     def __init__(self, device: torch.device, seed: int):
         self.device = device
         self.seed = int(seed)
+        self.generator = torch.Generator(device=device)
         self.reset()
 
     def reset(self):
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.seed)
-        self.state = gen.get_state()
+        self.generator.manual_seed(self.seed)
+
+    @property
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
 
     def restore(self, state: np.ndarray):
         """Continue from ``state`` (a ``get_state()`` of a generator of this device type, as
         uint8): checked on a scratch generator first (CheckpointError if torch refuses it)."""
         a = np.asarray(state)
-        if a.dtype != np.uint8 or a.shape != tuple(self.state.shape):
+        shape = tuple(self.state.shape)
+        if a.dtype != np.uint8 or a.shape != shape:
             raise CheckpointError(f"rng state: torch_generator must be uint8 of shape "
-                                  f"{tuple(self.state.shape)} (a {self.device.type} generator "
+                                  f"{shape} (a {self.device.type} generator "
                                   f"state), found {a.dtype} {a.shape}")
         t = torch.from_numpy(a.copy())
         try:
@@ -57,26 +67,21 @@ class DropoutRNG:
         except RuntimeError as e:
             raise CheckpointError(f"rng state: torch_generator is not a valid "
                                   f"{self.device.type} generator state: {e}") from None
-        self.state = t
+        self.generator.set_state(t)
 
-    def _default_generator(self):
-        if self.device.type == "cuda":
-            return torch.cuda.default_generators[self.device.index or 0]
-        return torch.default_generator
-
-    @contextmanager
-    def active(self, advance: bool):
-        """Run with this stream as the device's default generator; keep what it drew if
-        ``advance``."""
-        gen = self._default_generator()
-        saved = gen.get_state()
-        gen.set_state(self.state)
-        try:
-            yield
-        finally:
-            if advance:
-                self.state = gen.get_state()
-            gen.set_state(saved)
+    def draw(self, draws, batch: int, dtype: torch.dtype, advance: bool) -> dict:
+        """Keep-masks {node: (batch, *shape)} for ``draws`` (``rosetta.dropout.mask_draws``, in
+        graph order): u ~ U[0, 1) from this stream, mask = (u >= rate); the stream keeps its
+        position unless ``advance``."""
+        saved = None if advance else self.generator.get_state()
+        masks = {}
+        for d in draws:
+            u = torch.rand((batch, *d.shape), generator=self.generator, dtype=dtype,
+                           device=self.device)
+            masks[d.node] = (u >= d.rate).to(dtype)
+        if saved is not None:
+            self.generator.set_state(saved)
+        return masks
 
 
 # torch optimizer state key -> canonical slot name
@@ -112,9 +117,8 @@ class Program(contract.Program):
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
         self._index_limits = embedding_vocab(self.graph)
         # every op that draws a keep-mask in training (Dropout, attention weights) declares it
-        has_dropout = any(n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type) is not None
-                          for n in self.graph.nodes)
-        self._rng = DropoutRNG(self.torch_device, spec.seed) if has_dropout else None
+        self._mask_draws = mask_draws(self.graph)
+        self._rng = DropoutRNG(self.torch_device, spec.seed) if self._mask_draws else None
         self.mode = mode
         # dynamic=False: every GraphModule shares one ``forward`` code object, and dynamo keys its
         # caches (and automatic dynamic shapes) on the code object, so with the default a second
@@ -207,7 +211,7 @@ class Program(contract.Program):
             xs, y = self._inputs(inputs), self._labels(labels)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._dropout(advance=True, masks=masks):
+        with self._dropout(len(y), advance=True, masks=masks):
             loss = self.loss_fn(self._run(*xs), y)
         if loss.requires_grad:  # False only for a model without parameters
             loss.backward()
@@ -223,7 +227,7 @@ class Program(contract.Program):
         xs = self._inputs(inputs)
         y = self._labels(labels)
         self._mode(training=True)
-        with running_stats_frozen(self._norms), self._dropout(advance=False, masks=masks):
+        with running_stats_frozen(self._norms), self._dropout(len(y), advance=False, masks=masks):
             loss = self.loss_fn(self._run(*xs), y)
         grads = (torch.autograd.grad(loss, self._param_tensors, allow_unused=True)
                  if loss.requires_grad else [None] * len(self._param_tensors))
@@ -236,7 +240,8 @@ class Program(contract.Program):
         xs = self._inputs(inputs)
         self._mode(training=training)
         ctx = running_stats_frozen(self._norms) if training else nullcontext()
-        with torch.no_grad(), ctx, self._dropout(advance=False, training=training, masks=masks):
+        with torch.no_grad(), ctx, self._dropout(len(xs[0]) if xs else 0, advance=False,
+                                                 training=training, masks=masks):
             out = self._run(*xs)
         return np.array(out.cpu().numpy())
 
@@ -245,12 +250,18 @@ class Program(contract.Program):
         if self.model.training != training:
             self.model.train(training)
 
-    def _dropout(self, advance: bool, training: bool = True, masks=None):
+    def _dropout(self, batch: int, advance: bool, training: bool = True, masks=None):
+        """The keep-masks of a training forward on ``batch`` examples: the given ``masks``, else
+        drawn from the program's stream (``_drawn_masks``), put into the modules that use them."""
         if masks:
             return self._injected(masks)
         if self._rng is None or not training:
             return nullcontext()
-        return self._rng.active(advance)
+        return self._injected(self._drawn_masks(batch, advance))
+
+    def _drawn_masks(self, batch: int, advance: bool) -> dict:
+        """The keep-masks of the next step, drawn for the whole batch in graph order."""
+        return self._rng.draw(self._mask_draws, batch, self.torch_dtype, advance)
 
     @contextmanager
     def _injected(self, masks: dict):
@@ -259,7 +270,9 @@ class Program(contract.Program):
         mods = {name: self.model.node_module(name) for name in masks}
         try:
             for name, m in mods.items():
-                m.set_mask(self._tensor(masks[name], self.torch_dtype))
+                mask = masks[name]
+                m.set_mask(mask if isinstance(mask, torch.Tensor)
+                           else self._tensor(mask, self.torch_dtype))
             yield
         finally:
             for m in mods.values():
