@@ -29,8 +29,9 @@ missing ONNX Runtime kernel, a mismatch) is a ``BackendUnavailable`` naming the 
 each node's module is exported and checked alone, on the arguments it received in an eager
 forward of the example, and the first that fails is named (the model, if none fails alone).
 
-Recurrent layers with sequence lengths: the training lowering packs them
-(``pack_padded_sequence``), whose batch sizes are data-dependent, which ``torch.export`` cannot
+Recurrent layers with sequence lengths: the training lowering packs a bidirectional one
+(``pack_padded_sequence``; one direction already runs unpacked, ``recurrent.py``), whose batch
+sizes are data-dependent, which ``torch.export`` cannot
 trace (``zeros(): argument 'size' ... got FakeTensor``). The export copy runs them unpacked, the
 same ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` with the same parameters (``_unpacked_forward``):
 

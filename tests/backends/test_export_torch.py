@@ -168,13 +168,14 @@ def test_export_rewrites_match_reference(fmt, dtype, case, tmp_path):
 
 
 @pytest.mark.parametrize("fmt,case,op,node,rewrites", [
-    ("torch", "lstm_sequences_lengths", "LSTM", "lstm", []),
+    ("torch", "lstm_bidirectional_lengths", "LSTM", "bilstm", []),
     ("onnx", "avgpool_explicit_asym", "AvgPool2D", "pool",
      [(NativeRecurrent, tx._unpacked_forward)]),
 ])
 def test_unexpressible_op_is_named_and_nothing_written(fmt, case, op, node, rewrites,
                                                        monkeypatch, tmp_path):
-    """Without its rewrite, packing (torch.export cannot trace pack_padded_sequence) and the
+    """Without its rewrite, packing (a bidirectional layer with lengths, the one the training
+    lowering still packs: torch.export cannot trace pack_padded_sequence) and the
     dropped divisor_override (a wrong ONNX file, caught on the example) are refused, naming
     the node and the op."""
     monkeypatch.setitem(tx._REWRITES, fmt, rewrites)
