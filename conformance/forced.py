@@ -24,7 +24,8 @@ from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_nois
                                        eval_result, measure_eval, measure_step, noise_spread,
                                        run_eval, run_step, step_result, to_float32,
                                        update_reference, use, worse)
-from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
+from rosetta.dropout import mask_draws
+from rosetta.conformance.runner import (batch_stream, dropout_masks, record,
                                         without_dropout)
 
 FORCED_STEPS = 3   # steps held to the noise bound (each from the float64 state)
@@ -57,7 +58,7 @@ def forced_batches(spec, steps, seed, dropout="inject"):
     process regenerates what the parent holds its results against."""
     run_spec = without_dropout(spec) if dropout == "off" else spec
     data = [b for _, b in zip(range(steps), batch_stream(run_spec, steps, seed, "float64"))]
-    has_dropout = bool(dropout_nodes(run_spec.model))
+    has_dropout = bool(mask_draws(run_spec.model))
     masks = [dropout_masks(run_spec.model, seed, t, len(y)) if has_dropout else None
              for t, (_, y) in enumerate(data)]
     return run_spec, data, masks

@@ -26,7 +26,8 @@ from rosetta.backend_registry import get_backend
 from rosetta.conformance.compare import compare_arrays, group_of, group_scales
 from rosetta.conformance.diagnose import first_divergence
 from rosetta.conformance.native import build_native
-from rosetta.conformance.runner import batch_stream, dropout_nodes, record, without_dropout
+from rosetta.conformance.runner import batch_stream, record, without_dropout
+from rosetta.dropout import mask_draws
 from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
 
@@ -36,7 +37,7 @@ def run_native(spec, factory, backends, *, dtype="float64", steps=5, seed=None,
     """Record the native program and every backend; compare native against each.
     Returns (results, trajectories), the native trajectory first."""
     log = progress or (lambda msg: None)
-    dropout = "off" if dropout_nodes(spec.model) else "inject"
+    dropout = "off" if mask_draws(spec.model) else "inject"
     run_spec = without_dropout(spec) if dropout == "off" else spec
     prog = build_native(factory, run_spec, dtype)
     log(f"{spec.name}: recording your {prog.framework} code ({dtype}, {steps} steps)")

@@ -160,9 +160,17 @@ def plot(path, trajectories: dict, results) -> Path:
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=7)
+    return finish_figure(fig, path, dpi=100)
+
+
+def finish_figure(fig, path, dpi: int) -> Path:
+    """Lay out ``fig``, write it to ``path`` (atomically, its folder made) and close it: the end
+    of every plot rosetta draws."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path, dpi=100)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path

@@ -20,16 +20,6 @@ from rosetta.spec import TrainSpec
 from rosetta.train import check_data, dataset_inputs, prepare_labels
 
 
-def mask_shape(node):
-    """The per-example keep-mask shape a node draws in training (``OpDef.dropout_mask_shape``:
-    Dropout, attention weights), or None."""
-    return node.opdef.dropout_mask_shape(node.attrs, node.in_types, node.out_type)
-
-
-def dropout_nodes(graph: Graph) -> list:
-    return [n for n in graph.nodes if mask_shape(n) is not None]
-
-
 def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:
     """Keep-masks (1 keep, 0 drop) per node with dropout, from a neutral RNG on
     (seed, step, node); the drop probability is the node's ``rate`` (or ``dropout``) attribute."""
@@ -92,7 +82,7 @@ def record(spec: TrainSpec, backend: str, *, dtype: str = "float64", device: str
     losses, grads, opt = [], {}, {}
     params = {k: [v] for k, v in prog.export_params().items()}
     state = {k: [v] for k, v in prog.export_state().items()}
-    has_dropout = bool(dropout_nodes(spec.model))
+    has_dropout = bool(mask_draws(spec.model))
     first = None
     for t, (x, y) in enumerate(data):
         if t == steps:

@@ -11,7 +11,8 @@ from rosetta.conformance.compare import Worst, compare_arrays, group_of, group_s
 from rosetta.conformance.diagnose import Divergence, diagnose, name_node
 from rosetta.conformance.forced import FORCED_STEPS, teacher_forced
 from rosetta.conformance.noise import NOISE_RUNS, ORDER, use, worse
-from rosetta.conformance.runner import (batch_stream, dropout_masks, dropout_nodes, record,
+from rosetta.dropout import mask_draws
+from rosetta.conformance.runner import (batch_stream, dropout_masks, record,
                                         without_dropout)
 from rosetta.conformance.tiers import EXACT, FLOAT32, Tier, tier_for
 from rosetta.conformance.trajectory import CATEGORIES, Trajectory
@@ -151,7 +152,7 @@ def blame(result: Result, spec, a: Trajectory, b: Trajectory, tier: Tier, dtype,
     run_spec = without_dropout(spec) if dropout == "off" else spec
     x, y = next(batch_stream(run_spec, 1, seed, dtype))
     masks = (dropout_masks(run_spec.model, seed, 0, len(y))
-             if dropout_nodes(run_spec.model) else None)
+             if mask_draws(run_spec.model) else None)
     d = diagnose(run_spec, a, b, tier, x, masks)
     if d is not None:
         result.blame = {"step": d.step, "category": d.category, "tensor": d.tensor,

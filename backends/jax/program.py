@@ -34,6 +34,7 @@ import optax
 
 from rosetta import backend as contract
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
+from rosetta.dropout import mask_draws
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -63,11 +64,9 @@ class Program(contract.Program):
         self._np_dtype = np.dtype(dtype)
         self._int_labels = spec.loss.label_kind == "int"
         self._index_limits = embedding_vocab(self.graph)
-        # every op that draws a keep-mask in training (Dropout, attention weights) declares its
-        # per-example shape (None: no dropout, or rate 0)
-        shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
-                  for n in self.graph.nodes}
-        self._dropout_shapes = {k: v for k, v in shapes.items() if v is not None}
+        # every op that draws a keep-mask in training (Dropout, attention weights), its
+        # per-example shape
+        self._dropout_shapes = {d.node: d.shape for d in mask_draws(self.graph)}
 
         self.model = build_model(self.graph, dtype)
         self.optimizer = lower_optimizer(spec.optimizer, dtype)

@@ -24,6 +24,7 @@ from mxnet import autograd, nd
 
 from rosetta import backend as contract
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
+from rosetta.dropout import mask_draws
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -62,11 +63,9 @@ class Program(contract.Program):
         if mode == "hybrid":
             self.loss_fn.hybridize()
         self.optimizer = spec.optimizer
-        shapes = {n.name: n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
-                  for n in self.graph.nodes}
-        self._dropout_shapes = {k: v for k, v in shapes.items() if v is not None}
-        self._rates = {n.name: n.attrs["rate"] if "rate" in n.attrs else n.attrs["dropout"]
-                       for n in self.graph.nodes if n.name in self._dropout_shapes}
+        draws = mask_draws(self.graph)
+        self._dropout_shapes = {d.node: d.shape for d in draws}
+        self._rates = {d.node: d.rate for d in draws}
         self._stat_momentum = {n.name: n.attrs["momentum"] for n in self.graph.nodes
                                if n.op == "BatchNorm"}
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rosetta.files import dumps_json, save_figure, write_text
+from rosetta.conformance.report import finish_figure
+from rosetta.files import dumps_json, write_text
 
 FORMAT = "rosetta/bench/1"
 
@@ -171,9 +172,4 @@ def plot(path, rows) -> Path:
         ax.set_title(f"{model}, batch {batch}")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
                   frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, dpi=110)

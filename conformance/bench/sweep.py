@@ -29,7 +29,8 @@ import argparse
 import json
 
 from rosetta.errors import SpecError
-from rosetta.files import dumps_json, save_figure, write_text
+from rosetta.conformance.report import finish_figure
+from rosetta.files import dumps_json, write_text
 from rosetta.spec import TrainSpec
 
 FORMAT = "rosetta/bench-sweep/1"
@@ -227,6 +228,4 @@ def plot(path, rows) -> None:
             ax.set_title(f"{model}: {what} against {key}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path, dpi=110)
