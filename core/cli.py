@@ -17,6 +17,7 @@ from pathlib import Path
 from rosetta.errors import RosettaError, SpecError
 from rosetta.backend_registry import backend_names
 from rosetta.files import dumps_json
+from rosetta.hostmem import retain_freed_memory
 from rosetta.validate import INT64, MAX_STEPS, memory_argument
 
 
@@ -424,6 +425,7 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     quiet_frameworks()
+    retain_freed_memory()  # each step reuses the memory the last one freed (rosetta.hostmem)
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
                "export": cmd_export,

@@ -72,6 +72,8 @@ def footnote(rows, env: dict | None, skipped=()) -> str:
     if env:
         parts.append(f"device: {env.get('device')}; float32 matmul peak "
                      f"{env.get('matmul_peak_gflops', 0):.1f} GFLOP/s ({env.get('matmul_peak')})")
+        if env.get("host_memory"):
+            parts.append(f"host memory: {env['host_memory']}")
     floors = {}
     for r in rows:
         if r.get("floor_ms") is not None:

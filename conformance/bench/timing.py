@@ -34,6 +34,9 @@ Fairness: the same spec, initial weights, batches, dtype and batch size for both
 baseline's first loss is recorded beside rosetta's: ``loss_gap``); TF32 off (the backends and the
 baselines switch it off); nothing is pinned unless asked (``--threads N``): thread counts and the
 environment variables that set them are recorded in the report (``environment.threads``).
+Host memory: the command line keeps freed memory in the process (``rosetta.hostmem``); the
+baseline runs in the same process and the Keras column's process inherits the same rule, so every
+column is timed under it (``environment.host_memory``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import numpy as np
 
 from rosetta.backend import normalize_device
 from rosetta.backend_registry import get_backend
+from rosetta.hostmem import host_memory_rule
 
 TRAIN_FLOPS_FACTOR = 3
 
@@ -268,6 +272,6 @@ def environment(backends, device: str, peak: dict) -> dict:
                 f"({peak['end_gflops']:.1f})")
     env.update({"device": device_name(device), "platform": platform.platform(),
                 "matmul_peak_gflops": peak["gflops"], "matmul_peak": how,
-                "threads": thread_settings(backends),
+                "threads": thread_settings(backends), "host_memory": host_memory_rule(),
                 "frameworks": {b: get_backend(b).version() for b in backends}})
     return env
