@@ -2,8 +2,9 @@
 
 Dropout on the attention weights is checked with injected masks in
 ``tests/backends/test_attention.py`` (the harness here compares training forwards without masks).
-The torch lowering has two paths (native multi-head attention when E == heads * head_dim, SDPA
-otherwise): the cases cover both.
+The torch lowering (projections + SDPA) has two mask paths (causal alone as SDPA's ``is_causal``;
+any other mask as one boolean ``attn_mask``) and no path of its own for E != heads * head_dim:
+the cases cover all of them.
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ def _block(norm_first, causal, activation):
 
 
 CASES: list = [
-    # torch: native multi-head attention (E == heads * head_dim)
+    # E == heads * head_dim
     ("mha_self", _self_attention(heads=2, head_dim=2)),
     ("mha_causal", _self_attention(t=4, heads=2, head_dim=2, causal=True)),
     ("mha_cross_output_dim", _cross_attention),
     ("mha_cross_key_lengths", _cross_attention_key_lengths),
-    # torch: projections + SDPA (E != heads * head_dim)
+    # E != heads * head_dim
     ("mha_key_lengths", _self_attention(t=4, lengths=True, heads=2, head_dim=3)),
     ("mha_causal_padded_output_dim", _self_attention(t=4, e=3, lengths=True, heads=1,
                                                      head_dim=2, causal=True, output_dim=2)),

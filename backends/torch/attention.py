@@ -1,31 +1,36 @@
 """Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``).
 
-MultiHeadAttention runs torch's own multi-head attention, ``F.multi_head_attention_forward`` (the
-function ``nn.MultiheadAttention.forward`` calls), wherever it computes the canonical rule:
+MultiHeadAttention is three projections (``F.linear``, the q/k/v kernels as separate
+parameters), torch's ``F.scaled_dot_product_attention`` on (N, heads, T, head_dim) views (SDPA
+scales by 1/sqrt(head_dim) of its inputs, the canonical scale), and the output projection, for
+any E, Ev and output width. With an injected keep-mask (conformance mode, and every training
+step of a program: ``program.py`` draws the masks) SDPA would draw its own dropout mask, so the
+attention weights are computed explicitly (softmax, mask, / (1 - dropout)).
 
-* its head width is embed_dim / heads with embed_dim the query's width, so it is used when
-  E == heads * head_dim (any Ev and any output width: separate q/k/v projection weights);
-* otherwise (E != heads * head_dim) the same math runs as projections and
-  ``F.scaled_dot_product_attention`` (SDPA scales by 1/sqrt(head_dim) of its inputs, the
-  canonical scale);
-* with an injected keep-mask (conformance mode) both would draw their own dropout mask, so the
-  attention weights are computed explicitly (softmax, mask, / (1 - dropout)).
+It does not call ``F.multi_head_attention_forward`` (what ``nn.MultiheadAttention`` runs): that
+takes sequence-first tensors (a transpose in and out), turns boolean masks into additive float
+ones every call, and runs a causal mask as an explicit (T, T) mask rather than SDPA's
+``is_causal``. On a CPU (one thread) the zoo ``transformer``'s attention (batch 32, T 16, E 32)
+cost 1.2x in forward + backward through it, and its eager training step 1.14x the hand-written
+``nn.TransformerEncoderLayer`` baseline's (``rosetta bench transformer --backends torch``); this
+form: 1.02-1.04x. Same numbers: SDPA is the kernel it ends in too.
 
 The module is not ``nn.MultiheadAttention`` itself: that packs the q/k/v biases into one (3E)
 ``in_proj_bias`` (and the kernels into one (3E, E) ``in_proj_weight`` when E == Ev), and a packed
 tensor cannot be three canonical parameters, each a leaf that the optimizer steps and that
 gradients are taken for. ``CanonicalMultiheadAttention`` keeps the eight parameters (four
-without bias) apart, in torch's row layout, and packs the bias with one ``cat`` per call;
-``tests/backends/test_attention.py`` loads the same numbers into ``nn.MultiheadAttention``.
+without bias) apart, in torch's row layout (packing them with a ``cat`` per call into one
+projection measured no faster); ``tests/backends/test_attention.py`` loads the same numbers
+into ``nn.MultiheadAttention``.
 
 The key bias adds q.bk to every score of a row, which softmax ignores: its gradient is exactly
 0, while autodiff sums it from rounding noise (1e-17) that Adam then divides by its epsilon into
 1e-13 drifts, different on every framework. All three backends therefore lower the key bias as
 ``stop_gradient(bk) + 0 * bk``: the same keys, and the exact gradient, 0.
 
-Masks: key padding (``key_padding_mask`` True = ignore, j >= length) and causal (``attn_mask``
-True = ignore, j > i); torch's masks are the inverse of SDPA's boolean ``attn_mask`` (True =
-attend), which the SDPA path passes negated.
+Masks: SDPA's boolean ``attn_mask`` is True where a key is attended: key padding j < length
+((N, 1, 1, Tk)), and with causal j <= i; causal without lengths is SDPA's ``is_causal`` (Tq ==
+Tk, checked by the op), which needs no mask tensor at all.
 """
 
 from __future__ import annotations
@@ -55,7 +60,6 @@ class CanonicalMultiheadAttention(nn.Module):
                  dropout: float, bias: bool):
         super().__init__()
         self.heads, self.head_dim, self.causal, self.dropout = heads, head_dim, causal, dropout
-        self.native = e == heads * head_dim
         self.q_proj_weight = nn.Parameter(torch.empty(heads, head_dim, e))
         self.k_proj_weight = nn.Parameter(torch.empty(heads, head_dim, ev))
         self.v_proj_weight = nn.Parameter(torch.empty(heads, head_dim, ev))
@@ -89,62 +93,40 @@ class CanonicalMultiheadAttention(nn.Module):
             b = b.detach() + 0.0 * b
         return b.reshape(-1)
 
-    def _padding(self, lengths, tk, device):
-        """key_padding_mask (N, Tk), True where j >= length; None without lengths."""
-        if lengths is None:
-            return None
-        return torch.arange(tk, device=device)[None, :] >= lengths[:, None]
-
-    def _causal(self, tq, tk, device):
-        return torch.ones(tq, tk, dtype=torch.bool, device=device).triu(1) if self.causal else None
-
     def forward(self, query, value, lengths=None):
-        tq, tk = query.shape[1], value.shape[1]
-        padding = self._padding(lengths, tk, query.device)
-        causal = self._causal(tq, tk, query.device)
-        injected = self.training and self.mask is not None and self.dropout > 0
-        if self.native and not injected:
-            return self._native(query, value, padding, causal)
+        n, tq, tk = query.shape[0], query.shape[1], value.shape[1]
+        h, d = self.heads, self.head_dim
         q = F.linear(query, self._w("q_proj_weight"), self._b("q_proj_bias"))
         k = F.linear(value, self._w("k_proj_weight"), self._b("k_proj_bias"))
         v = F.linear(value, self._w("v_proj_weight"), self._b("v_proj_bias"))
-        n, h, d = query.shape[0], self.heads, self.head_dim
-        q, k, v = (t.reshape(n, -1, h, d).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
-        ignore = None
-        if padding is not None:
-            ignore = padding[:, None, None, :]
-        if causal is not None:
-            ignore = causal if ignore is None else ignore | causal
-        if injected:
-            s = q @ k.transpose(-1, -2) / math.sqrt(d)
-            if ignore is not None:
-                s = s.masked_fill(ignore, float("-inf"))
-            o = (torch.softmax(s, dim=-1) * self.mask / (1.0 - self.dropout)) @ v
+        q, k, v = (t.view(n, -1, h, d).transpose(1, 2) for t in (q, k, v))  # (N, h, T, d)
+        keep = None  # True = attend, (N, 1, 1, Tk) or (N, 1, Tq, Tk)
+        if lengths is not None:
+            keep = (torch.arange(tk, device=query.device) < lengths[:, None])[:, None, None, :]
+            if self.causal:
+                keep = keep & torch.ones(tq, tk, dtype=torch.bool, device=query.device).tril()
+        if self.training and self.mask is not None and self.dropout > 0:
+            o = self._injected(q, k, v, keep)
         else:
             o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if ignore is None else ~ignore,
+                q, k, v, attn_mask=keep, is_causal=self.causal and keep is None,
                 dropout_p=self.dropout if self.training else 0.0)
         o = o.transpose(1, 2).reshape(n, tq, h * d)
         return F.linear(o, self._w("out_proj_weight"), self.out_proj_bias)
 
-    def _native(self, query, value, padding, causal):
-        """torch's multi-head attention, sequence-first inside, batch-first outside."""
-        qkv_bias = (None if self.q_proj_bias is None else
-                    torch.cat([self._b("q_proj_bias"), self._b("k_proj_bias"),
-                               self._b("v_proj_bias")]))
-        q, v = query.transpose(0, 1), value.transpose(0, 1)
-        out, _ = F.multi_head_attention_forward(
-            q, v, v, self.heads * self.head_dim, self.heads, None, qkv_bias, None, None, False,
-            self.dropout, self._w("out_proj_weight"), self.out_proj_bias,
-            training=self.training, key_padding_mask=padding, need_weights=False,
-            attn_mask=causal, use_separate_proj_weight=True,
-            q_proj_weight=self._w("q_proj_weight"), k_proj_weight=self._w("k_proj_weight"),
-            v_proj_weight=self._w("v_proj_weight"))
-        return out.transpose(0, 1)
+    def _injected(self, q, k, v, keep):
+        """softmax(q k^T / sqrt(d) + masks) * keep-mask / (1 - dropout) @ v, the injected
+        keep-mask ``self.mask`` on the attention weights (SDPA would draw its own)."""
+        s = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if keep is None and self.causal:
+            keep = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
+        if keep is not None:
+            s = s.masked_fill(~keep, float("-inf"))
+        return (torch.softmax(s, dim=-1) * self.mask / (1.0 - self.dropout)) @ v
 
     def extra_repr(self):
         return (f"heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, "
-                f"dropout={self.dropout}, native={self.native}")
+                f"dropout={self.dropout}")
 
 
 def multi_head_attention(node: Node, layout: str) -> nn.Module:
