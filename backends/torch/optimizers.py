@@ -26,13 +26,16 @@ its NumPy ``update`` by the conformance suite):
   (values first, then g * c / ||g|| when ||g|| > c; ``torch.nn.utils.clip_grad_norm_`` would add
   1e-6 to the norm).
 
-Every ``torch.optim`` optimizer runs with ``foreach=True``: torch's multi-tensor implementation
-(its default on CUDA; on the CPU its default is one loop over the parameters), the same
-operations on lists of tensors, so the same numbers bit for bit (checked for each optimizer in
-float32 and float64 by ``tests/backends/test_optim.py``) at a fraction of the per-parameter cost:
-canonical parameters are separate leaves (q, k, v apart), so a model has more of them than a
-hand-packed one (the transformer: 38 against ``nn.TransformerEncoderLayer``'s 30), and torch's
-CPU for-loop costs about 35 us a leaf.
+``torch.optim`` optimizers over ``FOREACH_MIN_TENSORS`` tensors or more run with
+``foreach=True``: torch's multi-tensor implementation (its default on CUDA; on the CPU its default
+is one loop over the parameters), the same operations on lists of tensors, so the same numbers
+bit for bit (every optimizer case, float32 and float64: ``tests/backends/test_optim_torch.py``).
+Canonical parameters are separate leaves (q, k, v apart), so a model has more of them than a
+hand-packed one (the transformer: 38 against ``nn.TransformerEncoderLayer``'s 30); one step of
+torch's CPU loop over 38 small tensors took 722 us for Adam, the multi-tensor one 408 us. Below
+about 4 tensors the loop is the faster (one tensor: Adam 38 against 57 us, SGD 10 against 16;
+at 4 they are even: SGD 16/19, with momentum 35/35, Adam 97/94, AdamW 111/100 us; one thread,
+64-element tensors), so those keep torch's default (``foreach=None``).
 
 Optimizer state keys and their canonical slot names: ``NATIVE_SLOTS`` (export), ``STATE_KEYS``
 per optimizer (``load_state``: "v" is ``exp_avg_sq`` in Adam, ``square_avg`` in RMSprop).
@@ -71,6 +74,8 @@ STATE_KEYS = {"sgd": {"velocity": "momentum_buffer"},
               "rmsprop": {"v": "square_avg", "mg": "grad_avg", "velocity": "momentum_buffer"},
               "adagrad": {"accumulator": "sum"},
               "lion": {"m": "exp_avg"}}
+# from this many tensors on, torch's multi-tensor (foreach) implementation (see the docstring)
+FOREACH_MIN_TENSORS = 5
 # the optimizers whose per-parameter state counts the updates applied (``state["step"]``)
 COUNTS_STEPS = ("adam", "adamw", "rmsprop", "adagrad")
 
@@ -122,33 +127,33 @@ class Lion(torch.optim.Optimizer):
                 m.copy_(b2 * m + (1 - b2) * g)
 
 
-def _sgd(opt, params, lr):
+def _sgd(opt, params, lr, foreach):
     return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, dampening=0.0,
-                           weight_decay=opt.weight_decay, nesterov=opt.nesterov, foreach=True)
+                           weight_decay=opt.weight_decay, nesterov=opt.nesterov, foreach=foreach)
 
 
-def _adam(opt, params, lr):
+def _adam(opt, params, lr, foreach):
     return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.epsilon,
-                            weight_decay=0.0, foreach=True)
+                            weight_decay=0.0, foreach=foreach)
 
 
-def _adamw(opt, params, lr):
+def _adamw(opt, params, lr, foreach):
     return torch.optim.AdamW(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.epsilon,
-                             weight_decay=opt.weight_decay, foreach=True)
+                             weight_decay=opt.weight_decay, foreach=foreach)
 
 
-def _rmsprop(opt, params, lr):
+def _rmsprop(opt, params, lr, foreach):
     return torch.optim.RMSprop(params, lr=lr, alpha=opt.rho, eps=opt.epsilon, weight_decay=0.0,
-                               momentum=opt.momentum, centered=opt.centered, foreach=True)
+                               momentum=opt.momentum, centered=opt.centered, foreach=foreach)
 
 
-def _adagrad(opt, params, lr):
+def _adagrad(opt, params, lr, foreach):
     return torch.optim.Adagrad(params, lr=lr, lr_decay=0.0, weight_decay=0.0,
                                initial_accumulator_value=opt.initial_accumulator,
-                               eps=opt.epsilon, foreach=True)
+                               eps=opt.epsilon, foreach=foreach)
 
 
-def _lion(opt, params, lr):
+def _lion(opt, params, lr, foreach):
     return Lion(params, lr=lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
 
 
@@ -234,7 +239,10 @@ def lower_optimizer(opt: Optimizer, params):
         raise SpecError("decay masks and lr_scale need the parameters by path",
                         where="$.optimizer")
     lr = float(opt.learning_rate(0, np))
-    optimizer = make(opt, _groups(opt, params, lr), lr)
+    groups = _groups(opt, params, lr)
+    # None: torch's own default (the loop on the CPU, multi-tensor on CUDA)
+    foreach = True if sum(len(g["params"]) for g in groups) >= FOREACH_MIN_TENSORS else None
+    optimizer = make(opt, groups, lr, foreach)
     if getattr(opt, "clip_value", None) is not None or getattr(opt, "clip_norm", None) is not None:
         optimizer.register_step_pre_hook(_clip_hook(opt))
     if getattr(opt, "epsilon_mode", "canonical") == "hat":

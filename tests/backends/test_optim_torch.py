@@ -1,5 +1,6 @@
-"""torch's optimizers run their multi-tensor implementation (``foreach=True``): the same numbers
-bit for bit as torch's one-parameter-at-a-time loop, in float32 and float64, through clipping,
+"""torch's optimizers over 5 tensors or more run their multi-tensor implementation
+(``foreach=True``), fewer keep torch's default: the same numbers bit for bit as torch's
+one-parameter-at-a-time loop, in float32 and float64, through clipping,
 epsilon-hat, decay masks, lr factors and schedules (every case of ``test_optim.OPTIMIZERS``
 that lowers to ``torch.optim``)."""
 
@@ -22,11 +23,12 @@ def _run(opt, dtype, foreach: bool):
     from rosetta.backends.torch.optimizers import lower_optimizer
 
     rng = np.random.default_rng(0)
-    shapes = {"hidden/kernel": (4, 5), "hidden/bias": (5,), "out/kernel": (5, 3), "out/bias": (3,)}
+    shapes = {"hidden/kernel": (4, 5), "hidden/bias": (5,), "hidden2/kernel": (5, 5),
+              "hidden2/bias": (5,), "out/kernel": (5, 3), "out/bias": (3,)}
     params = {p: torch.tensor(rng.normal(size=s), dtype=dtype, requires_grad=True)
               for p, s in shapes.items()}
     optimizer, scheduler = lower_optimizer(opt, params)
-    assert all(g["foreach"] is True for g in optimizer.param_groups)
+    assert all(g["foreach"] is True for g in optimizer.param_groups)  # 6 tensors
     for g in optimizer.param_groups:
         g["foreach"] = foreach
     for _ in range(5):
@@ -52,3 +54,14 @@ def test_foreach_is_the_loop_bit_for_bit(case, dtype):
     assert s1.keys() == s0.keys()
     for key in s0:
         assert torch.equal(torch.as_tensor(s1[key]), torch.as_tensor(s0[key])), (case, key)
+
+
+def test_few_tensors_keep_torchs_default():
+    import torch
+
+    from rosetta.backends.torch.optimizers import FOREACH_MIN_TENSORS, lower_optimizer
+
+    for n, expected in ((FOREACH_MIN_TENSORS - 1, None), (FOREACH_MIN_TENSORS, True)):
+        params = {f"layer{i}/kernel": torch.zeros(3, requires_grad=True) for i in range(n)}
+        optimizer, _ = lower_optimizer(OPTIMIZERS["adam_constant"](), params)
+        assert [g["foreach"] for g in optimizer.param_groups] == [expected]

@@ -8,6 +8,11 @@ for NCHW; TensorFlow's 'same' padding at stride 2 (bottom / right) by an explici
 torch's BatchNorm momentum is 1 - the canonical one; ``nn.LSTM``'s second bias (``bias_hh``)
 frozen at zero (two trainable biases would move twice as fast); the attention's (E, heads, d)
 kernels packed into ``in_proj_weight`` (heads x d = E).
+
+The optimizer is ``torch.optim`` as users write it, with torch's defaults: on the CPU that is its
+one-parameter-at-a-time loop (``foreach`` is its default on CUDA only). rosetta's lowering asks
+for ``foreach=True``, the same numbers bit for bit; the README gives the ratio with ``foreach``
+on both sides too.
 """
 
 from __future__ import annotations
