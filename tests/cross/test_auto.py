@@ -4,8 +4,6 @@ never picked, however fast."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 import rosetta as rs
@@ -87,15 +85,9 @@ def test_a_backend_with_a_planted_trap_fails_the_check_and_is_never_picked(monke
     drops torch, and ``auto`` picks another backend even when torch is timed fastest."""
     if "torch" not in BACKENDS:
         pytest.skip("the planted trap is torch's coupled Adam weight decay; torch not selected")
-    import torch
+    from test_traps import trap_torch_adam_coupled_decay
 
-    opts = importlib.import_module("rosetta.backends.torch.optimizers")
-
-    def coupled(opt, params, lr):
-        return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.epsilon,
-                                weight_decay=opt.weight_decay)
-
-    monkeypatch.setitem(opts.OPTIMIZERS, "adamw", coupled)
+    trap_torch_adam_coupled_decay(monkeypatch)
     kept, why = auto.agreeing(spec(), BACKENDS)
     assert "torch" not in kept and set(kept) == set(BACKENDS) - {"torch"}
     assert "torch" in why

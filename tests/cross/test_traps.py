@@ -55,9 +55,9 @@ def trap_torch_adam_coupled_decay(monkeypatch):
     """torch.optim.Adam(weight_decay) is coupled L2 (g += wd*p before the moments), not AdamW."""
     import torch
     torch_optimizers = _mod("torch.optimizers")
-    def adam_coupled(opt, params, lr):
+    def adam_coupled(opt, params, lr, foreach):
         return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.epsilon,
-                                weight_decay=opt.weight_decay)
+                                weight_decay=opt.weight_decay, foreach=foreach)
     monkeypatch.setitem(torch_optimizers.OPTIMIZERS, "adamw", adam_coupled)
 
 
