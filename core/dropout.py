@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
+from rosetta.errors import DataError
+
 
 class MaskDraw(NamedTuple):
     node: str
@@ -32,3 +36,25 @@ def mask_draws(graph) -> tuple[MaskDraw, ...]:
         if shape is not None:
             out.append(MaskDraw(n.name, drop_rate(n), tuple(shape)))
     return tuple(out)
+
+
+def check_masks(draws: tuple[MaskDraw, ...], masks: dict, batch: int) -> dict:
+    """Injected keep-masks checked against ``draws`` (``mask_draws``): exactly one per node that
+    draws one, each of shape (batch, *shape); returned by node in graph order, values as given
+    (host arrays or framework tensors). A ``DataError`` names what is wrong otherwise."""
+    if not draws:
+        raise DataError(f"masks: this model has no dropout, found {sorted(masks)}")
+    nodes = [d.node for d in draws]
+    unknown = sorted(set(masks) - set(nodes))
+    missing = [n for n in nodes if n not in masks]
+    if unknown or missing:
+        raise DataError(f"masks: one keep-mask per node with dropout > 0 {nodes}; "
+                        f"missing {missing}, unknown {unknown}")
+    out = {}
+    for d in draws:
+        shape = tuple(np.shape(masks[d.node]))
+        if shape != (batch, *d.shape):
+            raise DataError(f"masks: {d.node!r} must have shape {(batch, *d.shape)}, "
+                            f"found {shape}")
+        out[d.node] = masks[d.node]
+    return out

@@ -34,7 +34,7 @@ import optax
 
 from rosetta import backend as contract
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
-from rosetta.dropout import mask_draws
+from rosetta.dropout import check_masks, mask_draws
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -66,7 +66,7 @@ class Program(contract.Program):
         self._index_limits = embedding_vocab(self.graph)
         # every op that draws a keep-mask in training (Dropout, attention weights), its
         # per-example shape
-        self._dropout_shapes = {d.node: d.shape for d in mask_draws(self.graph)}
+        self._mask_draws = mask_draws(self.graph)
 
         self.model = build_model(self.graph, dtype)
         self.optimizer = lower_optimizer(spec.optimizer, dtype)
@@ -193,7 +193,7 @@ class Program(contract.Program):
             batch = inputs.check(self, masks)
         else:
             batch = self._batch(inputs, labels, masks)
-        if not self._dropout_shapes:  # nothing random: the counter only counts (on the host)
+        if not self._mask_draws:  # nothing random: the counter only counts (on the host)
             (self.params, self.batch_stats, self.opt_state, loss) = self._train_step_plain(
                 self.params, self.batch_stats, self.opt_state, *batch[:2])
             self.step += 1
@@ -224,24 +224,13 @@ class Program(contract.Program):
         return x, y, self._masks(masks, len(y))
 
     def _masks(self, masks, batch: int) -> dict | None:
-        """Injected keep-masks in the program dtype, exactly one per node with dropout > 0;
-        None without any (then the compiled step draws masks from the dropout rng)."""
+        """Injected keep-masks in the program dtype, exactly one per node with dropout > 0
+        (``rosetta.dropout.check_masks``); None without any (then the compiled step draws masks
+        from the dropout rng)."""
         if not masks:
             return None
-        unknown = sorted(set(masks) - set(self._dropout_shapes))
-        missing = sorted(set(self._dropout_shapes) - set(masks))
-        if unknown or missing:
-            raise DataError(f"masks: one keep-mask per node with dropout > 0 "
-                            f"{sorted(self._dropout_shapes)}; missing {missing}, "
-                            f"unknown {unknown}")
-        out = {}
-        for name, shape in self._dropout_shapes.items():
-            m = np.asarray(masks[name])
-            if m.shape != (batch, *shape):
-                raise DataError(f"masks: {name!r} must have shape {(batch, *shape)}, "
-                                f"found {m.shape}")
-            out[name] = m.astype(self._np_dtype, copy=False)
-        return out
+        return {name: np.asarray(m).astype(self._np_dtype, copy=False)
+                for name, m in check_masks(self._mask_draws, masks, batch).items()}
 
     def _inputs(self, inputs) -> dict:
         given = self.graph.as_input_dict(inputs)

@@ -24,7 +24,7 @@ from mxnet import autograd, nd
 
 from rosetta import backend as contract
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
-from rosetta.dropout import mask_draws
+from rosetta.dropout import check_masks, mask_draws
 from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
@@ -63,9 +63,7 @@ class Program(contract.Program):
         if mode == "hybrid":
             self.loss_fn.hybridize()
         self.optimizer = spec.optimizer
-        draws = mask_draws(self.graph)
-        self._dropout_shapes = {d.node: d.shape for d in draws}
-        self._rates = {d.node: d.rate for d in draws}
+        self._mask_draws = mask_draws(self.graph)
         self._stat_momentum = {n.name: n.attrs["momentum"] for n in self.graph.nodes
                                if n.op == "BatchNorm"}
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
@@ -166,29 +164,16 @@ class Program(contract.Program):
     def _scales(self, masks, batch: int) -> list:
         """The dropout scales (keep-mask / (1 - rate)) of this step, one per dropout node:
         the injected ``masks``, else drawn from (spec.seed, update count, node)."""
-        if not self._dropout_shapes:
-            if masks:
-                raise DataError(f"masks: this model has no dropout, found {sorted(masks)}")
-            return []
         if masks:
-            unknown = sorted(set(masks) - set(self._dropout_shapes))
-            missing = sorted(set(self._dropout_shapes) - set(masks))
-            if unknown or missing:
-                raise DataError(f"masks: one keep-mask per node with dropout > 0 "
-                                f"{sorted(self._dropout_shapes)}; missing {missing}, "
-                                f"unknown {unknown}")
+            masks = check_masks(self._mask_draws, masks, batch)
         out = []
-        for i, (name, shape) in enumerate(self._dropout_shapes.items()):
-            rate = self._rates[name]
+        for i, d in enumerate(self._mask_draws):
             if masks:
-                m = np.asarray(masks[name])
-                if m.shape != (batch, *shape):
-                    raise DataError(f"masks: {name!r} must have shape {(batch, *shape)}, "
-                                    f"found {m.shape}")
+                m = np.asarray(masks[d.node])
             else:
                 rng = np.random.default_rng([self.spec.seed, self.step, i])
-                m = rng.random((batch, *shape)) >= rate
-            out.append(nd.array(m / (1.0 - rate), dtype=self.dtype, ctx=self.context))
+                m = rng.random((batch, *d.shape)) >= d.rate
+            out.append(nd.array(m / (1.0 - d.rate), dtype=self.dtype, ctx=self.context))
         return out
 
     def _inputs(self, inputs) -> list:

@@ -29,7 +29,7 @@ from rosetta import backend as contract
 from rosetta.backends.tensorflow import device as tf_device
 from rosetta.backends.tensorflow import losses, optimizers, params
 from rosetta.backends.tensorflow.model import GraphModule
-from rosetta.dropout import mask_draws
+from rosetta.dropout import check_masks, mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError
 
@@ -228,19 +228,14 @@ class Program(contract.Program):
             self.spec.loss.check_labels(a, self.classes)
         return a
 
-    def _masks(self, masks) -> dict[str, np.ndarray] | None:
+    def _masks(self, masks, batch: int) -> dict[str, np.ndarray] | None:
         """Injected keep-masks in the program dtype, one per node that draws one (Dropout with
-        rate > 0, attention with dropout > 0); None without any."""
+        rate > 0, attention with dropout > 0: ``rosetta.dropout.check_masks``); None without
+        any."""
         if not masks:
             return None
-        unknown = sorted(set(masks) - set(self.dropout_nodes))
-        missing = sorted(set(self.dropout_nodes) - set(masks))
-        if unknown or missing:
-            raise DataError(f"masks: one keep-mask per node with dropout "
-                            f"{list(self.dropout_nodes)}; "
-                            f"missing {missing}, unknown {unknown}")
-        return {name: np.asarray(masks[name], dtype=self.tf_dtype.as_numpy_dtype)
-                for name in self.dropout_nodes}
+        return {name: np.asarray(m, dtype=self.tf_dtype.as_numpy_dtype)
+                for name, m in check_masks(self.mask_draws, masks, batch).items()}
 
     def load(self, params_in, state) -> None:
         """Set parameters and state; reset the optimizer (slots, step) and the dropout generator
@@ -299,8 +294,9 @@ class Program(contract.Program):
 
     def _args(self, inputs, labels=None, masks=None) -> tuple[bool, list]:
         """(masked?, arguments of the compiled step) from host arrays."""
-        args = [self._inputs(inputs)] + ([] if labels is None else [self._labels(labels)])
-        masks = self._masks(masks)
+        x = self._inputs(inputs)
+        args = [x] + ([] if labels is None else [self._labels(labels)])
+        masks = self._masks(masks, len(next(iter(x.values()))))
         return masks is not None, args + ([masks] if masks is not None else [])
 
     def prepare_batch(self, inputs, labels) -> contract.Batch:

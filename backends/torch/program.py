@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rosetta import backend as contract
-from rosetta.dropout import mask_draws
+from rosetta.dropout import check_masks, mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
@@ -254,7 +254,7 @@ class Program(contract.Program):
         """The keep-masks of a training forward on ``batch`` examples: the given ``masks``, else
         drawn from the program's stream (``_drawn_masks``), put into the modules that use them."""
         if masks:
-            return self._injected(masks)
+            return self._injected(check_masks(self._mask_draws, masks, batch))
         if self._rng is None or not training:
             return nullcontext()
         return self._injected(self._drawn_masks(batch, advance))

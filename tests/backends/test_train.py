@@ -135,3 +135,29 @@ def test_program_refuses_out_of_range_embedding_ids_with_the_core_message(backen
     with pytest.raises(DataError, match=rf"input '{ids}': Embedding ids must be in "
                                         rf"\[0, {vocab}\), found 1\.\.{vocab}"):
         prog.gradients(x, y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_program_refuses_wrong_injected_masks_with_the_core_message(backend):
+    """Injected keep-masks (conformance mode) are checked by the core on every backend
+    (rosetta.dropout.check_masks): a missing or unknown node, a wrong shape, masks for a model
+    without dropout: one DataError, the same text (torch had no check of its own)."""
+    from rosetta.backend_registry import get_backend
+    from rosetta.dropout import mask_draws
+    from rosetta.errors import DataError
+
+    spec = models.get("mlp_dropout")
+    prog = get_backend(backend).compile(spec, dtype="float32")
+    x = {i.name: np.zeros((3, *i.shape), np.float32) for i in spec.model.inputs}
+    y = np.zeros(3, np.int64)
+    draws = mask_draws(spec.model)
+    good = {d.node: np.ones((3, *d.shape)) for d in draws}
+    first = draws[0].node
+    with pytest.raises(DataError, match=rf"missing \['{first}'\], unknown \['nope'\]"):
+        prog.gradients(x, y, masks={**{k: v for k, v in good.items() if k != first},
+                                    "nope": good[first]})
+    with pytest.raises(DataError, match=rf"masks: '{first}' must have shape \(3, "):
+        prog.train_step(x, y, masks={**good, first: np.ones((2, *draws[0].shape))})
+    plain = get_backend(backend).compile(models.get("mlp"), dtype="float32")
+    with pytest.raises(DataError, match=r"masks: this model has no dropout, found \['drop'\]"):
+        plain.forward(x, training=True, masks={"drop": np.ones((3, 4))})

@@ -349,3 +349,21 @@ def test_dumps_json_writes_non_finite_as_null():
     text = files.dumps_json({"a": float("nan"), "b": [np.float32("inf"), 1.5],
                              "c": np.float64(-np.inf), "d": 2})
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": None, "d": 2}
+
+
+def test_injected_masks_are_checked_against_the_graphs_draws():
+    """rosetta.dropout.check_masks: exactly one keep-mask per node with dropout, each
+    (batch, *shape), returned in graph order; anything else a DataError naming it."""
+    from rosetta import models
+    from rosetta.dropout import check_masks, mask_draws
+
+    draws = mask_draws(models.get("mlp_dropout").model)
+    assert len(draws) >= 2 and all(0 < d.rate < 1 for d in draws)
+    good = {d.node: np.ones((5, *d.shape)) for d in reversed(draws)}
+    assert list(check_masks(draws, good, 5)) == [d.node for d in draws]
+    with pytest.raises(DataError, match="must have shape"):
+        check_masks(draws, good, 4)
+    with pytest.raises(DataError, match=r"missing \[.+\], unknown \[\]"):
+        check_masks(draws, {draws[0].node: good[draws[0].node]}, 5)
+    with pytest.raises(DataError, match="has no dropout"):
+        check_masks((), {"x": np.ones(1)}, 1)
