@@ -153,7 +153,7 @@ def _adagrad(opt, params, lr, foreach):
                                eps=opt.epsilon, foreach=foreach)
 
 
-def _lion(opt, params, lr, foreach):
+def _lion(opt, params, lr, foreach):  # foreach: torch.optim's; Lion above is one loop
     return Lion(params, lr=lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
 
 
