@@ -11,7 +11,7 @@ that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see README, Conforman
 from __future__ import annotations
 
 from rosetta.graph import Graph, InputDef, Node
-from rosetta.ops.conv import resolve_padding
+from rosetta.ops.windows import resolve_padding
 
 ACTIVATIONS = [{"fn": "relu"}, {"fn": "tanh"}, {"fn": "sigmoid"}, {"fn": "silu"},
                {"fn": "gelu", "approximate": "none"}, {"fn": "gelu", "approximate": "tanh"},

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv_variants import Conv2DTranspose as _TransposeOp
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
 from rosetta.backends.jax.layers import HIGHEST, activate
 
 _NHWC = ("NHWC", "HWIO", "NHWC")

@@ -7,7 +7,7 @@ they create is a child of the graph module, named by the node name: the variable
 Where flax's default differs from the canonical rule (DESIGN section 3) the lowering sets it:
 
 * Conv2D and the pools get explicit ((top, bottom), (left, right)) pads from
-  ``rosetta.ops.conv.spatial_plan`` (the one padding rule), never the string ``"SAME"``;
+  ``rosetta.ops.windows.spatial_plan`` (the one padding rule), never the string ``"SAME"``;
 * Conv1D and the 1-D pools get the explicit (lo, hi) pad of the same rule (``time_plan``);
 * pools pass ``strides`` explicitly (flax defaults to 1; canonical defaults to the window);
 * AvgPool2D excludes padded cells (flax's ``count_include_pad=False`` rule);
@@ -29,9 +29,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rosetta.ops import activation as act_ops
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv1d import time_plan
+from rosetta.ops import elementwise as act_ops
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.windows import time_plan
 from rosetta.ops.shape import positive_axis
 
 HIGHEST = jax.lax.Precision.HIGHEST

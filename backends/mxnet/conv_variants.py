@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from rosetta.backends.mxnet.layers import (activate, add_bias, conv_weight, convolve, pad_nchw,
                                            to_nchw, to_nhwc)
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv_variants import Conv2DTranspose
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.convolution import Conv2DTranspose
 
 
 def _depthwise(F, node, x, kernel):

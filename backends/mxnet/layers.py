@@ -9,7 +9,7 @@ CPU, so a convolution transposes its input, kernel and output).
 Where MXNet's operator differs from the canonical rule (DESIGN section 3) the lowering states it:
 
 * padding: ``Convolution`` and ``Pooling`` pad symmetrically; the canonical ``same`` pads the
-  extra cell after, so asymmetric pads (``rosetta.ops.conv.spatial_plan``, the one rule) are an
+  extra cell after, so asymmetric pads (``rosetta.ops.windows.spatial_plan``, the one rule) are an
   explicit ``pad`` (zeros; -inf before a max pool) and the operator runs unpadded;
 * average pooling excludes padded cells: window sum of the zero-padded input / window sum of a
   zero-padded ones map (``Pooling(pool_type="sum")`` twice), exact for any padding;
@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rosetta.ops import activation as act_ops
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv1d import as_2d
+from rosetta.ops import elementwise as act_ops
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.windows import as_2d
 from rosetta.ops.shape import positive_axis
 
 NEG_INF = float("-inf")

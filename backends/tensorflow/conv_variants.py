@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv_variants import Conv2DTranspose as _TransposeOp
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
 from rosetta.backends.tensorflow.layers import NodeModule, _nhwc_pads, activation
 
 

@@ -265,7 +265,7 @@ class _Builder:
 
     def window_padding(self, node, sizes, kernel, strides, dilation, rank):
         """('same' | 'valid', explicit pads or None): the Keras padding of a window op."""
-        from rosetta.ops.conv import resolve_padding
+        from rosetta.ops.windows import resolve_padding
 
         pad = node.attrs["padding"]
         if pad in ("same", "valid"):
@@ -302,7 +302,7 @@ class _Builder:
         if max(strides) > 1 and max(dilation) > 1:
             # Keras refuses strides with dilation: stride 1 on the explicit canonical pads, then
             # every s-th output (a 1-cell max pool with strides s).
-            from rosetta.ops.conv import resolve_padding
+            from rosetta.ops.windows import resolve_padding
 
             if pads is None:
                 pads = tuple(resolve_padding(sizes[ax], kernel_size[ax], strides[ax],
@@ -374,7 +374,7 @@ class _Builder:
         if mode == "avg" and padding == "same":
             # Keras' torch backend pads an asymmetric 'same' average pool with replicated edge
             # values and counts them: only symmetric 'same' pads are left to Keras
-            from rosetta.ops.conv import resolve_padding
+            from rosetta.ops.windows import resolve_padding
 
             same = [resolve_padding(sizes[ax], pool_size[ax], strides[ax], 1, "same", ax)[1]
                     for ax in range(rank)]

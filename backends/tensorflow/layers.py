@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from rosetta.ops.activation import key as activation_key
-from rosetta.ops.conv import spatial_plan, windows
-from rosetta.ops.conv1d import time_plan
+from rosetta.ops.elementwise import key as activation_key
+from rosetta.ops.windows import spatial_plan, windows
+from rosetta.ops.windows import time_plan
 from rosetta.ops.shape import positive_axis
 
 

@@ -22,8 +22,8 @@ from collections import OrderedDict
 from torch import nn
 
 from rosetta.graph import Node
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv_variants import Conv2DTranspose as _TransposeOp
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
 from rosetta.backends.torch.layers import (CHANNELS_FIRST, Lowering, _pad_arg, _symmetric,
                                            activation)
 

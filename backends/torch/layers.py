@@ -32,9 +32,9 @@ from torch import nn
 
 from rosetta.errors import SpecError
 from rosetta.graph import Node
-from rosetta.ops.activation import key as activation_key
-from rosetta.ops.conv import spatial_plan
-from rosetta.ops.conv1d import time_plan
+from rosetta.ops.elementwise import key as activation_key
+from rosetta.ops.windows import spatial_plan
+from rosetta.ops.windows import time_plan
 
 # --- layout -----------------------------------------------------------------------------------
 

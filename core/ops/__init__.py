@@ -1,9 +1,13 @@
-"""The op registry. Importing this package declares every op."""
+"""The op registry. Importing this package declares every op.
 
-from rosetta.ops import activation, conv, dense, norm, pool, shape  # noqa: F401  (registers)
-from rosetta.ops import conv1d, normalize, spatial  # noqa: F401  (registers)
-from rosetta.ops import attention, conv_variants, recurrent  # noqa: F401  (registers)
-from rosetta.ops import sequence  # noqa: F401  (registers)
+One module per op family: ``elementwise`` (Activation, Add), ``dense`` (Dense, Embedding),
+``convolution``, ``pooling``, ``normalization``, ``dropout`` (dropout and noise), ``shape``,
+``recurrent``, ``attention``; ``windows`` holds the padding rule convolutions and pools share.
+A user's own op is declared the same way (see ``register``).
+"""
+
+from rosetta.ops import (attention, convolution, dense, dropout, elementwise,  # noqa: F401
+                         normalization, pooling, recurrent, shape)  # (registers)
 from rosetta.ops.registry import (REGISTRY, Attr, OpDef, ParamDef, RefContext, TensorType,
                                   get_op, register)
 

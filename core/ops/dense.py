@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.activation import bias_and_activation, weighted_layer_attrs
+from rosetta.ops.elementwise import bias_and_activation, weighted_layer_attrs
 from rosetta.ops.registry import Attr, OpDef, ParamDef, TensorType, positive, register
 
 

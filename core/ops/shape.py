@@ -1,10 +1,59 @@
-"""Shape and combination ops: Flatten, Reshape, Add, Concatenate."""
+"""Shape and layout ops: Flatten, Reshape, Concatenate, ZeroPadding2D, UpSampling2D (nearest)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from rosetta.ops.registry import Attr, OpDef, TensorType, register
+from rosetta.ops.registry import Attr, OpDef, TensorType, positive, register
+from rosetta.ops.windows import check_rank3
+
+
+def _explicit(v):
+    return "must be explicit ((top, bottom), (left, right)) pads" if isinstance(v, str) else None
+
+
+@register
+class ZeroPadding2D(OpDef):
+    """y[n, h, w, c] = x[n, h - top, w - left, c] where that index is inside x, else 0.
+
+    padding is explicit: ((top, bottom), (left, right)) or one int for all four sides; output
+    (H + top + bottom, W + left + right, C)."""
+
+    attrs = {"padding": Attr("padding", n=2, check=_explicit)}
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        check_rank3(self, x, where)
+        (t, b), (l, r) = a["padding"]
+        return TensorType((x.shape[0] + t + b, x.shape[1] + l + r, x.shape[2]))
+
+    def reference(self, a, p, xs, ctx):
+        return np.pad(xs[0], ((0, 0), *a["padding"], (0, 0)))
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+@register
+class UpSampling2D(OpDef):
+    """Nearest-neighbour upsampling by integer factors size = (sH, sW):
+    y[n, h, w, c] = x[n, floor(h / sH), floor(w / sW), c]; output (H*sH, W*sW, C)."""
+
+    attrs = {
+        "size": Attr("ints", n=2, check=positive),
+        "interpolation": Attr("str", "nearest", choices=("nearest",)),
+    }
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        check_rank3(self, x, where)
+        return TensorType((x.shape[0] * a["size"][0], x.shape[1] * a["size"][1], x.shape[2]))
+
+    def reference(self, a, p, xs, ctx):
+        return np.repeat(np.repeat(xs[0], a["size"][0], axis=1), a["size"][1], axis=2)
+
+    def flops(self, a, inputs, out):
+        return 0
 
 
 @register
@@ -53,26 +102,6 @@ class Reshape(OpDef):
 
     def flops(self, a, inputs, out):
         return 0
-
-
-@register
-class Add(OpDef):
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting)."""
-
-    attrs = {}
-    arity = (2, None)
-
-    def infer(self, a, inputs, where):
-        shapes = [x.shape for x in inputs]
-        if any(s != shapes[0] for s in shapes):
-            raise self.fail(where, "inputs of one shape", f"shapes {shapes}")
-        return inputs[0]
-
-    def reference(self, a, p, xs, ctx):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
 
 
 def positive_axis(axis: int, rank: int) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 import rosetta as rs
 from rosetta.ops import REGISTRY, RefContext
-from rosetta.ops.conv import spatial_plan
+from rosetta.ops.windows import spatial_plan
 
 
 def _conv_naive(x, k, b, strides, pads, dilation, groups):

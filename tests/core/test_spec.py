@@ -67,7 +67,7 @@ def test_shape_inference():
     (5, 2, 1, 1, ((1, 0),), 5, (1, 0)),
 ])
 def test_padding_rule(size, k, s, d, pad, out, pads):
-    from rosetta.ops.conv import resolve_padding
+    from rosetta.ops.windows import resolve_padding
     assert resolve_padding(size, k, s, d, pad, 0) == (out, pads)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import rosetta as rs
 from rosetta.conformance.suite import run
-from rosetta.ops.conv import resolve_padding
+from rosetta.ops.windows import resolve_padding
 
 from selection import BACKENDS
 

@@ -80,7 +80,7 @@ def trap_avg_pool_counts_padding(monkeypatch):
     jax_layers = _mod("jax.layers")
     def avg_pool_including_pad(node, xs, ctx):
         from flax import linen as nn
-        from rosetta.ops.conv import spatial_plan
+        from rosetta.ops.windows import spatial_plan
         a = node.attrs
         _, pads = spatial_plan(a, node.in_types[0].shape[:2])
         return nn.avg_pool(xs[0], a["kernel_size"], strides=a["strides"], padding=pads,

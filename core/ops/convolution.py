@@ -1,18 +1,141 @@
-"""Convolution variants: DepthwiseConv2D, SeparableConv2D, Conv2DTranspose.
+"""Convolutions, channels last: Conv2D, Conv1D, DepthwiseConv2D, SeparableConv2D,
+Conv2DTranspose.
 
-Depthwise and separable convolutions share Conv2D's window attributes and its one padding rule
-(``rosetta.ops.conv.resolve_padding``). The transposed convolution has its own output rule,
-``transpose_plan``, stated in scatter form (the adjoint of a strided convolution).
-"""
+Every convolution but the transposed one pads by the one rule of ``rosetta.ops.windows``. The
+transposed convolution has its own output rule, ``transpose_plan``, stated in scatter form (the
+adjoint of a strided convolution)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.activation import bias_and_activation, fused_attr, weighted_layer_attrs
-from rosetta.ops.conv import spatial_plan, windows
-from rosetta.ops.registry import (Attr, OpDef, ParamDef, TensorType, positive, register)
+from rosetta.ops.elementwise import bias_and_activation, fused_attr, weighted_layer_attrs
+from rosetta.ops.registry import Attr, OpDef, ParamDef, REGISTRY, TensorType, positive, register
+from rosetta.ops.windows import pair_as_list, check_rank2, as_2d, spatial_plan, time_plan, windows
+
+
+@register
+class Conv2D(OpDef):
+    """2-D convolution (cross-correlation), channels last.
+
+    y[n, h, w, o] = bias[o] + sum_{i, j, c} xpad[n, h*s0 + i*d0, w*s1 + j*d1, g*Cg + c]
+                    * kernel[i, j, c, o],  g = o // (filters / groups), Cg = C / groups,
+    then the fused activation. kernel is (kH, kW, C/groups, filters). Padding per
+    ``resolve_padding``; explicit padding is ((top, bottom), (left, right)).
+    """
+
+    attrs = {
+        "filters": Attr("int", check=positive),
+        "kernel_size": Attr("ints", n=2, check=positive),
+        "strides": Attr("ints", (1, 1), n=2, check=positive),
+        "padding": Attr("padding", "valid", n=2),
+        "dilation": Attr("ints", (1, 1), n=2, check=positive),
+        "groups": Attr("int", 1, check=positive),
+        **weighted_layer_attrs(),
+    }
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        if len(x.shape) != 3:
+            raise self.fail(where, "an input of rank 3 per example (H, W, C)", f"shape {x.shape}")
+        c = x.shape[2]
+        if c % a["groups"] or a["filters"] % a["groups"]:
+            raise self.fail(where, f"channels ({c}) and filters ({a['filters']}) divisible by "
+                            f"groups ({a['groups']})", "a remainder")
+        out, pads = spatial_plan(a, x.shape[:2], a["dilation"])
+        padded = [x.shape[ax] + sum(pads[ax]) for ax in range(2)]
+        if padded[0] * padded[1] * c > 2 ** 31 - 1:
+            raise self.fail(where, "a padded input within 2**31 - 1 elements per example",
+                            f"padded size {tuple(padded)} x {c} (dilation {a['dilation']})")
+        if min(out) < 1:
+            raise self.fail(where, f"a {a['kernel_size']} window (dilation {a['dilation']}) that "
+                            f"fits in the padded input {x.shape[:2]}", f"output size {out}")
+        return TensorType((*out, a["filters"]))
+
+    def params(self, a, inputs):
+        c = inputs[0].shape[2]
+        p = {"kernel": ParamDef((*a["kernel_size"], c // a["groups"], a["filters"]),
+                                a["kernel_init"])}
+        if a["use_bias"]:
+            p["bias"] = ParamDef((a["filters"],), a["bias_init"])
+        return p
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        out, pads = spatial_plan(a, x.shape[1:3], a["dilation"])
+        xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+        k = p["kernel"]
+        g = a["groups"]
+        cin_g, cout_g = k.shape[2], k.shape[3] // g
+        y = np.zeros((x.shape[0], *out, k.shape[3]))
+        for (i, j), patch in windows(xp, a["kernel_size"], a["strides"], a["dilation"], out):
+            for gi in range(g):
+                y[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
+                    "nhwc,co->nhwo", patch[..., gi * cin_g:(gi + 1) * cin_g],
+                    k[i, j, :, gi * cout_g:(gi + 1) * cout_g])
+        return bias_and_activation(y, p, a)
+
+    def flops(self, a, inputs, out):
+        kh, kw = a["kernel_size"]
+        cin_g = inputs[0].shape[2] // a["groups"]
+        return 2 * int(np.prod(out.shape)) * kh * kw * cin_g
+
+
+@register
+class Conv1D(OpDef):
+    """1-D convolution (cross-correlation), channels last (N, T, C).
+
+    y[n, t, o] = bias[o] + sum_{i, c} xpad[n, t*s + i*d, g*Cg + c] * kernel[i, c, o],
+    g = o // (filters / groups), Cg = C / groups, then the fused activation. kernel is
+    (k, C/groups, filters). Padding per ``resolve_padding`` (valid, same, or explicit (lo, hi)).
+    """
+
+    attrs = {
+        "filters": Attr("int", check=positive),
+        "kernel_size": Attr("ints", n=1, check=positive),
+        "strides": Attr("ints", (1,), n=1, check=positive),
+        "padding": Attr("padding", "valid", n=1),
+        "dilation": Attr("ints", (1,), n=1, check=positive),
+        "groups": Attr("int", 1, check=positive),
+        **weighted_layer_attrs(),
+    }
+
+    def resolve_attrs(self, given, where):
+        return super().resolve_attrs(pair_as_list(given), where)
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        check_rank2(self, x, where)
+        t, c = x.shape
+        if c % a["groups"] or a["filters"] % a["groups"]:
+            raise self.fail(where, f"channels ({c}) and filters ({a['filters']}) divisible by "
+                            f"groups ({a['groups']})", "a remainder")
+        out, (lo, hi) = time_plan(a, t, a["dilation"][0])
+        if (t + lo + hi) * c > 2 ** 31 - 1:
+            raise self.fail(where, "a padded input within 2**31 - 1 elements per example",
+                            f"padded length {t + lo + hi} x {c}")
+        if out < 1:
+            raise self.fail(where, f"a window of {a['kernel_size'][0]} (dilation "
+                            f"{a['dilation'][0]}) that fits in the padded input ({t + lo + hi})",
+                            f"output length {out}")
+        return TensorType((out, a["filters"]))
+
+    def params(self, a, inputs):
+        c = inputs[0].shape[1]
+        p = {"kernel": ParamDef((a["kernel_size"][0], c // a["groups"], a["filters"]),
+                                a["kernel_init"])}
+        if a["use_bias"]:
+            p["bias"] = ParamDef((a["filters"],), a["bias_init"])
+        return p
+
+    def reference(self, a, p, xs, ctx):
+        p2 = dict(p, kernel=p["kernel"][None])
+        return REGISTRY["Conv2D"].reference(as_2d(a), p2, [xs[0][:, None]], ctx)[:, 0]
+
+    def flops(self, a, inputs, out):
+        cin_g = inputs[0].shape[1] // a["groups"]
+        return 2 * int(np.prod(out.shape)) * a["kernel_size"][0] * cin_g
 
 
 def _window_attrs() -> dict:

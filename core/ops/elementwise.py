@@ -1,5 +1,8 @@
-"""Activation functions: one table, used by the Activation op and by the fused ``activation``
-attribute of Dense and Conv2D. Every parameter is explicit (see DESIGN section 3)."""
+"""Elementwise ops: Activation and Add.
+
+Activation functions are one table (``FUNCTIONS``), used by the Activation op and by the fused
+``activation`` attribute of Dense and the convolutions. Every parameter is explicit (see DESIGN
+section 3)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import numpy as np
 
 from rosetta.initializers import Initializer
 from rosetta.ops.registry import Attr, OpDef, register
+
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -33,6 +37,7 @@ FUNCTIONS = {
                                                    * (x + 0.044715 * x ** 3))),
     "softmax": softmax,  # over the last axis
 }
+
 
 # names allowed in the fused ``activation`` attribute (parameter-free)
 FUSED = tuple(FUNCTIONS)
@@ -130,3 +135,23 @@ def apply(fn_key: tuple[str, dict], x: np.ndarray) -> np.ndarray:
         # per-example axis -> batch axis: non-negative axes shift by one
         return softmax(x, axis=axis + 1 if axis >= 0 else axis)
     return FUNCTIONS[name](x)
+
+
+@register
+class Add(OpDef):
+    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting)."""
+
+    attrs = {}
+    arity = (2, None)
+
+    def infer(self, a, inputs, where):
+        shapes = [x.shape for x in inputs]
+        if any(s != shapes[0] for s in shapes):
+            raise self.fail(where, "inputs of one shape", f"shapes {shapes}")
+        return inputs[0]
+
+    def reference(self, a, p, xs, ctx):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out

@@ -1,11 +1,12 @@
-"""Normalization: BatchNorm and LayerNorm over the last (channel) axis."""
+"""Normalization over the channel (last) axis: BatchNorm, LayerNorm, RMSNorm, GroupNorm. epsilon
+is explicit (torch, Keras and flax defaults differ)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.registry import Attr, OpDef, ParamDef, register, unit_interval
+from rosetta.ops.registry import Attr, OpDef, ParamDef, positive, register, unit_interval
 
 
 def scale_and_bias(channels: int) -> dict:
@@ -97,25 +98,64 @@ class LayerNorm(OpDef):
 
 
 @register
-class Dropout(OpDef):
-    """training: y = x * mask / (1 - rate), mask ~ Bernoulli(1 - rate) (rate = drop probability,
-    inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
-    them from a neutral RNG or runs with dropout off, and says which."""
+class RMSNorm(OpDef):
+    """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis (no centring, no bias).
+    epsilon is explicit (torch defaults to the dtype's machine epsilon, Keras and flax to 1e-6)."""
 
-    attrs = {"rate": Attr("float", check=unit_interval)}
+    attrs = {"epsilon": _eps_attr(1e-6)}
 
     def infer(self, a, inputs, where):
-        return inputs[0]
+        x = inputs[0]
+        if len(x.shape) < 1:
+            raise self.fail(where, "an input with a last (feature) axis", f"shape {x.shape}")
+        return x
 
-    def dropout_mask_shape(self, a, inputs, out):
-        return out.shape if a["rate"] > 0 else None
+    def params(self, a, inputs):
+        return {"scale": ParamDef((inputs[0].shape[-1],), Initializer("ones"))}
 
     def reference(self, a, p, xs, ctx):
         x = xs[0]
-        if not ctx.training or a["rate"] == 0.0:
-            return x
-        mask = ctx.dropout_mask
-        if mask is None:
-            rng = ctx.rng if ctx.rng is not None else np.random.default_rng(0)
-            mask = (rng.random(x.shape) >= a["rate"]).astype(np.float64)
-        return x * mask / (1.0 - a["rate"])
+        ms = np.mean(x * x, axis=-1, keepdims=True)
+        return x / np.sqrt(ms + a["epsilon"]) * p["scale"]
+
+    def flops(self, a, inputs, out):
+        return 4 * int(np.prod(out.shape))
+
+
+@register
+class GroupNorm(OpDef):
+    """Channels last, C split into ``groups`` contiguous groups of C/groups channels. For each
+    example n and group g, over every spatial axis and the group's channels:
+    mu = mean(x), var = mean((x - mu)^2) (biased); y = (x - mu) / sqrt(var + epsilon) * scale[c]
+    + bias[c]. epsilon explicit (torch 1e-5, Keras 1e-3, flax 1e-6)."""
+
+    attrs = {"groups": Attr("int", check=positive), "epsilon": _eps_attr(1e-5)}
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        if len(x.shape) < 1:
+            raise self.fail(where, "an input with a channel (last) axis", f"shape {x.shape}")
+        c, g = x.shape[-1], a["groups"]
+        if c % g:
+            raise self.fail(where, f"channels ({c}) divisible by groups ({g})", "a remainder")
+        if int(np.prod(x.shape[:-1])) * (c // g) < 2:
+            raise self.fail(where, "at least 2 values per (example, group) (over one value, "
+                            "x - mean(x) = 0 and GroupNorm outputs its bias alone)",
+                            f"shape {x.shape} with {g} groups")
+        return x
+
+    def params(self, a, inputs):
+        return scale_and_bias(inputs[0].shape[-1])
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        g = a["groups"]
+        xg = x.reshape(*x.shape[:-1], g, x.shape[-1] // g)
+        axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
+        mu = xg.mean(axis=axes, keepdims=True)
+        var = ((xg - mu) ** 2).mean(axis=axes, keepdims=True)
+        y = ((xg - mu) / np.sqrt(var + a["epsilon"])).reshape(x.shape)
+        return y * p["scale"] + p["bias"]
+
+    def flops(self, a, inputs, out):
+        return 5 * int(np.prod(out.shape))

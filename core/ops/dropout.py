@@ -1,0 +1,33 @@
+"""Dropout and noise: ops whose training forward draws random numbers. Each declares the shape of
+the keep-mask it draws (``dropout_mask_shape``), so conformance mode can inject one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta.ops.registry import Attr, OpDef, register, unit_interval
+
+
+@register
+class Dropout(OpDef):
+    """training: y = x * mask / (1 - rate), mask ~ Bernoulli(1 - rate) (rate = drop probability,
+    inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
+    them from a neutral RNG or runs with dropout off, and says which."""
+
+    attrs = {"rate": Attr("float", check=unit_interval)}
+
+    def infer(self, a, inputs, where):
+        return inputs[0]
+
+    def dropout_mask_shape(self, a, inputs, out):
+        return out.shape if a["rate"] > 0 else None
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        if not ctx.training or a["rate"] == 0.0:
+            return x
+        mask = ctx.dropout_mask
+        if mask is None:
+            rng = ctx.rng if ctx.rng is not None else np.random.default_rng(0)
+            mask = (rng.random(x.shape) >= a["rate"]).astype(np.float64)
+        return x * mask / (1.0 - a["rate"])
