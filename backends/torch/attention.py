@@ -30,8 +30,7 @@ The key bias adds q.bk to every score of a row, which softmax ignores: its gradi
 
 Masks: SDPA's boolean ``attn_mask`` is True where a key is attended: key padding j < length
 ((N, 1, 1, Tk)), and with causal j <= i; causal without lengths is SDPA's ``is_causal`` (Tq ==
-Tk, checked by the op), which needs no mask tensor at all.
-"""
+Tk, checked by the op), which needs no mask tensor at all."""
 
 from __future__ import annotations
 
@@ -42,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosetta.backends.torch.layers import CHANNELS_LAST, Lowering
+from rosetta.backends.torch.lowering import CHANNELS_LAST, lowers, native_params, same
 from rosetta.graph import Node
 
 
@@ -129,6 +128,7 @@ class CanonicalMultiheadAttention(nn.Module):
                 f"dropout={self.dropout}")
 
 
+@lowers("MultiHeadAttention", accepts=CHANNELS_LAST)
 def multi_head_attention(node: Node, layout: str) -> nn.Module:
     a = node.attrs
     (_, e), (_, ev) = node.in_types[0].shape, node.in_types[1].shape
@@ -147,18 +147,10 @@ class PositionEmbedding(nn.Module):
         return x + self.embedding[: x.shape[1]]
 
 
+@lowers("PositionEmbedding", accepts=CHANNELS_LAST)
 def position_embedding(node: Node, layout: str) -> nn.Module:
     return PositionEmbedding(node.attrs["max_length"], node.in_types[0].shape[-1])
 
-
-LOWERINGS: dict = {
-    "MultiHeadAttention": Lowering(CHANNELS_LAST, multi_head_attention),
-    "PositionEmbedding": Lowering(CHANNELS_LAST, position_embedding),
-}
-
-
-def _same(a):
-    return a
 
 
 def _kernel_to_native(k):
@@ -180,16 +172,18 @@ def _out_to_canonical(w):
 
 
 _M = CanonicalMultiheadAttention
-NATIVE: dict = {
+
+
+native_params({
     "MultiHeadAttention": {
         "query_kernel": (_M, "q_proj_weight", _kernel_to_native, _kernel_to_canonical),
         "key_kernel": (_M, "k_proj_weight", _kernel_to_native, _kernel_to_canonical),
         "value_kernel": (_M, "v_proj_weight", _kernel_to_native, _kernel_to_canonical),
         "output_kernel": (_M, "out_proj_weight", _out_to_native, _out_to_canonical),
-        "query_bias": (_M, "q_proj_bias", _same, _same),
-        "key_bias": (_M, "k_proj_bias", _same, _same),
-        "value_bias": (_M, "v_proj_bias", _same, _same),
-        "output_bias": (_M, "out_proj_bias", _same, _same),
+        "query_bias": (_M, "q_proj_bias", same, same),
+        "key_bias": (_M, "k_proj_bias", same, same),
+        "value_bias": (_M, "v_proj_bias", same, same),
+        "output_bias": (_M, "out_proj_bias", same, same),
     },
-    "PositionEmbedding": {"embedding": (PositionEmbedding, "embedding", _same, _same)},
-}
+    "PositionEmbedding": {"embedding": (PositionEmbedding, "embedding", same, same)},
+})

@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 
 from rosetta.errors import BackendUnavailable
-from rosetta.backends.torch.layers import ExcludePadAvgPool2d
+from rosetta.backends.torch.pooling import ExcludePadAvgPool2d
 from rosetta.backends.torch.recurrent import NativeRecurrent
 
 FORMATS = ("torch", "onnx")

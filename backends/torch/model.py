@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from rosetta.graph import Graph
-from rosetta.backends.torch.layers import (CHANNELS_FIRST, CHANNELS_LAST, CanonicalBatchNorm,
-                                           convert_layout, lowering, plan_layout)
+from rosetta.backends.torch.layers import lowering
+from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, convert_layout,
+                                             plan_layout)
+from rosetta.backends.torch.normalization import CanonicalBatchNorm
 
 
 def _module_key(name: str, taken: nn.ModuleDict) -> str:

@@ -9,7 +9,7 @@ op / name       canonical                 native
 Dense kernel    (in, out)                 nn.Linear.weight (out, in) = kernel.T
 Conv2D kernel   (kH, kW, in/groups, out)  nn.Conv2d.weight (out, in/groups, kH, kW)
 bias, scale     (n,)                      bias / weight (n,)
-BatchNorm       mean, var (biased)        running_mean, running_var (same rule, layers.py)
+BatchNorm       mean, var (biased)        running_mean, running_var (normalization.py)
 Embedding       (vocab, dim)              nn.Embedding.weight (vocab, dim)
 Conv1D kernel   (k, in/groups, out)       nn.Conv1d.weight (out, in/groups, k)
 RMSNorm scale   (n,)                      nn.RMSNorm.weight (n,)
@@ -19,7 +19,7 @@ LSTM/GRU/RNN    kernel (C, G*H)           weight_ih_l0 (G*H, C) = kernel.T (G ga
                 bias (G*H)                bias_ih_l0; LSTM/RNN bias_hh_l0 frozen at 0,
                                           GRU recurrent_bias = bias_hh_l0
                 backward_*                the same on the ``*_l0_reverse`` tensors
-others          see the family modules    ``NATIVE`` in attention.py, conv_variants.py
+others          see the family modules    their ``native_params`` declarations
 ==============  ========================  ===================================================
 """
 
@@ -34,58 +34,8 @@ from torch import nn
 
 from rosetta.errors import CheckpointError
 from rosetta.graph import Graph
-from rosetta.backends.torch.layers import CanonicalBatchNorm
-from rosetta.backends.torch import attention as _attention
-from rosetta.backends.torch import conv_variants as _conv_variants
-from rosetta.backends.torch import recurrent as _recurrent
+from rosetta.backends.torch.layers import NATIVE  # op -> name -> native home (registered)
 from rosetta.backends.torch.model import GraphModule
-
-
-def _same(a):
-    return a
-
-
-def _swap_last_two(a):
-    """Dense kernel (in, out) <-> Linear weight (out, in)."""
-    return a.T
-
-
-def _conv_to_native(k):
-    """(kH, kW, in/groups, out) -> (out, in/groups, kH, kW)."""
-    return k.transpose(3, 2, 0, 1)
-
-
-def _conv_to_canonical(w):
-    """(out, in/groups, kH, kW) -> (kH, kW, in/groups, out)."""
-    return w.transpose(2, 3, 1, 0)
-
-
-def _reverse_axes(k):
-    """Conv1D (k, in/groups, out) <-> nn.Conv1d (out, in/groups, k): its own inverse."""
-    return k.transpose(2, 1, 0)
-
-
-# op -> canonical name -> (native layer class, its attribute, to native, to canonical)
-NATIVE = {
-    "Dense": {"kernel": (nn.Linear, "weight", _swap_last_two, _swap_last_two),
-              "bias": (nn.Linear, "bias", _same, _same)},
-    "Conv2D": {"kernel": (nn.Conv2d, "weight", _conv_to_native, _conv_to_canonical),
-               "bias": (nn.Conv2d, "bias", _same, _same)},
-    "BatchNorm": {"scale": (CanonicalBatchNorm, "weight", _same, _same),
-                  "bias": (CanonicalBatchNorm, "bias", _same, _same),
-                  "mean": (CanonicalBatchNorm, "running_mean", _same, _same),
-                  "var": (CanonicalBatchNorm, "running_var", _same, _same)},
-    "LayerNorm": {"scale": (nn.LayerNorm, "weight", _same, _same),
-                  "bias": (nn.LayerNorm, "bias", _same, _same)},
-    "Embedding": {"embedding": (nn.Embedding, "weight", _same, _same)},
-    "Conv1D": {"kernel": (nn.Conv1d, "weight", _reverse_axes, _reverse_axes),
-               "bias": (nn.Conv1d, "bias", _same, _same)},
-    "RMSNorm": {"scale": (nn.RMSNorm, "weight", _same, _same)},
-    "GroupNorm": {"scale": (nn.GroupNorm, "weight", _same, _same),
-                  "bias": (nn.GroupNorm, "bias", _same, _same)},
-}
-for _family in (_attention, _conv_variants, _recurrent):
-    NATIVE.update(_family.NATIVE)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@
 * Lengths, both directions: ``pack_padded_sequence(enforce_sorted=False)`` (lengths on the CPU as
   int64), so torch runs the backward direction over each example's real steps in reverse;
   ``pad_packed_sequence(total_length=T)`` writes 0 on padded steps. Final states are ``h_n``
-  (forward after step length-1, backward after t = 0).
-"""
+  (forward after step length-1, backward after t = 0)."""
 
 from __future__ import annotations
 
@@ -27,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rosetta.backends.torch.lowering import CHANNELS_LAST, lowers, native_params, same
 from rosetta.graph import Node
-from rosetta.backends.torch.layers import CHANNELS_LAST, Lowering
 
 
 class NativeRecurrent(nn.Module):
@@ -80,20 +79,10 @@ def _build(cls, frozen_recurrent_bias: bool):
     return build
 
 
-LOWERINGS = {
-    "LSTM": Lowering(CHANNELS_LAST, _build(nn.LSTM, frozen_recurrent_bias=True)),
-    "GRU": Lowering(CHANNELS_LAST, _build(nn.GRU, frozen_recurrent_bias=False)),
-    "SimpleRNN": Lowering(CHANNELS_LAST, _build(nn.RNN, frozen_recurrent_bias=True)),
-}
-
-
 def _transpose(a):
     """Canonical (in, G*H) <-> torch weight (G*H, in): its own inverse."""
     return a.T
 
-
-def _same(a):
-    return a
 
 
 def _native(cls, with_recurrent_bias: bool) -> dict:
@@ -102,14 +91,19 @@ def _native(cls, with_recurrent_bias: bool) -> dict:
     for prefix, suffix in (("", ""), ("backward_", "_reverse")):
         table[f"{prefix}kernel"] = (cls, f"weight_ih_l0{suffix}", _transpose, _transpose)
         table[f"{prefix}recurrent_kernel"] = (cls, f"weight_hh_l0{suffix}", _transpose, _transpose)
-        table[f"{prefix}bias"] = (cls, f"bias_ih_l0{suffix}", _same, _same)
+        table[f"{prefix}bias"] = (cls, f"bias_ih_l0{suffix}", same, same)
         if with_recurrent_bias:
-            table[f"{prefix}recurrent_bias"] = (cls, f"bias_hh_l0{suffix}", _same, _same)
+            table[f"{prefix}recurrent_bias"] = (cls, f"bias_hh_l0{suffix}", same, same)
     return table
 
 
-NATIVE = {
+native_params({
     "LSTM": _native(nn.LSTM, False),
     "GRU": _native(nn.GRU, True),
     "SimpleRNN": _native(nn.RNN, False),
-}
+})
+
+
+lowers("LSTM", accepts=CHANNELS_LAST)(_build(nn.LSTM, frozen_recurrent_bias=True))
+lowers("GRU", accepts=CHANNELS_LAST)(_build(nn.GRU, frozen_recurrent_bias=False))
+lowers("SimpleRNN", accepts=CHANNELS_LAST)(_build(nn.RNN, frozen_recurrent_bias=True))

@@ -91,7 +91,7 @@ def trap_avg_pool_counts_padding(monkeypatch):
 def trap_batchnorm_momentum_flipped(monkeypatch):
     """torch's momentum weights the *new* batch statistic (momentum_torch = 1 - m)."""
     import torch
-    torch_layers = _mod("torch.layers")
+    torch_norms = _mod("torch.normalization")
     @torch.no_grad()
     def flipped(self, x):
         dims = [0, *range(2, x.ndim)]
@@ -99,7 +99,7 @@ def trap_batchnorm_momentum_flipped(monkeypatch):
         m = 1.0 - self.momentum
         self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)
         self.running_var.mul_(m).add_(var, alpha=1.0 - m)
-    monkeypatch.setattr(torch_layers.CanonicalBatchNorm, "_update_running_stats", flipped)
+    monkeypatch.setattr(torch_norms.CanonicalBatchNorm, "_update_running_stats", flipped)
 
 
 def trap_gelu_tanh_for_exact(monkeypatch):
@@ -112,32 +112,33 @@ def trap_gelu_tanh_for_exact(monkeypatch):
 
 def trap_flatten_nchw(monkeypatch):
     """Flattening torch's NCHW tensor directly gives C*H*W order instead of H*W*C."""
-    torch_layers = _mod("torch.layers")
-    monkeypatch.setitem(torch_layers.LOWERINGS, "Flatten",
-                        torch_layers.Lowering(torch_layers.CHANNELS_FIRST, torch_layers.flatten))
+    torch_lowering = _mod("torch.lowering")
+    monkeypatch.setitem(torch_lowering.LOWERINGS, "Flatten",
+                        torch_lowering.Lowering(torch_lowering.CHANNELS_FIRST,
+                                                _mod("torch.shape").flatten))
 
 
 def trap_dropout_not_inverted(monkeypatch):
     """Dropout that applies the keep-mask without the 1 / (1 - rate) scaling."""
     from torch import nn
-    torch_layers = _mod("torch.layers")
+    torch_dropout = _mod("torch.dropout")
     def forward(self, x):
         if self.training and self.mask is not None:
             return x * self.mask
         return nn.Dropout.forward(self, x)
-    monkeypatch.setattr(torch_layers.InjectableDropout, "forward", forward)
+    monkeypatch.setattr(torch_dropout.InjectableDropout, "forward", forward)
 
 
 def trap_batchnorm_eval_on_batch_statistics(monkeypatch):
     """BatchNorm that normalises with the batch's statistics in eval mode too (a model left in
     training mode at inference): training steps agree, the eval-mode output does not."""
     import torch.nn.functional as F
-    torch_layers = _mod("torch.layers")
+    torch_norms = _mod("torch.normalization")
     def forward(self, x):
         if self.training and self.update_running_stats:
             self._update_running_stats(x)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.epsilon)
-    monkeypatch.setattr(torch_layers.CanonicalBatchNorm, "forward", forward)
+    monkeypatch.setattr(torch_norms.CanonicalBatchNorm, "forward", forward)
 
 
 def trap_float32_bias_correction(monkeypatch):

@@ -12,8 +12,7 @@ All three run on NCHW (``CHANNELS_FIRST``) with native torch convolutions:
   flip), weight (in, out, kH, kW). valid: padding 0. same: ``padding`` = the crop before and,
   when k_eff < s, ``output_padding`` = s - k_eff (zeros after); when the canonical crop after
   is one more than the crop before (odd k_eff - s), torch (which crops both sides alike) leaves
-  one extra cell, dropped by ``CropEnd``.
-"""
+  one extra cell, dropped by ``CropEnd``."""
 
 from __future__ import annotations
 
@@ -21,11 +20,49 @@ from collections import OrderedDict
 
 from torch import nn
 
+from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, ChannelsFirst1d,
+                                             activation, fused, lowers, native_params, same, pad_arg,
+                                             symmetric_pads)
 from rosetta.graph import Node
-from rosetta.ops.windows import spatial_plan
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
-from rosetta.backends.torch.layers import (CHANNELS_FIRST, Lowering, _pad_arg, _symmetric,
-                                           activation)
+from rosetta.ops.windows import spatial_plan, time_plan
+
+
+@lowers("Conv2D", accepts=CHANNELS_FIRST)
+def conv2d(node: Node, layout: str) -> nn.Module:
+    """nn.Conv2d on NCHW. Padding comes from ``spatial_plan`` (the canonical rule): symmetric
+    pads go to Conv2d's ``padding``; asymmetric ones (``same`` with stride > 1 or an even
+    window, explicit (lo, hi)) are applied first with ``nn.ZeroPad2d``, since torch's own
+    ``padding="same"`` refuses strides > 1 and puts the odd cell before."""
+    a = node.attrs
+    h, w, c = node.in_types[0].shape
+    _, pads = spatial_plan(a, (h, w), a["dilation"])
+    sym = symmetric_pads(pads)
+    conv = nn.Conv2d(c, a["filters"], a["kernel_size"], stride=a["strides"],
+                     padding=sym if sym is not None else 0, dilation=a["dilation"],
+                     groups=a["groups"], bias=a["use_bias"])
+    pad = None if sym is not None else nn.ZeroPad2d(pad_arg(pads))
+    return fused("conv", conv, activation(a["activation"], dim=1), pad)
+
+
+@lowers("Conv1D", accepts=CHANNELS_LAST)
+def conv1d(node: Node, layout: str) -> nn.Module:
+    """nn.Conv1d on (N, C, T) inside ``ChannelsFirst1d``. Padding from the shared rule
+    (``time_plan``): symmetric pads go to Conv1d's ``padding``, asymmetric ones to a
+    ``ConstantPad1d(0)`` first (torch pads symmetrically, and ``padding="same"`` refuses
+    strides > 1)."""
+    a = node.attrs
+    t, c = node.in_types[0].shape
+    _, (lo, hi) = time_plan(a, t, a["dilation"][0])
+    conv = nn.Conv1d(c, a["filters"], a["kernel_size"][0], stride=a["strides"][0],
+                     padding=lo if lo == hi else 0, dilation=a["dilation"][0],
+                     groups=a["groups"], bias=a["use_bias"])
+    parts = [] if lo == hi else [("pad", nn.ConstantPad1d((lo, hi), 0.0))]
+    parts.append(("conv", conv))
+    act = activation(a["activation"], dim=1)
+    if not isinstance(act, nn.Identity):
+        parts.append(("activation", act))
+    return ChannelsFirst1d(OrderedDict(parts))
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -70,20 +107,17 @@ def _swap_pairs(k):
     return k.transpose(2, 3, 0, 1)
 
 
-def _same(a):
-    return a
-
 
 def _depthwise(node: Node, use_bias: bool):
     """(pad module or None, DepthwiseConv2d) for the window attributes of ``node``."""
     a = node.attrs
     h, w, c = node.in_types[0].shape
     _, pads = spatial_plan(a, (h, w), a["dilation"])
-    sym = _symmetric(pads)
+    sym = symmetric_pads(pads)
     conv = DepthwiseConv2d(c, a["depth_multiplier"], a["kernel_size"], stride=a["strides"],
                            padding=sym if sym is not None else 0, dilation=a["dilation"],
                            bias=use_bias)
-    return (None if sym is not None else nn.ZeroPad2d(_pad_arg(pads))), conv
+    return (None if sym is not None else nn.ZeroPad2d(pad_arg(pads))), conv
 
 
 def _chain(*parts) -> nn.Module:
@@ -92,6 +126,7 @@ def _chain(*parts) -> nn.Module:
     return kept[0][1] if len(kept) == 1 else nn.Sequential(OrderedDict(kept))
 
 
+@lowers("DepthwiseConv2D", accepts=CHANNELS_FIRST)
 def depthwise_conv2d(node: Node, layout: str) -> nn.Module:
     a = node.attrs
     pad, conv = _depthwise(node, a["use_bias"])
@@ -99,6 +134,7 @@ def depthwise_conv2d(node: Node, layout: str) -> nn.Module:
                   ("activation", activation(a["activation"], dim=1)))
 
 
+@lowers("SeparableConv2D", accepts=CHANNELS_FIRST)
 def separable_conv2d(node: Node, layout: str) -> nn.Module:
     a = node.attrs
     pad, depthwise = _depthwise(node, False)
@@ -122,6 +158,7 @@ class CropEnd(nn.Module):
         return f"crop={self.crop}"
 
 
+@lowers("Conv2DTranspose", accepts=CHANNELS_FIRST)
 def conv2d_transpose(node: Node, layout: str) -> nn.Module:
     a = node.attrs
     h, w, c = node.in_types[0].shape
@@ -140,23 +177,26 @@ def conv2d_transpose(node: Node, layout: str) -> nn.Module:
                   ("activation", activation(a["activation"], dim=1)))
 
 
-LOWERINGS: dict = {
-    "DepthwiseConv2D": Lowering(CHANNELS_FIRST, depthwise_conv2d),
-    "SeparableConv2D": Lowering(CHANNELS_FIRST, separable_conv2d),
-    "Conv2DTranspose": Lowering(CHANNELS_FIRST, conv2d_transpose),
-}
+def _reverse_axes(k):
+    """Conv1D (k, in/groups, out) <-> nn.Conv1d (out, in/groups, k): its own inverse."""
+    return k.transpose(2, 1, 0)
 
-NATIVE: dict = {
+
+native_params({
+    "Conv2D": {"kernel": (nn.Conv2d, "weight", _conv_to_native, _conv_to_canonical),
+               "bias": (nn.Conv2d, "bias", same, same)},
+    "Conv1D": {"kernel": (nn.Conv1d, "weight", _reverse_axes, _reverse_axes),
+               "bias": (nn.Conv1d, "bias", same, same)},
     "DepthwiseConv2D": {
         "kernel": (DepthwiseConv2d, "weight", _depthwise_weight_to_native,
                    _depthwise_weight_to_canonical),
-        "bias": (DepthwiseConv2d, "bias", _same, _same)},
+        "bias": (DepthwiseConv2d, "bias", same, same)},
     "SeparableConv2D": {
         "depthwise_kernel": (DepthwiseConv2d, "weight", _depthwise_weight_to_native,
                              _depthwise_weight_to_canonical),
         "pointwise_kernel": (PointwiseConv2d, "weight", _conv_to_native, _conv_to_canonical),
-        "bias": (PointwiseConv2d, "bias", _same, _same)},
+        "bias": (PointwiseConv2d, "bias", same, same)},
     "Conv2DTranspose": {
         "kernel": (nn.ConvTranspose2d, "weight", _swap_pairs, _swap_pairs),
-        "bias": (nn.ConvTranspose2d, "bias", _same, _same)},
-}
+        "bias": (nn.ConvTranspose2d, "bias", same, same)},
+})
