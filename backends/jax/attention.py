@@ -5,8 +5,7 @@ projections at ``Precision.HIGHEST`` on the canonical kernels (in, h, d) and (h,
 layout of flax's DenseGeneral. Not ``flax.linen.MultiHeadDotProductAttention``: its kernels have
 these shapes but live in sub-modules (``query/kernel``, ``out/bias``), not as the node's own
 canonical variables, and its dropout cannot take an injected keep-mask. Masked scores are -inf,
-as in the reference (flax uses the dtype's lowest finite value: the same weights here).
-"""
+as in the reference (flax uses the dtype's lowest finite value: the same weights here)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rosetta.backends.jax.layers import HIGHEST
+from rosetta.backends.jax.lowering import HIGHEST, lowers
 
 
 class CanonicalMultiHeadAttention(nn.Module):
@@ -78,6 +77,7 @@ class CanonicalMultiHeadAttention(nn.Module):
         return jax.nn.softmax(s, axis=-1)
 
 
+@lowers("MultiHeadAttention")
 def multi_head_attention(node, xs, ctx):
     a = node.attrs
     mask = ctx.masks.get(node.name) if (ctx.train and ctx.masks) else None
@@ -100,9 +100,6 @@ class PositionEmbedding(nn.Module):
         return x + table[: x.shape[1]]
 
 
+@lowers("PositionEmbedding")
 def position_embedding(node, xs, ctx):
     return PositionEmbedding(node.attrs["max_length"], dtype=ctx.dtype, name=node.name)(xs[0])
-
-
-LOWERINGS: dict = {"MultiHeadAttention": multi_head_attention,
-                   "PositionEmbedding": position_embedding}

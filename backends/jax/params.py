@@ -11,6 +11,7 @@ Embed ``embedding`` (vocab, dim). ``check_structure`` proves it against the flax
 from __future__ import annotations
 
 import jax
+
 import numpy as np
 
 from rosetta.errors import CheckpointError, RosettaError

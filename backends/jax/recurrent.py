@@ -14,8 +14,7 @@ C=32, H=64, float32, against flax's ``nn.RNN(nn.OptimizedLSTMCell)``; per step i
 Masking: mask_t = t < lengths; state = where(mask_t, new, old); output = where(mask_t, h, 0).
 The backward direction scans t = T-1 .. 0 (``reverse=True``) with the same mask: the padded steps
 come first and leave the zero state as it is, so it visits each example's real steps length-1 ..
-0.
-"""
+0."""
 
 from __future__ import annotations
 
@@ -25,9 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rosetta.backends.jax.lowering import HIGHEST, lowers
 from rosetta.ops.recurrent import param_names
 
-from rosetta.backends.jax.layers import HIGHEST
 
 _GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
 
@@ -104,11 +103,9 @@ class Recurrent(nn.Module):
         return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
 
 
+@lowers("LSTM", "GRU", "SimpleRNN")
 def recurrent(node, xs, ctx):
     a = node.attrs
     module = Recurrent(node.op, a["units"], a["return_sequences"], a["bidirectional"],
                        a.get("activation", "tanh"), dtype=ctx.dtype, name=node.name)
     return module(xs[0], xs[1] if len(xs) > 1 else None)
-
-
-LOWERINGS = {"LSTM": recurrent, "GRU": recurrent, "SimpleRNN": recurrent}

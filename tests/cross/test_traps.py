@@ -77,7 +77,7 @@ def trap_keras_epsilon_hat(monkeypatch):
 
 def trap_avg_pool_counts_padding(monkeypatch):
     """torch's default count_include_pad=True: padded cells count in the average."""
-    jax_layers = _mod("jax.layers")
+    jax_layers = _mod("jax.lowering")
     def avg_pool_including_pad(node, xs, ctx):
         from flax import linen as nn
         from rosetta.ops.windows import spatial_plan
@@ -105,7 +105,7 @@ def trap_batchnorm_momentum_flipped(monkeypatch):
 def trap_gelu_tanh_for_exact(monkeypatch):
     """flax/JAX gelu defaults to the tanh approximation."""
     import jax
-    jax_layers = _mod("jax.layers")
+    jax_layers = _mod("jax.lowering")
     monkeypatch.setitem(jax_layers.ACTIVATIONS, "gelu_exact",
                         functools.partial(jax.nn.gelu, approximate=True))
 

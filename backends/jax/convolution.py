@@ -13,8 +13,7 @@ the shared padding rule):
   gather, reads the taps in reverse. Not flax ``nn.ConvTranspose``: without ``transpose_kernel``
   it applies the kernel unflipped (a different op), with it it stores Keras' (kH, kW, out, in).
   Pads: valid (k_eff - 1, k_eff - 1) gives the full output; same keeps the cells
-  [lo, lo + in·s) of it, with zeros past its end when k_eff < s.
-"""
+  [lo, lo + in·s) of it, with zeros past its end when k_eff < s."""
 
 from __future__ import annotations
 
@@ -24,9 +23,34 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rosetta.ops.windows import spatial_plan
+from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
-from rosetta.backends.jax.layers import HIGHEST, activate
+from rosetta.ops.windows import spatial_plan, time_plan
+
+
+@lowers("Conv2D")
+def conv2d(node, xs, ctx):
+    a = node.attrs
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
+    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=pads,
+                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
+
+@lowers("Conv1D")
+def conv1d(node, xs, ctx):
+    """nn.Conv over the time axis of (N, T, C) with the explicit (lo, hi) pads of the shared rule;
+    flax's 1-D kernel (k, C/groups, filters) is the canonical one."""
+    a = node.attrs
+    _, pads = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
+    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=[pads],
+                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -104,15 +128,18 @@ def _window_module(node, ctx, filters=None):
                          a["dilation"], a["use_bias"], filters, ctx.dtype, name=node.name)
 
 
+@lowers("DepthwiseConv2D")
 def depthwise_conv2d(node, xs, ctx):
     return activate(node.attrs["activation"], _window_module(node, ctx)(xs[0]))
 
 
+@lowers("SeparableConv2D")
 def separable_conv2d(node, xs, ctx):
     a = node.attrs
     return activate(a["activation"], _window_module(node, ctx, a["filters"])(xs[0]))
 
 
+@lowers("Conv2DTranspose")
 def conv2d_transpose(node, xs, ctx):
     """Pads of the stride-dilated input per axis: k_eff - 1 - lo before (the full output starts
     k_eff - 1 cells before the first input cell), and after what makes ``out`` cells:
@@ -128,10 +155,3 @@ def conv2d_transpose(node, xs, ctx):
     y = ConvTranspose(a["filters"], a["kernel_size"], a["strides"], tuple(pads), a["dilation"],
                       a["use_bias"], ctx.dtype, name=node.name)(xs[0])
     return activate(a["activation"], y)
-
-
-LOWERINGS: dict = {
-    "DepthwiseConv2D": depthwise_conv2d,
-    "SeparableConv2D": separable_conv2d,
-    "Conv2DTranspose": conv2d_transpose,
-}

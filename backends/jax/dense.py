@@ -1,0 +1,23 @@
+"""Lowerings of Dense and Embedding: nn.Dense (``Precision.HIGHEST``) and nn.Embed."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
+
+
+# --- ops with parameters -----------------------------------------------------------------------
+@lowers("Dense")
+def dense(node, xs, ctx):
+    a = node.attrs
+    y = nn.Dense(a["units"], use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                 precision=HIGHEST, name=node.name)(xs[0])
+    return activate(a["activation"], y)
+
+
+@lowers("Embedding")
+def embedding(node, xs, ctx):
+    a = node.attrs
+    return nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                    name=node.name)(xs[0])
