@@ -11,14 +11,13 @@ query/key/value kernels (E, h, d), output kernel (h, d, out), biases (h, d) and 
     o = w v -> (N, Tq, h*d);  y = o . Wout + bout
 
 The key bias shifts every score of a row by the same q . bk, which softmax ignores: it enters
-the graph multiplied by 0, so its gradient is exactly 0 (the canonical value), not rounding noise.
-"""
+the graph multiplied by 0, so its gradient is exactly 0 (the canonical value), not rounding noise."""
 
 from __future__ import annotations
 
 import math
 
-from rosetta.backends.mxnet.layers import NEG_INF, add_bias, step_mask
+from rosetta.backends.mxnet.lowering import NEG_INF, add_bias, lowers, step_mask
 
 
 def _heads(F, x, kernel, bias, h, d):
@@ -30,6 +29,7 @@ def _heads(F, x, kernel, bias, h, d):
     return F.reshape(F.transpose(y, axes=(0, 2, 1, 3)), shape=(-3, 0, 0))
 
 
+@lowers("MultiHeadAttention")
 def multi_head_attention(F, node, xs, p, ctx):
     a = node.attrs
     h, d = a["heads"], a["head_dim"]
@@ -65,13 +65,9 @@ def multi_head_attention(F, node, xs, p, ctx):
     return add_bias(F, y, p["output_bias"]) if bias else y
 
 
+@lowers("PositionEmbedding")
 def position_embedding(F, node, xs, p, ctx):
     """y[t] = x[t] + embedding[t] for t < T."""
     t_len = node.in_types[0].shape[0]
     rows = F.slice_axis(p["embedding"], axis=0, begin=0, end=t_len)
     return F.broadcast_add(xs[0], F.expand_dims(rows, axis=0))
-
-
-LOWERINGS = {"MultiHeadAttention": multi_head_attention, "PositionEmbedding": position_embedding}
-
-NATIVE: dict = {}

@@ -7,12 +7,11 @@ gates of the canonical rule (``rosetta.ops.recurrent``): one ``dot`` of the whol
 the input kernel, then per step one ``dot`` with the recurrent kernel. Masking by lengths: a step
 t >= length keeps the state, s = m * s_new + (1 - m) * s with m in {0, 1} (exact), and outputs 0.
 Parameters stay canonical: kernel (C, G*H), recurrent_kernel (H, G*H), bias (G*H) (GRU also
-recurrent_bias), ``backward_*`` for the reverse direction.
-"""
+recurrent_bias), ``backward_*`` for the reverse direction."""
 
 from __future__ import annotations
 
-from rosetta.backends.mxnet.layers import activate, add_bias, step_mask
+from rosetta.backends.mxnet.lowering import activate, add_bias, lowers, step_mask
 
 
 def _split(F, x, n: int, axis: int):
@@ -69,6 +68,7 @@ def _direction(F, node, p, x, masks, reverse, ctx):
     return outs, state[0]
 
 
+@lowers("LSTM", "GRU", "SimpleRNN")
 def recurrent(F, node, xs, p, ctx):
     """The shared rule of ``rosetta.ops.recurrent``: [forward, backward] on the feature axis,
     every step's output (``return_sequences``) or the final states."""
@@ -85,9 +85,3 @@ def recurrent(F, node, xs, p, ctx):
         seq, final = _direction(F, node, q, xs[0], masks, bool(prefix), ctx)
         outs.append(F.stack(*seq, axis=1) if a["return_sequences"] else final)
     return outs[0] if len(outs) == 1 else F.concat(*outs, dim=2 if a["return_sequences"] else 1)
-
-
-LOWERINGS = {"LSTM": recurrent, "GRU": recurrent, "SimpleRNN": recurrent}
-
-# canonical name -> native: every parameter is kept in its canonical layout (see params.py)
-NATIVE: dict = {}

@@ -6,8 +6,7 @@ MultiHeadAttention is written with ``tf.einsum`` on the canonical kernels (E, h,
 than as the node's canonical variables, its dropout cannot take an injected keep-mask, and its
 boolean ``attention_mask`` is a per-call (N, Tq, Tk) tensor; the math below is the same.
 Masked scores are set to -inf, as in the reference (Keras adds -1e9 instead: the same weights,
-since exp underflows to 0, unless a whole row is masked, which the canonical rule excludes).
-"""
+since exp underflows to 0, unless a whole row is masked, which the canonical rule excludes)."""
 
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from rosetta.backends.tensorflow.layers import NodeModule
+from rosetta.backends.tensorflow.lowering import NodeModule, lowers
 
 
+@lowers("MultiHeadAttention")
 class MultiHeadAttention(NodeModule):
     """q, k, v = einsum projections (+ bias); s = q k^T / sqrt(d) with key-padding (j >= length)
     and causal (j > i) entries at -inf; w = softmax(s), in training times the keep-mask /
@@ -67,6 +67,7 @@ class MultiHeadAttention(NodeModule):
         return y + self.output_bias if self.use_bias else y
 
 
+@lowers("PositionEmbedding")
 class PositionEmbedding(NodeModule):
     """y = x + embedding[:T] (the canonical (max_length, E) table)."""
 
@@ -76,7 +77,3 @@ class PositionEmbedding(NodeModule):
 
     def __call__(self, xs, training=False, update_state=False):
         return xs[0] + self.embedding[: self.length]
-
-
-LOWERINGS: dict = {"MultiHeadAttention": MultiHeadAttention,
-                   "PositionEmbedding": PositionEmbedding}

@@ -39,8 +39,7 @@ where(mask_t, h, 0), the backward direction visiting each example's real steps l
 Padding is always at the end, so every run here is unmasked over all T steps (tf.scan or
 BlockLSTM alike) and the rule is applied around it (``_Recurrent._direction``): the same numbers,
 and no per-step ``where``. (The first form, a ``where`` in every scan step, cost 1.6x the
-hand-written baseline's GRU under tf.function.)
-"""
+hand-written baseline's GRU under tf.function.)"""
 
 from __future__ import annotations
 
@@ -49,11 +48,14 @@ import threading
 
 import tensorflow as tf
 
-from rosetta.backends.tensorflow import layers
-from rosetta.backends.tensorflow.layers import NodeModule
+from rosetta.backends.tensorflow import lowering
+from rosetta.backends.tensorflow.lowering import NodeModule, lowers
+
 
 # BlockLSTM's kernels: half and float only (no float64), and none for XLA
 _BLOCK_LSTM_DTYPES = (tf.float16, tf.float32)
+
+
 _portable = threading.local()
 
 
@@ -72,7 +74,7 @@ def portable_graph():
 
 def _maybe_xla() -> bool:
     """True when the step being traced is XLA-compiled, or when TensorFlow cannot tell."""
-    return layers._graph_in_xla is None or layers._in_xla_context()
+    return lowering.graph_in_xla is None or lowering.in_xla_context()
 
 
 class _Recurrent(NodeModule):
@@ -133,6 +135,7 @@ class _Recurrent(NodeModule):
         return outs[0] if len(outs) == 1 else tf.concat(outs, axis=-1)
 
 
+@lowers("LSTM")
 class LSTM(_Recurrent):
     """z = x_t K + b + h R (gates [i, f, g, o], one bias); c' = σ(f) c + σ(i) tanh(g),
     h' = σ(o) tanh(c').
@@ -182,6 +185,7 @@ def _ifgo_to_igfo(t):
     return tf.concat([i, g, f, o], axis=-1)
 
 
+@lowers("GRU")
 class GRU(_Recurrent):
     """Reset-after, gates [r, z, n]: u = h R + rb; r = σ(a_r + u_r), z = σ(a_z + u_z),
     n = tanh(a_n + r u_n), h' = (1 - z) n + z h (a = x_t K + b)."""
@@ -198,6 +202,7 @@ class GRU(_Recurrent):
         return ((1.0 - z) * n + z * h,)
 
 
+@lowers("SimpleRNN")
 class SimpleRNN(_Recurrent):
     """h' = act(x_t K + b + h R), act tanh or relu."""
 
@@ -208,6 +213,3 @@ class SimpleRNN(_Recurrent):
     def cell(self, xw_t, state, recurrent, recurrent_bias):
         (h,) = state
         return (self.act(xw_t + tf.matmul(h, recurrent)),)
-
-
-LOWERINGS = {cls.__name__: cls for cls in (LSTM, GRU, SimpleRNN)}

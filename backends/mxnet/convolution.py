@@ -9,15 +9,39 @@ Conv2DTranspose: MXNet's ``Deconvolution`` (the adjoint of its ``Convolution``, 
 no flip) without padding computes the canonical full scatter output, L = (in - 1)·s + k_eff cells
 per axis; its weight (in, out, kH, kW) is the canonical kernel (kH, kW, in, out) transposed. The
 canonical ``transpose_plan`` then keeps cells lo .. lo + out of it (``slice``), extended with zeros
-after where the full output is shorter (``same`` with k_eff < stride).
-"""
+after where the full output is shorter (``same`` with k_eff < stride)."""
 
 from __future__ import annotations
 
-from rosetta.backends.mxnet.layers import (activate, add_bias, conv_weight, convolve, pad_nchw,
-                                           to_nchw, to_nhwc)
-from rosetta.ops.windows import spatial_plan
+from rosetta.backends.mxnet.lowering import (activate, add_bias, conv_weight, convolve, lowers,
+                                             pad_nchw, to_nchw, to_nhwc)
 from rosetta.ops.convolution import Conv2DTranspose
+from rosetta.ops.windows import as_2d, spatial_plan
+
+
+@lowers("Conv2D")
+def conv2d(F, node, xs, p, ctx):
+    a = node.attrs
+    _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
+    y = convolve(F, xs[0], conv_weight(F, p["kernel"]), a, pads, a["groups"])
+    if a["use_bias"]:
+        y = add_bias(F, y, p["bias"])
+    return activate(F, a["activation"], y)
+
+
+@lowers("Conv1D")
+def conv1d(F, node, xs, p, ctx):
+    """The 2-D convolution of a (N, 1, T, C) value with a window of height 1 (``as_2d``)."""
+    a = as_2d(node.attrs)
+    t = node.in_types[0].shape[0]
+    _, pads = spatial_plan(a, (1, t), a["dilation"])
+    x = F.expand_dims(xs[0], axis=1)
+    kernel = F.expand_dims(p["kernel"], axis=0)          # (1, k, in/groups, out)
+    y = convolve(F, x, conv_weight(F, kernel), a, pads, a["groups"])
+    y = F.squeeze(y, axis=1)
+    if a["use_bias"]:
+        y = add_bias(F, y, p["bias"])
+    return activate(F, a["activation"], y)
 
 
 def _depthwise(F, node, x, kernel):
@@ -29,6 +53,7 @@ def _depthwise(F, node, x, kernel):
     return convolve(F, x, weight, {**a, "filters": c * m}, pads, c)
 
 
+@lowers("DepthwiseConv2D")
 def depthwise_conv2d(F, node, xs, p, ctx):
     a = node.attrs
     y = _depthwise(F, node, xs[0], p["kernel"])
@@ -37,6 +62,7 @@ def depthwise_conv2d(F, node, xs, p, ctx):
     return activate(F, a["activation"], y)
 
 
+@lowers("SeparableConv2D")
 def separable_conv2d(F, node, xs, p, ctx):
     """Depthwise (no bias), then y = d . pointwise_kernel[0, 0] + bias over the channels."""
     a = node.attrs
@@ -62,6 +88,7 @@ def _dilated(F, weight, kernel, dilation, eff, dtype):
     return weight
 
 
+@lowers("Conv2DTranspose")
 def conv2d_transpose(F, node, xs, p, ctx):
     a = node.attrs
     hw = node.in_types[0].shape[:2]
@@ -82,12 +109,3 @@ def conv2d_transpose(F, node, xs, p, ctx):
     if a["use_bias"]:
         y = add_bias(F, y, p["bias"])
     return activate(F, a["activation"], y)
-
-
-LOWERINGS = {
-    "DepthwiseConv2D": depthwise_conv2d,
-    "SeparableConv2D": separable_conv2d,
-    "Conv2DTranspose": conv2d_transpose,
-}
-
-NATIVE: dict = {}

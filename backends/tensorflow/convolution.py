@@ -13,16 +13,87 @@ NHWC throughout, canonical variables (``node/kernel`` ...), explicit pads from t
   Its 'VALID' with output (in - 1)·s + k_eff is the canonical valid, its 'SAME' with output in·s
   is the canonical same (the adjoint of a same convolution that pads the extra cell after).
   TensorFlow's CPU kernel refuses dilation > 1: a dilated kernel (zeros between the taps) with
-  dilation 1 is lowered instead, the same sums.
-"""
+  dilation 1 is lowered instead, the same sums."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from rosetta.ops.windows import spatial_plan
+from rosetta.backends.tensorflow.lowering import (NodeModule, activation, in_xla_context, lowers,
+                                                  nhwc_pads, pads_as_list)
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
-from rosetta.backends.tensorflow.layers import NodeModule, _nhwc_pads, activation
+from rosetta.ops.windows import spatial_plan, time_plan
+
+
+@lowers("Conv2D")
+class Conv2D(NodeModule):
+    """tf.nn.conv2d with the canonical padding lowered as explicit (top, bottom, left, right) pads
+    from ``spatial_plan`` (so 'same' with stride > 1 and explicit asymmetric pads are exact).
+
+    The kernel (kH, kW, C/groups, filters) is TensorFlow's grouped-filter layout. Grouped
+    convolution runs natively under XLA; the plain (non-XLA) CPU kernel, which has no grouped
+    backward pass, gets one convolution per group, concatenated (the same sum, split by group)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
+        self.pads = nhwc_pads(pads)
+        self.strides = (1, *a["strides"], 1)
+        self.dilations = (1, *a["dilation"], 1)
+        self.groups = a["groups"]
+        self.act = activation(a["activation"])
+
+    def _conv(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, strides=list(self.strides), padding=pads_as_list(self.pads),
+                            dilations=list(self.dilations))
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if self.groups == 1 or in_xla_context():
+            y = self._conv(x, self.kernel)
+        else:
+            xg = tf.split(x, self.groups, axis=-1)
+            kg = tf.split(self.kernel, self.groups, axis=-1)
+            y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
+        if "bias" in self.param_names:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.act(y)
+
+
+@lowers("Conv1D")
+class Conv1D(NodeModule):
+    """A Conv2D of height 1: (N, T, C) -> (N, 1, T, C), kernel (k, C/g, F) -> (1, k, C/g, F), the
+    shared padding rule as explicit (lo, hi) pads on the time axis (tf.nn.conv1d takes only
+    'SAME'/'VALID'), grouped as Conv2D (native under XLA, one conv per group otherwise)."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        a = node.attrs
+        _, (lo, hi) = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
+        self.pads = ((0, 0), (0, 0), (lo, hi), (0, 0))
+        self.strides = (1, 1, a["strides"][0], 1)
+        self.dilations = (1, 1, a["dilation"][0], 1)
+        self.groups = a["groups"]
+        self.act = activation(a["activation"])
+
+    def _conv(self, x, kernel):
+        return tf.nn.conv2d(x, kernel, strides=list(self.strides), padding=pads_as_list(self.pads),
+                            dilations=list(self.dilations))
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0][:, None]
+        kernel = self.kernel[None]
+        if self.groups == 1 or in_xla_context():
+            y = self._conv(x, kernel)
+        else:
+            xg = tf.split(x, self.groups, axis=-1)
+            kg = tf.split(kernel, self.groups, axis=-1)
+            y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
+        y = y[:, 0]
+        if "bias" in self.param_names:
+            y = tf.nn.bias_add(y, self.bias)
+        return self.act(y)
 
 
 class _Depthwise(NodeModule):
@@ -32,7 +103,7 @@ class _Depthwise(NodeModule):
         super().__init__(node, ctx)
         a = node.attrs
         _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
-        self.pads = _nhwc_pads(pads)
+        self.pads = nhwc_pads(pads)
         strides, dilation = tuple(a["strides"]), tuple(a["dilation"])
         native = strides[0] == strides[1] and (strides == (1, 1) or dilation == (1, 1))
         self.strides = strides if native else (1, 1)
@@ -54,11 +125,13 @@ class _Depthwise(NodeModule):
         return self.act(y)
 
 
+@lowers("DepthwiseConv2D")
 class DepthwiseConv2D(_Depthwise):
     def __call__(self, xs, training=False, update_state=False):
         return self.finish(self.depthwise(xs[0], self.kernel))
 
 
+@lowers("SeparableConv2D")
 class SeparableConv2D(_Depthwise):
     def __call__(self, xs, training=False, update_state=False):
         d = self.depthwise(xs[0], self.depthwise_kernel)
@@ -80,6 +153,7 @@ def dilate_kernel(kernel, dilation):
     return kernel
 
 
+@lowers("Conv2DTranspose")
 class Conv2DTranspose(NodeModule):
     """tf.nn.conv2d_transpose with the canonical padding (see the module doc)."""
 
@@ -101,7 +175,3 @@ class Conv2DTranspose(NodeModule):
         if "bias" in self.param_names:
             y = tf.nn.bias_add(y, self.bias)
         return self.act(y)
-
-
-LOWERINGS: dict = {cls.__name__: cls for cls in (DepthwiseConv2D, SeparableConv2D,
-                                                 Conv2DTranspose)}

@@ -1,0 +1,21 @@
+"""Lowerings of the elementwise ops: Activation (the one table of ``lowering.py``) and Add."""
+
+from __future__ import annotations
+
+from rosetta.backends.mxnet.lowering import activate, lowers
+from rosetta.ops import elementwise as act_ops
+
+
+# --- parameter-free ops --------------------------------------------------------------------------
+@lowers("Activation")
+def activation(F, node, xs, p, ctx):
+    name, kwargs = act_ops.key(node.attrs)
+    return activate(F, name, xs[0], **kwargs)
+
+
+@lowers("Add")
+def add(F, node, xs, p, ctx):
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y

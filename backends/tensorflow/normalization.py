@@ -1,0 +1,94 @@
+"""Lowerings of BatchNorm, LayerNorm, RMSNorm and GroupNorm (explicit epsilon, biased variance)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from rosetta.backends.tensorflow.lowering import NodeModule, lowers
+
+
+@lowers("BatchNorm")
+class BatchNorm(NodeModule):
+    """Statistics over every axis but the last. training: mean and *biased* variance of the batch
+    (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, assigned only when
+    ``update_state``. eval: the running statistics. Both normalise as
+    (x - mean) * (scale / sqrt(var + epsilon)) + bias, with the explicit epsilon (Keras: 1e-3):
+    the centred x first, rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv),
+    which cancels."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.momentum = node.attrs["momentum"]
+        self.epsilon = node.attrs["epsilon"]
+        # the batch axis and every per-example axis but the last (channel) one
+        self.axes = tuple(range(len(node.in_types[0].shape)))
+        # data parallel (distributed.py): (x, axes) -> (mean, var) over every replica's batch;
+        # None: this replica's batch alone
+        self.global_moments = None
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if training:
+            if self.global_moments is not None:
+                mean, var = self.global_moments(x, self.axes)
+            else:
+                mean, var = tf.nn.moments(x, axes=list(self.axes))
+            if update_state:
+                m = self.momentum
+                self.mean.assign(m * self.mean + (1 - m) * tf.stop_gradient(mean))
+                self.var.assign(m * self.var + (1 - m) * tf.stop_gradient(var))
+        else:
+            mean, var = self.mean, self.var
+        # one factor per channel, so the activation is touched by a subtract, a multiply and an
+        # add (dividing it by sqrt(var + eps) and then scaling cost resnet 1.3x its baseline)
+        return (x - mean) * (self.scale / tf.sqrt(var + self.epsilon)) + self.bias
+
+
+@lowers("LayerNorm")
+class LayerNorm(NodeModule):
+    """Over the last axis, biased variance (tf.nn.moments), explicit epsilon."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) / tf.sqrt(var + self.epsilon) * self.scale + self.bias
+
+
+@lowers("RMSNorm")
+class RMSNorm(NodeModule):
+    """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis, explicit epsilon."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        ms = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
+        return x / tf.sqrt(ms + self.epsilon) * self.scale
+
+
+@lowers("GroupNorm")
+class GroupNorm(NodeModule):
+    """Channels split into contiguous groups: x reshaped to (N, ..., G, C/G), mean and biased
+    variance (tf.nn.moments) per example and group over every spatial axis and the group's
+    channels, explicit epsilon, then the per-channel scale and bias."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        shape = tuple(node.in_types[0].shape)
+        g = node.attrs["groups"]
+        self.shape = shape
+        self.grouped = (*shape[:-1], g, shape[-1] // g)
+        self.axes = [*range(1, len(shape)), len(shape) + 1]
+        self.epsilon = node.attrs["epsilon"]
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = tf.reshape(xs[0], [-1, *self.grouped])
+        mean, var = tf.nn.moments(x, axes=self.axes, keepdims=True)
+        y = tf.reshape((x - mean) / tf.sqrt(var + self.epsilon), [-1, *self.shape])
+        return y * self.scale + self.bias
