@@ -5,13 +5,8 @@
 
 from rosetta.errors import BackendUnavailable, CheckpointError, DataError, RosettaError, SpecError
 from rosetta.graph import Graph, Input, Model, Node, Sequential, Tensor
-from rosetta.layers import (
-    Activation, Add, AvgPool1D, AvgPool2D, BatchNorm, Concatenate, Conv1D, Conv2D, Dense,
-    Dropout, Embedding, Flatten, GELU, GlobalAvgPool2D, GlobalMaxPool2D, GroupNorm, LayerNorm,
-    LeakyReLU, MaxPool1D, MaxPool2D, RMSNorm, ReLU, Reshape, SiLU, Sigmoid, Softmax, Tanh,
-    UpSampling2D, ZeroPadding2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, LSTM, GRU,
-    SimpleRNN, MultiHeadAttention, PositionEmbedding, SequencePool,
-)
+from rosetta import layers
+from rosetta.layers import *  # noqa: F401,F403  (one constructor per registered op, and ReLU...)
 from rosetta.blocks import TransformerBlock
 from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
@@ -23,12 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RosettaError", "SpecError", "BackendUnavailable", "DataError", "CheckpointError",
     "Graph", "Input", "Model", "Node", "Sequential", "Tensor",
-    "Activation", "Add", "AvgPool1D", "AvgPool2D", "BatchNorm", "Concatenate", "Conv1D",
-    "Conv2D", "Dense", "Dropout", "Embedding", "Flatten", "GELU", "GlobalAvgPool2D",
-    "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D",
-    "RMSNorm", "ReLU", "Reshape", "SiLU", "Sigmoid", "Softmax", "Tanh", "UpSampling2D",
-    "ZeroPadding2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "LSTM", "GRU",
-    "SimpleRNN", "MultiHeadAttention", "PositionEmbedding", "SequencePool",
+    *layers.__all__,
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
     "available_backends", "get_backend",
 ]

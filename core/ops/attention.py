@@ -42,6 +42,8 @@ class MultiHeadAttention(OpDef):
     gradient is exactly 0 (the backends return that 0, not autodiff's rounding noise).
     """
 
+    positional = ("heads", "head_dim")
+
     arity = (2, None)
     lengths_input = 2
     lengths_measure = 1   # key lengths: T is the keys' axis
@@ -129,6 +131,8 @@ class MultiHeadAttention(OpDef):
 class PositionEmbedding(OpDef):
     """Learned absolute positions: y[t, :] = x[t, :] + embedding[t, :] for t < T; embedding is
     (max_length, E) and only its first T rows are used (max_length >= T)."""
+
+    positional = ("max_length",)
 
     attrs = {
         "max_length": Attr("int", check=positive),

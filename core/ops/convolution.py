@@ -25,6 +25,8 @@ class Conv2D(OpDef):
     ``resolve_padding``; explicit padding is ((top, bottom), (left, right)).
     """
 
+    positional = ("filters", "kernel_size")
+
     attrs = {
         "filters": Attr("int", check=positive),
         "kernel_size": Attr("ints", n=2, check=positive),
@@ -90,6 +92,8 @@ class Conv1D(OpDef):
     g = o // (filters / groups), Cg = C / groups, then the fused activation. kernel is
     (k, C/groups, filters). Padding per ``resolve_padding`` (valid, same, or explicit (lo, hi)).
     """
+
+    positional = ("filters", "kernel_size")
 
     attrs = {
         "filters": Attr("int", check=positive),
@@ -183,6 +187,8 @@ class DepthwiseConv2D(OpDef):
     Conv2D rule: valid, same, explicit ((top, bottom), (left, right))).
     """
 
+    positional = ("kernel_size",)
+
     attrs = {
         **_window_attrs(),
         "depth_multiplier": Attr("int", 1, check=positive),
@@ -224,6 +230,8 @@ class SeparableConv2D(OpDef):
     Keras layouts. The window attributes and padding rule are Conv2D's, applied to the depthwise
     step.
     """
+
+    positional = ("filters", "kernel_size")
 
     attrs = {
         "filters": Attr("int", check=positive),
@@ -290,6 +298,8 @@ class Conv2DTranspose(OpDef):
     Keras stores (kH, kW, out, in) (the kernel of the forward convolution it transposes), torch
     ConvTranspose2d (in, out, kH, kW); the backends convert.
     """
+
+    positional = ("filters", "kernel_size")
 
     attrs = {
         "filters": Attr("int", check=positive),

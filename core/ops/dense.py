@@ -16,6 +16,8 @@ class Dense(OpDef):
     Inputs of rank > 1 per example are transformed position-wise, as in Keras and flax.
     """
 
+    positional = ("units",)
+
     attrs = {
         "units": Attr("int", check=positive),
         **weighted_layer_attrs(),
@@ -45,6 +47,8 @@ class Dense(OpDef):
 class Embedding(OpDef):
     """y[..., :] = embedding[x[...], :] for integer x in [0, vocab_size); embedding is
     (vocab_size, dim). Indices outside the range are an error on every backend's CPU path."""
+
+    positional = ("vocab_size", "dim")
 
     input_kind = "int"
     attrs = {

@@ -14,6 +14,8 @@ class Dropout(OpDef):
     inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
     them from a neutral RNG or runs with dropout off, and says which."""
 
+    positional = ("rate",)
+
     attrs = {"rate": Attr("float", check=unit_interval)}
 
     def infer(self, a, inputs, where):

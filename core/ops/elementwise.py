@@ -76,6 +76,8 @@ class Activation(OpDef):
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
     """
 
+    positional = ("fn",)
+
     attrs = {
         "fn": Attr("str", choices=("identity", "relu", "tanh", "sigmoid", "silu", "gelu",
                                    "leaky_relu", "softmax")),

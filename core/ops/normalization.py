@@ -129,6 +129,8 @@ class GroupNorm(OpDef):
     mu = mean(x), var = mean((x - mu)^2) (biased); y = (x - mu) / sqrt(var + epsilon) * scale[c]
     + bias[c]. epsilon explicit (torch 1e-5, Keras 1e-3, flax 1e-6)."""
 
+    positional = ("groups",)
+
     attrs = {"groups": Attr("int", check=positive), "epsilon": _eps_attr(1e-5)}
 
     def infer(self, a, inputs, where):

@@ -44,6 +44,8 @@ class MaxPool1D(_Pool1D):
     """y[n, t, c] = max_i xpad[n, t*s + i, c]; padded cells are -inf (never chosen). strides
     default to kernel_size."""
 
+    positional = ("kernel_size",)
+
     ref2d = "MaxPool2D"
 
 
@@ -51,6 +53,8 @@ class MaxPool1D(_Pool1D):
 class AvgPool1D(_Pool1D):
     """y[n, t, c] = sum over the window of real cells / number of real cells in the window
     (padded cells excluded from both). strides default to kernel_size."""
+
+    positional = ("kernel_size",)
 
     ref2d = "AvgPool2D"
 
@@ -90,6 +94,8 @@ class MaxPool2D(_Pool2D):
     """y[n, h, w, c] = max_{i, j} xpad[n, h*s0 + i, w*s1 + j, c]; padded cells are -inf
     (never chosen). strides default to kernel_size."""
 
+    positional = ("kernel_size",)
+
     def reference(self, a, p, xs, ctx):
         x = xs[0]
         out, pads = spatial_plan(a, x.shape[1:3])
@@ -105,6 +111,8 @@ class AvgPool2D(_Pool2D):
     """y[n, h, w, c] = sum over the window of real cells / number of real cells in the window.
     Padded cells are excluded from both sums (torch counts them by default). strides default to
     kernel_size."""
+
+    positional = ("kernel_size",)
 
     def reference(self, a, p, xs, ctx):
         x = xs[0]
@@ -166,6 +174,8 @@ class SequencePool(OpDef):
     mean: y[c] = sum_{t < length} x[t, c] / length;  max: y[c] = max_{t < length} x[t, c].
     Padded steps never count, so a model's output does not depend on what the padding holds.
     """
+
+    positional = ("mode",)
 
     arity = (1, 2)
     lengths_input = 1

@@ -118,6 +118,8 @@ class LSTM(_Recurrent):
     (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
     """
 
+    positional = ("units",)
+
     gates = 4
 
     def initial_state(self, n, h):
@@ -147,6 +149,8 @@ class GRU(_Recurrent):
     matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
     """
 
+    positional = ("units",)
+
     gates = 3
 
     def cell(self, a, p, x_t, state):
@@ -168,6 +172,8 @@ class SimpleRNN(_Recurrent):
 
     Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
     """
+
+    positional = ("units",)
 
     attrs = {**_Recurrent.attrs, "activation": Attr("str", "tanh", choices=("tanh", "relu"))}
 

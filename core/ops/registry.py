@@ -178,12 +178,15 @@ class OpDef:
     """Base of an op declaration. Subclasses set ``attrs`` and override the methods they need.
 
     ``arity`` is the number of inputs, or ``(minimum, None)`` for variadic ops.
+    ``positional`` names the attributes the layer constructor takes positionally, in order
+    (``rosetta.Dense(10)`` is ``units=10``); every other attribute is keyword-only.
     ``input_kind`` is the kind of tensor the op accepts (``float``, ``int``, or ``any`` for
     layout-only ops whose output keeps the input's kind).
     """
 
     name: str = ""
     attrs: dict[str, Attr] = {}
+    positional: tuple[str, ...] = ()
     arity: Any = 1
     input_kind: str = "float"
     # index of an optional int input of per-example shape () holding sequence lengths in
@@ -247,12 +250,40 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(cls):
-    """Class decorator: instantiate the op declaration and add it to the registry."""
+    """Class decorator: declare an op (its name is the class name) in the registry.
+
+    This is also how a user declares an op of their own, outside the package::
+
+        import numpy as np
+        from rosetta.ops import Attr, OpDef, register
+
+        @register
+        class Scale(OpDef):
+            '''y = x * factor'''
+            attrs = {"factor": Attr("float")}
+            positional = ("factor",)
+
+            def infer(self, a, inputs, where):
+                return inputs[0]
+
+            def reference(self, a, p, xs, ctx):
+                return xs[0] * a["factor"]
+
+    then one lowering per backend it should run on (``rosetta.backends.<name>.lowering.lowers``)
+    and ``rosetta.graph.Layer("Scale", factor=2.0)`` in a model. Parameters and state are declared
+    by ``params`` / ``state`` (canonical shapes and initializers), as the built-in ops do.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, OpDef)):
+        raise TypeError(f"@register takes an OpDef subclass, found {cls!r}")
     inst = cls()
     inst.name = cls.__name__
     inst.__doc__ = cls.__doc__
-    if inst.name in REGISTRY:  # pragma: no cover - a registry bug
-        raise AssertionError(f"op {inst.name} declared twice")
+    if inst.name in REGISTRY:
+        raise ValueError(f"op {inst.name} is already registered; pick another class name")
+    missing = [p for p in inst.positional if p not in inst.attrs]
+    if missing:
+        raise ValueError(f"op {inst.name}: positional {missing} are not among its attributes "
+                         f"{sorted(inst.attrs)}")
     REGISTRY[inst.name] = inst
     return cls
 

@@ -19,6 +19,8 @@ class ZeroPadding2D(OpDef):
     padding is explicit: ((top, bottom), (left, right)) or one int for all four sides; output
     (H + top + bottom, W + left + right, C)."""
 
+    positional = ("padding",)
+
     attrs = {"padding": Attr("padding", n=2, check=_explicit)}
 
     def infer(self, a, inputs, where):
@@ -38,6 +40,8 @@ class ZeroPadding2D(OpDef):
 class UpSampling2D(OpDef):
     """Nearest-neighbour upsampling by integer factors size = (sH, sW):
     y[n, h, w, c] = x[n, floor(h / sH), floor(w / sW), c]; output (H*sH, W*sW, C)."""
+
+    positional = ("size",)
 
     attrs = {
         "size": Attr("ints", n=2, check=positive),
@@ -77,6 +81,8 @@ class Flatten(OpDef):
 @register
 class Reshape(OpDef):
     """y[n] = x[n].reshape(shape), row-major in canonical layout; one entry may be -1."""
+
+    positional = ("shape",)
 
     attrs = {"shape": Attr("shape")}
     input_kind = "any"
