@@ -1,4 +1,4 @@
-"""Export a lowered TensorFlow program: ``savedmodel`` (here) and ``keras`` (``keras_model.py``).
+"""Export a lowered TensorFlow program: ``savedmodel`` (here) and ``keras`` (``rosetta.backends.keras``).
 
 ``savedmodel``: ``tf.saved_model.save`` of the program's ``GraphModule`` (a ``tf.Module``) with one
 ``serving_default`` signature, the model in eval mode::
@@ -33,7 +33,7 @@
   the node and the op, found before anything is written, as is a graph with several outputs
   (``y`` is one array). An op without a TensorFlow lowering fails earlier, at compile.
 
-``keras``: ``rosetta.backends.tensorflow.keras_model.export_keras`` (a Keras 3 model of Keras
+``keras``: ``rosetta.backends.keras.model.export_keras`` (a Keras 3 model of Keras
 layers, ``model.save``), imported only when asked for.
 """
 
@@ -53,7 +53,7 @@ OUTPUT = "y"
 def export(program, fmt: str, out, *, example) -> list[str]:
     """Write ``fmt`` for ``program`` into the empty folder ``out``; the names written."""
     if fmt == "keras":
-        from rosetta.backends.tensorflow.keras_model import export_keras
+        from rosetta.backends.keras.model import export_keras
 
         return export_keras(program, out, example=example)
     if fmt != "savedmodel":

@@ -1,4 +1,4 @@
-"""The ``keras`` export: a Keras 3 model of Keras layers (``keras_model.export_keras``), loaded by
+"""The ``keras`` export: a Keras 3 model of Keras layers (``rosetta.backends.keras.model.export_keras``), loaded by
 ``load_keras.py`` in fresh processes where ``import rosetta`` fails, under every Keras backend.
 
 * match: mlp, cnn and gru (TensorFlow float32 programs trained 3 steps, ``function`` mode) and
@@ -80,7 +80,7 @@ def _program(name):
 
 def _write_export(program, out: Path) -> None:
     """export_keras + export.json + INPUTS.npz + the float64 reference (REF.npz)."""
-    from rosetta.backends.tensorflow.keras_model import export_keras
+    from rosetta.backends.keras.model import export_keras
     from rosetta.data import sample_inputs
 
     graph = program.graph
@@ -205,7 +205,7 @@ def test_artifact_is_keras_builtins_only(exports):
 def test_float64_program_is_refused(tmp_path):
     from rosetta import models
     from rosetta.backend_registry import get_backend
-    from rosetta.backends.tensorflow.keras_model import export_keras
+    from rosetta.backends.keras.model import export_keras
 
     program = get_backend("tensorflow").compile(models.get("linear"), dtype="float64")
     with pytest.raises(BackendUnavailable, match="float32 only"):
@@ -215,7 +215,7 @@ def test_float64_program_is_refused(tmp_path):
 
 def test_strided_dilated_transpose_is_refused_naming_node_and_op(tmp_path):
     from rosetta.backend_registry import get_backend
-    from rosetta.backends.tensorflow.keras_model import export_keras
+    from rosetta.backends.keras.model import export_keras
 
     model = rs.Sequential([rs.Conv2DTranspose(2, 2, strides=(2, 1), dilation=2, name="up"),
                            rs.Flatten(name="flat")], input_shape=(3, 3, 2), name="tr")

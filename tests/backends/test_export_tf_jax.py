@@ -12,7 +12,7 @@
 * an op the format cannot express (a lowering that needs a concrete batch size, planted) is a
   ``BackendUnavailable`` naming the node and the op, and nothing is written;
 * an unknown format is refused, and ``backends/tensorflow/export.py`` hands ``keras`` to
-  ``keras_model.export_keras``.
+  ``rosetta.backends.keras.model.export_keras``.
 
 Every (backend, format) pair runs where its backend is under test (``selection.BACKENDS``), so
 none is skipped. export.json is written here as ``rosetta.export`` writes it (the loaders read
@@ -188,15 +188,15 @@ def test_unknown_format_is_refused(backend, fmt, tmp_path):
 
 @pytest.mark.skipif("tensorflow" not in BACKENDS, reason="tensorflow is not under test")
 def test_tensorflow_dispatches_keras(monkeypatch, tmp_path):
-    """fmt "keras" goes to ``keras_model.export_keras(program, out, example=...)``, imported
-    only when asked for (a stand-in module here: the Keras exporter has its own tests)."""
+    """fmt "keras" goes to ``rosetta.backends.keras.model.export_keras(program, out,
+    example=...)``, imported only when asked for (a stand-in module here: the Keras exporter has its own tests)."""
     from rosetta.backends.tensorflow import export as tf_export
 
     calls = []
-    stub = types.ModuleType("rosetta.backends.tensorflow.keras_model")
+    stub = types.ModuleType("rosetta.backends.keras.model")
     stub.export_keras = lambda program, out, *, example: calls.append((program, out, example)) \
         or ["model.keras"]
-    monkeypatch.setitem(sys.modules, "rosetta.backends.tensorflow.keras_model", stub)
+    monkeypatch.setitem(sys.modules, "rosetta.backends.keras.model", stub)
     assert tf_export.FORMATS == ("savedmodel", "keras")
     program, example = object(), {"x": np.zeros((1, 2))}
     assert tf_export.export(program, "keras", tmp_path, example=example) == ["model.keras"]

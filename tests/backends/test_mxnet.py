@@ -57,13 +57,6 @@ def test_an_op_without_lowering_is_refused_by_name(monkeypatch):
         compile_spec(spec_for(rs.Model(x, y, name="m")), "mxnet")
 
 
-def test_every_registry_op_is_lowered():
-    from rosetta.backends.mxnet.layers import LOWERINGS
-    from rosetta.ops.registry import REGISTRY
-
-    assert set(REGISTRY) <= set(LOWERINGS), sorted(set(REGISTRY) - set(LOWERINGS))
-
-
 def test_modes_agree():
     """The hybridized block (default) and the imperative one take the same float64 step."""
     spec = models.get("transformer")

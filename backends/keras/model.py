@@ -124,12 +124,25 @@ F32_LOWEST = float(np.finfo(np.float32).min)
 _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
           "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
-_SUPPORTED = {"Dense", "Conv2D", "Conv1D", "DepthwiseConv2D", "SeparableConv2D",
-              "Conv2DTranspose", "MaxPool2D", "AvgPool2D", "MaxPool1D", "AvgPool1D",
-              "GlobalAvgPool2D", "GlobalMaxPool2D", "BatchNorm", "LayerNorm", "RMSNorm",
-              "GroupNorm", "Dropout", "Activation", "Embedding", "Flatten", "Reshape", "Add",
-              "Concatenate", "ZeroPadding2D", "UpSampling2D", "LSTM", "GRU", "SimpleRNN",
-              "MultiHeadAttention", "PositionEmbedding", "SequencePool"}
+LOWERINGS: dict = {}
+
+
+def lowers(*ops: str):
+    """Decorator: register ``lower(builder, node, xs) -> KerasTensor`` as the Keras lowering of
+    ``ops`` (a ``_Builder`` method, or a function taking the builder first: a user's op registers
+    the same way). An op without one is refused by ``check_exportable``, naming it::
+
+        @lowers("HardSwish")
+        def hard_swish(b, node, xs):
+            return b.k.layers.Activation("hard_swish", name=node.name)(xs[0])
+    """
+    def register(lower):
+        for op in ops:
+            if op in LOWERINGS:
+                raise ValueError(f"the keras export already lowers op {op!r}")
+            LOWERINGS[op] = lower
+        return lower
+    return register
 
 
 def check_exportable(program) -> None:
@@ -145,7 +158,7 @@ def check_exportable(program) -> None:
                                  f"graph has {len(graph.outputs)} ({', '.join(graph.outputs)})")
     for n in graph.nodes:
         where = f"{graph.name}/{n.name} ({n.op})"
-        if n.op not in _SUPPORTED:
+        if n.op not in LOWERINGS:
             raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
         if (n.op == "Conv2DTranspose" and max(n.attrs["strides"]) > 1
                 and max(n.attrs["dilation"]) > 1):
@@ -181,7 +194,7 @@ def _self_check(model, program, example) -> None:
     if got.shape != want.shape or not err <= 1e-4:
         raise RuntimeError(f"{program.graph.name}: the Keras model disagrees with the program "
                            f"(shape {got.shape} vs {want.shape}, normwise error {err:.2e}); "
-                           f"nothing was written (a bug in keras_model.py)")
+                           f"nothing was written (a bug in rosetta.backends.keras)")
 
 
 def model_inputs(model, arrays: dict) -> list:
@@ -280,6 +293,7 @@ class _Builder:
         return "valid", pads
 
     # -- ops -----------------------------------------------------------------------------------
+    @lowers("Dense")
     def Dense(self, node, xs):
         a = node.attrs
         ident, post = self.fused(node)
@@ -337,18 +351,23 @@ class _Builder:
             y = pool(y)
         return self.activation(y, post, node.name) if post else y
 
+    @lowers("Conv2D")
     def Conv2D(self, node, xs):
         return self._conv(node, xs, 2, "conv")
 
+    @lowers("Conv1D")
     def Conv1D(self, node, xs):
         return self._conv(node, xs, 1, "conv")
 
+    @lowers("DepthwiseConv2D")
     def DepthwiseConv2D(self, node, xs):
         return self._conv(node, xs, 2, "depthwise")
 
+    @lowers("SeparableConv2D")
     def SeparableConv2D(self, node, xs):
         return self._conv(node, xs, 2, "separable")
 
+    @lowers("Conv2DTranspose")
     def Conv2DTranspose(self, node, xs):
         a = node.attrs
         ident, post = self.fused(node)
@@ -401,24 +420,31 @@ class _Builder:
                     name=self.name(f"{node.name}_count"))(ones)
         return self.op(f"{node.name}_real", ops.divide, total, count)
 
+    @lowers("MaxPool2D")
     def MaxPool2D(self, node, xs):
         return self._pool(node, xs, 2, "max")
 
+    @lowers("AvgPool2D")
     def AvgPool2D(self, node, xs):
         return self._pool(node, xs, 2, "avg")
 
+    @lowers("MaxPool1D")
     def MaxPool1D(self, node, xs):
         return self._pool(node, xs, 1, "max")
 
+    @lowers("AvgPool1D")
     def AvgPool1D(self, node, xs):
         return self._pool(node, xs, 1, "avg")
 
+    @lowers("GlobalAvgPool2D")
     def GlobalAvgPool2D(self, node, xs):
         return self.k.layers.GlobalAveragePooling2D(name=node.name)(xs[0])
 
+    @lowers("GlobalMaxPool2D")
     def GlobalMaxPool2D(self, node, xs):
         return self.k.layers.GlobalMaxPooling2D(name=node.name)(xs[0])
 
+    @lowers("BatchNorm")
     def BatchNorm(self, node, xs):
         a = node.attrs
         layer = self.k.layers.BatchNormalization(axis=-1, momentum=a["momentum"],
@@ -428,6 +454,7 @@ class _Builder:
         self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias"), s("mean"), s("var")])
         return y
 
+    @lowers("LayerNorm")
     def LayerNorm(self, node, xs):
         layer = self.k.layers.LayerNormalization(axis=-1, epsilon=node.attrs["epsilon"],
                                                  name=node.name)
@@ -435,6 +462,7 @@ class _Builder:
         self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias")])
         return y
 
+    @lowers("RMSNorm")
     def RMSNorm(self, node, xs):
         layer = self.k.layers.RMSNormalization(axis=-1, epsilon=node.attrs["epsilon"],
                                                name=node.name)
@@ -442,6 +470,7 @@ class _Builder:
         self.set(layer, node, [self.p(node, "scale")])
         return y
 
+    @lowers("GroupNorm")
     def GroupNorm(self, node, xs):
         a = node.attrs
         layer = self.k.layers.GroupNormalization(groups=a["groups"], axis=-1,
@@ -450,9 +479,11 @@ class _Builder:
         self.set(layer, node, [self.p(node, "scale"), self.p(node, "bias")])
         return y
 
+    @lowers("Dropout")
     def Dropout(self, node, xs):
         return self.k.layers.Dropout(node.attrs["rate"], name=node.name)(xs[0])
 
+    @lowers("Activation")
     def Activation(self, node, xs):
         a = node.attrs
         k = self.k
@@ -467,6 +498,7 @@ class _Builder:
         ident = {"identity": "linear", "gelu": "gelu"}.get(fn, fn)
         return k.layers.Activation(ident, name=node.name)(xs[0])
 
+    @lowers("Embedding")
     def Embedding(self, node, xs):
         a = node.attrs
         layer = self.k.layers.Embedding(a["vocab_size"], a["dim"], name=node.name)
@@ -474,24 +506,30 @@ class _Builder:
         self.set(layer, node, [self.p(node, "embedding")])
         return y
 
+    @lowers("Flatten")
     def Flatten(self, node, xs):
         return self.k.layers.Flatten(name=node.name)(xs[0])
 
+    @lowers("Reshape")
     def Reshape(self, node, xs):
         return self.k.layers.Reshape(tuple(node.attrs["shape"]), name=node.name)(xs[0])
 
+    @lowers("Add")
     def Add(self, node, xs):
         return self.k.layers.Add(name=node.name)(list(xs))
 
+    @lowers("Concatenate")
     def Concatenate(self, node, xs):
         ax = node.attrs["axis"]
         return self.k.layers.Concatenate(axis=ax + 1 if ax >= 0 else ax,
                                          name=node.name)(list(xs))
 
+    @lowers("ZeroPadding2D")
     def ZeroPadding2D(self, node, xs):
         pads = tuple(tuple(p) for p in node.attrs["padding"])
         return self.k.layers.ZeroPadding2D(pads, name=node.name)(xs[0])
 
+    @lowers("UpSampling2D")
     def UpSampling2D(self, node, xs):
         return self.k.layers.UpSampling2D(tuple(node.attrs["size"]), interpolation="nearest",
                                           name=node.name)(xs[0])
@@ -538,8 +576,9 @@ class _Builder:
             y = self.op(f"{node.name}_unmasked", self.ops.copy, y)
         return y
 
-    LSTM = GRU = SimpleRNN = _recurrent
+    lowers("LSTM", "GRU", "SimpleRNN")(_recurrent)
 
+    @lowers("MultiHeadAttention")
     def MultiHeadAttention(self, node, xs):
         a = node.attrs
         out_dim = node.out_type.shape[-1]
@@ -565,6 +604,7 @@ class _Builder:
         self.set(layer, node, w)
         return y
 
+    @lowers("PositionEmbedding")
     def PositionEmbedding(self, node, xs):
         ops = self.ops
         x = xs[0]
@@ -580,6 +620,7 @@ class _Builder:
         self.set(layer, node, [self.p(node, "embedding")])
         return self.k.layers.Add(name=node.name)([x, table])
 
+    @lowers("SequencePool")
     def SequencePool(self, node, xs):
         k, ops = self.k, self.ops
         x = xs[0]
@@ -607,5 +648,5 @@ def build_model(keras, graph, params: dict, state: dict):
         values[i.name] = t
         inputs.append(t)
     for n in graph.nodes:
-        values[n.name] = getattr(b, n.op)(n, [values[s] for s in n.inputs])
+        values[n.name] = LOWERINGS[n.op](b, n, [values[s] for s in n.inputs])
     return keras.Model(inputs, values[graph.outputs[0]], name=graph.name)
