@@ -153,12 +153,12 @@ def test_savedmodel_names_node_and_op_it_cannot_store(monkeypatch, tmp_path):
     import tensorflow as tf
 
     from rosetta.backends.tensorflow import export as tf_export
-    from rosetta.backends.tensorflow import layers
+    from rosetta.backends.tensorflow import shape
 
     spec = models.get("cnn")
     program = rs.get_backend("tensorflow").compile(spec, dtype="float32", mode="function")
     flat = next(n for n in spec.model.nodes if n.op == "Flatten")
-    plain = layers.Flatten.__call__
+    plain = shape.Flatten.__call__
 
     def python_flatten(self, xs, training=False, update_state=False):
         y = plain(self, xs, training, update_state)
@@ -166,7 +166,7 @@ def test_savedmodel_names_node_and_op_it_cannot_store(monkeypatch, tmp_path):
         z.set_shape(y.shape)
         return z
 
-    monkeypatch.setattr(layers.Flatten, "__call__", python_flatten)
+    monkeypatch.setattr(shape.Flatten, "__call__", python_flatten)
     out = tmp_path / "export"
     out.mkdir()
     with pytest.raises(BackendUnavailable) as err:
