@@ -29,6 +29,7 @@ __all__ = [
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
     "GroupNorm",
+    "HardSwish",
     "LSTM",
     "LayerNorm",
     "MaxPool1D",
@@ -410,6 +411,18 @@ def GroupNorm(groups: int, *, epsilon: float = 1e-05, name: str | None = None, *
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("GroupNorm", name=name, groups=groups, epsilon=epsilon, **unknown)
+
+
+def HardSwish(*, name: str | None = None, **unknown) -> Layer:
+    """y = x * relu6(x + 3) / 6, relu6(z) = min(max(z, 0), 6), elementwise: 0 for x <= -3,
+    x for x >= 3, x (x + 3) / 6 between (MobileNetV3's hard-swish; torch ``Hardswish``, Keras
+    ``hard_swish``, JAX ``hard_swish``). dy/dx = 0 for x < -3, (2x + 3) / 6 on (-3, 3), 1 for
+    x > 3; at the kinks x = -3 and x = 3 themselves the frameworks pick different one-sided
+    derivatives (a set of measure zero; the tests sample inputs off it).
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("HardSwish", name=name, **unknown)
 
 
 def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = False,

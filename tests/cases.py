@@ -98,6 +98,10 @@ CASES = [
     ("act_sigmoid", _act(fn="sigmoid")),
     ("act_silu", _act(fn="silu")),
     ("act_gelu_exact", _act(fn="gelu", approximate="none")),
+    # a wide init puts the hard-swish inputs on all three pieces (< -3, between, > 3)
+    ("hard_swish", lambda: _spec([
+        rs.Dense(8, kernel_init=rs.Initializer("normal", stddev=3.0), name="pre"),
+        rs.HardSwish(name="hswish"), rs.Dense(2, name="post")], (4,))),
     ("act_gelu_tanh", _act(fn="gelu", approximate="tanh")),
     ("act_leaky_relu", _act(fn="leaky_relu", slope=0.2)),
     ("act_softmax", _act(fn="softmax")),

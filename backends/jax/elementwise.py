@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import operator
 
+import jax
+
 from rosetta.backends.jax.lowering import activate, lowers
 from rosetta.ops import elementwise as act_ops
 
@@ -19,3 +21,9 @@ def activation(node, xs, ctx):
 @lowers("Add")
 def add(node, xs, ctx):
     return functools.reduce(operator.add, xs)
+
+
+@lowers("HardSwish")
+def hard_swish(node, xs, ctx):
+    """jax.nn.hard_swish: x * relu6(x + 3) / 6."""
+    return jax.nn.hard_swish(xs[0])

@@ -48,6 +48,8 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   applies), ``Softmax(axis)`` (a per-example axis a >= 0 is batch axis a + 1). gelu with
   approximate="tanh" has no Keras activation identifier: ``keras.ops.gelu(x, approximate=True)``
   (also after a layer whose fused activation is gelu_tanh, the layer itself linear).
+* HardSwish: ``Activation("hard_silu")`` (Keras's x * relu6(x + 3) / 6; "hard_swish" is its
+  alias).
 * Embedding: ``Embedding(vocab_size, dim)`` on int32 ids; [embedding] (vocab, dim): same.
 * Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
   (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
@@ -497,6 +499,10 @@ class _Builder:
             return self.op(node.name, self.ops.gelu, xs[0], approximate=True)
         ident = {"identity": "linear", "gelu": "gelu"}.get(fn, fn)
         return k.layers.Activation(ident, name=node.name)(xs[0])
+
+    @lowers("HardSwish")
+    def HardSwish(self, node, xs):
+        return self.k.layers.Activation("hard_silu", name=node.name)(xs[0])
 
     @lowers("Embedding")
     def Embedding(self, node, xs):

@@ -19,3 +19,9 @@ def add(F, node, xs, p, ctx):
     for x in xs[1:]:
         y = y + x
     return y
+
+
+@lowers("HardSwish")
+def hard_swish(F, node, xs, p, ctx):
+    """x * clip(x + 3, 0, 6) / 6 (relu6 as a clip)."""
+    return xs[0] * F.clip(xs[0] + 3.0, 0.0, 6.0) / 6.0

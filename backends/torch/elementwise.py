@@ -31,3 +31,9 @@ class Add(nn.Module):
 @lowers("Add", accepts=EITHER)
 def add(node: Node, layout: str) -> nn.Module:
     return Add()
+
+
+@lowers("HardSwish", accepts=EITHER)
+def hard_swish(node: Node, layout: str) -> nn.Module:
+    """nn.Hardswish: x * relu6(x + 3) / 6, any layout (elementwise)."""
+    return nn.Hardswish()

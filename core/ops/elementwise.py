@@ -157,3 +157,21 @@ class Add(OpDef):
         for x in xs[1:]:
             out = out + x
         return out
+
+
+@register
+class HardSwish(OpDef):
+    """y = x * relu6(x + 3) / 6, relu6(z) = min(max(z, 0), 6), elementwise: 0 for x <= -3,
+    x for x >= 3, x (x + 3) / 6 between (MobileNetV3's hard-swish; torch ``Hardswish``, Keras
+    ``hard_swish``, JAX ``hard_swish``). dy/dx = 0 for x < -3, (2x + 3) / 6 on (-3, 3), 1 for
+    x > 3; at the kinks x = -3 and x = 3 themselves the frameworks pick different one-sided
+    derivatives (a set of measure zero; the tests sample inputs off it)."""
+
+    attrs = {}
+
+    def infer(self, a, inputs, where):
+        return inputs[0]
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0

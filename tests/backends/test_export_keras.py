@@ -47,7 +47,8 @@ FIT_BACKEND = "jax" if "jax" in KERAS_BACKENDS else "tensorflow"
 
 
 def _tricky_spec():
-    """Two inputs branches joined: the sequence traps and the pooling traps."""
+    """Two inputs branches joined: the sequence traps and the pooling traps (and the ops no zoo
+    model holds)."""
     from rosetta import layers as L
 
     x = rs.Input((5, 4), name="seq")
@@ -59,6 +60,7 @@ def _tricky_spec():
     h = rs.LSTM(2, name="unmasked")(h)                            # runs over all 5 steps
     a = rs.AvgPool2D(3, strides=2, padding="same", name="avg")(img)   # pads (1, 1), (0, 1)
     a = rs.MaxPool2D(2, strides=1, padding=((1, 0), (0, 1)), name="max")(a)
+    a = rs.HardSwish(name="hswish")(a)
     a = L.GlobalMaxPool2D(name="gmp")(a)
     y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),
