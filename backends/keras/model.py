@@ -127,6 +127,16 @@ _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigm
           "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
 LOWERINGS: dict = {}
+# op -> why no model of Keras built-in layers can hold it (refused by check_exportable)
+REFUSED: dict[str, str] = {}
+
+
+def refuses(op: str, reason: str) -> None:
+    """Declare an op the Keras export cannot express, with the reason ``check_exportable`` gives
+    (an approximation is never exported instead)."""
+    if op in LOWERINGS or op in REFUSED:
+        raise ValueError(f"the keras export already declares op {op!r}")
+    REFUSED[op] = reason
 
 
 def lowers(*ops: str):
@@ -160,6 +170,9 @@ def check_exportable(program) -> None:
                                  f"graph has {len(graph.outputs)} ({', '.join(graph.outputs)})")
     for n in graph.nodes:
         where = f"{graph.name}/{n.name} ({n.op})"
+        if n.op in REFUSED:
+            raise BackendUnavailable(f"{where}: the keras export refuses op {n.op}: "
+                                     f"{REFUSED[n.op]}")
         if n.op not in LOWERINGS:
             raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
         if (n.op == "Conv2DTranspose" and max(n.attrs["strides"]) > 1

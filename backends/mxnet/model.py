@@ -17,7 +17,8 @@ Calling convention: one canonical array per graph input, in graph order (integer
 token ids and lengths in the model's float dtype), then for ``train`` one dropout scale
 (keep-mask / (1 - rate), per example) per node that draws one. ``eval`` returns the output;
 ``train`` returns (output, mean_1, var_1, mean_2, var_2, ...): the batch statistics of each
-BatchNorm node (``stat_nodes``), which the program folds into the running statistics.
+node whose op keeps running statistics (``OpDef.running_stats``: BatchNorm, ...; ``stat_nodes``),
+which the program folds into the running statistics.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class GraphBlock(HybridBlock):
         self.mask_nodes = [n.name for n in graph.nodes if training and
                            n.opdef.dropout_mask_shape(n.attrs, n.in_types, n.out_type)
                            is not None] if training else []
-        self.stat_nodes = [n.name for n in graph.nodes if n.op == "BatchNorm"] if training \
+        self.stat_nodes = [n.name for n in graph.nodes if n.opdef.running_stats] if training \
             else []
 
     def hybrid_forward(self, F, *args):

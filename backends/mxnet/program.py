@@ -65,7 +65,7 @@ class Program(contract.Program):
         self.optimizer = spec.optimizer
         self._mask_draws = mask_draws(self.graph)
         self._stat_momentum = {n.name: n.attrs["momentum"] for n in self.graph.nodes
-                               if n.op == "BatchNorm"}
+                               if n.opdef.running_stats}
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
 
     # --- parameters ---------------------------------------------------------------------------
@@ -154,7 +154,8 @@ class Program(contract.Program):
         return loss, outs[1:]
 
     def _fold_stats(self, stats):
-        """running = m * running + (1 - m) * batch, for each BatchNorm (mean, var)."""
+        """running = m * running + (1 - m) * batch, for each node with running statistics
+        (mean, var)."""
         for i, name in enumerate(self.model_train.stat_nodes):
             m = self._stat_momentum[name]
             for j, which in enumerate(("mean", "var")):

@@ -37,6 +37,7 @@ class BatchNorm(OpDef):
         "momentum": Attr("float", 0.9, check=unit_interval),
         "epsilon": _eps_attr(1e-5),
     }
+    running_stats = True
 
     def infer(self, a, inputs, where):
         x = inputs[0]

@@ -194,6 +194,10 @@ class OpDef:
     # are checked once in ``Graph.as_input_dict``; samplers draw valid ones.
     lengths_input: int | None = None
     lengths_measure: int = 0
+    # True for an op whose state is running statistics ``mean`` and ``var`` folded in training
+    # as state <- momentum * state + (1 - momentum) * batch statistic (attribute ``momentum``):
+    # a backend that folds them outside the model (mxnet) finds such nodes by this flag
+    running_stats: bool = False
 
     # --- declarations -------------------------------------------------------------------------
     def infer(self, a: dict, inputs: list[TensorType], where: str) -> TensorType:
