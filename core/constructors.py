@@ -30,6 +30,7 @@ __all__ = [
     "GlobalMaxPool2D",
     "GroupNorm",
     "HardSwish",
+    "InstanceNorm2D",
     "LSTM",
     "LayerNorm",
     "MaxPool1D",
@@ -423,6 +424,28 @@ def HardSwish(*, name: str | None = None, **unknown) -> Layer:
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("HardSwish", name=name, **unknown)
+
+
+def InstanceNorm2D(*, momentum: float = 0.9, epsilon: float = 1e-05, name: str | None = None,
+                   **unknown) -> Layer:
+    """Instance normalization of (H, W, C) images, channels last, with running statistics
+    (torch's ``InstanceNorm2d(affine=True, track_running_stats=True)``).
+
+    training: mu[n, c], var[n, c] = mean and *biased* variance over H, W of example n;
+              y = (x - mu[n, c]) / sqrt(var[n, c] + epsilon) * scale[c] + bias[c];
+              mean <- momentum * mean + (1 - momentum) * mean_n(mu[n, c]);
+              var  <- momentum * var  + (1 - momentum) * mean_n(var[n, c] * HW / (HW - 1)),
+              the *unbiased* per-example variance averaged over the batch (torch's rule).
+    eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
+    momentum is the weight of the old running value (torch's momentum is 1 - this).
+
+    Args:
+        momentum (float, default 0.9)
+        epsilon (float, default 1e-05)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("InstanceNorm2D", name=name, momentum=momentum, epsilon=epsilon, **unknown)
 
 
 def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = False,

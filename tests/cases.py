@@ -142,6 +142,11 @@ CASES = [
     ("global_max_pool", lambda: _spec([
         rs.Conv2D(5, 3, name="conv"), L.GlobalMaxPool2D(name="gmp"),
         rs.Dense(3, name="head")], (6, 6, 2), loss=SCE())),
+    ("instancenorm_image", lambda: _spec([
+        rs.Conv2D(3, 3, padding="same", name="conv"),
+        rs.InstanceNorm2D(momentum=0.8, epsilon=1e-3, name="inorm"),
+        rs.Activation("tanh", name="act"), rs.Flatten(name="flat"), rs.Dense(2, name="head")],
+        (4, 5, 2))),
     ("rmsnorm", lambda: _spec([
         rs.Dense(6, name="pre"), L.RMSNorm(epsilon=1e-3, name="rms"), rs.Dense(2, name="post")],
         (3, 4))),

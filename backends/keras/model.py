@@ -102,9 +102,10 @@ downstream would then skip steps the canonical graph runs over): a masked recurr
 is therefore passed through ``keras.ops.copy``, an operation, which carries no mask.
 
 What Keras cannot express is a ``BackendUnavailable`` naming the node and op, raised before
-anything is built or written: a Conv2DTranspose with both ``strides > 1`` and ``dilation > 1``
-(Keras' ``Conv2DTranspose`` refuses the pair, and a strided scatter has no stride-1 rewrite in
-Keras layers; a dilated one at stride 1 is exported and runs on all three backends), a graph with
+anything is built or written: an op declared with ``refuses`` (InstanceNorm2D, with the
+reason), a Conv2DTranspose with both ``strides > 1`` and ``dilation > 1`` (Keras'
+``Conv2DTranspose`` refuses the pair, and a strided scatter has no stride-1 rewrite in Keras
+layers; a dilated one at stride 1 is exported and runs on all three backends), a graph with
 several outputs, a float64 program.
 
 Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
@@ -155,6 +156,11 @@ def lowers(*ops: str):
             LOWERINGS[op] = lower
         return lower
     return register
+
+
+refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "
+        "and with running statistics in inference (GroupNormalization keeps none, "
+        "BatchNormalization trains on batch statistics)")
 
 
 def check_exportable(program) -> None:

@@ -31,6 +31,26 @@ def batch_norm(F, node, xs, p, ctx):
     return F.broadcast_add(F.broadcast_mul(y, p["scale"]), p["bias"])
 
 
+@lowers("InstanceNorm2D")
+def instance_norm2d(F, node, xs, p, ctx):
+    """Training: normalise with each example's mean and biased variance over H, W, and hand the
+    program (``ctx.stats``) their batch averages, the variance unbiased (x HW / (HW - 1)), for
+    the running update; eval: the running statistics."""
+    a = node.attrs
+    x = xs[0]
+    if ctx.training:
+        mean, var, centred = _moments(F, x, (1, 2))
+        h, w, _ = node.in_types[0].shape
+        ctx.stats.append((node.name, F.reshape(F.mean(mean, axis=(0, 1, 2)), shape=(-1,)),
+                          F.reshape(F.mean(var, axis=(0, 1, 2)), shape=(-1,))
+                          * (h * w / (h * w - 1))))
+    else:
+        mean, var = p["mean"], p["var"]
+        centred = F.broadcast_sub(x, mean)
+    y = F.broadcast_div(centred, F.sqrt(var + a["epsilon"]))
+    return F.broadcast_add(F.broadcast_mul(y, p["scale"]), p["bias"])
+
+
 @lowers("LayerNorm")
 def layer_norm(F, node, xs, p, ctx):
     _, var, centred = _moments(F, xs[0], (-1,))

@@ -44,6 +44,35 @@ class BatchNorm(NodeModule):
         return (x - mean) * (self.scale / tf.sqrt(var + self.epsilon)) + self.bias
 
 
+@lowers("InstanceNorm2D")
+class InstanceNorm2D(NodeModule):
+    """Statistics over H and W of each example. training: mean and *biased* variance per
+    (example, channel) (tf.nn.moments over axes 1, 2); running <- momentum * running +
+    (1 - momentum) * the batch average of the mean and of the *unbiased* variance, assigned only
+    when ``update_state``. eval: the running statistics. Normalises like ``BatchNorm``."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.momentum = node.attrs["momentum"]
+        self.epsilon = node.attrs["epsilon"]
+        h, w, _ = node.in_types[0].shape
+        self.unbias = h * w / (h * w - 1)
+
+    def __call__(self, xs, training=False, update_state=False):
+        x = xs[0]
+        if training:
+            mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+            if update_state:
+                m = self.momentum
+                batch_mean = tf.reduce_mean(tf.stop_gradient(mean), axis=[0, 1, 2])
+                batch_var = tf.reduce_mean(tf.stop_gradient(var), axis=[0, 1, 2]) * self.unbias
+                self.mean.assign(m * self.mean + (1 - m) * batch_mean)
+                self.var.assign(m * self.var + (1 - m) * batch_var)
+        else:
+            mean, var = self.mean, self.var
+        return (x - mean) * (self.scale / tf.sqrt(var + self.epsilon)) + self.bias
+
+
 @lowers("LayerNorm")
 class LayerNorm(NodeModule):
     """Over the last axis, biased variance (tf.nn.moments), explicit epsilon."""

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosetta.backends.torch.lowering import (CHANNELS_LAST, EITHER, lowers, native_axis,
-                                             native_params, same)
+from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, EITHER, lowers,
+                                             native_axis, native_params, same)
 from rosetta.graph import Node
 
 
@@ -126,6 +126,32 @@ def layer_norm(node: Node, layout: str) -> nn.Module:
     return nn.LayerNorm(node.in_types[0].shape[-1], eps=node.attrs["epsilon"])
 
 
+
+class CanonicalInstanceNorm2d(CanonicalBatchNorm):
+    """InstanceNorm2D by the canonical rule (``rosetta.ops.REGISTRY['InstanceNorm2D']``) with
+    torch's ``F.instance_norm`` on (N, C, H, W): per-example statistics in training, the running
+    ones in eval. torch's running update is the canonical one (the unbiased per-example variance,
+    averaged over the batch) with momentum 1 - m. A ``CanonicalBatchNorm`` so the program's
+    ``update_running_stats`` switch reaches it; ``channel_dim`` is 1 (it runs channels-first).
+    Data-parallel training is refused: its running statistics would average one replica's
+    batch."""
+
+    def forward(self, x):
+        if self.training and self.global_moments is not None:
+            raise RuntimeError("InstanceNorm2D: data-parallel training is not supported (its "
+                               "running statistics would average one replica's batch only)")
+        track = not self.training or self.update_running_stats
+        return F.instance_norm(x, self.running_mean if track else None,
+                               self.running_var if track else None, self.weight, self.bias,
+                               use_input_stats=self.training, momentum=1.0 - self.momentum,
+                               eps=self.epsilon)
+
+
+@lowers("InstanceNorm2D", accepts=CHANNELS_FIRST)
+def instance_norm2d(node: Node, layout: str) -> nn.Module:
+    a = node.attrs
+    return CanonicalInstanceNorm2d(node.in_types[0].shape[-1], a["momentum"], a["epsilon"])
+
 native_params({
     "BatchNorm": {"scale": (CanonicalBatchNorm, "weight", same, same),
                   "bias": (CanonicalBatchNorm, "bias", same, same),
@@ -136,4 +162,8 @@ native_params({
     "RMSNorm": {"scale": (nn.RMSNorm, "weight", same, same)},
     "GroupNorm": {"scale": (nn.GroupNorm, "weight", same, same),
                   "bias": (nn.GroupNorm, "bias", same, same)},
+    "InstanceNorm2D": {"scale": (CanonicalInstanceNorm2d, "weight", same, same),
+                       "bias": (CanonicalInstanceNorm2d, "bias", same, same),
+                       "mean": (CanonicalInstanceNorm2d, "running_mean", same, same),
+                       "var": (CanonicalInstanceNorm2d, "running_var", same, same)},
 })

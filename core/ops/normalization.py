@@ -162,3 +162,58 @@ class GroupNorm(OpDef):
 
     def flops(self, a, inputs, out):
         return 5 * int(np.prod(out.shape))
+
+
+@register
+class InstanceNorm2D(OpDef):
+    """Instance normalization of (H, W, C) images, channels last, with running statistics
+    (torch's ``InstanceNorm2d(affine=True, track_running_stats=True)``).
+
+    training: mu[n, c], var[n, c] = mean and *biased* variance over H, W of example n;
+              y = (x - mu[n, c]) / sqrt(var[n, c] + epsilon) * scale[c] + bias[c];
+              mean <- momentum * mean + (1 - momentum) * mean_n(mu[n, c]);
+              var  <- momentum * var  + (1 - momentum) * mean_n(var[n, c] * HW / (HW - 1)),
+              the *unbiased* per-example variance averaged over the batch (torch's rule).
+    eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
+    momentum is the weight of the old running value (torch's momentum is 1 - this).
+    """
+
+    attrs = {
+        "momentum": Attr("float", 0.9, check=unit_interval),
+        "epsilon": _eps_attr(1e-5),
+    }
+    running_stats = True
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        if len(x.shape) != 3:
+            raise self.fail(where, "an input of rank 3 per example (H, W, C)", f"shape {x.shape}")
+        if x.shape[0] * x.shape[1] < 2:
+            raise self.fail(where, "at least 2 cells per channel (the running variance is "
+                            "unbiased)", f"shape {x.shape}")
+        return x
+
+    def params(self, a, inputs):
+        return scale_and_bias(inputs[0].shape[-1])
+
+    def state(self, a, inputs):
+        c = inputs[0].shape[-1]
+        return {"mean": ParamDef((c,), Initializer("zeros"), trainable=False),
+                "var": ParamDef((c,), Initializer("ones"), trainable=False)}
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        if ctx.training:
+            mu = x.mean(axis=(1, 2), keepdims=True)
+            var = x.var(axis=(1, 2), keepdims=True)
+            cells = x.shape[1] * x.shape[2]
+            m = a["momentum"]
+            ctx.state["mean"] = m * ctx.state["mean"] + (1 - m) * mu.mean(axis=(0, 1, 2))
+            ctx.state["var"] = (m * ctx.state["var"]
+                                + (1 - m) * (var * cells / (cells - 1)).mean(axis=(0, 1, 2)))
+        else:
+            mu, var = ctx.state["mean"], ctx.state["var"]
+        return (x - mu) / np.sqrt(var + a["epsilon"]) * p["scale"] + p["bias"]
+
+    def flops(self, a, inputs, out):
+        return 4 * int(np.prod(out.shape))

@@ -48,3 +48,16 @@ def test_the_keras_export_lowers_or_refuses_every_registered_op():
     assert set(REGISTRY) <= declared, sorted(set(REGISTRY) - declared)
     assert not set(REFUSED) & set(LOWERINGS)
     assert all(len(reason) > 20 for reason in REFUSED.values()), REFUSED
+
+
+def test_the_keras_export_gives_its_reason_for_a_refused_op():
+    import types
+
+    import rosetta as rs
+    from rosetta.backends.keras.model import check_exportable
+    from rosetta.errors import BackendUnavailable
+
+    x = rs.Input((3, 3, 2), name="x")
+    graph = rs.Model(x, rs.InstanceNorm2D(name="inorm")(x), name="m")
+    with pytest.raises(BackendUnavailable, match="inorm \\(InstanceNorm2D\\).*running statistics"):
+        check_exportable(types.SimpleNamespace(graph=graph, dtype="float32"))

@@ -53,10 +53,15 @@ def test_batchnorm_eval_uses_loaded_running_stats(backend):
     assert compare_trees(prog.export_state(), state, "state", 0.0).passed
 
 
+RUNNING_STATS_CASES = ["batchnorm_dense", "instancenorm_image"]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_batchnorm_running_stats_follow_canonical_rule(backend):
-    """momentum weights the old value, and the stored variance is the biased batch variance."""
-    spec, prog, x, y = _setup("batchnorm_dense", backend)
+@pytest.mark.parametrize("case", RUNNING_STATS_CASES)
+def test_running_stats_follow_canonical_rule(case, backend):
+    """momentum weights the old value, and the stored variance is the op's (BatchNorm: the
+    biased batch variance; InstanceNorm2D: the unbiased per-example one, averaged)."""
+    spec, prog, x, y = _setup(case, backend)
     state = spec.model.init_state()
     expected = dict(state)
     for _ in range(3):
@@ -68,8 +73,9 @@ def test_batchnorm_running_stats_follow_canonical_rule(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradients_and_forward_change_nothing(backend):
-    spec, prog, x, y = _setup("batchnorm_dense", backend)
+@pytest.mark.parametrize("case", RUNNING_STATS_CASES)
+def test_gradients_and_forward_change_nothing(case, backend):
+    spec, prog, x, y = _setup(case, backend)
     before_p, before_s = prog.export_params(), prog.export_state()
     prog.gradients(x, y)
     prog.forward(x, training=True)
