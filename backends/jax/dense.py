@@ -7,7 +7,6 @@ import flax.linen as nn
 from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
 
 
-# --- ops with parameters -----------------------------------------------------------------------
 @lowers("Dense")
 def dense(node, xs, ctx):
     a = node.attrs

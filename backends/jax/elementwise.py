@@ -11,7 +11,6 @@ from rosetta.backends.jax.lowering import activate, lowers
 from rosetta.ops import elementwise as act_ops
 
 
-# --- parameter-free ops --------------------------------------------------------------------------
 @lowers("Activation")
 def activation(node, xs, ctx):
     name, kwargs = act_ops.key(node.attrs)

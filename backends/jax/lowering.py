@@ -70,7 +70,8 @@ LOWERINGS: dict = {}
 
 
 def lowers(*ops: str):
-    """Decorator: register a lowering (``lower(node, xs, ctx) -> output``, called inside the graph module's ``@nn.compact``) of ``ops`` in this backend's table::
+    """Decorator: register ``lower(node, xs, ctx) -> output`` (called inside the graph module's
+    ``@nn.compact``) as the JAX lowering of ``ops``::
 
         @lowers("HardSwish")
         def hard_swish(node, xs, ctx):

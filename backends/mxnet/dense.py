@@ -5,7 +5,6 @@ from __future__ import annotations
 from rosetta.backends.mxnet.lowering import activate, add_bias, lowers
 
 
-# --- ops with parameters -----------------------------------------------------------------------
 @lowers("Dense")
 def dense(F, node, xs, p, ctx):
     """y = x . kernel + bias over the last axis (``dot`` contracts x's last axis)."""

@@ -6,7 +6,6 @@ from rosetta.backends.mxnet.lowering import activate, lowers
 from rosetta.ops import elementwise as act_ops
 
 
-# --- parameter-free ops --------------------------------------------------------------------------
 @lowers("Activation")
 def activation(F, node, xs, p, ctx):
     name, kwargs = act_ops.key(node.attrs)

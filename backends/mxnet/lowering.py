@@ -143,7 +143,8 @@ LOWERINGS: dict = {}
 
 
 def lowers(*ops: str):
-    """Decorator: register a lowering (``lower(F, node, xs, p, ctx) -> output``, F the symbol or ndarray namespace, p the node's parameters) of ``ops`` in this backend's table::
+    """Decorator: register ``lower(F, node, xs, p, ctx) -> output`` (F the symbol or ndarray
+    namespace, p the node's parameters and state) as the MXNet lowering of ``ops``::
 
         @lowers("HardSwish")
         def hard_swish(F, node, xs, p, ctx):

@@ -1,4 +1,5 @@
-"""Export a lowered TensorFlow program: ``savedmodel`` (here) and ``keras`` (``rosetta.backends.keras``).
+"""Export a lowered TensorFlow program: ``savedmodel`` (here) and ``keras``
+(``rosetta.backends.keras``).
 
 ``savedmodel``: ``tf.saved_model.save`` of the program's ``GraphModule`` (a ``tf.Module``) with one
 ``serving_default`` signature, the model in eval mode::

@@ -118,7 +118,8 @@ LOWERINGS: dict = {}
 
 
 def lowers(*ops: str):
-    """Decorator: register a lowering (a ``NodeModule`` subclass built as ``cls(node, ctx)``, called as ``module(xs, training=..., update_state=...)``) of ``ops`` in this backend's table::
+    """Decorator: register a ``NodeModule`` subclass (built as ``cls(node, ctx)``, called as
+    ``module(xs, training=..., update_state=...)``) as the TensorFlow lowering of ``ops``::
 
         @lowers("HardSwish")
         class HardSwish(NodeModule):

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from torch import nn
 
 from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, ChannelsFirst1d,
-                                             activation, fused, lowers, native_params, same, pad_arg,
-                                             symmetric_pads)
+                                             activation, fused, lowers, native_params, pad_arg,
+                                             same, symmetric_pads)
 from rosetta.graph import Node
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
 from rosetta.ops.windows import spatial_plan, time_plan

@@ -9,7 +9,6 @@ from rosetta.backends.torch.lowering import (CHANNELS_LAST, activation, fused, l
 from rosetta.graph import Node
 
 
-# --- dense and convolution -------------------------------------------------------------------
 @lowers("Dense", accepts=CHANNELS_LAST)
 def dense(node: Node, layout: str) -> nn.Module:
     """nn.Linear on the last axis (weight is kernel.T, see params.py), then the activation."""

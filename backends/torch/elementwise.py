@@ -10,7 +10,6 @@ from rosetta.graph import Node
 from rosetta.ops.elementwise import key as activation_key
 
 
-# --- elementwise, shape and combination ops ---------------------------------------------------
 @lowers("Activation", accepts=EITHER)
 def activation_op(node: Node, layout: str) -> nn.Module:
     name, kwargs = activation_key(node.attrs)

@@ -12,7 +12,6 @@ from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, EITH
 from rosetta.graph import Node
 
 
-# --- normalization ----------------------------------------------------------------------------
 class CanonicalBatchNorm(nn.Module):
     """BatchNorm by the canonical rule (see ``rosetta.ops.REGISTRY['BatchNorm']``).
 
@@ -124,7 +123,6 @@ def group_norm(node: Node, layout: str) -> nn.Module:
 def layer_norm(node: Node, layout: str) -> nn.Module:
     """nn.LayerNorm over the last axis with the explicit epsilon (biased variance, as canonical)."""
     return nn.LayerNorm(node.in_types[0].shape[-1], eps=node.attrs["epsilon"])
-
 
 
 class CanonicalInstanceNorm2d(CanonicalBatchNorm):

@@ -16,7 +16,6 @@ from rosetta.graph import Node
 from rosetta.ops.windows import spatial_plan, time_plan
 
 
-# --- pooling ----------------------------------------------------------------------------------
 @lowers("MaxPool2D", accepts=CHANNELS_FIRST)
 def max_pool2d(node: Node, layout: str) -> nn.Module:
     """nn.MaxPool2d (it pads with -inf). Pads it cannot take (asymmetric, or more than half the

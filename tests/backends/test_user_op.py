@@ -107,8 +107,8 @@ def _spec(steps=3):
     x = rs.Input((5,), name="x")
     h = rs.Dense(4, activation="tanh", name="d")(x)
     y = Layer("ScaledSoftsign", width=0.7, name="s")(h)
-    return spec_for(rs.Model(x, y, name="user_op"), optimizer=rs.optim.SGD(0.1), dataset="regression",
-                    steps=steps)
+    return spec_for(rs.Model(x, y, name="user_op"), optimizer=rs.optim.SGD(0.1),
+                    dataset="regression", steps=steps)
 
 
 def test_the_registry_refuses_a_clash_and_a_bad_declaration(user_op):
