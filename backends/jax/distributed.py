@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 
 import jax
-
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 

@@ -11,7 +11,6 @@ Embed ``embedding`` (vocab, dim). ``check_structure`` proves it against the flax
 from __future__ import annotations
 
 import jax
-
 import numpy as np
 
 from rosetta.errors import CheckpointError, RosettaError

@@ -15,7 +15,6 @@ compared with the other backends' through saved files (``rosetta conformance --s
 from __future__ import annotations
 
 import mxnet as mx
-
 import numpy as np
 
 from rosetta import backend as contract
