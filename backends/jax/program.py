@@ -39,7 +39,7 @@ from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.jax import params as params_mod
-from rosetta.backends.jax.device import check_dtype, jax_device
+from rosetta.backends.jax.device import dtype as check_dtype, resolve as jax_device
 from rosetta.backends.jax.losses import lower_loss
 from rosetta.backends.jax.model import build_model
 from rosetta.backends.jax import optimizers

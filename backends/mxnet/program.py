@@ -29,7 +29,7 @@ from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.mxnet import optimizers, params as params_mod
-from rosetta.backends.mxnet.device import check_dtype, mx_context
+from rosetta.backends.mxnet.device import dtype as check_dtype, resolve as mx_context
 from rosetta.backends.mxnet.losses import lower_loss
 from rosetta.backends.mxnet.model import build_model
 

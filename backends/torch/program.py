@@ -31,7 +31,8 @@ from rosetta.dropout import check_masks, mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
-from rosetta.backends.torch.device import (full_float32_precision, torch_device, torch_dtype)
+from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
+                                           dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
 
 
