@@ -185,8 +185,8 @@ class Backend(ABC):
       where the framework keeps no statistic), ``gpu_name()`` and ``gpu_matmul_peak(n,
       repeats)`` (None where it cannot tell), ``thread_settings()`` (a dict, or None) and
       ``pin_threads(n)``;
-    * ``losses``: ``LOSSES`` {loss kind: builder} and ``lower(loss, ...)``, the native loss for a
-      spec ``Loss`` (dispatched by ``lower_loss`` below: one rule, one message);
+    * ``losses``: ``LOSSES`` {loss kind: its lowering} and ``lower(loss, ...)``, the native loss
+      for a spec ``Loss`` (looked up by ``loss_lowering`` below: one rule, one message);
     * ``optimizers``: ``lower(optimizer, ...)``, the native optimizer for a spec ``Optimizer``;
     * ``params``: ``load(...)`` canonical arrays into native storage and ``export(...)`` native
       storage as canonical arrays;
@@ -272,15 +272,15 @@ CONTRACT = {
 }
 
 
-def lower_loss(table: dict, loss, backend: str, *args):
-    """The one dispatch of a spec ``Loss`` to a backend's ``LOSSES`` table ({kind: builder}):
-    ``table[loss.kind](loss, *args)``; a kind the table lacks is a ``SpecError`` naming the
+def loss_lowering(table: dict, loss, backend: str):
+    """The one dispatch of a spec ``Loss`` into a backend's ``LOSSES`` table ({kind: its
+    lowering}): ``table[loss.kind]``; a kind the table lacks is a ``SpecError`` naming the
     backend and the kinds it lowers."""
-    builder = table.get(loss.kind)
-    if builder is None:
+    found = table.get(loss.kind)
+    if found is None:
         raise SpecError(f"the {backend} backend has no lowering for loss {loss.kind!r} (it "
                         f"lowers {', '.join(sorted(table))})", where="$.loss")
-    return builder(loss, *args)
+    return found
 
 
 def normalize_device(device: str) -> str:

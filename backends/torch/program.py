@@ -113,7 +113,7 @@ class Program(contract.Program):
         self._unreached = [s.tensor for p, s in self._params.items()
                            if p.split("/")[0] not in reached]
         self._norms = batch_norms(self.model)
-        self.loss_fn = losses.lower_loss(spec.loss).to(self.torch_device)
+        self.loss_fn = losses.lower(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
         self._index_limits = embedding_vocab(self.graph)
@@ -135,7 +135,7 @@ class Program(contract.Program):
     def load(self, params_: dict, state: dict) -> None:
         params.load(self._params, params_, "parameters")
         params.load(self._state, state, "state")
-        self.optimizer, self.scheduler = optimizers.lower_optimizer(
+        self.optimizer, self.scheduler = optimizers.lower(
             self.spec.optimizer, {path: s.tensor for path, s in self._params.items()})
         self.step = 0
         if self._rng is not None:
