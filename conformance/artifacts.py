@@ -24,7 +24,6 @@ from rosetta.conformance.compare import Worst, compare_arrays
 from rosetta.errors import DataError
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
-KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 # run a script with ``import rosetta`` made impossible (a None entry in sys.modules)
 WITHOUT_ROSETTA = ("import runpy, sys; sys.modules['rosetta'] = None; sys.argv = sys.argv[1:]; "
                    "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -66,8 +65,9 @@ def read_meta(export_dir) -> dict:
 
 
 def check(export_dir, inputs: dict | None = None) -> list[Worst]:
-    """Run the artifact without rosetta (under every Keras backend for ``keras``) and compare
-    it with the reference; one ``Worst`` per run, held to ``TOLERANCE`` of its dtype."""
+    """Run the artifact without rosetta, once in each environment its format names
+    (``ExportFormat.check_envs``: every Keras backend for ``keras``), and compare it with the
+    reference; one ``Worst`` per run, held to ``TOLERANCE`` of its dtype."""
     meta = read_meta(export_dir)
     if inputs is None:
         ckpt = checkpoint.load(meta["checkpoint"])
@@ -78,13 +78,11 @@ def check(export_dir, inputs: dict | None = None) -> list[Worst]:
             inputs = sample_inputs(ckpt.spec.model, 8)
         inputs = export_mod.cast_example(ckpt.spec, inputs, meta["dtype"])
     ref = reference(export_dir, inputs)
-    envs = [{"KERAS_BACKEND": b} for b in KERAS_BACKENDS] if meta["format"] == "keras" \
-        else [{}]
     out = []
-    for env in envs:
+    for env in export_mod.export_format(meta["format"]).check_envs:
         got = run_loader(export_dir, inputs, env)
-        where = f"{meta['format']} {meta['model']} ({meta['dtype']}" + (
-            f", KERAS_BACKEND={env['KERAS_BACKEND']})" if env else ")")
+        where = f"{meta['format']} {meta['model']} ({meta['dtype']}" + "".join(
+            f", {k}={v}" for k, v in env.items()) + ")"
         w = compare_arrays(got, ref, where, TOLERANCE[meta["dtype"]], floor_fraction=1.0)
         out.append(w)
     return out

@@ -25,7 +25,7 @@ TRAPS = ("summed_gradients", "replica_batchnorm", "same_dropout_mask")
 def plant(trap: str, backend: str) -> None:
     if trap not in TRAPS:
         raise ValueError(f"unknown trap {trap!r}; one of {TRAPS}")
-    mod = importlib.import_module(f"rosetta.backends.{backend}.distributed")
+    mod = importlib.import_module(f"rosetta.backends.{backend}.data_parallel")
     globals()[f"_{trap}_{backend}"](mod)
 
 

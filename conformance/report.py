@@ -43,8 +43,12 @@ def table(results) -> str:
 
 def environment() -> dict:
     import importlib.metadata as md
+
+    from rosetta.backend_registry import backend_classes
+
     env = {"python": platform.python_version(), "machine": platform.machine()}
-    for pkg in ("numpy", "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "flax", "optax"):
+    packages = ["numpy"] + [d for cls in backend_classes().values() for d in cls.distributions]
+    for pkg in packages:
         try:
             env[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

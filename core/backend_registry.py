@@ -1,81 +1,86 @@
 """Backend discovery: the ``rosetta.backends`` entry-point group, loaded lazily.
 
-Nothing here imports a framework; ``get_backend`` imports the one asked for.
+Every list of backends is read here from the entry points, and what a backend needs (its
+framework modules, its pip extra, its export formats, its engine) from its ``Backend`` class,
+which its package declares without importing the framework (``rosetta.backend.Backend``). A
+backend installed by another distribution is found the same way, with no list to edit.
+``get_backend`` imports nothing either: the framework is imported when the backend first uses it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from importlib.metadata import entry_points
 
+from rosetta.backend import Backend
 from rosetta.errors import BackendUnavailable
 
-# name -> (framework modules it needs, pip extra)
-KNOWN = {
-    "torch": (("torch",), "torch"),
-    "tensorflow": (("tensorflow",), "tensorflow"),
-    "jax": (("jax", "flax", "optax"), "jax"),
-    "mxnet": (("mxnet",), "mxnet"),
-}
-
-# backends that cannot share an environment with the others: how to get one
-OWN_ENVIRONMENT = {
-    "mxnet": ("MXNet 1.9.1 needs numpy<1.24 (TensorFlow and JAX refuse it), so it lives in its "
-              "own environment: python3.11 -m venv .venv-mxnet && .venv-mxnet/bin/pip install "
-              "-e '.[mxnet]' (README: MXNet in its own environment)"),
-}
+GROUP = "rosetta.backends"
 
 _LOADED: dict = {}
 
 
 def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group="rosetta.backends")}
-
-
-def install_hint(name: str) -> str:
-    if name in OWN_ENVIRONMENT:
-        return OWN_ENVIRONMENT[name]
-    extra = KNOWN.get(name, ((), name))[1]
-    return f"pip install 'rosetta-ml[{extra}]'"
-
-
-def missing_modules(name: str) -> list[str]:
-    mods = KNOWN.get(name, ((),))[0]
-    return [m for m in mods if importlib.util.find_spec(m) is None]
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
 def backend_names() -> list[str]:
-    """Every backend known by name or entry point, installed or not."""
-    names = list(KNOWN)
-    names += [n for n in _entry_points() if n not in names]
-    return names
+    """Every backend registered through the entry points, installed or not, in listing order
+    (``Backend.order``, then name; installers sort entry points by name)."""
+    def key(name):
+        try:
+            return backend_class(name).order, name
+        except BackendUnavailable:
+            return Backend.order, name
+    return sorted(_entry_points(), key=key)
+
+
+def backend_class(name: str) -> type:
+    """The ``Backend`` class of ``name`` (its package imported, never its framework); a clear
+    ``BackendUnavailable`` for an unknown name or an entry point that does not load."""
+    eps = _entry_points()
+    if name not in eps:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose one of "
+                                 f"{', '.join(eps) or 'none (no backend is registered: pip install -e .)'}")
+    try:
+        return eps[name].load()
+    except (ImportError, AttributeError) as e:
+        raise BackendUnavailable(f"backend {name!r} failed to load ({type(e).__name__}: {e}); "
+                                 f"check its installation") from e
+
+
+def backend_classes() -> dict[str, type]:
+    """{name: Backend class} of every registered backend whose package loads."""
+    out = {}
+    for name in backend_names():
+        try:
+            out[name] = backend_class(name)
+        except BackendUnavailable:
+            pass
+    return out
+
+
+def install_hint(name: str) -> str:
+    return backend_class(name).install_hint()
+
+
+def missing_modules(name: str) -> list[str]:
+    """The framework modules ``name`` needs that are not installed (checked without importing)."""
+    return backend_class(name).missing()
 
 
 def available_backends() -> list[str]:
     """Backends whose frameworks are installed (checked without importing them)."""
-    eps = _entry_points()
-    return [n for n in backend_names() if n in eps and not missing_modules(n)]
+    return [n for n, cls in backend_classes().items() if not cls.missing()]
 
 
 def get_backend(name: str):
-    """The backend object for ``name``; a clear ``BackendUnavailable`` if it cannot load."""
+    """The backend object for ``name``; a clear ``BackendUnavailable`` if it cannot run here."""
     if name in _LOADED:
         return _LOADED[name]
-    eps = _entry_points()
-    if name not in eps and name not in KNOWN:
-        raise BackendUnavailable(f"unknown backend {name!r}; choose one of "
-                                 f"{', '.join(backend_names())}")
-    missing = missing_modules(name)
+    cls = backend_class(name)
+    missing = cls.missing()
     if missing:
         raise BackendUnavailable(f"backend {name!r} needs {', '.join(missing)}, which is not "
-                                 f"installed: {install_hint(name)}")
-    if name not in eps:
-        raise BackendUnavailable(f"backend {name!r} is not registered: reinstall rosetta-ml "
-                                 f"(pip install -e .) so its entry points are written")
-    try:
-        cls = eps[name].load()
-    except (ImportError, AttributeError) as e:
-        raise BackendUnavailable(f"backend {name!r} failed to load ({type(e).__name__}: {e}); "
-                                 f"check the installation: {install_hint(name)}") from e
+                                 f"installed: {cls.install_hint()}")
     _LOADED[name] = cls()
     return _LOADED[name]

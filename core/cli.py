@@ -16,19 +16,27 @@ from pathlib import Path
 
 from rosetta.errors import RosettaError, SpecError
 from rosetta.backend_registry import backend_names
+from rosetta.export import formats as export_formats
 from rosetta.files import dumps_json
 from rosetta.hostmem import retain_freed_memory
 from rosetta.validate import INT64, MAX_STEPS, memory_argument
 
 
 def quiet_frameworks() -> None:
-    """Users should see rosetta's output, not framework banners."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    for name in ("jax._src.xla_bridge", "absl", "tensorflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(jax|flax|torch|tensorflow)")
+    """Users should see rosetta's output, not framework banners: each backend's quiet
+    environment defaults and loggers (``Backend.quiet_env``, ``quiet_loggers``), and no
+    UserWarning from the modules it requires."""
+    from rosetta.backend_registry import backend_classes
+
+    classes = backend_classes().values()
+    for cls in classes:
+        for k, v in cls.quiet_env.items():
+            os.environ.setdefault(k, v)
+        for name in cls.quiet_loggers:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    modules = sorted({m for cls in classes for m in cls.requires})
+    if modules:
+        warnings.filterwarnings("ignore", category=UserWarning, module=f"({'|'.join(modules)})")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)  # exporters' notices of their own
 
@@ -209,8 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="a checkpoint as a framework's own deployable artifact, "
                                       "checked without rosetta")
     x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
-    x.add_argument("--format", required=True,
-                   choices=["torch", "onnx", "savedmodel", "keras", "jax", "mxnet"])
+    x.add_argument("--format", required=True, choices=list(export_formats()))
     x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
     x.add_argument("--dtype", choices=["float32", "float64"],
                    help="default: the checkpoint's where the format keeps it, else float32")
@@ -393,17 +400,23 @@ def cmd_models(args) -> int:
 
 
 def cmd_backends(args) -> int:
-    from rosetta.backend_registry import backend_names, get_backend, install_hint, missing_modules
+    from rosetta.backend_registry import backend_class, backend_names, get_backend
 
     for name in backend_names():
-        missing = missing_modules(name)
+        try:
+            cls = backend_class(name)
+        except RosettaError as e:
+            print(f"{name:<11} unavailable: {e}")
+            continue
+        missing = cls.missing()
         if missing:
-            print(f"{name:<11} not installed ({', '.join(missing)} missing): {install_hint(name)}")
+            print(f"{name:<11} not installed ({', '.join(missing)} missing): "
+                  f"{cls.install_hint()}")
             continue
         try:
             be = get_backend(name)
             print(f"{name:<11} {be.version():<40} devices: {', '.join(be.devices())}")
-        except RosettaError as e:
+        except (RosettaError, ImportError) as e:
             print(f"{name:<11} unavailable: {e}")
     return 0
 

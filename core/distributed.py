@@ -16,16 +16,18 @@ order:
   one-device masks, and replica r uses rows [r·B/N, (r+1)·B/N) of them;
 * schedules count global updates (one update per global batch, whatever N).
 
-On a CPU machine N devices are N processes (torch, gloo) or N logical devices in one process
-(TensorFlow, JAX), and those must be configured before the framework initialises: ``launch``
-starts fresh worker processes (``python -m rosetta.distributed JOB``) with the environment each
-engine's launcher would set (``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``/
-``LOCAL_RANK`` for torch, as torchrun does; ``XLA_FLAGS`` for JAX's host devices), runs a target
-function in each and returns what the main process (rank 0) wrote. Under a real multi-host
-launcher (torchrun, a ``TF_CONFIG``, a JAX coordinator address) ``launched`` is true and the same
-code runs in place, without spawning.
+Each backend declares its engine (``Backend.engine``, an ``Engine`` defined in
+``backends/<name>/distributed.py``, which imports no framework): the variables its multi-host
+launcher sets, the world they describe, how many worker processes N devices take on one machine
+and what each needs in its environment, and the module holding the framework part (``setup``,
+``teardown``, ``compile``). On a CPU machine N devices are N processes or N logical devices in
+one process, and those must be configured before the framework initialises: ``launch`` starts
+fresh worker processes (``python -m rosetta.distributed JOB``) with the environment the engine's
+launcher would set, runs a target function in each and returns what the main process (rank 0)
+wrote. Under a real multi-host launcher ``launched`` is true and the same code runs in place,
+without spawning.
 
-This module imports no framework: the worker imports ``rosetta.backends.<name>.distributed``.
+This module imports no framework: the worker imports the engine's ``module``.
 """
 
 from __future__ import annotations
@@ -46,11 +48,63 @@ from rosetta.errors import BackendUnavailable, DataError, RosettaError
 
 BATCHNORM_STATS = ("global", "replica")
 
-# the environment variables each multi-host launcher sets, and that rosetta reads
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-TF_ENV = ("TF_CONFIG",)
-JAX_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-LAUNCH_ENV = {"torch": TORCHRUN_ENV, "tensorflow": TF_ENV, "jax": JAX_ENV}
+
+
+class Engine:
+    """A backend's data-parallel engine, the launcher's side (``Backend.engine``).
+
+    ``launch_env``: the variables its multi-host launcher sets and rosetta reads; ``module``:
+    the module (importing the framework) with ``setup(devices, device)`` (join the world the
+    environment describes; idempotent), ``teardown()`` and ``compile(spec, *, devices, dtype,
+    device, mode, batchnorm)`` (a ``Program`` taking global batches).
+    """
+
+    launch_env: tuple[str, ...] = ()
+    module: str = ""
+
+    def launched(self, env) -> bool:
+        """True in a process its own multi-host launcher started (``env``: the environment)."""
+        return False
+
+    def world(self, env) -> tuple[int, int]:
+        """(rank of this process, number of processes) as ``env`` says; (0, 1) outside a
+        launcher's world."""
+        return 0, 1
+
+    def processes(self, devices: int) -> int:
+        """Worker processes that drive ``devices`` devices on one machine."""
+        return 1
+
+    def worker_env(self, env: dict, *, devices: int, device: str, rank: int, port: int) -> None:
+        """Add to ``env`` what worker ``rank`` of ``processes(devices)`` needs (``port``: a free
+        port on this machine for the processes to meet at)."""
+
+    def framework(self):
+        """The framework part (``module``), imported."""
+        return importlib.import_module(self.module)
+
+
+def engine(backend: str) -> Engine | None:
+    """The data-parallel engine ``backend`` declares (None: it has none); imports no framework."""
+    from rosetta.backend_registry import backend_class
+
+    return backend_class(backend).engine
+
+
+def engines() -> list[str]:
+    """The backends that declare a data-parallel engine."""
+    from rosetta.backend_registry import backend_classes
+
+    return [name for name, cls in backend_classes().items() if cls.engine is not None]
+
+
+def env_int(env, name: str) -> int:
+    """``env[name]`` as an integer; ``DataError`` naming the variable otherwise."""
+    try:
+        return int(env[name])
+    except (KeyError, ValueError):
+        raise DataError(f"environment variable {name} must be set to an integer, found "
+                        f"{env.get(name)!r}") from None
 
 
 class DistributedError(RosettaError):
@@ -68,16 +122,15 @@ def check_devices(devices, batch_size: int | None = None) -> int:
     return int(devices)
 
 
-ENGINES = ("torch", "tensorflow", "jax")  # the backends with a ``distributed.py``
-
-
-def check_engine(backend: str) -> str:
-    """A backend that can train on several devices, else one clear line (before any worker)."""
-    if backend not in ENGINES:
+def check_engine(backend: str) -> Engine:
+    """The engine of a backend that can train on several devices, else one clear line (before
+    any worker)."""
+    found = engine(backend)
+    if found is None:
         raise BackendUnavailable(f"{backend} has no data-parallel engine in rosetta (it trains on "
                                  f"one device: --devices 1); several devices run on "
-                                 f"{', '.join(ENGINES)}")
-    return backend
+                                 f"{', '.join(engines())}")
+    return found
 
 
 def check_batchnorm(batchnorm: str) -> str:
@@ -94,22 +147,6 @@ def replica_rows(batch: int, rank: int, world: int) -> slice:
                         f"replicas")
     per = batch // world
     return slice(rank * per, (rank + 1) * per)
-
-
-def parse_tf_config(text: str) -> dict:
-    """``TF_CONFIG`` (JSON: ``cluster`` {"worker": [host:port, ...]}, ``task`` {type, index}) as
-    {"workers": [...], "index": i}; ``DataError`` naming what is wrong."""
-    try:
-        cfg = json.loads(text)
-        workers = list(cfg["cluster"]["worker"])
-        task = cfg["task"]
-        index = int(task["index"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"TF_CONFIG must be JSON with cluster.worker (a list of host:port) and "
-                        f"task.type / task.index ({type(e).__name__}: {e})") from None
-    if task.get("type") not in ("worker", "chief") or not 0 <= index < len(workers):
-        raise DataError(f"TF_CONFIG task {task!r} is not one of the {len(workers)} workers")
-    return {"workers": workers, "index": index}
 
 
 def portable_spec(spec) -> dict:
@@ -129,16 +166,10 @@ def portable_spec(spec) -> dict:
 
 
 def launched(backend: str) -> bool:
-    """True inside a process started by the engine's own multi-host launcher (torchrun's
-    RANK/WORLD_SIZE, a TF_CONFIG, a JAX coordinator address), where rosetta spawns nothing."""
-    env = os.environ
-    if backend == "torch":
-        return "RANK" in env and "WORLD_SIZE" in env
-    if backend == "tensorflow":
-        return "TF_CONFIG" in env
-    if backend == "jax":
-        return "JAX_COORDINATOR_ADDRESS" in env
-    return False
+    """True inside a process started by the engine's own multi-host launcher, where rosetta
+    spawns nothing."""
+    found = engine(backend)
+    return found is not None and found.launched(os.environ)
 
 
 WORKER_ENV = "ROSETTA_DISTRIBUTED_WORKER"  # set by ``launch`` in the processes it starts
@@ -153,35 +184,21 @@ def in_worker(backend: str) -> bool:
 def world_from_env(backend: str) -> tuple[int, int]:
     """(rank of this process, number of processes) as the launcher's environment says; (0, 1)
     outside one."""
-    env = os.environ
-    if backend == "torch" and "WORLD_SIZE" in env:
-        return _env_int("RANK"), _env_int("WORLD_SIZE")
-    if backend == "tensorflow" and "TF_CONFIG" in env:
-        cfg = parse_tf_config(env["TF_CONFIG"])
-        return cfg["index"], len(cfg["workers"])
-    if backend == "jax" and "JAX_COORDINATOR_ADDRESS" in env:
-        return _env_int("JAX_PROCESS_ID"), _env_int("JAX_NUM_PROCESSES")
-    return 0, 1
-
-
-def _env_int(name: str) -> int:
-    try:
-        return int(os.environ[name])
-    except (KeyError, ValueError):
-        raise DataError(f"environment variable {name} must be set to an integer, found "
-                        f"{os.environ.get(name)!r}") from None
+    found = engine(backend)
+    return (0, 1) if found is None else found.world(os.environ)
 
 
 def is_main_process(backend: str) -> bool:
     return world_from_env(backend)[0] == 0
 
 
-def backend_module(backend: str):
-    """``rosetta.backends.<backend>.distributed`` (imports the framework)."""
+def framework_part(backend: str):
+    """The engine's framework part (``Engine.module``; imports the framework)."""
     from rosetta.backend_registry import get_backend
 
-    get_backend(backend)  # a clear line if the framework is missing
-    return importlib.import_module(f"rosetta.backends.{backend}.distributed")
+    found = check_engine(backend)
+    get_backend(backend).load_framework()  # a clear line if the framework is missing
+    return found.framework()
 
 
 def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
@@ -190,7 +207,7 @@ def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
     global batches: it shards them itself."""
     check_batchnorm(batchnorm)
-    mod = backend_module(check_engine(backend))
+    mod = framework_part(backend)
     mod.setup(devices, device)  # idempotent: a process torchrun started joins its group here
     return mod.compile(spec, devices=devices, dtype=dtype, device=device,
                                            mode=mode, batchnorm=batchnorm)
@@ -199,9 +216,8 @@ def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
 # --- spawning workers on this machine ---------------------------------------------------------
 
 def processes(backend: str, devices: int) -> int:
-    """Worker processes for ``devices`` devices on one machine: torch runs one process per
-    device (gloo/nccl ranks); TensorFlow and JAX drive N devices from one process."""
-    return devices if backend == "torch" else 1
+    """Worker processes for ``devices`` devices on one machine (the engine says)."""
+    return check_engine(backend).processes(devices)
 
 
 def _free_port() -> int:
@@ -211,24 +227,19 @@ def _free_port() -> int:
 
 
 def worker_env(backend: str, devices: int, device: str, rank: int, port: int) -> dict:
-    """The environment of worker ``rank``: what torchrun would set for torch; N host devices
-    for JAX on a CPU (``XLA_FLAGS``, read when JAX initialises)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in TORCHRUN_ENV + TF_ENV + JAX_ENV}
+    """The environment of worker ``rank``: this one without any launcher's variables, the
+    frameworks' quiet defaults, and what the engine's launcher would set."""
+    from rosetta.backend_registry import backend_classes
+
+    classes = backend_classes().values()
+    stale = {k for cls in classes if cls.engine is not None for k in cls.engine.launch_env}
+    env = {k: v for k, v in os.environ.items() if k not in stale}
     env["PYTHONUNBUFFERED"] = "1"
     env[WORKER_ENV] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    if backend == "torch":
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(devices),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        # N processes on a machine share its cores: one thread each keeps them from fighting
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
-    elif backend == "jax" and device == "cpu":
-        flags = [f for f in env.get("XLA_FLAGS", "").split()
-                 if not f.startswith("--xla_force_host_platform_device_count")]
-        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-        env["JAX_PLATFORMS"] = "cpu"
+    for cls in classes:
+        for k, v in cls.quiet_env.items():
+            env.setdefault(k, v)
+    check_engine(backend).worker_env(env, devices=devices, device=device, rank=rank, port=port)
     return env
 
 
@@ -338,7 +349,7 @@ def _worker_main(job_path: str) -> int:
     quiet_frameworks()
     job = json.loads(Path(job_path).read_text())
     backend, devices = job["backend"], job["devices"]
-    mod = backend_module(backend)
+    mod = framework_part(backend)
     mod.setup(devices, job["device"])
     rank = world_from_env(backend)[0]
     module, _, func = job["target"].partition(":")

@@ -6,21 +6,22 @@ An export is a folder (written to a hidden temporary folder beside it, then rena
     export.json       format, model name, dtype, the inputs in order ({name, shape, dtype}, batch
                       axis open), the output shape, the checkpoint it came from and its update
                       count, the files below: plain JSON for the loader, no rosetta needed
-    <artifact files>  the format's own (``FORMATS``): model.pt2 + state_dict.pt, saved_model/,
+    <artifact files>  the format's own: model.pt2 + state_dict.pt, saved_model/,
                       model.stablehlo + variables.msgpack, model.keras, model.onnx
     load.py           a standalone script (it never imports rosetta) that loads the artifact with
                       its framework and runs it: ``python load.py EXPORT_DIR INPUTS.npz OUT.npz``
                       reads one array per input name (canonical layout: batch first, channels
                       last) and writes the outputs as ``y``. It is the script the check runs.
 
-Formats (``FORMATS``: format -> the backend package that writes it, the dtypes it keeps):
-``torch`` (torch.export ``model.pt2`` + ``state_dict.pt``; float32, float64), ``onnx`` (torch's
+Formats (``formats()``: format -> the backend that writes it, read from each backend's
+``Backend.formats``, an ``ExportFormat`` with the dtypes it keeps): ``torch`` (torch.export ``model.pt2`` + ``state_dict.pt``; float32, float64), ``onnx`` (torch's
 ONNX exporter, run by onnxruntime; float32), ``savedmodel`` (``tf.saved_model.save`` with a
 ``serving_default`` signature; float32, float64), ``keras`` (a ``keras.Model`` of Keras 3 layers,
 ``model.keras``; float32), ``jax`` (``jax.export`` serialized StableHLO with a symbolic batch
 axis, + the flax variables; float32, float64).
 
-Each backend's ``export.py`` has the same shape: ``FORMATS`` (the formats it writes) and
+Each backend's ``export.py`` has the same shape: ``FORMATS`` (the formats it writes, its
+``Backend.formats``) and
 ``export(program, fmt, out, *, example) -> list[str]``: write the artifact of ``fmt`` for the
 lowered ``program`` (its parameters and state already loaded from the checkpoint) into the empty
 folder ``out``, and return the names of the files and folders written; an op the format cannot
@@ -52,28 +53,35 @@ from rosetta.files import install_folder, temp_folder, writable_parent
 EXPORT_JSON = "export.json"
 LOADER = "load.py"
 
-# format -> (backend that writes it, dtypes it keeps, one-line description)
-FORMATS = {
-    "torch": ("torch", ("float32", "float64"), "torch.export program (.pt2) + state_dict"),
-    "onnx": ("torch", ("float32",), "ONNX model (torch.onnx), for onnxruntime"),
-    "savedmodel": ("tensorflow", ("float32", "float64"),
-                   "TensorFlow SavedModel, serving_default signature"),
-    "keras": ("tensorflow", ("float32",), "Keras 3 model (.keras) of Keras layers"),
-    "jax": ("jax", ("float32", "float64"), "jax.export StableHLO + flax variables"),
-    "mxnet": ("mxnet", ("float32", "float64"), "MXNet HybridBlock.export: symbol JSON + params"),
-}
+def formats() -> dict:
+    """{format: (backend that writes it, its ``ExportFormat``)} over every registered backend
+    (read from their ``Backend.formats``; no framework is imported)."""
+    from rosetta.backend_registry import backend_classes
+
+    return {fmt: (name, f) for name, cls in backend_classes().items()
+            for fmt, f in cls.formats.items()}
+
+
+def export_format(fmt: str):
+    """The ``ExportFormat`` of ``fmt``; ``DataError`` naming the formats otherwise."""
+    return _lookup(fmt)[1]
 
 
 def backend_of(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise DataError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
-    return FORMATS[fmt][0]
+    return _lookup(fmt)[0]
+
+
+def _lookup(fmt: str):
+    known = formats()
+    if fmt not in known:
+        raise DataError(f"unknown export format {fmt!r}; formats: {', '.join(known)}")
+    return known[fmt]
 
 
 def export_dtype(fmt: str, ckpt_dtype: str, dtype: str | None) -> str:
     """The artifact's dtype: the one asked for, else the checkpoint's where the format keeps
     it, else float32."""
-    keeps = FORMATS[fmt][1]
+    keeps = export_format(fmt).dtypes
     if dtype is None:
         return ckpt_dtype if ckpt_dtype in keeps else "float32"
     if dtype not in keeps:

@@ -1,4 +1,5 @@
-"""Device and precision setup for the JAX backend.
+"""Device and precision setup for the JAX backend, and the benchmark's device hooks (the module
+contract: ``rosetta.backend.Backend``).
 
 Importing this module changes two JAX defaults for the whole process (it is imported only when the
 jax backend is asked for):
@@ -14,8 +15,10 @@ jax backend is asked for):
 from __future__ import annotations
 
 import logging
+import time
 
 import jax
+import jax.numpy as jnp
 
 from rosetta.backend import DTYPES, normalize_device
 from rosetta.errors import BackendUnavailable
@@ -29,14 +32,15 @@ logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
 _PLATFORMS = {"cpu": "cpu", "gpu": "gpu"}
 
 
-def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise BackendUnavailable(f"jax backend: dtype {dtype!r} is not supported; choose one of "
+def dtype(name: str) -> str:
+    """``float32`` / ``float64`` (the name JAX takes); ``BackendUnavailable`` otherwise."""
+    if name not in DTYPES:
+        raise BackendUnavailable(f"jax backend: dtype {name!r} is not supported; choose one of "
                                  f"{', '.join(DTYPES)}")
-    return dtype
+    return name
 
 
-def jax_device(device: str) -> jax.Device:
+def resolve(device: str) -> jax.Device:
     """The first JAX device for a rosetta device name (``cpu``, ``gpu``/``cuda``)."""
     name = normalize_device(device)
     if name not in _PLATFORMS:
@@ -56,8 +60,59 @@ def available() -> list[str]:
     out = []
     for name in _PLATFORMS:
         try:
-            jax_device(name)
+            resolve(name)
             out.append(name)
         except BackendUnavailable:
             pass
     return out
+
+
+# --- the benchmark's hooks ---------------------------------------------------------------------
+
+def _gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+def gpu_peak_memory_mb() -> float | None:
+    """XLA's peak bytes in use on the first GPU, in MiB (None where it keeps no statistic)."""
+    dev = _gpu()
+    peak = None if dev is None else (dev.memory_stats() or {}).get("peak_bytes_in_use")
+    return None if peak is None else peak / 2 ** 20
+
+
+def reset_gpu_peak_memory() -> None:
+    pass  # XLA's peak cannot be reset: it is the process's
+
+
+def gpu_name() -> str | None:
+    dev = _gpu()
+    return None if dev is None else dev.device_kind
+
+
+def gpu_matmul_peak(n: int, repeats: int) -> dict | None:
+    """The best of ``repeats`` float32 n x n products on the first GPU (HIGHEST), GFLOP/s."""
+    dev = _gpu()
+    if dev is None:
+        return None
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), dev)
+    f = jax.jit(lambda x: jnp.dot(x, x, precision=jax.lax.Precision.HIGHEST))
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"jax float32 {n}x{n} matmul (HIGHEST), "
+            f"best of {repeats}", "library": "jax " + jax.__version__}
+
+
+def thread_settings() -> dict:
+    return {"note": "XLA's CPU runtime: one intra-op pool of one thread per core unless "
+                    "XLA_FLAGS says otherwise"}
+
+
+def pin_threads(n: int) -> None:
+    pass  # XLA reads its threads from XLA_FLAGS when it starts (rosetta.threads.pin_threads)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from rosetta import losses
-from rosetta.errors import SpecError
+from rosetta.backend import loss_lowering
 
 
 def _per_token_cross_entropy(logits, labels, label_smoothing: float):
@@ -65,18 +65,17 @@ def _binary_cross_entropy(logits, labels):
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
 
 
-def lower_loss(loss: losses.Loss) -> Callable:
+LOSSES = {
+    "softmax_cross_entropy": lambda loss: _softmax_cross_entropy(loss.label_smoothing),
+    "sequence_cross_entropy": lambda loss: _sequence_cross_entropy(loss.ignore_label,
+                                                                   loss.label_smoothing),
+    "huber": lambda loss: _huber(loss.delta),
+    "kl_divergence": lambda loss: _kl_divergence,
+    "mse": lambda loss: _mse,
+    "binary_cross_entropy": lambda loss: _binary_cross_entropy,
+}
+
+
+def lower(loss: losses.Loss) -> Callable:
     """(logits, labels) -> scalar loss, a pure jax function."""
-    if isinstance(loss, losses.SoftmaxCrossEntropy):
-        return _softmax_cross_entropy(loss.label_smoothing)
-    if isinstance(loss, losses.SequenceCrossEntropy):
-        return _sequence_cross_entropy(loss.ignore_label, loss.label_smoothing)
-    if isinstance(loss, losses.Huber):
-        return _huber(loss.delta)
-    if isinstance(loss, losses.KLDivergence):
-        return _kl_divergence
-    if isinstance(loss, losses.MeanSquaredError):
-        return _mse
-    if isinstance(loss, losses.BinaryCrossEntropy):
-        return _binary_cross_entropy
-    raise SpecError(f"the jax backend has no lowering for loss {loss.kind!r}", where="$.loss")
+    return loss_lowering(LOSSES, loss, "jax")(loss)

@@ -173,7 +173,7 @@ def _rule(opt: optim.Optimizer, lr) -> optax.GradientTransformation:
                     where="$.optimizer")
 
 
-def lower_optimizer(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
+def lower(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
     schedule = opt.learning_rate
     lr = (float(schedule.value) if isinstance(schedule, Constant)
           else lower_schedule(schedule, dtype))
@@ -197,7 +197,7 @@ _SLOTS = ((optax.TraceState, (("velocity", "trace"),)),
 
 
 def slots(opt_state) -> dict:
-    """{canonical slot name: params-shaped tree} found in an optax state of ``lower_optimizer``."""
+    """{canonical slot name: params-shaped tree} found in an optax state of ``lower``."""
     out = {}
 
     def visit(state):

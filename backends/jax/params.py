@@ -38,13 +38,13 @@ def _nest(graph: Graph, flat: dict, defs: dict, dtype, what: str) -> dict:
     return tree
 
 
-def to_native(graph: Graph, params: dict, state: dict, dtype) -> dict:
+def load(graph: Graph, params: dict, state: dict, dtype) -> dict:
     """flax variables {"params": ..., "batch_stats": ...} (NumPy leaves in ``dtype``)."""
     return {PARAMS: _nest(graph, params, graph.param_defs(), dtype, "parameters"),
             STATE: _nest(graph, state, graph.state_defs(), dtype, "state arrays")}
 
 
-def to_canonical(tree: dict) -> dict[str, np.ndarray]:
+def export(tree: dict) -> dict[str, np.ndarray]:
     """{"node/name": NumPy array} from one collection ({node: {name: array}}); one device fetch.
 
     The arrays are writable copies: on CPU ``device_get`` can return read-only views of device

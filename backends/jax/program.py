@@ -39,11 +39,11 @@ from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.jax import params as params_mod
-from rosetta.backends.jax.device import check_dtype, jax_device
-from rosetta.backends.jax.losses import lower_loss
+from rosetta.backends.jax.device import dtype as check_dtype, resolve as jax_device
+from rosetta.backends.jax.losses import lower as lower_loss
 from rosetta.backends.jax.model import build_model
 from rosetta.backends.jax import optimizers
-from rosetta.backends.jax.optimizers import lower_optimizer, slots
+from rosetta.backends.jax.optimizers import lower as lower_optimizer, slots
 
 STEP_DTYPE = np.int32
 
@@ -135,7 +135,7 @@ class Program(contract.Program):
 
     # --- state ------------------------------------------------------------------------------------
     def load(self, params, state):
-        variables = params_mod.to_native(self.graph, params, state, self._np_dtype)
+        variables = params_mod.load(self.graph, params, state, self._np_dtype)
         put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
         self.params = put(variables[params_mod.PARAMS])
         self.batch_stats = put(variables[params_mod.STATE])
@@ -144,14 +144,14 @@ class Program(contract.Program):
         self._step = put(np.asarray(0, STEP_DTYPE))
 
     def export_params(self):
-        return params_mod.to_canonical(self.params)
+        return params_mod.export(self.params)
 
     def export_state(self):
-        return params_mod.to_canonical(self.batch_stats)
+        return params_mod.export(self.batch_stats)
 
     def export_optimizer_state(self):
         return {f"{slot}/{path}": arr for slot, tree in slots(self.opt_state).items()
-                for path, arr in params_mod.to_canonical(tree).items()}
+                for path, arr in params_mod.export(tree).items()}
 
     def load_optimizer_state(self, slots: dict, step: int) -> None:
         """Resume after ``step`` updates (call after ``load``): ``slots`` as
@@ -206,7 +206,7 @@ class Program(contract.Program):
     def gradients(self, inputs, labels, masks=None):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
                                       *self._batch(inputs, labels, masks))
-        return float(loss), params_mod.to_canonical(grads)
+        return float(loss), params_mod.export(grads)
 
     def forward(self, inputs, training: bool = False, masks=None):
         x = self._inputs(inputs)

@@ -9,34 +9,37 @@ optimizers on MXNet NDArrays.
 MXNet 1.9.1 (its last release) needs NumPy < 1.24, which TensorFlow and JAX refuse: it lives in
 an environment of its own (README, "MXNet in its own environment"), and its trajectories are
 compared with the other backends' through saved files (``rosetta conformance --save`` /
-``--compare``). Importing this package imports mxnet (and never torch, TensorFlow or JAX).
+``--compare``). Importing this package imports no framework; its modules import mxnet (and never
+torch, TensorFlow or JAX). It has no data-parallel engine (``engine`` None).
 """
 
 from __future__ import annotations
 
-import mxnet as mx
-import numpy as np
-
 from rosetta import backend as contract
-from rosetta.backends.mxnet.device import available_devices
-from rosetta.backends.mxnet.program import Program
 
 
 class Backend(contract.Backend):
     name = "mxnet"
+    order = 3
+    requires = ("mxnet",)
+    distributions = ("mxnet",)
+    extra = "mxnet"
+    own_environment = (
+        "MXNet 1.9.1 needs numpy<1.24 (TensorFlow and JAX refuse it), so it lives in its own "
+        "environment: python3.11 -m venv .venv-mxnet && .venv-mxnet/bin/pip install -e "
+        "'.[mxnet]' (README: MXNet in its own environment)")
+    # hybrid: the blocks hybridized, MXNet's compiled graph; imperative: op by op
     modes = ("hybrid", "imperative")
+    formats = {
+        "mxnet": contract.ExportFormat(("float32", "float64"),
+                                       "MXNet HybridBlock.export: symbol JSON + params"),
+    }
 
     def version(self) -> str:
+        import mxnet as mx
+        import numpy as np
+
         return f"mxnet {mx.__version__}, numpy {np.__version__}"
 
-    def devices(self) -> list[str]:
-        return available_devices()
 
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
-                mode: str | None = None) -> Program:
-        """Lower ``spec``. ``mode``: ``"hybrid"`` (default: the blocks hybridized, MXNet's
-        compiled graph) or ``"imperative"`` (op by op)."""
-        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))
-
-
-__all__ = ["Backend", "Program"]
+__all__ = ["Backend"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from mxnet.gluon import HybridBlock
 
-from rosetta.errors import SpecError
+from rosetta.backend import loss_lowering
 
 
 def _smoothed_nll(F, z, y, eps: float, classes: int):
@@ -40,7 +40,7 @@ class CanonicalLoss(HybridBlock):
         self.classes = int(classes)
 
     def hybrid_forward(self, F, z, y):
-        return FORMULAS[self.loss.kind](F, self.loss, z, y, self.classes)
+        return LOSSES[self.loss.kind](F, self.loss, z, y, self.classes)
 
 
 def _softmax_ce(F, loss, z, y, classes):
@@ -75,11 +75,12 @@ def _kl(F, loss, z, p, classes):
     return F.mean(F.sum(p_log_p - p * F.log_softmax(z, axis=-1), axis=-1))
 
 
-FORMULAS = {"softmax_cross_entropy": _softmax_ce, "sequence_cross_entropy": _sequence_ce,
-            "mse": _mse, "binary_cross_entropy": _bce, "huber": _huber, "kl_divergence": _kl}
+LOSSES = {"softmax_cross_entropy": _softmax_ce, "sequence_cross_entropy": _sequence_ce,
+          "mse": _mse, "binary_cross_entropy": _bce, "huber": _huber, "kl_divergence": _kl}
 
 
-def lower_loss(loss, classes: int) -> CanonicalLoss:
-    if loss.kind not in FORMULAS:
-        raise SpecError(f"the mxnet backend has no loss {loss.kind!r}", where="loss")
+def lower(loss, classes: int) -> CanonicalLoss:
+    """The loss as a HybridBlock ``(logits, labels)`` -> scalar; ``classes``: the output's last
+    axis."""
+    loss_lowering(LOSSES, loss, "mxnet")  # an unknown kind: one line, before any block
     return CanonicalLoss(loss, classes)

@@ -36,8 +36,9 @@ def slot_names(opt: optim.Optimizer) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.split("/", 1)[0] for n in opt.state_names(["p"])))
 
 
-def init_state(opt: optim.Optimizer, params: dict) -> dict:
-    """{slot: {path: NDArray}}: zeros, Adagrad's accumulator at ``initial_accumulator``."""
+def lower(opt: optim.Optimizer, params: dict) -> dict:
+    """The optimizer's state on ``params``, {slot: {path: NDArray}} (the canonical rule itself is
+    ``update``): zeros, Adagrad's accumulator at ``initial_accumulator``."""
     fill = getattr(opt, "initial_accumulator", 0.0) if opt.kind == "adagrad" else 0.0
     return {slot: {k: nd.full(p.shape, fill, ctx=p.context, dtype=p.dtype)
                    for k, p in params.items()} for slot in slot_names(opt)}

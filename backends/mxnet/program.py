@@ -29,8 +29,8 @@ from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.mxnet import optimizers, params as params_mod
-from rosetta.backends.mxnet.device import check_dtype, mx_context
-from rosetta.backends.mxnet.losses import lower_loss
+from rosetta.backends.mxnet.device import dtype as check_dtype, resolve as mx_context
+from rosetta.backends.mxnet.losses import lower as lower_loss
 from rosetta.backends.mxnet.model import build_model
 
 
@@ -72,7 +72,7 @@ class Program(contract.Program):
     def load(self, params: dict, state: dict) -> None:
         params_mod.load(self._params, params, "parameters", self.dtype)
         params_mod.load(self._state, state, "state", self.dtype)
-        self.opt_state = optimizers.init_state(self.optimizer, self._arrays())
+        self.opt_state = optimizers.lower(self.optimizer, self._arrays())
         self.step = 0
 
     def export_params(self) -> dict:

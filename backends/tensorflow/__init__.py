@@ -2,14 +2,16 @@
 path, tf.Module optimizers with the canonical update rules, and XLA-compiled ``tf.function`` steps.
 
 Keras is never imported: Keras 3 binds one backend per process (``KERAS_BACKEND``), and this backend
-must run beside torch and jax whatever that variable says.
+must run beside torch and jax whatever that variable says. Importing this package imports no
+framework (its ``Backend`` declares what rosetta needs to know); the backend imports TensorFlow
+through ``_import_tensorflow`` before any of its modules (``Backend.load_framework``).
 """
 
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: quiet C++ logs
-
-import sys  # noqa: E402
+from rosetta import backend as contract
+from rosetta.backends.tensorflow.distributed import Engine
 
 
 def _import_tensorflow():
@@ -22,6 +24,9 @@ def _import_tensorflow():
     two frameworks (and halves the import time); afterwards they import normally, so ``tf.keras``
     still loads Keras lazily for a user who asks for it. Modules already imported are left alone.
     """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow starts: quiet C++ logs
     blocked = [name for name in ("keras", "jax") if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # makes ``import name`` raise ImportError
@@ -34,32 +39,37 @@ def _import_tensorflow():
     return tensorflow
 
 
-tf = _import_tensorflow()
-
-from rosetta import backend as _contract  # noqa: E402
-from rosetta.backends.tensorflow import device as _device  # noqa: E402
+# the Keras export is checked under every Keras 3 backend, one run each
+_KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
-class Backend(_contract.Backend):
+class Backend(contract.Backend):
     """``rosetta.backends.tensorflow``: lowers a ``TrainSpec`` to a TensorFlow ``Program``."""
 
     name = "tensorflow"
+    order = 1
+    requires = ("tensorflow",)
+    distributions = ("tensorflow", "tensorflow-cpu")
+    extra = "tensorflow"
+    # xla: every step one tf.function(jit_compile=True); function: tf.function without XLA (the
+    # TensorFlow graph runtime and its own kernels)
     modes = ("xla", "function")
+    formats = {
+        "savedmodel": contract.ExportFormat(("float32", "float64"),
+                                            "TensorFlow SavedModel, serving_default signature"),
+        "keras": contract.ExportFormat(("float32",), "Keras 3 model (.keras) of Keras layers",
+                                       tuple({"KERAS_BACKEND": b} for b in _KERAS_BACKENDS)),
+    }
+    engine = Engine()
+    quiet_env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+                 "GRPC_VERBOSITY": "ERROR"}
+    quiet_loggers = ("absl", "tensorflow")
+
+    def load_framework(self) -> None:
+        _import_tensorflow()
 
     def version(self) -> str:
-        return f"tensorflow {tf.__version__}"
-
-    def devices(self) -> list[str]:
-        return _device.available()
-
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
-                mode: str | None = None):
-        """Lower ``spec``. ``mode``: ``"xla"`` (default: every step one
-        ``tf.function(jit_compile=True)``) or ``"function"`` (``tf.function`` without XLA: the
-        TensorFlow graph runtime and its own kernels)."""
-        from rosetta.backends.tensorflow.program import Program
-
-        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))
+        return f"tensorflow {_import_tensorflow().__version__}"
 
 
 __all__ = ["Backend"]

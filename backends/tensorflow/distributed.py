@@ -1,181 +1,43 @@
-"""Data parallel on TensorFlow: ``tf.distribute`` (DESIGN section 10).
-
-``MirroredStrategy`` over N devices of one process (on a CPU: N logical CPU devices, configured
-by ``setup`` before TensorFlow initialises, hence a fresh worker process);
-``MultiWorkerMirroredStrategy`` when a ``TF_CONFIG`` describes several hosts. The program is the
-one-device ``Program`` built under the strategy's scope (its variables mirrored, each updated
-with the value of the first replica, which every replica computes alike after the all-reduce),
-and its steps run ``strategy.run`` over the replicas, each taking its rows of the global batch
-(``replica_id_in_sync_group``):
-
-* gradients: tf.distribute *sums* the replicas' gradients (``ReplicaContext.all_reduce(SUM)``),
-  so each replica's loss, the mean over its B/N examples, is scaled by 1/N first: the sum of
-  the scaled gradients is the gradient of the global-batch mean;
-* BatchNorm with global statistics: the lowering's ``global_moments`` all-reduces Σx and
-  Σ(x − mean)² over the replicas (``ReplicaContext.all_reduce``, differentiable: its gradient is
-  again an all-reduce); ``batchnorm="replica"`` keeps each replica's own statistics;
-* dropout masks are indexed by global example: injected masks (conformance) are global, and
-  without them the step draws the one-device masks of the global batch
-  (``single.draw_masks``) in cross-replica context, before ``strategy.run``: there the mirrored
-  ``tf.random.Generator`` advances every copy alike and does not mix the replica id into its key
-  (as it does in replica context), so it draws what the one-device generator draws; each
-  replica takes its rows;
-* the loss returned is the global mean (all-reduced, outside the gradient).
-
-Steps run as ``tf.function`` without XLA (mode ``"function"``): the per-replica function calls
-collectives that one XLA cluster cannot hold.
-"""
+"""TensorFlow's data-parallel engine, the launcher's side (imports no framework): a
+``TF_CONFIG`` names the workers on several hosts; on one machine one process drives N logical
+devices. The engine itself (``tf.distribute``) is ``data_parallel``."""
 
 from __future__ import annotations
 
 import json
-import os
 
-import tensorflow as tf
-
-from rosetta.distributed import check_batchnorm
-from rosetta.errors import BackendUnavailable
-from rosetta.backends.tensorflow import program as single
-
-SUM = tf.distribute.ReduceOp.SUM
+from rosetta import distributed
+from rosetta.errors import DataError
 
 
-def setup(devices: int, device: str) -> None:
-    """N logical CPU devices on one machine (before TensorFlow initialises); nothing with a
-    TF_CONFIG (one CPU or GPU per worker, MultiWorkerMirroredStrategy reads it)."""
-    if "TF_CONFIG" in os.environ or device in ("gpu", "cuda"):
-        return
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    if tf.config.get_logical_device_configuration(cpu) is not None:
-        return  # configured already (setup is called by the worker and by compile)
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+def parse_tf_config(text: str) -> dict:
+    """``TF_CONFIG`` (JSON: ``cluster`` {"worker": [host:port, ...]}, ``task`` {type, index}) as
+    {"workers": [...], "index": i}; ``DataError`` naming what is wrong."""
+    try:
+        cfg = json.loads(text)
+        workers = list(cfg["cluster"]["worker"])
+        task = cfg["task"]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"TF_CONFIG must be JSON with cluster.worker (a list of host:port) and "
+                        f"task.type / task.index ({type(e).__name__}: {e})") from None
+    if task.get("type") not in ("worker", "chief") or not 0 <= index < len(workers):
+        raise DataError(f"TF_CONFIG task {task!r} is not one of the {len(workers)} workers")
+    return {"workers": workers, "index": index}
 
 
-def teardown() -> None:
-    pass
+class Engine(distributed.Engine):
+    """``MirroredStrategy`` over the devices of one process, ``MultiWorkerMirroredStrategy``
+    over the hosts a ``TF_CONFIG`` lists."""
 
+    launch_env = ("TF_CONFIG",)
+    module = "rosetta.backends.tensorflow.data_parallel"
 
-def strategy_for(devices: int, device: str) -> tf.distribute.Strategy:
-    if "TF_CONFIG" in os.environ:
-        workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
-        if workers != devices:
-            raise BackendUnavailable(f"asked for {devices} devices, TF_CONFIG lists {workers} "
-                                     f"workers (one device each)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    kind = "GPU" if device in ("gpu", "cuda") else "CPU"
-    found = [d.name for d in tf.config.list_logical_devices(kind)]
-    if len(found) < devices:
-        raise BackendUnavailable(f"tensorflow sees {len(found)} {kind} devices, {devices} "
-                                 f"asked (on a CPU rosetta's launcher configures N logical "
-                                 f"devices before TensorFlow starts)")
-    ops = tf.distribute.ReductionToOneDevice() if kind == "CPU" else None
-    return tf.distribute.MirroredStrategy(found[:devices], cross_device_ops=ops)
+    def launched(self, env) -> bool:
+        return "TF_CONFIG" in env
 
-
-def global_moments(x, axes):
-    """Mean and biased variance over ``axes`` of every replica's batch (equal shards)."""
-    ctx = tf.distribute.get_replica_context()
-    count = tf.cast(tf.size(x) // tf.shape(x)[-1] * ctx.num_replicas_in_sync, x.dtype)
-    mean = ctx.all_reduce(SUM, tf.reduce_sum(x, axis=list(axes))) / count
-    d = x - mean
-    var = ctx.all_reduce(SUM, tf.reduce_sum(d * d, axis=list(axes))) / count
-    return mean, var
-
-
-def _first_replica(next_creator, **kwargs):
-    """Mirrored variables updated in replica context take the first replica's value."""
-    kwargs["aggregation"] = tf.VariableAggregation.ONLY_FIRST_REPLICA
-    return next_creator(**kwargs)
-
-
-def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
-            mode: str | None = None, batchnorm: str = "global") -> "Program":
-    if mode not in (None, "function"):
-        raise BackendUnavailable("tensorflow data parallel runs in mode 'function' (tf.function "
-                                 "without XLA)")
-    return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm)
-
-
-class Program(single.Program):
-    """The one-device TensorFlow Program under ``strategy`` (a tf.distribute strategy of
-    ``devices`` replicas), taking global batches."""
-
-    def __init__(self, spec, dtype: str = "float32", device: str = "cpu", *, devices: int,
-                 batchnorm: str = "global"):
-        self.strategy = strategy_for(devices, device)
-        self.devices = devices
-        self.batchnorm = check_batchnorm(batchnorm)
-        with self.strategy.scope(), tf.variable_creator_scope(_first_replica):
-            super().__init__(spec, dtype=dtype, device=device, mode="function")
-        moments = global_moments if batchnorm == "global" else None
-        for m in self.model.submodules:
-            if hasattr(m, "global_moments"):
-                m.global_moments = moments
-
-    def __repr__(self):
-        return (f"Program(tensorflow, {self.graph.name}, dtype={self.dtype}, "
-                f"{self.devices} replicas of {type(self.strategy).__name__})")
-
-    def loss_scale(self, replicas):
-        """tf.distribute sums the replicas' gradients: each replica's mean loss is scaled by
-        1/N so that the sum is the gradient of the global-batch mean."""
-        return 1.0 / replicas
-
-    # --- per replica --------------------------------------------------------------------------
-    def _local(self, inputs, labels=None, masks=None):
-        ctx = tf.distribute.get_replica_context()
-        n, r = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
-        batch = tf.shape(next(iter(inputs.values())))[0]
-        per = batch // n
-        lo, hi = r * per, (r + 1) * per
-        cut = lambda t: t[lo:hi]  # noqa: E731
-        return (ctx, tf.nest.map_structure(cut, inputs),
-                None if labels is None else cut(labels),
-                None if masks is None else self.replica_masks(masks, cut, per))
-
-    def replica_masks(self, masks, cut, per):
-        """This replica's rows of global keep-masks (indexed by global example)."""
-        return tf.nest.map_structure(cut, masks)
-
-    def _run(self, fn, *args):
-        out = self.strategy.run(fn, args=args)
-        return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0],
-                                     out)
-
-    def _replica_grads(self, inputs, labels, masks, update_state):
-        ctx, x, y, m = self._local(inputs, labels, masks)
-        with tf.GradientTape() as tape:
-            loss = self.loss_fn(self.model(x, training=True, update_state=update_state,
-                                           masks=m), y)
-            scaled = loss * tf.cast(self.loss_scale(ctx.num_replicas_in_sync), loss.dtype)
-        grads = tape.gradient(scaled, self.trainable, unconnected_gradients=single.ZERO)
-        grads = ctx.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])
-        mean_loss = ctx.all_reduce(SUM, loss) / ctx.num_replicas_in_sync
-        return mean_loss, grads
-
-    # --- the compiled bodies (traced by the base class's ``compiled``) --------------------------
-    def _train_step(self, inputs, labels, masks=None):
-        masks = self._masks_or_draw(inputs, masks, advance=True)
-
-        def replica(inputs, labels, masks):
-            loss, grads = self._replica_grads(inputs, labels, masks, update_state=True)
-            self.optimizer.apply_gradients(zip(grads, self.trainable))
-            return loss
-        return self._run(replica, inputs, labels, masks)
-
-    def _loss_and_grads(self, inputs, labels, masks=None):
-        masks = self._masks_or_draw(inputs, masks, advance=False)
-
-        def replica(inputs, labels, masks):
-            return self._replica_grads(inputs, labels, masks, update_state=False)
-        return self._run(replica, inputs, labels, masks)
-
-    def _forward_training(self, inputs, masks=None):
-        masks = self._masks_or_draw(inputs, masks, advance=False)
-
-        def replica(inputs, masks):
-            ctx, x, _, m = self._local(inputs, None, masks)
-            out = self.model(x, training=True, update_state=False, masks=m)
-            return ctx.all_gather(out, axis=0)
-        return self._run(replica, inputs, masks)
+    def world(self, env) -> tuple[int, int]:
+        if not self.launched(env):
+            return 0, 1
+        cfg = parse_tf_config(env["TF_CONFIG"])
+        return cfg["index"], len(cfg["workers"])

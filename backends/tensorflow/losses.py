@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from rosetta import losses as spec_losses
-from rosetta.errors import SpecError
+from rosetta.backend import loss_lowering
 
 
 def _per_token_cross_entropy(logits, labels, eps: float):
@@ -77,18 +77,17 @@ def binary_cross_entropy(logits, labels):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+LOSSES = {
+    "softmax_cross_entropy": lambda loss: softmax_cross_entropy(loss.label_smoothing),
+    "sequence_cross_entropy": lambda loss: sequence_cross_entropy(loss.ignore_label,
+                                                                  loss.label_smoothing),
+    "huber": lambda loss: huber(loss.delta),
+    "kl_divergence": lambda loss: kl_divergence,
+    "mse": lambda loss: mean_squared_error,
+    "binary_cross_entropy": lambda loss: binary_cross_entropy,
+}
+
+
 def lower(loss: spec_losses.Loss):
-    if isinstance(loss, spec_losses.SoftmaxCrossEntropy):
-        return softmax_cross_entropy(loss.label_smoothing)
-    if isinstance(loss, spec_losses.SequenceCrossEntropy):
-        return sequence_cross_entropy(loss.ignore_label, loss.label_smoothing)
-    if isinstance(loss, spec_losses.Huber):
-        return huber(loss.delta)
-    if isinstance(loss, spec_losses.KLDivergence):
-        return kl_divergence
-    if isinstance(loss, spec_losses.MeanSquaredError):
-        return mean_squared_error
-    if isinstance(loss, spec_losses.BinaryCrossEntropy):
-        return binary_cross_entropy
-    raise SpecError(f"the tensorflow backend has no lowering for loss {loss.kind!r}",
-                    where="$.loss")
+    """``fn(logits, labels)`` -> scalar tensor."""
+    return loss_lowering(LOSSES, loss, "tensorflow")(loss)

@@ -106,7 +106,8 @@ class Program(contract.Program):
     backend = "tensorflow"
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "xla"):
-        self.tf_device, self.tf_dtype = tf_device.resolve(device, dtype)
+        self.tf_dtype = tf_device.dtype(dtype)
+        self.tf_device = tf_device.resolve(device)
         self.dtype = dtype
         self.mode = mode
         # TensorFlow places a call on the first GPU if there is one, else on the CPU; a step on

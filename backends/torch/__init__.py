@@ -5,33 +5,34 @@
     program.train_step({"x": x}, y)
     program.model      # a GraphModule: call it on canonical (channels-last) tensors
 
-Importing this package imports torch (and never TensorFlow or JAX).
+Importing this package imports no framework (its ``Backend`` declares what rosetta needs to
+know); the backend's modules import torch (and never TensorFlow or JAX).
 """
 
 from __future__ import annotations
 
-import torch
-
 from rosetta import backend as contract
-from rosetta.backends.torch.device import available_devices
-from rosetta.backends.torch.program import Program
+from rosetta.backends.torch.distributed import Engine
 
 
 class Backend(contract.Backend):
     name = "torch"
-    modes = ("eager", "compile")
+    order = 0
+    requires = ("torch",)
+    distributions = ("torch",)
+    extra = "torch"
+    modes = ("eager", "compile")  # compile: the forward in torch.compile (its backward too)
+    formats = {
+        "torch": contract.ExportFormat(("float32", "float64"),
+                                       "torch.export program (.pt2) + state_dict"),
+        "onnx": contract.ExportFormat(("float32",), "ONNX model (torch.onnx), for onnxruntime"),
+    }
+    engine = Engine()
 
     def version(self) -> str:
+        import torch
+
         return f"torch {torch.__version__}"
 
-    def devices(self) -> list[str]:
-        return available_devices()
 
-    def compile(self, spec, *, dtype: str = "float32", device: str = "cpu",
-                mode: str | None = None) -> Program:
-        """Lower ``spec``. ``mode``: ``"eager"`` (default) or ``"compile"`` (the model's
-        forward wrapped in ``torch.compile``, whose backward is compiled too)."""
-        return Program(spec, dtype=dtype, device=device, mode=self.resolve_mode(mode))
-
-
-__all__ = ["Backend", "Program"]
+__all__ = ["Backend"]

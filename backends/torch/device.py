@@ -1,4 +1,5 @@
-"""Device and dtype names -> torch objects, and full float32 precision.
+"""Device and dtype names -> torch objects, full float32 precision, and the benchmark's device
+hooks (the module contract: ``rosetta.backend.Backend``).
 
 ``cpu`` is ``torch.device("cpu")``; ``gpu`` (or ``cuda``) is the first CUDA device. TF32 is turned
 off for cuBLAS matmuls and cuDNN convolutions (cuDNN enables it by default on Ampere and later),
@@ -6,6 +7,8 @@ so float32 means IEEE float32 on every device (DESIGN section 3).
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -15,12 +18,12 @@ from rosetta.errors import BackendUnavailable
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def available_devices() -> list[str]:
+def available() -> list[str]:
     """Usable devices among ``cpu`` and ``gpu``."""
     return ["cpu", "gpu"] if torch.cuda.is_available() else ["cpu"]
 
 
-def torch_device(device: str) -> torch.device:
+def resolve(device: str) -> torch.device:
     """The torch device for a rosetta device name; ``BackendUnavailable`` if it is absent."""
     name = normalize_device(device)
     if name == "cpu":
@@ -33,12 +36,12 @@ def torch_device(device: str) -> torch.device:
     raise BackendUnavailable(f"torch backend: unknown device {device!r}; use 'cpu' or 'gpu'")
 
 
-def torch_dtype(dtype: str) -> torch.dtype:
+def dtype(name: str) -> torch.dtype:
     """The torch dtype for ``float32`` / ``float64``; ``BackendUnavailable`` otherwise."""
-    if dtype not in DTYPES:
-        raise BackendUnavailable(f"torch backend: dtype {dtype!r} is not supported; "
+    if name not in DTYPES:
+        raise BackendUnavailable(f"torch backend: dtype {name!r} is not supported; "
                                  f"use one of {', '.join(DTYPES)}")
-    return _DTYPES[dtype]
+    return _DTYPES[name]
 
 
 def full_float32_precision() -> None:
@@ -50,3 +53,45 @@ def full_float32_precision() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
+
+
+# --- the benchmark's hooks ---------------------------------------------------------------------
+
+def gpu_peak_memory_mb() -> float | None:
+    """Peak memory torch allocated on the first GPU since the last reset, in MiB."""
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else None
+
+
+def reset_gpu_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_name() -> str | None:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def gpu_matmul_peak(n: int, repeats: int) -> dict | None:
+    """The best of ``repeats`` float32 n x n products on the first GPU (TF32 off), GFLOP/s."""
+    if not torch.cuda.is_available():
+        return None
+    full_float32_precision()
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    (a @ b).sum().item()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - t)
+    return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"torch float32 {n}x{n} matmul "
+            f"(TF32 off), best of {repeats}", "library": "torch " + torch.__version__}
+
+
+def thread_settings() -> dict:
+    return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+
+
+def pin_threads(n: int) -> None:
+    """After torch is imported: its intra-op pool to ``n`` threads."""
+    torch.set_num_threads(n)

@@ -1,178 +1,34 @@
-"""Data parallel on torch: ``torch.distributed`` + ``DistributedDataParallel`` (DESIGN section 10).
-
-One process per device (rank), as torchrun starts them: the process group is initialised from
-the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``,
-``LOCAL_RANK``; ``rosetta.distributed.launch`` sets the same on one machine), with gloo on a CPU
-and nccl on GPUs. The ``Program`` takes global batches like the one-device one and keeps its
-replica's rows (``rosetta.distributed.replica_rows``):
-
-* gradients: ``DistributedDataParallel`` averages the replicas' gradients of their local mean
-  losses, (1/N) Σ_r ∇L_r, which is the gradient of the global-batch mean for equal shards;
-* BatchNorm with global statistics: torch's ``SyncBatchNorm`` runs on GPUs only, so on every
-  device the BatchNorm lowering (``CanonicalBatchNorm.global_moments``) reduces Σx and
-  Σ(x − mean)² over the replicas with ``torch.distributed.nn.functional.all_reduce`` (torch's
-  own collective, differentiable: its backward all-reduces the gradient, as SyncBatchNorm's
-  does); ``batchnorm="replica"`` keeps each replica's own statistics;
-* dropout masks are indexed by global example: injected masks (conformance) are global, and
-  without them every rank draws the keep-masks of the *global* batch from the one-device
-  stream (same seed, same draws in the same order: ``single.DropoutRNG.draw``), so all ranks
-  hold the one-device masks and each uses its rows;
-* the loss returned is the global mean (an ``all_reduce`` of the replicas' losses, outside the
-  gradient); parameters, state and optimizer state are the same on every rank and exported from
-  the local replica.
-"""
+"""torch's data-parallel engine, the launcher's side (imports no framework): torchrun's
+environment, one worker process per device. The engine itself (``torch.distributed`` +
+``DistributedDataParallel``) is ``data_parallel``."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+import os
 
-from rosetta.distributed import check_batchnorm, replica_rows
-from rosetta.errors import BackendUnavailable
-from rosetta.backends.torch import program as single
-from rosetta.backends.torch.model import running_stats_frozen
+from rosetta import distributed
 
 
-def setup(devices: int, device: str) -> None:
-    """Join the process group the environment describes (torchrun's variables)."""
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device in ("gpu", "cuda") else "gloo")
-    if device in ("gpu", "cuda"):
-        import os
+class Engine(distributed.Engine):
+    """One process per device (rank), started by torchrun or by rosetta's launcher with the
+    variables torchrun sets."""
 
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    launch_env = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    module = "rosetta.backends.torch.data_parallel"
 
+    def launched(self, env) -> bool:
+        return "RANK" in env and "WORLD_SIZE" in env
 
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    def world(self, env) -> tuple[int, int]:
+        if "WORLD_SIZE" not in env:
+            return 0, 1
+        return distributed.env_int(env, "RANK"), distributed.env_int(env, "WORLD_SIZE")
 
+    def processes(self, devices: int) -> int:
+        return devices  # gloo / nccl ranks
 
-def global_moments(x: torch.Tensor, group=None):
-    """Mean and biased variance per channel (axis 1) over every replica's batch: two
-    differentiable all-reduces of per-replica sums (equal shards on every rank)."""
-    from torch.distributed.nn.functional import all_reduce
-
-    dims = [0, *range(2, x.ndim)]
-    count = x.numel() // x.shape[1] * dist.get_world_size(group)
-    mean = all_reduce(x.sum(dims), group=group) / count
-    d = x - mean.view((1, -1) + (1,) * (x.ndim - 2))
-    var = all_reduce((d * d).sum(dims), group=group) / count
-    return mean, var
-
-
-def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
-            mode: str | None = None, batchnorm: str = "global") -> "Program":
-    if mode not in (None, "eager"):
-        raise BackendUnavailable("torch data parallel runs in mode 'eager' (DDP with "
-                                 "torch.compile is not lowered here)")
-    return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm)
-
-
-class Program(single.Program):
-    """The one-device torch Program, its model wrapped in ``DistributedDataParallel``
-    (``ddp``), taking global batches."""
-
-    def __init__(self, spec, dtype: str = "float32", device: str = "cpu", *, devices: int,
-                 batchnorm: str = "global"):
-        if not dist.is_initialized():
-            raise BackendUnavailable("torch data parallel needs a process group: run under "
-                                     "torchrun or rosetta's launcher (--devices N)")
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        if self.world != devices:
-            raise BackendUnavailable(f"asked for {devices} devices, but the process group has "
-                                     f"{self.world} ranks (WORLD_SIZE)")
-        self.batchnorm = check_batchnorm(batchnorm)
-        super().__init__(spec, dtype=dtype, device=device, mode="eager")
-        moments = global_moments if batchnorm == "global" else None
-        for m in self._norms:
-            m.global_moments = moments
-        ids = [self.torch_device.index or 0] if self.torch_device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.model, device_ids=ids,
-                                           find_unused_parameters=bool(self._unreached))
-        self.devices = devices
-
-    def __repr__(self):
-        return super().__repr__()[:-1] + f", rank {self.rank} of {self.world})"
-
-    # --- the replica's share of a global batch ---------------------------------------------------
-    def _rows(self, n: int) -> slice:
-        return replica_rows(n, self.rank, self.world)
-
-    def _local(self, inputs, labels):
-        arrays = self.graph.as_input_dict(inputs)
-        rows = self._rows(len(next(iter(arrays.values()))))
-        return {k: np.asarray(v)[rows] for k, v in arrays.items()}, np.asarray(labels)[rows]
-
-    def replica_masks(self, masks: dict | None) -> dict | None:
-        """This replica's rows of global keep-masks (indexed by global example; arrays or
-        tensors)."""
-        if not masks:
-            return masks
-        return {k: m[self._rows(len(m))] for k, m in masks.items()}
-
-    def _drawn_masks(self, batch: int, advance: bool) -> dict:
-        """The one-device masks of the global batch (``batch`` local rows on each of the
-        ``world`` ranks), drawn alike on every rank; this rank's rows."""
-        return self.replica_masks(super()._drawn_masks(batch * self.world, advance))
-
-    def _global_loss(self, loss: torch.Tensor) -> float:
-        t = loss.detach().to(torch.float64).reshape(1).clone()
-        dist.all_reduce(t)
-        return t.item() / self.world
-
-    # --- steps on global batches -------------------------------------------------------------
-    def prepare_batch(self, inputs, labels):
-        return super().prepare_batch(*self._local(inputs, labels))
-
-    def train_step(self, inputs, labels=None, masks=None) -> float:
-        if isinstance(inputs, single.contract.Batch):
-            xs, y = inputs.check(self, masks)
-        else:
-            local_x, local_y = self._local(inputs, labels)
-            xs, y = self._inputs(local_x), self._labels(local_y)
-        self._mode(training=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._dropout(len(y), advance=True, masks=self.replica_masks(masks)):
-            loss = self.loss_fn(self.ddp(*xs), y)
-        loss.backward()
-        for p in self._unreached:
-            p.grad = torch.zeros_like(p)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.step += 1
-        return self._global_loss(loss)
-
-    def gradients(self, inputs, labels, masks=None):
-        """The gradient DDP hands the optimizer (its backward all-reduce included), without an
-        update: running statistics frozen, dropout stream not advanced, ``.grad`` cleared."""
-        local_x, local_y = self._local(inputs, labels)
-        xs, y = self._inputs(local_x), self._labels(local_y)
-        self._mode(training=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with running_stats_frozen(self._norms), \
-                self._dropout(len(y), advance=False, masks=self.replica_masks(masks)):
-            loss = self.loss_fn(self.ddp(*xs), y)
-        loss.backward()
-        out = {path: slot.canonical(torch.zeros_like(slot.tensor) if slot.tensor.grad is None
-                                    else slot.tensor.grad)
-               for path, slot in self._params.items()}
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._global_loss(loss), out
-
-    def forward(self, inputs, training: bool = False, masks=None):
-        """Eval mode: the local replica on the whole batch (no collective). Training mode: each
-        replica its rows with global BatchNorm statistics, gathered back in order."""
-        if not training:
-            return super().forward(inputs, training=False)
-        arrays = self.graph.as_input_dict(inputs)
-        rows = self._rows(len(next(iter(arrays.values()))))
-        local = super().forward({k: np.asarray(v)[rows] for k, v in arrays.items()},
-                                training=True, masks=self.replica_masks(masks))
-        parts = [torch.empty_like(torch.from_numpy(local)) for _ in range(self.world)]
-        dist.all_gather(parts, torch.from_numpy(local))
-        return np.concatenate([p.numpy() for p in parts])
+    def worker_env(self, env: dict, *, devices: int, device: str, rank: int, port: int) -> None:
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(devices),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        # N processes on a machine share its cores: one thread each keeps them from fighting
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))

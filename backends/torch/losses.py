@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rosetta.errors import SpecError
+from rosetta.backend import loss_lowering
 from rosetta.losses import Loss
 
 
@@ -79,13 +79,9 @@ LOSSES = {
 }
 
 
-def lower_loss(loss: Loss) -> nn.Module:
+def lower(loss: Loss) -> nn.Module:
     """The native loss module: ``module(logits, labels)`` -> scalar tensor."""
-    try:
-        return LOSSES[loss.kind](loss)
-    except KeyError:
-        raise SpecError(f"the torch backend has no lowering for loss {loss.kind!r} (it lowers "
-                        f"{', '.join(sorted(LOSSES))})", where="$.loss") from None
+    return loss_lowering(LOSSES, loss, "torch")(loss)
 
 
 def label_dtype(loss: Loss, dtype: torch.dtype) -> torch.dtype:

@@ -225,7 +225,7 @@ def _epsilon_hat_hook(opt: Optimizer):
     return set_eps
 
 
-def lower_optimizer(opt: Optimizer, params):
+def lower(opt: Optimizer, params):
     """(native optimizer, ScheduleLR or None for a constant lr) over ``params`` (a list of
     tensors, or ``{canonical path: tensor}``, needed for ``decay="kernels"``), fresh state,
     lr(0) set, clipping and epsilon-hat hooks registered."""

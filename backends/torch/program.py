@@ -31,7 +31,8 @@ from rosetta.dropout import check_masks, mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
-from rosetta.backends.torch.device import (full_float32_precision, torch_device, torch_dtype)
+from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
+                                           dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
 
 
@@ -112,7 +113,7 @@ class Program(contract.Program):
         self._unreached = [s.tensor for p, s in self._params.items()
                            if p.split("/")[0] not in reached]
         self._norms = batch_norms(self.model)
-        self.loss_fn = losses.lower_loss(spec.loss).to(self.torch_device)
+        self.loss_fn = losses.lower(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
         self._index_limits = embedding_vocab(self.graph)
@@ -134,7 +135,7 @@ class Program(contract.Program):
     def load(self, params_: dict, state: dict) -> None:
         params.load(self._params, params_, "parameters")
         params.load(self._state, state, "state")
-        self.optimizer, self.scheduler = optimizers.lower_optimizer(
+        self.optimizer, self.scheduler = optimizers.lower(
             self.spec.optimizer, {path: s.tensor for path, s in self._params.items()})
         self.step = 0
         if self._rng is not None:

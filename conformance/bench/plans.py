@@ -6,6 +6,7 @@ whole-zoo plan of a bare ``rosetta bench``."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 
@@ -14,9 +15,19 @@ from rosetta.backend import normalize_device
 from rosetta.schedules import Constant, WarmupCosine
 from rosetta.spec import TrainSpec
 
-BASELINES = {"torch": "rosetta.conformance.bench.baselines.torch_native",
-             "tensorflow": "rosetta.conformance.bench.baselines.tensorflow_native",
-             "jax": "rosetta.conformance.bench.baselines.jax_native"}
+
+
+def _baselines() -> dict[str, str]:
+    """{backend: the module of its hand-written baseline}: ``baselines/<backend>_native.py``,
+    for every registered backend that has one."""
+    from rosetta.backend_registry import backend_names
+
+    here = Path(__file__).with_name("baselines")
+    return {name: f"{__package__}.baselines.{name}_native" for name in backend_names()
+            if (here / f"{name}_native.py").is_file()}
+
+
+BASELINES = _baselines()
 
 
 # --- bench-only specs ---------------------------------------------------------------------------

@@ -24,11 +24,15 @@ What is measured, per spec x backend x mode (``cases.run_case``):
   ``gflops`` = FLOPs per step / median step time; ``peak_fraction`` = gflops / the machine's
   float32 matmul peak, measured at start and again at the end, the better of the two (a shared
   machine's load varies; ``matmul_peak``: best of several large float32 matmuls, NumPy on the CPU,
-  the framework on a GPU); ``floor_ms`` = FLOPs per step / peak, the arithmetic floor.
+  on a GPU the first installed backend whose device hook measures one); ``floor_ms`` = FLOPs per step / peak, the arithmetic floor.
 * ``peak_memory_mb``: on the CPU the process's peak resident set size (VmHWM, reset through
   ``/proc/self/clear_refs`` before each implementation is built, so it is the peak while it was
   built, compiled and warmed up; it includes the framework runtime and everything loaded before);
-  on a GPU the framework's peak device memory.
+  on a GPU the framework's peak device memory (the backend's ``device.gpu_peak_memory_mb``).
+
+The framework-specific parts (GPU memory, GPU name and matmul peak, thread settings and pinning)
+are each backend's device hooks (``rosetta.backend.Backend``, module contract); nothing here
+names a framework.
 
 Fairness: the same spec, initial weights, batches, dtype and batch size for both sides (the
 baseline's first loss is recorded beside rosetta's: ``loss_gap``); TF32 off (the backends and the
@@ -41,18 +45,16 @@ column is timed under it (``environment.host_memory``).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import platform
 import resource
-import sys
 import time
 
 import numpy as np
 
 from rosetta.backend import normalize_device
-from rosetta.backend_registry import get_backend
+from rosetta.backend_registry import available_backends, get_backend
+from rosetta.errors import BackendUnavailable
 from rosetta.hostmem import host_memory_rule
 
 TRAIN_FLOPS_FACTOR = 3
@@ -69,7 +71,8 @@ def matmul_peak(device: str = "cpu", n: int | None = None, repeats: int = 5,
                 threads: int | None = None) -> dict:
     """The machine's float32 matmul rate in GFLOP/s: the best of ``repeats`` n x n products
     (NumPy on the CPU, its BLAS limited to ``threads`` when given and ``threadpoolctl`` is
-    installed; on a GPU, torch, else jax, with TF32 off)."""
+    installed; on a GPU, the first installed backend whose ``device.gpu_matmul_peak`` measures
+    one, TF32 off)."""
     from contextlib import nullcontext
 
     device = normalize_device(device)
@@ -99,40 +102,24 @@ def _timeit(fn) -> float:
     return time.perf_counter() - t
 
 
-def _gpu_matmul_peak(n: int, repeats: int) -> dict:
-    if "torch" in sys.modules or importlib.util.find_spec("torch"):
-        import torch
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = False
-            a = torch.randn(n, n, device="cuda")
-            b = torch.randn(n, n, device="cuda")
-            (a @ b).sum().item()
+def _device_hooks():
+    """The device modules of the installed backends, in listing order (imports them)."""
+    for name in available_backends():
+        yield name, get_backend(name).module("device")
 
-            def run():
-                (a @ b).sum().item()
-            best = min(_timeit(run) for _ in range(repeats))
-            return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"torch float32 {n}x{n} matmul "
-                    f"(TF32 off), best of {repeats}", "library": "torch " + torch.__version__}
-    import jax
-    import jax.numpy as jnp
-    dev = jax.devices("gpu")[0]
-    a = jax.device_put(jnp.ones((n, n), jnp.float32), dev)
-    f = jax.jit(lambda x: jnp.dot(x, x, precision=jax.lax.Precision.HIGHEST))
-    f(a).block_until_ready()
-    best = min(_timeit(lambda: f(a).block_until_ready()) for _ in range(repeats))
-    return {"gflops": 2 * n ** 3 / best / 1e9, "how": f"jax float32 {n}x{n} matmul (HIGHEST), "
-            f"best of {repeats}", "library": "jax " + jax.__version__}
+
+def _gpu_matmul_peak(n: int, repeats: int) -> dict:
+    for _, hooks in _device_hooks():
+        found = hooks.gpu_matmul_peak(n, repeats)
+        if found is not None:
+            return found
+    raise BackendUnavailable("no installed backend measures a GPU matmul (none sees a GPU)")
 
 
 def reset_peak_memory(backend: str, device: str) -> None:
     if device == "gpu":
         try:
-            if backend == "torch":
-                import torch
-                torch.cuda.reset_peak_memory_stats()
-            elif backend == "tensorflow":
-                import tensorflow as tf
-                tf.config.experimental.reset_memory_stats("GPU:0")
+            get_backend(backend).module("device").reset_gpu_peak_memory()
         except Exception:  # noqa: BLE001 - a missing statistic is reported as None
             pass
         return
@@ -147,16 +134,7 @@ def peak_memory_mb(backend: str, device: str) -> float | None:
     """Peak device memory (GPU) or peak resident set size of the process (CPU), in MiB."""
     try:
         if device == "gpu":
-            if backend == "torch":
-                import torch
-                return torch.cuda.max_memory_allocated() / 2 ** 20
-            if backend == "tensorflow":
-                import tensorflow as tf
-                return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
-            import jax
-            stats = jax.devices("gpu")[0].memory_stats() or {}
-            peak = stats.get("peak_bytes_in_use")
-            return None if peak is None else peak / 2 ** 20
+            return get_backend(backend).module("device").gpu_peak_memory_mb()
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
@@ -180,19 +158,10 @@ def thread_settings(backends) -> dict:
            "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
     if hasattr(os, "sched_getaffinity"):
         out["usable_cpus"] = len(os.sched_getaffinity(0))
-    if "torch" in backends:
-        import torch
-        out["torch"] = {"intra_op": torch.get_num_threads(),
-                        "inter_op": torch.get_num_interop_threads()}
-    if "tensorflow" in backends:
-        import tensorflow as tf
-        t = tf.config.threading
-        out["tensorflow"] = {"intra_op": t.get_intra_op_parallelism_threads(),
-                             "inter_op": t.get_inter_op_parallelism_threads(),
-                             "note": "0 = TensorFlow's default (one thread per core)"}
-    if "jax" in backends:
-        out["jax"] = {"note": "XLA's CPU runtime: one intra-op pool of one thread per core "
-                              "unless XLA_FLAGS says otherwise"}
+    for name in backends:
+        settings = get_backend(name).module("device").thread_settings()
+        if settings is not None:
+            out[name] = settings
     return out
 
 
@@ -210,17 +179,14 @@ def cpu_name() -> str:
 def device_name(device: str) -> str:
     if normalize_device(device) != "gpu":
         return f"cpu: {cpu_name()} ({os.cpu_count()} logical cores)"
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return f"gpu: {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    try:
-        import jax
-        return f"gpu: {jax.devices('gpu')[0].device_kind}"
-    except Exception:  # noqa: BLE001
-        return "gpu"
+    for _, hooks in _device_hooks():
+        try:
+            found = hooks.gpu_name()
+        except Exception:  # noqa: BLE001 - no name from this one: ask the next
+            found = None
+        if found:
+            return f"gpu: {found}"
+    return "gpu"
 
 
 # --- threads (only when asked: --threads) -------------------------------------------------------
@@ -228,18 +194,10 @@ def device_name(device: str) -> str:
 # pin_threads lives in rosetta.threads (rosetta train uses it too)
 
 def apply_thread_pin(n: int, backends) -> None:
-    """After the frameworks are imported: the calls that take effect then (torch
-    ``set_num_threads``, TensorFlow's threading config)."""
-    if "torch" in backends:
-        import torch
-        torch.set_num_threads(n)
-    if "tensorflow" in backends:
-        import tensorflow as tf
-        try:  # only before TensorFlow's runtime starts; the environment variables cover it after
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(n)
-        except RuntimeError:
-            pass
+    """After the frameworks are imported: the calls that take effect then (each backend's
+    ``device.pin_threads``: torch ``set_num_threads``, TensorFlow's threading config)."""
+    for name in backends:
+        get_backend(name).module("device").pin_threads(n)
 
 
 # --- paired blocks ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ CASES = [k for k in OPTIMIZERS if not k.startswith("lion")]  # Lion: rosetta's o
 def _run(opt, dtype, foreach: bool):
     import torch
 
-    from rosetta.backends.torch.optimizers import lower_optimizer
+    from rosetta.backends.torch.optimizers import lower as lower_optimizer
 
     rng = np.random.default_rng(0)
     shapes = {"hidden/kernel": (4, 5), "hidden/bias": (5,), "hidden2/kernel": (5, 5),
@@ -59,7 +59,7 @@ def test_foreach_is_the_loop_bit_for_bit(case, dtype):
 def test_few_tensors_keep_torchs_default():
     import torch
 
-    from rosetta.backends.torch.optimizers import FOREACH_MIN_TENSORS, lower_optimizer
+    from rosetta.backends.torch.optimizers import FOREACH_MIN_TENSORS, lower as lower_optimizer
 
     for n, expected in ((FOREACH_MIN_TENSORS - 1, None), (FOREACH_MIN_TENSORS, True)):
         params = {f"layer{i}/kernel": torch.zeros(3, requires_grad=True) for i in range(n)}

@@ -12,9 +12,22 @@ from pathlib import Path
 import pytest
 
 from rosetta import distributed as dist
+from rosetta.backends.tensorflow.distributed import parse_tf_config
 from rosetta.errors import BackendUnavailable, DataError
 
 DEPLOY = Path(__file__).resolve().parents[2] / "conformance" / "deploy"
+ENGINES = ("torch", "tensorflow", "jax")
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launch_env(backend):
+    return dist.engine(backend).launch_env
+
+
+def clear_launchers(monkeypatch):
+    for backend in ENGINES:
+        for name in launch_env(backend):
+            monkeypatch.delenv(name, raising=False)
 
 
 def test_replica_rows_split_the_global_batch_in_order():
@@ -38,7 +51,8 @@ def test_check_devices():
 def test_worker_environment_is_torchruns_and_jaxs(monkeypatch):
     monkeypatch.setenv("RANK", "7")  # a stale launcher variable never leaks into a worker
     env = dist.worker_env("torch", 2, "cpu", 1, 29400)
-    assert {k: env[k] for k in dist.TORCHRUN_ENV} == {
+    assert launch_env("torch") == TORCHRUN_ENV
+    assert {k: env[k] for k in TORCHRUN_ENV} == {
         "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": "29400"}
     assert env[dist.WORKER_ENV] == "1"
@@ -50,9 +64,8 @@ def test_worker_environment_is_torchruns_and_jaxs(monkeypatch):
 
 
 def test_launchers_environment_is_read(monkeypatch):
-    for name in dist.TORCHRUN_ENV + dist.TF_ENV + dist.JAX_ENV:
-        monkeypatch.delenv(name, raising=False)
-    assert not any(dist.launched(b) for b in ("torch", "tensorflow", "jax"))
+    clear_launchers(monkeypatch)
+    assert not any(dist.launched(b) for b in ENGINES)
     assert dist.world_from_env("torch") == (0, 1)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -75,7 +88,7 @@ def test_launchers_environment_is_read(monkeypatch):
                                   '"index": 1}}'])
 def test_bad_tf_config(text):
     with pytest.raises(DataError, match="TF_CONFIG"):
-        dist.parse_tf_config(text)
+        parse_tf_config(text)
 
 
 def test_in_memory_data_cannot_travel_to_workers():
@@ -125,9 +138,8 @@ def test_manifests_set_exactly_the_variables_read(name, backend, monkeypatch):
     assert len(containers) == 2
     for index, c in enumerate(containers):
         env = {e["name"]: e["value"] for e in c["env"]}
-        assert set(env) == set(dist.LAUNCH_ENV[backend])
-        for k in dist.TORCHRUN_ENV + dist.TF_ENV + dist.JAX_ENV:
-            monkeypatch.delenv(k, raising=False)
+        assert set(env) == set(launch_env(backend))
+        clear_launchers(monkeypatch)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         assert dist.launched(backend) and dist.world_from_env(backend) == (index, 2)
@@ -142,7 +154,7 @@ def test_torch_manifest_runs_torchrun_which_sets_the_variables_read():
                  "--master-port=", "--no-python rosetta train"):
         assert flag in line
     assert "env" not in c  # nothing else: the torchrun variables are the ones read
-    assert set(dist.LAUNCH_ENV["torch"]) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+    assert set(launch_env("torch")) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                              "MASTER_PORT"}
 
 
@@ -154,4 +166,5 @@ def test_dockerfile_installs_every_framework_and_runs_the_suite():
 def test_a_backend_without_a_data_parallel_engine_is_refused_before_any_worker():
     with pytest.raises(BackendUnavailable, match="mxnet has no data-parallel engine"):
         dist.launch("mxnet", 2, "nowhere:nothing", {})
-    assert dist.check_engine("jax") == "jax"
+    assert dist.check_engine("jax") is dist.engine("jax")
+    assert set(dist.engines()) >= set(ENGINES) and "mxnet" not in dist.engines()

@@ -17,7 +17,7 @@ from rosetta.train import train
 from selection import BACKENDS
 
 pytestmark = pytest.mark.cross
-FORMATS = [f for f, (backend, _, _) in export.FORMATS.items() if backend in BACKENDS]
+FORMATS = [f for f, (backend, _) in export.formats().items() if backend in BACKENDS]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_export_runs_without_rosetta_and_matches_the_reference(checkpoints, fmt)
     root, cks = checkpoints
     # float64 where the format keeps it (the stricter bound), else float32; the backends' own
     # export tests cover both dtypes
-    for dtype in export.FORMATS[fmt][1][-1:]:
+    for dtype in export.export_format(fmt).dtypes[-1:]:
         ck, _ = cks[dtype]
         out = export.export(ck, fmt, root / f"{fmt}-{dtype}")
         meta = json.loads((out / export.EXPORT_JSON).read_text())

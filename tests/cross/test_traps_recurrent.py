@@ -35,7 +35,7 @@ def trap_torch_lstm_second_bias_trainable(monkeypatch):
         for p in extra.values():
             p.requires_grad_(True)
         tensors = {path: s.tensor for path, s in self._params.items()}
-        self.optimizer, self.scheduler = program.optimizers.lower_optimizer(
+        self.optimizer, self.scheduler = program.optimizers.lower(
             self.spec.optimizer, {**tensors, **extra})
 
     monkeypatch.setattr(program.Program, "load", load_with_second_bias)

@@ -1,0 +1,116 @@
+"""Data parallel on JAX: one ``jax.jit`` step over a ``Mesh`` of N devices (DESIGN section 10).
+
+The one-device ``Program``'s jitted functions run unchanged on global arrays: parameters, batch
+statistics and optimizer state are replicated over the mesh (``NamedSharding(mesh, P())``), the
+batch, labels and injected masks are split along the batch axis (``NamedSharding(mesh,
+P("data"))``), and XLA's SPMD partitioner inserts the collectives that the global-batch math
+needs: the mean loss and its gradient over the global batch, BatchNorm's global statistics (the
+flax BatchNorm reduces over the whole batch axis), dropout drawn by global position (threefry
+keys are partitionable, so the masks are the one-device masks). Per-replica BatchNorm statistics
+would need a ``shard_map`` of the model: ``batchnorm="replica"`` is refused on JAX.
+
+On a CPU the N devices are host devices, configured by ``XLA_FLAGS=
+--xla_force_host_platform_device_count=N`` before JAX initialises (``rosetta.distributed.launch``
+sets it for the worker process). Several hosts: every host runs the same program after
+``jax.distributed.initialize`` (coordinator address, process count and id from
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), and the mesh spans every
+process's devices.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rosetta.distributed import check_batchnorm
+from rosetta.errors import BackendUnavailable
+from rosetta.backends.jax import program as single
+
+AXIS = "data"
+
+
+def setup(devices: int, device: str) -> None:
+    """Several hosts: ``jax.distributed.initialize`` from the environment; one host: nothing
+    (the host devices come from ``XLA_FLAGS``, set before JAX initialised)."""
+    if "JAX_COORDINATOR_ADDRESS" in os.environ and not jax.distributed.is_initialized():
+        jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+
+
+def teardown() -> None:
+    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+        jax.distributed.shutdown()
+
+
+def mesh_of(devices: int, device: str) -> Mesh:
+    platform = "gpu" if device in ("gpu", "cuda") else "cpu"
+    found = jax.devices(platform)
+    if len(found) < devices:
+        hint = (" (on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX "
+                "starts; rosetta's launcher sets it)" if platform == "cpu" else "")
+        raise BackendUnavailable(f"jax sees {len(found)} {platform} devices, {devices} asked"
+                                 f"{hint}")
+    return Mesh(np.array(found[:devices]), (AXIS,))
+
+
+def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
+            mode: str | None = None, batchnorm: str = "global") -> "Program":
+    if check_batchnorm(batchnorm) != "global":
+        raise BackendUnavailable("jax data parallel is one jit over the global batch: its "
+                                 "BatchNorm statistics are global; batchnorm='replica' is not "
+                                 "offered on jax")
+    return Program(spec, dtype=dtype, device=device, devices=devices)
+
+
+class Program(single.Program):
+    """The one-device JAX Program with its state replicated and its batches sharded over a
+    ``Mesh`` (``mesh``) of ``devices`` devices."""
+
+    def __init__(self, spec, *, dtype: str = "float32", device: str = "cpu", devices: int):
+        self.mesh = mesh_of(devices, device)
+        self.replicated = NamedSharding(self.mesh, P())
+        self.sharded = NamedSharding(self.mesh, P(AXIS))
+        self.devices = devices
+        super().__init__(spec, dtype=dtype, device=device, mode="jit")
+
+    # the base class places state with ``jax.device_put(tree, self.jax_device)``: here that is
+    # the replicated sharding over the mesh
+    @property
+    def jax_device(self):
+        return self.replicated
+
+    @jax_device.setter
+    def jax_device(self, value):
+        pass
+
+    def __repr__(self):
+        return f"Program(jax, {self.graph.name}, dtype={self.dtype}, {self.devices} devices)"
+
+    def _shard(self, tree):
+        """Global host arrays split along the batch axis over the mesh. Every process holds
+        the whole global batch (the data order is the same everywhere), and each places its own
+        devices' rows (``make_array_from_callback``), which also works when the mesh spans
+        several processes."""
+        if tree is None:
+            return None
+        return jax.tree.map(lambda a: jax.make_array_from_callback(
+            a.shape, self.sharded, lambda index: a[index]), tree)
+
+    def replica_masks(self, masks: dict | None) -> dict | None:
+        """Global keep-masks, split by global example over the mesh (as the batch is)."""
+        return masks
+
+    def _batch(self, inputs, labels, masks):
+        x, y, m = super()._batch(inputs, labels, self.replica_masks(masks))
+        if len(y) % self.devices:
+            raise BackendUnavailable(f"a batch of {len(y)} examples does not split evenly "
+                                     f"over {self.devices} devices")
+        return self._shard(x), self._shard(y), self._shard(m)
+
+    def prepare_batch(self, inputs, labels):
+        x, y, _ = self._batch(inputs, labels, None)
+        return single.contract.Batch(self, (x, y, None), y.shape[0])
