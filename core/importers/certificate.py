@@ -31,6 +31,7 @@ import numpy as np
 
 from rosetta.conformance.compare import compare_arrays
 from rosetta.conformance.diagnose import first_divergence
+from rosetta.conformance.native import NativeError
 from rosetta.conformance.runner import without_dropout
 from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
@@ -204,7 +205,15 @@ def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", st
     batches = _batches(imp, steps, seed, dtype)
     cert = Certificate(spec.name, dtype, steps, dropout)
     t0 = time.perf_counter()
-    prog, module = _source_program(imp, spec, seed, dtype)
+    try:
+        prog, module = _source_program(imp, spec, seed, dtype)
+    except NativeError as e:  # the spec's shapes no longer fit the source's tensors
+        for be in backends:
+            cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
+                                 "note": "", "seconds": 0.0,
+                                 "blame": f"the spec does not fit the source: {e}"})
+        return cert
+    start = copy.deepcopy(module)   # the randomized source before any update (for the blame)
     params0, state0 = prog.export_params(), prog.export_state()
     slots0 = {}
     if imp.optimizer_state:
@@ -227,7 +236,7 @@ def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", st
         row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r),
                "where": r.where, "note": r.note, "blame": ""}
         if not r.passed:
-            row["blame"] = _blame(imp, spec, module, source, traj, tier, params0, state0,
+            row["blame"] = _blame(imp, spec, start, source, traj, tier, params0, state0,
                                   batches[0][0], r)
         row["seconds"] = time.perf_counter() - t1
         cert.results.append(row)

@@ -219,11 +219,20 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 return type(a)(resolve(x) for x in a)
             return a
 
+        target = str(n.target)
+        if target == "aten.add_.Tensor" and n.args and getattr(n.args[0], "name", "") in \
+                placeholders and placeholders[n.args[0].name] in to_buffer.values():
+            continue  # BatchNorm's num_batches_tracked counter (the BatchNorm call decides)
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
         if _has_missing(args) or _has_missing(list(kwargs.values())):
+            handler = ATEN.get(target)
+            if getattr(handler, "static", False):  # refused whatever the inputs: say so too
+                try:
+                    handler(b, None)
+                except Unsupported as e:
+                    refuse(label, "module" if path else "call", str(e))
             continue  # an input was refused already: its own line names it
-        target = str(n.target)
         if target == "<built-in function getitem>" or target.endswith("getitem"):
             src = args[0]
             if isinstance(src, tuple):

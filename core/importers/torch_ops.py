@@ -130,6 +130,9 @@ def batch_norm(b: Builder, c: Call):
                       "attribute for torch's rule (needs a BatchNorm running-variance attribute)")
 
 
+batch_norm.static = True
+
+
 def group_norm(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     _need(x, "nchw", "GroupNorm")
@@ -184,6 +187,7 @@ def softmax(b: Builder, c: Call):
 def missing(what):
     def handler(b, c):
         raise Unsupported(what)
+    handler.static = True   # refused whatever its inputs: reported even after a refused input
     return handler
 
 
