@@ -103,8 +103,23 @@ def _signature(ep) -> list:
         if t == "aten.add_.Tensor" and n.args and str(n.args[0].name).startswith("b_"):
             continue  # BatchNorm's num_batches_tracked, training only
         st = _stack(n)
-        sig.append((t, st[-1][0] if st else ""))
+        sig.append((t, st[-1] if st else ("", "")))
     return sig
+
+
+def _eval_difference(module, ep_train, ep_eval):
+    """A refusal line where the eval-mode graph makes other calls than the training one."""
+    sig_t, sig_e = _signature(ep_train), _signature(ep_eval)
+    if sig_t == sig_e:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(sig_t, sig_e)) if a != b),
+             min(len(sig_t), len(sig_e)))
+    a = sig_t[i] if i < len(sig_t) else ("nothing", ("", ""))
+    b = sig_e[i] if i < len(sig_e) else ("nothing", ("", ""))
+    path, typ = a[1] if a[1][0] else b[1]
+    label = _label(path, typ or type(module).__name__)
+    return (f"{label}: unsupported {'module' if path else 'call'}: it computes a different graph "
+            f"in eval mode ({a[0]} in training, {b[0]} in eval; the spec has one graph for both)")
 
 
 def to_numpy(t) -> np.ndarray:
@@ -124,17 +139,6 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                              f"model with one tensor input; got {len(example_inputs)} inputs"])
     ep_train = _export(module, example_inputs, True)
     ep_eval = _export(module, example_inputs, False)
-    sig_t, sig_e = _signature(ep_train), _signature(ep_eval)
-    if sig_t != sig_e:
-        i = next((k for k, (a, b) in enumerate(zip(sig_t, sig_e)) if a != b),
-                 min(len(sig_t), len(sig_e)))
-        where = (sig_t + sig_e)[i][1] if i < len(sig_t + sig_e) else ""
-        a = sig_t[i][0] if i < len(sig_t) else "nothing"
-        b = sig_e[i][0] if i < len(sig_e) else "nothing"
-        raise ImportRefused([f"{where or '<root>'} ({type(module).__name__}): the model "
-                             f"computes a different graph in eval mode ({a} in training, {b} "
-                             f"in eval); the spec has one graph for both"])
-
     sig = ep_train.graph_signature
     to_param = dict(sig.inputs_to_parameters)
     to_buffer = dict(sig.inputs_to_buffers)
@@ -268,8 +272,12 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     if len(outs) != 1 and not refusals:
         refuse(_label("", type(module).__name__), "call",
                f"{len(outs)} outputs (the spec trains a model with one output)")
-    if refusals:
-        raise ImportRefused([f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()])
+    lines = [f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()]
+    differs = _eval_difference(module, ep_train, ep_eval)
+    if differs:
+        lines.append(differs)
+    if lines:
+        raise ImportRefused(lines)
     out = out_vals[0]
     if out.tensor is graph_input:
         raise ImportRefused([f"<root> ({type(module).__name__}): the model computes nothing"])

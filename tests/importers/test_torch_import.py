@@ -292,3 +292,17 @@ def test_cli_import_certify_and_refuse(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("rosetta import: 1 (BatchNorm2d): unsupported module"), r.stderr
     assert not (tmp_path / "ck2").exists()
+
+
+def test_a_model_that_computes_another_graph_in_eval_mode_is_refused():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(x) if self.training else torch.tanh(x))
+
+    with pytest.raises(ImportRefused, match=r"<root> \(Branchy\): unsupported call: it computes "
+                                            r"a different graph in eval mode \(aten.relu.default"):
+        rosetta.from_torch(Branchy().double(), torch.randn(2, 4, dtype=torch.float64))
