@@ -276,8 +276,8 @@ def _torch_node_values(module, x_native):
     class Recorder(torch.fx.Interpreter):
         def run_node(self, n):
             out = super().run_node(n)
-            if isinstance(out, torch.Tensor):
-                values[n.name] = out.detach().cpu().numpy()
+            if isinstance(out, torch.Tensor):  # a copy: a later in-place call (relu_) changes it
+                values[n.name] = out.detach().cpu().numpy().copy()
             return out
 
     with torch.no_grad():
