@@ -3,7 +3,9 @@
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
 ``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ...}``, only ``model``
 required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
-``torch.export.save`` (its module is imported; it carries no optimizer).
+``torch.export.save``. torch 2.13 cannot switch a loaded program's module between training and
+eval mode (``ep.module().train()`` raises), and the importer captures both, so a ``.pt2`` is
+refused with that line (exit 2) until torch can.
 
 Exit status: 0 imported and certified (or imported, with ``--no-certify``); 1 the certificate
 fails (the checkpoint is still written, with the certificate beside it); 2 not importable (one

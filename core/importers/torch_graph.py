@@ -81,7 +81,12 @@ def _export(module, example_inputs, training: bool):
     import torch
 
     was = module.training
-    module.train(training)
+    try:
+        module.train(training)
+    except NotImplementedError as e:  # torch.export's own modules (a .pt2's ep.module())
+        raise ImportRefused([f"<root> ({type(module).__name__}): cannot be switched between "
+                             f"training and eval mode ({e}); the importer captures both: "
+                             f"import the nn.Module itself"]) from None
     try:
         return torch.export.export(module, tuple(example_inputs))
     except Exception as e:  # the user's model: one line naming torch.export's reason

@@ -7,8 +7,6 @@ compile alone costs ~20 s here: its certificate runs in the report's bigger runs
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -281,18 +279,18 @@ SOURCE = textwrap.dedent('''
 
 
 def test_cli_import_certify_and_refuse(tmp_path):
+    from cli_run import run_cli   # in process: the contract of DESIGN 6, no interpreter start-up
+
     src = tmp_path / "models.py"
     src.write_text(SOURCE)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "rosetta.cli", "import", *a],  # noqa
-                                    capture_output=True, text=True, timeout=300)
-    r = run(f"{src}:build", "--out", str(tmp_path / "ck"), "--input-shape", "2,3,6,6",
-            "--backends", "torch", "--steps", "2")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "PASS" in r.stdout
+    r = run_cli(["import", f"{src}:build", "--out", tmp_path / "ck", "--input-shape", "2,3,6,6",
+                 "--backends", "torch", "--steps", "2"])
+    assert r.status == 0 and r.traceback is None, str(r)
+    assert "PASS" in r.out
     assert checkpoint.load(tmp_path / "ck").spec.optimizer.momentum == 0.9
-    r = run(f"{src}:bad", "--out", str(tmp_path / "ck2"), "--input-shape", "2,3,6,6")
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.startswith("rosetta import: 1 (BatchNorm2d): unsupported module"), r.stderr
+    r = run_cli(["import", f"{src}:bad", "--out", tmp_path / "ck2", "--input-shape", "2,3,6,6"])
+    assert r.status == 2 and r.traceback is None, str(r)
+    assert r.err.startswith("rosetta import: 1 (BatchNorm2d): unsupported module"), r.err
     assert not (tmp_path / "ck2").exists()
 
 
