@@ -15,8 +15,12 @@ more participant of the conformance suite.
    node it stands for, and the first that differs is named by spec node and source module;
    otherwise the first diverging tensor is named by canonical path and source name, with its step.
 
-Dropout: the source draws its own masks; the certificate runs with dropout off on both sides
-(the source's ``Dropout`` modules at p=0, the spec's rates at 0) and its note says so.
+Dropout (``dropout="inject"``, the default): the keep-masks of every step come from the neutral
+RNG of the conformance suite (``runner.dropout_masks``) and are injected on both sides: into
+each backend as its ``masks``, and into the source by a forward hook on each ``nn.Dropout``
+module (its own p set to 0, its output multiplied by the mask, turned to the source's layout,
+over 1 - p). A dropout the source draws elsewhere (a functional call) cannot take a mask: such a
+model is certified with ``dropout="off"`` (every rate 0 on both sides), which the table says.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 from rosetta.conformance.compare import compare_arrays
 from rosetta.conformance.diagnose import first_divergence
 from rosetta.conformance.native import NativeError
-from rosetta.conformance.runner import without_dropout
+from rosetta.conformance.runner import dropout_masks, without_dropout
 from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
 from rosetta.conformance.trajectory import Trajectory, spec_hash
@@ -119,8 +123,49 @@ def _batches(imp, steps, seed, dtype):
     return batches
 
 
-def _source_program(imp, spec, seed, dtype):
-    """``TorchNative`` on a randomized copy of the source, with a copy of its optimizer."""
+def _to_source_layout(mask, layout, chw):
+    """A canonical keep-mask in the layout of the source tensor it multiplies."""
+    if layout == "nchw":
+        return mask.transpose(0, 3, 1, 2)
+    if layout == "flat":
+        c, h, w = chw
+        return mask.reshape(mask.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(
+            mask.shape[0], -1)
+    return mask
+
+
+def _inject_hooks(imp, spec, module):
+    """Forward hooks that apply the current keep-mask to each source ``nn.Dropout`` standing for
+    a spec node with dropout; returns the dict to put the step's masks in ({node: mask})."""
+    import torch
+
+    from rosetta.importers.builder import spec_name
+
+    current = {}
+    modules = dict(module.named_modules())
+    for d in mask_draws(spec.model):
+        label = imp.node_source.get(d.node, "")
+        path = label.rsplit(" (", 1)[0]
+        m = modules.get(path)
+        if not isinstance(m, torch.nn.modules.dropout._DropoutNd) or spec_name(path) != d.node:
+            raise RosettaError(f"dropout node {d.node} (source {label}) is not an nn.Dropout "
+                               f"module the certificate can give a mask: certify with "
+                               f"dropout='off' (--dropout off)")
+        _, layout, chw = imp.source.fx_nodes[d.node]
+
+        def hook(mod, inputs, out, node=d.node, rate=d.rate, layout=layout, chw=chw):
+            if not mod.training or node not in current:
+                return out
+            mask = _to_source_layout(current[node], layout, chw)
+            return out * torch.as_tensor(np.ascontiguousarray(mask), dtype=out.dtype) / (1 - rate)
+
+        m.register_forward_hook(hook)
+    return current
+
+
+def _source_program(imp, spec, seed, dtype, inject=False):
+    """``TorchNative`` on a randomized copy of the source, with a copy of its optimizer (and the
+    mask holder of ``_inject_hooks`` when ``inject``)."""
     import torch
 
     from rosetta.conformance.native_torch import TorchNative
@@ -148,22 +193,35 @@ def _source_program(imp, spec, seed, dtype):
     names = {n: (imp.names[n], src.layouts[n]) for n in imp.names}
     prog = TorchNative(module, opt, loss, names, slots=src.slots,
                        data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")
-    prog.bind(spec)
-    return prog, module
+    prog.bind(without_dropout(spec))
+    holder = _inject_hooks(imp, spec, module) if inject else None
+    return prog, module, holder
 
 
-def _record(prog, spec, batches, label, framework, dtype, steps, seed) -> Trajectory:
+def _record(prog, spec, batches, label, framework, dtype, steps, seed, masks=None,
+            holder=None) -> Trajectory:
+    """``masks``: the keep-masks of each step (a list), given to ``prog`` as its ``masks``, or,
+    with ``holder`` (the source), put in the hooks' holder."""
+    def use(t):
+        if masks is None:
+            return {}
+        if holder is not None:
+            holder.clear()
+            holder.update(masks[t])
+            return {}
+        return {"masks": masks[t]}
+
     x0 = batches[0][0]
-    ev = {"train_output_start": np.asarray(prog.forward(x0, training=True)),
+    ev = {"train_output_start": np.asarray(prog.forward(x0, training=True, **use(0))),
           "eval_output_start": np.asarray(prog.forward(x0, training=False))}
     params = {k: [v] for k, v in prog.export_params().items()}
     state = {k: [v] for k, v in prog.export_state().items()}
     losses, grads, opt = [], {}, {}
-    for x, y in batches:
-        loss, g = prog.gradients(x, y)
+    for t, (x, y) in enumerate(batches):
+        loss, g = prog.gradients(x, y, **use(t))
         for k, v in g.items():
             grads.setdefault(k, []).append(v)
-        prog.train_step(x, y)
+        prog.train_step(x, y, **use(t))
         losses.append(loss)
         for k, v in prog.export_params().items():
             params[k].append(v)
@@ -174,7 +232,7 @@ def _record(prog, spec, batches, label, framework, dtype, steps, seed) -> Trajec
     ev["output"] = np.asarray(prog.forward(x0, training=False))
     meta = {"model": spec.name, "backend": label, "framework": framework, "device": "cpu",
             "dtype": dtype, "steps": len(losses), "seed": seed, "spec_hash": spec_hash(spec),
-            "dropout": "off", "devices": 1}
+            "dropout": "inject" if masks is not None else "off", "devices": 1}
     stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
     return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
                       stack(opt), ev)
@@ -189,7 +247,7 @@ def _worsts(result) -> dict:
 
 
 def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", steps=3, seed=0,
-            out=None, progress=None) -> Certificate:
+            out=None, progress=None, dropout="inject") -> Certificate:
     from rosetta.backend_registry import get_backend
 
     log = progress or (lambda msg: None)
@@ -199,14 +257,18 @@ def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", st
                            f"not built for imports yet")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise RosettaError(f"certificate steps must be an integer >= 1, found {steps!r}")
-    dropout = "off" if mask_draws(imp.spec.model) else "none"
+    if dropout not in ("inject", "off"):
+        raise RosettaError(f"dropout must be 'inject' or 'off', found {dropout!r}")
+    dropout = dropout if mask_draws(imp.spec.model) else "none"
     spec = without_dropout(imp.spec) if dropout == "off" else imp.spec
     tier = tier_for(dtype)
     batches = _batches(imp, steps, seed, dtype)
+    masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
+             if dropout == "inject" else None)
     cert = Certificate(spec.name, dtype, steps, dropout)
     t0 = time.perf_counter()
     try:
-        prog, module = _source_program(imp, spec, seed, dtype)
+        prog, module, holder = _source_program(imp, spec, seed, dtype, dropout == "inject")
     except NativeError as e:  # the spec's shapes no longer fit the source's tensors
         for be in backends:
             cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
@@ -219,7 +281,10 @@ def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", st
     if imp.optimizer_state:
         slots0 = {k: v for k, v in prog.export_optimizer_state().items()}
     log(f"{spec.name}: recording the torch source ({steps} steps)")
-    source = _record(prog, spec, batches, "source-torch", prog.version(), dtype, steps, seed)
+    source = _record(prog, spec, batches, "source-torch", prog.version(), dtype, steps, seed,
+                     masks, holder)
+    if holder is not None:
+        holder.clear()   # the blame runs the source without masks (and the spec without dropout)
     cert.seconds["source"] = time.perf_counter() - t0
     if out is not None:
         source.save(Path(out) / "source_trajectory.npz")
@@ -231,12 +296,12 @@ def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", st
         p.load(params0, state0)
         if slots0:
             p.load_optimizer_state(slots0, imp.step)
-        traj = _record(p, spec, batches, be, backend.version(), dtype, steps, seed)
+        traj = _record(p, spec, batches, be, backend.version(), dtype, steps, seed, masks)
         r = compare_trajectories(source, traj, tier)
         row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r),
                "where": r.where, "note": r.note, "blame": ""}
         if not r.passed:
-            row["blame"] = _blame(imp, spec, start, source, traj, tier, params0, state0,
+            row["blame"] = _blame(imp, without_dropout(spec), start, source, traj, tier, params0, state0,
                                   batches[0][0], r)
         row["seconds"] = time.perf_counter() - t1
         cert.results.append(row)

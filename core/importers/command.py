@@ -38,6 +38,9 @@ def add_parser(sub, positive_int):
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and batches")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                    help="example input shape for a module given without example inputs")
+    p.add_argument("--dropout", choices=["inject", "off"], default="inject",
+                   help="certificate dropout: neutral masks injected into the source's "
+                        "nn.Dropout modules and the spec (default), or every rate 0")
     p.add_argument("--no-certify", action="store_true", help="import and save only")
     return p
 
@@ -131,6 +134,7 @@ def run_command(args) -> int:
         return 0
     backends = [b for item in args.backends for b in item.split(",") if b]
     cert = imp.certify(tuple(backends), dtype=args.dtype, steps=args.steps, seed=args.seed,
-                       out=out.parent / f"{out.name}.certificate", progress=print)
+                       out=out.parent / f"{out.name}.certificate", progress=print,
+                       dropout=args.dropout)
     print(cert.table())
     return 0 if cert.passed else 1

@@ -42,11 +42,12 @@ class Imported:
                                        if self.source else "", "names": self.names})
 
     def certify(self, backends=("torch", "tensorflow", "jax"), *, dtype="float64", steps=3,
-                seed=0, out=None, progress=None):
-        """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``."""
+                seed=0, out=None, progress=None, dropout="inject"):
+        """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``.
+        ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0)."""
         from rosetta.importers.certificate import certify
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,
-                       progress=progress)
+                       progress=progress, dropout=dropout)
 
     def source_name(self, path: str) -> str:
         """The source name of a canonical path (``slot/path`` for optimizer state too)."""

@@ -71,7 +71,7 @@ def test_forward_equals_the_source_in_eval_mode(imported):
 def test_certificate_passes_on_torch_and_jax(imported):
     cert = imported.certify(("torch", "jax"), steps=1)
     assert cert.passed, cert.table()
-    assert cert.dropout == "off"
+    assert cert.dropout == "inject"
     for r in cert.results:
         assert max(r["worst"].values()) < 1e-10, r
 
@@ -107,6 +107,21 @@ def test_a_planted_stride_that_changes_shapes_fails(imported):
     cert = bad.certify(("torch",), steps=1)
     assert not cert.passed
     assert "'fc.weight' -> 'fc/kernel'" in cert.results[0]["blame"], cert.results[0]
+
+
+def test_injected_dropout_masks_are_applied_in_the_source_layout(imported):
+    """The dropout reads a channels-first flatten: a mask in the wrong layout, or none, fails."""
+    from rosetta.importers import certificate
+
+    cert = imported.certify(("torch",), steps=2)
+    assert cert.passed and cert.dropout == "inject", cert.table()
+    assert imported.certify(("torch",), steps=1, dropout="off").dropout == "off"
+    real = certificate._to_source_layout
+    certificate._to_source_layout = lambda mask, layout, chw: mask   # the layout ignored
+    try:
+        assert not imported.certify(("torch",), steps=1).passed
+    finally:
+        certificate._to_source_layout = real
 
 
 def test_a_planted_optimizer_change_is_blamed_on_a_source_parameter(imported):
