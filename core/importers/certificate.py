@@ -191,8 +191,17 @@ def _source_program(imp, spec, seed, dtype, inject=False):
         opt.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
     loss = src.loss if src.loss is not None else torch.nn.CrossEntropyLoss()
     names = {n: (imp.names[n], src.layouts[n]) for n in imp.names}
-    prog = TorchNative(module, opt, loss, names, slots=src.slots,
-                       data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")
+    class SourceProgram(TorchNative):
+        """TorchNative, keeping integer inputs (token ids) integers."""
+
+        def _to_native_batch(self, x, y):
+            if np.asarray(x).dtype.kind in "iu":
+                xt, yt = super()._to_native_batch(np.zeros(np.shape(x)), y)
+                return torch.as_tensor(np.asarray(x), dtype=torch.int64), yt
+            return super()._to_native_batch(x, y)
+
+    prog = SourceProgram(module, opt, loss, names, slots=src.slots,
+                         data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")
     prog.bind(without_dropout(spec))
     holder = _inject_hooks(imp, spec, module) if inject else None
     return prog, module, holder

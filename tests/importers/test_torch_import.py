@@ -321,3 +321,27 @@ def test_a_model_that_computes_another_graph_in_eval_mode_is_refused():
     with pytest.raises(ImportRefused, match=r"<root> \(Branchy\): unsupported call: it computes "
                                             r"a different graph in eval mode \(aten.relu.default"):
         rosetta.from_torch(Branchy().double(), torch.randn(2, 4, dtype=torch.float64))
+
+
+def test_a_token_model_with_adamw_imports_and_certifies():
+    """Integer inputs stay integers; Embedding, LayerNorm, tanh-GELU, a residual add and a
+    sequence flatten map; AdamW's decoupled decay."""
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.ln = nn.Embedding(20, 8), nn.LayerNorm(8)
+            self.fc, self.out, self.drop = nn.Linear(8, 8), nn.Linear(5 * 8, 3), nn.Dropout(0.2)
+
+        def forward(self, x):
+            h = self.ln(self.emb(x))
+            h = nn.functional.gelu(self.fc(h), approximate="tanh") + h
+            return self.out(self.drop(torch.flatten(h, 1)))
+
+    torch.manual_seed(0)
+    m = Tokens().double()
+    imp = rosetta.from_torch(m, torch.randint(0, 20, (2, 5)), loss=nn.CrossEntropyLoss(),
+                             optimizer=torch.optim.AdamW(m.parameters(), lr=1e-2,
+                                                         weight_decay=0.1))
+    assert [n.op for n in imp.spec.model.nodes][:3] == ["Embedding", "LayerNorm", "Dense"]
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed, cert.table()
