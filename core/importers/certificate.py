@@ -79,20 +79,25 @@ class Certificate:
 
 
 def randomize(module, seed: int) -> None:
-    """Every floating parameter and buffer to random non-default values, keeping its scale:
-    p + N(0, 1) * (0.5 * std(p) + 0.1 * mean|p| + 0.05); a buffer named like a variance stays
-    positive (its absolute value + 0.1)."""
+    """Every floating parameter and buffer to random non-default values at the scale it has:
+    a tensor with spread keeps its mean m and standard deviation s,
+    p <- m + ((p - m) + 0.5 s N(0, 1)) / sqrt(1.25) (so a deep model without normalisation does
+    not blow up); a constant tensor (zeros, ones) gets p + (0.1 |m| + 0.05) N(0, 1). A buffer
+    named like a variance stays positive (its absolute value + 0.1)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            if not t.is_floating_point():
+            if not t.is_floating_point() or t.numel() == 0:
                 continue
-            std = float(t.std()) if t.numel() > 1 else 0.0
-            scale = 0.5 * std + 0.1 * float(t.abs().mean()) + 0.05
             noise = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
-            t.add_(noise * scale)
+            mean = float(t.mean())
+            std = float(t.std()) if t.numel() > 1 else 0.0
+            if std > 0:
+                t.copy_(mean + ((t - mean) + 0.5 * std * noise) / 1.25 ** 0.5)
+            else:
+                t.add_(noise * (0.1 * abs(mean) + 0.05))
             if "var" in name.rsplit(".", 1)[-1]:
                 t.copy_(t.abs() + 0.1)
 
