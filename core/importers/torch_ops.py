@@ -399,5 +399,4 @@ ATEN = {
     "aten.permute.default": missing("a permute (the spec has no Transpose op)"),
     "aten.chunk.default": missing("chunk / split (the spec has no Split op)"),
     "aten.split.Tensor": missing("chunk / split (the spec has no Split op)"),
-    "aten.stochastic_depth.default": missing("stochastic depth (the spec has none)"),
 }
