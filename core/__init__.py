@@ -12,6 +12,7 @@ from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
 from rosetta.spec import DataSpec, TrainSpec
 from rosetta.backend_registry import available_backends, get_backend
+from rosetta.importers import from_torch
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,5 @@ __all__ = [
     "Graph", "Input", "Model", "Node", "Sequential", "Tensor",
     *layers.__all__,
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
-    "available_backends", "get_backend",
+    "available_backends", "get_backend", "from_torch",
 ]

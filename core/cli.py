@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_conformance(sub, _positive_int)
     from rosetta.conformance.bench import add_parser as add_bench
     add_bench(sub, _positive_int)
+    from rosetta.importers.command import add_parser as add_import
+    add_import(sub, _positive_int)
     s = sub.add_parser("spec", help="print a spec as rosetta/1 JSON")
     s.add_argument("spec")
     return p
@@ -436,6 +438,11 @@ def cmd_bench(args) -> int:
     return run_command(args, lambda s: with_data(load_spec(s), args.data, args.label))
 
 
+def cmd_import(args) -> int:
+    from rosetta.importers.command import run_command
+    return run_command(args)
+
+
 def main(argv=None) -> int:
     quiet_frameworks()
     retain_freed_memory()  # each step reuses the memory the last one freed (rosetta.hostmem)
@@ -443,7 +450,8 @@ def main(argv=None) -> int:
     handler = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
                "export": cmd_export,
                "models": cmd_models, "backends": cmd_backends, "spec": cmd_spec,
-               "conformance": cmd_conformance, "bench": cmd_bench}[args.command]
+               "conformance": cmd_conformance, "bench": cmd_bench,
+               "import": cmd_import}[args.command]
     try:
         return handler(args)
     except RosettaError as e:

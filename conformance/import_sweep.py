@@ -1,0 +1,120 @@
+"""Sweep ``rosetta.from_torch`` over torchvision's classification builders (not run by CI).
+
+    .venv/bin/python -m rosetta.conformance.import_sweep [--size 64] [--steps 1]
+        [--backends torch] [--families resnet,vgg,...] [--groupnorm] [--out sweep.json]
+
+Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
+``size`` inputs, batch 2; it is imported (SGD with momentum, cross-entropy) and, where it
+imports, certified on ``backends`` for ``steps`` steps; else its refusal is reported: the first
+line, and the distinct reasons over every line. ``--groupnorm`` adds the ResNet-family builders
+with ``norm_layer=GroupNorm(32)`` (torch's BatchNorm has no exact spec counterpart yet).
+Prints a Markdown table; ``--out`` also writes the rows as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+
+FAMILIES = ("resnet", "resnext", "wide_resnet", "vgg", "mobilenet_v2", "mobilenet_v3",
+            "efficientnet", "regnet", "densenet", "squeezenet", "shufflenet", "mnasnet",
+            "convnext")
+GROUPNORM = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2")
+
+
+def _torchvision():
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+    return torchvision
+
+
+def builders(families):
+    tv = _torchvision()
+    names = tv.models.list_models(module=tv.models)
+    return [n for n in names if any(n.startswith(f) for f in families)]
+
+
+def reasons(lines) -> list:
+    """The distinct reasons of refusal lines ('<who>: unsupported <kind>: <reason>')."""
+    out = {}
+    for line in lines:
+        why = line.split(": unsupported ", 1)[-1].split(": ", 1)[-1]
+        for part in why.split("; "):
+            out[part] = out.get(part, 0) + 1
+    return [f"{k} (x{v})" for k, v in out.items()]
+
+
+def sweep_one(name, *, size, steps, backends, groupnorm=False):
+    import torch
+
+    from rosetta.importers import ImportRefused, from_torch
+
+    tv = _torchvision()
+    torch.manual_seed(0)
+    kw = {"norm_layer": lambda c: torch.nn.GroupNorm(32, c)} if groupnorm else {}
+    model = tv.models.get_model(name, weights=None, **kw).double()
+    params = sum(p.numel() for p in model.parameters())
+    row = {"model": name + ("-GN" if groupnorm else ""), "params": params}
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    t = time.perf_counter()
+    try:
+        imp = from_torch(model, x, optimizer=opt, loss=torch.nn.CrossEntropyLoss(), name=name)
+    except ImportRefused as e:
+        row.update(result="refused", seconds_import=time.perf_counter() - t,
+                   first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))
+        return row
+    row["seconds_import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cert = imp.certify(tuple(backends), steps=steps)
+    row.update(result="certified" if cert.passed else "certificate FAILS",
+               seconds_certify=time.perf_counter() - t,
+               worst={r["backend"]: r["worst"] for r in cert.results},
+               blame=[r["blame"] for r in cert.results if r["blame"]])
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--backends", default="torch")
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--groupnorm", action="store_true")
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    todo = [(n, False) for n in builders(a.families.split(","))]
+    if a.groupnorm:
+        todo += [(n, True) for n in GROUPNORM]
+    rows = []
+    print("| model | parameters | result | import s | certify s | worst (fwd/grad/step) |")
+    print("|---|---:|---|---:|---:|---|")
+    for name, gn in todo:
+        try:
+            r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
+                          groupnorm=gn)
+        except Exception as e:  # a sweep goes on: the row says what broke
+            r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
+        rows.append(r)
+        if r["result"] == "refused":
+            res = f"refused ({r['lines']} lines): {r['first'][:160]}; reasons: " \
+                  f"{' | '.join(x[:90] for x in r['reasons'])}"
+        elif "worst" in r:
+            res = r["result"]
+        else:
+            res = r["result"]
+        worst = " ".join(f"{b}: {w.get('forward', 0):.0e}/{w.get('grads', 0):.0e}/"
+                         f"{w.get('step', 0):.0e}" for b, w in r.get("worst", {}).items())
+        print(f"| {r['model']} | {r['params']:,} | {res} | {r.get('seconds_import', 0):.1f} | "
+              f"{r.get('seconds_certify', 0):.1f} | {worst} |", flush=True)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The spec under construction: layers, canonical parameters, and the map from source names.
+
+A mapping (built in, or a user's ``@rosetta.importers.maps(MyBlock)``) turns source calls into
+spec layers through ``Builder.layer``; each parameter is given by its source name and a
+``Layout`` (``rosetta.conformance.native``: ``conv2d`` for torch's OIHW kernels, ``linear`` for
+(out, in), ``flatten_nchw(c, h, w)`` for a Dense after a channels-first flatten), read from the
+source, turned to canonical layout, and recorded in ``names`` (source name -> canonical path),
+which the certificate and the checkpoint use.
+
+A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` says how:
+
+* ``nchw``:  a torch (N, C, H, W) tensor held channels last, (N, H, W, C);
+* ``plain``: the same array as the source's;
+* ``flat``:  a torch (N, C*H*W) flatten of an (N, C, H, W) map, held in canonical (H, W, C)
+  flatten order (``chw`` gives C, H, W): only a Dense (whose kernel rows are permuted to match)
+  or an elementwise op may consume it; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from rosetta.conformance.native import Layout, layout as as_layout
+from rosetta.graph import Layer, Tensor
+
+# torch axis of an (N, C, H, W) tensor -> axis of its channels-last (N, H, W, C) copy
+NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+@dataclass
+class Value:
+    tensor: Tensor
+    layout: str            # "nchw", "plain" or "flat"
+    shape: tuple           # the source tensor's shape, batch axis included
+    chw: tuple | None = None
+
+    def canonical_axis(self, axis: int) -> int:
+        """The per-example canonical axis of the source tensor's ``axis`` (batch excluded)."""
+        rank = len(self.shape)
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise Unsupported("an operation over the batch axis")
+        if self.layout == "nchw":
+            return NCHW_TO_NHWC[axis] - 1
+        if self.layout == "flat":
+            raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
+        return axis - 1
+
+
+class Unsupported(Exception):
+    """A source call that no spec op reproduces exactly; the message says what is missing."""
+
+
+def spec_name(source: str) -> str:
+    """A spec node name for a source module path: ``layer1.0.conv1`` -> ``layer1_0_conv1``."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", source) or "root"
+    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+class Builder:
+    """Collects layers and canonical parameters for one source model."""
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors      # source name -> NumPy array (parameters and buffers)
+        self.params: dict = {}      # canonical path -> array
+        self.state: dict = {}
+        self.names: dict = {}       # source name -> canonical path
+        self.layouts: dict = {}     # source name -> Layout
+        self.node_source: dict = {}  # spec node -> source label
+        self._taken: set = set()
+
+    def unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._taken:
+            name, k = f"{base}_{k}", k + 1
+        self._taken.add(name)
+        return name
+
+    def layer(self, op: str, inputs, *, name: str, source: str, params=None, state=None,
+              layout: str | None = None, out_shape: tuple | None = None, chw=None,
+              **attrs) -> Value:
+        """Add one spec layer ``op`` on ``inputs`` (Values) named after ``name``; ``params`` and
+        ``state`` map the op's parameter names to (source name, layout). Returns the Value of
+        its output (``layout`` and ``out_shape`` of the source tensor it stands for)."""
+        node = self.unique(spec_name(name))
+        t = Layer(op, node, **attrs)(*[v.tensor for v in inputs])
+        for table, target in ((params or {}, self.params), (state or {}, self.state)):
+            for pname, (src, lay) in table.items():
+                lay = as_layout(lay)
+                if src in self.names:
+                    raise Unsupported(f"parameter {src} is used by two layers (the spec has no "
+                                      f"shared parameters)")
+                if src not in self.tensors:
+                    raise Unsupported(f"no parameter or buffer named {src}")
+                path = f"{node}/{pname}"
+                target[path] = np.array(lay.to_canonical(self.tensors[src]))
+                self.names[src] = path
+                self.layouts[src] = lay
+        self.node_source[node] = source
+        lay = layout or (inputs[0].layout if inputs else "plain")
+        return Value(t, lay, tuple(out_shape) if out_shape is not None else inputs[0].shape, chw)
+
+
+class ModuleBuilder:
+    """What a user's mapping function gets: ``Builder.layer`` with names relative to its module.
+
+        @rosetta.importers.maps(MyBlock)
+        def my_block(module, x, b):
+            y = b.layer("Conv2D", [x], name="conv", params={"kernel": ("conv.weight", "conv2d")},
+                        filters=module.conv.out_channels, kernel_size=3, padding=1,
+                        use_bias=False)
+            return b.layer("Activation", [y], name="act", fn="relu")
+
+    ``x`` (and the result) are ``Value``s; images arrive channels last (``x.layout == "nchw"``
+    means the source's (N, C, H, W) tensor held as (N, H, W, C)). A result's ``shape`` is the
+    source tensor's (taken from the traced graph).
+    """
+
+    def __init__(self, builder: Builder, path: str, label: str, out_shape: tuple):
+        self._b, self.path, self.label, self._shape = builder, path, label, out_shape
+
+    def _full(self, rel: str) -> str:
+        return f"{self.path}.{rel}" if self.path else rel
+
+    def layer(self, op, inputs, *, name, params=None, state=None, **attrs) -> Value:
+        full = lambda t: {k: (self._full(s), lay) for k, (s, lay) in (t or {}).items()}  # noqa
+        v = self._b.layer(op, list(inputs), name=self._full(name), source=self.label,
+                          params=full(params), state=full(state), **attrs)
+        v.shape = self._shape
+        return v
+
+
+def check_shapes(graph, builder: Builder) -> None:
+    """Every canonical array fits the spec's declaration (an importer bug otherwise)."""
+    for table, defs in ((builder.params, graph.param_defs()), (builder.state, graph.state_defs())):
+        for path, d in defs.items():
+            if path not in table:
+                raise Unsupported(f"spec parameter {path} was given no source value")
+            if tuple(table[path].shape) != tuple(d.shape):
+                raise Unsupported(f"{path}: source array of shape {table[path].shape}, the spec "
+                                  f"declares {tuple(d.shape)}")
+
+
+__all__ = ["Builder", "ModuleBuilder", "Value", "Unsupported", "Layout", "spec_name"]

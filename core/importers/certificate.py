@@ -1,0 +1,411 @@
+"""The import certificate (DESIGN section 12): the source model, run by torch as written, is one
+more participant of the conformance suite.
+
+1. A copy of the source has every parameter and buffer set to random non-default values
+   (seeded), so an import that ignores one cannot pass.
+2. The source trajectory is recorded once (``TorchNative`` on the copy, with a copy of the source's
+   own optimizer, its state included): the forward output in training and in eval mode before any
+   update, then K steps, each the loss and every gradient, then the parameters, model state and
+   optimizer state after the update, and the eval output after the last one.
+3. Each backend, alone, lowers the imported spec, loads the same canonical values (and the
+   optimizer state), and is recorded on the same batches; its trajectory is compared with the
+   source's at the tier of the dtype (float64: the exact tier, 1e-10, steps free-running).
+4. A failure is blamed: where the first divergence is the loss, a gradient or a forward output,
+   every spec node's training-mode output (NumPy reference) is compared with the traced torch
+   node it stands for, and the first that differs is named by spec node and source module;
+   otherwise the first diverging tensor is named by canonical path and source name, with its step.
+
+Dropout (``dropout="inject"``, the default): the keep-masks of every step come from the neutral
+RNG of the conformance suite (``runner.dropout_masks``) and are injected on both sides: into
+each backend as its ``masks``, and into the source by a forward hook on each ``nn.Dropout``
+module (its own p set to 0, its output multiplied by the mask, turned to the source's layout,
+over 1 - p). A dropout the source draws elsewhere (a functional call) cannot take a mask: such a
+model is certified with ``dropout="off"`` (every rate 0 on both sides), which the table says.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.conformance.compare import compare_arrays
+from rosetta.conformance.diagnose import first_divergence
+from rosetta.conformance.native import NativeError
+from rosetta.conformance.runner import dropout_masks, without_dropout
+from rosetta.conformance.suite import compare_trajectories
+from rosetta.conformance.tiers import tier_for
+from rosetta.conformance.trajectory import Trajectory, spec_hash
+from rosetta.dropout import mask_draws
+from rosetta.errors import RosettaError
+
+
+@dataclass
+class Certificate:
+    model: str
+    dtype: str
+    steps: int
+    dropout: str
+    results: list = field(default_factory=list)   # one dict per backend
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r["passed"] for r in self.results)
+
+    def table(self) -> str:
+        rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
+                f"{self.dropout}): source torch vs each backend",
+                f"{'backend':<11} {'result':<6} {'forward':>9} {'loss':>9} {'gradient':>9} "
+                f"{'step':>9} {'seconds':>8}"]
+        for r in self.results:
+            w = r["worst"]
+            rows.append(f"{r['backend']:<11} {'PASS' if r['passed'] else 'FAIL':<6} "
+                        f"{w.get('forward', 0):9.1e} {w.get('loss', 0):9.1e} "
+                        f"{w.get('grads', 0):9.1e} {w.get('step', 0):9.1e} "
+                        f"{r['seconds']:8.1f}")
+            if not r["passed"]:
+                rows.append(f"  {r['blame']}")
+        return "\n".join(rows)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "dtype": self.dtype, "steps": self.steps,
+                "dropout": self.dropout, "passed": self.passed, "results": self.results,
+                "seconds": self.seconds}
+
+
+def randomize(module, seed: int) -> None:
+    """Every floating parameter and buffer to random non-default values at the scale it has:
+    a tensor with spread keeps its mean m and standard deviation s,
+    p <- m + ((p - m) + 0.5 s N(0, 1)) / sqrt(1.25) (so a deep model without normalisation does
+    not blow up); a constant tensor (zeros, ones) gets p + (0.1 |m| + 0.05) N(0, 1). A buffer
+    named like a variance stays positive (its absolute value + 0.1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if not t.is_floating_point() or t.numel() == 0:
+                continue
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+            mean = float(t.mean())
+            std = float(t.std()) if t.numel() > 1 else 0.0
+            if std > 0:
+                t.copy_(mean + ((t - mean) + 0.5 * std * noise) / 1.25 ** 0.5)
+            else:
+                t.add_(noise * (0.1 * abs(mean) + 0.05))
+            if "var" in name.rsplit(".", 1)[-1]:
+                t.copy_(t.abs() + 0.1)
+
+
+def _batches(imp, steps, seed, dtype):
+    """``steps`` random (inputs in canonical layout, labels) of the example's batch size."""
+    rng = np.random.default_rng(seed)
+    x0 = imp.source.example_inputs[0]
+    shape = tuple(x0.shape)
+    if imp.source.input_layout == "nchw":
+        shape = (shape[0], shape[2], shape[3], shape[1])
+    out = imp.spec.model.output_type.shape
+    loss = imp.spec.loss
+    batches = []
+    for _ in range(steps):
+        if x0.dtype.is_floating_point:
+            x = rng.standard_normal(shape).astype(dtype)
+        else:
+            x = rng.integers(0, int(x0.max()) + 1, size=shape)
+        n = shape[0]
+        if loss.label_kind == "int":
+            y = rng.integers(0, out[-1], size=(n, *out[:-1]))
+        elif loss.kind == "binary_cross_entropy":
+            y = (rng.random((n, *out)) < 0.5).astype(dtype)
+        else:
+            y = rng.standard_normal((n, *out)).astype(dtype)
+        batches.append((x, y))
+    return batches
+
+
+def _to_source_layout(mask, layout, chw):
+    """A canonical keep-mask in the layout of the source tensor it multiplies."""
+    if layout == "nchw":
+        return mask.transpose(0, 3, 1, 2)
+    if layout == "flat":
+        c, h, w = chw
+        return mask.reshape(mask.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(
+            mask.shape[0], -1)
+    return mask
+
+
+def _inject_hooks(imp, spec, module):
+    """Forward hooks that apply the current keep-mask to each source ``nn.Dropout`` standing for
+    a spec node with dropout; returns the dict to put the step's masks in ({node: mask})."""
+    import torch
+
+    from rosetta.importers.builder import spec_name
+
+    current = {}
+    modules = dict(module.named_modules())
+    for d in mask_draws(spec.model):
+        label = imp.node_source.get(d.node, "")
+        path = label.rsplit(" (", 1)[0]
+        m = modules.get(path)
+        if not isinstance(m, torch.nn.modules.dropout._DropoutNd) or spec_name(path) != d.node:
+            raise RosettaError(f"dropout node {d.node} (source {label}) is not an nn.Dropout "
+                               f"module the certificate can give a mask: certify with "
+                               f"dropout='off' (--dropout off)")
+        _, layout, chw = imp.source.fx_nodes[d.node]
+
+        def hook(mod, inputs, out, node=d.node, rate=d.rate, layout=layout, chw=chw):
+            if not mod.training or node not in current:
+                return out
+            mask = _to_source_layout(current[node], layout, chw)
+            return out * torch.as_tensor(np.ascontiguousarray(mask), dtype=out.dtype) / (1 - rate)
+
+        m.register_forward_hook(hook)
+    return current
+
+
+def _source_program(imp, spec, seed, dtype, inject=False):
+    """``TorchNative`` on a randomized copy of the source, with a copy of its optimizer (and the
+    mask holder of ``_inject_hooks`` when ``inject``)."""
+    import torch
+
+    from rosetta.conformance.native_torch import TorchNative
+
+    src = imp.source
+    module = copy.deepcopy(src.module)
+    module.to(torch.float64 if dtype == "float64" else torch.float32)
+    randomize(module, seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+    params = dict(module.named_parameters())
+    if src.optimizer is None:
+        opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    else:
+        orig = dict(src.module.named_parameters())
+        by_id = {id(p): n for n, p in orig.items()}
+        groups = []
+        for g in src.optimizer.param_groups:
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": [params[by_id[id(p)]] for p in g["params"]]})
+        opt = type(src.optimizer)(groups)
+        opt.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
+    loss = src.loss if src.loss is not None else torch.nn.CrossEntropyLoss()
+    names = {n: (imp.names[n], src.layouts[n]) for n in imp.names}
+    class SourceProgram(TorchNative):
+        """TorchNative, keeping integer inputs (token ids) integers."""
+
+        def _to_native_batch(self, x, y):
+            if np.asarray(x).dtype.kind in "iu":
+                xt, yt = super()._to_native_batch(np.zeros(np.shape(x)), y)
+                return torch.as_tensor(np.asarray(x), dtype=torch.int64), yt
+            return super()._to_native_batch(x, y)
+
+    prog = SourceProgram(module, opt, loss, names, slots=src.slots,
+                         data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")
+    prog.bind(without_dropout(spec))
+    holder = _inject_hooks(imp, spec, module) if inject else None
+    return prog, module, holder
+
+
+def _record(prog, spec, batches, label, framework, dtype, steps, seed, masks=None,
+            holder=None) -> Trajectory:
+    """``masks``: the keep-masks of each step (a list), given to ``prog`` as its ``masks``, or,
+    with ``holder`` (the source), put in the hooks' holder."""
+    def use(t):
+        if masks is None:
+            return {}
+        if holder is not None:
+            holder.clear()
+            holder.update(masks[t])
+            return {}
+        return {"masks": masks[t]}
+
+    x0 = batches[0][0]
+    ev = {"train_output_start": np.asarray(prog.forward(x0, training=True, **use(0))),
+          "eval_output_start": np.asarray(prog.forward(x0, training=False))}
+    params = {k: [v] for k, v in prog.export_params().items()}
+    state = {k: [v] for k, v in prog.export_state().items()}
+    losses, grads, opt = [], {}, {}
+    for t, (x, y) in enumerate(batches):
+        loss, g = prog.gradients(x, y, **use(t))
+        for k, v in g.items():
+            grads.setdefault(k, []).append(v)
+        prog.train_step(x, y, **use(t))
+        losses.append(loss)
+        for k, v in prog.export_params().items():
+            params[k].append(v)
+        for k, v in prog.export_state().items():
+            state[k].append(v)
+        for k, v in prog.export_optimizer_state().items():
+            opt.setdefault(k, []).append(v)
+    ev["output"] = np.asarray(prog.forward(x0, training=False))
+    meta = {"model": spec.name, "backend": label, "framework": framework, "device": "cpu",
+            "dtype": dtype, "steps": len(losses), "seed": seed, "spec_hash": spec_hash(spec),
+            "dropout": "inject" if masks is not None else "off", "devices": 1}
+    stack = lambda d: {k: np.stack(v) for k, v in d.items()}  # noqa: E731
+    return Trajectory(meta, np.array(losses), stack(grads), stack(params), stack(state),
+                      stack(opt), ev)
+
+
+def _worsts(result) -> dict:
+    pc = result.per_category
+    out = {k: pc[k]["rel"] for k in ("loss", "grads") if k in pc}
+    out["step"] = max([pc[k]["rel"] for k in ("params", "state", "opt") if k in pc] or [0.0])
+    out["forward"] = pc.get("eval", {}).get("rel", 0.0)
+    return out
+
+
+def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", steps=3, seed=0,
+            out=None, progress=None, dropout="inject") -> Certificate:
+    from rosetta.backend_registry import get_backend
+
+    log = progress or (lambda msg: None)
+    if dtype != "float64":
+        raise RosettaError(f"certificate in {dtype}: this certificate runs in float64 (the "
+                           f"exact tier); the float32 tier (teacher-forced, measured noise) is "
+                           f"not built for imports yet")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise RosettaError(f"certificate steps must be an integer >= 1, found {steps!r}")
+    if dropout not in ("inject", "off"):
+        raise RosettaError(f"dropout must be 'inject' or 'off', found {dropout!r}")
+    dropout = dropout if mask_draws(imp.spec.model) else "none"
+    spec = without_dropout(imp.spec) if dropout == "off" else imp.spec
+    tier = tier_for(dtype)
+    batches = _batches(imp, steps, seed, dtype)
+    masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
+             if dropout == "inject" else None)
+    cert = Certificate(spec.name, dtype, steps, dropout)
+    t0 = time.perf_counter()
+    try:
+        prog, module, holder = _source_program(imp, spec, seed, dtype, dropout == "inject")
+    except NativeError as e:  # the spec's shapes no longer fit the source's tensors
+        for be in backends:
+            cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
+                                 "note": "", "seconds": 0.0,
+                                 "blame": f"the spec does not fit the source: {e}"})
+        return cert
+    start = copy.deepcopy(module)   # the randomized source before any update (for the blame)
+    params0, state0 = prog.export_params(), prog.export_state()
+    slots0 = {}
+    if imp.optimizer_state:
+        slots0 = {k: v for k, v in prog.export_optimizer_state().items()}
+    log(f"{spec.name}: recording the torch source ({steps} steps)")
+    source = _record(prog, spec, batches, "source-torch", prog.version(), dtype, steps, seed,
+                     masks, holder)
+    if holder is not None:
+        holder.clear()   # the blame runs the source without masks (and the spec without dropout)
+    cert.seconds["source"] = time.perf_counter() - t0
+    if out is not None:
+        source.save(Path(out) / "source_trajectory.npz")
+    for be in backends:
+        t1 = time.perf_counter()
+        log(f"{spec.name}: recording {be}")
+        backend = get_backend(be)
+        p = backend.compile(spec, dtype=dtype, device="cpu")
+        p.load(params0, state0)
+        if slots0:
+            p.load_optimizer_state(slots0, imp.step)
+        traj = _record(p, spec, batches, be, backend.version(), dtype, steps, seed, masks)
+        r = compare_trajectories(source, traj, tier)
+        row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r),
+               "where": r.where, "note": r.note, "blame": ""}
+        if not r.passed:
+            row["blame"] = _blame(imp, without_dropout(spec), start, source, traj, tier, params0, state0,
+                                  batches[0][0], r)
+        row["seconds"] = time.perf_counter() - t1
+        cert.results.append(row)
+        del p
+    if out is not None:
+        path = Path(out) / "certificate.json"
+        from rosetta.files import atomic_file
+        with atomic_file(path) as f:
+            f.write(json.dumps(cert.to_json(), indent=1, default=str).encode())
+    return cert
+
+
+def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result) -> str:
+    d = first_divergence(source, traj, tier)
+    if d is None:
+        return result.where or result.note
+    forward = d.category in ("loss", "grads", "eval") and d.step == 0 or d.category == "eval"
+    if forward:
+        node = first_diverging_node(imp, spec, module, params0, state0, x, tier)
+        if node:
+            return node
+    name = imp.source_name(d.tensor) if d.tensor else ""
+    return (f"first divergence at step {d.step}: {d.category}/{d.tensor}"
+            f"{f' (source {name})' if name else ''}: {d.worst}")
+
+
+def _torch_node_values(module, x_native):
+    """{fx node name: output} of the training-mode traced graph of ``module`` on ``x``."""
+    import torch
+
+    module.train()
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()}
+    ep = torch.export.export(module, (x_native,))
+    gm = ep.module()
+    values = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor):  # a copy: a later in-place call (relu_) changes it
+                values[n.name] = out.detach().cpu().numpy().copy()
+            return out
+
+    with torch.no_grad():
+        Recorder(gm).run(x_native)
+    with torch.no_grad():
+        for n, b in module.named_buffers():
+            b.copy_(saved[n])
+    return values
+
+
+def _canonical(v, layout, chw):
+    if layout == "nchw" and v.ndim == 4:
+        return v.transpose(0, 2, 3, 1)
+    if layout == "flat":
+        c, h, w = chw
+        return v.reshape(v.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(v.shape[0], -1)
+    return v
+
+
+def first_diverging_node(imp, spec, module, params0, state0, x, tier) -> str:
+    """The first spec node whose training-mode output (NumPy reference) differs from the traced
+    torch node it stands for, named with its source module; '' when every node agrees."""
+    import torch
+
+    from rosetta.ops import RefContext
+
+    xt = torch.as_tensor(x.transpose(0, 3, 1, 2) if imp.source.input_layout == "nchw" else x)
+    xt = xt.to(next(module.parameters()).dtype)
+    theirs = _torch_node_values(module, xt.contiguous())
+    g = spec.model
+    values = {g.inputs[0].name: np.asarray(x, np.float64)}
+    state = {k: np.array(v) for k, v in state0.items()}
+    for n in g.nodes:
+        p = {k: np.asarray(params0[f"{n.name}/{k}"], np.float64) for k in n.params}
+        ctx = RefContext(training=True, state={k: state[f"{n.name}/{k}"] for k in n.state})
+        values[n.name] = n.opdef.reference(n.attrs, p, [values[s] for s in n.inputs], ctx)
+        if n.name not in imp.source.fx_nodes:
+            continue
+        fx, layout, chw = imp.source.fx_nodes[n.name]
+        if fx not in theirs:
+            continue
+        t = _canonical(theirs[fx], layout, chw)
+        if t.shape != values[n.name].shape:
+            return (f"first diverging node: {n.name} ({n.op}; source "
+                    f"{imp.node_source.get(n.name, '?')}): output shape "
+                    f"{values[n.name].shape[1:]} where the source's is {t.shape[1:]}")
+        w = compare_arrays(t, values[n.name], f"{n.name} output (training mode, step 0)",
+                           tier.tolerance, tier.floor_fraction)
+        if not w.passed:
+            return (f"first diverging node: {n.name} ({n.op}; source "
+                    f"{imp.node_source.get(n.name, '?')}) at step 0, training-mode forward: {w}")
+    return ""

@@ -1,0 +1,363 @@
+"""Capture a ``torch.nn.Module`` with ``torch.export`` and write the spec graph that computes the
+same function (DESIGN section 12).
+
+The module is exported twice, in training and in eval mode (``torch.export`` freezes
+``self.training`` into the graph): both graphs must make the same calls, apart from the
+training flags of dropout, or the import is refused. Every node keeps its source name: the
+innermost module of its ``nn_module_stack`` (``layer1.0.conv1 (Conv2d)``), or the fx node's
+name for a call in a ``forward`` itself; parameters keep their ``state_dict`` names.
+
+Mapping: a call inside a module whose class has a user mapping (``maps``) goes, with every
+other call of that module, to that mapping; every other call goes through ``torch_ops.ATEN``.
+What no mapping reproduces exactly is collected, one line per source module, and refused
+together (``ImportRefused``) before anything is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rosetta.graph import Input, Model
+from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
+from rosetta.importers.errors import ImportRefused
+from rosetta.importers.torch_ops import ATEN, Call
+
+# user mappings: module class -> function(module, *inputs, b) -> Value
+MAPS: dict = {}
+
+
+def maps(cls):
+    """Register a mapping for your own module class::
+
+        @rosetta.importers.maps(MyBlock)
+        def my_block(module, x, b):      # b: a ModuleBuilder (names relative to the module)
+            ...
+            return value
+
+    Every call the traced graph makes inside a ``MyBlock`` (its submodules included) goes to
+    this function instead of the built-in table; the block must have one output."""
+    def register(fn):
+        MAPS[cls] = fn
+        return fn
+    return register
+
+
+@dataclass
+class Captured:
+    graph: object             # rosetta Graph
+    params: dict
+    state: dict
+    names: dict               # source name -> canonical path
+    layouts: dict             # source name -> Layout
+    node_source: dict         # spec node -> source label
+    input_layout: str         # "nchw" or "plain"
+    ignored_buffers: list     # source buffers the spec has no state for
+    fx_nodes: dict            # spec node -> (fx node name, layout, chw): where to read it
+
+
+def _short(type_str: str) -> str:
+    return str(type_str).rsplit(".", 1)[-1].rstrip("'>")
+
+
+def _label(path: str, type_str) -> str:
+    return f"{path or '<root>'} ({_short(type_str)})"
+
+
+def _stack(node) -> list:
+    """[(path, type)] from the outermost module to the innermost (the root excluded)."""
+    st = node.meta.get("nn_module_stack") or {}
+    out = []
+    for v in st.values():
+        path, typ = v[0], v[1]
+        path = path.replace("L['self'].", "").replace("L__self__.", "")
+        if path:
+            out.append((path, typ))
+    return out
+
+
+def _export(module, example_inputs, training: bool):
+    import torch
+
+    was = module.training
+    try:
+        module.train(training)
+    except NotImplementedError as e:  # torch.export's own modules (a .pt2's ep.module())
+        raise ImportRefused([f"<root> ({type(module).__name__}): cannot be switched between "
+                             f"training and eval mode ({e}); the importer captures both: "
+                             f"import the nn.Module itself"]) from None
+    try:
+        return torch.export.export(module, tuple(example_inputs))
+    except Exception as e:  # the user's model: one line naming torch.export's reason
+        msg = " ".join(str(e).split())[:400]
+        raise ImportRefused([f"<root> ({type(module).__name__}): torch.export cannot capture "
+                             f"the model in {'training' if training else 'eval'} mode: "
+                             f"{type(e).__name__}: {msg}"]) from None
+    finally:
+        module.train(was)
+
+
+def _signature(ep) -> list:
+    """The calls of an exported graph, with the flags that only say training or eval removed."""
+    sig = []
+    for n in ep.graph.nodes:
+        if n.op != "call_function":
+            continue
+        t = str(n.target)
+        if t == "aten.add_.Tensor" and n.args and str(n.args[0].name).startswith("b_"):
+            continue  # BatchNorm's num_batches_tracked, training only
+        st = _stack(n)
+        sig.append((t, st[-1] if st else ("", "")))
+    return sig
+
+
+def _eval_difference(module, ep_train, ep_eval):
+    """A refusal line where the eval-mode graph makes other calls than the training one."""
+    sig_t, sig_e = _signature(ep_train), _signature(ep_eval)
+    if sig_t == sig_e:
+        return None
+    i = next((k for k, (a, b) in enumerate(zip(sig_t, sig_e)) if a != b),
+             min(len(sig_t), len(sig_e)))
+    a = sig_t[i] if i < len(sig_t) else ("nothing", ("", ""))
+    b = sig_e[i] if i < len(sig_e) else ("nothing", ("", ""))
+    path, typ = a[1] if a[1][0] else b[1]
+    label = _label(path, typ or type(module).__name__)
+    return (f"{label}: unsupported {'module' if path else 'call'}: it computes a different graph "
+            f"in eval mode ({a[0]} in training, {b[0]} in eval; the spec has one graph for both)")
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
+    """The spec graph, canonical parameters and name map of ``module`` (see module doc)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise ImportRefused([f"<source> ({type(module).__name__}): not a torch.nn.Module"])
+    if not isinstance(example_inputs, (list, tuple)):
+        example_inputs = (example_inputs,)
+    if len(example_inputs) != 1 or not isinstance(example_inputs[0], torch.Tensor):
+        raise ImportRefused([f"<root> ({type(module).__name__}): the spec's certificate takes a "
+                             f"model with one tensor input; got {len(example_inputs)} inputs"])
+    ep_train = _export(module, example_inputs, True)
+    ep_eval = _export(module, example_inputs, False)
+    sig = ep_train.graph_signature
+    to_param = dict(sig.inputs_to_parameters)
+    to_buffer = dict(sig.inputs_to_buffers)
+    tensors = {n: to_numpy(p) for n, p in module.named_parameters()}
+    tensors.update({n: to_numpy(b) for n, b in module.named_buffers()})
+    b = Builder(tensors)
+    modules = dict(module.named_modules())
+    refusals: dict[str, list] = {}
+    env: dict = {}
+    fx_nodes: dict = {}
+    placeholders = {}
+    graph_input = None
+
+    def refuse(label, kind, reason):
+        refusals.setdefault(f"{label}: unsupported {kind}", []).append(reason)
+
+    nodes = list(ep_train.graph.nodes)
+    users = {n.name: list(n.users) for n in nodes}
+    calls_in = {}
+    for n in nodes:
+        if n.op == "call_function" and _stack(n):
+            calls_in[_stack(n)[-1][0]] = calls_in.get(_stack(n)[-1][0], 0) + 1
+    for n in nodes:
+        if n.op == "placeholder":
+            if n.name in to_param:
+                placeholders[n.name] = to_param[n.name]
+            elif n.name in to_buffer:
+                placeholders[n.name] = to_buffer[n.name]
+            else:
+                x = example_inputs[0]
+                shape = tuple(x.shape)
+                if x.dtype.is_floating_point and x.dim() == 4:
+                    graph_input = Input(shape[2:] + shape[1:2], name="x")
+                    env[n.name] = Value(graph_input, "nchw", shape)
+                elif x.dtype.is_floating_point:
+                    graph_input = Input(shape[1:], name="x")
+                    env[n.name] = Value(graph_input, "plain", shape)
+                elif x.dtype in (torch.int64, torch.int32):
+                    graph_input = Input(shape[1:], name="x", kind="int")
+                    env[n.name] = Value(graph_input, "plain", shape)
+                else:
+                    raise ImportRefused([f"<root> ({type(module).__name__}): input of dtype "
+                                         f"{x.dtype}"])
+    # calls grouped under a user-mapped module
+    groups = {}
+    for n in nodes:
+        if n.op == "call_function":
+            for path, typ in _stack(n):
+                m = modules.get(path)
+                if m is not None and type(m) in MAPS:
+                    groups.setdefault(path, []).append(n)
+                    break
+    group_of = {n.name: path for path, ns in groups.items() for n in ns}
+    done_groups = set()
+    output_node = None
+    for n in nodes:
+        if n.op == "output":
+            output_node = n
+            continue
+        if n.op != "call_function":
+            continue
+        st = _stack(n)
+        path, typ = st[-1] if st else ("", type(module).__name__)
+        label = _label(path, typ)
+        if n.name in group_of:
+            gpath = group_of[n.name]
+            if gpath in done_groups:
+                continue
+            done_groups.add(gpath)
+            out_fx = _map_group(b, modules[gpath], gpath, groups[gpath], env, placeholders,
+                                refuse)
+            if out_fx is not None:
+                _note(fx_nodes, env[out_fx], out_fx)
+            continue
+
+        def resolve(a):
+            if isinstance(a, torch.fx.Node):
+                if a.name in placeholders:
+                    return placeholders[a.name]
+                return env.get(a.name, _Missing)
+            if isinstance(a, (list, tuple)):
+                return type(a)(resolve(x) for x in a)
+            return a
+
+        target = str(n.target)
+        if target == "aten.add_.Tensor" and n.args and getattr(n.args[0], "name", "") in \
+                placeholders and placeholders[n.args[0].name] in to_buffer.values():
+            continue  # BatchNorm's num_batches_tracked counter (the BatchNorm call decides)
+        args = [resolve(a) for a in n.args]
+        kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
+        if _has_missing(args) or _has_missing(list(kwargs.values())):
+            handler = ATEN.get(target)
+            if getattr(handler, "static", False):  # refused whatever the inputs: say so too
+                try:
+                    handler(b, None)
+                except Unsupported as e:
+                    refuse(label, "module" if path else "call", str(e))
+            continue  # an input was refused already: its own line names it
+        if target == "<built-in function getitem>" or target.endswith("getitem"):
+            src = args[0]
+            if isinstance(src, tuple):
+                env[n.name] = src[args[1]]
+            continue
+        handler = ATEN.get(target)
+        val = n.meta.get("val")
+        shape = tuple(val.shape) if hasattr(val, "shape") else ()
+        kind = "module" if path else "call"
+        if handler is None:
+            if not users[n.name] and target.startswith("aten._assert"):
+                continue
+            refuse(label, kind, f"{target} (no spec op reproduces it)")
+            continue
+        name = path if path else n.name
+        if path and calls_in.get(path, 0) > 1:
+            name = f"{path}.{n.name}"
+        try:
+            env[n.name] = handler(b, Call(target, args, kwargs, name, label, shape, placeholders))
+        except Unsupported as e:
+            refuse(label, kind, str(e))
+            continue
+        _note(fx_nodes, env[n.name], n.name)
+    outs = output_node.args[0] if output_node is not None else ()
+    out_vals = []
+    for o in outs:
+        v = env.get(getattr(o, "name", None), _Missing)
+        if v is not _Missing:
+            out_vals.append(v)
+            if v.layout == "flat":
+                refuse(_label("", type(module).__name__), "call",
+                       "the output is a channels-first flatten (only a Linear may read it)")
+    if len(outs) != 1 and not refusals:
+        refuse(_label("", type(module).__name__), "call",
+               f"{len(outs)} outputs (the spec trains a model with one output)")
+    lines = [f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()]
+    differs = _eval_difference(module, ep_train, ep_eval)
+    if differs:
+        lines.append(differs)
+    if lines:
+        raise ImportRefused(lines)
+    out = out_vals[0]
+    if out.tensor is graph_input:
+        raise ImportRefused([f"<root> ({type(module).__name__}): the model computes nothing"])
+    graph = Model(graph_input, out.tensor, name=_model_name(model_name))
+    try:
+        check_shapes(graph, b)
+    except Unsupported as e:
+        raise ImportRefused([f"<root> ({type(module).__name__}): {e}"]) from None
+    unused = [k for k, p in module.named_parameters() if k not in b.names]
+    if unused:
+        raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "
+                             f"unused parameters; remove it or map it)" for k in unused])
+    ignored = [k for k in to_buffer.values() if k not in b.names]
+    return Captured(graph, b.params, b.state, b.names, b.layouts, b.node_source,
+                    "nchw" if graph_input is not None and len(example_inputs[0].shape) == 4
+                    else "plain", ignored, fx_nodes)
+
+
+def _note(fx_nodes, v, fx_name):
+    layer = getattr(getattr(v.tensor, "source", None), "layer", None)
+    if layer is not None and layer.name not in fx_nodes:
+        fx_nodes[layer.name] = (fx_name, v.layout, v.chw)
+
+
+class _MissingType:
+    def __repr__(self):
+        return "<refused>"
+
+
+_Missing = _MissingType()
+
+
+def _has_missing(xs) -> bool:
+    for x in xs:
+        if x is _Missing:
+            return True
+        if isinstance(x, (list, tuple)) and _has_missing(x):
+            return True
+    return False
+
+
+def _model_name(name: str) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_]", "_", name) or "model"
+    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+def _map_group(b, module, path, nodes, env, placeholders, refuse):
+    """Call a user's mapping for the calls inside ``module`` (one output)."""
+    inside = {n.name for n in nodes}
+    inputs, seen = [], set()
+    for n in nodes:
+        for a in n.all_input_nodes:
+            if a.name not in inside and a.name not in placeholders and a.name not in seen:
+                seen.add(a.name)
+                inputs.append(a.name)
+    outputs = [n for n in nodes if any(u.name not in inside for u in n.users)]
+    label = _label(path, type(module).__name__)
+    if len(outputs) != 1:
+        refuse(label, "module", f"a user mapping needs one output; the module has "
+                                f"{len(outputs)}")
+        return
+    vals = [env.get(i, _Missing) for i in inputs]
+    if any(v is _Missing for v in vals):
+        return
+    val = outputs[0].meta.get("val")
+    shape = tuple(val.shape) if hasattr(val, "shape") else ()
+    try:
+        out = MAPS[type(module)](module, *vals, ModuleBuilder(b, path, label, shape))
+    except Unsupported as e:
+        refuse(label, "module", str(e))
+        return
+    if not isinstance(out, Value):
+        refuse(label, "module", f"the user mapping returned {type(out).__name__}, not a Value")
+        return
+    env[outputs[0].name] = out
+    return outputs[0].name

@@ -1,0 +1,402 @@
+"""ATen calls of a ``torch.export`` graph -> spec layers, each with the attributes that reproduce
+the call exactly (DESIGN sections 3 and 12), or ``Unsupported`` naming what the spec lacks.
+
+Each handler takes ``(b, call)``: ``b`` the ``Builder``, ``call`` a ``Call`` (its arguments with
+tensors resolved to ``Value``s and parameters to their source names, the source label and the
+traced output shape). One table, ``ATEN``, keyed by the ATen overload's name.
+
+Layouts (``builder.Value``): images are held channels last; a convolution's kernel goes from
+torch's (O, I/g, kH, kW) to (kH, kW, I/g, O), a Linear's weight from (out, in) to (in, out); a
+flatten of an (N, C, H, W) map with H*W > 1 is kept in canonical (H, W, C) order and the Linear
+reading it gets its kernel rows permuted (``flatten_nchw``), which keeps the numbers exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rosetta.conformance.native import flatten_nchw
+from rosetta.importers.builder import Builder, Unsupported, Value
+
+
+@dataclass
+class Call:
+    target: str          # e.g. "aten.conv2d.default"
+    args: list           # Values, parameter names (str, via ``param``), constants
+    kwargs: dict
+    name: str            # the spec node name to use (source module path or fx node name)
+    label: str           # "layer1.0.conv1 (Conv2d)"
+    shape: tuple         # the traced output shape (batch included)
+    params: dict         # fx placeholder name -> source parameter/buffer name
+
+    def arg(self, i, key, default=None):
+        if len(self.args) > i:
+            return self.args[i]
+        return self.kwargs.get(key, default)
+
+
+def _value(v, what="input") -> Value:
+    if not isinstance(v, Value):
+        raise Unsupported(f"{what} is not a tensor computed from the model input ({v!r})")
+    return v
+
+
+def _need(v: Value, layout: str, what: str):
+    if v.layout != layout:
+        raise Unsupported(f"{what} on a {v.layout} tensor of shape {v.shape} (needs an "
+                          f"{'(N, C, H, W) image tensor' if layout == 'nchw' else 'unpermuted'} "
+                          f"input)")
+
+
+def _pair(v, n=2):
+    if isinstance(v, (list, tuple)):
+        v = list(v)
+        return tuple(v * n) if len(v) == 1 else tuple(v)
+    return (int(v),) * n
+
+
+# --- convolution and dense ----------------------------------------------------------------------
+
+def conv2d(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    _need(x, "nchw", "a 2-D convolution")
+    weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
+        raise Unsupported("a convolution whose kernel is computed (not a parameter)")
+    w = b.tensors[weight]
+    stride = _pair(c.arg(3, "stride", 1))
+    padding = c.arg(4, "padding", 0)
+    dilation = _pair(c.arg(5, "dilation", 1))
+    groups = int(c.arg(6, "groups", 1))
+    kh, kw = w.shape[2], w.shape[3]
+    if isinstance(padding, str):   # aten.conv2d.padding: 'valid' or 'same' (stride 1)
+        if padding == "valid":
+            pads = ((0, 0), (0, 0))
+        else:  # torch pads total // 2 before and the rest after, as the spec's explicit pairs
+            tot = [dilation[i] * (k - 1) for i, k in enumerate((kh, kw))]
+            pads = tuple((t // 2, t - t // 2) for t in tot)
+    else:
+        p = _pair(padding)
+        pads = ((p[0], p[0]), (p[1], p[1]))
+    params = {"kernel": (weight, "conv2d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv2D", [x], name=c.name, source=c.label, params=params,
+                   filters=int(w.shape[0]), kernel_size=(kh, kw), strides=stride, padding=pads,
+                   dilation=dilation, groups=groups, use_bias=bias is not None,
+                   layout="nchw", out_shape=c.shape)
+
+
+def linear(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
+        raise Unsupported("a linear map whose weight is computed (not a parameter)")
+    if x.layout == "flat":
+        lay = flatten_nchw(*x.chw, then="linear")
+    else:
+        _need(x, "plain", "a Linear")
+        lay = "linear"
+    params = {"kernel": (weight, lay)}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Dense", [x], name=c.name, source=c.label, params=params,
+                   units=int(b.tensors[weight].shape[0]), use_bias=bias is not None,
+                   layout="plain", out_shape=c.shape)
+
+
+def embedding(b: Builder, c: Call):
+    weight, idx = c.arg(0, "weight"), _value(c.arg(1, "indices"))
+    if not isinstance(weight, str):
+        raise Unsupported("an embedding whose table is computed")
+    if c.arg(2, "padding_idx", -1) not in (-1, None):
+        raise Unsupported("Embedding(padding_idx=...) (the spec's Embedding has no padding row "
+                          "whose gradient is zero)")
+    if c.arg(4, "sparse", False):
+        raise Unsupported("Embedding(sparse=True)")
+    w = b.tensors[weight]
+    return b.layer("Embedding", [idx], name=c.name, source=c.label,
+                   params={"embedding": (weight, "identity")}, vocab_size=int(w.shape[0]),
+                   dim=int(w.shape[1]), layout="plain", out_shape=c.shape)
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+def batch_norm(b: Builder, c: Call):
+    raise Unsupported("torch's BatchNorm stores the unbiased batch variance (n/(n-1)) in its "
+                      "running variance; the spec's BatchNorm stores the biased one and has no "
+                      "attribute for torch's rule (needs a BatchNorm running-variance attribute)")
+
+
+batch_norm.static = True
+
+
+def group_norm(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    _need(x, "nchw", "GroupNorm")
+    weight, bias = c.arg(2, "weight"), c.arg(3, "bias")
+    if weight is None or bias is None:
+        raise Unsupported("GroupNorm(affine=False) (the spec's GroupNorm has a scale and bias)")
+    return b.layer("GroupNorm", [x], name=c.name, source=c.label,
+                   params={"scale": (weight, "identity"), "bias": (bias, "identity")},
+                   groups=int(c.arg(1, "num_groups")), epsilon=float(c.arg(4, "eps", 1e-5)),
+                   out_shape=c.shape)
+
+
+def layer_norm(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    shape = list(c.arg(1, "normalized_shape"))
+    weight, bias = c.arg(2, "weight"), c.arg(3, "bias")
+    if x.layout != "plain" or len(shape) != 1:
+        raise Unsupported(f"LayerNorm over {shape} of a {x.layout} tensor (the spec's LayerNorm "
+                          f"normalises the last axis of an unpermuted tensor)")
+    if weight is None or bias is None:
+        raise Unsupported("LayerNorm without its scale and bias (elementwise_affine=False or "
+                          "bias=False)")
+    return b.layer("LayerNorm", [x], name=c.name, source=c.label,
+                   params={"scale": (weight, "identity"), "bias": (bias, "identity")},
+                   epsilon=float(c.arg(4, "eps", 1e-5)), out_shape=c.shape)
+
+
+# --- activations --------------------------------------------------------------------------------
+
+def _activation(fn, **extra):
+    def handler(b: Builder, c: Call):
+        x = _value(c.arg(0, "input"))
+        kw = {k: (f(c) if callable(f) else f) for k, f in extra.items()}
+        return b.layer("Activation", [x], name=c.name, source=c.label, fn=fn, out_shape=c.shape, **kw)
+    return handler
+
+
+def _gelu_approximate(c):
+    return c.arg(1, "approximate", "none")
+
+
+def _leaky_slope(c):
+    return float(c.arg(1, "negative_slope", 0.01))
+
+
+def softmax(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    return b.layer("Activation", [x], name=c.name, source=c.label, fn="softmax",
+                   axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
+
+
+def missing(what):
+    def handler(b, c):
+        raise Unsupported(what)
+    handler.static = True   # refused whatever its inputs: reported even after a refused input
+    return handler
+
+
+# --- combination, shape -------------------------------------------------------------------------
+
+def add(b: Builder, c: Call):
+    x, y = c.arg(0, "self"), c.arg(1, "other")
+    if not isinstance(x, Value) or not isinstance(y, Value):
+        raise Unsupported("adding a constant (the spec's Add takes tensors only)")
+    if c.arg(2, "alpha", 1) != 1:
+        raise Unsupported("add with alpha != 1")
+    if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
+        raise Unsupported(f"a broadcasting add of shapes {x.shape} and {y.shape} (the spec's "
+                          f"Add takes equal shapes)")
+    return b.layer("Add", [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+
+
+def cat(b: Builder, c: Call):
+    xs = [_value(v) for v in c.arg(0, "tensors")]
+    lay = {v.layout for v in xs}
+    if len(lay) != 1 or "flat" in lay:
+        raise Unsupported("a concatenation of tensors held in different layouts")
+    axis = xs[0].canonical_axis(int(c.arg(1, "dim", 0)))
+    return b.layer("Concatenate", xs, name=c.name, source=c.label, axis=axis, out_shape=c.shape)
+
+
+def flatten(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    start, end = int(c.arg(1, "start_dim", 0)), int(c.arg(2, "end_dim", -1))
+    rank = len(x.shape)
+    if start != 1 or end not in (-1, rank - 1):
+        raise Unsupported(f"flatten(start_dim={start}, end_dim={end}) (the spec flattens every "
+                          f"axis but the batch)")
+    return _flatten(b, c, x)
+
+
+def _flatten(b, c, x):
+    if len(x.shape) == 2 and x.layout != "nchw":
+        return x
+    if x.layout == "nchw":
+        n, ch, h, w = x.shape
+        if h * w == 1:
+            return b.layer("Flatten", [x], name=c.name, source=c.label, layout="plain",
+                           out_shape=c.shape)
+        return b.layer("Flatten", [x], name=c.name, source=c.label, layout="flat",
+                       out_shape=c.shape, chw=(ch, h, w))
+    _need(x, "plain", "a flatten")
+    return b.layer("Flatten", [x], name=c.name, source=c.label, out_shape=c.shape)
+
+
+def view(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    shape = tuple(c.shape)
+    if shape[0] != x.shape[0]:
+        raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
+    if len(shape) == 2:
+        return _flatten(b, c, x)
+    if x.layout != "plain":
+        raise Unsupported(f"a view of a {x.layout} tensor to {shape} (only a flatten keeps the "
+                          f"numbers of a channels-first tensor held channels last)")
+    return b.layer("Reshape", [x], name=c.name, source=c.label, layout="plain",
+                   out_shape=shape, shape=shape[1:])
+
+
+def dropout(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    p = float(c.arg(1, "p"))
+    return b.layer("Dropout", [x], name=c.name, source=c.label, rate=p, out_shape=c.shape,
+                   chw=x.chw)
+
+
+def passthrough(b: Builder, c: Call):
+    return _value(c.arg(0, "input"))
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _floor_out(size, k, s, p, d=1):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _pool(op, b: Builder, c: Call, kernel, stride, padding, dilation, ceil_mode):
+    x = _value(c.arg(0, "input"))
+    _need(x, "nchw", "2-D pooling")
+    k = _pair(kernel)
+    s = _pair(stride) if stride not in (None, [], ()) else k
+    p = _pair(padding)
+    if _pair(dilation) != (1, 1):
+        raise Unsupported("pooling with dilation (the spec's pools have none)")
+    if ceil_mode:
+        floor = tuple(_floor_out(x.shape[2 + i], k[i], s[i], p[i]) for i in range(2))
+        if floor != tuple(c.shape[2:]):
+            raise Unsupported(f"ceil_mode=True where it adds a window ({floor} -> "
+                              f"{tuple(c.shape[2:])}; the spec has no ceil_mode pooling)")
+    return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=s,
+                   padding=((p[0], p[0]), (p[1], p[1])), out_shape=c.shape)
+
+
+def max_pool2d(b: Builder, c: Call):
+    return _pool("MaxPool2D", b, c, c.arg(1, "kernel_size"), c.arg(2, "stride", None),
+                 c.arg(3, "padding", 0), c.arg(4, "dilation", 1), c.arg(5, "ceil_mode", False))
+
+
+def avg_pool2d(b: Builder, c: Call):
+    padding = _pair(c.arg(3, "padding", 0))
+    if c.arg(6, "divisor_override", None) is not None:
+        raise Unsupported("avg_pool2d(divisor_override=...)")
+    if any(padding) and c.arg(5, "count_include_pad", True):
+        raise Unsupported("average pooling with padding and count_include_pad=True (the spec's "
+                          "AvgPool2D excludes padded cells)")
+    return _pool("AvgPool2D", b, c, c.arg(1, "kernel_size"), c.arg(2, "stride", None), padding,
+                 1, c.arg(4, "ceil_mode", False))
+
+
+def _global(op, b, c, x, keep):
+    """A global pool over H, W; ``keep`` holds the (N, C, 1, 1) shape as a (1, 1, C) map."""
+    if not keep:
+        return b.layer(op, [x], name=c.name, source=c.label, layout="plain", out_shape=c.shape)
+    v = b.layer(op, [x], name=c.name, source=c.label, layout="plain",
+                out_shape=(x.shape[0], x.shape[1]))
+    return b.layer("Reshape", [v], name=f"{c.name}_keepdims", source=c.label, layout="nchw",
+                   out_shape=c.shape, shape=(1, 1, x.shape[1]))
+
+
+def _adaptive(op, global_op, b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    _need(x, "nchw", "adaptive pooling")
+    out = _pair(c.arg(1, "output_size"))
+    size = x.shape[2:]
+    if out == (1, 1):
+        return _global(global_op, b, c, x, keep=True)
+    if tuple(out) == tuple(size):
+        return x
+    if size[0] % out[0] or size[1] % out[1]:
+        raise Unsupported(f"adaptive pooling from {tuple(size)} to {tuple(out)} (windows of "
+                          f"unequal size: the spec has no adaptive pooling)")
+    k = (size[0] // out[0], size[1] // out[1])
+    return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=k,
+                   padding="valid", out_shape=c.shape)
+
+
+def adaptive_avg_pool2d(b, c):
+    return _adaptive("AvgPool2D", "GlobalAvgPool2D", b, c)
+
+
+def adaptive_max_pool2d(b, c):
+    return _adaptive("MaxPool2D", "GlobalMaxPool2D", b, c)
+
+
+def mean(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    dims = c.arg(1, "dim")
+    keep = bool(c.arg(2, "keepdim", False))
+    if x.layout == "nchw" and dims is not None and {d % 4 for d in dims} == {2, 3}:
+        return _global("GlobalAvgPool2D", b, c, x, keep)
+    raise Unsupported(f"mean over dims {dims} of a {x.layout} tensor (the spec has a mean over "
+                      f"H and W only)")
+
+
+ATEN = {
+    "aten.conv2d.default": conv2d,
+    "aten.conv2d.padding": conv2d,
+    "aten.linear.default": linear,
+    "aten.embedding.default": embedding,
+    "aten.batch_norm.default": batch_norm,
+    "aten._native_batch_norm_legit_functional.default": batch_norm,
+    "aten.group_norm.default": group_norm,
+    "aten.layer_norm.default": layer_norm,
+    "aten.relu.default": _activation("relu"),
+    "aten.relu_.default": _activation("relu"),
+    "aten.sigmoid.default": _activation("sigmoid"),
+    "aten.tanh.default": _activation("tanh"),
+    "aten.silu.default": _activation("silu"),
+    "aten.silu_.default": _activation("silu"),
+    "aten.gelu.default": _activation("gelu", approximate=_gelu_approximate),
+    "aten.leaky_relu.default": _activation("leaky_relu", slope=_leaky_slope),
+    "aten.leaky_relu_.default": _activation("leaky_relu", slope=_leaky_slope),
+    "aten.softmax.int": softmax,
+    "aten._softmax.default": softmax,
+    "aten.hardtanh.default": missing("hardtanh / ReLU6 (the spec has no clipped ReLU)"),
+    "aten.hardtanh_.default": missing("hardtanh / ReLU6 (the spec has no clipped ReLU)"),
+    "aten.hardswish.default": missing("hard-swish (the spec has no hard-swish)"),
+    "aten.hardswish_.default": missing("hard-swish (the spec has no hard-swish)"),
+    "aten.hardsigmoid.default": missing("hard-sigmoid (the spec has no hard-sigmoid)"),
+    "aten.hardsigmoid_.default": missing("hard-sigmoid (the spec has no hard-sigmoid)"),
+    "aten.mul.Tensor": missing("a multiply (the spec has no elementwise or broadcasting "
+                               "multiply)"),
+    "aten.add.Tensor": add,
+    "aten.add_.Tensor": add,
+    "aten.cat.default": cat,
+    "aten.flatten.using_ints": flatten,
+    "aten.view.default": view,
+    "aten.reshape.default": view,
+    "aten._unsafe_view.default": view,
+    "aten.dropout.default": dropout,
+    "aten.dropout_.default": dropout,
+    "aten.feature_dropout.default": missing("channel dropout (Dropout2d: the spec's Dropout "
+                                            "drops elements)"),
+    "aten.clone.default": passthrough,
+    "aten.contiguous.default": passthrough,
+    "aten.alias.default": passthrough,
+    "aten.detach.default": passthrough,
+    "aten.max_pool2d.default": max_pool2d,
+    "aten.avg_pool2d.default": avg_pool2d,
+    "aten.adaptive_avg_pool2d.default": adaptive_avg_pool2d,
+    "aten.adaptive_max_pool2d.default": adaptive_max_pool2d,
+    "aten.mean.dim": mean,
+    "aten.transpose.int": missing("a transpose (the spec has no Transpose op)"),
+    "aten.permute.default": missing("a permute (the spec has no Transpose op)"),
+    "aten.chunk.default": missing("chunk / split (the spec has no Split op)"),
+    "aten.split.Tensor": missing("chunk / split (the spec has no Split op)"),
+}
