@@ -1,50 +1,45 @@
 """The examples of the getting-started and user-guide pages run as written, so the docs cannot
 rot: each page's blocks run in order in a fresh folder of its own (a later block reads what an
 earlier one wrote); Python blocks share one namespace per page; a shell block whose first word
-is ``rosetta`` runs with this environment's ``rosetta`` and must exit 0 (or the status its
-``expect-exit`` directive names, with bad input's one line on stderr). See markdown_blocks.py for
-the directives."""
+is ``rosetta`` runs each of its commands through the ``rosetta`` entry point
+(``rosetta.cli.main``, in this process: the frameworks load once, not once a command) and must
+exit 0, or the status its ``expect-exit`` directive names, under the command line's contract
+(tests/cli_run.py: no traceback, bad input one line). A command may send its standard output to
+a file with ``> FILE``; other shell syntax is refused. See markdown_blocks.py for the directives.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import shlex
 
 import pytest
 
+from cli_run import check_contract, run_cli
 from markdown_blocks import TESTED_PAGES, blocks
 
-BIN = Path(sys.executable).parent
+_SHELL = {"|", "||", "&&", ";", "<", "2>", ">>", "&"}
 
 
-def _env(folder: Path) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["ROSETTA_CACHE_DIR"] = str(folder / ".cache")   # --backend auto's choice stays here
-    env["MPLBACKEND"] = "Agg"
-    return env
-
-
-def _tail(text: str, n: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-n:])
-
-
-def _run_shell(block, folder: Path) -> None:
-    bad = [c for c in block.commands() if c.split()[0] != "rosetta"]
-    assert not bad, (f"{block.where}: a block that runs holds only rosetta commands; "
-                     f"move {bad[0]!r} into a block of its own")
-    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=folder,
-                          env=_env(folder), capture_output=True, text=True, timeout=600)
+def _run_shell(block) -> None:
     want = int(block.directives.get("expect-exit", 0))
-    assert proc.returncode == want, (
-        f"{block.where}: exit {proc.returncode}, expected {want}\n{block.code}\n"
-        f"--- stdout\n{_tail(proc.stdout)}\n--- stderr\n{_tail(proc.stderr)}")
-    if want == 2:
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("rosetta: error:"), (
-            f"{block.where}: bad input must give one line on stderr, got:\n{proc.stderr}")
+    for command in block.commands():
+        words = shlex.split(command, comments=True)
+        assert words[0] == "rosetta", (f"{block.where}: a block that runs holds only rosetta "
+                                       f"commands; move {command!r} into a block of its own")
+        out = None
+        if ">" in words:
+            i = words.index(">")
+            assert i == len(words) - 2, f"{block.where}: '> FILE' ends a command: {command!r}"
+            words, out = words[:i], words[i + 1]
+        bad = _SHELL.intersection(words)
+        assert not bad, f"{block.where}: shell syntax {sorted(bad)} in {command!r}"
+        outcome = run_cli(words[1:])
+        check_contract(outcome)
+        assert outcome.status == want, (f"{block.where}: exit {outcome.status}, expected "
+                                        f"{want}: {command}\n{outcome}")
+        if out is not None:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(outcome.out)
 
 
 @pytest.mark.parametrize("page", TESTED_PAGES)
@@ -63,4 +58,4 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
             except Exception as e:
                 raise AssertionError(f"{block.where}: {type(e).__name__}: {e}\n{block.code}") from e
         else:
-            _run_shell(block, tmp_path)
+            _run_shell(block)
