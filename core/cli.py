@@ -144,8 +144,21 @@ def with_data(spec, path: str | None, label: str | None = None):
                      spec.description)
 
 
+def _version() -> str:
+    """The installed distribution's version (``rosetta.__version__`` when run from a tree that
+    is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rosetta-ml")
+    except PackageNotFoundError:
+        from rosetta import __version__
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rosetta", description="One model spec, native PyTorch, TensorFlow or JAX.")
+    p.add_argument("--version", action="version", version=f"rosetta {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a spec on one backend")
