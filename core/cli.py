@@ -424,6 +424,32 @@ def cmd_bench(args) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line. Called without ``argv`` it is the process's entry point (the
+    ``rosetta`` script, ``python -m rosetta.cli``): Ctrl-C then ends the process within
+    ``rosetta.interrupts.GRACE`` seconds, status 130 and one line, whatever it was doing. Called
+    with ``argv`` (in-process) an interrupt returns 130."""
+    from rosetta import interrupts
+
+    entry = argv is None
+    if entry:
+        interrupts.install()
+    try:
+        status = _main(argv)
+    except KeyboardInterrupt:
+        if entry:
+            interrupts.stop()           # no interpreter teardown: see rosetta.interrupts
+        print("rosetta: interrupted", file=sys.stderr)
+        return 130
+    except BaseException:
+        if entry and interrupts.requested():   # a framework turned the interrupt into an error
+            interrupts.stop()
+        raise
+    if entry and interrupts.requested():
+        interrupts.stop()
+    return status
+
+
+def _main(argv) -> int:
     quiet_frameworks()
     retain_freed_memory()  # each step reuses the memory the last one freed (rosetta.hostmem)
     args = build_parser().parse_args(argv)
@@ -437,9 +463,6 @@ def main(argv=None) -> int:
         return _failed(args, 2, f"rosetta: error: {_one_line(e)}")
     except FloatingPointError as e:
         return _failed(args, 1, f"rosetta: training failed: {_one_line(e)}")
-    except KeyboardInterrupt:
-        print("rosetta: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # stdout closed early (``rosetta spec x | head``): not an error
         try:
             sys.stdout = open(os.devnull, "w")
@@ -457,7 +480,12 @@ def _one_line(e) -> str:
 
 def _failed(args, status: int, message: str) -> int:
     """One line on stderr; with ``--json``, also a JSON object on stdout, so that a consumer of
-    ``--json`` always reads JSON: ``{"error": message, "status": status}``."""
+    ``--json`` always reads JSON: ``{"error": message, "status": status}``. After a Ctrl-C
+    (a framework may turn it into an error of its own) the interrupt's line instead."""
+    from rosetta import interrupts
+
+    if interrupts.requested():
+        interrupts.stop()
     print(message, file=sys.stderr)
     if getattr(args, "json", False):
         print(dumps_json({"error": message, "status": status}))
