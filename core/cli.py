@@ -202,8 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     pr.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
     pr.add_argument("--input", required=True, metavar="X",
-                    help=".npy (a single-input model) or .npz (one array per model input)")
-    pr.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+                    help="raw inputs, read the way the training data was (the checkpoint "
+                         "records it: image size, colour and scaling; CSV feature columns by "
+                         "name): an image file, a folder of images (sub-folders too), a .csv "
+                         "file; or arrays: .npy (a single-input model) or .npz (one array per "
+                         "model input)")
+    pr.add_argument("--output", required=True, metavar="Y",
+                    help="where to write the outputs: .npy (the raw outputs), or .csv / .json "
+                         "(one row per input; for a classifier the predicted class, named as "
+                         "the training data named it, and the probability of each class)")
     pr.add_argument("--batch-size", type=_positive_int, default=512)
 
     x = sub.add_parser("export", help="a checkpoint as a framework's own deployable artifact, "
@@ -312,7 +319,7 @@ def cmd_eval(args) -> int:
 
     ckpt = checkpoint.load(args.checkpoint)
     spec = with_data(ckpt.spec, args.data, args.label)
-    ds = spec.data.load(model=spec.model)
+    ds = _eval_data(spec, ckpt, args.data)
     check_data(spec, ds, 1)
     if args.data is not None and not ds.held_out_given:
         x, y = ds.x_train_all, ds.y_train_all   # a file without held-out arrays: all of it
@@ -332,16 +339,40 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_data(spec, ckpt, path):
+    """The dataset ``eval`` reads: the checkpoint's own, or ``--data`` read the way the training
+    data was (``rosetta.preprocessing``: an image folder's sub-folders named by the recorded
+    classes, a CSV file's recorded feature columns)."""
+    if path is None:
+        return spec.data.load(model=spec.model)
+    from rosetta import datafiles, preprocessing
+
+    prep = preprocessing.of_checkpoint(ckpt)
+    d = spec.data
+    kw = {}
+    target = d.resolved_path()
+    if prep.get("kind") == "images" and target.is_dir() and prep.get("classes"):
+        kw["classes"] = prep["classes"]
+    if prep.get("kind") == "csv" and target.suffix.lower() == ".csv":
+        kw["columns"] = prep["columns"]
+    if not kw:
+        return d.load(model=spec.model)
+    return datafiles.load(target, spec.model, label=d.label, test_fraction=d.test_fraction,
+                          seed=d.seed, **kw)
+
+
 def cmd_predict(args) -> int:
-    from rosetta import checkpoint
-    from rosetta.predict import predict, read_inputs, write_outputs
+    from rosetta import checkpoint, preprocessing
+    from rosetta.predict import predict, write_outputs
 
     ckpt = checkpoint.load(args.checkpoint)
-    inputs = read_inputs(args.input, ckpt.spec.model)
+    prep = preprocessing.of_checkpoint(ckpt)
+    inputs, names = preprocessing.inputs_from_files(args.input, ckpt.spec.model, prep,
+                                                    label=ckpt.spec.data.label)
     out_path = write_outputs(args.output, None)  # the output path is checked before any work
     _, program = _restored(args)
     outputs = predict(program, inputs, args.batch_size)
-    write_outputs(out_path, outputs)
+    write_outputs(out_path, outputs, names, ckpt.spec.loss, preprocessing.classes(prep))
     print(f"wrote {outputs.shape} {outputs.dtype} outputs of {ckpt.spec.name} (update "
           f"{ckpt.step}, {args.backend}) to {out_path}")
     return 0

@@ -205,7 +205,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                     "device": device, "data": {"seed": seed, "batch_size": batch_size,
                                                "n_train": n, "epoch": step // per_epoch,
                                                "batch": step % per_epoch},
-                    "metrics": metrics, "losses": history + losses})
+                    "metrics": metrics, "losses": history + losses,
+                    "preprocessing": ds.preprocessing_record()})
         checkpoint.prune(save_root, keep)
 
     label = f"{spec.name} on {backend}" + (f" from update {start}" if start else "")
