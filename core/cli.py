@@ -45,13 +45,26 @@ def load_spec(arg: str):
         namespace = run_spec_file(path)
         spec = namespace.get("spec")
         if spec is None and callable(namespace.get("build")):
-            spec = namespace["build"]()
+            spec = _users_code(path, namespace["build"])
         if not isinstance(spec, TrainSpec):
             raise SpecError("a .py spec must define `spec` (a rosetta.TrainSpec) or a `build()` "
                             "function returning one", where=arg)
-        return spec
+        return relative_to_file(spec, path)
     from rosetta import models
     return models.get(arg)
+
+
+def relative_to_file(spec, path: Path):
+    """A spec read from a ``.py`` file with its relative data path resolved against the file's
+    folder: the same rule as a ``.json`` spec (``DataSpec.from_path`` in the file recorded the
+    current folder, which depends on where rosetta was started)."""
+    d = spec.data
+    if d.source != "path" or Path(d.path).expanduser().is_absolute():
+        return spec
+    import dataclasses
+
+    d = dataclasses.replace(d, base_dir=str(path.resolve().parent))
+    return dataclasses.replace(spec, data=d)
 
 
 def run_spec_file(path: Path) -> dict:
@@ -64,8 +77,15 @@ def run_spec_file(path: Path) -> dict:
         raise SpecError("no such file", where=where)
     if not path.is_file():
         raise SpecError("is a folder, expected a .py file", where=where)
+    return _users_code(path, runpy.run_path, where, run_name="__rosetta_spec__")
+
+
+def _users_code(path: Path, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``: running the user's spec file or its ``build()``; what goes
+    wrong is one line naming the file and the line of it that raised."""
+    where = str(path)
     try:
-        return runpy.run_path(where, run_name="__rosetta_spec__")
+        return fn(*args, **kwargs)
     except SystemExit as e:
         raise SpecError(f"the file called sys.exit({e.code!r}) instead of defining `spec`; "
                         f"rosetta runs the file to read its spec: remove the call",
@@ -114,23 +134,26 @@ def data_arguments(parser, help_text: str | None = None) -> None:
     parser.add_argument("--data", metavar="PATH", help=help_text or (
         "train on this file instead of the spec's dataset: .npz (x, y, optional x_test, "
         "y_test), a folder of .npy files (memory-mapped), .csv, or a folder of images in "
-        "per-class sub-folders; relative to the current folder"))
+        "per-class sub-folders; relative to the current folder (a data path written in a "
+        ".json or .py spec is relative to the spec file's folder)"))
     parser.add_argument("--label", metavar="COLUMN",
-                        help="the label column of a --data .csv file (default: label)")
+                        help="the label column of a --data .csv file (default: the spec's "
+                             "label column, else 'label')")
 
 
 _data_arguments = data_arguments
 
 
 def with_data(spec, path: str | None, label: str | None = None):
-    """``spec`` with its data replaced by the file at ``path`` (None: unchanged)."""
+    """``spec`` with its data replaced by the file at ``path`` (None: unchanged). The label
+    column of a CSV file is ``label``, else the spec's own (``spec.data.label``)."""
     if path is None:
         if label is not None:
             raise SpecError("--label applies to a --data .csv file", where="command line")
         return spec
     from rosetta.spec import DataSpec, TrainSpec
 
-    kwargs = {} if label is None else {"label": label}
+    kwargs = {"label": label if label is not None else spec.data.label}
     data = DataSpec.from_path(path, batch_size=spec.data.batch_size, **kwargs)
     return TrainSpec(spec.model, spec.loss, spec.optimizer, data, spec.steps, spec.seed,
                      spec.description)
@@ -167,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the K newest checkpoints in --save DIR (default: all)")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (or the newest "
                    "in a run folder), on any backend")
-    t.add_argument("--log", metavar="DIR", help="write scalars.jsonl and TensorBoard event files")
+    t.add_argument("--log", metavar="DIR", help="write scalars.jsonl and TensorBoard event "
+                   "files in DIR; a new run refuses a DIR that holds a run's log (give a new "
+                   "one), a --resume run appends to it")
     t.add_argument("--log-every", type=_positive_int, default=10, metavar="N",
                    help="log the gradient norm every N updates (one extra gradient pass each; "
                         "loss and learning rate are logged every update; default 10)")
@@ -218,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     x.add_argument("--format", required=True,
                    choices=["torch", "onnx", "savedmodel", "keras", "jax", "mxnet"])
-    x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
+    x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write (a "
+                   "new folder; an earlier export there is replaced only with --overwrite)")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export at --out (once the new one is whole)")
     x.add_argument("--dtype", choices=["float32", "float64"],
                    help="default: the checkpoint's where the format keeps it, else float32")
     x.add_argument("--no-check", dest="check", action="store_false",
@@ -256,6 +284,10 @@ def cmd_train(args) -> int:
                             where="command line")
     if (args.save_every or args.keep) and not args.save:
         raise SpecError("--save-every and --keep need --save DIR", where="command line")
+    if args.log and not args.resume:
+        from rosetta.logs import check_fresh_log
+
+        check_fresh_log(args.log)
     spec = None
     if args.spec is not None:
         spec = with_data(load_spec(args.spec), args.data, args.label)
@@ -381,6 +413,10 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from rosetta import export
 
+    out = Path(args.out)
+    if (out / export.EXPORT_JSON).is_file() and not args.overwrite:   # before any work
+        raise SpecError(f"--out {out}: an earlier export is already there; give a new folder, "
+                        f"or --overwrite to replace it", where="command line")
     out = export.export(args.checkpoint, args.format, args.out, dtype=args.dtype)
     print(f"wrote {args.format} export to {out} (load it with: python {out / export.LOADER} "
           f"{out} INPUTS.npz OUTPUTS.npz)")
