@@ -96,3 +96,29 @@ def test_a_fresh_run_refuses_a_log_folder_that_holds_a_run(tmp_path):
     _refused(["train", "linear", "--backend", "torch", "--log", tmp_path / "log"],
              "--log", "new folder", "--resume")
     assert len((tmp_path / "log" / "scalars.jsonl").read_text().splitlines()) == 1
+
+
+def test_conformance_checks_the_device_split_before_any_framework(monkeypatch):
+    """``--devices`` that the batch does not split over is refused before a framework is
+    imported, and ``--batch-size`` (which that error suggests) and ``--threads`` are taken."""
+    import rosetta.threads
+    from helpers import imported_after
+    from rosetta.conformance import command
+
+    code = ("from rosetta.cli import main\n"
+            "assert main(['conformance', 'mlp', '--devices', '1,3', '--quiet']) == 2\n")
+    assert imported_after(code) == set()
+    _refused(["conformance", "mlp", "--devices", "1,3", "--quiet"], "mlp", "3 devices",
+             "--batch-size")
+    seen = []
+
+    def reached(name):
+        raise SpecError("reached the backends")
+
+    monkeypatch.setattr(command, "get_backend", reached)
+    monkeypatch.setattr(command.validate, "check_memory",
+                        lambda spec, batch, *a, **k: seen.append(("batch", batch)))
+    monkeypatch.setattr(rosetta.threads, "pin_threads", lambda n: seen.append(("threads", n)))
+    _refused(["conformance", "mlp", "--devices", "1,3", "--batch-size", "30", "--threads", "1",
+              "--quiet"], "reached the backends")
+    assert seen == [("threads", 1), ("batch", 30)]
