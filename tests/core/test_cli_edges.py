@@ -122,3 +122,45 @@ def test_conformance_checks_the_device_split_before_any_framework(monkeypatch):
     _refused(["conformance", "mlp", "--devices", "1,3", "--batch-size", "30", "--threads", "1",
               "--quiet"], "reached the backends")
     assert seen == [("threads", 1), ("batch", 30)]
+
+
+def test_assert_conformant_imports_without_pytest():
+    import subprocess
+    import sys
+
+    code = """import sys
+class NoPytest:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('pytest', '_pytest', 'pluggy'):
+            raise ImportError(f'{name} is hidden')
+sys.meta_path.insert(0, NoPytest())
+from rosetta.conformance.pytest_plugin import assert_conformant, ConformanceError
+assert 'pytest' not in sys.modules and callable(assert_conformant)
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_the_all_extra_installs_the_tensorboard_command_the_readme_runs():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert "tensorboard --logdir" in (root / "README.md").read_text()
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+
+    def packages(name, seen=()):
+        out = set()
+        for req in extras[name]:
+            m = re.fullmatch(r"rosetta-ml\[(.+)\]", req)
+            if m:
+                for e in m.group(1).split(","):
+                    out |= packages(e.strip())
+            else:
+                out.add(re.split(r"[<>=!~\[; ]", req)[0].lower())
+        return out
+
+    assert "tensorboard" in packages("all") and "tensorboard" in packages("log")
