@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the run record as one JSON object on the last line of stdout")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=_positive_int,
-                   help="compute threads per framework (default: the framework's own; 1 is often "
-                        "fastest on a small or busy machine)")
+                   help="compute threads per framework (default: the cores less the machine's "
+                        "load average, at least 1, unless OMP_NUM_THREADS or TF_NUM_*_THREADS "
+                        "is set)")
     t.add_argument("--devices", type=_positive_int, default=1, metavar="N",
                    help="train data-parallel on N devices with the backend's own engine (torch "
                         "DDP, tf.distribute, a JAX mesh); the batch must divide by N")
@@ -295,10 +296,7 @@ def cmd_train(args) -> int:
         from rosetta import checkpoint
 
         spec = with_data(checkpoint.load(args.resume).spec, args.data, args.label)
-    if args.threads:
-        from rosetta.threads import pin_threads
-
-        pin_threads(args.threads)           # before the framework is imported
+    _threads(args.threads)
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet, mode=args.mode, save=args.save,
@@ -329,6 +327,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _threads(n: int | None) -> None:
+    """``--threads N``, else the default (``rosetta.threads.default_threads``: the cores less
+    the machine's load), before any framework is imported."""
+    from rosetta.threads import apply_default_threads, pin_threads
+
+    pin_threads(n) if n else apply_default_threads()
+
+
 def _times(devices) -> str:
     return f" x{devices}" if devices and devices > 1 else ""
 
@@ -349,6 +355,7 @@ def cmd_eval(args) -> int:
     from rosetta import checkpoint
     from rosetta.train import check_data, dataset_inputs, evaluate, prepare_labels
 
+    _threads(None)
     ckpt = checkpoint.load(args.checkpoint)
     spec = with_data(ckpt.spec, args.data, args.label)
     ds = _eval_data(spec, ckpt, args.data)
@@ -397,6 +404,7 @@ def cmd_predict(args) -> int:
     from rosetta import checkpoint, preprocessing
     from rosetta.predict import predict, write_outputs
 
+    _threads(None)
     ckpt = checkpoint.load(args.checkpoint)
     prep = preprocessing.of_checkpoint(ckpt)
     inputs, names = preprocessing.inputs_from_files(args.input, ckpt.spec.model, prep,

@@ -164,3 +164,19 @@ def test_the_all_extra_installs_the_tensorboard_command_the_readme_runs():
         return out
 
     assert "tensorboard" in packages("all") and "tensorboard" in packages("log")
+
+
+def test_default_threads_are_the_cores_less_the_load(monkeypatch):
+    from rosetta import threads
+
+    assert threads.default_threads(cores=2, load=0.0) == 2
+    assert threads.default_threads(cores=2, load=0.9) == 1
+    assert threads.default_threads(cores=2, load=14.0) == 1
+    assert threads.default_threads(cores=16, load=3.2) == 13
+    for v in (*threads.THREAD_VARIABLES, "OMP_WAIT_POLICY", "XLA_FLAGS"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(threads, "default_threads", lambda: 1)
+    assert threads.apply_default_threads() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")               # the user's own setting wins
+    assert threads.apply_default_threads() is None and os.environ["OMP_NUM_THREADS"] == "3"
