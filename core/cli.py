@@ -413,8 +413,10 @@ def cmd_predict(args) -> int:
     _, program = _restored(args)
     outputs = predict(program, inputs, args.batch_size)
     write_outputs(out_path, outputs, names, ckpt.spec.loss, preprocessing.classes(prep))
-    print(f"wrote {outputs.shape} {outputs.dtype} outputs of {ckpt.spec.name} (update "
-          f"{ckpt.step}, {args.backend}) to {out_path}")
+    what = (f"{outputs.shape} {outputs.dtype} outputs" if out_path.suffix.lower() == ".npy"
+            else f"the predictions for {len(outputs)} inputs")
+    print(f"wrote {what} of {ckpt.spec.name} (update {ckpt.step}, {args.backend}) to "
+          f"{out_path}")
     return 0
 
 

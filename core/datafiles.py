@@ -28,6 +28,11 @@ a folder of images in one sub-folder per class
     (H, W, C) input, resized bilinearly to (H, W), scaled to [0, 1], float64 channels-last.
     Files without an image suffix and hidden files are skipped.
 
+What a CSV file's and an image folder's reader did (columns, size, colour, scaling, class
+names) is the ``Dataset.preprocessing`` a checkpoint records, so that ``rosetta predict`` and
+``rosetta eval`` read new raw files the same way (``rosetta.preprocessing``): ``read_images`` and
+``read_table`` are the one place each rule lives.
+
 Without held-out arrays the held-out examples are split off (``test_fraction``, ``seed``: see
 ``rosetta.data._split``). Every problem is a ``DataError`` naming the file, the key, column or
 line, and the fix; nothing here imports a framework.
