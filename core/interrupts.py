@@ -70,6 +70,10 @@ def stop() -> None:
 
 
 def _on_sigint(signum, frame):
+    """The first SIGINT raises ``KeyboardInterrupt``; a second one (Ctrl-C pressed again) is
+    ignored: the first is being handled, and the watchdog ends the process within ``GRACE``."""
+    if _requested.is_set():
+        return
     _requested.set()
     raise KeyboardInterrupt
 

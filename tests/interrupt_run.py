@@ -82,9 +82,10 @@ class Result:
 
 def interrupt(backend: str, point: str, *, model: str = "cnn", steps: int = 400,
               delay: float | None = None, seed: int | None = None, python=sys.executable,
-              workdir=None) -> Result:
+              workdir=None, twice: bool = False) -> Result:
     """One run of ``rosetta train MODEL --backend BACKEND``, interrupted at ``point`` (one of
-    ``POINTS``) after ``delay`` seconds (default: random in [0, 0.3) s; 0 for ``save``)."""
+    ``POINTS``) after ``delay`` seconds (default: random in [0, 0.3) s; 0 for ``save``);
+    ``twice``: Ctrl-C pressed again 20 ms later."""
     rng = random.Random(seed)
     if delay is None:
         delay = 0.0 if point == "save" else rng.uniform(0.0, 0.3)
@@ -114,6 +115,10 @@ def interrupt(backend: str, point: str, *, model: str = "cnn", steps: int = 400,
                 time.sleep(delay)
                 proc.send_signal(signal.SIGINT)
                 sent = time.monotonic()
+                if twice:
+                    time.sleep(0.02)
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
         os.close(r)
         if sent is None:
             proc.kill()
