@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import rosetta as rs
-from rosetta.errors import DataError
 
 from cli_run import check_contract, run_cli
 from selection import BACKENDS
