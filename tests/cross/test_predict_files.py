@@ -153,6 +153,17 @@ def test_csv_rows_predicted_by_column_name_into_json(tmp_path):
     probs = np.array([[o["probabilities"][k] for k in ("0", "1")] for o in out])
     np.testing.assert_allclose(probs, _softmax(np.load(tmp_path / "ref.npy")), rtol=0,
                                atol=1e-10)
+    # eval reads a labelled CSV the same way: recorded columns by name, the spec's label column
+    labels = (new[:, 0] - new[:, 2] > 0).astype(int)
+    with open(tmp_path / "labelled.csv", "w") as f:
+        f.write("c,target,a,b\n")
+        for r, t in zip(new, labels):
+            f.write(f"{float(r[2])!r},{t},{float(r[1])!r},{float(r[0])!r}\n")
+    o = _ok("eval", tmp_path / "run", "--backend", B, "--dtype", "float64", "--data",
+            tmp_path / "labelled.csv", "--json")
+    ev = json.loads(o.out.strip().splitlines()[-1])
+    assert ev["examples"] == 5
+    assert ev["metrics"]["accuracy"] == np.mean(probs.argmax(axis=1) == labels)
     with open(tmp_path / "bad.csv", "w") as f:
         f.write("a,b\n1,2\n")
     o = run_cli(["predict", str(tmp_path / "run"), "--backend", B, "--input",
