@@ -13,7 +13,7 @@ from rosetta.conformance.tiers import DEVICE, tier_for
 from rosetta.conformance.trajectory import Trajectory
 from rosetta.cli import data_arguments
 from rosetta import validate
-from rosetta.errors import BackendUnavailable, CheckpointError, SpecError
+from rosetta.errors import BackendUnavailable, CheckpointError, RosettaError, SpecError
 
 
 def _oracle_rows(spec, backend) -> list[Result]:
@@ -44,8 +44,22 @@ def _check_outputs(args) -> None:
         validate.check_output_folder(args.save, "--save")
 
 
+def with_batch_size(spec, batch_size: int | None):
+    """``spec`` with its data's batch size replaced (``--batch-size``; None: unchanged)."""
+    if batch_size is None or batch_size == spec.data.batch_size:
+        return spec
+    import dataclasses
+
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data,
+                                                              batch_size=batch_size))
+
+
 def run_command(args, load_spec) -> int:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    if getattr(args, "threads", None):
+        from rosetta.threads import pin_threads
+
+        pin_threads(args.threads)            # before any framework is imported
     _check_outputs(args)
     if args.compare:
         return _compare_files(args)
@@ -55,6 +69,25 @@ def run_command(args, load_spec) -> int:
         from rosetta.conformance.parallel import parse_devices
 
         args.devices = parse_devices(args.devices)
+    if args.data and not args.specs:
+        raise SpecError("--data needs the SPEC to run on it", where="command line")
+    if args.specs:
+        specs = [load_spec(s) for s in args.specs]
+    else:
+        from rosetta import models
+        specs = [models.get(n) for n in models.ZOO]
+    specs = [with_batch_size(s, getattr(args, "batch_size", None)) for s in specs]
+    for spec in specs:
+        for n in args.devices or ():   # every split checked before any framework runs
+            from rosetta.distributed import check_devices
+
+            try:
+                check_devices(n, spec.data.batch_size)
+            except RosettaError as e:
+                raise type(e)(f"{spec.name}: {e}") from None
+        for dtype in args.dtype:
+            validate.check_dtype_range(spec, dtype)
+        validate.check_memory(spec, spec.data.batch_size, "float64", ignore=args.ignore_memory)
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
@@ -63,17 +96,6 @@ def run_command(args, load_spec) -> int:
         raise BackendUnavailable(f"conformance compares two or more backends (or, with --save, "
                                  f"records one backend's trajectories to compare elsewhere); "
                                  f"installed: {', '.join(backends) or 'none'}")
-    if args.data and not args.specs:
-        raise SpecError("--data needs the SPEC to run on it", where="command line")
-    if args.specs:
-        specs = [load_spec(s) for s in args.specs]
-    else:
-        from rosetta import models
-        specs = [models.get(n) for n in models.ZOO]
-    for spec in specs:
-        for dtype in args.dtype:
-            validate.check_dtype_range(spec, dtype)
-        validate.check_memory(spec, spec.data.batch_size, "float64", ignore=args.ignore_memory)
     t0 = time.perf_counter()
     results, trajs_by_model = [], {}
     for spec in specs:
@@ -212,6 +234,10 @@ def add_parser(sub, positive_int):
     c.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    default=["float64", "float32"])
     c.add_argument("--steps", type=positive_int, default=10)
+    c.add_argument("--batch-size", type=positive_int,
+                   help="the batch size of every spec compared (default: each spec's own)")
+    c.add_argument("--threads", type=positive_int,
+                   help="compute threads per framework (default: the framework's own)")
     c.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     data_arguments(c, "run the comparison on this data file instead of the spec's dataset "
                       "(.npz, .npy folder, .csv, image folder; see rosetta train --help)")

@@ -53,13 +53,26 @@ def load_spec(arg: str):
         namespace = run_spec_file(path)
         spec = namespace.get("spec")
         if spec is None and callable(namespace.get("build")):
-            spec = namespace["build"]()
+            spec = _users_code(path, namespace["build"])
         if not isinstance(spec, TrainSpec):
             raise SpecError("a .py spec must define `spec` (a rosetta.TrainSpec) or a `build()` "
                             "function returning one", where=arg)
-        return spec
+        return relative_to_file(spec, path)
     from rosetta import models
     return models.get(arg)
+
+
+def relative_to_file(spec, path: Path):
+    """A spec read from a ``.py`` file with its relative data path resolved against the file's
+    folder: the same rule as a ``.json`` spec (``DataSpec.from_path`` in the file recorded the
+    current folder, which depends on where rosetta was started)."""
+    d = spec.data
+    if d.source != "path" or Path(d.path).expanduser().is_absolute():
+        return spec
+    import dataclasses
+
+    d = dataclasses.replace(d, base_dir=str(path.resolve().parent))
+    return dataclasses.replace(spec, data=d)
 
 
 def run_spec_file(path: Path) -> dict:
@@ -72,8 +85,15 @@ def run_spec_file(path: Path) -> dict:
         raise SpecError("no such file", where=where)
     if not path.is_file():
         raise SpecError("is a folder, expected a .py file", where=where)
+    return _users_code(path, runpy.run_path, where, run_name="__rosetta_spec__")
+
+
+def _users_code(path: Path, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``: running the user's spec file or its ``build()``; what goes
+    wrong is one line naming the file and the line of it that raised."""
+    where = str(path)
     try:
-        return runpy.run_path(where, run_name="__rosetta_spec__")
+        return fn(*args, **kwargs)
     except SystemExit as e:
         raise SpecError(f"the file called sys.exit({e.code!r}) instead of defining `spec`; "
                         f"rosetta runs the file to read its spec: remove the call",
@@ -122,23 +142,26 @@ def data_arguments(parser, help_text: str | None = None) -> None:
     parser.add_argument("--data", metavar="PATH", help=help_text or (
         "train on this file instead of the spec's dataset: .npz (x, y, optional x_test, "
         "y_test), a folder of .npy files (memory-mapped), .csv, or a folder of images in "
-        "per-class sub-folders; relative to the current folder"))
+        "per-class sub-folders; relative to the current folder (a data path written in a "
+        ".json or .py spec is relative to the spec file's folder)"))
     parser.add_argument("--label", metavar="COLUMN",
-                        help="the label column of a --data .csv file (default: label)")
+                        help="the label column of a --data .csv file (default: the spec's "
+                             "label column, else 'label')")
 
 
 _data_arguments = data_arguments
 
 
 def with_data(spec, path: str | None, label: str | None = None):
-    """``spec`` with its data replaced by the file at ``path`` (None: unchanged)."""
+    """``spec`` with its data replaced by the file at ``path`` (None: unchanged). The label
+    column of a CSV file is ``label``, else the spec's own (``spec.data.label``)."""
     if path is None:
         if label is not None:
             raise SpecError("--label applies to a --data .csv file", where="command line")
         return spec
     from rosetta.spec import DataSpec, TrainSpec
 
-    kwargs = {} if label is None else {"label": label}
+    kwargs = {"label": label if label is not None else spec.data.label}
     data = DataSpec.from_path(path, batch_size=spec.data.batch_size, **kwargs)
     return TrainSpec(spec.model, spec.loss, spec.optimizer, data, spec.steps, spec.seed,
                      spec.description)
@@ -188,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the K newest checkpoints in --save DIR (default: all)")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (or the newest "
                    "in a run folder), on any backend")
-    t.add_argument("--log", metavar="DIR", help="write scalars.jsonl and TensorBoard event files")
+    t.add_argument("--log", metavar="DIR", help="write scalars.jsonl and TensorBoard event "
+                   "files in DIR; a new run refuses a DIR that holds a run's log (give a new "
+                   "one), a --resume run appends to it")
     t.add_argument("--log-every", type=_positive_int, default=10, metavar="N",
                    help="log the gradient norm every N updates (one extra gradient pass each; "
                         "loss and learning rate are logged every update; default 10)")
@@ -198,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the run record as one JSON object on the last line of stdout")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=_positive_int,
-                   help="compute threads per framework (default: the framework's own; 1 is often "
-                        "fastest on a small or busy machine)")
+                   help="compute threads per framework (default: the cores less the machine's "
+                        "load average, at least 1, unless OMP_NUM_THREADS or TF_NUM_*_THREADS "
+                        "is set)")
     t.add_argument("--devices", type=_positive_int, default=1, metavar="N",
                    help="train data-parallel on N devices with the backend's own engine (torch "
                         "DDP, tf.distribute, a JAX mesh); the batch must divide by N")
@@ -223,15 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     pr.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
     pr.add_argument("--input", required=True, metavar="X",
-                    help=".npy (a single-input model) or .npz (one array per model input)")
-    pr.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+                    help="raw inputs, read the way the training data was (the checkpoint "
+                         "records it: image size, colour and scaling; CSV feature columns by "
+                         "name): an image file, a folder of images (sub-folders too), a .csv "
+                         "file; or arrays: .npy (a single-input model) or .npz (one array per "
+                         "model input)")
+    pr.add_argument("--output", required=True, metavar="Y",
+                    help="where to write the outputs: .npy (the raw outputs), or .csv / .json "
+                         "(one row per input; for a classifier the predicted class, named as "
+                         "the training data named it, and the probability of each class)")
     pr.add_argument("--batch-size", type=_positive_int, default=512)
 
     x = sub.add_parser("export", help="a checkpoint as a framework's own deployable artifact, "
                                       "checked without rosetta")
     x.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     x.add_argument("--format", required=True, choices=list(export_formats()))
-    x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
+    x.add_argument("--out", required=True, metavar="DIR", help="the export folder to write (a "
+                   "new folder; an earlier export there is replaced only with --overwrite)")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export at --out (once the new one is whole)")
     x.add_argument("--dtype", choices=["float32", "float64"],
                    help="default: the checkpoint's where the format keeps it, else float32")
     x.add_argument("--no-check", dest="check", action="store_false",
@@ -271,6 +307,10 @@ def cmd_train(args) -> int:
                             where="command line")
     if (args.save_every or args.keep) and not args.save:
         raise SpecError("--save-every and --keep need --save DIR", where="command line")
+    if args.log and not args.resume:
+        from rosetta.logs import check_fresh_log
+
+        check_fresh_log(args.log)
     spec = None
     if args.spec is not None:
         spec = with_data(load_spec(args.spec), args.data, args.label)
@@ -278,10 +318,7 @@ def cmd_train(args) -> int:
         from rosetta import checkpoint
 
         spec = with_data(checkpoint.load(args.resume).spec, args.data, args.label)
-    if args.threads:
-        from rosetta.threads import pin_threads
-
-        pin_threads(args.threads)           # before the framework is imported
+    _threads(args.threads)
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet, mode=args.mode, save=args.save,
@@ -312,6 +349,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _threads(n: int | None) -> None:
+    """``--threads N``, else the default (``rosetta.threads.default_threads``: the cores less
+    the machine's load), before any framework is imported."""
+    from rosetta.threads import apply_default_threads, pin_threads
+
+    pin_threads(n) if n else apply_default_threads()
+
+
 def _times(devices) -> str:
     return f" x{devices}" if devices and devices > 1 else ""
 
@@ -332,9 +377,10 @@ def cmd_eval(args) -> int:
     from rosetta import checkpoint
     from rosetta.train import check_data, dataset_inputs, evaluate, prepare_labels
 
+    _threads(None)
     ckpt = checkpoint.load(args.checkpoint)
     spec = with_data(ckpt.spec, args.data, args.label)
-    ds = spec.data.load(model=spec.model)
+    ds = _eval_data(spec, ckpt, args.data)
     check_data(spec, ds, 1)
     if args.data is not None and not ds.held_out_given:
         x, y = ds.x_train_all, ds.y_train_all   # a file without held-out arrays: all of it
@@ -354,24 +400,55 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from rosetta import checkpoint
-    from rosetta.predict import predict, read_inputs, write_outputs
+def _eval_data(spec, ckpt, path):
+    """The dataset ``eval`` reads: the checkpoint's own, or ``--data`` read the way the training
+    data was (``rosetta.preprocessing``: an image folder's sub-folders named by the recorded
+    classes, a CSV file's recorded feature columns)."""
+    if path is None:
+        return spec.data.load(model=spec.model)
+    from rosetta import datafiles, preprocessing
 
+    prep = preprocessing.of_checkpoint(ckpt)
+    d = spec.data
+    kw = {}
+    target = d.resolved_path()
+    if prep.get("kind") == "images" and target.is_dir() and prep.get("classes"):
+        kw["classes"] = prep["classes"]
+    if prep.get("kind") == "csv" and target.suffix.lower() == ".csv":
+        kw["columns"] = prep["columns"]
+    if not kw:
+        return d.load(model=spec.model)
+    return datafiles.load(target, spec.model, label=d.label, test_fraction=d.test_fraction,
+                          seed=d.seed, **kw)
+
+
+def cmd_predict(args) -> int:
+    from rosetta import checkpoint, preprocessing
+    from rosetta.predict import predict, write_outputs
+
+    _threads(None)
     ckpt = checkpoint.load(args.checkpoint)
-    inputs = read_inputs(args.input, ckpt.spec.model)
+    prep = preprocessing.of_checkpoint(ckpt)
+    inputs, names = preprocessing.inputs_from_files(args.input, ckpt.spec.model, prep,
+                                                    label=ckpt.spec.data.label)
     out_path = write_outputs(args.output, None)  # the output path is checked before any work
     _, program = _restored(args)
     outputs = predict(program, inputs, args.batch_size)
-    write_outputs(out_path, outputs)
-    print(f"wrote {outputs.shape} {outputs.dtype} outputs of {ckpt.spec.name} (update "
-          f"{ckpt.step}, {args.backend}) to {out_path}")
+    write_outputs(out_path, outputs, names, ckpt.spec.loss, preprocessing.classes(prep))
+    what = (f"{outputs.shape} {outputs.dtype} outputs" if out_path.suffix.lower() == ".npy"
+            else f"the predictions for {len(outputs)} inputs")
+    print(f"wrote {what} of {ckpt.spec.name} (update {ckpt.step}, {args.backend}) to "
+          f"{out_path}")
     return 0
 
 
 def cmd_export(args) -> int:
     from rosetta import export
 
+    out = Path(args.out)
+    if (out / export.EXPORT_JSON).is_file() and not args.overwrite:   # before any work
+        raise SpecError(f"--out {out}: an earlier export is already there; give a new folder, "
+                        f"or --overwrite to replace it", where="command line")
     out = export.export(args.checkpoint, args.format, args.out, dtype=args.dtype)
     print(f"wrote {args.format} export to {out} (load it with: python {out / export.LOADER} "
           f"{out} INPUTS.npz OUTPUTS.npz)")
@@ -457,6 +534,32 @@ def cmd_import(args) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line. Called without ``argv`` it is the process's entry point (the
+    ``rosetta`` script, ``python -m rosetta.cli``): Ctrl-C then ends the process within
+    ``rosetta.interrupts.GRACE`` seconds, status 130 and one line, whatever it was doing. Called
+    with ``argv`` (in-process) an interrupt returns 130."""
+    from rosetta import interrupts
+
+    entry = argv is None
+    if entry:
+        interrupts.install()
+    try:
+        status = _main(argv)
+    except KeyboardInterrupt:
+        if entry:
+            interrupts.stop()           # no interpreter teardown: see rosetta.interrupts
+        print("rosetta: interrupted", file=sys.stderr)
+        return 130
+    except BaseException:
+        if entry and interrupts.requested():   # a framework turned the interrupt into an error
+            interrupts.stop()
+        raise
+    if entry and interrupts.requested():
+        interrupts.stop()
+    return status
+
+
+def _main(argv) -> int:
     quiet_frameworks()
     retain_freed_memory()  # each step reuses the memory the last one freed (rosetta.hostmem)
     args = build_parser().parse_args(argv)
@@ -471,9 +574,6 @@ def main(argv=None) -> int:
         return _failed(args, 2, f"rosetta: error: {_one_line(e)}")
     except FloatingPointError as e:
         return _failed(args, 1, f"rosetta: training failed: {_one_line(e)}")
-    except KeyboardInterrupt:
-        print("rosetta: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # stdout closed early (``rosetta spec x | head``): not an error
         try:
             sys.stdout = open(os.devnull, "w")
@@ -491,7 +591,12 @@ def _one_line(e) -> str:
 
 def _failed(args, status: int, message: str) -> int:
     """One line on stderr; with ``--json``, also a JSON object on stdout, so that a consumer of
-    ``--json`` always reads JSON: ``{"error": message, "status": status}``."""
+    ``--json`` always reads JSON: ``{"error": message, "status": status}``. After a Ctrl-C
+    (a framework may turn it into an error of its own) the interrupt's line instead."""
+    from rosetta import interrupts
+
+    if interrupts.requested():
+        interrupts.stop()
     print(message, file=sys.stderr)
     if getattr(args, "json", False):
         print(dumps_json({"error": message, "status": status}))

@@ -167,7 +167,9 @@ class Dataset:
     ``("x", None) -> "digits.npz: key 'x'"``, for messages; ``rows`` holds, when the held-out
     examples were split off (``_split``), the positions of the train and test examples among all
     of them ({"train": idx, "test": idx}); ``columns`` the feature column names of a CSV file,
-    whose example i sits on line ``lines[i]``.
+    whose example i sits on line ``lines[i]``. ``preprocessing`` says how a file source's raw
+    examples became these arrays (``rosetta.preprocessing``: image size, colour mode and scaling;
+    a CSV file's feature columns and their order); empty for arrays and built-in datasets.
     """
 
     name: str
@@ -183,6 +185,13 @@ class Dataset:
     rows: dict = field(default_factory=dict, repr=False)
     columns: tuple = field(default=(), repr=False)
     lines: np.ndarray | None = field(default=None, repr=False)
+    preprocessing: dict = field(default_factory=dict, repr=False)
+
+    def preprocessing_record(self) -> dict:
+        """What a checkpoint records of this data (``rosetta.preprocessing.record``)."""
+        from rosetta.preprocessing import record
+
+        return record(self)
 
     @property
     def input_shape(self) -> tuple:

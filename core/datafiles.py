@@ -28,6 +28,11 @@ a folder of images in one sub-folder per class
     (H, W, C) input, resized bilinearly to (H, W), scaled to [0, 1], float64 channels-last.
     Files without an image suffix and hidden files are skipped.
 
+What a CSV file's and an image folder's reader did (columns, size, colour, scaling, class
+names) is the ``Dataset.preprocessing`` a checkpoint records, so that ``rosetta predict`` and
+``rosetta eval`` read new raw files the same way (``rosetta.preprocessing``): ``read_images`` and
+``read_table`` are the one place each rule lives.
+
 Without held-out arrays the held-out examples are split off (``test_fraction``, ``seed``: see
 ``rosetta.data._split``). Every problem is a ``DataError`` naming the file, the key, column or
 line, and the fix; nothing here imports a framework.
@@ -74,10 +79,12 @@ def shown(path: Path) -> str:
 
 
 def load(path, model=None, *, label: str = "label", test_fraction: float = 0.2,
-         seed: int = 0) -> Dataset:
+         seed: int = 0, classes=None, columns=None) -> Dataset:
     """The dataset at ``path`` (a file or folder; see the module docstring for the kinds).
     ``model`` (a ``Graph``) gives the input shapes a CSV file is reshaped to and images are
-    resized to; .npz and .npy data need none."""
+    resized to; .npz and .npy data need none. ``classes`` (an image folder) and ``columns`` (a
+    CSV file) are a checkpoint's recorded class names and feature columns
+    (``rosetta.preprocessing``): new data is read the way the training data was."""
     path = Path(path).expanduser()
     name = shown(path)
     if not path.exists():
@@ -87,14 +94,16 @@ def load(path, model=None, *, label: str = "label", test_fraction: float = 0.2,
         if any(p.suffix.lower() == ".npy" and p.is_file() for p in entries):
             return load_npy_dir(path, test_fraction=test_fraction, seed=seed)
         if any(p.is_dir() for p in entries):
-            return load_image_folder(path, model, test_fraction=test_fraction, seed=seed)
+            return load_image_folder(path, model, test_fraction=test_fraction, seed=seed,
+                                     classes=classes)
         raise DataError(f"{name}: a folder with no .npy files and no class sub-folders; give "
                         f"{KINDS}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path, test_fraction=test_fraction, seed=seed)
     if suffix == ".csv":
-        return load_csv(path, model, label=label, test_fraction=test_fraction, seed=seed)
+        return load_csv(path, model, label=label, test_fraction=test_fraction, seed=seed,
+                        columns=columns)
     if suffix == ".npy":
         raise DataError(f"{name}: one .npy file holds no labels; put x.npy and y.npy (optional "
                         f"x_test.npy, y_test.npy) in a folder and give the folder, or save a "
@@ -233,8 +242,9 @@ def load_npy_dir(folder: Path, *, test_fraction: float = 0.2, seed: int = 0) -> 
                     description=f"memory-mapped .npy files in {name}")
 
 
-def load_csv(path: Path, model=None, *, label: str = "label", test_fraction: float = 0.2,
-             seed: int = 0) -> Dataset:
+def read_table(path: Path, label: str | None = None):
+    """(header, values (N, columns) float64, line of each row) of a CSV file: a header line
+    naming the columns, then numbers. ``label`` (optional) must be one of the columns."""
     name = shown(path)
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -252,15 +262,11 @@ def load_csv(path: Path, model=None, *, label: str = "label", test_fraction: flo
             if dup:
                 raise DataError(f"{name}: line 1 names column {dup[0]!r} twice; give every "
                                 f"column its own name")
-            if label not in header:
+            if label is not None and label not in header:
                 raise DataError(f"{name}: no column {label!r} (columns: "
                                 f"{', '.join(header[:10])}{', ...' if len(header) > 10 else ''}); "
                                 f"name the label column with label=... (--label COLUMN)")
-            li = header.index(label)
-            columns = tuple(h for i, h in enumerate(header) if i != li)
-            if not columns:
-                raise DataError(f"{name}: no feature columns besides {label!r}")
-            values, labels, lines = array("d"), array("d"), array("q")
+            values, lines = array("d"), array("q")
             for row in reader:
                 line = reader.line_num
                 if not row or (len(row) == 1 and not row[0].strip()):
@@ -270,32 +276,69 @@ def load_csv(path: Path, model=None, *, label: str = "label", test_fraction: flo
                                     f"has {len(header)}; give every line one value per column")
                 for i, cell in enumerate(row):
                     try:
-                        v = float(cell)
+                        values.append(float(cell))
                     except ValueError:
                         what = "is empty" if not cell.strip() else f"is {cell.strip()!r}"
                         raise DataError(f"{name}: line {line}, column {header[i]!r} {what}, "
                                         f"not a number; features and labels are numbers (fill "
                                         f"or drop that line)") from None
-                    (labels if i == li else values).append(v)
                 lines.append(line)
         except csv.Error as e:
             raise DataError(f"{name}: line {reader.line_num}: not valid CSV ({e})") from None
         except UnicodeDecodeError as e:
             raise DataError(f"{name}: not a UTF-8 text file ({e.reason}); give a CSV file") \
                 from None
-    n = len(labels)
-    if n == 0:
-        raise DataError(f"{name}: a header and no examples; give one example per line")
-    x = np.frombuffer(values, np.float64).reshape(n, len(columns)).copy()
-    y = np.frombuffer(labels, np.float64).copy()
-    integral = bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    n = len(lines)
+    table = np.frombuffer(values, np.float64).reshape(n, len(header)).copy()
+    return header, table, np.frombuffer(lines, np.int64).copy()
+
+
+def feature_columns(header: list, label: str | None, columns=None, where: str = "") -> list:
+    """The positions of the feature columns in ``header``: the recorded ``columns`` by name, in
+    their order (what the model was trained on), else every column but ``label`` in file
+    order."""
+    if columns is None:
+        idx = [i for i, h in enumerate(header) if h != label]
+        if not idx:
+            raise DataError(f"{where}: no feature columns besides {label!r}")
+        return idx
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{where}: no column {missing[0]!r}; the model was trained on the columns "
+                        f"{', '.join(columns)} (in that order; other columns are ignored)")
+    return [header.index(c) for c in columns]
+
+
+def csv_inputs(x: np.ndarray, model=None) -> np.ndarray:
+    """CSV features (N, columns) as the model's single input: reshaped when their number equals
+    its size (64 columns to an (8, 8, 1) image, row-major), integers for an ``int`` input."""
+    n = len(x)
     if model is not None and len(model.inputs) == 1:
         inp = model.inputs[0]
         size = int(np.prod(inp.shape, dtype=np.int64))
-        if size == len(columns) and tuple(inp.shape) != (len(columns),):
+        if size == x.shape[1] and tuple(inp.shape) != (x.shape[1],):
             x = x.reshape((n,) + tuple(inp.shape))
         if inp.kind == "int" and np.all(np.isfinite(x)) and np.all(x == np.round(x)):
             x = x.astype(np.int64)
+    return x
+
+
+def load_csv(path: Path, model=None, *, label: str = "label", test_fraction: float = 0.2,
+             seed: int = 0, columns=None) -> Dataset:
+    """``columns`` (optional): the feature columns by name, in order (a checkpoint's recorded
+    ones); default every column but ``label``, in file order."""
+    name = shown(path)
+    header, table, lines = read_table(path, label)
+    li = header.index(label)
+    idx = feature_columns(header, label, columns, name)
+    columns = tuple(header[i] for i in idx)
+    n = len(lines)
+    if n == 0:
+        raise DataError(f"{name}: a header and no examples; give one example per line")
+    x = table[:, idx]
+    y = table[:, li].copy()
+    integral = bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    x = csv_inputs(x, model)
     if model is not None and tuple(model.output_type.shape) == (1,):
         y = y.reshape(n, 1)        # one target per example
     elif integral:
@@ -305,7 +348,8 @@ def load_csv(path: Path, model=None, *, label: str = "label", test_fraction: flo
         return f"{name}: column {label!r}" if part.startswith("y") else name
 
     return assemble(path.stem, x, y, test_fraction=test_fraction, seed=seed, locate=locate,
-                    origin=name, columns=columns, lines=np.frombuffer(lines, np.int64).copy(),
+                    origin=name, columns=columns, lines=lines,
+                    preprocessing={"kind": "csv", "label": label, "columns": list(columns)},
                     description=f"CSV file {name} (label column {label!r})")
 
 
@@ -318,50 +362,85 @@ def _pillow():
     return Image
 
 
-def load_image_folder(folder: Path, model=None, *, test_fraction: float = 0.2,
-                      seed: int = 0) -> Dataset:
-    name = shown(folder)
-    if model is None:
-        raise DataError(f"{name}: images are resized to the model's input shape: load the "
-                        f"folder with DataSpec.load(model) (rosetta train does)")
+def image_preprocessing(model, where: str) -> dict:
+    """How images become the input of ``model`` (one (H, W, C) input, C 1 or 3): converted to
+    RGB or grayscale (L) by C, resized bilinearly to (H, W), scaled by 1/255."""
     shapes = [tuple(i.shape) for i in model.inputs]
     if len(shapes) != 1 or len(shapes[0]) != 3 or shapes[0][-1] not in (1, 3):
-        raise DataError(f"{name}: a folder of images feeds a model with one (H, W, C) input, C 1 "
+        raise DataError(f"{where}: a folder of images feeds a model with one (H, W, C) input, C 1 "
                         f"or 3; model {model.name!r} takes "
                         f"{', '.join(f'{i.name} {tuple(i.shape)}' for i in model.inputs)}")
     h, w, c = shapes[0]
+    return {"kind": "images", "height": h, "width": w, "channels": c,
+            "color": "RGB" if c == 3 else "L", "resize": "bilinear", "scale": 1 / 255}
+
+
+def read_images(files: list, prep: dict) -> np.ndarray:
+    """The images ``files`` as float64 (N, H, W, C) by the rule ``prep``
+    (``image_preprocessing``): the one place an image file becomes model input."""
     Image = _pillow()
+    if prep.get("resize", "bilinear") != "bilinear" or prep.get("color") not in ("RGB", "L"):
+        raise DataError(f"unknown image preprocessing {prep!r}; this rosetta reads images "
+                        f"resized bilinearly, RGB or L")
     resample = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files, labels = [], []
-    for k, cls in enumerate(classes):
-        found = sorted(p for p in (folder / cls).iterdir()
-                       if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise DataError(f"{shown(folder / cls)}: a class folder with no images (.png, .jpg, "
-                            f"...); add images or remove the folder (it is class id {k})")
-        files += found
-        labels += [k] * len(found)
-    mode = "RGB" if c == 3 else "L"
+    h, w, c = prep["height"], prep["width"], prep["channels"]
     x = np.empty((len(files), h, w, c), np.float64)
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
-                im = im.convert(mode)
+                im = im.convert(prep["color"])
                 if im.size != (w, h):
                     im = im.resize((w, h), resample)
                 a = np.asarray(im, dtype=np.float64)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{shown(p)}: not a readable image ({e}); remove it or save it again "
                             f"as PNG or JPEG") from None
-        x[i] = (a if c == 3 else a[..., None]) / 255.0
+        x[i] = (a if c == 3 else a[..., None]) * prep["scale"]
+    return x
+
+
+def image_files(folder: Path) -> list:
+    """The image files directly in ``folder`` (by suffix, hidden files skipped), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image_folder(folder: Path, model=None, *, test_fraction: float = 0.2,
+                      seed: int = 0, classes=None) -> Dataset:
+    """``classes`` (optional): the class names by id (a checkpoint's recorded ones); each
+    sub-folder must then be one of them. Default: the sorted sub-folder names."""
+    name = shown(folder)
+    if model is None:
+        raise DataError(f"{name}: images are resized to the model's input shape: load the "
+                        f"folder with DataSpec.load(model) (rosetta train does)")
+    prep = image_preprocessing(model, name)
+    found_classes = sorted(p.name for p in folder.iterdir()
+                           if p.is_dir() and not p.name.startswith("."))
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        unknown = [c for c in found_classes if c not in classes]
+        if unknown:
+            raise DataError(f"{shown(folder / unknown[0])}: not a class the model knows; its "
+                            f"classes are {', '.join(classes)}")
+    else:
+        classes = found_classes
+    files, labels = [], []
+    for cls in found_classes:
+        found = image_files(folder / cls)
+        if not found:
+            raise DataError(f"{shown(folder / cls)}: a class folder with no images (.png, .jpg, "
+                            f"...); add images or remove the folder (it is class id "
+                            f"{classes.index(cls)})")
+        files += found
+        labels += [classes.index(cls)] * len(found)
+    x = read_images(files, prep)
     y = np.asarray(labels, np.int64)
+    h, w, c = prep["height"], prep["width"], prep["channels"]
 
     def locate(part, k):
         return f"{name}: class sub-folders" if part.startswith("y") else f"{name}: images"
 
     return assemble(folder.name, x, y, test_fraction=test_fraction, seed=seed, locate=locate,
-                    origin=name, classes=tuple(classes),
+                    origin=name, classes=tuple(classes), preprocessing=prep,
                     description=f"images in {name}, one sub-folder per class, resized to "
                                 f"{h}x{w}x{c}")

@@ -25,15 +25,44 @@ from pathlib import Path
 from rosetta.errors import DataError
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where the system says it
+    (``/proc/self/status``), else by setting it and back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(fd_or_path, folder: bool = False) -> None:
+    """Give a temporary file (or folder) the mode an ordinary ``open`` (``mkdir``) would have:
+    0o666 (0o777) less the umask. ``tempfile`` makes them private (0o600, 0o700), and an
+    atomic write renames the temporary into place, so without this every file rosetta writes
+    would be private whatever the umask."""
+    mode = (0o777 if folder else 0o666) & ~umask()
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 @contextmanager
 def atomic_file(path):
     """``with atomic_file(path) as f: f.write(...)``: binary file ``f`` replaces ``path`` when
-    the block ends without an exception (flushed and fsynced first); else it is removed."""
+    the block ends without an exception (flushed and fsynced first); else it is removed. The
+    file gets the umask's mode (``public_mode``), as ``open`` would give it."""
     path = Path(path)
     clean_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
                                suffix=".tmp")
     try:
+        public_mode(fd)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -86,10 +115,13 @@ def fsync_dir(path) -> None:
 
 
 def temp_folder(dest) -> Path:
-    """A new hidden folder beside ``dest`` to build it in (``install_folder`` puts it in place)."""
+    """A new hidden folder beside ``dest`` to build it in (``install_folder`` puts it in place),
+    with the umask's mode (``public_mode``), as ``mkdir`` would make it."""
     dest = Path(dest)
     clean_temporaries(dest.parent)
-    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-{os.getpid()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-{os.getpid()}-"))
+    public_mode(tmp, folder=True)
+    return tmp
 
 
 _TEMPORARY = re.compile(r"^\.(?:.+\.(\d+)-[^.]+\.tmp|tmp-.+-(\d+)-[^-]+)$")

@@ -24,6 +24,16 @@ from rosetta.files import writable_folder
 SCALARS = "scalars.jsonl"
 
 
+def check_fresh_log(path) -> None:
+    """A new (not resumed) run refuses a log folder that already holds a run's scalars: its
+    update numbers would repeat the earlier run's (``--resume`` continues a run and appends)."""
+    from rosetta.errors import DataError
+
+    if (Path(path) / SCALARS).is_file():
+        raise DataError(f"--log {path}: already holds a run's {SCALARS}; give a new folder, or "
+                        f"--resume that run's checkpoint to continue its log")
+
+
 def check_log_dir(path) -> Path:
     """The log folder, created; a clear error before training if it cannot be written."""
     return writable_folder(path, "--log")

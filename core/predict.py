@@ -81,16 +81,88 @@ def predict(program, inputs: dict, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def write_outputs(path, outputs: np.ndarray | None) -> Path:
-    """Write ``outputs`` to ``path`` (.npy) atomically; with None, only check that it can be."""
+OUTPUT_SUFFIXES = (".npy", ".csv", ".json")
+
+
+def check_output_path(path) -> Path:
+    """The ``--output`` path, checked before any work: a suffix it can be written in, not a
+    folder, its folder writable."""
     path = Path(path)
-    if path.suffix != ".npy":
-        raise DataError(f"--output {path}: expected a path ending in .npy")
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"--output {path}: expected a path ending in .npy (the raw outputs), .csv "
+                        f"or .json (one row per example: predicted class and probabilities for "
+                        f"a classifier)")
     if path.is_dir():
         raise DataError(f"--output {path}: is a folder")
-    writable_parent(path, "--output")
+    return writable_parent(path, "--output")
+
+
+def probabilities(outputs: np.ndarray, loss) -> np.ndarray | None:
+    """Class probabilities (float64, (N, K)) of a classifier's logits, else None: softmax for a
+    softmax cross-entropy model with one (K,) logit vector per example; for a binary
+    cross-entropy model with one logit, [1 - sigmoid(z), sigmoid(z)]."""
+    z = np.asarray(outputs, np.float64)
+    kind = getattr(loss, "kind", "")
+    if kind == "softmax_cross_entropy" and z.ndim == 2:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if kind == "binary_cross_entropy" and z.ndim == 2 and z.shape[1] == 1:
+        p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))   # sigmoid, without overflow
+        return np.stack([1.0 - p, p], axis=1)
+    return None
+
+
+def rows(outputs: np.ndarray, names: list, loss, classes: list) -> tuple[list, list]:
+    """(header, rows) of the per-example table a .csv or .json output holds: ``input``, then
+    for a classifier the predicted ``class`` (its name where the data named the classes, else
+    its id) and one probability per class, else the output values ``output_0``, ..."""
+    probs = probabilities(outputs, loss)
+    if probs is not None:
+        k = probs.shape[1]
+        names_k = classes if len(classes) == k else [str(i) for i in range(k)]
+        header = ["input", "class", *names_k]
+        top = np.argmax(probs, axis=1)
+        return header, [[n, names_k[int(c)], *map(float, p)]
+                        for n, c, p in zip(names, top, probs)]
+    flat = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+    return (["input", *[f"output_{j}" for j in range(flat.shape[1])]],
+            [[n, *map(float, r)] for n, r in zip(names, flat)])
+
+
+def write_outputs(path, outputs: np.ndarray | None, names: list | None = None, loss=None,
+                  classes: list | None = None) -> Path:
+    """Write ``outputs`` to ``path`` atomically: ``.npy`` the raw outputs (N, *output shape);
+    ``.csv`` / ``.json`` one row per example (``rows``: the example's ``names``, the predicted
+    class and the probabilities for a classifier). With ``outputs`` None, only check that it
+    can be written."""
+    path = check_output_path(path)
     if outputs is None:
         return path
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with atomic_file(path) as f:
+            np.save(f, outputs, allow_pickle=False)
+        return path
+    names = names if names is not None else [str(i) for i in range(len(outputs))]
+    header, table = rows(outputs, names, loss, classes or [])
+    if suffix == ".csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows([[c if isinstance(c, str) else repr(c) for c in r] for r in table])
+        text = buf.getvalue()
+    else:
+        from rosetta.files import dumps_json
+
+        if "class" in header:
+            objs = [{"input": r[0], "class": r[1], "probabilities": dict(zip(header[2:], r[2:]))}
+                    for r in table]
+        else:
+            objs = [{"input": r[0], "output": r[1:]} for r in table]
+        text = dumps_json(objs, indent=1) + "\n"
     with atomic_file(path) as f:
-        np.save(f, outputs, allow_pickle=False)
+        f.write(text.encode("utf-8"))
     return path

@@ -35,9 +35,9 @@ class DataSpec:
       ``{"path": "data/digits.npz", "label": "label", "batch_size": 32, "test_fraction": 0.2,
       "seed": 0}``. Kinds: ``.npz``, a folder of ``.npy`` files (memory-mapped, read by batch),
       ``.csv`` (``label`` names its label column), a folder of images in one sub-folder per
-      class (see ``rosetta.datafiles``). A relative path is relative to the folder of the JSON
-      spec file it was read from (``TrainSpec.load_json`` sets ``base_dir``), else to the
-      current folder (``from_path`` records it).
+      class (see ``rosetta.datafiles``). A relative path is relative to the folder of the spec
+      file it was read from, ``.json`` (``TrainSpec.load_json`` sets ``base_dir``) or ``.py``
+      (the command line sets it), else to the current folder (``from_path`` records it).
     - in-memory arrays (Python API only): ``DataSpec.from_arrays(x, y)``; JSON
       ``{"source": "arrays", "batch_size": 32, "test_fraction": 0.2, "seed": 0}``: the arrays
       are not written, so a spec read back from that JSON says, on ``load()``, that its data
@@ -280,6 +280,9 @@ class TrainSpec:
                             where="$.format")
         _expect_keys(d, {"format", "kind", "model", "loss", "optimizer", "data", "steps", "seed",
                          "description"}, "$")
+        if d.get("kind", "train") != "train":   # the one kind of spec this reads
+            raise SpecError(f"expected \"kind\": \"train\", found {d.get('kind')!r}"[:200],
+                            where="$.kind")
         for k in ("model", "loss", "optimizer", "data"):
             if k not in d:
                 raise SpecError(f"missing key {k!r}", where="$")

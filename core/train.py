@@ -205,11 +205,12 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                     "device": device, "data": {"seed": seed, "batch_size": batch_size,
                                                "n_train": n, "epoch": step // per_epoch,
                                                "batch": step % per_epoch},
-                    "metrics": metrics, "losses": history + losses})
+                    "metrics": metrics, "losses": history + losses,
+                    "preprocessing": ds.preprocessing_record()})
         checkpoint.prune(save_root, keep)
 
     label = f"{spec.name} on {backend}" + (f" from update {start}" if start else "")
-    bar = Progress(steps, label=label, enabled=progress)
+    bar = Progress(steps, label=label, enabled=progress, start=t0)   # one clock (t0)
     losses = []
     first_step_seconds = None
     evaluated = None  # the update count at the last evaluation
@@ -259,7 +260,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     finally:
         if run_log is not None:
             run_log.close()
-    bar.close(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    bar.close(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds=train_seconds)
     sample = None
     if ds.vocab:  # a character language model: continue a held-out window
         from rosetta import text
