@@ -329,7 +329,7 @@ def cmd_train(args) -> int:
     record.pop("program")
     from rosetta.distributed import is_main_process
 
-    if not is_main_process(args.backend):  # a torchrun rank other than 0: rank 0 reports
+    if not is_main_process(record["backend"]):  # a torchrun rank other than 0: rank 0 reports
         return 0
     if args.json:
         print(dumps_json(record))

@@ -260,9 +260,11 @@ def _worsts(result) -> dict:
     return out
 
 
-def certify(imp, backends=("torch", "tensorflow", "jax"), *, dtype="float64", steps=3, seed=0,
+def certify(imp, backends=None, *, dtype="float64", steps=3, seed=0,
             out=None, progress=None, dropout="inject") -> Certificate:
-    from rosetta.backend_registry import get_backend
+    from rosetta.backend_registry import available_backends, get_backend
+    if backends is None:            # every backend installed in this environment
+        backends = tuple(available_backends())
 
     log = progress or (lambda msg: None)
     if dtype != "float64":

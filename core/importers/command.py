@@ -30,8 +30,8 @@ def add_parser(sub, positive_int):
                                   ".pt2 ExportedProgram")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the neutral checkpoint to write (certificate.json beside its files)")
-    p.add_argument("--backends", nargs="+", default=["torch", "tensorflow", "jax"],
-                   help="backends to certify on (default torch,tensorflow,jax)")
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="backends to certify on (default: every backend installed here)")
     p.add_argument("--dtype", default="float64", choices=["float64"],
                    help="certificate dtype (float64: the exact tier, 1e-10)")
     p.add_argument("--steps", type=positive_int, default=3, help="optimizer steps certified")
@@ -132,8 +132,9 @@ def run_command(args) -> int:
           f"{len(imp.names)} source tensors mapped, step {imp.step} -> {out}")
     if args.no_certify:
         return 0
-    backends = [b for item in args.backends for b in item.split(",") if b]
-    cert = imp.certify(tuple(backends), dtype=args.dtype, steps=args.steps, seed=args.seed,
+    backends = ([b for item in args.backends for b in item.split(",") if b]
+                if args.backends else None)
+    cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype, steps=args.steps, seed=args.seed,
                        out=out.parent / f"{out.name}.certificate", progress=print,
                        dropout=args.dropout)
     print(cert.table())

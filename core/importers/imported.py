@@ -41,7 +41,7 @@ class Imported:
                                record={"imported_from": self.source.description
                                        if self.source else "", "names": self.names})
 
-    def certify(self, backends=("torch", "tensorflow", "jax"), *, dtype="float64", steps=3,
+    def certify(self, backends=None, *, dtype="float64", steps=3,
                 seed=0, out=None, progress=None, dropout="inject"):
         """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``.
         ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0)."""
