@@ -17,6 +17,7 @@ from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
 from rosetta.spec import DataSpec, TrainSpec
 from rosetta.backend_registry import available_backends, get_backend
+from rosetta.trained import TrainedModel, load, train
 
 __version__ = "0.1.0"
 
@@ -30,5 +31,5 @@ __all__ = [
     "ZeroPadding2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "LSTM", "GRU",
     "SimpleRNN", "MultiHeadAttention", "PositionEmbedding", "SequencePool",
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
-    "available_backends", "get_backend",
+    "available_backends", "get_backend", "train", "load", "TrainedModel",
 ]
