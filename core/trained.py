@@ -127,7 +127,7 @@ class TrainedModel(RunRecord):
     @classmethod
     def from_state(cls, spec, params: dict, state: dict | None = None,
                    optimizer_state: dict | None = None, step: int = 0, *,
-                   backend: str = "torch", dtype: str = "float32", device: str = "cpu",
+                   backend: str, dtype: str = "float32", device: str = "cpu",
                    mode: str | None = None, seed: int | None = None,
                    batch_size: int | None = None, rng: dict | None = None) -> "TrainedModel":
         """A model from canonical parts: ``spec`` (anything ``rosetta.train`` takes), its

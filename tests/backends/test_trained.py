@@ -37,7 +37,8 @@ def test_the_five_lines_run_as_written(digits, monkeypatch):
     if "jax" not in BACKENDS or "torch" not in BACKENDS:
         pytest.skip("the five lines name jax and torch")  # the tox env lacks one of them
     monkeypatch.chdir(digits.parent)
-    model = rs.train("cnn", "jax", data="digits.npz", steps=20, progress=False)
+    model = rs.train("cnn", "jax", data="digits.npz", steps=20)     # Keras-like fit
+    print(model.evaluate("digits.npz"))                            # held-out loss, accuracy
     metrics = model.evaluate("digits.npz")
     assert set(metrics) == {"loss", "accuracy"} and 0 <= metrics["accuracy"] <= 1
     assert metrics == model["metrics"]  # the file's held-out arrays are the run's
@@ -64,7 +65,7 @@ def test_the_pytorch_users_lines_run_as_written(tmp_path, monkeypatch):
     import torch
     import rosetta as rs
 
-    model = rs.train("mlp", "torch", steps=5, progress=False)       # any backend trains it
+    model = rs.train("mlp", "torch", steps=5)                      # any backend trains it
     net, opt = model.module, model.optimizer                       # nn.Module, torch.optim.Adam
     with torch.no_grad():
         logits = net(torch.randn(8, 64))                           # channels last, as the spec
