@@ -38,7 +38,7 @@ import numpy as np
 
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.dropout import check_masks, mask_draws
-from rosetta.errors import BackendUnavailable, DataError, SpecError
+from rosetta.errors import BackendUnavailable, CheckpointError, DataError, SpecError
 
 DTYPES = ("float32", "float64")
 
@@ -310,6 +310,46 @@ class BackendProgram(Program):
     def _set_optimizer_state(self, slots: dict[str, np.ndarray], step: int) -> None:
         """Set checked canonical optimizer slots and the update count."""
         raise BackendUnavailable(f"backend {self.backend!r} cannot load optimizer state")
+
+    # --- the dropout stream's position ----------------------------------------------------------
+    # the one array a backend keeps its dropout stream's position under (None: its masks follow
+    # from (seed, update count), nothing to save); only that backend reads it back
+    rng_key: str | None = None
+
+    def export_rng_state(self) -> dict[str, np.ndarray]:
+        """``{rng_key: the stream's position}`` for a program that draws keep-masks from a
+        stream of its own; {} otherwise."""
+        if self.rng_key is None or not self._mask_draws:
+            return {}
+        return {self.rng_key: self._rng_position()}
+
+    def load_rng_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Continue the dropout stream from ``export_rng_state`` of a program of this backend
+        and spec. {} leaves it where ``load`` put it (seeded from ``spec.seed``); another
+        backend's keys, or a stream given to a program without dropout, raise
+        ``CheckpointError``."""
+        key = self.rng_key
+        foreign = sorted(set(arrays) - {key})
+        if foreign:
+            keeps = (f"{self.backend} keeps its dropout stream as {key}" if key else
+                     f"{self.backend} derives dropout masks from the seed and the update count "
+                     f"and keeps no stream: it reads only {{}}")
+            raise CheckpointError(f"rng state: {', '.join(foreign)} is not {self.backend}'s "
+                                  f"({keeps})")
+        if not arrays:
+            return
+        if not self._mask_draws:
+            raise CheckpointError(f"rng state: {key} given, but this program has no dropout "
+                                  f"stream")
+        self._set_rng_position(np.asarray(arrays[key]))
+
+    def _rng_position(self) -> np.ndarray:
+        """The dropout stream's position (for a backend with an ``rng_key``)."""
+        raise NotImplementedError
+
+    def _set_rng_position(self, a: np.ndarray) -> None:
+        """Put the dropout stream at ``a`` (checked: ``CheckpointError`` if it is not one)."""
+        raise NotImplementedError
 
     def __repr__(self):
         return (f"Program({self.backend}, {self.graph.name}, dtype={self.dtype}, "

@@ -33,7 +33,6 @@ import numpy as np
 import optax
 
 from rosetta import backend as contract
-from rosetta.errors import CheckpointError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.jax import params as params_mod
@@ -152,19 +151,6 @@ class Program(contract.BackendProgram):
         self.opt_state = put(opt_state)
         self.step = int(step)
         self._step = put(np.asarray(step, STEP_DTYPE))
-
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """{}: dropout masks are ``fold_in(key(spec.seed), update count)``, nothing to save."""
-        return {}
-
-    def load_rng_state(self, arrays: dict) -> None:
-        """Accepts only {} (``export_rng_state``'s): the masks follow from the update count
-        that ``load_optimizer_state`` sets. Any key (another backend's stream) raises
-        ``CheckpointError``."""
-        if arrays:
-            raise CheckpointError(f"rng state: {', '.join(sorted(arrays))} is not jax's (jax "
-                                  f"derives dropout masks from the seed and the update count "
-                                  f"and keeps no stream: it reads only {{}})")
 
     # --- steps ------------------------------------------------------------------------------------
     def _to_device(self, batch):

@@ -23,7 +23,7 @@ import numpy as np
 from mxnet import autograd, nd
 
 from rosetta import backend as contract
-from rosetta.errors import CheckpointError, SpecError
+from rosetta.errors import SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.mxnet import optimizers, params as params_mod
@@ -83,16 +83,6 @@ class Program(contract.BackendProgram):
             slot, path = name.split("/", 1)
             self.opt_state[slot][path][:] = nd.array(a, dtype=self.dtype, ctx=self.context)
         self.step = int(step)
-
-    def export_rng_state(self) -> dict:
-        """{}: dropout masks follow from (spec.seed, update count), nothing to save."""
-        return {}
-
-    def load_rng_state(self, arrays: dict) -> None:
-        if arrays:
-            raise CheckpointError(f"rng state: {', '.join(sorted(arrays))} is not mxnet's "
-                                  f"(mxnet derives dropout masks from the seed and the update "
-                                  f"count and keeps no stream: it reads only {{}})")
 
     # --- steps --------------------------------------------------------------------------------
     def _run_step(self, batch, masks) -> float:

@@ -242,28 +242,12 @@ class Program(contract.BackendProgram):
         ``load_rng_state``'s."""
         self.optimizer.load(checked, int(step))
 
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """The dropout generator's state, ``{"tf_generator": int64 array}``; {} without
-        dropout."""
-        if not self.dropout_nodes:
-            return {}
-        return {"tf_generator": self.model.rng.state.numpy().copy()}
+    rng_key = "tf_generator"  # the dropout generator's state variable, int64
 
-    def load_rng_state(self, arrays: dict) -> None:
-        """Continue the dropout stream from ``export_rng_state`` of a TensorFlow program of the
-        same spec. {} leaves it where ``load`` put it (seeded from ``spec.seed``); another
-        backend's keys, or a stream given to a program without dropout, raise
-        ``CheckpointError``."""
-        foreign = sorted(set(arrays) - {"tf_generator"})
-        if foreign:
-            raise CheckpointError(f"rng state: {', '.join(foreign)} is not TensorFlow's "
-                                  f"(tensorflow keeps its dropout stream as tf_generator)")
-        if not arrays:
-            return
-        if not self.dropout_nodes:
-            raise CheckpointError("rng state: tf_generator given, but this program has no "
-                                  "dropout stream")
-        a = np.asarray(arrays["tf_generator"])
+    def _rng_position(self) -> np.ndarray:
+        return self.model.rng.state.numpy().copy()
+
+    def _set_rng_position(self, a: np.ndarray) -> None:
         var = self.model.rng.state
         if a.dtype.kind not in "iu" or a.shape != tuple(var.shape):
             raise CheckpointError(f"rng state: tf_generator must be integers of shape "

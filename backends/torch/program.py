@@ -165,28 +165,13 @@ class Program(contract.BackendProgram):
                               int(step))
         self.step = int(step)
 
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """The dropout stream's generator state, ``{"torch_generator": uint8 array}``; {}
-        without dropout."""
-        if self._rng is None:
-            return {}
-        return {"torch_generator": self._rng.state.numpy().copy()}
+    rng_key = "torch_generator"  # the dropout stream's generator state, uint8
 
-    def load_rng_state(self, arrays: dict) -> None:
-        """Continue the dropout stream from ``export_rng_state`` of a torch program of the same
-        spec and device type. {} leaves it where ``load`` put it (seeded from ``spec.seed``);
-        another backend's keys, or a stream given to a program without dropout, raise
-        ``CheckpointError``."""
-        foreign = sorted(set(arrays) - {"torch_generator"})
-        if foreign:
-            raise CheckpointError(f"rng state: {', '.join(foreign)} is not torch's (torch keeps "
-                                  f"its dropout stream as torch_generator)")
-        if not arrays:
-            return
-        if self._rng is None:
-            raise CheckpointError("rng state: torch_generator given, but this program has no "
-                                  "dropout stream")
-        self._rng.restore(arrays["torch_generator"])
+    def _rng_position(self) -> np.ndarray:
+        return self._rng.state.numpy().copy()
+
+    def _set_rng_position(self, a: np.ndarray) -> None:
+        self._rng.restore(a)
 
     def _run_step(self, batch, masks) -> float:
         xs, y = batch
