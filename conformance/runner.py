@@ -17,7 +17,7 @@ from rosetta.dropout import mask_draws
 from rosetta.graph import Graph
 from rosetta.initializers import rng_for
 from rosetta.spec import TrainSpec
-from rosetta.train import check_data, dataset_inputs, prepare_labels
+from rosetta.training import check_data, dataset_inputs, prepare_labels
 
 
 def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:

@@ -4,21 +4,9 @@ A backend lowers a ``TrainSpec`` (graph + loss + optimizer) to native objects an
 ``Program``. The core's training loop, the CLI and the conformance suite speak only this API; the
 native objects stay reachable (``program.model``, ``program.optimizer``) for use without rosetta.
 
-Conventions every backend keeps:
-
-* parameters and state cross this API as NumPy arrays under canonical paths and layouts
-  (``dense/kernel`` is (in, out) everywhere; torch transposes inside its own ``params.py``);
-* inputs arrive as ``{input name: array}`` in canonical layout (channels last); labels as an
-  int64 array (class ids) or a float array of the output's shape;
-* ``train_step`` applies update number ``program.step`` with ``lr(step)``, then increments it;
-* ``gradients`` and ``forward`` leave parameters, state and optimizer state untouched;
-* ``masks`` (conformance mode) maps each Dropout node to a keep-mask (1 keep, 0 drop) of the
-  node's output shape with the batch axis; given, it replaces the framework's RNG, so dropout
-  agrees across backends: y = x * mask / (1 - rate);
-* ``prepare_batch`` checks, converts and places a batch on the device once; ``train_step`` takes
-  the ``Batch`` it returns in place of ``(inputs, labels)`` (no checks, no copies: data already on
-  the device, as the benchmark feeds it);
-* a backend lowers in one of its ``modes`` (how the step is compiled); the first is the default.
+The ``Program`` contract (its conventions: canonical paths and layouts, update numbering,
+injected dropout masks, prepared batches) and ``BackendProgram``, the host-side base every
+backend's program extends, are in ``rosetta.program`` and re-exported here.
 """
 
 from __future__ import annotations
@@ -28,117 +16,13 @@ import importlib.util
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
-import numpy as np
+from rosetta.errors import BackendUnavailable
 
-from rosetta.errors import BackendUnavailable, DataError, SpecError
-
-DTYPES = ("float32", "float64")
-
-
-class Batch:
-    """A batch made by ``Program.prepare_batch``: native arrays on the program's device.
-
-    ``args`` is what the backend's compiled step takes (backend specific); ``size`` the number of
-    examples. A Batch belongs to the program that made it.
-    """
-
-    __slots__ = ("owner", "args", "size")
-
-    def __init__(self, owner, args, size: int):
-        self.owner, self.args, self.size = owner, args, int(size)
-
-    def check(self, program, masks=None):
-        """The native arguments, after checking this Batch was made by ``program``."""
-        if self.owner is not program:
-            raise DataError("this Batch was prepared by another Program: call "
-                            "program.prepare_batch(inputs, labels) on the program that runs it")
-        if masks:
-            raise DataError("masks cannot be given with a prepared Batch; pass host arrays "
-                            "(inputs, labels, masks) instead")
-        return self.args
-
-    def __repr__(self):
-        return f"Batch(size={self.size}, on {self.owner!r})"
-
-
-class Program(ABC):
-    """One lowered training setup on one device and dtype."""
-
-    backend: str
-    dtype: str
-    device: str
-    model: object       # torch.nn.Module / tf.Module / flax.linen.Module
-    optimizer: object   # torch.optim.Optimizer / tf.Module optimizer / optax.GradientTransformation
-    step: int = 0       # updates applied since load()
-
-    @abstractmethod
-    def load(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
-        """Set parameters and model state from canonical arrays; reset the optimizer and step."""
-
-    @abstractmethod
-    def export_params(self) -> dict[str, np.ndarray]:
-        """Trainable parameters as canonical NumPy arrays, by path."""
-
-    @abstractmethod
-    def export_state(self) -> dict[str, np.ndarray]:
-        """Non-trainable model state (BatchNorm running statistics), by path."""
-
-    mode: str = ""      # how the step is compiled: one of the backend's ``modes``
-
-    @abstractmethod
-    def prepare_batch(self, inputs: dict[str, np.ndarray], labels: np.ndarray) -> Batch:
-        """Check and convert ``(inputs, labels)`` once, the way ``train_step`` would, and place
-        them on the program's device: a ``Batch`` that ``train_step(batch)`` runs on without
-        further checks or host-to-device copies."""
-
-    @abstractmethod
-    def train_step(self, inputs: dict[str, np.ndarray] | Batch, labels: np.ndarray | None = None,
-                   masks: dict | None = None) -> float:
-        """One compiled optimizer update in training mode; returns the loss before the update.
-        ``inputs`` may be a ``Batch`` from ``prepare_batch`` (then no ``labels`` or ``masks``)."""
-
-    @abstractmethod
-    def gradients(self, inputs, labels, masks: dict | None = None
-                  ) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss and canonical-layout gradients in training mode, without applying anything."""
-
-    @abstractmethod
-    def forward(self, inputs, training: bool = False, masks: dict | None = None) -> np.ndarray:
-        """The model output (canonical layout). ``training`` picks batch statistics and dropout;
-        running statistics are not updated."""
-
-    def export_optimizer_state(self) -> dict[str, np.ndarray]:
-        """Optimizer state as canonical arrays named ``<slot>/<parameter path>``: SGD with
-        momentum ``velocity/...`` (v of the canonical rule); Adam and AdamW ``m/...`` and
-        ``v/...``. Plain SGD has none (an empty dict)."""
-        return {}
-
-    @property
-    def _param_shapes(self) -> dict[str, tuple]:
-        """{canonical path: canonical shape} of the spec's parameters (``self.graph``)."""
-        return {path: tuple(d.shape) for path, d in self.graph.param_defs().items()}
-
-    def load_optimizer_state(self, slots: dict[str, np.ndarray], step: int) -> None:
-        """Set the optimizer state and the update count, after ``load``: ``slots`` has exactly
-        the names ``export_optimizer_state`` gives after an update (``<slot>/<parameter path>``,
-        canonical layout, every parameter; empty for an optimizer without state), and the next
-        ``train_step`` applies update number ``step`` with lr(step) (its bias corrections,
-        epsilon-hat factor and dropout masks those of update ``step``), so that a program
-        resumed from exported state continues exactly as the one that exported it.
-
-        Raises ``CheckpointError`` naming the first missing, unknown or misshapen slot."""
-        raise BackendUnavailable(f"backend {self.backend!r} cannot load optimizer state")
-
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """The position of this backend's own dropout stream, as arrays (empty when the program
-        draws nothing at random, or derives its masks from the update count). Only the same
-        backend can read it back (``load_rng_state``); masks never match across backends."""
-        return {}
-
-    def load_rng_state(self, arrays: dict[str, np.ndarray]) -> None:
-        """Put the dropout stream where ``export_rng_state`` of the same backend found it."""
-        if arrays:
-            raise BackendUnavailable(f"backend {self.backend!r} keeps no dropout stream to load")
+from rosetta.errors import SpecError
+# the Program contract and its host-side base live in rosetta.program; re-exported here
+from rosetta.program import (  # noqa: E402,F401
+    DTYPES, Batch, BackendProgram, Program, normalize_device,
+)
 
 
 class ExportFormat(NamedTuple):
@@ -282,8 +166,3 @@ def loss_lowering(table: dict, loss, backend: str):
                         f"lowers {', '.join(sorted(table))})", where="$.loss")
     return found
 
-
-def normalize_device(device: str) -> str:
-    """``cuda`` and ``gpu`` mean the same: the first GPU."""
-    d = str(device).lower()
-    return "gpu" if d in ("cuda", "gpu", "cuda:0", "gpu:0") else d

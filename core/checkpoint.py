@@ -8,7 +8,8 @@ Layout of one checkpoint directory::
     optimizer.safetensors  optimizer slots by ``<slot>/<parameter path>`` (``m/dense/kernel``)
     rng.safetensors        the writing backend's own dropout stream (read back only by the same
                            backend: masks never match across frameworks)
-    record.json            format, update count, data position (seed, batch size, epoch, batch),
+    record.json            format and its version (``rosetta-checkpoint/1``: a newer version is
+                           refused, every older one read; ``rosetta.formats``), update count, data position (seed, batch size, epoch, batch),
                            dtype, backend, mode and framework versions, metrics, the losses so
                            far, and the SHA-256 of every other file
 
@@ -42,9 +43,12 @@ import numpy as np
 
 from rosetta.errors import CheckpointError, RosettaError
 from rosetta.files import install_folder, recover_folders, temp_folder
+from rosetta.formats import read_version, versioned
 from rosetta.spec import TrainSpec
 
-FORMAT = "rosetta-checkpoint/1"
+FORMAT_NAME = "rosetta-checkpoint"
+VERSION = 1  # the version written; every version from 1 up to it is read (rosetta.formats)
+FORMAT = versioned(FORMAT_NAME, VERSION)
 RECORD = "record.json"
 SPEC = "spec.json"
 TENSOR_FILES = ("params", "state", "optimizer", "rng")
@@ -235,9 +239,11 @@ def _read_record(path: Path) -> dict:
         rec = json.loads(f.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{f}: not valid JSON ({e}); the checkpoint is damaged") from None
-    if not isinstance(rec, dict) or rec.get("format") != FORMAT:
-        found = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
-        raise CheckpointError(f"{f}: expected \"format\": \"{FORMAT}\", found {found!r}")
+    found = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
+    try:
+        read_version(found, FORMAT_NAME, VERSION)
+    except ValueError as e:
+        raise CheckpointError(f"{f}: {e}") from None
     files = rec.get("files")
     want = {SPEC} | {f"{n}.safetensors" for n in TENSOR_FILES}
     if not isinstance(files, dict) or set(files) != want:

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from rosetta.train import train
+    from rosetta.training import train
 
     if args.steps and args.epochs:
         raise SpecError("give --steps or --epochs, not both", where="command line")
@@ -375,7 +375,7 @@ def _restored(args):
 
 def cmd_eval(args) -> int:
     from rosetta import checkpoint
-    from rosetta.train import check_data, dataset_inputs, evaluate, prepare_labels
+    from rosetta.training import check_data, dataset_inputs, evaluate, prepare_labels
 
     _threads(None)
     ckpt = checkpoint.load(args.checkpoint)

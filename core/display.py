@@ -195,7 +195,7 @@ def spec_html(spec) -> str:
 
 # --- run records -------------------------------------------------------------------------------
 class RunRecord(dict):
-    """The run record ``rosetta.train.train`` returns: a plain dict in every way (``rec["losses"]``,
+    """The run record ``rosetta.training.train`` returns: a plain dict in every way (``rec["losses"]``,
     ``rec.pop("program")``, ``json.dumps(rec)``), which a notebook shows as a table and the loss
     curve."""
 

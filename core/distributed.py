@@ -310,7 +310,7 @@ def _wait(procs, timeout):
 
 def train_in_workers(spec, backend: str, *, devices: int, batchnorm: str, device: str,
                      kwargs: dict) -> dict:
-    """``rosetta.train.train`` on ``devices`` devices: the run in worker processes, its record
+    """``rosetta.training.train`` on ``devices`` devices: the run in worker processes, its record
     (without ``program``, which lives in the workers) returned here."""
     from rosetta.display import RunRecord
 
@@ -328,9 +328,9 @@ def train_in_workers(spec, backend: str, *, devices: int, batchnorm: str, device
 
 
 def train_worker(payload: dict, context: dict) -> dict:
-    """In a worker: ``rosetta.train.train`` with a data-parallel program; the record as JSON."""
+    """In a worker: ``rosetta.training.train`` with a data-parallel program; the record as JSON."""
     from rosetta.spec import TrainSpec
-    from rosetta.train import train
+    from rosetta.training import train
 
     spec = None if payload["spec"] is None else TrainSpec.from_json(payload["spec"])
     record = train(spec, payload["backend"], device=payload["device"],

@@ -16,7 +16,11 @@ from rosetta import losses as losses_mod
 from rosetta import optim as optim_mod
 from rosetta import validate
 from rosetta.errors import DataError, SpecError
+from rosetta.formats import read_version
 from rosetta.graph import FORMAT, Graph, _expect, _expect_keys
+
+# the spec JSON's format (graph.FORMAT, rosetta/1): this version written, 1 up to it read
+FORMAT_NAME, VERSION = FORMAT.split("/")[0], int(FORMAT.split("/")[1])
 
 
 _DATASET_KEYS = {"source", "dataset", "batch_size", "args"}
@@ -275,9 +279,10 @@ class TrainSpec:
 
     @classmethod
     def _from_json(cls, d, base_dir=None) -> "TrainSpec":
-        if d.get("format") != FORMAT:
-            raise SpecError(f"expected \"format\": \"{FORMAT}\", found {d.get('format')!r}",
-                            where="$.format")
+        try:
+            read_version(d.get("format"), FORMAT_NAME, VERSION)
+        except ValueError as e:
+            raise SpecError(str(e), where="$.format") from None
         _expect_keys(d, {"format", "kind", "model", "loss", "optimizer", "data", "steps", "seed",
                          "description"}, "$")
         if d.get("kind", "train") != "train":   # the one kind of spec this reads

@@ -34,7 +34,7 @@ import os, sys
 fd = int(sys.argv[1])
 def mark(name):
     os.write(fd, (name + "\n").encode())
-import rosetta.train as train_mod, rosetta.checkpoint as ck
+import rosetta.training as train_mod, rosetta.checkpoint as ck
 get = train_mod.get_backend
 def get_backend(name):
     mark("import")

@@ -104,13 +104,15 @@ class Program(single.Program):
         """Global keep-masks, split by global example over the mesh (as the batch is)."""
         return masks
 
-    def _batch(self, inputs, labels, masks):
-        x, y, m = super()._batch(inputs, labels, self.replica_masks(masks))
+    def _native_batch(self, x, y):
+        x, y = super()._native_batch(x, y)
         if len(y) % self.devices:
             raise BackendUnavailable(f"a batch of {len(y)} examples does not split evenly "
                                      f"over {self.devices} devices")
-        return self._shard(x), self._shard(y), self._shard(m)
+        return self._shard(x), self._shard(y)
 
-    def prepare_batch(self, inputs, labels):
-        x, y, _ = self._batch(inputs, labels, None)
-        return single.contract.Batch(self, (x, y, None), y.shape[0])
+    def _native_masks(self, masks):
+        return self._shard(super()._native_masks(self.replica_masks(masks)))
+
+    def _to_device(self, batch):
+        return batch  # sharded over the mesh already

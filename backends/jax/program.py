@@ -33,13 +33,10 @@ import numpy as np
 import optax
 
 from rosetta import backend as contract
-from rosetta.datacheck import check_embedding_ids, embedding_vocab
-from rosetta.dropout import check_masks, mask_draws
-from rosetta.errors import CheckpointError, DataError, SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.jax import params as params_mod
-from rosetta.backends.jax.device import dtype as check_dtype, resolve as jax_device
+from rosetta.backends.jax.device import resolve as jax_device
 from rosetta.backends.jax.losses import lower as lower_loss
 from rosetta.backends.jax.model import build_model
 from rosetta.backends.jax import optimizers
@@ -48,25 +45,14 @@ from rosetta.backends.jax.optimizers import lower as lower_optimizer, slots
 STEP_DTYPE = np.int32
 
 
-class Program(contract.Program):
+class Program(contract.BackendProgram):
     backend = "jax"
 
     def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu",
                  mode: str = "jit"):
-        if not isinstance(spec, TrainSpec):
-            raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
-        self.spec = spec
-        self.mode = mode
-        self.graph = spec.model
-        self.dtype = check_dtype(dtype)
-        self.device = contract.normalize_device(device)
+        self._setup(spec, dtype, device, mode)
         self.jax_device = jax_device(self.device)
-        self._np_dtype = np.dtype(dtype)
-        self._int_labels = spec.loss.label_kind == "int"
-        self._index_limits = embedding_vocab(self.graph)
-        # every op that draws a keep-mask in training (Dropout, attention weights), its
-        # per-example shape
-        self._mask_draws = mask_draws(self.graph)
+        self._np_dtype = self.np_dtype
 
         self.model = build_model(self.graph, dtype)
         self.optimizer = lower_optimizer(spec.optimizer, dtype)
@@ -153,118 +139,70 @@ class Program(contract.Program):
         return {f"{slot}/{path}": arr for slot, tree in slots(self.opt_state).items()
                 for path, arr in params_mod.export(tree).items()}
 
-    def load_optimizer_state(self, slots: dict, step: int) -> None:
-        """Resume after ``step`` updates (call after ``load``): ``slots`` as
-        ``export_optimizer_state`` names them, checked against the NumPy reference's names and
-        the parameter shapes before anything is set (``CheckpointError`` naming the first
-        missing, unknown or misshapen one), written into the optax state by the ``_SLOTS``
-        table; every optax ``count`` (bias corrections, schedule, epsilon hat) set to ``step``,
+    def _set_optimizer_state(self, checked: dict, step: int) -> None:
+        """Resume after ``step`` updates (``load_optimizer_state``, after ``load``): ``checked``
+        as ``export_optimizer_state`` names them (checked by the base), written into the optax
+        state by the ``_SLOTS`` table; every optax ``count`` (bias corrections, schedule, epsilon hat) set to ``step``,
         as are ``program.step`` and the device step counter the dropout masks are folded from.
         The new state has the old one's structure, shapes and dtypes, on the program's device:
         the jitted steps are not retraced."""
-        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
         opt_state = optimizers.load_state(self.opt_state, checked, int(step))
         put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
         self.opt_state = put(opt_state)
         self.step = int(step)
         self._step = put(np.asarray(step, STEP_DTYPE))
 
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """{}: dropout masks are ``fold_in(key(spec.seed), update count)``, nothing to save."""
-        return {}
-
-    def load_rng_state(self, arrays: dict) -> None:
-        """Accepts only {} (``export_rng_state``'s): the masks follow from the update count
-        that ``load_optimizer_state`` sets. Any key (another backend's stream) raises
-        ``CheckpointError``."""
-        if arrays:
-            raise CheckpointError(f"rng state: {', '.join(sorted(arrays))} is not jax's (jax "
-                                  f"derives dropout masks from the seed and the update count "
-                                  f"and keeps no stream: it reads only {{}})")
-
     # --- steps ------------------------------------------------------------------------------------
-    def prepare_batch(self, inputs, labels) -> contract.Batch:
-        x, y, _ = self._batch(inputs, labels, None)
-        x, y = jax.device_put((x, y), self.jax_device)
-        return contract.Batch(self, (x, y, None), len(y))
+    def _to_device(self, batch):
+        return jax.device_put(batch, self.jax_device)
 
-    def train_step(self, inputs, labels=None, masks=None):
-        if isinstance(inputs, contract.Batch):
-            batch = inputs.check(self, masks)
-        else:
-            batch = self._batch(inputs, labels, masks)
+    def _run_step(self, batch, masks):
+        x, y = batch
         if not self._mask_draws:  # nothing random: the counter only counts (on the host)
             (self.params, self.batch_stats, self.opt_state, loss) = self._train_step_plain(
-                self.params, self.batch_stats, self.opt_state, *batch[:2])
+                self.params, self.batch_stats, self.opt_state, x, y)
             self.step += 1
             return float(loss)
         (self.params, self.batch_stats, self.opt_state, self._step, loss) = self._train_step(
-            self.params, self.batch_stats, self.opt_state, self._step, self.rng, *batch)
+            self.params, self.batch_stats, self.opt_state, self._step, self.rng, x, y,
+            self._native_masks(masks))
         self.step += 1
         return float(loss)
 
-    def gradients(self, inputs, labels, masks=None):
+    def _run_gradients(self, batch, masks):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
-                                      *self._batch(inputs, labels, masks))
+                                      *batch, self._native_masks(masks))
         return float(loss), params_mod.export(grads)
 
-    def forward(self, inputs, training: bool = False, masks=None):
-        x = self._inputs(inputs)
+    def _run_forward(self, x, training: bool, masks):
         if training:
             out = self._forward_train(self.params, self.batch_stats, self._step, self.rng, x,
-                                      self._masks(masks, len(x[self.graph.inputs[0].name])))
+                                      self._cast_masks(masks))
         else:
             out = self._forward_eval(self.params, self.batch_stats, x)
         out = jax.device_get(out)
         return [np.array(o) for o in out] if isinstance(out, list) else np.array(out)
 
-    # --- host-side batch preparation: cheap checks and dtype casts, no transfer yet -------------
-    def _batch(self, inputs, labels, masks):
-        x, y = self._inputs(inputs), self._labels(labels)
-        return x, y, self._masks(masks, len(y))
+    # --- checked host arrays as the jitted functions take them: casts, no transfer yet ----------
+    def _native_masks(self, masks: dict | None) -> dict | None:
+        """The keep-masks of a step or gradients (a data-parallel program shards them)."""
+        return self._cast_masks(masks)
 
-    def _masks(self, masks, batch: int) -> dict | None:
-        """Injected keep-masks in the program dtype, exactly one per node with dropout > 0
-        (``rosetta.dropout.check_masks``); None without any (then the compiled step draws masks
-        from the dropout rng)."""
-        if not masks:
+    def _cast_masks(self, masks: dict | None) -> dict | None:
+        """Checked keep-masks in the program dtype; None without any (then the compiled step
+        draws masks from the dropout rng)."""
+        if masks is None:
             return None
         return {name: np.asarray(m).astype(self._np_dtype, copy=False)
-                for name, m in check_masks(self._mask_draws, masks, batch).items()}
+                for name, m in masks.items()}
 
-    def _inputs(self, inputs) -> dict:
-        given = self.graph.as_input_dict(inputs)
-        out = {}
-        for inp in self.graph.inputs:
-            x = np.asarray(given[inp.name])
-            where = f"input {inp.name!r}"
-            if x.ndim != len(inp.shape) + 1 or tuple(x.shape[1:]) != inp.shape:
-                raise DataError(f"{where}: expected a batch of shape "
-                                f"(N, {', '.join(map(str, inp.shape))}), found {x.shape}")
-            if inp.kind == "int":
-                if not np.issubdtype(x.dtype, np.integer):
-                    raise DataError(f"{where}: expected integer indices, found {x.dtype}")
-                check_embedding_ids(self._index_limits, inp.name, x)
-                out[inp.name] = x.astype(np.int32, copy=False)
-            else:
-                out[inp.name] = x.astype(self._np_dtype, copy=False)
-        return out
+    def _native_inputs(self, x: dict) -> dict:
+        """Floats already in the program dtype; ids as int32 (JAX's default index type)."""
+        return {inp.name: (x[inp.name].astype(np.int32, copy=False) if inp.kind == "int"
+                           else x[inp.name]) for inp in self.graph.inputs}
 
-    def _labels(self, labels):
-        y = np.asarray(labels)
-        out_shape = self.graph.output_type.shape
-        if self._int_labels:
-            expected = (y.shape[0], *out_shape[:-1]) if y.ndim else None
-            if not np.issubdtype(y.dtype, np.integer) or y.shape != expected:
-                raise DataError(f"labels: expected integer class ids of shape "
-                                f"(N{''.join(', ' + str(s) for s in out_shape[:-1])}), "
-                                f"found {y.dtype} {y.shape}")
-            self.spec.loss.check_labels(y, out_shape[-1])
-            return y.astype(np.int32, copy=False)
-        if y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != tuple(out_shape):
-            raise DataError(f"labels: expected targets shaped like the output "
-                            f"(N, {', '.join(map(str, out_shape))}), found {y.shape}")
-        return y.astype(self._np_dtype, copy=False)
+    def _native_labels(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.int32, copy=False) if self._int_labels else y
 
     def _example_inputs(self) -> dict:
         return {i.name: jax.ShapeDtypeStruct((1, *i.shape),

@@ -23,18 +23,16 @@ import numpy as np
 from mxnet import autograd, nd
 
 from rosetta import backend as contract
-from rosetta.datacheck import check_embedding_ids, embedding_vocab
-from rosetta.dropout import check_masks, mask_draws
-from rosetta.errors import CheckpointError, DataError, SpecError
+from rosetta.errors import SpecError
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.mxnet import optimizers, params as params_mod
-from rosetta.backends.mxnet.device import dtype as check_dtype, resolve as mx_context
+from rosetta.backends.mxnet.device import resolve as mx_context
 from rosetta.backends.mxnet.losses import lower as lower_loss
 from rosetta.backends.mxnet.model import build_model
 
 
-class Program(contract.Program):
+class Program(contract.BackendProgram):
     """A TrainSpec lowered to Gluon blocks: ``model`` (eval) and ``model_train`` (training),
     sharing the node blocks' parameters, ``loss_fn`` and the canonical ``optimizer`` (the spec's
     ``rosetta.optim`` rule, applied by ``optimizers.update``)."""
@@ -43,16 +41,9 @@ class Program(contract.Program):
 
     def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu",
                  mode: str = "hybrid"):
-        if not isinstance(spec, TrainSpec):
-            raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
-        self.spec = spec
-        self.graph = spec.model
-        self.mode = mode
-        self.dtype = check_dtype(dtype)
-        self.device = contract.normalize_device(device)
+        # the base checks Embedding ids on the host: MXNet's Embedding clips an out-of-range id
+        self._setup(spec, dtype, device, mode)
         self.context = mx_context(self.device)
-        # Embedding ids are checked on the host: MXNet's Embedding clips an out-of-range id
-        self._index_limits = embedding_vocab(self.graph)
         if len(self.graph.outputs) != 1:
             raise SpecError("the mxnet backend trains graphs with one output",
                             where=self.graph.name)
@@ -63,7 +54,6 @@ class Program(contract.Program):
         if mode == "hybrid":
             self.loss_fn.hybridize()
         self.optimizer = spec.optimizer
-        self._mask_draws = mask_draws(self.graph)
         self._stat_momentum = {n.name: n.attrs["momentum"] for n in self.graph.nodes
                                if n.opdef.running_stats}
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
@@ -85,38 +75,18 @@ class Program(contract.Program):
         return {f"{slot}/{path}": a.asnumpy() for slot, by_path in self.opt_state.items()
                 for path, a in by_path.items()}
 
-    def load_optimizer_state(self, slots: dict, step: int) -> None:
-        """Resume after ``step`` updates (call after ``load``): ``slots`` checked against the
-        NumPy reference's names and the parameter shapes before anything is set
-        (``CheckpointError`` naming the first missing, unknown or misshapen one), then copied
-        into the state NDArrays; the next update is number ``step`` (its lr, bias corrections
-        and dropout masks)."""
-        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
+    def _set_optimizer_state(self, checked: dict, step: int) -> None:
+        """Resume after ``step`` updates (``load_optimizer_state``, after ``load``): ``checked``
+        slots (checked by the base) copied into the state NDArrays; the next update is number
+        ``step`` (its lr, bias corrections and dropout masks)."""
         for name, a in checked.items():
             slot, path = name.split("/", 1)
             self.opt_state[slot][path][:] = nd.array(a, dtype=self.dtype, ctx=self.context)
         self.step = int(step)
 
-    def export_rng_state(self) -> dict:
-        """{}: dropout masks follow from (spec.seed, update count), nothing to save."""
-        return {}
-
-    def load_rng_state(self, arrays: dict) -> None:
-        if arrays:
-            raise CheckpointError(f"rng state: {', '.join(sorted(arrays))} is not mxnet's "
-                                  f"(mxnet derives dropout masks from the seed and the update "
-                                  f"count and keeps no stream: it reads only {{}})")
-
     # --- steps --------------------------------------------------------------------------------
-    def prepare_batch(self, inputs, labels) -> contract.Batch:
-        xs, y = self._inputs(inputs), self._labels(labels)
-        return contract.Batch(self, (xs, y), y.shape[0])
-
-    def train_step(self, inputs, labels=None, masks=None) -> float:
-        if isinstance(inputs, contract.Batch):
-            xs, y = inputs.check(self, masks)
-        else:
-            xs, y = self._inputs(inputs), self._labels(labels)
+    def _run_step(self, batch, masks) -> float:
+        xs, y = batch
         loss, stats = self._backward(xs, y, masks)
         optimizers.update(self.optimizer, self._arrays(), self._grads(), self.opt_state,
                           self.step)
@@ -124,12 +94,11 @@ class Program(contract.Program):
         self.step += 1
         return float(loss.asscalar())
 
-    def gradients(self, inputs, labels, masks=None) -> tuple[float, dict]:
-        loss, _ = self._backward(self._inputs(inputs), self._labels(labels), masks)
+    def _run_gradients(self, batch, masks) -> tuple[float, dict]:
+        loss, _ = self._backward(*batch, masks)
         return float(loss.asscalar()), {k: g.asnumpy() for k, g in self._grads().items()}
 
-    def forward(self, inputs, training: bool = False, masks=None) -> np.ndarray:
-        xs = self._inputs(inputs)
+    def _run_forward(self, xs, training: bool, masks) -> np.ndarray:
         if not training:
             return self.model(*xs).asnumpy()
         outs = self.model_train(*xs, *self._scales(masks, xs[0].shape[0]))
@@ -164,9 +133,8 @@ class Program(contract.Program):
 
     def _scales(self, masks, batch: int) -> list:
         """The dropout scales (keep-mask / (1 - rate)) of this step, one per dropout node:
-        the injected ``masks``, else drawn from (spec.seed, update count, node)."""
-        if masks:
-            masks = check_masks(self._mask_draws, masks, batch)
+        the injected ``masks`` (checked by the base), else drawn from (spec.seed, update count,
+        node)."""
         out = []
         for i, d in enumerate(self._mask_draws):
             if masks:
@@ -177,39 +145,13 @@ class Program(contract.Program):
             out.append(nd.array(m / (1.0 - d.rate), dtype=self.dtype, ctx=self.context))
         return out
 
-    def _inputs(self, inputs) -> list:
-        given = self.graph.as_input_dict(inputs)
-        out = []
-        for inp in self.graph.inputs:
-            x = np.asarray(given[inp.name])
-            where = f"input {inp.name!r}"
-            if x.ndim != len(inp.shape) + 1 or tuple(x.shape[1:]) != tuple(inp.shape):
-                raise DataError(f"{where}: expected a batch of shape "
-                                f"(N, {', '.join(map(str, inp.shape))}), found {x.shape}")
-            if inp.kind == "int" and not np.issubdtype(x.dtype, np.integer):
-                raise DataError(f"{where}: expected integer indices, found {x.dtype}")
-            check_embedding_ids(self._index_limits, inp.name, x)
-            out.append(nd.array(x, dtype=self.dtype, ctx=self.context))
-        return out
+    def _native_inputs(self, x: dict) -> list:
+        """Checked inputs (the base's check) as NDArrays in input order."""
+        return [nd.array(x[inp.name], dtype=self.dtype, ctx=self.context)
+                for inp in self.graph.inputs]
 
-    def _labels(self, labels):
-        y = np.asarray(labels)
-        out_shape = self.graph.output_type.shape
-        if self.spec.loss.label_kind == "int":
-            expected = (y.shape[0], *out_shape[:-1]) if y.ndim else None
-            if not np.issubdtype(y.dtype, np.integer) or y.shape != expected:
-                raise DataError(f"labels: expected integer class ids of shape "
-                                f"(N{''.join(', ' + str(s) for s in out_shape[:-1])}), "
-                                f"found {y.dtype} {y.shape}")
-            self.spec.loss.check_labels(y, out_shape[-1])
-        elif y.ndim != len(out_shape) + 1 or tuple(y.shape[1:]) != tuple(out_shape):
-            raise DataError(f"labels: expected targets shaped like the output "
-                            f"(N, {', '.join(map(str, out_shape))}), found {y.shape}")
+    def _native_labels(self, y) -> "nd.NDArray":
         return nd.array(y, dtype=self.dtype, ctx=self.context)
-
-    def __repr__(self):
-        return (f"Program(mxnet, {self.graph.name}, dtype={self.dtype}, device={self.device}, "
-                f"step={self.step}, mode={self.mode})")
 
 
 __all__ = ["Program"]

@@ -29,9 +29,7 @@ from rosetta import backend as contract
 from rosetta.backends.tensorflow import device as tf_device
 from rosetta.backends.tensorflow import losses, optimizers, params
 from rosetta.backends.tensorflow.model import GraphModule
-from rosetta.dropout import check_masks, mask_draws
-from rosetta.datacheck import check_embedding_ids, embedding_vocab
-from rosetta.errors import CheckpointError, DataError
+from rosetta.errors import CheckpointError
 
 ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
 
@@ -96,7 +94,7 @@ def compiled(fn, input_signature, jit_compile: bool = True) -> Compiled:
     return Compiled(fn, input_signature, jit_compile)
 
 
-class Program(contract.Program):
+class Program(contract.BackendProgram):
     """A ``TrainSpec`` lowered to TensorFlow on one device and dtype.
 
     ``model`` is a ``GraphModule`` (tf.Module) and ``optimizer`` a tf.Module optimizer with
@@ -106,23 +104,19 @@ class Program(contract.Program):
     backend = "tensorflow"
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "xla"):
+        self._setup(spec, dtype, device, mode)
         self.tf_dtype = tf_device.dtype(dtype)
         self.tf_device = tf_device.resolve(device)
-        self.dtype = dtype
-        self.mode = mode
         # TensorFlow places a call on the first GPU if there is one, else on the CPU; a step on
         # any other device needs an explicit tf.device scope (which costs ~50 us a call)
         self._pinned = self.tf_device != tf_device.default_device()
-        self.device = contract.normalize_device(device)
-        self.spec = spec
-        self.graph = graph = spec.model
+        graph = self.graph
         with tf.device(self.tf_device):
             self.model = GraphModule(graph, self.tf_dtype, spec.seed)
             self.param_vars = self.model.param_variables()
             self.trainable = list(self.param_vars.values())
             self.optimizer = optimizers.lower(spec.optimizer, self.trainable)
         self.loss_fn = losses.lower(spec.loss)
-        self.id_limits = embedding_vocab(graph)
 
         self.input_signature = {
             i.name: tf.TensorSpec((None, *i.shape),
@@ -137,7 +131,7 @@ class Program(contract.Program):
         labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
         # every op that draws a keep-mask in training (Dropout, attention weights) declares its
         # per-example shape; rate-0 ops draw nothing and take no mask
-        self.mask_draws = mask_draws(graph)
+        self.mask_draws = self._mask_draws
         self.dropout_nodes = tuple(d.node for d in self.mask_draws)
         self.mask_signature = {
             d.node: tf.TensorSpec((None, *d.shape), self.tf_dtype, name=f"mask_{d.node}")
@@ -205,38 +199,24 @@ class Program(contract.Program):
         """Updates applied since ``load`` (the optimizer's int64 step variable)."""
         return int(self.optimizer.step.numpy())
 
-    def _inputs(self, inputs) -> dict[str, np.ndarray]:
-        """Canonical inputs as arrays of the program dtype (float) or int64 (ids, range-checked:
-        XLA clamps out-of-range gather indices instead of failing)."""
-        inputs = self.graph.as_input_dict(inputs)
-        out = {}
-        for name, tspec in self.input_signature.items():
-            a = np.asarray(inputs[name], dtype=tspec.dtype.as_numpy_dtype)
-            if tuple(a.shape[1:]) != tuple(tspec.shape[1:]):
-                raise DataError(f"input {name!r}: expected shape (batch, "
-                                f"{', '.join(map(str, tspec.shape[1:]))}), found {a.shape}")
-            check_embedding_ids(self.id_limits, name, a)
-            out[name] = a
-        return out
+    def _native_inputs(self, x: dict) -> dict[str, np.ndarray]:
+        """Checked inputs (the base's check: shapes, dtypes, Embedding ids in range, which XLA
+        would clamp) as the step's signature takes them: floats in the program dtype, ids
+        int64."""
+        return {name: np.asarray(x[name], dtype=tspec.dtype.as_numpy_dtype)
+                for name, tspec in self.input_signature.items()}
 
-    def _labels(self, labels) -> np.ndarray:
-        """Labels as int64 class ids (range-checked: XLA would give a NaN loss) or float targets."""
-        a = np.asarray(labels, dtype=self.label_dtype.as_numpy_dtype)
-        if tuple(a.shape[1:]) != self.label_shape:
-            raise DataError(f"labels: expected shape (batch, "
-                            f"{', '.join(map(str, self.label_shape))}), found {a.shape}")
-        if self.label_dtype == tf.int64:
-            self.spec.loss.check_labels(a, self.classes)
-        return a
+    def _native_labels(self, y: np.ndarray) -> np.ndarray:
+        """Checked labels (class ids range-checked: XLA would give a NaN loss) as int64 ids or
+        float targets."""
+        return np.asarray(y, dtype=self.label_dtype.as_numpy_dtype)
 
-    def _masks(self, masks, batch: int) -> dict[str, np.ndarray] | None:
-        """Injected keep-masks in the program dtype, one per node that draws one (Dropout with
-        rate > 0, attention with dropout > 0: ``rosetta.dropout.check_masks``); None without
-        any."""
-        if not masks:
+    def _native_masks(self, masks: dict | None) -> dict[str, np.ndarray] | None:
+        """Checked keep-masks in the program dtype; None without any."""
+        if masks is None:
             return None
         return {name: np.asarray(m, dtype=self.tf_dtype.as_numpy_dtype)
-                for name, m in check_masks(self.mask_draws, masks, batch).items()}
+                for name, m in masks.items()}
 
     def load(self, params_in, state) -> None:
         """Set parameters and state; reset the optimizer (slots, step) and the dropout generator
@@ -254,79 +234,55 @@ class Program(contract.Program):
     def export_optimizer_state(self):
         return self.optimizer.export()
 
-    def load_optimizer_state(self, slots: dict, step: int) -> None:
-        """Resume after ``step`` updates (call after ``load``): ``slots`` as
-        ``export_optimizer_state`` names them, checked against the NumPy reference's names and
-        the parameter shapes before anything is set (``CheckpointError`` naming the first
-        missing, unknown or misshapen one), assigned to the slot variables; the optimizer's
+    def _set_optimizer_state(self, checked: dict, step: int) -> None:
+        """Resume after ``step`` updates (``load_optimizer_state``, after ``load``): ``checked``
+        as ``export_optimizer_state`` names them (checked by the base), assigned to the slot
+        variables; the optimizer's
         ``step`` variable (lr(step), bias corrections, epsilon-hat factor) set to ``step``. The
         compiled steps read these variables: nothing is retraced. The dropout stream is
         ``load_rng_state``'s."""
-        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
         self.optimizer.load(checked, int(step))
 
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """The dropout generator's state, ``{"tf_generator": int64 array}``; {} without
-        dropout."""
-        if not self.dropout_nodes:
-            return {}
-        return {"tf_generator": self.model.rng.state.numpy().copy()}
+    rng_key = "tf_generator"  # the dropout generator's state variable, int64
 
-    def load_rng_state(self, arrays: dict) -> None:
-        """Continue the dropout stream from ``export_rng_state`` of a TensorFlow program of the
-        same spec. {} leaves it where ``load`` put it (seeded from ``spec.seed``); another
-        backend's keys, or a stream given to a program without dropout, raise
-        ``CheckpointError``."""
-        foreign = sorted(set(arrays) - {"tf_generator"})
-        if foreign:
-            raise CheckpointError(f"rng state: {', '.join(foreign)} is not TensorFlow's "
-                                  f"(tensorflow keeps its dropout stream as tf_generator)")
-        if not arrays:
-            return
-        if not self.dropout_nodes:
-            raise CheckpointError("rng state: tf_generator given, but this program has no "
-                                  "dropout stream")
-        a = np.asarray(arrays["tf_generator"])
+    def _rng_position(self) -> np.ndarray:
+        return self.model.rng.state.numpy().copy()
+
+    def _set_rng_position(self, a: np.ndarray) -> None:
         var = self.model.rng.state
         if a.dtype.kind not in "iu" or a.shape != tuple(var.shape):
             raise CheckpointError(f"rng state: tf_generator must be integers of shape "
                                   f"{tuple(var.shape)}, found {a.dtype} {a.shape}")
         var.assign(a.astype(var.dtype.as_numpy_dtype))
 
-    def _args(self, inputs, labels=None, masks=None) -> tuple[bool, list]:
-        """(masked?, arguments of the compiled step) from host arrays."""
-        x = self._inputs(inputs)
-        args = [x] + ([] if labels is None else [self._labels(labels)])
-        masks = self._masks(masks, len(next(iter(x.values()))))
-        return masks is not None, args + ([masks] if masks is not None else [])
+    def _native_batch(self, x, y) -> list:
+        return [self._native_inputs(x), self._native_labels(y)]
 
-    def prepare_batch(self, inputs, labels) -> contract.Batch:
-        _, args = self._args(inputs, labels)
+    def _to_device(self, batch) -> list:
         with tf.device(self.tf_device):
-            args = [tf.nest.map_structure(tf.convert_to_tensor, a) for a in args]
-        return contract.Batch(self, args, len(args[1]))
+            return [tf.nest.map_structure(tf.convert_to_tensor, a) for a in batch]
 
-    def train_step(self, inputs, labels=None, masks=None) -> float:
-        if isinstance(inputs, contract.Batch):
-            masked, args = False, inputs.check(self, masks)
-        else:
-            masked, args = self._args(inputs, labels, masks)
+    def _run_step(self, batch, masks) -> float:
+        masks = self._native_masks(masks)
+        masked, args = masks is not None, list(batch) + ([masks] if masks is not None else [])
         if not self._pinned:
             return float(self._train[masked](*args))
         with tf.device(self.tf_device):
             return float(self._train[masked](*args))
 
-    def gradients(self, inputs, labels, masks=None):
-        masked, args = self._args(inputs, labels, masks)
+    def _run_gradients(self, batch, masks):
+        masks = self._native_masks(masks)
+        masked, args = masks is not None, list(batch) + ([masks] if masks is not None else [])
         with tf.device(self.tf_device):
             loss, grads = self._grads[masked](*args)
         return float(loss), {path: g.numpy() for path, g in zip(self.param_vars, grads)}
 
-    def forward(self, inputs, training: bool = False, masks=None):
+    def _run_forward(self, x, training: bool, masks):
         with tf.device(self.tf_device):
             if training:
-                masked, args = self._args(inputs, masks=masks)
-                out = self._forward_train[masked](*args)
+                masks = self._native_masks(masks)
+                args = [x] + ([masks] if masks is not None else [])
+                out = self._forward_train[masks is not None](*args)
             else:
-                out = self._forward_eval_fn(self._inputs(inputs))
+                out = self._forward_eval_fn(x)
         return [o.numpy() for o in out] if isinstance(out, list) else out.numpy()

@@ -107,6 +107,14 @@ class Program(single.Program):
         rows = self._rows(len(next(iter(arrays.values()))))
         return {k: np.asarray(v)[rows] for k, v in arrays.items()}, np.asarray(labels)[rows]
 
+    def _local_batch(self, inputs, labels, masks):
+        """This replica's rows of a global batch, checked (the base's one check) and on the
+        device, with its rows of the global keep-masks (checked against the global batch)."""
+        local_x, local_y = self._local(inputs, labels)
+        xs, y = self._native_batch(*self.check_batch(local_x, local_y))
+        n = len(np.asarray(labels))
+        return xs, y, self.replica_masks(self.check_masks(masks, n))
+
     def replica_masks(self, masks: dict | None) -> dict | None:
         """This replica's rows of global keep-masks (indexed by global example; arrays or
         tensors)."""
@@ -132,11 +140,10 @@ class Program(single.Program):
         if isinstance(inputs, single.contract.Batch):
             xs, y = inputs.check(self, masks)
         else:
-            local_x, local_y = self._local(inputs, labels)
-            xs, y = self._inputs(local_x), self._labels(local_y)
+            xs, y, masks = self._local_batch(inputs, labels, masks)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with self._dropout(len(y), advance=True, masks=self.replica_masks(masks)):
+        with self._dropout(len(y), advance=True, masks=masks):
             loss = self.loss_fn(self.ddp(*xs), y)
         loss.backward()
         for p in self._unreached:
@@ -150,12 +157,11 @@ class Program(single.Program):
     def gradients(self, inputs, labels, masks=None):
         """The gradient DDP hands the optimizer (its backward all-reduce included), without an
         update: running statistics frozen, dropout stream not advanced, ``.grad`` cleared."""
-        local_x, local_y = self._local(inputs, labels)
-        xs, y = self._inputs(local_x), self._labels(local_y)
+        xs, y, masks = self._local_batch(inputs, labels, masks)
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with running_stats_frozen(self._norms), \
-                self._dropout(len(y), advance=False, masks=self.replica_masks(masks)):
+                self._dropout(len(y), advance=False, masks=masks):
             loss = self.loss_fn(self.ddp(*xs), y)
         loss.backward()
         out = {path: slot.canonical(torch.zeros_like(slot.tensor) if slot.tensor.grad is None

@@ -27,8 +27,6 @@ import numpy as np
 import torch
 
 from rosetta import backend as contract
-from rosetta.dropout import check_masks, mask_draws
-from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
@@ -89,17 +87,14 @@ class DropoutRNG:
 _OPTIMIZER_SLOTS = optimizers.NATIVE_SLOTS
 
 
-class Program(contract.Program):
+class Program(contract.BackendProgram):
     """A TrainSpec lowered to a ``GraphModule`` (``model``), a ``torch.optim`` optimizer
     (``optimizer``) with its ``ScheduleLR`` (``scheduler``) and a loss module (``loss_fn``)."""
 
     backend = "torch"
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "eager"):
-        self.spec = spec
-        self.graph = spec.model
-        self.dtype = dtype
-        self.device = contract.normalize_device(device)
+        self._setup(spec, dtype, device, mode)
         self.torch_dtype = torch_dtype(dtype)
         self.torch_device = torch_device(device)
         full_float32_precision()
@@ -116,11 +111,7 @@ class Program(contract.Program):
         self.loss_fn = losses.lower(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
         self._input_kinds = [(i.name, i.kind) for i in self.graph.inputs]
-        self._index_limits = embedding_vocab(self.graph)
-        # every op that draws a keep-mask in training (Dropout, attention weights) declares it
-        self._mask_draws = mask_draws(self.graph)
         self._rng = DropoutRNG(self.torch_device, spec.seed) if self._mask_draws else None
-        self.mode = mode
         # dynamic=False: every GraphModule shares one ``forward`` code object, and dynamo keys its
         # caches (and automatic dynamic shapes) on the code object, so with the default a second
         # model in the process would be recompiled with dynamic shapes (inductor then failed on
@@ -159,16 +150,13 @@ class Program(contract.Program):
                     out[f"{name}/{path}"] = slot.canonical(st[native])
         return out
 
-    def load_optimizer_state(self, slots: dict, step: int) -> None:
-        """Resume after ``step`` updates (call after ``load``): ``slots`` as
-        ``export_optimizer_state`` names them (canonical layout, transposed here to torch's),
-        checked against the NumPy reference's names and the parameter shapes before anything is
-        set (``CheckpointError`` naming the first missing, unknown or misshapen one). Sets every
-        parameter's optimizer state through ``optimizer.load_state_dict`` (with torch's ``step``
+    def _set_optimizer_state(self, checked: dict, step: int) -> None:
+        """Resume after ``step`` updates (``load_optimizer_state``, after ``load``): ``checked``
+        as ``export_optimizer_state`` names them (canonical layout, transposed here to torch's),
+        already checked by the base. Sets every parameter's optimizer state through ``optimizer.load_state_dict`` (with torch's ``step``
         tensor = ``step`` for Adam, AdamW, RMSprop, Adagrad: their bias corrections and the
         epsilon-hat factor), the scheduler at ``last_epoch = step`` with lr(step) in each group,
         and ``program.step``. The dropout stream is ``load_rng_state``'s."""
-        checked = self.spec.optimizer.check_slots(self._param_shapes, slots, step)
         states = {}
         for name, a in checked.items():
             slot, path = name.split("/", 1)
@@ -178,38 +166,16 @@ class Program(contract.Program):
                               int(step))
         self.step = int(step)
 
-    def export_rng_state(self) -> dict[str, np.ndarray]:
-        """The dropout stream's generator state, ``{"torch_generator": uint8 array}``; {}
-        without dropout."""
-        if self._rng is None:
-            return {}
-        return {"torch_generator": self._rng.state.numpy().copy()}
+    rng_key = "torch_generator"  # the dropout stream's generator state, uint8
 
-    def load_rng_state(self, arrays: dict) -> None:
-        """Continue the dropout stream from ``export_rng_state`` of a torch program of the same
-        spec and device type. {} leaves it where ``load`` put it (seeded from ``spec.seed``);
-        another backend's keys, or a stream given to a program without dropout, raise
-        ``CheckpointError``."""
-        foreign = sorted(set(arrays) - {"torch_generator"})
-        if foreign:
-            raise CheckpointError(f"rng state: {', '.join(foreign)} is not torch's (torch keeps "
-                                  f"its dropout stream as torch_generator)")
-        if not arrays:
-            return
-        if self._rng is None:
-            raise CheckpointError("rng state: torch_generator given, but this program has no "
-                                  "dropout stream")
-        self._rng.restore(arrays["torch_generator"])
+    def _rng_position(self) -> np.ndarray:
+        return self._rng.state.numpy().copy()
 
-    def prepare_batch(self, inputs, labels) -> contract.Batch:
-        xs = self._inputs(inputs)
-        return contract.Batch(self, (xs, self._labels(labels)), len(xs[0]) if xs else 0)
+    def _set_rng_position(self, a: np.ndarray) -> None:
+        self._rng.restore(a)
 
-    def train_step(self, inputs, labels=None, masks=None) -> float:
-        if isinstance(inputs, contract.Batch):
-            xs, y = inputs.check(self, masks)
-        else:
-            xs, y = self._inputs(inputs), self._labels(labels)
+    def _run_step(self, batch, masks) -> float:
+        xs, y = batch
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._dropout(len(y), advance=True, masks=masks):
@@ -224,9 +190,8 @@ class Program(contract.Program):
         self.step += 1
         return loss.item()
 
-    def gradients(self, inputs, labels, masks=None) -> tuple[float, dict[str, np.ndarray]]:
-        xs = self._inputs(inputs)
-        y = self._labels(labels)
+    def _run_gradients(self, batch, masks) -> tuple[float, dict[str, np.ndarray]]:
+        xs, y = batch
         self._mode(training=True)
         with running_stats_frozen(self._norms), self._dropout(len(y), advance=False, masks=masks):
             loss = self.loss_fn(self._run(*xs), y)
@@ -237,8 +202,7 @@ class Program(contract.Program):
             out[path] = slot.canonical(torch.zeros_like(slot.tensor) if g is None else g)
         return loss.item(), out
 
-    def forward(self, inputs, training: bool = False, masks=None) -> np.ndarray:
-        xs = self._inputs(inputs)
+    def _run_forward(self, xs, training: bool, masks) -> np.ndarray:
         self._mode(training=training)
         ctx = running_stats_frozen(self._norms) if training else nullcontext()
         with torch.no_grad(), ctx, self._dropout(len(xs[0]) if xs else 0, advance=False,
@@ -252,10 +216,11 @@ class Program(contract.Program):
             self.model.train(training)
 
     def _dropout(self, batch: int, advance: bool, training: bool = True, masks=None):
-        """The keep-masks of a training forward on ``batch`` examples: the given ``masks``, else
-        drawn from the program's stream (``_drawn_masks``), put into the modules that use them."""
+        """The keep-masks of a training forward on ``batch`` examples: the given (checked)
+        ``masks``, else drawn from the program's stream (``_drawn_masks``), put into the modules
+        that use them."""
         if masks:
-            return self._injected(check_masks(self._mask_draws, masks, batch))
+            return self._injected(masks)
         if self._rng is None or not training:
             return nullcontext()
         return self._injected(self._drawn_masks(batch, advance))
@@ -279,28 +244,19 @@ class Program(contract.Program):
             for m in mods.values():
                 m.set_mask(None)
 
-    def _inputs(self, inputs) -> list[torch.Tensor]:
-        """Inputs on the device; Embedding ids range-checked on the host first (the core's rule,
-        one message on every backend)."""
-        arrays = self.graph.as_input_dict(inputs)
-        for name in self._index_limits:
-            check_embedding_ids(self._index_limits, name, arrays[name])
-        return [self._tensor(arrays[name], self.torch_dtype if kind == "float" else torch.int64)
+    def _native_inputs(self, x: dict) -> list[torch.Tensor]:
+        """Checked host inputs (``BackendProgram.check_inputs``) as tensors on the device, in
+        input order: floats in the program dtype, ids int64."""
+        return [self._tensor(x[name], self.torch_dtype if kind == "float" else torch.int64)
                 for name, kind in self._input_kinds]
 
-    def _labels(self, labels) -> torch.Tensor:
-        """Labels on the device; class ids checked on the host first (a bad id is a framework
-        error on the CPU and a device assert on CUDA)."""
-        if self.spec.loss.label_kind == "int":
-            self.spec.loss.check_labels(labels, self.graph.output_type.shape[-1])
-        return self._tensor(labels, self._label_dtype)
+    def _native_labels(self, y: np.ndarray) -> torch.Tensor:
+        """Checked labels (class ids range-checked on the host: a bad id is a framework error
+        on the CPU and a device assert on CUDA) as a tensor on the device."""
+        return self._tensor(y, self._label_dtype)
 
     def _tensor(self, a, dtype: torch.dtype) -> torch.Tensor:
         a = np.asarray(a)
         if not a.flags.writeable:  # torch warns on read-only NumPy memory; copy it instead
             a = a.copy()
         return torch.as_tensor(a, dtype=dtype, device=self.torch_device)
-
-    def __repr__(self):
-        return (f"Program(torch, {self.graph.name}, dtype={self.dtype}, device={self.device}, "
-                f"step={self.step}, mode={self.mode})")

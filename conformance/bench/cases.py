@@ -17,7 +17,7 @@ from rosetta.backend_registry import get_backend
 from rosetta.data import batches as batch_indices, take
 from rosetta.errors import DataError, SpecError
 from rosetta.spec import TrainSpec
-from rosetta.train import check_data, dataset_inputs, prepare_labels
+from rosetta.training import check_data, dataset_inputs, prepare_labels
 
 from rosetta.conformance.bench.plans import baseline_input, build_baseline
 from rosetta.conformance.bench.timing import (_quantiles, _timed, peak_memory_mb,

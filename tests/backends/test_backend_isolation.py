@@ -13,7 +13,7 @@ OWN = {"torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax", "flax", 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_imports_only_its_framework(backend):
-    code = ("from rosetta import models\nfrom rosetta.train import train\n"
+    code = ("from rosetta import models\nfrom rosetta.training import train\n"
             f"train(models.get('cnn'), {backend!r}, steps=2, progress=False)\n")
     imported = _imported_after(code)
     assert imported - OWN[backend] == set(), imported

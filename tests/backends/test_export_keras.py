@@ -72,7 +72,7 @@ def _program(name):
     """A float32 TensorFlow program: a zoo model trained 3 steps, or the tricky spec at init."""
     from rosetta import models
     from rosetta.backend_registry import get_backend
-    from rosetta.train import train
+    from rosetta.training import train
 
     if name == "tricky":
         return get_backend("tensorflow").compile(_tricky_spec(), dtype="float32")

@@ -37,7 +37,7 @@ import rosetta as rs  # noqa: E402
 from rosetta import models  # noqa: E402
 from rosetta.data import sample_inputs  # noqa: E402
 from rosetta.errors import BackendUnavailable  # noqa: E402
-from rosetta.train import train  # noqa: E402
+from rosetta.training import train  # noqa: E402
 from rosetta.backends.torch import export as tx  # noqa: E402
 from rosetta.backends.torch.recurrent import NativeRecurrent  # noqa: E402
 

@@ -2,7 +2,7 @@
 finishes: the ``.npy`` folder is memory-mapped and read batch by batch, never whole (DESIGN
 section 8).
 
-The child process runs ``rosetta.train.train`` under ``RLIMIT_DATA`` (the private, anonymous
+The child process runs ``rosetta.training.train`` under ``RLIMIT_DATA`` (the private, anonymous
 memory a process may allocate: heap, NumPy arrays, framework buffers; a read-only file mapping
 does not count toward it) set below the size of ``x.npy``: one and a half passes over the file,
 the data check (NaN scan) and the held-out evaluation included. A control ``np.load`` of the whole
@@ -31,7 +31,7 @@ from rosetta.threads import pin_threads
 pin_threads(1)
 import numpy as np
 import rosetta as rs
-from rosetta.train import train
+from rosetta.training import train
 
 model = rs.Sequential([rs.Dense(10)], input_shape=(cols,), name="wide")
 spec = rs.TrainSpec(model, rs.losses.SoftmaxCrossEntropy(), rs.optim.SGD(0.01),

@@ -11,7 +11,7 @@ import pytest
 
 import rosetta as rs
 from rosetta.data import take
-from rosetta.train import dataset_inputs, prepare_labels, train
+from rosetta.training import dataset_inputs, prepare_labels, train
 
 from selection import BACKENDS
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 import time
 
-import rosetta.train
+import rosetta.run_loop
+import rosetta.training
 from rosetta import models
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 
@@ -27,9 +28,9 @@ def test_the_bar_and_the_summary_report_the_same_time(monkeypatch, capsys):
             return fn(*a, **k)
         return wrapped
 
-    be = rosetta.train.get_backend(BACKENDS[0])
+    be = rosetta.training.get_backend(BACKENDS[0])
     monkeypatch.setattr(be, "compile", slow(be.compile, 5.0))
-    monkeypatch.setattr(rosetta.train, "evaluate", slow(rosetta.train.evaluate, 3.0))
+    monkeypatch.setattr(rosetta.run_loop, "evaluate", slow(rosetta.run_loop.evaluate, 3.0))
     monkeypatch.setattr(time, "perf_counter", clock)
     record = train(models.get("linear"), BACKENDS[0], steps=20, progress=True)
     err = capsys.readouterr().err

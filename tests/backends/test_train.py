@@ -12,7 +12,7 @@ import pytest
 
 import rosetta as rs
 from rosetta import models
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 

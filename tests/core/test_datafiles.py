@@ -593,9 +593,9 @@ def test_malformed_data_is_one_clear_data_error(tmp_path, monkeypatch, make, kwa
 
 
 def test_check_data_lives_in_datacheck_and_train_re_exports_it():
-    from rosetta import train
+    from rosetta import training
 
-    assert train.check_data is datacheck.check_data
+    assert training.check_data is datacheck.check_data
 
 
 def test_reading_user_data_imports_no_framework(tmp_path):

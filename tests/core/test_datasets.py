@@ -8,7 +8,7 @@ import pytest
 import rosetta as rs
 from rosetta import data, text
 from rosetta.errors import DataError
-from rosetta.train import check_data
+from rosetta.training import check_data
 
 
 def test_majority_labels_are_the_most_frequent_real_symbol():

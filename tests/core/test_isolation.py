@@ -8,7 +8,7 @@ from helpers import imported_after as _imported_after
 
 
 def test_core_imports_no_framework():
-    code = ("import rosetta, rosetta.models, rosetta.cli, rosetta.train, rosetta.conformance\n"
+    code = ("import rosetta, rosetta.models, rosetta.cli, rosetta.training, rosetta.conformance\n"
             "from rosetta import models\n"
             "spec = models.get('cnn'); p = spec.model.init_params(0)\n"
             "import numpy as np\n"

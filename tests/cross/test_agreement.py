@@ -14,7 +14,7 @@ import rosetta as rs
 from rosetta import models
 from rosetta.conformance import compare_arrays, compare_trees
 from rosetta.conformance.tiers import EXACT as EXACT_TIER, FLOAT32 as FLOAT32_TIER
-from rosetta.train import train
+from rosetta.training import train
 
 from cases import BUILD, IDS
 from helpers import compile_spec, random_inputs, random_targets

@@ -8,7 +8,7 @@ import pytest
 
 import rosetta as rs
 from rosetta.conformance import auto
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 

@@ -12,7 +12,7 @@ import pytest
 
 from rosetta import export, models
 from rosetta.conformance.artifacts import check
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 

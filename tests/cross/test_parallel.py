@@ -17,7 +17,7 @@ from rosetta import models
 from rosetta.spec import TrainSpec
 from rosetta.conformance.parallel import compare_runs as compare, record_parallel, run, tier
 from rosetta.conformance.runner import record
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 

@@ -18,7 +18,7 @@ from rosetta import checkpoint
 from rosetta import models
 from rosetta.conformance.runner import without_dropout
 from rosetta.spec import TrainSpec
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 

@@ -20,7 +20,7 @@ import rosetta as rs
 from rosetta import checkpoint
 from rosetta.conformance import compare_trees
 from rosetta.conformance.tiers import EXACT
-from rosetta.train import train
+from rosetta.training import train
 
 from selection import BACKENDS
 
