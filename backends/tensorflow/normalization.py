@@ -57,9 +57,15 @@ class InstanceNorm2D(NodeModule):
         self.epsilon = node.attrs["epsilon"]
         h, w, _ = node.in_types[0].shape
         self.unbias = h * w / (h * w - 1)
+        # set by the data-parallel engine (distributed.py); refused: the running statistics
+        # would average one replica's batch only
+        self.global_moments = None
 
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
+        if training and self.global_moments is not None:
+            raise RuntimeError("InstanceNorm2D: data-parallel training is not supported (its "
+                               "running statistics would average one replica's batch only)")
         if training:
             mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
             if update_state:
