@@ -1,4 +1,4 @@
-"""The check of an exported artifact (``rosetta export``, DESIGN section 9): its own framework
+"""The check of an exported artifact (``rosetta export``, docs/design.md section 9): its own framework
 runs it, in a fresh Python process in which ``import rosetta`` fails, and its outputs are compared
 with the spec's NumPy float64 reference forward (eval mode) from the checkpoint's parameters.
 

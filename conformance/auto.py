@@ -1,5 +1,5 @@
 """``--backend auto``: train a spec on whichever framework is fastest for it on this machine, among
-the backends that compute it correctly (DESIGN section 7).
+the backends that compute it correctly (docs/design.md section 7).
 
 1. **Guard.** A short exact-tier check (``suite.run``: 3 whole training steps in float64, every
    backend pair, 1e-10) of every installed backend. The backends kept are the largest group that

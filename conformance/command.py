@@ -1,4 +1,4 @@
-"""``rosetta conformance``: the suite from the command line (DESIGN section 6, issue 4)."""
+"""``rosetta conformance``: the suite from the command line (docs/design.md section 6, issue 4)."""
 
 from __future__ import annotations
 
@@ -254,8 +254,8 @@ def add_parser(sub, positive_int):
     c.add_argument("--native", metavar="MODULE:FACTORY",
                    help="compare your own hand-written model instead: FACTORY(dtype) in MODULE "
                         "(importable from here) returns a TorchNative, TensorFlowNative, "
-                        "KerasNative or FlaxNative (see README, 'Your own native code under "
-                        "the suite'); dropout off, no oracle tier")
+                        "KerasNative or FlaxNative (see docs/conformance/native.md); dropout off, "
+                        "no oracle tier")
     c.add_argument("--quiet", action="store_true")
     validate.memory_argument(c)
     return c

@@ -1,4 +1,4 @@
-"""The float32 tier, teacher-forced (DESIGN sections 5 and 11).
+"""The float32 tier, teacher-forced (docs/design.md sections 5 and 11).
 
 Every checked step starts every backend from the same state: the float64 reference state of
 that step (parameters, model state, optimizer state, update count), rounded to float32. Each

@@ -5,7 +5,7 @@ with the same padding rule the ops use), mixing image and vector paths, residual
 concatenations. Ill-conditioned parametrizations are avoided on purpose: every BatchNorm is preceded
 by a tanh, because a bias that reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate,
 ...) is constant over the batch, so its exact gradient is zero and the backends return rounding noise
-that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see README, Conformance).
+that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""float32 bounds from measured rounding noise (DESIGN section 11): stochastic arithmetic.
+"""float32 bounds from measured rounding noise (docs/design.md section 11): stochastic arithmetic.
 
 A fixed float32 tolerance is wrong both ways: too tight where a ReLU or max-pool decision sits
 within rounding of its kink, too loose for a float32 bug in a well-conditioned step. So the
@@ -45,7 +45,7 @@ step's result, in the spirit of Monte Carlo arithmetic (Verificarlo, CADNA):
   parameters, all running statistics, one optimizer slot, the loss, the eval output: as
   ``compare.group_scales``).
 
-Why these constants (README, Conformance, has the measurements):
+Why these constants (docs/conformance/float32.md has the measurements):
 
 * K = 4: every run costs one float32 step per backend and checked step; the range of 4 samples
   spans ~2 standard deviations of a smooth element's noise.

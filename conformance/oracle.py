@@ -5,7 +5,7 @@
 * optimizer + schedule updates vs ``Optimizer.update`` fed the backend's own gradients, which
   isolates the update rule from the gradient computation (``ORACLE_OPTIMIZER``).
 
-Dropout (DESIGN section 5): every training forward here, the backend's and the reference's (the
+Dropout (docs/design.md section 5): every training forward here, the backend's and the reference's (the
 finite differences included), uses the same neutral keep-masks (``runner.dropout_masks``, keyed
 on (seed, step, node)), so a spec with dropout is checked with dropout on.
 """

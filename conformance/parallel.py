@@ -1,4 +1,4 @@
-"""The parallel tier (DESIGN sections 5 and 10): one device against N on each backend's own
+"""The parallel tier (docs/design.md sections 5 and 10): one device against N on each backend's own
 distributed engine, and every backend pair at N devices.
 
 Each N-device run is recorded in fresh worker processes (``rosetta.distributed.launch``: N torch

@@ -1,4 +1,4 @@
-"""The parallel tier in float32, teacher-forced (DESIGN sections 10 and 11).
+"""The parallel tier in float32, teacher-forced (docs/design.md sections 10 and 11).
 
 Free-running float32 runs on 1 and N devices cannot be held to a fixed bound: the N-device step
 sums in another order, and where a ReLU sits within rounding of its kink that order flips it

@@ -1,4 +1,4 @@
-"""Conformance tiers and their bounds (DESIGN section 5). One place for every tolerance."""
+"""Conformance tiers and their bounds (docs/design.md section 5). One place for every tolerance."""
 
 from __future__ import annotations
 

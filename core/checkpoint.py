@@ -1,4 +1,4 @@
-"""The neutral checkpoint (DESIGN section 9): a folder any backend writes and any backend resumes.
+"""The neutral checkpoint (docs/design.md section 9): a folder any backend writes and any backend resumes.
 
 Layout of one checkpoint directory::
 

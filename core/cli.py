@@ -1,4 +1,4 @@
-"""The ``rosetta`` command line (DESIGN section 6).
+"""The ``rosetta`` command line (docs/design.md section 6).
 
 Exit status: 0 success, 1 a training failure, 2 bad input (one clear line on stderr, no traceback).
 The CLI sits on top of everything: it reaches the zoo (``rosetta.models``) lazily.

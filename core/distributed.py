@@ -1,4 +1,4 @@
-"""Data parallel by the canonical rule (DESIGN section 10), the framework-neutral part.
+"""Data parallel by the canonical rule (docs/design.md section 10), the framework-neutral part.
 
 The rule every backend keeps, so that N devices compute the one-device step up to summation
 order:

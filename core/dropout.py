@@ -5,7 +5,7 @@ element with probability 1 − rate and scales it by 1 / (1 − rate): y = x · 
 with mask ∈ {0, 1} of shape (batch, *shape) (``OpDef.dropout_mask_shape``, canonical layout).
 Backends that draw their own masks draw them in graph order, one per node of this list, for the
 whole (global) batch, so that N data-parallel devices use the rows of the one-device masks
-(DESIGN section 10).
+(docs/design.md section 10).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``rosetta export``: a checkpoint turned into each framework's own deployable artifact, made by
-the framework's own exporter, and checked without rosetta (DESIGN section 9).
+the framework's own exporter, and checked without rosetta (docs/design.md section 9).
 
 An export is a folder (written to a hidden temporary folder beside it, then renamed into place):
 

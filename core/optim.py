@@ -1,4 +1,4 @@
-"""Optimizers with their canonical math (DESIGN section 3) and a NumPy float64 reference.
+"""Optimizers with their canonical math (docs/design.md section 3) and a NumPy float64 reference.
 
 Notation: g gradient, p parameter, t = number of updates already applied (0 for the first),
 lr = lr(t) from the schedule.

@@ -57,7 +57,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     ``remeasure`` times again); the record's ``auto`` says what was measured.
 
     ``devices`` > 1 trains data-parallel on the backend's own engine (``rosetta.distributed``,
-    DESIGN section 10): worker processes are started here (or, under torchrun / a TF_CONFIG / a
+    docs/design.md section 10): worker processes are started here (or, under torchrun / a TF_CONFIG / a
     JAX coordinator, this process is one of them), the global batch is split over the devices,
     and the record (without ``program``) comes from the main process, which alone prints,
     logs and saves. ``batchnorm="replica"`` normalises with each replica's own statistics.

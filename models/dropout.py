@@ -1,5 +1,5 @@
 """Small models with dropout: conformance compares them with the neutral keep-masks injected on
-every backend and in the NumPy reference (DESIGN section 5), so they must pass ``rosetta
+every backend and in the NumPy reference (docs/design.md section 5), so they must pass ``rosetta
 conformance`` with default flags in every tier."""
 
 from __future__ import annotations

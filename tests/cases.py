@@ -108,7 +108,7 @@ CASES = [
     ("act_identity", _act(fn="identity")),
     # a bias constant along the softmax axis (or before BatchNorm) has an exactly zero gradient:
     # backends then differ only by rounding noise that Adam amplifies to ~lr * noise / eps, so
-    # these cases drop that bias, as idiomatic models do (see README, Conformance)
+    # these cases drop that bias, as idiomatic models do (see docs/conformance/float32.md)
     ("act_softmax_axis0", lambda: _spec([
         rs.Dense(3, use_bias=False, name="pre"), rs.Activation("softmax", axis=0, name="act"),
         rs.Flatten(name="flat"), rs.Dense(2, name="post")], (4, 2))),

@@ -1,4 +1,4 @@
-"""Run the ``rosetta`` command line in-process and check the exit-status contract (DESIGN 6).
+"""Run the ``rosetta`` command line in-process and check the exit-status contract (docs/design.md section 6).
 
 ``run_cli(argv)`` calls ``rosetta.cli.main`` with stdout and stderr captured and returns an
 ``Outcome``; ``check_contract`` asserts, for any input: no traceback (an exception escaping

@@ -1,4 +1,4 @@
-"""Data parallel on JAX: one ``jax.jit`` step over a ``Mesh`` of N devices (DESIGN section 10).
+"""Data parallel on JAX: one ``jax.jit`` step over a ``Mesh`` of N devices (docs/design.md section 10).
 
 The one-device ``Program``'s jitted functions run unchanged on global arrays: parameters, batch
 statistics and optimizer state are replicated over the mesh (``NamedSharding(mesh, P())``), the

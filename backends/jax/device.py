@@ -9,7 +9,7 @@ jax backend is asked for):
   functions default to float64/int64; every array rosetta makes carries an explicit dtype, so
   float32 programs stay float32.
 * ``jax_default_matmul_precision = "highest"``: full float32 matmuls and convolutions (on GPU JAX
-  otherwise uses TF32 / bf16 passes), the canonical float32 rule (DESIGN section 3).
+  otherwise uses TF32 / bf16 passes), the canonical float32 rule (docs/design.md section 3).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Lowerings run inside ``GraphModule.__call__`` (a ``@nn.compact`` method), so eve
 they create is a child of the graph module, named by the node name: the variables come out as
 ``{"params": {node: {param}}, "batch_stats": {node: {"mean", "var"}}}``, the canonical paths.
 
-Where flax's default differs from the canonical rule (DESIGN section 3) the lowering sets it:
+Where flax's default differs from the canonical rule (docs/design.md section 3) the lowering sets it:
 
 * Conv2D and the pools get explicit ((top, bottom), (left, right)) pads from
   ``rosetta.ops.windows.spatial_plan`` (the one padding rule), never the string ``"SAME"``;

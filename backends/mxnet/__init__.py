@@ -7,7 +7,7 @@ optimizers on MXNet NDArrays.
     program.model      # a hybridized GraphBlock: call it on canonical (channels-last) arrays
 
 MXNet 1.9.1 (its last release) needs NumPy < 1.24, which TensorFlow and JAX refuse: it lives in
-an environment of its own (README, "MXNet in its own environment"), and its trajectories are
+an environment of its own (docs/guide/mxnet.md), and its trajectories are
 compared with the other backends' through saved files (``rosetta conformance --save`` /
 ``--compare``). Importing this package imports no framework; its modules import mxnet (and never
 torch, TensorFlow or JAX). It has no data-parallel engine (``engine`` None).
@@ -27,7 +27,7 @@ class Backend(contract.Backend):
     own_environment = (
         "MXNet 1.9.1 needs numpy<1.24 (TensorFlow and JAX refuse it), so it lives in its own "
         "environment: python3.11 -m venv .venv-mxnet && .venv-mxnet/bin/pip install -e "
-        "'.[mxnet]' (README: MXNet in its own environment)")
+        "'.[mxnet]' (docs/guide/mxnet.md)")
     # hybrid: the blocks hybridized, MXNet's compiled graph; imperative: op by op
     modes = ("hybrid", "imperative")
     formats = {

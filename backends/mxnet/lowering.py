@@ -6,7 +6,7 @@ imperatively), ``xs`` the node's inputs and ``p`` its parameters, both in canoni
 converts where an MXNet operator wants another (``Convolution`` and ``Pooling`` run NCHW on the
 CPU, so a convolution transposes its input, kernel and output).
 
-Where MXNet's operator differs from the canonical rule (DESIGN section 3) the lowering states it:
+Where MXNet's operator differs from the canonical rule (docs/design.md section 3) the lowering states it:
 
 * padding: ``Convolution`` and ``Pooling`` pad symmetrically; the canonical ``same`` pads the
   extra cell after, so asymmetric pads (``rosetta.ops.windows.spatial_plan``, the one rule) are an

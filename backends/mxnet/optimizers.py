@@ -127,7 +127,7 @@ def _lion(opt, k, p, g, s, lr, step):
 RULES = {"sgd": _sgd, "adam": _adam, "adamw": _adam, "rmsprop": _rmsprop, "adagrad": _adagrad,
          "lion": _lion}
 
-# where each rule's form comes from (README conventions table)
+# where each rule's form comes from (docs/reference/conventions.md)
 FORMS = {"sgd": "by hand (sgd_update: lr and wd are float32 attributes; sgd_mom_update folds "
                 "lr into the velocity)",
          "adam": "by hand (adam_update: float32 attributes, eps before bias correction)",

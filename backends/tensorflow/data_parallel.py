@@ -1,4 +1,4 @@
-"""Data parallel on TensorFlow: ``tf.distribute`` (DESIGN section 10).
+"""Data parallel on TensorFlow: ``tf.distribute`` (docs/design.md section 10).
 
 ``MirroredStrategy`` over N devices of one process (on a CPU: N logical CPU devices, configured
 by ``setup`` before TensorFlow initialises, hence a fresh worker process);

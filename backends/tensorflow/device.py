@@ -2,7 +2,7 @@
 benchmark's device hooks (the module contract: ``rosetta.backend.Backend``).
 
 float32 matmuls and convolutions run at full precision: TensorFloat-32, which TensorFlow turns on
-by default on Ampere and newer GPUs, is switched off (DESIGN section 3).
+by default on Ampere and newer GPUs, is switched off (docs/design.md section 3).
 """
 
 from __future__ import annotations

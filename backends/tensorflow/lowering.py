@@ -6,7 +6,7 @@ computes its op with ``tf`` / ``tf.nn`` functions in canonical layout (NHWC, Ten
 layout: no parameter is transposed). Configuration is resolved once, at lowering time, into plain
 tuples.
 
-Where TensorFlow's default differs from the canonical rule (DESIGN section 3) the rule is lowered
+Where TensorFlow's default differs from the canonical rule (docs/design.md section 3) the rule is lowered
 explicitly, as each class says."""
 
 from __future__ import annotations

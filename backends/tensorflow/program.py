@@ -11,7 +11,7 @@ Dropout: in training the step draws the keep-masks of the whole batch from the m
 ``tf.random.Generator`` (seeded from ``spec.seed``, reset by ``load``), one per node with dropout
 in graph order (``draw_masks``: mask = (u >= rate), u ~ U[0, 1) of shape (batch, *mask shape)),
 and runs the model with them, so a data-parallel program draws the same global masks and gives
-each replica its rows (DESIGN section 10). ``gradients`` and ``forward(training=True)`` restore
+each replica its rows (docs/design.md section 10). ``gradients`` and ``forward(training=True)`` restore
 the generator state after their draws, so they see the masks the next ``train_step`` will use and
 leave the stream where it was. With ``masks`` (conformance mode: {node with dropout: keep-mask}),
 the given masks replace the draws; each step then has a second compiled variant that takes them

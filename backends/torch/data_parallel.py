@@ -1,4 +1,4 @@
-"""Data parallel on torch: ``torch.distributed`` + ``DistributedDataParallel`` (DESIGN section 10).
+"""Data parallel on torch: ``torch.distributed`` + ``DistributedDataParallel`` (docs/design.md section 10).
 
 One process per device (rank), as torchrun starts them: the process group is initialised from
 the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``,

@@ -3,7 +3,7 @@ hooks (the module contract: ``rosetta.backend.Backend``).
 
 ``cpu`` is ``torch.device("cpu")``; ``gpu`` (or ``cuda``) is the first CUDA device. TF32 is turned
 off for cuBLAS matmuls and cuDNN convolutions (cuDNN enables it by default on Ampere and later),
-so float32 means IEEE float32 on every device (DESIGN section 3).
+so float32 means IEEE float32 on every device (docs/design.md section 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The torch backend's export formats (core/export.py, DESIGN section 9): ``torch`` and ``onnx``.
+"""The torch backend's export formats (core/export.py, docs/design.md section 9): ``torch`` and ``onnx``.
 
 Both trace the lowered model (``program.model``, a ``GraphModule`` taking one canonical tensor
 per graph input, in ``graph.inputs`` order: channels-last images, float inputs in the program's

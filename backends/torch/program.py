@@ -11,7 +11,7 @@ Dropout: in training the program draws the keep-masks of the whole batch from it
 ``torch.Generator`` (``DropoutRNG``, seeded from ``spec.seed``; the global torch RNG is untouched),
 one per node with dropout in graph order (mask = (u >= rate), u ~ U[0, 1) of shape
 (batch, *mask shape)), and sets them in the modules (the injected-mask path), so a data-parallel
-program draws the same global masks and each rank uses its rows (DESIGN section 10); a program
+program draws the same global masks and each rank uses its rows (docs/design.md section 10); a program
 replays the same masks after ``load``. ``gradients`` and ``forward(training=True)`` draw the
 masks the next ``train_step`` would use without advancing the stream. The stream's position is
 its generator state (a ByteTensor): ``export_rng_state`` / ``load_rng_state`` carry it as

@@ -187,7 +187,7 @@ def _run_sweep(args, specs, backends, pairs, device, peak, log) -> int:
 
 
 # what a bare ``rosetta bench`` times: ``plans.zoo_plan`` (every zoo model with a hand-written
-# baseline, and the DESIGN's MLP), fewer steps each than a named SPEC so that the whole zoo on
+# baseline, and the design's MLP (docs/design.md section 7)), fewer steps each than a named SPEC so that the whole zoo on
 # every backend and mode is a CLI run of tens of minutes on 2 cores
 DEFAULT_ZOO_STEPS = 50
 

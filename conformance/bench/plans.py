@@ -33,7 +33,7 @@ BASELINES = _baselines()
 # --- bench-only specs ---------------------------------------------------------------------------
 
 def mlp784() -> TrainSpec:
-    """DESIGN section 7's MLP: 28x28x1 -> flatten -> 784-512-512-10 ReLU, Adam, batch 128, on the
+    """docs/design.md section 7's MLP: 28x28x1 -> flatten -> 784-512-512-10 ReLU, Adam, batch 128, on the
     synthetic 28x28 'images' dataset (4 classes used of the 10 outputs)."""
     model = rs.Sequential([
         rs.Flatten(name="flatten"),

@@ -1,4 +1,4 @@
-"""Models from elsewhere (DESIGN section 12): ``from_torch`` reads a ``torch.nn.Module`` (with its
+"""Models from elsewhere (docs/design.md section 12): ``from_torch`` reads a ``torch.nn.Module`` (with its
 optimizer and loss) into a spec with canonical weights, and certifies it against the source.
 
 Nothing here imports torch until a function is called.

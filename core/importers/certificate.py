@@ -1,4 +1,4 @@
-"""The import certificate (DESIGN section 12): the source model, run by torch as written, is one
+"""The import certificate (docs/design.md section 12): the source model, run by torch as written, is one
 more participant of the conformance suite.
 
 1. A copy of the source has every parameter and buffer set to random non-default values

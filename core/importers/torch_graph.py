@@ -1,5 +1,5 @@
 """Capture a ``torch.nn.Module`` with ``torch.export`` and write the spec graph that computes the
-same function (DESIGN section 12).
+same function (docs/design.md section 12).
 
 The module is exported twice, in training and in eval mode (``torch.export`` freezes
 ``self.training`` into the graph): both graphs must make the same calls, apart from the

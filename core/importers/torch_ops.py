@@ -1,5 +1,5 @@
 """ATen calls of a ``torch.export`` graph -> spec layers, each with the attributes that reproduce
-the call exactly (DESIGN sections 3 and 12), or ``Unsupported`` naming what the spec lacks.
+the call exactly (docs/design.md sections 3 and 12), or ``Unsupported`` naming what the spec lacks.
 
 Each handler takes ``(b, call)``: ``b`` the ``Builder``, ``call`` a ``Call`` (its arguments with
 tensors resolved to ``Value``s and parameters to their source names, the source label and the

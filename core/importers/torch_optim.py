@@ -1,4 +1,4 @@
-"""A ``torch.optim`` optimizer and a torch loss -> the spec's (DESIGN section 3), with the
+"""A ``torch.optim`` optimizer and a torch loss -> the spec's (docs/design.md section 3), with the
 optimizer's state (a run in progress) in canonical slots.
 
 * ``SGD(lr, momentum, nesterov, weight_decay, dampening=0)``: torch's rule is the canonical one

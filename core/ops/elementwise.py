@@ -1,8 +1,8 @@
 """Elementwise ops: Activation and Add.
 
 Activation functions are one table (``FUNCTIONS``), used by the Activation op and by the fused
-``activation`` attribute of Dense and the convolutions. Every parameter is explicit (see DESIGN
-section 3)."""
+``activation`` attribute of Dense and the convolutions. Every parameter is explicit (see
+docs/design.md section 3)."""
 
 from __future__ import annotations
 

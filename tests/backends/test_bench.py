@@ -22,7 +22,7 @@ from rosetta.models import vision
 from selection import BACKENDS as SELECTED
 
 # the timing tests pair each backend with its hand-written baseline (conformance/bench/baselines/):
-# mxnet has none (README, MXNet in its own environment), so they run on the backends that do
+# mxnet has none (docs/guide/mxnet.md), so they run on the backends that do
 BACKENDS = [b for b in SELECTED if b in bench.BASELINES]
 
 MODELS = ["linear", "mlp", "cnn", "mlp784"]
@@ -130,7 +130,7 @@ def test_flop_counts_for_known_layers():
                          name="conv_only")
     assert conv.flops_per_example() == 2 * (8 * 8 * 16) * (3 * 3 * 3)
     assert bench.train_flops(conv, 4) == 3 * 2 * 8 * 8 * 16 * 27 * 4
-    # the DESIGN's MLP 784-512-512-10: 3 x 2 x 668,672 multiply-adds x 128 examples
+    # the design's MLP (docs/design.md section 7) 784-512-512-10: 3 x 2 x 668,672 multiply-adds x 128 examples
     assert bench.train_flops(bench.mlp784().model, 128) == 3 * 2 * (784 * 512 + 512 * 512 +
                                                                     512 * 10) * 128
 
@@ -328,7 +328,7 @@ def test_keras_rules():
 # where Keras 3 trains to rosetta's float64 numbers (1e-10), measured over the whole zoo: on jax
 # every sequential model (Adam included); on tensorflow the SGD models (its Adam is 1e-7 away);
 # on torch none (1e-8 to 1e-9 away, the forward before any update already 2e-9 away): see the
-# README's "Baselines for the whole zoo"
+# docs/bench/baselines.md
 KERAS_AGREES = [("jax", "cnn"), ("tensorflow", "linear")]
 
 

@@ -1,5 +1,5 @@
 """A float32 training run on a data file larger than the memory the process may allocate
-finishes: the ``.npy`` folder is memory-mapped and read batch by batch, never whole (DESIGN
+finishes: the ``.npy`` folder is memory-mapped and read batch by batch, never whole (docs/design.md
 section 8).
 
 The child process runs ``rosetta.training.train`` under ``RLIMIT_DATA`` (the private, anonymous

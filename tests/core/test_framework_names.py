@@ -1,7 +1,7 @@
 """No module of ``core/`` or ``conformance/`` knows a framework by name: the syntax tree of each
 holds no framework name as a value (a string constant, either quote style) and no framework
 import, outside docstrings and the allow-list below. What a framework is and does is declared by
-its backend (``rosetta.backend.Backend``), never branched on here (DESIGN section 1)."""
+its backend (``rosetta.backend.Backend``), never branched on here (docs/design.md section 1)."""
 
 from __future__ import annotations
 

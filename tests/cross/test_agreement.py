@@ -1,6 +1,6 @@
 """Cross-backend agreement: the same spec, the same neutral start and batches, the same numbers.
 
-float64 on CPU is held to 1e-10 relative (DESIGN section 5, exact tier); float32 to 1e-5 per step.
+float64 on CPU is held to 1e-10 relative (docs/design.md section 5, exact tier); float32 to 1e-5 per step.
 """
 
 from __future__ import annotations

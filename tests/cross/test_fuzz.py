@@ -25,7 +25,7 @@ def specs(draw):
     model = random_model(draw, st)
     # random DAGs often give a parameter an exactly zero gradient (a bias that reaches a
     # BatchNorm through linear ops only); Adam divides its rounding noise by epsilon, so the fuzzer
-    # uses epsilon 1e-3 to test the lowerings, not that amplification (see README, Conformance)
+    # uses epsilon 1e-3 to test the lowerings, not that amplification (see docs/conformance/float32.md)
     opt = draw(st.sampled_from([rs.optim.Adam(0.01, epsilon=1e-3),
                                 rs.optim.SGD(0.05, momentum=0.9, nesterov=True)]))
     return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(0.1), optimizer=opt,

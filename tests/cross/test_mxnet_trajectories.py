@@ -4,7 +4,7 @@ MXNet 1.9.1 needs NumPy < 1.24, which TensorFlow and JAX refuse, so it cannot be
 The MXNet environment (``.venv-mxnet``, built by ``.ci/mxnet``; or ``ROSETTA_MXNET_PYTHON``, the
 python of any environment with rosetta and mxnet) records float64 trajectories of zoo models
 with ``rosetta conformance --save``; this process records the same models on its own backends
-and compares every pair in the exact tier (1e-10), the workflow the README documents.
+and compares every pair in the exact tier (1e-10), the workflow docs/guide/mxnet.md documents.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from selection import BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
 # Dense + Adam; LSTM with lengths; attention + LayerNorm + gelu + AdamW with a warmup-cosine
-# schedule. The rest of the zoo agrees too (README: MXNet in its own environment, the same
+# schedule. The rest of the zoo agrees too (docs/guide/mxnet.md, the same
 # commands by hand); each model costs CI 20-80 s of recording on the three other backends
 # (cnn and gru about 45 s of the 2-core budget together, resnet 1-2 minutes), and the ops they add
 # are held to the NumPy references in the MXNet environment by tests/backends/test_ops.py.

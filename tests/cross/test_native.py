@@ -177,7 +177,7 @@ def torch_cnn_nchw_bug(dtype):
 NATIVE = [f for f in ("torch", "tensorflow", "jax") if f in BACKENDS]
 NATIVE += ["keras"] if "tensorflow" in BACKENDS else []
 # (model, the backend compared with): another framework's backend, the cheapest in CI time;
-# measure() below compares every baseline on both models with every backend (README's table)
+# measure() below compares every baseline on both models with every backend (docs/bench/baselines.md)
 MODELS = {"torch": ("cnn", ["jax", "tensorflow"]), "tensorflow": ("mlp", ["jax", "torch"]),
           "jax": ("cnn", ["torch", "tensorflow"]), "keras": ("mlp", ["torch", "jax"])}
 

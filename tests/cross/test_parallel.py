@@ -1,4 +1,4 @@
-"""The parallel tier (DESIGN sections 5 and 10) on CI's subset: mlp, the BatchNorm ResNet and the
+"""The parallel tier (docs/design.md sections 5 and 10) on CI's subset: mlp, the BatchNorm ResNet and the
 transformer with dropout (injected masks), one device against 2 on every backend's own engine,
 float64 within the exact bound; each planted data-parallel trap fails the tier and is blamed on
 the right tensor; ``train(devices=2)`` saves a checkpoint another device count resumes.

@@ -1,4 +1,4 @@
-"""Real data-parallel training with dropout (DESIGN section 10: "dropout masks are indexed by
+"""Real data-parallel training with dropout (docs/design.md section 10: "dropout masks are indexed by
 global example"): without injected masks, ``train(devices=2)`` draws the keep-masks of the
 global batch as the one-device program draws them, each replica using its rows, so two devices
 give the one-device losses and final parameters up to summation order (float64, 1e-10), with a

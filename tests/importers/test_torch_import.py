@@ -294,7 +294,7 @@ SOURCE = textwrap.dedent('''
 
 
 def test_cli_import_certify_and_refuse(tmp_path):
-    from cli_run import run_cli   # in process: the contract of DESIGN 6, no interpreter start-up
+    from cli_run import run_cli   # in process: the contract of docs/design.md section 6, no interpreter start-up
 
     src = tmp_path / "models.py"
     src.write_text(SOURCE)
