@@ -1,4 +1,4 @@
-"""``rosetta conformance``: the suite from the command line (docs/design.md section 6, issue 4)."""
+"""``rosetta conformance``: the suite from the command line (docs/design.md section 6)."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ CASES = [
         rs.Embedding(7, 4, name="emb"), rs.Flatten(name="flat"), rs.Dense(3, name="head")],
         (5,), loss=SCE(), kind="int")),
     ("bce_loss", lambda: _spec([rs.Dense(3, name="d")], (4,), loss=BCE())),
-    # issue 3 ops (``rs.layers``): padding, upsampling, global max, RMS/group norm, 1-D windows
+    # more ops (``rs.layers``): padding, upsampling, global max, RMS/group norm, 1-D windows
     ("zeropad_asym", lambda: _spec([
         rs.Dense(3, name="pre"), L.ZeroPadding2D(((1, 0), (2, 1)), name="pad"),
         rs.Conv2D(2, 3, strides=2, name="conv"), rs.Flatten(name="flat"),
@@ -201,7 +201,7 @@ CASES += [
     ("seqpool_mean_all", _seq_pool("mean", lengths=False)),
 ]
 
-# the families added by issue 3, each in its own module (same shape: a CASES list)
+# the op families, each in its own module (same shape: a CASES list)
 from cases_attention import CASES as _ATTENTION  # noqa: E402
 from cases_conv import CASES as _CONV  # noqa: E402
 from cases_losses import CASES as _LOSSES  # noqa: E402

@@ -1,5 +1,5 @@
 """``rosetta bench``: the same spec timed on every backend and mode, side by side with hand-written
-native code and, optionally, Keras 3 (docs/design.md section 7, issues 5 and 14).
+native code and, optionally, Keras 3 (docs/design.md section 7).
 
 The modules, one concern each:
 

@@ -1,5 +1,5 @@
 """The benchmark's measurement rules, and the machine they run on: the paired-block timing, the
-FLOPs rule and the matmul peak, memory, threads (docs/design.md section 7, issue 5).
+FLOPs rule and the matmul peak, memory, threads (docs/design.md section 7).
 
 What is measured, per spec x backend x mode (``cases.run_case``):
 

@@ -1,4 +1,4 @@
-"""Sharp edges of the command line a new user hit (issue 24): each refused with one line before
+"""Sharp edges of the command line a new user hit: each refused with one line before
 any framework runs, or done the way the help text says."""
 
 from __future__ import annotations

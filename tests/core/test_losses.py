@@ -1,4 +1,4 @@
-"""The losses added by issue 3 (sequence cross-entropy with padding, Huber, KL divergence): NumPy
+"""The sequence and robust losses (sequence cross-entropy with padding, Huber, KL divergence): NumPy
 references on hand-computed values, algebraic identities, JSON round trips, errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The validation layer (issue 12): every category of malformed input is one clear line (exit
+"""The validation layer: every category of malformed input is one clear line (exit
 status 2) before any framework is imported; files are written atomically; ``--json`` is JSON.
 In-process (``cli_run``), except one real subprocess per kind of exit."""
 

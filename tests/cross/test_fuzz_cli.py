@@ -1,4 +1,4 @@
-"""Property-based tests of the command line's contract (docs/design.md section 6, issue 12): for any
+"""Property-based tests of the command line's contract (docs/design.md section 6): for any
 generated spec file, option or number, ``rosetta`` never shows a traceback; bad input exits 2
 with exactly one line; a run exits 0 only with finite results; and every installed backend
 gives the same exit status for the same input.

@@ -1,4 +1,4 @@
-"""Train on one framework, continue on another: the proof (docs/design.md section 9, issue 9).
+"""Train on one framework, continue on another: the proof (docs/design.md section 9).
 
 For every ordered pair (A, B): N updates on A with a checkpoint at N/2, then the checkpoint
 resumed on B for the rest; B's per-step losses and final parameters, state and optimizer state
