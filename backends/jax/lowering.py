@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from rosetta.ops.registry import LoweringTable
 from rosetta.ops import elementwise as act_ops
 
 
@@ -66,7 +67,7 @@ def activate(name: str, x, **kwargs):
 
 # --- the table: every lowering registers itself ------------------------------------------------
 
-LOWERINGS: dict = {}
+LOWERINGS = LoweringTable("the jax backend")
 
 
 def lowers(*ops: str):
@@ -77,10 +78,4 @@ def lowers(*ops: str):
         def hard_swish(node, xs, ctx):
             return jax.nn.hard_swish(xs[0])
     """
-    def register(lower):
-        for op in ops:
-            if op in LOWERINGS:
-                raise ValueError(f"the jax backend already lowers op {op!r}")
-            LOWERINGS[op] = lower
-        return lower
-    return register
+    return LOWERINGS.register(ops)

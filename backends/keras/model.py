@@ -118,6 +118,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rosetta.ops.registry import LoweringTable
 from rosetta.errors import BackendUnavailable
 
 MODEL_FILE = "model.keras"
@@ -127,7 +128,7 @@ F32_LOWEST = float(np.finfo(np.float32).min)
 _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
           "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
-LOWERINGS: dict = {}
+LOWERINGS = LoweringTable("the keras export")
 # op -> why no model of Keras built-in layers can hold it (refused by check_exportable)
 REFUSED: dict[str, str] = {}
 
@@ -149,13 +150,7 @@ def lowers(*ops: str):
         def hard_swish(b, node, xs):
             return b.k.layers.Activation("hard_swish", name=node.name)(xs[0])
     """
-    def register(lower):
-        for op in ops:
-            if op in LOWERINGS:
-                raise ValueError(f"the keras export already lowers op {op!r}")
-            LOWERINGS[op] = lower
-        return lower
-    return register
+    return LOWERINGS.register(ops)
 
 
 refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "

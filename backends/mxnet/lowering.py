@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from rosetta.ops.registry import LoweringTable
 from rosetta.ops import elementwise as act_ops
 
 
@@ -139,7 +140,7 @@ def step_mask(F, lengths, t_len: int):
 
 # --- the table: every lowering registers itself ------------------------------------------------
 
-LOWERINGS: dict = {}
+LOWERINGS = LoweringTable("the mxnet backend")
 
 
 def lowers(*ops: str):
@@ -150,10 +151,4 @@ def lowers(*ops: str):
         def hard_swish(F, node, xs, p, ctx):
             return xs[0] * F.clip(xs[0] + 3.0, 0.0, 6.0) / 6.0
     """
-    def register(lower):
-        for op in ops:
-            if op in LOWERINGS:
-                raise ValueError(f"the mxnet backend already lowers op {op!r}")
-            LOWERINGS[op] = lower
-        return lower
-    return register
+    return LOWERINGS.register(ops)

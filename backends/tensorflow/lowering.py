@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from rosetta.ops.registry import LoweringTable
+
 
 def batch_axis(axis: int) -> int:
     """A per-example axis (no batch axis) as an axis of the batched tensor."""
@@ -114,7 +116,7 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow version
 
 # --- the table: every lowering registers itself ------------------------------------------------
 
-LOWERINGS: dict = {}
+LOWERINGS = LoweringTable("the tensorflow backend")
 
 
 def lowers(*ops: str):
@@ -126,10 +128,4 @@ def lowers(*ops: str):
             def __call__(self, xs, training=False, update_state=False):
                 return xs[0] * tf.nn.relu6(xs[0] + 3.0) / 6.0
     """
-    def register(lower):
-        for op in ops:
-            if op in LOWERINGS:
-                raise ValueError(f"the tensorflow backend already lowers op {op!r}")
-            LOWERINGS[op] = lower
-        return lower
-    return register
+    return LOWERINGS.register(ops)

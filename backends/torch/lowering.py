@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rosetta.ops.registry import LoweringTable
 from rosetta.errors import SpecError
 from rosetta.graph import Node
 
@@ -154,7 +155,7 @@ def native_pool_padding(a: dict, pads) -> tuple[int, int] | None:
 
 # --- the table: every lowering registers itself ------------------------------------------------
 
-LOWERINGS: dict[str, Lowering] = {}
+LOWERINGS = LoweringTable("the torch backend")  # op -> Lowering
 # op -> canonical parameter/state name -> (native layer class, its attribute, to native,
 # to canonical): where ``params.py`` finds each canonical array in the node's module
 NATIVE: dict[str, dict] = {}
@@ -169,13 +170,7 @@ def lowers(*ops: str, accepts: str):
         def hard_swish(node, layout):
             return nn.Hardswish()
     """
-    def register(build):
-        for op in ops:
-            if op in LOWERINGS:
-                raise ValueError(f"the torch backend already lowers op {op!r}")
-            LOWERINGS[op] = Lowering(accepts, build)
-        return build
-    return register
+    return LOWERINGS.register(ops, lambda build: Lowering(accepts, build))
 
 
 def same(a):

@@ -292,6 +292,26 @@ def register(cls):
     return cls
 
 
+class LoweringTable(dict):
+    """One backend's lowerings, {op name: lowering}, filled by that backend's ``lowers``
+    decorator (``register``); lowering an op twice is a bug in the lowering code, not user
+    input, and raises at import."""
+
+    def __init__(self, owner: str):
+        super().__init__()
+        self.owner = owner  # "the jax backend", "the keras export": how errors name it
+
+    def register(self, ops: tuple, make: Callable = lambda lower: lower):
+        """A decorator that stores ``make(lower)`` for every op in ``ops``."""
+        def decorate(lower):
+            for op in ops:
+                if op in self:
+                    raise ValueError(f"{self.owner} already lowers op {op!r}")
+                self[op] = make(lower)
+            return lower
+        return decorate
+
+
 def get_op(name: str, where: str = "") -> OpDef:
     try:
         return REGISTRY[name]
