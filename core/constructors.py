@@ -36,6 +36,7 @@ __all__ = [
     "MaxPool1D",
     "MaxPool2D",
     "MultiHeadAttention",
+    "Multiply",
     "PositionEmbedding",
     "RMSNorm",
     "Reshape",
@@ -71,7 +72,8 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
 
 
 def Add(*, name: str | None = None, **unknown) -> Layer:
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting).
+    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
+    Multiply, a size-1 axis is refused).
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -565,6 +567,18 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
     return Layer("MultiHeadAttention", name=name, heads=heads, head_dim=head_dim,
                  output_dim=output_dim, causal=causal, dropout=dropout, use_bias=use_bias,
                  kernel_init=kernel_init, bias_init=bias_init, **unknown)
+
+
+def Multiply(*, name: str | None = None, **unknown) -> Layer:
+    """y = x_1 * x_2 * ... * x_k, elementwise with NumPy broadcasting over the per-example shape:
+    the inputs have one rank and on each axis every input has the same size or 1 (a size-1 axis
+    is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
+    axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
+    dL/dy * prod_{j != i} x_j (kept as size 1).
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Multiply", name=name, **unknown)
 
 
 def PositionEmbedding(max_length: int, *,

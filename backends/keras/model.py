@@ -54,6 +54,7 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
 * Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
   (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
   interpolation="nearest")``; Concatenate's per-example axis a >= 0 is batch axis a + 1).
+* Multiply: ``Multiply()`` (it broadcasts size-1 axes as the canonical op does).
 * LSTM: ``LSTM(units, return_sequences)``, Keras's gates [i, f, c, o] are the canonical
   [i, f, g, o] and it has one bias; [kernel (C, 4H), recurrent_kernel (H, 4H), bias (4H)]: same.
 * GRU: ``GRU(units, reset_after=True)`` (``reset_after=False`` is other math). Keras orders the
@@ -542,6 +543,10 @@ class _Builder:
     @lowers("Add")
     def Add(self, node, xs):
         return self.k.layers.Add(name=node.name)(list(xs))
+
+    @lowers("Multiply")
+    def Multiply(self, node, xs):
+        return self.k.layers.Multiply(name=node.name)(list(xs))
 
     @lowers("Concatenate")
     def Concatenate(self, node, xs):
