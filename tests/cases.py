@@ -111,6 +111,14 @@ CASES = [
     ("act_tanh", _act(fn="tanh")),
     ("act_sigmoid", _act(fn="sigmoid")),
     ("act_silu", _act(fn="silu")),
+    # a wide init puts the inputs on every piece of the clipped functions
+    ("act_relu6", lambda: _spec([
+        rs.Dense(6, kernel_init=rs.Initializer("normal", stddev=6.0), name="pre"),
+        rs.Activation("relu6", name="act"), rs.Dense(2, name="post")], (4,))),
+    ("act_hard_sigmoid", lambda: _spec([
+        rs.Dense(6, kernel_init=rs.Initializer("normal", stddev=3.0), name="pre"),
+        rs.Activation("hard_sigmoid", name="act"), rs.Dense(2, name="post")], (4,))),
+    ("fused_relu6", _fused("relu6")),
     ("act_gelu_exact", _act(fn="gelu", approximate="none")),
     # a wide init puts the hard-swish inputs on all three pieces (< -3, between, > 3)
     ("hard_swish", lambda: _spec([

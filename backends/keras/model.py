@@ -43,8 +43,9 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   epsilon)`` (contiguous channel groups, biased variance); [scale(, bias)]. epsilon is always
   passed (Keras's defaults, 1e-3 and 1e-6, never apply).
 * Dropout: ``Dropout(rate)`` (identity in ``predict``, inverted scaling in ``fit``).
-* Activation: ``Activation("relu" | "tanh" | "sigmoid" | "silu" | "gelu" | "linear")`` (Keras's
-  "gelu" is the exact erf form), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
+* Activation: ``Activation("relu" | "relu6" | "tanh" | "sigmoid" | "hard_sigmoid" | "silu" |
+  "gelu" | "linear")`` (Keras's "gelu" is the exact erf form, its "hard_sigmoid" Keras 3's
+  relu6(x + 3) / 6), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
   applies), ``Softmax(axis)`` (a per-example axis a >= 0 is batch axis a + 1). gelu with
   approximate="tanh" has no Keras activation identifier: ``keras.ops.gelu(x, approximate=True)``
   (also after a layer whose fused activation is gelu_tanh, the layer itself linear).
@@ -126,7 +127,7 @@ F32_LOWEST = float(np.finfo(np.float32).min)
 
 # canonical fused activation -> Keras activation identifier (None: not a string in Keras)
 _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
-          "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
+          "silu": "silu", "relu6": "relu6", "hard_sigmoid": "hard_sigmoid", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
 LOWERINGS: dict = {}
 # op -> why no model of Keras built-in layers can hold it (refused by check_exportable)

@@ -30,6 +30,11 @@ FUNCTIONS = {
     "tanh": np.tanh,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
+    # relu6(x) = min(max(x, 0), 6) (torch ReLU6 = Hardtanh(0, 6))
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    # hard_sigmoid(x) = relu6(x + 3) / 6 (torch Hardsigmoid, Keras 3 and JAX hard_sigmoid; not
+    # Keras 2's clip(0.2 x + 0.5, 0, 1))
+    "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
     # gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
     "gelu_exact": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
     # gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -70,7 +75,8 @@ def bias_and_activation(y, p: dict, a: dict):
 class Activation(OpDef):
     """y = f(x), elementwise (softmax: over ``axis``).
 
-    fn: relu max(x, 0); tanh; sigmoid 1/(1+e^-x); silu x*sigmoid(x);
+    fn: relu max(x, 0); relu6 min(max(x, 0), 6); tanh; sigmoid 1/(1+e^-x);
+    hard_sigmoid relu6(x+3)/6 (0 for x <= -3, 1 for x >= 3, x/6 + 1/2 between); silu x*sigmoid(x);
     gelu with ``approximate`` explicit: ``none`` 0.5x(1+erf(x/sqrt2)), ``tanh``
     0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
@@ -79,8 +85,8 @@ class Activation(OpDef):
     positional = ("fn",)
 
     attrs = {
-        "fn": Attr("str", choices=("identity", "relu", "tanh", "sigmoid", "silu", "gelu",
-                                   "leaky_relu", "softmax")),
+        "fn": Attr("str", choices=("identity", "relu", "relu6", "tanh", "sigmoid",
+                                   "hard_sigmoid", "silu", "gelu", "leaky_relu", "softmax")),
         "approximate": Attr("str", None, choices=("none", "tanh"),
                             doc="gelu only, required there: 'none' (erf) or 'tanh'"),
         "slope": Attr("optional_float", None, doc="leaky_relu only, required there"),
