@@ -333,13 +333,22 @@ def _pool(op, b: Builder, c: Call, kernel, stride, padding, dilation, ceil_mode)
     p = _pair(padding)
     if _pair(dilation) != (1, 1):
         raise Unsupported("pooling with dilation (the spec's pools have none)")
+    pads = [(p[i], p[i]) for i in range(2)]
     if ceil_mode:
-        floor = tuple(_floor_out(x.shape[2 + i], k[i], s[i], p[i]) for i in range(2))
-        if floor != tuple(c.shape[2:]):
-            raise Unsupported(f"ceil_mode=True where it adds a window ({floor} -> "
-                              f"{tuple(c.shape[2:])}; the spec has no ceil_mode pooling)")
+        # torch's ceil_mode adds a last window that runs past the padded input (it must start
+        # inside the input or the left padding); its cells out of range are left out: the max
+        # of the rest, the average over the input cells in it. That is the spec's pool with
+        # that many more cells of padding after (-inf for max, excluded from the average).
+        for i in range(2):
+            size, out = x.shape[2 + i], c.shape[2 + i]
+            extra = max(0, (out - 1) * s[i] + k[i] - (size + 2 * p[i]))
+            if _floor_out(size + extra, k[i], s[i], p[i]) != out or extra >= s[i]:
+                raise Unsupported(f"ceil_mode=True pooling of size {size} to {out} (window "
+                                  f"{k[i]}, stride {s[i]}, padding {p[i]}) that extra padding "
+                                  f"after does not reproduce")
+            pads[i] = (p[i], p[i] + extra)
     return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=s,
-                   padding=((p[0], p[0]), (p[1], p[1])), out_shape=c.shape)
+                   padding=tuple(pads), out_shape=c.shape)
 
 
 def max_pool2d(b: Builder, c: Call):

@@ -395,3 +395,34 @@ def test_hardsigmoid_maps_exactly_forward_and_says_why_its_gradient_differs():
     ref = imp.spec.model.reference_forward(imp.params, x.numpy())
     np.testing.assert_allclose(ref, m(x).detach().numpy(), rtol=1e-15, atol=1e-15)
     assert any("hard_sigmoid (m_1)" in n and "1.0f/6.0f" in n for n in imp.notes), imp.notes
+
+
+def test_ceil_mode_pools_import_as_extra_padding_after():
+    """ceil_mode=True adds a last window each time: max 8 -> 4 (floor 3), average 4 -> 3 with
+    padding 1 excluded (floor 2), average 3 -> 2 unpadded (floor 1): the spec's pools with one
+    more cell of padding after."""
+    class Pools(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 1)
+            self.mp = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.ap = nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=False)
+            self.ap2 = nn.AvgPool2d(2, ceil_mode=True)
+            self.fc = nn.Linear(12, 2)
+
+        def forward(self, x):
+            y = self.ap2(self.ap(self.mp(self.conv(x))))
+            return self.fc(torch.flatten(y, 1))
+
+    torch.manual_seed(0)
+    m = Pools().double()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    imp = rosetta.from_torch(m, x, loss=nn.CrossEntropyLoss(),
+                             optimizer=torch.optim.SGD(m.parameters(), lr=0.1))
+    pads = {n.name: n.attrs["padding"] for n in imp.spec.model.nodes if "Pool" in n.op}
+    assert pads == {"mp": ((0, 1), (0, 1)), "ap": ((1, 2), (1, 2)), "ap2": ((0, 1), (0, 1))}
+    m.eval()
+    ref = imp.spec.model.reference_forward(imp.params, x.numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(ref, m(x).detach().numpy(), rtol=1e-13, atol=1e-14)
+    cert = imp.certify(("torch", "jax"), steps=1)
+    assert cert.passed, cert.table()
