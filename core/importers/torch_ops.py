@@ -240,7 +240,7 @@ def _mul_factors(c: Call):
     for v in (c.arg(0, "self"), c.arg(1, "other")):
         if isinstance(v, (str, int, float, bool)):
             what = "a parameter or buffer" if isinstance(v, str) else "a constant"
-            raise Unsupported(f"a multiply by {what} ({v!r}; the spec's Multiply takes tensors "
+            raise Unsupported(f"a multiply by {what} (the spec's Multiply takes tensors "
                               f"computed from the input, it has no scale-by-constant op)")
 
 
