@@ -36,6 +36,7 @@ __all__ = [
     "MaxPool1D",
     "MaxPool2D",
     "MultiHeadAttention",
+    "Multiply",
     "PositionEmbedding",
     "RMSNorm",
     "Reshape",
@@ -51,14 +52,15 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
                axis: int = -1, name: str | None = None, **unknown) -> Layer:
     """y = f(x), elementwise (softmax: over ``axis``).
 
-    fn: relu max(x, 0); tanh; sigmoid 1/(1+e^-x); silu x*sigmoid(x);
+    fn: relu max(x, 0); relu6 min(max(x, 0), 6); tanh; sigmoid 1/(1+e^-x);
+    hard_sigmoid relu6(x+3)/6 (0 for x <= -3, 1 for x >= 3, x/6 + 1/2 between); silu x*sigmoid(x);
     gelu with ``approximate`` explicit: ``none`` 0.5x(1+erf(x/sqrt2)), ``tanh``
     0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
 
     Args:
-        fn ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu' | 'leaky_relu' | 'softmax',
-            required)
+        fn ('identity' | 'relu' | 'relu6' | 'tanh' | 'sigmoid' | 'hard_sigmoid' | 'silu' | 'gelu' |
+            'leaky_relu' | 'softmax', required)
         approximate ('none' | 'tanh', default None): gelu only, required there: 'none' (erf) or
             'tanh'
         slope (optional_float, default None): leaky_relu only, required there
@@ -71,7 +73,8 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
 
 
 def Add(*, name: str | None = None, **unknown) -> Layer:
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting).
+    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
+    Multiply, a size-1 axis is refused).
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -167,9 +170,9 @@ def Conv1D(filters: int, kernel_size: int | tuple[int, ...], *,
         dilation (ints, default (1,))
         groups (int, default 1)
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         kernel_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))
         name: the node's name (default: the op's name in snake case, numbered)
@@ -202,9 +205,9 @@ def Conv2D(filters: int, kernel_size: int | tuple[int, ...], *,
         dilation (ints, default (1, 1))
         groups (int, default 1)
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         kernel_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))
         name: the node's name (default: the op's name in snake case, numbered)
@@ -241,9 +244,9 @@ def Conv2DTranspose(filters: int, kernel_size: int | tuple[int, ...], *,
         padding ('valid' | 'same', default 'valid')
         dilation (ints, default (1, 1))
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         kernel_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))
         name: the node's name (default: the op's name in snake case, numbered)
@@ -265,9 +268,9 @@ def Dense(units: int, *, use_bias: bool = True, activation: str = 'identity',
     Args:
         units (int, required)
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         kernel_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))
         name: the node's name (default: the op's name in snake case, numbered)
@@ -298,9 +301,9 @@ def DepthwiseConv2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[
         dilation (ints, default (1, 1))
         depth_multiplier (int, default 1)
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         kernel_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))
         name: the node's name (default: the op's name in snake case, numbered)
@@ -567,6 +570,18 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
                  kernel_init=kernel_init, bias_init=bias_init, **unknown)
 
 
+def Multiply(*, name: str | None = None, **unknown) -> Layer:
+    """y = x_1 * x_2 * ... * x_k, elementwise with NumPy broadcasting over the per-example shape:
+    the inputs have one rank and on each axis every input has the same size or 1 (a size-1 axis
+    is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
+    axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
+    dL/dy * prod_{j != i} x_j (kept as size 1).
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Multiply", name=name, **unknown)
+
+
 def PositionEmbedding(max_length: int, *,
                       embedding_init: str | dict | Initializer = Initializer('normal', mean=0.0, stddev=0.02),
                       name: str | None = None, **unknown) -> Layer:
@@ -634,9 +649,9 @@ def SeparableConv2D(filters: int, kernel_size: int | tuple[int, ...], *,
         dilation (ints, default (1, 1))
         depth_multiplier (int, default 1)
         use_bias (bool, default True)
-        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'gelu_exact' | 'gelu_tanh' |
-            'softmax', default 'identity'): activation applied to the output; parameter-free names
-            only
+        activation ('identity' | 'relu' | 'tanh' | 'sigmoid' | 'silu' | 'relu6' | 'hard_sigmoid' |
+            'gelu_exact' | 'gelu_tanh' | 'softmax', default 'identity'): activation applied to the
+            output; parameter-free names only
         depthwise_init (init, default Initializer('glorot_uniform'))
         pointwise_init (init, default Initializer('glorot_uniform'))
         bias_init (init, default Initializer('zeros'))

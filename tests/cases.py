@@ -48,6 +48,20 @@ def _image_concat():
                         optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
 
 
+def _squeeze_excite():
+    """Multiply's broadcasting: a (4, 4, 3) map times a per-channel gate (1, 1, 3) (the
+    squeeze-excite block) times a per-position gate (4, 4, 1); gradients reach every side."""
+    x = rs.Input((4, 4, 2), name="x")
+    h = rs.Conv2D(3, 3, padding="same", name="conv")(x)
+    s = rs.Reshape((1, 1, 3), name="squeeze")(rs.GlobalAvgPool2D(name="gap")(h))
+    g = rs.Dense(3, activation="sigmoid", name="excite")(s)
+    w = rs.Conv2D(1, 1, activation="tanh", name="spatial")(x)
+    y = rs.Multiply(name="gate")([h, g, w])
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(y))
+    return rs.TrainSpec(model=rs.Model(x, out, name="squeeze_excite"), loss=MSE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
 def _act(**attrs):
     return lambda: _spec([rs.Dense(6, name="pre"), rs.Activation(**attrs, name="act"),
                           rs.Dense(2, name="post")], (4,))
@@ -97,11 +111,20 @@ CASES = [
     ("act_tanh", _act(fn="tanh")),
     ("act_sigmoid", _act(fn="sigmoid")),
     ("act_silu", _act(fn="silu")),
+    # a wide init puts the inputs on every piece of the clipped functions
+    ("act_relu6", lambda: _spec([
+        rs.Dense(6, kernel_init=rs.Initializer("normal", stddev=6.0), name="pre"),
+        rs.Activation("relu6", name="act"), rs.Dense(2, name="post")], (4,))),
+    ("act_hard_sigmoid", lambda: _spec([
+        rs.Dense(6, kernel_init=rs.Initializer("normal", stddev=3.0), name="pre"),
+        rs.Activation("hard_sigmoid", name="act"), rs.Dense(2, name="post")], (4,))),
+    ("fused_relu6", _fused("relu6")),
     ("act_gelu_exact", _act(fn="gelu", approximate="none")),
     # a wide init puts the hard-swish inputs on all three pieces (< -3, between, > 3)
     ("hard_swish", lambda: _spec([
         rs.Dense(8, kernel_init=rs.Initializer("normal", stddev=3.0), name="pre"),
         rs.HardSwish(name="hswish"), rs.Dense(2, name="post")], (4,))),
+    ("multiply_broadcast", _squeeze_excite),
     ("act_gelu_tanh", _act(fn="gelu", approximate="tanh")),
     ("act_leaky_relu", _act(fn="leaky_relu", slope=0.2)),
     ("act_softmax", _act(fn="softmax")),

@@ -26,3 +26,9 @@ def add(node, xs, ctx):
 def hard_swish(node, xs, ctx):
     """jax.nn.hard_swish: x * relu6(x + 3) / 6."""
     return jax.nn.hard_swish(xs[0])
+
+
+@lowers("Multiply")
+def multiply(node, xs, ctx):
+    """x_1 * x_2 * ... left to right; jnp broadcasts size-1 axes (its vjp sums over them)."""
+    return functools.reduce(operator.mul, xs)

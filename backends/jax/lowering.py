@@ -50,6 +50,8 @@ ACTIVATIONS = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "silu": jax.nn.silu,
+    "relu6": jax.nn.relu6,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
     "gelu_exact": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "leaky_relu": lambda x, slope: jax.nn.leaky_relu(x, negative_slope=slope),

@@ -43,8 +43,9 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   epsilon)`` (contiguous channel groups, biased variance); [scale(, bias)]. epsilon is always
   passed (Keras's defaults, 1e-3 and 1e-6, never apply).
 * Dropout: ``Dropout(rate)`` (identity in ``predict``, inverted scaling in ``fit``).
-* Activation: ``Activation("relu" | "tanh" | "sigmoid" | "silu" | "gelu" | "linear")`` (Keras's
-  "gelu" is the exact erf form), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
+* Activation: ``Activation("relu" | "relu6" | "tanh" | "sigmoid" | "hard_sigmoid" | "silu" |
+  "gelu" | "linear")`` (Keras's "gelu" is the exact erf form, its "hard_sigmoid" Keras 3's
+  relu6(x + 3) / 6), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
   applies), ``Softmax(axis)`` (a per-example axis a >= 0 is batch axis a + 1). gelu with
   approximate="tanh" has no Keras activation identifier: ``keras.ops.gelu(x, approximate=True)``
   (also after a layer whose fused activation is gelu_tanh, the layer itself linear).
@@ -54,6 +55,7 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
 * Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
   (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
   interpolation="nearest")``; Concatenate's per-example axis a >= 0 is batch axis a + 1).
+* Multiply: ``Multiply()`` (it broadcasts size-1 axes as the canonical op does).
 * LSTM: ``LSTM(units, return_sequences)``, Keras's gates [i, f, c, o] are the canonical
   [i, f, g, o] and it has one bias; [kernel (C, 4H), recurrent_kernel (H, 4H), bias (4H)]: same.
 * GRU: ``GRU(units, reset_after=True)`` (``reset_after=False`` is other math). Keras orders the
@@ -126,7 +128,7 @@ F32_LOWEST = float(np.finfo(np.float32).min)
 
 # canonical fused activation -> Keras activation identifier (None: not a string in Keras)
 _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
-          "silu": "silu", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
+          "silu": "silu", "relu6": "relu6", "hard_sigmoid": "hard_sigmoid", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
 LOWERINGS = LoweringTable("the keras export")
 # op -> why no model of Keras built-in layers can hold it (refused by check_exportable)
@@ -537,6 +539,10 @@ class _Builder:
     @lowers("Add")
     def Add(self, node, xs):
         return self.k.layers.Add(name=node.name)(list(xs))
+
+    @lowers("Multiply")
+    def Multiply(self, node, xs):
+        return self.k.layers.Multiply(name=node.name)(list(xs))
 
     @lowers("Concatenate")
     def Concatenate(self, node, xs):

@@ -24,3 +24,13 @@ def add(F, node, xs, p, ctx):
 def hard_swish(F, node, xs, p, ctx):
     """x * clip(x + 3, 0, 6) / 6 (relu6 as a clip)."""
     return xs[0] * F.clip(xs[0] + 3.0, 0.0, 6.0) / 6.0
+
+
+@lowers("Multiply")
+def multiply(F, node, xs, p, ctx):
+    """x_1 * x_2 * ... left to right with F.broadcast_mul (a symbol's ``*`` does not broadcast);
+    its gradient sums over the broadcast axes."""
+    y = xs[0]
+    for x in xs[1:]:
+        y = F.broadcast_mul(y, x)
+    return y

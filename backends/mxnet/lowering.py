@@ -78,6 +78,8 @@ ACTIVATIONS = {
     "tanh": lambda F, x: F.tanh(x),
     "sigmoid": lambda F, x: F.sigmoid(x),
     "silu": lambda F, x: x * F.sigmoid(x),
+    "relu6": lambda F, x: F.clip(x, 0.0, 6.0),
+    "hard_sigmoid": lambda F, x: F.clip(x + 3.0, 0.0, 6.0) / 6.0,
     "gelu_exact": _gelu_exact,
     "gelu_tanh": _gelu_tanh,
     # LeakyReLU's ``slope`` is a float32 attribute: 0.3 would be 0.30000001192092896

@@ -37,3 +37,15 @@ class HardSwish(NodeModule):
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
         return x * tf.nn.relu6(x + 3.0) / 6.0
+
+
+@lowers("Multiply")
+class Multiply(NodeModule):
+    """x_1 * x_2 * ... multiplied left to right; TensorFlow broadcasts size-1 axes and its
+    gradient sums over them."""
+
+    def __call__(self, xs, training=False, update_state=False):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y * x
+        return y

@@ -51,6 +51,8 @@ ACTIVATIONS = {
     "tanh": tf.math.tanh,
     "sigmoid": tf.math.sigmoid,
     "silu": tf.nn.silu,
+    "relu6": tf.nn.relu6,
+    "hard_sigmoid": lambda x: tf.nn.relu6(x + 3.0) / 6.0,
     "gelu_exact": gelu_exact,
     "gelu_tanh": gelu_tanh,
     "leaky_relu": leaky_relu,

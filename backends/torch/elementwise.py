@@ -36,3 +36,20 @@ def add(node: Node, layout: str) -> nn.Module:
 def hard_swish(node: Node, layout: str) -> nn.Module:
     """nn.Hardswish: x * relu6(x + 3) / 6, any layout (elementwise)."""
     return nn.Hardswish()
+
+
+class Multiply(nn.Module):
+    """y = x_1 * x_2 * ... * x_k, multiplied left to right; torch broadcasts size-1 axes (both
+    inputs are in the node's layout, so the axes line up) and autograd sums the gradient over
+    them."""
+
+    def forward(self, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+@lowers("Multiply", accepts=EITHER)
+def multiply(node: Node, layout: str) -> nn.Module:
+    return Multiply()

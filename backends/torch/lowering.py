@@ -96,12 +96,22 @@ class Lowering:
 
 
 # --- activations: one table for the Activation op and the fused ``activation`` attribute --------
+class HardSigmoid(nn.Module):
+    """relu6(x + 3) / 6 written out: ``nn.Hardsigmoid``'s backward multiplies by the float32
+    constant 1.0f / 6.0f (0.1666666716...) even in float64, a 3e-8 relative gradient error."""
+
+    def forward(self, x):
+        return nn.functional.relu6(x + 3.0) / 6.0
+
+
 ACTIVATIONS: dict[str, Callable[[dict, int], nn.Module]] = {
     "identity": lambda kw, dim: nn.Identity(),
     "relu": lambda kw, dim: nn.ReLU(),
     "tanh": lambda kw, dim: nn.Tanh(),
     "sigmoid": lambda kw, dim: nn.Sigmoid(),
     "silu": lambda kw, dim: nn.SiLU(),
+    "relu6": lambda kw, dim: nn.ReLU6(),
+    "hard_sigmoid": lambda kw, dim: HardSigmoid(),
     "gelu_exact": lambda kw, dim: nn.GELU(approximate="none"),
     "gelu_tanh": lambda kw, dim: nn.GELU(approximate="tanh"),
     "softmax": lambda kw, dim: nn.Softmax(dim=dim),

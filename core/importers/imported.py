@@ -134,6 +134,13 @@ def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None, 
     if cap.ignored_buffers:
         notes.append(f"buffers without spec state (not read by the graph's math): "
                      f"{', '.join(cap.ignored_buffers)}")
+    hard = [n.name for n in cap.graph.nodes
+            if n.op == "Activation" and n.attrs["fn"] == "hard_sigmoid"]
+    if hard:
+        notes.append(f"hard_sigmoid ({', '.join(hard)}): torch's Hardsigmoid backward multiplies "
+                     f"by the float32 constant 1.0f/6.0f even in float64 (relative gradient "
+                     f"error 3e-8); the spec's is 1/6, so a float64 certificate diverges from "
+                     f"the source there at that level (the forward is exact)")
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

@@ -236,9 +236,13 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
         if _has_missing(args) or _has_missing(list(kwargs.values())):
             handler = ATEN.get(target)
-            if getattr(handler, "static", False):  # refused whatever the inputs: say so too
+            check = getattr(handler, "check_constants", None)
+            if getattr(handler, "static", False) or check:  # refused whatever the inputs
                 try:
-                    handler(b, None)
+                    if check:
+                        check(Call(target, list(args), kwargs, n.name, label, (), {}))
+                    else:
+                        handler(b, None)
                 except Unsupported as e:
                     refuse(label, "module" if path else "call", str(e))
             continue  # an input was refused already: its own line names it

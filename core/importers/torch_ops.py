@@ -178,6 +178,37 @@ def _leaky_slope(c):
     return float(c.arg(1, "negative_slope", 0.01))
 
 
+def constants_checked(check):
+    """Mark a handler whose refusal of its constant arguments holds whatever its tensor inputs:
+    ``check(call)`` raises ``Unsupported`` and is run by the capture also after an input was
+    refused (so that line is reported too); the handler runs it first itself."""
+    def mark(handler):
+        handler.check_constants = check
+        return handler
+    return mark
+
+
+def _hardtanh_bounds(c: Call):
+    lo, hi = float(c.arg(1, "min_val", -1.0)), float(c.arg(2, "max_val", 1.0))
+    if (lo, hi) != (0.0, 6.0):
+        raise Unsupported(f"hardtanh({lo:g}, {hi:g}) (the spec clips only as relu6, "
+                          f"hardtanh(0, 6))")
+
+
+@constants_checked(_hardtanh_bounds)
+def hardtanh(b: Builder, c: Call):
+    """hardtanh(x, 0, 6) is ReLU6 (torch's ``nn.ReLU6`` traces as it); other bounds are refused."""
+    _hardtanh_bounds(c)
+    x = _value(c.arg(0, "input"))
+    return b.layer("Activation", [x], name=c.name, source=c.label, fn="relu6",
+                   out_shape=c.shape)
+
+
+def hardswish(b: Builder, c: Call):
+    x = _value(c.arg(0, "input"))
+    return b.layer("HardSwish", [x], name=c.name, source=c.label, out_shape=c.shape)
+
+
 def softmax(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     return b.layer("Activation", [x], name=c.name, source=c.label, fn="softmax",
@@ -203,6 +234,31 @@ def add(b: Builder, c: Call):
         raise Unsupported(f"a broadcasting add of shapes {x.shape} and {y.shape} (the spec's "
                           f"Add takes equal shapes)")
     return b.layer("Add", [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+
+
+def _mul_factors(c: Call):
+    for v in (c.arg(0, "self"), c.arg(1, "other")):
+        if isinstance(v, (str, int, float, bool)):
+            what = "a parameter or buffer" if isinstance(v, str) else "a constant"
+            raise Unsupported(f"a multiply by {what} (the spec's Multiply takes tensors "
+                              f"computed from the input, it has no scale-by-constant op)")
+
+
+@constants_checked(_mul_factors)
+def mul(b: Builder, c: Call):
+    """x * y of two computed tensors, one broadcasting size-1 axes of the other (torch's rule on
+    tensors of one rank held in one layout is the spec Multiply's: the squeeze-excite gate
+    (N, C, H, W) * (N, C, 1, 1)); a constant factor is refused."""
+    _mul_factors(c)
+    x, y = _value(c.arg(0, "self")), _value(c.arg(1, "other"))
+    if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
+        raise Unsupported(f"a multiply of shapes {x.shape} and {y.shape} held in different "
+                          f"layouts ({x.layout}, {y.layout})")
+    if x.shape[0] != y.shape[0] or (x.layout == "flat" and x.shape != y.shape) or any(
+            p != q and 1 not in (p, q) for p, q in zip(x.shape, y.shape)):
+        raise Unsupported(f"a multiply of shapes {x.shape} and {y.shape} (the spec's Multiply "
+                          f"broadcasts size-1 axes of one rank, never the batch axis)")
+    return b.layer("Multiply", [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
 
 
 def cat(b: Builder, c: Call):
@@ -277,13 +333,22 @@ def _pool(op, b: Builder, c: Call, kernel, stride, padding, dilation, ceil_mode)
     p = _pair(padding)
     if _pair(dilation) != (1, 1):
         raise Unsupported("pooling with dilation (the spec's pools have none)")
+    pads = [(p[i], p[i]) for i in range(2)]
     if ceil_mode:
-        floor = tuple(_floor_out(x.shape[2 + i], k[i], s[i], p[i]) for i in range(2))
-        if floor != tuple(c.shape[2:]):
-            raise Unsupported(f"ceil_mode=True where it adds a window ({floor} -> "
-                              f"{tuple(c.shape[2:])}; the spec has no ceil_mode pooling)")
+        # torch's ceil_mode adds a last window that runs past the padded input (it must start
+        # inside the input or the left padding); its cells out of range are left out: the max
+        # of the rest, the average over the input cells in it. That is the spec's pool with
+        # that many more cells of padding after (-inf for max, excluded from the average).
+        for i in range(2):
+            size, out = x.shape[2 + i], c.shape[2 + i]
+            extra = max(0, (out - 1) * s[i] + k[i] - (size + 2 * p[i]))
+            if _floor_out(size + extra, k[i], s[i], p[i]) != out or extra >= s[i]:
+                raise Unsupported(f"ceil_mode=True pooling of size {size} to {out} (window "
+                                  f"{k[i]}, stride {s[i]}, padding {p[i]}) that extra padding "
+                                  f"after does not reproduce")
+            pads[i] = (p[i], p[i] + extra)
     return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=s,
-                   padding=((p[0], p[0]), (p[1], p[1])), out_shape=c.shape)
+                   padding=tuple(pads), out_shape=c.shape)
 
 
 def max_pool2d(b: Builder, c: Call):
@@ -367,14 +432,16 @@ ATEN = {
     "aten.leaky_relu_.default": _activation("leaky_relu", slope=_leaky_slope),
     "aten.softmax.int": softmax,
     "aten._softmax.default": softmax,
-    "aten.hardtanh.default": missing("hardtanh / ReLU6 (the spec has no clipped ReLU)"),
-    "aten.hardtanh_.default": missing("hardtanh / ReLU6 (the spec has no clipped ReLU)"),
-    "aten.hardswish.default": missing("hard-swish (the spec has no hard-swish)"),
-    "aten.hardswish_.default": missing("hard-swish (the spec has no hard-swish)"),
-    "aten.hardsigmoid.default": missing("hard-sigmoid (the spec has no hard-sigmoid)"),
-    "aten.hardsigmoid_.default": missing("hard-sigmoid (the spec has no hard-sigmoid)"),
-    "aten.mul.Tensor": missing("a multiply (the spec has no elementwise or broadcasting "
-                               "multiply)"),
+    "aten.hardtanh.default": hardtanh,
+    "aten.hardtanh_.default": hardtanh,
+    "aten.relu6.default": _activation("relu6"),
+    "aten.hardswish.default": hardswish,
+    "aten.hardswish_.default": hardswish,
+    "aten.hardsigmoid.default": _activation("hard_sigmoid"),
+    "aten.hardsigmoid_.default": _activation("hard_sigmoid"),
+    "aten.sigmoid_.default": _activation("sigmoid"),
+    "aten.mul.Tensor": mul,
+    "aten.mul_.Tensor": mul,
     "aten.add.Tensor": add,
     "aten.add_.Tensor": add,
     "aten.cat.default": cat,

@@ -1,4 +1,4 @@
-"""Elementwise ops: Activation and Add.
+"""Elementwise ops: Activation, Add, Multiply and HardSwish.
 
 Activation functions are one table (``FUNCTIONS``), used by the Activation op and by the fused
 ``activation`` attribute of Dense and the convolutions. Every parameter is explicit (see
@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from rosetta.initializers import Initializer
-from rosetta.ops.registry import Attr, OpDef, register
+from rosetta.ops.registry import Attr, OpDef, TensorType, register
 
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -30,6 +30,11 @@ FUNCTIONS = {
     "tanh": np.tanh,
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
+    # relu6(x) = min(max(x, 0), 6) (torch ReLU6 = Hardtanh(0, 6))
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    # hard_sigmoid(x) = relu6(x + 3) / 6 (torch Hardsigmoid, Keras 3 and JAX hard_sigmoid; not
+    # Keras 2's clip(0.2 x + 0.5, 0, 1))
+    "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
     # gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
     "gelu_exact": lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
     # gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -70,7 +75,8 @@ def bias_and_activation(y, p: dict, a: dict):
 class Activation(OpDef):
     """y = f(x), elementwise (softmax: over ``axis``).
 
-    fn: relu max(x, 0); tanh; sigmoid 1/(1+e^-x); silu x*sigmoid(x);
+    fn: relu max(x, 0); relu6 min(max(x, 0), 6); tanh; sigmoid 1/(1+e^-x);
+    hard_sigmoid relu6(x+3)/6 (0 for x <= -3, 1 for x >= 3, x/6 + 1/2 between); silu x*sigmoid(x);
     gelu with ``approximate`` explicit: ``none`` 0.5x(1+erf(x/sqrt2)), ``tanh``
     0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
@@ -79,8 +85,8 @@ class Activation(OpDef):
     positional = ("fn",)
 
     attrs = {
-        "fn": Attr("str", choices=("identity", "relu", "tanh", "sigmoid", "silu", "gelu",
-                                   "leaky_relu", "softmax")),
+        "fn": Attr("str", choices=("identity", "relu", "relu6", "tanh", "sigmoid",
+                                   "hard_sigmoid", "silu", "gelu", "leaky_relu", "softmax")),
         "approximate": Attr("str", None, choices=("none", "tanh"),
                             doc="gelu only, required there: 'none' (erf) or 'tanh'"),
         "slope": Attr("optional_float", None, doc="leaky_relu only, required there"),
@@ -141,7 +147,8 @@ def apply(fn_key: tuple[str, dict], x: np.ndarray) -> np.ndarray:
 
 @register
 class Add(OpDef):
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting)."""
+    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
+    Multiply, a size-1 axis is refused)."""
 
     attrs = {}
     arity = (2, None)
@@ -175,3 +182,44 @@ class HardSwish(OpDef):
     def reference(self, a, p, xs, ctx):
         x = xs[0]
         return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def broadcast_shape(shapes: list[tuple]) -> tuple | None:
+    """The NumPy broadcast of per-example shapes of one rank (each axis equal or 1 in all but
+    one), or None where they do not broadcast. Ranks must match: with the batch axis in front,
+    NumPy's right-aligned rule would pair a lower-rank input's axes with the wrong ones."""
+    if len({len(s) for s in shapes}) != 1:
+        return None
+    out = []
+    for sizes in zip(*shapes):
+        big = {n for n in sizes if n != 1}
+        if len(big) > 1:
+            return None
+        out.append(big.pop() if big else 1)
+    return tuple(out)
+
+
+@register
+class Multiply(OpDef):
+    """y = x_1 * x_2 * ... * x_k, elementwise with NumPy broadcasting over the per-example shape:
+    the inputs have one rank and on each axis every input has the same size or 1 (a size-1 axis
+    is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
+    axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
+    dL/dy * prod_{j != i} x_j (kept as size 1)."""
+
+    attrs = {}
+    arity = (2, None)
+
+    def infer(self, a, inputs, where):
+        shapes = [tuple(x.shape) for x in inputs]
+        out = broadcast_shape(shapes)
+        if out is None:
+            raise self.fail(where, "inputs of one rank whose sizes on each axis are equal or 1 "
+                            "(NumPy broadcasting, the batch axis excluded)", f"shapes {shapes}")
+        return TensorType(out, inputs[0].kind)
+
+    def reference(self, a, p, xs, ctx):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out

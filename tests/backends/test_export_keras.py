@@ -61,6 +61,9 @@ def _tricky_spec():
     a = rs.AvgPool2D(3, strides=2, padding="same", name="avg")(img)   # pads (1, 1), (0, 1)
     a = rs.MaxPool2D(2, strides=1, padding=((1, 0), (0, 1)), name="max")(a)
     a = rs.HardSwish(name="hswish")(a)
+    g = rs.Reshape((1, 1, 2), name="squeeze")(rs.GlobalAvgPool2D(name="gap")(a))
+    g = rs.Activation("hard_sigmoid", name="hsig")(g)
+    a = rs.Activation("relu6", name="relu6")(rs.Multiply(name="gate")([a, g]))  # broadcast
     a = L.GlobalMaxPool2D(name="gmp")(a)
     y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),

@@ -95,6 +95,20 @@ def test_add_and_concat_shape_errors():
     with pytest.raises(rs.SpecError, match="m/cat.*equal except on axis 0"):
         rs.Model([a, b], rs.Concatenate(axis=0, name="cat")([a, b]), name="m")
     rs.Model([a, b], rs.Concatenate(name="cat")([a, b]), name="m")  # axis -1 is fine
+    g = rs.Input((1, 4), name="g")
+    with pytest.raises(rs.SpecError, match="m/plus.*one shape"):   # Add does not broadcast
+        rs.Model([a, g], rs.Add(name="plus")([a, g]), name="m")
+
+
+def test_multiply_broadcasts_size_one_axes_of_one_rank():
+    a, g, h = rs.Input((3, 4), name="a"), rs.Input((1, 4), name="g"), rs.Input((3, 1), name="h")
+    m = rs.Model([a, g, h], rs.Multiply(name="gate")([g, h]), name="m")
+    assert m.nodes[-1].out_type.shape == (3, 4)
+    b, v = rs.Input((3, 5), name="b"), rs.Input((4,), name="v")
+    with pytest.raises(rs.SpecError, match="m/gate.*equal or 1.*shapes"):
+        rs.Model([a, b], rs.Multiply(name="gate")([a, b]), name="m")
+    with pytest.raises(rs.SpecError, match="m/gate.*one rank"):   # (3, 4) * (4,): no rank rule
+        rs.Model([a, v], rs.Multiply(name="gate")([a, v]), name="m")
 
 
 @pytest.mark.parametrize("bad,words", [
