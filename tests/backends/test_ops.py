@@ -53,14 +53,14 @@ def test_batchnorm_eval_uses_loaded_running_stats(backend):
     assert compare_trees(prog.export_state(), state, "state", 0.0).passed
 
 
-RUNNING_STATS_CASES = ["batchnorm_dense", "instancenorm_image"]
+RUNNING_STATS_CASES = ["batchnorm_dense", "batchnorm_image_unbiased", "instancenorm_image"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", RUNNING_STATS_CASES)
 def test_running_stats_follow_canonical_rule(case, backend):
     """momentum weights the old value, and the stored variance is the op's (BatchNorm: the
-    biased batch variance; InstanceNorm2D: the unbiased per-example one, averaged)."""
+    biased batch variance, or the unbiased one with running_var="unbiased"; InstanceNorm2D: the unbiased per-example one, averaged)."""
     spec, prog, x, y = _setup(case, backend)
     state = spec.model.init_state()
     expected = dict(state)
