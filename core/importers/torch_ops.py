@@ -240,6 +240,8 @@ def add(b: Builder, c: Call):
 
 def cat(b: Builder, c: Call):
     xs = [_value(v) for v in c.arg(0, "tensors")]
+    if len(xs) == 1:   # a cat of one tensor is that tensor (DenseNet's first dense layer)
+        return xs[0]
     lay = {v.layout for v in xs}
     if len(lay) != 1 or "flat" in lay:
         raise Unsupported("a concatenation of tensors held in different layouts")

@@ -271,7 +271,8 @@ def test_a_user_mapping_imports_a_module_the_table_lacks():
 
 class BNNet(nn.Module):
     """conv -> BatchNorm2d (torch momentum 0.3, eps 1e-3) -> relu -> global pool -> Linear ->
-    BatchNorm1d (defaults) -> Linear: both of torch's running-variance rules in one model."""
+    BatchNorm1d (defaults) -> Linear: both of torch's running-variance rules in one model (and
+    a cat of one tensor, as DenseNet's first dense layer makes)."""
 
     def __init__(self):
         super().__init__()
@@ -282,7 +283,7 @@ class BNNet(nn.Module):
         self.head = nn.Linear(6, 3)
 
     def forward(self, x):
-        y = torch.relu(self.bn(self.conv(x)))
+        y = torch.relu(self.bn(torch.cat([self.conv(x)], 1)))   # DenseNet's cat of one
         y = torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1)
         return self.head(torch.relu(self.bn1(self.fc(y))))
 
