@@ -106,10 +106,10 @@ is therefore passed through ``keras.ops.copy``, an operation, which carries no m
 
 What Keras cannot express is a ``BackendUnavailable`` naming the node and op, raised before
 anything is built or written: an op declared with ``refuses`` (InstanceNorm2D, with the
-reason), a BatchNorm with ``running_var="unbiased"``, a Conv2DTranspose with both ``strides > 1`` and ``dilation > 1`` (Keras'
-``Conv2DTranspose`` refuses the pair, and a strided scatter has no stride-1 rewrite in Keras
-layers; a dilated one at stride 1 is exported and runs on all three backends), a graph with
-several outputs, a float64 program.
+reason), a BatchNorm with ``running_var="unbiased"``, a Conv2DTranspose with both
+``strides > 1`` and ``dilation > 1`` (Keras' ``Conv2DTranspose`` refuses the pair, and a strided
+scatter has no stride-1 rewrite in Keras layers; a dilated one at stride 1 is exported and runs
+on all three backends), a graph with several outputs, a float64 program.
 
 Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
 float32 forward (normwise 1e-4): a mismatch is a bug here, raised rather than saved.

@@ -13,10 +13,10 @@ class BatchNorm(NodeModule):
     """Statistics over every axis but the last. training: mean and *biased* variance of the batch
     (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, the variance times
     n / (n - 1) when ``running_var == "unbiased"`` (n values per channel: of the global batch
-    under data parallelism, ``global_moments``), assigned only when ``update_state``. eval: the running statistics. Both normalise as
-    (x - mean) * (scale / sqrt(var + epsilon)) + bias, with the explicit epsilon (Keras: 1e-3):
-    the centred x first, rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv),
-    which cancels."""
+    under data parallelism, ``global_moments``), assigned only when ``update_state``. eval: the
+    running statistics. Both normalise as (x - mean) * (scale / sqrt(var + epsilon)) + bias, with
+    the explicit epsilon (Keras: 1e-3): the centred x first, rather than
+    tf.nn.batch_normalization's x * inv + (bias - mean * inv), which cancels."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

@@ -60,7 +60,8 @@ RUNNING_STATS_CASES = ["batchnorm_dense", "batchnorm_image_unbiased", "instancen
 @pytest.mark.parametrize("case", RUNNING_STATS_CASES)
 def test_running_stats_follow_canonical_rule(case, backend):
     """momentum weights the old value, and the stored variance is the op's (BatchNorm: the
-    biased batch variance, or the unbiased one with running_var="unbiased"; InstanceNorm2D: the unbiased per-example one, averaged)."""
+    biased batch variance, or the unbiased one with running_var="unbiased"; InstanceNorm2D:
+    the unbiased per-example one, averaged)."""
     spec, prog, x, y = _setup(case, backend)
     state = spec.model.init_state()
     expected = dict(state)

@@ -29,7 +29,8 @@ def _bn_cnn(running_var="biased"):
     """A small BatchNorm CNN (the ResNet's conv-BatchNorm-ReLU rule at a CI-sized cost);
     ``running_var="unbiased"`` (torch's rule): n / (n - 1) with n the global batch's count."""
     model = rs.Sequential([rs.Conv2D(4, 3, padding="same", name="conv"),
-                           rs.BatchNorm(running_var=running_var, name="bn"), rs.Activation("relu", name="relu"),
+                           rs.BatchNorm(running_var=running_var, name="bn"),
+                           rs.Activation("relu", name="relu"),
                            rs.Flatten(name="flat"), rs.Dense(10, name="head")],
                           input_shape=(8, 8, 1), name="bn_cnn")
     return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
