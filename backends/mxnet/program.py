@@ -26,7 +26,7 @@ from rosetta import backend as contract
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.dropout import check_masks, mask_draws
 from rosetta.errors import CheckpointError, DataError, SpecError
-from rosetta.ops.normalization import unbiased_factor
+from rosetta.ops.normalization import check_unbiased_batch, unbiased_cells
 from rosetta.spec import TrainSpec
 
 from rosetta.backends.mxnet import optimizers, params as params_mod
@@ -67,10 +67,7 @@ class Program(contract.Program):
         self._mask_draws = mask_draws(self.graph)
         self._stat_momentum = {n.name: n.attrs["momentum"] for n in self.graph.nodes
                                if n.opdef.running_stats}
-        # BatchNorm nodes with running_var "unbiased": values per channel in one example
-        self._unbiased_cells = {n.name: int(np.prod(n.in_types[0].shape[:-1]))
-                                for n in self.graph.nodes
-                                if n.attrs.get("running_var") == "unbiased"}
+        self._unbiased_cells = unbiased_cells(self.graph)
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
 
     # --- parameters ---------------------------------------------------------------------------
@@ -122,8 +119,7 @@ class Program(contract.Program):
             xs, y = inputs.check(self, masks)
         else:
             xs, y = self._inputs(inputs), self._labels(labels)
-        for name, cells in self._unbiased_cells.items():
-            unbiased_factor(y.shape[0] * cells, where=name)
+        check_unbiased_batch(self._unbiased_cells, y.shape[0])
         loss, stats = self._backward(xs, y, masks)
         optimizers.update(self.optimizer, self._arrays(), self._grads(), self.opt_state,
                           self.step)

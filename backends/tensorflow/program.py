@@ -32,6 +32,7 @@ from rosetta.backends.tensorflow.model import GraphModule
 from rosetta.dropout import check_masks, mask_draws
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.errors import CheckpointError, DataError
+from rosetta.ops.normalization import check_unbiased_batch, unbiased_cells
 
 ZERO = tf.UnconnectedGradients.ZERO  # a parameter the loss does not reach has gradient 0
 
@@ -116,6 +117,7 @@ class Program(contract.Program):
         self.device = contract.normalize_device(device)
         self.spec = spec
         self.graph = graph = spec.model
+        self._unbiased_cells = unbiased_cells(graph)
         with tf.device(self.tf_device):
             self.model = GraphModule(graph, self.tf_dtype, spec.seed)
             self.param_vars = self.model.param_variables()
@@ -308,9 +310,12 @@ class Program(contract.Program):
 
     def train_step(self, inputs, labels=None, masks=None) -> float:
         if isinstance(inputs, contract.Batch):
-            masked, args = False, inputs.check(self, masks)
+            masked, args, batch = False, inputs.check(self, masks), inputs.size
         else:
             masked, args = self._args(inputs, labels, masks)
+            batch = len(next(iter(args[0].values())))
+        # the compiled step's batch axis is open: BatchNorm's unbiased n is checked here
+        check_unbiased_batch(self._unbiased_cells, batch)
         if not self._pinned:
             return float(self._train[masked](*args))
         with tf.device(self.tf_device):

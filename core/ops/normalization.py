@@ -30,6 +30,21 @@ def unbiased_factor(n: int, where: str = "BatchNorm") -> float:
     return n / (n - 1)
 
 
+def unbiased_cells(graph) -> dict:
+    """{node name: values per channel in one example} of the BatchNorm nodes with
+    running_var="unbiased" (for ``check_unbiased_batch``)."""
+    return {n.name: int(np.prod(n.in_types[0].shape[:-1])) for n in graph.nodes
+            if n.op == "BatchNorm" and n.attrs["running_var"] == "unbiased"}
+
+
+def check_unbiased_batch(cells: dict, batch: int) -> None:
+    """DataError before a training step of ``batch`` examples that would give one of
+    ``cells``' BatchNorms a single value per channel (for backends whose compiled step does not
+    know the batch size when it is built)."""
+    for name, c in cells.items():
+        unbiased_factor(batch * c, where=name)
+
+
 @register
 class BatchNorm(OpDef):
     """Batch normalization over the last (channel) axis, statistics over every other axis.
