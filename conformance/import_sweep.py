@@ -6,8 +6,9 @@
 Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
 ``size`` inputs, batch 2; it is imported (SGD with momentum, cross-entropy) and, where it
 imports, certified on ``backends`` for ``steps`` steps; else its refusal is reported: the first
-line, and the distinct reasons over every line. ``--groupnorm`` adds the ResNet-family builders
-with ``norm_layer=GroupNorm(32)`` (torch's BatchNorm has no exact spec counterpart yet).
+line, and the distinct reasons over every line. torch's BatchNorm imports as
+``BatchNorm(running_var="unbiased")``; ``--groupnorm`` adds the ResNet-family builders with
+``norm_layer=GroupNorm(32)`` as well.
 Prints a Markdown table; ``--out`` also writes the rows as JSON.
 """
 

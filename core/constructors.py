@@ -115,26 +115,32 @@ def AvgPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
                  **unknown)
 
 
-def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, name: str | None = None,
-              **unknown) -> Layer:
+def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, running_var: str = 'biased',
+              name: str | None = None, **unknown) -> Layer:
     """Batch normalization over the last (channel) axis, statistics over every other axis.
 
-    training: mu, var = mean and *biased* variance of the batch (per channel);
+    training: mu, var = mean and *biased* variance of the batch (per channel), over its
+              n = (batch size) x (every axis but the last and the batch) values per channel;
               y = (x - mu) / sqrt(var + epsilon) * scale + bias;
               mean <- momentum * mean + (1 - momentum) * mu;
-              var  <- momentum * var  + (1 - momentum) * var_batch, with the *biased* batch
-              variance (the Keras and flax rule; torch stores the unbiased one and is lowered
-              by hand to follow this rule).
+              var  <- momentum * var  + (1 - momentum) * var_batch, where var_batch is
+                      var                   if running_var == "biased"   (Keras, flax; default)
+                      var * n / (n - 1)     if running_var == "unbiased" (torch's BatchNorm*d).
+              In data-parallel training mu, var and n are those of the *global* batch.
+              "unbiased" with n == 1 is refused, as torch refuses it.
     eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
     momentum is the weight of the old running value (torch's momentum is 1 - this).
+    The normalisation itself always uses the biased batch variance (as every framework does).
 
     Args:
         momentum (float, default 0.9)
         epsilon (float, default 1e-05)
+        running_var ('biased' | 'unbiased', default 'biased')
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
-    return Layer("BatchNorm", name=name, momentum=momentum, epsilon=epsilon, **unknown)
+    return Layer("BatchNorm", name=name, momentum=momentum, epsilon=epsilon,
+                 running_var=running_var, **unknown)
 
 
 def Concatenate(*, axis: int = -1, name: str | None = None, **unknown) -> Layer:

@@ -38,6 +38,7 @@ import numpy as np
 
 from rosetta.datacheck import check_embedding_ids, embedding_vocab
 from rosetta.dropout import check_masks, mask_draws
+from rosetta.ops.normalization import check_unbiased_batch, unbiased_cells
 from rosetta.errors import BackendUnavailable, CheckpointError, DataError, SpecError
 
 DTYPES = ("float32", "float64")
@@ -190,6 +191,7 @@ class BackendProgram(Program):
         self._index_limits = embedding_vocab(self.graph)
         # every op that draws a keep-mask in training (Dropout, attention weights) declares it
         self._mask_draws = mask_draws(self.graph)
+        self._unbiased_cells = unbiased_cells(self.graph)
 
     # --- the one check of host arrays -------------------------------------------------------------
     def check_inputs(self, inputs) -> dict[str, np.ndarray]:
@@ -236,13 +238,15 @@ class BackendProgram(Program):
         return y.astype(self.np_dtype, copy=False)
 
     def check_batch(self, inputs, labels) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """``check_inputs`` and ``check_labels``, and one row of each per example."""
+        """``check_inputs`` and ``check_labels``, one row of each per example, and more than one
+        value per channel where a BatchNorm stores the unbiased variance (n / (n - 1))."""
         x, y = self.check_inputs(inputs), self.check_labels(labels)
         rows = {len(a) for a in x.values()} | {len(y)}
         if len(rows) > 1:
             raise DataError(f"inputs and labels must have one row per example, found "
                             f"{', '.join(f'{k} {len(a)}' for k, a in x.items())} and labels "
                             f"{len(y)} rows")
+        check_unbiased_batch(self._unbiased_cells, len(y))
         return x, y
 
     def check_masks(self, masks, batch: int) -> dict | None:

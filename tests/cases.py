@@ -146,6 +146,12 @@ CASES = [
         rs.Conv2D(3, 3, padding="same", use_bias=False, name="conv"), rs.BatchNorm(name="bn"),
         rs.Activation("relu", name="act"), rs.Flatten(name="flat"), rs.Dense(2, name="head")],
         (5, 5, 2), loss=SCE())),
+    # torch's rule: the running variance stores the unbiased batch variance (x n / (n - 1))
+    ("batchnorm_image_unbiased", lambda: _spec([
+        rs.Conv2D(3, 3, padding="same", use_bias=False, name="conv"),
+        rs.BatchNorm(momentum=0.7, epsilon=1e-3, running_var="unbiased", name="bn"),
+        rs.Activation("relu", name="act"), rs.Flatten(name="flat"), rs.Dense(2, name="head")],
+        (3, 2, 2), loss=SCE())),
     ("layernorm", lambda: _spec([
         rs.Dense(6, name="pre"), rs.LayerNorm(epsilon=1e-3, name="ln"), rs.Dense(2, name="post")],
         (3, 4))),

@@ -7,11 +7,47 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rosetta.backends.jax.lowering import lowers
+from rosetta.ops.normalization import unbiased_factor
+
+
+class UnbiasedBatchNorm(nn.Module):
+    """Canonical BatchNorm with ``running_var == "unbiased"`` (torch's rule; flax's nn.BatchNorm
+    stores the biased variance): statistics over every axis but the last, the biased variance
+    (centred first) normalises, the running ``batch_stats`` var takes var * n / (n - 1), n the
+    values per channel (not while the variables are being created). Under data parallelism the
+    batch is the global one (a sharded array: flax's statistics are global, and so is n)."""
+
+    momentum: float
+    epsilon: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        axes = tuple(range(x.ndim - 1))
+        scale = self.param("scale", nn.initializers.ones, (c,), self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.dtype)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), self.dtype)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (c,), self.dtype)
+        if train:
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if not self.is_initializing():
+                m = self.momentum
+                factor = unbiased_factor(x.size // c)
+                running_mean.value = m * running_mean.value + (1 - m) * mean
+                running_var.value = m * running_var.value + (1 - m) * var * factor
+        else:
+            mean, var = running_mean.value, running_var.value
+        return (x - mean) / jnp.sqrt(var + self.epsilon) * scale + bias
 
 
 @lowers("BatchNorm")
 def batch_norm(node, xs, ctx):
     a = node.attrs
+    if a["running_var"] == "unbiased":
+        return UnbiasedBatchNorm(a["momentum"], a["epsilon"], ctx.dtype,
+                                 name=node.name)(xs[0], ctx.train)
     return nn.BatchNorm(use_running_average=not ctx.train, momentum=a["momentum"],
                         epsilon=a["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
                         param_dtype=ctx.dtype, name=node.name)(xs[0])

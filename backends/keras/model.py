@@ -37,7 +37,10 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   ``GlobalMaxPooling2D``.
 * BatchNorm: ``BatchNormalization(axis=-1, momentum=m, epsilon=eps)`` (Keras's rule is the
   canonical one: moving = m·moving + (1 - m)·batch, biased batch variance); [scale, bias, mean,
-  var] (state from ``export_state``).
+  var] (state from ``export_state``). ``running_var="unbiased"`` (torch's rule, imported
+  models) is refused: Keras's layer always stores the biased variance, so the artifact would
+  ``predict`` exactly but ``fit`` other running statistics, and no built-in layer stores n/(n-1)
+  times it.
 * LayerNorm: ``LayerNormalization(axis=-1, epsilon)``; RMSNorm: ``RMSNormalization(axis=-1,
   epsilon)``, x·rsqrt(mean(x²) + eps)·scale; GroupNorm: ``GroupNormalization(groups, axis=-1,
   epsilon)`` (contiguous channel groups, biased variance); [scale(, bias)]. epsilon is always
@@ -105,10 +108,10 @@ is therefore passed through ``keras.ops.copy``, an operation, which carries no m
 
 What Keras cannot express is a ``BackendUnavailable`` naming the node and op, raised before
 anything is built or written: an op declared with ``refuses`` (InstanceNorm2D, with the
-reason), a Conv2DTranspose with both ``strides > 1`` and ``dilation > 1`` (Keras'
-``Conv2DTranspose`` refuses the pair, and a strided scatter has no stride-1 rewrite in Keras
-layers; a dilated one at stride 1 is exported and runs on all three backends), a graph with
-several outputs, a float64 program.
+reason), a BatchNorm with ``running_var="unbiased"``, a Conv2DTranspose with both
+``strides > 1`` and ``dilation > 1`` (Keras' ``Conv2DTranspose`` refuses the pair, and a strided
+scatter has no stride-1 rewrite in Keras layers; a dilated one at stride 1 is exported and runs
+on all three backends), a graph with several outputs, a float64 program.
 
 Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
 float32 forward (normwise 1e-4): a mismatch is a bug here, raised rather than saved.
@@ -178,6 +181,11 @@ def check_exportable(program) -> None:
                                      f"{REFUSED[n.op]}")
         if n.op not in LOWERINGS:
             raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
+        if n.op == "BatchNorm" and n.attrs["running_var"] == "unbiased":
+            raise BackendUnavailable(
+                f"{where}: Keras's BatchNormalization stores the biased batch variance in "
+                f"training, not running_var='unbiased' (a fit of the export would drift from "
+                f"the spec); export another format (torch, onnx, savedmodel, jax)")
         if (n.op == "Conv2DTranspose" and max(n.attrs["strides"]) > 1
                 and max(n.attrs["dilation"]) > 1):
             raise BackendUnavailable(

@@ -15,15 +15,22 @@ def _moments(F, x, axes):
 @lowers("BatchNorm")
 def batch_norm(F, node, xs, p, ctx):
     """Training: normalise with the batch mean and biased variance over every axis but the last,
-    and hand both to the program (``ctx.stats``) for the running update; eval: the running
-    statistics."""
+    and hand both to the program (``ctx.stats``) for the running update, the variance times
+    n / (n - 1) when ``running_var == "unbiased"`` (n = the values per channel, counted in the
+    graph: the hybridized block does not know the batch size; n == 1 is refused by the program
+    before the step); eval: the running statistics."""
     a = node.attrs
     x = xs[0]
     rank = len(node.in_types[0].shape) + 1
     axes = tuple(range(rank - 1))
     if ctx.training:
         mean, var, centred = _moments(F, x, axes)
-        ctx.stats.append((node.name, F.reshape(mean, shape=(-1,)), F.reshape(var, shape=(-1,))))
+        stored = var
+        if a["running_var"] == "unbiased":
+            n = F.sum(F.ones_like(x), axis=axes, keepdims=True)
+            stored = var * n / (n - 1)
+        ctx.stats.append((node.name, F.reshape(mean, shape=(-1,)),
+                          F.reshape(stored, shape=(-1,))))
     else:
         mean, var = p["mean"], p["var"]
         centred = F.broadcast_sub(x, mean)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import tensorflow as tf
 
 from rosetta.backends.tensorflow.lowering import NodeModule, lowers
+from rosetta.ops.normalization import unbiased_factor
 
 
 @lowers("BatchNorm")
 class BatchNorm(NodeModule):
     """Statistics over every axis but the last. training: mean and *biased* variance of the batch
-    (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, assigned only when
-    ``update_state``. eval: the running statistics. Both normalise as
-    (x - mean) * (scale / sqrt(var + epsilon)) + bias, with the explicit epsilon (Keras: 1e-3):
-    the centred x first, rather than tf.nn.batch_normalization's x * inv + (bias - mean * inv),
-    which cancels."""
+    (tf.nn.moments); running <- momentum * running + (1 - momentum) * batch, the variance times
+    n / (n - 1) when ``running_var == "unbiased"`` (n values per channel: of the global batch
+    under data parallelism, ``global_moments``), assigned only when ``update_state``. eval: the
+    running statistics. Both normalise as (x - mean) * (scale / sqrt(var + epsilon)) + bias, with
+    the explicit epsilon (Keras: 1e-3): the centred x first, rather than
+    tf.nn.batch_normalization's x * inv + (bias - mean * inv), which cancels."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -22,6 +24,7 @@ class BatchNorm(NodeModule):
         self.epsilon = node.attrs["epsilon"]
         # the batch axis and every per-example axis but the last (channel) one
         self.axes = tuple(range(len(node.in_types[0].shape)))
+        self.unbiased = node.attrs["running_var"] == "unbiased"
         # data parallel (distributed.py): (x, axes) -> (mean, var) over every replica's batch;
         # None: this replica's batch alone
         self.global_moments = None
@@ -35,13 +38,26 @@ class BatchNorm(NodeModule):
                 mean, var = tf.nn.moments(x, axes=list(self.axes))
             if update_state:
                 m = self.momentum
+                stored = tf.stop_gradient(var)
+                if self.unbiased:
+                    stored = stored * self._unbias(x)
                 self.mean.assign(m * self.mean + (1 - m) * tf.stop_gradient(mean))
-                self.var.assign(m * self.var + (1 - m) * tf.stop_gradient(var))
+                self.var.assign(m * self.var + (1 - m) * stored)
         else:
             mean, var = self.mean, self.var
         # one factor per channel, so the activation is touched by a subtract, a multiply and an
         # add (dividing it by sqrt(var + eps) and then scaling cost resnet 1.3x its baseline)
         return (x - mean) * (self.scale / tf.sqrt(var + self.epsilon)) + self.bias
+
+    def _unbias(self, x):
+        """n / (n - 1) for the n values per channel of the (global) batch: a Python number when
+        the batch size is known at trace time (n == 1 refused there), else a tensor."""
+        replicas = (tf.distribute.get_replica_context().num_replicas_in_sync
+                    if self.global_moments is not None else 1)
+        if x.shape.is_fully_defined():
+            return unbiased_factor(x.shape.num_elements() // x.shape[-1] * replicas)
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1] * replicas, x.dtype)
+        return n / (n - 1)
 
 
 @lowers("InstanceNorm2D")

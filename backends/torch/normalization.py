@@ -10,6 +10,7 @@ from torch import nn
 from rosetta.backends.torch.lowering import (CHANNELS_FIRST, CHANNELS_LAST, EITHER, lowers,
                                              native_axis, native_params, same)
 from rosetta.graph import Node
+from rosetta.ops.normalization import unbiased_factor
 
 
 class CanonicalBatchNorm(nn.Module):
@@ -17,21 +18,25 @@ class CanonicalBatchNorm(nn.Module):
 
     Normalisation is ``F.batch_norm`` (batch mean and biased variance in training, running
     statistics in eval). The running statistics are updated here, not by torch, because torch
-    weights the new value by ``momentum`` (canonical: by 1 - momentum) and stores the *unbiased*
-    batch variance, while the canonical rule stores the biased one:
+    weights the new value by ``momentum`` (canonical: by 1 - momentum) and always stores the
+    *unbiased* batch variance, while the canonical rule stores the one ``running_var`` names:
 
         running_mean <- m * running_mean + (1 - m) * mean(x)
-        running_var  <- m * running_var  + (1 - m) * var(x)      (biased, over every axis but C)
+        running_var  <- m * running_var  + (1 - m) * var(x) [* n / (n - 1) when ``unbiased``]
+                        (var biased, over the n values of every axis but C; in data-parallel
+                        training mean, var and n are the global batch's)
 
     ``channel_dim`` is the tensor axis of the channels (1 for NCHW and (N, C)); other axes are
     moved to 1 around ``F.batch_norm``. ``update_running_stats = False`` normalises with batch
     statistics without touching the buffers (used by ``Program.gradients`` / ``forward``).
     """
 
-    def __init__(self, channels: int, momentum: float, epsilon: float, channel_dim: int = 1):
+    def __init__(self, channels: int, momentum: float, epsilon: float, channel_dim: int = 1,
+                 unbiased: bool = False):
         super().__init__()
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.unbiased = bool(unbiased)
         self.channel_dim = channel_dim
         self.update_running_stats = True
         # data parallel (distributed.py): (x) -> (mean, var) over every replica's batch; None
@@ -62,24 +67,29 @@ class CanonicalBatchNorm(nn.Module):
         (``global_moments``, differentiable through the collective)."""
         mean, var = self.global_moments(x)
         if self.update_running_stats:
-            self._update_running_stats(x, (var, mean))
+            import torch.distributed as dist
+
+            self._update_running_stats(x, (var, mean), replicas=dist.get_world_size())
         shape = (1, -1) + (1,) * (x.ndim - 2)
         inv = torch.rsqrt(var + self.epsilon)
         return ((x - mean.view(shape)) * inv.view(shape) * self.weight.view(shape)
                 + self.bias.view(shape))
 
     @torch.no_grad()
-    def _update_running_stats(self, x, moments=None):
+    def _update_running_stats(self, x, moments=None, replicas: int = 1):
         dims = [0, *range(2, x.ndim)]
         var, mean = (torch.var_mean(x.detach(), dim=dims, correction=0) if moments is None
                      else (moments[0].detach(), moments[1].detach()))
+        if self.unbiased:
+            var = var * unbiased_factor(x.numel() // x.shape[1] * replicas)
         m = self.momentum
         self.running_mean.mul_(m).add_(mean, alpha=1.0 - m)
         self.running_var.mul_(m).add_(var, alpha=1.0 - m)
 
     def extra_repr(self):
         return (f"{self.weight.shape[0]}, momentum={self.momentum} (canonical: weight of the old "
-                f"value), epsilon={self.epsilon}, channel_dim={self.channel_dim}")
+                f"value), epsilon={self.epsilon}, channel_dim={self.channel_dim}, "
+                f"running_var={'unbiased' if self.unbiased else 'biased'}")
 
 
 @lowers("BatchNorm", accepts=EITHER)
@@ -87,7 +97,8 @@ def batch_norm(node: Node, layout: str) -> nn.Module:
     a = node.attrs
     rank = len(node.in_types[0].shape)
     return CanonicalBatchNorm(node.in_types[0].shape[-1], a["momentum"], a["epsilon"],
-                              channel_dim=native_axis(-1, rank, layout))
+                              channel_dim=native_axis(-1, rank, layout),
+                              unbiased=a["running_var"] == "unbiased")
 
 
 @lowers("RMSNorm", accepts=CHANNELS_LAST)

@@ -22,7 +22,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.torch_ops import ATEN, Call
+from rosetta.importers.torch_ops import ATEN, Call, batch_norm_module_refusal
 
 # user mappings: module class -> function(module, *inputs, b) -> Value
 MAPS: dict = {}
@@ -127,6 +127,13 @@ def _eval_difference(module, ep_train, ep_eval):
             f"in eval mode ({a[0]} in training, {b[0]} in eval; the spec has one graph for both)")
 
 
+def _counts_batches(n, to_buffer: dict) -> bool:
+    """An in-place add to a buffer: BatchNorm's ``num_batches_tracked += 1``, which the spec has
+    no use for (it is not a call of its own: the module's node keeps the module's name)."""
+    return (str(n.target) == "aten.add_.Tensor" and bool(n.args)
+            and getattr(n.args[0], "name", "") in to_buffer)
+
+
 def to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
@@ -142,6 +149,11 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     if len(example_inputs) != 1 or not isinstance(example_inputs[0], torch.Tensor):
         raise ImportRefused([f"<root> ({type(module).__name__}): the spec's certificate takes a "
                              f"model with one tensor input; got {len(example_inputs)} inputs"])
+    untraceable = [f"{_label(path, type(m))}: unsupported module: {line}"
+                   for path, m in module.named_modules()
+                   if (line := batch_norm_module_refusal(m)) is not None]
+    if untraceable:  # torch.export cannot capture these: say why, before it fails
+        raise ImportRefused(untraceable)
     ep_train = _export(module, example_inputs, True)
     ep_eval = _export(module, example_inputs, False)
     sig = ep_train.graph_signature
@@ -164,7 +176,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     users = {n.name: list(n.users) for n in nodes}
     calls_in = {}
     for n in nodes:
-        if n.op == "call_function" and _stack(n):
+        if n.op == "call_function" and _stack(n) and not _counts_batches(n, to_buffer):
             calls_in[_stack(n)[-1][0]] = calls_in.get(_stack(n)[-1][0], 0) + 1
     for n in nodes:
         if n.op == "placeholder":
@@ -229,8 +241,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             return a
 
         target = str(n.target)
-        if target == "aten.add_.Tensor" and n.args and getattr(n.args[0], "name", "") in \
-                placeholders and placeholders[n.args[0].name] in to_buffer.values():
+        if _counts_batches(n, to_buffer):
             continue  # BatchNorm's num_batches_tracked counter (the BatchNorm call decides)
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}

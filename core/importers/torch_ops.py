@@ -125,12 +125,45 @@ def embedding(b: Builder, c: Call):
 # --- normalisation ------------------------------------------------------------------------------
 
 def batch_norm(b: Builder, c: Call):
-    raise Unsupported("torch's BatchNorm stores the unbiased batch variance (n/(n-1)) in its "
-                      "running variance; the spec's BatchNorm stores the biased one and has no "
-                      "attribute for torch's rule (needs a BatchNorm running-variance attribute)")
+    """torch BatchNorm1d/2d (affine, track_running_stats, a momentum) -> BatchNorm(momentum =
+    1 - torch's momentum, epsilon = eps, running_var="unbiased"): torch's running update is
+    running <- (1 - momentum) * running + momentum * batch, with the unbiased batch variance.
+    ``momentum=None`` (a cumulative average) is refused before the trace
+    (``batch_norm_module_refusal``)."""
+    x = _value(c.arg(0, "input"))
+    weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    running_mean, running_var = c.arg(3, "running_mean"), c.arg(4, "running_var")
+    if running_mean is None or running_var is None:
+        raise Unsupported("BatchNorm(track_running_stats=False) (the spec's BatchNorm keeps "
+                          "running statistics and normalises with them in eval)")
+    if weight is None or bias is None:
+        raise Unsupported("BatchNorm(affine=False) (the spec's BatchNorm has a scale and bias)")
+    if not all(isinstance(t, str) for t in (weight, bias, running_mean, running_var)):
+        raise Unsupported("a batch norm whose parameters or statistics are computed")
+    if x.layout not in ("nchw", "plain") or (x.layout == "plain" and len(x.shape) != 2):
+        raise Unsupported(f"a batch norm of a {x.layout} tensor of shape {x.shape} (the spec's "
+                          f"BatchNorm normalises (N, C) vectors and (N, C, H, W) images)")
+    momentum = float(c.arg(6, "momentum"))
+    if momentum == 0.0:
+        raise Unsupported("BatchNorm(momentum=0) (running statistics that never move: the "
+                          "spec's BatchNorm momentum must be < 1)")
+    return b.layer("BatchNorm", [x], name=c.name, source=c.label,
+                   params={"scale": (weight, "identity"), "bias": (bias, "identity")},
+                   state={"mean": (running_mean, "identity"), "var": (running_var, "identity")},
+                   momentum=1.0 - momentum, epsilon=float(c.arg(7, "eps")),
+                   running_var="unbiased", out_shape=c.shape)
 
 
-batch_norm.static = True
+def batch_norm_module_refusal(module) -> str | None:
+    """The refusal line of a torch BatchNorm module that no trace can show (None if none):
+    ``momentum=None`` makes torch's running statistics a cumulative average over every batch
+    seen (and ``torch.export`` cannot capture it)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if isinstance(module, _BatchNorm) and module.track_running_stats and module.momentum is None:
+        return ("BatchNorm(momentum=None) (a cumulative average of every batch's statistics: "
+                "the spec's BatchNorm has an exponential moving average)")
+    return None
 
 
 def group_norm(b: Builder, c: Call):
@@ -263,6 +296,8 @@ def mul(b: Builder, c: Call):
 
 def cat(b: Builder, c: Call):
     xs = [_value(v) for v in c.arg(0, "tensors")]
+    if len(xs) == 1:   # a cat of one tensor is that tensor (DenseNet's first dense layer)
+        return xs[0]
     lay = {v.layout for v in xs}
     if len(lay) != 1 or "flat" in lay:
         raise Unsupported("a concatenation of tensors held in different layouts")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rosetta.errors import DataError
 from rosetta.initializers import Initializer
 from rosetta.ops.registry import Attr, OpDef, ParamDef, positive, register, unit_interval
 
@@ -19,25 +20,63 @@ def _eps_attr(default):
     return Attr("float", default, check=lambda v: None if v > 0 else "must be > 0")
 
 
+def unbiased_factor(n: int, where: str = "BatchNorm") -> float:
+    """n / (n - 1), Bessel's correction of a biased variance over n values. n == 1 is refused
+    (torch's BatchNorm raises "Expected more than 1 value per channel when training"; the factor
+    would be infinite)."""
+    if n < 2:
+        raise DataError(f"{where}: running_var='unbiased' needs more than 1 value per channel "
+                         f"in a training batch, found {n} (use a larger batch)")
+    return n / (n - 1)
+
+
+def unbiased_cells(graph) -> dict:
+    """{node name: values per channel in one example} of the BatchNorm nodes with
+    running_var="unbiased" (for ``check_unbiased_batch``)."""
+    return {n.name: int(np.prod(n.in_types[0].shape[:-1])) for n in graph.nodes
+            if n.op == "BatchNorm" and n.attrs["running_var"] == "unbiased"}
+
+
+def check_unbiased_batch(cells: dict, batch: int) -> None:
+    """DataError before a training step of ``batch`` examples that would give one of
+    ``cells``' BatchNorms a single value per channel (for backends whose compiled step does not
+    know the batch size when it is built)."""
+    for name, c in cells.items():
+        unbiased_factor(batch * c, where=name)
+
+
 @register
 class BatchNorm(OpDef):
     """Batch normalization over the last (channel) axis, statistics over every other axis.
 
-    training: mu, var = mean and *biased* variance of the batch (per channel);
+    training: mu, var = mean and *biased* variance of the batch (per channel), over its
+              n = (batch size) x (every axis but the last and the batch) values per channel;
               y = (x - mu) / sqrt(var + epsilon) * scale + bias;
               mean <- momentum * mean + (1 - momentum) * mu;
-              var  <- momentum * var  + (1 - momentum) * var_batch, with the *biased* batch
-              variance (the Keras and flax rule; torch stores the unbiased one and is lowered
-              by hand to follow this rule).
+              var  <- momentum * var  + (1 - momentum) * var_batch, where var_batch is
+                      var                   if running_var == "biased"   (Keras, flax; default)
+                      var * n / (n - 1)     if running_var == "unbiased" (torch's BatchNorm*d).
+              In data-parallel training mu, var and n are those of the *global* batch.
+              "unbiased" with n == 1 is refused, as torch refuses it.
     eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
     momentum is the weight of the old running value (torch's momentum is 1 - this).
+    The normalisation itself always uses the biased batch variance (as every framework does).
     """
 
     attrs = {
         "momentum": Attr("float", 0.9, check=unit_interval),
         "epsilon": _eps_attr(1e-5),
+        "running_var": Attr("str", "biased", choices=("biased", "unbiased")),
     }
     running_stats = True
+
+    def attrs_to_json(self, a: dict) -> dict:
+        """The default running_var ("biased") is left out, so the JSON (and the spec hash a
+        checkpoint records) of every BatchNorm written before the attribute is unchanged."""
+        out = super().attrs_to_json(a)
+        if out.get("running_var") == "biased":
+            del out["running_var"]
+        return out
 
     def infer(self, a, inputs, where):
         x = inputs[0]
@@ -60,8 +99,11 @@ class BatchNorm(OpDef):
             mu = x.mean(axis=axes)
             var = x.var(axis=axes)
             m = a["momentum"]
+            stored = var
+            if a["running_var"] == "unbiased":
+                stored = var * unbiased_factor(x.size // x.shape[-1])
             ctx.state["mean"] = m * ctx.state["mean"] + (1 - m) * mu
-            ctx.state["var"] = m * ctx.state["var"] + (1 - m) * var
+            ctx.state["var"] = m * ctx.state["var"] + (1 - m) * stored
         else:
             mu, var = ctx.state["mean"], ctx.state["var"]
         return (x - mu) / np.sqrt(var + a["epsilon"]) * p["scale"] + p["bias"]

@@ -10,7 +10,8 @@
   jax run (else the tensorflow one) also ``--fit``\\ s the gru export (compile, 2 epochs, save,
   reload) and its JSON summary says ok.
 * the artifact is Keras built-ins only: no ``Lambda``, every class from the ``keras`` package.
-* refused before anything is written: a float64 program, a strided dilated Conv2DTranspose.
+* refused before anything is written: a float64 program, a strided dilated Conv2DTranspose,
+  a BatchNorm with torch's running variance (``running_var="unbiased"``).
 
 Cost: the export fixture (3 short TF trainings, 4 exports) is built once and shared by the xdist
 workers (a file lock per model, so two workers build two models at once); each loader subprocess
@@ -228,5 +229,20 @@ def test_strided_dilated_transpose_is_refused_naming_node_and_op(tmp_path):
                         optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
     program = get_backend("tensorflow").compile(spec, dtype="float32")
     with pytest.raises(BackendUnavailable, match=r"tr/up \(Conv2DTranspose\)"):
+        export_keras(program, tmp_path, example=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batchnorm_with_torchs_running_variance_is_refused(tmp_path):
+    from rosetta.backend_registry import get_backend
+    from rosetta.backends.keras.model import export_keras
+
+    model = rs.Sequential([rs.Dense(3, name="d"), rs.BatchNorm(running_var="unbiased", name="bn")],
+                          input_shape=(4,), name="bnu")
+    spec = rs.TrainSpec(model=model, loss=rs.losses.MeanSquaredError(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
+    program = get_backend("tensorflow").compile(spec, dtype="float32")
+    with pytest.raises(BackendUnavailable, match=r"bnu/bn \(BatchNorm\): Keras's "
+                                                 r"BatchNormalization stores the biased"):
         export_keras(program, tmp_path, example=None)
     assert list(tmp_path.iterdir()) == []

@@ -53,14 +53,15 @@ def test_batchnorm_eval_uses_loaded_running_stats(backend):
     assert compare_trees(prog.export_state(), state, "state", 0.0).passed
 
 
-RUNNING_STATS_CASES = ["batchnorm_dense", "instancenorm_image"]
+RUNNING_STATS_CASES = ["batchnorm_dense", "batchnorm_image_unbiased", "instancenorm_image"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", RUNNING_STATS_CASES)
 def test_running_stats_follow_canonical_rule(case, backend):
     """momentum weights the old value, and the stored variance is the op's (BatchNorm: the
-    biased batch variance; InstanceNorm2D: the unbiased per-example one, averaged)."""
+    biased batch variance, or the unbiased one with running_var="unbiased"; InstanceNorm2D:
+    the unbiased per-example one, averaged)."""
     spec, prog, x, y = _setup(case, backend)
     state = spec.model.init_state()
     expected = dict(state)
@@ -132,3 +133,19 @@ def test_injected_dropout_masks_match_reference(backend):
     loss, _ = prog.gradients(x, y, masks=masks)
     assert compare_arrays(loss, spec.loss.reference(ref, y), "loss", FORWARD_RTOL).passed
     assert compare_arrays(prog.train_step(x, y, masks=masks), loss, "loss", FORWARD_RTOL).passed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unbiased_running_var_over_one_value_is_refused(backend):
+    """running_var="unbiased" with n == 1 value per channel (factor n / (n - 1) infinite; torch
+    raises): a DataError on every backend, the state untouched."""
+    import rosetta as rs
+    from helpers import spec_for
+    spec = spec_for(rs.Sequential([rs.Dense(3, name="pre"),
+                                   rs.BatchNorm(running_var="unbiased", name="bn")],
+                                  input_shape=(2,), name="bn1"))
+    prog = compile_spec(spec, backend, "float64")
+    before = prog.export_state()
+    with pytest.raises(rs.DataError, match="more than 1 value per channel"):
+        prog.train_step({"x": np.ones((1, 2))}, np.zeros((1, 3)))
+    assert compare_trees(prog.export_state(), before, "state", 0.0).passed

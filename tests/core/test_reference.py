@@ -97,6 +97,36 @@ def test_batchnorm_reference_updates_with_biased_variance():
     np.testing.assert_allclose(y.mean(0), 0, atol=1e-12)
 
 
+def test_batchnorm_reference_unbiased_running_var():
+    """running_var="unbiased" (torch's rule) stores var * n / (n - 1), n the values per channel
+    (batch x spatial); the output still normalises with the biased variance; n == 1 refused."""
+    op = REGISTRY["BatchNorm"]
+    a = op.resolve_attrs({"momentum": 0.8, "running_var": "unbiased"}, "t")
+    x = np.random.default_rng(2).standard_normal((2, 3, 1, 4))
+    ctx = RefContext(training=True, state={"mean": np.zeros(4), "var": np.ones(4)})
+    biased = op.reference(op.resolve_attrs({"momentum": 0.8}, "t"),
+                          {"scale": np.ones(4), "bias": np.zeros(4)}, [x],
+                          RefContext(training=True, state={"mean": np.zeros(4),
+                                                           "var": np.ones(4)}))
+    y = op.reference(a, {"scale": np.ones(4), "bias": np.zeros(4)}, [x], ctx)
+    np.testing.assert_array_equal(y, biased)
+    np.testing.assert_allclose(ctx.state["var"],
+                               0.8 + 0.2 * x.reshape(-1, 4).var(0, ddof=1), rtol=1e-14)
+    ctx1 = RefContext(training=True, state={"mean": np.zeros(4), "var": np.ones(4)})
+    with pytest.raises(rs.DataError, match="more than 1 value per channel"):
+        op.reference(a, {"scale": np.ones(4), "bias": np.zeros(4)}, [x[:1, :1]], ctx1)
+    with pytest.raises(rs.SpecError, match="running_var"):
+        op.resolve_attrs({"running_var": "sample"}, "t")
+
+
+def test_batchnorm_json_leaves_out_the_default_running_var():
+    """Specs written before the attribute keep their JSON (and checkpoint spec hash)."""
+    op = REGISTRY["BatchNorm"]
+    assert "running_var" not in op.attrs_to_json(op.resolve_attrs({}, "t"))
+    assert op.attrs_to_json(op.resolve_attrs({"running_var": "unbiased"}, "t"))[
+        "running_var"] == "unbiased"
+
+
 def test_losses():
     z = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
     y = np.array([0, 2])

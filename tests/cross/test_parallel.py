@@ -25,10 +25,12 @@ STEPS = 2
 TIER = tier("float64")
 
 
-def _bn_cnn():
-    """A small BatchNorm CNN (the ResNet's conv-BatchNorm-ReLU rule at a CI-sized cost)."""
+def _bn_cnn(running_var="biased"):
+    """A small BatchNorm CNN (the ResNet's conv-BatchNorm-ReLU rule at a CI-sized cost);
+    ``running_var="unbiased"`` (torch's rule): n / (n - 1) with n the global batch's count."""
     model = rs.Sequential([rs.Conv2D(4, 3, padding="same", name="conv"),
-                           rs.BatchNorm(name="bn"), rs.Activation("relu", name="relu"),
+                           rs.BatchNorm(running_var=running_var, name="bn"),
+                           rs.Activation("relu", name="relu"),
                            rs.Flatten(name="flat"), rs.Dense(10, name="head")],
                           input_shape=(8, 8, 1), name="bn_cnn")
     return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
@@ -46,8 +48,9 @@ def _dropout_transformer():
 
 
 def _small(name, batch=4):
-    spec = {"bn_cnn": _bn_cnn, "transformer": _dropout_transformer}.get(name, models.get)(
-        *(() if name in ("bn_cnn", "transformer") else (name,)))
+    own = {"bn_cnn": _bn_cnn, "bn_cnn_unbiased": lambda: _bn_cnn("unbiased"),
+           "transformer": _dropout_transformer}
+    spec = own.get(name, models.get)(*(() if name in own else (name,)))
     spec.data.batch_size = batch
     return spec
 
@@ -67,6 +70,7 @@ def test_backend_pairs_at_two_devices():
 # model, the trap planted in it, the blamed category and (for BatchNorm) the blamed node's op
 CASES = [("mlp", "summed_gradients", "grads", None),
          ("bn_cnn", "replica_batchnorm", "state", "BatchNorm"),
+         ("bn_cnn_unbiased", None, None, None),
          ("transformer", "same_dropout_mask", "grads", None)]
 
 
@@ -74,8 +78,9 @@ CASES = [("mlp", "summed_gradients", "grads", None),
                          [(b, *c) for b in BACKENDS for c in CASES],
                          ids=[f"{b}-{c[0]}" for b in BACKENDS for c in CASES])
 def test_one_device_equals_two_and_traps_fail(backend, model, trap, category, op):
-    """On one backend: the BatchNorm CNN (global statistics) and the transformer with injected
-    dropout masks agree with one device within the exact bound (mlp: in the pairs test); the
+    """On one backend: the BatchNorm CNN (global statistics; with torch's unbiased running
+    variance, n of the global batch) and the transformer with injected dropout masks agree with
+    one device within the exact bound (mlp: in the pairs test); the
     planted trap fails far above it and is blamed on the right tensor (a JAX jit over the global
     batch cannot have per-replica statistics: that trap is torch's and TensorFlow's)."""
     if backend == "jax" and trap == "replica_batchnorm":
@@ -86,7 +91,7 @@ def test_one_device_equals_two_and_traps_fail(backend, model, trap, category, op
         many = record_parallel(spec, backend, 2, dtype="float64", steps=STEPS)
         r = compare(spec, one, many, TIER, "float64", None, "inject")
         assert r.passed and r.worst_rel <= 1e-10, f"{backend} {model}: {r.where}"
-        if model == "bn_cnn":
+        if model.startswith("bn_cnn"):
             assert set(many.state) == {"bn/mean", "bn/var"}
         else:
             assert many.meta["dropout"] == "inject"

@@ -144,18 +144,19 @@ def test_refusals_name_every_unsupported_module_before_anything_is_written():
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.bn = nn.BatchNorm2d(4)
+            self.bn = nn.BatchNorm2d(4, affine=False)
             self.act = nn.Hardtanh()
             self.pool = nn.AvgPool2d(2, padding=1)
 
-        def forward(self, x):
-            return torch.flatten(self.act(self.bn(self.conv(self.pool(x)))) * 2.0, 1)
+        def forward(self, x):   # the pool on its own branch: a refused input hides a module
+            return torch.cat([torch.flatten(self.act(self.bn(self.conv(x))) * 2.0, 1),
+                              torch.flatten(self.pool(x), 1)], 1)
 
     with pytest.raises(ImportRefused) as e:
         rosetta.from_torch(Bad().double(), torch.randn(2, 3, 8, 8, dtype=torch.float64))
     lines = e.value.lines
-    assert any(line.startswith("bn (BatchNorm2d): unsupported module: torch's BatchNorm stores "
-                               "the unbiased") for line in lines), lines
+    assert any(line.startswith("bn (BatchNorm2d): unsupported module: BatchNorm(affine=False)")
+               for line in lines), lines
     assert any(line.startswith("act (Hardtanh): unsupported module: hardtanh(-1, 1) (the spec "
                                "clips only as relu6") for line in lines), lines
     assert any(line.startswith("pool (AvgPool2d): unsupported module: average pooling with "
@@ -268,6 +269,70 @@ def test_a_user_mapping_imports_a_module_the_table_lacks():
         MAPS.pop(Clamped)
 
 
+class BNNet(nn.Module):
+    """conv -> BatchNorm2d (torch momentum 0.3, eps 1e-3) -> relu -> global pool -> Linear ->
+    BatchNorm1d (defaults) -> Linear: both of torch's running-variance rules in one model (and
+    a cat of one tensor, as DenseNet's first dense layer makes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4, momentum=0.3, eps=1e-3)
+        self.fc = nn.Linear(4, 6, bias=False)
+        self.bn1 = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(torch.cat([self.conv(x)], 1)))   # DenseNet's cat of one
+        y = torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1)
+        return self.head(torch.relu(self.bn1(self.fc(y))))
+
+
+def _bn_net():
+    torch.manual_seed(1)
+    m = BNNet().double()
+    with torch.no_grad():   # running statistics away from their initial values
+        for bn in (m.bn, m.bn1):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 1.5)
+    return m, torch.randn(2, 3, 5, 5, dtype=torch.float64)
+
+
+def test_batchnorm_imports_with_torchs_running_variance_and_certifies():
+    """torch BatchNorm1d/2d -> BatchNorm(momentum = 1 - torch's, running_var="unbiased"): the
+    eval forward and the running statistics after a step equal torch's, and the certificate
+    passes on torch, tensorflow and jax in float64 (batch 2: n / (n - 1) = 2 on BatchNorm1d)."""
+    m, x = _bn_net()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    imp = rosetta.from_torch(m, (x,), optimizer=opt, loss=nn.CrossEntropyLoss())
+    nodes = {n["name"]: n for n in imp.spec.model.to_json()["nodes"]}
+    assert nodes["bn"]["attrs"] == {"momentum": 0.7, "epsilon": 1e-3, "running_var": "unbiased"}
+    assert nodes["bn1"]["attrs"]["momentum"] == pytest.approx(0.9, abs=1e-16)
+    assert imp.names["bn.running_var"] == "bn/var"
+    state = dict(imp.state)
+    imp.spec.model.reference_forward(imp.params, x.numpy().transpose(0, 2, 3, 1), state=state,
+                                     training=True)
+    m.train()
+    m(x)
+    for src, path in (("bn.running_var", "bn/var"), ("bn1.running_var", "bn1/var"),
+                      ("bn1.running_mean", "bn1/mean")):
+        np.testing.assert_allclose(state[path], dict(m.named_buffers())[src].numpy(),
+                                   rtol=1e-13)
+    cert = imp.certify(("torch", "tensorflow", "jax"), steps=2)
+    assert cert.passed, cert.table()
+    for r in cert.results:
+        assert max(r["worst"].values()) < 1e-10, r
+
+
+def test_batchnorm_with_a_cumulative_average_is_refused_in_one_line():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=None)).double()
+    with pytest.raises(ImportRefused) as e:
+        rosetta.from_torch(m, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+    assert e.value.lines == ["1 (BatchNorm2d): unsupported module: BatchNorm(momentum=None) (a "
+                             "cumulative average of every batch's statistics: the spec's "
+                             "BatchNorm has an exponential moving average)"]
+
+
 SOURCE = textwrap.dedent('''
     import torch
     import torch.nn as nn
@@ -289,7 +354,8 @@ SOURCE = textwrap.dedent('''
                 "loss": nn.CrossEntropyLoss()}
 
     def bad():
-        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).double()
+        return nn.Sequential(nn.Conv2d(3, 4, 3),
+                             nn.BatchNorm2d(4, track_running_stats=False)).double()
 ''')
 
 
@@ -305,7 +371,8 @@ def test_cli_import_certify_and_refuse(tmp_path):
     assert checkpoint.load(tmp_path / "ck").spec.optimizer.momentum == 0.9
     r = run_cli(["import", f"{src}:bad", "--out", tmp_path / "ck2", "--input-shape", "2,3,6,6"])
     assert r.status == 2 and r.traceback is None, str(r)
-    assert r.err.startswith("rosetta import: 1 (BatchNorm2d): unsupported module"), r.err
+    assert r.err.startswith("rosetta import: 1 (BatchNorm2d): unsupported module: "
+                            "BatchNorm(track_running_stats=False)"), r.err
     assert not (tmp_path / "ck2").exists()
 
 
