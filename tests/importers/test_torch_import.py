@@ -415,16 +415,24 @@ def test_a_token_model_with_adamw_imports_and_certifies():
 
 
 def _squeeze_excitation():
-    import sys
-    import types
-    sys.modules.setdefault("torchvision._meta_registrations",
-                           types.ModuleType("torchvision._meta_registrations"))
-    from torchvision.ops import SqueezeExcitation
+    """torchvision.ops.SqueezeExcitation as torchvision writes it (torchvision is not a test
+    dependency): x * sigmoid(fc2(relu(fc1(avgpool(x)))))."""
+    class SqueezeExcitation(nn.Module):
+        def __init__(self, channels, squeeze):
+            super().__init__()
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+            self.activation, self.scale_activation = nn.ReLU(), nn.Sigmoid()
+
+        def forward(self, x):
+            scale = self.fc2(self.activation(self.fc1(self.avgpool(x))))
+            return self.scale_activation(scale) * x
+
     return SqueezeExcitation
 
 
 def test_a_squeeze_excite_block_imports_and_certifies_on_three_backends():
-    """torchvision's SqueezeExcitation (the gate (N, C, 1, 1) broadcast over (N, C, H, W): a
+    """A squeeze-excite block as torchvision writes it (the gate (N, C, 1, 1) broadcast over (N, C, H, W): a
     Multiply), hard-swish, ReLU6 (traced as hardtanh(0, 6)), a same-shape multiply, SiLU."""
     SqueezeExcitation = _squeeze_excitation()
 
