@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rosetta.backend_registry import get_backend
 from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy,
                                        eval_result, measure_eval, measure_step, noise_spread,
                                        run_eval, run_step, step_result, to_float32,
-                                       update_reference, use, worse)
+                                       update_reference, update_slopes, use, worse)
 from rosetta.dropout import mask_draws
 from rosetta.conformance.runner import (batch_stream, dropout_masks, record,
                                         without_dropout)
@@ -135,13 +137,18 @@ def hold(name: str, reference: str, got: list, got_eval: dict, refs: References,
     against ``reference``'s float64 steps, within ``References.noise`` for backend ``held``:
     the loss, gradients and model state against the float64 step's, the parameters and
     optimizer state after the update against the float64 update of the step's own gradients
-    from the same start (``noise.update_reference``)."""
+    from the same start (``noise.update_reference``), and each parameter's update as a whole
+    against its own scale (``noise.update_slopes``: 0 for the reference)."""
     f = Forced(name, reference)
     t64 = refs.trajs64[reference]
     for t, step in enumerate(got):
         ref = step_result(t64, t)
         if refs.optimizer is not None:
-            ref.update(update_reference(refs.optimizer, Start.of(t64, t).float32(), step))
+            start = Start.of(t64, t).float32()
+            upd = update_reference(refs.optimizer, start, step)
+            ref.update(upd)
+            step = {**step, **update_slopes(step, upd, start)}
+            ref.update({k: np.zeros(()) for k in update_slopes(upd, upd, start)})
         m = refs.noise(t, ref, held)
         f.rows += [(t, k, w) for k, w in
                    compare_noisy(step, m, f"@ step {t} ({name} float32 vs {reference} float64)")]
