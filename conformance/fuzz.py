@@ -2,7 +2,8 @@
 
 ``random_model(draw)`` builds a small random graph that is valid by construction (shapes tracked
 with the same padding rule the ops use), mixing image and vector paths, residual adds and
-concatenations. Ill-conditioned parametrizations are avoided on purpose: every BatchNorm is preceded
+concatenations, and the tensor-level shape ops (Transpose, Slice, Pad, Gather with constant
+indices, an Unsqueeze/Squeeze pair, a float -> int -> float Cast pair) on any rank. Ill-conditioned parametrizations are avoided on purpose: every BatchNorm is preceded
 by a tanh, because a bias that reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate,
 ...) is constant over the batch, so its exact gradient is zero and the backends return rounding noise
 that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
@@ -32,15 +33,20 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
         src, sh = pool[draw(st.integers(0, len(pool) - 1))]
         name = f"n{i}"
         choice = draw(st.sampled_from(
-            ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap"]
-            if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat"]))
+            ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap",
+             *TENSOR_SHAPE]
+            if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat", *TENSOR_SHAPE]))
         if choice == "bn":
             nodes.append(Node(f"{name}_tanh", "Activation", {"fn": "tanh"}, (src,)))
             src = f"{name}_tanh"
-        node, out = _make(draw, st, choice, name, src, sh, pool)
-        if node is None:
+        if choice in TENSOR_SHAPE:
+            made, out = _make_tensor_shape(draw, st, choice, name, src, sh)
+        else:
+            node, out = _make(draw, st, choice, name, src, sh, pool)
+            made = [] if node is None else [node]
+        if not made:
             continue
-        nodes.append(node)
+        nodes.extend(made)
         pool.append((name, out))
     last, sh = pool[-1]
     if len(sh) > 1:
@@ -48,6 +54,54 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
         last = "flat"
     nodes.append(Node("head", "Dense", {"units": 3}, (last,)))
     return Graph([InputDef("x", shape)], nodes, ["head"], name="fuzz")
+
+
+TENSOR_SHAPE = ["transpose", "slice", "pad", "gather", "unsqueeze_squeeze", "cast_roundtrip"]
+
+
+def _make_tensor_shape(draw, st, choice, name, src, sh):
+    """([nodes], output shape) of a tensor-level shape op on a value of shape ``sh`` (several
+    nodes for the pairs: the last is named ``name``), or ([], None)."""
+    rank = len(sh)
+    if choice == "transpose":
+        perm = tuple(draw(st.permutations(range(rank))))
+        return [Node(name, "Transpose", {"perm": list(perm)}, (src,))], tuple(sh[p] for p in perm)
+    if choice == "slice":
+        ax = draw(st.integers(-rank, rank - 1))
+        size = sh[ax]
+        start = draw(st.integers(-size, size - 1))
+        stop = draw(st.integers(-size, size + 2))
+        step = draw(st.integers(1, 2))
+        n = len(range(*slice(start, stop, step).indices(size)))
+        if not n:
+            return [], None
+        out = list(sh)
+        out[ax] = n
+        return [Node(name, "Slice", {"axes": [ax], "starts": [start], "stops": [stop],
+                                     "steps": [step]}, (src,))], tuple(out)
+    if choice == "pad":
+        pads = [[draw(st.integers(0, 1)), draw(st.integers(0, 2))] for _ in sh]
+        value = draw(st.sampled_from([0.0, -0.5, 1.5]))
+        return ([Node(name, "Pad", {"pads": pads, "value": value}, (src,))],
+                tuple(s + lo + hi for s, (lo, hi) in zip(sh, pads)))
+    if choice == "gather":
+        ax = draw(st.integers(0, rank - 1))
+        size = sh[ax]
+        if rank > 1 and draw(st.booleans()):
+            idx = draw(st.integers(-size, size - 1))
+            return ([Node(name, "Gather", {"axis": ax, "indices": idx}, (src,))],
+                    (*sh[:ax], *sh[ax + 1:]))
+        idx = draw(st.lists(st.integers(-size, size - 1), min_size=1, max_size=3))
+        return ([Node(name, "Gather", {"axis": ax - rank, "indices": idx}, (src,))],
+                (*sh[:ax], len(idx), *sh[ax + 1:]))
+    if choice == "unsqueeze_squeeze":
+        ax = draw(st.integers(-rank - 1, rank))
+        pos = ax + rank + 1 if ax < 0 else ax
+        return [Node(f"{name}_unsqueeze", "Unsqueeze", {"axes": [ax]}, (src,)),
+                Node(name, "Squeeze", {"axes": [pos]}, (f"{name}_unsqueeze",))], sh
+    # cast_roundtrip: truncation toward zero of a float, back to float (no gradient through it)
+    return [Node(f"{name}_int", "Cast", {"to": "int"}, (src,)),
+            Node(name, "Cast", {"to": "float"}, (f"{name}_int",))], sh
 
 
 def _make(draw, st, choice, name, src, sh, pool):
