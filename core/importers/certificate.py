@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +195,11 @@ def _source_program(imp, spec, seed, dtype, inject=False):
                            "params": [params[by_id[id(p)]] for p in g["params"]]})
         opt = type(src.optimizer)(groups)
         opt.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
+    sched = None
+    if src.scheduler is not None:   # a copy driving the copied optimizer, at the same position
+        sched = copy.deepcopy(src.scheduler)
+        for s in [sched, *getattr(sched, "_schedulers", [])]:
+            s.optimizer = opt
     loss = src.loss if src.loss is not None else torch.nn.CrossEntropyLoss()
     names = {n: (imp.names[n], src.layouts[n]) for n in imp.names}
     class SourceProgram(TorchNative):
@@ -204,6 +210,14 @@ def _source_program(imp, spec, seed, dtype, inject=False):
                 xt, yt = super()._to_native_batch(np.zeros(np.shape(x)), y)
                 return torch.as_tensor(np.asarray(x), dtype=torch.int64), yt
             return super()._to_native_batch(x, y)
+
+        def _train_step(self, x, y):
+            loss = super()._train_step(x, y)
+            if sched is not None:
+                with warnings.catch_warnings():   # torch's check of its own step wrapper,
+                    warnings.simplefilter("ignore")   # which the copied optimizer lacks
+                    sched.step()
+            return loss
 
     prog = SourceProgram(module, opt, loss, names, slots=src.slots,
                          data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")

@@ -76,6 +76,7 @@ class _Source:
     fx_nodes: dict
     input_layout: str
     description: str = ""
+    scheduler: object = None   # the torch LR scheduler driving ``optimizer`` (None: none)
 
 
 def _dtype_of(module) -> str:
@@ -90,9 +91,11 @@ def _dtype_of(module) -> str:
                          f"{sorted(map(str, dts))} (float32 or float64 only)"])
 
 
-def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None, step=None):
+def from_torch(module, example_inputs, *, optimizer=None, loss=None, scheduler=None, name=None,
+               step=None):
     """Import ``module`` (a ``torch.nn.Module``) with ``example_inputs`` (a tensor or a tuple of
-    one), its ``torch.optim`` optimizer (state included) and its loss. Returns ``Imported``;
+    one), its ``torch.optim`` optimizer (state included), its LR ``scheduler`` (stepped once per
+    update; its position carried) and its loss. Returns ``Imported``;
     raises ``ImportRefused`` listing every module, call or setting the spec cannot reproduce
     exactly. ``step`` overrides the update count (torch's SGD does not keep one)."""
     import torch
@@ -108,8 +111,10 @@ def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None, 
     cap = capture(module, example_inputs, model_name=name)
     problems = []
     spec_loss = map_loss(loss, problems.append)
+    if scheduler is not None and optimizer is None:
+        problems.append(f"scheduler ({type(scheduler).__name__}): given without its optimizer")
     spec_opt, slots, count, slot_keys = map_optimizer(optimizer, module, cap.names, cap.layouts,
-                                                      problems.append)
+                                                      problems.append, scheduler, step)
     if problems:
         raise ImportRefused(problems)
     x = example_inputs[0].detach().cpu().numpy()
@@ -125,11 +130,9 @@ def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None, 
                          description=f"imported from torch {type(module).__name__}")
     except Exception as e:
         raise ImportRefused([f"<root> ({type(module).__name__}): {e}"]) from None
-    if step is not None:
-        count = int(step)
     src = _Source(module, tuple(example_inputs), optimizer, loss, cap.layouts, slot_keys,
                   cap.fx_nodes, cap.input_layout,
-                  f"torch {type(module).__module__}.{type(module).__name__}")
+                  f"torch {type(module).__module__}.{type(module).__name__}", scheduler)
     notes = []
     if cap.ignored_buffers:
         notes.append(f"buffers without spec state (not read by the graph's math): "
