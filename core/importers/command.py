@@ -32,8 +32,9 @@ def add_parser(sub, positive_int):
                    help="the neutral checkpoint to write (certificate.json beside its files)")
     p.add_argument("--backends", nargs="+", default=None,
                    help="backends to certify on (default: every backend installed here)")
-    p.add_argument("--dtype", default="float64", choices=["float64"],
-                   help="certificate dtype (float64: the exact tier, 1e-10)")
+    p.add_argument("--dtype", default=None, choices=["float64", "float32"],
+                   help="certificate dtype (default the source's: float64, the exact tier, "
+                        "1e-10; float32, teacher-forced at the measured noise bounds)")
     p.add_argument("--steps", type=positive_int, default=3, help="optimizer steps certified")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and batches")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
