@@ -10,7 +10,7 @@ from rosetta.importers.torch_graph import maps
 __all__ = ["ImportRefused", "maps", "from_torch", "Imported"]
 
 
-def from_torch(module, example_inputs, **kwargs):
+def from_torch(module, example_inputs=None, **kwargs):
     """See ``rosetta.importers.imported.from_torch``."""
     from rosetta.importers.imported import from_torch as _from_torch
     return _from_torch(module, example_inputs, **kwargs)

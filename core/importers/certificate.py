@@ -187,6 +187,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.source_p, m.p = m.p, 0.0
+    if hasattr(module, "without_dropout"):   # a .pt2's program: its dropout calls (pt2.py)
+        module.without_dropout()
     params = dict(module.named_parameters())
     if src.optimizer is None:
         opt = torch.optim.SGD(module.parameters(), lr=0.01)

@@ -3,9 +3,8 @@
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
 ``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ...}``, only ``model``
 required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
-``torch.export.save``. torch 2.13 cannot switch a loaded program's module between training and
-eval mode (``ep.module().train()`` raises), and the importer captures both, so a ``.pt2`` is
-refused with that line (exit 2) until torch can.
+``torch.export.save`` (``rosetta.importers.pt2``: its graph in both modes, by the flags of its
+BatchNorm and dropout calls; its example inputs are used unless ``--input-shape`` is given).
 
 Exit status: 0 imported and certified (or imported, with ``--no-certify``); 1 the certificate
 fails (the checkpoint is still written, with the certificate beside it); 2 not importable (one
@@ -62,15 +61,10 @@ def load_source(ref: str, input_shape=None) -> dict:
     import torch
 
     if ref.endswith(".pt2"):
-        path = Path(ref)
-        if not path.is_file():
-            raise RosettaError(f"{ref}: no such file")
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:
-            raise RosettaError(f"{ref}: not a torch.export ExportedProgram ({e})") from None
-        args = ep.example_inputs[0] if ep.example_inputs else None
-        return {"model": ep.module(), "example_inputs": args, "name": path.stem}
+        from rosetta.importers.pt2 import load_pt2
+
+        model, args = load_pt2(ref)
+        return {"model": model, "example_inputs": args, "name": Path(ref).stem}
     file, sep, name = ref.rpartition(":")
     if not sep or not file.endswith(".py") or not name:
         raise RosettaError(f"SOURCE {ref!r}: give file.py:NAME or a .pt2 file")
@@ -113,6 +107,8 @@ def run_command(args) -> int:
 
     d = load_source(args.source)
     example = d.get("example_inputs")
+    if args.input_shape is not None and args.source.endswith(".pt2"):
+        example = None
     if example is None:
         if args.input_shape is None:
             raise RosettaError(f"{args.source}: no example inputs: give --input-shape N,C,H,W")

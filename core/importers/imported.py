@@ -255,10 +255,11 @@ def _dtype_of(module) -> str:
                          f"{sorted(map(str, dts))} (float32 or float64 only)"])
 
 
-def from_torch(module, example_inputs, *, optimizer=None, loss=None, scheduler=None, name=None,
+def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, scheduler=None, name=None,
                step=None):
-    """Import ``module`` (a ``torch.nn.Module``) with ``example_inputs`` (a tensor or a tuple of
-    one), its ``torch.optim`` optimizer (state included), its LR ``scheduler`` (stepped once per
+    """Import ``module`` (a ``torch.nn.Module``, an ``ExportedProgram`` or the path of a ``.pt2``
+    file: ``rosetta.importers.pt2``) with ``example_inputs`` (a tensor or a tuple of one; None:
+    the program's own), its ``torch.optim`` optimizer (state included), its LR ``scheduler`` (stepped once per
     update; its position carried) and its loss. Returns ``Imported``;
     raises ``ImportRefused`` listing every module, call or setting the spec cannot reproduce
     exactly. ``step`` overrides the update count (torch's SGD does not keep one)."""
@@ -268,6 +269,19 @@ def from_torch(module, example_inputs, *, optimizer=None, loss=None, scheduler=N
     from rosetta.importers.torch_optim import map_loss, map_optimizer
     from rosetta.spec import TrainSpec
 
+    if isinstance(module, (str, Path)) or isinstance(module, torch.export.ExportedProgram):
+        from rosetta.importers.pt2 import load_pt2, pt2_module
+
+        if isinstance(module, torch.export.ExportedProgram):
+            given = module.example_inputs[0] if module.example_inputs else None
+            module = pt2_module(module)
+        else:
+            name = name or Path(module).stem
+            module, given = load_pt2(module)
+        example_inputs = given if example_inputs is None else example_inputs
+        if example_inputs is None:
+            raise ImportRefused(["<root> (ExportedProgram): it keeps no example inputs: give "
+                                 "example_inputs"])
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     name = name or type(module).__name__.lower()
