@@ -1,8 +1,8 @@
 """``rosetta import SOURCE --out DIR``: import a PyTorch model, certify it, save a checkpoint.
 
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
-``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ...}``, only ``model``
-required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
+``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ..., "scheduler": ...}``,
+only ``model`` required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
 ``torch.export.save`` (``rosetta.importers.pt2``: its graph in both modes, by the flags of its
 BatchNorm and dropout calls; its example inputs are used unless ``--input-shape`` is given).
 
@@ -92,10 +92,10 @@ def load_source(ref: str, input_shape=None) -> dict:
     if not isinstance(d.get("model"), torch.nn.Module):
         raise RosettaError(f"{ref}: gives {type(d.get('model')).__name__}, not a "
                            f"torch.nn.Module (or a dict with 'model')")
-    unknown = set(d) - {"model", "example_inputs", "optimizer", "loss"}
+    unknown = set(d) - {"model", "example_inputs", "optimizer", "loss", "scheduler"}
     if unknown:
         raise RosettaError(f"{ref}: unknown keys {sorted(unknown)}; a source dict has model, "
-                           f"example_inputs, optimizer, loss")
+                           f"example_inputs, optimizer, loss, scheduler")
     d.setdefault("name", name)
     return d
 
@@ -116,7 +116,7 @@ def run_command(args) -> int:
         example = (torch.randn(_shape(args.input_shape), dtype=dtype),)
     try:
         imp = from_torch(d["model"], example, optimizer=d.get("optimizer"), loss=d.get("loss"),
-                         name=d.get("name"))
+                         scheduler=d.get("scheduler"), name=d.get("name"))
     except ImportRefused as e:
         for line in e.lines:
             print(f"rosetta import: {line}", file=sys.stderr)
