@@ -61,6 +61,7 @@ def adam_tf():
     for xb, yb in batches[:5]:
         step(xb, yb)
     imp = from_torch(m, batches[0][0], optimizer=opt, loss=loss, scheduler=sched)
+    at = imp.step
     imp.backend = "tensorflow"
     t = time.perf_counter()
     prog = imp.program
@@ -70,7 +71,7 @@ def adam_tf():
     got = prog.export_params()
     worst = max(_rel(got[imp.names[n]], imp.source.layouts[n].to_canonical(p.detach().numpy()))
                 for n, p in m.named_parameters())
-    print(f"adam-tf: Adam+StepLR 5 steps in torch, imported at update {imp.step}, 3 more on "
+    print(f"adam-tf: Adam+StepLR 5 steps in torch, imported at update {at}, 3 more on "
           f"TensorFlow vs torch going on: worst parameter relative error {worst:.2e} "
           f"({time.perf_counter() - t:.1f} s)", flush=True)
 
