@@ -1,8 +1,11 @@
 """The importer's acceptance runs (not run by CI; their numbers go in the report).
 
-    .venv/bin/python -m rosetta.conformance.import_acceptance [adam-tf] [resnet18-jax]
-        [resnet50-import] [certify64] [certify224]
+    .venv/bin/python -m rosetta.conformance.import_acceptance [selfnoise] [adam-tf]
+        [resnet18-jax] [resnet50-import] [certify64] [certify224]
 
+* ``selfnoise``: torch against itself in channels_last memory format on the certificate's
+  randomized ResNet-18 (batch 2, 64x64, SGD): the worst gradient element of each step at the
+  exact tier's comparison, the size of the model's own float64 noise free-running.
 * ``adam-tf``: a model trained 5 steps by ``torch.optim.Adam`` (with a StepLR scheduler),
   imported with its optimizer state and scheduler position, moved to TensorFlow
   (``imp.backend = "tensorflow"``), 3 more steps there on the batches the torch run goes on
@@ -146,7 +149,41 @@ def certify(size, steps):
     print(f"certify{size}: {time.perf_counter() - t:.1f} s", flush=True)
 
 
-RUNS = {"adam-tf": adam_tf, "resnet18-jax": resnet18_jax, "resnet50-import": resnet50_import,
+def selfnoise():
+    """torch against itself in channels_last on the certificate's randomized ResNet-18 (batch 2,
+    64x64, SGD lr 0.1 momentum 0.9): the worst gradient element at each step, at the exact
+    tier's comparison (1e-10): the model's own float64 noise, free-running."""
+    import torch
+
+    from rosetta.conformance.compare import compare_arrays
+    from rosetta.conformance.tiers import tier_for
+    from rosetta.importers.certificate import randomize
+
+    tier = tier_for("float64")
+    torch.manual_seed(0)
+    m = _tv().models.resnet18(weights=None).double()
+    randomize(m, 0)
+    twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    opts = [torch.optim.SGD(x.parameters(), lr=0.1, momentum=0.9) for x in (m, twin)]
+    rng = np.random.default_rng(0)
+    loss = torch.nn.CrossEntropyLoss()
+    for t in range(3):
+        x = torch.as_tensor(rng.standard_normal((2, 3, 64, 64)))
+        y = torch.as_tensor(rng.integers(0, 1000, 2))
+        gs = []
+        for mod, o, xin in ((m, opts[0], x),
+                            (twin, opts[1], x.contiguous(memory_format=torch.channels_last))):
+            o.zero_grad()
+            loss(mod(xin), y).backward()
+            gs.append({n: p.grad.detach().numpy().copy() for n, p in mod.named_parameters()})
+            o.step()
+        worst = max((compare_arrays(gs[1][n], gs[0][n], n, tier.tolerance, tier.floor_fraction)
+                     for n in gs[0]), key=lambda w: w.rel_err)
+        print(f"selfnoise step {t}: torch vs torch channels_last, worst gradient: {worst}",
+              flush=True)
+
+
+RUNS = {"selfnoise": selfnoise, "adam-tf": adam_tf, "resnet18-jax": resnet18_jax, "resnet50-import": resnet50_import,
         "certify64": lambda: certify(64, 3), "certify224": lambda: certify(224, 1)}
 
 
