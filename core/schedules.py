@@ -144,7 +144,106 @@ class WarmupCosine(Schedule):
                             f"({self.warmup_steps}); it counts from step 0", where=where)
 
 
-KINDS = {c.kind: c for c in (Constant, Step, Exponential, Cosine, WarmupCosine)}
+@dataclass(frozen=True)
+class CosineAnnealing(Schedule):
+    """lr(t) = final + (value - final) * (1 + cos(pi * t / period)) / 2, for every t: periodic,
+    rising again after ``period`` (torch ``CosineAnnealingLR(T_max=period, eta_min=final)``;
+    ``cosine`` instead holds ``final`` after ``decay_steps``)."""
+    value: float
+    period: int
+    final: float = 0.0
+    kind = "cosine_annealing"
+
+    def __call__(self, step, xp=np):
+        return self.final + (self.value - self.final) * 0.5 * (
+            1.0 + xp.cos(math.pi * (step / self.period)))
+
+    def validate(self, where):
+        super().validate(where)
+        _positive(where, value=self.value, period=self.period)
+        if self.final < 0:
+            raise SpecError(f"final must be >= 0, found {self.final}", where=where)
+
+
+@dataclass(frozen=True)
+class Linear(Schedule):
+    """lr(t) = value * (start + (end - start) * min(t, steps) / steps): a linear ramp of the
+    factor from ``start`` to ``end`` over ``steps`` updates, then ``end`` (torch
+    ``LinearLR(start_factor=start, end_factor=end, total_iters=steps)``; a warm-up)."""
+    value: float
+    start: float
+    end: float
+    steps: int
+    kind = "linear"
+
+    def __call__(self, step, xp=np):
+        return self.value * (self.start + (self.end - self.start)
+                             * (xp.minimum(step, self.steps) / self.steps))
+
+    def validate(self, where):
+        super().validate(where)
+        _positive(where, value=self.value, start=self.start, steps=self.steps)
+        if self.end < 0:
+            raise SpecError(f"end must be >= 0, found {self.end}", where=where)
+
+
+@dataclass(frozen=True)
+class InverseTime(Schedule):
+    """lr(t) = value / (1 + decay * t) (torch ``Adagrad(lr_decay=decay)``)."""
+    value: float
+    decay: float
+    kind = "inverse_time"
+
+    def __call__(self, step, xp=np):
+        return self.value / (1.0 + self.decay * step)
+
+    def validate(self, where):
+        super().validate(where)
+        _positive(where, value=self.value)
+        if self.decay < 0:
+            raise SpecError(f"decay must be >= 0, found {self.decay}", where=where)
+
+
+@dataclass(frozen=True)
+class Sequential(Schedule):
+    """Schedules one after another: with milestones m_1 < ... < m_k (m_0 = 0),
+    lr(t) = schedules[i](t - m_i) for m_i <= t < m_(i+1): each schedule restarts from its own
+    step 0 at its milestone (torch ``SequentialLR(schedulers, milestones)``)."""
+    schedules: tuple
+    milestones: tuple
+    kind = "sequential"
+
+    def __post_init__(self):
+        object.__setattr__(self, "schedules", tuple(self.schedules))
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def __call__(self, step, xp=np):
+        out = as_schedule(self.schedules[0])(step, xp)
+        for m, s in zip(self.milestones, self.schedules[1:]):
+            out = xp.where(step >= m, as_schedule(s)(step - m, xp), out)
+        return out
+
+    def to_json(self) -> dict:
+        return {"schedule": self.kind,
+                "schedules": [as_schedule(s).to_json() for s in self.schedules],
+                "milestones": list(self.milestones)}
+
+    def validate(self, where):
+        scheds = [as_schedule(s, f"{where}.schedules[{i}]") for i, s in enumerate(self.schedules)]
+        object.__setattr__(self, "schedules", tuple(scheds))
+        ms = self.milestones
+        if len(scheds) < 2 or len(ms) != len(scheds) - 1:
+            raise SpecError(f"sequential needs at least 2 schedules and one milestone fewer, "
+                            f"found {len(scheds)} schedules and {len(ms)} milestones",
+                            where=where)
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in ms) \
+                or list(ms) != sorted(set(ms)):
+            raise SpecError(f"milestones must be increasing integers >= 1, found {list(ms)}",
+                            where=where)
+
+
+KINDS = {c.kind: c for c in (Constant, Step, Exponential, Cosine, WarmupCosine, CosineAnnealing,
+                             Linear, InverseTime, Sequential)}
 
 
 def as_schedule(value, where="learning_rate") -> Schedule:

@@ -10,10 +10,10 @@ from rosetta.importers.torch_graph import maps
 __all__ = ["ImportRefused", "maps", "from_torch", "Imported"]
 
 
-def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None):
+def from_torch(module, example_inputs=None, **kwargs):
     """See ``rosetta.importers.imported.from_torch``."""
     from rosetta.importers.imported import from_torch as _from_torch
-    return _from_torch(module, example_inputs, optimizer=optimizer, loss=loss, name=name)
+    return _from_torch(module, example_inputs, **kwargs)
 
 
 def __getattr__(name):

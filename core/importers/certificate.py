@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,11 @@ class Certificate:
         return bool(self.results) and all(r["passed"] for r in self.results)
 
     def table(self) -> str:
+        how = ("teacher-forced against the source in float64; each column: the largest "
+               "fraction of the measured-noise bound used, 1 = at the bound"
+               if self.dtype == "float32" else "free-running, relative errors")
         rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
-                f"{self.dropout}): source torch vs each backend",
+                f"{self.dropout}): source torch vs each backend ({how})",
                 f"{'backend':<11} {'result':<6} {'forward':>9} {'loss':>9} {'gradient':>9} "
                 f"{'step':>9} {'seconds':>8}"]
         for r in self.results:
@@ -158,10 +162,11 @@ def _inject_hooks(imp, spec, module):
                                f"dropout='off' (--dropout off)")
         _, layout, chw = imp.source.fx_nodes[d.node]
 
-        def hook(mod, inputs, out, node=d.node, rate=d.rate, layout=layout, chw=chw):
+        def hook(mod, inputs, out, node=d.node, layout=layout, chw=chw):
             if not mod.training or node not in current:
                 return out
             mask = _to_source_layout(current[node], layout, chw)
+            rate = mod.source_p   # the source's own rate scales its output, not the spec's
             return out * torch.as_tensor(np.ascontiguousarray(mask), dtype=out.dtype) / (1 - rate)
 
         m.register_forward_hook(hook)
@@ -181,7 +186,9 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     randomize(module, seed)
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
-            m.p = 0.0
+            m.source_p, m.p = m.p, 0.0
+    if hasattr(module, "without_dropout"):   # a .pt2's program: its dropout calls (pt2.py)
+        module.without_dropout()
     params = dict(module.named_parameters())
     if src.optimizer is None:
         opt = torch.optim.SGD(module.parameters(), lr=0.01)
@@ -194,6 +201,11 @@ def _source_program(imp, spec, seed, dtype, inject=False):
                            "params": [params[by_id[id(p)]] for p in g["params"]]})
         opt = type(src.optimizer)(groups)
         opt.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
+    sched = None
+    if src.scheduler is not None:   # a copy driving the copied optimizer, at the same position
+        sched = copy.deepcopy(src.scheduler)
+        for s in [sched, *getattr(sched, "_schedulers", [])]:
+            s.optimizer = opt
     loss = src.loss if src.loss is not None else torch.nn.CrossEntropyLoss()
     names = {n: (imp.names[n], src.layouts[n]) for n in imp.names}
     class SourceProgram(TorchNative):
@@ -204,6 +216,14 @@ def _source_program(imp, spec, seed, dtype, inject=False):
                 xt, yt = super()._to_native_batch(np.zeros(np.shape(x)), y)
                 return torch.as_tensor(np.asarray(x), dtype=torch.int64), yt
             return super()._to_native_batch(x, y)
+
+        def _train_step(self, x, y):
+            loss = super()._train_step(x, y)
+            if sched is not None:
+                with warnings.catch_warnings():   # torch's check of its own step wrapper,
+                    warnings.simplefilter("ignore")   # which the copied optimizer lacks
+                    sched.step()
+            return loss
 
     prog = SourceProgram(module, opt, loss, names, slots=src.slots,
                          data_layout="NCHW" if src.input_layout == "nchw" else "NHWC")
@@ -260,17 +280,17 @@ def _worsts(result) -> dict:
     return out
 
 
-def certify(imp, backends=None, *, dtype="float64", steps=3, seed=0,
+def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
             out=None, progress=None, dropout="inject") -> Certificate:
     from rosetta.backend_registry import available_backends, get_backend
     if backends is None:            # every backend installed in this environment
         backends = tuple(available_backends())
 
     log = progress or (lambda msg: None)
-    if dtype != "float64":
-        raise RosettaError(f"certificate in {dtype}: this certificate runs in float64 (the "
-                           f"exact tier); the float32 tier (teacher-forced, measured noise) is "
-                           f"not built for imports yet")
+    dtype = dtype or imp.dtype
+    if dtype not in ("float64", "float32"):
+        raise RosettaError(f"certificate dtype {dtype!r}: float64 (the exact tier) or float32 "
+                           f"(teacher-forced at the measured noise bounds)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise RosettaError(f"certificate steps must be an integer >= 1, found {steps!r}")
     if dropout not in ("inject", "off"):
@@ -278,18 +298,26 @@ def certify(imp, backends=None, *, dtype="float64", steps=3, seed=0,
     dropout = dropout if mask_draws(imp.spec.model) else "none"
     spec = without_dropout(imp.spec) if dropout == "off" else imp.spec
     tier = tier_for(dtype)
-    batches = _batches(imp, steps, seed, dtype)
+    batches = _batches(imp, steps, seed, "float64")
     masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
              if dropout == "inject" else None)
     cert = Certificate(spec.name, dtype, steps, dropout)
+    if dtype == "float32":
+        from rosetta.importers.certificate32 import certify32
+        certify32(imp, backends, steps=steps, seed=seed, masks=masks, batches=batches,
+                  spec=spec, cert=cert, log=log)
+        _write(cert, out)
+        return cert
     t0 = time.perf_counter()
     try:
         prog, module, holder = _source_program(imp, spec, seed, dtype, dropout == "inject")
     except NativeError as e:  # the spec's shapes no longer fit the source's tensors
+        node = first_misshapen_node(imp, spec, batches[0][0])
         for be in backends:
             cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
                                  "note": "", "seconds": 0.0,
-                                 "blame": f"the spec does not fit the source: {e}"})
+                                 "blame": f"the spec does not fit the source: {e}"
+                                          f"{f'; {node}' if node else ''}"})
         return cert
     start = copy.deepcopy(module)   # the randomized source before any update (for the blame)
     params0, state0 = prog.export_params(), prog.export_state()
@@ -317,31 +345,51 @@ def certify(imp, backends=None, *, dtype="float64", steps=3, seed=0,
         row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r),
                "where": r.where, "note": r.note, "blame": ""}
         if not r.passed:
-            row["blame"] = _blame(imp, without_dropout(spec), start, source, traj, tier, params0, state0,
-                                  batches[0][0], r)
+            row["blame"] = _blame(imp, without_dropout(spec), start, source, traj, tier,
+                                  params0, state0, batches[0][0], r,
+                                  {d.node: d.rate for d in mask_draws(spec.model)})
         row["seconds"] = time.perf_counter() - t1
         cert.results.append(row)
         del p
+    _write(cert, out)
+    return cert
+
+
+def _write(cert, out):
     if out is not None:
         path = Path(out) / "certificate.json"
         from rosetta.files import atomic_file
         with atomic_file(path) as f:
             f.write(json.dumps(cert.to_json(), indent=1, default=str).encode())
-    return cert
 
 
-def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result) -> str:
+def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result,
+           rates=None) -> str:
     d = first_divergence(source, traj, tier)
     if d is None:
         return result.where or result.note
     forward = d.category in ("loss", "grads", "eval") and d.step == 0 or d.category == "eval"
     if forward:
-        node = first_diverging_node(imp, spec, module, params0, state0, x, tier)
+        node = (first_diverging_node(imp, spec, module, params0, state0, x, tier)
+                or _dropout_mismatch(imp, module, rates or {}))
         if node:
             return node
     name = imp.source_name(d.tensor) if d.tensor else ""
     return (f"first divergence at step {d.step}: {d.category}/{d.tensor}"
             f"{f' (source {name})' if name else ''}: {d.worst}")
+
+
+def _dropout_mismatch(imp, module, rates) -> str:
+    """The first spec dropout node whose rate is not its source ``nn.Dropout``'s p (the node
+    comparison runs without dropout, so a rate shows only here)."""
+    modules = dict(module.named_modules())
+    for node, rate in rates.items():
+        path = imp.node_source.get(node, "").rsplit(" (", 1)[0]
+        p = getattr(modules.get(path), "source_p", None)
+        if p is not None and p != rate:
+            return (f"first diverging node: {node} (Dropout; source "
+                    f"{imp.node_source.get(node, '?')}): rate {rate}, the source's p {p}")
+    return ""
 
 
 def _torch_node_values(module, x_native):
@@ -410,4 +458,31 @@ def first_diverging_node(imp, spec, module, params0, state0, x, tier) -> str:
         if not w.passed:
             return (f"first diverging node: {n.name} ({n.op}; source "
                     f"{imp.node_source.get(n.name, '?')}) at step 0, training-mode forward: {w}")
+    return ""
+
+
+def first_misshapen_node(imp, spec, x) -> str:
+    """The first spec node whose output shape (the spec's type inference) differs from the
+    traced source node it stands for; '' when every shape agrees."""
+    import torch
+
+    module = copy.deepcopy(imp.source.module)
+    xt = torch.as_tensor(x.transpose(0, 3, 1, 2) if imp.source.input_layout == "nchw" else x)
+    xt = xt.to(next(module.parameters()).dtype)
+    try:
+        theirs = _torch_node_values(module, xt.contiguous())
+    except Exception:  # noqa: BLE001  (the blame is best effort; the failure stands)
+        return ""
+    types = spec.model.types
+    for n in spec.model.nodes:
+        if n.name not in imp.source.fx_nodes or n.name not in types:
+            continue
+        fx, layout, chw = imp.source.fx_nodes[n.name]
+        if fx not in theirs:
+            continue
+        shape = tuple(_canonical(theirs[fx], layout, chw).shape[1:])
+        if tuple(types[n.name].shape) != shape:
+            return (f"first misshapen node: {n.name} ({n.op}; source "
+                    f"{imp.node_source.get(n.name, '?')}): output shape "
+                    f"{tuple(types[n.name].shape)} where the source's is {shape}")
     return ""

@@ -1,11 +1,10 @@
 """``rosetta import SOURCE --out DIR``: import a PyTorch model, certify it, save a checkpoint.
 
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
-``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ...}``, only ``model``
-required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
-``torch.export.save``. torch 2.13 cannot switch a loaded program's module between training and
-eval mode (``ep.module().train()`` raises), and the importer captures both, so a ``.pt2`` is
-refused with that line (exit 2) until torch can.
+``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ..., "scheduler": ...}``,
+only ``model`` required; a module without example inputs takes ``--input-shape``) or a ``.pt2`` file written by
+``torch.export.save`` (``rosetta.importers.pt2``: its graph in both modes, by the flags of its
+BatchNorm and dropout calls; its example inputs are used unless ``--input-shape`` is given).
 
 Exit status: 0 imported and certified (or imported, with ``--no-certify``); 1 the certificate
 fails (the checkpoint is still written, with the certificate beside it); 2 not importable (one
@@ -32,8 +31,9 @@ def add_parser(sub, positive_int):
                    help="the neutral checkpoint to write (certificate.json beside its files)")
     p.add_argument("--backends", nargs="+", default=None,
                    help="backends to certify on (default: every backend installed here)")
-    p.add_argument("--dtype", default="float64", choices=["float64"],
-                   help="certificate dtype (float64: the exact tier, 1e-10)")
+    p.add_argument("--dtype", default=None, choices=["float64", "float32"],
+                   help="certificate dtype (default the source's: float64, the exact tier, "
+                        "1e-10; float32, teacher-forced at the measured noise bounds)")
     p.add_argument("--steps", type=positive_int, default=3, help="optimizer steps certified")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and batches")
     p.add_argument("--input-shape", default=None, metavar="N,C,H,W",
@@ -61,15 +61,10 @@ def load_source(ref: str, input_shape=None) -> dict:
     import torch
 
     if ref.endswith(".pt2"):
-        path = Path(ref)
-        if not path.is_file():
-            raise RosettaError(f"{ref}: no such file")
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:
-            raise RosettaError(f"{ref}: not a torch.export ExportedProgram ({e})") from None
-        args = ep.example_inputs[0] if ep.example_inputs else None
-        return {"model": ep.module(), "example_inputs": args, "name": path.stem}
+        from rosetta.importers.pt2 import load_pt2
+
+        model, args = load_pt2(ref)
+        return {"model": model, "example_inputs": args, "name": Path(ref).stem}
     file, sep, name = ref.rpartition(":")
     if not sep or not file.endswith(".py") or not name:
         raise RosettaError(f"SOURCE {ref!r}: give file.py:NAME or a .pt2 file")
@@ -97,10 +92,10 @@ def load_source(ref: str, input_shape=None) -> dict:
     if not isinstance(d.get("model"), torch.nn.Module):
         raise RosettaError(f"{ref}: gives {type(d.get('model')).__name__}, not a "
                            f"torch.nn.Module (or a dict with 'model')")
-    unknown = set(d) - {"model", "example_inputs", "optimizer", "loss"}
+    unknown = set(d) - {"model", "example_inputs", "optimizer", "loss", "scheduler"}
     if unknown:
         raise RosettaError(f"{ref}: unknown keys {sorted(unknown)}; a source dict has model, "
-                           f"example_inputs, optimizer, loss")
+                           f"example_inputs, optimizer, loss, scheduler")
     d.setdefault("name", name)
     return d
 
@@ -112,6 +107,8 @@ def run_command(args) -> int:
 
     d = load_source(args.source)
     example = d.get("example_inputs")
+    if args.input_shape is not None and args.source.endswith(".pt2"):
+        example = None
     if example is None:
         if args.input_shape is None:
             raise RosettaError(f"{args.source}: no example inputs: give --input-shape N,C,H,W")
@@ -119,7 +116,7 @@ def run_command(args) -> int:
         example = (torch.randn(_shape(args.input_shape), dtype=dtype),)
     try:
         imp = from_torch(d["model"], example, optimizer=d.get("optimizer"), loss=d.get("loss"),
-                         name=d.get("name"))
+                         scheduler=d.get("scheduler"), name=d.get("name"))
     except ImportRefused as e:
         for line in e.lines:
             print(f"rosetta import: {line}", file=sys.stderr)

@@ -12,6 +12,19 @@ optimizer's state (a run in progress) in canonical slots.
   first group's lr) on its parameters' canonical paths; weight decay must be one value on a set
   the spec's ``decay`` mask names ("all", or "kernels": every parameter but biases and
   normalisation scales); any other per-group difference is refused.
+* ``RMSprop(lr, alpha, eps, momentum, centered)``: the spec's RMSprop is torch's form (eps
+  outside the square root, no bias correction); slots ``v`` = ``square_avg``, ``mg`` =
+  ``grad_avg`` (centered), ``velocity`` = ``momentum_buffer`` (momentum). ``Adagrad(lr,
+  lr_decay, initial_accumulator_value, eps)``: the spec's Adagrad; ``lr_decay`` d is the schedule
+  lr / (1 + d t) (``InverseTime``); slot ``accumulator`` = ``sum``. Their ``weight_decay``
+  (coupled L2) is refused: the spec's RMSprop and Adagrad have none.
+* LR schedulers (stepped once per update, so torch's ``last_epoch`` is the update count t):
+  ``StepLR`` -> ``Step``, ``ExponentialLR`` -> ``Exponential(decay_steps=1)``,
+  ``CosineAnnealingLR`` -> ``CosineAnnealing`` (periodic as torch's), ``LinearLR`` -> ``Linear``,
+  ``SequentialLR`` of those -> ``Sequential``; each with the group's ``initial_lr`` as its value.
+  torch's SGD keeps no update count: with a scheduler, its ``last_epoch`` is the count.
+  A scheduler whose ``last_epoch`` is not the update count, or whose current lr is not the
+  schedule's, is refused; so are ``OneCycleLR`` (it also cycles momentum) and other schedulers.
 * Losses: ``CrossEntropyLoss(label_smoothing)`` -> ``SoftmaxCrossEntropy``, ``MSELoss`` ->
   ``MeanSquaredError``, ``BCEWithLogitsLoss`` -> ``BinaryCrossEntropy``, each with
   ``reduction="mean"`` and no class weights.
@@ -25,7 +38,8 @@ from rosetta import losses as L
 from rosetta import optim as O
 
 SLOTS = {"sgd": {"velocity": "momentum_buffer"}, "adam": {"m": "exp_avg", "v": "exp_avg_sq"},
-         "adamw": {"m": "exp_avg", "v": "exp_avg_sq"}}
+         "adamw": {"m": "exp_avg", "v": "exp_avg_sq"}, "adagrad": {"accumulator": "sum"},
+         "rmsprop": {"v": "square_avg", "mg": "grad_avg", "velocity": "momentum_buffer"}}
 
 
 def map_loss(loss, refuse):
@@ -57,14 +71,86 @@ def _kind(opt):
     import torch
 
     for cls, kind in ((torch.optim.AdamW, "adamw"), (torch.optim.Adam, "adam"),
-                      (torch.optim.SGD, "sgd")):
+                      (torch.optim.SGD, "sgd"), (torch.optim.RMSprop, "rmsprop"),
+                      (torch.optim.Adagrad, "adagrad")):
         if type(opt) is cls:
+            if kind == "adam" and opt.param_groups[0].get("decoupled_weight_decay"):
+                return "adamw"   # Adam(decoupled_weight_decay=True) is AdamW
             return kind
     return None
 
 
-def map_optimizer(opt, module, names, layouts, refuse):
-    """(spec optimizer, canonical slots, update count, {slot: torch state key}) of ``opt``."""
+def _schedule(sched, group, label, refuse):
+    """The spec schedule of torch scheduler ``sched`` for ``group`` (its ``initial_lr``)."""
+    from torch.optim import lr_scheduler as T
+
+    from rosetta import schedules as S
+
+    base = float(group.get("initial_lr", group["lr"]))
+    what = f"{label}: {type(sched).__name__}"
+    if type(sched) is T.StepLR:
+        return S.Step(base, int(sched.step_size), float(sched.gamma))
+    if type(sched) is T.ExponentialLR:
+        return S.Exponential(base, 1, float(sched.gamma))
+    if type(sched) is T.CosineAnnealingLR:
+        return S.CosineAnnealing(base, int(sched.T_max), float(sched.eta_min))
+    if type(sched) is T.LinearLR:
+        return S.Linear(base, float(sched.start_factor), float(sched.end_factor),
+                        int(sched.total_iters))
+    if type(sched) is T.SequentialLR:
+        parts = [_schedule(s, group, label, refuse) for s in sched._schedulers]
+        if any(p is None for p in parts):
+            return None
+        return S.Sequential(tuple(parts), tuple(int(m) for m in sched._milestones))
+    if type(sched) is T.OneCycleLR:
+        refuse(f"{what}: OneCycleLR (it also cycles the optimizer's momentum, which the spec's "
+               f"optimizers hold constant)")
+        return None
+    refuse(f"{what}: unsupported scheduler (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR "
+           f"and SequentialLR of those map)")
+    return None
+
+
+def map_scheduler(sched, opt, lr, step, refuse):
+    """The spec schedule of ``sched`` (None: the constant ``lr``), checked against torch's own
+    position: ``last_epoch`` must be the update count ``step`` and every group's lr now must be
+    the schedule's lr(step) times its scale."""
+    from rosetta import schedules as S
+
+    if sched is None:
+        return lr
+    label = f"scheduler ({type(sched).__name__})"
+    if sched.optimizer is not opt:
+        refuse(f"{label}: drives another optimizer than the one given")
+        return None
+    g0 = opt.param_groups[0]
+    schedule = _schedule(sched, g0, label, refuse)
+    if schedule is None:
+        return None
+    try:
+        schedule = S.as_schedule(schedule, label)
+    except Exception as e:
+        refuse(f"{label}: {e}")
+        return None
+    if int(sched.last_epoch) != step:
+        refuse(f"{label}: last_epoch={sched.last_epoch} but the optimizer has made {step} "
+               f"updates (the spec's schedule is a function of the update count: step the "
+               f"scheduler once per update, or pass step=)")
+        return None
+    base0 = float(g0.get("initial_lr", g0["lr"]))
+    for gi, g in enumerate(opt.param_groups):
+        scale = float(g.get("initial_lr", g["lr"])) / base0
+        want = float(schedule(step)) * scale
+        if abs(float(g["lr"]) - want) > 1e-12 * abs(want):
+            refuse(f"{label}: group {gi} has lr {g['lr']!r} now, the schedule gives {want!r} at "
+                   f"update {step} (an lr set by hand, or a scheduler chained with another)")
+            return None
+    return schedule
+
+
+def map_optimizer(opt, module, names, layouts, refuse, scheduler=None, step=None):
+    """(spec optimizer, canonical slots, update count, {slot: torch state key}) of ``opt``
+    (with ``scheduler``'s schedule; ``step`` overrides the update count)."""
     params = dict(module.named_parameters())
     frozen = [n for n, p in params.items() if not p.requires_grad]
     for n in frozen:
@@ -74,7 +160,7 @@ def map_optimizer(opt, module, names, layouts, refuse):
     label = f"optimizer ({type(opt).__name__})"
     kind = _kind(opt)
     if kind is None:
-        refuse(f"{label}: unsupported optimizer (SGD, Adam and AdamW map)")
+        refuse(f"{label}: unsupported optimizer (SGD, Adam, AdamW, RMSprop and Adagrad map)")
         return None, {}, 0, {}
     by_id = {id(p): n for n, p in params.items()}
     source_of = {}
@@ -91,7 +177,10 @@ def map_optimizer(opt, module, names, layouts, refuse):
     g0 = groups[0]
     shared = {"sgd": ("momentum", "nesterov", "dampening", "maximize"),
               "adam": ("betas", "eps", "amsgrad", "maximize", "weight_decay"),
-              "adamw": ("betas", "eps", "amsgrad", "maximize")}[kind]
+              "adamw": ("betas", "eps", "amsgrad", "maximize"),
+              "rmsprop": ("alpha", "eps", "momentum", "centered", "maximize", "weight_decay"),
+              "adagrad": ("lr_decay", "initial_accumulator_value", "eps", "maximize",
+                          "weight_decay")}[kind]
     for gi, g in enumerate(groups[1:], 1):
         for k in shared:
             if g.get(k) != g0.get(k):
@@ -106,14 +195,43 @@ def map_optimizer(opt, module, names, layouts, refuse):
     if kind == "adam" and g0.get("weight_decay"):
         refuse(f"{label}: Adam(weight_decay={g0['weight_decay']}) is coupled L2 decay, which "
                f"the spec's Adam lacks (AdamW's decoupled decay maps)")
-    lr = float(g0["lr"])
+    if kind in ("rmsprop", "adagrad") and g0.get("weight_decay"):
+        refuse(f"{label}: weight_decay={g0['weight_decay']} (coupled L2 decay, which the spec's "
+               f"{type(opt).__name__} lacks)")
+    if kind == "adagrad" and g0.get("lr_decay") and scheduler is not None:
+        refuse(f"{label}: lr_decay together with an LR scheduler (the spec has one schedule)")
+    lr = float(g0.get("initial_lr", g0["lr"]))
     if lr <= 0:
         refuse(f"{label}: learning rate {lr} (must be > 0)")
         return None, {}, 0, {}
     lr_scale = {}
     for n, gi in source_of.items():
-        if float(groups[gi]["lr"]) != lr and n in names:
-            lr_scale[names[n]] = float(groups[gi]["lr"]) / lr
+        glr = float(groups[gi].get("initial_lr", groups[gi]["lr"]))
+        if glr != lr and n in names:
+            lr_scale[names[n]] = glr / lr
+    if lr_scale and scheduler is not None and _has_floor(scheduler):
+        refuse(f"scheduler ({type(scheduler).__name__}): a floor (eta_min) with groups of "
+               f"different learning rates (torch's floor is the same for every group, the "
+               f"spec scales the whole schedule by the group's factor)")
+    slots_map = {k: v for k, v in SLOTS[kind].items()}
+    if kind == "sgd" and not float(g0["momentum"]):
+        slots_map = {}
+    if kind == "rmsprop":
+        slots_map = {k: v for k, v in slots_map.items()
+                     if k == "v" or (k == "mg" and g0["centered"])
+                     or (k == "velocity" and g0["momentum"])}
+    slots, count = _state(opt, params, names, layouts, slots_map, label, refuse)
+    if step is not None:
+        count = int(step)
+    elif kind == "sgd" and scheduler is not None:
+        count = int(scheduler.last_epoch)   # torch's SGD keeps no update count: the scheduler's
+    if kind == "adagrad" and g0.get("lr_decay"):
+        from rosetta import schedules as S
+        schedule = S.InverseTime(lr, float(g0["lr_decay"]))
+    else:
+        schedule = map_scheduler(scheduler, opt, lr, count, refuse)
+        if schedule is None:
+            return None, {}, 0, {}
     decay = 0.0
     decay_mask = "all"
     if kind in ("sgd", "adamw"):
@@ -136,21 +254,35 @@ def map_optimizer(opt, module, names, layouts, refuse):
                        f"cannot name ('all' or 'kernels'; differs at {odd[:3]})")
     try:
         if kind == "sgd":
-            spec_opt = O.SGD(learning_rate=lr, momentum=float(g0["momentum"]),
+            spec_opt = O.SGD(learning_rate=schedule, momentum=float(g0["momentum"]),
                              nesterov=bool(g0["nesterov"]), weight_decay=decay,
                              decay=decay_mask, lr_scale=lr_scale or None)
+        elif kind == "rmsprop":
+            spec_opt = O.RMSprop(learning_rate=schedule, rho=float(g0["alpha"]),
+                                 momentum=float(g0["momentum"]), centered=bool(g0["centered"]),
+                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None)
+        elif kind == "adagrad":
+            spec_opt = O.Adagrad(learning_rate=schedule,
+                                 initial_accumulator=float(g0["initial_accumulator_value"]),
+                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None)
         else:
             b1, b2 = (float(b) for b in g0["betas"])
-            kw = dict(learning_rate=lr, beta1=b1, beta2=b2, epsilon=float(g0["eps"]),
+            kw = dict(learning_rate=schedule, beta1=b1, beta2=b2, epsilon=float(g0["eps"]),
                       lr_scale=lr_scale or None)
             spec_opt = (O.AdamW(weight_decay=decay, decay=decay_mask, **kw) if kind == "adamw"
                         else O.Adam(**kw))
     except Exception as e:  # a hyperparameter the spec refuses (SpecError names it)
         refuse(f"{label}: {e}")
         return None, {}, 0, {}
-    slots_map = SLOTS[kind] if (kind != "sgd" or spec_opt.momentum) else {}
-    slots, step = _state(opt, params, names, layouts, slots_map, label, refuse)
-    return spec_opt, slots, step, slots_map
+    return spec_opt, slots, count, slots_map
+
+
+def _has_floor(sched) -> bool:
+    from torch.optim import lr_scheduler as T
+
+    if type(sched) is T.SequentialLR:
+        return any(_has_floor(s) for s in sched._schedulers)
+    return type(sched) is T.CosineAnnealingLR and bool(sched.eta_min)
 
 
 def _state(opt, params, names, layouts, slots_map, label, refuse):

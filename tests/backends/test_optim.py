@@ -48,6 +48,13 @@ OPTIMIZERS = {
                                                             initial_accumulator=0.1,
                                                             epsilon=1e-3),
     "adagrad_zero_constant": lambda: rs.optim.Adagrad(0.05),
+    # the schedules torch's LR schedulers and Adagrad's lr_decay import to (a linear warm-up,
+    # then a periodic cosine past its period; lr / (1 + d t))
+    "sgd_momentum_sequential_linear_cosine_annealing": lambda: rs.optim.SGD(
+        S.Sequential((S.Linear(0.1, 0.2, 1.0, 2), S.CosineAnnealing(0.1, 2, 0.01)), (2,)),
+        momentum=0.9),
+    "adagrad_inverse_time": lambda: rs.optim.Adagrad(S.InverseTime(0.1, 0.5),
+                                                     initial_accumulator=0.1),
     "lion_wd_cosine": lambda: rs.optim.Lion(S.Cosine(0.01, 5, final=0.001), beta1=0.8,
                                             beta2=0.95, weight_decay=0.5),
     "lion_constant": lambda: rs.optim.Lion(0.003),

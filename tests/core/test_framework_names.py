@@ -32,6 +32,10 @@ ALLOWED = {
                                    "side, as conformance/native_*.py is for native code"),
     "conformance/import_sweep.py": ("*", "the torchvision sweep builds its source models in "
                                          "torch"),
+    "conformance/import_fuzz.py": ({"torch"}, "the fuzz builds its source model in torch"),
+    "conformance/import_acceptance.py": ("*", "the importer's acceptance runs train their "
+                                              "sources in torch and name the backends they "
+                                              "continue on"),
 }
 
 

@@ -1,0 +1,197 @@
+"""The importer's acceptance runs (not run by CI; their numbers go in the report).
+
+    .venv/bin/python -m rosetta.conformance.import_acceptance [selfnoise] [adam-tf]
+        [resnet18-jax] [resnet50-import] [certify64] [certify224]
+
+* ``selfnoise``: torch against itself in channels_last memory format on the certificate's
+  randomized ResNet-18 (batch 2, 64x64, SGD): the worst gradient element of each step at the
+  exact tier's comparison, the size of the model's own float64 noise free-running.
+* ``adam-tf``: a model trained 5 steps by ``torch.optim.Adam`` (with a StepLR scheduler),
+  imported with its optimizer state and scheduler position, moved to TensorFlow
+  (``imp.backend = "tensorflow"``), 3 more steps there on the batches the torch run goes on
+  with: every parameter against torch's (relative error printed; the exact tier is 1e-10).
+* ``resnet18-jax``: torchvision ResNet-18 (random weights, float64, batch 2, 64x64) trained 3
+  steps by ``torch.optim.SGD`` (momentum, weight decay) in torch and the imported spec 3 steps
+  on JAX from the same weights and batches: the worst relative error over every parameter.
+* ``resnet50-import``: seconds to import ResNet-50 (batch 2, 64x64).
+* ``certify64`` / ``certify224``: the certificate of ResNet-18 at batch 2, 64x64 / 224x224,
+  float64, on torch, JAX and TensorFlow (3 steps / 1 step), with its seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+import types
+
+import numpy as np
+
+
+def _tv():
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    import torchvision
+    return torchvision
+
+
+def _rel(got, want):
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-300))
+
+
+def adam_tf():
+    import torch
+    from torch import nn
+
+    from rosetta.importers.imported import from_torch
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 5)).double()
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5)
+    loss = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    batches = [(torch.as_tensor(rng.standard_normal((4, 3, 8, 8))),
+                torch.as_tensor(rng.integers(0, 5, 4))) for _ in range(8)]
+
+    def step(xb, yb):
+        opt.zero_grad()
+        loss(m(xb), yb).backward()
+        opt.step()
+        sched.step()
+
+    for xb, yb in batches[:5]:
+        step(xb, yb)
+    imp = from_torch(m, batches[0][0], optimizer=opt, loss=loss, scheduler=sched)
+    at = imp.step
+    imp.backend = "tensorflow"
+    t = time.perf_counter()
+    prog = imp.program
+    for xb, yb in batches[5:]:
+        prog.train_step({"x": xb.numpy().transpose(0, 2, 3, 1)}, yb.numpy())
+        step(xb, yb)
+    got = prog.export_params()
+    worst = max(_rel(got[imp.names[n]], imp.source.layouts[n].to_canonical(p.detach().numpy()))
+                for n, p in m.named_parameters())
+    print(f"adam-tf: Adam+StepLR 5 steps in torch, imported at update {at}, 3 more on "
+          f"TensorFlow vs torch going on: worst parameter relative error {worst:.2e} "
+          f"({time.perf_counter() - t:.1f} s)", flush=True)
+
+
+def resnet18_jax():
+    import torch
+
+    from rosetta.importers.imported import from_torch
+
+    torch.manual_seed(0)
+    m = _tv().models.resnet18(weights=None).double()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loss = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    batches = [(torch.as_tensor(rng.standard_normal((2, 3, 64, 64))),
+                torch.as_tensor(rng.integers(0, 1000, 2))) for _ in range(3)]
+    imp = from_torch(m, batches[0][0], optimizer=opt, loss=loss)
+    # torch against itself: the same model in channels_last memory format (another summation
+    # order of every convolution): the size of the model's own float64 noise
+    twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    opt2 = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    imp.backend = "jax"
+    t = time.perf_counter()
+    prog = imp.program
+    worst, self_worst = [], []
+    for xb, yb in batches:
+        prog.train_step({"x": xb.numpy().transpose(0, 2, 3, 1)}, yb.numpy())
+        for mod, o, xin in ((m, opt, xb), (twin, opt2,
+                                           xb.contiguous(memory_format=torch.channels_last))):
+            mod.train()
+            o.zero_grad()
+            loss(mod(xin), yb).backward()
+            o.step()
+        got = prog.export_params()
+        worst.append(max(_rel(got[imp.names[n]],
+                              imp.source.layouts[n].to_canonical(p.detach().numpy()))
+                         for n, p in m.named_parameters()))
+        tw = dict(twin.named_parameters())
+        self_worst.append(max(_rel(tw[n].detach().numpy(), p.detach().numpy())
+                              for n, p in m.named_parameters()))
+    print(f"resnet18-jax: SGD 3 steps, torch vs the import on JAX: worst parameter relative "
+          f"error per step {['%.1e' % w for w in worst]}; torch vs torch in channels_last: "
+          f"{['%.1e' % w for w in self_worst]} ({time.perf_counter() - t:.1f} s)", flush=True)
+
+
+def resnet50_import():
+    import torch
+
+    from rosetta.importers.imported import from_torch
+
+    torch.manual_seed(0)
+    m = _tv().models.resnet50(weights=None).double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    t = time.perf_counter()
+    from_torch(m, x, optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    print(f"resnet50-import: {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def certify(size, steps):
+    import torch
+
+    from rosetta.importers.imported import from_torch
+
+    torch.manual_seed(0)
+    m = _tv().models.resnet18(weights=None).double()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    imp = from_torch(m, x, optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+                     loss=torch.nn.CrossEntropyLoss())
+    t = time.perf_counter()
+    cert = imp.certify(("torch", "jax", "tensorflow"), steps=steps)
+    print(cert.table())
+    print(f"certify{size}: {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def selfnoise():
+    """torch against itself in channels_last on the certificate's randomized ResNet-18 (batch 2,
+    64x64, SGD lr 0.1 momentum 0.9): the worst gradient element at each step, at the exact
+    tier's comparison (1e-10): the model's own float64 noise, free-running."""
+    import torch
+
+    from rosetta.conformance.compare import compare_arrays
+    from rosetta.conformance.tiers import tier_for
+    from rosetta.importers.certificate import randomize
+
+    tier = tier_for("float64")
+    torch.manual_seed(0)
+    m = _tv().models.resnet18(weights=None).double()
+    randomize(m, 0)
+    twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    opts = [torch.optim.SGD(x.parameters(), lr=0.1, momentum=0.9) for x in (m, twin)]
+    rng = np.random.default_rng(0)
+    loss = torch.nn.CrossEntropyLoss()
+    for t in range(3):
+        x = torch.as_tensor(rng.standard_normal((2, 3, 64, 64)))
+        y = torch.as_tensor(rng.integers(0, 1000, 2))
+        gs = []
+        for mod, o, xin in ((m, opts[0], x),
+                            (twin, opts[1], x.contiguous(memory_format=torch.channels_last))):
+            o.zero_grad()
+            loss(mod(xin), y).backward()
+            gs.append({n: p.grad.detach().numpy().copy() for n, p in mod.named_parameters()})
+            o.step()
+        worst = max((compare_arrays(gs[1][n], gs[0][n], n, tier.tolerance, tier.floor_fraction)
+                     for n in gs[0]), key=lambda w: w.rel_err)
+        print(f"selfnoise step {t}: torch vs torch channels_last, worst gradient: {worst}",
+              flush=True)
+
+
+RUNS = {"selfnoise": selfnoise, "adam-tf": adam_tf, "resnet18-jax": resnet18_jax, "resnet50-import": resnet50_import,
+        "certify64": lambda: certify(64, 3), "certify224": lambda: certify(224, 1)}
+
+
+def main(argv=None):
+    names = (argv if argv is not None else sys.argv[1:]) or list(RUNS)
+    for n in names:
+        RUNS[n]()
+
+
+if __name__ == "__main__":
+    main()
