@@ -37,7 +37,7 @@ class Imported:
 
         return checkpoint.save(path, self.spec, params=self.params, state=self.state,
                                optimizer=self.optimizer_state, step=self.step, dtype=self.dtype,
-                               backend="import:torch",
+                               backend=f"import:{getattr(self.source, 'framework', 'torch')}",
                                record={"imported_from": self.source.description
                                        if self.source else "", "names": self.names})
 
