@@ -135,7 +135,7 @@ def test_import_command_reads_a_keras_file(tmp_path, capsys):
 JAX_ADAM = textwrap.dedent("""
     import numpy as np, keras, rosetta
     from keras import layers
-    m = keras.Sequential([keras.Input((5,)), layers.Dense(7, activation="tanh", name="a"),
+    m = keras.Sequential([keras.Input((5,)), layers.Dense(7, activation="relu", name="a"),
                           layers.Dense(3, name="b")])
     m.compile(optimizer=keras.optimizers.Adam(0.01, beta_1=0.8, weight_decay=0.01),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
