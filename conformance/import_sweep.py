@@ -10,6 +10,12 @@ line, and the distinct reasons over every line. torch's BatchNorm imports as
 ``BatchNorm(running_var="unbiased")``; ``--groupnorm`` adds the ResNet-family builders with
 ``norm_layer=GroupNorm(32)`` as well.
 Prints a Markdown table; ``--out`` also writes the rows as JSON.
+
+``--keras`` sweeps ``rosetta.from_keras`` over Keras applications instead (``KERAS_APPS``),
+under this process's ``KERAS_BACKEND``: each built with ``weights=None``, ``size`` x ``size``
+inputs, 10 classes and logits out (``classifier_activation=None``), compiled with Keras's
+``SGD(0.01)`` (exact in float64 on tensorflow) and sparse cross-entropy from logits; the
+certificate runs Keras as the source.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import types
 FAMILIES = ("resnet", "resnext", "wide_resnet", "vgg", "mobilenet_v2", "mobilenet_v3",
             "efficientnet", "regnet", "densenet", "squeezenet", "shufflenet", "mnasnet",
             "convnext")
+KERAS_APPS = ("MobileNetV2", "MobileNetV3Small", "ResNet50", "EfficientNetB0", "DenseNet121")
 GROUPNORM = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2")
 
 
@@ -79,6 +86,34 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False):
     return row
 
 
+def sweep_keras_one(name, *, size, steps, backends):
+    import keras
+
+    from rosetta.importers import ImportRefused, from_keras
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
+                                              classes=10, classifier_activation=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    row = {"model": f"keras.applications.{name}", "params": int(model.count_params())}
+    t = time.perf_counter()
+    try:
+        imp = from_keras(model, name=name.lower())
+    except ImportRefused as e:
+        row.update(result="refused", seconds_import=time.perf_counter() - t,
+                   first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))
+        return row
+    row["seconds_import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cert = imp.certify(tuple(backends), steps=steps)
+    row.update(result="certified" if cert.passed else "certificate FAILS",
+               seconds_certify=time.perf_counter() - t,
+               worst={r["backend"]: r["worst"] for r in cert.results},
+               blame=[r["blame"] for r in cert.results if r["blame"]])
+    return row
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=64)
@@ -86,9 +121,13 @@ def main(argv=None):
     p.add_argument("--backends", default="torch")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--groupnorm", action="store_true")
+    p.add_argument("--keras", action="store_true",
+                   help="sweep from_keras over Keras applications (KERAS_APPS) instead")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    todo = [(n, False) for n in builders(a.families.split(","))]
+    todo = [] if a.keras else [(n, False) for n in builders(a.families.split(","))]
+    if a.keras:
+        todo = [(n, "keras") for n in KERAS_APPS]
     if a.groupnorm:
         todo += [(n, True) for n in GROUPNORM]
     rows = []
@@ -96,8 +135,12 @@ def main(argv=None):
     print("|---|---:|---|---:|---:|---|")
     for name, gn in todo:
         try:
-            r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
-                          groupnorm=gn)
+            if gn == "keras":
+                r = sweep_keras_one(name, size=a.size, steps=a.steps,
+                                    backends=a.backends.split(","))
+            else:
+                r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
+                              groupnorm=gn)
         except Exception as e:  # a sweep goes on: the row says what broke
             r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
         rows.append(r)

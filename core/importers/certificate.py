@@ -53,6 +53,7 @@ class Certificate:
     dropout: str
     results: list = field(default_factory=list)   # one dict per backend
     seconds: dict = field(default_factory=dict)
+    source: str = "torch"                          # the source's framework
 
     @property
     def passed(self) -> bool:
@@ -63,7 +64,7 @@ class Certificate:
                "fraction of the measured-noise bound used, 1 = at the bound"
                if self.dtype == "float32" else "free-running, relative errors")
         rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
-                f"{self.dropout}): source torch vs each backend ({how})",
+                f"{self.dropout}): source {self.source} vs each backend ({how})",
                 f"{'backend':<11} {'result':<6} {'forward':>9} {'loss':>9} {'gradient':>9} "
                 f"{'step':>9} {'seconds':>8}"]
         for r in self.results:
@@ -77,7 +78,8 @@ class Certificate:
         return "\n".join(rows)
 
     def to_json(self) -> dict:
-        return {"model": self.model, "dtype": self.dtype, "steps": self.steps,
+        return {"model": self.model, "source": self.source, "dtype": self.dtype,
+                "steps": self.steps,
                 "dropout": self.dropout, "passed": self.passed, "results": self.results,
                 "seconds": self.seconds}
 
@@ -117,10 +119,10 @@ def _batches(imp, steps, seed, dtype):
     loss = imp.spec.loss
     batches = []
     for _ in range(steps):
-        if x0.dtype.is_floating_point:
+        if np.asarray(x0).dtype.kind == "f":
             x = rng.standard_normal(shape).astype(dtype)
         else:
-            x = rng.integers(0, int(x0.max()) + 1, size=shape)
+            x = rng.integers(0, int(np.asarray(x0).max()) + 1, size=shape)
         n = shape[0]
         if loss.label_kind == "int":
             y = rng.integers(0, out[-1], size=(n, *out[:-1]))
@@ -301,7 +303,8 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     batches = _batches(imp, steps, seed, "float64")
     masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
              if dropout == "inject" else None)
-    cert = Certificate(spec.name, dtype, steps, dropout)
+    framework = getattr(imp.source, "framework", "torch")
+    cert = Certificate(spec.name, dtype, steps, dropout, source=framework)
     if dtype == "float32":
         from rosetta.importers.certificate32 import certify32
         certify32(imp, backends, steps=steps, seed=seed, masks=masks, batches=batches,
@@ -309,8 +312,9 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         _write(cert, out)
         return cert
     t0 = time.perf_counter()
+    make = getattr(imp.source, "program", None) or _source_program
     try:
-        prog, module, holder = _source_program(imp, spec, seed, dtype, dropout == "inject")
+        prog, module, holder = make(imp, spec, seed, dtype, dropout == "inject")
     except NativeError as e:  # the spec's shapes no longer fit the source's tensors
         node = first_misshapen_node(imp, spec, batches[0][0])
         for be in backends:
@@ -319,13 +323,15 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
                                  "blame": f"the spec does not fit the source: {e}"
                                           f"{f'; {node}' if node else ''}"})
         return cert
-    start = copy.deepcopy(module)   # the randomized source before any update (for the blame)
+    # the randomized torch source before any update (for the blame's node comparison)
+    start = copy.deepcopy(module) if module is not None else None
     params0, state0 = prog.export_params(), prog.export_state()
     slots0 = {}
     if imp.optimizer_state:
         slots0 = {k: v for k, v in prog.export_optimizer_state().items()}
-    log(f"{spec.name}: recording the torch source ({steps} steps)")
-    source = _record(prog, spec, batches, "source-torch", prog.version(), dtype, steps, seed,
+    log(f"{spec.name}: recording the {framework} source ({steps} steps)")
+    source = _record(prog, spec, batches, f"source-{framework}", prog.version(), dtype, steps,
+                     seed,
                      masks, holder)
     if holder is not None:
         holder.clear()   # the blame runs the source without masks (and the spec without dropout)
@@ -369,7 +375,7 @@ def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result,
     if d is None:
         return result.where or result.note
     forward = d.category in ("loss", "grads", "eval") and d.step == 0 or d.category == "eval"
-    if forward:
+    if forward and module is not None:
         node = (first_diverging_node(imp, spec, module, params0, state0, x, tier)
                 or _dropout_mismatch(imp, module, rates or {}))
         if node:

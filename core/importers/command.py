@@ -1,4 +1,9 @@
-"""``rosetta import SOURCE --out DIR``: import a PyTorch model, certify it, save a checkpoint.
+"""``rosetta import SOURCE --out DIR``: import a PyTorch or Keras model, certify it, save a
+checkpoint.
+
+A ``.keras`` file (``model.save("model.keras")``) is loaded with ``keras.saving.load_model``
+(compiled optimizer and loss included) under this process's ``KERAS_BACKEND`` and imported with
+``from_keras``; its certificate runs Keras as the source.
 
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
 ``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ..., "scheduler": ...}``,
@@ -22,11 +27,11 @@ from rosetta.importers.errors import ImportRefused
 
 
 def add_parser(sub, positive_int):
-    p = sub.add_parser("import", help="import a PyTorch model (weights, optimizer, loss) and "
-                                      "certify it on every backend")
+    p = sub.add_parser("import", help="import a PyTorch or Keras model (weights, optimizer, "
+                                      "loss) and certify it on every backend")
     p.add_argument("source", help="file.py:NAME (a module, a function returning one, or "
-                                  "returning {model, example_inputs, optimizer, loss}) or a "
-                                  ".pt2 ExportedProgram")
+                                  "returning {model, example_inputs, optimizer, loss}), a "
+                                  ".pt2 ExportedProgram or a .keras file")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the neutral checkpoint to write (certificate.json beside its files)")
     p.add_argument("--backends", nargs="+", default=None,
@@ -100,7 +105,26 @@ def load_source(ref: str, input_shape=None) -> dict:
     return d
 
 
+def load_keras(ref: str):
+    """The Keras model saved in the ``.keras`` file ``ref`` (compiled state included)."""
+    path = Path(ref)
+    if not path.is_file():
+        raise RosettaError(f"{ref}: no such file")
+    import keras
+    try:
+        return keras.saving.load_model(str(path))
+    except Exception as e:
+        raise RosettaError(f"{ref}: not a loadable .keras model ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def run_command(args) -> int:
+    if args.source.endswith(".keras"):
+        from rosetta.importers.keras_import import from_keras
+
+        model = load_keras(args.source)
+        return _finish(args, lambda: from_keras(model, name=Path(args.source).stem))
+
     import torch
 
     from rosetta.importers.imported import from_torch
@@ -114,9 +138,15 @@ def run_command(args) -> int:
             raise RosettaError(f"{args.source}: no example inputs: give --input-shape N,C,H,W")
         dtype = next(d["model"].parameters()).dtype
         example = (torch.randn(_shape(args.input_shape), dtype=dtype),)
+    return _finish(args, lambda: from_torch(d["model"], example, optimizer=d.get("optimizer"),
+                                            loss=d.get("loss"), scheduler=d.get("scheduler"),
+                                            name=d.get("name")))
+
+
+def _finish(args, do_import) -> int:
+    """Import (refusal: exit 2), save, certify (exit 1 when it fails)."""
     try:
-        imp = from_torch(d["model"], example, optimizer=d.get("optimizer"), loss=d.get("loss"),
-                         scheduler=d.get("scheduler"), name=d.get("name"))
+        imp = do_import()
     except ImportRefused as e:
         for line in e.lines:
             print(f"rosetta import: {line}", file=sys.stderr)

@@ -27,7 +27,11 @@ ALLOWED = {
                                               "Keras's own package and the column's fields, "
                                               "not a rosetta backend"),
     "conformance/bench/command.py": ({"keras"}, "the --keras column's setting in the report"),
-    "core/importers/": ({"torch"}, "the importers read a model in its source framework and run "
+    "core/importers/keras_source.py": ({"keras", "tensorflow", "jax", "torch"},
+                                       "the Keras source of the certificate takes its "
+                                       "gradients the way each KERAS_BACKEND allows"),
+    "core/importers/": ({"torch", "keras"}, "the importers read a model in its source "
+                                            "framework and run "
                                    "it as the certificate's reference participant: the source "
                                    "side, as conformance/native_*.py is for native code"),
     "conformance/import_sweep.py": ("*", "the torchvision sweep builds its source models in "

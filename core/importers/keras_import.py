@@ -1,0 +1,95 @@
+"""``from_keras``: a Keras 3 Sequential or functional model (with its compiled optimizer, state
+included, and loss) -> ``Imported``, the object ``from_torch`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rosetta.importers.errors import ImportRefused
+
+
+@dataclass
+class KerasSourceInfo:
+    """What the certificate needs of a Keras source (see ``keras_source.source_program``)."""
+
+    module: object            # the keras.Model
+    optimizer: object
+    loss: object
+    input_shape: tuple        # per example
+    input_kind: str
+    example_inputs: tuple     # one NumPy batch of two examples (its shape and dtype)
+    description: str = ""
+    keras_nodes: dict = None  # spec node -> Keras layer/operation name
+    framework: str = "keras"
+    input_layout: str = "plain"
+
+    def program(self, imp, spec, seed, dtype, inject=False):
+        from rosetta.importers.keras_source import source_program
+        return source_program(imp, spec, seed, dtype, inject)
+
+
+def _dtype_of(model) -> str:
+    dts = {str(v.dtype) for v in model.trainable_variables}
+    if dts <= {"float32"}:
+        return "float32"
+    if dts == {"float64"}:
+        return "float64"
+    raise ImportRefused([f"{model.name} ({type(model).__name__}): variables in {sorted(dts)} "
+                         f"(float32 or float64 only)"])
+
+
+def from_keras(model, *, optimizer=None, loss=None, name=None):
+    """Import the Keras 3 ``model`` (Sequential or functional, on any ``KERAS_BACKEND``) with
+    its optimizer and loss (default: the compiled ones; uncompiled, SGD(0.01) and softmax
+    cross-entropy from logits). Returns ``Imported``; raises ``ImportRefused`` listing every
+    layer, operation or setting the spec cannot reproduce exactly."""
+    import keras
+
+    from rosetta.importers.builder import spec_name
+    from rosetta.importers.imported import Imported
+    from rosetta.importers.keras_graph import capture
+    from rosetta.importers.keras_optim import map_loss, map_optimizer
+    from rosetta.spec import DataSpec, TrainSpec
+
+    if not isinstance(model, keras.Model):
+        raise ImportRefused([f"<source> ({type(model).__name__}): not a keras.Model"])
+    if optimizer is None:
+        optimizer = getattr(model, "optimizer", None)
+    if loss is None:
+        loss = getattr(model, "loss", None)
+    notes = []
+    if loss is None:
+        notes.append("no loss given: softmax cross-entropy from logits")
+    if optimizer is None:   # Keras's own, so that both sides hold its float32 learning rate
+        notes.append("no optimizer given: keras.optimizers.SGD(learning_rate=0.01)")
+        optimizer = keras.optimizers.SGD(learning_rate=0.01)
+    name = spec_name(name or model.name)
+    cap = capture(model, model_name=name)
+    dtype = _dtype_of(model)
+    problems = []
+    spec_loss = map_loss(loss, problems.append)
+    try:
+        spec_opt, slots, count, _ = map_optimizer(optimizer, model, cap.names, problems.append)
+    except Exception as e:  # a spec check the optimizer's settings fail (SpecError)
+        problems.append(f"optimizer ({type(optimizer).__name__}): {e}")
+    if problems:
+        raise ImportRefused(problems)
+    n = 2
+    x = (np.zeros((n, *cap.input_shape)) if cap.input_kind == "float"
+         else np.zeros((n, *cap.input_shape), np.int64))
+    out_shape = cap.graph.output_type.shape
+    y = (np.zeros(n, np.int64) if spec_loss.label_kind == "int"
+         else np.zeros((n, *out_shape)))
+    data = DataSpec.from_arrays(x, y, x, y, batch_size=n)
+    try:
+        spec = TrainSpec(cap.graph, spec_loss, spec_opt, data, steps=1,
+                         description=f"imported from keras {model.name}")
+    except Exception as e:
+        raise ImportRefused([f"{model.name} ({type(model).__name__}): {e}"]) from None
+    src = KerasSourceInfo(model, optimizer, loss, cap.input_shape, cap.input_kind, (x,),
+                          f"keras {keras.__version__} ({keras.backend.backend()}) "
+                          f"{type(model).__name__} {model.name}", cap.keras_nodes)
+    return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, dtype,
+                    cap.node_source, src, notes)

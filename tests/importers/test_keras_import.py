@@ -1,0 +1,161 @@
+"""``rosetta.from_keras``: small Keras 3 models read as specs, their refusals, and certificates
+with Keras as the source (float64, the exact tier).
+
+This process runs Keras on its default backend (tensorflow unless KERAS_BACKEND says otherwise);
+one test runs a compiled Adam under KERAS_BACKEND=jax in a subprocess (Keras's Adam is exact in
+float64 there and not on tensorflow, which casts its betas through float32)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from rosetta.errors import RosettaError  # noqa: E402
+from rosetta.importers import ImportRefused, from_keras  # noqa: E402
+
+layers = keras.layers
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mlp(rate=0.3, noise_shape=None):
+    return keras.Sequential([keras.Input((6,)), layers.Dense(8, activation="relu", name="fc1"),
+                             layers.Dropout(rate, noise_shape=noise_shape, name="drop"),
+                             layers.Dense(3, name="fc2")], name="mlp")
+
+
+def cnn():
+    """Conv, BatchNorm, MobileNetV3's written-out hard sigmoid (an Add operation with 3.0, a
+    ReLU(6), a Multiply operation with 1/6), a broadcasting Multiply, pooling, Dense."""
+    x0 = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(x0)
+    x = layers.BatchNormalization(momentum=0.8, epsilon=1e-3, name="bn")(x)
+    g = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    g = layers.ReLU(6.0, name="relu6")(g + 3.0) * (1.0 / 6.0)
+    x = layers.Multiply(name="gate")([x, g])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(x0, layers.Dense(3, name="head")(x), name="cnn")
+
+
+def test_sequential_mlp_maps_layers_and_dropout_and_certifies():
+    m = mlp()
+    m.compile(optimizer=keras.optimizers.SGD(0.05),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    imp = from_keras(m)
+    ops = [(n.name, n.op) for n in imp.spec.model.nodes]
+    assert ops == [("fc1", "Dense"), ("drop", "Dropout"), ("fc2", "Dense")]
+    assert imp.spec.model.nodes[0].attrs["activation"] == "relu"
+    assert imp.spec.model.nodes[1].attrs["rate"] == 0.3
+    assert imp.names == {"mlp/fc1/kernel": "fc1/kernel", "mlp/fc1/bias": "fc1/bias",
+                         "mlp/fc2/kernel": "fc2/kernel", "mlp/fc2/bias": "fc2/bias"}
+    np.testing.assert_array_equal(imp.params["fc1/kernel"],
+                                  keras.ops.convert_to_numpy(m.layers[0].kernel.value))
+    assert type(imp.spec.optimizer).__name__ == "SGD"
+    assert imp.spec.optimizer.momentum == 0.0
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.dropout == "inject" and cert.source == "keras"
+    assert cert.passed, cert.table()
+
+
+def test_functional_cnn_with_batchnorm_and_op_nodes():
+    m = cnn()
+    imp = from_keras(m)
+    by = {n.name: n for n in imp.spec.model.nodes}
+    assert by["add"].op == "Activation" and by["add"].attrs["fn"] == "hard_sigmoid"
+    assert "re_lu" not in str(list(by)) and "relu6" not in by
+    assert imp.node_source["add"].startswith("add (keras.ops.Add) + relu6 (ReLU) + ")
+    assert by["bn"].attrs["momentum"] == 0.8 and by["bn"].attrs["epsilon"] == 1e-3
+    assert by["squeeze_pool"].op == "GlobalAvgPool2D" and by["squeeze"].op == "Reshape"
+    assert imp.names["bn/moving_variance"] == "bn/var"
+    if keras.backend.backend() == "tensorflow":
+        cert = imp.certify(("torch",), steps=2)
+        assert cert.passed, cert.table()
+    else:   # Keras computes BatchNormalization in float32 there: refused, naming the layer
+        with pytest.raises(RosettaError, match=r"bn \(BatchNormalization\).*float32"):
+            imp.certify(("torch",), steps=1)
+
+
+def test_refusals_name_the_layer_or_node():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    with pytest.raises(ImportRefused, match="subclassed keras.Model has no layer graph"):
+        from_keras(Sub())
+    with pytest.raises(ImportRefused, match=r"drop \(Dropout\): noise_shape=\(None, 1\)"):
+        from_keras(mlp(noise_shape=(None, 1)))
+    x0 = keras.Input((4,))
+    y = layers.Dense(3, name="d")(x0) * 2.0
+    with pytest.raises(ImportRefused) as e:
+        from_keras(keras.Model(x0, y))
+    assert len(e.value.lines) == 1
+    assert re.fullmatch(r"multiply(_\d+)? \(keras.ops.Multiply\): a tensor multiply with the "
+                        r"constant 2.0 \(no spec op computes a tensor with a constant yet\)",
+                        e.value.lines[0]), e.value.lines
+    frozen = mlp()
+    frozen.get_layer("fc1").trainable = False
+    with pytest.raises(ImportRefused, match=r"fc1 \(Dense\): trainable=False"):
+        from_keras(frozen)
+    probs = mlp()
+    probs.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ImportRefused, match="from_logits=False reads probabilities"):
+        from_keras(probs)
+    clipped = mlp()
+    clipped.compile(optimizer=keras.optimizers.Adam(clipnorm=1.0), loss="mse")
+    with pytest.raises(ImportRefused, match="clipnorm=1.0 clips each variable alone"):
+        from_keras(clipped)
+
+
+def test_import_command_reads_a_keras_file(tmp_path, capsys):
+    from rosetta.cli import main
+
+    m = mlp(rate=0.0)
+    m.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    path = tmp_path / "mlp.keras"
+    m.save(path)
+    assert main(["import", str(path), "--out", str(tmp_path / "ck"), "--no-certify"]) == 0
+    assert "imported mlp" in capsys.readouterr().out
+    assert (tmp_path / "ck").is_dir()
+    assert main(["import", str(tmp_path / "nothing.keras"), "--out", str(tmp_path / "x")]) == 2
+
+
+JAX_ADAM = textwrap.dedent("""
+    import numpy as np, keras, rosetta
+    from keras import layers
+    m = keras.Sequential([keras.Input((5,)), layers.Dense(7, activation="relu", name="a"),
+                          layers.Dense(3, name="b")])
+    m.compile(optimizer=keras.optimizers.Adam(0.01, beta_1=0.8, weight_decay=0.01),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    m.train_on_batch(rng.standard_normal((4, 5)), np.array([0, 1, 2, 1]))
+    imp = rosetta.from_keras(m)
+    opt = imp.spec.optimizer
+    assert type(opt).__name__ == "AdamW" and opt.epsilon_mode == "hat", opt
+    assert opt.epsilon == 1e-7 and opt.beta1 == 0.8 and imp.step == 1, (opt, imp.step)
+    assert sorted(imp.optimizer_state) == ["m/a/bias", "m/a/kernel", "m/b/bias", "m/b/kernel",
+                                           "v/a/bias", "v/a/kernel", "v/b/bias", "v/b/kernel"]
+    cert = imp.certify(("jax",), steps=2)
+    print(cert.table())
+    assert cert.passed
+    print("OK")
+""")
+
+
+def test_compiled_adam_with_state_certifies_under_keras_on_jax():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run([sys.executable, "-c", JAX_ADAM], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("OK"), r.stdout + r.stderr[-3000:]
