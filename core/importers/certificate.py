@@ -52,12 +52,15 @@ class Certificate:
     dropout: str
     results: list = field(default_factory=list)   # one dict per backend
     seconds: dict = field(default_factory=dict)
+    source: str = "torch"   # "onnx": a forward certificate (onnx_certificate)
 
     @property
     def passed(self) -> bool:
         return bool(self.results) and all(r["passed"] for r in self.results)
 
     def table(self) -> str:
+        if self.source == "onnx":
+            return self._forward_table()
         rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
                 f"{self.dropout}): source torch vs each backend",
                 f"{'backend':<11} {'result':<6} {'forward':>9} {'loss':>9} {'gradient':>9} "
@@ -72,8 +75,21 @@ class Certificate:
                 rows.append(f"  {r['blame']}")
         return "\n".join(rows)
 
+    def _forward_table(self) -> str:
+        rows = [f"certificate of {self.model} (forward, eval mode): the ONNX graph run by "
+                f"onnx.reference (float64) and onnxruntime (float32) vs each backend",
+                f"{'backend':<11} {'result':<6} {'against':<38} {'error':>9} {'seconds':>8}"]
+        for r in self.results:
+            rows.append(f"{r['backend']:<11} {'PASS' if r['passed'] else 'FAIL':<6} "
+                        f"{r.get('against', ''):<38} {r['worst'].get('forward', 0):9.1e} "
+                        f"{r['seconds']:8.1f}")
+            if not r["passed"]:
+                rows.append(f"  {r['blame'] or r.get('note', '')}")
+        return "\n".join(rows)
+
     def to_json(self) -> dict:
-        return {"model": self.model, "dtype": self.dtype, "steps": self.steps,
+        return {"model": self.model, "source": self.source, "dtype": self.dtype,
+                "steps": self.steps,
                 "dropout": self.dropout, "passed": self.passed, "results": self.results,
                 "seconds": self.seconds}
 

@@ -30,6 +30,9 @@ class Imported:
     node_source: dict = field(default_factory=dict)   # spec node -> source label
     source: object = field(default=None, repr=False)  # what certify() runs: see _Source
     notes: list = field(default_factory=list)
+    # why training this model is refused ("" if it is not): an ONNX graph whose BatchNorm the
+    # exporter folded into the convolution computes the eval function only
+    inference_only: str = ""
 
     def save(self, path) -> Path:
         """Write a neutral checkpoint directory (atomically; see ``rosetta.checkpoint``)."""
@@ -37,17 +40,32 @@ class Imported:
 
         return checkpoint.save(path, self.spec, params=self.params, state=self.state,
                                optimizer=self.optimizer_state, step=self.step, dtype=self.dtype,
-                               backend="import:torch",
+                               backend=f"import:{getattr(self.source, 'kind', 'torch')}",
                                record={"imported_from": self.source.description
-                                       if self.source else "", "names": self.names})
+                                       if self.source else "", "names": self.names,
+                                       "inference_only": self.inference_only})
 
     def certify(self, backends=None, *, dtype="float64", steps=3,
                 seed=0, out=None, progress=None, dropout="inject"):
         """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``.
-        ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0)."""
+        ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0). An ONNX
+        import runs ``rosetta.importers.onnx_certificate`` (forward against ``onnx.reference``
+        and onnxruntime)."""
+        if getattr(self.source, "kind", "torch") == "onnx":
+            from rosetta.importers.onnx_certificate import certify_onnx
+            return certify_onnx(self, backends, seed=seed, out=out, progress=progress)
+        self.refuse_training()
         from rosetta.importers.certificate import certify
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,
                        progress=progress, dropout=dropout)
+
+    def refuse_training(self) -> None:
+        """Raise ``RosettaError`` (one line) where this model cannot be trained as its source
+        was (``inference_only``)."""
+        if self.inference_only:
+            from rosetta.errors import RosettaError
+            raise RosettaError(f"{self.spec.name}: inference only, training refused: "
+                               f"{self.inference_only}")
 
     def source_name(self, path: str) -> str:
         """The source name of a canonical path (``slot/path`` for optimizer state too)."""

@@ -1,0 +1,283 @@
+"""The ONNX import certificate (docs/design.md section 12): the ONNX graph, run by ONNX's own
+evaluators, is one more participant.
+
+1. Every initializer the spec holds (parameters and BatchNorm statistics) is set to random
+   non-default values (seeded, ``certificate.randomize``'s rule, variances kept positive) and
+   rounded to the model's float type, so an import that ignores or misplaces one cannot pass.
+   The same values go into the ONNX model and, through each initializer's layout, into the spec.
+2. float64, exact tier: the model with every float initializer, constant, input and output cast
+   to double is run by ``onnx.reference.ReferenceEvaluator`` on a random batch; each backend
+   runs the spec in float64 (eval mode) on the same batch in canonical layout; they agree to
+   1e-10 (``tiers.EXACT``) or the first spec node whose NumPy reference output differs from the
+   ONNX tensor it stands for is named, with its ONNX node.
+   ONNX defines HardSwish as x max(0, min(1, x / 6 + 1/2)); the reference evaluator expands its
+   function body, whose alpha is the float32 0.16666667: the certificate gives the evaluator
+   the definition itself (alpha 1/6 exactly).
+3. float32: onnxruntime runs the float32 model (it has no float64 Conv, AveragePool or Erf on
+   CPU); its output is held to the float64 reference within the measured float32 bound
+   (``conformance/noise.py``): each backend's float32 eval output is re-run ``NOISE_RUNS`` times
+   from parameters, state and batch moved by one ulp, and onnxruntime's output must lie within
+   ``16 spread + U (128 |ref| + 4 scale)`` of the float64 reference, element by element.
+
+ONNX has no training semantics of its own (no loss, no optimizer, no gradient), so this
+certificate is a forward certificate; a torch model's gradients and steps are certified by
+``from_torch`` on the model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.conformance.compare import compare_arrays
+from rosetta.conformance.tiers import tier_for
+from rosetta.importers.certificate import Certificate
+
+
+def randomized_initializers(imp, seed: int) -> dict:
+    """{initializer name: random array} for every initializer the spec holds, rounded to the
+    model's float type (see the module doc)."""
+    from rosetta.initializers import rng_for
+
+    model = imp.source.model
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for name in sorted(imp.names):
+        t = inits[name]
+        rng = rng_for(seed, f"onnx-certificate/{name}")
+        noise = rng.standard_normal(t.shape)
+        a = t.astype(np.float64)
+        mean = float(a.mean())
+        std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+        if std > 0:
+            a = mean + ((a - mean) + 0.5 * std * noise) / 1.25 ** 0.5
+        else:
+            a = a + noise * (0.1 * abs(mean) + 0.05)
+        if imp.names[name].rsplit("/", 1)[-1] == "var":
+            a = np.abs(a) + 0.1
+        out[name] = a.astype(t.dtype)
+    return out
+
+
+def with_initializers(model, values: dict):
+    """A copy of ``model`` with the initializers named in ``values`` replaced."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i, t in enumerate(m.graph.initializer):
+        if t.name in values:
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(values[t.name], t.name))
+    return m
+
+
+def to_double(model):
+    """A copy of ``model`` computing in float64: every float initializer, Constant and tensor
+    attribute cast to double, float inputs and outputs declared double, Cast-to-float made
+    Cast-to-double, inferred value types dropped."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+    def cast(t):
+        if t.data_type in floats:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64),
+                                               t.name))
+
+    for t in m.graph.initializer:
+        cast(t)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type in floats:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del m.graph.value_info[:]
+    for node in m.graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                cast(a.t)
+            elif a.name in ("to", "dtype") and a.type == onnx.AttributeProto.INT \
+                    and a.i in floats:
+                a.i = TensorProto.DOUBLE
+    return m
+
+
+def _hard_swish_op():
+    from onnx.reference.op_run import OpRun
+
+    class HardSwish(OpRun):
+        """ONNX HardSwish by its definition: x max(0, min(1, x / 6 + 1/2)), 1/6 exact."""
+
+        op_domain = ""
+
+        def _run(self, x):
+            return (x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)).astype(x.dtype),
+
+    return HardSwish
+
+
+def reference_run(model, x, outputs=None) -> dict:
+    """{name: array} of ``onnx.reference`` on ``model`` (``outputs``: extra tensor names)."""
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    names = [o.name for o in m.graph.output]
+    for extra in outputs or ():
+        if extra not in names:
+            m.graph.output.append(helper.make_empty_tensor_value_info(extra))
+            names.append(extra)
+    inp = _input_name(m)
+    ev = ReferenceEvaluator(m, new_ops=[_hard_swish_op()])
+    return dict(zip(names, (np.asarray(v) for v in ev.run(names, {inp: x}))))
+
+
+def _input_name(model) -> str:
+    inits = {i.name for i in model.graph.initializer}
+    return next(vi.name for vi in model.graph.input if vi.name not in inits)
+
+
+def to_canonical(v, layout, chw=None):
+    """A source (ONNX) array in the layout the spec holds it."""
+    v = np.asarray(v)
+    if layout == "nchw" and v.ndim == 4:
+        return v.transpose(0, 2, 3, 1)
+    if layout == "flat":
+        c, h, w = chw
+        return v.reshape(v.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(v.shape[0], -1)
+    return v
+
+
+def _canonical_values(imp, values: dict) -> tuple[dict, dict]:
+    """(params, state) of the spec from initializer values, through their layouts."""
+    params, state = {}, {}
+    state_paths = set(imp.state)
+    for name, path in imp.names.items():
+        arr = np.array(imp.source.layouts[name].to_canonical(values[name]))
+        (state if path in state_paths else params)[path] = arr
+    return params, state
+
+
+def batch(imp, seed: int, dtype) -> np.ndarray:
+    """A random batch in the ONNX model's layout (the example batch size)."""
+    from rosetta.initializers import rng_for
+
+    cap = imp.source.captured
+    rng = rng_for(seed, "onnx-certificate/batch")
+    if cap.input_kind == "int":
+        return rng.integers(0, 8, size=cap.input_shape).astype(np.int64)
+    return rng.standard_normal(cap.input_shape).astype(dtype)
+
+
+def first_diverging_node(imp, model64, params, state, x, tier) -> str:
+    """The first spec node whose eval-mode NumPy reference output differs from the ONNX tensor
+    it stands for (``onnx.reference``, float64), named with its ONNX node; '' if none."""
+    from rosetta.ops import RefContext
+
+    cap = imp.source.captured
+    theirs = reference_run(model64, x, [t for t, _, _ in cap.onnx_nodes.values()])
+    g = imp.spec.model
+    values = {g.inputs[0].name: np.asarray(to_canonical(x, cap.input_layout), np.float64)
+              if cap.input_kind == "float" else to_canonical(x, cap.input_layout)}
+    for n in g.nodes:
+        p = {k: np.asarray(params[f"{n.name}/{k}"], np.float64) for k in n.params}
+        ctx = RefContext(training=False, state={k: np.array(state[f"{n.name}/{k}"])
+                                                for k in n.state})
+        values[n.name] = n.opdef.reference(n.attrs, p, [values[s] for s in n.inputs], ctx)
+        if n.name not in cap.onnx_nodes:
+            continue
+        tensor, layout, chw = cap.onnx_nodes[n.name]
+        t = to_canonical(theirs[tensor], layout, chw)
+        label = f"{n.name} ({n.op}; ONNX {imp.node_source.get(n.name, '?')})"
+        if t.shape != values[n.name].shape:
+            return (f"first diverging node: {label}: output shape {values[n.name].shape[1:]} "
+                    f"where ONNX's is {t.shape[1:]}")
+        w = compare_arrays(values[n.name], t, f"{n.name} output (eval)", tier.tolerance,
+                           tier.floor_fraction)
+        if not w.passed:
+            return f"first diverging node: {label}: {w}"
+    return ""
+
+
+def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Certificate:
+    """The certificate of an ONNX import (see the module doc); returns a ``Certificate`` whose
+    rows are each backend against ``onnx.reference`` in float64 and onnxruntime against the
+    float64 reference within the measured float32 bound."""
+    from rosetta.backend_registry import available_backends, get_backend
+    from rosetta.conformance.noise import Measured, compare_noisy, measure_eval, noise_spread, use
+
+    if backends is None:
+        backends = tuple(available_backends())
+    log = progress or (lambda msg: None)
+    spec = imp.spec
+    cap = imp.source.captured
+    tier = tier_for("float64")
+    cert = Certificate(spec.name, "float64", 0, "none", source="onnx")
+    values = randomized_initializers(imp, seed)
+    model = with_initializers(imp.source.model, values)
+    model64 = to_double(model)
+    params, state = _canonical_values(imp, values)
+    params = {k: v.astype(np.float64) for k, v in params.items()}
+    state = {k: v.astype(np.float64) for k, v in state.items()}
+    x = batch(imp, seed, np.float64)
+    t0 = time.perf_counter()
+    log(f"{spec.name}: running onnx.reference (float64)")
+    ref = to_canonical(reference_run(model64, x)[cap.output_name], cap.output_layout)
+    cert.seconds["source"] = time.perf_counter() - t0
+    xc = to_canonical(x, cap.input_layout)
+    runs = {}
+    for be in backends:
+        t1 = time.perf_counter()
+        log(f"{spec.name}: {be} against onnx.reference")
+        backend = get_backend(be)
+        p = backend.compile(spec, dtype="float64", device="cpu")
+        p.load(params, state)
+        got = np.asarray(p.forward(xc, training=False))
+        w = compare_arrays(got, ref, "eval output", tier.tolerance, tier.floor_fraction)
+        row = {"backend": be, "against": "onnx.reference float64", "passed": bool(w.passed),
+               "worst": {"forward": w.rel_err}, "where": str(w), "note": "", "blame": ""}
+        if not w.passed:
+            row["blame"] = (first_diverging_node(imp, model64, params, state, x, tier)
+                            or str(w))
+        if cap.dtype == "float32":   # the float32 noise of this backend's forward
+            p32 = backend.compile(spec, dtype="float32", device="cpu")
+            runs[be] = measure_eval(p32, params, state, xc.astype(np.float32)
+                                    if xc.dtype.kind == "f" else xc,
+                                    {"eval/output": ref}, seed=f"onnx/{be}")
+        row["seconds"] = time.perf_counter() - t1
+        cert.results.append(row)
+    if cap.dtype == "float32":
+        import onnxruntime as ort
+
+        t1 = time.perf_counter()
+        log(f"{spec.name}: onnxruntime (float32) against the float64 reference")
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        x32 = x.astype(np.float32) if x.dtype.kind == "f" else x
+        got = to_canonical(sess.run(None, {cap.input_name: x32})[0], cap.output_layout)
+        ref_d = {"eval/output": ref}
+        spread = noise_spread(ref_d, runs, held="onnxruntime")
+        (_, w), = compare_noisy({"eval/output": np.asarray(got, np.float64)},
+                                Measured(ref_d, spread), "onnxruntime float32")
+        ok = bool(runs) and use(w) <= 1.0
+        cert.results.append({
+            "backend": "onnxruntime", "against": "onnx.reference float64, float32 bound",
+            "passed": ok, "worst": {"forward": w.rel_err, "bound": w.tolerance or 0.0},
+            "where": str(w), "note": "" if runs else "no backend measured the float32 noise",
+            "blame": "" if ok else str(w), "seconds": time.perf_counter() - t1})
+    if out is not None:
+        from rosetta.files import atomic_file
+        path = Path(out) / "certificate.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(json.dumps(cert.to_json(), indent=1, default=str).encode())
+    return cert

@@ -1,0 +1,451 @@
+"""ONNX nodes -> spec layers, each with the attributes that reproduce the node exactly (docs/design.md
+sections 3 and 12), or ``Unsupported`` naming what the spec lacks.
+
+Each handler takes ``(b, node)``: ``b`` the ``Builder`` (its ``tensors`` are the graph's
+initializers by name), ``node`` an ``ONode`` (its inputs resolved to ``Value``s for tensors
+computed from the model input and ``Const``s for initializers and constant-folded values, its
+attributes as Python values, the source label and the inferred output shape). One table,
+``ONNX_OPS``, keyed by the ONNX op type (default domain); ``SUPPORTED`` is its sorted keys (the
+docs' table is generated from it).
+
+Layouts (``builder.Value``): ONNX images are (N, C, H, W), held channels last; a Conv's kernel
+goes from (O, I/g, kH, kW) to (kH, kW, I/g, O), a Gemm's B from (out, in) (``transB=1``) to
+(in, out); a flatten of an (N, C, H, W) map with H*W > 1 is kept in canonical (H, W, C) order
+and the Gemm / MatMul reading it gets its kernel rows permuted (``flatten_nchw``).
+
+ONNX float attributes (epsilon, alpha) are float32: the spec takes their float32 value exactly
+(``float(np.float32(a))``), which is also what ``onnx.reference`` computes with in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rosetta.conformance.native import flatten_nchw
+from rosetta.importers.builder import Builder, Unsupported, Value
+
+
+@dataclass
+class Const:
+    """An initializer (``name`` set) or a constant-folded value (``name`` None)."""
+
+    value: np.ndarray
+    name: str | None = None
+    batch_dependent: bool = False    # folded from the batch size of a dynamic batch axis
+
+
+@dataclass
+class ONode:
+    op: str
+    inputs: list             # Value, Const or None (an omitted optional input)
+    attrs: dict
+    name: str                # the spec node name to use
+    label: str               # "/l/Gemm (Gemm)"
+    shape: tuple             # the inferred shape of output 0 (batch included)
+    outputs_used: list = field(default_factory=list)   # which outputs a later node reads
+
+    def input(self, i):
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def attr(self, key, default=None):
+        return self.attrs.get(key, default)
+
+
+def _value(v, what="input") -> Value:
+    if isinstance(v, Const):
+        raise Unsupported(f"{what} is a constant tensor"
+                          f"{f' ({v.name})' if v.name else ''} (the spec has no Constant op: "
+                          f"only a weight position of Conv, Gemm, MatMul, BatchNormalization "
+                          f"or LayerNormalization takes an initializer)")
+    if not isinstance(v, Value):
+        raise Unsupported(f"{what} is missing")
+    return v
+
+
+def _param(v, what) -> str:
+    """The initializer name of a weight input."""
+    if not isinstance(v, Const):
+        raise Unsupported(f"{what} is computed from the model input (the spec takes it only "
+                          f"as a parameter: an initializer)")
+    if v.name is None:
+        raise Unsupported(f"{what} is computed from constants (fold it into an initializer)")
+    return v.name
+
+
+def _need(v: Value, layout: str, what: str):
+    if v.layout != layout:
+        raise Unsupported(f"{what} on a {v.layout} tensor of shape {v.shape} (needs an "
+                          f"{'(N, C, H, W) image tensor' if layout == 'nchw' else 'unpermuted'} "
+                          f"input)")
+
+
+def _f32(x) -> float:
+    """An ONNX float attribute's value (stored as float32) as the float64 it is."""
+    return float(np.float32(x))
+
+
+def _only_output(n: ONode, what=""):
+    extra = [i for i in n.outputs_used if i > 0]
+    if extra:
+        raise Unsupported(f"its output {extra[0]}{what} is read (the spec's op has one output)")
+
+
+def _spatial(n: ONode, x: Value, kernel, dilations, strides):
+    """The explicit ((top, bottom), (left, right)) padding of ``pads`` / ``auto_pad``."""
+    auto = n.attr("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ("NOTSET", ""):
+        p = list(n.attr("pads", [0, 0, 0, 0]))
+        if len(p) != 4:
+            raise Unsupported(f"pads {p} (2-D only)")
+        return ((p[0], p[2]), (p[1], p[3]))
+    if auto == "VALID":
+        return ((0, 0), (0, 0))
+    pads = []
+    for i in range(2):
+        size = x.shape[2 + i]
+        out = -(-size // strides[i])
+        total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
+        small = total // 2
+        pads.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+    return tuple(pads)
+
+
+# --- convolution and dense ----------------------------------------------------------------------
+
+def conv(b: Builder, n: ONode):
+    x = _value(n.input(0))
+    if len(x.shape) != 4:
+        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (2-D only)")
+    _need(x, "nchw", "a 2-D convolution")
+    weight = _param(n.input(1), "the kernel W")
+    bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
+    w = b.tensors[weight]
+    k = tuple(n.attr("kernel_shape", w.shape[2:]))
+    d = tuple(n.attr("dilations", (1, 1)))
+    s = tuple(n.attr("strides", (1, 1)))
+    params = {"kernel": (weight, "conv2d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv2D", [x], name=n.name, source=n.label, params=params,
+                   filters=int(w.shape[0]), kernel_size=k, strides=s,
+                   padding=_spatial(n, x, k, d, s), dilation=d, groups=int(n.attr("group", 1)),
+                   use_bias=bias is not None, layout="nchw", out_shape=n.shape)
+
+
+def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | None, shape):
+    """Dense(x) with kernel ``weight`` read in layout ``lay`` ("linear": (out, in); "identity":
+    (in, out)), rows permuted after a channels-first flatten."""
+    if x.layout == "flat":
+        lay = flatten_nchw(*x.chw, then=lay)
+    else:
+        _need(x, "plain", "a dense layer")
+    w = b.tensors[weight]
+    if w.ndim != 2:
+        raise Unsupported(f"a weight {weight} of rank {w.ndim} (a dense kernel is 2-D)")
+    units = w.shape[0] if str(getattr(lay, "name", lay)).endswith("linear") else w.shape[1]
+    params = {"kernel": (weight, lay)}
+    if bias is not None:
+        if b.tensors[bias].shape != (units,):
+            raise Unsupported(f"a bias {bias} of shape {b.tensors[bias].shape} (the spec's "
+                              f"Dense adds a ({units},) bias)")
+        params["bias"] = (bias, "identity")
+    return b.layer("Dense", [x], name=n.name, source=n.label, params=params, units=int(units),
+                   use_bias=bias is not None, layout="plain", out_shape=shape)
+
+
+def gemm(b: Builder, n: ONode):
+    """Y = alpha A B' + beta C with A the input (N, in), B an initializer, C a (out,) bias:
+    Dense (alpha = beta = 1, transA = 0; transB = 1 reads B as (out, in), 0 as (in, out))."""
+    if _f32(n.attr("alpha", 1.0)) != 1.0 or _f32(n.attr("beta", 1.0)) != 1.0:
+        raise Unsupported(f"Gemm(alpha={n.attr('alpha', 1.0):g}, beta={n.attr('beta', 1.0):g}) "
+                          f"(the spec's Dense is alpha = beta = 1)")
+    if n.attr("transA", 0):
+        raise Unsupported("Gemm(transA=1) (a transposed input)")
+    x = _value(n.input(0), "input A")
+    weight = _param(n.input(1), "input B")
+    bias = _param(n.input(2), "input C") if n.input(2) is not None else None
+    return _dense(b, n, x, weight, "linear" if n.attr("transB", 0) else "identity", bias,
+                  n.shape)
+
+
+def matmul(b: Builder, n: ONode):
+    """x @ W with W an initializer (in, out): Dense without bias; ``onnx_graph`` fuses a
+    following Add of a (out,) initializer into it (the Linear pattern: Dense with bias)."""
+    x = _value(n.input(0), "input A")
+    if not isinstance(n.input(1), Const):
+        raise Unsupported("a MatMul of two computed tensors (the spec has no MatMul op yet)")
+    weight = _param(n.input(1), "input B")
+    bias = n.attrs.get("_fused_bias")
+    return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+def batch_normalization(b: Builder, n: ONode):
+    """y = (x - mean) / sqrt(var + epsilon) * scale + B -> BatchNorm(momentum, epsilon,
+    running_var="biased"): ONNX's running update is running * momentum + current * (1 -
+    momentum) with the population (biased) variance, the spec's convention."""
+    _only_output(n, " (the updated running statistics)")
+    x = _value(n.input(0))
+    if x.layout not in ("nchw", "plain") or (x.layout == "plain" and len(x.shape) != 2):
+        raise Unsupported(f"a batch norm of a {x.layout} tensor of shape {x.shape} (the spec's "
+                          f"BatchNorm normalises (N, C) vectors and (N, C, H, W) images)")
+    scale, bias, mean, var = (_param(n.input(i), w) for i, w in
+                              enumerate(("scale", "B", "input_mean", "input_var"), 1))
+    momentum = _f32(n.attr("momentum", 0.9))
+    if not 0.0 <= momentum < 1.0:
+        raise Unsupported(f"BatchNormalization(momentum={momentum:g}) (the spec's BatchNorm "
+                          f"momentum is in [0, 1))")
+    return b.layer("BatchNorm", [x], name=n.name, source=n.label,
+                   params={"scale": (scale, "identity"), "bias": (bias, "identity")},
+                   state={"mean": (mean, "identity"), "var": (var, "identity")},
+                   momentum=momentum, epsilon=_f32(n.attr("epsilon", 1e-5)),
+                   running_var="biased", out_shape=n.shape)
+
+
+def layer_normalization(b: Builder, n: ONode):
+    _only_output(n, " (the mean or inverse deviation)")
+    x = _value(n.input(0))
+    axis = int(n.attr("axis", -1))
+    if x.layout != "plain" or axis not in (-1, len(x.shape) - 1):
+        raise Unsupported(f"LayerNormalization(axis={axis}) of a {x.layout} tensor of shape "
+                          f"{x.shape} (the spec's LayerNorm normalises the last axis of an "
+                          f"unpermuted tensor)")
+    if n.input(2) is None:
+        raise Unsupported("LayerNormalization without its bias B (the spec's LayerNorm has a "
+                          "scale and bias)")
+    scale, bias = _param(n.input(1), "scale"), _param(n.input(2), "B")
+    if int(n.attr("stash_type", 1)) != 1:
+        raise Unsupported("LayerNormalization(stash_type != 1) (statistics in another type)")
+    return b.layer("LayerNorm", [x], name=n.name, source=n.label,
+                   params={"scale": (scale, "identity"), "bias": (bias, "identity")},
+                   epsilon=_f32(n.attr("epsilon", 1e-5)), out_shape=n.shape)
+
+
+# --- activations --------------------------------------------------------------------------------
+
+def _activation(fn, **extra):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        kw = {k: (f(n) if callable(f) else f) for k, f in extra.items()}
+        return b.layer("Activation", [x], name=n.name, source=n.label, fn=fn,
+                       out_shape=n.shape, chw=x.chw, **kw)
+    return handler
+
+
+def _gelu_approximate(n):
+    a = n.attr("approximate", "none")
+    return a.decode() if isinstance(a, bytes) else a
+
+
+def hard_sigmoid(b: Builder, n: ONode):
+    """HardSigmoid(alpha, beta) = max(0, min(1, alpha x + beta)). ONNX stores alpha in float32,
+    so torch's 1/6 arrives as 0.1666666716..., 3e-8 from the spec's hard_sigmoid slope 1/6:
+    refused (never approximated); the default alpha 0.2 is no spec op either."""
+    alpha, beta = _f32(n.attr("alpha", 0.2)), _f32(n.attr("beta", 0.5))
+    raise Unsupported(f"HardSigmoid(alpha={alpha!r}, beta={beta!r}) (the spec's hard_sigmoid is "
+                      f"relu6(x + 3) / 6, slope 1/6 exactly; a float32 alpha is not)")
+
+
+def hard_swish(b: Builder, n: ONode):
+    """HardSwish: y = x max(0, min(1, x / 6 + 1 / 2)), alpha = 1/6 by definition: the spec's."""
+    x = _value(n.input(0))
+    return b.layer("HardSwish", [x], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+
+
+def softmax(b: Builder, n: ONode):
+    """Softmax(axis) (opset 13: over one axis, default -1)."""
+    x = _value(n.input(0))
+    return b.layer("Activation", [x], name=n.name, source=n.label, fn="softmax",
+                   axis=x.canonical_axis(int(n.attr("axis", -1))), out_shape=n.shape)
+
+
+def dropout(b: Builder, n: ONode):
+    """Dropout(ratio): a Dropout of that rate (identity in eval, as ONNX's inference mode); the
+    mask output is refused."""
+    _only_output(n, " (the mask)")
+    x = _value(n.input(0))
+    ratio = n.input(1)
+    if ratio is not None and not isinstance(ratio, Const):
+        raise Unsupported("a dropout ratio computed from the model input")
+    rate = 0.5 if ratio is None else float(np.asarray(ratio.value))
+    return b.layer("Dropout", [x], name=n.name, source=n.label, rate=rate, out_shape=n.shape,
+                   chw=x.chw)
+
+
+def identity(b: Builder, n: ONode):
+    return _value(n.input(0))
+
+
+# --- combination, shape -------------------------------------------------------------------------
+
+def add(b: Builder, n: ONode):
+    x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
+    if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
+        raise Unsupported(f"a broadcasting Add of shapes {x.shape} and {y.shape} (the spec's "
+                          f"Add takes equal shapes)")
+    return b.layer("Add", [x, y], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+
+
+def mul(b: Builder, n: ONode):
+    """x * y of two computed tensors, one broadcasting size-1 axes of the other (one rank, one
+    layout, never the batch axis: the squeeze-excite gate)."""
+    x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
+    if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
+        raise Unsupported(f"a Mul of shapes {x.shape} and {y.shape} held in different layouts "
+                          f"or of different rank")
+    if x.shape[0] != y.shape[0] or (x.layout == "flat" and x.shape != y.shape) or any(
+            p != q and 1 not in (p, q) for p, q in zip(x.shape, y.shape)):
+        raise Unsupported(f"a Mul of shapes {x.shape} and {y.shape} (the spec's Multiply "
+                          f"broadcasts size-1 axes of one rank, never the batch axis)")
+    return b.layer("Multiply", [x, y], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+
+
+def concat(b: Builder, n: ONode):
+    xs = [_value(v) for v in n.inputs]
+    if len(xs) == 1:
+        return xs[0]
+    lay = {v.layout for v in xs}
+    if len(lay) != 1 or "flat" in lay:
+        raise Unsupported("a concatenation of tensors held in different layouts")
+    axis = xs[0].canonical_axis(int(n.attr("axis")))
+    return b.layer("Concatenate", xs, name=n.name, source=n.label, axis=axis, out_shape=n.shape)
+
+
+def _flatten(b: Builder, n: ONode, x: Value):
+    if len(x.shape) == 2 and x.layout != "nchw":
+        return x
+    if x.layout == "nchw":
+        _, ch, h, w = x.shape
+        if h * w == 1:
+            return b.layer("Flatten", [x], name=n.name, source=n.label, layout="plain",
+                           out_shape=n.shape)
+        return b.layer("Flatten", [x], name=n.name, source=n.label, layout="flat",
+                       out_shape=n.shape, chw=(ch, h, w))
+    _need(x, "plain", "a flatten")
+    return b.layer("Flatten", [x], name=n.name, source=n.label, out_shape=n.shape)
+
+
+def flatten(b: Builder, n: ONode):
+    x = _value(n.input(0))
+    if int(n.attr("axis", 1)) != 1:
+        raise Unsupported(f"Flatten(axis={n.attr('axis')}) (the spec flattens every axis but "
+                          f"the batch)")
+    return _flatten(b, n, x)
+
+
+def reshape(b: Builder, n: ONode):
+    """Reshape to the inferred output shape (the shape input is a constant or folded from the
+    input's shape): a flatten, or a Reshape of the per-example axes of an unpermuted tensor."""
+    x = _value(n.input(0))
+    if not isinstance(n.input(1), Const):
+        raise Unsupported("a reshape to a shape computed from the model input's values")
+    shape = tuple(n.shape)
+    if not shape or shape[0] != x.shape[0]:
+        raise Unsupported(f"a reshape that mixes the batch axis ({x.shape} -> {shape})")
+    if len(shape) == 2:
+        return _flatten(b, n, x)
+    if x.layout != "plain":
+        raise Unsupported(f"a reshape of a {x.layout} tensor to {shape} (only a flatten keeps "
+                          f"the numbers of a channels-first tensor held channels last)")
+    return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
+                   out_shape=shape, shape=shape[1:])
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _floor_out(size, k, s, lo, hi, d=1):
+    return (size + lo + hi - d * (k - 1) - 1) // s + 1
+
+
+def _pool(op, b: Builder, n: ONode):
+    _only_output(n, " (the indices)")
+    x = _value(n.input(0))
+    if len(x.shape) != 4:
+        raise Unsupported(f"{len(x.shape) - 2}-D pooling (2-D only)")
+    _need(x, "nchw", "2-D pooling")
+    k = tuple(n.attr("kernel_shape"))
+    s = tuple(n.attr("strides", (1, 1)))
+    if tuple(n.attr("dilations", (1, 1))) != (1, 1):
+        raise Unsupported("pooling with dilations (the spec's pools have none)")
+    if int(n.attr("storage_order", 0)):
+        raise Unsupported("MaxPool(storage_order=1)")
+    pads = [list(p) for p in _spatial(n, x, k, (1, 1), s)]
+    if op == "AvgPool2D" and int(n.attr("count_include_pad", 0)) and any(map(any, pads)):
+        raise Unsupported("AveragePool with padding and count_include_pad=1 (the spec's "
+                          "AvgPool2D excludes padded cells)")
+    for i in range(2):
+        size, out = x.shape[2 + i], n.shape[2 + i]
+        lo, hi = pads[i]
+        extra = out - _floor_out(size, k[i], s[i], lo, hi)
+        if extra:
+            # ceil_mode: a last window starting inside the input or its padding, its cells past
+            # the end left out (the max of the rest, the average over the input cells in it):
+            # the spec's pool with that many more cells of padding after
+            extra = (out - 1) * s[i] + k[i] - (size + lo + hi)
+            if (not n.attr("ceil_mode", 0) or extra <= 0 or extra >= s[i]
+                    or _floor_out(size, k[i], s[i], lo, hi + extra) != out):
+                raise Unsupported(f"pooling of size {size} to {out} (window {k[i]}, stride "
+                                  f"{s[i]}, padding {(lo, hi)}) that extra padding after does "
+                                  f"not reproduce")
+            pads[i][1] = hi + extra
+    return b.layer(op, [x], name=n.name, source=n.label, kernel_size=k, strides=s,
+                   padding=tuple(map(tuple, pads)), out_shape=n.shape)
+
+
+def max_pool(b, n):
+    return _pool("MaxPool2D", b, n)
+
+
+def average_pool(b, n):
+    return _pool("AvgPool2D", b, n)
+
+
+def _global(op):
+    """A global pool over H, W to (N, C, 1, 1), held as a (1, 1, C) map."""
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        _need(x, "nchw", "global pooling")
+        v = b.layer(op, [x], name=n.name, source=n.label, layout="plain",
+                    out_shape=(x.shape[0], x.shape[1]))
+        return b.layer("Reshape", [v], name=f"{n.name}_keepdims", source=n.label,
+                       layout="nchw", out_shape=n.shape, shape=(1, 1, x.shape[1]))
+    return handler
+
+
+ONNX_OPS = {
+    "Conv": conv,
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "BatchNormalization": batch_normalization,
+    "LayerNormalization": layer_normalization,
+    "Relu": _activation("relu"),
+    "Sigmoid": _activation("sigmoid"),
+    "Tanh": _activation("tanh"),
+    "LeakyRelu": _activation("leaky_relu", slope=lambda n: _f32(n.attr("alpha", 0.01))),
+    "Gelu": _activation("gelu", approximate=_gelu_approximate),
+    "HardSwish": hard_swish,
+    "Softmax": softmax,
+    "Dropout": dropout,
+    "Identity": identity,
+    "Add": add,
+    "Mul": mul,
+    "Concat": concat,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "MaxPool": max_pool,
+    "AveragePool": average_pool,
+    "GlobalAveragePool": _global("GlobalAvgPool2D"),
+    "GlobalMaxPool": _global("GlobalMaxPool2D"),
+}
+
+# refused whatever their inputs, with the reason (reported even after a refused input)
+REFUSED = {
+    "HardSigmoid": hard_sigmoid,
+}
+
+SUPPORTED = tuple(sorted(ONNX_OPS))
