@@ -1,5 +1,7 @@
 """Models from elsewhere (docs/design.md section 12): ``from_torch`` reads a ``torch.nn.Module`` (with its
-optimizer and loss) into a spec with canonical weights, and certifies it against the source.
+optimizer and loss) into a spec with canonical weights, and certifies it against the source;
+``from_onnx`` reads an ONNX graph (opset 13 and later) and certifies it against ONNX's own
+evaluators.
 
 Nothing here imports torch until a function is called.
 """
@@ -7,13 +9,19 @@ Nothing here imports torch until a function is called.
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.torch_graph import maps
 
-__all__ = ["ImportRefused", "maps", "from_torch", "Imported"]
+__all__ = ["ImportRefused", "maps", "from_torch", "from_onnx", "Imported"]
 
 
 def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None):
     """See ``rosetta.importers.imported.from_torch``."""
     from rosetta.importers.imported import from_torch as _from_torch
     return _from_torch(module, example_inputs, optimizer=optimizer, loss=loss, name=name)
+
+
+def from_onnx(source, *, name=None):
+    """See ``rosetta.importers.onnx_import.from_onnx``."""
+    from rosetta.importers.onnx_import import from_onnx as _from_onnx
+    return _from_onnx(source, name=name)
 
 
 def __getattr__(name):

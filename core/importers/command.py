@@ -1,4 +1,9 @@
-"""``rosetta import SOURCE --out DIR``: import a PyTorch model, certify it, save a checkpoint.
+"""``rosetta import SOURCE --out DIR``: import a PyTorch or ONNX model, certify it, save a
+checkpoint.
+
+SOURCE ``model.onnx`` (opset 13 and later) is read by ``from_onnx`` and certified forward
+against ``onnx.reference`` (float64) and onnxruntime (float32) (``onnx_certificate``); the
+options --steps, --dropout and --input-shape concern torch sources only.
 
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
 ``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ...}``, only ``model``
@@ -23,11 +28,11 @@ from rosetta.importers.errors import ImportRefused
 
 
 def add_parser(sub, positive_int):
-    p = sub.add_parser("import", help="import a PyTorch model (weights, optimizer, loss) and "
-                                      "certify it on every backend")
+    p = sub.add_parser("import", help="import a PyTorch model (weights, optimizer, loss) or an "
+                                      "ONNX model and certify it on every backend")
     p.add_argument("source", help="file.py:NAME (a module, a function returning one, or "
-                                  "returning {model, example_inputs, optimizer, loss}) or a "
-                                  ".pt2 ExportedProgram")
+                                  "returning {model, example_inputs, optimizer, loss}), a "
+                                  ".pt2 ExportedProgram, or a .onnx file")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the neutral checkpoint to write (certificate.json beside its files)")
     p.add_argument("--backends", nargs="+", default=None,
@@ -105,7 +110,38 @@ def load_source(ref: str, input_shape=None) -> dict:
     return d
 
 
+def _report(imp, args) -> int:
+    """Save ``imp`` to ``--out``, certify it unless ``--no-certify``; the exit status."""
+    for n in imp.notes:
+        print(f"note: {n}")
+    out = Path(args.out)
+    imp.save(out)
+    print(f"imported {imp.spec.name}: {imp.spec.model.param_count():,} parameters, "
+          f"{len(imp.names)} source tensors mapped, step {imp.step} -> {out}")
+    if args.no_certify:
+        return 0
+    backends = ([b for item in args.backends for b in item.split(",") if b]
+                if args.backends else None)
+    cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype,
+                       steps=args.steps, seed=args.seed,
+                       out=out.parent / f"{out.name}.certificate", progress=print,
+                       dropout=args.dropout)
+    print(cert.table())
+    return 0 if cert.passed else 1
+
+
 def run_command(args) -> int:
+    if args.source.endswith(".onnx"):
+        from rosetta.importers.onnx_import import from_onnx
+
+        try:
+            imp = from_onnx(args.source)
+        except ImportRefused as e:
+            for line in e.lines:
+                print(f"rosetta import: {line}", file=sys.stderr)
+            return 2
+        return _report(imp, args)
+
     import torch
 
     from rosetta.importers.imported import from_torch
@@ -124,18 +160,4 @@ def run_command(args) -> int:
         for line in e.lines:
             print(f"rosetta import: {line}", file=sys.stderr)
         return 2
-    for n in imp.notes:
-        print(f"note: {n}")
-    out = Path(args.out)
-    imp.save(out)
-    print(f"imported {imp.spec.name}: {imp.spec.model.param_count():,} parameters, "
-          f"{len(imp.names)} source tensors mapped, step {imp.step} -> {out}")
-    if args.no_certify:
-        return 0
-    backends = ([b for item in args.backends for b in item.split(",") if b]
-                if args.backends else None)
-    cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype, steps=args.steps, seed=args.seed,
-                       out=out.parent / f"{out.name}.certificate", progress=print,
-                       dropout=args.dropout)
-    print(cert.table())
-    return 0 if cert.passed else 1
+    return _report(imp, args)

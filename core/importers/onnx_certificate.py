@@ -10,9 +10,10 @@ evaluators, is one more participant.
    runs the spec in float64 (eval mode) on the same batch in canonical layout; they agree to
    1e-10 (``tiers.EXACT``) or the first spec node whose NumPy reference output differs from the
    ONNX tensor it stands for is named, with its ONNX node.
-   ONNX defines HardSwish as x max(0, min(1, x / 6 + 1/2)); the reference evaluator expands its
-   function body, whose alpha is the float32 0.16666667: the certificate gives the evaluator
-   the definition itself (alpha 1/6 exactly).
+   ONNX defines HardSwish as x max(0, min(1, x / 6 + 1/2)) and Gelu as 0.5 x (1 + erf(x /
+   sqrt 2)) (tanh: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))); the reference evaluator
+   expands their function bodies, whose constants are float32 (alpha 0.16666667, sqrt(2 / pi)
+   to 7 digits): the certificate gives the evaluator the definitions themselves, in float64.
 3. float32: onnxruntime runs the float32 model (it has no float64 Conv, AveragePool or Erf on
    CPU); its output is held to the float64 reference within the measured float32 bound
    (``conformance/noise.py``): each backend's float32 eval output is re-run ``NOISE_RUNS`` times
@@ -109,18 +110,58 @@ def to_double(model):
     return m
 
 
-def _hard_swish_op():
+def without_dropout(model):
+    """A copy of ``model`` whose Dropout nodes have ratio 0 (a training-mode graph's dropout is
+    a random draw no other participant can repeat; the spec's rates go to 0 alike)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    zero = "rosetta_certificate_zero_ratio"
+    used = False
+    for node in m.graph.node:
+        if node.op_type == "Dropout":
+            while len(node.input) < 2:
+                node.input.append("")
+            node.input[1] = zero
+            used = True
+    if used:
+        m.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), zero))
+    return m
+
+
+def _exact_function_ops():
+    """ONNX function ops evaluated by their definitions (see the module doc)."""
+    from math import erf, pi, sqrt
+
     from onnx.reference.op_run import OpRun
 
+    verf = np.vectorize(erf, otypes=[np.float64])
+
     class HardSwish(OpRun):
-        """ONNX HardSwish by its definition: x max(0, min(1, x / 6 + 1/2)), 1/6 exact."""
+        """x max(0, min(1, x / 6 + 1/2)), 1/6 exact."""
 
         op_domain = ""
 
         def _run(self, x):
             return (x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)).astype(x.dtype),
 
-    return HardSwish
+    class Gelu(OpRun):
+        """0.5 x (1 + erf(x / sqrt 2)), or with approximate='tanh' 0.5 x (1 + tanh(sqrt(2 / pi)
+        (x + 0.044715 x^3)))."""
+
+        op_domain = ""
+
+        def _run(self, x, approximate="none"):
+            x64 = np.asarray(x, np.float64)
+            if approximate == "tanh":
+                y = 0.5 * x64 * (1.0 + np.tanh(sqrt(2.0 / pi) * (x64 + 0.044715 * x64 ** 3)))
+            else:
+                y = 0.5 * x64 * (1.0 + verf(x64 / sqrt(2.0)))
+            return y.astype(x.dtype),
+
+    return [HardSwish, Gelu]
 
 
 def reference_run(model, x, outputs=None) -> dict:
@@ -137,7 +178,7 @@ def reference_run(model, x, outputs=None) -> dict:
             m.graph.output.append(helper.make_empty_tensor_value_info(extra))
             names.append(extra)
     inp = _input_name(m)
-    ev = ReferenceEvaluator(m, new_ops=[_hard_swish_op()])
+    ev = ReferenceEvaluator(m, new_ops=_exact_function_ops())
     return dict(zip(names, (np.asarray(v) for v in ev.run(names, {inp: x}))))
 
 
@@ -158,11 +199,12 @@ def to_canonical(v, layout, chw=None):
 
 
 def _canonical_values(imp, values: dict) -> tuple[dict, dict]:
-    """(params, state) of the spec from initializer values, through their layouts."""
+    """(params, state) of the spec from initializer values, through their layouts, in float64
+    (the values themselves are the model's: float32 values exactly)."""
     params, state = {}, {}
     state_paths = set(imp.state)
     for name, path in imp.names.items():
-        arr = np.array(imp.source.layouts[name].to_canonical(values[name]))
+        arr = np.array(imp.source.layouts[name].to_canonical(values[name]), np.float64)
         (state if path in state_paths else params)[path] = arr
     return params, state
 
@@ -178,19 +220,21 @@ def batch(imp, seed: int, dtype) -> np.ndarray:
     return rng.standard_normal(cap.input_shape).astype(dtype)
 
 
-def first_diverging_node(imp, model64, params, state, x, tier) -> str:
-    """The first spec node whose eval-mode NumPy reference output differs from the ONNX tensor
-    it stands for (``onnx.reference``, float64), named with its ONNX node; '' if none."""
+def first_diverging_node(imp, spec, model64, params, state, x, tier, training=False,
+                         worst=None) -> str:
+    """The first spec node whose NumPy reference output (eval mode, or training mode for a
+    training-mode graph) differs from the ONNX tensor it stands for (``onnx.reference``,
+    float64), named with its ONNX node; '' if none."""
     from rosetta.ops import RefContext
 
     cap = imp.source.captured
     theirs = reference_run(model64, x, [t for t, _, _ in cap.onnx_nodes.values()])
-    g = imp.spec.model
+    g = spec.model
     values = {g.inputs[0].name: np.asarray(to_canonical(x, cap.input_layout), np.float64)
               if cap.input_kind == "float" else to_canonical(x, cap.input_layout)}
     for n in g.nodes:
         p = {k: np.asarray(params[f"{n.name}/{k}"], np.float64) for k in n.params}
-        ctx = RefContext(training=False, state={k: np.array(state[f"{n.name}/{k}"])
+        ctx = RefContext(training=training, state={k: np.array(state[f"{n.name}/{k}"])
                                                 for k in n.state})
         values[n.name] = n.opdef.reference(n.attrs, p, [values[s] for s in n.inputs], ctx)
         if n.name not in cap.onnx_nodes:
@@ -201,11 +245,52 @@ def first_diverging_node(imp, model64, params, state, x, tier) -> str:
         if t.shape != values[n.name].shape:
             return (f"first diverging node: {label}: output shape {values[n.name].shape[1:]} "
                     f"where ONNX's is {t.shape[1:]}")
-        w = compare_arrays(values[n.name], t, f"{n.name} output (eval)", tier.tolerance,
+        w = compare_arrays(values[n.name], t, f"{n.name} output", tier.tolerance,
                            tier.floor_fraction)
+        if worst is not None:
+            worst.append(w.rel_err)
         if not w.passed:
             return f"first diverging node: {label}: {w}"
     return ""
+
+
+def reference_agreement(imp, seed: int = 0) -> tuple[float, str]:
+    """(worst relative error, blame) of the spec's NumPy float64 reference against
+    ``onnx.reference`` in float64, every mapped node's output compared, from the certificate's
+    random initializers and batch: the certificate's float64 row without a framework (fast;
+    the tests use it for each op family). ``blame`` is '' where every node agrees at 1e-10."""
+    from rosetta.conformance.runner import without_dropout as spec_without_dropout
+
+    cap = imp.source.captured
+    tier = tier_for("float64")
+    values = randomized_initializers(imp, seed)
+    model = with_initializers(imp.source.model, values)
+    spec = imp.spec
+    if cap.training_graph:
+        model, spec = without_dropout(model), spec_without_dropout(spec)
+    params, state = _canonical_values(imp, values)
+    x = batch(imp, seed, np.float64)
+    worst = []
+    blame = first_diverging_node(imp, spec, to_double(model), params, state, x, tier,
+                                 cap.training_graph, worst)
+    return max(worst, default=0.0), blame
+
+
+def measure_forward(prog32, params, state, x, ref: dict, training: bool, seed: str):
+    """The spread of a float32 forward (``noise.measure_eval``, in training mode too): the
+    output re-run ``NOISE_RUNS`` times from parameters, state and batch moved by one ulp."""
+    from rosetta.conformance.noise import NOISE_RUNS, _spread, perturb
+    from rosetta.initializers import rng_for
+
+    rng = rng_for(0, f"noise/{seed}/forward")
+
+    def run(a):
+        prog32.load(a[0], a[1])
+        return {"eval/output": np.asarray(prog32.forward(a[2], training=training), np.float64)}
+
+    args = [(perturb(params, rng), perturb(state, rng), perturb(x, rng))
+            for _ in range(NOISE_RUNS)]
+    return _spread(ref, [run(a) for a in args], run(args[0]))
 
 
 def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Certificate:
@@ -213,7 +298,7 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Cert
     rows are each backend against ``onnx.reference`` in float64 and onnxruntime against the
     float64 reference within the measured float32 bound."""
     from rosetta.backend_registry import available_backends, get_backend
-    from rosetta.conformance.noise import Measured, compare_noisy, measure_eval, noise_spread, use
+    from rosetta.conformance.noise import Measured, compare_noisy, noise_spread, use
 
     if backends is None:
         backends = tuple(available_backends())
@@ -222,18 +307,23 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Cert
     cap = imp.source.captured
     tier = tier_for("float64")
     cert = Certificate(spec.name, "float64", 0, "none", source="onnx")
+    training = cap.training_graph
+    if training:   # the graph's function is the training-mode forward: without dropout
+        from rosetta.conformance.runner import without_dropout as spec_without_dropout
+        spec = spec_without_dropout(spec)
     values = randomized_initializers(imp, seed)
     model = with_initializers(imp.source.model, values)
+    if training:
+        model = without_dropout(model)
     model64 = to_double(model)
     params, state = _canonical_values(imp, values)
-    params = {k: v.astype(np.float64) for k, v in params.items()}
-    state = {k: v.astype(np.float64) for k, v in state.items()}
     x = batch(imp, seed, np.float64)
     t0 = time.perf_counter()
     log(f"{spec.name}: running onnx.reference (float64)")
     ref = to_canonical(reference_run(model64, x)[cap.output_name], cap.output_layout)
     cert.seconds["source"] = time.perf_counter() - t0
     xc = to_canonical(x, cap.input_layout)
+    mode = "training-mode" if training else "eval"
     runs = {}
     for be in backends:
         t1 = time.perf_counter()
@@ -241,18 +331,18 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Cert
         backend = get_backend(be)
         p = backend.compile(spec, dtype="float64", device="cpu")
         p.load(params, state)
-        got = np.asarray(p.forward(xc, training=False))
-        w = compare_arrays(got, ref, "eval output", tier.tolerance, tier.floor_fraction)
-        row = {"backend": be, "against": "onnx.reference float64", "passed": bool(w.passed),
+        got = np.asarray(p.forward(xc, training=training))
+        w = compare_arrays(got, ref, f"{mode} output", tier.tolerance, tier.floor_fraction)
+        row = {"backend": be, "passed": bool(w.passed),
+               "against": f"onnx.reference float64{', training mode' if training else ''}",
                "worst": {"forward": w.rel_err}, "where": str(w), "note": "", "blame": ""}
         if not w.passed:
-            row["blame"] = (first_diverging_node(imp, model64, params, state, x, tier)
-                            or str(w))
+            row["blame"] = (first_diverging_node(imp, spec, model64, params, state, x, tier,
+                                                 training) or str(w))
         if cap.dtype == "float32":   # the float32 noise of this backend's forward
             p32 = backend.compile(spec, dtype="float32", device="cpu")
-            runs[be] = measure_eval(p32, params, state, xc.astype(np.float32)
-                                    if xc.dtype.kind == "f" else xc,
-                                    {"eval/output": ref}, seed=f"onnx/{be}")
+            runs[be] = measure_forward(p32, params, state, xc, {"eval/output": ref}, training,
+                                       seed=f"onnx/{be}")
         row["seconds"] = time.perf_counter() - t1
         cert.results.append(row)
     if cap.dtype == "float32":

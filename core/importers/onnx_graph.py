@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
@@ -57,6 +58,8 @@ class OnnxCaptured:
     dtype: str                # "float32" or "float64"
     opset: int
     inference_only: str       # why training is refused ("" if it is not)
+    training_graph: bool      # a BatchNormalization in training mode: the graph's function is
+    #                           the spec's training-mode forward (batch statistics)
 
 
 def load_model(source):
@@ -292,7 +295,7 @@ def capture_onnx(source, *, model_name: str = "model") -> OnnxCaptured:
         attrs = _attrs(node)
         if node.op_type in REFUSED:
             try:
-                REFUSED[node.op_type](b, None)
+                REFUSED[node.op_type](b, ONode(node.op_type, [], attrs, "", label, ()))
             except Unsupported as e:
                 refuse(label, str(e))
             _mark(env, node, missing)
@@ -341,7 +344,7 @@ def capture_onnx(source, *, model_name: str = "model") -> OnnxCaptured:
             continue
         try:
             v = handler(b, n)
-        except Unsupported as e:
+        except (Unsupported, RosettaError) as e:   # RosettaError: the spec op's own check
             refuse(label, str(e))
             _mark(env, node, missing)
             continue
@@ -371,7 +374,21 @@ def capture_onnx(source, *, model_name: str = "model") -> OnnxCaptured:
         raise ImportRefused([f"<graph>: {e}"]) from None
     return OnnxCaptured(g, b.params, b.state, b.names, b.layouts, b.node_source, onnx_nodes,
                         inp.name, layout, shape_in, kind, out_name, out.layout, dtype, opset,
-                        _inference_only(model))
+                        _inference_only(model), _training_graph(model))
+
+
+def _training_graph(model) -> bool:
+    """Whether a BatchNormalization node runs in training mode (batch statistics; opset 14+
+    ``training_mode=1``, or opset 13's extra outputs of the running statistics)."""
+    import onnx
+
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization":
+            continue
+        for a in node.attribute:
+            if a.name == "training_mode" and onnx.helper.get_attribute_value(a):
+                return True
+    return False
 
 
 def _mark(env, node, value):
