@@ -235,8 +235,9 @@ from cases_attention import CASES as _ATTENTION  # noqa: E402
 from cases_conv import CASES as _CONV  # noqa: E402
 from cases_losses import CASES as _LOSSES  # noqa: E402
 from cases_recurrent import CASES as _RECURRENT  # noqa: E402
+from cases_tensor_shape import CASES as _TENSOR_SHAPE  # noqa: E402
 
-CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT
+CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT + _TENSOR_SHAPE
 
 IDS = [c[0] for c in CASES]
 BUILD = dict(CASES)
