@@ -215,8 +215,10 @@ def batch(imp, seed: int, dtype) -> np.ndarray:
 
     cap = imp.source.captured
     rng = rng_for(seed, "onnx-certificate/batch")
-    if cap.input_kind == "int":
-        return rng.integers(0, 8, size=cap.input_shape).astype(np.int64)
+    if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size
+        high = min([n.attrs["vocab_size"] for n in imp.spec.model.nodes if n.op == "Embedding"]
+                   or [8])
+        return rng.integers(0, high, size=cap.input_shape).astype(np.int64)
     return rng.standard_normal(cap.input_shape).astype(dtype)
 
 

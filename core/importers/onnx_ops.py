@@ -283,8 +283,17 @@ def identity(b: Builder, n: ONode):
 
 # --- combination, shape -------------------------------------------------------------------------
 
+def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
+    """Two operands in one layout: an (N, C, H, W) tensor held channels last beside a plain
+    one is brought back to the source's order (a Transpose)."""
+    if {x.layout, y.layout} == {"nchw", "plain"}:
+        return _plain(b, n, x), _plain(b, n, y)
+    return x, y
+
+
 def add(b: Builder, n: ONode):
     x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
+    x, y = _same_layout(b, n, x, y)
     if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
         raise Unsupported(f"a broadcasting Add of shapes {x.shape} and {y.shape} (the spec's "
                           f"Add takes equal shapes)")
@@ -295,6 +304,7 @@ def mul(b: Builder, n: ONode):
     """x * y of two computed tensors, one broadcasting size-1 axes of the other (one rank, one
     layout, never the batch axis: the squeeze-excite gate)."""
     x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
+    x, y = _same_layout(b, n, x, y)
     if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
         raise Unsupported(f"a Mul of shapes {x.shape} and {y.shape} held in different layouts "
                           f"or of different rank")
@@ -354,6 +364,186 @@ def reshape(b: Builder, n: ONode):
                           f"the numbers of a channels-first tensor held channels last)")
     return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
                    out_shape=shape, shape=shape[1:])
+
+
+# --- tensor shape and indexing (the spec ops of core/ops/shape.py and indexing.py) -------------
+
+NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+def _plain(b: Builder, n: ONode, x: Value) -> Value:
+    """``x`` as the source's array: an (N, C, H, W) tensor held channels last is transposed back
+    to (C, H, W) per example (a Transpose node); a plain tensor is itself."""
+    if x.layout == "plain":
+        return x
+    if x.layout == "flat":
+        raise Unsupported("an axis of a channels-first flatten (only a Gemm or MatMul may read "
+                          "it)")
+    return b.layer("Transpose", [x], name=f"{n.name}_to_nchw", source=n.label, perm=(2, 0, 1),
+                   layout="plain", out_shape=x.shape)
+
+
+def _ints(v, what) -> list:
+    if not isinstance(v, Const):
+        raise Unsupported(f"{what} computed from the model input's values (the spec takes them "
+                          f"as attributes)")
+    return [int(i) for i in np.asarray(v.value).reshape(-1)]
+
+
+def _axis(x: Value, axis: int, what="axis") -> int:
+    rank = len(x.shape)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise Unsupported(f"{what} 0, the batch axis (the spec addresses per-example axes)")
+    return axis
+
+
+def transpose(b: Builder, n: ONode):
+    """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
+    the tensor as held (an (N, C, H, W) tensor held channels last composes its own
+    permutation); the identity permutation adds no node."""
+    x = _value(n.input(0))
+    rank = len(x.shape)
+    perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
+    if perm[0] != 0:
+        raise Unsupported(f"Transpose(perm={perm}) moves the batch axis")
+    if x.layout == "flat":
+        raise Unsupported("a transpose of a channels-first flatten")
+    held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]] if x.layout == "nchw" else \
+        [p - 1 for p in perm[1:]]
+    if held == list(range(rank - 1)):
+        return Value(x.tensor, "plain", tuple(n.shape))
+    return b.layer("Transpose", [x], name=n.name, source=n.label, perm=tuple(held),
+                   layout="plain", out_shape=n.shape)
+
+
+def slice_(b: Builder, n: ONode):
+    """Slice(data, starts, ends, axes, steps) with constant starts/ends/axes/steps: Python slice
+    semantics per axis (ONNX clamps as Python does); the batch axis only whole."""
+    x = _value(n.input(0))
+    starts, ends = _ints(n.input(1), "slice starts"), _ints(n.input(2), "slice ends")
+    axes = (_ints(n.input(3), "slice axes") if n.input(3) is not None
+            else list(range(len(starts))))
+    steps = _ints(n.input(4), "slice steps") if n.input(4) is not None else [1] * len(starts)
+    keep = []
+    rank = len(x.shape)
+    for ax, st, en, sp in zip(axes, starts, ends, steps):
+        ax = ax + rank if ax < 0 else ax
+        if ax == 0:
+            if range(x.shape[0])[st:en:sp] != range(x.shape[0]):
+                raise Unsupported("a slice of the batch axis")
+            continue
+        if sp < 1:
+            raise Unsupported(f"a slice with step {sp} (the spec's Slice steps are >= 1)")
+        keep.append((x.canonical_axis(ax), st, en, sp))
+    if not keep:
+        return x
+    if x.layout == "flat":
+        raise Unsupported("a slice of a channels-first flatten")
+    return b.layer("Slice", [x], name=n.name, source=n.label, axes=tuple(k[0] for k in keep),
+                   starts=tuple(k[1] for k in keep), stops=tuple(k[2] for k in keep),
+                   steps=tuple(k[3] for k in keep), out_shape=n.shape)
+
+
+def gather(b: Builder, n: ONode):
+    """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
+    is an Embedding (the table a parameter); computed data at constant indices is Gather with
+    the ``indices`` attribute; both computed, Gather of two inputs."""
+    data, idx = n.input(0), n.input(1)
+    axis = int(n.attr("axis", 0))
+    if isinstance(data, Const):
+        table = _param(data, "the gathered table")
+        w = b.tensors[table]
+        idx = _value(idx, "the indices")
+        if axis not in (0, -w.ndim) or w.ndim != 2:
+            raise Unsupported(f"a Gather on axis {axis} of a {w.ndim}-D initializer (an "
+                              f"Embedding reads rows of a 2-D table)")
+        return b.layer("Embedding", [_plain(b, n, idx)], name=n.name, source=n.label,
+                       params={"embedding": (table, "identity")}, vocab_size=int(w.shape[0]),
+                       dim=int(w.shape[1]), layout="plain", out_shape=n.shape)
+    x = _plain(b, n, _value(data))
+    ax = _axis(x, axis) - 1
+    if isinstance(idx, Const):
+        ind = np.asarray(idx.value).tolist()
+        return b.layer("Gather", [x], name=n.name, source=n.label, axis=ax, indices=ind,
+                       layout="plain", out_shape=n.shape)
+    raise Unsupported("a Gather at indices computed from the model input (per-example "
+                      "indices: use GatherElements semantics; ONNX's shares one index tensor "
+                      "over the batch)")
+
+
+def squeeze(b: Builder, n: ONode):
+    x = _plain(b, n, _value(n.input(0)))
+    rank = len(x.shape)
+    if n.input(1) is None:
+        axes = [i for i in range(1, rank) if x.shape[i] == 1]
+        if x.shape[0] == 1:
+            raise Unsupported("a Squeeze without axes of a batch of 1 (it would remove the "
+                              "batch axis)")
+    else:
+        axes = [_axis(x, a) for a in _ints(n.input(1), "squeeze axes")]
+    return b.layer("Squeeze", [x], name=n.name, source=n.label, axes=tuple(a - 1 for a in axes),
+                   layout="plain", out_shape=n.shape)
+
+
+def unsqueeze(b: Builder, n: ONode):
+    x = _plain(b, n, _value(n.input(0)))
+    axes = _ints(n.input(1), "unsqueeze axes")
+    out_rank = len(x.shape) + len(axes)
+    axes = [a + out_rank if a < 0 else a for a in axes]
+    if 0 in axes:
+        raise Unsupported("an Unsqueeze at axis 0, before the batch axis")
+    return b.layer("Unsqueeze", [x], name=n.name, source=n.label,
+                   axes=tuple(a - 1 for a in axes), layout="plain", out_shape=n.shape)
+
+
+FLOAT_TYPES = {1: "float", 10: "float", 11: "float", 16: "float"}
+INT_TYPES = {2: "int", 3: "int", 4: "int", 5: "int", 6: "int", 7: "int", 12: "int", 13: "int"}
+
+
+def cast(b: Builder, n: ONode):
+    """Cast(to): a float type -> Cast("float") (the program's float dtype: a model computing in
+    one float type), an int type -> Cast("int"); bool and strings are refused."""
+    x = _value(n.input(0))
+    to = int(n.attr("to"))
+    kind = FLOAT_TYPES.get(to) or INT_TYPES.get(to)
+    if kind is None:
+        raise Unsupported(f"Cast to ONNX type {to} (float and int types only)")
+    return b.layer("Cast", [x], name=n.name, source=n.label, to=kind, out_shape=n.shape,
+                   chw=x.chw)
+
+
+def pad(b: Builder, n: ONode):
+    """Pad(data, pads, constant_value, axes) in mode 'constant' with constant pads >= 0 and no
+    padding of the batch axis."""
+    mode = n.attr("mode", "constant")
+    if mode != "constant":
+        raise Unsupported(f"Pad(mode={mode!r}) (constant padding only)")
+    x = _value(n.input(0))
+    rank = len(x.shape)
+    pads = _ints(n.input(1), "pads")
+    axes = (_ints(n.input(3), "pad axes") if n.input(3) is not None else list(range(rank)))
+    axes = [a + rank if a < 0 else a for a in axes]
+    k = len(axes)
+    value = 0.0
+    if n.input(2) is not None:
+        if not isinstance(n.input(2), Const):
+            raise Unsupported("a pad value computed from the model input")
+        value = float(np.asarray(n.input(2).value).reshape(-1)[0]) if np.asarray(
+            n.input(2).value).size else 0.0
+    per = {a: (pads[i], pads[i + k]) for i, a in enumerate(axes)}
+    if any(lo < 0 or hi < 0 for lo, hi in per.values()):
+        raise Unsupported("negative pads (a crop; the spec's Pad pads only)")
+    if per.get(0, (0, 0)) != (0, 0):
+        raise Unsupported("padding of the batch axis")
+    if x.layout == "flat":
+        raise Unsupported("padding of a channels-first flatten")
+    held = [(0, 0)] * (rank - 1)
+    for a, pr in per.items():
+        if a:
+            held[x.canonical_axis(a)] = pr
+    return b.layer("Pad", [x], name=n.name, source=n.label, pads=tuple(held), value=value,
+                   out_shape=n.shape)
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -441,6 +631,13 @@ ONNX_OPS = {
     "AveragePool": average_pool,
     "GlobalAveragePool": _global("GlobalAvgPool2D"),
     "GlobalMaxPool": _global("GlobalMaxPool2D"),
+    "Transpose": transpose,
+    "Slice": slice_,
+    "Gather": gather,
+    "Squeeze": squeeze,
+    "Unsqueeze": unsqueeze,
+    "Cast": cast,
+    "Pad": pad,
 }
 
 # refused whatever their inputs, with the reason (reported even after a refused input)

@@ -139,6 +139,55 @@ def test_sequence_linear_family():
     assert imp.spec.model.nodes[0].attrs["use_bias"]
 
 
+def tensor_shape_graph():
+    """Transpose (of an (N, C, H, W) input: composed with its channels-last holding; to NHWC:
+    no node), Slice (steps, clamped ends, the channel axis of an image), Pad (constant value),
+    Unsqueeze, Squeeze, Gather at constant indices, Add, Cast to int and back."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Slice", ["t", "st", "en", "ax", "sp"], ["s"], name="slice"),
+        helper.make_node("Pad", ["s", "pads", "pv"], ["p"], name="pad"),
+        helper.make_node("Unsqueeze", ["p", "ax2"], ["u"], name="unsq"),
+        helper.make_node("Squeeze", ["u", "ax2"], ["q"], name="sq"),
+        helper.make_node("Gather", ["q", "idx"], ["g"], name="gather", axis=-1),
+        helper.make_node("Transpose", ["g"], ["a"], name="back", perm=[0, 3, 1, 2]),
+        helper.make_node("Slice", ["x", "st1", "en1", "ax1"], ["xs"], name="chan"),
+        helper.make_node("Pad", ["xs", "pads1"], ["xp"], name="pad_chan"),
+        helper.make_node("Transpose", ["xp"], ["b"], name="swap", perm=[0, 1, 3, 2]),
+        helper.make_node("Add", ["a", "b"], ["c"], name="sum"),
+        helper.make_node("Cast", ["c"], ["ci"], name="to_int", to=TensorProto.INT64),
+        helper.make_node("Cast", ["ci"], ["y"], name="to_float", to=TensorProto.FLOAT),
+    ]
+    inits = [ints("st", [1, 0]), ints("en", [4, 100]), ints("ax", [1, 3]), ints("sp", [2, 1]),
+             ints("pads", [0, 1, 0, 0, 0, 1, 0, 0]),
+             numpy_helper.from_array(np.array(0.5, np.float32), "pv"), ints("ax2", [2]),
+             ints("idx", [2, 0, 1]), ints("st1", [0]), ints("en1", [2]), ints("ax1", [1]),
+             ints("pads1", [0, 0, 0, 0, 0, 1, 0, 0])]
+    return graph(nodes, inits, ["N", 3, 4, 4])
+
+
+def test_tensor_shape_family():
+    imp = agrees(tensor_shape_graph())
+    ops = [n.op for n in imp.spec.model.nodes]
+    # "back" and "swap" (to_nhwc is how the input is held already), "sum" brings "b" to the
+    # source's layout: its (N, C, H, W) tensor is held channels last
+    assert ops.count("Transpose") == 2 and "Gather" in ops and ops.count("Cast") == 2
+
+
+def embedding_graph():
+    """Gather of an initializer table at int token ids (an Embedding), MatMul + Add."""
+    nodes = [helper.make_node("Gather", ["table", "x"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["m"], name="proj"),
+             helper.make_node("Add", ["b", "m"], ["y"], name="proj_bias")]
+    return graph(nodes, [init("table", 10, 4), init("w", 4, 3), init("b", 3)], ["N", 6],
+                 in_type=TensorProto.INT64)
+
+
+def test_embedding_family():
+    imp = agrees(embedding_graph())
+    assert [n.op for n in imp.spec.model.nodes] == ["Embedding", "Dense"]
+
+
 def training_batch_norm_graph():
     nodes = [helper.make_node("BatchNormalization", ["x", "s", "bb", "mu", "var"],
                               ["y", "m", "v"], name="bn", training_mode=1)]
@@ -178,7 +227,7 @@ def test_every_claimed_op_has_a_graph_here():
     appears in one of them."""
     COVERED.clear()
     for build in (conv_pool_gemm_graphs, normalisation_gate_graph, sequence_linear_graph,
-                  training_batch_norm_graph):
+                  tensor_shape_graph, embedding_graph, training_batch_norm_graph):
         build()
     assert set(SUPPORTED) <= COVERED, sorted(set(SUPPORTED) - COVERED)
 
