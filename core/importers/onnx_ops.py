@@ -117,6 +117,7 @@ def _spatial(n: ONode, x: Value, kernel, dilations, strides):
 # --- convolution and dense ----------------------------------------------------------------------
 
 def conv(b: Builder, n: ONode):
+    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers)."""
     x = _value(n.input(0))
     if len(x.shape) != 4:
         raise Unsupported(f"a {len(x.shape) - 2}-D convolution (2-D only)")
@@ -208,6 +209,7 @@ def batch_normalization(b: Builder, n: ONode):
 
 
 def layer_normalization(b: Builder, n: ONode):
+    """LayerNorm over the last axis (scale and B initializers, stash_type 1)."""
     _only_output(n, " (the mean or inverse deviation)")
     x = _value(n.input(0))
     axis = int(n.attr("axis", -1))
@@ -234,6 +236,7 @@ def _activation(fn, **extra):
         kw = {k: (f(n) if callable(f) else f) for k, f in extra.items()}
         return b.layer("Activation", [x], name=n.name, source=n.label, fn=fn,
                        out_shape=n.shape, chw=x.chw, **kw)
+    handler.__doc__ = f"Activation(fn={fn!r}{''.join(f', {k}' for k in extra)})."
     return handler
 
 
@@ -243,9 +246,10 @@ def _gelu_approximate(n):
 
 
 def hard_sigmoid(b: Builder, n: ONode):
-    """HardSigmoid(alpha, beta) = max(0, min(1, alpha x + beta)). ONNX stores alpha in float32,
-    so torch's 1/6 arrives as 0.1666666716..., 3e-8 from the spec's hard_sigmoid slope 1/6:
-    refused (never approximated); the default alpha 0.2 is no spec op either."""
+    """ONNX stores HardSigmoid's alpha in float32, so torch's 1/6 arrives as 0.1666666716...,
+    3e-8 from the spec's hard_sigmoid slope 1/6 exactly: refused (never approximated); the
+    default alpha 0.2 is no spec op either. HardSigmoid(alpha, beta) is max(0, min(1, alpha x +
+    beta))."""
     alpha, beta = _f32(n.attr("alpha", 0.2)), _f32(n.attr("beta", 0.5))
     raise Unsupported(f"HardSigmoid(alpha={alpha!r}, beta={beta!r}) (the spec's hard_sigmoid is "
                       f"relu6(x + 3) / 6, slope 1/6 exactly; a float32 alpha is not)")
@@ -278,6 +282,7 @@ def dropout(b: Builder, n: ONode):
 
 
 def identity(b: Builder, n: ONode):
+    """No node: the input itself."""
     return _value(n.input(0))
 
 
@@ -292,6 +297,7 @@ def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
 
 
 def add(b: Builder, n: ONode):
+    """Add of two computed tensors of one shape (MatMul + Add of initializers: see MatMul)."""
     x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
     x, y = _same_layout(b, n, x, y)
     if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
@@ -316,6 +322,7 @@ def mul(b: Builder, n: ONode):
 
 
 def concat(b: Builder, n: ONode):
+    """Concatenate along the axis as held (channels of an image: its last axis)."""
     xs = [_value(v) for v in n.inputs]
     if len(xs) == 1:
         return xs[0]
@@ -341,6 +348,8 @@ def _flatten(b: Builder, n: ONode, x: Value):
 
 
 def flatten(b: Builder, n: ONode):
+    """Flatten (axis=1); of an image, kept in channels-last order for the Gemm / MatMul that
+    reads it (its kernel rows permuted)."""
     x = _value(n.input(0))
     if int(n.attr("axis", 1)) != 1:
         raise Unsupported(f"Flatten(axis={n.attr('axis')}) (the spec flattens every axis but "
@@ -448,7 +457,8 @@ def slice_(b: Builder, n: ONode):
 def gather(b: Builder, n: ONode):
     """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
     is an Embedding (the table a parameter); computed data at constant indices is Gather with
-    the ``indices`` attribute; both computed, Gather of two inputs."""
+    the ``indices`` attribute. Computed indices into computed data are refused (ONNX shares one
+    index tensor across the batch, the spec's Gather takes one per example)."""
     data, idx = n.input(0), n.input(1)
     axis = int(n.attr("axis", 0))
     if isinstance(data, Const):
@@ -473,6 +483,7 @@ def gather(b: Builder, n: ONode):
 
 
 def squeeze(b: Builder, n: ONode):
+    """Squeeze of constant per-example axes (all size-1 per-example axes without axes)."""
     x = _plain(b, n, _value(n.input(0)))
     rank = len(x.shape)
     if n.input(1) is None:
@@ -487,6 +498,7 @@ def squeeze(b: Builder, n: ONode):
 
 
 def unsqueeze(b: Builder, n: ONode):
+    """Unsqueeze at constant axes after the batch axis."""
     x = _plain(b, n, _value(n.input(0)))
     axes = _ints(n.input(1), "unsqueeze axes")
     out_rank = len(x.shape) + len(axes)
@@ -588,22 +600,28 @@ def _pool(op, b: Builder, n: ONode):
 
 
 def max_pool(b, n):
+    """MaxPool2D (pads, auto_pad, ceil_mode as extra padding after; no dilations, no indices
+    output)."""
     return _pool("MaxPool2D", b, n)
 
 
 def average_pool(b, n):
+    """AvgPool2D (padding excluded from the average: count_include_pad=0 where padded;
+    ceil_mode as extra padding after)."""
     return _pool("AvgPool2D", b, n)
 
 
 def _global(op):
     """A global pool over H, W to (N, C, 1, 1), held as a (1, 1, C) map."""
     def handler(b: Builder, n: ONode):
+        """{op} to (N, C), then Reshape to the (N, C, 1, 1) map held as (1, 1, C)."""
         x = _value(n.input(0))
         _need(x, "nchw", "global pooling")
         v = b.layer(op, [x], name=n.name, source=n.label, layout="plain",
                     out_shape=(x.shape[0], x.shape[1]))
         return b.layer("Reshape", [v], name=f"{n.name}_keepdims", source=n.label,
                        layout="nchw", out_shape=n.shape, shape=(1, 1, x.shape[1]))
+    handler.__doc__ = handler.__doc__.format(op=op)
     return handler
 
 
@@ -646,3 +664,17 @@ REFUSED = {
 }
 
 SUPPORTED = tuple(sorted(ONNX_OPS))
+
+
+def markdown_table() -> str:
+    """The supported-op table of the docs (docs/hooks/onnx_ops.py), from ``ONNX_OPS``: each ONNX
+    op with the first sentence of its handler's docstring; then the refused ones."""
+    def first(fn):
+        doc = " ".join((fn.__doc__ or "").split())
+        return doc.split(". ")[0].rstrip(".") + "." if doc else ""
+
+    rows = ["| ONNX op | spec |", "|---|---|"]
+    rows += [f"| {op} | {first(ONNX_OPS[op]).replace('|', '/')} |" for op in SUPPORTED]
+    rows += [f"| {op} | refused: {first(fn).replace('|', '/')} |" for op, fn in
+             sorted(REFUSED.items())]
+    return "\n".join(rows)

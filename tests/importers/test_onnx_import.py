@@ -313,3 +313,14 @@ def test_command_refuses_with_one_line_per_node(tmp_path, capsys):
                                "op reproduces it)"]
     assert not (tmp_path / "ckpt").exists()
 
+
+
+def test_docs_table_is_generated_from_the_mapping_table():
+    from pathlib import Path
+
+    from rosetta.importers.onnx_ops import markdown_table
+
+    table = markdown_table()
+    assert all(f"| {op} |" in table for op in SUPPORTED)
+    page = Path(__file__).resolve().parents[2] / "docs" / "guide" / "import.md"
+    assert "<!-- onnx-ops -->" in page.read_text()
