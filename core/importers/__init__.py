@@ -18,10 +18,12 @@ def from_torch(module, example_inputs, *, optimizer=None, loss=None, name=None):
     return _from_torch(module, example_inputs, optimizer=optimizer, loss=loss, name=name)
 
 
-def from_onnx(source, *, name=None):
+def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, optimizer=None,
+              loss=None):
     """See ``rosetta.importers.onnx_import.from_onnx``."""
     from rosetta.importers.onnx_import import from_onnx as _from_onnx
-    return _from_onnx(source, name=name)
+    return _from_onnx(source, name=name, torch_module=torch_module,
+                      example_inputs=example_inputs, optimizer=optimizer, loss=loss)
 
 
 def __getattr__(name):

@@ -53,7 +53,8 @@ class Imported:
         and onnxruntime)."""
         if getattr(self.source, "kind", "torch") == "onnx":
             from rosetta.importers.onnx_certificate import certify_onnx
-            return certify_onnx(self, backends, seed=seed, out=out, progress=progress)
+            return certify_onnx(self, backends, seed=seed, out=out, progress=progress,
+                                steps=steps)
         self.refuse_training()
         from rosetta.importers.certificate import certify
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,

@@ -295,10 +295,13 @@ def measure_forward(prog32, params, state, x, ref: dict, training: bool, seed: s
     return _spread(ref, [run(a) for a in args], run(args[0]))
 
 
-def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Certificate:
+def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
+                 ) -> Certificate:
     """The certificate of an ONNX import (see the module doc); returns a ``Certificate`` whose
     rows are each backend against ``onnx.reference`` in float64 and onnxruntime against the
-    float64 reference within the measured float32 bound."""
+    float64 reference within the measured float32 bound; where the torch model the graph came
+    from was given (``from_onnx(torch_module=...)``), then each backend against it: forward,
+    loss, every gradient and ``steps`` optimizer steps (``certificate.certify``, dropout off)."""
     from rosetta.backend_registry import available_backends, get_backend
     from rosetta.conformance.noise import Measured, compare_noisy, noise_spread, use
 
@@ -366,6 +369,19 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None) -> Cert
             "passed": ok, "worst": {"forward": w.rel_err, "bound": w.tolerance or 0.0},
             "where": str(w), "note": "" if runs else "no backend measured the float32 noise",
             "blame": "" if ok else str(w), "seconds": time.perf_counter() - t1})
+    if imp.source.torch is not None:
+        from dataclasses import replace
+
+        from rosetta.importers.certificate import certify as certify_torch
+
+        imp.refuse_training()
+        tc = certify_torch(replace(imp, source=imp.source.torch), backends, dtype="float64",
+                           steps=steps, seed=seed, progress=progress, dropout="off")
+        for r in tc.results:
+            r["against"] = f"torch source: gradients, {steps} steps"
+            r["worst"]["forward"] = max(r["worst"].values(), default=0.0)
+            cert.results.append(r)
+        cert.seconds["torch source"] = tc.seconds.get("source", 0.0)
     if out is not None:
         from rosetta.files import atomic_file
         path = Path(out) / "certificate.json"

@@ -218,8 +218,13 @@ def _inference_only(model) -> str:
             f"training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False))")
 
 
-def capture_onnx(source, *, model_name: str = "model") -> OnnxCaptured:
-    """The spec graph, canonical parameters and name map of an ONNX model (see module doc)."""
+def capture_onnx(source, *, model_name: str = "model", running_var: str = "biased",
+                 exact: dict | None = None) -> OnnxCaptured:
+    """The spec graph, canonical parameters and name map of an ONNX model (see module doc).
+    ``running_var``: BatchNorm's running-variance rule ("biased": ONNX's definition;
+    "unbiased": torch's, where the torch model the graph came from is certified); ``exact``:
+    {initializer name: {attribute: float64 value}} of that torch model (its BatchNorm momentum
+    and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding."""
     import onnx
     from onnx import numpy_helper
 
@@ -264,6 +269,8 @@ def capture_onnx(source, *, model_name: str = "model") -> OnnxCaptured:
         raise ImportRefused([f"input {inp.name}: element type {np.dtype(np_dtype)} (float or "
                              f"int)"])
     b = Builder({k: v for k, v in inits.items()})
+    b.running_var = running_var
+    b.exact = exact or {}
     env: dict = {k: Const(v, k) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None

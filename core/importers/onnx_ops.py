@@ -86,6 +86,18 @@ def _f32(x) -> float:
     return float(np.float32(x))
 
 
+def _exact(b: Builder, key: str, attr: str, onnx_value: float) -> float:
+    """An attribute's float64 value: the float32 one of the graph, or the source model's own
+    (``capture_onnx(exact=)``) where the graph's is its float32 rounding."""
+    v = getattr(b, "exact", {}).get(key, {}).get(attr)
+    if v is None:
+        return onnx_value
+    if float(np.float32(v)) != onnx_value:
+        raise Unsupported(f"{attr} {onnx_value!r} in the graph, {v!r} in the torch model (not "
+                          f"its float32 rounding: not the model the graph came from?)")
+    return float(v)
+
+
 def _only_output(n: ONode, what=""):
     extra = [i for i in n.outputs_used if i > 0]
     if extra:
@@ -189,7 +201,8 @@ def matmul(b: Builder, n: ONode):
 def batch_normalization(b: Builder, n: ONode):
     """y = (x - mean) / sqrt(var + epsilon) * scale + B -> BatchNorm(momentum, epsilon,
     running_var="biased"): ONNX's running update is running * momentum + current * (1 -
-    momentum) with the population (biased) variance, the spec's convention."""
+    momentum) with the population (biased) variance, the spec's convention (torch's unbiased
+    rule where the torch model the graph came from is given: ``from_onnx(torch_module=)``)."""
     _only_output(n, " (the updated running statistics)")
     x = _value(n.input(0))
     if x.layout not in ("nchw", "plain") or (x.layout == "plain" and len(x.shape) != 2):
@@ -197,15 +210,16 @@ def batch_normalization(b: Builder, n: ONode):
                           f"BatchNorm normalises (N, C) vectors and (N, C, H, W) images)")
     scale, bias, mean, var = (_param(n.input(i), w) for i, w in
                               enumerate(("scale", "B", "input_mean", "input_var"), 1))
-    momentum = _f32(n.attr("momentum", 0.9))
+    momentum = _exact(b, mean, "momentum", _f32(n.attr("momentum", 0.9)))
     if not 0.0 <= momentum < 1.0:
         raise Unsupported(f"BatchNormalization(momentum={momentum:g}) (the spec's BatchNorm "
                           f"momentum is in [0, 1))")
     return b.layer("BatchNorm", [x], name=n.name, source=n.label,
                    params={"scale": (scale, "identity"), "bias": (bias, "identity")},
                    state={"mean": (mean, "identity"), "var": (var, "identity")},
-                   momentum=momentum, epsilon=_f32(n.attr("epsilon", 1e-5)),
-                   running_var="biased", out_shape=n.shape)
+                   momentum=momentum,
+                   epsilon=_exact(b, mean, "epsilon", _f32(n.attr("epsilon", 1e-5))),
+                   running_var=getattr(b, "running_var", "biased"), out_shape=n.shape)
 
 
 def layer_normalization(b: Builder, n: ONode):
@@ -225,7 +239,8 @@ def layer_normalization(b: Builder, n: ONode):
         raise Unsupported("LayerNormalization(stash_type != 1) (statistics in another type)")
     return b.layer("LayerNorm", [x], name=n.name, source=n.label,
                    params={"scale": (scale, "identity"), "bias": (bias, "identity")},
-                   epsilon=_f32(n.attr("epsilon", 1e-5)), out_shape=n.shape)
+                   epsilon=_exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))),
+                   out_shape=n.shape)
 
 
 # --- activations --------------------------------------------------------------------------------

@@ -269,6 +269,9 @@ def test_torch_export_eval_folds_batch_norm_inference_only(tmp_path, dynamo):
     assert not any(n.op == "BatchNorm" for n in imp.spec.model.nodes)
     with pytest.raises(rosetta.RosettaError, match="inference only, training refused"):
         imp.refuse_training()
+    if not dynamo:
+        with pytest.raises(ImportRefused, match="the graph is inference only"):
+            rosetta.from_onnx(path, torch_module=net, example_inputs=torch.randn(2, 3, 6, 6))
     worst, blame = reference_agreement(imp)
     assert blame == "" and worst < 1e-10
     if dynamo:   # the full certificate once (CI time): the TorchScript export's
@@ -298,6 +301,16 @@ def test_torch_training_export_keeps_batch_norm_and_the_command(tmp_path, capsys
     assert imp.inference_only == "" and imp.names["bn.running_var"].endswith("/var")
     assert (tmp_path / "ckpt").is_dir()
     assert (tmp_path / "ckpt.certificate" / "certificate.json").is_file()
+    # with the torch model it came from: its optimizer, its BatchNorm's exact momentum and
+    # epsilon (the graph holds their float32 roundings), gradients and steps certified
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    imp = rosetta.from_onnx(path, torch_module=net, example_inputs=torch.randn(2, 3, 6, 6),
+                            optimizer=opt, loss=torch.nn.CrossEntropyLoss())
+    bn = next(n for n in imp.spec.model.nodes if n.op == "BatchNorm")
+    assert bn.attrs["momentum"] == 0.9 and bn.attrs["running_var"] == "unbiased"
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed, cert.table()
+    assert [r["against"] for r in cert.results][-1] == "torch source: gradients, 2 steps"
 
 
 def test_command_refuses_with_one_line_per_node(tmp_path, capsys):
