@@ -236,8 +236,9 @@ from cases_conv import CASES as _CONV  # noqa: E402
 from cases_losses import CASES as _LOSSES  # noqa: E402
 from cases_recurrent import CASES as _RECURRENT  # noqa: E402
 from cases_tensor_shape import CASES as _TENSOR_SHAPE  # noqa: E402
+from cases_tensor_math import CASES as _TENSOR_MATH  # noqa: E402
 
-CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT + _TENSOR_SHAPE
+CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT + _TENSOR_SHAPE + _TENSOR_MATH
 
 IDS = [c[0] for c in CASES]
 BUILD = dict(CASES)
