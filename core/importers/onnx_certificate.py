@@ -13,7 +13,8 @@ evaluators, is one more participant.
    ONNX defines HardSwish as x max(0, min(1, x / 6 + 1/2)) and Gelu as 0.5 x (1 + erf(x /
    sqrt 2)) (tanh: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))); the reference evaluator
    expands their function bodies, whose constants are float32 (alpha 0.16666667, sqrt(2 / pi)
-   to 7 digits): the certificate gives the evaluator the definitions themselves, in float64.
+   to 7 digits), and its Erf rounds every value to float32: the certificate gives the evaluator
+   the definitions themselves, in float64.
 3. float32: onnxruntime runs the float32 model (it has no float64 Conv, AveragePool or Erf on
    CPU); its output is held to the float64 reference within the measured float32 bound
    (``conformance/noise.py``): each backend's float32 eval output is re-run ``NOISE_RUNS`` times
@@ -161,7 +162,16 @@ def _exact_function_ops():
                 y = 0.5 * x64 * (1.0 + verf(x64 / sqrt(2.0)))
             return y.astype(x.dtype),
 
-    return [HardSwish, Gelu]
+    class Erf(OpRun):
+        """erf in float64 (onnx.reference's Erf rounds every value to float32:
+        ``np.vectorize(erf, otypes=["f"])``)."""
+
+        op_domain = ""
+
+        def _run(self, x):
+            return verf(np.asarray(x, np.float64)).astype(x.dtype),
+
+    return [HardSwish, Gelu, Erf]
 
 
 def reference_run(model, x, outputs=None) -> dict:
@@ -236,8 +246,8 @@ def first_diverging_node(imp, spec, model64, params, state, x, tier, training=Fa
               if cap.input_kind == "float" else to_canonical(x, cap.input_layout)}
     for n in g.nodes:
         p = {k: np.asarray(params[f"{n.name}/{k}"], np.float64) for k in n.params}
-        ctx = RefContext(training=training, state={k: np.array(state[f"{n.name}/{k}"])
-                                                for k in n.state})
+        ctx = RefContext(training=training, batch=len(x),
+                         state={k: np.array(state[f"{n.name}/{k}"]) for k in n.state})
         values[n.name] = n.opdef.reference(n.attrs, p, [values[s] for s in n.inputs], ctx)
         if n.name not in cap.onnx_nodes:
             continue
@@ -355,10 +365,18 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
 
         t1 = time.perf_counter()
         log(f"{spec.name}: onnxruntime (float32) against the float64 reference")
-        sess = ort.InferenceSession(model.SerializeToString(),
-                                    providers=["CPUExecutionProvider"])
         x32 = x.astype(np.float32) if x.dtype.kind == "f" else x
-        got = to_canonical(sess.run(None, {cap.input_name: x32})[0], cap.output_layout)
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(),
+                                        providers=["CPUExecutionProvider"])
+            got = to_canonical(sess.run(None, {cap.input_name: x32})[0], cap.output_layout)
+        except Exception as e:   # onnxruntime's own limits: the row says so, it is not failed
+            msg = " ".join(str(e).split())[:200]
+            cert.results.append({"backend": "onnxruntime", "passed": False, "worst": {},
+                                 "skipped": f"onnxruntime cannot run this model: {msg}",
+                                 "seconds": time.perf_counter() - t1, "blame": ""})
+            got = None
+    if cap.dtype == "float32" and got is not None:
         ref_d = {"eval/output": ref}
         spread = noise_spread(ref_d, runs, held="onnxruntime")
         (_, w), = compare_noisy({"eval/output": np.asarray(got, np.float64)},

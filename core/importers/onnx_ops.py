@@ -188,10 +188,18 @@ def gemm(b: Builder, n: ONode):
 def matmul(b: Builder, n: ONode):
     """x @ W with W an initializer (in, out): Dense without bias; ``onnx_graph`` fuses a
     following Add of a (out,) initializer into it (the Linear pattern: Dense with bias)."""
-    x = _value(n.input(0), "input A")
-    if not isinstance(n.input(1), Const):
-        raise Unsupported("a MatMul of two computed tensors (the spec has no MatMul op yet)")
-    weight = _param(n.input(1), "input B")
+    a, w = n.input(0), n.input(1)
+    if not (isinstance(a, Value) and isinstance(w, Const) and w.name is not None
+            and np.asarray(w.value).ndim == 2):
+        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) else v for v in (a, w)]
+        if any(isinstance(v, Value) and len(v.shape) < 3 for v in xs):
+            raise Unsupported("a MatMul of a computed (N, K) matrix with a computed or "
+                              "non-initializer operand (ONNX would multiply across the batch)")
+        xs = _operands(b, n, xs)
+        return b.layer("MatMul", xs, name=n.name, source=n.label, layout="plain",
+                       out_shape=n.shape)
+    x = a
+    weight = _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
     return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
 
@@ -276,13 +284,6 @@ def hard_swish(b: Builder, n: ONode):
     return b.layer("HardSwish", [x], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
 
 
-def softmax(b: Builder, n: ONode):
-    """Softmax(axis) (opset 13: over one axis, default -1)."""
-    x = _value(n.input(0))
-    return b.layer("Activation", [x], name=n.name, source=n.label, fn="softmax",
-                   axis=x.canonical_axis(int(n.attr("axis", -1))), out_shape=n.shape)
-
-
 def dropout(b: Builder, n: ONode):
     """Dropout(ratio): a Dropout of that rate (identity in eval, as ONNX's inference mode); the
     mask output is refused."""
@@ -311,29 +312,81 @@ def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
     return x, y
 
 
-def add(b: Builder, n: ONode):
-    """Add of two computed tensors of one shape (MatMul + Add of initializers: see MatMul)."""
-    x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
-    x, y = _same_layout(b, n, x, y)
-    if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
-        raise Unsupported(f"a broadcasting Add of shapes {x.shape} and {y.shape} (the spec's "
-                          f"Add takes equal shapes)")
-    return b.layer("Add", [x, y], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value:
+    """A constant operand as a spec Constant (a batch-broadcast tensor) in the layout of the
+    computed operand ``like``: right-aligned to its full rank, its leading (batch) axis of size
+    1 dropped, an image operand's constant turned channels last."""
+    if c.batch_dependent:
+        raise Unsupported(f"{role} depends on the batch size of a dynamic batch axis")
+    v = np.asarray(c.value)
+    rank = len(like.shape)
+    if v.ndim > rank:
+        raise Unsupported(f"{role} of rank {v.ndim} against a tensor of rank {rank}")
+    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if v.shape[0] != 1:
+        raise Unsupported(f"{role} of shape {c.value.shape} spans the batch axis")
+    if like.layout == "nchw":
+        v = v.transpose(0, 2, 3, 1)
+    elif like.layout == "flat":
+        raise Unsupported(f"{role} against a channels-first flatten")
+    v = v[0]
+    if v.dtype.kind == "f":
+        v = v.astype(np.float64)
+    return b.layer("Constant", [], name=f"{n.name}_{role.replace(' ', '_')}", source=n.label,
+                   value=v, layout=like.layout, out_shape=(1, *np.asarray(c.value).shape))
 
 
-def mul(b: Builder, n: ONode):
-    """x * y of two computed tensors, one broadcasting size-1 axes of the other (one rank, one
-    layout, never the batch axis: the squeeze-excite gate)."""
-    x, y = _value(n.input(0), "input A"), _value(n.input(1), "input B")
-    x, y = _same_layout(b, n, x, y)
-    if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
-        raise Unsupported(f"a Mul of shapes {x.shape} and {y.shape} held in different layouts "
-                          f"or of different rank")
-    if x.shape[0] != y.shape[0] or (x.layout == "flat" and x.shape != y.shape) or any(
-            p != q and 1 not in (p, q) for p, q in zip(x.shape, y.shape)):
-        raise Unsupported(f"a Mul of shapes {x.shape} and {y.shape} (the spec's Multiply "
-                          f"broadcasts size-1 axes of one rank, never the batch axis)")
-    return b.layer("Multiply", [x, y], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+def _scalar(c) -> float | None:
+    """A size-1 constant's value (ONNX broadcasts it like a scalar), else None."""
+    if isinstance(c, Const) and np.asarray(c.value).size == 1 and not c.batch_dependent:
+        v = np.asarray(c.value).reshape(())
+        return float(v) if v.dtype.kind == "f" else int(v)
+    return None
+
+
+def _operands(b: Builder, n: ONode, items):
+    """Computed operands in one layout (an image beside a plain tensor: back to the source's
+    order), constants as Constant nodes in that layout."""
+    vals = [v for v in items if isinstance(v, Value)]
+    if not vals:
+        raise Unsupported("every input is constant (folded: not expected here)")
+    if any(v is None or not isinstance(v, (Value, Const)) for v in items):
+        raise Unsupported("an input is missing")
+    lay = {v.layout for v in vals}
+    if len(lay) > 1:
+        if lay != {"nchw", "plain"}:
+            raise Unsupported("operands held in different layouts (a channels-first flatten "
+                              "beside another tensor)")
+        vals = [_plain(b, n, v) for v in vals]
+        it = iter(vals)
+        items = [next(it) if isinstance(v, Value) else v for v in items]
+    like = max(vals, key=lambda v: len(v.shape))
+    out = []
+    for i, v in enumerate(items):
+        if isinstance(v, Const):
+            v = _const_node(b, n, v, like, f"input {i}")
+        elif len(v.shape) != len(like.shape):
+            raise Unsupported(f"operands of rank {len(v.shape)} and {len(like.shape)} (ONNX "
+                              f"would broadcast the batch axis against another axis)")
+        out.append(v)
+    return out
+
+
+def _binary(op: str):
+    def handler(b: Builder, n: ONode):
+        x, y = n.input(0), n.input(1)
+        for i, c, other in ((1, y, x), (0, x, y)):
+            k = _scalar(c)
+            if k is not None and isinstance(other, Value):   # x op c, or c op x
+                return b.layer(op, [other], name=n.name, source=n.label, constant=k,
+                               reverse=(i == 0), out_shape=n.shape, chw=other.chw)
+        xs = _operands(b, n, [x, y])
+        lay = next(v.layout for v in xs if isinstance(v, Value))
+        return b.layer(op, xs, name=n.name, source=n.label, layout=lay, out_shape=n.shape,
+                       chw=xs[0].chw)
+    handler.__doc__ = (f"{op} with NumPy broadcasting (a size-1 constant operand as its scalar "
+                       f"``constant``, a larger one as a Constant).")
+    return handler
 
 
 def concat(b: Builder, n: ONode):
@@ -388,6 +441,87 @@ def reshape(b: Builder, n: ONode):
                           f"the numbers of a channels-first tensor held channels last)")
     return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
                    out_shape=shape, shape=shape[1:])
+
+
+def where(b: Builder, n: ONode):
+    """Where(cond, x, y) with cond a 0/1 int tensor (a comparison, or a folded constant mask as a
+    Constant); a size-1 constant x or y as the scalar attribute (+-inf kept)."""
+    cond, x, y = n.input(0), n.input(1), n.input(2)
+    kw = {}
+    for key, v in (("x", x), ("y", y)):
+        k = _scalar(v)
+        if k is not None:
+            kw[key] = float(k)
+    rest = [v for key, v in (("x", x), ("y", y)) if key not in kw]
+    items = [cond] + rest
+    if not any(isinstance(v, Value) for v in items):
+        raise Unsupported("a Where of constants only")
+    xs = _operands(b, n, items)
+    return b.layer("Where", xs, name=n.name, source=n.label, layout=xs[0].layout,
+                   out_shape=n.shape, **kw)
+
+
+def _unary(fn):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        return b.layer("Unary", [x], name=n.name, source=n.label, fn=fn, out_shape=n.shape,
+                       chw=x.chw)
+    handler.__doc__ = f"Unary(fn={fn!r})."
+    return handler
+
+
+def _reduce(fn):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        keep = bool(int(n.attr("keepdims", 1)))
+        if n.input(1) is not None:
+            axes = _ints(n.input(1), "reduce axes")
+        else:
+            axes = [int(a) for a in n.attr("axes", [])]
+        if not axes:
+            if int(n.attr("noop_with_empty_axes", 0)):
+                return x
+            raise Unsupported("a reduction over every axis, the batch axis included")
+        axes = [_axis(x, a) for a in axes]
+        if not keep:
+            x = _plain(b, n, x)
+        held = tuple(x.canonical_axis(a) for a in axes)
+        return b.layer("Reduce", [x], name=n.name, source=n.label, fn=fn, axes=held,
+                       keepdims=keep, out_shape=n.shape, layout=x.layout if keep else "plain")
+    handler.__doc__ = f"Reduce(fn={fn!r}, axes, keepdims) over per-example axes."
+    return handler
+
+
+def _axis_op(op):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        return b.layer(op, [x], name=n.name, source=n.label,
+                       axis=x.canonical_axis(int(n.attr("axis", -1))), out_shape=n.shape)
+    handler.__doc__ = f"{op}(axis) (opset 13: over one axis, default -1)."
+    return handler
+
+
+def expand(b: Builder, n: ONode):
+    """Expand to the inferred output shape (its per-example axes; a constant input as a
+    Constant, brought to the batch of the run)."""
+    x = n.input(0)
+    if not isinstance(n.input(1), Const):
+        raise Unsupported("an Expand to a shape computed from the model input's values")
+    shape = tuple(n.shape)
+    if isinstance(x, Const):
+        if x.batch_dependent:
+            raise Unsupported("an expanded constant that depends on the batch size")
+        v = np.asarray(x.value)
+        v = v.reshape((1,) * (len(shape) - v.ndim) + v.shape)
+        if v.shape[0] != 1:
+            raise Unsupported(f"an expanded constant of shape {x.value.shape} spans the batch")
+        arr = v[0].astype(np.float64) if v.dtype.kind == "f" else v[0]
+        x = b.layer("Constant", [], name=f"{n.name}_input", source=n.label, value=arr,
+                    layout="plain", out_shape=(1, *v.shape[1:]))
+    else:
+        x = _plain(b, n, _value(x))
+    return b.layer("Expand", [x], name=n.name, source=n.label, shape=shape[1:], layout="plain",
+                   out_shape=shape)
 
 
 # --- tensor shape and indexing (the spec ops of core/ops/shape.py and indexing.py) -------------
@@ -652,11 +786,35 @@ ONNX_OPS = {
     "LeakyRelu": _activation("leaky_relu", slope=lambda n: _f32(n.attr("alpha", 0.01))),
     "Gelu": _activation("gelu", approximate=_gelu_approximate),
     "HardSwish": hard_swish,
-    "Softmax": softmax,
+    "Softmax": _axis_op("Softmax"),
     "Dropout": dropout,
     "Identity": identity,
-    "Add": add,
-    "Mul": mul,
+    "Add": _binary("Add"),
+    "Sub": _binary("Subtract"),
+    "Mul": _binary("Multiply"),
+    "Div": _binary("Divide"),
+    "Pow": _binary("Power"),
+    "Max": _binary("Maximum"),
+    "Min": _binary("Minimum"),
+    "Equal": _binary("Equal"),
+    "Less": _binary("Less"),
+    "Greater": _binary("Greater"),
+    "Where": where,
+    "Neg": _unary("neg"),
+    "Abs": _unary("abs"),
+    "Sqrt": _unary("sqrt"),
+    "Exp": _unary("exp"),
+    "Log": _unary("log"),
+    "Erf": _unary("erf"),
+    "Reciprocal": _unary("reciprocal"),
+    "Sin": _unary("sin"),
+    "Cos": _unary("cos"),
+    "ReduceSum": _reduce("sum"),
+    "ReduceMean": _reduce("mean"),
+    "ReduceMax": _reduce("max"),
+    "ReduceMin": _reduce("min"),
+    "LogSoftmax": _axis_op("LogSoftmax"),
+    "Expand": expand,
     "Concat": concat,
     "Flatten": flatten,
     "Reshape": reshape,
