@@ -37,6 +37,7 @@ import numpy as np
 from rosetta.conformance.compare import compare_arrays
 from rosetta.conformance.tiers import tier_for
 from rosetta.importers.certificate import Certificate
+from rosetta.importers.onnx_graph import to_double
 
 
 def randomized_initializers(imp, seed: int) -> dict:
@@ -76,38 +77,6 @@ def with_initializers(model, values: dict):
     for i, t in enumerate(m.graph.initializer):
         if t.name in values:
             m.graph.initializer[i].CopyFrom(numpy_helper.from_array(values[t.name], t.name))
-    return m
-
-
-def to_double(model):
-    """A copy of ``model`` computing in float64: every float initializer, Constant and tensor
-    attribute cast to double, float inputs and outputs declared double, Cast-to-float made
-    Cast-to-double, inferred value types dropped."""
-    import onnx
-    from onnx import TensorProto, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
-
-    def cast(t):
-        if t.data_type in floats:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64),
-                                               t.name))
-
-    for t in m.graph.initializer:
-        cast(t)
-    for vi in list(m.graph.input) + list(m.graph.output):
-        if vi.type.tensor_type.elem_type in floats:
-            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-    del m.graph.value_info[:]
-    for node in m.graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                cast(a.t)
-            elif a.name in ("to", "dtype") and a.type == onnx.AttributeProto.INT \
-                    and a.i in floats:
-                a.i = TensorProto.DOUBLE
     return m
 
 

@@ -147,7 +147,68 @@ def _shapes(model, input_name: str, batch: int) -> dict:
         d = _dims(vi)
         if d is not None and all(x is not None for x in d):
             out[vi.name] = tuple(d)
+    missing = [o for node in model.graph.node for o in node.output if o and o not in out]
+    if missing:   # shapes inference cannot see (slice bounds computed from shapes): measured
+        out.update(_measured_shapes(model, input_name, batch, missing))
     return out
+
+
+def _measured_shapes(model, input_name: str, batch: int, names: list) -> dict:
+    """{name: shape} of tensors by one ``onnx.reference`` run on a random batch of ``batch``
+    (shapes do not depend on the input's values in a graph the importer maps: every shape
+    computation is folded from Shape)."""
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    known = {o.name for o in m.graph.output}
+    for nm in names:
+        if nm not in known:
+            m.graph.output.append(helper.make_empty_tensor_value_info(nm))
+    inp = next(vi for vi in m.graph.input if vi.name == input_name)
+    dims = [batch] + [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
+    dtype = _elem_dtype(inp.type.tensor_type.elem_type)
+    x = (np.zeros(dims, dtype) if np.dtype(dtype).kind in "iu"
+         else np.random.default_rng(0).standard_normal(dims).astype(dtype))
+    try:
+        outs = ReferenceEvaluator(m).run(list(names), {input_name: x})
+    except Exception:   # the nodes whose shape stays unknown are refused, each by name
+        return {}
+    return {nm: tuple(np.shape(v)) for nm, v in zip(names, outs)}
+
+
+def to_double(model):
+    """A copy of ``model`` computing in float64: every float initializer, Constant and tensor
+    attribute cast to double, float inputs and outputs declared double, Cast-to-float made
+    Cast-to-double, inferred value types dropped."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+    def cast(t):
+        if t.data_type in floats:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64),
+                                               t.name))
+
+    for t in m.graph.initializer:
+        cast(t)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type in floats:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del m.graph.value_info[:]
+    for node in m.graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                cast(a.t)
+            elif a.name in ("to", "dtype") and a.type == onnx.AttributeProto.INT \
+                    and a.i in floats:
+                a.i = TensorProto.DOUBLE
+    return m
 
 
 def _fold(node, values: list):
@@ -234,6 +295,9 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         raise ImportRefused([f"<graph>: opset {opset or 'unknown'} (opset {MIN_OPSET} and later "
                              f"import; convert it with onnx.version_converter)"])
     graph = model.graph
+    # constants are folded in float64 (the graph's float arithmetic on constants, a sqrt of a
+    # head size, exact as the certificate's float64 reference computes it)
+    double_nodes = list(to_double(model).graph.node)
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     real_inputs = [vi for vi in graph.input if vi.name not in inits]
     if len(real_inputs) != 1:
@@ -314,21 +378,34 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
             full = np.array(args[0].shape, np.int64)
             start, end = attrs.get("start", 0), attrs.get("end", None)
             part = full[start:end]
-            dep = dims[0] is None and 0 in range(len(full))[start:end]
-            env[node.output[0]] = Const(part, None, batch_dependent=bool(dep))
+            alt = None
+            if dims[0] is None and 0 in range(len(full))[start:end]:
+                full[0] += 1      # the same shape at another batch size
+                alt = full[start:end]
+            env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
             continue
         if (node.op_type not in NO_FOLD
                 and all(a is None or isinstance(a, Const) for a in args)):
             try:
-                outs = _fold(node, [a.value if a is not None else None for a in args])
+                outs = _fold(double_nodes[i], [_f64(a.value) if a is not None else None
+                                               for a in args])
             except Exception as e:
                 refuse(label, f"cannot fold this constant node ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:200]})")
                 _mark(env, node, missing)
                 continue
-            dep = any(a is not None and a.batch_dependent for a in args)
-            for name, v in zip(node.output, outs):
-                env[name] = Const(v, None, batch_dependent=dep)
+            alts = [None] * len(outs)
+            if any(a is not None and a.alt is not None for a in args):
+                # folded again at another batch size: what differs depends on the batch size
+                try:
+                    alts = _fold(double_nodes[i], [None if a is None else _f64(
+                        a.alt if a.alt is not None else a.value) for a in args])
+                except Exception:
+                    alts = [np.array(np.nan)] * len(outs)   # taken as batch-dependent
+            for name, v, w in zip(node.output, outs, alts):
+                dep = w is not None and (np.shape(v) != np.shape(w)
+                                         or not np.array_equal(v, w))
+                env[name] = Const(v, None, batch_dependent=dep, alt=w if dep else None)
             continue
         handler = ONNX_OPS.get(node.op_type)
         if handler is None:
@@ -340,6 +417,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                 if o and (o in consumers or o in graph_outputs)]
         n = ONode(node.op_type, args, attrs, spec_name(node.name or f"{node.op_type}_{i}"),
                   label, shapes.get(out0, ()), used)
+        n.attrs["_output_shapes"] = [shapes.get(o, ()) for o in node.output]
         if i in fused:
             j, bias = fused[i]
             n.attrs["_fused_bias"] = bias
@@ -355,13 +433,15 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
             refuse(label, str(e))
             _mark(env, node, missing)
             continue
-        env[out0] = v
-        for o in node.output[1:]:
-            env[o] = missing
-        layer = getattr(getattr(v.tensor, "source", None), "layer", None)
-        if layer is not None and layer.name not in onnx_nodes:
-            tensor = graph.node[fused[i][0]].output[0] if i in fused else out0
-            onnx_nodes[layer.name] = (tensor, v.layout, v.chw)
+        vs = list(v) if isinstance(v, (list, tuple)) else [v]   # Split: one Value an output
+        for k, o in enumerate(node.output):
+            env[o] = vs[k] if k < len(vs) else missing
+            if k >= len(vs):
+                continue
+            layer = getattr(getattr(vs[k].tensor, "source", None), "layer", None)
+            if layer is not None and layer.name not in onnx_nodes:
+                tensor = graph.node[fused[i][0]].output[0] if i in fused else o
+                onnx_nodes[layer.name] = (tensor, vs[k].layout, vs[k].chw)
     out_name = graph.output[0].name
     out = env.get(out_name, missing)
     lines = [f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()]
@@ -396,6 +476,11 @@ def _training_graph(model) -> bool:
             if a.name == "training_mode" and onnx.helper.get_attribute_value(a):
                 return True
     return False
+
+
+def _f64(v):
+    v = np.asarray(v)
+    return v.astype(np.float64) if v.dtype.kind == "f" else v
 
 
 def _mark(env, node, value):

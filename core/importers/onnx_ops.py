@@ -34,6 +34,7 @@ class Const:
     value: np.ndarray
     name: str | None = None
     batch_dependent: bool = False    # folded from the batch size of a dynamic batch axis
+    alt: np.ndarray | None = None    # its value at another batch size (when batch_dependent)
 
 
 @dataclass
@@ -603,6 +604,26 @@ def slice_(b: Builder, n: ONode):
                    steps=tuple(k[3] for k in keep), out_shape=n.shape)
 
 
+def split(b: Builder, n: ONode):
+    """Split(x, split, axis) -> one Slice per output (sizes from ``split`` or equal parts)."""
+    x = _value(n.input(0))
+    axis = _axis(x, int(n.attr("axis", 0)))
+    shapes = n.attrs.get("_output_shapes", [])
+    if not shapes or any(not s for s in shapes):
+        raise Unsupported("the output shapes of the Split are unknown")
+    sizes = [s[axis] for s in shapes]
+    if x.layout == "flat":
+        raise Unsupported("a split of a channels-first flatten")
+    held = x.canonical_axis(axis)
+    outs, start = [], 0
+    for k, size in enumerate(sizes):
+        outs.append(b.layer("Slice", [x], name=f"{n.name}_{k}", source=n.label, axes=(held,),
+                            starts=(start,), stops=(start + size,), steps=(1,),
+                            out_shape=shapes[k]))
+        start += size
+    return outs
+
+
 def gather(b: Builder, n: ONode):
     """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
     is an Embedding (the table a parameter); computed data at constant indices is Gather with
@@ -824,6 +845,7 @@ ONNX_OPS = {
     "GlobalMaxPool": _global("GlobalMaxPool2D"),
     "Transpose": transpose,
     "Slice": slice_,
+    "Split": split,
     "Gather": gather,
     "Squeeze": squeeze,
     "Unsqueeze": unsqueeze,
