@@ -195,7 +195,7 @@ def f32(name, value):
 def tensor_math_graph():
     """The broadcasting binary ops (a scalar constant as the op's constant, reversed where it
     comes first; a vector constant of an ONNX Constant node as a Constant), comparisons, Where,
-    the unary functions, MatMul of two computed tensors, the reductions (axes as input and as
+    the unary functions, Split, MatMul of two computed tensors, the reductions (axes as input and as
     attribute, keepdims both ways), LogSoftmax, Expand."""
     mk = helper.make_node
     nodes = [
@@ -222,7 +222,9 @@ def tensor_math_graph():
         mk("Add", ["w2", "sq"], ["w3"], name="add"),
         mk("Sub", ["w3", "lg"], ["w4"], name="sub"),
         mk("Mul", ["w4", "ex"], ["w5"], name="mul"),
-        mk("Add", ["w5", "rc"], ["w"], name="add2"),
+        mk("Add", ["w5", "rc"], ["w0"], name="add2"),
+        mk("Split", ["w0", "parts"], ["wa", "wb"], name="split", axis=-1),
+        mk("Concat", ["wb", "wa"], ["w"], name="swap_halves", axis=2),
         mk("Transpose", ["w"], ["wt"], name="wt", perm=[0, 2, 1]),
         mk("MatMul", ["w", "wt"], ["m"], name="gram"),
         mk("ReduceSum", ["m", "ax2"], ["rs"], name="rsum"),
@@ -242,7 +244,8 @@ def tensor_math_graph():
         mk("Div", ["o3", "eqs"], ["y"], name="div2"),
     ]
     inits = [f32("one", 1.0), f32("p15", 1.5), f32("two", 2.0), f32("zero", 0.0),
-             f32("quarter", 0.25), ints("ax2", [2]), ints("shp", [1, 4, 4])]
+             f32("quarter", 0.25), ints("ax2", [2]), ints("shp", [1, 4, 4]),
+             ints("parts", [2, 4])]
     return graph(nodes, inits, ["N", 4, 6])
 
 
