@@ -377,11 +377,11 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         if node.op_type == "Shape" and isinstance(args[0], Value):
             full = np.array(args[0].shape, np.int64)
             start, end = attrs.get("start", 0), attrs.get("end", None)
-            part = full[start:end]
+            part = full[start:end].copy()
             alt = None
             if dims[0] is None and 0 in range(len(full))[start:end]:
                 full[0] += 1      # the same shape at another batch size
-                alt = full[start:end]
+                alt = full[start:end].copy()
             env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
             continue
         if (node.op_type not in NO_FOLD

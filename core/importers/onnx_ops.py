@@ -317,10 +317,17 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     """A constant operand as a spec Constant (a batch-broadcast tensor) in the layout of the
     computed operand ``like``: right-aligned to its full rank, its leading (batch) axis of size
     1 dropped, an image operand's constant turned channels last."""
-    if c.batch_dependent:
-        raise Unsupported(f"{role} depends on the batch size of a dynamic batch axis")
     v = np.asarray(c.value)
     rank = len(like.shape)
+    if c.batch_dependent:
+        # a value repeated for every example (a buffer expanded to the batch): its first row,
+        # batch-broadcast, is the same tensor at every batch size
+        alt = np.asarray(c.alt) if c.alt is not None else None
+        if (v.ndim == rank and alt is not None and alt.ndim == rank and len(v) == like.shape[0]
+                and len(alt) == len(v) + 1 and (v == v[:1]).all() and (alt == v[:1]).all()):
+            v = v[:1]
+        else:
+            raise Unsupported(f"{role} depends on the batch size of a dynamic batch axis")
     if v.ndim > rank:
         raise Unsupported(f"{role} of rank {v.ndim} against a tensor of rank {rank}")
     v = v.reshape((1,) * (rank - v.ndim) + v.shape)
