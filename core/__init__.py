@@ -12,7 +12,7 @@ from rosetta.initializers import Initializer
 from rosetta import losses, optim, schedules
 from rosetta.spec import DataSpec, TrainSpec
 from rosetta.backend_registry import available_backends, get_backend
-from rosetta.importers import from_keras, from_torch
+from rosetta.importers import from_keras, from_onnx, from_torch
 from rosetta.trained import TrainedModel, load, train
 
 __version__ = "0.1.0"
@@ -22,5 +22,6 @@ __all__ = [
     "Graph", "Input", "Model", "Node", "Sequential", "Tensor",
     *layers.__all__,
     "Initializer", "losses", "optim", "schedules", "DataSpec", "TrainSpec",
-    "available_backends", "get_backend", "train", "load", "TrainedModel", "from_torch", "from_keras",
+    "available_backends", "get_backend", "train", "load", "TrainedModel", "from_torch",
+    "from_keras", "from_onnx",
 ]

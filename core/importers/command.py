@@ -1,9 +1,13 @@
-"""``rosetta import SOURCE --out DIR``: import a PyTorch or Keras model, certify it, save a
-checkpoint.
+"""``rosetta import SOURCE --out DIR``: import a PyTorch, Keras or ONNX model, certify it, save
+a checkpoint.
 
 A ``.keras`` file (``model.save("model.keras")``) is loaded with ``keras.saving.load_model``
 (compiled optimizer and loss included) under this process's ``KERAS_BACKEND`` and imported with
 ``from_keras``; its certificate runs Keras as the source.
+
+SOURCE ``model.onnx`` (opset 13 and later) is read by ``from_onnx`` and certified forward
+against ``onnx.reference`` (float64) and onnxruntime (float32) (``onnx_certificate``); the
+options --steps, --dropout and --input-shape concern torch sources only.
 
 SOURCE is ``file.py:NAME`` (NAME a ``torch.nn.Module``, or a function returning one, or returning
 ``{"model": ..., "example_inputs": (...), "optimizer": ..., "loss": ..., "scheduler": ...}``,
@@ -28,10 +32,10 @@ from rosetta.importers.errors import ImportRefused
 
 def add_parser(sub, positive_int):
     p = sub.add_parser("import", help="import a PyTorch or Keras model (weights, optimizer, "
-                                      "loss) and certify it on every backend")
+                                      "loss) or an ONNX model and certify it on every backend")
     p.add_argument("source", help="file.py:NAME (a module, a function returning one, or "
                                   "returning {model, example_inputs, optimizer, loss}), a "
-                                  ".pt2 ExportedProgram or a .keras file")
+                                  ".pt2 ExportedProgram, a .keras file or a .onnx file")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the neutral checkpoint to write (certificate.json beside its files)")
     p.add_argument("--backends", nargs="+", default=None,
@@ -119,6 +123,10 @@ def load_keras(ref: str):
 
 
 def run_command(args) -> int:
+    if args.source.endswith(".onnx"):
+        from rosetta.importers.onnx_import import from_onnx
+
+        return _finish(args, lambda: from_onnx(args.source))
     if args.source.endswith(".keras"):
         from rosetta.importers.keras_import import from_keras
 
@@ -151,18 +159,4 @@ def _finish(args, do_import) -> int:
         for line in e.lines:
             print(f"rosetta import: {line}", file=sys.stderr)
         return 2
-    for n in imp.notes:
-        print(f"note: {n}")
-    out = Path(args.out)
-    imp.save(out)
-    print(f"imported {imp.spec.name}: {imp.spec.model.param_count():,} parameters, "
-          f"{len(imp.names)} source tensors mapped, step {imp.step} -> {out}")
-    if args.no_certify:
-        return 0
-    backends = ([b for item in args.backends for b in item.split(",") if b]
-                if args.backends else None)
-    cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype, steps=args.steps, seed=args.seed,
-                       out=out.parent / f"{out.name}.certificate", progress=print,
-                       dropout=args.dropout)
-    print(cert.table())
-    return 0 if cert.passed else 1
+    return _report(imp, args)

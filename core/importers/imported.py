@@ -24,7 +24,8 @@ class Imported(TrainedModel):
     fine-tuning; ``certify`` proves the import against its source."""
 
     def __init__(self, spec, params, state, optimizer_state, step, names, dtype,
-                 node_source=None, source=None, notes=None, backend="torch"):
+                 node_source=None, source=None, notes=None, backend="torch",
+                 inference_only=""):
         super().__init__({"model": spec.name, "backend": backend, "dtype": dtype, "steps": 0,
                           "start_step": int(step), "losses": [], "final_loss": None,
                           "metrics": {}, "seconds": 0.0, "program": None}, plan=None)
@@ -35,6 +36,9 @@ class Imported(TrainedModel):
         self.node_source = dict(node_source or {})
         self.source = source           # what certify() runs: see _Source
         self.notes = list(notes or [])
+        # why training this model is refused ("" if it is not): an ONNX graph whose BatchNorm
+        # the exporter folded into the convolution computes the eval function only
+        self.inference_only = inference_only
 
     # --- the import's parts, or the compiled program's -------------------------------------------
     @property
@@ -109,6 +113,7 @@ class Imported(TrainedModel):
         if data is None and not self._data_given:
             raise DataError("fit: an imported model has no training data: give data= (a path "
                             "or (x, y) arrays)")
+        self.refuse_training()
         self._data_given = True
         self.program   # noqa: B018  (compiled first: fit runs on its plan)
         return super().fit(steps, data, **kwargs)
@@ -132,7 +137,8 @@ class Imported(TrainedModel):
         return checkpoint.save(path, self._spec, params=params, state=state, optimizer=opt,
                                step=step, dtype=self.dtype, backend=self._backend,
                                record={"imported_from": self.source.description
-                                       if self.source else "", "names": self.names})
+                                       if self.source else "", "names": self.names,
+                                       "inference_only": self.inference_only})
 
     def replace_head(self, num_classes: int, *, seed: int = 0) -> "Imported":
         """Replace the classifier (the ``Dense`` node that is the model's output) with a fresh
@@ -186,8 +192,16 @@ class Imported(TrainedModel):
         """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``.
         ``dtype``: "float64" (the exact tier, 1e-10, free-running), "float32" (teacher-forced
         at the measured float32 noise bounds), None: the source's own dtype.
-        ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0)."""
+        ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0). An ONNX
+        import runs ``rosetta.importers.onnx_certificate`` (forward against ``onnx.reference``
+        and onnxruntime)."""
         from rosetta.errors import RosettaError
+
+        if getattr(self.source, "framework", "torch") == "onnx":
+            from rosetta.importers.onnx_certificate import certify_onnx
+            return certify_onnx(self, backends, seed=seed, out=out, progress=progress,
+                                steps=steps)
+        self.refuse_training()
         from rosetta.importers.certificate import certify
 
         if self.source is None:
@@ -195,6 +209,14 @@ class Imported(TrainedModel):
                                "(its head was replaced); certify the import before replace_head")
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,
                        progress=progress, dropout=dropout)
+
+    def refuse_training(self) -> None:
+        """Raise ``RosettaError`` (one line) where this model cannot be trained as its source
+        was (``inference_only``)."""
+        if self.inference_only:
+            from rosetta.errors import RosettaError
+            raise RosettaError(f"{self.spec.name}: inference only, training refused: "
+                               f"{self.inference_only}")
 
     def source_name(self, path: str) -> str:
         """The source name of a canonical path (``slot/path`` for optimizer state too)."""

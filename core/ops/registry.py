@@ -83,8 +83,8 @@ class Attr:
     (``valid``, ``same`` or ``n`` explicit (lo, hi) pairs), ``init`` (an initializer),
     ``optional_float`` (a number or None), ``pairs`` (any number of (lo, hi) int pairs, each
     >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape),
-    ``scalar`` (a number, +-inf allowed, written
-    ``"inf"`` / ``"-inf"`` in JSON; or None when the default is None), ``array`` (a NumPy array,
+    ``scalar`` (a number, +-inf allowed, written ``"inf"`` / ``"-inf"`` in JSON; or None when
+    the default is None), ``array`` (a NumPy array,
     float64 or int64; JSON ``{"dtype", "shape", "data"}``, non-finite floats as strings).
     """
 

@@ -1,0 +1,151 @@
+"""The ONNX import sweep: small torch models exported by both torch exporters (``dynamo=True``
+and the TorchScript one), imported with ``rosetta.from_onnx`` and certified (forward against
+``onnx.reference`` in float64 on each backend, onnxruntime in float32 within the measured bound),
+or refused with their lines. Prints one row per model and exporter with the worst error.
+
+    .venv/bin/python -m rosetta.conformance.onnx_sweep [--backends torch jax tensorflow]
+        [--models mlp attention ...] [--out sweep.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _models():
+    import torch
+    from torch import nn
+
+    class Attention(nn.Module):
+        """One pre-norm transformer block written with tensor ops (view, transpose, matmul,
+        softmax, a causal mask from shapes, GELU)."""
+
+        def __init__(self, d=16, heads=2, t=6):
+            super().__init__()
+            self.h, self.t = heads, t
+            self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+            self.head = nn.Linear(d, 5)
+
+        def forward(self, x):
+            n, t, d = x.shape
+            q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+            q, k, v = (z.view(n, t, self.h, d // self.h).transpose(1, 2) for z in (q, k, v))
+            a = q @ k.transpose(-1, -2) / (d // self.h) ** 0.5
+            mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+            a = a.masked_fill(mask, float("-inf")).softmax(-1)
+            x = x + self.proj((a @ v).transpose(1, 2).reshape(n, t, d))
+            x = x + self.fc2(nn.functional.gelu(self.fc1(self.norm2(x))))
+            return self.head(x.mean(1))
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            s = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x * s, 1), 1))
+
+    def cnn():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, stride=2, groups=2),
+                             nn.Hardswish(), nn.Flatten(), nn.Linear(8, 10))
+
+    torch.manual_seed(0)
+    return {
+        "mlp": (nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 8),
+                              nn.LeakyReLU(0.2), nn.Linear(8, 3)), (2, 12)),
+        "cnn": (cnn(), (2, 3, 8, 8)),
+        "squeeze_excite": (SE(), (2, 3, 8, 8)),
+        "attention": (Attention(), (2, 6, 16)),
+    }
+
+
+def run(backends, names=None, progress=print) -> list:
+    import torch
+
+    import rosetta
+    from rosetta.importers import ImportRefused
+
+    rows = []
+    models = _models()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (model, shape) in models.items():
+            if names and name not in names:
+                continue
+            model.eval()
+            with torch.no_grad():   # trained-like weights: no two initializers alike (an
+                for prm in model.parameters():   # exporter merges equal ones into one)
+                    prm.add_(0.1 * torch.randn_like(prm))
+            x = torch.randn(*shape)
+            for dynamo in (False, True):
+                exporter = "dynamo" if dynamo else "torchscript"
+                path = Path(tmp) / f"{name}_{exporter}.onnx"
+                row = {"model": name, "exporter": exporter}
+                t0 = time.perf_counter()
+                try:
+                    kw = ({"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo
+                          else {"dynamic_axes": {"x": {0: "N"}}})
+                    torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=dynamo,
+                                      **kw)
+                except Exception as e:
+                    row.update(status="export failed",
+                               detail=f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+                    rows.append(row)
+                    progress(_line(row))
+                    continue
+                try:
+                    imp = rosetta.from_onnx(path)
+                except ImportRefused as e:
+                    row.update(status="refused", detail=" | ".join(e.lines))
+                    rows.append(row)
+                    progress(_line(row))
+                    continue
+                cert = imp.certify(tuple(backends))
+                worst = {r["backend"]: r["worst"].get("forward") for r in cert.results
+                         if not r.get("skipped")}
+                row.update(status="PASS" if cert.passed else "FAIL", worst=worst,
+                           inference_only=bool(imp.inference_only),
+                           seconds=round(time.perf_counter() - t0, 1),
+                           detail="; ".join(r["blame"] or r.get("skipped", "")
+                                            for r in cert.results
+                                            if not r["passed"] or r.get("skipped")))
+                rows.append(row)
+                progress(_line(row))
+    return rows
+
+
+def _line(row) -> str:
+    w = row.get("worst") or {}
+    nums = " ".join(f"{k} {v:.1e}" for k, v in w.items() if v is not None)
+    extra = " (inference only)" if row.get("inference_only") else ""
+    return (f"{row['model']:<15} {row['exporter']:<12} {row['status']:<8} {nums}{extra}"
+            f"{'  ' + row['detail'] if row.get('detail') else ''}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"])
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    rows = run(args.backends, args.models)
+    if args.out:
+        from rosetta.files import atomic_file
+        with atomic_file(Path(args.out)) as f:
+            f.write(json.dumps(rows, indent=1).encode())
+    return 0 if all(r["status"] == "PASS" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

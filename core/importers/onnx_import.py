@@ -1,0 +1,138 @@
+"""``from_onnx``: an ONNX model (a file or an ``onnx.ModelProto``) as an ``Imported`` (the spec,
+canonical weights, the map from initializer names to canonical paths) whose ``certify`` runs
+``rosetta.importers.onnx_certificate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rosetta.importers.errors import ImportRefused
+from rosetta.importers.imported import Imported
+
+
+@dataclass
+class OnnxSource:
+    """What the ONNX certificate needs: the model, where its tensors are, and how they are
+    held (``onnx_graph.OnnxCaptured``)."""
+
+    model: object             # onnx.ModelProto
+    captured: object          # OnnxCaptured
+    description: str = ""
+    framework: str = "onnx"
+    torch: object = None      # certificate._Source of the torch model the graph came from
+
+    @property
+    def layouts(self):
+        return self.captured.layouts
+
+
+def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, optimizer=None,
+              loss=None) -> Imported:
+    """Import an ONNX model: ``source`` a path to a ``.onnx`` file or an ``onnx.ModelProto``
+    (opset 13 and later). Returns ``Imported`` (``inference_only`` says why training is refused
+    where the exporter folded BatchNorm away); raises ``ImportRefused`` listing every node the
+    spec cannot reproduce exactly, one line each (its name and op type).
+
+    ``torch_module`` (with ``example_inputs``, and its ``optimizer`` and ``loss`` if any): the
+    ``torch.nn.Module`` the graph was exported from. Its parameter names must be the graph's
+    initializer names (both torch exporters keep them, unless they fold a BatchNorm); the
+    optimizer and loss are mapped as ``from_torch`` maps them, BatchNorm's running variance
+    takes torch's unbiased rule, and ``certify`` also certifies gradients and optimizer steps
+    against the module (``rosetta.importers.certificate``)."""
+    from rosetta import losses as L
+    from rosetta import optim as O
+    from rosetta.importers.onnx_graph import capture_onnx, load_model
+    from rosetta.spec import DataSpec, TrainSpec
+
+    model = load_model(source)
+    if name is None:
+        name = (Path(source).stem if isinstance(source, (str, Path))
+                else (model.graph.name or "onnx_model"))
+    # with the torch model, its BatchNorm's running variance rule: unbiased (n / (n - 1))
+    cap = capture_onnx(model, model_name=name,
+                       running_var="biased" if torch_module is None else "unbiased",
+                       exact=_torch_attributes(torch_module))
+    spec_loss, spec_opt = L.SoftmaxCrossEntropy(), O.SGD(learning_rate=0.01)
+    torch_src, slots, count = None, {}, 0
+    if torch_module is not None:
+        torch_src, spec_loss, spec_opt, slots, count = _torch_source(
+            cap, torch_module, example_inputs, optimizer, loss)
+    shape = cap.input_shape
+    x = np.zeros((shape[0], *shape[2:], shape[1]) if cap.input_layout == "nchw" else shape,
+                 np.int64 if cap.input_kind == "int" else np.float64)
+    out_shape = cap.graph.output_type.shape
+    n = shape[0]
+    y = np.zeros((n, *out_shape[:-1]), np.int64) if out_shape else np.zeros(n)
+    data = DataSpec.from_arrays(x, y, x, y, batch_size=n)
+    try:
+        spec = TrainSpec(cap.graph, spec_loss, spec_opt, data, steps=1,
+                         description=f"imported from ONNX {name} (opset {cap.opset})")
+    except Exception as e:
+        raise ImportRefused([f"<graph>: {e}"]) from None
+    where = str(source) if isinstance(source, (str, Path)) else f"ModelProto {model.graph.name}"
+    src = OnnxSource(model, cap, f"onnx {where} (opset {cap.opset}, "
+                                 f"{model.producer_name or 'unknown producer'})")
+    src.torch = torch_src
+    notes = [] if torch_src is not None else [
+        "ONNX holds no loss or optimizer: softmax cross-entropy and SGD(lr=0.01) (replace "
+        "them on the spec before training)"]
+    if cap.inference_only:
+        notes.append(f"inference only: {cap.inference_only}")
+    return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,
+                    cap.node_source, src, notes, inference_only=cap.inference_only)
+
+
+def _torch_attributes(module) -> dict:
+    """{initializer name: {attribute: value}} of a torch model's BatchNorm (momentum as the
+    spec's 1 - torch's, epsilon) and LayerNorm (epsilon) modules, whose float32 rounding the
+    graph holds."""
+    if module is None:
+        return {}
+    from torch import nn
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    out = {}
+    for path, m in module.named_modules():
+        pre = f"{path}." if path else ""
+        if isinstance(m, _BatchNorm) and m.momentum is not None:
+            out[f"{pre}running_mean"] = {"momentum": 1.0 - m.momentum, "epsilon": m.eps}
+        elif isinstance(m, nn.LayerNorm):
+            out[f"{pre}weight"] = {"epsilon": m.eps}
+    return out
+
+
+def _torch_source(cap, module, example_inputs, optimizer, loss):
+    """(certificate._Source, loss, optimizer, slots, update count) of the torch model the graph
+    came from; ``ImportRefused`` where its parameters are not the graph's initializers."""
+    import torch
+
+    from rosetta.importers.imported import _Source as Source
+    from rosetta.importers.torch_optim import map_loss, map_optimizer
+
+    if not isinstance(module, torch.nn.Module):
+        raise ImportRefused([f"torch_module ({type(module).__name__}): not a torch.nn.Module"])
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not example_inputs:
+        raise ImportRefused(["torch_module: give its example_inputs too"])
+    problems = []
+    if cap.inference_only:
+        problems.append(f"torch_module: the graph is inference only, its training cannot be "
+                        f"certified: {cap.inference_only}")
+    mapped = set(cap.names)
+    for n, _ in list(module.named_parameters()) + list(module.named_buffers()):
+        if n not in mapped and not n.endswith("num_batches_tracked"):
+            problems.append(f"{n}: a parameter or buffer of the torch model that no initializer "
+                            f"of the graph is named after (renamed or folded by the exporter)")
+    spec_loss = map_loss(loss, problems.append)
+    spec_opt, slots, count, slot_keys = map_optimizer(optimizer, module, cap.names, cap.layouts,
+                                                      problems.append)
+    if problems:
+        raise ImportRefused(problems)
+    src = Source(module, tuple(example_inputs), optimizer, loss, cap.layouts, slot_keys, {},
+                 cap.input_layout, f"torch {type(module).__module__}.{type(module).__name__} "
+                                   f"(through ONNX)")
+    return src, spec_loss, spec_opt, slots, count

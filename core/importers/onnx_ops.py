@@ -1,0 +1,882 @@
+"""ONNX nodes -> spec layers, each with the attributes that reproduce the node exactly (docs/design.md
+sections 3 and 12), or ``Unsupported`` naming what the spec lacks.
+
+Each handler takes ``(b, node)``: ``b`` the ``Builder`` (its ``tensors`` are the graph's
+initializers by name), ``node`` an ``ONode`` (its inputs resolved to ``Value``s for tensors
+computed from the model input and ``Const``s for initializers and constant-folded values, its
+attributes as Python values, the source label and the inferred output shape). One table,
+``ONNX_OPS``, keyed by the ONNX op type (default domain); ``SUPPORTED`` is its sorted keys (the
+docs' table is generated from it).
+
+Layouts (``builder.Value``): ONNX images are (N, C, H, W), held channels last; a Conv's kernel
+goes from (O, I/g, kH, kW) to (kH, kW, I/g, O), a Gemm's B from (out, in) (``transB=1``) to
+(in, out); a flatten of an (N, C, H, W) map with H*W > 1 is kept in canonical (H, W, C) order
+and the Gemm / MatMul reading it gets its kernel rows permuted (``flatten_nchw``).
+
+ONNX float attributes (epsilon, alpha) are float32: the spec takes their float32 value exactly
+(``float(np.float32(a))``), which is also what ``onnx.reference`` computes with in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rosetta.conformance.native import flatten_nchw
+from rosetta.importers.builder import Builder, Unsupported, Value
+
+
+@dataclass
+class Const:
+    """An initializer (``name`` set) or a constant-folded value (``name`` None)."""
+
+    value: np.ndarray
+    name: str | None = None
+    batch_dependent: bool = False    # folded from the batch size of a dynamic batch axis
+    alt: np.ndarray | None = None    # its value at another batch size (when batch_dependent)
+
+
+@dataclass
+class ONode:
+    op: str
+    inputs: list             # Value, Const or None (an omitted optional input)
+    attrs: dict
+    name: str                # the spec node name to use
+    label: str               # "/l/Gemm (Gemm)"
+    shape: tuple             # the inferred shape of output 0 (batch included)
+    outputs_used: list = field(default_factory=list)   # which outputs a later node reads
+
+    def input(self, i):
+        return self.inputs[i] if i < len(self.inputs) else None
+
+    def attr(self, key, default=None):
+        return self.attrs.get(key, default)
+
+
+def _value(v, what="input") -> Value:
+    if isinstance(v, Const):
+        raise Unsupported(f"{what} is a constant tensor"
+                          f"{f' ({v.name})' if v.name else ''} (the spec has no Constant op: "
+                          f"only a weight position of Conv, Gemm, MatMul, BatchNormalization "
+                          f"or LayerNormalization takes an initializer)")
+    if not isinstance(v, Value):
+        raise Unsupported(f"{what} is missing")
+    return v
+
+
+def _param(v, what) -> str:
+    """The initializer name of a weight input."""
+    if not isinstance(v, Const):
+        raise Unsupported(f"{what} is computed from the model input (the spec takes it only "
+                          f"as a parameter: an initializer)")
+    if v.name is None:
+        raise Unsupported(f"{what} is computed from constants (fold it into an initializer)")
+    return v.name
+
+
+def _need(v: Value, layout: str, what: str):
+    if v.layout != layout:
+        raise Unsupported(f"{what} on a {v.layout} tensor of shape {v.shape} (needs an "
+                          f"{'(N, C, H, W) image tensor' if layout == 'nchw' else 'unpermuted'} "
+                          f"input)")
+
+
+def _f32(x) -> float:
+    """An ONNX float attribute's value (stored as float32) as the float64 it is."""
+    return float(np.float32(x))
+
+
+def _exact(b: Builder, key: str, attr: str, onnx_value: float) -> float:
+    """An attribute's float64 value: the float32 one of the graph, or the source model's own
+    (``capture_onnx(exact=)``) where the graph's is its float32 rounding."""
+    v = getattr(b, "exact", {}).get(key, {}).get(attr)
+    if v is None:
+        return onnx_value
+    if float(np.float32(v)) != onnx_value:
+        raise Unsupported(f"{attr} {onnx_value!r} in the graph, {v!r} in the torch model (not "
+                          f"its float32 rounding: not the model the graph came from?)")
+    return float(v)
+
+
+def _only_output(n: ONode, what=""):
+    extra = [i for i in n.outputs_used if i > 0]
+    if extra:
+        raise Unsupported(f"its output {extra[0]}{what} is read (the spec's op has one output)")
+
+
+def _spatial(n: ONode, x: Value, kernel, dilations, strides):
+    """The explicit ((top, bottom), (left, right)) padding of ``pads`` / ``auto_pad``."""
+    auto = n.attr("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ("NOTSET", ""):
+        p = list(n.attr("pads", [0, 0, 0, 0]))
+        if len(p) != 4:
+            raise Unsupported(f"pads {p} (2-D only)")
+        return ((p[0], p[2]), (p[1], p[3]))
+    if auto == "VALID":
+        return ((0, 0), (0, 0))
+    pads = []
+    for i in range(2):
+        size = x.shape[2 + i]
+        out = -(-size // strides[i])
+        total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - size)
+        small = total // 2
+        pads.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+    return tuple(pads)
+
+
+# --- convolution and dense ----------------------------------------------------------------------
+
+def conv(b: Builder, n: ONode):
+    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers)."""
+    x = _value(n.input(0))
+    if len(x.shape) != 4:
+        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (2-D only)")
+    _need(x, "nchw", "a 2-D convolution")
+    weight = _param(n.input(1), "the kernel W")
+    bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
+    w = b.tensors[weight]
+    k = tuple(n.attr("kernel_shape", w.shape[2:]))
+    d = tuple(n.attr("dilations", (1, 1)))
+    s = tuple(n.attr("strides", (1, 1)))
+    params = {"kernel": (weight, "conv2d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv2D", [x], name=n.name, source=n.label, params=params,
+                   filters=int(w.shape[0]), kernel_size=k, strides=s,
+                   padding=_spatial(n, x, k, d, s), dilation=d, groups=int(n.attr("group", 1)),
+                   use_bias=bias is not None, layout="nchw", out_shape=n.shape)
+
+
+def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | None, shape):
+    """Dense(x) with kernel ``weight`` read in layout ``lay`` ("linear": (out, in); "identity":
+    (in, out)), rows permuted after a channels-first flatten."""
+    if x.layout == "flat":
+        lay = flatten_nchw(*x.chw, then=lay)
+    else:
+        _need(x, "plain", "a dense layer")
+    w = b.tensors[weight]
+    if w.ndim != 2:
+        raise Unsupported(f"a weight {weight} of rank {w.ndim} (a dense kernel is 2-D)")
+    units = w.shape[0] if str(getattr(lay, "name", lay)).endswith("linear") else w.shape[1]
+    params = {"kernel": (weight, lay)}
+    if bias is not None:
+        if b.tensors[bias].shape != (units,):
+            raise Unsupported(f"a bias {bias} of shape {b.tensors[bias].shape} (the spec's "
+                              f"Dense adds a ({units},) bias)")
+        params["bias"] = (bias, "identity")
+    return b.layer("Dense", [x], name=n.name, source=n.label, params=params, units=int(units),
+                   use_bias=bias is not None, layout="plain", out_shape=shape)
+
+
+def gemm(b: Builder, n: ONode):
+    """Y = alpha A B' + beta C with A the input (N, in), B an initializer, C a (out,) bias:
+    Dense (alpha = beta = 1, transA = 0; transB = 1 reads B as (out, in), 0 as (in, out))."""
+    if _f32(n.attr("alpha", 1.0)) != 1.0 or _f32(n.attr("beta", 1.0)) != 1.0:
+        raise Unsupported(f"Gemm(alpha={n.attr('alpha', 1.0):g}, beta={n.attr('beta', 1.0):g}) "
+                          f"(the spec's Dense is alpha = beta = 1)")
+    if n.attr("transA", 0):
+        raise Unsupported("Gemm(transA=1) (a transposed input)")
+    x = _value(n.input(0), "input A")
+    weight = _param(n.input(1), "input B")
+    bias = _param(n.input(2), "input C") if n.input(2) is not None else None
+    return _dense(b, n, x, weight, "linear" if n.attr("transB", 0) else "identity", bias,
+                  n.shape)
+
+
+def matmul(b: Builder, n: ONode):
+    """x @ W with W an initializer (in, out): Dense without bias; ``onnx_graph`` fuses a
+    following Add of a (out,) initializer into it (the Linear pattern: Dense with bias)."""
+    a, w = n.input(0), n.input(1)
+    if not (isinstance(a, Value) and isinstance(w, Const) and w.name is not None
+            and np.asarray(w.value).ndim == 2):
+        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) else v for v in (a, w)]
+        if any(isinstance(v, Value) and len(v.shape) < 3 for v in xs):
+            raise Unsupported("a MatMul of a computed (N, K) matrix with a computed or "
+                              "non-initializer operand (ONNX would multiply across the batch)")
+        xs = _operands(b, n, xs)
+        return b.layer("MatMul", xs, name=n.name, source=n.label, layout="plain",
+                       out_shape=n.shape)
+    x = a
+    weight = _param(w, "input B")
+    bias = n.attrs.get("_fused_bias")
+    return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+def batch_normalization(b: Builder, n: ONode):
+    """y = (x - mean) / sqrt(var + epsilon) * scale + B -> BatchNorm(momentum, epsilon,
+    running_var="biased"): ONNX's running update is running * momentum + current * (1 -
+    momentum) with the population (biased) variance, the spec's convention (torch's unbiased
+    rule where the torch model the graph came from is given: ``from_onnx(torch_module=)``)."""
+    _only_output(n, " (the updated running statistics)")
+    x = _value(n.input(0))
+    if x.layout not in ("nchw", "plain") or (x.layout == "plain" and len(x.shape) != 2):
+        raise Unsupported(f"a batch norm of a {x.layout} tensor of shape {x.shape} (the spec's "
+                          f"BatchNorm normalises (N, C) vectors and (N, C, H, W) images)")
+    scale, bias, mean, var = (_param(n.input(i), w) for i, w in
+                              enumerate(("scale", "B", "input_mean", "input_var"), 1))
+    momentum = _exact(b, mean, "momentum", _f32(n.attr("momentum", 0.9)))
+    if not 0.0 <= momentum < 1.0:
+        raise Unsupported(f"BatchNormalization(momentum={momentum:g}) (the spec's BatchNorm "
+                          f"momentum is in [0, 1))")
+    return b.layer("BatchNorm", [x], name=n.name, source=n.label,
+                   params={"scale": (scale, "identity"), "bias": (bias, "identity")},
+                   state={"mean": (mean, "identity"), "var": (var, "identity")},
+                   momentum=momentum,
+                   epsilon=_exact(b, mean, "epsilon", _f32(n.attr("epsilon", 1e-5))),
+                   running_var=getattr(b, "running_var", "biased"), out_shape=n.shape)
+
+
+def layer_normalization(b: Builder, n: ONode):
+    """LayerNorm over the last axis (scale and B initializers, stash_type 1)."""
+    _only_output(n, " (the mean or inverse deviation)")
+    x = _value(n.input(0))
+    axis = int(n.attr("axis", -1))
+    if x.layout != "plain" or axis not in (-1, len(x.shape) - 1):
+        raise Unsupported(f"LayerNormalization(axis={axis}) of a {x.layout} tensor of shape "
+                          f"{x.shape} (the spec's LayerNorm normalises the last axis of an "
+                          f"unpermuted tensor)")
+    if n.input(2) is None:
+        raise Unsupported("LayerNormalization without its bias B (the spec's LayerNorm has a "
+                          "scale and bias)")
+    scale, bias = _param(n.input(1), "scale"), _param(n.input(2), "B")
+    if int(n.attr("stash_type", 1)) != 1:
+        raise Unsupported("LayerNormalization(stash_type != 1) (statistics in another type)")
+    return b.layer("LayerNorm", [x], name=n.name, source=n.label,
+                   params={"scale": (scale, "identity"), "bias": (bias, "identity")},
+                   epsilon=_exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))),
+                   out_shape=n.shape)
+
+
+# --- activations --------------------------------------------------------------------------------
+
+def _activation(fn, **extra):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        kw = {k: (f(n) if callable(f) else f) for k, f in extra.items()}
+        return b.layer("Activation", [x], name=n.name, source=n.label, fn=fn,
+                       out_shape=n.shape, chw=x.chw, **kw)
+    handler.__doc__ = f"Activation(fn={fn!r}{''.join(f', {k}' for k in extra)})."
+    return handler
+
+
+def _gelu_approximate(n):
+    a = n.attr("approximate", "none")
+    return a.decode() if isinstance(a, bytes) else a
+
+
+def hard_sigmoid(b: Builder, n: ONode):
+    """ONNX stores HardSigmoid's alpha in float32, so torch's 1/6 arrives as 0.1666666716...,
+    3e-8 from the spec's hard_sigmoid slope 1/6 exactly: refused (never approximated); the
+    default alpha 0.2 is no spec op either. HardSigmoid(alpha, beta) is max(0, min(1, alpha x +
+    beta))."""
+    alpha, beta = _f32(n.attr("alpha", 0.2)), _f32(n.attr("beta", 0.5))
+    raise Unsupported(f"HardSigmoid(alpha={alpha!r}, beta={beta!r}) (the spec's hard_sigmoid is "
+                      f"relu6(x + 3) / 6, slope 1/6 exactly; a float32 alpha is not)")
+
+
+def hard_swish(b: Builder, n: ONode):
+    """HardSwish: y = x max(0, min(1, x / 6 + 1 / 2)), alpha = 1/6 by definition: the spec's."""
+    x = _value(n.input(0))
+    return b.layer("HardSwish", [x], name=n.name, source=n.label, out_shape=n.shape, chw=x.chw)
+
+
+def dropout(b: Builder, n: ONode):
+    """Dropout(ratio): a Dropout of that rate (identity in eval, as ONNX's inference mode); the
+    mask output is refused."""
+    _only_output(n, " (the mask)")
+    x = _value(n.input(0))
+    ratio = n.input(1)
+    if ratio is not None and not isinstance(ratio, Const):
+        raise Unsupported("a dropout ratio computed from the model input")
+    rate = 0.5 if ratio is None else float(np.asarray(ratio.value))
+    return b.layer("Dropout", [x], name=n.name, source=n.label, rate=rate, out_shape=n.shape,
+                   chw=x.chw)
+
+
+def identity(b: Builder, n: ONode):
+    """No node: the input itself."""
+    return _value(n.input(0))
+
+
+# --- combination, shape -------------------------------------------------------------------------
+
+def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
+    """Two operands in one layout: an (N, C, H, W) tensor held channels last beside a plain
+    one is brought back to the source's order (a Transpose)."""
+    if {x.layout, y.layout} == {"nchw", "plain"}:
+        return _plain(b, n, x), _plain(b, n, y)
+    return x, y
+
+
+def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value:
+    """A constant operand as a spec Constant (a batch-broadcast tensor) in the layout of the
+    computed operand ``like``: right-aligned to its full rank, its leading (batch) axis of size
+    1 dropped, an image operand's constant turned channels last."""
+    v = np.asarray(c.value)
+    rank = len(like.shape)
+    if c.batch_dependent:
+        # a value repeated for every example (a buffer expanded to the batch): its first row,
+        # batch-broadcast, is the same tensor at every batch size
+        alt = np.asarray(c.alt) if c.alt is not None else None
+        if (v.ndim == rank and alt is not None and alt.ndim == rank and len(v) == like.shape[0]
+                and len(alt) == len(v) + 1 and (v == v[:1]).all() and (alt == v[:1]).all()):
+            v = v[:1]
+        else:
+            raise Unsupported(f"{role} depends on the batch size of a dynamic batch axis")
+    if v.ndim > rank:
+        raise Unsupported(f"{role} of rank {v.ndim} against a tensor of rank {rank}")
+    v = v.reshape((1,) * (rank - v.ndim) + v.shape)
+    if v.shape[0] != 1:
+        raise Unsupported(f"{role} of shape {c.value.shape} spans the batch axis")
+    if like.layout == "nchw":
+        v = v.transpose(0, 2, 3, 1)
+    elif like.layout == "flat":
+        raise Unsupported(f"{role} against a channels-first flatten")
+    v = v[0]
+    if v.dtype.kind == "f":
+        v = v.astype(np.float64)
+    return b.layer("Constant", [], name=f"{n.name}_{role.replace(' ', '_')}", source=n.label,
+                   value=v, layout=like.layout, out_shape=(1, *np.asarray(c.value).shape))
+
+
+def _scalar(c) -> float | None:
+    """A size-1 constant's value (ONNX broadcasts it like a scalar), else None."""
+    if isinstance(c, Const) and np.asarray(c.value).size == 1 and not c.batch_dependent:
+        v = np.asarray(c.value).reshape(())
+        return float(v) if v.dtype.kind == "f" else int(v)
+    return None
+
+
+def _operands(b: Builder, n: ONode, items):
+    """Computed operands in one layout (an image beside a plain tensor: back to the source's
+    order), constants as Constant nodes in that layout."""
+    vals = [v for v in items if isinstance(v, Value)]
+    if not vals:
+        raise Unsupported("every input is constant (folded: not expected here)")
+    if any(v is None or not isinstance(v, (Value, Const)) for v in items):
+        raise Unsupported("an input is missing")
+    lay = {v.layout for v in vals}
+    if len(lay) > 1:
+        if lay != {"nchw", "plain"}:
+            raise Unsupported("operands held in different layouts (a channels-first flatten "
+                              "beside another tensor)")
+        vals = [_plain(b, n, v) for v in vals]
+        it = iter(vals)
+        items = [next(it) if isinstance(v, Value) else v for v in items]
+    like = max(vals, key=lambda v: len(v.shape))
+    out = []
+    for i, v in enumerate(items):
+        if isinstance(v, Const):
+            v = _const_node(b, n, v, like, f"input {i}")
+        elif len(v.shape) != len(like.shape):
+            raise Unsupported(f"operands of rank {len(v.shape)} and {len(like.shape)} (ONNX "
+                              f"would broadcast the batch axis against another axis)")
+        out.append(v)
+    return out
+
+
+def _binary(op: str):
+    def handler(b: Builder, n: ONode):
+        x, y = n.input(0), n.input(1)
+        for i, c, other in ((1, y, x), (0, x, y)):
+            k = _scalar(c)
+            if k is not None and isinstance(other, Value):   # x op c, or c op x
+                return b.layer(op, [other], name=n.name, source=n.label, constant=k,
+                               reverse=(i == 0), out_shape=n.shape, chw=other.chw)
+        xs = _operands(b, n, [x, y])
+        lay = next(v.layout for v in xs if isinstance(v, Value))
+        return b.layer(op, xs, name=n.name, source=n.label, layout=lay, out_shape=n.shape,
+                       chw=xs[0].chw)
+    handler.__doc__ = (f"{op} with NumPy broadcasting (a size-1 constant operand as its scalar "
+                       f"``constant``, a larger one as a Constant).")
+    return handler
+
+
+def concat(b: Builder, n: ONode):
+    """Concatenate along the axis as held (channels of an image: its last axis)."""
+    xs = [_value(v) for v in n.inputs]
+    if len(xs) == 1:
+        return xs[0]
+    lay = {v.layout for v in xs}
+    if len(lay) != 1 or "flat" in lay:
+        raise Unsupported("a concatenation of tensors held in different layouts")
+    axis = xs[0].canonical_axis(int(n.attr("axis")))
+    return b.layer("Concatenate", xs, name=n.name, source=n.label, axis=axis, out_shape=n.shape)
+
+
+def _flatten(b: Builder, n: ONode, x: Value):
+    if len(x.shape) == 2 and x.layout != "nchw":
+        return x
+    if x.layout == "nchw":
+        _, ch, h, w = x.shape
+        if h * w == 1:
+            return b.layer("Flatten", [x], name=n.name, source=n.label, layout="plain",
+                           out_shape=n.shape)
+        return b.layer("Flatten", [x], name=n.name, source=n.label, layout="flat",
+                       out_shape=n.shape, chw=(ch, h, w))
+    _need(x, "plain", "a flatten")
+    return b.layer("Flatten", [x], name=n.name, source=n.label, out_shape=n.shape)
+
+
+def flatten(b: Builder, n: ONode):
+    """Flatten (axis=1); of an image, kept in channels-last order for the Gemm / MatMul that
+    reads it (its kernel rows permuted)."""
+    x = _value(n.input(0))
+    if int(n.attr("axis", 1)) != 1:
+        raise Unsupported(f"Flatten(axis={n.attr('axis')}) (the spec flattens every axis but "
+                          f"the batch)")
+    return _flatten(b, n, x)
+
+
+def reshape(b: Builder, n: ONode):
+    """Reshape to the inferred output shape (the shape input is a constant or folded from the
+    input's shape): a flatten, or a Reshape of the per-example axes of an unpermuted tensor."""
+    x = _value(n.input(0))
+    if not isinstance(n.input(1), Const):
+        raise Unsupported("a reshape to a shape computed from the model input's values")
+    shape = tuple(n.shape)
+    if not shape or shape[0] != x.shape[0]:
+        raise Unsupported(f"a reshape that mixes the batch axis ({x.shape} -> {shape})")
+    if len(shape) == 2:
+        return _flatten(b, n, x)
+    if x.layout != "plain":
+        raise Unsupported(f"a reshape of a {x.layout} tensor to {shape} (only a flatten keeps "
+                          f"the numbers of a channels-first tensor held channels last)")
+    return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
+                   out_shape=shape, shape=shape[1:])
+
+
+def where(b: Builder, n: ONode):
+    """Where(cond, x, y) with cond a 0/1 int tensor (a comparison, or a folded constant mask as a
+    Constant); a size-1 constant x or y as the scalar attribute (+-inf kept)."""
+    cond, x, y = n.input(0), n.input(1), n.input(2)
+    kw = {}
+    for key, v in (("x", x), ("y", y)):
+        k = _scalar(v)
+        if k is not None:
+            kw[key] = float(k)
+    rest = [v for key, v in (("x", x), ("y", y)) if key not in kw]
+    items = [cond] + rest
+    if not any(isinstance(v, Value) for v in items):
+        raise Unsupported("a Where of constants only")
+    xs = _operands(b, n, items)
+    return b.layer("Where", xs, name=n.name, source=n.label, layout=xs[0].layout,
+                   out_shape=n.shape, **kw)
+
+
+def _unary(fn):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        return b.layer("Unary", [x], name=n.name, source=n.label, fn=fn, out_shape=n.shape,
+                       chw=x.chw)
+    handler.__doc__ = f"Unary(fn={fn!r})."
+    return handler
+
+
+def _reduce(fn):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        keep = bool(int(n.attr("keepdims", 1)))
+        if n.input(1) is not None:
+            axes = _ints(n.input(1), "reduce axes")
+        else:
+            axes = [int(a) for a in n.attr("axes", [])]
+        if not axes:
+            if int(n.attr("noop_with_empty_axes", 0)):
+                return x
+            raise Unsupported("a reduction over every axis, the batch axis included")
+        axes = [_axis(x, a) for a in axes]
+        if not keep:
+            x = _plain(b, n, x)
+        held = tuple(x.canonical_axis(a) for a in axes)
+        return b.layer("Reduce", [x], name=n.name, source=n.label, fn=fn, axes=held,
+                       keepdims=keep, out_shape=n.shape, layout=x.layout if keep else "plain")
+    handler.__doc__ = f"Reduce(fn={fn!r}, axes, keepdims) over per-example axes."
+    return handler
+
+
+def _axis_op(op):
+    def handler(b: Builder, n: ONode):
+        x = _value(n.input(0))
+        return b.layer(op, [x], name=n.name, source=n.label,
+                       axis=x.canonical_axis(int(n.attr("axis", -1))), out_shape=n.shape)
+    handler.__doc__ = f"{op}(axis) (opset 13: over one axis, default -1)."
+    return handler
+
+
+def expand(b: Builder, n: ONode):
+    """Expand to the inferred output shape (its per-example axes; a constant input as a
+    Constant, brought to the batch of the run)."""
+    x = n.input(0)
+    if not isinstance(n.input(1), Const):
+        raise Unsupported("an Expand to a shape computed from the model input's values")
+    shape = tuple(n.shape)
+    if isinstance(x, Const):
+        if x.batch_dependent:
+            raise Unsupported("an expanded constant that depends on the batch size")
+        v = np.asarray(x.value)
+        v = v.reshape((1,) * (len(shape) - v.ndim) + v.shape)
+        if v.shape[0] != 1:
+            raise Unsupported(f"an expanded constant of shape {x.value.shape} spans the batch")
+        arr = v[0].astype(np.float64) if v.dtype.kind == "f" else v[0]
+        x = b.layer("Constant", [], name=f"{n.name}_input", source=n.label, value=arr,
+                    layout="plain", out_shape=(1, *v.shape[1:]))
+    else:
+        x = _plain(b, n, _value(x))
+    return b.layer("Expand", [x], name=n.name, source=n.label, shape=shape[1:], layout="plain",
+                   out_shape=shape)
+
+
+# --- tensor shape and indexing (the spec ops of core/ops/shape.py and indexing.py) -------------
+
+NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+def _plain(b: Builder, n: ONode, x: Value) -> Value:
+    """``x`` as the source's array: an (N, C, H, W) tensor held channels last is transposed back
+    to (C, H, W) per example (a Transpose node); a plain tensor is itself."""
+    if x.layout == "plain":
+        return x
+    if x.layout == "flat":
+        raise Unsupported("an axis of a channels-first flatten (only a Gemm or MatMul may read "
+                          "it)")
+    return b.layer("Transpose", [x], name=f"{n.name}_to_nchw", source=n.label, perm=(2, 0, 1),
+                   layout="plain", out_shape=x.shape)
+
+
+def _ints(v, what) -> list:
+    if not isinstance(v, Const):
+        raise Unsupported(f"{what} computed from the model input's values (the spec takes them "
+                          f"as attributes)")
+    return [int(i) for i in np.asarray(v.value).reshape(-1)]
+
+
+def _axis(x: Value, axis: int, what="axis") -> int:
+    rank = len(x.shape)
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise Unsupported(f"{what} 0, the batch axis (the spec addresses per-example axes)")
+    return axis
+
+
+def transpose(b: Builder, n: ONode):
+    """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
+    the tensor as held (an (N, C, H, W) tensor held channels last composes its own
+    permutation); the identity permutation adds no node."""
+    x = _value(n.input(0))
+    rank = len(x.shape)
+    perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
+    if perm[0] != 0:
+        raise Unsupported(f"Transpose(perm={perm}) moves the batch axis")
+    if x.layout == "flat":
+        raise Unsupported("a transpose of a channels-first flatten")
+    held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]] if x.layout == "nchw" else \
+        [p - 1 for p in perm[1:]]
+    if held == list(range(rank - 1)):
+        return Value(x.tensor, "plain", tuple(n.shape))
+    return b.layer("Transpose", [x], name=n.name, source=n.label, perm=tuple(held),
+                   layout="plain", out_shape=n.shape)
+
+
+def slice_(b: Builder, n: ONode):
+    """Slice(data, starts, ends, axes, steps) with constant starts/ends/axes/steps: Python slice
+    semantics per axis (ONNX clamps as Python does); the batch axis only whole."""
+    x = _value(n.input(0))
+    starts, ends = _ints(n.input(1), "slice starts"), _ints(n.input(2), "slice ends")
+    axes = (_ints(n.input(3), "slice axes") if n.input(3) is not None
+            else list(range(len(starts))))
+    steps = _ints(n.input(4), "slice steps") if n.input(4) is not None else [1] * len(starts)
+    keep = []
+    rank = len(x.shape)
+    for ax, st, en, sp in zip(axes, starts, ends, steps):
+        ax = ax + rank if ax < 0 else ax
+        if ax == 0:
+            if range(x.shape[0])[st:en:sp] != range(x.shape[0]):
+                raise Unsupported("a slice of the batch axis")
+            continue
+        if sp < 1:
+            raise Unsupported(f"a slice with step {sp} (the spec's Slice steps are >= 1)")
+        keep.append((x.canonical_axis(ax), st, en, sp))
+    if not keep:
+        return x
+    if x.layout == "flat":
+        raise Unsupported("a slice of a channels-first flatten")
+    return b.layer("Slice", [x], name=n.name, source=n.label, axes=tuple(k[0] for k in keep),
+                   starts=tuple(k[1] for k in keep), stops=tuple(k[2] for k in keep),
+                   steps=tuple(k[3] for k in keep), out_shape=n.shape)
+
+
+def split(b: Builder, n: ONode):
+    """Split(x, split, axis) -> one Slice per output (sizes from ``split`` or equal parts)."""
+    x = _value(n.input(0))
+    axis = _axis(x, int(n.attr("axis", 0)))
+    shapes = n.attrs.get("_output_shapes", [])
+    if not shapes or any(not s for s in shapes):
+        raise Unsupported("the output shapes of the Split are unknown")
+    sizes = [s[axis] for s in shapes]
+    if x.layout == "flat":
+        raise Unsupported("a split of a channels-first flatten")
+    held = x.canonical_axis(axis)
+    outs, start = [], 0
+    for k, size in enumerate(sizes):
+        outs.append(b.layer("Slice", [x], name=f"{n.name}_{k}", source=n.label, axes=(held,),
+                            starts=(start,), stops=(start + size,), steps=(1,),
+                            out_shape=shapes[k]))
+        start += size
+    return outs
+
+
+def gather(b: Builder, n: ONode):
+    """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
+    is an Embedding (the table a parameter); computed data at constant indices is Gather with
+    the ``indices`` attribute. Computed indices into computed data are refused (ONNX shares one
+    index tensor across the batch, the spec's Gather takes one per example)."""
+    data, idx = n.input(0), n.input(1)
+    axis = int(n.attr("axis", 0))
+    if isinstance(data, Const):
+        table = _param(data, "the gathered table")
+        w = b.tensors[table]
+        idx = _value(idx, "the indices")
+        if axis not in (0, -w.ndim) or w.ndim != 2:
+            raise Unsupported(f"a Gather on axis {axis} of a {w.ndim}-D initializer (an "
+                              f"Embedding reads rows of a 2-D table)")
+        return b.layer("Embedding", [_plain(b, n, idx)], name=n.name, source=n.label,
+                       params={"embedding": (table, "identity")}, vocab_size=int(w.shape[0]),
+                       dim=int(w.shape[1]), layout="plain", out_shape=n.shape)
+    x = _plain(b, n, _value(data))
+    ax = _axis(x, axis) - 1
+    if isinstance(idx, Const):
+        ind = np.asarray(idx.value).tolist()
+        return b.layer("Gather", [x], name=n.name, source=n.label, axis=ax, indices=ind,
+                       layout="plain", out_shape=n.shape)
+    raise Unsupported("a Gather at indices computed from the model input (per-example "
+                      "indices: use GatherElements semantics; ONNX's shares one index tensor "
+                      "over the batch)")
+
+
+def squeeze(b: Builder, n: ONode):
+    """Squeeze of constant per-example axes (all size-1 per-example axes without axes)."""
+    x = _plain(b, n, _value(n.input(0)))
+    rank = len(x.shape)
+    if n.input(1) is None:
+        axes = [i for i in range(1, rank) if x.shape[i] == 1]
+        if x.shape[0] == 1:
+            raise Unsupported("a Squeeze without axes of a batch of 1 (it would remove the "
+                              "batch axis)")
+    else:
+        axes = [_axis(x, a) for a in _ints(n.input(1), "squeeze axes")]
+    return b.layer("Squeeze", [x], name=n.name, source=n.label, axes=tuple(a - 1 for a in axes),
+                   layout="plain", out_shape=n.shape)
+
+
+def unsqueeze(b: Builder, n: ONode):
+    """Unsqueeze at constant axes after the batch axis."""
+    x = _plain(b, n, _value(n.input(0)))
+    axes = _ints(n.input(1), "unsqueeze axes")
+    out_rank = len(x.shape) + len(axes)
+    axes = [a + out_rank if a < 0 else a for a in axes]
+    if 0 in axes:
+        raise Unsupported("an Unsqueeze at axis 0, before the batch axis")
+    return b.layer("Unsqueeze", [x], name=n.name, source=n.label,
+                   axes=tuple(a - 1 for a in axes), layout="plain", out_shape=n.shape)
+
+
+FLOAT_TYPES = {1: "float", 10: "float", 11: "float", 16: "float"}
+INT_TYPES = {2: "int", 3: "int", 4: "int", 5: "int", 6: "int", 7: "int", 12: "int", 13: "int"}
+
+
+def cast(b: Builder, n: ONode):
+    """Cast(to): a float type -> Cast("float") (the program's float dtype: a model computing in
+    one float type), an int type -> Cast("int"); bool and strings are refused."""
+    x = _value(n.input(0))
+    to = int(n.attr("to"))
+    kind = FLOAT_TYPES.get(to) or INT_TYPES.get(to)
+    if kind is None:
+        raise Unsupported(f"Cast to ONNX type {to} (float and int types only)")
+    return b.layer("Cast", [x], name=n.name, source=n.label, to=kind, out_shape=n.shape,
+                   chw=x.chw)
+
+
+def pad(b: Builder, n: ONode):
+    """Pad(data, pads, constant_value, axes) in mode 'constant' with constant pads >= 0 and no
+    padding of the batch axis."""
+    mode = n.attr("mode", "constant")
+    if mode != "constant":
+        raise Unsupported(f"Pad(mode={mode!r}) (constant padding only)")
+    x = _value(n.input(0))
+    rank = len(x.shape)
+    pads = _ints(n.input(1), "pads")
+    axes = (_ints(n.input(3), "pad axes") if n.input(3) is not None else list(range(rank)))
+    axes = [a + rank if a < 0 else a for a in axes]
+    k = len(axes)
+    value = 0.0
+    if n.input(2) is not None:
+        if not isinstance(n.input(2), Const):
+            raise Unsupported("a pad value computed from the model input")
+        value = float(np.asarray(n.input(2).value).reshape(-1)[0]) if np.asarray(
+            n.input(2).value).size else 0.0
+    per = {a: (pads[i], pads[i + k]) for i, a in enumerate(axes)}
+    if any(lo < 0 or hi < 0 for lo, hi in per.values()):
+        raise Unsupported("negative pads (a crop; the spec's Pad pads only)")
+    if per.get(0, (0, 0)) != (0, 0):
+        raise Unsupported("padding of the batch axis")
+    if x.layout == "flat":
+        raise Unsupported("padding of a channels-first flatten")
+    held = [(0, 0)] * (rank - 1)
+    for a, pr in per.items():
+        if a:
+            held[x.canonical_axis(a)] = pr
+    return b.layer("Pad", [x], name=n.name, source=n.label, pads=tuple(held), value=value,
+                   out_shape=n.shape)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _floor_out(size, k, s, lo, hi, d=1):
+    return (size + lo + hi - d * (k - 1) - 1) // s + 1
+
+
+def _pool(op, b: Builder, n: ONode):
+    _only_output(n, " (the indices)")
+    x = _value(n.input(0))
+    if len(x.shape) != 4:
+        raise Unsupported(f"{len(x.shape) - 2}-D pooling (2-D only)")
+    _need(x, "nchw", "2-D pooling")
+    k = tuple(n.attr("kernel_shape"))
+    s = tuple(n.attr("strides", (1, 1)))
+    if tuple(n.attr("dilations", (1, 1))) != (1, 1):
+        raise Unsupported("pooling with dilations (the spec's pools have none)")
+    if int(n.attr("storage_order", 0)):
+        raise Unsupported("MaxPool(storage_order=1)")
+    pads = [list(p) for p in _spatial(n, x, k, (1, 1), s)]
+    if op == "AvgPool2D" and int(n.attr("count_include_pad", 0)) and any(map(any, pads)):
+        raise Unsupported("AveragePool with padding and count_include_pad=1 (the spec's "
+                          "AvgPool2D excludes padded cells)")
+    for i in range(2):
+        size, out = x.shape[2 + i], n.shape[2 + i]
+        lo, hi = pads[i]
+        extra = out - _floor_out(size, k[i], s[i], lo, hi)
+        if extra:
+            # ceil_mode: a last window starting inside the input or its padding, its cells past
+            # the end left out (the max of the rest, the average over the input cells in it):
+            # the spec's pool with that many more cells of padding after
+            extra = (out - 1) * s[i] + k[i] - (size + lo + hi)
+            if (not n.attr("ceil_mode", 0) or extra <= 0 or extra >= s[i]
+                    or _floor_out(size, k[i], s[i], lo, hi + extra) != out):
+                raise Unsupported(f"pooling of size {size} to {out} (window {k[i]}, stride "
+                                  f"{s[i]}, padding {(lo, hi)}) that extra padding after does "
+                                  f"not reproduce")
+            pads[i][1] = hi + extra
+    return b.layer(op, [x], name=n.name, source=n.label, kernel_size=k, strides=s,
+                   padding=tuple(map(tuple, pads)), out_shape=n.shape)
+
+
+def max_pool(b, n):
+    """MaxPool2D (pads, auto_pad, ceil_mode as extra padding after; no dilations, no indices
+    output)."""
+    return _pool("MaxPool2D", b, n)
+
+
+def average_pool(b, n):
+    """AvgPool2D (padding excluded from the average: count_include_pad=0 where padded;
+    ceil_mode as extra padding after)."""
+    return _pool("AvgPool2D", b, n)
+
+
+def _global(op):
+    """A global pool over H, W to (N, C, 1, 1), held as a (1, 1, C) map."""
+    def handler(b: Builder, n: ONode):
+        """{op} to (N, C), then Reshape to the (N, C, 1, 1) map held as (1, 1, C)."""
+        x = _value(n.input(0))
+        _need(x, "nchw", "global pooling")
+        v = b.layer(op, [x], name=n.name, source=n.label, layout="plain",
+                    out_shape=(x.shape[0], x.shape[1]))
+        return b.layer("Reshape", [v], name=f"{n.name}_keepdims", source=n.label,
+                       layout="nchw", out_shape=n.shape, shape=(1, 1, x.shape[1]))
+    handler.__doc__ = handler.__doc__.format(op=op)
+    return handler
+
+
+ONNX_OPS = {
+    "Conv": conv,
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "BatchNormalization": batch_normalization,
+    "LayerNormalization": layer_normalization,
+    "Relu": _activation("relu"),
+    "Sigmoid": _activation("sigmoid"),
+    "Tanh": _activation("tanh"),
+    "LeakyRelu": _activation("leaky_relu", slope=lambda n: _f32(n.attr("alpha", 0.01))),
+    "Gelu": _activation("gelu", approximate=_gelu_approximate),
+    "HardSwish": hard_swish,
+    "Softmax": _axis_op("Softmax"),
+    "Dropout": dropout,
+    "Identity": identity,
+    "Add": _binary("Add"),
+    "Sub": _binary("Subtract"),
+    "Mul": _binary("Multiply"),
+    "Div": _binary("Divide"),
+    "Pow": _binary("Power"),
+    "Max": _binary("Maximum"),
+    "Min": _binary("Minimum"),
+    "Equal": _binary("Equal"),
+    "Less": _binary("Less"),
+    "Greater": _binary("Greater"),
+    "Where": where,
+    "Neg": _unary("neg"),
+    "Abs": _unary("abs"),
+    "Sqrt": _unary("sqrt"),
+    "Exp": _unary("exp"),
+    "Log": _unary("log"),
+    "Erf": _unary("erf"),
+    "Reciprocal": _unary("reciprocal"),
+    "Sin": _unary("sin"),
+    "Cos": _unary("cos"),
+    "ReduceSum": _reduce("sum"),
+    "ReduceMean": _reduce("mean"),
+    "ReduceMax": _reduce("max"),
+    "ReduceMin": _reduce("min"),
+    "LogSoftmax": _axis_op("LogSoftmax"),
+    "Expand": expand,
+    "Concat": concat,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "MaxPool": max_pool,
+    "AveragePool": average_pool,
+    "GlobalAveragePool": _global("GlobalAvgPool2D"),
+    "GlobalMaxPool": _global("GlobalMaxPool2D"),
+    "Transpose": transpose,
+    "Slice": slice_,
+    "Split": split,
+    "Gather": gather,
+    "Squeeze": squeeze,
+    "Unsqueeze": unsqueeze,
+    "Cast": cast,
+    "Pad": pad,
+}
+
+# refused whatever their inputs, with the reason (reported even after a refused input)
+REFUSED = {
+    "HardSigmoid": hard_sigmoid,
+}
+
+SUPPORTED = tuple(sorted(ONNX_OPS))
+
+
+def markdown_table() -> str:
+    """The supported-op table of the docs (docs/hooks/onnx_ops.py), from ``ONNX_OPS``: each ONNX
+    op with the first sentence of its handler's docstring; then the refused ones."""
+    def first(fn):
+        doc = " ".join((fn.__doc__ or "").split())
+        return doc.split(". ")[0].rstrip(".") + "." if doc else ""
+
+    rows = ["| ONNX op | spec |", "|---|---|"]
+    rows += [f"| {op} | {first(ONNX_OPS[op]).replace('|', '/')} |" for op in SUPPORTED]
+    rows += [f"| {op} | refused: {first(fn).replace('|', '/')} |" for op, fn in
+             sorted(REFUSED.items())]
+    return "\n".join(rows)
