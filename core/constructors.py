@@ -58,6 +58,9 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
     0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
 
+    Precision: it computes and returns the type of its inputs under every policy (softmax /
+    log_softmax: float32, as a softmax).
+
     Args:
         fn ('identity' | 'relu' | 'relu6' | 'tanh' | 'sigmoid' | 'hard_sigmoid' | 'silu' | 'gelu' |
             'leaky_relu' | 'softmax', required)
@@ -75,6 +78,8 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
 def Add(*, name: str | None = None, **unknown) -> Layer:
     """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
     Multiply, a size-1 axis is refused).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -85,6 +90,9 @@ def AvgPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, t, c] = sum over the window of real cells / number of real cells in the window
     (padded cells excluded from both). strides default to kernel_size.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         kernel_size (ints, required)
@@ -102,6 +110,9 @@ def AvgPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
     """y[n, h, w, c] = sum over the window of real cells / number of real cells in the window.
     Padded cells are excluded from both sums (torch counts them by default). strides default to
     kernel_size.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         kernel_size (ints, required)
@@ -132,6 +143,9 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, running_var: str
     momentum is the weight of the old running value (torch's momentum is 1 - this).
     The normalisation itself always uses the biased batch variance (as every framework does).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         momentum (float, default 0.9)
         epsilon (float, default 1e-05)
@@ -146,6 +160,8 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, running_var: str
 def Concatenate(*, axis: int = -1, name: str | None = None, **unknown) -> Layer:
     """y = concat(x_1, ..., x_k) along per-example ``axis`` (default -1, the channel axis);
     every other axis must match.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         axis (int, default -1)
@@ -167,6 +183,10 @@ def Conv1D(filters: int, kernel_size: int | tuple[int, ...], *,
     y[n, t, o] = bias[o] + sum_{i, c} xpad[n, t*s + i*d, g*Cg + c] * kernel[i, c, o],
     g = o // (filters / groups), Cg = C / groups, then the fused activation. kernel is
     (k, C/groups, filters). Padding per ``resolve_padding`` (valid, same, or explicit (lo, hi)).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -202,6 +222,10 @@ def Conv2D(filters: int, kernel_size: int | tuple[int, ...], *,
                     * kernel[i, j, c, o],  g = o // (filters / groups), Cg = C / groups,
     then the fused activation. kernel is (kH, kW, C/groups, filters). Padding per
     ``resolve_padding``; explicit padding is ((top, bottom), (left, right)).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -243,6 +267,10 @@ def Conv2DTranspose(filters: int, kernel_size: int | tuple[int, ...], *,
     Keras stores (kH, kW, out, in) (the kernel of the forward convolution it transposes), torch
     ConvTranspose2d (in, out, kH, kW); the backends convert.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         filters (int, required)
         kernel_size (ints, required)
@@ -270,6 +298,10 @@ def Dense(units: int, *, use_bias: bool = True, activation: str = 'identity',
     """y = f(x @ kernel + bias) over the last axis; kernel is (in, units) (torch stores (out, in)).
 
     Inputs of rank > 1 per example are transformed position-wise, as in Keras and flax.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         units (int, required)
@@ -300,6 +332,10 @@ def DepthwiseConv2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[
     has C·M channels, those of input channel c contiguous. Padding per ``resolve_padding`` (the
     Conv2D rule: valid, same, explicit ((top, bottom), (left, right))).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         kernel_size (ints, required)
         strides (ints, default (1, 1))
@@ -326,6 +362,8 @@ def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:
     inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
     them from a neutral RNG or runs with dropout off, and says which.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         rate (float, required)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -339,6 +377,8 @@ def Embedding(vocab_size: int, dim: int, *,
               name: str | None = None, **unknown) -> Layer:
     """y[..., :] = embedding[x[...], :] for integer x in [0, vocab_size); embedding is
     (vocab_size, dim). Indices outside the range are an error on every backend's CPU path.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         vocab_size (int, required)
@@ -354,6 +394,8 @@ def Embedding(vocab_size: int, dim: int, *,
 def Flatten(*, name: str | None = None, **unknown) -> Layer:
     """y[n, :] = x[n].reshape(-1) in canonical (channels-last, row-major) order: an (H, W, C)
     input flattens in H*W*C order on every backend (torch permutes from NCHW first).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -377,6 +419,10 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
     [z, r, h], and its ``reset_after=False`` (the TF1 default) applies r before the recurrent
     matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         units (int, required)
         return_sequences (bool, default False)
@@ -394,6 +440,9 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
 
 def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
     """y[n, c] = mean_{h, w} x[n, h, w, c].
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -402,6 +451,8 @@ def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
 
 def GlobalMaxPool2D(*, name: str | None = None, **unknown) -> Layer:
     """y[n, c] = max_{h, w} x[n, h, w, c].
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -413,6 +464,9 @@ def GroupNorm(groups: int, *, epsilon: float = 1e-05, name: str | None = None, *
     example n and group g, over every spatial axis and the group's channels:
     mu = mean(x), var = mean((x - mu)^2) (biased); y = (x - mu) / sqrt(var + epsilon) * scale[c]
     + bias[c]. epsilon explicit (torch 1e-5, Keras 1e-3, flax 1e-6).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         groups (int, required)
@@ -429,6 +483,8 @@ def HardSwish(*, name: str | None = None, **unknown) -> Layer:
     ``hard_swish``, JAX ``hard_swish``). dy/dx = 0 for x < -3, (2x + 3) / 6 on (-3, 3), 1 for
     x > 3; at the kinks x = -3 and x = 3 themselves the frameworks pick different one-sided
     derivatives (a set of measure zero; the tests sample inputs off it).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -447,6 +503,9 @@ def InstanceNorm2D(*, momentum: float = 0.9, epsilon: float = 1e-05, name: str |
               the *unbiased* per-example variance averaged over the batch (torch's rule).
     eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
     momentum is the weight of the old running value (torch's momentum is 1 - this).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         momentum (float, default 0.9)
@@ -473,6 +532,10 @@ def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = Fa
     bias's update, so the lowering keeps bias_hh frozen at zero. Keras also orders [i, f, c, o]
     (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         units (int, required)
         return_sequences (bool, default False)
@@ -492,6 +555,9 @@ def LayerNorm(*, epsilon: float = 1e-05, name: str | None = None, **unknown) -> 
     """y = (x - mean(x)) / sqrt(var(x) + epsilon) * scale + bias, over the last axis, biased
     variance. epsilon is explicit (torch 1e-5, Keras 1e-3, flax 1e-6 by default).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         epsilon (float, default 1e-05)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -504,6 +570,8 @@ def MaxPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, t, c] = max_i xpad[n, t*s + i, c]; padded cells are -inf (never chosen). strides
     default to kernel_size.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         kernel_size (ints, required)
@@ -520,6 +588,8 @@ def MaxPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, h, w, c] = max_{i, j} xpad[n, h*s0 + i, w*s1 + j, c]; padded cells are -inf
     (never chosen). strides default to kernel_size.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         kernel_size (ints, required)
@@ -559,6 +629,10 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
     The key bias adds q[i,h].bk[h] to every score of row (h, i), which softmax ignores: its
     gradient is exactly 0 (the backends return that 0, not autodiff's rounding noise).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); its
+    softmax runs in float32; bfloat16 runs it all in bf16.
+
     Args:
         heads (int, required)
         head_dim (int, required)
@@ -582,6 +656,8 @@ def Multiply(*, name: str | None = None, **unknown) -> Layer:
     is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
     axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
     dL/dy * prod_{j != i} x_j (kept as size 1).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -593,6 +669,8 @@ def PositionEmbedding(max_length: int, *,
                       name: str | None = None, **unknown) -> Layer:
     """Learned absolute positions: y[t, :] = x[t, :] + embedding[t, :] for t < T; embedding is
     (max_length, E) and only its first T rows are used (max_length >= T).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         max_length (int, required)
@@ -608,6 +686,9 @@ def RMSNorm(*, epsilon: float = 1e-06, name: str | None = None, **unknown) -> La
     """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis (no centring, no bias).
     epsilon is explicit (torch defaults to the dtype's machine epsilon, Keras and flax to 1e-6).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         epsilon (float, default 1e-06)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -618,6 +699,8 @@ def RMSNorm(*, epsilon: float = 1e-06, name: str | None = None, **unknown) -> La
 
 def Reshape(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n].reshape(shape), row-major in canonical layout; one entry may be -1.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         shape (shape, required)
@@ -646,6 +729,10 @@ def SeparableConv2D(filters: int, kernel_size: int | tuple[int, ...], *,
     depthwise_kernel (kH, kW, C, M), pointwise_kernel (1, 1, C·M, filters), bias (filters): the
     Keras layouts. The window attributes and padding rule are Conv2D's, applied to the depthwise
     step.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -678,6 +765,9 @@ def SequencePool(mode: str = 'mean', *, name: str | None = None, **unknown) -> L
     mean: y[c] = sum_{t < length} x[t, c] / length;  max: y[c] = max_{t < length} x[t, c].
     Padded steps never count, so a model's output does not depend on what the padding holds.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         mode ('mean' | 'max', default 'mean')
         name: the node's name (default: the op's name in snake case, numbered)
@@ -695,6 +785,10 @@ def SimpleRNN(units: int, *, return_sequences: bool = False, bidirectional: bool
     b (H). Masking, direction and output by the module's shared rule.
 
     Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         units (int, required)
@@ -718,6 +812,8 @@ def UpSampling2D(size: int | tuple[int, ...], *, interpolation: str = 'nearest',
     """Nearest-neighbour upsampling by integer factors size = (sH, sW):
     y[n, h, w, c] = x[n, floor(h / sH), floor(w / sW), c]; output (H*sH, W*sW, C).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         size (ints, required)
         interpolation ('nearest', default 'nearest')
@@ -732,6 +828,8 @@ def ZeroPadding2D(padding: str | int | tuple, *, name: str | None = None, **unkn
 
     padding is explicit: ((top, bottom), (left, right)) or one int for all four sides; output
     (H + top + bottom, W + left + right, C).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         padding (padding, required)

@@ -150,6 +150,26 @@ class Program(ABC):
         Raises ``CheckpointError`` naming the first missing, unknown or misshapen slot."""
         raise BackendUnavailable(f"backend {self.backend!r} cannot load optimizer state")
 
+    # the dynamic loss scale of a ``mixed_float16`` program (rosetta.precision.LossScale), None
+    # under every other policy; ``load`` restarts it at the rule's initial state
+    loss_scale = None
+
+    def export_precision_state(self) -> dict[str, np.ndarray]:
+        """The loss-scale state (``loss_scale/scale``, ``loss_scale/good``) of a
+        ``mixed_float16`` program, {} otherwise: neutral, any backend continues it."""
+        return self.loss_scale.arrays() if self.loss_scale is not None else {}
+
+    def load_precision_state(self, arrays: dict) -> None:
+        """Continue the loss scale of ``export_precision_state`` (after ``load``); {} leaves
+        the initial state. Arrays given to a program without a loss scale: ``CheckpointError``."""
+        if self.loss_scale is None:
+            if arrays:
+                raise CheckpointError(f"{', '.join(sorted(arrays))} given, but precision "
+                                      f"{getattr(self, 'precision', '?')} keeps no loss scale")
+            return
+        if arrays:
+            self.loss_scale.load(arrays)
+
     def export_rng_state(self) -> dict[str, np.ndarray]:
         """The position of this backend's own dropout stream, as arrays (empty when the program
         draws nothing at random, or derives its masks from the update count). Only the same
@@ -171,6 +191,9 @@ class BackendProgram(Program):
     ids as the integer arrays given (each backend casts them to its own index type).
     """
 
+    # the precision policies (rosetta.precision) this backend lowers; any other is refused
+    precisions: tuple[str, ...] = DTYPES
+
     def _setup(self, spec, dtype: str, device: str, mode: str) -> None:
         """The spec check and the normalised dtype and device; the graph's Embedding
         vocabularies (``_index_limits``) and dropout draws (``_mask_draws``)."""
@@ -178,13 +201,24 @@ class BackendProgram(Program):
 
         if not isinstance(spec, TrainSpec):
             raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
-        if dtype not in DTYPES:
+        from rosetta.precision import PRECISIONS, check_graph, policy
+
+        if dtype not in PRECISIONS:
             raise BackendUnavailable(f"{self.backend} backend: dtype {dtype!r} is not "
-                                     f"supported; choose one of {', '.join(DTYPES)}")
+                                     f"supported; choose one of {', '.join(PRECISIONS)}")
+        if dtype not in self.precisions:
+            raise BackendUnavailable(f"{self.backend} backend: precision {dtype!r} is not "
+                                     f"lowered here; it runs {', '.join(self.precisions)}")
+        self.policy = policy(dtype)
+        check_graph(spec.model, self.policy)
         self.spec = spec
         self.graph = spec.model
-        self.dtype = dtype
-        self.np_dtype = np.dtype(dtype)
+        # ``dtype``: the type arrays cross the API in (float32 for the low precisions, whose
+        # values are exact in float32); ``precision``: the policy the step runs
+        self.dtype = self.policy.host
+        self.precision = dtype
+        self.np_dtype = np.dtype(self.dtype)
+        self._reset_loss_scale()
         self.device = normalize_device(device)
         self.mode = mode
         self._int_labels = spec.loss.label_kind == "int"
@@ -192,6 +226,13 @@ class BackendProgram(Program):
         # every op that draws a keep-mask in training (Dropout, attention weights) declares it
         self._mask_draws = mask_draws(self.graph)
         self._unbiased_cells = unbiased_cells(self.graph)
+
+    def _reset_loss_scale(self) -> None:
+        """The loss scale at the rule's initial state (``mixed_float16``), else None; a
+        backend's ``load`` calls it."""
+        from rosetta.precision import LossScale
+
+        self.loss_scale = LossScale() if self.policy.loss_scale else None
 
     # --- the one check of host arrays -------------------------------------------------------------
     def check_inputs(self, inputs) -> dict[str, np.ndarray]:
@@ -356,5 +397,6 @@ class BackendProgram(Program):
         raise NotImplementedError
 
     def __repr__(self):
-        return (f"Program({self.backend}, {self.graph.name}, dtype={self.dtype}, "
+        extra = "" if self.precision == self.dtype else f", precision={self.precision}"
+        return (f"Program({self.backend}, {self.graph.name}, dtype={self.dtype}{extra}, "
                 f"device={self.device}, step={self.step}, mode={self.mode})")

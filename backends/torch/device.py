@@ -15,7 +15,8 @@ import torch
 from rosetta.backend import DTYPES, normalize_device
 from rosetta.errors import BackendUnavailable
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}
 
 
 def available() -> list[str]:
@@ -37,8 +38,9 @@ def resolve(device: str) -> torch.device:
 
 
 def dtype(name: str) -> torch.dtype:
-    """The torch dtype for ``float32`` / ``float64``; ``BackendUnavailable`` otherwise."""
-    if name not in DTYPES:
+    """The torch dtype for ``float32`` / ``float64`` (and the low types of the precision
+    policies, ``bfloat16`` / ``float16``); ``BackendUnavailable`` otherwise."""
+    if name not in _DTYPES:
         raise BackendUnavailable(f"torch backend: dtype {name!r} is not supported; "
                                  f"use one of {', '.join(DTYPES)}")
     return _DTYPES[name]
