@@ -180,8 +180,8 @@ class LossScale:
     the update count (``Program.step``, hence lr(step), Adam's bias corrections and the
     schedule's step) does not advance, the scale is multiplied by ``backoff`` and ``good``
     restarts at 0. The skipped step still consumed its batch (the data order is the run's).
-    The state (``scale``, ``good``) is in the neutral checkpoint (``loss_scale/scale``,
-    ``loss_scale/good``), so a resume on any backend continues it exactly."""
+    The state (``scale``, ``good``) is in the neutral checkpoint's record (``loss_scale``), so
+    a resume on any backend continues it exactly."""
 
     scale: float = INITIAL_SCALE
     good: int = 0
@@ -202,20 +202,20 @@ class LossScale:
         self.good = 0
         return False
 
-    def arrays(self) -> dict:
-        import numpy as np
+    def to_json(self) -> dict:
+        """{"scale", "good"}: what the neutral checkpoint's record keeps (``loss_scale``)."""
+        return {"scale": float(self.scale), "good": int(self.good)}
 
-        return {"loss_scale/scale": np.asarray(self.scale, np.float64),
-                "loss_scale/good": np.asarray(self.good, np.int64)}
-
-    def load(self, arrays: dict) -> None:
+    def load(self, d: dict, where: str = "loss_scale") -> None:
+        """Continue from ``to_json``'s dict, checked (``CheckpointError`` naming the field)."""
         from rosetta.errors import CheckpointError
 
-        try:
-            scale, good = float(arrays["loss_scale/scale"]), int(arrays["loss_scale/good"])
-        except KeyError as e:
-            raise CheckpointError(f"loss scale: {e.args[0]} is missing") from None
-        if not (scale > 0 and scale != float("inf")) or not 0 <= good < self.interval:
-            raise CheckpointError(f"loss scale: scale {scale} must be a positive finite number "
-                                  f"and good {good} in [0, {self.interval})")
-        self.scale, self.good = scale, good
+        scale, good = (d or {}).get("scale"), (d or {}).get("good")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                or not 0 < scale < float("inf"):
+            raise CheckpointError(f"{where}: 'scale' must be a positive finite number, found "
+                                  f"{scale!r}")
+        if isinstance(good, bool) or not isinstance(good, int) or not 0 <= good < self.interval:
+            raise CheckpointError(f"{where}: 'good' must be an integer in [0, "
+                                  f"{self.interval}), found {good!r}")
+        self.scale, self.good = float(scale), good

@@ -154,21 +154,21 @@ class Program(ABC):
     # under every other policy; ``load`` restarts it at the rule's initial state
     loss_scale = None
 
-    def export_precision_state(self) -> dict[str, np.ndarray]:
-        """The loss-scale state (``loss_scale/scale``, ``loss_scale/good``) of a
-        ``mixed_float16`` program, {} otherwise: neutral, any backend continues it."""
-        return self.loss_scale.arrays() if self.loss_scale is not None else {}
+    def export_loss_scale(self) -> dict | None:
+        """The loss-scale state ``{"scale", "good"}`` of a ``mixed_float16`` program, None
+        otherwise: neutral, any backend continues it (``load_loss_scale``)."""
+        return self.loss_scale.to_json() if self.loss_scale is not None else None
 
-    def load_precision_state(self, arrays: dict) -> None:
-        """Continue the loss scale of ``export_precision_state`` (after ``load``); {} leaves
-        the initial state. Arrays given to a program without a loss scale: ``CheckpointError``."""
-        if self.loss_scale is None:
-            if arrays:
-                raise CheckpointError(f"{', '.join(sorted(arrays))} given, but precision "
-                                      f"{getattr(self, 'precision', '?')} keeps no loss scale")
+    def load_loss_scale(self, d: dict | None) -> None:
+        """Continue the loss scale of ``export_loss_scale`` (after ``load``); None leaves the
+        initial state. A state given to a program without a loss scale is ignored only when
+        None; otherwise ``CheckpointError``."""
+        if d is None:
             return
-        if arrays:
-            self.loss_scale.load(arrays)
+        if self.loss_scale is None:
+            raise CheckpointError(f"a loss scale was given, but precision "
+                                  f"{getattr(self, 'precision', '?')} keeps none")
+        self.loss_scale.load(d)
 
     def export_rng_state(self) -> dict[str, np.ndarray]:
         """The position of this backend's own dropout stream, as arrays (empty when the program
