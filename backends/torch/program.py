@@ -32,7 +32,10 @@ from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
                                            dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
+from rosetta.errors import BackendUnavailable
 from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRECISIONS, PRODUCT, family
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 
 
 def precision_rules(graph, model, low: torch.dtype) -> dict:
@@ -45,6 +48,12 @@ def precision_rules(graph, model, low: torch.dtype) -> dict:
     rules = {}
     for node in graph.nodes:
         fam = family(node.op, node.attrs)
+        if fam == PRODUCT and node.op in RECURRENT:
+            raise BackendUnavailable(
+                f"torch backend: {node.op} {node.name!r} under a mixed precision is refused: "
+                f"torch's CPU autocast does not run its recurrent kernel in "
+                f"{str(low).removeprefix('torch.')} with float32 "
+                f"weights (oneDNN refuses the LSTM); use bfloat16 or float32")
         if fam == PRODUCT:
             rules[node.name] = (low, False)
             if node.op in INNER_SOFTMAX:
