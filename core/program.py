@@ -191,9 +191,6 @@ class BackendProgram(Program):
     ids as the integer arrays given (each backend casts them to its own index type).
     """
 
-    # the precision policies (rosetta.precision) this backend lowers; any other is refused
-    precisions: tuple[str, ...] = DTYPES
-
     def _setup(self, spec, dtype: str, device: str, mode: str) -> None:
         """The spec check and the normalised dtype and device; the graph's Embedding
         vocabularies (``_index_limits``) and dropout draws (``_mask_draws``)."""
@@ -201,14 +198,13 @@ class BackendProgram(Program):
 
         if not isinstance(spec, TrainSpec):
             raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
+        from rosetta.backend_registry import get_backend
         from rosetta.precision import PRECISIONS, check_graph, policy
 
         if dtype not in PRECISIONS:
             raise BackendUnavailable(f"{self.backend} backend: dtype {dtype!r} is not "
                                      f"supported; choose one of {', '.join(PRECISIONS)}")
-        if dtype not in self.precisions:
-            raise BackendUnavailable(f"{self.backend} backend: precision {dtype!r} is not "
-                                     f"lowered here; it runs {', '.join(self.precisions)}")
+        get_backend(self.backend).check_precision(dtype)   # the backend's declaration
         self.policy = policy(dtype)
         check_graph(spec.model, self.policy)
         self.spec = spec

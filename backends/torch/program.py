@@ -33,7 +33,7 @@ from rosetta.backends.torch.device import (full_float32_precision, resolve as to
                                            dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
 from rosetta.errors import BackendUnavailable
-from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRECISIONS, PRODUCT, family
+from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRODUCT, family
 
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 
@@ -121,7 +121,6 @@ class Program(contract.BackendProgram):
     (``optimizer``) with its ``ScheduleLR`` (``scheduler``) and a loss module (``loss_fn``)."""
 
     backend = "torch"
-    precisions = PRECISIONS
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "eager"):
         self._setup(spec, dtype, device, mode)
