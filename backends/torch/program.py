@@ -30,7 +30,7 @@ from rosetta import backend as contract
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
-                                           dtype as torch_dtype)
+                                           policy_dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
 from rosetta.errors import BackendUnavailable
 from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRODUCT, family
