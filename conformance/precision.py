@@ -14,10 +14,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from rosetta.conformance.compare import Worst
+from rosetta.conformance.noise import (ELEMENTWISE, NOISE_RUNS, Start, _worst,
+                                       given_own_gradients, group, perturb_at, reorder,
+                                       run_step, spread_of, step_result, to_float32,
+                                       unit_roundoff, update_reference, use, worse)
 from rosetta.precision import (FLOAT32, INNER_SOFTMAX, PRODUCT, LossScale, Policy, family,
-                               node_types)
+                               node_types, policy)
 
 
 def check_types(trace: dict, graph, pol: Policy) -> list[str]:
@@ -94,3 +101,150 @@ def check_loss_scale(program, good_batch, bad_batch, interval: int = 2) -> list[
             out.append(f"update count after step {t}: {program.step}, the rule gives "
                        f"{want_step} (a skipped step does not count)")
     return out
+
+
+# --- the numbers: each backend's low-precision step, teacher-forced from the float64 state ------
+PRECISION_STEPS = 2    # steps held (each from the float64 state: errors never compound)
+LOW_MULTIPLE = 4.0     # c times the measured spread (see the module docstring)
+LOW_ULPS = 8.0         # units of the element's own format: its result's own rounding
+LOW_FLOOR = 4.0        # units of the element's format times its group's scale
+
+
+@dataclass
+class PrecisionResult:
+    """The precision tier of one backend and policy: ``rows`` (step, key, Worst) of every
+    tensor and node output against float64, ``types`` the type problems (``check_types``)."""
+
+    backend: str
+    precision: str
+    rows: list = field(default_factory=list)
+    types: list = field(default_factory=list)
+
+    def worst(self):
+        w = None
+        for _, _, x in self.rows:
+            w = worse(w, x)
+        return w
+
+    def first_failure(self):
+        for step, key, w in self.rows:
+            if use(w) > 1:
+                return step, key, w
+        return None
+
+    @property
+    def passed(self) -> bool:
+        return not self.types and self.first_failure() is None
+
+
+def _units(pol: Policy, graph) -> callable:
+    """key -> the unit roundoff of the format the policy computes that result in."""
+    types = node_types(graph, pol)
+    loss_t = "float32" if pol.mixed else pol.param
+
+    def unit(key: str) -> float:
+        cat, _, rest = key.partition("/")
+        if cat == "nodes":
+            return unit_roundoff(types[rest])
+        return unit_roundoff(loss_t if cat == "loss" else pol.param)
+    return unit
+
+
+def _low_step(prog, nodes_fn, start: Start, x, y, masks, order=None) -> dict:
+    """One step of ``prog`` from ``start`` (``noise.run_step``) and every node's output of its
+    training forward from ``start`` (``nodes/<node>``, examples put back in batch order)."""
+    prog.load(start.params, start.state)
+    out = {f"nodes/{k}": v for k, v in nodes_fn(prog, x, masks).items()}
+    if order is not None:
+        back = np.argsort(order)
+        out = {k: v[back] for k, v in out.items()}
+    out.update(run_step(prog, start, x, y, masks))
+    return out
+
+
+def precision_tier(spec, backend: str, precision: str, *, steps: int = PRECISION_STEPS,
+                   runs: int = NOISE_RUNS, seed=None, program=None,
+                   progress=None) -> PrecisionResult:
+    """``backend``'s ``precision`` step (``program``, default compiled here) held against its
+    float64 step from the same float64 state, at each of the first ``steps`` steps: the loss,
+    every gradient, every node's output of the training forward, the model state, parameters
+    and optimizer slots after the update, each within ``LOW_MULTIPLE`` times the spread of
+    ``runs`` re-runs of the low-precision step from that state moved by one rounding error of
+    the policy's low format (``noise.perturb_at``; features by its unit roundoff times their
+    largest magnitude; examples reordered), plus ``unit · (LOW_ULPS · |f| + LOW_FLOOR ·
+    scale)`` with ``unit`` the unit roundoff of the type the policy computes that result in.
+    The types the lowered step computes in are checked too (``check_types``)."""
+    from rosetta.backend_registry import get_backend
+    from rosetta.conformance.forced import forced_batches
+    from rosetta.conformance.runner import record
+    from rosetta.initializers import rng_for
+
+    pol = policy(precision)
+    seed = spec.seed if seed is None else seed
+    log = progress or (lambda msg: None)
+    be = get_backend(backend)
+    tools = be.module("precision")
+    run_spec, data, masks = forced_batches(spec, steps, seed)
+    log(f"{spec.name}: float64 reference on {backend} ({len(data)} steps)")
+    t64 = record(spec, backend, dtype="float64", steps=len(data), seed=seed, stream=data)
+    prog64 = be.compile(run_spec, dtype="float64")
+    prog = program or be.compile(run_spec, dtype=precision)
+    unit, low = _units(pol, run_spec.model), unit_roundoff(pol.low)
+    res = PrecisionResult(backend, precision)
+    res.types = check_types(tools.trace(prog, *data[0], masks[0]), run_spec.model, pol)
+    rng = rng_for(0, f"precision/{seed}/{precision}")
+    for t, ((x, y), m) in enumerate(zip(data, masks)):
+        log(f"{spec.name}: {precision} step {t} on {backend}, {runs} perturbed re-runs")
+        start = Start.of(t64, t)
+        ref = step_result(t64, t)
+        prog64.load(start.params, start.state)
+        ref.update({f"nodes/{k}": v for k, v in tools.node_outputs(prog64, x, m).items()})
+        got = _low_step(prog, tools.node_outputs, start.float32(), to_float32(x),
+                        to_float32(y), m)
+        n = len(y)
+        spread_runs = []
+        for _ in range(runs):
+            order = rng.permutation(n)
+            s = Start(perturb_at(start.params, low, rng), perturb_at(start.state, low, rng),
+                      perturb_at(start.opt, low, rng), start.step)
+            xs = reorder(x, order)
+            xs = {k: (v + low * float(np.max(np.abs(v))) * rng.uniform(-1, 1, v.shape)
+                      ).astype(np.float32) if np.asarray(v).dtype.kind == "f" else v
+                  for k, v in (xs if isinstance(xs, dict) else {"": xs}).items()}
+            xs = xs[""] if "" in xs else xs
+            r = _low_step(prog, tools.node_outputs, s, xs, to_float32(reorder(y, order)),
+                          reorder(m, order), order)
+            spread_runs.append(given_own_gradients(r, run_spec.optimizer, s))
+        # the updated tensors are held given the step's own gradients (as the float32 tier:
+        # Adam's first update is lr · sign(g), which flips where g is within noise of 0)
+        ref.update(update_reference(run_spec.optimizer, start.float32(), got))
+        spread = spread_of(ref, spread_runs)
+        res.rows += _compare(got, ref, spread, unit, f"@ step {t} ({backend} {precision} vs "
+                                                     f"float64)", t)
+    return res
+
+
+def _compare(got: dict, ref: dict, spread: dict, unit, label: str, t: int) -> list:
+    """[(step, key, Worst)] in causal order: node outputs, loss, gradients, state, parameters,
+    optimizer slots; the parameters elementwise, every other tensor normwise (its largest
+    spread), as the float32 tier."""
+    order = ("nodes", "loss", "grads", "state", "params", "opt")
+    scales: dict = {}
+    for k, v in ref.items():
+        g = k if k.startswith("nodes/") else group(k)
+        if np.isfinite(v).all() and v.size:
+            scales[g] = max(scales.get(g, 0.0), float(np.max(np.abs(v))))
+    rows = []
+    for k in sorted(ref, key=lambda k: order.index(k.split("/", 1)[0])):
+        g = k if k.startswith("nodes/") else group(k)
+        where = f"{k} {label}"
+        if k not in got or np.shape(got[k]) != np.shape(ref[k]):
+            rows.append((t, k, Worst(where=f"{where} (missing or misshapen)", abs_err=np.inf,
+                                     rel_err=np.inf, tolerance=0.0)))
+            continue
+        s = spread[k]
+        if not k.startswith(ELEMENTWISE) and s.size:
+            s = np.full_like(s, np.max(s))
+        rows.append((t, k, _worst(got[k], ref[k], s, scales.get(g, 0.0), where, LOW_MULTIPLE,
+                                  LOW_FLOOR, LOW_ULPS, unit(k))))
+    return rows

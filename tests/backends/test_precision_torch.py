@@ -19,7 +19,8 @@ import rosetta as rs  # noqa: E402
 from rosetta import checkpoint  # noqa: E402
 from rosetta.backend_registry import get_backend  # noqa: E402
 from rosetta.backends.torch import precision as tp  # noqa: E402
-from rosetta.conformance.precision import check_loss_scale, check_types  # noqa: E402
+from rosetta.conformance.precision import (check_loss_scale, check_types,  # noqa: E402
+                                           precision_tier)
 from rosetta.errors import BackendUnavailable  # noqa: E402
 from rosetta.run_loop import save_program  # noqa: E402
 
@@ -170,3 +171,38 @@ def test_backends_that_do_not_lower_a_policy_refuse_it_in_one_line():
         with pytest.raises(BackendUnavailable, match=f"{b} backend: precision 'mixed_float16' "
                                                      f"is not lowered here"):
             get_backend(b).compile(_spec(), dtype="mixed_float16")
+
+
+def _tier_spec():
+    """``_spec``'s layers on 12 cluster features seen as (3, 4), 2 classes, batches of 8."""
+    x = rs.Input((12,), name="x")
+    h = rs.Dense(4, name="d1")(rs.Reshape((3, 4), name="r")(x))
+    h = rs.LayerNorm(name="ln")(h)
+    h = rs.MultiHeadAttention(2, 2, name="attn")(h, h)
+    y = rs.Dense(2, name="d2")(rs.Flatten(name="flat")(h))
+    return rs.TrainSpec(model=rs.Model(x, y, name="tiny"), loss=rs.losses.SoftmaxCrossEntropy(),
+                        optimizer=rs.optim.Adam(1e-2),
+                        data=rs.DataSpec("clusters", 8, {"n": 64, "features": 12, "classes": 2}),
+                        steps=1, seed=0)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "bfloat16"])
+def test_precision_tier_holds_an_honest_step(precision):
+    r = precision_tier(_tier_spec(), "torch", precision, steps=1, runs=2)
+    assert r.types == [] and r.passed, r.first_failure()
+    keys = {k for _, k, _ in r.rows}
+    assert {"nodes/d1", "nodes/ln", "nodes/attn", "nodes/d2", "loss", "grads/d1/kernel",
+            "params/d1/kernel", "opt/m/d1/kernel"} <= keys
+
+
+def test_precision_tier_trap_master_weights_in_bf16_fails_on_a_parameter():
+    spec = _tier_spec()
+    p = get_backend("torch").compile(spec, dtype="mixed_bfloat16")
+    with torch.no_grad():
+        for path, s in p._params.items():
+            if path.startswith(("d1/", "d2/")):
+                s.tensor.data = s.tensor.data.to(torch.bfloat16)
+    r = precision_tier(spec, "torch", "mixed_bfloat16", steps=1, runs=2, program=p)
+    assert "parameter d1/kernel is bfloat16, mixed_bfloat16 keeps it in float32" in r.types
+    step, key, w = r.first_failure()
+    assert key.startswith(("params/d1/", "params/d2/", "opt/")), key
