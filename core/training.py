@@ -192,7 +192,9 @@ def run_record(plan: RunPlan, program, framework: str, res, *, auto=None, sample
         "first_step_seconds": res.first_step_seconds,
         "resumed_from": str(plan.ckpt.path) if plan.ckpt else None,
         "auto": None if auto is None else {k: auto[k] for k in ("times", "excluded", "cached")},
-        "saved": (str(checkpoint.step_dir(plan.save_root, plan.end)) if plan.save_root
+        # the update count names the checkpoint: a mixed_float16 step skipped on a non-finite
+        # gradient used its batch but made no update (rosetta.precision.LossScale)
+        "saved": (str(checkpoint.step_dir(plan.save_root, program.step)) if plan.save_root
                   else None),
         "sample": sample,
         "program": program,
