@@ -91,6 +91,8 @@ def run_command(args, load_spec) -> int:
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
+    if getattr(args, "precision", None):
+        return _precision_command(args, specs, backends, log)
     validate.require_device(backends, args.device)
     if len(backends) < 2 and not (args.oracle_only or args.save or args.devices):
         raise BackendUnavailable(f"conformance compares two or more backends (or, with --save, "
@@ -123,6 +125,43 @@ def run_command(args, load_spec) -> int:
     log(f"{len(results)} comparisons in {seconds:.1f}s: "
         f"{sum(r.passed for r in results)} passed, {sum(not r.passed for r in results)} failed")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _precision_command(args, specs, backends, log) -> int:
+    """``rosetta conformance --precision P``: the precision tier (conformance/precision.py) of
+    each spec on each backend that lowers P (a backend named with --backends that does not is
+    an error; the default backends that do not are listed as refusing it)."""
+    from rosetta.conformance.noise import use
+    from rosetta.conformance.precision import precision_tier
+
+    for name in ("report", "plot", "save", "devices", "native"):
+        if getattr(args, name, None):
+            raise SpecError(f"--{name} is not available with --precision (the precision tier "
+                            f"prints its table)", where="command line")
+    failed = 0
+    for prec in args.precision:
+        able = [b for b in backends if prec in get_backend(b).precisions]
+        for b in backends:
+            if b not in able:
+                if args.backends:
+                    get_backend(b).check_precision(prec)   # raises its one line
+                print(f"{b}: refuses {prec} (it lowers {', '.join(get_backend(b).precisions)})")
+        for spec in specs:
+            for b in able:
+                r = precision_tier(spec, b, prec, steps=min(args.steps, 3), progress=log)
+                cats = {}
+                for _, k, w in r.rows:
+                    c = k.split("/", 1)[0]
+                    if c not in cats or use(w) > use(cats[c]):
+                        cats[c] = w
+                status = "ok" if r.passed else "FAIL"
+                failed += not r.passed
+                print(f"{spec.name} {b} {prec}: {status}; types "
+                      f"{'as the policy says' if not r.types else r.types[0]}")
+                for c, w in cats.items():
+                    print(f"  {c:6s} worst {w.rel_err:.2e} of scale, bound {w.tolerance:.2e}, "
+                          f"noise {w.noise:.2e} ({use(w):.2f} of the bound) at {w.where}")
+    return 1 if failed else 0
 
 
 def _save(args, trajs):
@@ -233,6 +272,12 @@ def add_parser(sub, positive_int):
                    "pair at N (e.g. --devices 1,2)")
     c.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    default=["float64", "float32"])
+    c.add_argument("--precision", nargs="+", metavar="P",
+                   choices=["bfloat16", "mixed_bfloat16", "mixed_float16"],
+                   help="the precision tier: each backend's step under policy P (bfloat16, "
+                        "mixed_bfloat16, mixed_float16) teacher-forced from the float64 state, "
+                        "held to noise measured at the format's rounding level, and the types "
+                        "it computes in checked against the policy (at most 3 steps)")
     c.add_argument("--steps", type=positive_int, default=10)
     c.add_argument("--batch-size", type=positive_int,
                    help="the batch size of every spec compared (default: each spec's own)")

@@ -102,6 +102,30 @@ ORDER = ("loss", "grads", "state", "params", "update", "opt", "eval")
 UPDATE_FLOOR = 4.0
 
 
+UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": U, "float16": 2.0 ** -11,
+                 "bfloat16": 2.0 ** -8}
+
+
+def unit_roundoff(dtype: str) -> float:
+    """The unit roundoff of a float format (half the distance from 1 to the next number)."""
+    return UNIT_ROUNDOFF[dtype]
+
+
+def perturb_at(value, unit: float, rng: np.random.Generator):
+    """``value`` (an array, or a dict of arrays) rounded to float32 and moved by k · 2 · unit
+    relative, k uniform in {-1, 0, 1} per element: a random rounding error of a format of unit
+    roundoff ``unit`` (one ulp of it), the generalisation of ``perturb`` (float32's, whole
+    float32 ulps) to a low format. Zeros stay zero; integer arrays are left alone."""
+    if isinstance(value, dict):
+        return {k: perturb_at(v, unit, rng) for k, v in value.items()}
+    a = np.asarray(value)
+    if a.dtype.kind != "f":
+        return a
+    a = a.astype(np.float64)
+    k = rng.integers(-1, 2, a.shape)
+    return (a * (1.0 + 2.0 * unit * k)).astype(np.float32)
+
+
 def perturb(value, rng: np.random.Generator):
     """``value`` (an array, or a dict of arrays) rounded to float32 and then moved by k ulps,
     k uniform in {-1, 0, 1} for every element: a random float32 rounding error of the size that
@@ -406,13 +430,17 @@ def compare_noisy(got: dict, m: Measured, label: str,
     return out
 
 
-def _worst(a, b, spread, scale, where, multiple, floor, ulps) -> Worst:
+def _worst(a, b, spread, scale, where, multiple, floor, ulps, unit: float = U) -> Worst:
+    """The element of ``a`` (against ``b``) that uses most of its bound ``multiple · spread +
+    unit · (ulps · |b| + floor · scale)``; ``unit`` is the unit roundoff of the format the
+    element is computed in (``U``, float32's, unless a precision policy says otherwise:
+    ``unit_roundoff``)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.size == 0:
         return Worst(where=where, tolerance=1.0, noise=0.0)
     err = np.abs(a - b)
     err = np.where(np.isfinite(err), err, np.where(a == b, 0.0, np.inf))
-    bound = multiple * spread + U * (ulps * np.abs(b) + floor * scale)
+    bound = multiple * spread + unit * (ulps * np.abs(b) + floor * scale)
     ratio = np.where(err == 0, 0.0, err / np.where(bound > 0, bound, np.nan))
     ratio = np.where(np.isnan(ratio), np.inf, ratio)
     i = np.unravel_index(int(np.argmax(ratio)), a.shape)

@@ -88,6 +88,9 @@ class Backend(ABC):
     extra: str | None = None
     own_environment: str | None = None
     modes: tuple[str, ...] = ()  # how a step can be compiled; the first is the default
+    # the precision policies (rosetta.precision) it lowers; any other is refused in one line
+    # by ``compile``, before the framework is imported
+    precisions: tuple[str, ...] = DTYPES
     formats: dict[str, ExportFormat] = {}
     engine = None  # rosetta.distributed.Engine, or None: one device only
     quiet_env: dict[str, str] = {}
@@ -132,7 +135,19 @@ class Backend(ABC):
         Raises ``BackendUnavailable`` for a device, dtype or mode this backend cannot run.
         """
         mode = self.resolve_mode(mode)
+        self.check_precision(dtype)
         return self.module("program").Program(spec, dtype=dtype, device=device, mode=mode)
+
+    @classmethod
+    def check_precision(cls, precision: str) -> None:
+        """``BackendUnavailable`` (one line) for a precision policy this backend does not
+        lower (``precisions``), or one that does not exist."""
+        from rosetta.precision import policy
+
+        policy(precision)
+        if precision not in cls.precisions:
+            raise BackendUnavailable(f"{cls.name} backend: precision {precision!r} is not "
+                                     f"lowered here; it runs {', '.join(cls.precisions)}")
 
     def resolve_mode(self, mode: str | None) -> str:
         """``mode``, or the default; ``BackendUnavailable`` naming the valid ones."""

@@ -80,6 +80,12 @@ class Checkpoint:
     def backend(self) -> str:
         return self.record["backend"]
 
+    @property
+    def precision(self) -> str:
+        """The precision policy it was trained under (``rosetta.precision``); the tensors are
+        in ``dtype`` (float32 master values for the low precisions)."""
+        return self.record.get("precision") or self.record["dtype"]
+
     def _repr_html_(self) -> str:
         """Jupyter: the record, the tensor files and the loss curve (``rosetta.display``)."""
         from rosetta.display import checkpoint_html
@@ -256,6 +262,18 @@ def _read_record(path: Path) -> dict:
                               f"{rec.get('dtype')!r}")
     if not isinstance(rec.get("backend"), str):
         raise CheckpointError(f"{f}: 'backend' must name the backend that wrote it")
+    from rosetta.precision import PRECISIONS, LossScale, policy
+
+    prec = rec.get("precision")
+    if prec is not None:
+        if prec not in PRECISIONS or policy(prec).host != rec["dtype"]:
+            raise CheckpointError(f"{f}: 'precision' must be one of {', '.join(PRECISIONS)} "
+                                  f"stored in {rec['dtype']}, found {prec!r}")
+        if rec.get("loss_scale") is not None:
+            if not policy(prec).loss_scale:
+                raise CheckpointError(f"{f}: 'loss_scale' is kept only by mixed_float16, "
+                                      f"this checkpoint is {prec}")
+            LossScale().load(rec["loss_scale"], where=f"{f}: loss_scale")
     return rec
 
 
@@ -338,3 +356,5 @@ def restore(program, ckpt: Checkpoint) -> None:
     program.load_optimizer_state(cast(ckpt.optimizer), ckpt.step)
     if ckpt.backend == program.backend and ckpt.rng:
         program.load_rng_state(ckpt.rng)
+    if getattr(program, "loss_scale", None) is not None:  # continues on any backend
+        program.load_loss_scale(ckpt.record.get("loss_scale"))

@@ -18,6 +18,7 @@ from rosetta.errors import RosettaError, SpecError
 from rosetta.backend_registry import backend_names
 from rosetta.export import formats as export_formats
 from rosetta.files import dumps_json
+from rosetta.precision import PRECISIONS
 from rosetta.hostmem import retain_freed_memory
 from rosetta.validate import INT64, MAX_STEPS, memory_argument
 
@@ -196,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mode", help="how the step is compiled: torch eager (default) or compile, "
                    "tensorflow xla (default) or function, jax jit")
     t.add_argument("--dtype", choices=["float32", "float64"],
-                   help="default float32 (resuming: the checkpoint's)")
+                   help="default float32 (resuming: the checkpoint's); an alias of --precision")
+    t.add_argument("--precision", choices=list(PRECISIONS),
+                   help="the precision policy (docs/guide/precision.md): float32, float64, "
+                        "bfloat16, mixed_bfloat16, mixed_float16 (default: --dtype's)")
     t.add_argument("--steps", type=_positive_int, help="number of updates (default: the spec's; "
                    "resuming: updates to add, default the rest of the spec's)")
     t.add_argument("--epochs", type=_positive_int, help="whole passes over the training data "
@@ -325,7 +329,7 @@ def cmd_train(args) -> int:
                    save_every=args.save_every, keep=args.keep, resume=args.resume,
                    log=args.log, log_every=args.log_every, eval_every=args.eval_every,
                    remeasure=args.remeasure, devices=args.devices, batchnorm=args.batchnorm,
-                   ignore_memory=args.ignore_memory)
+                   ignore_memory=args.ignore_memory, precision=args.precision)
     record.pop("program")
     from rosetta.distributed import is_main_process
 
@@ -339,7 +343,7 @@ def cmd_train(args) -> int:
             if record["start_step"] else ""
         print(f"{record['model']} on {record['backend']}/{record['mode']} "
               f"({record['framework']}, "
-              f"{record['device']}{_times(record.get('devices'))}, {record['dtype']}): "
+              f"{record['device']}{_times(record.get('devices'))}, {record['precision']}): "
               f"{record['steps']} steps{start} in "
               f"{record['seconds']:.1f}s, final loss {record['final_loss']:.4f}, held-out {m}")
         if record.get("saved"):

@@ -82,6 +82,9 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
     0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); leaky_relu with ``slope`` explicit: x if x>0 else
     slope*x; softmax exp(x_i)/sum_j exp(x_j) along ``axis``; identity.
 
+    Precision: it computes and returns the type of its inputs under every policy (softmax /
+    log_softmax: float32, as a softmax).
+
     Args:
         fn ('identity' | 'relu' | 'relu6' | 'tanh' | 'sigmoid' | 'hard_sigmoid' | 'silu' | 'gelu' |
             'leaky_relu' | 'softmax', required)
@@ -100,6 +103,8 @@ def Add(*, constant: float | str | None = None, reverse: bool = False, name: str
         **unknown) -> Layer:
     """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -113,6 +118,9 @@ def AvgPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, t, c] = sum over the window of real cells / number of real cells in the window
     (padded cells excluded from both). strides default to kernel_size.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         kernel_size (ints, required)
@@ -130,6 +138,9 @@ def AvgPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
     """y[n, h, w, c] = sum over the window of real cells / number of real cells in the window.
     Padded cells are excluded from both sums (torch counts them by default). strides default to
     kernel_size.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         kernel_size (ints, required)
@@ -160,6 +171,9 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, running_var: str
     momentum is the weight of the old running value (torch's momentum is 1 - this).
     The normalisation itself always uses the biased batch variance (as every framework does).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         momentum (float, default 0.9)
         epsilon (float, default 1e-05)
@@ -178,6 +192,8 @@ def Cast(to: str, *, name: str | None = None, **unknown) -> Layer:
     returns its own garbage), so keep them out. The same kind in and out is the identity.
     No gradient flows through a cast to int (an int tensor carries none).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         to ('float' | 'int', required)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -189,6 +205,8 @@ def Cast(to: str, *, name: str | None = None, **unknown) -> Layer:
 def Concatenate(*, axis: int = -1, name: str | None = None, **unknown) -> Layer:
     """y = concat(x_1, ..., x_k) along per-example ``axis`` (default -1, the channel axis);
     every other axis must match.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         axis (int, default -1)
@@ -203,6 +221,8 @@ def Constant(value: object, *, name: str | None = None, **unknown) -> Layer:
     (full shape (1, *value.shape)). The kind is the array's: floating -> float (computed in the
     program dtype), integer or boolean -> int. No gradient. The value is stored inline in the
     spec JSON (``{"dtype", "shape", "data"}``, +-inf as ``"inf"``/``"-inf"``; nan refused).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         value (array, required): the array (NumPy dtype decides float or int)
@@ -224,6 +244,10 @@ def Conv1D(filters: int, kernel_size: int | tuple[int, ...], *,
     y[n, t, o] = bias[o] + sum_{i, c} xpad[n, t*s + i*d, g*Cg + c] * kernel[i, c, o],
     g = o // (filters / groups), Cg = C / groups, then the fused activation. kernel is
     (k, C/groups, filters). Padding per ``resolve_padding`` (valid, same, or explicit (lo, hi)).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -259,6 +283,10 @@ def Conv2D(filters: int, kernel_size: int | tuple[int, ...], *,
                     * kernel[i, j, c, o],  g = o // (filters / groups), Cg = C / groups,
     then the fused activation. kernel is (kH, kW, C/groups, filters). Padding per
     ``resolve_padding``; explicit padding is ((top, bottom), (left, right)).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -300,6 +328,10 @@ def Conv2DTranspose(filters: int, kernel_size: int | tuple[int, ...], *,
     Keras stores (kH, kW, out, in) (the kernel of the forward convolution it transposes), torch
     ConvTranspose2d (in, out, kH, kW); the backends convert.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         filters (int, required)
         kernel_size (ints, required)
@@ -327,6 +359,10 @@ def Dense(units: int, *, use_bias: bool = True, activation: str = 'identity',
     """y = f(x @ kernel + bias) over the last axis; kernel is (in, units) (torch stores (out, in)).
 
     Inputs of rank > 1 per example are transformed position-wise, as in Keras and flax.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         units (int, required)
@@ -357,6 +393,10 @@ def DepthwiseConv2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[
     has C·M channels, those of input channel c contiguous. Padding per ``resolve_padding`` (the
     Conv2D rule: valid, same, explicit ((top, bottom), (left, right))).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         kernel_size (ints, required)
         strides (ints, default (1, 1))
@@ -382,6 +422,8 @@ def Divide(*, constant: float | str | None = None, reverse: bool = False, name: 
            **unknown) -> Layer:
     """y = a / b elementwise, true division of floats (int inputs are refused: torch true-divides ints, TensorFlow floor-divides); NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c / x. x / 0 = +-inf (IEEE). dL/da = dL/dy / b, dL/db = -dL/dy a / b^2.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -395,6 +437,8 @@ def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:
     """training: y = x * mask / (1 - rate), mask ~ Bernoulli(1 - rate) (rate = drop probability,
     inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
     them from a neutral RNG or runs with dropout off, and says which.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         rate (float, required)
@@ -410,6 +454,8 @@ def Embedding(vocab_size: int, dim: int, *,
     """y[..., :] = embedding[x[...], :] for integer x in [0, vocab_size); embedding is
     (vocab_size, dim). Indices outside the range are an error on every backend's CPU path.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         vocab_size (int, required)
         dim (int, required)
@@ -424,6 +470,8 @@ def Embedding(vocab_size: int, dim: int, *,
 def Equal(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
           **unknown) -> Layer:
     """y = 1 if a == b else 0 (int kind), exact comparison, elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. Inputs of one kind (an int input takes an integer constant). No gradient.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
@@ -442,6 +490,8 @@ def Expand(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Lay
     ``cls_token.expand(B, -1, -1)`` is Expand((-1, -1)) of a Parameter. dL/dx = dL/dy summed
     over the broadcast axes (batch axis included for a batch-broadcast x).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         shape (shape, required)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -453,6 +503,8 @@ def Expand(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Lay
 def Flatten(*, name: str | None = None, **unknown) -> Layer:
     """y[n, :] = x[n].reshape(-1) in canonical (channels-last, row-major) order: an (H, W, C)
     input flattens in H*W*C order on every backend (torch permutes from NCHW first).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -475,6 +527,10 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
     Traps: torch and flax order [r, z, n] and are reset-after (this rule). Keras orders
     [z, r, h], and its ``reset_after=False`` (the TF1 default) applies r before the recurrent
     matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         units (int, required)
@@ -508,6 +564,8 @@ def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = 
     under XLA), JAX and MXNet clamp. Gradient: dL/dx[n][..., k, ...] is the sum of dL/dy over
     the positions j with idx[n][j] == k; none reaches the indices.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         axis (int, required)
         indices (indices, default None)
@@ -519,6 +577,9 @@ def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = 
 
 def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
     """y[n, c] = mean_{h, w} x[n, h, w, c].
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -527,6 +588,8 @@ def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
 
 def GlobalMaxPool2D(*, name: str | None = None, **unknown) -> Layer:
     """y[n, c] = max_{h, w} x[n, h, w, c].
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -536,6 +599,8 @@ def GlobalMaxPool2D(*, name: str | None = None, **unknown) -> Layer:
 def Greater(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
             **unknown) -> Layer:
     """y = 1 if a > b else 0 (int kind), elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c > x. No gradient.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
@@ -552,6 +617,9 @@ def GroupNorm(groups: int, *, epsilon: float = 1e-05, name: str | None = None, *
     mu = mean(x), var = mean((x - mu)^2) (biased); y = (x - mu) / sqrt(var + epsilon) * scale[c]
     + bias[c]. epsilon explicit (torch 1e-5, Keras 1e-3, flax 1e-6).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         groups (int, required)
         epsilon (float, default 1e-05)
@@ -567,6 +635,8 @@ def HardSwish(*, name: str | None = None, **unknown) -> Layer:
     ``hard_swish``, JAX ``hard_swish``). dy/dx = 0 for x < -3, (2x + 3) / 6 on (-3, 3), 1 for
     x > 3; at the kinks x = -3 and x = 3 themselves the frameworks pick different one-sided
     derivatives (a set of measure zero; the tests sample inputs off it).
+
+    Precision: it computes and returns the type of its inputs under every policy.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -585,6 +655,9 @@ def InstanceNorm2D(*, momentum: float = 0.9, epsilon: float = 1e-05, name: str |
               the *unbiased* per-example variance averaged over the batch (torch's rule).
     eval:     y = (x - mean) / sqrt(var + epsilon) * scale + bias.
     momentum is the weight of the old running value (torch's momentum is 1 - this).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         momentum (float, default 0.9)
@@ -611,6 +684,10 @@ def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = Fa
     bias's update, so the lowering keeps bias_hh frozen at zero. Keras also orders [i, f, c, o]
     (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
+
     Args:
         units (int, required)
         return_sequences (bool, default False)
@@ -630,6 +707,9 @@ def LayerNorm(*, epsilon: float = 1e-05, name: str | None = None, **unknown) -> 
     """y = (x - mean(x)) / sqrt(var(x) + epsilon) * scale + bias, over the last axis, biased
     variance. epsilon is explicit (torch 1e-5, Keras 1e-3, flax 1e-6 by default).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         epsilon (float, default 1e-05)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -641,6 +721,8 @@ def LayerNorm(*, epsilon: float = 1e-05, name: str | None = None, **unknown) -> 
 def Less(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
          **unknown) -> Layer:
     """y = 1 if a < b else 0 (int kind), elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c < x. No gradient.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
@@ -654,6 +736,9 @@ def Less(*, constant: float | str | None = None, reverse: bool = False, name: st
 def LogSoftmax(axis: int = -1, *, name: str | None = None, **unknown) -> Layer:
     """y_i = x_i - m - log sum_j exp(x_j - m) along ``axis``, m = max_j x_j (numerically
     stable). dL/dx = dL/dy - softmax(x) sum_j dL/dy_j.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         axis (int, default -1): per-example axis, negative allowed
@@ -669,6 +754,10 @@ def MatMul(*, name: str | None = None, **unknown) -> Layer:
     shape: a batch-broadcast operand, e.g. a Parameter weight, may have fewer axes); a 1-D a is
     a row (1, k) and a 1-D b a column (k, 1), that axis dropped from y. dL/da = dL/dy @ b^T,
     dL/db = a^T @ dL/dy, each summed over the axes it was broadcast along.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
@@ -679,6 +768,8 @@ def MaxPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, t, c] = max_i xpad[n, t*s + i, c]; padded cells are -inf (never chosen). strides
     default to kernel_size.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         kernel_size (ints, required)
@@ -696,6 +787,8 @@ def MaxPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
     """y[n, h, w, c] = max_{i, j} xpad[n, h*s0 + i, w*s1 + j, c]; padded cells are -inf
     (never chosen). strides default to kernel_size.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         kernel_size (ints, required)
         strides (ints, default None): defaults to kernel_size (flax defaults to 1: lowered
@@ -712,6 +805,8 @@ def Maximum(*, constant: float | str | None = None, reverse: bool = False, name:
             **unknown) -> Layer:
     """y = max(a, b) elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. The gradient goes to the larger input; at ties (probability zero for random floats) torch and JAX split it evenly, TensorFlow and MXNet give it to one input.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -724,6 +819,8 @@ def Maximum(*, constant: float | str | None = None, reverse: bool = False, name:
 def Minimum(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
             **unknown) -> Layer:
     """y = min(a, b) elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. The gradient goes to the smaller input (ties: see Maximum).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
@@ -760,6 +857,10 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
     The key bias adds q[i,h].bk[h] to every score of row (h, i), which softmax ignores: its
     gradient is exactly 0 (the backends return that 0, not autodiff's rounding noise).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); its
+    softmax runs in float32; bfloat16 runs it all in bf16.
+
     Args:
         heads (int, required)
         head_dim (int, required)
@@ -781,6 +882,8 @@ def Multiply(*, constant: float | str | None = None, reverse: bool = False, name
              **unknown) -> Layer:
     """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -798,6 +901,8 @@ def Pad(pads: tuple[tuple[int, int], ...], *, value: float = 0.0, name: str | No
     inside x, else ``value``; output size on axis k: S_k + lo_k + hi_k. An int tensor takes an
     integral value only. Gradient: dL/dx is dL/dy on the inner window (nothing reaches value).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         pads (pairs, required)
         value (float, default 0.0)
@@ -812,6 +917,8 @@ def Parameter(shape: tuple[int, ...], init: str | dict | Initializer, *, name: s
     """y = value, a trainable array of ``shape`` (initialized by ``init``), as a batch-broadcast
     tensor (full shape (1, *shape)): a class token, a position table, a layer-scale gamma, a bias
     added by hand. dL/dvalue = sum over the batch of dL/dy (the adjoint of the broadcast).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         shape (shape, required)
@@ -828,6 +935,8 @@ def PositionEmbedding(max_length: int, *,
     """Learned absolute positions: y[t, :] = x[t, :] + embedding[t, :] for t < T; embedding is
     (max_length, E) and only its first T rows are used (max_length >= T).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         max_length (int, required)
         embedding_init (init, default Initializer('normal', mean=0.0, stddev=0.02))
@@ -842,6 +951,8 @@ def Power(*, constant: float | str | None = None, reverse: bool = False, name: s
           **unknown) -> Layer:
     """y = a ** b elementwise (IEEE pow: a negative base with a non-integer exponent gives nan on every backend); NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c ** x. dL/da = dL/dy b a^(b-1), dL/db = dL/dy y log(a) (nan for a <= 0; an exponent attribute has no gradient).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -854,6 +965,9 @@ def Power(*, constant: float | str | None = None, reverse: bool = False, name: s
 def RMSNorm(*, epsilon: float = 1e-06, name: str | None = None, **unknown) -> Layer:
     """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis (no centring, no bias).
     epsilon is explicit (torch defaults to the dtype's machine epsilon, Keras and flax to 1e-6).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
 
     Args:
         epsilon (float, default 1e-06)
@@ -872,6 +986,9 @@ def Reduce(fn: str, axes: tuple[int, ...], *, keepdims: bool = False,
     var 2 (x - mean) / (n - correction); max/min to the extreme element (ties, probability zero
     for random floats: torch amax, TensorFlow and JAX share the gradient evenly among them).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         fn ('sum' | 'mean' | 'max' | 'min' | 'var', required)
         axes (shape, required): per-example axes, negative allowed
@@ -886,6 +1003,8 @@ def Reduce(fn: str, axes: tuple[int, ...], *, keepdims: bool = False,
 
 def Reshape(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n].reshape(shape), row-major in canonical layout; one entry may be -1.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         shape (shape, required)
@@ -914,6 +1033,10 @@ def SeparableConv2D(filters: int, kernel_size: int | tuple[int, ...], *,
     depthwise_kernel (kH, kW, C, M), pointwise_kernel (1, 1, C·M, filters), bias (filters): the
     Keras layouts. The window attributes and padding rule are Conv2D's, applied to the depthwise
     step.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         filters (int, required)
@@ -946,6 +1069,9 @@ def SequencePool(mode: str = 'mean', *, name: str | None = None, **unknown) -> L
     mean: y[c] = sum_{t < length} x[t, c] / length;  max: y[c] = max_{t < length} x[t, c].
     Padded steps never count, so a model's output does not depend on what the padding holds.
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         mode ('mean' | 'max', default 'mean')
         name: the node's name (default: the op's name in snake case, numbered)
@@ -963,6 +1089,10 @@ def SimpleRNN(units: int, *, return_sequences: bool = False, bidirectional: bool
     b (H). Masking, direction and output by the module's shared rule.
 
     Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); bfloat16
+    runs it all in bf16.
 
     Args:
         units (int, required)
@@ -990,6 +1120,8 @@ def Slice(*, axes: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, .
     torch ``chunk``/``split``. Gradient: dL/dx is dL/dy scattered back to the sliced positions,
     zero elsewhere.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         axes (shape, required)
         starts (shape, required)
@@ -1005,6 +1137,9 @@ def Softmax(axis: int = -1, *, name: str | None = None, **unknown) -> Layer:
     """y_i = exp(x_i - m) / sum_j exp(x_j - m) along ``axis``, m = max_j x_j (numerically
     stable; -inf entries give 0, a row of all -inf gives nan on every backend).
 
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to float32 and it
+    computes and returns float32; bfloat16 runs it in bf16.
+
     Args:
         axis (int, default -1): per-example axis, negative allowed
         name: the node's name (default: the op's name in snake case, numbered)
@@ -1016,6 +1151,8 @@ def Softmax(axis: int = -1, *, name: str | None = None, **unknown) -> Layer:
 def Squeeze(axes: tuple[int, ...] | None = None, *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n] without the size-1 per-example ``axes`` (ONNX Squeeze; no axes: every
     size-1 per-example axis, never the batch axis). A reshape: the elements keep their order.
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         axes (shape, default None)
@@ -1029,6 +1166,8 @@ def Subtract(*, constant: float | str | None = None, reverse: bool = False, name
              **unknown) -> Layer:
     """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         constant (scalar, default None): y = x op constant, one input; +-inf allowed
         reverse (bool, default False): with constant: y = constant op x
@@ -1041,6 +1180,8 @@ def Subtract(*, constant: float | str | None = None, reverse: bool = False, name
 def Transpose(perm: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n].transpose(perm): output axis i is input axis perm[i] (per-example axes; the
     batch axis stays first). perm is a permutation of range(rank) (negative entries allowed).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         perm (shape, required)
@@ -1056,6 +1197,8 @@ def Unary(fn: str, *, name: str | None = None, **unknown) -> Layer:
     x^2; tanh; sigmoid 1/(1+e^-x); sin; cos. Outside the domain (sqrt, rsqrt, log of x < 0) nan,
     at 0 +-inf, on every backend (IEEE).
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         fn ('neg' | 'abs' | 'sqrt' | 'rsqrt' | 'exp' | 'log' | 'erf' | 'reciprocal' | 'square' |
             'tanh' | 'sigmoid' | 'sin' | 'cos', required)
@@ -1069,6 +1212,8 @@ def Unsqueeze(axes: tuple[int, ...], *, name: str | None = None, **unknown) -> L
     """y[n] = x[n] with new size-1 axes at ``axes`` (ONNX Unsqueeze: the axes index the output,
     of rank + len(axes) per-example axes; negative ones count from its end). A reshape.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         axes (shape, required)
         name: the node's name (default: the op's name in snake case, numbered)
@@ -1081,6 +1226,8 @@ def UpSampling2D(size: int | tuple[int, ...], *, interpolation: str = 'nearest',
                  name: str | None = None, **unknown) -> Layer:
     """Nearest-neighbour upsampling by integer factors size = (sH, sW):
     y[n, h, w, c] = x[n, floor(h / sH), floor(w / sW), c]; output (H*sH, W*sW, C).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         size (ints, required)
@@ -1100,6 +1247,8 @@ def Where(*, x: float | str | None = None, y: float | str | None = None, name: s
     broadcast (NumPy rule over the full shape). dL/dx = dL/dy where cond, else 0 (and dL/dy the
     rest); none to cond.
 
+    Precision: it computes and returns the type of its inputs under every policy.
+
     Args:
         x (scalar, default None): the value where cond holds (instead of input 1)
         y (scalar, default None): the value where cond fails (instead of input 2)
@@ -1114,6 +1263,8 @@ def ZeroPadding2D(padding: str | int | tuple, *, name: str | None = None, **unkn
 
     padding is explicit: ((top, bottom), (left, right)) or one int for all four sides; output
     (H + top + bottom, W + left + right, C).
+
+    Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         padding (padding, required)

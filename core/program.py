@@ -150,6 +150,26 @@ class Program(ABC):
         Raises ``CheckpointError`` naming the first missing, unknown or misshapen slot."""
         raise BackendUnavailable(f"backend {self.backend!r} cannot load optimizer state")
 
+    # the dynamic loss scale of a ``mixed_float16`` program (rosetta.precision.LossScale), None
+    # under every other policy; ``load`` restarts it at the rule's initial state
+    loss_scale = None
+
+    def export_loss_scale(self) -> dict | None:
+        """The loss-scale state ``{"scale", "good"}`` of a ``mixed_float16`` program, None
+        otherwise: neutral, any backend continues it (``load_loss_scale``)."""
+        return self.loss_scale.to_json() if self.loss_scale is not None else None
+
+    def load_loss_scale(self, d: dict | None) -> None:
+        """Continue the loss scale of ``export_loss_scale`` (after ``load``); None leaves the
+        initial state. A state given to a program without a loss scale is ignored only when
+        None; otherwise ``CheckpointError``."""
+        if d is None:
+            return
+        if self.loss_scale is None:
+            raise CheckpointError(f"a loss scale was given, but precision "
+                                  f"{getattr(self, 'precision', '?')} keeps none")
+        self.loss_scale.load(d)
+
     def export_rng_state(self) -> dict[str, np.ndarray]:
         """The position of this backend's own dropout stream, as arrays (empty when the program
         draws nothing at random, or derives its masks from the update count). Only the same
@@ -178,13 +198,23 @@ class BackendProgram(Program):
 
         if not isinstance(spec, TrainSpec):
             raise SpecError(f"compile takes a rosetta TrainSpec, found {type(spec).__name__}")
-        if dtype not in DTYPES:
+        from rosetta.backend_registry import get_backend
+        from rosetta.precision import PRECISIONS, check_graph, policy
+
+        if dtype not in PRECISIONS:
             raise BackendUnavailable(f"{self.backend} backend: dtype {dtype!r} is not "
-                                     f"supported; choose one of {', '.join(DTYPES)}")
+                                     f"supported; choose one of {', '.join(PRECISIONS)}")
+        get_backend(self.backend).check_precision(dtype)   # the backend's declaration
+        self.policy = policy(dtype)
+        check_graph(spec.model, self.policy)
         self.spec = spec
         self.graph = spec.model
-        self.dtype = dtype
-        self.np_dtype = np.dtype(dtype)
+        # ``dtype``: the type arrays cross the API in (float32 for the low precisions, whose
+        # values are exact in float32); ``precision``: the policy the step runs
+        self.dtype = self.policy.host
+        self.precision = dtype
+        self.np_dtype = np.dtype(self.dtype)
+        self._reset_loss_scale()
         self.device = normalize_device(device)
         self.mode = mode
         self._int_labels = spec.loss.label_kind == "int"
@@ -192,6 +222,13 @@ class BackendProgram(Program):
         # every op that draws a keep-mask in training (Dropout, attention weights) declares it
         self._mask_draws = mask_draws(self.graph)
         self._unbiased_cells = unbiased_cells(self.graph)
+
+    def _reset_loss_scale(self) -> None:
+        """The loss scale at the rule's initial state (``mixed_float16``), else None; a
+        backend's ``load`` calls it."""
+        from rosetta.precision import LossScale
+
+        self.loss_scale = LossScale() if self.policy.loss_scale else None
 
     # --- the one check of host arrays -------------------------------------------------------------
     def check_inputs(self, inputs) -> dict[str, np.ndarray]:
@@ -356,5 +393,6 @@ class BackendProgram(Program):
         raise NotImplementedError
 
     def __repr__(self):
-        return (f"Program({self.backend}, {self.graph.name}, dtype={self.dtype}, "
+        extra = "" if self.precision == self.dtype else f", precision={self.precision}"
+        return (f"Program({self.backend}, {self.graph.name}, dtype={self.dtype}{extra}, "
                 f"device={self.device}, step={self.step}, mode={self.mode})")

@@ -50,7 +50,8 @@ def save_program(path, program, plan, *, framework: str, metrics: dict, losses: 
                                                 "epoch": step // per_epoch,
                                                 "batch": step % per_epoch},
                 "metrics": metrics, "losses": losses,
-                "preprocessing": plan.preprocessing or {}})
+                "preprocessing": plan.preprocessing or {},
+                "precision": program.precision, "loss_scale": program.export_loss_scale()})
 
 
 class Saver:

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from rosetta import validate
-from rosetta.backend import DTYPES, normalize_device
+from rosetta.backend import normalize_device
 from rosetta.datacheck import check_data
 from rosetta.errors import BackendUnavailable, CheckpointError, DataError
 from rosetta.evaluation import dataset_inputs, prepare_labels
 from rosetta.files import writable_folder
+from rosetta.precision import PRECISIONS, policy, resolve as resolve_precision
 from rosetta.spec import TrainSpec
 
 
@@ -47,6 +48,10 @@ class RunPlan:
     devices: int = 1
     batchnorm: str = "global"
     preprocessing: dict | None = None  # what the data source applied (rosetta.preprocessing)
+    precision: str | None = None  # the policy (rosetta.precision); dtype is its host type
+
+    def __post_init__(self):
+        self.precision = self.precision or self.dtype
 
     @property
     def per_epoch(self) -> int:
@@ -115,8 +120,8 @@ def check_settings(*, dtype, steps, epochs, batch_size, save, save_every, keep, 
                     ("steps", steps), ("epochs", epochs), ("batch_size", batch_size)):
         positive(name, v)
     positive("log_every", log_every, allow_none=False)
-    if dtype is not None and dtype not in DTYPES:
-        raise BackendUnavailable(f"dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+    if dtype is not None and dtype not in PRECISIONS:
+        raise BackendUnavailable(f"dtype must be one of {', '.join(PRECISIONS)}, found {dtype!r}")
     if (save_every or keep) and save is None:
         raise DataError("save_every and keep need a folder to save in (--save DIR)")
     if steps is not None and epochs is not None:
@@ -129,12 +134,13 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
              save=None, save_every: int | None = None, keep: int | None = None, resume=None,
              log=None, log_every: int = 10, eval_every: int | None = None,
              ignore_memory: bool = False, devices: int = 1, batchnorm: str = "global",
-             main: bool = True):
+             main: bool = True, precision: str | None = None):
     """(``RunPlan``, ``Dataset``): every setting checked, the checkpoint to resume read and
     verified, the data loaded and checked against the spec (``rosetta.datacheck``), the save
     and log folders checked; see ``rosetta.training.train`` for the arguments."""
     from rosetta import checkpoint, distributed
 
+    dtype = resolve_precision(dtype, precision, default=None)  # --dtype: its alias
     check_settings(dtype=dtype, steps=steps, epochs=epochs, batch_size=batch_size, save=save,
                    save_every=save_every, keep=keep, log_every=log_every, eval_every=eval_every)
     device = normalize_device(device)
@@ -145,7 +151,8 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
         seed, batch_size = resume_settings(ckpt, seed, batch_size)
     if spec is None:
         raise DataError("train needs a spec, or a checkpoint to resume (resume=DIR)")
-    dtype = dtype or (ckpt.dtype if ckpt else "float32")
+    precision = dtype or (ckpt.precision if ckpt else "float32")
+    dtype = policy(precision).host   # the type arrays are stored and fed in
     seed = spec.seed if seed is None else seed
     batch_size = batch_size or spec.data.batch_size
     start = ckpt.step if ckpt else 0
@@ -180,5 +187,6 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
                    batch_size=batch_size, start=start, steps=steps, n_train=n, mode=mode,
                    ckpt=ckpt, save_root=save_root, save_every=save_every, keep=keep, log=log,
                    log_every=log_every, eval_every=eval_every, devices=devices,
-                   batchnorm=batchnorm, preprocessing=ds.preprocessing_record())
+                   batchnorm=batchnorm, preprocessing=ds.preprocessing_record(),
+                   precision=precision)
     return plan, ds

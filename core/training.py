@@ -36,11 +36,13 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
           save=None, save_every: int | None = None, keep: int | None = None, resume=None,
           log=None, log_every: int = 10, eval_every: int | None = None,
           remeasure: bool = False, devices: int = 1, batchnorm: str = "global",
-          ignore_memory: bool = False) -> dict:
+          ignore_memory: bool = False, precision: str | None = None) -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
     returns the run record printed by ``rosetta train --json``.
 
-    ``dtype`` defaults to float32 (a resumed run: the checkpoint's). ``save`` is a run folder:
+    ``precision`` is the precision policy (``rosetta.precision``: float32, float64, bfloat16,
+    mixed_bfloat16, mixed_float16); ``dtype`` is its alias (float32 or float64); the default is
+    float32 (a resumed run: the checkpoint's). ``save`` is a run folder:
     a checkpoint every ``save_every`` updates and at the end (``rosetta.checkpoint``), the
     ``keep`` newest kept. ``resume`` (a checkpoint or run folder) continues a run on any backend:
     its spec (``spec`` may be None; given, it must be the same model, loss and optimizer, and
@@ -77,7 +79,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                             seed=seed, progress=progress, mode=mode, save=save,
                             save_every=save_every, keep=keep, resume=resume, log=log,
                             log_every=log_every, eval_every=eval_every,
-                            ignore_memory=ignore_memory))
+                            ignore_memory=ignore_memory, precision=precision))
     main = distributed.is_main_process(backend) if devices > 1 else True
     progress = progress and main
 
@@ -86,7 +88,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                         save_every=save_every, keep=keep, resume=resume, log=log,
                         log_every=log_every, eval_every=eval_every,
                         ignore_memory=ignore_memory, devices=devices, batchnorm=batchnorm,
-                        main=main)
+                        main=main, precision=precision)
     return run_planned(plan, ds, progress=progress, remeasure=remeasure).record
 
 
@@ -145,11 +147,11 @@ def build_program(plan: RunPlan, be):
 
     if plan.devices > 1:
         program = distributed.compile_program(plan.backend, plan.run_spec,
-                                              devices=plan.devices, dtype=plan.dtype,
+                                              devices=plan.devices, dtype=plan.precision,
                                               device=plan.device, mode=plan.mode,
                                               batchnorm=plan.batchnorm)
     else:
-        program = be.compile(plan.run_spec, dtype=plan.dtype, device=plan.device,
+        program = be.compile(plan.run_spec, dtype=plan.precision, device=plan.device,
                              mode=plan.mode)
     if plan.ckpt is not None:
         checkpoint.restore(program, plan.ckpt)
@@ -178,6 +180,7 @@ def run_record(plan: RunPlan, program, framework: str, res, *, auto=None, sample
         "device": plan.device,
         "devices": plan.devices,
         "dtype": plan.dtype,
+        "precision": plan.precision,
         "steps": plan.steps,
         "start_step": plan.start,
         "batch_size": plan.batch_size,
@@ -189,7 +192,9 @@ def run_record(plan: RunPlan, program, framework: str, res, *, auto=None, sample
         "first_step_seconds": res.first_step_seconds,
         "resumed_from": str(plan.ckpt.path) if plan.ckpt else None,
         "auto": None if auto is None else {k: auto[k] for k in ("times", "excluded", "cached")},
-        "saved": (str(checkpoint.step_dir(plan.save_root, plan.end)) if plan.save_root
+        # the update count names the checkpoint: a mixed_float16 step skipped on a non-finite
+        # gradient used its batch but made no update (rosetta.precision.LossScale)
+        "saved": (str(checkpoint.step_dir(plan.save_root, program.step)) if plan.save_root
                   else None),
         "sample": sample,
         "program": program,

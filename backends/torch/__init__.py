@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from rosetta import backend as contract
 from rosetta.backends.torch.distributed import Engine
+from rosetta.precision import PRECISIONS
 
 
 class Backend(contract.Backend):
@@ -21,6 +22,7 @@ class Backend(contract.Backend):
     requires = ("torch",)
     distributions = ("torch",)
     extra = "torch"
+    precisions = PRECISIONS  # bfloat16 and mixed policies: docs/guide/precision.md
     modes = ("eager", "compile")  # compile: the forward in torch.compile (its backward too)
     formats = {
         "torch": contract.ExportFormat(("float32", "float64"),

@@ -71,6 +71,10 @@ class CanonicalMultiheadAttention(nn.Module):
         else:
             self.q_proj_bias = self.k_proj_bias = self.v_proj_bias = self.out_proj_bias = None
         self.mask: torch.Tensor | None = None
+        # a mixed precision policy: the scores are cast to float32 for the softmax and its
+        # weights back to the type of v (rosetta.precision: INNER_SOFTMAX); SDPA's fused kernel
+        # would keep them in the low type, so the explicit path runs
+        self.float32_softmax = False
 
     def set_mask(self, mask: torch.Tensor | None):
         """An injected keep-mask (N, h, Tq, Tk) for the attention weights, or None (RNG)."""
@@ -104,7 +108,8 @@ class CanonicalMultiheadAttention(nn.Module):
             keep = (torch.arange(tk, device=query.device) < lengths[:, None])[:, None, None, :]
             if self.causal:
                 keep = keep & torch.ones(tq, tk, dtype=torch.bool, device=query.device).tril()
-        if self.training and self.mask is not None and self.dropout > 0:
+        if (self.training and self.mask is not None and self.dropout > 0) \
+                or self.float32_softmax:
             o = self._injected(q, k, v, keep)
         else:
             o = F.scaled_dot_product_attention(
@@ -115,13 +120,20 @@ class CanonicalMultiheadAttention(nn.Module):
 
     def _injected(self, q, k, v, keep):
         """softmax(q k^T / sqrt(d) + masks) * keep-mask / (1 - dropout) @ v, the injected
-        keep-mask ``self.mask`` on the attention weights (SDPA would draw its own)."""
+        keep-mask ``self.mask`` on the attention weights (SDPA would draw its own); without one
+        (or outside training) no dropout. With ``float32_softmax`` the scores are cast to
+        float32 and the weights back to v's type."""
         s = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if self.float32_softmax:
+            s = s.float()
         if keep is None and self.causal:
             keep = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
         if keep is not None:
             s = s.masked_fill(~keep, float("-inf"))
-        return (torch.softmax(s, dim=-1) * self.mask / (1.0 - self.dropout)) @ v
+        w = torch.softmax(s, dim=-1)
+        if self.training and self.mask is not None and self.dropout > 0:
+            w = w * self.mask / (1.0 - self.dropout)
+        return w.to(v.dtype) @ v
 
     def extra_repr(self):
         return (f"heads={self.heads}, head_dim={self.head_dim}, causal={self.causal}, "

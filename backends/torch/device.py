@@ -16,6 +16,8 @@ from rosetta.backend import DTYPES, normalize_device
 from rosetta.errors import BackendUnavailable
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# the types of the precision policies (rosetta.precision): parameters and products
+_POLICY_DTYPES = {**_DTYPES, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def available() -> list[str]:
@@ -37,11 +39,18 @@ def resolve(device: str) -> torch.device:
 
 
 def dtype(name: str) -> torch.dtype:
-    """The torch dtype for ``float32`` / ``float64``; ``BackendUnavailable`` otherwise."""
-    if name not in DTYPES:
+    """The torch dtype for ``float32`` / ``float64``; ``BackendUnavailable`` otherwise (the
+    low types of a precision policy: ``policy_dtype``)."""
+    if name not in _DTYPES:
         raise BackendUnavailable(f"torch backend: dtype {name!r} is not supported; "
                                  f"use one of {', '.join(DTYPES)}")
     return _DTYPES[name]
+
+
+def policy_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a type a precision policy names (``rosetta.precision.Policy``:
+    ``param``, ``low``): float64, float32, bfloat16, float16."""
+    return _POLICY_DTYPES[name]
 
 
 def full_float32_precision() -> None:

@@ -100,11 +100,33 @@ class GraphModule(nn.Module):
                 return None
             module = self.layers[key]
             mods = list(module) if type(module) is nn.Sequential else [module]
-            plan.append(((current, layout) if layout != current else None, mods))
+            plan.append(((current, layout) if layout != current else None, mods, key))
             prev, current = name, out_layout
         if self.output_names[0] != prev:
             return None
         return plan, ((current, CHANNELS_LAST) if current != CHANNELS_LAST else None)
+
+    # {module key: (autocast dtype or None, cast float inputs to float32)}: how a mixed
+    # precision policy runs each node that is not elementwise (``set_precision``)
+    precision: dict = {}
+
+    def set_precision(self, rules: dict[str, tuple]) -> None:
+        """{node name: (low torch dtype, False)} for a product (run under ``torch.autocast`` to
+        the low type: its matmuls and convolutions cast their inputs and weights), or (None,
+        True) for a float32 op (float inputs cast to float32, autocast off). Nodes not named run
+        as they are (in their inputs' type)."""
+        self.precision = {self.node_keys[n]: r for n, r in rules.items()}
+
+    def _in_precision(self, key, mods, args):
+        low, up = self.precision[key]
+        if up:
+            args = [a.float() if a.is_floating_point() else a for a in args]
+        device = args[0].device.type
+        with torch.autocast(device, dtype=low, enabled=low is not None):
+            x = mods[0](*args)
+            for m in mods[1:]:
+                x = m(x)
+        return x
 
     def node_module(self, name: str) -> nn.Module:
         """The native module lowered from node ``name``."""
@@ -116,9 +138,12 @@ class GraphModule(nn.Module):
         if self._chain is not None:
             plan, exit_conversion = self._chain
             (x,) = inputs
-            for conversion, mods in plan:
+            for conversion, mods, key in plan:
                 if conversion is not None:
                     x = convert_layout(x, *conversion)
+                if key in self.precision:
+                    x = self._in_precision(key, mods, (x,))
+                    continue
                 for m in mods:
                     x = m(x)
             return x if exit_conversion is None else convert_layout(x, *exit_conversion)
@@ -128,7 +153,8 @@ class GraphModule(nn.Module):
             args = [_in_layout(values[s], layout) for s in srcs]
             if key in self._run_batch:
                 args.append(batch)
-            values[name] = {out_layout: self.layers[key](*args)}
+            values[name] = {out_layout: (self._in_precision(key, [self.layers[key]], args)
+                                         if key in self.precision else self.layers[key](*args))}
             for s in done:
                 del values[s]
         outs = tuple(_in_layout(values[o], CHANNELS_LAST) for o in self.output_names)

@@ -49,8 +49,10 @@ class Slot:
 
     def canonical(self, t: torch.Tensor | None = None) -> np.ndarray:
         """``t`` (default: the slot's tensor) as a fresh canonical NumPy array."""
-        t = self.tensor if t is None else t
-        return np.array(self.to_canonical(t.detach().cpu().numpy()), order="C")
+        t = (self.tensor if t is None else t).detach().cpu()
+        if t.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bf16: exact in float32
+            t = t.float()
+        return np.array(self.to_canonical(t.numpy()), order="C")
 
 
 def _native_layer(module: nn.Module, cls):

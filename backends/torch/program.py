@@ -30,8 +30,37 @@ from rosetta import backend as contract
 from rosetta.errors import CheckpointError
 from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
-                                           dtype as torch_dtype)
+                                           policy_dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
+from rosetta.errors import BackendUnavailable
+from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRODUCT, family
+
+RECURRENT = ("LSTM", "GRU", "SimpleRNN")
+
+
+def precision_rules(graph, model, low: torch.dtype) -> dict:
+    """How a mixed policy runs each node (``GraphModule.set_precision``): products under
+    ``torch.autocast(dtype=low)`` (torch's CPU and CUDA lists cast linear, matmul, convolution
+    and the recurrent kernels), float32 ops with their inputs cast to float32 and autocast off
+    (torch's CPU autocast would leave a softmax or LayerNorm of bf16 inputs in bf16), the
+    softmax inside attention in float32 (``float32_softmax``). Other nodes: their inputs'
+    type."""
+    rules = {}
+    for node in graph.nodes:
+        fam = family(node.op, node.attrs)
+        if fam == PRODUCT and node.op in RECURRENT:
+            raise BackendUnavailable(
+                f"torch backend: {node.op} {node.name!r} under a mixed precision is refused: "
+                f"torch's CPU autocast does not run its recurrent kernel in "
+                f"{str(low).removeprefix('torch.')} with float32 "
+                f"weights (oneDNN refuses the LSTM); use bfloat16 or float32")
+        if fam == PRODUCT:
+            rules[node.name] = (low, False)
+            if node.op in INNER_SOFTMAX:
+                model.node_module(node.name).float32_softmax = True
+        elif fam == FLOAT32:
+            rules[node.name] = (None, True)
+    return rules
 
 
 class DropoutRNG:
@@ -95,11 +124,14 @@ class Program(contract.BackendProgram):
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "eager"):
         self._setup(spec, dtype, device, mode)
-        self.torch_dtype = torch_dtype(dtype)
+        self.torch_dtype = torch_dtype(self.policy.param)   # parameters, inputs, masks
         self.torch_device = torch_device(device)
         full_float32_precision()
 
         self.model = build_model(self.graph, self.torch_device, self.torch_dtype)
+        if self.policy.mixed:
+            self.model.set_precision(precision_rules(self.graph, self.model,
+                                                     torch_dtype(self.policy.low)))
         self._params, self._state = params.slots(self.graph, self.model)
         self._param_tensors = [s.tensor for s in self._params.values()]
         reached = self.graph.ancestors(self.graph.outputs)
@@ -129,6 +161,7 @@ class Program(contract.BackendProgram):
         self.optimizer, self.scheduler = optimizers.lower(
             self.spec.optimizer, {path: s.tensor for path, s in self._params.items()})
         self.step = 0
+        self._reset_loss_scale()
         if self._rng is not None:
             self._rng.reset()
 
@@ -179,24 +212,47 @@ class Program(contract.BackendProgram):
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._dropout(len(y), advance=True, masks=masks):
-            loss = self.loss_fn(self._run(*xs), y)
+            loss = self._loss(self._run(*xs), y)
+        scale = self.loss_scale.scale if self.loss_scale is not None else None
         if loss.requires_grad:  # False only for a model without parameters
-            loss.backward()
+            (loss if scale is None else loss * scale).backward()
         for p in self._unreached:
             p.grad = torch.zeros_like(p)
+        if scale is not None and not self._unscaled_finite(
+                [p.grad for p in self._param_tensors], scale):
+            return loss.item()   # skipped: nothing moves, the update count stays
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
         return loss.item()
 
+    def _loss(self, out, y):
+        """The loss of the model output ``out``: in float32 under a mixed policy (the output of
+        a product arrives in the low type), else in the output's type."""
+        return self.loss_fn(out.float() if self.policy.mixed else out, y)
+
+    def _unscaled_finite(self, grads, scale) -> bool:
+        """Gradients of ``loss * scale`` divided by ``scale`` in place (float32, exact: a power of
+        two), and ``LossScale.after`` told whether every element is finite."""
+        finite = True
+        for g in grads:
+            if g is not None:
+                g.mul_(1.0 / scale)
+                finite = finite and bool(torch.isfinite(g).all())
+        return self.loss_scale.after(finite)
+
     def _run_gradients(self, batch, masks) -> tuple[float, dict[str, np.ndarray]]:
         xs, y = batch
         self._mode(training=True)
         with running_stats_frozen(self._norms), self._dropout(len(y), advance=False, masks=masks):
-            loss = self.loss_fn(self._run(*xs), y)
-        grads = (torch.autograd.grad(loss, self._param_tensors, allow_unused=True)
+            loss = self._loss(self._run(*xs), y)
+        scale = self.loss_scale.scale if self.loss_scale is not None else None
+        grads = (torch.autograd.grad(loss if scale is None else loss * scale,
+                                     self._param_tensors, allow_unused=True)
                  if loss.requires_grad else [None] * len(self._param_tensors))
+        if scale is not None:  # unscaled, the rule's state untouched
+            grads = [None if g is None else g * (1.0 / scale) for g in grads]
         out = {}
         for (path, slot), g in zip(self._params.items(), grads):
             out[path] = slot.canonical(torch.zeros_like(slot.tensor) if g is None else g)
@@ -208,7 +264,8 @@ class Program(contract.BackendProgram):
         with torch.no_grad(), ctx, self._dropout(len(xs[0]) if xs else 0, advance=False,
                                                  training=training, masks=masks):
             out = self._run(*xs)
-        return np.array(out.cpu().numpy())
+        return np.array(out.float().cpu().numpy() if out.dtype in (torch.bfloat16, torch.float16)
+                        else out.cpu().numpy())
 
     # --- helpers ------------------------------------------------------------------------------
     def _mode(self, training: bool):

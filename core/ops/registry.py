@@ -7,7 +7,9 @@ reference forward, the oracle every backend is held to. Shapes here never includ
 
 from __future__ import annotations
 
+import inspect
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -403,7 +405,11 @@ def register(cls):
         raise TypeError(f"@register takes an OpDef subclass, found {cls!r}")
     inst = cls()
     inst.name = cls.__name__
-    inst.__doc__ = cls.__doc__
+    # the precision sentence is generated from the one table (rosetta.precision.sentence)
+    from rosetta.precision import sentence
+
+    doc = inspect.cleandoc(cls.__doc__ or f"The {inst.name} op.")
+    inst.__doc__ = cls.__doc__ = f"{doc}\n\n{textwrap.fill(sentence(inst.name), 90)}"
     if inst.name in REGISTRY:
         raise ValueError(f"op {inst.name} is already registered; pick another class name")
     missing = [p for p in inst.positional if p not in inst.attrs]
