@@ -173,12 +173,45 @@ def launched(backend: str) -> bool:
 
 
 WORKER_ENV = "ROSETTA_DISTRIBUTED_WORKER"  # set by ``launch`` in the processes it starts
+WORKER_TIMEOUT_ENV = "ROSETTA_WORKER_TIMEOUT"  # ``--worker-timeout``, read by every worker
+WORKER_TIMEOUT = 60.0  # seconds: a lost worker ends the others' run within about this bound
+
+
+def worker_timeout(env=None) -> float:
+    """Seconds after which the workers of a run give up on a lost peer (a collective that
+    does not complete, a missed heartbeat): ``ROSETTA_WORKER_TIMEOUT`` (``--worker-timeout``,
+    inherited by the workers), else ``WORKER_TIMEOUT``."""
+    env = os.environ if env is None else env
+    text = env.get(WORKER_TIMEOUT_ENV)
+    if text is None:
+        return WORKER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DataError(f"{WORKER_TIMEOUT_ENV} (--worker-timeout) must be a positive number of "
+                        f"seconds, found {text!r}")
+    return value
+
+
+def set_worker_timeout(seconds: float | None) -> None:
+    """``--worker-timeout``: set for this process and the workers it starts."""
+    if seconds is not None:
+        os.environ[WORKER_TIMEOUT_ENV] = repr(float(seconds))
+        worker_timeout()
 
 
 def in_worker(backend: str) -> bool:
     """True in a process that drives devices itself: one ``launch`` started, or one that the
     engine's launcher started (``launched``)."""
-    return os.environ.get(WORKER_ENV) == "1" or launched(backend)
+    return spawned() or launched(backend)
+
+
+def spawned() -> bool:
+    """True in a worker process that rosetta's own launcher (``launch``) started: it leaves the
+    world itself when its target returns."""
+    return os.environ.get(WORKER_ENV) == "1"
 
 
 def world_from_env(backend: str) -> tuple[int, int]:
@@ -201,14 +234,30 @@ def framework_part(backend: str):
     return found.framework()
 
 
+def join(backend: str, devices: int, device: str = "cpu"):
+    """Join the world the environment describes (the launcher's variables; on one machine
+    rosetta's launcher sets them), before anything else touches the framework:
+    ``jax.distributed.initialize`` must run before JAX initialises its backend, TensorFlow's
+    logical devices before TensorFlow does. Idempotent; returns the framework part."""
+    mod = framework_part(backend)
+    mod.setup(devices, device)
+    return mod
+
+
+def leave(backend: str) -> None:
+    """Leave the world cleanly after a run that succeeded on every worker: a barrier, then the
+    engine's own shutdown (torch: ``destroy_process_group``), so that no worker's launcher
+    outlives the rendezvous it shares with the others."""
+    framework_part(backend).teardown()
+
+
 def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
                     device: str = "cpu", mode: str | None = None, batchnorm: str = "global"):
     """A Program that runs each step data-parallel over ``devices`` replicas of this process's
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
     global batches: it shards them itself."""
     check_batchnorm(batchnorm)
-    mod = framework_part(backend)
-    mod.setup(devices, device)  # idempotent: a process torchrun started joins its group here
+    mod = join(backend, devices, device)  # idempotent: a launcher's process joins here
     return mod.compile(spec, devices=devices, dtype=dtype, device=device,
                                            mode=mode, batchnorm=batchnorm)
 
