@@ -24,12 +24,14 @@ replica's rows (``rosetta.distributed.replica_rows``):
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from rosetta.distributed import check_batchnorm, replica_rows
+from rosetta.distributed import check_batchnorm, replica_rows, worker_timeout
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.torch import program as single
 from rosetta.backends.torch.model import running_stats_frozen
@@ -38,7 +40,8 @@ from rosetta.backends.torch.model import running_stats_frozen
 def setup(devices: int, device: str) -> None:
     """Join the process group the environment describes (torchrun's variables)."""
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device in ("gpu", "cuda") else "gloo")
+        dist.init_process_group("nccl" if device in ("gpu", "cuda") else "gloo",
+                                timeout=timedelta(seconds=worker_timeout()))
     if device in ("gpu", "cuda"):
         import os
 
