@@ -262,6 +262,60 @@ def leave(backend: str) -> None:
     framework_part(backend).teardown()
 
 
+ALIVE = "rosetta-alive"  # the key prefix of the lost-worker probe in the engine's own store
+
+
+def lost_workers(backend: str, wait: float) -> list[int] | None:
+    """After a collective failed in a worker of several: the ranks that are gone. Every
+    surviving worker marks itself alive in the engine's own store (torch's c10d store, the JAX
+    coordination service, TensorFlow's coordination service: ``board_set`` / ``board_has`` of
+    the framework part) and waits at most ``wait`` seconds for the others' marks; the ranks
+    without a mark are lost. None: the store itself is unreachable (the host holding it is
+    gone)."""
+    mod = framework_part(backend)
+    rank, world = world_from_env(backend)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    key = lambda r: f"{ALIVE}/{attempt}/{r}"  # noqa: E731
+    deadline = time.monotonic() + wait
+    try:
+        mod.board_set(key(rank))
+        while True:
+            alive = {r for r in range(world) if r == rank or mod.board_has(key(r))}
+            if len(alive) == world or time.monotonic() > deadline:
+                return sorted(set(range(world)) - alive)
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - the store's host is gone: its client raises anything
+        return None
+
+
+def lost_line(backend: str, error: BaseException) -> str | None:
+    """The one line that ends a worker whose peer is lost (``error``: what its collective
+    raised), or None when every worker is alive (then ``error`` is the run's own)."""
+    wait = min(5.0, worker_timeout())
+    lost = lost_workers(backend, wait)
+    rank, world = world_from_env(backend)
+    if lost == []:
+        return None
+    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")[:160]
+    who = ("the worker holding the rendezvous store (rank 0's host)" if lost is None else
+           ("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost)))
+    return (f"lost {who} of {world} {backend} workers: worker {rank} stops (its collective "
+            f"failed: {type(error).__name__}: {first}); restart with --resume on the run "
+            f"folder")
+
+
+def abandon(backend: str, error: BaseException) -> None:
+    """In a worker of several whose run raised ``error``: when a peer is lost, print one line
+    naming it and end this process at once (status 1), without the engine's shutdown, which
+    would wait for the lost peer; otherwise return (the error is the run's own)."""
+    line = lost_line(backend, error)
+    if line is None:
+        return
+    print(f"rosetta: error: {line}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
                     device: str = "cpu", mode: str | None = None, batchnorm: str = "global"):
     """A Program that runs each step data-parallel over ``devices`` replicas of this process's

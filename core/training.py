@@ -90,7 +90,12 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                         log_every=log_every, eval_every=eval_every,
                         ignore_memory=ignore_memory, devices=devices, batchnorm=batchnorm,
                         main=main)
-    record = run_planned(plan, ds, progress=progress, remeasure=remeasure).record
+    try:
+        record = run_planned(plan, ds, progress=progress, remeasure=remeasure).record
+    except Exception as e:
+        if devices > 1 and distributed.world_from_env(backend)[1] > 1:
+            distributed.abandon(backend, e)  # a lost peer: one line, this worker ends
+        raise
     if devices > 1 and distributed.launched(backend) and not distributed.spawned():
         distributed.leave(backend)  # torchrun / TF_CONFIG / JAX coordinator: a clean end
     return record

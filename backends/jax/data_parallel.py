@@ -54,6 +54,28 @@ def teardown() -> None:
         jax.distributed.shutdown()
 
 
+def _client():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def board_set(key: str) -> None:
+    """Mark ``key`` in the coordination service's key-value store
+    (``rosetta.distributed.lost_workers``)."""
+    _client().key_value_set(key, "1")
+
+
+def board_has(key: str) -> bool:
+    try:
+        _client().key_value_try_get(key)
+        return True
+    except Exception as e:  # noqa: BLE001 - XLA raises its own error type for NOT_FOUND
+        if "NOT_FOUND" in str(e).upper().replace(" ", "_"):
+            return False
+        raise
+
+
 def mesh_of(devices: int, device: str) -> Mesh:
     platform = "gpu" if device in ("gpu", "cuda") else "cpu"
     found = jax.devices(platform)

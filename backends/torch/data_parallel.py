@@ -54,6 +54,15 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def board_set(key: str) -> None:
+    """Mark ``key`` in the process group's own c10d store (``rosetta.distributed.lost_workers``)."""
+    dist.distributed_c10d._get_default_store().set(key, "1")
+
+
+def board_has(key: str) -> bool:
+    return dist.distributed_c10d._get_default_store().check([key])
+
+
 def global_moments(x: torch.Tensor, group=None):
     """Mean and biased variance per channel (axis 1) over every replica's batch: two
     differentiable all-reduces of per-replica sums (equal shards on every rank)."""
