@@ -84,14 +84,14 @@ class Engine:
         return importlib.import_module(self.module)
 
     def host_command(self, module: list[str], *, hosts: int, per_host: int, rank: int,
-                     ports: list[int], address: str = "127.0.0.1", python: str = "python",
+                     endpoints: list[str], python: str = "python",
                      max_restarts: int = 0) -> tuple[list[str], dict]:
         """The command a user types on host ``rank`` of ``hosts`` (each driving ``per_host``
         devices) to run ``python -m MODULE...`` (``module``: ``["rosetta", "train", ...]``)
-        through this engine's own launcher, and the environment variables it sets; the hosts
-        meet at ``address`` (host 0's) on ``ports`` (one per host; an engine uses what its
-        rendezvous needs). ``max_restarts``: the launcher restarts a failed host's workers
-        (torchrun only)."""
+        through this engine's own launcher, and the environment variables it sets.
+        ``endpoints``: "name:port" of every host, host 0's first (torchrun's rendezvous and
+        JAX's coordinator are host 0's; a TF_CONFIG lists them all). ``max_restarts``: the
+        launcher restarts a failed host's workers (torchrun only)."""
         raise BackendUnavailable(f"{type(self).__module__} starts no hosts")
 
 

@@ -78,10 +78,23 @@ def commands(backend: str, module: list[str], *, hosts: int, per_host: int = 1,
         raise DataError(f"several hosts: at least 2 hosts of at least 1 device, found {hosts} "
                         f"x {per_host}")
     eng = distributed.check_engine(backend)
-    ports = ports or free_ports(hosts)
-    return [eng.host_command(module, hosts=hosts, per_host=per_host, rank=r, ports=ports,
-                             python=python or sys.executable, max_restarts=max_restarts)
+    endpoints = [f"127.0.0.1:{p}" for p in (ports or free_ports(hosts))]
+    return [eng.host_command(module, hosts=hosts, per_host=per_host, rank=r,
+                             endpoints=endpoints, python=python or sys.executable,
+                             max_restarts=max_restarts)
             for r in range(hosts)]
+
+
+SCRIPTS = {"torch.distributed.run": "torchrun", "rosetta": "rosetta"}
+
+
+def typed(argv: list[str]) -> list[str]:
+    """A host command as a user types it: ``python -m torch.distributed.run ...`` is
+    ``torchrun ...``, ``python -m rosetta ...`` is ``rosetta ...`` (the scripts the packages
+    install)."""
+    if len(argv) > 2 and argv[1] == "-m" and argv[2] in SCRIPTS:
+        return [SCRIPTS[argv[2]], *argv[3:]]
+    return list(argv)
 
 
 def host_env(added: dict, backend: str) -> dict:
@@ -99,6 +112,7 @@ def host_env(added: dict, backend: str) -> dict:
         for k, v in cls.quiet_env.items():
             env.setdefault(k, v)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("JAX_PLATFORMS", "cpu")  # hosts on this machine run on its CPU
     env.update(added)
     return env
 

@@ -42,11 +42,10 @@ class Engine(distributed.Engine):
         cfg = parse_tf_config(env["TF_CONFIG"])
         return cfg["index"], len(cfg["workers"])
 
-    def host_command(self, module, *, hosts, per_host, rank, ports, address="127.0.0.1",
-                     python="python", max_restarts=0):
-        """One process per host with a ``TF_CONFIG`` listing every worker (``address`` with
-        host r's port stands for host r) and naming its own index; MultiWorkerMirroredStrategy
-        gives a CPU worker one device."""
+    def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
+                     max_restarts=0):
+        """One process per host with a ``TF_CONFIG`` listing every worker (``endpoints``) and
+        naming its own index; MultiWorkerMirroredStrategy gives a CPU worker one device."""
         if per_host != 1:
             raise BackendUnavailable(f"tensorflow's MultiWorkerMirroredStrategy drives one "
                                      f"device per CPU worker, {per_host} asked: run "
@@ -54,6 +53,6 @@ class Engine(distributed.Engine):
         if max_restarts:
             raise BackendUnavailable("tensorflow has no launcher that restarts a lost worker: "
                                      "restart the workers' commands with --resume RUN_FOLDER")
-        workers = [f"{address}:{p}" for p in ports[:hosts]]
+        workers = list(endpoints[:hosts])
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
         return [python, "-m", *module], {"TF_CONFIG": json.dumps(config)}

@@ -33,12 +33,12 @@ class Engine(distributed.Engine):
         # N processes on a machine share its cores: one thread each keeps them from fighting
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
 
-    def host_command(self, module, *, hosts, per_host, rank, ports, address="127.0.0.1",
-                     python="python", max_restarts=0):
+    def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
+                     max_restarts=0):
         """``torchrun`` (``python -m torch.distributed.run``) with a c10d rendezvous at host 0's
-        address: it starts ``per_host`` ranks on this host and sets their variables."""
+        endpoint: it starts ``per_host`` ranks on this host and sets their variables."""
         argv = [python, "-m", "torch.distributed.run", "--nnodes", str(hosts),
                 "--nproc-per-node", str(per_host), "--node-rank", str(rank),
-                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{address}:{ports[0]}",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoints[0],
                 "--rdzv-id", "rosetta", "--max-restarts", str(max_restarts), "-m", *module]
         return argv, {}

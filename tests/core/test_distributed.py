@@ -131,31 +131,50 @@ def _containers(docs):
             yield from pod["containers"]
 
 
-@pytest.mark.parametrize("name,backend", [("tensorflow-job.yaml", "tensorflow"),
-                                          ("jax-job.yaml", "jax")])
-def test_manifests_set_exactly_the_variables_read(name, backend, monkeypatch):
+RUN = ["rosetta", "train", "resnet", "--devices", "2", "--save", "/ckpt/run", "--resume",
+       "/ckpt/run"]
+
+
+def _typed(backend, rank, endpoints):
+    """The command ``rosetta.hosts`` starts on host ``rank``, as a user types it."""
+    from rosetta.hosts import typed
+
+    module = RUN[:3] + ["--backend", backend] + RUN[3:]
+    argv, env = dist.engine(backend).host_command(module, hosts=2, per_host=1, rank=rank,
+                                                  endpoints=endpoints)
+    return typed(argv), env
+
+
+@pytest.mark.parametrize("name,backend,endpoints", [
+    ("tensorflow-job.yaml", "tensorflow", ["rosetta-tf-0.rosetta-tf:12345",
+                                           "rosetta-tf-1.rosetta-tf:12345"]),
+    ("jax-job.yaml", "jax", ["rosetta-jax-0.rosetta-jax:1234"] * 2)])
+def test_manifests_set_exactly_the_variables_read(name, backend, endpoints, monkeypatch):
+    """Each pod runs the command and sets the variables ``Engine.host_command`` gives its host
+    (the ones the tests over localhost run), exactly the variables the code reads."""
     containers = list(_containers(_docs(name)))
     assert len(containers) == 2
     for index, c in enumerate(containers):
         env = {e["name"]: e["value"] for e in c["env"]}
         assert set(env) == set(launch_env(backend))
+        assert (c["command"], env) == _typed(backend, index, endpoints)
         clear_launchers(monkeypatch)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         assert dist.launched(backend) and dist.world_from_env(backend) == (index, 2)
-        assert c["command"][:2] == ["rosetta", "train"] and "--devices" in c["command"]
 
 
-def test_torch_manifest_runs_torchrun_which_sets_the_variables_read():
+def test_torch_manifest_runs_torchrun_as_the_hosts_tests_do():
+    """The indexed Job's command is ``torchrun`` with the c10d rendezvous ``host_command``
+    writes (host r: ``--node-rank $JOB_COMPLETION_INDEX``); torchrun sets the variables read."""
     (c,) = list(_containers(_docs("torch-job.yaml")))
-    line = " ".join(c["args"])
-    # torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from these flags
-    for flag in ("--nnodes=2", "--nproc-per-node=1", "--node-rank=", "--master-addr=",
-                 "--master-port=", "--no-python rosetta train"):
-        assert flag in line
+    line = " ".join(c["args"]).split()
+    want, env = _typed("torch", 0, ["rosetta-torch-0.rosetta-torch:29500"])
+    want[want.index("--node-rank") + 1] = "$JOB_COMPLETION_INDEX"
+    assert line == want and env == {}
     assert "env" not in c  # nothing else: the torchrun variables are the ones read
     assert set(launch_env("torch")) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                             "MASTER_PORT"}
+                                        "MASTER_PORT"}
 
 
 def test_dockerfile_installs_every_framework_and_runs_the_suite():
