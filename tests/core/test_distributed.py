@@ -187,3 +187,53 @@ def test_a_backend_without_a_data_parallel_engine_is_refused_before_any_worker()
         dist.launch("mxnet", 2, "nowhere:nothing", {})
     assert dist.check_engine("jax") is dist.engine("jax")
     assert set(dist.engines()) >= set(ENGINES) and "mxnet" not in dist.engines()
+
+
+# --- several hosts: the commands, the worker timeout, a run folder that resumes itself ---------
+
+def test_host_commands_are_each_launchers_own():
+    from rosetta.hosts import commands, typed
+
+    run = ["rosetta", "train", "mlp"]
+    (t0, e0), (t1, e1) = commands("torch", run, hosts=2, per_host=2, ports=[5, 6],
+                                  python="py", max_restarts=3)
+    assert e0 == e1 == {} and t0[:3] == ["py", "-m", "torch.distributed.run"]
+    line = " ".join(typed(t1))
+    assert line.startswith("torchrun --nnodes 2 --nproc-per-node 2 --node-rank 1 "
+                           "--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:5 ")
+    assert line.endswith("--max-restarts 3 -m rosetta train mlp")
+    (a0, f0), (a1, f1) = commands("tensorflow", run, hosts=2, ports=[5, 6], python="py")
+    assert typed(a1) == run and json.loads(f1["TF_CONFIG"]) == {
+        "cluster": {"worker": ["127.0.0.1:5", "127.0.0.1:6"]},
+        "task": {"type": "worker", "index": 1}}
+    (_, j0), (_, j1) = commands("jax", run, hosts=2, per_host=3, ports=[5, 6], python="py")
+    assert (j1["JAX_COORDINATOR_ADDRESS"], j1["JAX_NUM_PROCESSES"], j1["JAX_PROCESS_ID"]) == (
+        "127.0.0.1:5", "2", "1")
+    assert j1["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    with pytest.raises(BackendUnavailable, match="one device per CPU worker"):
+        commands("tensorflow", run, hosts=2, per_host=2)
+    with pytest.raises(BackendUnavailable, match="no launcher that restarts"):
+        commands("jax", run, hosts=2, max_restarts=1)
+    with pytest.raises(DataError, match="at least 2 hosts"):
+        commands("torch", run, hosts=1)
+
+
+def test_worker_timeout_is_read_and_checked(monkeypatch):
+    monkeypatch.delenv(dist.WORKER_TIMEOUT_ENV, raising=False)
+    assert dist.worker_timeout() == 60.0
+    dist.set_worker_timeout(7.5)
+    assert dist.worker_timeout() == 7.5
+    monkeypatch.setenv(dist.WORKER_TIMEOUT_ENV, "-1")
+    with pytest.raises(DataError, match="--worker-timeout"):
+        dist.worker_timeout()
+    p = subprocess.run([sys.executable, "-m", "rosetta", "train", "mlp", "--backend", "torch",
+                        "--worker-timeout", "0"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "positive number of seconds" in p.stderr, p.stderr
+
+
+def test_a_run_folder_that_resumes_itself(tmp_path):
+    from rosetta.run_plan import resumes_itself
+
+    assert resumes_itself(tmp_path / "run", tmp_path / "x" / ".." / "run")
+    assert not resumes_itself(tmp_path / "run", tmp_path / "other")
+    assert not resumes_itself(None, tmp_path) and not resumes_itself(tmp_path, None)

@@ -148,3 +148,21 @@ def test_lost_worker_ends_the_others_and_the_run_resumes(backend, tmp_path):
     assert resumed["start_step"] == newest.step
     assert _worst(checkpoint.load(tmp_path / "resumed"),
                   checkpoint.load(tmp_path / "straight")) < 1e-10
+
+
+def test_the_same_command_starts_and_continues_a_run(tmp_path):
+    """``--save DIR --resume DIR`` (what a restarted host runs): the first start trains from
+    update 0, a later one continues from DIR's newest checkpoint to the same total
+    (``steps``), and a finished run says so in one line."""
+    from rosetta.errors import CheckpointError
+
+    backend = BACKENDS[0]
+    run = tmp_path / "run"
+    first = train(_mlp(), backend, dtype="float64", steps=2, save=run, resume=run,
+                  progress=False)
+    again = train(_mlp(), backend, dtype="float64", steps=3, save=run, resume=run,
+                  progress=False)
+    assert (first["start_step"], len(first["losses"])) == (0, 2)
+    assert (again["start_step"], len(again["losses"])) == (2, 1)
+    with pytest.raises(CheckpointError, match="already made its 3 updates"):
+        train(_mlp(), backend, dtype="float64", steps=3, save=run, resume=run, progress=False)
