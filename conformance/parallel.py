@@ -71,16 +71,30 @@ def record_worker(payload: dict, context: dict) -> dict:
 
 def record_parallel(spec: TrainSpec, backend: str, devices: int, *, dtype="float64",
                     device="cpu", steps=3, seed=None, dropout="inject", trap=None,
-                    folder=None) -> Trajectory:
-    """Record ``spec`` on ``backend`` over ``devices`` devices (worker processes)."""
+                    folder=None, hosts: int = 1) -> Trajectory:
+    """Record ``spec`` on ``backend`` over ``devices`` devices (worker processes); ``hosts``
+    > 1: over ``hosts`` hosts of ``devices // hosts`` devices each, each started through the
+    engine's own launcher (``rosetta.hosts``), meeting over localhost."""
     check_devices(devices, spec.data.batch_size)
+    if hosts > 1 and devices % hosts:
+        raise DataError(f"{devices} devices do not split evenly over {hosts} hosts")
     seed = spec.seed if seed is None else seed
     with tempfile.TemporaryDirectory(prefix="rosetta-parallel-") as tmp:
-        path = Path(folder or tmp) / f"{spec.name}-{backend}-{dtype}-x{devices}.npz"
-        launch(backend, devices, "rosetta.conformance.parallel:record_worker",
-               {"spec": portable_spec(spec), "dtype": dtype, "steps": steps, "seed": seed,
-                "dropout": dropout, "trap": trap, "save": str(path)}, device=device)
+        topology = f"x{devices}" if hosts == 1 else f"h{hosts}x{devices // hosts}"
+        path = Path(folder or tmp) / f"{spec.name}-{backend}-{dtype}-{topology}.npz"
+        payload = {"spec": portable_spec(spec), "dtype": dtype, "steps": steps, "seed": seed,
+                   "dropout": dropout, "trap": trap, "save": str(path)}
+        target = "rosetta.conformance.parallel:record_worker"
+        if hosts > 1:
+            from rosetta import hosts as hosts_mod
+
+            if device != "cpu":
+                raise DataError("several hosts on one machine run on its CPU (--device cpu)")
+            hosts_mod.launch(backend, target, payload, hosts=hosts, per_host=devices // hosts)
+        else:
+            launch(backend, devices, target, payload, device=device)
         traj = Trajectory.load(path)
+        traj.meta["hosts"] = hosts
     return traj
 
 

@@ -128,6 +128,17 @@ def _positive_int(text):
     return v
 
 
+def _positive_seconds(text):
+    """A duration on the command line: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not 0 < v < 1e9:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, found {text!r}")
+    return v
+
+
 def _seed(text):
     try:
         v = int(text)
@@ -233,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", type=_positive_int, default=1, metavar="N",
                    help="train data-parallel on N devices with the backend's own engine (torch "
                         "DDP, tf.distribute, a JAX mesh); the batch must divide by N")
+    t.add_argument("--worker-timeout", type=_positive_seconds, metavar="SECONDS",
+                   help="with --devices: when a worker is lost (its host died, it was killed), "
+                        "every other worker ends the run within about this many seconds with "
+                        "one line naming it, never hangs (default 60)")
     t.add_argument("--batchnorm-stats", dest="batchnorm", default="global",
                    choices=["global", "replica"], help="with --devices: BatchNorm statistics "
                    "of the global batch (default, the one-device math) or of each replica's")
@@ -323,6 +338,9 @@ def cmd_train(args) -> int:
 
         spec = with_data(checkpoint.load(args.resume).spec, args.data, args.label)
     _threads(args.threads)
+    from rosetta.distributed import set_worker_timeout
+
+    set_worker_timeout(args.worker_timeout)
     record = train(spec, args.backend, device=args.device, dtype=args.dtype, steps=args.steps,
                    epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                    progress=not args.quiet, mode=args.mode, save=args.save,

@@ -83,6 +83,17 @@ class Engine:
         """The framework part (``module``), imported."""
         return importlib.import_module(self.module)
 
+    def host_command(self, module: list[str], *, hosts: int, per_host: int, rank: int,
+                     endpoints: list[str], python: str = "python",
+                     max_restarts: int = 0) -> tuple[list[str], dict]:
+        """The command a user types on host ``rank`` of ``hosts`` (each driving ``per_host``
+        devices) to run ``python -m MODULE...`` (``module``: ``["rosetta", "train", ...]``)
+        through this engine's own launcher, and the environment variables it sets.
+        ``endpoints``: "name:port" of every host, host 0's first (torchrun's rendezvous and
+        JAX's coordinator are host 0's; a TF_CONFIG lists them all). ``max_restarts``: the
+        launcher restarts a failed host's workers (torchrun only)."""
+        raise BackendUnavailable(f"{type(self).__module__} starts no hosts")
+
 
 def engine(backend: str) -> Engine | None:
     """The data-parallel engine ``backend`` declares (None: it has none); imports no framework."""
@@ -173,12 +184,45 @@ def launched(backend: str) -> bool:
 
 
 WORKER_ENV = "ROSETTA_DISTRIBUTED_WORKER"  # set by ``launch`` in the processes it starts
+WORKER_TIMEOUT_ENV = "ROSETTA_WORKER_TIMEOUT"  # ``--worker-timeout``, read by every worker
+WORKER_TIMEOUT = 60.0  # seconds: a lost worker ends the others' run within about this bound
+
+
+def worker_timeout(env=None) -> float:
+    """Seconds after which the workers of a run give up on a lost peer (a collective that
+    does not complete, a missed heartbeat): ``ROSETTA_WORKER_TIMEOUT`` (``--worker-timeout``,
+    inherited by the workers), else ``WORKER_TIMEOUT``."""
+    env = os.environ if env is None else env
+    text = env.get(WORKER_TIMEOUT_ENV)
+    if text is None:
+        return WORKER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DataError(f"{WORKER_TIMEOUT_ENV} (--worker-timeout) must be a positive number of "
+                        f"seconds, found {text!r}")
+    return value
+
+
+def set_worker_timeout(seconds: float | None) -> None:
+    """``--worker-timeout``: set for this process and the workers it starts."""
+    if seconds is not None:
+        os.environ[WORKER_TIMEOUT_ENV] = repr(float(seconds))
+        worker_timeout()
 
 
 def in_worker(backend: str) -> bool:
     """True in a process that drives devices itself: one ``launch`` started, or one that the
     engine's launcher started (``launched``)."""
-    return os.environ.get(WORKER_ENV) == "1" or launched(backend)
+    return spawned() or launched(backend)
+
+
+def spawned() -> bool:
+    """True in a worker process that rosetta's own launcher (``launch``) started: it leaves the
+    world itself when its target returns."""
+    return os.environ.get(WORKER_ENV) == "1"
 
 
 def world_from_env(backend: str) -> tuple[int, int]:
@@ -201,14 +245,84 @@ def framework_part(backend: str):
     return found.framework()
 
 
+def join(backend: str, devices: int, device: str = "cpu"):
+    """Join the world the environment describes (the launcher's variables; on one machine
+    rosetta's launcher sets them), before anything else touches the framework:
+    ``jax.distributed.initialize`` must run before JAX initialises its backend, TensorFlow's
+    logical devices before TensorFlow does. Idempotent; returns the framework part."""
+    mod = framework_part(backend)
+    mod.setup(devices, device)
+    return mod
+
+
+def leave(backend: str) -> None:
+    """Leave the world cleanly after a run that succeeded on every worker: a barrier, then the
+    engine's own shutdown (torch: ``destroy_process_group``), so that no worker's launcher
+    outlives the rendezvous it shares with the others."""
+    framework_part(backend).teardown()
+
+
+ALIVE = "rosetta-alive"  # the key prefix of the lost-worker probe in the engine's own store
+
+
+def lost_workers(backend: str, wait: float) -> list[int] | None:
+    """After a collective failed in a worker of several: the ranks that are gone. Every
+    surviving worker marks itself alive in the engine's own store (torch's c10d store, the JAX
+    coordination service, TensorFlow's coordination service: ``board_set`` / ``board_has`` of
+    the framework part) and waits at most ``wait`` seconds for the others' marks; the ranks
+    without a mark are lost. None: the store itself is unreachable (the host holding it is
+    gone)."""
+    mod = framework_part(backend)
+    rank, world = world_from_env(backend)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    key = lambda r: f"{ALIVE}/{attempt}/{r}"  # noqa: E731
+    deadline = time.monotonic() + wait
+    try:
+        mod.board_set(key(rank))
+        while True:
+            alive = {r for r in range(world) if r == rank or mod.board_has(key(r))}
+            if len(alive) == world or time.monotonic() > deadline:
+                return sorted(set(range(world)) - alive)
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - the store's host is gone: its client raises anything
+        return None
+
+
+def lost_line(backend: str, error: BaseException) -> str | None:
+    """The one line that ends a worker whose peer is lost (``error``: what its collective
+    raised), or None when every worker is alive (then ``error`` is the run's own)."""
+    wait = min(5.0, worker_timeout())
+    lost = lost_workers(backend, wait)
+    rank, world = world_from_env(backend)
+    if lost == []:
+        return None
+    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")[:160]
+    who = ("the worker holding the rendezvous store (rank 0's host)" if lost is None else
+           ("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost)))
+    return (f"lost {who} of {world} {backend} workers: worker {rank} stops (its collective "
+            f"failed: {type(error).__name__}: {first}); restart with --resume on the run "
+            f"folder")
+
+
+def abandon(backend: str, error: BaseException) -> None:
+    """In a worker of several whose run raised ``error``: when a peer is lost, print one line
+    naming it and end this process at once (status 1), without the engine's shutdown, which
+    would wait for the lost peer; otherwise return (the error is the run's own)."""
+    line = lost_line(backend, error)
+    if line is None:
+        return
+    print(f"rosetta: error: {line}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
                     device: str = "cpu", mode: str | None = None, batchnorm: str = "global"):
     """A Program that runs each step data-parallel over ``devices`` replicas of this process's
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
     global batches: it shards them itself."""
     check_batchnorm(batchnorm)
-    mod = framework_part(backend)
-    mod.setup(devices, device)  # idempotent: a process torchrun started joins its group here
+    mod = join(backend, devices, device)  # idempotent: a launcher's process joins here
     return mod.compile(spec, devices=devices, dtype=dtype, device=device,
                                            mode=mode, batchnorm=batchnorm)
 

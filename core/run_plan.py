@@ -100,6 +100,15 @@ def positive(name, v, allow_none=True):
     return v
 
 
+def resumes_itself(resume, save) -> bool:
+    """``--save DIR --resume DIR``: the same command starts the run and, after a restart (a
+    launcher's ``--max-restarts``, a job restarted by its scheduler), continues it from the
+    newest checkpoint in DIR; its ``--steps`` / ``--epochs`` are then the run's total."""
+    if resume is None or save is None:
+        return False
+    return Path(resume).resolve() == Path(save).resolve()
+
+
 def resume_settings(ckpt, seed, batch_size):
     """Seed and batch size of a resumed run: the checkpoint's (the data order continues)."""
     data = ckpt.record.get("data", {})
@@ -145,6 +154,9 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
                    save_every=save_every, keep=keep, log_every=log_every, eval_every=eval_every)
     device = normalize_device(device)
     ckpt = None
+    itself = resumes_itself(resume, save)
+    if itself and not checkpoint.saved_steps(save):
+        resume = None  # its first start: nothing saved yet
     if resume is not None:
         ckpt = checkpoint.load(resume, spec)
         spec = spec or ckpt.spec
@@ -169,6 +181,10 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
               f"run's", file=sys.stderr)
     if epochs is not None:
         steps = epochs * (n // batch_size)
+    if itself and ckpt and steps is not None:  # the run's total, whichever start this is
+        if steps <= start:
+            raise CheckpointError(f"{ckpt.path}: the run already made its {steps} updates")
+        steps -= start
     if steps is None:
         steps = spec.steps - start
         if steps < 1:

@@ -80,7 +80,10 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                             save_every=save_every, keep=keep, resume=resume, log=log,
                             log_every=log_every, eval_every=eval_every,
                             ignore_memory=ignore_memory, precision=precision))
-    main = distributed.is_main_process(backend) if devices > 1 else True
+    main = True
+    if devices > 1:  # a worker: join the world before anything touches the framework
+        distributed.join(backend, devices, device)
+        main = distributed.is_main_process(backend)
     progress = progress and main
 
     plan, ds = plan_run(spec, backend, device=device, dtype=dtype, steps=steps, epochs=epochs,
@@ -89,7 +92,15 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                         log_every=log_every, eval_every=eval_every,
                         ignore_memory=ignore_memory, devices=devices, batchnorm=batchnorm,
                         main=main, precision=precision)
-    return run_planned(plan, ds, progress=progress, remeasure=remeasure).record
+    try:
+        record = run_planned(plan, ds, progress=progress, remeasure=remeasure).record
+    except Exception as e:
+        if devices > 1 and distributed.world_from_env(backend)[1] > 1:
+            distributed.abandon(backend, e)  # a lost peer: one line, this worker ends
+        raise
+    if devices > 1 and distributed.launched(backend) and not distributed.spawned():
+        distributed.leave(backend)  # torchrun / TF_CONFIG / JAX coordinator: a clean end
+    return record
 
 
 class Run:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rosetta.distributed import check_batchnorm
+from rosetta.distributed import check_batchnorm, worker_timeout
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.jax import program as single
 
@@ -33,17 +33,47 @@ AXIS = "data"
 
 
 def setup(devices: int, device: str) -> None:
-    """Several hosts: ``jax.distributed.initialize`` from the environment; one host: nothing
-    (the host devices come from ``XLA_FLAGS``, set before JAX initialised)."""
+    """Several hosts: ``jax.distributed.initialize`` from the environment (before anything
+    initialises JAX's backend: ``rosetta.distributed.join`` calls this first), with gloo's
+    collectives between the CPU processes and a heartbeat that declares a silent process lost
+    after ``rosetta.distributed.worker_timeout()`` seconds; one host: nothing (the host devices
+    come from ``XLA_FLAGS``, set before JAX initialised)."""
     if "JAX_COORDINATOR_ADDRESS" in os.environ and not jax.distributed.is_initialized():
+        if device == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        timeout = max(1, round(worker_timeout()))
         jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                    num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]),
+                                   heartbeat_timeout_seconds=timeout,
+                                   shutdown_timeout_seconds=timeout)
 
 
 def teardown() -> None:
-    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    if jax.distributed.is_initialized():
         jax.distributed.shutdown()
+
+
+def _client():
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def board_set(key: str) -> None:
+    """Mark ``key`` in the coordination service's key-value store
+    (``rosetta.distributed.lost_workers``)."""
+    _client().key_value_set(key, "1")
+
+
+def board_has(key: str) -> bool:
+    try:
+        _client().key_value_try_get(key)
+        return True
+    except Exception as e:  # noqa: BLE001 - XLA raises its own error type for NOT_FOUND
+        if "NOT_FOUND" in str(e).upper().replace(" ", "_"):
+            return False
+        raise
 
 
 def mesh_of(devices: int, device: str) -> Mesh:
@@ -99,6 +129,20 @@ class Program(single.Program):
             return None
         return jax.tree.map(lambda a: jax.make_array_from_callback(
             a.shape, self.sharded, lambda index: a[index]), tree)
+
+    def _put(self, tree):
+        """Host arrays replicated over the mesh. One process: ``jax.device_put``; a mesh over
+        several processes (hosts): each process places its own devices' copies
+        (``make_array_from_callback``; every process holds the same values)."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.replicated)
+        return jax.tree.map(lambda a: jax.make_array_from_callback(
+            np.shape(a), self.replicated, lambda index: np.asarray(a)[index]), tree)
+
+    def _put_key(self, key):
+        if jax.process_count() == 1:
+            return jax.device_put(key, self.replicated)
+        return jax.random.wrap_key_data(self._put(np.asarray(jax.random.key_data(key))))
 
     def replica_masks(self, masks: dict | None) -> dict | None:
         """Global keep-masks, split by global example over the mesh (as the batch is)."""

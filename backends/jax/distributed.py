@@ -5,6 +5,7 @@ engine itself (one ``jax.jit`` over a ``Mesh``) is ``data_parallel``."""
 from __future__ import annotations
 
 from rosetta import distributed
+from rosetta.errors import BackendUnavailable
 
 HOST_DEVICES = "--xla_force_host_platform_device_count"
 
@@ -31,3 +32,16 @@ class Engine(distributed.Engine):
         flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(HOST_DEVICES)]
         env["XLA_FLAGS"] = " ".join(flags + [f"{HOST_DEVICES}={devices}"])
         env["JAX_PLATFORMS"] = "cpu"
+
+    def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
+                     max_restarts=0):
+        """One process per host, ``jax.distributed.initialize``'s variables (the coordinator is
+        host 0's), and for ``per_host`` > 1 that many CPU host devices (``XLA_FLAGS``)."""
+        if max_restarts:
+            raise BackendUnavailable("jax has no launcher that restarts a lost host: restart "
+                                     "the hosts' commands with --resume RUN_FOLDER")
+        env = {"JAX_COORDINATOR_ADDRESS": endpoints[0],
+               "JAX_NUM_PROCESSES": str(hosts), "JAX_PROCESS_ID": str(rank)}
+        if per_host > 1:  # a CPU host of several devices (a GPU host has its own)
+            env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"{HOST_DEVICES}={per_host}")
+        return [python, "-m", *module], env

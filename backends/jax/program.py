@@ -58,7 +58,7 @@ class Program(contract.BackendProgram):
         self.optimizer = lower_optimizer(spec.optimizer, dtype)
         self.loss_fn = lower_loss(spec.loss)
         params_mod.check_structure(self.graph, self.model, self._example_inputs())
-        self.rng = jax.device_put(jax.random.key(spec.seed), self.jax_device)
+        self.rng = self._put_key(jax.random.key(spec.seed))
         self._compile_steps()
         self.load(self.graph.init_params(spec.seed), self.graph.init_state())
 
@@ -122,7 +122,7 @@ class Program(contract.BackendProgram):
     # --- state ------------------------------------------------------------------------------------
     def load(self, params, state):
         variables = params_mod.load(self.graph, params, state, self._np_dtype)
-        put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
+        put = self._put
         self.params = put(variables[params_mod.PARAMS])
         self.batch_stats = put(variables[params_mod.STATE])
         self.opt_state = put(self.optimizer.init(self.params))
@@ -147,10 +147,19 @@ class Program(contract.BackendProgram):
         The new state has the old one's structure, shapes and dtypes, on the program's device:
         the jitted steps are not retraced."""
         opt_state = optimizers.load_state(self.opt_state, checked, int(step))
-        put = lambda tree: jax.device_put(tree, self.jax_device)  # noqa: E731
+        put = self._put
         self.opt_state = put(opt_state)
         self.step = int(step)
         self._step = put(np.asarray(step, STEP_DTYPE))
+
+    def _put(self, tree):
+        """Host arrays (a tree) on the program's device (a data-parallel program: replicated
+        over its mesh)."""
+        return jax.device_put(tree, self.jax_device)
+
+    def _put_key(self, key):
+        """A typed PRNG key placed as ``_put`` places arrays."""
+        return jax.device_put(key, self.jax_device)
 
     # --- steps ------------------------------------------------------------------------------------
     def _to_device(self, batch):

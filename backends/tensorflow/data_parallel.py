@@ -56,6 +56,24 @@ def teardown() -> None:
     pass
 
 
+def board_set(key: str) -> None:
+    """Mark ``key`` in the coordination service's key-value store
+    (``rosetta.distributed.lost_workers``)."""
+    from tensorflow.python.eager import context
+
+    context.context().set_config_key_value(key, "1")
+
+
+def board_has(key: str) -> bool:
+    from tensorflow.python.eager import context
+
+    try:
+        context.context().get_config_key_value(key, timeout_in_ms=50)
+        return True
+    except tf.errors.DeadlineExceededError:
+        return False
+
+
 def strategy_for(devices: int, device: str) -> tf.distribute.Strategy:
     if "TF_CONFIG" in os.environ:
         workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])

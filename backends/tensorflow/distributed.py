@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from rosetta import distributed
-from rosetta.errors import DataError
+from rosetta.errors import BackendUnavailable, DataError
 
 
 def parse_tf_config(text: str) -> dict:
@@ -41,3 +41,18 @@ class Engine(distributed.Engine):
             return 0, 1
         cfg = parse_tf_config(env["TF_CONFIG"])
         return cfg["index"], len(cfg["workers"])
+
+    def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
+                     max_restarts=0):
+        """One process per host with a ``TF_CONFIG`` listing every worker (``endpoints``) and
+        naming its own index; MultiWorkerMirroredStrategy gives a CPU worker one device."""
+        if per_host != 1:
+            raise BackendUnavailable(f"tensorflow's MultiWorkerMirroredStrategy drives one "
+                                     f"device per CPU worker, {per_host} asked: run "
+                                     f"{hosts * per_host} workers of 1 device")
+        if max_restarts:
+            raise BackendUnavailable("tensorflow has no launcher that restarts a lost worker: "
+                                     "restart the workers' commands with --resume RUN_FOLDER")
+        workers = list(endpoints[:hosts])
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": rank}}
+        return [python, "-m", *module], {"TF_CONFIG": json.dumps(config)}

@@ -24,31 +24,71 @@ replica's rows (``rosetta.distributed.replica_rows``):
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from rosetta.distributed import check_batchnorm, replica_rows
+from rosetta.distributed import check_batchnorm, replica_rows, worker_timeout
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.torch import program as single
 from rosetta.backends.torch.model import running_stats_frozen
 
 
+STARTUP = 300.0  # seconds the ranks may take to meet (the default of torch's own rendezvous)
+
+
 def setup(devices: int, device: str) -> None:
     """Join the process group the environment describes (torchrun's variables)."""
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device in ("gpu", "cuda") else "gloo")
+        # joining waits for every rank to start (imports, a restarted host): STARTUP at least;
+        # then a collective gives up on a lost peer after the worker timeout
+        timeout = worker_timeout()
+        startup = timedelta(seconds=max(timeout, STARTUP))
+        dist.init_process_group("nccl" if device in ("gpu", "cuda") else "gloo",
+                                timeout=startup, **_attempt_store(startup))
+        dist.distributed_c10d._set_pg_timeout(timedelta(seconds=timeout))
     if device in ("gpu", "cuda"):
         import os
 
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _attempt_store(timeout) -> dict:
+    """Under torchrun (the ranks meet in the agent's store): the process group's rendezvous
+    under a prefix of its own round, so that after a restart (``--max-restarts``, or an agent
+    that restarts its workers because another host rejoined, which does not count as a restart
+    and so is not in ``TORCHELASTIC_RESTART_COUNT``) the new ranks never read the addresses
+    that the ranks of an earlier round left there (their gloo connections would be refused).
+    Every rank of a round adds 1 to one counter once, so round = (count - 1) // world.
+    Otherwise nothing (``env://`` as torchrun sets it)."""
+    import os
+
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, timeout=timeout)
+    round_ = (store.add("rosetta/joined", 1) - 1) // world
+    return {"store": dist.PrefixStore(f"rosetta/round-{round_}", store), "rank": rank,
+            "world_size": world}
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def board_set(key: str) -> None:
+    """Mark ``key`` in the process group's own c10d store (``rosetta.distributed.lost_workers``)."""
+    dist.distributed_c10d._get_default_store().set(key, "1")
+
+
+def board_has(key: str) -> bool:
+    return dist.distributed_c10d._get_default_store().check([key])
 
 
 def global_moments(x: torch.Tensor, group=None):

@@ -32,3 +32,13 @@ class Engine(distributed.Engine):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         # N processes on a machine share its cores: one thread each keeps them from fighting
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+
+    def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
+                     max_restarts=0):
+        """``torchrun`` (``python -m torch.distributed.run``) with a c10d rendezvous at host 0's
+        endpoint: it starts ``per_host`` ranks on this host and sets their variables."""
+        argv = [python, "-m", "torch.distributed.run", "--nnodes", str(hosts),
+                "--nproc-per-node", str(per_host), "--node-rank", str(rank),
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoints[0],
+                "--rdzv-id", "rosetta", "--max-restarts", str(max_restarts), "-m", *module]
+        return argv, {}

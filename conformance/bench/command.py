@@ -55,6 +55,9 @@ def run_command(args, load_spec) -> int:
             validate.check_output(path, flag, suffixes)
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to time on it", where="command line")
+    if args.hosts > 1 and args.devices < 2:
+        raise SpecError("--hosts H times --devices N over H hosts: give --devices N (N > 1)",
+                        where="command line")
     if args.sweep and (not args.specs or args.keras or args.devices > 1):
         raise SpecError("--sweep needs the SPEC to sweep, and takes neither --keras nor "
                         "--devices", where="command line")
@@ -217,6 +220,11 @@ def add_parser(sub, positive_int):
     b.add_argument("--devices", type=positive_int, default=1, metavar="N",
                    help="time each backend's data-parallel step on 1 and N devices: throughput "
                         "and scaling efficiency (conformance/bench/parallel.py)")
+    b.add_argument("--hosts", type=positive_int, default=1, metavar="H",
+                   help="with --devices N: time the N devices as H hosts of N/H devices, each "
+                        "started through the engine's own launcher over localhost (on one "
+                        "machine this measures the launcher's and the network path's overhead, "
+                        "not a speed-up)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     from rosetta.cli import data_arguments
 

@@ -131,31 +131,50 @@ def _containers(docs):
             yield from pod["containers"]
 
 
-@pytest.mark.parametrize("name,backend", [("tensorflow-job.yaml", "tensorflow"),
-                                          ("jax-job.yaml", "jax")])
-def test_manifests_set_exactly_the_variables_read(name, backend, monkeypatch):
+RUN = ["rosetta", "train", "resnet", "--devices", "2", "--save", "/ckpt/run", "--resume",
+       "/ckpt/run"]
+
+
+def _typed(backend, rank, endpoints):
+    """The command ``rosetta.hosts`` starts on host ``rank``, as a user types it."""
+    from rosetta.hosts import typed
+
+    module = RUN[:3] + ["--backend", backend] + RUN[3:]
+    argv, env = dist.engine(backend).host_command(module, hosts=2, per_host=1, rank=rank,
+                                                  endpoints=endpoints)
+    return typed(argv), env
+
+
+@pytest.mark.parametrize("name,backend,endpoints", [
+    ("tensorflow-job.yaml", "tensorflow", ["rosetta-tf-0.rosetta-tf:12345",
+                                           "rosetta-tf-1.rosetta-tf:12345"]),
+    ("jax-job.yaml", "jax", ["rosetta-jax-0.rosetta-jax:1234"] * 2)])
+def test_manifests_set_exactly_the_variables_read(name, backend, endpoints, monkeypatch):
+    """Each pod runs the command and sets the variables ``Engine.host_command`` gives its host
+    (the ones the tests over localhost run), exactly the variables the code reads."""
     containers = list(_containers(_docs(name)))
     assert len(containers) == 2
     for index, c in enumerate(containers):
         env = {e["name"]: e["value"] for e in c["env"]}
         assert set(env) == set(launch_env(backend))
+        assert (c["command"], env) == _typed(backend, index, endpoints)
         clear_launchers(monkeypatch)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         assert dist.launched(backend) and dist.world_from_env(backend) == (index, 2)
-        assert c["command"][:2] == ["rosetta", "train"] and "--devices" in c["command"]
 
 
-def test_torch_manifest_runs_torchrun_which_sets_the_variables_read():
+def test_torch_manifest_runs_torchrun_as_the_hosts_tests_do():
+    """The indexed Job's command is ``torchrun`` with the c10d rendezvous ``host_command``
+    writes (host r: ``--node-rank $JOB_COMPLETION_INDEX``); torchrun sets the variables read."""
     (c,) = list(_containers(_docs("torch-job.yaml")))
-    line = " ".join(c["args"])
-    # torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from these flags
-    for flag in ("--nnodes=2", "--nproc-per-node=1", "--node-rank=", "--master-addr=",
-                 "--master-port=", "--no-python rosetta train"):
-        assert flag in line
+    line = " ".join(c["args"]).split()
+    want, env = _typed("torch", 0, ["rosetta-torch-0.rosetta-torch:29500"])
+    want[want.index("--node-rank") + 1] = "$JOB_COMPLETION_INDEX"
+    assert line == want and env == {}
     assert "env" not in c  # nothing else: the torchrun variables are the ones read
     assert set(launch_env("torch")) == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                             "MASTER_PORT"}
+                                        "MASTER_PORT"}
 
 
 def test_dockerfile_installs_every_framework_and_runs_the_suite():
@@ -168,3 +187,53 @@ def test_a_backend_without_a_data_parallel_engine_is_refused_before_any_worker()
         dist.launch("mxnet", 2, "nowhere:nothing", {})
     assert dist.check_engine("jax") is dist.engine("jax")
     assert set(dist.engines()) >= set(ENGINES) and "mxnet" not in dist.engines()
+
+
+# --- several hosts: the commands, the worker timeout, a run folder that resumes itself ---------
+
+def test_host_commands_are_each_launchers_own():
+    from rosetta.hosts import commands, typed
+
+    run = ["rosetta", "train", "mlp"]
+    (t0, e0), (t1, e1) = commands("torch", run, hosts=2, per_host=2, ports=[5, 6],
+                                  python="py", max_restarts=3)
+    assert e0 == e1 == {} and t0[:3] == ["py", "-m", "torch.distributed.run"]
+    line = " ".join(typed(t1))
+    assert line.startswith("torchrun --nnodes 2 --nproc-per-node 2 --node-rank 1 "
+                           "--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:5 ")
+    assert line.endswith("--max-restarts 3 -m rosetta train mlp")
+    (a0, f0), (a1, f1) = commands("tensorflow", run, hosts=2, ports=[5, 6], python="py")
+    assert typed(a1) == run and json.loads(f1["TF_CONFIG"]) == {
+        "cluster": {"worker": ["127.0.0.1:5", "127.0.0.1:6"]},
+        "task": {"type": "worker", "index": 1}}
+    (_, j0), (_, j1) = commands("jax", run, hosts=2, per_host=3, ports=[5, 6], python="py")
+    assert (j1["JAX_COORDINATOR_ADDRESS"], j1["JAX_NUM_PROCESSES"], j1["JAX_PROCESS_ID"]) == (
+        "127.0.0.1:5", "2", "1")
+    assert j1["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    with pytest.raises(BackendUnavailable, match="one device per CPU worker"):
+        commands("tensorflow", run, hosts=2, per_host=2)
+    with pytest.raises(BackendUnavailable, match="no launcher that restarts"):
+        commands("jax", run, hosts=2, max_restarts=1)
+    with pytest.raises(DataError, match="at least 2 hosts"):
+        commands("torch", run, hosts=1)
+
+
+def test_worker_timeout_is_read_and_checked(monkeypatch):
+    monkeypatch.delenv(dist.WORKER_TIMEOUT_ENV, raising=False)
+    assert dist.worker_timeout() == 60.0
+    dist.set_worker_timeout(7.5)
+    assert dist.worker_timeout() == 7.5
+    monkeypatch.setenv(dist.WORKER_TIMEOUT_ENV, "-1")
+    with pytest.raises(DataError, match="--worker-timeout"):
+        dist.worker_timeout()
+    p = subprocess.run([sys.executable, "-m", "rosetta", "train", "mlp", "--backend", "torch",
+                        "--worker-timeout", "0"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "positive number of seconds" in p.stderr, p.stderr
+
+
+def test_a_run_folder_that_resumes_itself(tmp_path):
+    from rosetta.run_plan import resumes_itself
+
+    assert resumes_itself(tmp_path / "run", tmp_path / "x" / ".." / "run")
+    assert not resumes_itself(tmp_path / "run", tmp_path / "other")
+    assert not resumes_itself(None, tmp_path) and not resumes_itself(tmp_path, None)
