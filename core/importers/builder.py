@@ -123,6 +123,8 @@ class ModuleBuilder:
         self._b, self.path, self.label, self._shape = builder, path, label, out_shape
 
     def _full(self, rel: str) -> str:
+        if not rel:   # the module itself (a mapping of one layer)
+            return self.path
         return f"{self.path}.{rel}" if self.path else rel
 
     def layer(self, op, inputs, *, name, params=None, state=None, **attrs) -> Value:

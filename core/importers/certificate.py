@@ -41,6 +41,7 @@ from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
 from rosetta.conformance.trajectory import Trajectory, spec_hash
 from rosetta.dropout import mask_draws
+from rosetta.importers.torch_graph import drop_path_rate
 from rosetta.errors import RosettaError
 
 
@@ -139,6 +140,15 @@ def _to_source_layout(mask, layout, chw):
     return mask
 
 
+def _source_dropout(m) -> bool:
+    """A source module whose output the certificate can multiply by a keep-mask: an
+    ``nn.Dropout`` or a stochastic-depth module (``torch_graph.drop_path_rate``)."""
+    import torch
+
+    return (isinstance(m, torch.nn.modules.dropout._DropoutNd)
+            or drop_path_rate(m) is not None)
+
+
 def _inject_hooks(imp, spec, module):
     """Forward hooks that apply the current keep-mask to each source ``nn.Dropout`` standing for
     a spec node with dropout; returns the dict to put the step's masks in ({node: mask})."""
@@ -152,7 +162,7 @@ def _inject_hooks(imp, spec, module):
         label = imp.node_source.get(d.node, "")
         path = label.rsplit(" (", 1)[0]
         m = modules.get(path)
-        if not isinstance(m, torch.nn.modules.dropout._DropoutNd) or spec_name(path) != d.node:
+        if not _source_dropout(m) or spec_name(path) != d.node:
             raise RosettaError(f"dropout node {d.node} (source {label}) is not an nn.Dropout "
                                f"module the certificate can give a mask: certify with "
                                f"dropout='off' (--dropout off)")
@@ -182,6 +192,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
+        elif drop_path_rate(m) is not None:  # stochastic depth: its rate attribute
+            setattr(m, drop_path_rate(m)[0], 0.0)
     params = dict(module.named_parameters())
     if src.optimizer is None:
         opt = torch.optim.SGD(module.parameters(), lr=0.01)
