@@ -131,6 +131,8 @@ def _batches(imp, steps, seed, dtype):
 
 def _to_source_layout(mask, layout, chw):
     """A canonical keep-mask in the layout of the source tensor it multiplies."""
+    if isinstance(layout, tuple):  # a source tensor held with its axes permuted
+        return mask.transpose(np.argsort(layout))
     if layout == "nchw":
         return mask.transpose(0, 3, 1, 2)
     if layout == "flat":
@@ -382,6 +384,8 @@ def _torch_node_values(module, x_native):
 
 
 def _canonical(v, layout, chw):
+    if isinstance(layout, tuple):  # a source tensor held with its axes permuted
+        return v.transpose(layout)
     if layout == "nchw" and v.ndim == 4:
         return v.transpose(0, 2, 3, 1)
     if layout == "flat":

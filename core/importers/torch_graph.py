@@ -329,6 +329,10 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             if v.layout == "flat":
                 refuse(_label("", type(module).__name__), "call",
                        "the output is a channels-first flatten (only a Linear may read it)")
+            elif isinstance(v.layout, tuple):
+                refuse(_label("", type(module).__name__), "call",
+                       f"the output is held with its axes in another order ({v.layout}; the "
+                       f"spec has no Transpose op to put them back)")
     if len(outs) != 1 and not refusals:
         refuse(_label("", type(module).__name__), "call",
                f"{len(outs)} outputs (the spec trains a model with one output)")
