@@ -16,6 +16,7 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
+    "Cast",
     "Concatenate",
     "Conv1D",
     "Conv2D",
@@ -26,6 +27,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GRU",
+    "Gather",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
     "GroupNorm",
@@ -37,13 +39,18 @@ __all__ = [
     "MaxPool2D",
     "MultiHeadAttention",
     "Multiply",
+    "Pad",
     "PositionEmbedding",
     "RMSNorm",
     "Reshape",
     "SeparableConv2D",
     "SequencePool",
     "SimpleRNN",
+    "Slice",
+    "Squeeze",
     "StochasticDepth",
+    "Transpose",
+    "Unsqueeze",
     "UpSampling2D",
     "ZeroPadding2D",
 ]
@@ -142,6 +149,21 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-05, running_var: str
     """
     return Layer("BatchNorm", name=name, momentum=momentum, epsilon=epsilon,
                  running_var=running_var, **unknown)
+
+
+def Cast(to: str, *, name: str | None = None, **unknown) -> Layer:
+    """y = x converted to kind ``to``: ``float`` (the program's float dtype) or ``int``.
+    float -> int truncates toward zero (C's rule, what every framework's cast does: 2.7 -> 2,
+    -2.7 -> -2); NaN, infinities and values beyond the int range are undefined (each framework
+    returns its own garbage), so keep them out. The same kind in and out is the identity.
+    No gradient flows through a cast to int (an int tensor carries none).
+
+    Args:
+        to ('float' | 'int', required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Cast", name=name, to=to, **unknown)
 
 
 def Concatenate(*, axis: int = -1, name: str | None = None, **unknown) -> Layer:
@@ -393,6 +415,32 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
                  recurrent_init=recurrent_init, bias_init=bias_init, **unknown)
 
 
+def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = None,
+           **unknown) -> Layer:
+    """y[n] = np.take(x[n], idx[n], axis): with x[n] of per-example shape S and idx[n] of shape
+    I, y[n] has shape S[:axis] + I + S[axis+1:] and
+    y[n][i_<axis, j, i_>axis] = x[n][i_<axis, idx[n][j], i_>axis].
+
+    The indices are the int tensor given as second input (one set per example; a batch-broadcast
+    x, a Constant or Parameter table, is shared by every example), or the constant ``indices``
+    attribute with one input (an int: the axis is removed, as x[:, i]; a nested list: its shape
+    replaces the axis). Negative indices count from the end (idx + size) on every backend (each
+    lowering wraps them itself). Indices outside [-size, size): constant ones are refused in the
+    spec, and integer model inputs that feed a Gather's indices are checked against
+    [0, size) on the host before a step (``rosetta.datacheck``, as Embedding ids are); indices
+    computed inside the model cannot be checked: torch raises, TensorFlow raises on CPU (clamps
+    under XLA), JAX and MXNet clamp. Gradient: dL/dx[n][..., k, ...] is the sum of dL/dy over
+    the positions j with idx[n][j] == k; none reaches the indices.
+
+    Args:
+        axis (int, required)
+        indices (indices, default None)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Gather", name=name, axis=axis, indices=indices, **unknown)
+
+
 def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
     """y[n, c] = mean_{h, w} x[n, h, w, c].
         name: the node's name (default: the op's name in snake case, numbered)
@@ -589,6 +637,23 @@ def Multiply(*, name: str | None = None, **unknown) -> Layer:
     return Layer("Multiply", name=name, **unknown)
 
 
+def Pad(pads: tuple[tuple[int, int], ...], *, value: float = 0.0, name: str | None = None,
+        **unknown) -> Layer:
+    """Constant padding of per-example axes: pads = ((lo_0, hi_0), ..., (lo_{r-1}, hi_{r-1})),
+    one pair per per-example axis, each >= 0;
+    y[n, i_0, ..., i_{r-1}] = x[n, i_0 - lo_0, ..., i_{r-1} - lo_{r-1}] where that index is
+    inside x, else ``value``; output size on axis k: S_k + lo_k + hi_k. An int tensor takes an
+    integral value only. Gradient: dL/dx is dL/dy on the inner window (nothing reaches value).
+
+    Args:
+        pads (pairs, required)
+        value (float, default 0.0)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Pad", name=name, pads=pads, value=value, **unknown)
+
+
 def PositionEmbedding(max_length: int, *,
                       embedding_init: str | dict | Initializer = Initializer('normal', mean=0.0, stddev=0.02),
                       name: str | None = None, **unknown) -> Layer:
@@ -714,6 +779,38 @@ def SimpleRNN(units: int, *, return_sequences: bool = False, bidirectional: bool
                  **unknown)
 
 
+def Slice(*, axes: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, ...],
+          steps: tuple[int, ...] | None = None, name: str | None = None, **unknown) -> Layer:
+    """y[n] = x[n][..., start_k:stop_k:step_k, ...] on each listed per-example axis k (Python
+    slice semantics: negative start/stop count from the end, both clamped to the axis size, so
+    ONNX's INT_MAX stop means "to the end"; steps >= 1, default 1; an empty result is refused).
+    Output size on axis k: len(range(size_k)[start_k:stop_k:step_k]). One Slice per piece of a
+    torch ``chunk``/``split``. Gradient: dL/dx is dL/dy scattered back to the sliced positions,
+    zero elsewhere.
+
+    Args:
+        axes (shape, required)
+        starts (shape, required)
+        stops (shape, required)
+        steps (shape, default None)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Slice", name=name, axes=axes, starts=starts, stops=stops, steps=steps, **unknown)
+
+
+def Squeeze(axes: tuple[int, ...] | None = None, *, name: str | None = None, **unknown) -> Layer:
+    """y[n] = x[n] without the size-1 per-example ``axes`` (ONNX Squeeze; no axes: every
+    size-1 per-example axis, never the batch axis). A reshape: the elements keep their order.
+
+    Args:
+        axes (shape, default None)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Squeeze", name=name, axes=axes, **unknown)
+
+
 def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, **unknown) -> Layer:
     """Stochastic depth ("drop path", torchvision ``StochasticDepth(p, "row")``, timm
     ``DropPath``): training: y[n] = x[n] * mask[n] / (1 - rate), one keep-mask value per example,
@@ -730,6 +827,30 @@ def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, 
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("StochasticDepth", name=name, rate=rate, mode=mode, **unknown)
+
+
+def Transpose(perm: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
+    """y[n] = x[n].transpose(perm): output axis i is input axis perm[i] (per-example axes; the
+    batch axis stays first). perm is a permutation of range(rank) (negative entries allowed).
+
+    Args:
+        perm (shape, required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Transpose", name=name, perm=perm, **unknown)
+
+
+def Unsqueeze(axes: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
+    """y[n] = x[n] with new size-1 axes at ``axes`` (ONNX Unsqueeze: the axes index the output,
+    of rank + len(axes) per-example axes; negative ones count from its end). A reshape.
+
+    Args:
+        axes (shape, required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Unsqueeze", name=name, axes=axes, **unknown)
 
 
 def UpSampling2D(size: int | tuple[int, ...], *, interpolation: str = 'nearest',

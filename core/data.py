@@ -643,10 +643,12 @@ def save_npy_dir(ds: Dataset, folder) -> Path:
 
 def sample_inputs(graph, batch: int, seed: int = 0, int_high: int | None = None) -> dict:
     """Normal floats, sequence lengths in [1, T] (``Graph.lengths_inputs``), or integers in
-    [0, int_high) (default: the smallest Embedding vocabulary)."""
+    [0, int_high) (default: the smallest Embedding vocabulary or gathered axis size)."""
     rng = np.random.default_rng(seed)
     if int_high is None:
-        vocab = [n.attrs["vocab_size"] for n in graph.nodes if n.op == "Embedding"]
+        from rosetta.datacheck import embedding_vocab
+        vocab = list(embedding_vocab(graph).values()) + [
+            n.attrs["vocab_size"] for n in graph.nodes if n.op == "Embedding"]
         int_high = min(vocab) if vocab else 5
     lengths = graph.lengths_inputs()
     out = {}

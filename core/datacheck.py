@@ -119,12 +119,19 @@ def _check_range(a, part: str, where: str, w: _Where, lo: int, hi: int, what: st
 
 def embedding_vocab(g) -> dict:
     """{integer model input name: the smallest vocab_size of the Embeddings it feeds}, read
-    directly or through integer-valued nodes (a Reshape of the ids). The one rule every backend's
+    directly or through integer-valued nodes (a Reshape of the ids); a Gather's int indices
+    count the same way, with the size of the gathered axis as vocabulary. The one rule every backend's
     ``Program`` checks ids with (``check_embedding_ids``): a gather out of range is an error on
     torch, a clamped index under XLA and a silent zero on JAX."""
     origin = {i.name: i.name for i in g.inputs if i.kind == "int"}
     out: dict = {}
     for node in g.nodes:
+        if node.op == "Gather" and len(node.inputs) == 2 and node.inputs[1] in origin:
+            # the indices of a Gather: [0, size of the gathered axis) by the same rule
+            rank = len(node.in_types[0].shape)
+            v = int(node.in_types[0].shape[node.attrs["axis"] % rank])
+            src = origin[node.inputs[1]]
+            out[src] = min(out.get(src, v), v)
         src = origin.get(node.inputs[0]) if node.inputs else None
         if src is None:
             continue

@@ -1,5 +1,5 @@
 """Lowerings of the shape and layout ops: Flatten, Reshape, Concatenate, ZeroPadding2D,
-UpSampling2D."""
+UpSampling2D; the tensor-level Transpose, Squeeze, Unsqueeze, Pad, Cast."""
 
 from __future__ import annotations
 
@@ -39,3 +39,33 @@ def reshape(node, xs, ctx):
 def concatenate(node, xs, ctx):
     axis = positive_axis(node.attrs["axis"], len(node.in_types[0].shape)) + 1
     return jnp.concatenate(xs, axis=axis)
+
+
+# --- tensor-level shape ops --------------------------------------------------------------------
+@lowers("Transpose")
+def transpose(node, xs, ctx):
+    rank = len(node.in_types[0].shape)
+    return jnp.transpose(xs[0], (0, *(positive_axis(p, rank) + 1 for p in node.attrs["perm"])))
+
+
+@lowers("Squeeze", "Unsqueeze")
+def squeeze_unsqueeze(node, xs, ctx):
+    """Only size-1 axes dropped or inserted: a reshape to the inferred shape."""
+    return xs[0].reshape(xs[0].shape[0], *node.out_type.shape)
+
+
+@lowers("Pad")
+def pad(node, xs, ctx):
+    x, value = xs[0], node.attrs["value"]
+    value = value if jnp.issubdtype(x.dtype, jnp.floating) else int(value)
+    return jnp.pad(x, ((0, 0), *node.attrs["pads"]), constant_values=value)
+
+
+@lowers("Cast")
+def cast(node, xs, ctx):
+    """To int: int32, JAX's index type (XLA's convert truncates toward zero). To float: the
+    program dtype."""
+    x = xs[0]
+    if node.attrs["to"] == "int":
+        return x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(jnp.int32)
+    return x.astype(ctx.dtype)

@@ -577,6 +577,72 @@ class _Builder:
         return self.k.layers.UpSampling2D(tuple(node.attrs["size"]), interpolation="nearest",
                                           name=node.name)(xs[0])
 
+    # -- tensor-level shape and indexing ops ----------------------------------------------------
+    @lowers("Transpose")
+    def Transpose(self, node, xs):
+        from rosetta.ops.shape import positive_axis
+        rank = len(node.in_types[0].shape)
+        dims = tuple(positive_axis(p, rank) + 1 for p in node.attrs["perm"])
+        return self.k.layers.Permute(dims, name=node.name)(xs[0])
+
+    @lowers("Squeeze", "Unsqueeze")
+    def SqueezeUnsqueeze(self, node, xs):
+        """Only size-1 axes dropped or inserted: a Reshape layer to the inferred shape."""
+        return self.k.layers.Reshape(tuple(node.out_type.shape), name=node.name)(xs[0])
+
+    @lowers("Pad")
+    def Pad(self, node, xs):
+        x, value = xs[0], node.attrs["value"]
+        value = value if node.in_types[0].kind == "float" else int(value)
+        pads = [[0, 0], *([lo, hi] for lo, hi in node.attrs["pads"])]
+        return self.op(node.name, self.ops.pad, x, pads, constant_values=value)
+
+    @lowers("Cast")
+    def Cast(self, node, xs):
+        """keras.ops.cast: to int32 (every Keras backend's cast truncates toward zero) or to
+        float32 (the export's dtype)."""
+        if node.attrs["to"] == node.in_types[0].kind:
+            return xs[0]
+        dtype = "int32" if node.attrs["to"] == "int" else "float32"
+        return self.op(node.name, self.ops.cast, xs[0], dtype)
+
+    @lowers("Slice")
+    def Slice(self, node, xs):
+        """keras.ops.take of the (static) positions range(start, stop, step), axis by axis."""
+        from rosetta.ops import REGISTRY
+        from rosetta.ops.indexing import slice_bounds
+        shape = node.in_types[0].shape
+        x = xs[0]
+        for ax, b in slice_bounds(REGISTRY["Slice"], node.attrs, shape, node.name).items():
+            if b == (0, shape[ax], 1):
+                continue
+            x = self.op(node.name, self.ops.take, x, np.arange(*b, dtype="int32"), axis=ax + 1)
+        return x
+
+    @lowers("Gather")
+    def Gather(self, node, xs):
+        """Constant indices: keras.ops.take on the axis. Indices as input: negative ones wrapped,
+        then y[n, a, m, b] = sum_k onehot(idx[n, m])[k] * x[n, a, k, b] (keras.ops.einsum: one
+        non-zero term per sum, so exact for finite x)."""
+        from rosetta.ops import REGISTRY
+        from rosetta.ops.indexing import constant_indices
+        from rosetta.ops.shape import positive_axis
+        a, shape = node.attrs, node.in_types[0].shape
+        axis = positive_axis(a["axis"], len(shape))
+        size, ops = shape[axis], self.ops
+        out = tuple(node.out_type.shape)
+        if a["indices"] is not None:
+            idx = constant_indices(REGISTRY["Gather"], a, size, node.name).astype("int32")
+            return self.op(node.name, ops.take, xs[0], idx, axis=axis + 1)
+        pa, pb = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+        m = int(np.prod(node.in_types[1].shape))
+        idx = self.op(f"{node.name}_flat", ops.reshape, xs[1], (-1, m))
+        idx = self.op(f"{node.name}_wrap", ops.where, ops.less(idx, 0), ops.add(idx, size), idx)
+        hot = self.op(f"{node.name}_onehot", ops.one_hot, idx, size, dtype="float32")
+        x4 = self.op(f"{node.name}_view", ops.reshape, xs[0], (-1, pa, size, pb))
+        y = self.op(f"{node.name}_take", ops.einsum, "nakb,nmk->namb", x4, hot)
+        return self.op(node.name, ops.reshape, y, (-1, *out))
+
     def _recurrent(self, node, xs):
         a = node.attrs
         k = self.k

@@ -9,7 +9,7 @@ imported before the model is compiled (see ``rosetta.ops.register``).
 from __future__ import annotations
 
 from rosetta.backends.tensorflow import (attention, convolution, dense, dropout,  # noqa: F401
-                                         elementwise, normalization, pooling, recurrent,
+                                         elementwise, indexing, normalization, pooling, recurrent,
                                          shape)  # (register their lowerings)
 from rosetta.backends.tensorflow.lowering import LOWERINGS, LoweringContext, NodeModule, lowers
 

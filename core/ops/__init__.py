@@ -2,12 +2,13 @@
 
 One module per op family: ``elementwise`` (Activation, Add), ``dense`` (Dense, Embedding),
 ``convolution``, ``pooling``, ``normalization``, ``dropout`` (dropout and noise), ``shape``,
+``indexing`` (Slice, Gather),
 ``recurrent``, ``attention``; ``windows`` holds the padding rule convolutions and pools share.
 A user's own op is declared the same way (see ``register``).
 """
 
 from rosetta.ops import (attention, convolution, dense, dropout, elementwise,  # noqa: F401
-                         normalization, pooling, recurrent, shape)  # (registers)
+                         indexing, normalization, pooling, recurrent, shape)  # (registers)
 from rosetta.ops.registry import (REGISTRY, Attr, OpDef, ParamDef, RefContext, TensorType,
                                   get_op, register)
 

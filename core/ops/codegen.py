@@ -28,7 +28,8 @@ _ANNOTATION = {
     "int": "int", "float": "float", "bool": "bool", "str": "str",
     "ints": "int | tuple[int, ...]", "shape": "tuple[int, ...]",
     "padding": "str | int | tuple", "init": "str | dict | Initializer",
-    "optional_float": "float | None",
+    "optional_float": "float | None", "pairs": "tuple[tuple[int, int], ...]",
+    "indices": "int | tuple",
 }
 
 HEADER = '''"""Layer constructors of the functional API, one per registered op: ``Dense(10)(x)``.

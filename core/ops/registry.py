@@ -70,7 +70,8 @@ class Attr:
     kind: ``int``, ``float``, ``bool``, ``str`` (one of ``choices``), ``ints`` (a tuple of ``n``
     ints; a single int is repeated), ``shape`` (a tuple of ints, -1 allowed once), ``padding``
     (``valid``, ``same`` or ``n`` explicit (lo, hi) pairs), ``init`` (an initializer),
-    ``optional_float`` (a number or None).
+    ``optional_float`` (a number or None), ``pairs`` (any number of (lo, hi) int pairs, each
+    >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape).
     """
 
     kind: str
@@ -114,6 +115,10 @@ class Attr:
             v = tuple(_check_int(x, where, name) for x in value)
         elif k == "padding":
             v = _normalize_padding(value, self.n, where, name)
+        elif k == "pairs":
+            v = _normalize_pairs(value, where, name)
+        elif k == "indices":
+            v = _normalize_indices(value, where, name)
         elif k == "init":
             v = as_initializer(value, where=f"{where}.{name}")
         else:  # pragma: no cover - a registry bug, not user input
@@ -129,9 +134,45 @@ class Attr:
             return value.to_json()
         if self.kind == "padding" and not isinstance(value, str):
             return [list(p) for p in value]
+        if self.kind in ("pairs", "indices"):
+            return _nested_lists(value)
         if isinstance(value, tuple):
             return list(value)
         return value
+
+
+def _nested_lists(value):
+    return [_nested_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _normalize_pairs(value, where, name):
+    """Any number of (lo, hi) pairs of ints >= 0, as a tuple of tuples."""
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2
+        and all(not isinstance(x, bool) and isinstance(x, (int, np.integer)) and x >= 0
+                for x in p) for p in value)
+    if not ok:
+        raise SpecError(f"attribute {name!r} must be a list of (lo, hi) pairs of integers >= 0, "
+                        f"found {value!r}", where=where)
+    return tuple((int(lo), int(hi)) for lo, hi in value)
+
+
+def _normalize_indices(value, where, name):
+    """An int, or a rectangular nested list of ints (at least one), as nested tuples."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        arr = None
+    if (arr is None or arr.ndim == 0 or arr.size == 0
+            or not (np.issubdtype(arr.dtype, np.integer))):
+        raise SpecError(f"attribute {name!r} must be an integer or a rectangular nested list "
+                        f"of integers, found {value!r}", where=where)
+
+    def nest(a):
+        return tuple(nest(x) for x in a) if a.ndim else int(a)
+    return nest(arr)
 
 
 def _normalize_padding(value, n, where, name):

@@ -1,6 +1,9 @@
-"""Shape and layout ops: Flatten, Reshape, Concatenate, ZeroPadding2D, UpSampling2D (nearest)."""
+"""Shape and layout ops: Flatten, Reshape, Concatenate, ZeroPadding2D, UpSampling2D (nearest);
+the tensor-level Transpose, Squeeze, Unsqueeze, Pad and Cast."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -141,6 +144,166 @@ class Concatenate(OpDef):
     def reference(self, a, p, xs, ctx):
         ax = positive_axis(a["axis"], xs[0].ndim - 1) + 1
         return np.concatenate(xs, axis=ax)
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+# --- tensor-level shape ops (transformers, ONNX): per-example axes, batch axis never addressed ---
+# Outputs are ``dataclasses.replace`` of the input type, so whatever else a TensorType records
+# about its input (the batch-broadcast mark of a Constant or Parameter) passes through unchanged.
+
+def check_axes(op: OpDef, axes, rank: int, where: str, what: str = "axes") -> tuple:
+    """``axes`` (negative allowed) within ``rank`` per-example axes and distinct, as [0, rank)."""
+    if any(not -rank <= ax < rank for ax in axes):
+        raise op.fail(where, f"{what} within the {rank} per-example axes (batch axis excluded)",
+                      tuple(axes))
+    out = tuple(positive_axis(ax, rank) for ax in axes)
+    if len(set(out)) != len(out):
+        raise op.fail(where, f"distinct {what}", tuple(axes))
+    return out
+
+
+@register
+class Transpose(OpDef):
+    """y[n] = x[n].transpose(perm): output axis i is input axis perm[i] (per-example axes; the
+    batch axis stays first). perm is a permutation of range(rank) (negative entries allowed)."""
+
+    positional = ("perm",)
+
+    attrs = {"perm": Attr("shape")}
+    input_kind = "any"
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        perm = check_axes(self, a["perm"], len(x.shape), where, "perm entries")
+        if len(perm) != len(x.shape):
+            raise self.fail(where, f"a permutation of all {len(x.shape)} per-example axes",
+                            f"perm {a['perm']}")
+        return replace(x, shape=tuple(x.shape[p] for p in perm))
+
+    def reference(self, a, p, xs, ctx):
+        rank = xs[0].ndim - 1
+        return np.transpose(xs[0], (0, *(positive_axis(q, rank) + 1 for q in a["perm"])))
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+def squeezed_axes(op: OpDef, a: dict, shape: tuple, where: str) -> tuple:
+    """Squeeze's axes in [0, rank): the listed ones (each of size 1), or every size-1 axis."""
+    if a["axes"] is None:
+        return tuple(i for i, s in enumerate(shape) if s == 1)
+    axes = check_axes(op, a["axes"], len(shape), where)
+    wide = [ax for ax in axes if shape[ax] != 1]
+    if wide:
+        raise op.fail(where, f"axes of size 1 (input {shape})", f"axes {a['axes']}")
+    return axes
+
+
+@register
+class Squeeze(OpDef):
+    """y[n] = x[n] without the size-1 per-example ``axes`` (ONNX Squeeze; no axes: every
+    size-1 per-example axis, never the batch axis). A reshape: the elements keep their order."""
+
+    positional = ("axes",)
+
+    attrs = {"axes": Attr("shape", None)}
+    input_kind = "any"
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        drop = squeezed_axes(self, a, x.shape, where)
+        return replace(x, shape=tuple(s for i, s in enumerate(x.shape) if i not in drop))
+
+    def reference(self, a, p, xs, ctx):
+        drop = squeezed_axes(self, a, xs[0].shape[1:], "")
+        return np.squeeze(xs[0], axis=tuple(ax + 1 for ax in drop))
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+def unsqueezed_shape(op: OpDef, a: dict, shape: tuple, where: str) -> tuple:
+    """Unsqueeze's output shape: ``axes`` index the OUTPUT (rank + len(axes)) per-example axes."""
+    rank = len(shape) + len(a["axes"])
+    axes = check_axes(op, a["axes"], rank, where)
+    rest = iter(shape)
+    return tuple(1 if i in axes else next(rest) for i in range(rank))
+
+
+@register
+class Unsqueeze(OpDef):
+    """y[n] = x[n] with new size-1 axes at ``axes`` (ONNX Unsqueeze: the axes index the output,
+    of rank + len(axes) per-example axes; negative ones count from its end). A reshape."""
+
+    positional = ("axes",)
+
+    attrs = {"axes": Attr("shape", check=lambda v: None if v else "must name at least one axis")}
+    input_kind = "any"
+
+    def infer(self, a, inputs, where):
+        return replace(inputs[0], shape=unsqueezed_shape(self, a, inputs[0].shape, where))
+
+    def reference(self, a, p, xs, ctx):
+        shape = unsqueezed_shape(self, a, xs[0].shape[1:], "")
+        return xs[0].reshape(xs[0].shape[0], *shape)
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+@register
+class Pad(OpDef):
+    """Constant padding of per-example axes: pads = ((lo_0, hi_0), ..., (lo_{r-1}, hi_{r-1})),
+    one pair per per-example axis, each >= 0;
+    y[n, i_0, ..., i_{r-1}] = x[n, i_0 - lo_0, ..., i_{r-1} - lo_{r-1}] where that index is
+    inside x, else ``value``; output size on axis k: S_k + lo_k + hi_k. An int tensor takes an
+    integral value only. Gradient: dL/dx is dL/dy on the inner window (nothing reaches value)."""
+
+    positional = ("pads",)
+
+    attrs = {"pads": Attr("pairs"), "value": Attr("float", 0.0)}
+    input_kind = "any"
+
+    def infer(self, a, inputs, where):
+        x = inputs[0]
+        if len(a["pads"]) != len(x.shape):
+            raise self.fail(where, f"one (lo, hi) pair per per-example axis ({len(x.shape)})",
+                            f"pads {a['pads']}")
+        if x.kind == "int" and a["value"] != int(a["value"]):
+            raise self.fail(where, "an integral value to pad an int tensor", a["value"])
+        return replace(x, shape=tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, a["pads"])))
+
+    def reference(self, a, p, xs, ctx):
+        value = a["value"] if np.issubdtype(xs[0].dtype, np.floating) else int(a["value"])
+        return np.pad(xs[0], ((0, 0), *a["pads"]), constant_values=value)
+
+    def flops(self, a, inputs, out):
+        return 0
+
+
+@register
+class Cast(OpDef):
+    """y = x converted to kind ``to``: ``float`` (the program's float dtype) or ``int``.
+    float -> int truncates toward zero (C's rule, what every framework's cast does: 2.7 -> 2,
+    -2.7 -> -2); NaN, infinities and values beyond the int range are undefined (each framework
+    returns its own garbage), so keep them out. The same kind in and out is the identity.
+    No gradient flows through a cast to int (an int tensor carries none)."""
+
+    positional = ("to",)
+
+    attrs = {"to": Attr("str", choices=("float", "int"))}
+    input_kind = "any"
+
+    def infer(self, a, inputs, where):
+        return replace(inputs[0], kind=a["to"])
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        if a["to"] == "int":
+            return x if np.issubdtype(x.dtype, np.integer) else np.trunc(x).astype(np.int64)
+        return x.astype(np.float64)
 
     def flops(self, a, inputs, out):
         return 0

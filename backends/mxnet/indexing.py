@@ -1,0 +1,53 @@
+"""Lowerings of the indexing ops: Slice (``slice``) and Gather (slices for constant indices;
+per example as one ``take`` on the batch-flattened table when the indices are an input). MXNet carries int
+tensors in the program's float dtype; ``take`` reads them as integers."""
+
+from __future__ import annotations
+
+import math
+
+from rosetta.backends.mxnet.lowering import lowers
+from rosetta.ops import REGISTRY
+from rosetta.ops.indexing import constant_indices, slice_bounds
+from rosetta.ops.shape import positive_axis
+
+
+@lowers("Slice")
+def slice_(F, node, xs, p, ctx):
+    shape = node.in_types[0].shape
+    bounds = slice_bounds(REGISTRY["Slice"], node.attrs, shape, node.name)
+    begin = (None, *(bounds[a][0] if a in bounds else None for a in range(len(shape))))
+    end = (None, *(bounds[a][1] if a in bounds else None for a in range(len(shape))))
+    step = (None, *(bounds[a][2] if a in bounds else None for a in range(len(shape))))
+    return F.slice(xs[0], begin=begin, end=end, step=step)
+
+
+@lowers("Gather")
+def gather(F, node, xs, p, ctx):
+    """Constant indices: one-wide ``slice_axis`` per index, concatenated on the axis, then a
+    reshape to the inferred shape (no constant array in the graph).
+    Indices as input: negative ones wrapped (idx + K); x viewed (N, A, K, B) is laid out
+    (N * K, A * B) so that example n's row k is row n * K + k; one ``take`` (mode ``clip``: an
+    index out of range, which only a computed index can be, is clamped) of the rows
+    idx[n] + n * K, then back to (N, A, M, B)."""
+    a, shape = node.attrs, node.in_types[0].shape
+    axis = positive_axis(a["axis"], len(shape))
+    out = tuple(node.out_type.shape)
+    x = xs[0]
+    if a["indices"] is not None:
+        idx = constant_indices(REGISTRY["Gather"], a, shape[axis], node.name).reshape(-1)
+        picked = [F.slice_axis(x, axis=axis + 1, begin=int(i), end=int(i) + 1) for i in idx]
+        rows = picked[0] if len(picked) == 1 else F.concat(*picked, dim=axis + 1)
+        return F.reshape(rows, shape=(-1, *out))
+    k = shape[axis]
+    pa, pb = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+    idx = F.reshape(xs[1], shape=(0, -1))
+    idx = F.where(idx < 0, idx + k, idx)
+    m = math.prod(node.in_types[1].shape)
+    table = F.reshape(F.transpose(F.reshape(x, shape=(-1, pa, k, pb)), axes=(0, 2, 1, 3)),
+                      shape=(-1, pa * pb))
+    offset = F.reshape(F.contrib.arange_like(idx, axis=0) * k, shape=(-1, 1))
+    rows = F.take(table, F.reshape(F.broadcast_add(idx, offset), shape=(-1,)), axis=0,
+                  mode="clip")
+    y = F.transpose(F.reshape(rows, shape=(-1, m, pa, pb)), axes=(0, 2, 1, 3))
+    return F.reshape(y, shape=(-1, *out))

@@ -1,0 +1,87 @@
+"""Cases for the tensor-level shape and indexing ops: Transpose, Slice, Gather (indices as input
+and constant), Squeeze, Unsqueeze, Cast, Pad (joined into ``cases.CASES``). Each sits between
+parameterised layers so that gradients flow through it; negative axes and indices, clamped
+slice stops, steps, int tensors through the layout ops and a 4-D input (channels-first in torch)
+are all covered by few, small cases."""
+
+from __future__ import annotations
+
+import rosetta as rs
+
+MSE = rs.losses.MeanSquaredError
+
+
+def _spec(inputs, out, name):
+    return rs.TrainSpec(model=rs.Model(inputs, out, name=name), loss=MSE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
+def _transpose_slice_pad():
+    """A conv map (NCHW in torch) transposed, sliced (negative start, stop past the end, step 2,
+    negative axis) and padded asymmetrically with a non-zero value."""
+    x = rs.Input((4, 5, 2), name="x")
+    h = rs.Conv2D(3, 3, padding="same", name="conv")(x)
+    t = rs.Transpose((2, 0, -2), name="perm")(h)                              # (3, 4, 5)
+    s = rs.Slice(axes=(0, -1), starts=(-2, 1), stops=(100, 5), steps=(1, 2),
+                 name="cut")(t)                                               # (2, 4, 2)
+    p = rs.Pad(((1, 0), (0, 2), (2, 1)), value=0.5, name="pad")(s)           # (3, 6, 5)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(p))
+    return _spec(x, out, "transpose_slice_pad")
+
+
+def _squeeze_unsqueeze():
+    x = rs.Input((3, 1, 4), name="x")
+    h = rs.Dense(2, name="pre")(x)                                            # (3, 1, 2)
+    s = rs.Squeeze((-2,), name="squeeze")(h)                                  # (3, 2)
+    u = rs.Unsqueeze((0, -1), name="unsqueeze")(s)                            # (1, 3, 2, 1)
+    a = rs.Squeeze(name="squeeze_all")(rs.Transpose((3, 1, 0, 2), name="perm")(u))  # (3, 2)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(a))
+    return _spec(x, out, "squeeze_unsqueeze")
+
+
+def _gather_input():
+    """Indices as an int input of shape (2, 3) per example (drawn in [0, 5)), on axis 1 of a
+    (2, 5, 3) tensor; a repeated index accumulates its gradient."""
+    x = rs.Input((2, 5, 3), name="x")
+    i = rs.Input((2, 3), name="idx", kind="int")
+    h = rs.Dense(3, name="pre")(x)
+    g = rs.Gather(-2, name="take")(h, i)                                      # (2, 2, 3, 3)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(g))
+    return _spec([x, i], out, "gather_input")
+
+
+def _gather_constant():
+    """Constant indices: a nested list with negative and repeated entries, and a scalar."""
+    x = rs.Input((4, 3), name="x")
+    h = rs.Dense(5, name="pre")(x)                                            # (4, 5)
+    g = rs.Gather(-1, indices=((0, -1), (2, 2)), name="take")(h)              # (4, 2, 2)
+    r = rs.Gather(0, indices=-1, name="last")(g)                              # (2, 2)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(r))
+    return _spec(x, out, "gather_constant")
+
+
+def _cast_int_paths():
+    """Int ids through Slice, Pad, Transpose, then Cast to float into a Dense; a float
+    truncated by Cast to int (values of both signs, some beyond 1) and back, added to a float path (the
+    gradient flows only through that path)."""
+    x = rs.Input((3,), name="x")
+    ids = rs.Input((2, 4), name="ids", kind="int")
+    k = rs.Slice(axes=(1,), starts=(1,), stops=(4,), name="ids_cut")(ids)    # (2, 3)
+    k = rs.Pad(((0, 0), (1, 0)), value=2.0, name="ids_pad")(k)               # (2, 4)
+    k = rs.Transpose((1, 0), name="ids_perm")(k)                             # (4, 2)
+    f = rs.Cast("float", name="ids_float")(rs.Flatten(name="ids_flat")(k))  # (8,)
+    h = rs.Dense(8, name="pre")(x)
+    t = rs.Cast("float", name="back")(rs.Cast("int", name="trunc")(
+        rs.Dense(8, name="scale")(x)))
+    s = rs.Concatenate(name="cat")([h, f, t])
+    out = rs.Dense(2, name="head")(s)
+    return _spec([x, ids], out, "cast_int_paths")
+
+
+CASES: list = [
+    ("transpose_slice_pad", _transpose_slice_pad),
+    ("squeeze_unsqueeze", _squeeze_unsqueeze),
+    ("gather_input", _gather_input),
+    ("gather_constant", _gather_constant),
+    ("cast_int_paths", _cast_int_paths),
+]
