@@ -32,15 +32,16 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
         src, sh = pool[draw(st.integers(0, len(pool) - 1))]
         name = f"n{i}"
         choice = draw(st.sampled_from(
-            ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap"]
-            if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat"]))
+            ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap",
+             *MATH] if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat", *MATH]))
         if choice == "bn":
             nodes.append(Node(f"{name}_tanh", "Activation", {"fn": "tanh"}, (src,)))
             src = f"{name}_tanh"
-        node, out = _make(draw, st, choice, name, src, sh, pool)
+        node, out = (_make_math if choice in MATH else _make)(draw, st, choice, name, src, sh,
+                                                              pool)
         if node is None:
             continue
-        nodes.append(node)
+        nodes.extend(node if isinstance(node, list) else [node])
         pool.append((name, out))
     last, sh = pool[-1]
     if len(sh) > 1:
@@ -100,6 +101,58 @@ def _make(draw, st, choice, name, src, sh, pool):
         other = [(n, s) for n, s in pool if len(s) == len(sh) and s[:-1] == sh[:-1]]
         o, osh = other[draw(st.integers(0, len(other) - 1))]
         return Node(name, "Concatenate", {}, (src, o)), (*sh[:-1], sh[-1] + osh[-1])
+    return None, None  # pragma: no cover
+
+
+# the tensor-math ops (rosetta.ops.math, rosetta.ops.reduction): shared Parameters of lower rank
+# broadcast against batched values, scalar constants, masks from comparisons into Where
+MATH = ["unary", "binary", "scalar", "reduce", "softmax", "matmul", "where"]
+SAFE_UNARY = ["neg", "abs", "tanh", "sigmoid", "sin", "cos", "erf", "square"]
+BINARY = ["Add", "Subtract", "Multiply", "Maximum", "Minimum"]
+
+
+def _make_math(draw, st, choice, name, src, sh, pool):
+    """(node or list of nodes, output shape) of a tensor-math op on ``src`` (shape ``sh``);
+    the node named ``name`` is the last one."""
+    if choice == "unary":
+        return Node(name, "Unary", {"fn": draw(st.sampled_from(SAFE_UNARY))}, (src,)), sh
+    if choice == "binary":   # src op shared Parameter of the trailing axes (lower rank)
+        k = draw(st.integers(1, len(sh)))
+        pshape = tuple(draw(st.sampled_from([1, n])) for n in sh[len(sh) - k:])
+        p = Node(f"{name}_p", "Parameter", {"shape": pshape, "init": "glorot_uniform"}, ())
+        op = draw(st.sampled_from(BINARY))
+        pair = (src, p.name) if draw(st.booleans()) else (p.name, src)
+        return [p, Node(name, op, {}, pair)], sh
+    if choice == "scalar":
+        op = draw(st.sampled_from(BINARY + ["Divide"]))
+        c = draw(st.sampled_from([0.5, -1.5, 2.0]))
+        return Node(name, op, {"constant": c, "reverse": op == "Subtract"
+                               and draw(st.booleans())}, (src,)), sh
+    if choice == "reduce":
+        axis = draw(st.integers(-len(sh), len(sh) - 1))
+        fn = draw(st.sampled_from(["sum", "mean", "max", "min", "var"]))
+        if fn == "var" and sh[axis] < 2:
+            return None, None
+        attrs = {"fn": fn, "axes": (axis,), "keepdims": True}
+        if fn == "var":
+            attrs["correction"] = draw(st.sampled_from([0, 1]))
+        return Node(name, "Reduce", attrs, (src,)), tuple(
+            1 if i == axis % len(sh) else n for i, n in enumerate(sh))
+    if choice == "softmax":
+        op = draw(st.sampled_from(["Softmax", "LogSoftmax"]))
+        return Node(name, op, {"axis": draw(st.integers(-len(sh), len(sh) - 1))}, (src,)), sh
+    if choice == "matmul":   # src @ a shared (C, units) Parameter: a Dense without bias
+        units = draw(st.integers(1, 3))
+        w = Node(f"{name}_w", "Parameter", {"shape": (sh[-1], units), "init": "glorot_uniform"},
+                 ())
+        return [w, Node(name, "MatMul", {}, (src, w.name))], (*sh[:-1], units)
+    if choice == "where":    # where(src > c, src, other) with a same-shaped other or a scalar
+        cond = Node(f"{name}_gt", "Greater", {"constant": 0.1}, (src,))
+        same = [n for n, s in pool if s == sh and n != src]
+        if same and draw(st.booleans()):
+            return [cond, Node(name, "Where", {}, (cond.name, src, draw(st.sampled_from(same))))
+                    ], sh
+        return [cond, Node(name, "Where", {"y": -0.5}, (cond.name, src))], sh
     return None, None  # pragma: no cover
 
 

@@ -18,40 +18,57 @@ __all__ = [
     "BatchNorm",
     "Cast",
     "Concatenate",
+    "Constant",
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
     "Dense",
     "DepthwiseConv2D",
+    "Divide",
     "Dropout",
     "Embedding",
+    "Equal",
+    "Expand",
     "Flatten",
     "GRU",
     "Gather",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
+    "Greater",
     "GroupNorm",
     "HardSwish",
     "InstanceNorm2D",
     "LSTM",
     "LayerNorm",
+    "Less",
+    "LogSoftmax",
+    "MatMul",
     "MaxPool1D",
     "MaxPool2D",
+    "Maximum",
+    "Minimum",
     "MultiHeadAttention",
     "Multiply",
     "Pad",
+    "Parameter",
     "PositionEmbedding",
+    "Power",
     "RMSNorm",
+    "Reduce",
     "Reshape",
     "SeparableConv2D",
     "SequencePool",
     "SimpleRNN",
     "Slice",
+    "Softmax",
     "Squeeze",
     "StochasticDepth",
+    "Subtract",
     "Transpose",
+    "Unary",
     "Unsqueeze",
     "UpSampling2D",
+    "Where",
     "ZeroPadding2D",
 ]
 
@@ -80,13 +97,17 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
                  **unknown)
 
 
-def Add(*, name: str | None = None, **unknown) -> Layer:
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
-    Multiply, a size-1 axis is refused).
+def Add(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+        **unknown) -> Layer:
+    """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
-    return Layer("Add", name=name, **unknown)
+    return Layer("Add", name=name, constant=constant, reverse=reverse, **unknown)
 
 
 def AvgPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, ...] | None = None,
@@ -176,6 +197,20 @@ def Concatenate(*, axis: int = -1, name: str | None = None, **unknown) -> Layer:
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Concatenate", name=name, axis=axis, **unknown)
+
+
+def Constant(value: object, *, name: str | None = None, **unknown) -> Layer:
+    """y = value, a fixed array, as a batch-broadcast tensor of per-example shape value.shape
+    (full shape (1, *value.shape)). The kind is the array's: floating -> float (computed in the
+    program dtype), integer or boolean -> int. No gradient. The value is stored inline in the
+    spec JSON (``{"dtype", "shape", "data"}``, +-inf as ``"inf"``/``"-inf"``; nan refused).
+
+    Args:
+        value (array, required): the array (NumPy dtype decides float or int)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Constant", name=name, value=value, **unknown)
 
 
 def Conv1D(filters: int, kernel_size: int | tuple[int, ...], *,
@@ -344,6 +379,19 @@ def DepthwiseConv2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[
                  bias_init=bias_init, **unknown)
 
 
+def Divide(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+           **unknown) -> Layer:
+    """y = a / b elementwise, true division of floats (int inputs are refused: torch true-divides ints, TensorFlow floor-divides); NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c / x. x / 0 = +-inf (IEEE). dL/da = dL/dy / b, dL/db = -dL/dy a / b^2.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Divide", name=name, constant=constant, reverse=reverse, **unknown)
+
+
 def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:
     """training: y = x * mask / (1 - rate), mask ~ Bernoulli(1 - rate) (rate = drop probability,
     inverted scaling); eval: y = x. Masks cannot match across framework RNGs: conformance injects
@@ -372,6 +420,35 @@ def Embedding(vocab_size: int, dim: int, *,
     """
     return Layer("Embedding", name=name, vocab_size=vocab_size, dim=dim,
                  embedding_init=embedding_init, **unknown)
+
+
+def Equal(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+          **unknown) -> Layer:
+    """y = 1 if a == b else 0 (int kind), exact comparison, elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. Inputs of one kind (an int input takes an integer constant). No gradient.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Equal", name=name, constant=constant, reverse=reverse, **unknown)
+
+
+def Expand(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
+    """y = broadcast_to(x, (N, *shape)) over the per-example axes (NumPy ``broadcast_to``; torch
+    ``expand``, ONNX ``Expand``): x's per-example shape is right-aligned against ``shape`` (new
+    leading axes allowed), each axis of x has size 1 or the target size, -1 keeps x's size (not
+    on a new axis). A batch-broadcast x is also expanded to the batch N of the run, so
+    ``cls_token.expand(B, -1, -1)`` is Expand((-1, -1)) of a Parameter. dL/dx = dL/dy summed
+    over the broadcast axes (batch axis included for a batch-broadcast x).
+
+    Args:
+        shape (shape, required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Expand", name=name, shape=shape, **unknown)
 
 
 def Flatten(*, name: str | None = None, **unknown) -> Layer:
@@ -455,6 +532,19 @@ def GlobalMaxPool2D(*, name: str | None = None, **unknown) -> Layer:
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("GlobalMaxPool2D", name=name, **unknown)
+
+
+def Greater(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+            **unknown) -> Layer:
+    """y = 1 if a > b else 0 (int kind), elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c > x. No gradient.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Greater", name=name, constant=constant, reverse=reverse, **unknown)
 
 
 def GroupNorm(groups: int, *, epsilon: float = 1e-05, name: str | None = None, **unknown) -> Layer:
@@ -549,6 +639,43 @@ def LayerNorm(*, epsilon: float = 1e-05, name: str | None = None, **unknown) -> 
     return Layer("LayerNorm", name=name, epsilon=epsilon, **unknown)
 
 
+def Less(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+         **unknown) -> Layer:
+    """y = 1 if a < b else 0 (int kind), elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c < x. No gradient.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Less", name=name, constant=constant, reverse=reverse, **unknown)
+
+
+def LogSoftmax(axis: int = -1, *, name: str | None = None, **unknown) -> Layer:
+    """y_i = x_i - m - log sum_j exp(x_j - m) along ``axis``, m = max_j x_j (numerically
+    stable). dL/dx = dL/dy - softmax(x) sum_j dL/dy_j.
+
+    Args:
+        axis (int, default -1): per-example axis, negative allowed
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("LogSoftmax", name=name, axis=axis, **unknown)
+
+
+def MatMul(*, name: str | None = None, **unknown) -> Layer:
+    """y = a @ b per example, NumPy ``matmul`` semantics: for rank >= 2, y[..., i, j] =
+    sum_k a[..., i, k] b[..., k, j] with the leading axes broadcast (NumPy rule over the full
+    shape: a batch-broadcast operand, e.g. a Parameter weight, may have fewer axes); a 1-D a is
+    a row (1, k) and a 1-D b a column (k, 1), that axis dropped from y. dL/da = dL/dy @ b^T,
+    dL/db = a^T @ dL/dy, each summed over the axes it was broadcast along.
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("MatMul", name=name, **unknown)
+
+
 def MaxPool1D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, ...] | None = None,
               padding: str | int | tuple = 'valid', name: str | None = None, **unknown) -> Layer:
     """y[n, t, c] = max_i xpad[n, t*s + i, c]; padded cells are -inf (never chosen). strides
@@ -580,6 +707,32 @@ def MaxPool2D(kernel_size: int | tuple[int, ...], *, strides: int | tuple[int, .
     """
     return Layer("MaxPool2D", name=name, kernel_size=kernel_size, strides=strides, padding=padding,
                  **unknown)
+
+
+def Maximum(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+            **unknown) -> Layer:
+    """y = max(a, b) elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. The gradient goes to the larger input; at ties (probability zero for random floats) torch and JAX split it evenly, TensorFlow and MXNet give it to one input.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Maximum", name=name, constant=constant, reverse=reverse, **unknown)
+
+
+def Minimum(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+            **unknown) -> Layer:
+    """y = min(a, b) elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. The gradient goes to the smaller input (ties: see Maximum).
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Minimum", name=name, constant=constant, reverse=reverse, **unknown)
 
 
 def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = None,
@@ -625,16 +778,17 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
                  kernel_init=kernel_init, bias_init=bias_init, **unknown)
 
 
-def Multiply(*, name: str | None = None, **unknown) -> Layer:
-    """y = x_1 * x_2 * ... * x_k, elementwise with NumPy broadcasting over the per-example shape:
-    the inputs have one rank and on each axis every input has the same size or 1 (a size-1 axis
-    is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
-    axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
-    dL/dy * prod_{j != i} x_j (kept as size 1).
+def Multiply(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+             **unknown) -> Layer:
+    """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j.
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
-    return Layer("Multiply", name=name, **unknown)
+    return Layer("Multiply", name=name, constant=constant, reverse=reverse, **unknown)
 
 
 def Pad(pads: tuple[tuple[int, int], ...], *, value: float = 0.0, name: str | None = None,
@@ -654,6 +808,21 @@ def Pad(pads: tuple[tuple[int, int], ...], *, value: float = 0.0, name: str | No
     return Layer("Pad", name=name, pads=pads, value=value, **unknown)
 
 
+def Parameter(shape: tuple[int, ...], init: str | dict | Initializer, *, name: str | None = None,
+              **unknown) -> Layer:
+    """y = value, a trainable array of ``shape`` (initialized by ``init``), as a batch-broadcast
+    tensor (full shape (1, *shape)): a class token, a position table, a layer-scale gamma, a bias
+    added by hand. dL/dvalue = sum over the batch of dL/dy (the adjoint of the broadcast).
+
+    Args:
+        shape (shape, required)
+        init (init, required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Parameter", name=name, shape=shape, init=init, **unknown)
+
+
 def PositionEmbedding(max_length: int, *,
                       embedding_init: str | dict | Initializer = Initializer('normal', mean=0.0, stddev=0.02),
                       name: str | None = None, **unknown) -> Layer:
@@ -670,6 +839,19 @@ def PositionEmbedding(max_length: int, *,
                  embedding_init=embedding_init, **unknown)
 
 
+def Power(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+          **unknown) -> Layer:
+    """y = a ** b elementwise (IEEE pow: a negative base with a non-integer exponent gives nan on every backend); NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c ** x. dL/da = dL/dy b a^(b-1), dL/db = dL/dy y log(a) (nan for a <= 0; an exponent attribute has no gradient).
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Power", name=name, constant=constant, reverse=reverse, **unknown)
+
+
 def RMSNorm(*, epsilon: float = 1e-06, name: str | None = None, **unknown) -> Layer:
     """y = x / sqrt(mean(x^2) + epsilon) * scale over the last axis (no centring, no bias).
     epsilon is explicit (torch defaults to the dtype's machine epsilon, Keras and flax to 1e-6).
@@ -680,6 +862,27 @@ def RMSNorm(*, epsilon: float = 1e-06, name: str | None = None, **unknown) -> La
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("RMSNorm", name=name, epsilon=epsilon, **unknown)
+
+
+def Reduce(fn: str, axes: tuple[int, ...], *, keepdims: bool = False,
+           correction: float | None = None, name: str | None = None, **unknown) -> Layer:
+    """y = f over the per-example ``axes`` of x (kept as size 1 with ``keepdims``):
+    sum; mean = sum / n; max; min; var = sum (x - mean)^2 / (n - correction), ``correction``
+    explicit (0: population, NumPy/TensorFlow/JAX default; 1: sample, torch's default), only with
+    var. n = the number of elements reduced (> correction). Gradients: sum 1, mean 1/n,
+    var 2 (x - mean) / (n - correction); max/min to the extreme element (ties, probability zero
+    for random floats: torch amax, TensorFlow and JAX share the gradient evenly among them).
+
+    Args:
+        fn ('sum' | 'mean' | 'max' | 'min' | 'var', required)
+        axes (shape, required): per-example axes, negative allowed
+        keepdims (bool, default False)
+        correction (optional_float, default None): var only, required there: 0 or 1
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Reduce", name=name, fn=fn, axes=axes, keepdims=keepdims, correction=correction,
+                 **unknown)
 
 
 def Reshape(shape: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
@@ -799,6 +1002,18 @@ def Slice(*, axes: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, .
     return Layer("Slice", name=name, axes=axes, starts=starts, stops=stops, steps=steps, **unknown)
 
 
+def Softmax(axis: int = -1, *, name: str | None = None, **unknown) -> Layer:
+    """y_i = exp(x_i - m) / sum_j exp(x_j - m) along ``axis``, m = max_j x_j (numerically
+    stable; -inf entries give 0, a row of all -inf gives nan on every backend).
+
+    Args:
+        axis (int, default -1): per-example axis, negative allowed
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Softmax", name=name, axis=axis, **unknown)
+
+
 def Squeeze(axes: tuple[int, ...] | None = None, *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n] without the size-1 per-example ``axes`` (ONNX Squeeze; no axes: every
     size-1 per-example axis, never the batch axis). A reshape: the elements keep their order.
@@ -829,6 +1044,19 @@ def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, 
     return Layer("StochasticDepth", name=name, rate=rate, mode=mode, **unknown)
 
 
+def Subtract(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
+             **unknown) -> Layer:
+    """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes).
+
+    Args:
+        constant (scalar, default None): y = x op constant, one input; +-inf allowed
+        reverse (bool, default False): with constant: y = constant op x
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Subtract", name=name, constant=constant, reverse=reverse, **unknown)
+
+
 def Transpose(perm: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
     """y[n] = x[n].transpose(perm): output axis i is input axis perm[i] (per-example axes; the
     batch axis stays first). perm is a permutation of range(rank) (negative entries allowed).
@@ -839,6 +1067,21 @@ def Transpose(perm: tuple[int, ...], *, name: str | None = None, **unknown) -> L
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Transpose", name=name, perm=perm, **unknown)
+
+
+def Unary(fn: str, *, name: str | None = None, **unknown) -> Layer:
+    """y = f(x) elementwise. fn: neg -x; abs |x| (d/dx = sign(x), 0 at 0); sqrt; rsqrt
+    1/sqrt(x); exp; log (natural); erf (2/sqrt(pi)) int_0^x e^(-t^2) dt; reciprocal 1/x; square
+    x^2; tanh; sigmoid 1/(1+e^-x); sin; cos. Outside the domain (sqrt, rsqrt, log of x < 0) nan,
+    at 0 +-inf, on every backend (IEEE).
+
+    Args:
+        fn ('neg' | 'abs' | 'sqrt' | 'rsqrt' | 'exp' | 'log' | 'erf' | 'reciprocal' | 'square' |
+            'tanh' | 'sigmoid' | 'sin' | 'cos', required)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Unary", name=name, fn=fn, **unknown)
 
 
 def Unsqueeze(axes: tuple[int, ...], *, name: str | None = None, **unknown) -> Layer:
@@ -865,6 +1108,24 @@ def UpSampling2D(size: int | tuple[int, ...], *, interpolation: str = 'nearest',
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("UpSampling2D", name=name, size=size, interpolation=interpolation, **unknown)
+
+
+def Where(*, x: float | str | None = None, y: float | str | None = None, name: str | None = None,
+          **unknown) -> Layer:
+    """y = x where cond != 0 else y, elementwise (NumPy ``where``), cond an int tensor (0/1 from
+    a comparison or a Constant mask); inputs (cond, x, y), or (cond, t) with one of the scalar
+    attributes ``x`` / ``y`` in place of that side (torch ``scores.masked_fill(mask, -inf)`` is
+    Where(x=-inf) on inputs (mask, scores)). +-inf is exact on every backend. All inputs
+    broadcast (NumPy rule over the full shape). dL/dx = dL/dy where cond, else 0 (and dL/dy the
+    rest); none to cond.
+
+    Args:
+        x (scalar, default None): the value where cond holds (instead of input 1)
+        y (scalar, default None): the value where cond fails (instead of input 2)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Where", name=name, x=x, y=y, **unknown)
 
 
 def ZeroPadding2D(padding: str | int | tuple, *, name: str | None = None, **unknown) -> Layer:

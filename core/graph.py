@@ -8,7 +8,7 @@ same validation (``Graph.__init__``), so a bad spec fails the same way however i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -96,6 +96,10 @@ class Graph:
         for o in outputs:
             if o not in types:
                 raise SpecError(f"unknown output {o!r}; nodes: {list(by_name)}", where=self.name)
+            if types[o].batch_broadcast:
+                raise SpecError(f"output {o!r} depends on no model input (a batch-broadcast "
+                                f"tensor of Constant/Parameter values): Expand it to the batch",
+                                where=self.name)
         self.outputs = list(outputs)
         self.types = types
         self._lengths = self._find_lengths_inputs()   # read on every step: found once
@@ -146,7 +150,8 @@ class Graph:
             if opdef.input_kind != "any" and t.kind != opdef.input_kind:
                 raise SpecError(f"expected a {opdef.input_kind} input, found {t.kind} "
                                 f"tensor {s!r}", where=where, op=n.op)
-        n.out_type = opdef.infer(n.attrs, n.in_types, where)
+        n.out_type = self._batch_broadcast(opdef, n, opdef.infer(n.attrs, n.in_types, where),
+                                           where)
         n.params = opdef.params(n.attrs, n.in_types)
         n.state = opdef.state(n.attrs, n.in_types)
         sized = [("output", n.out_type.shape)] + [(f"parameter {k!r}", d.shape)
@@ -157,6 +162,30 @@ class Graph:
                                 f"elements (per example for outputs), the frameworks' int32 "
                                 f"index limit", where=where, op=n.op)
         types[n.name] = n.out_type
+
+    @staticmethod
+    def _batch_broadcast(opdef, n: Node, out: TensorType, where: str) -> TensorType:
+        """The one rule for batch-broadcast tensors (``TensorType.batch_broadcast``): the output
+        of an op is batch-broadcast iff it has inputs and all of them are (an op without inputs,
+        Constant or Parameter, says so itself; Expand's output has the batch of the run). What
+        each op accepts is its ``batch_broadcast`` declaration (``OpDef``)."""
+        flags = [t.batch_broadcast for t in n.in_types]
+        mode = "refuses" if opdef.running_stats else opdef.batch_broadcast
+        if any(flags):
+            shared = [s for s, f in zip(n.inputs, flags) if f]
+            if mode == "refuses":
+                raise SpecError(f"input(s) {shared} are batch-broadcast (one example shared by the "
+                                f"batch) and {n.op} needs a batch of its own (running statistics "
+                                f"or a random mask per example): Expand them first",
+                                where=where, op=n.op)
+            if mode == "per_example" and not all(flags):
+                raise SpecError(f"input(s) {shared} are batch-broadcast and the others are not; "
+                                f"{n.op} does not broadcast the batch axis: Expand them first",
+                                where=where, op=n.op)
+        if not flags:
+            return out
+        bb = all(flags) and mode != "expands"
+        return out if out.batch_broadcast == bb else replace(out, batch_broadcast=bb)
 
     def ancestors(self, names) -> set[str]:
         """The nodes ``names`` depend on, themselves included (model inputs excluded)."""
@@ -208,11 +237,13 @@ class Graph:
         values = {k: (np.asarray(v, np.float64) if self.types[k].kind == "float"
                       else np.asarray(v)) for k, v in inputs.items()}
         state = state if state is not None else self.init_state()
+        batch = len(next(iter(values.values())))
         for n in self.nodes:
             p = {k: np.asarray(params[f"{n.name}/{k}"], np.float64) for k in n.params}
             node_state = {k: state[f"{n.name}/{k}"] for k in n.state}
             ctx = RefContext(training=training, state=node_state,
-                             dropout_mask=(dropout_masks or {}).get(n.name), rng=rng)
+                             dropout_mask=(dropout_masks or {}).get(n.name), rng=rng,
+                             batch=batch)
             values[n.name] = n.opdef.reference(n.attrs, p, [values[s] for s in n.inputs], ctx)
             for k in n.state:
                 state[f"{n.name}/{k}"] = ctx.state[k]

@@ -11,7 +11,8 @@ from rosetta import constructors
 from rosetta.constructors import *  # noqa: F401,F403  (every registered op)
 from rosetta.graph import Layer
 
-CONVENIENCE = ["ReLU", "Tanh", "Sigmoid", "SiLU", "GELU", "LeakyReLU", "Softmax"]
+# Softmax is an op of its own (rosetta.ops.reduction), not a convenience Activation
+CONVENIENCE = ["ReLU", "Tanh", "Sigmoid", "SiLU", "GELU", "LeakyReLU"]
 
 __all__ = [*constructors.__all__, *CONVENIENCE]
 
@@ -41,6 +42,3 @@ def LeakyReLU(slope: float, name=None):
     """``slope`` is required (Keras defaults to 0.3, torch to 0.01)."""
     return Layer("Activation", name=name, fn="leaky_relu", slope=slope)
 
-
-def Softmax(axis: int = -1, name=None):
-    return Layer("Activation", name=name, fn="softmax", axis=axis)

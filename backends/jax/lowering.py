@@ -41,6 +41,7 @@ class Context:
     dtype: jnp.dtype
     train: bool
     masks: dict | None = None
+    batch: int | None = None   # N of the run (Expand of a batch-broadcast value)
 
 
 # --- activations: ONE table, for the Activation op and the fused ``activation`` attribute ------

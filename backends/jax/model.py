@@ -27,7 +27,8 @@ class GraphModule(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: dict, train: bool = False, masks: dict | None = None):
-        ctx = Context(jnp.dtype(self.dtype), train, masks)
+        batch = next(iter(inputs.values())).shape[0]
+        ctx = Context(jnp.dtype(self.dtype), train, masks, batch)
         values = dict(inputs)
         for node in self.graph.nodes:
             values[node.name] = LOWERINGS[node.op](node, [values[s] for s in node.inputs], ctx)

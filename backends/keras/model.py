@@ -159,6 +159,17 @@ def lowers(*ops: str):
     return LOWERINGS.register(ops)
 
 
+# the tensor-math ops (rosetta.ops.math, rosetta.ops.reduction): no built-in Keras layer
+_NO_LAYER = ("no built-in Keras layer computes it (keras.ops would record an operation of the "
+             "functional graph; the export is Keras layers only)")
+refuses("Constant", "a Constant is a fixed tensor shared by the batch; Keras has no built-in "
+        "layer that outputs one without an input")
+refuses("Parameter", "a Parameter is a free trainable tensor shared by the batch; no built-in "
+        "Keras layer holds one (a custom layer would need its code at load time)")
+for _op in ("Expand", "MatMul", "Subtract", "Divide", "Power", "Maximum", "Minimum", "Equal",
+            "Less", "Greater", "Where", "Unary", "Reduce", "LogSoftmax"):
+    refuses(_op, f"{_op}: {_NO_LAYER}")
+
 refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "
         "and with running statistics in inference (GroupNormalization keeps none, "
         "BatchNormalization trains on batch statistics)")
@@ -182,6 +193,9 @@ def check_exportable(program) -> None:
                                      f"{REFUSED[n.op]}")
         if n.op not in LOWERINGS:
             raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
+        if n.op in ("Add", "Multiply") and n.attrs["constant"] is not None:
+            raise BackendUnavailable(f"{where}: Keras' {n.op} layer takes tensors only, not the "
+                                     f"scalar constant {n.attrs['constant']}")
         if n.op == "BatchNorm" and n.attrs["running_var"] == "unbiased":
             raise BackendUnavailable(
                 f"{where}: Keras's BatchNormalization stores the biased batch variance in "
@@ -532,6 +546,12 @@ class _Builder:
             return self.op(node.name, self.ops.gelu, xs[0], approximate=True)
         ident = {"identity": "linear", "gelu": "gelu"}.get(fn, fn)
         return k.layers.Activation(ident, name=node.name)(xs[0])
+
+    @lowers("Softmax")
+    def Softmax(self, node, xs):
+        """The Softmax op: the same Keras layer as Activation('softmax', axis)."""
+        ax = node.attrs["axis"]
+        return self.k.layers.Softmax(axis=ax + 1 if ax >= 0 else ax, name=node.name)(xs[0])
 
     @lowers("HardSwish")
     def HardSwish(self, node, xs):

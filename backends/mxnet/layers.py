@@ -9,8 +9,8 @@ from any module imported before the model is compiled (see ``rosetta.ops.registe
 from __future__ import annotations
 
 from rosetta.backends.mxnet import (attention, convolution, dense, dropout,  # noqa: F401
-                                    elementwise, indexing, normalization, pooling, recurrent,
-                                    shape)  # (register their lowerings)
+                                    elementwise, indexing, math, normalization, pooling,
+                                    recurrent, reduction, shape)  # (register their lowerings)
 from rosetta.backends.mxnet.lowering import LOWERINGS, Context, lowers
 
 __all__ = ["LOWERINGS", "Context", "lowers"]

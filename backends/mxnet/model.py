@@ -52,6 +52,10 @@ class NodeBlock(HybridBlock):
                         name, shape=tuple(d.shape), dtype=dtype, init=mx.init.Zero(),
                         grad_req=grad, differentiable=grad != "null",
                         allow_deferred_init=False))
+            if node.op == "Constant":   # a Gluon constant in the program dtype (never trained)
+                value = node.attrs["value"][None]
+                self.value = self.params.get_constant(
+                    "value", mx.nd.array(value, dtype=dtype))
 
     def hybrid_forward(self, F, *xs, **params):
         return LOWERINGS[self.node.op](F, self.node, list(xs), params, self.ctx)
@@ -76,6 +80,11 @@ class GraphBlock(HybridBlock):
         self.input_names = [i.name for i in graph.inputs]
         self.output_names = list(graph.outputs)
         self._nodes = [(node, nodes[node.name]) for node in graph.nodes]
+        # nodes called with the first model input after their inputs, for the batch of the run:
+        # those without inputs (a HybridBlock takes at least one) and Expand of a shared value
+        self._run_batch = {n.name for n in graph.nodes if not n.inputs or (
+            n.opdef.batch_broadcast == "expands" and any(t.batch_broadcast
+                                                         for t in n.in_types))}
         for node, block in self._nodes:
             self.register_child(block, node.name)
         self.mask_nodes = [n.name for n in graph.nodes if training and
@@ -91,7 +100,10 @@ class GraphBlock(HybridBlock):
         stats: list = []
         for node, block in self._nodes:
             block.ctx = Context(self.training, self.dtype, scales.get(node.name), stats)
-            values[node.name] = block(*[values[s] for s in node.inputs])
+            args = [values[s] for s in node.inputs]
+            if node.name in self._run_batch:
+                args.append(values[self.input_names[0]])
+            values[node.name] = block(*args)
         outs = [values[o] for o in self.output_names]
         flat = [t for _, mean, var in stats for t in (mean, var)]
         if len(outs) == 1 and not flat:

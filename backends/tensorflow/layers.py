@@ -9,8 +9,8 @@ imported before the model is compiled (see ``rosetta.ops.register``).
 from __future__ import annotations
 
 from rosetta.backends.tensorflow import (attention, convolution, dense, dropout,  # noqa: F401
-                                         elementwise, indexing, normalization, pooling, recurrent,
-                                         shape)  # (register their lowerings)
+                                         elementwise, indexing, math, normalization, pooling,
+                                         recurrent, reduction, shape)  # (register their lowerings)
 from rosetta.backends.tensorflow.lowering import LOWERINGS, LoweringContext, NodeModule, lowers
 
 __all__ = ["LOWERINGS", "LoweringContext", "NodeModule", "lowers"]

@@ -31,6 +31,10 @@ class GraphModule(tf.Module):
                                 where=f"{graph.name}/{node.name}", op=node.op)
             self.layers[node.name] = lowering(node, ctx)
         self.wiring = tuple((n.name, tuple(n.inputs)) for n in graph.nodes)
+        # Expand of a batch-broadcast value: called with the batch size of the run
+        self.run_batch = frozenset(n.name for n in graph.nodes
+                                   if n.opdef.batch_broadcast == "expands"
+                                   and any(t.batch_broadcast for t in n.in_types))
         self.input_names = tuple(i.name for i in graph.inputs)
         self.input_dtypes = tuple(dtype if i.kind == "float" else tf.int64 for i in graph.inputs)
         self.output_names = tuple(graph.outputs)
@@ -51,6 +55,8 @@ class GraphModule(tf.Module):
         masks = masks or {}
         for name, sources in self.wiring:
             extra = {"mask": masks[name]} if name in masks else {}
+            if name in self.run_batch:
+                extra["batch"] = tf.shape(values[self.input_names[0]])[0]
             values[name] = self.layers[name]([values[s] for s in sources], training=training,
                                              update_state=update, **extra)
         outs = [values[o] for o in self.output_names]

@@ -10,8 +10,8 @@ before the model is compiled (see ``rosetta.ops.register``).
 from __future__ import annotations
 
 from rosetta.backends.torch import (attention, convolution, dense, dropout,  # noqa: F401
-                                    elementwise, indexing, normalization, pooling, recurrent,
-                                    shape)  # (register their lowerings)
+                                    elementwise, indexing, math, normalization, pooling,
+                                    recurrent, reduction, shape)  # (register their lowerings)
 from rosetta.backends.torch.lowering import LOWERINGS, NATIVE, Lowering, lowers
 from rosetta.errors import SpecError
 from rosetta.graph import Node

@@ -51,6 +51,7 @@ class GraphModule(nn.Module):
         self.output_names = list(graph.outputs)
         self.layers = nn.ModuleDict()
         self.node_keys: dict[str, str] = {}
+        self._run_batch: set[str] = set()
 
         ranks = {name: len(t.shape) for name, t in graph.types.items()}
         produced = {name: CHANNELS_LAST for name in self.input_names}
@@ -58,13 +59,19 @@ class GraphModule(nn.Module):
         for node in graph.nodes:
             where = f"{graph.name}/{node.name}"
             low = lowering(node, where)
+            in_ranks = {ranks[s] for s in node.inputs}
+            # a node without inputs (Constant, Parameter) or with inputs of mixed ranks (a
+            # broadcast against a lower-rank batch-broadcast value) runs channels-last
             layout = plan_layout(low.accepts, [produced[s] for s in node.inputs],
-                                 ranks[node.inputs[0]])
+                                 in_ranks.pop() if len(in_ranks) == 1 else -1)
             key = _module_key(node.name, self.layers)
             self.layers[key] = low.build(node, layout)
             self.node_keys[node.name] = key
             produced[node.name] = layout if ranks[node.name] == 3 else CHANNELS_LAST
             steps.append((key, node.name, tuple(node.inputs), layout, produced[node.name]))
+            if node.opdef.batch_broadcast == "expands" and any(
+                    t.batch_broadcast for t in node.in_types):
+                self._run_batch.add(key)   # Expand of a shared value: to the run's batch
 
         # drop each value after its last use, so eval does not hold every activation
         last_use = {}
@@ -116,8 +123,11 @@ class GraphModule(nn.Module):
                     x = m(x)
             return x if exit_conversion is None else convert_layout(x, *exit_conversion)
         values = {name: {CHANNELS_LAST: x} for name, x in zip(self.input_names, inputs)}
+        batch = inputs[0].shape[0]
         for key, name, srcs, layout, out_layout, done in self._steps:
             args = [_in_layout(values[s], layout) for s in srcs]
+            if key in self._run_batch:
+                args.append(batch)
             values[name] = {out_layout: self.layers[key](*args)}
             for s in done:
                 del values[s]

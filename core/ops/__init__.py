@@ -1,6 +1,8 @@
 """The op registry. Importing this package declares every op.
 
-One module per op family: ``elementwise`` (Activation, Add), ``dense`` (Dense, Embedding),
+One module per op family: ``elementwise`` (Activation, HardSwish), ``math`` (Constant,
+Parameter, Expand, MatMul, the broadcasting binary ops, comparisons, Where, Unary; the
+batch-broadcast rule), ``reduction`` (Reduce, Softmax, LogSoftmax), ``dense`` (Dense, Embedding),
 ``convolution``, ``pooling``, ``normalization``, ``dropout`` (dropout and noise), ``shape``,
 ``indexing`` (Slice, Gather),
 ``recurrent``, ``attention``; ``windows`` holds the padding rule convolutions and pools share.
@@ -8,7 +10,8 @@ A user's own op is declared the same way (see ``register``).
 """
 
 from rosetta.ops import (attention, convolution, dense, dropout, elementwise,  # noqa: F401
-                         indexing, normalization, pooling, recurrent, shape)  # (registers)
+                         indexing, math, normalization, pooling, recurrent, reduction,
+                         shape)  # (registers)
 from rosetta.ops.registry import (REGISTRY, Attr, OpDef, ParamDef, RefContext, TensorType,
                                   get_op, register)
 

@@ -29,7 +29,8 @@ _ANNOTATION = {
     "ints": "int | tuple[int, ...]", "shape": "tuple[int, ...]",
     "padding": "str | int | tuple", "init": "str | dict | Initializer",
     "optional_float": "float | None", "pairs": "tuple[tuple[int, int], ...]",
-    "indices": "int | tuple",
+    "indices": "int | tuple", "scalar": "float | str",
+    "array": "object",
 }
 
 HEADER = '''"""Layer constructors of the functional API, one per registered op: ``Dense(10)(x)``.

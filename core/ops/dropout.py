@@ -17,6 +17,7 @@ class Dropout(OpDef):
     positional = ("rate",)
 
     attrs = {"rate": Attr("float", check=unit_interval)}
+    batch_broadcast = "refuses"   # one mask per example: a shared example has no batch to draw
 
     def infer(self, a, inputs, where):
         return inputs[0]

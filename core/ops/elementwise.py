@@ -1,4 +1,5 @@
-"""Elementwise ops: Activation, Add, Multiply and HardSwish.
+"""Elementwise ops: Activation and HardSwish (Add, Multiply and the other broadcasting
+binary ops are in ``math``).
 
 Activation functions are one table (``FUNCTIONS``), used by the Activation op and by the fused
 ``activation`` attribute of Dense and the convolutions. Every parameter is explicit (see
@@ -146,27 +147,6 @@ def apply(fn_key: tuple[str, dict], x: np.ndarray) -> np.ndarray:
 
 
 @register
-class Add(OpDef):
-    """y = x_1 + x_2 + ... + x_k; all inputs have the same shape (no broadcasting: unlike
-    Multiply, a size-1 axis is refused)."""
-
-    attrs = {}
-    arity = (2, None)
-
-    def infer(self, a, inputs, where):
-        shapes = [x.shape for x in inputs]
-        if any(s != shapes[0] for s in shapes):
-            raise self.fail(where, "inputs of one shape", f"shapes {shapes}")
-        return inputs[0]
-
-    def reference(self, a, p, xs, ctx):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
-
-
-@register
 class HardSwish(OpDef):
     """y = x * relu6(x + 3) / 6, relu6(z) = min(max(z, 0), 6), elementwise: 0 for x <= -3,
     x for x >= 3, x (x + 3) / 6 between (MobileNetV3's hard-swish; torch ``Hardswish``, Keras
@@ -182,44 +162,3 @@ class HardSwish(OpDef):
     def reference(self, a, p, xs, ctx):
         x = xs[0]
         return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
-
-
-def broadcast_shape(shapes: list[tuple]) -> tuple | None:
-    """The NumPy broadcast of per-example shapes of one rank (each axis equal or 1 in all but
-    one), or None where they do not broadcast. Ranks must match: with the batch axis in front,
-    NumPy's right-aligned rule would pair a lower-rank input's axes with the wrong ones."""
-    if len({len(s) for s in shapes}) != 1:
-        return None
-    out = []
-    for sizes in zip(*shapes):
-        big = {n for n in sizes if n != 1}
-        if len(big) > 1:
-            return None
-        out.append(big.pop() if big else 1)
-    return tuple(out)
-
-
-@register
-class Multiply(OpDef):
-    """y = x_1 * x_2 * ... * x_k, elementwise with NumPy broadcasting over the per-example shape:
-    the inputs have one rank and on each axis every input has the same size or 1 (a size-1 axis
-    is repeated), e.g. the squeeze-excite gate (H, W, C) * (1, 1, C) -> (H, W, C). The batch
-    axis is never broadcast. Gradients: dL/dx_i = sum over the axes x_i broadcasts along of
-    dL/dy * prod_{j != i} x_j (kept as size 1)."""
-
-    attrs = {}
-    arity = (2, None)
-
-    def infer(self, a, inputs, where):
-        shapes = [tuple(x.shape) for x in inputs]
-        out = broadcast_shape(shapes)
-        if out is None:
-            raise self.fail(where, "inputs of one rank whose sizes on each axis are equal or 1 "
-                            "(NumPy broadcasting, the batch axis excluded)", f"shapes {shapes}")
-        return TensorType(out, inputs[0].kind)
-
-    def reference(self, a, p, xs, ctx):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out * x
-        return out

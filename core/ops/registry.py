@@ -7,6 +7,7 @@ reference forward, the oracle every backend is held to. Shapes here never includ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,10 +23,19 @@ Shape = tuple  # per-example shape (no batch axis)
 
 @dataclass(frozen=True)
 class TensorType:
-    """What flows along an edge: a per-example shape and a kind, ``float`` or ``int``."""
+    """What flows along an edge: a per-example shape and a kind, ``float`` or ``int``.
+
+    ``batch_broadcast``: the tensor's batch axis has size 1, not the batch size N of the run: its
+    full shape is (1, *shape), one value shared by every example. Constant and Parameter make such
+    tensors, and an op whose inputs all are batch-broadcast makes one (the graph sets the flag,
+    ``Graph._infer``). An op that mixes them with batched inputs must broadcast the batch axis
+    (``OpDef.batch_broadcast``); Expand brings one to the batch of the run. A model output is
+    never batch-broadcast.
+    """
 
     shape: tuple
     kind: str = "float"
+    batch_broadcast: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class RefContext:
     state: dict = field(default_factory=dict)
     dropout_mask: Any = None
     rng: Any = None
+    batch: int | None = None   # N, the batch size of the run (Expand of a batch-broadcast input)
 
 
 def _check_int(v, where, name):
@@ -71,7 +82,10 @@ class Attr:
     ints; a single int is repeated), ``shape`` (a tuple of ints, -1 allowed once), ``padding``
     (``valid``, ``same`` or ``n`` explicit (lo, hi) pairs), ``init`` (an initializer),
     ``optional_float`` (a number or None), ``pairs`` (any number of (lo, hi) int pairs, each
-    >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape).
+    >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape), ``scalar``
+    (a number, +-inf allowed, written ``"inf"`` / ``"-inf"`` in JSON; or None when the default
+    is None), ``array`` (a NumPy array, float64 or int64; JSON ``{"dtype", "shape", "data"}``,
+    non-finite floats as strings).
     """
 
     kind: str
@@ -121,6 +135,10 @@ class Attr:
             v = _normalize_indices(value, where, name)
         elif k == "init":
             v = as_initializer(value, where=f"{where}.{name}")
+        elif k == "scalar":
+            v = _normalize_scalar(value, where, name)
+        elif k == "array":
+            v = _normalize_array(value, where, name)
         else:  # pragma: no cover - a registry bug, not user input
             raise AssertionError(f"unknown attribute kind {k}")
         if self.check is not None:
@@ -132,6 +150,11 @@ class Attr:
     def to_json(self, value):
         if self.kind == "init":
             return value.to_json()
+        if self.kind == "scalar":
+            return _scalar_json(value)
+        if self.kind == "array":
+            return {"dtype": value.dtype.name, "shape": list(value.shape),
+                    "data": [_scalar_json(v) for v in value.ravel().tolist()]}
         if self.kind == "padding" and not isinstance(value, str):
             return [list(p) for p in value]
         if self.kind in ("pairs", "indices"):
@@ -173,6 +196,56 @@ def _normalize_indices(value, where, name):
     def nest(a):
         return tuple(nest(x) for x in a) if a.ndim else int(a)
     return nest(arr)
+
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf}
+
+
+def _scalar_json(v):
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def _normalize_scalar(value, where, name):
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    v = _check_float(value, where, name)
+    if math.isnan(v):
+        raise SpecError(f"attribute {name!r} must be a number or +-inf, found nan", where=where)
+    return v
+
+
+def _normalize_array(value, where, name):
+    """An array attribute (Constant's value): any array-like, or the JSON form
+    {"dtype": "float64" | "int64", "shape": [...], "data": [flat values]}. Floats become
+    float64 and integers/booleans int64; the result is read-only."""
+    if isinstance(value, dict):
+        if set(value) != {"dtype", "shape", "data"} or value["dtype"] not in ("float64", "int64"):
+            raise SpecError(f"attribute {name!r}: the JSON form is {{'dtype': 'float64' | "
+                            f"'int64', 'shape': [...], 'data': [...]}}, found keys "
+                            f"{sorted(value)}", where=where)
+        data = [_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in value["data"]]
+        try:
+            arr = np.asarray(data, dtype=value["dtype"]).reshape(value["shape"])
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"attribute {name!r}: data does not fit dtype {value['dtype']} and "
+                            f"shape {value['shape']} ({e})", where=where) from None
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(np.float64)
+        if np.isnan(arr).any():
+            raise SpecError(f"attribute {name!r} holds nan (not a value any op can compare "
+                            f"or reproduce)", where=where)
+    else:
+        raise SpecError(f"attribute {name!r} must be an array of numbers, found dtype "
+                        f"{arr.dtype}", where=where)
+    arr = np.array(arr, order="C")
+    arr.setflags(write=False)
+    return arr
 
 
 def _normalize_padding(value, n, where, name):
@@ -239,6 +312,14 @@ class OpDef:
     # as state <- momentum * state + (1 - momentum) * batch statistic (attribute ``momentum``):
     # a backend that folds them outside the model (mxnet) finds such nodes by this flag
     running_stats: bool = False
+    # How the op treats batch-broadcast inputs (``TensorType.batch_broadcast``):
+    # ``per_example`` (default): all inputs batch-broadcast -> so is the output (the op computes
+    #   each example alone, so one shared example gives one shared result); a mix is refused;
+    # ``broadcasts``: NumPy broadcasting over the full shape, batch axis included (the output is
+    #   batch-broadcast only when every input is);
+    # ``expands``: the output has the batch of the run (Expand);
+    # ``refuses``: no batch-broadcast input (ops with running statistics or random masks).
+    batch_broadcast: str = "per_example"
 
     # --- declarations -------------------------------------------------------------------------
     def infer(self, a: dict, inputs: list[TensorType], where: str) -> TensorType:
