@@ -33,7 +33,7 @@ def dropout_masks(graph: Graph, seed: int, step: int, batch: int) -> dict:
 def without_dropout(spec: TrainSpec) -> TrainSpec:
     d = spec.to_json()
     for node in d["model"]["nodes"]:
-        if node["op"] == "Dropout":
+        if node["op"] in ("Dropout", "StochasticDepth"):  # the ops with a ``rate``
             node["attrs"]["rate"] = 0.0
         elif "dropout" in node["attrs"]:  # dropout on attention weights
             node["attrs"]["dropout"] = 0.0

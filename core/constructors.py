@@ -62,6 +62,7 @@ __all__ = [
     "Slice",
     "Softmax",
     "Squeeze",
+    "StochasticDepth",
     "Subtract",
     "Transpose",
     "Unary",
@@ -1160,6 +1161,26 @@ def Squeeze(axes: tuple[int, ...] | None = None, *, name: str | None = None, **u
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Squeeze", name=name, axes=axes, **unknown)
+
+
+def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, **unknown) -> Layer:
+    """Stochastic depth ("drop path", torchvision ``StochasticDepth(p, "row")``, timm
+    ``DropPath``): training: y[n] = x[n] * mask[n] / (1 - rate), one keep-mask value per example,
+    mask[n] ~ Bernoulli(1 - rate) (the whole residual branch of an example is dropped or kept and
+    scaled); eval: y = x. ``mode`` is "row" (one draw per example); torchvision's "batch" mode
+    (one draw for the whole batch) is not an op: a mask shared by the examples is not a
+    per-example keep-mask. Masks are injected in conformance mode like Dropout's, of per-example
+    shape (1, ..., 1).
+
+    Precision: it computes and returns the type of its inputs under every policy.
+
+    Args:
+        rate (float, required)
+        mode ('row', default 'row')
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("StochasticDepth", name=name, rate=rate, mode=mode, **unknown)
 
 
 def Subtract(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,

@@ -233,12 +233,14 @@ CASES += [
 # the op families, each in its own module (same shape: a CASES list)
 from cases_attention import CASES as _ATTENTION  # noqa: E402
 from cases_conv import CASES as _CONV  # noqa: E402
+from cases_import_ops import CASES as _IMPORT_OPS  # noqa: E402
 from cases_losses import CASES as _LOSSES  # noqa: E402
 from cases_recurrent import CASES as _RECURRENT  # noqa: E402
-from cases_tensor_shape import CASES as _TENSOR_SHAPE  # noqa: E402
 from cases_tensor_math import CASES as _TENSOR_MATH  # noqa: E402
+from cases_tensor_shape import CASES as _TENSOR_SHAPE  # noqa: E402
 
-CASES += _ATTENTION + _CONV + _LOSSES + _RECURRENT + _TENSOR_SHAPE + _TENSOR_MATH
+CASES += (_ATTENTION + _CONV + _IMPORT_OPS + _LOSSES + _RECURRENT + _TENSOR_MATH
+          + _TENSOR_SHAPE)
 
 IDS = [c[0] for c in CASES]
 BUILD = dict(CASES)

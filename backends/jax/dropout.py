@@ -19,3 +19,15 @@ def dropout(node, xs, ctx):
     if ctx.train and rate > 0.0 and ctx.masks and node.name in ctx.masks:
         return xs[0] * ctx.masks[node.name] / (1.0 - rate)
     return nn.Dropout(ctx.dtype.type(rate), deterministic=not ctx.train, name=node.name)(xs[0])
+
+
+@lowers("StochasticDepth")
+def stochastic_depth(node, xs, ctx):
+    """One keep-mask value per example: the injected mask (conformance mode), else flax's
+    ``nn.Dropout`` with its mask broadcast over every axis but the batch (``broadcast_dims``)."""
+    rate = node.attrs["rate"]
+    x = xs[0]
+    if ctx.train and rate > 0.0 and ctx.masks and node.name in ctx.masks:
+        return x * ctx.masks[node.name] / (1.0 - rate)
+    return nn.Dropout(ctx.dtype.type(rate), broadcast_dims=tuple(range(1, x.ndim)),
+                      deterministic=not ctx.train, name=node.name)(x)

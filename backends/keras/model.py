@@ -45,7 +45,8 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   epsilon)``, x·rsqrt(mean(x²) + eps)·scale; GroupNorm: ``GroupNormalization(groups, axis=-1,
   epsilon)`` (contiguous channel groups, biased variance); [scale(, bias)]. epsilon is always
   passed (Keras's defaults, 1e-3 and 1e-6, never apply).
-* Dropout: ``Dropout(rate)`` (identity in ``predict``, inverted scaling in ``fit``).
+* Dropout: ``Dropout(rate)`` (identity in ``predict``, inverted scaling in ``fit``);
+  StochasticDepth: ``Dropout(rate, noise_shape=(None, 1, ..., 1))``.
 * Activation: ``Activation("relu" | "relu6" | "tanh" | "sigmoid" | "hard_sigmoid" | "silu" |
   "gelu" | "linear")`` (Keras's "gelu" is the exact erf form, its "hard_sigmoid" Keras 3's
   relu6(x + 3) / 6), ``LeakyReLU(negative_slope=slope)`` (Keras's default 0.3 never
@@ -522,6 +523,14 @@ class _Builder:
     @lowers("Dropout")
     def Dropout(self, node, xs):
         return self.k.layers.Dropout(node.attrs["rate"], name=node.name)(xs[0])
+
+    @lowers("StochasticDepth")
+    def StochasticDepth(self, node, xs):
+        """Keras's Dropout with its mask broadcast over every axis but the batch (``noise_shape``
+        (None, 1, ..., 1)): one keep draw per example, inverted scaling."""
+        rank = len(node.out_type.shape)
+        return self.k.layers.Dropout(node.attrs["rate"], noise_shape=(None,) + (1,) * rank,
+                                     name=node.name)(xs[0])
 
     @lowers("Activation")
     def Activation(self, node, xs):

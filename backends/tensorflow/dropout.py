@@ -29,3 +29,18 @@ class Dropout(NodeModule):
             return x
         seed = self.rng.make_seeds(1)[:, 0]
         return tf.nn.experimental.stateless_dropout(x, rate=self.rate, seed=seed)
+
+
+@lowers("StochasticDepth")
+class StochasticDepth(Dropout):
+    """One keep-mask value per example (y = x * mask / (1 - rate)): the program's drawn or
+    injected mask of shape (batch, 1, ..., 1); without one, drawn here per example."""
+
+    def __call__(self, xs, training=False, update_state=False, mask=None):
+        x = xs[0]
+        if not training or mask is not None or self.rate == 0.0:
+            return super().__call__(xs, training, update_state, mask)
+        seed = self.rng.make_seeds(1)[:, 0]
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+        u = tf.random.stateless_uniform(shape, seed, dtype=x.dtype)
+        return x * tf.cast(u >= self.rate, x.dtype) / (1.0 - self.rate)

@@ -1,4 +1,5 @@
-"""Lowering of Dropout: nn.Dropout that takes an injected keep-mask in conformance mode."""
+"""Lowering of Dropout and StochasticDepth: modules that take an injected keep-mask (the
+program draws them; conformance mode injects them)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,22 @@ class InjectableDropout(nn.Dropout):
 @lowers("Dropout", accepts=EITHER)
 def dropout(node: Node, layout: str) -> nn.Module:
     return InjectableDropout(node.attrs["rate"], layout)
+
+
+class InjectableStochasticDepth(InjectableDropout):
+    """Stochastic depth (one keep-mask value per example, y = x * mask / (1 - rate)); with no
+    mask set it draws one per example from torch's RNG (torchvision's ``"row"`` mode)."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        if self.mask is not None:
+            return x * self.mask / (1.0 - self.p)
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype,
+                           device=x.device).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
+@lowers("StochasticDepth", accepts=EITHER)
+def stochastic_depth(node: Node, layout: str) -> nn.Module:
+    return InjectableStochasticDepth(node.attrs["rate"], layout)

@@ -11,6 +11,13 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
 
 * ``nchw``:  a torch (N, C, H, W) tensor held channels last, (N, H, W, C);
 * ``plain``: the same array as the source's;
+* a permutation ``perm`` (a tuple, batch axis first): the source's axes held in another order,
+  held axis i = source axis perm[i] (``nchw`` is the permutation (0, 2, 3, 1), ``plain`` the
+  identity; ``held_layout`` gives those two their names). A permute or transpose of the source is
+  no spec layer: it changes only the permutation, so a permute and its inverse cancel (ConvNeXt's
+  channels-last LayerNorm and Linear between two permutes run on the held tensor as it is).
+  Every axis argument is mapped through it (``canonical_axis``), a view regroups held axes where
+  each merged or split group of source axes is held contiguous and in order (``regroup``);
 * ``flat``:  a torch (N, C*H*W) flatten of an (N, C, H, W) map, held in canonical (H, W, C)
   flatten order (``chw`` gives C, H, W): only a Dense (whose kernel rows are permuted to match)
   or an elementwise op may consume it; anything else is refused.
@@ -26,16 +33,35 @@ import numpy as np
 from rosetta.conformance.native import Layout, layout as as_layout
 from rosetta.graph import Layer, Tensor
 
-# torch axis of an (N, C, H, W) tensor -> axis of its channels-last (N, H, W, C) copy
-NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
+def held_layout(perm: tuple):
+    """The layout of a held permutation: ``plain`` for the identity, ``nchw`` for (0, 2, 3, 1),
+    else the permutation itself."""
+    perm = tuple(int(p) for p in perm)
+    if perm == tuple(range(len(perm))):
+        return "plain"
+    if perm == (0, 2, 3, 1):
+        return "nchw"
+    return perm
 
 
 @dataclass
 class Value:
     tensor: Tensor
-    layout: str            # "nchw", "plain" or "flat"
+    layout: object         # "nchw", "plain", "flat" or a permutation (see the module doc)
     shape: tuple           # the source tensor's shape, batch axis included
     chw: tuple | None = None
+
+    @property
+    def perm(self) -> tuple:
+        """Held axis i = source axis perm[i] (batch included); refused for ``flat``."""
+        rank = len(self.shape)
+        if self.layout == "flat":
+            raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
+        if self.layout == "plain":
+            return tuple(range(rank))
+        if self.layout == "nchw":
+            return (0, 2, 3, 1)
+        return tuple(self.layout)
 
     def canonical_axis(self, axis: int) -> int:
         """The per-example canonical axis of the source tensor's ``axis`` (batch excluded)."""
@@ -43,11 +69,73 @@ class Value:
         axis = axis + rank if axis < 0 else axis
         if axis == 0:
             raise Unsupported("an operation over the batch axis")
-        if self.layout == "nchw":
-            return NCHW_TO_NHWC[axis] - 1
-        if self.layout == "flat":
-            raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
-        return axis - 1
+        return self.perm.index(axis) - 1
+
+    def last_axis_in_place(self) -> bool:
+        """True where the source's last axis is also the held last axis (an op over the last
+        axis, Linear or LayerNorm, runs on the held tensor; the other axes keep their order)."""
+        return self.layout != "flat" and self.perm[-1] == len(self.shape) - 1
+
+
+def permuted(perm: tuple, dims) -> tuple:
+    """The held permutation after the source permutes its axes by ``dims`` (output axis j =
+    input axis dims[j]): the held tensor is unchanged, its axes renamed."""
+    rank = len(perm)
+    dims = [int(d) % rank for d in dims]
+    inverse = [0] * rank
+    for j, d in enumerate(dims):
+        inverse[d] = j
+    return tuple(inverse[p] for p in perm)
+
+
+def regroup(in_shape: tuple, perm: tuple, out_shape: tuple):
+    """A source view ``in_shape`` -> ``out_shape`` on a tensor held in ``perm``, as a reshape of
+    the held tensor: (held output shape, output permutation), or None where some group of source
+    axes merged or split by the view is not held contiguous and in source order (a Transpose
+    would be needed first). Groups are the shortest runs of axes whose sizes multiply equal; a
+    size-1 axis joins the group before it."""
+    groups, i, j = [], 0, 0
+    n, m = len(in_shape), len(out_shape)
+    while i < n or j < m:
+        gi, gj = [i] if i < n else [], [j] if j < m else []
+        pi = in_shape[i] if i < n else 1
+        pj = out_shape[j] if j < m else 1
+        i, j = i + bool(gi), j + bool(gj)
+        while pi != pj:
+            if pi < pj and i < n:
+                gi.append(i)
+                pi *= in_shape[i]
+                i += 1
+            elif j < m:
+                gj.append(j)
+                pj *= out_shape[j]
+                j += 1
+            else:
+                return None
+        while i < n and in_shape[i] == 1 and (j >= m or out_shape[j] != 1):
+            gi.append(i)
+            i += 1
+        while j < m and out_shape[j] == 1 and (i >= n or in_shape[i] != 1):
+            gj.append(j)
+            j += 1
+        groups.append((gi, gj))
+    where = {a: k for k, a in enumerate(perm)}
+    held_out, order = [], []
+    by_start = {}
+    for gi, gj in groups:
+        if not gi:                       # new size-1 axes: put them last among the held axes
+            by_start[len(perm) + len(by_start)] = gj
+            continue
+        pos = [where[a] for a in gi]
+        if pos != list(range(pos[0], pos[0] + len(pos))):
+            return None
+        by_start[pos[0]] = gj
+    for start in sorted(by_start):
+        order.extend(by_start[start])
+    if order[0] != 0:
+        return None
+    held_out = [out_shape[a] for a in order]
+    return tuple(held_out), tuple(order)
 
 
 class Unsupported(Exception):
@@ -101,6 +189,8 @@ class Builder:
                 self.layouts[src] = lay
         self.node_source[node] = source
         lay = layout or (inputs[0].layout if inputs else "plain")
+        if isinstance(lay, tuple):
+            lay = held_layout(lay)
         return Value(t, lay, tuple(out_shape) if out_shape is not None else inputs[0].shape, chw)
 
 
@@ -123,6 +213,8 @@ class ModuleBuilder:
         self._b, self.path, self.label, self._shape = builder, path, label, out_shape
 
     def _full(self, rel: str) -> str:
+        if not rel:   # the module itself (a mapping of one layer)
+            return self.path
         return f"{self.path}.{rel}" if self.path else rel
 
     def layer(self, op, inputs, *, name, params=None, state=None, **attrs) -> Value:
@@ -144,4 +236,5 @@ def check_shapes(graph, builder: Builder) -> None:
                                   f"declares {tuple(d.shape)}")
 
 
-__all__ = ["Builder", "ModuleBuilder", "Value", "Unsupported", "Layout", "spec_name"]
+__all__ = ["Builder", "ModuleBuilder", "Value", "Unsupported", "Layout", "spec_name",
+           "held_layout", "permuted", "regroup"]

@@ -42,6 +42,7 @@ from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
 from rosetta.conformance.trajectory import Trajectory, spec_hash
 from rosetta.dropout import mask_draws
+from rosetta.importers.torch_graph import drop_path_rate
 from rosetta.errors import RosettaError
 
 
@@ -154,6 +155,8 @@ def _batches(imp, steps, seed, dtype):
 
 def _to_source_layout(mask, layout, chw):
     """A canonical keep-mask in the layout of the source tensor it multiplies."""
+    if isinstance(layout, tuple):  # a source tensor held with its axes permuted
+        return mask.transpose(np.argsort(layout))
     if layout == "nchw":
         return mask.transpose(0, 3, 1, 2)
     if layout == "flat":
@@ -161,6 +164,15 @@ def _to_source_layout(mask, layout, chw):
         return mask.reshape(mask.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(
             mask.shape[0], -1)
     return mask
+
+
+def _source_dropout(m) -> bool:
+    """A source module whose output the certificate can multiply by a keep-mask: an
+    ``nn.Dropout`` or a stochastic-depth module (``torch_graph.drop_path_rate``)."""
+    import torch
+
+    return (isinstance(m, torch.nn.modules.dropout._DropoutNd)
+            or drop_path_rate(m) is not None)
 
 
 def _inject_hooks(imp, spec, module):
@@ -176,7 +188,7 @@ def _inject_hooks(imp, spec, module):
         label = imp.node_source.get(d.node, "")
         path = label.rsplit(" (", 1)[0]
         m = modules.get(path)
-        if not isinstance(m, torch.nn.modules.dropout._DropoutNd) or spec_name(path) != d.node:
+        if not _source_dropout(m) or spec_name(path) != d.node:
             raise RosettaError(f"dropout node {d.node} (source {label}) is not an nn.Dropout "
                                f"module the certificate can give a mask: certify with "
                                f"dropout='off' (--dropout off)")
@@ -207,6 +219,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.source_p, m.p = m.p, 0.0
+        elif drop_path_rate(m) is not None:  # stochastic depth: its rate attribute
+            setattr(m, drop_path_rate(m)[0], 0.0)
     if hasattr(module, "without_dropout"):   # a .pt2's program: its dropout calls (pt2.py)
         module.without_dropout()
     params = dict(module.named_parameters())
@@ -442,6 +456,8 @@ def _torch_node_values(module, x_native):
 
 
 def _canonical(v, layout, chw):
+    if isinstance(layout, tuple):  # a source tensor held with its axes permuted
+        return v.transpose(layout)
     if layout == "nchw" and v.ndim == 4:
         return v.transpose(0, 2, 3, 1)
     if layout == "flat":

@@ -44,6 +44,42 @@ def maps(cls):
     return register
 
 
+def drop_path_rate(module) -> tuple | None:
+    """``(attribute, rate, refusal)`` of a stochastic-depth module (torchvision's
+    ``StochasticDepth``, timm's ``DropPath``): the attribute holding its drop probability, the
+    probability, and the refusal line of a variant the spec's ``StochasticDepth`` does not
+    compute (None if it does); None for any other module."""
+    cls = type(module)
+    where = f"{cls.__module__}.{cls.__name__}"
+    if where == "torchvision.ops.stochastic_depth.StochasticDepth":
+        bad = None if module.mode == "row" else (
+            f"StochasticDepth(mode={module.mode!r}) (one draw for the whole batch; the spec's "
+            f"StochasticDepth draws one per example, mode 'row')")
+        return "p", float(module.p), bad
+    if cls.__name__ == "DropPath" and cls.__module__.startswith("timm."):
+        bad = None if getattr(module, "scale_by_keep", True) else (
+            "DropPath(scale_by_keep=False) (the kept examples are not scaled by 1 / (1 - p))")
+        return "drop_prob", float(module.drop_prob), bad
+    return None
+
+
+def _stochastic_depth(module, x, b):
+    """A stochastic-depth module -> ``StochasticDepth(rate)`` (built-in mapping)."""
+    _, rate, bad = drop_path_rate(module)
+    if bad:
+        raise Unsupported(bad)
+    return b.layer("StochasticDepth", [x], name="", rate=rate)
+
+
+def _mapping(module):
+    """The mapping of a module's calls as one group: a user's (``maps``), or a built-in one
+    (stochastic depth, whose random mask no ATen call maps), or None."""
+    fn = MAPS.get(type(module))
+    if fn is None and drop_path_rate(module) is not None:
+        fn = _stochastic_depth
+    return fn
+
+
 @dataclass
 class Captured:
     graph: object             # rosetta Graph
@@ -98,11 +134,14 @@ def _export(module, example_inputs, training: bool):
         module.train(was)
 
 
-def _signature(ep) -> list:
-    """The calls of an exported graph, with the flags that only say training or eval removed."""
+def _signature(ep, modules) -> list:
+    """The calls of an exported graph, with the flags that only say training or eval removed
+    (and the calls of a stochastic-depth module, which draws its mask in training only)."""
     sig = []
     for n in ep.graph.nodes:
         if n.op != "call_function":
+            continue
+        if any(p in modules and drop_path_rate(modules[p]) is not None for p, _ in _stack(n)):
             continue
         t = str(n.target)
         if t == "aten.add_.Tensor" and n.args and str(n.args[0].name).startswith("b_"):
@@ -114,7 +153,8 @@ def _signature(ep) -> list:
 
 def _eval_difference(module, ep_train, ep_eval):
     """A refusal line where the eval-mode graph makes other calls than the training one."""
-    sig_t, sig_e = _signature(ep_train), _signature(ep_eval)
+    modules = dict(module.named_modules())
+    sig_t, sig_e = _signature(ep_train, modules), _signature(ep_eval, modules)
     if sig_t == sig_e:
         return None
     i = next((k for k, (a, b) in enumerate(zip(sig_t, sig_e)) if a != b),
@@ -205,7 +245,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         if n.op == "call_function":
             for path, typ in _stack(n):
                 m = modules.get(path)
-                if m is not None and type(m) in MAPS:
+                if m is not None and _mapping(m) is not None:
                     groups.setdefault(path, []).append(n)
                     break
     group_of = {n.name: path for path, ns in groups.items() for n in ns}
@@ -289,6 +329,10 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             if v.layout == "flat":
                 refuse(_label("", type(module).__name__), "call",
                        "the output is a channels-first flatten (only a Linear may read it)")
+            elif isinstance(v.layout, tuple):
+                refuse(_label("", type(module).__name__), "call",
+                       f"the output is held with its axes in another order ({v.layout}; the "
+                       f"spec has no Transpose op to put them back)")
     if len(outs) != 1 and not refusals:
         refuse(_label("", type(module).__name__), "call",
                f"{len(outs)} outputs (the spec trains a model with one output)")
@@ -367,7 +411,7 @@ def _map_group(b, module, path, nodes, env, placeholders, refuse):
     val = outputs[0].meta.get("val")
     shape = tuple(val.shape) if hasattr(val, "shape") else ()
     try:
-        out = MAPS[type(module)](module, *vals, ModuleBuilder(b, path, label, shape))
+        out = _mapping(module)(module, *vals, ModuleBuilder(b, path, label, shape))
     except Unsupported as e:
         refuse(label, "module", str(e))
         return

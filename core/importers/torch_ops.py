@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta.conformance.native import flatten_nchw
-from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.importers.builder import Builder, Unsupported, Value, held_layout, permuted, regroup
 
 
 @dataclass
@@ -95,16 +95,18 @@ def linear(b: Builder, c: Call):
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a linear map whose weight is computed (not a parameter)")
     if x.layout == "flat":
-        lay = flatten_nchw(*x.chw, then="linear")
+        lay, out_layout = flatten_nchw(*x.chw, then="linear"), "plain"
+    elif x.last_axis_in_place():   # the other axes are carried through in their held order
+        lay, out_layout = "linear", x.layout
     else:
-        _need(x, "plain", "a Linear")
-        lay = "linear"
+        raise Unsupported(f"a Linear over the last axis of a tensor of shape {x.shape} held "
+                          f"with that axis elsewhere (axis order {x.perm})")
     params = {"kernel": (weight, lay)}
     if bias is not None:
         params["bias"] = (bias, "identity")
     return b.layer("Dense", [x], name=c.name, source=c.label, params=params,
                    units=int(b.tensors[weight].shape[0]), use_bias=bias is not None,
-                   layout="plain", out_shape=c.shape)
+                   layout=out_layout, out_shape=c.shape)
 
 
 def embedding(b: Builder, c: Call):
@@ -182,9 +184,9 @@ def layer_norm(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     shape = list(c.arg(1, "normalized_shape"))
     weight, bias = c.arg(2, "weight"), c.arg(3, "bias")
-    if x.layout != "plain" or len(shape) != 1:
-        raise Unsupported(f"LayerNorm over {shape} of a {x.layout} tensor (the spec's LayerNorm "
-                          f"normalises the last axis of an unpermuted tensor)")
+    if len(shape) != 1 or not x.last_axis_in_place():
+        raise Unsupported(f"LayerNorm over {shape} of a {x.layout} tensor of shape {x.shape} "
+                          f"(the spec's LayerNorm normalises the held last axis)")
     if weight is None or bias is None:
         raise Unsupported("LayerNorm without its scale and bias (elementwise_affine=False or "
                           "bias=False)")
@@ -312,6 +314,8 @@ def flatten(b: Builder, c: Call):
     if start != 1 or end not in (-1, rank - 1):
         raise Unsupported(f"flatten(start_dim={start}, end_dim={end}) (the spec flattens every "
                           f"axis but the batch)")
+    if x.layout not in ("nchw", "plain", "flat"):
+        return view(b, c)
     return _flatten(b, c, x)
 
 
@@ -330,17 +334,48 @@ def _flatten(b, c, x):
 
 
 def view(b: Builder, c: Call):
+    """A view / reshape: a flatten of an (N, C, H, W) map keeps the channels-first order as the
+    ``flat`` layout; any other view is a Reshape of the held tensor where the source axes it
+    merges or splits are held contiguous and in order (``builder.regroup``), the held axis order
+    carried through."""
     x = _value(c.arg(0, "input"))
     shape = tuple(c.shape)
     if shape[0] != x.shape[0]:
         raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
-    if len(shape) == 2:
+    if len(shape) == 2 and x.layout in ("nchw", "plain", "flat"):
         return _flatten(b, c, x)
-    if x.layout != "plain":
-        raise Unsupported(f"a view of a {x.layout} tensor to {shape} (only a flatten keeps the "
-                          f"numbers of a channels-first tensor held channels last)")
-    return b.layer("Reshape", [x], name=c.name, source=c.label, layout="plain",
-                   out_shape=shape, shape=shape[1:])
+    if shape == tuple(x.shape):
+        return x
+    if x.layout == "flat":
+        raise Unsupported(f"a view of a channels-first flatten to {shape}")
+    held = regroup(tuple(x.shape), x.perm, shape)
+    if held is None:
+        raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order {x.perm} "
+                          f"to {shape} (it merges source axes that are not held in order: the "
+                          f"spec has no Transpose op)")
+    held_shape, perm = held
+    if held_shape == tuple(x.shape[i] for i in x.perm):
+        return Value(x.tensor, held_layout(perm), shape)
+    return b.layer("Reshape", [x], name=c.name, source=c.label, layout=perm,
+                   out_shape=shape, shape=held_shape[1:])
+
+
+def permute(b: Builder, c: Call):
+    """A permute / transpose of the source is no spec layer: the held tensor stays, its axis
+    order follows (``builder.permuted``); a permute and its inverse cancel."""
+    x = _value(c.arg(0, "input"))
+    if c.target.startswith("aten.permute"):
+        dims = list(c.arg(1, "dims"))
+    else:
+        rank = len(x.shape)
+        d0, d1 = int(c.arg(1, "dim0")) % rank, int(c.arg(2, "dim1")) % rank
+        dims = list(range(rank))
+        dims[d0], dims[d1] = d1, d0
+    if int(dims[0]) % len(x.shape) != 0:
+        raise Unsupported("a permute that moves the batch axis")
+    if x.layout == "flat":
+        raise Unsupported("a transpose of a channels-first flatten")
+    return Value(x.tensor, held_layout(permuted(x.perm, dims)), tuple(c.shape))
 
 
 def dropout(b: Builder, c: Call):
@@ -497,8 +532,8 @@ ATEN = {
     "aten.adaptive_avg_pool2d.default": adaptive_avg_pool2d,
     "aten.adaptive_max_pool2d.default": adaptive_max_pool2d,
     "aten.mean.dim": mean,
-    "aten.transpose.int": missing("a transpose (the spec has no Transpose op)"),
-    "aten.permute.default": missing("a permute (the spec has no Transpose op)"),
+    "aten.transpose.int": permute,
+    "aten.permute.default": permute,
     "aten.chunk.default": missing("chunk / split (the spec has no Split op)"),
     "aten.split.Tensor": missing("chunk / split (the spec has no Split op)"),
 }

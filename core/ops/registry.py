@@ -84,10 +84,10 @@ class Attr:
     ints; a single int is repeated), ``shape`` (a tuple of ints, -1 allowed once), ``padding``
     (``valid``, ``same`` or ``n`` explicit (lo, hi) pairs), ``init`` (an initializer),
     ``optional_float`` (a number or None), ``pairs`` (any number of (lo, hi) int pairs, each
-    >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape),
-    ``scalar`` (a number, +-inf allowed, written ``"inf"`` / ``"-inf"`` in JSON; or None when
-    the default is None), ``array`` (a NumPy array,
-    float64 or int64; JSON ``{"dtype", "shape", "data"}``, non-finite floats as strings).
+    >= 0), ``indices`` (an int, or a nested list of ints of one rectangular shape), ``scalar``
+    (a number, +-inf allowed, written ``"inf"`` / ``"-inf"`` in JSON; or None when the default
+    is None), ``array`` (a NumPy array, float64 or int64; JSON ``{"dtype", "shape", "data"}``,
+    non-finite floats as strings).
     """
 
     kind: str

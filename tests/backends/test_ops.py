@@ -101,6 +101,24 @@ def test_dropout_is_inverted_and_off_in_eval(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_stochastic_depth_drops_whole_examples_and_is_off_in_eval(backend):
+    """The program's own draws: each example is kept whole (scaled by 1 / (1 - rate)) or
+    dropped whole."""
+    import rosetta as rs
+    from helpers import spec_for
+    spec = spec_for(rs.Sequential([rs.StochasticDepth(0.5, name="sd")], input_shape=(3, 2, 2),
+                                  name="d"))
+    prog = compile_spec(spec, backend)
+    x = {"x": np.ones((400, 3, 2, 2))}
+    np.testing.assert_array_equal(prog.forward(x, training=False), x["x"])
+    out = prog.forward(x, training=True).reshape(400, -1)
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    assert (out.min(axis=1) == out.max(axis=1)).all()
+    kept = float(np.mean(out[:, 0] == 2.0))
+    assert 0.4 < kept < 0.6, kept
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_load_export_roundtrip(backend):
     spec, prog, _, _ = _setup("image_concat_add", backend)
     rng = np.random.default_rng(5)
@@ -113,12 +131,14 @@ def test_load_export_roundtrip(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_injected_dropout_masks_match_reference(backend):
-    """Conformance mode: a neutral keep-mask replaces the RNG, after a conv (NCHW in torch)."""
+    """Conformance mode: a neutral keep-mask replaces the RNG, after a conv (NCHW in torch);
+    a stochastic depth's mask has one value per example."""
     import rosetta as rs
     from rosetta.conformance.runner import dropout_masks
     from helpers import spec_for
     model = rs.Sequential([rs.Conv2D(3, 3, padding="same", name="conv"),
-                           rs.Dropout(0.4, name="drop"), rs.Flatten(name="flat"),
+                           rs.Dropout(0.4, name="drop"), rs.StochasticDepth(0.5, name="sd"),
+                           rs.Flatten(name="flat"),
                            rs.Dropout(0.25, name="drop2"), rs.Dense(2, name="head")],
                           input_shape=(5, 4, 2), name="dropped")
     spec = spec_for(model)

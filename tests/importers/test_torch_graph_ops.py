@@ -1,0 +1,119 @@
+"""rosetta.from_torch on tiny hand-written modules for the mapping side: stochastic depth
+(torchvision's StochasticDepth written out, as torchvision is not a test dependency), layout
+tracking through permutes (ConvNeXt's channels-last LayerNorm + Linear), layer scale.
+Small: 4x4 inputs, float64, torch certificate of 1-2 steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import rosetta  # noqa: E402
+from rosetta.importers import ImportRefused  # noqa: E402
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth, its forward as torchvision writes it."""
+
+    def __init__(self, p, mode):
+        super().__init__()
+        self.p, self.mode = p, mode
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return x * noise.div_(1.0 - self.p)
+
+
+StochasticDepth.__module__ = "torchvision.ops.stochastic_depth"   # what the importer matches
+
+
+class Residual(nn.Module):
+    def __init__(self, mode="row"):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.sd = StochasticDepth(0.4, mode)
+        self.fc = nn.Linear(48, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x + self.sd(self.conv(x)), 1))
+
+
+def _import(module, x, **kw):
+    torch.manual_seed(0)
+    m = module.double()
+    return rosetta.from_torch(m, (x,), optimizer=torch.optim.SGD(m.parameters(), lr=0.1), **kw)
+
+
+def _x(*shape):
+    torch.manual_seed(1)
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def test_stochastic_depth_imports_and_certifies_with_injected_masks():
+    imp = _import(Residual(), _x(4, 3, 4, 4))
+    node = next(n for n in imp.spec.model.nodes if n.name == "sd")
+    assert node.op == "StochasticDepth" and node.attrs["rate"] == 0.4
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed and cert.dropout == "inject", cert.table()
+    assert max(cert.results[0]["worst"].values()) < 1e-12
+
+
+def test_stochastic_depth_batch_mode_is_refused_with_one_line():
+    with pytest.raises(ImportRefused) as e:
+        _import(Residual("batch"), _x(2, 3, 4, 4))
+    assert len(e.value.lines) == 1
+    assert e.value.lines[0].startswith("sd (StochasticDepth): unsupported module: "
+                                       "StochasticDepth(mode='batch')"), e.value.lines
+
+
+class PermutedBlock(nn.Module):
+    """ConvNeXt's block without the layer scale: depthwise conv, permute to channels last,
+    LayerNorm + Linear + GELU + Linear, permute back, residual; then a view that splits and
+    merges held axes, a transposed softmax and a flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.ln = nn.LayerNorm(4)
+        self.l1, self.l2 = nn.Linear(4, 8), nn.Linear(8, 4)
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x):
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = x + self.l2(nn.functional.gelu(self.l1(self.ln(y)))).permute(0, 3, 1, 2)
+        z = y.permute(0, 2, 3, 1).reshape(y.shape[0], 9, 4).transpose(1, 2)   # (N, 4, 9)
+        z = torch.softmax(z, dim=2).transpose(1, 2)
+        return self.fc(z.reshape(z.shape[0], -1))
+
+
+def test_permutes_cancel_and_axis_arguments_follow_the_held_order():
+    imp = _import(PermutedBlock(), _x(2, 4, 3, 3))
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops == ["Conv2D", "LayerNorm", "Dense", "Activation", "Dense", "Add", "Reshape",
+                   "Activation", "Flatten", "Dense"], ops     # no layer for any permute
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+
+
+class MixedView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, x):
+        y = self.conv(x).transpose(1, 3)                       # (N, W, H, C)
+        return self.fc(y.reshape(y.shape[0], 3, 12)[:, 0])
+
+
+def test_a_view_of_axes_held_out_of_order_is_refused_naming_it():
+    with pytest.raises(ImportRefused) as e:
+        _import(MixedView(), _x(2, 4, 3, 3))
+    assert "a view of a tensor of shape (2, 3, 3, 4) held in axis order (0, 2, 1, 3) to " \
+           "(2, 3, 12)" in e.value.lines[0], e.value.lines
