@@ -56,6 +56,16 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
 * HardSwish: ``Activation("hard_silu")`` (Keras's x * relu6(x + 3) / 6; "hard_swish" is its
   alias).
 * Embedding: ``Embedding(vocab_size, dim)`` on int32 ids; [embedding] (vocab, dim): same.
+* Softmax (the op): ``Softmax(axis)``, as Activation's. The other tensor-math ops are
+  ``keras.ops`` operations of the functional graph (no layer computes them): Subtract, Divide,
+  Power, Maximum, Minimum, Equal/Less/Greater (cast to int32, the export's int), and Add/Multiply
+  with a scalar ``constant`` (a Python float argument; reverse c op x); Where
+  (``where(cond != 0, x, y)``, a scalar side such as -inf a Python float); Unary (the
+  ``keras.ops`` function of that name: negative, absolute, sqrt, rsqrt, exp, log, erf,
+  reciprocal, square, tanh, sigmoid, sin, cos); Reduce (sum/mean/max/min over batch axes a + 1;
+  var written out as sum((x - mean)^2) / (n - correction)); LogSoftmax; MatMul (a 1-D operand
+  made a row / column and squeezed after). Constant, Parameter and Expand are refused (tensors
+  shared by the batch: no Keras layer outputs one).
 * Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
   (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
   interpolation="nearest")``; Concatenate's per-example axis a >= 0 is batch axis a + 1).
@@ -159,16 +169,15 @@ def lowers(*ops: str):
     return LOWERINGS.register(ops)
 
 
-# the tensor-math ops (rosetta.ops.math, rosetta.ops.reduction): no built-in Keras layer
-_NO_LAYER = ("no built-in Keras layer computes it (keras.ops would record an operation of the "
-             "functional graph; the export is Keras layers only)")
-refuses("Constant", "a Constant is a fixed tensor shared by the batch; Keras has no built-in "
-        "layer that outputs one without an input")
+# the tensor-math ops (rosetta.ops.math): what no Keras graph of batched tensors holds. The
+# others are keras.ops operations of the functional graph (``_Builder``), as the masks are.
+refuses("Constant", "a Constant is a fixed tensor shared by the batch; no built-in Keras layer "
+        "outputs one without an input (and every other node of the export is batched)")
 refuses("Parameter", "a Parameter is a free trainable tensor shared by the batch; no built-in "
         "Keras layer holds one (a custom layer would need its code at load time)")
-for _op in ("Expand", "MatMul", "Subtract", "Divide", "Power", "Maximum", "Minimum", "Equal",
-            "Less", "Greater", "Where", "Unary", "Reduce", "LogSoftmax"):
-    refuses(_op, f"{_op}: {_NO_LAYER}")
+refuses("Expand", "Expand broadcasts to shapes fixed at build time and Keras graphs have a "
+        "symbolic batch axis; with Constant and Parameter refused, every tensor already has the "
+        "batch, so export the graph without it")
 
 refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "
         "and with running statistics in inference (GroupNormalization keeps none, "
@@ -193,9 +202,6 @@ def check_exportable(program) -> None:
                                      f"{REFUSED[n.op]}")
         if n.op not in LOWERINGS:
             raise BackendUnavailable(f"{where}: no Keras layer expresses op {n.op}")
-        if n.op in ("Add", "Multiply") and n.attrs["constant"] is not None:
-            raise BackendUnavailable(f"{where}: Keras' {n.op} layer takes tensors only, not the "
-                                     f"scalar constant {n.attrs['constant']}")
         if n.op == "BatchNorm" and n.attrs["running_var"] == "unbiased":
             raise BackendUnavailable(
                 f"{where}: Keras's BatchNormalization stores the biased batch variance in "
@@ -575,10 +581,14 @@ class _Builder:
 
     @lowers("Add")
     def Add(self, node, xs):
+        if node.attrs["constant"] is not None:
+            return _binary_op(self, node, xs)
         return self.k.layers.Add(name=node.name)(list(xs))
 
     @lowers("Multiply")
     def Multiply(self, node, xs):
+        if node.attrs["constant"] is not None:
+            return _binary_op(self, node, xs)
         return self.k.layers.Multiply(name=node.name)(list(xs))
 
     @lowers("Concatenate")
@@ -766,6 +776,95 @@ class _Builder:
             x = self.op(f"{node.name}_real", ops.where, column, x, F32_LOWEST)
         return k.layers.GlobalMaxPooling1D(name=node.name)(x)
 
+
+
+# --- the tensor-math ops as keras.ops operations (float32; int kind int32) ---------------------
+_BINARY = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Divide": "divide",
+           "Power": "power", "Maximum": "maximum", "Minimum": "minimum", "Equal": "equal",
+           "Less": "less", "Greater": "greater"}
+_UNARY = {"neg": "negative", "abs": "absolute", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp",
+          "log": "log", "erf": "erf", "reciprocal": "reciprocal", "square": "square",
+          "tanh": "tanh", "sigmoid": "sigmoid", "sin": "sin", "cos": "cos"}
+
+
+def _batch_axes(axes, rank):
+    return tuple((a % rank) + 1 for a in axes)
+
+
+@lowers("Subtract", "Divide", "Power", "Maximum", "Minimum", "Equal", "Less", "Greater")
+def _binary_op(b, node, xs):
+    """keras.ops.<op> folded left to right (NumPy broadcasting of one-rank batched inputs), or
+    with the scalar constant (reverse: c op x); comparisons cast to int32, the export's int."""
+    ops, a = b.ops, node.attrs
+    fn = getattr(ops, _BINARY[node.op])
+    if a["constant"] is not None:
+        c = int(a["constant"]) if node.in_types[0].kind == "int" else a["constant"]
+        y = b.op(f"{node.name}_op", lambda: fn(c, xs[0]) if a["reverse"] else fn(xs[0], c))
+    else:
+        y = xs[0]
+        for i, x in enumerate(xs[1:]):
+            y = b.op(f"{node.name}_op{i}", fn, y, x)
+    if node.op in ("Equal", "Less", "Greater"):
+        y = b.op(f"{node.name}_int", ops.cast, y, "int32")
+    return y
+
+
+@lowers("Where")
+def _where(b, node, xs):
+    """keras.ops.where(cond != 0, x, y); a scalar side (-inf included) is a Python float."""
+    ops, a = b.ops, node.attrs
+    cond = b.op(f"{node.name}_cond", ops.not_equal, xs[0], 0)
+    if a["x"] is not None:
+        return b.op(node.name, ops.where, cond, a["x"], xs[1])
+    if a["y"] is not None:
+        return b.op(node.name, ops.where, cond, xs[1], a["y"])
+    return b.op(node.name, ops.where, cond, xs[1], xs[2])
+
+
+@lowers("Unary")
+def _unary(b, node, xs):
+    return b.op(node.name, getattr(b.ops, _UNARY[node.attrs["fn"]]), xs[0])
+
+
+@lowers("Reduce")
+def _reduce(b, node, xs):
+    """keras.ops sum / mean / max / min over the axes (+1); var written out as
+    sum((x - mean)^2) / (n - correction) (keras.ops.var has no correction)."""
+    ops, a, x = b.ops, node.attrs, xs[0]
+    shape = node.in_types[0].shape
+    axes = _batch_axes(a["axes"], len(shape))
+    if a["fn"] == "var":
+        n = int(np.prod([shape[i - 1] for i in axes]))
+        mean = b.op(f"{node.name}_mean", ops.mean, x, axis=axes, keepdims=True)
+        d = b.op(f"{node.name}_sq", ops.square, b.op(f"{node.name}_d", ops.subtract, x, mean))
+        total = b.op(f"{node.name}_sum", ops.sum, d, axis=axes, keepdims=a["keepdims"])
+        return b.op(node.name, ops.divide, total, float(n - a["correction"]))
+    return b.op(node.name, getattr(ops, a["fn"]), x, axis=axes, keepdims=a["keepdims"])
+
+
+@lowers("LogSoftmax")
+def _log_softmax(b, node, xs):
+    axis = _batch_axes((node.attrs["axis"],), len(node.in_types[0].shape))[0]
+    return b.op(node.name, b.ops.log_softmax, xs[0], axis=axis)
+
+
+@lowers("MatMul")
+def _matmul(b, node, xs):
+    """keras.ops.matmul on batched operands of one rank; a 1-D operand is made a row / column
+    (expand_dims) and that axis squeezed after."""
+    ops = b.ops
+    a, w = xs
+    a1, b1 = len(node.in_types[0].shape) == 1, len(node.in_types[1].shape) == 1
+    if a1:
+        a = b.op(f"{node.name}_row", ops.expand_dims, a, -2)
+    if b1:
+        w = b.op(f"{node.name}_col", ops.expand_dims, w, -1)
+    y = b.op(f"{node.name}_mm", ops.matmul, a, w)
+    if b1:
+        y = b.op(f"{node.name}_sqc", ops.squeeze, y, -1)
+    if a1:
+        y = b.op(f"{node.name}_sqr", ops.squeeze, y, -1 if b1 else -2)
+    return y
 
 def build_model(keras, graph, params: dict, state: dict):
     """The functional ``keras.Model`` of ``graph`` (see the module docstring) with the canonical

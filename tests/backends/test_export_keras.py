@@ -66,7 +66,21 @@ def _tricky_spec():
     g = rs.Activation("hard_sigmoid", name="hsig")(g)
     a = rs.Activation("relu6", name="relu6")(rs.Multiply(name="gate")([a, g]))  # broadcast
     a = L.GlobalMaxPool2D(name="gmp")(a)
-    y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a]))
+    # tensor math (keras.ops operations): MatMul 2-D and 1-D, var, a mask with -inf into Softmax
+    m = rs.Dense(4, name="m_pre")(x)                                          # (5, 4)
+    v = rs.Reduce("var", (0,), correction=1, name="m_var")(m)                # (4,)
+    mv = rs.MatMul(name="m_mv")(m, v)                                         # (5,)
+    mm = rs.MatMul(name="m_mm")(m, rs.Reshape((4, 4), name="m_sq")(rs.Dense(16, name="m_w")(v)))
+    low = rs.Equal(name="m_low")(mm, rs.Reduce("min", (-1,), keepdims=True, name="m_min")(mm))
+    t = rs.Softmax(name="m_softmax")(rs.Where(x=float("-inf"), name="m_mask")(low, mm))
+    t = rs.Subtract(constant=1.0, reverse=True, name="m_rsub")(t)
+    t = rs.Divide(name="m_div")(t, rs.Add(constant=1.0, name="m_one")(rs.Unary("square",
+                                                                               name="m_sq2")(mm)))
+    t = rs.Maximum(name="m_maximum")(t, rs.Unary("erf", name="m_erf")(mm))
+    t = rs.Minimum(name="m_minimum")(t, rs.Power(constant=2.0, name="m_pow")(mm))
+    t = rs.LogSoftmax(axis=0, name="m_logsm")(rs.Multiply(constant=0.5, name="m_half")(t))
+    r = rs.Reduce("sum", (0,), name="m_sum")(t)                              # (4,)
+    y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a, r, mv]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),
                         loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.SGD(0.1),
                         data=rs.DataSpec("images"), steps=1)
