@@ -39,14 +39,11 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
         if choice == "bn":
             nodes.append(Node(f"{name}_tanh", "Activation", {"fn": "tanh"}, (src,)))
             src = f"{name}_tanh"
-        if choice in TENSOR_SHAPE:
-            made, out = _make_tensor_shape(draw, st, choice, name, src, sh)
-        else:
-            node, out = _make(draw, st, choice, name, src, sh, pool)
-            made = [] if node is None else [node]
-        if not made:
+        node, out = (_make_tensor_shape if choice in TENSOR_SHAPE else _make)(
+            draw, st, choice, name, src, sh, pool)
+        if not node:
             continue
-        nodes.extend(made)
+        nodes.extend(node if isinstance(node, list) else [node])
         pool.append((name, out))
     last, sh = pool[-1]
     if len(sh) > 1:
@@ -59,7 +56,7 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
 TENSOR_SHAPE = ["transpose", "slice", "pad", "gather", "unsqueeze_squeeze", "cast_roundtrip"]
 
 
-def _make_tensor_shape(draw, st, choice, name, src, sh):
+def _make_tensor_shape(draw, st, choice, name, src, sh, pool):
     """([nodes], output shape) of a tensor-level shape op on a value of shape ``sh`` (several
     nodes for the pairs: the last is named ``name``), or ([], None)."""
     rank = len(sh)

@@ -6,7 +6,10 @@ are all covered by few, small cases."""
 
 from __future__ import annotations
 
+import numpy as np
+
 import rosetta as rs
+from rosetta.ops import REGISTRY
 
 MSE = rs.losses.MeanSquaredError
 
@@ -40,9 +43,9 @@ def _squeeze_unsqueeze():
 
 
 def _gather_input():
-    """Indices as an int input of shape (2, 3) per example (drawn in [0, 5)), on axis 1 of a
-    (2, 5, 3) tensor; a repeated index accumulates its gradient."""
-    x = rs.Input((2, 5, 3), name="x")
+    """Indices as an int input of shape (2, 3) per example (drawn in [0, 7): the tests' widest
+    int range), on axis 1 of a (2, 7, 3) tensor; a repeated index accumulates its gradient."""
+    x = rs.Input((2, 7, 3), name="x")
     i = rs.Input((2, 3), name="idx", kind="int")
     h = rs.Dense(3, name="pre")(x)
     g = rs.Gather(-2, name="take")(h, i)                                      # (2, 2, 3, 3)
@@ -85,3 +88,48 @@ CASES: list = [
     ("gather_constant", _gather_constant),
     ("cast_int_paths", _cast_int_paths),
 ]
+
+
+# --- batch-broadcast inputs (a Parameter or Constant: batch axis of size 1) ---------------------
+def _gather_shared_table():
+    """A Parameter table (7, 3) gathered by batched int ids (its gradient is the sum over the
+    batch of the scattered rows), and batched values gathered by Constant indices with a
+    negative entry."""
+    ids = rs.Input((2, 4), name="ids", kind="int")
+    x = rs.Input((5, 2), name="x")
+    table = rs.Parameter((7, 3), "glorot_uniform", name="table")()
+    rows = rs.Gather(0, name="lookup")(table, ids)                              # (2, 4, 3)
+    pick = rs.Constant(np.array([[4, -1], [0, 2]]), name="pick")()
+    h = rs.Dense(3, name="pre")(x)
+    sel = rs.Gather(0, name="select")(h, pick)                                 # (2, 2, 3)
+    out = rs.Dense(2, name="head")(rs.Concatenate(name="cat")(
+        [rs.Flatten(name="flat_rows")(rows), rs.Flatten(name="flat_sel")(sel)]))
+    return _spec([ids, x], out, "gather_shared_table")
+
+
+def _shape_ops_on_shared():
+    """Transpose, Slice, Pad, Unsqueeze/Squeeze and a Cast pair on a Parameter stay
+    batch-broadcast, then broadcast against the batch in an Add."""
+    x = rs.Input((3, 4), name="x")
+    p = rs.Parameter((4, 5, 3), "glorot_uniform", name="shared")()
+    t = rs.Transpose((2, 0, 1), name="perm")(p)                                # (3, 4, 5)
+    s = rs.Slice(axes=(2,), starts=(-4,), stops=(5,), steps=(2,), name="cut")(t)  # (3, 4, 2)
+    q = rs.Pad(((0, 0), (0, 0), (1, 1)), value=0.25, name="pad")(s)           # (3, 4, 4)
+    u = rs.Squeeze((0,), name="squeeze")(rs.Unsqueeze((0,), name="unsqueeze")(q))
+    c = rs.Cast("float", name="back")(rs.Cast("int", name="trunc")(
+        rs.Multiply(constant=4.0, name="scale")(u)))
+    h = rs.Dense(4, name="pre")(x)                                             # (3, 4)
+    y = rs.Add(name="sum")([rs.Gather(2, indices=0, name="first")(u), h,
+                            rs.Gather(2, indices=-1, name="last")(c)])
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(y))
+    return _spec(x, out, "shape_ops_on_shared")
+
+
+# Parameter, Constant, Multiply(constant=) and Add's broadcasting are the tensor-math ops
+# (rosetta.ops.math); these cases join as soon as those ops are in the registry (a branch
+# without them has no batch-broadcast tensor to test)
+if {"Parameter", "Constant"} <= set(REGISTRY):
+    CASES += [
+        ("gather_shared_table", _gather_shared_table),
+        ("shape_ops_on_shared", _shape_ops_on_shared),
+    ]
