@@ -3,10 +3,11 @@
 ``random_model(draw)`` builds a small random graph that is valid by construction (shapes tracked
 with the same padding rule the ops use), mixing image and vector paths, residual adds and
 concatenations, and the tensor-level shape ops (Transpose, Slice, Pad, Gather with constant
-indices, an Unsqueeze/Squeeze pair, a float -> int -> float Cast pair) on any rank. Ill-conditioned parametrizations are avoided on purpose: every BatchNorm is preceded
-by a tanh, because a bias that reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate,
-...) is constant over the batch, so its exact gradient is zero and the backends return rounding noise
-that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
+indices, an Unsqueeze/Squeeze pair, a float -> int -> float Cast pair) on any rank. Ill-conditioned
+parametrizations are avoided on purpose: every BatchNorm is preceded by a tanh, because a bias that
+reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate, ...) is constant over the
+batch, so its exact gradient is zero and the backends return rounding noise that BatchNorm's
+1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Lowerings of the indexing ops: Slice (``slice``) and Gather (slices for constant indices;
-per example as one ``take`` on the batch-flattened table when the indices are an input). MXNet carries int
-tensors in the program's float dtype; ``take`` reads them as integers."""
+per example as one ``take`` on the batch-flattened table when the indices are an input). MXNet
+carries int tensors in the program's float dtype; ``take`` reads them as integers."""
 
 from __future__ import annotations
 
