@@ -3,10 +3,11 @@
 ``random_model(draw)`` builds a small random graph that is valid by construction (shapes tracked
 with the same padding rule the ops use), mixing image and vector paths, residual adds and
 concatenations, and the tensor-level shape ops (Transpose, Slice, Pad, Gather with constant
-indices, an Unsqueeze/Squeeze pair, a float -> int -> float Cast pair) on any rank. Ill-conditioned parametrizations are avoided on purpose: every BatchNorm is preceded
-by a tanh, because a bias that reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate,
-...) is constant over the batch, so its exact gradient is zero and the backends return rounding noise
-that BatchNorm's 1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
+indices, an Unsqueeze/Squeeze pair, a float -> int -> float Cast pair) on any rank. Ill-conditioned
+parametrizations are avoided on purpose: every BatchNorm is preceded by a tanh, because a bias that
+reaches a BatchNorm through affine ops only (Dense, pooling, Concatenate, ...) is constant over the
+batch, so its exact gradient is zero and the backends return rounding noise that BatchNorm's
+1/sqrt(var) and Adam's 1/epsilon amplify (see docs/conformance/float32.md).
 """
 
 from __future__ import annotations
@@ -40,15 +41,12 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
         if choice == "bn":
             nodes.append(Node(f"{name}_tanh", "Activation", {"fn": "tanh"}, (src,)))
             src = f"{name}_tanh"
-        if choice in TENSOR_SHAPE:
-            made, out = _make_tensor_shape(draw, st, choice, name, src, sh)
-        else:
-            node, out = (_make_math if choice in MATH else _make)(draw, st, choice, name, src,
-                                                                  sh, pool)
-            made = [] if node is None else (node if isinstance(node, list) else [node])
-        if not made:
+        make = (_make_math if choice in MATH else
+                _make_tensor_shape if choice in TENSOR_SHAPE else _make)
+        node, out = make(draw, st, choice, name, src, sh, pool)
+        if not node:
             continue
-        nodes.extend(made)
+        nodes.extend(node if isinstance(node, list) else [node])
         pool.append((name, out))
     last, sh = pool[-1]
     if len(sh) > 1:
@@ -61,7 +59,7 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
 TENSOR_SHAPE = ["transpose", "slice", "pad", "gather", "unsqueeze_squeeze", "cast_roundtrip"]
 
 
-def _make_tensor_shape(draw, st, choice, name, src, sh):
+def _make_tensor_shape(draw, st, choice, name, src, sh, pool):
     """([nodes], output shape) of a tensor-level shape op on a value of shape ``sh`` (several
     nodes for the pairs: the last is named ``name``), or ([], None)."""
     rank = len(sh)

@@ -120,8 +120,8 @@ def _check_range(a, part: str, where: str, w: _Where, lo: int, hi: int, what: st
 def embedding_vocab(g) -> dict:
     """{integer model input name: the smallest vocab_size of the Embeddings it feeds}, read
     directly or through integer-valued nodes (a Reshape of the ids); a Gather's int indices
-    count the same way, with the size of the gathered axis as vocabulary. The one rule every backend's
-    ``Program`` checks ids with (``check_embedding_ids``): a gather out of range is an error on
+    count the same way, with the size of the gathered axis as vocabulary. The one rule every
+    backend's ``Program`` checks ids with (``check_embedding_ids``): a gather out of range is an error on
     torch, a clamped index under XLA and a silent zero on JAX."""
     origin = {i.name: i.name for i in g.inputs if i.kind == "int"}
     out: dict = {}

@@ -653,7 +653,8 @@ class _Builder:
     def Gather(self, node, xs):
         """Constant indices: keras.ops.take on the axis. Indices as input: negative ones wrapped,
         then y[n, a, m, b] = sum_k onehot(idx[n, m])[k] * x[n, a, k, b] (keras.ops.einsum: one
-        non-zero term per sum, so exact for finite x)."""
+        non-zero term per sum, so exact for finite x; an index out of range, which only a
+        computed index can be, gives zeros)."""
         from rosetta.ops import REGISTRY
         from rosetta.ops.indexing import constant_indices
         from rosetta.ops.shape import positive_axis

@@ -1,6 +1,6 @@
 """Lowerings of the indexing ops: Slice (``slice``) and Gather (slices for constant indices;
-per example as one ``take`` on the batch-flattened table when the indices are an input). MXNet carries int
-tensors in the program's float dtype; ``take`` reads them as integers."""
+per example as one ``take`` on the batch-flattened table when the indices are an input). MXNet
+carries int tensors in the program's float dtype; ``take`` reads them as integers."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def gather(F, node, xs, p, ctx):
     Indices as input: negative ones wrapped (idx + K); x viewed (N, A, K, B) is laid out
     (N * K, A * B) so that example n's row k is row n * K + k; one ``take`` (mode ``clip``: an
     index out of range, which only a computed index can be, is clamped) of the rows
-    idx[n] + n * K, then back to (N, A, M, B)."""
+    idx[n] + n * K, then back to (N, A, M, B). A batch-broadcast table (batch 1) is gathered
+    at rows idx[n] alone; batch-broadcast indices gather the same positions of every example."""
     a, shape = node.attrs, node.in_types[0].shape
     axis = positive_axis(a["axis"], len(shape))
     out = tuple(node.out_type.shape)
@@ -43,11 +44,19 @@ def gather(F, node, xs, p, ctx):
     pa, pb = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
     idx = F.reshape(xs[1], shape=(0, -1))
     idx = F.where(idx < 0, idx + k, idx)
+    shared_x, shared_idx = (getattr(t, "batch_broadcast", False) for t in node.in_types)
+    if shared_idx and not shared_x:
+        # one index set for every example: a take on the tensor axis
+        rows = F.take(x, F.reshape(idx, shape=(-1,)), axis=axis + 1, mode="clip")
+        return F.reshape(rows, shape=(-1, *out))
     m = math.prod(node.in_types[1].shape)
     table = F.reshape(F.transpose(F.reshape(x, shape=(-1, pa, k, pb)), axes=(0, 2, 1, 3)),
                       shape=(-1, pa * pb))
-    offset = F.reshape(F.contrib.arange_like(idx, axis=0) * k, shape=(-1, 1))
-    rows = F.take(table, F.reshape(F.broadcast_add(idx, offset), shape=(-1,)), axis=0,
-                  mode="clip")
+    if shared_x and not shared_idx:
+        flat = idx      # one table (rows 0..K-1) for every example
+    else:
+        flat = F.broadcast_add(idx, F.reshape(F.contrib.arange_like(idx, axis=0) * k,
+                                              shape=(-1, 1)))
+    rows = F.take(table, F.reshape(flat, shape=(-1,)), axis=0, mode="clip")
     y = F.transpose(F.reshape(rows, shape=(-1, m, pa, pb)), axes=(0, 2, 1, 3))
     return F.reshape(y, shape=(-1, *out))

@@ -106,6 +106,9 @@ class Gather(OpDef):
 
     attrs = {"axis": Attr("int"), "indices": Attr("indices", None)}
     arity = (1, 2)
+    # a batch-broadcast x (a Constant or Parameter table) gathered by batched indices, or the
+    # reverse: the batch axis broadcasts (``OpDef.batch_broadcast``)
+    batch_broadcast = "broadcasts"
     input_kind = "any"
 
     def infer(self, a, inputs, where):
