@@ -14,6 +14,9 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
 * ``flat``:  a torch (N, C*H*W) flatten of an (N, C, H, W) map, held in canonical (H, W, C)
   flatten order (``chw`` gives C, H, W): only a Dense (whose kernel rows are permuted to match)
   or an elementwise op may consume it; anything else is refused.
+* ``merged``: a source tensor whose axis 0 is the batch merged with the next axes (an ONNX
+  reshape (N, H, T, D) -> (N*H, T, D)), held unmerged, (N, H, T, D) (``chw`` gives the merged
+  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class Value:
             return NCHW_TO_NHWC[axis] - 1
         if self.layout == "flat":
             raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
+        if self.layout == "merged":
+            return len(self.chw) + axis - 1
         return axis - 1
 
 
@@ -101,6 +106,8 @@ class Builder:
                 self.layouts[src] = lay
         self.node_source[node] = source
         lay = layout or (inputs[0].layout if inputs else "plain")
+        if chw is None and layout is None and inputs:   # the layout inherited, with its sizes
+            chw = inputs[0].chw
         return Value(t, lay, tuple(out_shape) if out_shape is not None else inputs[0].shape, chw)
 
 
