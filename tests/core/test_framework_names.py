@@ -32,6 +32,8 @@ ALLOWED = {
                                    "side, as conformance/native_*.py is for native code"),
     "conformance/import_sweep.py": ("*", "the torchvision sweep builds its source models in "
                                          "torch"),
+    "conformance/onnx_sweep.py": ("*", "the ONNX sweep builds its source models in torch and "
+                                       "exports them with torch's ONNX exporters"),
 }
 
 
