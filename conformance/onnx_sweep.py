@@ -62,13 +62,47 @@ def _models():
                              nn.Hardswish(), nn.Flatten(), nn.Linear(8, 10))
 
     torch.manual_seed(0)
-    return {
+    out = {
         "mlp": (nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 8),
                               nn.LeakyReLU(0.2), nn.Linear(8, 3)), (2, 12)),
         "cnn": (cnn(), (2, 3, 8, 8)),
         "squeeze_excite": (SE(), (2, 3, 8, 8)),
         "attention": (Attention(), (2, 6, 16)),
     }
+    out.update(_transformers())
+    return out
+
+
+def _transformers() -> dict:
+    """HuggingFace GPT-2 and BERT from small configs (2 layers, hidden size 32, random
+    weights), taking token ids; empty where transformers is not installed."""
+    import types
+
+    import torch
+
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    try:
+        from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
+                                  GPT2LMHeadModel)
+    except Exception:
+        return {}
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids):
+            return self.m(input_ids=ids).logits
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50,
+                                      n_positions=16, use_cache=False, bos_token_id=0,
+                                      eos_token_id=0))
+    bert = BertForSequenceClassification(BertConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+        vocab_size=50, max_position_embeddings=16, num_labels=3))
+    return {"hf_gpt2": (Logits(gpt2), (2, 8), 50), "hf_bert": (Logits(bert), (2, 8), 50)}
 
 
 def run(backends, names=None, progress=print) -> list:
@@ -80,14 +114,14 @@ def run(backends, names=None, progress=print) -> list:
     rows = []
     models = _models()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (model, shape) in models.items():
+        for name, (model, shape, *vocab) in models.items():
             if names and name not in names:
                 continue
             model.eval()
             with torch.no_grad():   # trained-like weights: no two initializers alike (an
                 for prm in model.parameters():   # exporter merges equal ones into one)
                     prm.add_(0.1 * torch.randn_like(prm))
-            x = torch.randn(*shape)
+            x = torch.randint(0, vocab[0], shape) if vocab else torch.randn(*shape)
             for dynamo in (False, True):
                 exporter = "dynamo" if dynamo else "torchscript"
                 path = Path(tmp) / f"{name}_{exporter}.onnx"

@@ -21,6 +21,9 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
 * ``flat``:  a torch (N, C*H*W) flatten of an (N, C, H, W) map, held in canonical (H, W, C)
   flatten order (``chw`` gives C, H, W): only a Dense (whose kernel rows are permuted to match)
   or an elementwise op may consume it; anything else is refused.
+* ``merged``: a source tensor whose axis 0 is the batch merged with the next axes (an ONNX
+  reshape (N, H, T, D) -> (N*H, T, D)), held unmerged, (N, H, T, D) (``chw`` gives the merged
+  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Value:
         rank = len(self.shape)
         if self.layout == "flat":
             raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
+        if self.layout == "merged":
+            raise Unsupported("an axis permutation of a tensor whose batch axis is merged with "
+                              "others (reshape it back to (N, ...) first)")
         if self.layout == "plain":
             return tuple(range(rank))
         if self.layout == "nchw":
@@ -69,6 +75,8 @@ class Value:
         axis = axis + rank if axis < 0 else axis
         if axis == 0:
             raise Unsupported("an operation over the batch axis")
+        if self.layout == "merged":   # ONNX: (N*k, ...) held as (N, k..., ...)
+            return len(self.chw) + axis - 1
         return self.perm.index(axis) - 1
 
     def last_axis_in_place(self) -> bool:
@@ -191,6 +199,8 @@ class Builder:
         lay = layout or (inputs[0].layout if inputs else "plain")
         if isinstance(lay, tuple):
             lay = held_layout(lay)
+        if chw is None and layout is None and inputs:   # the layout inherited, with its sizes
+            chw = inputs[0].chw
         return Value(t, lay, tuple(out_shape) if out_shape is not None else inputs[0].shape, chw)
 
 

@@ -454,7 +454,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         raise ImportRefused(lines)
     if out.tensor is x:
         raise ImportRefused(["<graph>: the model computes nothing"])
-    g = Model(x, out.tensor, name=_model_name(model_name))
+    try:
+        g = Model(x, out.tensor, name=_model_name(model_name))
+    except RosettaError as e:   # a spec op's own check, named by its node (and ONNX node)
+        raise ImportRefused([f"<graph>: {e}"]) from None
     try:
         check_shapes(g, b)
     except Unsupported as e:
@@ -465,11 +468,19 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
 
 
 def _training_graph(model) -> bool:
-    """Whether a BatchNormalization node runs in training mode (batch statistics; opset 14+
-    ``training_mode=1``, or opset 13's extra outputs of the running statistics)."""
+    """Whether the graph computes a training-mode forward: a BatchNormalization in training
+    mode (batch statistics; ``training_mode=1``), or a Dropout whose ``training_mode`` input is
+    a constant True (it draws its mask: the certificate sets every ratio to 0 on both sides)."""
     import onnx
+    from onnx import numpy_helper
 
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2] in consts \
+                and bool(np.asarray(consts[node.input[2]]).reshape(-1)[0]):
+            return True   # a dropout drawing its mask: the training-mode forward
         if node.op_type != "BatchNormalization":
             continue
         for a in node.attribute:

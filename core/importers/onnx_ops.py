@@ -155,7 +155,7 @@ def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | No
     (in, out)), rows permuted after a channels-first flatten."""
     if x.layout == "flat":
         lay = flatten_nchw(*x.chw, then=lay)
-    else:
+    elif x.layout != "merged":
         _need(x, "plain", "a dense layer")
     w = b.tensors[weight]
     if w.ndim != 2:
@@ -167,8 +167,10 @@ def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | No
             raise Unsupported(f"a bias {bias} of shape {b.tensors[bias].shape} (the spec's "
                               f"Dense adds a ({units},) bias)")
         params["bias"] = (bias, "identity")
+    merged = x.layout == "merged"
     return b.layer("Dense", [x], name=n.name, source=n.label, params=params, units=int(units),
-                   use_bias=bias is not None, layout="plain", out_shape=shape)
+                   use_bias=bias is not None, layout="merged" if merged else "plain",
+                   out_shape=shape, chw=x.chw if merged else None)
 
 
 def gemm(b: Builder, n: ONode):
@@ -192,13 +194,17 @@ def matmul(b: Builder, n: ONode):
     a, w = n.input(0), n.input(1)
     if not (isinstance(a, Value) and isinstance(w, Const) and w.name is not None
             and np.asarray(w.value).ndim == 2):
-        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) else v for v in (a, w)]
+        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) and _value(v).layout != "merged"
+              else v for v in (a, w)]
         if any(isinstance(v, Value) and len(v.shape) < 3 for v in xs):
             raise Unsupported("a MatMul of a computed (N, K) matrix with a computed or "
                               "non-initializer operand (ONNX would multiply across the batch)")
         xs = _operands(b, n, xs)
-        return b.layer("MatMul", xs, name=n.name, source=n.label, layout="plain",
-                       out_shape=n.shape)
+        lay = xs[0].layout
+        if lay == "merged" and len({v.chw for v in xs}) != 1:
+            raise Unsupported("a MatMul of tensors whose batches merge different axes")
+        return b.layer("MatMul", xs, name=n.name, source=n.label, layout=lay,
+                       out_shape=n.shape, chw=xs[0].chw)
     x = a
     weight = _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
@@ -368,6 +374,8 @@ def _operands(b: Builder, n: ONode, items):
         vals = [_plain(b, n, v) for v in vals]
         it = iter(vals)
         items = [next(it) if isinstance(v, Value) else v for v in items]
+    if len({v.chw for v in vals if v.layout == "merged"}) > 1:
+        raise Unsupported("operands whose batches merge different axes")
     like = max(vals, key=lambda v: len(v.shape))
     out = []
     for i, v in enumerate(items):
@@ -389,9 +397,9 @@ def _binary(op: str):
                 return b.layer(op, [other], name=n.name, source=n.label, constant=k,
                                reverse=(i == 0), out_shape=n.shape, chw=other.chw)
         xs = _operands(b, n, [x, y])
-        lay = next(v.layout for v in xs if isinstance(v, Value))
-        return b.layer(op, xs, name=n.name, source=n.label, layout=lay, out_shape=n.shape,
-                       chw=xs[0].chw)
+        main = next(v for v, orig in zip(xs, (x, y)) if isinstance(orig, Value))
+        return b.layer(op, xs, name=n.name, source=n.label, layout=main.layout,
+                       out_shape=n.shape, chw=main.chw)
     handler.__doc__ = (f"{op} with NumPy broadcasting (a size-1 constant operand as its scalar "
                        f"``constant``, a larger one as a Constant).")
     return handler
@@ -440,8 +448,9 @@ def reshape(b: Builder, n: ONode):
     if not isinstance(n.input(1), Const):
         raise Unsupported("a reshape to a shape computed from the model input's values")
     shape = tuple(n.shape)
-    if not shape or shape[0] != x.shape[0]:
-        raise Unsupported(f"a reshape that mixes the batch axis ({x.shape} -> {shape})")
+    batch = x.shape[0] if x.layout != "merged" else x.shape[0] // int(np.prod(x.chw))
+    if x.layout == "merged" or (shape and shape[0] != x.shape[0]):
+        return _reshape_merged(b, n, x, batch, shape)
     if len(shape) == 2:
         return _flatten(b, n, x)
     if x.layout != "plain":
@@ -465,8 +474,25 @@ def where(b: Builder, n: ONode):
     if not any(isinstance(v, Value) for v in items):
         raise Unsupported("a Where of constants only")
     xs = _operands(b, n, items)
-    return b.layer("Where", xs, name=n.name, source=n.label, layout=xs[0].layout,
-                   out_shape=n.shape, **kw)
+    main = next(v for v, orig in zip(xs, items) if isinstance(orig, Value))
+    return b.layer("Where", xs, name=n.name, source=n.label, layout=main.layout,
+                   out_shape=n.shape, chw=main.chw, **kw)
+
+
+def is_nan(b: Builder, n: ONode):
+    """IsNaN(x) = Equal(Equal(x, x), 0) (NaN is the one value unequal to itself), an int 0/1."""
+    x = _value(n.input(0))
+    eq = b.layer("Equal", [x, x], name=f"{n.name}_eq", source=n.label, out_shape=n.shape,
+                 chw=x.chw)
+    return b.layer("Equal", [eq], name=n.name, source=n.label, constant=0, out_shape=n.shape,
+                   chw=x.chw)
+
+
+def not_(b: Builder, n: ONode):
+    """Not(c) = Equal(c, 0) of a 0/1 int condition (a comparison's output)."""
+    x = _value(n.input(0))
+    return b.layer("Equal", [x], name=n.name, source=n.label, constant=0, out_shape=n.shape,
+                   chw=x.chw)
 
 
 def _unary(fn):
@@ -545,6 +571,9 @@ def _plain(b: Builder, n: ONode, x: Value) -> Value:
     if x.layout == "flat":
         raise Unsupported("an axis of a channels-first flatten (only a Gemm or MatMul may read "
                           "it)")
+    if x.layout == "merged":
+        raise Unsupported(f"this op on a tensor whose first axis merges the batch with others "
+                          f"({x.shape})")
     return b.layer("Transpose", [x], name=f"{n.name}_to_nchw", source=n.label, perm=(2, 0, 1),
                    layout="plain", out_shape=x.shape)
 
@@ -575,12 +604,18 @@ def transpose(b: Builder, n: ONode):
         raise Unsupported(f"Transpose(perm={perm}) moves the batch axis")
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
-    held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]] if x.layout == "nchw" else \
-        [p - 1 for p in perm[1:]]
-    if held == list(range(rank - 1)):
-        return Value(x.tensor, "plain", tuple(n.shape))
+    if x.layout == "merged":
+        m = len(x.chw)
+        held = [*range(m), *(m + p - 1 for p in perm[1:])]
+    elif x.layout == "nchw":
+        held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]]
+    else:
+        held = [p - 1 for p in perm[1:]]
+    lay = "merged" if x.layout == "merged" else "plain"
+    if held == list(range(len(held))):
+        return Value(x.tensor, lay, tuple(n.shape), x.chw if lay == "merged" else None)
     return b.layer("Transpose", [x], name=n.name, source=n.label, perm=tuple(held),
-                   layout="plain", out_shape=n.shape)
+                   layout=lay, out_shape=n.shape, chw=x.chw if lay == "merged" else None)
 
 
 def slice_(b: Builder, n: ONode):
@@ -735,6 +770,36 @@ def pad(b: Builder, n: ONode):
                    out_shape=n.shape)
 
 
+def _reshape_merged(b: Builder, n: ONode, x: Value, batch: int, shape: tuple):
+    """A reshape whose output's axis 0 is the batch merged with the next axes (N*k, ...), or
+    one of such a tensor: the held tensor (N, k, ...) is reshaped to the unmerged target (the
+    element order of a row-major merge is the held order), kept ``merged`` with k, or plain
+    where axis 0 is the batch again."""
+    if x.layout not in ("plain", "merged"):
+        raise Unsupported(f"a reshape that mixes the batch axis of a {x.layout} tensor "
+                          f"({x.shape} -> {shape})")
+    if not shape or shape[0] % batch:
+        raise Unsupported(f"a reshape that mixes the batch axis ({x.shape} -> {shape})")
+    k = shape[0] // batch
+    held = (x.shape[1:] if x.layout == "plain" else (*x.chw, *x.shape[1:]))
+    if k == 1:
+        target, lay, merged = tuple(shape[1:]), "plain", None
+    else:   # k: the leading sizes of the held target that make up axis 0
+        target, lay = None, "merged"
+        for j in range(1, len(held) + 1):
+            if int(np.prod(held[:j])) == k:
+                merged = tuple(held[:j])
+                target = (*merged, *shape[1:])
+                break
+        if target is None:
+            raise Unsupported(f"a reshape that merges the batch with a part of an axis "
+                              f"({x.shape} -> {shape})")
+    if tuple(target) == tuple(held):
+        return Value(x.tensor, lay, shape, merged)
+    return b.layer("Reshape", [x], name=n.name, source=n.label, layout=lay, out_shape=shape,
+                   chw=merged, shape=target)
+
+
 # --- pooling ------------------------------------------------------------------------------------
 
 def _floor_out(size, k, s, lo, hi, d=1):
@@ -828,6 +893,8 @@ ONNX_OPS = {
     "Less": _binary("Less"),
     "Greater": _binary("Greater"),
     "Where": where,
+    "IsNaN": is_nan,
+    "Not": not_,
     "Neg": _unary("neg"),
     "Abs": _unary("abs"),
     "Sqrt": _unary("sqrt"),

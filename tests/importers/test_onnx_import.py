@@ -195,6 +195,7 @@ def f32(name, value):
 def tensor_math_graph():
     """The broadcasting binary ops (a scalar constant as the op's constant, reversed where it
     comes first; a vector constant of an ONNX Constant node as a Constant), comparisons, Where,
+    IsNaN and Not,
     the unary functions, Split, MatMul of two computed tensors, the reductions (axes as input and as
     attribute, keepdims both ways), LogSoftmax, Expand."""
     mk = helper.make_node
@@ -223,7 +224,10 @@ def tensor_math_graph():
         mk("Sub", ["w3", "lg"], ["w4"], name="sub"),
         mk("Mul", ["w4", "ex"], ["w5"], name="mul"),
         mk("Add", ["w5", "rc"], ["w0"], name="add2"),
-        mk("Split", ["w0", "parts"], ["wa", "wb"], name="split", axis=-1),
+        mk("IsNaN", ["w0"], ["isn"], name="isnan"),
+        mk("Not", ["isn"], ["ok"], name="not"),
+        mk("Where", ["ok", "w0", "zero"], ["w0b"], name="where_nan"),
+        mk("Split", ["w0b", "parts"], ["wa", "wb"], name="split", axis=-1),
         mk("Concat", ["wb", "wa"], ["w"], name="swap_halves", axis=2),
         mk("Transpose", ["w"], ["wt"], name="wt", perm=[0, 2, 1]),
         mk("MatMul", ["w", "wt"], ["m"], name="gram"),
