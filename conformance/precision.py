@@ -10,6 +10,16 @@
   growth interval 2 and a planted non-finite gradient, against ``LossScale`` step by step: the
   scale and the good-step counter after every step, the parameters unmoved and the update count
   unchanged on the skipped step, moved and advanced on the others.
+* ``precision_tier``: the numbers. Each checked step is teacher-forced from the float64 state
+  and held, node output by node output and tensor by tensor, to ``LOW_MULTIPLE`` times the
+  spread of re-runs perturbed by one rounding error of the policy's low format
+  (``noise.perturb_at``), plus ``unit · (LOW_ULPS · |f| + LOW_FLOOR · scale)`` with ``unit`` the
+  unit roundoff of the type the policy computes that element in. Why c = 4 and 8 ulps, not the
+  float32 tier's 16 and 128: in a low format the spread comes from the one-ulp moves of every
+  input (each product rounds its inputs to the low type), not from summation order, and the
+  honest error to float64 was measured at 0.15 to 2.5 times it on the zoo (torch, every
+  policy; the worst: gpt bfloat16's gradients, error 1.5e-1 of the gradient scale beside a
+  spread of 6.1e-2); 16 times it would let a bf16 gradient bound exceed the gradient scale.
 """
 
 from __future__ import annotations

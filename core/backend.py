@@ -142,9 +142,11 @@ class Backend(ABC):
     def check_precision(cls, precision: str) -> None:
         """``BackendUnavailable`` (one line) for a precision policy this backend does not
         lower (``precisions``), or one that does not exist."""
-        from rosetta.precision import policy
+        from rosetta.precision import PRECISIONS
 
-        policy(precision)
+        if precision not in PRECISIONS:
+            raise BackendUnavailable(f"{cls.name} backend: dtype {precision!r} is not "
+                                     f"supported; choose one of {', '.join(PRECISIONS)}")
         if precision not in cls.precisions:
             raise BackendUnavailable(f"{cls.name} backend: precision {precision!r} is not "
                                      f"lowered here; it runs {', '.join(cls.precisions)}")
