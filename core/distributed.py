@@ -305,9 +305,12 @@ def lost_line(backend: str, error: BaseException) -> str | None:
 
 
 def abandon(backend: str, error: BaseException) -> None:
-    """In a worker of several whose run raised ``error``: when a peer is lost, print one line
-    naming it and end this process at once (status 1), without the engine's shutdown, which
-    would wait for the lost peer; otherwise return (the error is the run's own)."""
+    """In a worker of several whose run raised ``error``: when it is a failed collective
+    (``collective_failure`` of the framework part) and a peer is lost, print one line naming it
+    and end this process at once (status 1), without the engine's shutdown, which would wait
+    for the lost peer; otherwise return (the error is the run's own)."""
+    if not framework_part(backend).collective_failure(error):
+        return
     line = lost_line(backend, error)
     if line is None:
         return
