@@ -297,7 +297,8 @@ def lost_line(backend: str, error: BaseException) -> str | None:
     if lost == []:
         return None
     first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")[:160]
-    who = ("the worker holding the rendezvous store (rank 0's host)" if lost is None else
+    who = ("the host of the rendezvous store (torchrun's or the coordinator's host 0: the "
+           "engine's store does not answer)" if lost is None else
            ("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost)))
     return (f"lost {who} of {world} {backend} workers: worker {rank} stops (its collective "
             f"failed: {type(error).__name__}: {first}); restart with --resume on the run "
