@@ -297,12 +297,14 @@ def lost_line(backend: str, error: BaseException) -> str | None:
     if lost == []:
         return None
     first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")[:160]
-    who = ("the host of the rendezvous store (torchrun's or the coordinator's host 0: the "
-           "engine's store does not answer)" if lost is None else
-           ("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost)))
-    return (f"lost {who} of {world} {backend} workers: worker {rank} stops (its collective "
-            f"failed: {type(error).__name__}: {first}); restart with --resume on the run "
-            f"folder")
+    if lost is None:
+        who = (f"the host of the {backend} rendezvous store (torchrun's rendezvous host or the "
+               f"coordinator, host 0: it does not answer)")
+    else:
+        who = (("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost))
+               + f" of {world} {backend} workers")
+    return (f"lost {who}: worker {rank} stops (its collective failed: "
+            f"{type(error).__name__}: {first}); restart with --resume on the run folder")
 
 
 def abandon(backend: str, error: BaseException) -> None:
