@@ -297,17 +297,23 @@ def lost_line(backend: str, error: BaseException) -> str | None:
     if lost == []:
         return None
     first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")[:160]
-    who = ("the worker holding the rendezvous store (rank 0's host)" if lost is None else
-           ("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost)))
-    return (f"lost {who} of {world} {backend} workers: worker {rank} stops (its collective "
-            f"failed: {type(error).__name__}: {first}); restart with --resume on the run "
-            f"folder")
+    if lost is None:
+        who = (f"the host of the {backend} rendezvous store (torchrun's rendezvous host or the "
+               f"coordinator, host 0: it does not answer)")
+    else:
+        who = (("worker " if len(lost) == 1 else "workers ") + ", ".join(map(str, lost))
+               + f" of {world} {backend} workers")
+    return (f"lost {who}: worker {rank} stops (its collective failed: "
+            f"{type(error).__name__}: {first}); restart with --resume on the run folder")
 
 
 def abandon(backend: str, error: BaseException) -> None:
-    """In a worker of several whose run raised ``error``: when a peer is lost, print one line
-    naming it and end this process at once (status 1), without the engine's shutdown, which
-    would wait for the lost peer; otherwise return (the error is the run's own)."""
+    """In a worker of several whose run raised ``error``: when it is a failed collective
+    (``collective_failure`` of the framework part) and a peer is lost, print one line naming it
+    and end this process at once (status 1), without the engine's shutdown, which would wait
+    for the lost peer; otherwise return (the error is the run's own)."""
+    if not framework_part(backend).collective_failure(error):
+        return
     line = lost_line(backend, error)
     if line is None:
         return

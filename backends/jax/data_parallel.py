@@ -60,6 +60,14 @@ def _client():
     return jax_distributed.global_state.client
 
 
+def collective_failure(error: BaseException) -> bool:
+    """True when ``error`` is a failed collective (gloo between the processes) or a report of
+    the coordination service (a missed heartbeat), not the run's own error."""
+    text = str(error)
+    return isinstance(error, jax.errors.JaxRuntimeError) and any(
+        w in text for w in ("Gloo", "gloo", "UNAVAILABLE", "heartbeat", "coordination"))
+
+
 def board_set(key: str) -> None:
     """Mark ``key`` in the coordination service's key-value store
     (``rosetta.distributed.lost_workers``)."""

@@ -56,6 +56,14 @@ def teardown() -> None:
     pass
 
 
+def collective_failure(error: BaseException) -> bool:
+    """True when ``error`` is an aborted or unreachable collective (a peer is gone), not the
+    run's own error."""
+    return isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError,
+                              tf.errors.CancelledError, tf.errors.DeadlineExceededError)) or (
+        "Collective ops is aborted" in str(error))
+
+
 def board_set(key: str) -> None:
     """Mark ``key`` in the coordination service's key-value store
     (``rosetta.distributed.lost_workers``)."""

@@ -82,6 +82,14 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def collective_failure(error: BaseException) -> bool:
+    """True when ``error`` is a failed collective or store call (a peer is gone), not the
+    run's own error: torch's distributed errors, and gloo's transport errors (RuntimeError)."""
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and ("gloo" in text or "connection" in text))
+
+
 def board_set(key: str) -> None:
     """Mark ``key`` in the process group's own c10d store (``rosetta.distributed.lost_workers``)."""
     dist.distributed_c10d._get_default_store().set(key, "1")
