@@ -29,7 +29,8 @@ import types
 FAMILIES = ("resnet", "resnext", "wide_resnet", "vgg", "mobilenet_v2", "mobilenet_v3",
             "efficientnet", "regnet", "densenet", "squeezenet", "shufflenet", "mnasnet",
             "convnext")
-KERAS_APPS = ("MobileNetV2", "MobileNetV3Small", "ResNet50", "EfficientNetB0", "DenseNet121")
+KERAS_APPS = ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Small-noprep", "ResNet50",
+              "EfficientNetB0", "DenseNet121")   # -noprep: include_preprocessing=False
 GROUPNORM = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2")
 
 
@@ -92,14 +93,16 @@ def sweep_keras_one(name, *, size, steps, backends):
     from rosetta.importers import ImportRefused, from_keras
 
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
-                                              classes=10, classifier_activation=None)
+    app, _, variant = name.partition("-")
+    kw = {"include_preprocessing": False} if variant == "noprep" else {}
+    model = getattr(keras.applications, app)(weights=None, input_shape=(size, size, 3),
+                                             classes=10, classifier_activation=None, **kw)
     model.compile(optimizer=keras.optimizers.SGD(0.01),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     row = {"model": f"keras.applications.{name}", "params": int(model.count_params())}
     t = time.perf_counter()
     try:
-        imp = from_keras(model, name=name.lower())
+        imp = from_keras(model, name=name.lower().replace("-", "_"))
     except ImportRefused as e:
         row.update(result="refused", seconds_import=time.perf_counter() - t,
                    first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))

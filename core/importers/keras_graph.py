@@ -290,10 +290,7 @@ def _dropout(c: _Ctx):
 
 
 def _activation_layer(c: _Ctx):
-    y = _act(c, c.inputs[0], c.op.activation, c.op.name)
-    if y is c.inputs[0]:
-        raise Unsupported("Activation('linear') computes nothing: remove it")
-    return y
+    return _act(c, c.inputs[0], c.op.activation, c.op.name)   # 'linear': its input itself
 
 
 def _softmax(c: _Ctx):
