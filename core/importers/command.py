@@ -160,3 +160,21 @@ def _finish(args, do_import) -> int:
             print(f"rosetta import: {line}", file=sys.stderr)
         return 2
     return _report(imp, args)
+def _report(imp, args) -> int:
+    """Save ``imp`` to ``--out``, certify it unless ``--no-certify``; the exit status."""
+    for n in imp.notes:
+        print(f"note: {n}")
+    out = Path(args.out)
+    imp.save(out)
+    print(f"imported {imp.spec.name}: {imp.spec.model.param_count():,} parameters, "
+          f"{len(imp.names)} source tensors mapped, step {imp.step} -> {out}")
+    if args.no_certify:
+        return 0
+    backends = ([b for item in args.backends for b in item.split(",") if b]
+                if args.backends else None)
+    cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype,
+                       steps=args.steps, seed=args.seed,
+                       out=out.parent / f"{out.name}.certificate", progress=print,
+                       dropout=args.dropout)
+    print(cert.table())
+    return 0 if cert.passed else 1
