@@ -220,7 +220,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.source_p, m.p = m.p, 0.0
         elif drop_path_rate(m) is not None:  # stochastic depth: its rate attribute
-            setattr(m, drop_path_rate(m)[0], 0.0)
+            attr, m.source_p, _ = drop_path_rate(m)
+            setattr(m, attr, 0.0)
     if hasattr(module, "without_dropout"):   # a .pt2's program: its dropout calls (pt2.py)
         module.without_dropout()
     params = dict(module.named_parameters())
@@ -321,7 +322,13 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         backends = tuple(available_backends())
 
     log = progress or (lambda msg: None)
-    dtype = dtype or imp.dtype
+    framework = getattr(imp.source, "framework", "torch")
+    # a torch source is certified in its own dtype; a Keras source runs as a float64 clone
+    # (keras_source.py checks before recording that Keras really computes in float64)
+    dtype = dtype or (imp.dtype if framework == "torch" else "float64")
+    if dtype == "float32" and framework != "torch":
+        raise RosettaError(f"certify: the float32 certificate runs torch sources only; certify "
+                           f"this {framework} model with dtype='float64'")
     if dtype not in ("float64", "float32"):
         raise RosettaError(f"certificate dtype {dtype!r}: float64 (the exact tier) or float32 "
                            f"(teacher-forced at the measured noise bounds)")
@@ -335,7 +342,6 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     batches = _batches(imp, steps, seed, "float64")
     masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
              if dropout == "inject" else None)
-    framework = getattr(imp.source, "framework", "torch")
     cert = Certificate(spec.name, dtype, steps, dropout, source=framework)
     if dtype == "float32":
         from rosetta.importers.certificate32 import certify32
