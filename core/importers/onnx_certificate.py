@@ -359,12 +359,14 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
             "where": str(w), "note": "" if runs else "no backend measured the float32 noise",
             "blame": "" if ok else str(w), "seconds": time.perf_counter() - t1})
     if imp.source.torch is not None:
-        from dataclasses import replace
+        import copy
 
         from rosetta.importers.certificate import certify as certify_torch
 
         imp.refuse_training()
-        tc = certify_torch(replace(imp, source=imp.source.torch), backends, dtype="float64",
+        as_torch = copy.copy(imp)           # the same import, its torch source certified
+        as_torch.source = imp.source.torch
+        tc = certify_torch(as_torch, backends, dtype="float64",
                            steps=steps, seed=seed, progress=progress, dropout="off")
         for r in tc.results:
             r["against"] = f"torch source: gradients, {steps} steps"
