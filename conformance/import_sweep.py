@@ -1,15 +1,18 @@
-"""Sweep ``rosetta.from_torch`` over torchvision's classification builders (not run by CI).
+"""Sweep ``rosetta.from_torch`` over torchvision's classification builders and a few timm models
+(not run by CI).
 
     .venv/bin/python -m rosetta.conformance.import_sweep [--size 64] [--steps 1]
-        [--backends torch] [--families resnet,vgg,...] [--groupnorm] [--out sweep.json]
+        [--backends torch,tensorflow,jax] [--families resnet,vgg,...] [--timm resnet18,...]
+        [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--out sweep.json]
 
 Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
-``size`` inputs, batch 2; it is imported (SGD with momentum, cross-entropy) and, where it
-imports, certified on ``backends`` for ``steps`` steps; else its refusal is reported: the first
-line, and the distinct reasons over every line. torch's BatchNorm imports as
+``size`` inputs, batch 2; builders over ``max-params`` parameters are listed as skipped; the rest
+are imported (SGD with momentum, cross-entropy) and, up to ``certify-max-params`` parameters,
+certified on ``backends`` for ``steps`` steps; a refusal is reported: the first line, and the
+distinct reasons over every line. torch's BatchNorm imports as
 ``BatchNorm(running_var="unbiased")``; ``--groupnorm`` adds the ResNet-family builders with
 ``norm_layer=GroupNorm(32)`` as well.
-Prints a Markdown table; ``--out`` also writes the rows as JSON.
+Prints a Markdown table; ``--out`` also writes the rows as JSON (after every row).
 
 ``--keras`` sweeps ``rosetta.from_keras`` over Keras applications instead (``KERAS_APPS``),
 under this process's ``KERAS_BACKEND``: each built with ``weights=None``, ``size`` x ``size``
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import types
@@ -32,6 +36,7 @@ FAMILIES = ("resnet", "resnext", "wide_resnet", "vgg", "mobilenet_v2", "mobilene
 KERAS_APPS = ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Small-noprep", "ResNet50",
               "EfficientNetB0", "DenseNet121")   # -noprep: include_preprocessing=False
 GROUPNORM = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2")
+TIMM = ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002", "convnext_atto")
 
 
 def _torchvision():
@@ -57,17 +62,33 @@ def reasons(lines) -> list:
     return [f"{k} (x{v})" for k, v in out.items()]
 
 
-def sweep_one(name, *, size, steps, backends, groupnorm=False):
+def build(name, source="torchvision", groupnorm=False):
+    """A model with random weights, float64: a torchvision builder or a timm model name."""
+    import torch
+
+    torch.manual_seed(0)
+    if source == "timm":
+        _torchvision()
+        import timm
+        return timm.create_model(name, pretrained=False).double()
+    tv = _torchvision()
+    kw = {"norm_layer": lambda c: torch.nn.GroupNorm(32, c)} if groupnorm else {}
+    return tv.models.get_model(name, weights=None, **kw).double()
+
+
+def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
+              max_params=100e6, certify_max_params=100e6):
     import torch
 
     from rosetta.importers import ImportRefused, from_torch
 
-    tv = _torchvision()
-    torch.manual_seed(0)
-    kw = {"norm_layer": lambda c: torch.nn.GroupNorm(32, c)} if groupnorm else {}
-    model = tv.models.get_model(name, weights=None, **kw).double()
+    model = build(name, source, groupnorm)
     params = sum(p.numel() for p in model.parameters())
-    row = {"model": name + ("-GN" if groupnorm else ""), "params": params}
+    label = ("timm/" if source == "timm" else "") + name + ("-GN" if groupnorm else "")
+    row = {"model": label, "params": params}
+    if params > max_params:
+        row.update(result=f"skipped (over {max_params:,.0f} parameters)")
+        return row
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     t = time.perf_counter()
@@ -78,6 +99,9 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False):
                    first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))
         return row
     row["seconds_import"] = time.perf_counter() - t
+    if params > certify_max_params:
+        row.update(result=f"imported (not certified: over {certify_max_params:,.0f} parameters)")
+        return row
     t = time.perf_counter()
     cert = imp.certify(tuple(backends), steps=steps)
     row.update(result="certified" if cert.passed else "certificate FAILS",
@@ -122,28 +146,35 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--backends", default="torch")
-    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--families", default=",".join(FAMILIES), help="'' for none")
+    p.add_argument("--timm", default=",".join(TIMM), help="timm model names ('' for none)")
+    p.add_argument("--max-params", type=float, default=100e6)
+    p.add_argument("--certify-max-params", type=float, default=100e6)
     p.add_argument("--groupnorm", action="store_true")
     p.add_argument("--keras", action="store_true",
                    help="sweep from_keras over Keras applications (KERAS_APPS) instead")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    todo = [] if a.keras else [(n, False) for n in builders(a.families.split(","))]
     if a.keras:
-        todo = [(n, "keras") for n in KERAS_APPS]
-    if a.groupnorm:
-        todo += [(n, True) for n in GROUPNORM]
+        todo = [(n, False, "keras") for n in KERAS_APPS]
+    else:
+        todo = [(n, False, "torchvision") for n in builders(a.families.split(","))
+                if a.families]
+    if a.groupnorm and not a.keras:
+        todo += [(n, True, "torchvision") for n in GROUPNORM]
+    todo += [(n, False, "timm") for n in a.timm.split(",") if n and not a.keras]
     rows = []
     print("| model | parameters | result | import s | certify s | worst (fwd/grad/step) |")
     print("|---|---:|---|---:|---:|---|")
-    for name, gn in todo:
+    for name, gn, source in todo:
         try:
-            if gn == "keras":
+            if source == "keras":
                 r = sweep_keras_one(name, size=a.size, steps=a.steps,
                                     backends=a.backends.split(","))
             else:
                 r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
-                              groupnorm=gn)
+                              groupnorm=gn, source=source, max_params=a.max_params,
+                              certify_max_params=a.certify_max_params)
         except Exception as e:  # a sweep goes on: the row says what broke
             r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
         rows.append(r)
@@ -158,9 +189,10 @@ def main(argv=None):
                          f"{w.get('step', 0):.0e}" for b, w in r.get("worst", {}).items())
         print(f"| {r['model']} | {r['params']:,} | {res} | {r.get('seconds_import', 0):.1f} | "
               f"{r.get('seconds_certify', 0):.1f} | {worst} |", flush=True)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(rows, f, indent=1, default=str)
+        if a.out:
+            with open(a.out + ".tmp", "w") as f:
+                json.dump(rows, f, indent=1, default=str)
+            os.replace(a.out + ".tmp", a.out)
 
 
 if __name__ == "__main__":

@@ -96,12 +96,10 @@ def permuted(perm: tuple, dims) -> tuple:
     return tuple(inverse[p] for p in perm)
 
 
-def regroup(in_shape: tuple, perm: tuple, out_shape: tuple):
-    """A source view ``in_shape`` -> ``out_shape`` on a tensor held in ``perm``, as a reshape of
-    the held tensor: (held output shape, output permutation), or None where some group of source
-    axes merged or split by the view is not held contiguous and in source order (a Transpose
-    would be needed first). Groups are the shortest runs of axes whose sizes multiply equal; a
-    size-1 axis joins the group before it."""
+def view_groups(in_shape: tuple, out_shape: tuple):
+    """The groups of a view ``in_shape`` -> ``out_shape``: [(input axes, output axes)], the
+    shortest runs of axes whose sizes multiply equal (a size-1 axis joins the group before it),
+    or None where the sizes do not match."""
     groups, i, j = [], 0, 0
     n, m = len(in_shape), len(out_shape)
     while i < n or j < m:
@@ -127,6 +125,17 @@ def regroup(in_shape: tuple, perm: tuple, out_shape: tuple):
             gj.append(j)
             j += 1
         groups.append((gi, gj))
+    return groups
+
+
+def regroup(in_shape: tuple, perm: tuple, out_shape: tuple):
+    """A source view ``in_shape`` -> ``out_shape`` on a tensor held in ``perm``, as a reshape of
+    the held tensor: (held output shape, output permutation), or None where some group of source
+    axes merged or split by the view (``view_groups``) is not held contiguous and in source
+    order (a Transpose is needed first: ``view_order``)."""
+    groups = view_groups(in_shape, out_shape)
+    if groups is None:
+        return None
     where = {a: k for k, a in enumerate(perm)}
     held_out, order = [], []
     by_start = {}
@@ -144,6 +153,18 @@ def regroup(in_shape: tuple, perm: tuple, out_shape: tuple):
         return None
     held_out = [out_shape[a] for a in order]
     return tuple(held_out), tuple(order)
+
+
+def view_order(in_shape: tuple, out_shape: tuple, want: tuple):
+    """The held order of the input (a permutation of its source axes) from which a Reshape gives
+    the view ``out_shape`` held in ``want`` (its groups ordered as ``want`` orders their first
+    output axis), or None."""
+    groups = view_groups(in_shape, out_shape)
+    if groups is None or any(not gj for _, gj in groups):
+        return None
+    groups = sorted(groups, key=lambda g: want.index(g[1][0]))
+    order = tuple(a for gi, _ in groups for a in gi)
+    return order if sorted(order) == list(range(len(in_shape))) and order[0] == 0 else None
 
 
 class Unsupported(Exception):
@@ -247,4 +268,4 @@ def check_shapes(graph, builder: Builder) -> None:
 
 
 __all__ = ["Builder", "ModuleBuilder", "Value", "Unsupported", "Layout", "spec_name",
-           "held_layout", "permuted", "regroup"]
+           "held_layout", "permuted", "regroup", "view_order"]

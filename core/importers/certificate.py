@@ -205,6 +205,23 @@ def _inject_hooks(imp, spec, module):
     return current
 
 
+def _exact_hardsigmoid(module):
+    """Run each ``nn.Hardsigmoid`` of the (copied) source as relu6(x + 3) / 6 written out: the
+    same function, but torch's own kernel's backward multiplies by the float32 constant
+    1.0f / 6.0f even in float64 (relative error 3e-8), so the float64 source would not be float64
+    end to end (MobileNetV3's squeeze-excite gates)."""
+    import torch
+
+    class ExactHardsigmoid(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.relu6(x + 3.0) / 6.0
+
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Hardsigmoid:
+                setattr(parent, name, ExactHardsigmoid())
+
+
 def _source_program(imp, spec, seed, dtype, inject=False):
     """``TorchNative`` on a randomized copy of the source, with a copy of its optimizer (and the
     mask holder of ``_inject_hooks`` when ``inject``)."""
@@ -216,6 +233,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     module = copy.deepcopy(src.module)
     module.to(torch.float64 if dtype == "float64" else torch.float32)
     randomize(module, seed)
+    if dtype == "float64":
+        _exact_hardsigmoid(module)
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.source_p, m.p = m.p, 0.0

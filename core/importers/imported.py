@@ -338,8 +338,10 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
     if hard:
         notes.append(f"hard_sigmoid ({', '.join(hard)}): torch's Hardsigmoid backward multiplies "
                      f"by the float32 constant 1.0f/6.0f even in float64 (relative gradient "
-                     f"error 3e-8); the spec's is 1/6, so a float64 certificate diverges from "
-                     f"the source there at that level (the forward is exact)")
+                     f"error 3e-8); the spec's is 1/6. A float64 certificate runs the source's "
+                     f"nn.Hardsigmoid modules as relu6(x + 3) / 6 (the same function, its "
+                     f"backward in float64); a functional hardsigmoid call keeps torch's "
+                     f"kernel and diverges there at that level (the forward is exact)")
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

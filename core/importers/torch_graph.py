@@ -301,6 +301,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             src = args[0]
             if isinstance(src, tuple):
                 env[n.name] = src[args[1]]
+                _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)
         val = n.meta.get("val")
@@ -361,6 +362,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
 
 
 def _note(fx_nodes, v, fx_name):
+    if not isinstance(v, Value):   # a tuple of pieces (split), a parameter view
+        return
     layer = getattr(getattr(v.tensor, "source", None), "layer", None)
     if layer is not None and layer.name not in fx_nodes:
         fx_nodes[layer.name] = (fx_name, v.layout, v.chw)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rosetta.conformance.native import flatten_nchw
-from rosetta.importers.builder import Builder, Unsupported, Value, held_layout, permuted, regroup
+from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
+                                       regroup, view_order)
 
 
 @dataclass
@@ -259,41 +260,80 @@ def missing(what):
 
 # --- combination, shape -------------------------------------------------------------------------
 
-def add(b: Builder, c: Call):
-    x, y = c.arg(0, "self"), c.arg(1, "other")
-    if not isinstance(x, Value) or not isinstance(y, Value):
-        raise Unsupported("adding a constant (the spec's Add takes tensors only)")
-    if c.arg(2, "alpha", 1) != 1:
-        raise Unsupported("add with alpha != 1")
-    if x.shape != y.shape or x.layout != y.layout or x.chw != y.chw:
-        raise Unsupported(f"a broadcasting add of shapes {x.shape} and {y.shape} (the spec's "
-                          f"Add takes equal shapes)")
-    return b.layer("Add", [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+@dataclass
+class ParamView:
+    """A view of a parameter (timm's ``gamma.reshape(1, -1, 1, 1)``): read where a binary op
+    takes it as an operand (``Parameter`` of the viewed shape)."""
+    src: str
+    shape: tuple
+    tensor: object = None
 
 
-def _mul_factors(c: Call):
-    for v in (c.arg(0, "self"), c.arg(1, "other")):
-        if isinstance(v, (str, int, float, bool)):
-            what = "a parameter or buffer" if isinstance(v, str) else "a constant"
-            raise Unsupported(f"a multiply by {what} (the spec's Multiply takes tensors "
-                              f"computed from the input, it has no scale-by-constant op)")
+def _param_operand(b: Builder, c: Call, p, other: Value, what: str) -> Value:
+    """A parameter operand of a broadcasting binary op with ``other`` (a computed tensor) as a
+    ``Parameter`` node: the source array, aligned right to ``other``'s rank (its leading size-1
+    axes are the batch axis and broadcast axes), held in ``other``'s axis order, so NumPy
+    broadcasting of the held tensors is the source's."""
+    src, shape = (p.src, p.shape) if isinstance(p, ParamView) else (p, b.tensors[p].shape)
+    src_shape = tuple(b.tensors[src].shape)
+    rank = len(other.shape)
+    if other.layout == "flat" or len(shape) > rank:
+        raise Unsupported(f"{what} by a parameter of shape {shape} with a tensor of shape "
+                          f"{other.shape} held as {other.layout}")
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    if full[0] != 1:
+        raise Unsupported(f"{what} by a parameter of shape {shape} over the batch axis")
+    perm = other.perm
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    held = tuple(full[i] for i in perm)[1:]
+    lay = Layout(f"param{tuple(shape)}@{perm}",
+                 lambda k: np.transpose(np.asarray(k)[None], inverse).reshape(src_shape),
+                 lambda a: np.transpose(np.asarray(a).reshape(full), perm)[0])
+    return b.layer("Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                   params={"value": (src, lay)}, layout=other.layout, out_shape=full,
+                   shape=held, init="ones")
 
 
-@constants_checked(_mul_factors)
-def mul(b: Builder, c: Call):
-    """x * y of two computed tensors, one broadcasting size-1 axes of the other (torch's rule on
-    tensors of one rank held in one layout is the spec Multiply's: the squeeze-excite gate
-    (N, C, H, W) * (N, C, 1, 1)); a constant factor is refused."""
-    _mul_factors(c)
-    x, y = _value(c.arg(0, "self")), _value(c.arg(1, "other"))
-    if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
-        raise Unsupported(f"a multiply of shapes {x.shape} and {y.shape} held in different "
-                          f"layouts ({x.layout}, {y.layout})")
-    if x.shape[0] != y.shape[0] or (x.layout == "flat" and x.shape != y.shape) or any(
-            p != q and 1 not in (p, q) for p, q in zip(x.shape, y.shape)):
-        raise Unsupported(f"a multiply of shapes {x.shape} and {y.shape} (the spec's Multiply "
-                          f"broadcasts size-1 axes of one rank, never the batch axis)")
-    return b.layer("Multiply", [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+def _binary(op: str, what: str):
+    """A broadcasting binary op of the source: two computed tensors held in one layout (NumPy
+    broadcasting of the held tensors is then the source's: equal ranks, one axis order), a
+    parameter operand (``_param_operand``) or a Python number (the op's ``constant``)."""
+    def handler(b: Builder, c: Call):
+        x, y = c.arg(0, "self"), c.arg(1, "other")
+        if c.arg(2, "alpha", 1) != 1:
+            raise Unsupported(f"{what} with alpha != 1")
+        numbers = (int, float)
+        if isinstance(x, numbers) and isinstance(y, numbers):
+            raise Unsupported(f"{what} of two numbers")
+        if isinstance(y, numbers) or isinstance(x, numbers):
+            v, k, rev = (x, y, False) if isinstance(y, numbers) else (y, x, True)
+            v = _value(v)
+            attrs = {"constant": float(k)}
+            if rev and op in ("Subtract", "Divide", "Power"):
+                attrs["reverse"] = True
+            return b.layer(op, [v], name=c.name, source=c.label, out_shape=c.shape, chw=v.chw,
+                           **attrs)
+        params = (str, ParamView)
+        if isinstance(x, params) and isinstance(y, params):
+            raise Unsupported(f"{what} of two parameters (a computed parameter)")
+        if isinstance(x, params):
+            x = _param_operand(b, c, x, _value(y), what)
+        elif isinstance(y, params):
+            y = _param_operand(b, c, y, _value(x), what)
+        x, y = _value(x), _value(y)
+        if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
+            raise Unsupported(f"{what} of shapes {x.shape} and {y.shape} held in different "
+                              f"layouts ({x.layout}, {y.layout})")
+        if x.layout == "flat" and x.shape != y.shape:
+            raise Unsupported(f"a broadcasting {what} of a channels-first flatten")
+        return b.layer(op, [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+    return handler
+
+
+add = _binary("Add", "an add")
+mul = _binary("Multiply", "a multiply")
+sub = _binary("Subtract", "a subtract")
+div = _binary("Divide", "a divide")
 
 
 def cat(b: Builder, c: Call):
@@ -311,10 +351,9 @@ def flatten(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     start, end = int(c.arg(1, "start_dim", 0)), int(c.arg(2, "end_dim", -1))
     rank = len(x.shape)
-    if start != 1 or end not in (-1, rank - 1):
-        raise Unsupported(f"flatten(start_dim={start}, end_dim={end}) (the spec flattens every "
-                          f"axis but the batch)")
-    if x.layout not in ("nchw", "plain", "flat"):
+    if start % rank == 0:
+        raise Unsupported(f"flatten(start_dim={start}) (it mixes the batch axis)")
+    if start != 1 or end not in (-1, rank - 1) or x.layout not in ("nchw", "plain", "flat"):
         return view(b, c)
     return _flatten(b, c, x)
 
@@ -338,8 +377,11 @@ def view(b: Builder, c: Call):
     ``flat`` layout; any other view is a Reshape of the held tensor where the source axes it
     merges or splits are held contiguous and in order (``builder.regroup``), the held axis order
     carried through."""
-    x = _value(c.arg(0, "input"))
+    x = c.arg(0, "input")
     shape = tuple(c.shape)
+    if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
+        return ParamView(x if isinstance(x, str) else x.src, shape)
+    x = _value(x)
     if shape[0] != x.shape[0]:
         raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
     if len(shape) == 2 and x.layout in ("nchw", "plain", "flat"):
@@ -349,15 +391,78 @@ def view(b: Builder, c: Call):
     if x.layout == "flat":
         raise Unsupported(f"a view of a channels-first flatten to {shape}")
     held = regroup(tuple(x.shape), x.perm, shape)
-    if held is None:
-        raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order {x.perm} "
-                          f"to {shape} (it merges source axes that are not held in order: the "
-                          f"spec has no Transpose op)")
+    if held is None:   # a Transpose of the held axes first (ShuffleNet's channel shuffle),
+        # to the order whose Reshape gives the view held channels last (an image) or plain
+        want = (0, 2, 3, 1) if len(shape) == 4 else tuple(range(len(shape)))
+        order = view_order(tuple(x.shape), shape, want)
+        if order is None:
+            raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order "
+                              f"{x.perm} to {shape}")
+        P = x.perm
+        x = b.layer("Transpose", [x], name=f"{c.name}_order", source=c.label, layout=order,
+                    out_shape=x.shape, perm=tuple(P.index(a) - 1 for a in order[1:]))
+        held = regroup(tuple(x.shape), x.perm, shape)
     held_shape, perm = held
     if held_shape == tuple(x.shape[i] for i in x.perm):
         return Value(x.tensor, held_layout(perm), shape)
     return b.layer("Reshape", [x], name=c.name, source=c.label, layout=perm,
                    out_shape=shape, shape=held_shape[1:])
+
+
+def _slice(b: Builder, c: Call, x: Value, dim: int, start, stop, step: int, name: str):
+    """``Slice`` of source axis ``dim`` (Python slice rules, resolved against its size)."""
+    rank = len(x.shape)
+    dim %= rank
+    if dim == 0:
+        raise Unsupported("a slice of the batch axis")
+    size = x.shape[dim]
+    lo, hi, st = slice(start, stop, step).indices(size)
+    if (lo, hi, st) == (0, size, 1):
+        return x
+    return b.layer("Slice", [x], name=name, source=c.label, axes=(x.canonical_axis(dim),),
+                   starts=(lo,), stops=(hi,), steps=(st,),
+                   out_shape=x.shape[:dim] + (len(range(lo, hi, st)),) + x.shape[dim + 1:])
+
+
+def slice_(b: Builder, c: Call):
+    """x[..., start:end:step, ...] along one source axis -> ``Slice`` (held order kept)."""
+    x = _value(c.arg(0, "input"))
+    return _slice(b, c, x, int(c.arg(1, "dim", 0)), c.arg(2, "start", None),
+                  c.arg(3, "end", None), int(c.arg(4, "step", 1)), c.name)
+
+
+def select(b: Builder, c: Call):
+    """x[..., i, ...] -> ``Slice`` of one element and ``Squeeze`` of that held axis; the held
+    order of the other source axes is kept."""
+    x = _value(c.arg(0, "input"))
+    rank = len(x.shape)
+    dim, i = int(c.arg(1, "dim")) % rank, int(c.arg(2, "index"))
+    i = i + x.shape[dim] if i < 0 else i
+    y = _slice(b, c, x, dim, i, i + 1, 1, f"{c.name}_slice")
+    perm = tuple(p - (p > dim) for p in x.perm if p != dim)
+    return b.layer("Squeeze", [y], name=c.name, source=c.label, axes=(x.canonical_axis(dim),),
+                   layout=perm, out_shape=c.shape)
+
+
+def split(b: Builder, c: Call):
+    """chunk / split -> one ``Slice`` per piece (a tuple of Values, read by getitem)."""
+    x = _value(c.arg(0, "input"))
+    dim = int(c.arg(2, "dim", 0)) % len(x.shape)
+    size = x.shape[dim]
+    arg = c.arg(1, "split_size")
+    if c.target.startswith("aten.chunk"):
+        n = int(arg)
+        step = -(-size // n)
+        sizes = [min(step, size - k) for k in range(0, size, step)]
+    elif isinstance(arg, (list, tuple)):
+        sizes = [int(v) for v in arg]
+    else:
+        sizes = [min(int(arg), size - k) for k in range(0, size, int(arg))]
+    out, start = [], 0
+    for k, n in enumerate(sizes):
+        out.append(_slice(b, c, x, dim, start, start + n, 1, f"{c.name}_{k}"))
+        start += n
+    return tuple(out)
 
 
 def permute(b: Builder, c: Call):
@@ -472,14 +577,92 @@ def adaptive_max_pool2d(b, c):
     return _adaptive("MaxPool2D", "GlobalMaxPool2D", b, c)
 
 
-def mean(b: Builder, c: Call):
-    x = _value(c.arg(0, "input"))
-    dims = c.arg(1, "dim")
-    keep = bool(c.arg(2, "keepdim", False))
-    if x.layout == "nchw" and dims is not None and {d % 4 for d in dims} == {2, 3}:
-        return _global("GlobalAvgPool2D", b, c, x, keep)
-    raise Unsupported(f"mean over dims {dims} of a {x.layout} tensor (the spec has a mean over "
-                      f"H and W only)")
+# --- tensor math (rosetta.ops.math, rosetta.ops.reduction) ------------------------------------
+
+def _unary(fn):
+    def handler(b: Builder, c: Call):
+        x = _value(c.arg(0, "input"))
+        return b.layer("Unary", [x], name=c.name, source=c.label, fn=fn, out_shape=c.shape,
+                       chw=x.chw)
+    return handler
+
+
+def power(b: Builder, c: Call):
+    """x ** k (a number) -> ``Power(constant=k)``; a tensor exponent as ``Power`` of two."""
+    return _binary("Power", "a power")(b, Call(c.target, [c.arg(0, "self"),
+                                                          c.arg(1, "exponent")],
+                                              {}, c.name, c.label, c.shape, c.params))
+
+
+def _plain(b: Builder, c: Call, x: Value, what: str) -> Value:
+    """``x`` held in source order: a Transpose where it is held otherwise."""
+    if x.layout == "flat":
+        raise Unsupported(f"{what} of a channels-first flatten")
+    if x.layout == "plain":
+        return x
+    P = x.perm
+    return b.layer("Transpose", [x], name=f"{c.name}_order", source=c.label, layout="plain",
+                   out_shape=x.shape, perm=tuple(P.index(j) - 1 for j in range(1, len(P))))
+
+
+def reduce(fn):
+    """mean / sum / amax / amin / var over source dims -> ``Reduce`` over the held axes (the
+    held order of the remaining axes kept); torch's var takes ``correction`` (default 1)."""
+    def handler(b: Builder, c: Call):
+        x = _value(c.arg(0, "input"))
+        dims = c.arg(1, "dim")
+        rank = len(x.shape)
+        dims = list(range(1, rank)) if dims in (None, [], ()) else [int(d) % rank
+                                                                    for d in dims]
+        extra = {}
+        if fn == "var":   # var.correction(input, dim, *, correction=None (1), keepdim)
+            keep = bool(c.kwargs.get("keepdim", False))
+            corr = c.kwargs.get("correction")
+            extra["correction"] = 1 if corr is None else corr
+        else:
+            keep = bool(c.arg(2, "keepdim", False))
+        if 0 in dims:
+            raise Unsupported(f"a {fn} over the batch axis")
+        if fn == "mean" and x.layout == "nchw" and set(dims) == {2, 3}:
+            return _global("GlobalAvgPool2D", b, c, x, keep)
+        if x.layout == "flat":
+            raise Unsupported(f"a {fn} of a channels-first flatten")
+        axes = tuple(sorted(x.canonical_axis(d) for d in dims))
+        P = x.perm
+        perm = P if keep else held_layout([p - sum(d < p for d in dims) for p in P
+                                            if p not in dims])
+        return b.layer("Reduce", [x], name=c.name, source=c.label, fn=fn, axes=axes,
+                       keepdims=keep, layout=perm, out_shape=c.shape, **extra)
+    return handler
+
+
+def matmul(b: Builder, c: Call):
+    """matmul / bmm / mm -> ``MatMul`` of the operands held in source order; a parameter
+    operand as a batch-broadcast ``Parameter``."""
+    x, y = c.arg(0, "input", c.kwargs.get("self")), c.arg(1, "other", c.kwargs.get("mat2"))
+    ops = []
+    for v in (x, y):
+        if isinstance(v, (str, ParamView)):
+            src, shape = (v.src, v.shape) if isinstance(v, ParamView) else (v, None)
+            src_shape = tuple(b.tensors[src].shape)
+            shape = tuple(shape or src_shape)
+            lay = Layout(f"param{shape}", lambda k, s=src_shape: np.asarray(k).reshape(s),
+                         lambda a, s=shape: np.asarray(a).reshape(s))
+            ops.append(b.layer("Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                               params={"value": (src, lay)}, layout="plain",
+                               out_shape=(1,) + shape, shape=shape, init="ones"))
+        else:
+            ops.append(_plain(b, c, _value(v), "a matmul"))
+    return b.layer("MatMul", ops, name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape)
+
+
+def softmax_op(op):
+    def handler(b: Builder, c: Call):
+        x = _value(c.arg(0, "input"))
+        return b.layer(op, [x], name=c.name, source=c.label,
+                       axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
+    return handler
 
 
 ATEN = {
@@ -512,8 +695,14 @@ ATEN = {
     "aten.sigmoid_.default": _activation("sigmoid"),
     "aten.mul.Tensor": mul,
     "aten.mul_.Tensor": mul,
+    "aten.mul.Scalar": mul,
     "aten.add.Tensor": add,
     "aten.add_.Tensor": add,
+    "aten.add.Scalar": add,
+    "aten.sub.Tensor": sub,
+    "aten.sub.Scalar": sub,
+    "aten.div.Tensor": div,
+    "aten.div.Scalar": div,
     "aten.cat.default": cat,
     "aten.flatten.using_ints": flatten,
     "aten.view.default": view,
@@ -531,9 +720,33 @@ ATEN = {
     "aten.avg_pool2d.default": avg_pool2d,
     "aten.adaptive_avg_pool2d.default": adaptive_avg_pool2d,
     "aten.adaptive_max_pool2d.default": adaptive_max_pool2d,
-    "aten.mean.dim": mean,
+    "aten.mean.dim": reduce("mean"),
+    "aten.sum.dim_IntList": reduce("sum"),
+    "aten.amax.default": reduce("max"),
+    "aten.amin.default": reduce("min"),
+    "aten.var.correction": reduce("var"),
+    "aten.matmul.default": matmul,
+    "aten.bmm.default": matmul,
+    "aten.mm.default": matmul,
+    "aten.pow.Tensor_Scalar": power,
+    "aten.pow.Tensor_Tensor": power,
+    "aten.neg.default": _unary("neg"),
+    "aten.abs.default": _unary("abs"),
+    "aten.sqrt.default": _unary("sqrt"),
+    "aten.rsqrt.default": _unary("rsqrt"),
+    "aten.exp.default": _unary("exp"),
+    "aten.log.default": _unary("log"),
+    "aten.erf.default": _unary("erf"),
+    "aten.reciprocal.default": _unary("reciprocal"),
+    "aten.sin.default": _unary("sin"),
+    "aten.cos.default": _unary("cos"),
+    "aten.log_softmax.int": softmax_op("LogSoftmax"),
+    "aten._log_softmax.default": softmax_op("LogSoftmax"),
     "aten.transpose.int": permute,
     "aten.permute.default": permute,
-    "aten.chunk.default": missing("chunk / split (the spec has no Split op)"),
-    "aten.split.Tensor": missing("chunk / split (the spec has no Split op)"),
+    "aten.chunk.default": split,
+    "aten.split.Tensor": split,
+    "aten.split_with_sizes.default": split,
+    "aten.slice.Tensor": slice_,
+    "aten.select.int": select,
 }
