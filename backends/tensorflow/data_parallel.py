@@ -143,7 +143,7 @@ class Program(single.Program):
         return (f"Program(tensorflow, {self.graph.name}, dtype={self.dtype}, "
                 f"{self.devices} replicas of {type(self.strategy).__name__})")
 
-    def loss_scale(self, replicas):
+    def replica_loss_factor(self, replicas):
         """tf.distribute sums the replicas' gradients: each replica's mean loss is scaled by
         1/N so that the sum is the gradient of the global-batch mean."""
         return 1.0 / replicas
@@ -174,7 +174,7 @@ class Program(single.Program):
         with tf.GradientTape() as tape:
             loss = self.loss_fn(self.model(x, training=True, update_state=update_state,
                                            masks=m), y)
-            scaled = loss * tf.cast(self.loss_scale(ctx.num_replicas_in_sync), loss.dtype)
+            scaled = loss * tf.cast(self.replica_loss_factor(ctx.num_replicas_in_sync), loss.dtype)
         grads = tape.gradient(scaled, self.trainable, unconnected_gradients=single.ZERO)
         grads = ctx.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])
         mean_loss = ctx.all_reduce(SUM, loss) / ctx.num_replicas_in_sync

@@ -14,6 +14,7 @@ import rosetta as rs
 from rosetta import models
 from rosetta.conformance import compare_arrays, compare_trees
 from rosetta.conformance.tiers import EXACT as EXACT_TIER, FLOAT32 as FLOAT32_TIER
+from rosetta.dropout import mask_draws
 from rosetta.training import train
 
 from cases import BUILD, IDS
@@ -68,7 +69,12 @@ def _trace(spec, backend):
     return out
 
 
-@pytest.mark.parametrize("case", IDS)
+# a case whose model draws keep-masks (StochasticDepth) draws them per backend here: its masks
+# are injected and held against the NumPy reference in test_ops.py instead
+UNMASKED = [c for c in IDS if not mask_draws(BUILD[c]().model)]
+
+
+@pytest.mark.parametrize("case", UNMASKED)
 def test_training_steps_agree_float64(case):
     """Loss, every gradient, every parameter and the model state after each of 3 Adam steps,
     and the outputs after them, for every pair of backends. Each backend runs once; its record
