@@ -48,7 +48,7 @@ def _summed_gradients_torch(mod):
 
 
 def _summed_gradients_tensorflow(mod):
-    mod.Program.loss_scale = lambda self, replicas: 1.0
+    mod.Program.replica_loss_factor = lambda self, replicas: 1.0
 
 
 def _summed_gradients_jax(mod):
