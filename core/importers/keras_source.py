@@ -118,7 +118,8 @@ def check_optimizer(optimizer, spec_opt, dtype: str) -> None:
                            f"the exact source; certify under KERAS_BACKEND=jax or torch")
 
 
-def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float) -> None:
+def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
+                 names_of=None) -> None:
     """Run the (randomized) clone once in training mode and hold every mapped layer's output
     against the spec's NumPy float64 reference on the same values; the first layer that
     differs by more than ``tolerance`` (relative, normwise) is named. Keras 3.15 on jax and
@@ -146,7 +147,8 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float) -> N
     for v in model.non_trainable_variables:
         v.assign(saved[v.path])
     params = {p: np.asarray(keras.ops.convert_to_numpy(v.value), np.float64)
-              for p, v in ((imp.names.get(v.path), v) for v in model.variables) if p}
+              for p, v in (((names_of or imp.names).get(v.path), v) for v in model.variables)
+              if p}
     g = spec.model
     values = {g.inputs[0].name: x}
     got = dict(zip((n.name for n in nodes), outs))
@@ -341,6 +343,15 @@ def source_program(imp, spec, seed, dtype, inject=False):
         import jax
         jax.config.update("jax_enable_x64", True)
     model = clone_in(src.module, dtype)
+    # the clone's variables, in the source's order, may carry other paths (a model loaded from a
+    # .keras file has 'dense/kernel' where its clone has 'sequential/dense/kernel')
+    pairs = list(zip(model.variables, src.module.variables))
+    if len(model.variables) != len(src.module.variables) or any(
+            tuple(c.shape) != tuple(o.shape) for c, o in pairs):
+        raise RosettaError(f"{src.module.name}: its float64 clone does not hold the source's "
+                           f"variables in the source's order")
+    source_of = {c.path: o for c, o in pairs}
+    names_of = {c.path: imp.names[o.path] for c, o in pairs if o.path in imp.names}
     probe = model(np.zeros((1, *src.input_shape), dtype if src.input_kind == "float"
                            else np.int64), training=False)
     got = str(keras.ops.convert_to_numpy(probe).dtype)
@@ -361,7 +372,7 @@ def source_program(imp, spec, seed, dtype, inject=False):
         opt = type(src.optimizer).from_config(src.optimizer.get_config())
         opt.build(model.trainable_variables)
         if src.optimizer.built and int(keras.ops.convert_to_numpy(src.optimizer.iterations)):
-            orig = {v.path: v for v in src.module.trainable_variables}
+            orig = source_of
             for attr in SLOTS[kind].values():
                 mine, theirs = getattr(opt, attr, []), getattr(src.optimizer, attr, [])
                 for v in model.trainable_variables:
@@ -378,9 +389,9 @@ def source_program(imp, spec, seed, dtype, inject=False):
     node_of = {layer.name: spec_name(layer.name) for layer in
                model._flatten_layers(include_self=False, recursive=True)}
     _patch_dropout(model, holder, node_of)
-    check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10)
+    check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of)
     lr = float(src.optimizer.get_config()["learning_rate"]) if src.optimizer is not None else 0.01
-    prog = KerasSource(model, opt, loss, {n: (p, "identity") for n, p in imp.names.items()},
+    prog = KerasSource(model, opt, loss, {n: (p, "identity") for n, p in names_of.items()},
                        kind=kind or "sgd", lr=lr,
                        slots={s: s for s in SLOTS[kind or "sgd"]})
     prog.bind(without_dropout(spec))

@@ -129,6 +129,14 @@ def test_import_command_reads_a_keras_file(tmp_path, capsys):
     assert main(["import", str(path), "--out", str(tmp_path / "ck"), "--no-certify"]) == 0
     assert "imported mlp" in capsys.readouterr().out
     assert (tmp_path / "ck").is_dir()
+    # certified from the file too: a loaded model's variable paths ('dense/kernel') differ from
+    # its float64 clone's ('sequential/dense/kernel'); the clone is matched by order
+    auto = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
+                             keras.layers.Dense(3)])
+    auto.save(tmp_path / "auto.keras")
+    assert main(["import", str(tmp_path / "auto.keras"), "--out", str(tmp_path / "ck2"),
+                 "--backends", "torch", "--steps", "1"]) == 0
+    assert "PASS" in capsys.readouterr().out
     assert main(["import", str(tmp_path / "nothing.keras"), "--out", str(tmp_path / "x")]) == 2
 
 
