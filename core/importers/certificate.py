@@ -54,7 +54,7 @@ class Certificate:
     dropout: str
     results: list = field(default_factory=list)   # one dict per backend
     seconds: dict = field(default_factory=dict)
-    source: str = "torch"   # the source's framework; "onnx": a forward certificate
+    source: str = ""        # the source's framework (its source info's ``framework``)
 
     @property
     def passed(self) -> bool:
@@ -341,13 +341,15 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         backends = tuple(available_backends())
 
     log = progress or (lambda msg: None)
-    framework = getattr(imp.source, "framework", "torch")
-    # a torch source is certified in its own dtype; a Keras source runs as a float64 clone
-    # (keras_source.py checks before recording that Keras really computes in float64)
-    dtype = dtype or (imp.dtype if framework == "torch" else "float64")
-    if dtype == "float32" and framework != "torch":
-        raise RosettaError(f"certify: the float32 certificate runs torch sources only; certify "
-                           f"this {framework} model with dtype='float64'")
+    framework = imp.source.framework
+    # a source that runs float32 steps (certify32) is certified in its own dtype; another (a
+    # Keras source, a float64 clone that keras_source.py checks really computes in float64)
+    # in float64
+    own32 = imp.source.float32_certificate
+    dtype = dtype or (imp.dtype if own32 else "float64")
+    if dtype == "float32" and not own32:
+        raise RosettaError(f"certify: the float32 certificate does not run {framework} sources "
+                           f"yet; certify this model with dtype='float64'")
     if dtype not in ("float64", "float32"):
         raise RosettaError(f"certificate dtype {dtype!r}: float64 (the exact tier) or float32 "
                            f"(teacher-forced at the measured noise bounds)")

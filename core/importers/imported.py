@@ -197,10 +197,9 @@ class Imported(TrainedModel):
         and onnxruntime)."""
         from rosetta.errors import RosettaError
 
-        if getattr(self.source, "framework", "torch") == "onnx":
-            from rosetta.importers.onnx_certificate import certify_onnx
-            return certify_onnx(self, backends, seed=seed, out=out, progress=progress,
-                                steps=steps)
+        forward = getattr(self.source, "forward_certificate", None)
+        if forward is not None:      # a graph without gradients (ONNX): its own certificate
+            return forward(self, backends, seed=seed, out=out, progress=progress, steps=steps)
         self.refuse_training()
         from rosetta.importers.certificate import certify
 
@@ -262,6 +261,8 @@ class _Source:
     fx_nodes: dict
     input_layout: str
     description: str = ""
+    framework: str = "torch"       # the source's framework, named in the certificate
+    float32_certificate = True     # certify32 runs this source's float32 steps
     scheduler: object = None   # the torch LR scheduler driving ``optimizer`` (None: none)
 
 

@@ -24,6 +24,7 @@ class KerasSourceInfo:
     keras_nodes: dict = None  # spec node -> Keras layer/operation name
     framework: str = "keras"
     input_layout: str = "plain"
+    float32_certificate = False   # certified as a float64 clone (keras_source.check_layers)
 
     def program(self, imp, spec, seed, dtype, inject=False):
         from rosetta.importers.keras_source import source_program

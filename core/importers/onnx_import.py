@@ -28,6 +28,11 @@ class OnnxSource:
     def layouts(self):
         return self.captured.layouts
 
+    def forward_certificate(self, imp, backends, **kw):
+        """The forward certificate against ONNX's own evaluators (``onnx_certificate``)."""
+        from rosetta.importers.onnx_certificate import certify_onnx
+        return certify_onnx(imp, backends, **kw)
+
 
 def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, optimizer=None,
               loss=None) -> Imported:
