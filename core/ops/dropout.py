@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rosetta.ops.registry import Attr, OpDef, register, unit_interval
+from rosetta.ops.registry import Attr, OpDef, TensorType, register, unit_interval
 
 
 @register
@@ -32,12 +32,13 @@ class Dropout(OpDef):
         mask = ctx.dropout_mask
         if mask is None:
             rng = ctx.rng if ctx.rng is not None else np.random.default_rng(0)
-            mask = (rng.random(x.shape) >= a["rate"]).astype(np.float64)
+            shape = (x.shape[0], *self.dropout_mask_shape(a, None, TensorType(x.shape[1:])))
+            mask = (rng.random(shape) >= a["rate"]).astype(np.float64)
         return x * mask / (1.0 - a["rate"])
 
 
 @register
-class StochasticDepth(OpDef):
+class StochasticDepth(Dropout):
     """Stochastic depth ("drop path", torchvision ``StochasticDepth(p, "row")``, timm
     ``DropPath``): training: y[n] = x[n] * mask[n] / (1 - rate), one keep-mask value per example,
     mask[n] ~ Bernoulli(1 - rate) (the whole residual branch of an example is dropped or kept and
@@ -51,19 +52,5 @@ class StochasticDepth(OpDef):
     attrs = {"rate": Attr("float", check=unit_interval),
              "mode": Attr("str", default="row", choices=("row",))}
 
-    def infer(self, a, inputs, where):
-        return inputs[0]
-
     def dropout_mask_shape(self, a, inputs, out):
         return (1,) * len(out.shape) if a["rate"] > 0 else None
-
-    def reference(self, a, p, xs, ctx):
-        x = xs[0]
-        if not ctx.training or a["rate"] == 0.0:
-            return x
-        mask = ctx.dropout_mask
-        if mask is None:
-            rng = ctx.rng if ctx.rng is not None else np.random.default_rng(0)
-            mask = (rng.random((x.shape[0],) + (1,) * (x.ndim - 1)) >= a["rate"])
-            mask = mask.astype(np.float64)
-        return x * mask / (1.0 - a["rate"])
