@@ -33,13 +33,9 @@ from rosetta.conformance.runner import (batch_stream, dropout_masks, record,
 FORCED_STEPS = 3   # steps held to the noise bound (each from the float64 state)
 
 
-@dataclass
-class Forced:
-    """The teacher-forced comparison of one backend's float32 against one reference."""
-
-    backend: str           # whose float32
-    reference: str         # whose float64 state and result
-    rows: list = field(default_factory=list)   # (step, key, Worst) in causal order
+class HeldRows:
+    """Rows (step, key, Worst) in causal order, each held to its own bound: the worst by the
+    share of its bound used, and the first over it."""
 
     def worst(self):
         w = None
@@ -52,6 +48,15 @@ class Forced:
             if use(w) > 1:
                 return step, key, w
         return None
+
+
+@dataclass
+class Forced(HeldRows):
+    """The teacher-forced comparison of one backend's float32 against one reference."""
+
+    backend: str           # whose float32
+    reference: str         # whose float64 state and result
+    rows: list = field(default_factory=list)   # (step, key, Worst) in causal order
 
 
 def forced_batches(spec, steps, seed, dropout="inject"):

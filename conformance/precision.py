@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rosetta.conformance.compare import Worst
+from rosetta.conformance.forced import HeldRows
 from rosetta.conformance.noise import (ELEMENTWISE, NOISE_RUNS, Start, _worst,
                                        given_own_gradients, group, perturb_at, reorder,
                                        run_step, spread_of, step_result, to_float32,
-                                       unit_roundoff, update_reference, use, worse)
+                                       unit_roundoff, update_reference)
 from rosetta.precision import (FLOAT32, INNER_SOFTMAX, PRODUCT, LossScale, Policy, family,
                                node_types, policy)
 
@@ -121,7 +122,7 @@ LOW_FLOOR = 4.0        # units of the element's format times its group's scale
 
 
 @dataclass
-class PrecisionResult:
+class PrecisionResult(HeldRows):
     """The precision tier of one backend and policy: ``rows`` (step, key, Worst) of every
     tensor and node output against float64, ``types`` the type problems (``check_types``)."""
 
@@ -129,18 +130,6 @@ class PrecisionResult:
     precision: str
     rows: list = field(default_factory=list)
     types: list = field(default_factory=list)
-
-    def worst(self):
-        w = None
-        for _, _, x in self.rows:
-            w = worse(w, x)
-        return w
-
-    def first_failure(self):
-        for step, key, w in self.rows:
-            if use(w) > 1:
-                return step, key, w
-        return None
 
     @property
     def passed(self) -> bool:
