@@ -261,9 +261,9 @@ class _Source:
     fx_nodes: dict
     input_layout: str
     description: str = ""
-    framework: str = "torch"       # the source's framework, named in the certificate
-    float32_certificate = True     # certify32 runs this source's float32 steps
     scheduler: object = None   # the torch LR scheduler driving ``optimizer`` (None: none)
+    framework = "torch"            # the source's framework, named in the certificate
+    float32_certificate = True     # certify32 runs this source's float32 steps
 
 
 def _dtype_of(module) -> str:
