@@ -298,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .npz file, or a folder for memory-mapped .npy files")
 
     sub.add_parser("models", help="list the model zoo")
-    sub.add_parser("backends", help="installed backends, versions and devices")
+    b = sub.add_parser("backends", help="installed backends, versions and devices")
+    b.add_argument("--capabilities", action="store_true",
+                   help="what each backend can do (modes, precision policies, export formats, "
+                        "devices, hosts), read from its declaration; imports no framework")
     from rosetta.conformance.command import add_parser as add_conformance
     add_conformance(sub, _positive_int)
     from rosetta.conformance.bench import add_parser as add_bench
@@ -516,6 +519,13 @@ def cmd_models(args) -> int:
 def cmd_backends(args) -> int:
     from rosetta.backend_registry import backend_class, backend_names, get_backend
 
+    if args.capabilities:
+        from rosetta.capabilities import table
+        for name, rows in table().items():
+            print(name)
+            for title, text in rows.items():
+                print(f"  {title + ':':<28} {text}")
+        return 0
     for name in backend_names():
         try:
             cls = backend_class(name)

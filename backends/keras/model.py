@@ -881,3 +881,15 @@ def build_model(keras, graph, params: dict, state: dict):
     for n in graph.nodes:
         values[n.name] = LOWERINGS[n.op](b, n, [values[s] for s in n.inputs])
     return keras.Model(inputs, values[graph.outputs[0]], name=graph.name)
+
+
+def refusals_markdown() -> str:
+    """The ops the keras export refuses, with each reason (docs/hooks/capabilities.py): those
+    declared with ``refuses`` and any registered op with no Keras lowering at all."""
+    from rosetta.ops.registry import REGISTRY
+
+    rows = ["| op | why the keras export refuses it |", "|---|---|"]
+    rows += [f"| {op} | {why.replace('|', '/')} |" for op, why in sorted(REFUSED.items())]
+    rows += [f"| {op} | no Keras lowering is registered |" for op in sorted(REGISTRY)
+             if op not in LOWERINGS and op not in REFUSED]
+    return "\n".join(rows)
