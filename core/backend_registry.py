@@ -9,6 +9,7 @@ backend installed by another distribution is found the same way, with no list to
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 
 from rosetta.backend import Backend
@@ -19,8 +20,17 @@ GROUP = "rosetta.backends"
 _LOADED: dict = {}
 
 
+_SCANNED: dict[tuple, dict] = {}
+
+
 def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+    """{name: entry point} of the group. Scanning every installed distribution's metadata costs
+    tens of milliseconds and the command line asks many times per run, so the scan is kept per
+    ``sys.path`` (a distribution put on the path later, as a test's stub backend is, is found)."""
+    key = tuple(sys.path)
+    if key not in _SCANNED:
+        _SCANNED[key] = {ep.name: ep for ep in entry_points(group=GROUP)}
+    return _SCANNED[key]
 
 
 def backend_names() -> list[str]:
