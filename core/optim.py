@@ -102,6 +102,11 @@ def _frozen(where, frozen) -> list:
     return list(dict.fromkeys(frozen))
 
 
+def literal(path: str) -> str:
+    """The glob pattern that matches exactly ``path`` (``*``, ``?`` and ``[`` bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
 def is_frozen(path: str, frozen) -> bool:
     """Whether the parameter at ``path`` matches one of the ``frozen`` glob patterns
     (``fnmatch`` rules, case-sensitive; ``*`` also matches ``/``, as in ``lr_scale``)."""
@@ -170,6 +175,14 @@ class Optimizer:
     def with_frozen(self, frozen) -> "Optimizer":
         """A copy of this optimizer with ``frozen`` as its frozen patterns (the rest equal)."""
         return from_json({**self.to_json(), "frozen": list(frozen)})
+
+    def carried_slots(self, params: dict, slots: dict) -> dict:
+        """The slots of a run whose frozen set changed, for this optimizer: ``slots`` (another
+        frozen set's ``<slot>/<path>`` state) without the parameters this one freezes, and a
+        parameter this one trains that had no state (it was frozen) starts from the initial
+        state (zeros, Adagrad's initial accumulator), whatever the update count."""
+        init = self.slots(self.init_state(params))
+        return {k: np.asarray(slots[k]) if k in slots else v for k, v in init.items()}
 
     def lr_factor(self, path: str) -> float:
         """The factor of this optimizer's ``lr_scale`` for the parameter at ``path``."""
