@@ -32,7 +32,11 @@ class TorchNative(NativeProgram):
                  *, slots=None, data_layout="NHWC"):
         super().__init__(names, slots=slots, data_layout=data_layout)
         self.model, self.optimizer, self.loss = model, optimizer, loss
-        self._p = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        # a parameter with requires_grad False is a parameter of the comparison where the name
+        # map names it (a frozen parameter: ``gradients`` reports its gradient, the optimizer
+        # never sees one), else a constant of the model (not compared)
+        self._p = {n: p for n, p in model.named_parameters() if p.requires_grad or n in names}
+        self._frozen = [p for p in self._p.values() if not p.requires_grad]
         self._b = dict(model.named_buffers())
         dtypes = {p.dtype for p in self._p.values()}
         if len(dtypes) != 1 or next(iter(dtypes)) not in DTYPES:
@@ -102,11 +106,19 @@ class TorchNative(NativeProgram):
     def _gradients(self, x, y):
         saved = self._saved_buffers()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(x, y)
-        loss.backward()
+        try:
+            for p in self._frozen:
+                p.requires_grad_(True)
+            loss = self._loss(x, y)
+            loss.backward()
+        finally:
+            for p in self._frozen:
+                p.requires_grad_(False)
         g = {n: (p.grad.detach().cpu().numpy().copy() if p.grad is not None
                  else np.zeros(tuple(p.shape))) for n, p in self._p.items()}
         self.optimizer.zero_grad(set_to_none=True)
+        for p in self._frozen:
+            p.grad = None
         self._restore(saved)
         return loss.item(), g
 

@@ -89,6 +89,30 @@ def _lr_scale(where, lr_scale) -> dict:
     return out
 
 
+def _frozen(where, frozen) -> list:
+    if frozen is None:
+        return []
+    if isinstance(frozen, str) or not isinstance(frozen, (list, tuple)):
+        raise SpecError(f"frozen must be a list of glob patterns over parameter paths, e.g. "
+                        f"[\"features/*\"], found {frozen!r}"[:200], where=where)
+    for pattern in frozen:
+        if not isinstance(pattern, str) or not pattern:
+            raise SpecError(f"frozen patterns must be non-empty strings, found {pattern!r}",
+                            where=where)
+    return list(dict.fromkeys(frozen))
+
+
+def literal(path: str) -> str:
+    """The glob pattern that matches exactly ``path`` (``*``, ``?`` and ``[`` bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def is_frozen(path: str, frozen) -> bool:
+    """Whether the parameter at ``path`` matches one of the ``frozen`` glob patterns
+    (``fnmatch`` rules, case-sensitive; ``*`` also matches ``/``, as in ``lr_scale``)."""
+    return any(fnmatchcase(path, pattern) for pattern in frozen)
+
+
 def lr_factor(path: str, lr_scale: dict) -> float:
     """The learning-rate factor of the parameter at ``path``: the factor of the first pattern of
     ``lr_scale`` (in its order) that matches the whole path (``fnmatch`` rules, case-sensitive;
@@ -101,20 +125,64 @@ def lr_factor(path: str, lr_scale: dict) -> float:
 
 class Optimizer:
     """Base of the optimizers. Every optimizer takes ``clip_norm`` and ``clip_value`` (None: no
-    clipping; see ``clip_gradients``), applied to the gradients before its rule, and
+    clipping; see ``clip_gradients``), applied to the gradients before its rule,
     ``lr_scale`` ({glob pattern over parameter paths: factor >= 0}, see ``lr_factor``): the
     parameter at ``path`` is updated with lr(t) * lr_factor(path) wherever its rule says lr,
-    decoupled weight decay included (per-parameter-group learning rates)."""
+    decoupled weight decay included (per-parameter-group learning rates), and ``frozen`` (a
+    list of glob patterns over parameter paths, see ``is_frozen``; each must match a parameter
+    of the model, checked by ``check_frozen`` when the ``TrainSpec`` is built).
+
+    A frozen parameter is outside the optimizer: p_{t+1} = p_t (no update, no weight decay),
+    no optimizer state (no slot in ``state_names``, none in a checkpoint), and its gradient is
+    not part of the global norm of ``clip_norm`` (the norm is over the trainable parameters'
+    gradients only, as torch's ``clip_grad_norm_`` over the optimizer's parameters). It is
+    still a parameter of the model: in the checkpoint and the export, and gradients flow
+    through it to earlier layers (the gradients of the other parameters do not change).
+    Changing the frozen set between runs is fine-tuning: a newly trainable parameter starts
+    from fresh state (zeros, Adagrad's initial accumulator), at the run's update count."""
 
     kind = ""
     learning_rate: Schedule
     # attributes written to JSON only when they differ from these defaults
-    _defaults = {"clip_norm": None, "clip_value": None, "lr_scale": {}}
+    _defaults = {"clip_norm": None, "clip_value": None, "lr_scale": {}, "frozen": []}
 
-    def _clipping(self, where, clip_norm, clip_value, lr_scale=None):
+    def _clipping(self, where, clip_norm, clip_value, lr_scale=None, frozen=None):
         self.clip_norm = _optional(where, "clip_norm", clip_norm)
         self.clip_value = _optional(where, "clip_value", clip_value)
         self.lr_scale = _lr_scale(where, lr_scale)
+        self.frozen = _frozen(where, frozen)
+
+    def is_frozen(self, path: str) -> bool:
+        """Whether the parameter at ``path`` is frozen (``frozen`` patterns)."""
+        return is_frozen(path, getattr(self, "frozen", ()))
+
+    def trainable(self, params: dict) -> dict:
+        """``params`` ({path: value}) without the frozen ones, in their order."""
+        if not getattr(self, "frozen", ()):
+            return params
+        return {k: v for k, v in params.items() if not self.is_frozen(k)}
+
+    def check_frozen(self, paths, where="$.optimizer.frozen") -> None:
+        """Every ``frozen`` pattern matches at least one of ``paths`` (the model's parameter
+        paths): a pattern that matches nothing is a typo, refused naming it."""
+        paths = list(paths)
+        for pattern in getattr(self, "frozen", ()):
+            if not any(fnmatchcase(p, pattern) for p in paths):
+                shown = ", ".join(paths[:6]) + (", ..." if len(paths) > 6 else "")
+                raise SpecError(f"frozen pattern {pattern!r} matches no parameter (the model's "
+                                f"parameters: {shown or 'none'})", where=where)
+
+    def with_frozen(self, frozen) -> "Optimizer":
+        """A copy of this optimizer with ``frozen`` as its frozen patterns (the rest equal)."""
+        return from_json({**self.to_json(), "frozen": list(frozen)})
+
+    def carried_slots(self, params: dict, slots: dict) -> dict:
+        """The slots of a run whose frozen set changed, for this optimizer: ``slots`` (another
+        frozen set's ``<slot>/<path>`` state) without the parameters this one freezes, and a
+        parameter this one trains that had no state (it was frozen) starts from the initial
+        state (zeros, Adagrad's initial accumulator), whatever the update count."""
+        init = self.slots(self.init_state(params))
+        return {k: np.asarray(slots[k]) if k in slots else v for k, v in init.items()}
 
     def lr_factor(self, path: str) -> float:
         """The factor of this optimizer's ``lr_scale`` for the parameter at ``path``."""
@@ -126,14 +194,21 @@ class Optimizer:
         return {k: lr * self.lr_factor(k) for k in paths}
 
     def init_state(self, params: dict) -> dict:
+        """The fresh state of the trainable ones of ``params`` (frozen parameters have none)."""
+        return self._init_state(self.trainable(params))
+
+    def _init_state(self, params: dict) -> dict:
         raise NotImplementedError  # every subclass defines it
 
     def update(self, params: dict, grads: dict, state: dict, step: int):
         """NumPy float64 reference: returns (new params, new state) after update number ``step``
-        (gradients clipped first, see ``clip_gradients``)."""
-        grads = clip_gradients(grads, getattr(self, "clip_norm", None),
+        (gradients clipped first, see ``clip_gradients``, over the trainable parameters; frozen
+        parameters are returned as they are)."""
+        train = self.trainable(params)
+        grads = clip_gradients({k: grads[k] for k in train}, getattr(self, "clip_norm", None),
                                getattr(self, "clip_value", None))
-        return self._update(params, grads, state, step)
+        new_p, new_s = self._update(train, grads, state, step)
+        return {k: new_p.get(k, p) for k, p in params.items()}, new_s
 
     def _update(self, params: dict, grads: dict, state: dict, step: int):
         raise NotImplementedError  # every subclass defines it
@@ -195,7 +270,8 @@ class Optimizer:
         return out
 
     def hyperparams(self) -> dict:
-        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.__dict__.items()
+        return {k: dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+                for k, v in self.__dict__.items()
                 if k != "learning_rate" and not (k in self._defaults and v == self._defaults[k])}
 
     def to_json(self) -> dict:
@@ -220,7 +296,7 @@ class SGD(Optimizer):
     _defaults = {**Optimizer._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 decay="all", clip_norm=None, clip_value=None, lr_scale=None,
+                 decay="all", clip_norm=None, clip_value=None, lr_scale=None, frozen=None,
                  where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
@@ -231,9 +307,9 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
-        self._clipping(where, clip_norm, clip_value, lr_scale)
+        self._clipping(where, clip_norm, clip_value, lr_scale, frozen)
 
-    def init_state(self, params):
+    def _init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()} if self.momentum else {}
 
     def slots(self, state):
@@ -273,7 +349,7 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  epsilon_mode="canonical", clip_norm=None, clip_value=None, lr_scale=None,
-                 where="optimizer"):
+                 frozen=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
@@ -282,9 +358,9 @@ class Adam(Optimizer):
             raise SpecError(f"epsilon_mode must be one of {list(EPSILON_MODES)}, found "
                             f"{epsilon_mode!r}", where=where)
         self.epsilon_mode = epsilon_mode
-        self._clipping(where, clip_norm, clip_value, lr_scale)
+        self._clipping(where, clip_norm, clip_value, lr_scale, frozen)
 
-    def init_state(self, params):
+    def _init_state(self, params):
         return {"m": {k: np.zeros_like(v) for k, v in params.items()},
                 "v": {k: np.zeros_like(v) for k, v in params.items()}}
 
@@ -319,9 +395,9 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8,
                  weight_decay=0.01, epsilon_mode="canonical", decay="all", clip_norm=None,
-                 clip_value=None, lr_scale=None, where="optimizer"):
+                 clip_value=None, lr_scale=None, frozen=None, where="optimizer"):
         super().__init__(learning_rate, beta1, beta2, epsilon, epsilon_mode, clip_norm,
-                         clip_value, lr_scale, where)
+                         clip_value, lr_scale, frozen, where)
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
 
@@ -340,7 +416,7 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, learning_rate=1e-2, rho=0.99, momentum=0.0, centered=False, epsilon=1e-8,
-                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, frozen=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.rho = _number(where, "rho", rho, 0.0, 1.0)
         self.momentum = _number(where, "momentum", momentum, 0.0, 1.0)
@@ -348,13 +424,13 @@ class RMSprop(Optimizer):
             raise SpecError(f"centered must be true or false, found {centered!r}", where=where)
         self.centered = centered
         self.epsilon = _number(where, "epsilon", epsilon, 0.0, lo_open=True)
-        self._clipping(where, clip_norm, clip_value, lr_scale)
+        self._clipping(where, clip_norm, clip_value, lr_scale, frozen)
 
     def slot_names(self):
         return ("v",) + (("mg",) if self.centered else ()) + (
             ("velocity",) if self.momentum else ())
 
-    def init_state(self, params):
+    def _init_state(self, params):
         return {s: {k: np.zeros_like(v) for k, v in params.items()} for s in self.slot_names()}
 
     def slots(self, state):
@@ -392,16 +468,16 @@ class Adagrad(Optimizer):
     kind = "adagrad"
 
     def __init__(self, learning_rate=1e-2, initial_accumulator=0.0, epsilon=1e-10,
-                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, frozen=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.initial_accumulator = _number(where, "initial_accumulator", initial_accumulator, 0.0)
         self.epsilon = _number(where, "epsilon", epsilon, 0.0)
         if self.initial_accumulator == 0.0 and self.epsilon == 0.0:
             raise SpecError("adagrad needs epsilon > 0 or initial_accumulator > 0 (0 / 0 on a "
                             "zero gradient)", where=where)
-        self._clipping(where, clip_norm, clip_value, lr_scale)
+        self._clipping(where, clip_norm, clip_value, lr_scale, frozen)
 
-    def init_state(self, params):
+    def _init_state(self, params):
         return {k: np.full_like(v, self.initial_accumulator) for k, v in params.items()}
 
     def slots(self, state):
@@ -427,15 +503,15 @@ class Lion(Optimizer):
     _defaults = {**Optimizer._defaults, "decay": "all"}
 
     def __init__(self, learning_rate=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0, decay="all",
-                 clip_norm=None, clip_value=None, lr_scale=None, where="optimizer"):
+                 clip_norm=None, clip_value=None, lr_scale=None, frozen=None, where="optimizer"):
         self.learning_rate = as_schedule(learning_rate, f"{where}.learning_rate")
         self.beta1 = _number(where, "beta1", beta1, 0.0, 1.0)
         self.beta2 = _number(where, "beta2", beta2, 0.0, 1.0)
         self.weight_decay = _number(where, "weight_decay", weight_decay, 0.0)
         self.decay = _decay_mask(where, decay)
-        self._clipping(where, clip_norm, clip_value, lr_scale)
+        self._clipping(where, clip_norm, clip_value, lr_scale, frozen)
 
-    def init_state(self, params):
+    def _init_state(self, params):
         return {k: np.zeros_like(v) for k, v in params.items()}
 
     def slots(self, state):

@@ -239,6 +239,7 @@ class TrainSpec:
             raise SpecError("a trained model has exactly one output (the logits)",
                             where="$.model.outputs")
         self.loss.check_output(self.model.output_type.shape, "$.loss")
+        self.optimizer.check_frozen(self.model.param_defs())
         for k, lo, hi in (("steps", 1, validate.MAX_STEPS), ("seed", 0, validate.INT64 - 1)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:

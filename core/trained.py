@@ -317,6 +317,56 @@ class TrainedModel(RunRecord):
         self["seconds"] = float(self.get("seconds") or 0.0) + res.seconds
         return self
 
+    # --- fine-tuning: the frozen set ----------------------------------------------------------
+    def freeze(self, *patterns: str) -> "TrainedModel":
+        """Freeze the parameters whose paths match ``patterns`` (glob patterns over canonical
+        paths, ``*`` crossing ``/``: ``"features/*"``), added to the optimizer's ``frozen``
+        patterns: from the next update they do not move, keep no optimizer state and leave the
+        clipping norm (``rosetta.optim.Optimizer``). A pattern that matches no parameter is a
+        ``SpecError`` naming it. Returns the model (``model.freeze("features/*").fit(...)``)."""
+        current = self.spec.optimizer.frozen
+        return self._with_frozen(list(dict.fromkeys([*current, *patterns])))
+
+    def unfreeze(self, *patterns: str) -> "TrainedModel":
+        """Remove ``patterns`` (as given to ``freeze``) from the frozen patterns; none: unfreeze
+        every parameter. A parameter trainable again starts from fresh optimizer state (zeros,
+        Adagrad's initial accumulator) at the run's update count: its moments are not the ones
+        it would have had, and Adam's bias correction uses the run's count. Returns the
+        model."""
+        current = self.spec.optimizer.frozen
+        unknown = [p for p in patterns if p not in current]
+        if unknown:
+            raise SpecError(f"unfreeze: {unknown[0]!r} is not a frozen pattern (frozen: "
+                            f"{current or 'none'})", where="unfreeze")
+        return self._with_frozen([p for p in current if patterns and p not in patterns])
+
+    def _with_frozen(self, frozen: list) -> "TrainedModel":
+        """The model with the optimizer's frozen patterns ``frozen``: parameters, model state,
+        update count and dropout stream kept, optimizer slots carried (``carried_slots``), the
+        program compiled again."""
+        for p in frozen:
+            if not isinstance(p, str) or not p:
+                raise SpecError(f"freeze: patterns are non-empty strings, found {p!r}",
+                                where="freeze")
+        spec = self.spec
+        new = TrainSpec(spec.model, spec.loss, spec.optimizer.with_frozen(frozen), spec.data,
+                        spec.steps, spec.seed, spec.description)
+        self._respec(new)
+        return self
+
+    def _respec(self, new: TrainSpec) -> None:
+        """Compile ``new`` (this spec with another optimizer) from the program's arrays."""
+        p = self.program
+        params = p.export_params()
+        slots = new.optimizer.carried_slots(params, p.export_optimizer_state())
+        plan = self._plan
+        tm = TrainedModel.from_state(new, params, p.export_state(), optimizer_state=slots,
+                                     step=int(p.step), backend=plan.backend, dtype=self["dtype"],
+                                     device=plan.device, mode=p.mode, seed=plan.seed,
+                                     batch_size=plan.batch_size, rng=p.export_rng_state())
+        self["program"] = tm["program"]
+        plan.spec = new
+
     def _train_arrays(self):
         """The run's data as arrays (read from the spec's data the first time)."""
         if self._arrays is None:

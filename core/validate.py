@@ -202,10 +202,13 @@ def memory_estimate(spec, batch_size: int, dtype: str = "float32") -> dict:
     g = spec.model
     n_params = sum(int(np.prod(d.shape)) for d in g.param_defs().values())
     n_state = sum(int(np.prod(d.shape)) for d in g.state_defs().values())
-    slots = len(spec.optimizer.state_names(["p"]))
+    # slots per trainable parameter (frozen parameters have none)
+    slots = len(spec.optimizer.with_frozen([]).state_names(["p"]))
+    n_trained = sum(int(np.prod(d.shape)) for p, d in g.param_defs().items()
+                    if not spec.optimizer.is_frozen(p))
     n_act = sum(int(np.prod(n.out_type.shape)) for n in g.nodes)
     parts = {"parameters": (n_params + n_state) * size, "gradients": n_params * size,
-             "optimizer slots": slots * n_params * size,
+             "optimizer slots": slots * n_trained * size,
              "activations": 2 * batch_size * n_act * size}
     return {**parts, "total": sum(parts.values())}
 

@@ -27,6 +27,10 @@ Canonical math (``rosetta.optim``) and the optax form that computes it:
 * ``lr_scale``: ``scale_by_lr_factors`` chained after the rule multiplies each leaf's update
   (-lr * (direction + decoupled decay)) by ``lr_factor`` of its canonical path: the same as an
   lr of lr * factor, since every rule here is linear in lr and keeps lr out of its state.
+* ``frozen``: ``optax.multi_transform`` with the labels "trainable" (clipping and the rule) and
+  "frozen" (``optax.set_to_zero()``): a frozen leaf's update is 0, it has no state (its slots
+  are ``optax.MaskedNode``, left out of ``slots``), and the global norm of ``clip_by_global_norm``
+  runs over the trainable leaves only (the frozen ones are masked out of its tree).
 
 Optimizer state in canonical slots (``slots``): SGD/RMSprop with momentum ``velocity`` =
 ``TraceState.trace`` (v of the canonical rule), Adam/AdamW ``m``/``v`` = ``ScaleByAdamState.mu``
@@ -185,7 +189,13 @@ def lower(opt: optim.Optimizer, dtype) -> optax.GradientTransformation:
         clips.append(optax.clip(opt.clip_value))
     if getattr(opt, "clip_norm", None) is not None:
         clips.append(optax.clip_by_global_norm(opt.clip_norm))
-    return optax.chain(*clips, rule) if clips else rule
+    rule = optax.chain(*clips, rule) if clips else rule
+    if not getattr(opt, "frozen", None):
+        return rule
+    return optax.multi_transform(
+        {"trainable": rule, "frozen": optax.set_to_zero()},
+        lambda params: jax.tree_util.tree_map_with_path(
+            lambda keys, _: "frozen" if opt.is_frozen(_path(keys)) else "trainable", params))
 
 
 _SLOTS = ((optax.TraceState, (("velocity", "trace"),)),
@@ -196,17 +206,32 @@ _SLOTS = ((optax.TraceState, (("velocity", "trace"),)),
           (optax.ScaleByLionState, (("m", "mu"),)))
 
 
+def _unmasked(tree):
+    """``tree`` ({node: {name: leaf}}) without the ``optax.MaskedNode`` leaves (frozen
+    parameters) and the nodes left empty."""
+    out = {}
+    for node, leaves in tree.items():
+        kept = {k: v for k, v in leaves.items() if not isinstance(v, optax.MaskedNode)}
+        if kept:
+            out[node] = kept
+    return out
+
+
 def slots(opt_state) -> dict:
-    """{canonical slot name: params-shaped tree} found in an optax state of ``lower``."""
+    """{canonical slot name: params-shaped tree} found in an optax state of ``lower`` (frozen
+    parameters' ``MaskedNode`` placeholders left out)."""
     out = {}
 
     def visit(state):
         for cls, fields in _SLOTS:
             if isinstance(state, cls):
-                out.update({slot: getattr(state, field) for slot, field in fields})
+                out.update({slot: _unmasked(getattr(state, field)) for slot, field in fields})
                 return
         if isinstance(state, tuple):  # chain states and other NamedTuples
             for sub in state:
+                visit(sub)
+        elif isinstance(state, dict):  # multi_transform's inner states
+            for sub in state.values():
                 visit(sub)
 
     visit(opt_state)
@@ -236,6 +261,8 @@ def load_state(opt_state, slot_values: dict, step: int):
                 for f, v in zip(state._fields, state)})
         if isinstance(state, tuple):  # a chain's tuple of states
             return tuple(visit(sub) for sub in state)
+        if isinstance(state, dict):  # multi_transform's inner states
+            return {k: visit(sub) for k, sub in state.items()}
         return state
 
     return visit(opt_state)

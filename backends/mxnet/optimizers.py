@@ -15,6 +15,8 @@ configured to the canonical rule in float64, and most not even in float32:
 Every rule takes lr(step) * lr_factor(path) from the spec's schedule, evaluated in float64 on the
 host (``Optimizer.learning_rates``): update number t uses lr(t). Clipping (``clip_gradients``:
 values first, then the global norm, no epsilon) runs on the gradients before the rule.
+Frozen parameters (``frozen``) are left out of the state, the clipping norm and the update: the
+model still computes their gradients (``gradients`` reports them), nothing applies them.
 
 Optimizer state (``state``: slot -> path -> NDArray) carries the canonical slot names: SGD
 ``velocity``, Adam/AdamW ``m``, ``v``, RMSprop ``v``, ``mg``, ``velocity``, Adagrad
@@ -41,7 +43,7 @@ def lower(opt: optim.Optimizer, params: dict) -> dict:
     ``update``): zeros, Adagrad's accumulator at ``initial_accumulator``."""
     fill = getattr(opt, "initial_accumulator", 0.0) if opt.kind == "adagrad" else 0.0
     return {slot: {k: nd.full(p.shape, fill, ctx=p.context, dtype=p.dtype)
-                   for k, p in params.items()} for slot in slot_names(opt)}
+                   for k, p in opt.trainable(params).items()} for slot in slot_names(opt)}
 
 
 def clip(opt: optim.Optimizer, grads: dict) -> dict:
@@ -57,8 +59,10 @@ def clip(opt: optim.Optimizer, grads: dict) -> dict:
 
 
 def update(opt: optim.Optimizer, params: dict, grads: dict, state: dict, step: int) -> None:
-    """Apply update number ``step`` to ``params`` ({path: NDArray}, in place), ``state`` too."""
-    grads = clip(opt, grads)
+    """Apply update number ``step`` to ``params`` ({path: NDArray}, in place), ``state`` too;
+    frozen parameters are left as they are."""
+    params = opt.trainable(params)
+    grads = clip(opt, {k: grads[k] for k in params})
     lrs = opt.learning_rates(params, step)
     rule = RULES.get(opt.kind)
     if rule is None:

@@ -175,7 +175,9 @@ class Program(single.Program):
             loss = self.loss_fn(self.model(x, training=True, update_state=update_state,
                                            masks=m), y)
             scaled = loss * tf.cast(self.replica_loss_factor(ctx.num_replicas_in_sync), loss.dtype)
-        grads = tape.gradient(scaled, self.trainable, unconnected_gradients=single.ZERO)
+        # the train step differentiates the trainable variables, ``gradients`` every parameter
+        variables = self.trainable if update_state else self.differentiated
+        grads = tape.gradient(scaled, variables, unconnected_gradients=single.ZERO)
         grads = ctx.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])
         mean_loss = ctx.all_reduce(SUM, loss) / ctx.num_replicas_in_sync
         return mean_loss, grads

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from rosetta.optim import is_frozen
 from rosetta.ops.registry import LoweringTable
 
 
@@ -68,10 +69,12 @@ def activation(name: str, **kwargs):
 
 @dataclass(frozen=True)
 class LoweringContext:
-    """What every node lowering needs: the variable dtype and the dropout generator."""
+    """What every node lowering needs: the variable dtype, the dropout generator and the
+    frozen patterns (their parameters' variables are not trainable)."""
 
     dtype: tf.DType
     rng: tf.random.Generator
+    frozen: tuple = ()
 
 
 class NodeModule(tf.Module):
@@ -88,8 +91,10 @@ class NodeModule(tf.Module):
         self.state_names = tuple(node.state)
         for defs, trainable in ((node.params, True), (node.state, False)):
             for name, d in defs.items():
-                setattr(self, name, tf.Variable(tf.zeros(d.shape, ctx.dtype), trainable=trainable,
-                                                name=f"{node.name}/{name}"))
+                path = f"{node.name}/{name}"
+                train = trainable and not is_frozen(path, ctx.frozen)
+                setattr(self, name, tf.Variable(tf.zeros(d.shape, ctx.dtype), trainable=train,
+                                                name=path))
 
 
 def nhwc_pads(pads) -> tuple:

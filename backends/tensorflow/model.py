@@ -17,12 +17,14 @@ from rosetta.errors import SpecError
 class GraphModule(tf.Module):
     """A lowered ``Graph``. ``layers`` maps node name -> node module (graph order)."""
 
-    def __init__(self, graph, dtype: tf.DType, seed: int):
+    def __init__(self, graph, dtype: tf.DType, seed: int, frozen=()):
+        """``frozen``: glob patterns (``rosetta.optim.is_frozen``) of the parameters whose
+        variables are made with ``trainable=False``."""
         super().__init__(name=graph.name)
         self.dtype = dtype
         # One generator for every Dropout node: each call draws a fresh seed from it.
         self.rng = tf.random.Generator.from_seed(seed)
-        ctx = LoweringContext(dtype=dtype, rng=self.rng)
+        ctx = LoweringContext(dtype=dtype, rng=self.rng, frozen=tuple(frozen))
         self.layers = {}
         for node in graph.nodes:
             lowering = LOWERINGS.get(node.op)

@@ -112,9 +112,13 @@ class Program(contract.BackendProgram):
         self._pinned = self.tf_device != tf_device.default_device()
         graph = self.graph
         with tf.device(self.tf_device):
-            self.model = GraphModule(graph, self.tf_dtype, spec.seed)
+            self.model = GraphModule(graph, self.tf_dtype, spec.seed,
+                                     frozen=spec.optimizer.frozen)
             self.param_vars = self.model.param_variables()
-            self.trainable = list(self.param_vars.values())
+            # frozen parameters (``optim.frozen``): variables made with trainable=False, outside
+            # the optimizer and the train step's tape; ``gradients`` still reports theirs
+            self.differentiated = list(self.param_vars.values())
+            self.trainable = list(spec.optimizer.trainable(self.param_vars).values())
             self.optimizer = optimizers.lower(spec.optimizer, self.trainable)
         self.loss_fn = losses.lower(spec.loss)
 
@@ -171,7 +175,7 @@ class Program(contract.BackendProgram):
         with tf.GradientTape() as tape:
             loss = self.loss_fn(self.model(inputs, training=True, update_state=False,
                                            masks=masks), labels)
-        grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
+        grads = tape.gradient(loss, self.differentiated, unconnected_gradients=ZERO)
         return loss, [tf.convert_to_tensor(g) for g in grads]
 
     def _masks_or_draw(self, inputs, masks, advance: bool):

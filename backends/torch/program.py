@@ -134,11 +134,16 @@ class Program(contract.BackendProgram):
                                                      torch_dtype(self.policy.low)))
         self._params, self._state = params.slots(self.graph, self.model)
         self._param_tensors = [s.tensor for s in self._params.values()]
+        # frozen parameters (``optim.frozen``): requires_grad False, outside the optimizer
+        self._frozen = [s.tensor for p, s in self._params.items()
+                        if spec.optimizer.is_frozen(p)]
+        for t in self._frozen:
+            t.requires_grad_(False)
         reached = self.graph.ancestors(self.graph.outputs)
         # parameters no output depends on get grad None from autograd; torch's optimizers would
         # skip them, while the canonical update still decays them: give them zero gradients
         self._unreached = [s.tensor for p, s in self._params.items()
-                           if p.split("/")[0] not in reached]
+                           if p.split("/")[0] not in reached and not spec.optimizer.is_frozen(p)]
         self._norms = batch_norms(self.model)
         self.loss_fn = losses.lower(spec.loss).to(self.torch_device)
         self._label_dtype = losses.label_dtype(spec.loss, self.torch_dtype)
@@ -159,7 +164,8 @@ class Program(contract.BackendProgram):
         params.load(self._params, params_, "parameters")
         params.load(self._state, state, "state")
         self.optimizer, self.scheduler = optimizers.lower(
-            self.spec.optimizer, {path: s.tensor for path, s in self._params.items()})
+            self.spec.optimizer, self.spec.optimizer.trainable(
+                {path: s.tensor for path, s in self._params.items()}))
         self.step = 0
         self._reset_loss_scale()
         if self._rng is not None:
@@ -245,12 +251,14 @@ class Program(contract.BackendProgram):
     def _run_gradients(self, batch, masks) -> tuple[float, dict[str, np.ndarray]]:
         xs, y = batch
         self._mode(training=True)
-        with running_stats_frozen(self._norms), self._dropout(len(y), advance=False, masks=masks):
-            loss = self._loss(self._run(*xs), y)
         scale = self.loss_scale.scale if self.loss_scale is not None else None
-        grads = (torch.autograd.grad(loss if scale is None else loss * scale,
-                                     self._param_tensors, allow_unused=True)
-                 if loss.requires_grad else [None] * len(self._param_tensors))
+        with self._frozen_differentiated():
+            with running_stats_frozen(self._norms), \
+                    self._dropout(len(y), advance=False, masks=masks):
+                loss = self._loss(self._run(*xs), y)
+            grads = (torch.autograd.grad(loss if scale is None else loss * scale,
+                                         self._param_tensors, allow_unused=True)
+                     if loss.requires_grad else [None] * len(self._param_tensors))
         if scale is not None:  # unscaled, the rule's state untouched
             grads = [None if g is None else g * (1.0 / scale) for g in grads]
         out = {}
@@ -268,6 +276,18 @@ class Program(contract.BackendProgram):
                         else out.cpu().numpy())
 
     # --- helpers ------------------------------------------------------------------------------
+    @contextmanager
+    def _frozen_differentiated(self):
+        """Frozen parameters require grad for one ``gradients`` call (it reports the gradient
+        of every parameter; the train step never computes theirs)."""
+        try:
+            for t in self._frozen:
+                t.requires_grad_(True)
+            yield
+        finally:
+            for t in self._frozen:
+                t.requires_grad_(False)
+
     def _mode(self, training: bool):
         if self.model.training != training:
             self.model.train(training)

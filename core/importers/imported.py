@@ -140,6 +140,14 @@ class Imported(TrainedModel):
                                        if self.source else "", "names": self.names,
                                        "inference_only": self.inference_only})
 
+    def _respec(self, new) -> None:
+        """``TrainedModel.freeze``/``unfreeze`` on the import's parts (compiled on next use)."""
+        self._snapshot()
+        params, state, opt, step = self._parts
+        if opt:
+            opt = new.optimizer.carried_slots(params, opt)
+        self._spec, self._parts = new, (params, state, opt, step)
+
     def replace_head(self, num_classes: int, *, seed: int = 0) -> "Imported":
         """Replace the classifier (the ``Dense`` node that is the model's output) with a fresh
         one of ``num_classes`` outputs, initialised by its spec initializers from ``seed``, its

@@ -29,8 +29,10 @@ Conventions checked against the spec's (docs/reference/conventions.md):
   by 6.0, each read by the next alone), is one Activation(hard_sigmoid): the same function
   (x·(1/6) and x/6 differ by at most one rounding). Any other tensor-with-constant operation
   is refused until the spec has the op.
-* ``trainable=False`` on a layer with weights is refused (the spec has no frozen parameters yet;
-  a frozen Keras BatchNormalization also runs in inference mode, which is other math).
+* ``trainable=False`` on a layer maps its weights to the spec optimizer's ``frozen`` patterns
+  (``keras_import``), except on a BatchNormalization: Keras 3 then also runs it in inference
+  mode (its moving statistics normalise, and are not updated, even in training), which the
+  spec's BatchNorm cannot express: refused.
 """
 
 from __future__ import annotations
@@ -434,9 +436,10 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
         refusals.setdefault(label, []).append(why)
 
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer.trainable and layer.weights:
-            refuse(_label(layer), "trainable=False (the spec has no frozen parameters yet; a "
-                                  "frozen BatchNormalization also runs in inference mode)")
+        if not layer.trainable and isinstance(layer, keras.layers.BatchNormalization):
+            refuse(_label(layer), "trainable=False runs a Keras 3 BatchNormalization in "
+                                  "inference mode (moving statistics used and not updated in "
+                                  "training), which the spec's BatchNorm cannot express")
     graph_input = Input(shape, name="x", kind=kind)
     env = {id(kin): Value(graph_input, "plain", tuple(kin.shape))}
     nodes = [n for d in sorted(fn._nodes_by_depth, reverse=True) for n in fn._nodes_by_depth[d]]

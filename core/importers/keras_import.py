@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rosetta import optim as O
 from rosetta.importers.errors import ImportRefused
 
 
@@ -77,6 +78,12 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
         problems.append(f"optimizer ({type(optimizer).__name__}): {e}")
     if problems:
         raise ImportRefused(problems)
+    # trainable=False (a layer's, or a whole sub-model's): its weights are frozen in the spec
+    trainable = {v.path for v in model.trainable_variables}
+    frozen = [O.literal(p) for v, p in cap.names.items() if p in cap.params
+              and v not in trainable]
+    if frozen:
+        spec_opt = spec_opt.with_frozen(frozen)
     n = 2
     x = (np.zeros((n, *cap.input_shape)) if cap.input_kind == "float"
          else np.zeros((n, *cap.input_shape), np.int64))

@@ -181,7 +181,11 @@ class KerasSource(NativeProgram):
 
     framework = "keras"
 
-    def __init__(self, model, optimizer, loss, names, *, kind=None, lr=None, slots=None):
+    def __init__(self, model, optimizer, loss, names, *, kind=None, lr=None, slots=None,
+                 frozen=()):
+        """``frozen``: paths of non-trainable variables that are parameters of the spec (a
+        layer's ``trainable=False``): compared as parameters, with their gradients (taken
+        for ``gradients`` only; the optimizer never sees them)."""
         import keras
 
         super().__init__(names, slots=slots)
@@ -190,8 +194,9 @@ class KerasSource(NativeProgram):
         self.keras_backend = keras.backend.backend()
         self._vars = {v.path: v for v in model.variables}
         self._order = [v.path for v in model.trainable_variables]
+        self._frozen = list(frozen)
         self._nt = list(model.non_trainable_variables)
-        self._b = {v.path: v for v in self._nt if _is_float(v)}
+        self._b = {v.path: v for v in self._nt if _is_float(v) and v.path not in self._frozen}
         dts = {str(v.dtype) for v in model.trainable_variables}
         self.dtype = dts.pop() if len(dts) == 1 else "mixed"
 
@@ -200,7 +205,7 @@ class KerasSource(NativeProgram):
         return f"keras {keras.__version__} on {self.keras_backend} (source)"
 
     def _trainable(self):
-        return {n: tuple(self._vars[n].shape) for n in self._order}
+        return {n: tuple(self._vars[n].shape) for n in self._order + self._frozen}
 
     def _buffers(self):
         return {n: tuple(v.shape) for n, v in self._b.items()}
@@ -247,16 +252,20 @@ class KerasSource(NativeProgram):
                                                else y.astype(self.dtype))
 
     # the step, per backend -----------------------------------------------------------------
-    def _grads(self, x, y):
-        """(loss, [gradient per trainable variable], new non-trainable values or None)."""
+    def _grads(self, x, y, frozen: bool = False):
+        """(loss, [gradient per trainable variable, then per frozen one if ``frozen``], new
+        non-trainable values or None)."""
         import keras
 
         tv = [self._vars[n] for n in self._order]
+        fv = [self._vars[n] for n in self._frozen] if frozen else []
         if self.keras_backend == "tensorflow":
             import tensorflow as tf
             with tf.GradientTape() as tape:
+                for v in fv:   # not trainable: not watched unless asked
+                    tape.watch(v.value)
                 loss = self.loss(y, self.model(x, training=True))
-            return loss, tape.gradient(loss, tv), None
+            return loss, tape.gradient(loss, tv + [v.value for v in fv]), None
         if self.keras_backend == "jax":
             import jax
 
@@ -264,15 +273,25 @@ class KerasSource(NativeProgram):
                 out, nt2 = self.model.stateless_call(t, nt, x, training=True)
                 return self.loss(y, out), nt2
 
-            (loss, nt2), g = jax.value_and_grad(f, has_aux=True)(
+            (loss, nt2), (g, gnt) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
                 [v.value for v in tv], [v.value for v in self._nt])
-            return loss, g, nt2
+            at = {id(v): i for i, v in enumerate(self._nt)}
+            return loss, list(g) + [gnt[at[id(v)]] for v in fv], nt2
         if self.keras_backend == "torch":
-            for v in tv:
+            for v in tv + fv:
                 v.value.grad = None
-            loss = self.loss(y, self.model(x, training=True))
-            loss.backward()
-            return loss.detach(), [v.value.grad.detach().clone() for v in tv], None
+            try:
+                for v in fv:
+                    v.value.requires_grad_(True)
+                loss = self.loss(y, self.model(x, training=True))
+                loss.backward()
+            finally:
+                for v in fv:
+                    v.value.requires_grad_(False)
+            grads = [v.value.grad.detach().clone() for v in tv + fv]
+            for v in fv:
+                v.value.grad = None
+            return loss.detach(), grads, None
         raise RosettaError(f"Keras backend {self.keras_backend!r}: the certificate runs Keras "
                            f"on tensorflow, jax or torch")
 
@@ -287,9 +306,10 @@ class KerasSource(NativeProgram):
     def _gradients(self, x, y):
         import keras
         saved = self._saved()
-        loss, grads, _ = self._grads(x, y)
+        loss, grads, _ = self._grads(x, y, frozen=True)
         self._restore(saved)
-        out = {n: np.array(keras.ops.convert_to_numpy(g)) for n, g in zip(self._order, grads)}
+        out = {n: np.array(keras.ops.convert_to_numpy(g))
+               for n, g in zip(self._order + self._frozen, grads)}
         return float(keras.ops.convert_to_numpy(loss)), out
 
     def _train_step(self, x, y):
@@ -391,8 +411,11 @@ def source_program(imp, spec, seed, dtype, inject=False):
     _patch_dropout(model, holder, node_of)
     check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of)
     lr = float(src.optimizer.get_config()["learning_rate"]) if src.optimizer is not None else 0.01
+    trainable = {v.path for v in model.trainable_variables}
+    params = spec.model.param_defs()
+    frozen = [n for n, p in names_of.items() if p in params and n not in trainable]
     prog = KerasSource(model, opt, loss, {n: (p, "identity") for n, p in names_of.items()},
                        kind=kind or "sgd", lr=lr,
-                       slots={s: s for s in SLOTS[kind or "sgd"]})
+                       slots={s: s for s in SLOTS[kind or "sgd"]}, frozen=frozen)
     prog.bind(without_dropout(spec))
     return prog, None, holder if inject else None

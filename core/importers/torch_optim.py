@@ -8,6 +8,10 @@ optimizer's state (a run in progress) in canonical slots.
   Adam is coupled L2, which the spec's Adam lacks: refused. ``AdamW``: decoupled decay
   p -= lr * wd * p, as the spec's. Slots ``m`` = ``exp_avg``, ``v`` = ``exp_avg_sq``; the update
   count is torch's ``step``.
+* ``requires_grad=False``: the parameter's canonical path is one of the spec optimizer's
+  ``frozen`` patterns (``rosetta.optim.literal``): no update, no state, no decay, outside the
+  clipping norm, as torch leaves a parameter without a gradient; gradients still flow through
+  it. Its group's learning rate and weight decay do not matter (they act on nothing).
 * Parameter groups: each group's learning rate becomes an ``lr_scale`` factor (group lr / the
   first group's lr) on its parameters' canonical paths; weight decay must be one value on a set
   the spec's ``decay`` mask names ("all", or "kernels": every parameter but biases and
@@ -152,11 +156,11 @@ def map_optimizer(opt, module, names, layouts, refuse, scheduler=None, step=None
     """(spec optimizer, canonical slots, update count, {slot: torch state key}) of ``opt``
     (with ``scheduler``'s schedule; ``step`` overrides the update count)."""
     params = dict(module.named_parameters())
-    frozen = [n for n, p in params.items() if not p.requires_grad]
-    for n in frozen:
-        refuse(f"{n}: requires_grad=False (the spec has no frozen parameters)")
+    # requires_grad=False -> frozen (a parameter the graph does not read has no path)
+    frozen = [O.literal(names[n]) for n, p in params.items()
+              if not p.requires_grad and n in names]
     if opt is None:
-        return O.SGD(learning_rate=0.01), {}, 0, {}
+        return O.SGD(learning_rate=0.01, frozen=frozen or None), {}, 0, {}
     label = f"optimizer ({type(opt).__name__})"
     kind = _kind(opt)
     if kind is None:
@@ -169,7 +173,8 @@ def map_optimizer(opt, module, names, layouts, refuse, scheduler=None, step=None
             if id(p) not in by_id:
                 refuse(f"{label}: group {gi} holds a tensor that is not a parameter of the model")
                 continue
-            source_of[by_id[id(p)]] = gi
+            if p.requires_grad:   # a frozen parameter's group acts on nothing
+                source_of[by_id[id(p)]] = gi
     for n, p in params.items():
         if p.requires_grad and n not in source_of:
             refuse(f"{n}: not in the optimizer (the spec updates every parameter)")
@@ -220,7 +225,8 @@ def map_optimizer(opt, module, names, layouts, refuse, scheduler=None, step=None
         slots_map = {k: v for k, v in slots_map.items()
                      if k == "v" or (k == "mg" and g0["centered"])
                      or (k == "velocity" and g0["momentum"])}
-    slots, count = _state(opt, params, names, layouts, slots_map, label, refuse)
+    slots, count = _state(opt, {n: p for n, p in params.items() if p.requires_grad}, names,
+                          layouts, slots_map, label, refuse)
     if step is not None:
         count = int(step)
     elif kind == "sgd" and scheduler is not None:
@@ -256,19 +262,22 @@ def map_optimizer(opt, module, names, layouts, refuse, scheduler=None, step=None
         if kind == "sgd":
             spec_opt = O.SGD(learning_rate=schedule, momentum=float(g0["momentum"]),
                              nesterov=bool(g0["nesterov"]), weight_decay=decay,
-                             decay=decay_mask, lr_scale=lr_scale or None)
+                             decay=decay_mask, lr_scale=lr_scale or None,
+                             frozen=frozen or None)
         elif kind == "rmsprop":
             spec_opt = O.RMSprop(learning_rate=schedule, rho=float(g0["alpha"]),
                                  momentum=float(g0["momentum"]), centered=bool(g0["centered"]),
-                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None)
+                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None,
+                                 frozen=frozen or None)
         elif kind == "adagrad":
             spec_opt = O.Adagrad(learning_rate=schedule,
                                  initial_accumulator=float(g0["initial_accumulator_value"]),
-                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None)
+                                 epsilon=float(g0["eps"]), lr_scale=lr_scale or None,
+                                 frozen=frozen or None)
         else:
             b1, b2 = (float(b) for b in g0["betas"])
             kw = dict(learning_rate=schedule, beta1=b1, beta2=b2, epsilon=float(g0["eps"]),
-                      lr_scale=lr_scale or None)
+                      lr_scale=lr_scale or None, frozen=frozen or None)
             spec_opt = (O.AdamW(weight_decay=decay, decay=decay_mask, **kw) if kind == "adamw"
                         else O.Adam(**kw))
     except Exception as e:  # a hyperparameter the spec refuses (SpecError names it)

@@ -85,6 +85,14 @@ OPTIMIZERS = {
                                                         lr_scale={"hidden/kernel": 0.3}),
     "lion_wd_lr_scale_clip": lambda: rs.optim.Lion(0.01, weight_decay=0.5, clip_norm=0.2,
                                                    lr_scale={"out/*": 0.5}),
+    # frozen parameters: no update, no state, no decay, outside the clipping norm (the norm of
+    # these steps' trainable gradients exceeds 0.2, the frozen kernel's would change it); the
+    # hidden layer's gradients flow through the frozen out/kernel
+    "adamw_frozen_out_kernel_clip": lambda: rs.optim.AdamW(0.05, weight_decay=0.2, clip_norm=0.2,
+                                                           frozen=["out/kernel"]),
+    "sgd_momentum_wd_frozen_hidden_lr_scale": lambda: rs.optim.SGD(
+        S.Step(0.1, 2, 0.5), momentum=0.9, weight_decay=0.05, frozen=["hidden/*"],
+        lr_scale={"out/*": 2.0}),
 }
 STEPS = 6
 
@@ -167,6 +175,11 @@ def test_optimizer_json_round_trip(opt):
     (lambda: rs.optim.AdamW(decay="biases"), "decay"),
     (lambda: rs.optim.from_json({"name": "adam", "decay": "kernels"}), "decay"),  # no decay
     (lambda: rs.optim.from_json({"name": "lion", "bogus": 1}), "bogus"),
+    (lambda: rs.optim.SGD(0.1, frozen="hidden/*"), "list of glob patterns"),
+    (lambda: rs.optim.Adam(frozen=[""]), "frozen patterns"),
+    (lambda: rs.TrainSpec(model=_model(), loss=rs.losses.MeanSquaredError(),
+                          optimizer=rs.optim.SGD(0.1, frozen=["hidden/*", "hiden/kernel"]),
+                          data=rs.DataSpec("images")), "'hiden/kernel' matches no parameter"),
 ])
 def test_optimizer_spec_errors(bad, words):
     with pytest.raises(rs.SpecError, match=words):

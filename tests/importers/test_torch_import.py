@@ -165,13 +165,27 @@ def test_refusals_name_every_unsupported_module_before_anything_is_written():
 
 def test_optimizer_settings_the_spec_lacks_are_refused():
     m, x = make()
-    m.fc.bias.requires_grad_(False)
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], weight_decay=0.1)
+    opt = torch.optim.Adam(list(m.parameters())[1:], weight_decay=0.1)
     with pytest.raises(ImportRefused) as e:
         rosetta.from_torch(m, x, optimizer=opt)
     text = "\n".join(e.value.lines)
-    assert "fc.bias: requires_grad=False" in text
+    assert "conv.weight: not in the optimizer" in text
     assert "coupled L2" in text
+
+
+def test_requires_grad_false_maps_to_frozen_and_certifies():
+    """A frozen middle layer (gradients flow through it to conv and gn) and the classifier's
+    bias, in an AdamW with decay (torch skips them: no gradient): frozen in the spec, and the
+    certificate's parameters after every step (the frozen ones unmoved on every backend),
+    gradients and optimizer state equal the source's."""
+    m, x = make()
+    m.conv2.weight.requires_grad_(False)
+    m.fc.bias.requires_grad_(False)
+    opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1)
+    imp = rosetta.from_torch(m, x, optimizer=opt)
+    assert imp.spec.optimizer.frozen == [imp.names["conv2.weight"], imp.names["fc.bias"]]
+    cert = imp.certify(("torch", "jax"), steps=2)
+    assert cert.passed, cert.table()
 
 
 def test_param_groups_map_to_lr_scale_and_the_kernels_decay_mask():
