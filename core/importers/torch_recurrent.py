@@ -124,6 +124,10 @@ def recurrent(b: Builder, c: Call):
     w_ih = b.tensors[names[0]]
     units = int(w_ih.shape[0]) // _GATES[op]
     two = {"recurrent_bias": True} if op != "GRU" else {}
+    path, _, typ = c.label.rpartition(" (")
+    # an nn.LSTM / GRU / RNN module: its node is named by the module (the zeros and getitems
+    # of its forward make no layer), e.g. ``rnn``; else by the call
+    base = path if typ.rstrip(")") in ("LSTM", "GRU", "RNN") and path != "<root>" else c.name
     seq, outputs = x, []
     for k in range(layers):
         params = {}
@@ -135,7 +139,7 @@ def recurrent(b: Builder, c: Call):
                            f"{prefix}recurrent_bias": (bh, "identity")})
         shape = list(seq.shape)
         shape[2] = units * dirs
-        seq = b.layer(op, [seq], name=c.name if layers == 1 else f"{c.name}_l{k}",
+        seq = b.layer(op, [seq], name=base if layers == 1 else f"{base}_l{k}",
                       source=c.label, params=params, units=units, return_sequences=True,
                       bidirectional=bidirectional, layout=held, out_shape=tuple(shape),
                       **two, **extra)
