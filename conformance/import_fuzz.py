@@ -2,12 +2,14 @@
 against the unchanged source (not run by CI; tests/importers/test_import_fuzz.py runs four).
 
     .venv/bin/python -m rosetta.conformance.import_fuzz [--fuzz 20] [--seed 0]
-        [--source file.py:NAME] [--backends torch] [--steps 2]
+        [--source file.py:NAME | --model cnn|lstm] [--backends torch] [--steps 2]
 
 The source is a small float64 CNN built here (conv with stride and padding, BatchNorm, GroupNorm,
 relu, a grouped conv, max pool, a channels-first flatten, dropout, Linear; SGD with nesterov
-momentum and weight decay; cross-entropy with label smoothing), or ``--source`` (what
-``rosetta import`` reads). Every candidate change is one attribute of one thing the source
+momentum and weight decay; cross-entropy with label smoothing), ``--model lstm`` (an nn.LSTM
+with its two biases and a Linear on the last step), or ``--source`` (what ``rosetta import``
+reads). ``summed_recurrent_biases`` plants the porting difference of a two-bias LSTM folded
+into one bias (tests/importers/test_recurrent_import.py). Every candidate change is one attribute of one thing the source
 fixes: a node attribute that the computation reads (an epsilon, a momentum, a stride, a padding
 moved from one side to the other, an activation, a bias flag, a dropout rate, a negative slope;
 initializers are excluded: the weights are loaded, so they are rightly invisible), an optimizer
@@ -219,11 +221,56 @@ def fuzz_model():
         nn.CrossEntropyLoss(label_smoothing=0.1)
 
 
+def recurrent_model():
+    """A second built-in source, ``--model lstm``: (module, example inputs, optimizer, loss),
+    float64, an ``nn.LSTM`` (hidden 4, two biases) read at its last step by a Linear; SGD with
+    momentum, mean squared error."""
+    import torch
+    from torch import nn
+
+    class LSTMNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, batch_first=True)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out[:, -1])
+
+    torch.manual_seed(0)
+    m = LSTMNet().double()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    return m, (torch.randn(2, 3, 3, dtype=torch.float64),), opt, nn.MSELoss()
+
+
+def summed_recurrent_biases(imp, node: str):
+    """The planted porting difference of torch's two-bias LSTM / RNN: ``node``'s two biases
+    summed into one (``recurrent_bias=False``, ``bias`` = bias_ih + bias_hh), as a port that
+    folds them would write it (a copy of ``imp``). The forward pass is the same; training is
+    not: torch moves b_ih + b_hh by both gradients, the port moves its one bias by one. The
+    source's bias_hh has no canonical path left, which the certificate names."""
+    from rosetta.spec import TrainSpec
+
+    bad = copy.copy(imp)
+    d = imp.spec.to_json()
+    n = next(x for x in d["model"]["nodes"] if x["name"] == node)
+    n["attrs"]["recurrent_bias"] = False
+    bad.spec = TrainSpec.from_json(d)
+    bad.spec.data = imp.spec.data
+    folded = {k for k, v in imp.names.items() if v.startswith(f"{node}/")
+              and v.rsplit("/", 1)[1] in ("recurrent_bias", "backward_recurrent_bias")}
+    bad.names = {k: v for k, v in imp.names.items() if k not in folded}
+    return bad
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fuzz", type=int, default=20, help="number of changes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", default=None, help="file.py:NAME or a .pt2 (see rosetta import)")
+    p.add_argument("--model", default="cnn", choices=("cnn", "lstm"),
+                   help="the built-in source (without --source)")
     p.add_argument("--backends", default="torch")
     p.add_argument("--steps", type=int, default=2)
     a = p.parse_args(argv)
@@ -236,8 +283,8 @@ def main(argv=None) -> int:
         imp = from_torch(d["model"], d["example_inputs"], optimizer=d.get("optimizer"),
                          loss=d.get("loss"), scheduler=d.get("scheduler"))
     else:
-        m, x, opt, loss = fuzz_model()
-        imp = from_torch(m, x, optimizer=opt, loss=loss, name="fuzznet")
+        m, x, opt, loss = fuzz_model() if a.model == "cnn" else recurrent_model()
+        imp = from_torch(m, x, optimizer=opt, loss=loss, name=f"fuzz{a.model}")
     base = imp.certify(tuple(a.backends.split(",")), steps=a.steps)
     print(f"unchanged import: {'PASS' if base.passed else 'FAIL'}")
     if not base.passed:

@@ -672,18 +672,21 @@ def InstanceNorm2D(*, momentum: float = 0.9, epsilon: float = 1e-05, name: str |
 def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = False,
          kernel_init: str | dict | Initializer = Initializer('glorot_uniform'),
          recurrent_init: str | dict | Initializer = Initializer('orthogonal', gain=1.0),
-         bias_init: str | dict | Initializer = Initializer('zeros'), name: str | None = None,
-         **unknown) -> Layer:
-    """Long short-term memory, gates [i, f, g, o], ONE bias:
+         bias_init: str | dict | Initializer = Initializer('zeros'), recurrent_bias: bool = False,
+         name: str | None = None, **unknown) -> Layer:
+    """Long short-term memory, gates [i, f, g, o], one bias (``recurrent_bias=True``: two):
 
-        z = x_t K + h R + b;  i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
+        z = x_t K + h R + b (+ rb);  i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
         c' = f ⊙ c + i ⊙ g;   h' = o ⊙ tanh(c')
 
-    K (C, 4H), R (H, 4H), b (4H); masking, direction and output by the module's shared rule.
+    K (C, 4H), R (H, 4H), b (4H), rb (4H) trainable on its own (torch's ``bias_hh``); masking,
+    direction and output by the module's shared rule.
 
-    Traps: torch's nn.LSTM has two biases (b_ih + b_hh): a second trainable bias doubles the
-    bias's update, so the lowering keeps bias_hh frozen at zero. Keras also orders [i, f, c, o]
-    (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
+    Traps: torch's nn.LSTM has two biases (b_ih + b_hh): with one (the default) the torch
+    lowering keeps bias_hh frozen at zero, since a second trainable bias doubles the bias's
+    update; ``recurrent_bias=True`` is that second bias, as torch trains it. Keras also orders
+    [i, f, c, o] (the same) and has one bias, torch [i, f, g, o]; flax's LSTMCell splits per-gate
+    Dense layers.
 
     Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
     and its product computes and returns that type (parameters stay float32 masters); bfloat16
@@ -696,12 +699,14 @@ def LSTM(units: int, *, return_sequences: bool = False, bidirectional: bool = Fa
         kernel_init (init, default Initializer('glorot_uniform'))
         recurrent_init (init, default Initializer('orthogonal', gain=1.0))
         bias_init (init, default Initializer('zeros'))
+        recurrent_bias (bool, default False)
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("LSTM", name=name, units=units, return_sequences=return_sequences,
                  bidirectional=bidirectional, kernel_init=kernel_init,
-                 recurrent_init=recurrent_init, bias_init=bias_init, **unknown)
+                 recurrent_init=recurrent_init, bias_init=bias_init, recurrent_bias=recurrent_bias,
+                 **unknown)
 
 
 def LayerNorm(*, epsilon: float = 1e-05, name: str | None = None, **unknown) -> Layer:
@@ -1084,12 +1089,15 @@ def SequencePool(mode: str = 'mean', *, name: str | None = None, **unknown) -> L
 def SimpleRNN(units: int, *, return_sequences: bool = False, bidirectional: bool = False,
               kernel_init: str | dict | Initializer = Initializer('glorot_uniform'),
               recurrent_init: str | dict | Initializer = Initializer('orthogonal', gain=1.0),
-              bias_init: str | dict | Initializer = Initializer('zeros'), activation: str = 'tanh',
-              name: str | None = None, **unknown) -> Layer:
-    """Elman recurrent layer: h' = act(x_t K + h R + b), act in {tanh, relu}; K (C, H), R (H, H),
-    b (H). Masking, direction and output by the module's shared rule.
+              bias_init: str | dict | Initializer = Initializer('zeros'),
+              recurrent_bias: bool = False, activation: str = 'tanh', name: str | None = None,
+              **unknown) -> Layer:
+    """Elman recurrent layer: h' = act(x_t K + h R + b (+ rb)), act in {tanh, relu}; K (C, H),
+    R (H, H), b (H), rb (H) with ``recurrent_bias=True``. Masking, direction and output by the
+    module's shared rule.
 
-    Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
+    Trap: torch's nn.RNN has two biases (b_ih + b_hh); with one (the default) the torch lowering
+    keeps bias_hh frozen at 0, ``recurrent_bias=True`` trains it as torch does.
 
     Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
     and its product computes and returns that type (parameters stay float32 masters); bfloat16
@@ -1102,14 +1110,15 @@ def SimpleRNN(units: int, *, return_sequences: bool = False, bidirectional: bool
         kernel_init (init, default Initializer('glorot_uniform'))
         recurrent_init (init, default Initializer('orthogonal', gain=1.0))
         bias_init (init, default Initializer('zeros'))
+        recurrent_bias (bool, default False)
         activation ('tanh' | 'relu', default 'tanh')
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("SimpleRNN", name=name, units=units, return_sequences=return_sequences,
                  bidirectional=bidirectional, kernel_init=kernel_init,
-                 recurrent_init=recurrent_init, bias_init=bias_init, activation=activation,
-                 **unknown)
+                 recurrent_init=recurrent_init, bias_init=bias_init, recurrent_bias=recurrent_bias,
+                 activation=activation, **unknown)
 
 
 def Slice(*, axes: tuple[int, ...], starts: tuple[int, ...], stops: tuple[int, ...],

@@ -59,6 +59,11 @@ CASES = [
         "bigru_len")),
     ("simple_rnn_tanh", _seq([rs.SimpleRNN(3, return_sequences=True, name="rnn"),
                               *_head(True)], "rnn_tanh")),
+    ("lstm_two_biases_bidirectional_lengths", _masked(lambda: [
+        rs.LSTM(2, bidirectional=True, recurrent_bias=True, bias_init="normal", name="bilstm"),
+        *_head(False)], "bilstm2b_len")),
+    ("simple_rnn_two_biases", _seq([rs.SimpleRNN(3, recurrent_bias=True, bias_init="normal",
+                                                 name="rnn"), *_head(False)], "rnn_2b")),
     ("simple_rnn_relu_lengths", _masked(lambda: [
         rs.SimpleRNN(3, activation="relu", bias_init="normal", name="rnn"), *_head(False)],
         "rnn_relu_len")),

@@ -2,7 +2,8 @@
 
 One flax module per node (``Recurrent``, named by the node) whose parameters carry the canonical
 names and layouts (``kernel`` (C, G*H), ``recurrent_kernel`` (H, G*H), ``bias``, GRU's
-``recurrent_bias``, ``backward_`` copies), and ``jax.lax.scan`` over time. Not flax's ``nn.RNN``
+``recurrent_bias`` (LSTM's and SimpleRNN's with ``recurrent_bias=True``, added to the input
+projection's bias: the same sum, two parameters), ``backward_`` copies), and ``jax.lax.scan`` over time. Not flax's ``nn.RNN``
 over its cells: they keep one Dense per gate (``ii``, ``if``, ... / ``hi``, ``hf``, ...) instead
 of the canonical fused (C, G*H) kernels, and flax's GRUCell has no recurrent bias on the r and z
 gates (only ``hn`` has one), so the canonical ``recurrent_bias`` cannot be loaded into it. The
@@ -65,6 +66,7 @@ class Recurrent(nn.Module):
     return_sequences: bool
     bidirectional: bool
     activation: str = "tanh"
+    recurrent_bias: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -75,7 +77,7 @@ class Recurrent(nn.Module):
                   "recurrent_bias": (g,)}
         p = {name: self.param(name, nn.initializers.zeros, shapes[name.removeprefix("backward_")],
                               self.dtype)
-             for name in param_names(self.op, self.bidirectional)}
+             for name in param_names(self.op, self.bidirectional, self.recurrent_bias)}
         step = _cell(self.op, self.activation)
         x = jnp.asarray(x, self.dtype)
         mask = (None if lengths is None
@@ -85,6 +87,8 @@ class Recurrent(nn.Module):
         for prefix in ("", "backward_") if self.bidirectional else ("",):
             k, b = p[prefix + "kernel"], p[prefix + "bias"]
             r, rb = p[prefix + "recurrent_kernel"], p.get(prefix + "recurrent_bias")
+            if self.op != "GRU" and rb is not None:  # z = x K + h R + b + rb: one step bias
+                b = b + rb
             zero = jnp.zeros((n, self.units), self.dtype)
             state = (zero, zero) if self.op == "LSTM" else (zero,)
 
@@ -107,5 +111,6 @@ class Recurrent(nn.Module):
 def recurrent(node, xs, ctx):
     a = node.attrs
     module = Recurrent(node.op, a["units"], a["return_sequences"], a["bidirectional"],
-                       a.get("activation", "tanh"), dtype=ctx.dtype, name=node.name)
+                       a.get("activation", "tanh"), a.get("recurrent_bias", False),
+                       dtype=ctx.dtype, name=node.name)
     return module(xs[0], xs[1] if len(xs) > 1 else None)

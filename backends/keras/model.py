@@ -122,7 +122,8 @@ anything is built or written: an op declared with ``refuses`` (InstanceNorm2D, w
 reason), a BatchNorm with ``running_var="unbiased"``, a Conv2DTranspose with both
 ``strides > 1`` and ``dilation > 1`` (Keras' ``Conv2DTranspose`` refuses the pair, and a strided
 scatter has no stride-1 rewrite in Keras layers; a dilated one at stride 1 is exported and runs
-on all three backends), a graph with several outputs, a float64 program.
+on all three backends), a graph with several outputs, a float64 program, an LSTM or SimpleRNN
+with ``recurrent_bias=True`` (Keras's have one bias).
 
 Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
 float32 forward (normwise 1e-4): a mismatch is a bug here, raised rather than saved.
@@ -213,6 +214,11 @@ def check_exportable(program) -> None:
                 f"{where}: Keras' Conv2DTranspose refuses strides > 1 with dilation_rate > 1 "
                 f"(strides {n.attrs['strides']}, dilation {n.attrs['dilation']}), and no other "
                 f"Keras layer scatters with both")
+        if n.op in ("LSTM", "SimpleRNN") and n.attrs.get("recurrent_bias"):
+            raise BackendUnavailable(
+                f"{where}: Keras's {n.op} has one bias, not recurrent_bias=True's second "
+                f"trainable one (summed into one, a fit would move it half as far); export "
+                f"another format (torch, onnx, savedmodel, jax)")
 
 
 def export_keras(program, out, *, example) -> list[str]:

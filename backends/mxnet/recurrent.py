@@ -7,7 +7,8 @@ gates of the canonical rule (``rosetta.ops.recurrent``): one ``dot`` of the whol
 the input kernel, then per step one ``dot`` with the recurrent kernel. Masking by lengths: a step
 t >= length keeps the state, s = m * s_new + (1 - m) * s with m in {0, 1} (exact), and outputs 0.
 Parameters stay canonical: kernel (C, G*H), recurrent_kernel (H, G*H), bias (G*H) (GRU also
-recurrent_bias), ``backward_*`` for the reverse direction."""
+recurrent_bias; LSTM and SimpleRNN with ``recurrent_bias=True`` too, added to every step's input
+projection), ``backward_*`` for the reverse direction."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def _direction(F, node, p, x, masks, reverse, ctx):
     t_len = node.in_types[0].shape[0]
     units = node.attrs["units"]
     xk = add_bias(F, F.dot(x, p["kernel"]), p["bias"])               # (N, T, G*H)
+    if node.op != "GRU" and "recurrent_bias" in p:   # LSTM/SimpleRNN's second bias: b + rb
+        xk = add_bias(F, xk, p["recurrent_bias"])
     steps = _split(F, xk, t_len, axis=1)
     zero = F.zeros_like(F.slice_axis(steps[0], axis=-1, begin=0, end=units))
     state = (zero,) * n_state

@@ -81,6 +81,7 @@ class _Recurrent(NodeModule):
     """Shared driver; subclasses define ``gates``, ``zero_state`` and ``cell``."""
 
     gates = 1
+    recurrent_bias_in_cell = False   # GRU: rb inside r ⊙ (h R_n + rb_n); else added to b
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -92,6 +93,14 @@ class _Recurrent(NodeModule):
 
     def zero_state(self, n):
         return (tf.zeros([n, self.units], self.kernel.dtype),)
+
+    def step_bias(self, prefix):
+        """The bias added to every step's input projection: ``bias``, plus ``recurrent_bias``
+        where the op has one outside its cell (LSTM, SimpleRNN with ``recurrent_bias=True``:
+        the same sum as b + rb in the cell, two trained parameters)."""
+        b = getattr(self, prefix + "bias")
+        rb = getattr(self, prefix + "recurrent_bias", None)
+        return b if rb is None or self.recurrent_bias_in_cell else b + rb
 
     def _direction(self, prefix, x, lengths):
         """One direction as the canonical masked recurrence computes it, from an unmasked run:
@@ -122,7 +131,7 @@ class _Recurrent(NodeModule):
         recurrent_bias = getattr(self, prefix + "recurrent_bias", None)
         n = tf.shape(x)[0]
         xw = (tf.matmul(tf.reshape(x, [-1, self.channels]), getattr(self, prefix + "kernel"))
-              + getattr(self, prefix + "bias"))
+              + self.step_bias(prefix))
         xw = tf.transpose(tf.reshape(xw, [n, self.steps, self.gates * self.units]), [1, 0, 2])
         states = tf.scan(lambda state, xw_t: self.cell(xw_t, state, recurrent, recurrent_bias),
                          xw, initializer=self.zero_state(n))
@@ -174,7 +183,7 @@ class LSTM(_Recurrent):
         h = tf.raw_ops.BlockLSTM(
             seq_len_max=tf.constant(self.steps, tf.int64), x=tf.transpose(x, [1, 0, 2]),
             cs_prev=zero, h_prev=zero, w=_ifgo_to_igfo(w), wci=no_peephole, wcf=no_peephole,
-            wco=no_peephole, b=_ifgo_to_igfo(getattr(self, prefix + "bias")), forget_bias=0.0,
+            wco=no_peephole, b=_ifgo_to_igfo(self.step_bias(prefix)), forget_bias=0.0,
             cell_clip=-1.0, use_peephole=False).h
         return tf.transpose(h, [1, 0, 2])
 
@@ -191,6 +200,7 @@ class GRU(_Recurrent):
     n = tanh(a_n + r u_n), h' = (1 - z) n + z h (a = x_t K + b)."""
 
     gates = 3
+    recurrent_bias_in_cell = True
 
     def cell(self, xw_t, state, recurrent, recurrent_bias):
         (h,) = state

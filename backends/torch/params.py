@@ -17,7 +17,8 @@ GroupNorm       scale, bias (C,)          nn.GroupNorm.weight, bias (C,)
 LSTM/GRU/RNN    kernel (C, G*H)           weight_ih_l0 (G*H, C) = kernel.T (G gates: 4, 3, 1)
                 recurrent_kernel (H, G*H) weight_hh_l0 = recurrent_kernel.T
                 bias (G*H)                bias_ih_l0; LSTM/RNN bias_hh_l0 frozen at 0,
-                                          GRU recurrent_bias = bias_hh_l0
+                                          recurrent_bias = bias_hh_l0 (GRU; LSTM/RNN
+                                          with ``recurrent_bias=True``)
                 backward_*                the same on the ``*_l0_reverse`` tensors
 others          see the family modules    their ``native_params`` declarations
 ==============  ========================  ===================================================

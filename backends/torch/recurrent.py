@@ -4,11 +4,12 @@
 
 * Gate orders already agree: nn.LSTM [i, f, g, o], nn.GRU [r, z, n] in the reset-after form
   (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))), the canonical rules.
-* Biases: torch adds two, b_ih + b_hh. The canonical LSTM and SimpleRNN have ONE: ``bias`` is
-  ``bias_ih_l0`` and ``bias_hh_l0`` is held at zero as a frozen parameter (requires_grad False, so
-  no optimizer sees it). Left trainable it would get the same gradient as ``bias_ih`` and double
-  the bias's update (the trap tests/cross/test_traps_recurrent.py plants). The canonical GRU has
-  both: ``bias`` = ``bias_ih_l0``, ``recurrent_bias`` = ``bias_hh_l0``.
+* Biases: torch adds two, b_ih + b_hh. The canonical LSTM and SimpleRNN have ONE by default:
+  ``bias`` is ``bias_ih_l0`` and ``bias_hh_l0`` is held at zero as a frozen parameter
+  (requires_grad False, so no optimizer sees it). Left trainable it would get the same gradient
+  as ``bias_ih`` and double the bias's update (the trap tests/cross/test_traps_recurrent.py
+  plants). With ``recurrent_bias=True`` (LSTM, SimpleRNN) and always on the GRU, both are
+  trained: ``bias`` = ``bias_ih_l0``, ``recurrent_bias`` = ``bias_hh_l0``.
 * Lengths, one direction: the layer runs unmasked over all T steps (a step never reads a later
   one, so the real steps' outputs are the same), then the length rule is applied around it: the
   final state is the output at step length-1 (a gather), padded outputs are multiplied by 0.
@@ -68,9 +69,10 @@ class NativeRecurrent(nn.Module):
         return h_n.transpose(0, 1).reshape(n, -1)  # (dirs, N, H) -> (N, [forward, backward])
 
 
-def _build(cls, frozen_recurrent_bias: bool):
+def _build(cls):
     def build(node: Node, layout: str) -> nn.Module:
         a = node.attrs
+        frozen_recurrent_bias = "recurrent_bias" not in node.params
         kwargs = {"nonlinearity": a["activation"]} if node.op == "SimpleRNN" else {}
         rnn = cls(node.in_types[0].shape[-1], a["units"], batch_first=True,
                   bidirectional=a["bidirectional"], **kwargs)
@@ -85,25 +87,25 @@ def _transpose(a):
 
 
 
-def _native(cls, with_recurrent_bias: bool) -> dict:
-    """canonical name -> (cls, torch attribute, to native, to canonical), both directions."""
+def _native(cls) -> dict:
+    """canonical name -> (cls, torch attribute, to native, to canonical), both directions
+    (``recurrent_bias`` where the node declares it)."""
     table = {}
     for prefix, suffix in (("", ""), ("backward_", "_reverse")):
         table[f"{prefix}kernel"] = (cls, f"weight_ih_l0{suffix}", _transpose, _transpose)
         table[f"{prefix}recurrent_kernel"] = (cls, f"weight_hh_l0{suffix}", _transpose, _transpose)
         table[f"{prefix}bias"] = (cls, f"bias_ih_l0{suffix}", same, same)
-        if with_recurrent_bias:
-            table[f"{prefix}recurrent_bias"] = (cls, f"bias_hh_l0{suffix}", same, same)
+        table[f"{prefix}recurrent_bias"] = (cls, f"bias_hh_l0{suffix}", same, same)
     return table
 
 
 native_params({
-    "LSTM": _native(nn.LSTM, False),
-    "GRU": _native(nn.GRU, True),
-    "SimpleRNN": _native(nn.RNN, False),
+    "LSTM": _native(nn.LSTM),
+    "GRU": _native(nn.GRU),
+    "SimpleRNN": _native(nn.RNN),
 })
 
 
-lowers("LSTM", accepts=CHANNELS_LAST)(_build(nn.LSTM, frozen_recurrent_bias=True))
-lowers("GRU", accepts=CHANNELS_LAST)(_build(nn.GRU, frozen_recurrent_bias=False))
-lowers("SimpleRNN", accepts=CHANNELS_LAST)(_build(nn.RNN, frozen_recurrent_bias=True))
+lowers("LSTM", accepts=CHANNELS_LAST)(_build(nn.LSTM))
+lowers("GRU", accepts=CHANNELS_LAST)(_build(nn.GRU))
+lowers("SimpleRNN", accepts=CHANNELS_LAST)(_build(nn.RNN))

@@ -69,11 +69,17 @@ class Value:
             return (0, 2, 3, 1)
         return tuple(self.layout)
 
+    @property
+    def batch_axis(self) -> int:
+        """The source axis that is the batch: 0, or the one held first (a (T, N, C) sequence of a
+        ``batch_first=False`` recurrent module, held (N, T, C))."""
+        return 0 if self.layout in ("flat", "merged") else self.perm[0]
+
     def canonical_axis(self, axis: int) -> int:
         """The per-example canonical axis of the source tensor's ``axis`` (batch excluded)."""
         rank = len(self.shape)
         axis = axis + rank if axis < 0 else axis
-        if axis == 0:
+        if axis == self.batch_axis:
             raise Unsupported("an operation over the batch axis")
         if self.layout == "merged":   # ONNX: (N*k, ...) held as (N, k..., ...)
             return len(self.chw) + axis - 1

@@ -413,7 +413,7 @@ def _slice(b: Builder, c: Call, x: Value, dim: int, start, stop, step: int, name
     """``Slice`` of source axis ``dim`` (Python slice rules, resolved against its size)."""
     rank = len(x.shape)
     dim %= rank
-    if dim == 0:
+    if dim == x.batch_axis:
         raise Unsupported("a slice of the batch axis")
     size = x.shape[dim]
     lo, hi, st = slice(start, stop, step).indices(size)
@@ -434,7 +434,10 @@ def slice_(b: Builder, c: Call):
 def select(b: Builder, c: Call):
     """x[..., i, ...] -> ``Slice`` of one element and ``Squeeze`` of that held axis; the held
     order of the other source axes is kept."""
-    x = _value(c.arg(0, "input"))
+    x = c.arg(0, "input")
+    if isinstance(x, HiddenStates):   # h_n[k] of a recurrent call
+        return x.select(b, c, int(c.arg(1, "dim")), int(c.arg(2, "index")))
+    x = _value(x)
     rank = len(x.shape)
     dim, i = int(c.arg(1, "dim")) % rank, int(c.arg(2, "index"))
     i = i + x.shape[dim] if i < 0 else i
@@ -476,11 +479,13 @@ def permute(b: Builder, c: Call):
         d0, d1 = int(c.arg(1, "dim0")) % rank, int(c.arg(2, "dim1")) % rank
         dims = list(range(rank))
         dims[d0], dims[d1] = d1, d0
-    if int(dims[0]) % len(x.shape) != 0:
-        raise Unsupported("a permute that moves the batch axis")
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
-    return Value(x.tensor, held_layout(permuted(x.perm, dims)), tuple(c.shape))
+    perm = permuted(x.perm, dims)
+    if perm[0] != 0 and perm != (1, 0, 2):
+        raise Unsupported("a permute that moves the batch axis (only a (N, T, C) sequence's to "
+                          "(T, N, C), for a batch_first=False recurrent module)")
+    return Value(x.tensor, held_layout(perm), tuple(c.shape))
 
 
 def dropout(b: Builder, c: Call):
@@ -750,3 +755,8 @@ ATEN = {
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
 }
+
+# torch's fused recurrent calls (their own module; it reads ``Call`` and ``_value`` from here)
+from rosetta.importers.torch_recurrent import RECURRENT_ATEN, HiddenStates  # noqa: E402
+
+ATEN.update(RECURRENT_ATEN)

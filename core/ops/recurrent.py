@@ -3,8 +3,13 @@
 Shared rule (every op here). Input ``x`` (T, C) per example, optional second input ``lengths``
 (int, shape () per example, in [1, T]; without it every step is real). Zero initial state. With H
 = ``units`` and G gates, the parameters are ``kernel`` (C, G*H), ``recurrent_kernel`` (H, G*H)
-and ``bias`` (G*H) (GRU also ``recurrent_bias`` (G*H)), gate blocks side by side on the last
-axis in the order each op names.
+and ``bias`` (G*H), plus ``recurrent_bias`` (G*H) where the op has a second bias (GRU always;
+LSTM and SimpleRNN with ``recurrent_bias=True``, torch's ``bias_hh``), gate blocks side by side
+on the last axis in the order each op names.
+
+Two biases are two trainable parameters, never summed into one: b + rb computes the same forward
+pass, but both get the same gradient, so a step moves their sum twice as far as one bias would
+(a port that sums torch's ``bias_ih`` and ``bias_hh`` trains differently from its source).
 
 Masking: a step t >= length does not change the state, and its output is 0. The forward
 direction runs t = 0 .. T-1; ``bidirectional`` adds a second parameter set (``backward_`` +
@@ -28,9 +33,11 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def param_names(op: str, bidirectional: bool) -> list[str]:
-    """Canonical parameter names of a recurrent op, forward set first."""
-    base = ["kernel", "recurrent_kernel", "bias"] + (["recurrent_bias"] if op == "GRU" else [])
+def param_names(op: str, bidirectional: bool, recurrent_bias: bool = False) -> list[str]:
+    """Canonical parameter names of a recurrent op, forward set first (``recurrent_bias``: the
+    op's attribute of that name; the GRU always has it)."""
+    two = op == "GRU" or recurrent_bias
+    base = ["kernel", "recurrent_kernel", "bias"] + (["recurrent_bias"] if two else [])
     return base + ([f"backward_{n}" for n in base] if bidirectional else [])
 
 
@@ -64,7 +71,7 @@ class _Recurrent(OpDef):
                   "bias": ((g,), a["bias_init"]),
                   "recurrent_bias": ((g,), a["bias_init"])}
         return {n: ParamDef(*shapes[n.removeprefix("backward_")])
-                for n in param_names(self.name, a["bidirectional"])}
+                for n in param_names(self.name, a["bidirectional"], a.get("recurrent_bias", False))}
 
     def cell(self, a, p, x_t, state):
         """One step: (new state tuple, its output h). ``p`` has the unprefixed names."""
@@ -90,7 +97,8 @@ class _Recurrent(OpDef):
                    else np.full(x.shape[0], x.shape[1], dtype=np.int64))
         outs, finals = [], []
         for prefix in ("", "backward_") if a["bidirectional"] else ("",):
-            q = {k: p[prefix + k] for k in param_names(self.name, False)}
+            q = {k: p[prefix + k]
+                 for k in param_names(self.name, False, a.get("recurrent_bias", False))}
             out, final = self._direction(a, q, x, lengths, reverse=bool(prefix))
             outs.append(out)
             finals.append(final)
@@ -104,18 +112,32 @@ class _Recurrent(OpDef):
         return int(t * dirs * per_step)
 
 
-@register
-class LSTM(_Recurrent):
-    """Long short-term memory, gates [i, f, g, o], ONE bias:
+class _OptionalRecurrentBias(_Recurrent):
+    """An op with one bias by default and torch's second one on request."""
 
-        z = x_t K + h R + b;  i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
+    attrs = {**_Recurrent.attrs, "recurrent_bias": Attr("bool", False)}
+
+
+def _recurrent_bias(p):
+    """The second bias's term (0 without one)."""
+    return p.get("recurrent_bias", 0.0)
+
+
+@register
+class LSTM(_OptionalRecurrentBias):
+    """Long short-term memory, gates [i, f, g, o], one bias (``recurrent_bias=True``: two):
+
+        z = x_t K + h R + b (+ rb);  i = σ(z_i), f = σ(z_f), g = tanh(z_g), o = σ(z_o)
         c' = f ⊙ c + i ⊙ g;   h' = o ⊙ tanh(c')
 
-    K (C, 4H), R (H, 4H), b (4H); masking, direction and output by the module's shared rule.
+    K (C, 4H), R (H, 4H), b (4H), rb (4H) trainable on its own (torch's ``bias_hh``); masking,
+    direction and output by the module's shared rule.
 
-    Traps: torch's nn.LSTM has two biases (b_ih + b_hh): a second trainable bias doubles the
-    bias's update, so the lowering keeps bias_hh frozen at zero. Keras also orders [i, f, c, o]
-    (the same), torch [i, f, g, o]; flax's LSTMCell splits per-gate Dense layers.
+    Traps: torch's nn.LSTM has two biases (b_ih + b_hh): with one (the default) the torch
+    lowering keeps bias_hh frozen at zero, since a second trainable bias doubles the bias's
+    update; ``recurrent_bias=True`` is that second bias, as torch trains it. Keras also orders
+    [i, f, c, o] (the same) and has one bias, torch [i, f, g, o]; flax's LSTMCell splits per-gate
+    Dense layers.
     """
 
     positional = ("units",)
@@ -127,7 +149,7 @@ class LSTM(_Recurrent):
 
     def cell(self, a, p, x_t, state):
         h, c = state
-        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"]
+        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"] + _recurrent_bias(p)
         i, f, g, o = np.split(z, 4, axis=-1)
         c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
         h_new = sigmoid(o) * np.tanh(c_new)
@@ -166,18 +188,21 @@ class GRU(_Recurrent):
 
 
 @register
-class SimpleRNN(_Recurrent):
-    """Elman recurrent layer: h' = act(x_t K + h R + b), act in {tanh, relu}; K (C, H), R (H, H),
-    b (H). Masking, direction and output by the module's shared rule.
+class SimpleRNN(_OptionalRecurrentBias):
+    """Elman recurrent layer: h' = act(x_t K + h R + b (+ rb)), act in {tanh, relu}; K (C, H),
+    R (H, H), b (H), rb (H) with ``recurrent_bias=True``. Masking, direction and output by the
+    module's shared rule.
 
-    Trap: torch's nn.RNN has two biases (b_ih + b_hh); the lowering keeps bias_hh frozen at 0.
+    Trap: torch's nn.RNN has two biases (b_ih + b_hh); with one (the default) the torch lowering
+    keeps bias_hh frozen at 0, ``recurrent_bias=True`` trains it as torch does.
     """
 
     positional = ("units",)
 
-    attrs = {**_Recurrent.attrs, "activation": Attr("str", "tanh", choices=("tanh", "relu"))}
+    attrs = {**_OptionalRecurrentBias.attrs,
+             "activation": Attr("str", "tanh", choices=("tanh", "relu"))}
 
     def cell(self, a, p, x_t, state):
         (h,) = state
-        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"]
+        z = x_t @ p["kernel"] + h @ p["recurrent_kernel"] + p["bias"] + _recurrent_bias(p)
         return (np.tanh(z) if a["activation"] == "tanh" else np.maximum(z, 0.0),)
