@@ -67,6 +67,8 @@ def record_worker(payload: dict, context: dict) -> dict:
                   program=prog)
     traj.meta["device"] = f"{context['device']}x{context['devices']}"
     traj.meta["shard_params"] = bool(payload.get("shard_params"))
+    if hasattr(prog, "held_bytes"):  # what the main worker holds: its shards when sharded
+        traj.meta["held_bytes"] = prog.held_bytes()
     if context["rank"] == 0:
         traj.save(payload["save"])
     return {"trajectory": payload["save"]}
