@@ -85,13 +85,15 @@ class Engine:
 
     def host_command(self, module: list[str], *, hosts: int, per_host: int, rank: int,
                      endpoints: list[str], python: str = "python",
-                     max_restarts: int = 0) -> tuple[list[str], dict]:
+                     max_restarts: int = 0, one_machine: bool = False) -> tuple[list[str], dict]:
         """The command a user types on host ``rank`` of ``hosts`` (each driving ``per_host``
         devices) to run ``python -m MODULE...`` (``module``: ``["rosetta", "train", ...]``)
         through this engine's own launcher, and the environment variables it sets.
         ``endpoints``: "name:port" of every host, host 0's first (torchrun's rendezvous and
         JAX's coordinator are host 0's; a TF_CONFIG lists them all). ``max_restarts``: the
-        launcher restarts a failed host's workers (torchrun only)."""
+        launcher restarts a failed host's workers (torchrun only). ``one_machine``: the hosts
+        share this machine (``rosetta.hosts``), so whatever a launcher would tell apart by the
+        machine's name or address is given explicitly."""
         raise BackendUnavailable(f"{type(self).__module__} starts no hosts")
 
 
@@ -159,6 +161,20 @@ def check_shard_params(backend: str, devices: int | None = None) -> None:
     if devices is not None and devices < 2:
         raise DataError("--shard-params shards parameters and optimizer state over the "
                         "data-parallel devices: give --devices N with N >= 2")
+
+
+def shard_params_table() -> str:
+    """The docs' table of ``--shard-params`` per backend, from ``Backend.shard_params`` (the
+    MkDocs hook ``docs/hooks/shard_params.py`` puts it where a page says
+    ``<!-- shard-params -->``)."""
+    from rosetta.backend_registry import backend_class, backend_names
+
+    rows = ["| backend | `--shard-params` |", "|---|---|"]
+    for name in backend_names():
+        cls = backend_class(name)
+        rows.append(f"| {name} | " + (cls.shard_params if cls.shard_params is not None
+                                      else f"refused: {cls.shard_params_refusal}") + " |")
+    return "\n".join(rows)
 
 
 def check_batchnorm(batchnorm: str) -> str:
