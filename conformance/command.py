@@ -69,6 +69,14 @@ def run_command(args, load_spec) -> int:
         from rosetta.conformance.parallel import parse_devices
 
         args.devices = parse_devices(args.devices)
+    if args.shard_params:  # before any framework runs: the parallel tier, backends that shard
+        from rosetta.distributed import check_shard_params
+
+        if not args.devices:
+            raise SpecError("--shard-params runs the parallel tier: give --devices 1,N",
+                            where="command line")
+        for b in args.backends or available_backends():
+            check_shard_params(b, args.devices[-1])
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to run on it", where="command line")
     if args.specs:
@@ -113,7 +121,8 @@ def run_command(args, load_spec) -> int:
 
                 rows, trajs = parallel.run(spec, backends, devices=args.devices, dtype=dtype,
                                            device=args.device, steps=args.steps,
-                                           dropout=args.dropout, progress=log)
+                                           dropout=args.dropout, progress=log,
+                                           shard_params=args.shard_params)
             else:
                 rows, trajs = run(spec, backends, dtype=dtype, device=args.device,
                                   steps=args.steps, dropout=args.dropout, progress=log)
@@ -270,6 +279,9 @@ def add_parser(sub, positive_int):
     c.add_argument("--devices", metavar="1,N", help="the parallel tier: each backend on one "
                    "device against N devices of its own distributed engine, and every backend "
                    "pair at N (e.g. --devices 1,2)")
+    c.add_argument("--shard-params", action="store_true", help="with --devices: the N-device "
+                   "runs shard parameters and optimizer state over the devices (torch FSDP2, "
+                   "JAX NamedSharding; float64)")
     c.add_argument("--dtype", nargs="+", choices=["float32", "float64"],
                    default=["float64", "float32"])
     c.add_argument("--precision", nargs="+", metavar="P",

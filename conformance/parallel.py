@@ -29,7 +29,8 @@ from rosetta.conformance.runner import record, without_dropout
 from rosetta.conformance.suite import blame, compare_trajectories
 from rosetta.conformance.tiers import tier_for
 from rosetta.conformance.trajectory import Trajectory
-from rosetta.distributed import check_devices, compile_program, launch, portable_spec
+from rosetta.distributed import (check_devices, check_shard_params, compile_program, launch,
+                                 portable_spec)
 from rosetta.errors import DataError
 from rosetta.spec import TrainSpec
 
@@ -59,11 +60,15 @@ def record_worker(payload: dict, context: dict) -> dict:
         plant(trap, context["backend"])
     prog = compile_program(context["backend"], spec, devices=context["devices"],
                            dtype=payload["dtype"], device=context["device"],
-                           batchnorm=payload.get("batchnorm", "global"))
+                           batchnorm=payload.get("batchnorm", "global"),
+                           shard_params=payload.get("shard_params", False))
     traj = record(spec, context["backend"], dtype=payload["dtype"], device=context["device"],
                   steps=payload["steps"], seed=payload["seed"], dropout="inject",
                   program=prog)
     traj.meta["device"] = f"{context['device']}x{context['devices']}"
+    traj.meta["shard_params"] = bool(payload.get("shard_params"))
+    if hasattr(prog, "held_bytes"):  # what the main worker holds: its shards when sharded
+        traj.meta["held_bytes"] = prog.held_bytes()
     if context["rank"] == 0:
         traj.save(payload["save"])
     return {"trajectory": payload["save"]}
@@ -71,19 +76,25 @@ def record_worker(payload: dict, context: dict) -> dict:
 
 def record_parallel(spec: TrainSpec, backend: str, devices: int, *, dtype="float64",
                     device="cpu", steps=3, seed=None, dropout="inject", trap=None,
-                    folder=None, hosts: int = 1) -> Trajectory:
+                    folder=None, hosts: int = 1, shard_params: bool = False) -> Trajectory:
     """Record ``spec`` on ``backend`` over ``devices`` devices (worker processes); ``hosts``
     > 1: over ``hosts`` hosts of ``devices // hosts`` devices each, each started through the
-    engine's own launcher (``rosetta.hosts``), meeting over localhost."""
+    engine's own launcher (``rosetta.hosts``), meeting over localhost. ``shard_params``:
+    parameters and optimizer state sharded over the devices (the trajectory's tensors are
+    the gathered whole ones)."""
     check_devices(devices, spec.data.batch_size)
+    if shard_params:
+        check_shard_params(backend, devices)
     if hosts > 1 and devices % hosts:
         raise DataError(f"{devices} devices do not split evenly over {hosts} hosts")
     seed = spec.seed if seed is None else seed
     with tempfile.TemporaryDirectory(prefix="rosetta-parallel-") as tmp:
-        topology = f"x{devices}" if hosts == 1 else f"h{hosts}x{devices // hosts}"
+        topology = (f"x{devices}" if hosts == 1 else f"h{hosts}x{devices // hosts}") + \
+            ("-sharded" if shard_params else "")
         path = Path(folder or tmp) / f"{spec.name}-{backend}-{dtype}-{topology}.npz"
         payload = {"spec": portable_spec(spec), "dtype": dtype, "steps": steps, "seed": seed,
-                   "dropout": dropout, "trap": trap, "save": str(path)}
+                   "dropout": dropout, "trap": trap, "save": str(path),
+                   "shard_params": shard_params}
         target = "rosetta.conformance.parallel:record_worker"
         if hosts > 1:
             from rosetta import hosts as hosts_mod
@@ -105,13 +116,20 @@ def tier(dtype: str):
 
 
 def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=3, seed=None,
-        dropout="inject", trap=None, progress=None):
+        dropout="inject", trap=None, progress=None, shard_params=False):
     """For each N > 1 in ``devices``: each backend's 1-device trajectory against its N-device
     one, then every backend pair at N. Returns (results, trajectories). float32 is held
-    teacher-forced within measured noise instead (``parallel_forced.run``)."""
+    teacher-forced within measured noise instead (``parallel_forced.run``). ``shard_params``:
+    the N-device runs shard parameters and optimizer state (float64 only here)."""
     counts = parse_devices(devices)
     for n in counts[1:]:
         check_devices(n, spec.data.batch_size)
+    if shard_params:
+        for be in backends:
+            check_shard_params(be, counts[-1])
+        if dtype == "float32":
+            raise DataError("--shard-params in the parallel tier runs float64 (the exact "
+                            "bound); the float32 tier is teacher-forced on replicated state")
     if dtype == "float32":  # teacher-forced, within measured noise (parallel_forced.py)
         from rosetta.conformance import parallel_forced
 
@@ -132,7 +150,8 @@ def run(spec, backends, *, devices=(1, 2), dtype="float64", device="cpu", steps=
             if progress:
                 progress(f"{spec.name}: recording {be} on {n} devices")
             many = record_parallel(spec, be, n, dtype=dtype, device=device, steps=steps,
-                                   seed=seed, dropout=dropout, trap=trap)
+                                   seed=seed, dropout=dropout, trap=trap,
+                                   shard_params=shard_params)
             by_n[n].append(many)
             results.append(compare_runs(spec, one, many, tier_, dtype, seed, dropout))
         for a, b in itertools.combinations(by_n[n], 2):

@@ -52,6 +52,9 @@ class Backend(ABC):
     * ``formats``: {format: ``ExportFormat``} of the artifacts its ``export`` module writes;
     * ``engine``: its data-parallel engine (a ``rosetta.distributed.Engine``, declared in its
       ``distributed`` module), or None where it trains on one device only;
+    * ``shard_params``: the engine's own machinery that shards parameters and optimizer state
+      over the data-parallel devices (``--shard-params``), in a few words; None where it is
+      refused, and then ``shard_params_refusal`` says why (one line, before any framework runs);
     * ``quiet_env``, ``quiet_loggers``: environment defaults and loggers that silence its
       banners (``rosetta.cli.quiet_frameworks``).
 
@@ -93,6 +96,8 @@ class Backend(ABC):
     precisions: tuple[str, ...] = DTYPES
     formats: dict[str, ExportFormat] = {}
     engine = None  # rosetta.distributed.Engine, or None: one device only
+    shard_params: str | None = None  # --shard-params: the engine's machinery, or None (refused)
+    shard_params_refusal: str = "it has no engine that shards parameters"
     quiet_env: dict[str, str] = {}
     quiet_loggers: tuple[str, ...] = ()
 

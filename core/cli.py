@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batchnorm-stats", dest="batchnorm", default="global",
                    choices=["global", "replica"], help="with --devices: BatchNorm statistics "
                    "of the global batch (default, the one-device math) or of each replica's")
+    t.add_argument("--shard-params", action="store_true",
+                   help="with --devices N: shard parameters and optimizer state over the N "
+                        "devices with the engine's own machinery (torch FSDP2, JAX "
+                        "NamedSharding); checkpoints stay whole")
     memory_argument(t)
 
     e = sub.add_parser("eval", help="held-out loss and metrics of a checkpoint")
@@ -350,7 +354,8 @@ def cmd_train(args) -> int:
                    save_every=args.save_every, keep=args.keep, resume=args.resume,
                    log=args.log, log_every=args.log_every, eval_every=args.eval_every,
                    remeasure=args.remeasure, devices=args.devices, batchnorm=args.batchnorm,
-                   ignore_memory=args.ignore_memory, precision=args.precision)
+                   ignore_memory=args.ignore_memory, precision=args.precision,
+                   shard_params=args.shard_params)
     record.pop("program")
     from rosetta.distributed import is_main_process
 

@@ -85,13 +85,15 @@ class Engine:
 
     def host_command(self, module: list[str], *, hosts: int, per_host: int, rank: int,
                      endpoints: list[str], python: str = "python",
-                     max_restarts: int = 0) -> tuple[list[str], dict]:
+                     max_restarts: int = 0, one_machine: bool = False) -> tuple[list[str], dict]:
         """The command a user types on host ``rank`` of ``hosts`` (each driving ``per_host``
         devices) to run ``python -m MODULE...`` (``module``: ``["rosetta", "train", ...]``)
         through this engine's own launcher, and the environment variables it sets.
         ``endpoints``: "name:port" of every host, host 0's first (torchrun's rendezvous and
         JAX's coordinator are host 0's; a TF_CONFIG lists them all). ``max_restarts``: the
-        launcher restarts a failed host's workers (torchrun only)."""
+        launcher restarts a failed host's workers (torchrun only). ``one_machine``: the hosts
+        share this machine (``rosetta.hosts``), so whatever a launcher would tell apart by the
+        machine's name or address is given explicitly."""
         raise BackendUnavailable(f"{type(self).__module__} starts no hosts")
 
 
@@ -142,6 +144,37 @@ def check_engine(backend: str) -> Engine:
                                  f"one device: --devices 1); several devices run on "
                                  f"{', '.join(engines())}")
     return found
+
+
+def check_shard_params(backend: str, devices: int | None = None) -> None:
+    """``--shard-params``: the backend's engine must shard parameters and optimizer state
+    (``Backend.shard_params``), else one line naming it and why (before any framework runs);
+    on one device there is nothing to shard over, which is refused too."""
+    from rosetta.backend_registry import backend_class, backend_classes
+
+    cls = backend_class(backend)
+    if cls.shard_params is None:
+        able = [n for n, c in backend_classes().items() if c.shard_params is not None]
+        raise BackendUnavailable(f"{backend} cannot shard parameters (--shard-params): "
+                                 f"{cls.shard_params_refusal}; it runs on "
+                                 f"{', '.join(able)}")
+    if devices is not None and devices < 2:
+        raise DataError("--shard-params shards parameters and optimizer state over the "
+                        "data-parallel devices: give --devices N with N >= 2")
+
+
+def shard_params_table() -> str:
+    """The docs' table of ``--shard-params`` per backend, from ``Backend.shard_params`` (the
+    MkDocs hook ``docs/hooks/shard_params.py`` puts it where a page says
+    ``<!-- shard-params -->``)."""
+    from rosetta.backend_registry import backend_class, backend_names
+
+    rows = ["| backend | `--shard-params` |", "|---|---|"]
+    for name in backend_names():
+        cls = backend_class(name)
+        rows.append(f"| {name} | " + (cls.shard_params if cls.shard_params is not None
+                                      else f"refused: {cls.shard_params_refusal}") + " |")
+    return "\n".join(rows)
 
 
 def check_batchnorm(batchnorm: str) -> str:
@@ -323,14 +356,22 @@ def abandon(backend: str, error: BaseException) -> None:
 
 
 def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
-                    device: str = "cpu", mode: str | None = None, batchnorm: str = "global"):
+                    device: str = "cpu", mode: str | None = None, batchnorm: str = "global",
+                    shard_params: bool = False):
     """A Program that runs each step data-parallel over ``devices`` replicas of this process's
     engine (call inside a worker: see ``launch``). Its API is the one-device ``Program``'s, on
-    global batches: it shards them itself."""
+    global batches: it shards them itself. ``shard_params``: parameters and optimizer state
+    sharded over the replicas by the engine's own machinery (``Backend.shard_params``); its
+    exports (and so its checkpoints) are still the whole canonical arrays, gathered, which makes
+    every export a collective that every worker calls."""
     check_batchnorm(batchnorm)
+    extra = {}
+    if shard_params:
+        check_shard_params(backend, devices)
+        extra["shard_params"] = True
     mod = join(backend, devices, device)  # idempotent: a launcher's process joins here
     return mod.compile(spec, devices=devices, dtype=dtype, device=device,
-                                           mode=mode, batchnorm=batchnorm)
+                       mode=mode, batchnorm=batchnorm, **extra)
 
 
 # --- spawning workers on this machine ---------------------------------------------------------
@@ -429,7 +470,7 @@ def _wait(procs, timeout):
 
 
 def train_in_workers(spec, backend: str, *, devices: int, batchnorm: str, device: str,
-                     kwargs: dict) -> dict:
+                     kwargs: dict, shard_params: bool = False) -> dict:
     """``rosetta.training.train`` on ``devices`` devices: the run in worker processes, its record
     (without ``program``, which lives in the workers) returned here."""
     from rosetta.display import RunRecord
@@ -440,7 +481,8 @@ def train_in_workers(spec, backend: str, *, devices: int, batchnorm: str, device
         if kwargs.get(key) is not None:
             kwargs[key] = str(Path(kwargs[key]).resolve())
     payload = {"spec": None if spec is None else portable_spec(spec), "backend": backend,
-               "devices": devices, "batchnorm": batchnorm, "device": device, "kwargs": kwargs}
+               "devices": devices, "batchnorm": batchnorm, "device": device, "kwargs": kwargs,
+               "shard_params": shard_params}
     record = launch(backend, devices, "rosetta.distributed:train_worker", payload,
                     device=device, echo=bool(kwargs.get("progress")))
     record["program"] = None
@@ -455,7 +497,7 @@ def train_worker(payload: dict, context: dict) -> dict:
     spec = None if payload["spec"] is None else TrainSpec.from_json(payload["spec"])
     record = train(spec, payload["backend"], device=payload["device"],
                    devices=payload["devices"], batchnorm=payload["batchnorm"],
-                   **payload["kwargs"])
+                   shard_params=payload.get("shard_params", False), **payload["kwargs"])
     record = dict(record)
     record.pop("program", None)
     return json.loads(json.dumps(record, default=float))

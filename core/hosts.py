@@ -81,7 +81,7 @@ def commands(backend: str, module: list[str], *, hosts: int, per_host: int = 1,
     endpoints = [f"127.0.0.1:{p}" for p in (ports or free_ports(hosts))]
     return [eng.host_command(module, hosts=hosts, per_host=per_host, rank=r,
                              endpoints=endpoints, python=python or sys.executable,
-                             max_restarts=max_restarts)
+                             max_restarts=max_restarts, one_machine=True)
             for r in range(hosts)]
 
 

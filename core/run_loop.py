@@ -56,7 +56,9 @@ def save_program(path, program, plan, *, framework: str, metrics: dict, losses: 
 
 class Saver:
     """Checkpoints of a run into its run folder (``plan.save_root``): every ``save_every``
-    updates and at the end, the ``keep`` newest kept."""
+    updates and at the end, the ``keep`` newest kept. Without a folder (``plan.gathers``: a
+    worker other than the main one, its state sharded) it only takes part in the exports'
+    gathering, in the same order as the main worker's ``save_program``."""
 
     def __init__(self, program, plan, framework: str):
         self.program, self.plan, self.framework = program, plan, framework
@@ -65,6 +67,9 @@ class Saver:
         from rosetta import checkpoint
 
         root = self.plan.save_root
+        if root is None:  # a worker that only takes part in gathering sharded state
+            self.program.export_params(), self.program.export_optimizer_state()
+            return
         save_program(checkpoint.step_dir(root, self.program.step), self.program, self.plan,
                      framework=self.framework, metrics=metrics, losses=losses)
         checkpoint.prune(root, self.plan.keep)

@@ -47,6 +47,10 @@ class RunPlan:
     eval_every: int | None = None
     devices: int = 1
     batchnorm: str = "global"
+    shard_params: bool = False  # parameters and optimizer state sharded over the devices
+    # a worker other than the main one whose exports are collectives (sharded state): it takes
+    # part in every checkpoint's gathering, and the main worker alone writes it
+    gathers: bool = False
     preprocessing: dict | None = None  # what the data source applied (rosetta.preprocessing)
     precision: str | None = None  # the policy (rosetta.precision); dtype is its host type
 
@@ -143,7 +147,7 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
              save=None, save_every: int | None = None, keep: int | None = None, resume=None,
              log=None, log_every: int = 10, eval_every: int | None = None,
              ignore_memory: bool = False, devices: int = 1, batchnorm: str = "global",
-             main: bool = True, precision: str | None = None):
+             main: bool = True, precision: str | None = None, shard_params: bool = False):
     """(``RunPlan``, ``Dataset``): every setting checked, the checkpoint to resume read and
     verified, the data loaded and checked against the spec (``rosetta.datacheck``), the save
     and log folders checked; see ``rosetta.training.train`` for the arguments."""
@@ -192,6 +196,7 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
                                   f"give the number of updates to add (--steps N)")
     if devices > 1:
         distributed.check_devices(devices, batch_size)
+    gathers = not main and shard_params and save is not None
     if not main:  # the main process alone saves and logs
         save = log = None
     save_root = writable_folder(save, "--save", CheckpointError) if save is not None else None
@@ -203,6 +208,7 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
                    batch_size=batch_size, start=start, steps=steps, n_train=n, mode=mode,
                    ckpt=ckpt, save_root=save_root, save_every=save_every, keep=keep, log=log,
                    log_every=log_every, eval_every=eval_every, devices=devices,
-                   batchnorm=batchnorm, preprocessing=ds.preprocessing_record(),
+                   batchnorm=batchnorm, shard_params=shard_params, gathers=gathers,
+                   preprocessing=ds.preprocessing_record(),
                    precision=precision)
     return plan, ds

@@ -36,7 +36,8 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
           save=None, save_every: int | None = None, keep: int | None = None, resume=None,
           log=None, log_every: int = 10, eval_every: int | None = None,
           remeasure: bool = False, devices: int = 1, batchnorm: str = "global",
-          ignore_memory: bool = False, precision: str | None = None) -> dict:
+          ignore_memory: bool = False, precision: str | None = None,
+          shard_params: bool = False) -> dict:
     """Train ``spec`` on ``backend`` (its step compiled in ``mode``, default the backend's first);
     returns the run record printed by ``rosetta train --json``.
 
@@ -63,18 +64,24 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
     JAX coordinator, this process is one of them), the global batch is split over the devices,
     and the record (without ``program``) comes from the main process, which alone prints,
     logs and saves. ``batchnorm="replica"`` normalises with each replica's own statistics.
+    ``shard_params`` shards parameters and optimizer state over the devices with the engine's
+    own machinery (torch FSDP2, JAX ``NamedSharding``; ``Backend.shard_params``, refused in one
+    line elsewhere); checkpoints are still whole and canonical (gathered on save).
     """
     from rosetta import distributed
 
-    if devices != 1 or batchnorm != "global":  # stage 2 comes first: the workers plan again
+    if devices != 1 or batchnorm != "global" or shard_params:  # the workers plan again
         distributed.check_devices(devices)
         distributed.check_batchnorm(batchnorm)
         if backend == "auto":
             raise DataError("--backend auto chooses among backends on one device; name the "
                             "backend to train on several devices")
+        if shard_params:
+            distributed.check_shard_params(backend, devices)
         if not distributed.in_worker(backend):
             return distributed.train_in_workers(
                 spec, backend, devices=devices, batchnorm=batchnorm, device=device,
+                shard_params=shard_params,
                 kwargs=dict(dtype=dtype, steps=steps, epochs=epochs, batch_size=batch_size,
                             seed=seed, progress=progress, mode=mode, save=save,
                             save_every=save_every, keep=keep, resume=resume, log=log,
@@ -91,7 +98,7 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                         save_every=save_every, keep=keep, resume=resume, log=log,
                         log_every=log_every, eval_every=eval_every,
                         ignore_memory=ignore_memory, devices=devices, batchnorm=batchnorm,
-                        main=main, precision=precision)
+                        main=main, precision=precision, shard_params=shard_params)
     try:
         record = run_planned(plan, ds, progress=progress, remeasure=remeasure).record
     except Exception as e:
@@ -121,7 +128,8 @@ def run_planned(plan: RunPlan, ds, *, progress: bool = True, remeasure: bool = F
     framework = be.version()
     arrays = TrainArrays.of(plan.spec, ds, plan.dtype)
     history = list(plan.ckpt.record.get("losses", [])) if plan.ckpt else []
-    saver = Saver(program, plan, framework) if plan.save_root is not None else None
+    saver = (Saver(program, plan, framework)
+             if plan.save_root is not None or plan.gathers else None)
     label = f"{plan.spec.name} on {plan.backend}" + (f" from update {plan.start}"
                                                       if plan.start else "")
     res = run_loop(program, plan, arrays, t0=t0, history=history, saver=saver,
@@ -160,7 +168,8 @@ def build_program(plan: RunPlan, be):
         program = distributed.compile_program(plan.backend, plan.run_spec,
                                               devices=plan.devices, dtype=plan.precision,
                                               device=plan.device, mode=plan.mode,
-                                              batchnorm=plan.batchnorm)
+                                              batchnorm=plan.batchnorm,
+                                              shard_params=plan.shard_params)
     else:
         program = be.compile(plan.run_spec, dtype=plan.precision, device=plan.device,
                              mode=plan.mode)

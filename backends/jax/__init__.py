@@ -27,6 +27,8 @@ class Backend(contract.Backend):
                                      "jax.export StableHLO + flax variables"),
     }
     engine = Engine()
+    shard_params = ("NamedSharding of parameters and optimizer state over the mesh (the "
+                    "largest axis that divides by N, the rest replicated)")
     # "An NVIDIA GPU may be present on this machine, but ..." / "No GPU/TPU found": rosetta
     # reports devices itself (Backend.devices), so the platform probe's warnings are noise
     quiet_loggers = ("jax._src.xla_bridge",)

@@ -9,6 +9,17 @@ flax BatchNorm reduces over the whole batch axis), dropout drawn by global posit
 keys are partitionable, so the masks are the one-device masks). Per-replica BatchNorm statistics
 would need a ``shard_map`` of the model: ``batchnorm="replica"`` is refused on JAX.
 
+Sharded parameters and optimizer state (``shard_params``, ``--shard-params``): each parameter,
+and each optimizer-state array (optax keeps them shaped as the parameters), is placed with
+``NamedSharding(mesh, P(...))`` by one rule (``state_spec``): the largest axis whose length
+divides by N is split over the mesh (the first such axis on a tie); an array with no axis that
+divides by N (and every scalar, e.g. optax's ``count``) is replicated. The jitted step
+constrains its new state to the same placements (``with_sharding_constraint``), so the state
+stays sharded, and XLA's partitioner adds the all-gathers and reduce-scatters the sharded
+matmuls need; the math is the replicated step's up to summation order. Batch statistics stay
+replicated. Exports gather the whole arrays (on several hosts with
+``multihost_utils.process_allgather``), so checkpoints are the canonical whole arrays.
+
 On a CPU the N devices are host devices, configured by ``XLA_FLAGS=
 --xla_force_host_platform_device_count=N`` before JAX initialises (``rosetta.distributed.launch``
 sets it for the worker process). Several hosts: every host runs the same program after
@@ -27,7 +38,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rosetta.distributed import check_batchnorm, worker_timeout
 from rosetta.errors import BackendUnavailable
+from rosetta.backends.jax import params as params_mod
 from rosetta.backends.jax import program as single
+from rosetta.backends.jax.optimizers import slots
 
 AXIS = "data"
 
@@ -96,24 +109,121 @@ def mesh_of(devices: int, device: str) -> Mesh:
 
 
 def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
-            mode: str | None = None, batchnorm: str = "global") -> "Program":
+            mode: str | None = None, batchnorm: str = "global",
+            shard_params: bool = False) -> "Program":
     if check_batchnorm(batchnorm) != "global":
         raise BackendUnavailable("jax data parallel is one jit over the global batch: its "
                                  "BatchNorm statistics are global; batchnorm='replica' is not "
                                  "offered on jax")
-    return Program(spec, dtype=dtype, device=device, devices=devices)
+    return Program(spec, dtype=dtype, device=device, devices=devices,
+                   shard_params=shard_params)
+
+
+def state_spec(shape, n: int) -> P:
+    """Where an array of parameters or optimizer state of ``shape`` lives over a mesh of ``n``
+    devices: split along its largest axis whose length divides by ``n`` (the first on a tie),
+    or replicated (``P()``) when none does (scalars included)."""
+    best = None
+    for axis, size in enumerate(shape):
+        if size % n == 0 and size >= n and (best is None or size > shape[best]):
+            best = axis
+    if best is None:
+        return P()
+    return P(*([None] * best + [AXIS]))
 
 
 class Program(single.Program):
     """The one-device JAX Program with its state replicated and its batches sharded over a
     ``Mesh`` (``mesh``) of ``devices`` devices."""
 
-    def __init__(self, spec, *, dtype: str = "float32", device: str = "cpu", devices: int):
+    def __init__(self, spec, *, dtype: str = "float32", device: str = "cpu", devices: int,
+                 shard_params: bool = False):
         self.mesh = mesh_of(devices, device)
         self.replicated = NamedSharding(self.mesh, P())
         self.sharded = NamedSharding(self.mesh, P(AXIS))
         self.devices = devices
+        self.shard_params = bool(shard_params)
         super().__init__(spec, dtype=dtype, device=device, mode="jit")
+
+    # --- sharded parameters and optimizer state -------------------------------------------------
+    def state_sharding(self, shape) -> NamedSharding:
+        """The placement of a parameter or optimizer-state array (``state_spec``)."""
+        return NamedSharding(self.mesh, state_spec(tuple(shape), self.devices))
+
+    def _place_state(self, tree):
+        """``tree`` (parameters or optimizer state) placed by ``state_sharding``; unchanged
+        when the state is not sharded."""
+        if not self.shard_params:
+            return tree
+
+        def place(a):
+            sharding = self.state_sharding(np.shape(a))
+            if jax.process_count() == 1:
+                return jax.device_put(a, sharding)
+            host = np.asarray(a.addressable_data(0) if isinstance(a, jax.Array) else a)
+            return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+        return jax.tree.map(place, tree)
+
+    def _placed(self, step):
+        if not self.shard_params:
+            return step
+
+        def constrain(tree):
+            return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(
+                a, self.state_sharding(a.shape)), tree)
+
+        def placed(*args):
+            params, stats, opt_state, *rest = step(*args)
+            return (constrain(params), stats, constrain(opt_state), *rest)
+
+        return placed
+
+    def load(self, params, state):
+        super().load(params, state)
+        self.params = self._place_state(self.params)
+        self.opt_state = self._place_state(self.opt_state)
+
+    def _set_optimizer_state(self, checked: dict, step: int) -> None:
+        super()._set_optimizer_state(checked, step)
+        self.opt_state = self._place_state(self.opt_state)
+
+    def _whole(self, tree):
+        """Sharded state over several processes, gathered whole on every process (each calls
+        this); otherwise ``tree`` itself (the device fetch gathers it)."""
+        if not self.shard_params or jax.process_count() == 1:
+            return tree
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+
+    def export_params(self):
+        return params_mod.export(self._whole(self.params))
+
+    def export_optimizer_state(self):
+        return {f"{slot}/{path}": arr for slot, tree in slots(self._whole(self.opt_state)).items()
+                for path, arr in params_mod.export(tree).items()}
+
+    def _run_gradients(self, batch, masks):
+        loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
+                                      *batch, self._native_masks(masks))
+        return float(loss), params_mod.export(self._whole(grads))
+
+    def held_bytes(self) -> dict:
+        """Bytes of parameters and of optimizer state on each device of this process
+        ({"params": [...], "optimizer": [...]}, one entry per mesh device here), for the
+        memory table (``rosetta.conformance.shard_memory``)."""
+        mine = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+
+        def per_device(tree):
+            held = {d: 0 for d in mine}
+            for leaf in jax.tree.leaves(tree):
+                if isinstance(leaf, jax.Array) and leaf.ndim > 0:
+                    for shard in leaf.addressable_shards:
+                        held[shard.device] += shard.data.nbytes
+            return [held[d] for d in mine]
+
+        return {"params": per_device(self.params), "optimizer": per_device(self.opt_state)}
 
     # the base class places state with ``jax.device_put(tree, self.jax_device)``: here that is
     # the replicated sharding over the mesh
@@ -126,7 +236,9 @@ class Program(single.Program):
         pass
 
     def __repr__(self):
-        return f"Program(jax, {self.graph.name}, dtype={self.dtype}, {self.devices} devices)"
+        shard = ", sharded" if self.shard_params else ""
+        return (f"Program(jax, {self.graph.name}, dtype={self.dtype}, {self.devices} "
+                f"devices{shard})")
 
     def _shard(self, tree):
         """Global host arrays split along the batch axis over the mesh. Every process holds

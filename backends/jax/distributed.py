@@ -34,7 +34,7 @@ class Engine(distributed.Engine):
         env["JAX_PLATFORMS"] = "cpu"
 
     def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
-                     max_restarts=0):
+                     max_restarts=0, one_machine=False):
         """One process per host, ``jax.distributed.initialize``'s variables (the coordinator is
         host 0's), and for ``per_host`` > 1 that many CPU host devices (``XLA_FLAGS``)."""
         if max_restarts:

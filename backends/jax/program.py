@@ -113,11 +113,18 @@ class Program(contract.BackendProgram):
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
-        self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2, 3))
-        self._train_step_plain = jax.jit(train_step_plain, donate_argnums=(0, 1, 2))
+        self._train_step = jax.jit(self._placed(train_step), donate_argnums=(0, 1, 2, 3))
+        self._train_step_plain = jax.jit(self._placed(train_step_plain),
+                                         donate_argnums=(0, 1, 2))
         self._gradients = jax.jit(gradients)
         self._forward_eval = jax.jit(forward_eval)
         self._forward_train = jax.jit(forward_train)
+
+    def _placed(self, step):
+        """``step`` (returning parameters, batch statistics and optimizer state first) with its
+        new state placed as the program keeps it: here as the inputs are (a data-parallel
+        program that shards its state constrains it)."""
+        return step
 
     # --- state ------------------------------------------------------------------------------------
     def load(self, params, state):

@@ -30,6 +30,8 @@ class Backend(contract.Backend):
         "'.[mxnet]' (docs/guide/mxnet.md)")
     # hybrid: the blocks hybridized, MXNet's compiled graph; imperative: op by op
     modes = ("hybrid", "imperative")
+    shard_params_refusal = ("it has no data-parallel engine in rosetta (one device only), and "
+                            "MXNet's kvstore replicates parameters rather than sharding them")
     formats = {
         "mxnet": contract.ExportFormat(("float32", "float64"),
                                        "MXNet HybridBlock.export: symbol JSON + params"),

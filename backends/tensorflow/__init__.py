@@ -61,6 +61,11 @@ class Backend(contract.Backend):
                                        tuple({"KERAS_BACKEND": b} for b in _KERAS_BACKENDS)),
     }
     engine = Engine()
+    shard_params_refusal = (
+        "tf.distribute's MirroredStrategy and MultiWorkerMirroredStrategy replicate every "
+        "variable, and TensorFlow's sharded variables belong to other schemes "
+        "(ParameterServerStrategy's partitioners, the experimental DTensor API) that do not "
+        "keep the data-parallel step")
     quiet_env = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
                  "GRPC_VERBOSITY": "ERROR"}
     quiet_loggers = ("absl", "tensorflow")

@@ -43,7 +43,7 @@ class Engine(distributed.Engine):
         return cfg["index"], len(cfg["workers"])
 
     def host_command(self, module, *, hosts, per_host, rank, endpoints, python="python",
-                     max_restarts=0):
+                     max_restarts=0, one_machine=False):
         """One process per host with a ``TF_CONFIG`` listing every worker (``endpoints``) and
         naming its own index; MultiWorkerMirroredStrategy gives a CPU worker one device."""
         if per_host != 1:

@@ -30,6 +30,7 @@ class Backend(contract.Backend):
         "onnx": contract.ExportFormat(("float32",), "ONNX model (torch.onnx), for onnxruntime"),
     }
     engine = Engine()
+    shard_params = "FSDP2 (torch.distributed.fsdp.fully_shard) over the data-parallel ranks"
 
     def version(self) -> str:
         import torch

@@ -20,6 +20,17 @@ replica's rows (``rosetta.distributed.replica_rows``):
 * the loss returned is the global mean (an ``all_reduce`` of the replicas' losses, outside the
   gradient); parameters, state and optimizer state are the same on every rank and exported from
   the local replica.
+
+Sharded parameters and optimizer state (``shard_params``, ``--shard-params``): instead of DDP,
+FSDP2 (``torch.distributed.fsdp.fully_shard``) on every node's module that holds parameters and
+on the whole model. Each parameter becomes a ``DTensor`` split along its first native dimension
+over the ranks (``Shard(0)``: rank r holds rows [r·⌈n/N⌉, (r+1)·⌈n/N⌉), the last rank fewer or
+none), and so does its optimizer state (torch's optimizers keep state shaped as the
+parameter); FSDP2 all-gathers a module's parameters for its forward and backward and frees them
+after, and reduce-scatters the gradients with the mean over the ranks, the gradient DDP would
+give (each rank's local mean loss, averaged). BatchNorm buffers stay whole on every rank.
+Exports gather the whole tensors (``DTensor.full_tensor``: every rank calls them, in the same
+order), so checkpoints are the canonical whole arrays.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rosetta.distributed import check_batchnorm, replica_rows, worker_timeout
 from rosetta.errors import BackendUnavailable
+from rosetta.backends.torch import params as params_mod
 from rosetta.backends.torch import program as single
 from rosetta.backends.torch.model import running_stats_frozen
 
@@ -113,11 +125,37 @@ def global_moments(x: torch.Tensor, group=None):
 
 
 def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
-            mode: str | None = None, batchnorm: str = "global") -> "Program":
+            mode: str | None = None, batchnorm: str = "global",
+            shard_params: bool = False) -> "Program":
     if mode not in (None, "eager"):
         raise BackendUnavailable("torch data parallel runs in mode 'eager' (DDP with "
                                  "torch.compile is not lowered here)")
-    return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm)
+    return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm,
+                   shard_params=shard_params)
+
+
+def shard_model(model) -> None:
+    """FSDP2 on ``model`` (a ``GraphModule``): ``fully_shard`` on every module that holds
+    parameters of its own, innermost first (so one all-gather per native layer, and only one
+    layer's whole parameters are held at a time; the model calls those modules themselves, the
+    containers of a chain of layers it may unroll), then on the model (the root)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in reversed(list(model.modules())):  # descendants before their ancestors
+        if module is not model and any(True for _ in module.parameters(recurse=False)):
+            fully_shard(module)
+    fully_shard(model)
+
+
+def local_bytes(tensors) -> int:
+    """Bytes of ``tensors`` held by this rank (a sharded ``DTensor``: its local shard)."""
+    from torch.distributed.tensor import DTensor
+
+    total = 0
+    for t in tensors:
+        t = t.to_local() if isinstance(t, DTensor) else t
+        total += t.numel() * t.element_size()
+    return total
 
 
 class Program(single.Program):
@@ -125,7 +163,7 @@ class Program(single.Program):
     (``ddp``), taking global batches."""
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", *, devices: int,
-                 batchnorm: str = "global"):
+                 batchnorm: str = "global", shard_params: bool = False):
         if not dist.is_initialized():
             raise BackendUnavailable("torch data parallel needs a process group: run under "
                                      "torchrun or rosetta's launcher (--devices N)")
@@ -138,13 +176,38 @@ class Program(single.Program):
         moments = global_moments if batchnorm == "global" else None
         for m in self._norms:
             m.global_moments = moments
-        ids = [self.torch_device.index or 0] if self.torch_device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(self.model, device_ids=ids,
-                                           find_unused_parameters=bool(self._unreached))
+        self.shard_params = bool(shard_params)
+        if self.shard_params:
+            self._shard()
+            self.ddp = self.model  # FSDP2's hooks are on the model itself
+        else:
+            ids = [self.torch_device.index or 0] if self.torch_device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids,
+                                               find_unused_parameters=bool(self._unreached))
         self.devices = devices
 
+    def _shard(self) -> None:
+        """FSDP2 over the ranks (``shard_model``): it replaces every parameter by a sharded
+        ``DTensor``, so the slots, the optimizer and the values are made again on them."""
+        values, state = self.export_params(), self.export_state()
+        reached = self.graph.ancestors(self.graph.outputs)
+        shard_model(self.model)
+        self._params, self._state = params_mod.slots(self.graph, self.model)
+        self._param_tensors = [s.tensor for s in self._params.values()]
+        self._unreached = [s.tensor for p, s in self._params.items()
+                           if p.split("/")[0] not in reached]
+        self.load(values, state)
+
+    def held_bytes(self) -> dict:
+        """Bytes of parameters and of optimizer state this rank holds (its shards when
+        sharded), for the memory table (``rosetta.conformance.shard_memory``)."""
+        opt = [v for st in self.optimizer.state.values() for v in st.values()
+               if isinstance(v, torch.Tensor) and v.ndim > 0]
+        return {"params": local_bytes(self._param_tensors), "optimizer": local_bytes(opt)}
+
     def __repr__(self):
-        return super().__repr__()[:-1] + f", rank {self.rank} of {self.world})"
+        shard = ", sharded" if self.shard_params else ""
+        return super().__repr__()[:-1] + f", rank {self.rank} of {self.world}{shard})"
 
     # --- the replica's share of a global batch ---------------------------------------------------
     def _rows(self, n: int) -> slice:
@@ -219,8 +282,9 @@ class Program(single.Program):
         return self._global_loss(loss), out
 
     def forward(self, inputs, training: bool = False, masks=None):
-        """Eval mode: the local replica on the whole batch (no collective). Training mode: each
-        replica its rows with global BatchNorm statistics, gathered back in order."""
+        """Eval mode: the local replica on the whole batch (no collective; sharded: FSDP2
+        all-gathers the parameters, so every rank must call it). Training mode: each replica its
+        rows with global BatchNorm statistics, gathered back in order."""
         if not training:
             return super().forward(inputs, training=False)
         arrays = self.graph.as_input_dict(inputs)

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from rosetta.backends.torch.params import native_like
 from rosetta.errors import SpecError
 from rosetta.optim import Optimizer
 from rosetta.schedules import Constant, Schedule
@@ -270,8 +271,7 @@ def load_state(opt: Optimizer, optimizer: torch.optim.Optimizer, scheduler,
     for group in optimizer.param_groups:
         for p in group["params"]:
             slots = states.get(p, {})
-            entry = {keys[slot]: torch.tensor(a, dtype=p.dtype, device=p.device)
-                     for slot, a in slots.items()}
+            entry = {keys[slot]: native_like(p, a) for slot, a in slots.items()}
             if opt.kind in COUNTS_STEPS:
                 entry["step"] = torch.tensor(float(step), dtype=step_dtype)
             if entry:

@@ -22,6 +22,10 @@ LSTM/GRU/RNN    kernel (C, G*H)           weight_ih_l0 (G*H, C) = kernel.T (G ga
                 backward_*                the same on the ``*_l0_reverse`` tensors
 others          see the family modules    their ``native_params`` declarations
 ==============  ========================  ===================================================
+
+Sharded parameters (``--shard-params``: FSDP2 makes each parameter a ``DTensor`` whose rank
+holds one shard) are read whole (``full_tensor``, a gather every rank takes part in) and
+written from the whole canonical array, each rank keeping its own shard (``native_like``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from rosetta.errors import CheckpointError
 from rosetta.graph import Graph
@@ -50,7 +56,10 @@ class Slot:
 
     def canonical(self, t: torch.Tensor | None = None) -> np.ndarray:
         """``t`` (default: the slot's tensor) as a fresh canonical NumPy array."""
-        t = (self.tensor if t is None else t).detach().cpu()
+        t = (self.tensor if t is None else t).detach()
+        if isinstance(t, DTensor):  # a shard on each rank: the whole tensor (a collective)
+            t = t.full_tensor()
+        t = t.cpu()
         if t.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bf16: exact in float32
             t = t.float()
         return np.array(self.to_canonical(t.numpy()), order="C")
@@ -102,7 +111,18 @@ def load(slot_map: dict[str, Slot], arrays: dict[str, np.ndarray], what: str) ->
             raise CheckpointError(f"{what}: {path} has shape {a.shape}, the model expects "
                                   f"{slot.shape}")
         native = np.ascontiguousarray(slot.to_native(a))
-        slot.tensor.copy_(torch.from_numpy(native))
+        slot.tensor.copy_(native_like(slot.tensor, native))
+
+
+def native_like(like: torch.Tensor, native: np.ndarray) -> torch.Tensor:
+    """The whole native-layout array ``native`` as a tensor placed as ``like`` is: its dtype and
+    device, and for a sharded ``like`` (a ``DTensor``) the same mesh and placements, each rank
+    keeping its own shard of the values it holds (every rank holds the same whole array; no
+    communication)."""
+    t = torch.tensor(np.asarray(native), dtype=like.dtype, device=like.device)  # a copy
+    if isinstance(like, DTensor):
+        return distribute_tensor(t, like.device_mesh, like.placements, src_data_rank=None)
+    return t
 
 
 def export(slot_map: dict[str, Slot]) -> dict[str, np.ndarray]:

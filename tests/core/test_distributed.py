@@ -202,6 +202,10 @@ def test_host_commands_are_each_launchers_own():
     assert line.startswith("torchrun --nnodes 2 --nproc-per-node 2 --node-rank 1 "
                            "--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:5 ")
     assert line.endswith("--max-restarts 3 -m rosetta train mlp")
+    # on one machine the roles torch's c10d rendezvous would race for are given: host 0 holds
+    # the store, and each host's own loopback address puts the nodes in rank order
+    assert "--rdzv-conf is_host=0 --local-addr 127.0.0.101 " in line
+    assert "--rdzv-conf is_host=1 --local-addr 127.0.0.100 " in " ".join(typed(t0))
     (a0, f0), (a1, f1) = commands("tensorflow", run, hosts=2, ports=[5, 6], python="py")
     assert typed(a1) == run and json.loads(f1["TF_CONFIG"]) == {
         "cluster": {"worker": ["127.0.0.1:5", "127.0.0.1:6"]},

@@ -106,9 +106,6 @@ def test_torchrun_two_by_two_resumes_on_jax_and_tensorflow(tmp_path):
     assert on_tf["devices"] == 2 and _rel(on_tf["losses"], straight[2:]) < 1e-10
 
 
-@pytest.mark.xfail(reason="torch's c10d store can end in RendezvousConnectionError when a worker is "
-                          "killed (once in two fresh-clone CI runs); open, see the stop note",
-                   strict=False)
 @pytest.mark.parametrize("backend", HOSTED)
 def test_lost_worker_ends_the_others_and_the_run_resumes(backend, tmp_path):
     """SIGKILL host 1's worker once a checkpoint is saved: host 0 exits non-zero within the
