@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from rosetta import backend as contract
 from rosetta.backends.jax.distributed import Engine
+from rosetta.precision import PRECISIONS
 
 
 class Backend(contract.Backend):
@@ -22,6 +23,7 @@ class Backend(contract.Backend):
     distributions = ("jax", "jaxlib", "flax", "optax")
     extra = "jax"
     modes = ("jit",)  # every step one jax.jit
+    precisions = PRECISIONS  # bfloat16 and mixed policies: docs/guide/precision.md
     formats = {
         "jax": contract.ExportFormat(("float32", "float64"),
                                      "jax.export StableHLO + flax variables"),

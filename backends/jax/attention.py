@@ -32,6 +32,9 @@ class CanonicalMultiHeadAttention(nn.Module):
     dropout: float
     use_bias: bool
     dtype: Any = jnp.float32
+    # a mixed precision policy: the scores are cast to float32 for the softmax and its weights
+    # back to the type of v (``rosetta.precision.INNER_SOFTMAX``)
+    float32_softmax: bool = False
 
     @nn.compact
     def __call__(self, xq, xv, lengths=None, train: bool = False, mask=None):
@@ -63,7 +66,7 @@ class CanonicalMultiHeadAttention(nn.Module):
             if mask is None:
                 mask = jax.random.bernoulli(self.make_rng("dropout"),
                                             dt.type(1.0 - self.dropout), w.shape).astype(dt)
-            w = w * mask / (1.0 - self.dropout)
+            w = w * mask.astype(w.dtype) / (1.0 - self.dropout)
         o = jnp.einsum("nhij,njhd->nihd", w, v, precision=HIGHEST)
         y = jnp.einsum("nihd,hdo->nio", o,
                        self.param("output_kernel", zeros, (h, d, self.out_dim), dt),
@@ -71,10 +74,14 @@ class CanonicalMultiHeadAttention(nn.Module):
         return y + self.param("output_bias", zeros, (self.out_dim,), dt) if self.use_bias else y
 
     def _weights(self, q, k, keep):
-        """softmax_j(q.k / sqrt(d)) with masked scores at -inf (every row keeps a key)."""
+        """softmax_j(q.k / sqrt(d)) with masked scores at -inf (every row keeps a key), in the
+        scope ``softmax`` (the precision trace finds it there)."""
         s = jnp.einsum("nihd,njhd->nhij", q, k, precision=HIGHEST) / math.sqrt(self.head_dim)
         s = jnp.where(keep, s, -jnp.inf)
-        return jax.nn.softmax(s, axis=-1)
+        with jax.named_scope("softmax"):
+            if not self.float32_softmax:
+                return jax.nn.softmax(s, axis=-1)
+            return jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(s.dtype)
 
 
 @lowers("MultiHeadAttention")
@@ -83,7 +90,7 @@ def multi_head_attention(node, xs, ctx):
     mask = ctx.masks.get(node.name) if (ctx.train and ctx.masks) else None
     return CanonicalMultiHeadAttention(
         a["heads"], a["head_dim"], node.out_type.shape[-1], a["causal"], a["dropout"],
-        a["use_bias"], dtype=ctx.dtype, name=node.name)(
+        a["use_bias"], dtype=ctx.dtype, float32_softmax=ctx.float32_softmax, name=node.name)(
             xs[0], xs[1], xs[2] if len(xs) > 2 else None, train=ctx.train, mask=mask)
 
 

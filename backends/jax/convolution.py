@@ -34,7 +34,7 @@ def conv2d(node, xs, ctx):
     _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
     y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=pads,
                 kernel_dilation=a["dilation"], feature_group_count=a["groups"],
-                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
                 precision=HIGHEST, name=node.name)(xs[0])
     return activate(a["activation"], y)
 
@@ -47,7 +47,7 @@ def conv1d(node, xs, ctx):
     _, pads = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
     y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=[pads],
                 kernel_dilation=a["dilation"], feature_group_count=a["groups"],
-                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
                 precision=HIGHEST, name=node.name)(xs[0])
     return activate(a["activation"], y)
 

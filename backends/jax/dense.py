@@ -10,7 +10,7 @@ from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
 @lowers("Dense")
 def dense(node, xs, ctx):
     a = node.attrs
-    y = nn.Dense(a["units"], use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+    y = nn.Dense(a["units"], use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
                  precision=HIGHEST, name=node.name)(xs[0])
     return activate(a["activation"], y)
 
@@ -18,5 +18,5 @@ def dense(node, xs, ctx):
 @lowers("Embedding")
 def embedding(node, xs, ctx):
     a = node.attrs
-    return nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.dtype,
+    return nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.params,
                     name=node.name)(xs[0])

@@ -17,7 +17,7 @@ def dropout(node, xs, ctx):
     a Python float would make them float64 under x64."""
     rate = node.attrs["rate"]
     if ctx.train and rate > 0.0 and ctx.masks and node.name in ctx.masks:
-        return xs[0] * ctx.masks[node.name] / (1.0 - rate)
+        return xs[0] * ctx.masks[node.name].astype(xs[0].dtype) / (1.0 - rate)
     return nn.Dropout(ctx.dtype.type(rate), deterministic=not ctx.train, name=node.name)(xs[0])
 
 
@@ -28,6 +28,6 @@ def stochastic_depth(node, xs, ctx):
     rate = node.attrs["rate"]
     x = xs[0]
     if ctx.train and rate > 0.0 and ctx.masks and node.name in ctx.masks:
-        return x * ctx.masks[node.name] / (1.0 - rate)
+        return x * ctx.masks[node.name].astype(x.dtype) / (1.0 - rate)
     return nn.Dropout(ctx.dtype.type(rate), broadcast_dims=tuple(range(1, x.ndim)),
                       deterministic=not ctx.train, name=node.name)(x)

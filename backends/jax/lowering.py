@@ -35,13 +35,22 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 @dataclass(frozen=True)
 class Context:
-    """What a lowering needs beyond the node: the program dtype, the mode, and injected dropout
-    keep-masks ({Dropout node: mask}, conformance mode) if any."""
+    """What a lowering needs beyond the node: ``dtype`` the type the node computes in (the
+    program dtype; under a mixed precision policy the node's type in ``rosetta.precision``'s
+    table), ``param_dtype`` the type of the parameters (float32 masters under a mixed policy),
+    the mode, and injected dropout keep-masks ({Dropout node: mask}, conformance mode) if any."""
 
     dtype: jnp.dtype
     train: bool
     masks: dict | None = None
     batch: int | None = None   # N of the run (Expand of a batch-broadcast value)
+    param_dtype: jnp.dtype | None = None   # None: ``dtype``
+    float32_softmax: bool = False          # attention's softmax in float32 (mixed policies)
+
+    @property
+    def params(self) -> jnp.dtype:
+        """The type parameters are created in (``param_dtype``, else ``dtype``)."""
+        return self.dtype if self.param_dtype is None else self.param_dtype
 
 
 # --- activations: ONE table, for the Activation op and the fused ``activation`` attribute ------

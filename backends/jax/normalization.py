@@ -50,7 +50,7 @@ def batch_norm(node, xs, ctx):
                                  name=node.name)(xs[0], ctx.train)
     return nn.BatchNorm(use_running_average=not ctx.train, momentum=a["momentum"],
                         epsilon=a["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
-                        param_dtype=ctx.dtype, name=node.name)(xs[0])
+                        param_dtype=ctx.params, name=node.name)(xs[0])
 
 
 class InstanceNorm(nn.Module):
@@ -94,14 +94,14 @@ def instance_norm2d(node, xs, ctx):
 @lowers("LayerNorm")
 def layer_norm(node, xs, ctx):
     return nn.LayerNorm(epsilon=node.attrs["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
-                        param_dtype=ctx.dtype, name=node.name)(xs[0])
+                        param_dtype=ctx.params, name=node.name)(xs[0])
 
 
 @lowers("RMSNorm")
 def rms_norm(node, xs, ctx):
     """nn.RMSNorm over the last axis, explicit epsilon: y = x * rsqrt(mean(x^2) + eps) * scale."""
     return nn.RMSNorm(epsilon=node.attrs["epsilon"], use_fast_variance=False, dtype=ctx.dtype,
-                      param_dtype=ctx.dtype, name=node.name)(xs[0])
+                      param_dtype=ctx.params, name=node.name)(xs[0])
 
 
 @lowers("GroupNorm")
@@ -110,4 +110,4 @@ def group_norm(node, xs, ctx):
     group, biased variance), explicit epsilon (flax: 1e-6), ``use_fast_variance=False``."""
     a = node.attrs
     return nn.GroupNorm(num_groups=a["groups"], epsilon=a["epsilon"], use_fast_variance=False,
-                        dtype=ctx.dtype, param_dtype=ctx.dtype, name=node.name)(xs[0])
+                        dtype=ctx.dtype, param_dtype=ctx.params, name=node.name)(xs[0])

@@ -44,13 +44,23 @@ def load(graph: Graph, params: dict, state: dict, dtype) -> dict:
             STATE: _nest(graph, state, graph.state_defs(), dtype, "state arrays")}
 
 
+def host(arr) -> np.ndarray:
+    """A writable NumPy copy of a fetched array; bfloat16 / float16 as float32 (NumPy has no
+    bf16, and the Program API's arrays are float32 under the low precisions: exact)."""
+    a = np.asarray(arr)
+    if a.dtype.kind == "V" or a.dtype.name in ("bfloat16", "float16"):
+        return a.astype(np.float32)
+    return np.array(a)
+
+
 def export(tree: dict) -> dict[str, np.ndarray]:
     """{"node/name": NumPy array} from one collection ({node: {name: array}}); one device fetch.
 
     The arrays are writable copies: on CPU ``device_get`` can return read-only views of device
-    buffers, which the next (donating) train step would otherwise keep alive."""
-    host = jax.device_get(tree)
-    return {f"{node}/{name}": np.array(arr) for node, leaves in host.items()
+    buffers, which the next (donating) train step would otherwise keep alive. bf16 / float16
+    leaves come back as float32 (``host``)."""
+    host_tree = jax.device_get(tree)
+    return {f"{node}/{name}": host(arr) for node, leaves in host_tree.items()
             for name, arr in leaves.items()}
 
 

@@ -40,6 +40,7 @@ from rosetta.backends.jax.device import resolve as jax_device
 from rosetta.backends.jax.losses import lower as lower_loss
 from rosetta.backends.jax.model import build_model
 from rosetta.backends.jax import optimizers
+from rosetta.backends.jax import precision as lowp
 from rosetta.backends.jax.optimizers import lower as lower_optimizer, slots
 
 STEP_DTYPE = np.int32
@@ -47,6 +48,9 @@ STEP_DTYPE = np.int32
 
 class Program(contract.BackendProgram):
     backend = "jax"
+    # a mixed_float16 step whose gradients are not all finite moves nothing (the loss-scale
+    # rule); False only to plant the precision tier's "update on a skipped step" trap
+    _skip_nonfinite = True
 
     def __init__(self, spec: TrainSpec, *, dtype: str = "float32", device: str = "cpu",
                  mode: str = "jit"):
@@ -54,8 +58,10 @@ class Program(contract.BackendProgram):
         self.jax_device = jax_device(self.device)
         self._np_dtype = self.np_dtype
 
-        self.model = build_model(self.graph, dtype)
-        self.optimizer = lower_optimizer(spec.optimizer, dtype)
+        pol = self.policy
+        self._param_dtype = jnp.dtype(pol.param)   # parameters, batch stats, optimizer state
+        self.model = build_model(self.graph, self.precision)
+        self.optimizer = lower_optimizer(spec.optimizer, pol.param)
         self.loss_fn = lower_loss(spec.loss)
         params_mod.check_structure(self.graph, self.model, self._example_inputs())
         self.rng = self._put_key(jax.random.key(spec.seed))
@@ -64,38 +70,63 @@ class Program(contract.BackendProgram):
 
     # --- the pure functions, compiled once ------------------------------------------------------
     def _compile_steps(self):
+        """The jitted steps of the current ``model``; under a low precision compiled with
+        ``xla_allow_excess_precision`` off (``precision.COMPILER_OPTIONS``), so XLA rounds to the
+        type each op is written in instead of keeping float32 between fused bf16 ops."""
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+        pol, param_dtype = self.policy, self._param_dtype
+        to_low = lowp.product_caster(self.graph, pol)
+        skip_nonfinite = self._skip_nonfinite
 
-        def run(params, batch_stats, inputs, train, rng, masks=None):
+        def run(params, batch_stats, inputs, train, rng, masks=None, every=False):
             """Model output and the batch statistics after this call (unchanged in eval)."""
-            variables = {params_mod.PARAMS: params, params_mod.STATE: batch_stats}
+            inputs = lowp.cast_floats(inputs, param_dtype)
+            variables = {params_mod.PARAMS: to_low(params), params_mod.STATE: batch_stats}
             if not train:
-                return model.apply(variables, inputs, train=False), batch_stats
+                return model.apply(variables, inputs, train=False, every=every), batch_stats
             out, mutated = model.apply(variables, inputs, train=True, masks=masks,
                                        rngs=None if rng is None else {"dropout": rng},
-                                       mutable=[params_mod.STATE])
+                                       mutable=[params_mod.STATE], every=every)
             return out, mutated.get(params_mod.STATE, batch_stats)
 
-        def loss_and_grads(params, batch_stats, step, rng, inputs, labels, masks):
+        self._apply = run
+
+        def loss_and_grads(params, batch_stats, step, rng, inputs, labels, masks, scale):
+            """(loss, gradients, new batch statistics, all gradients finite); with ``scale``
+            (mixed_float16) the gradients of loss * scale, divided by scale in float32."""
             step_rng = None if rng is None else jax.random.fold_in(rng, step)
 
             def objective(p):
                 out, new_stats = run(p, batch_stats, inputs, True, step_rng, masks)
-                return loss_fn(out, labels), new_stats
+                loss = lowp.loss(loss_fn, out, labels, pol)
+                return (loss if scale is None else loss * scale), (loss, new_stats)
 
-            (loss, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(params)
-            return loss, grads, new_stats
+            (_, (loss, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            if scale is None:
+                return loss, grads, new_stats, None
+            grads = jax.tree.map(lambda g: g * (1.0 / scale), grads)
+            return loss, grads, new_stats, lowp.all_finite(grads)
 
-        def train_step(params, batch_stats, opt_state, step, rng, inputs, labels, masks):
-            loss, grads, new_stats = loss_and_grads(params, batch_stats, step, rng, inputs,
-                                                    labels, masks)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return params, new_stats, opt_state, step + 1, loss
+        def update(params, opt_state, grads, finite):
+            """The optimizer's update; skipped (nothing moves) when ``finite`` is False."""
+            updates, new_opt = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            if finite is None or not skip_nonfinite:
+                return new_params, new_opt
+            return lowp.select(finite, new_params, params), lowp.select(finite, new_opt,
+                                                                        opt_state)
 
-        def gradients(params, batch_stats, step, rng, inputs, labels, masks):
-            loss, grads, _ = loss_and_grads(params, batch_stats, step, rng, inputs, labels,
-                                            masks)
+        def train_step(params, batch_stats, opt_state, step, rng, inputs, labels, masks,
+                       scale):
+            loss, grads, new_stats, finite = loss_and_grads(params, batch_stats, step, rng,
+                                                            inputs, labels, masks, scale)
+            params, opt_state = update(params, opt_state, grads, finite)
+            step = step + (1 if finite is None else finite.astype(step.dtype))
+            return params, new_stats, opt_state, step, loss, finite
+
+        def gradients(params, batch_stats, step, rng, inputs, labels, masks, scale):
+            loss, grads, _, _ = loss_and_grads(params, batch_stats, step, rng, inputs, labels,
+                                               masks, scale)
             return loss, grads
 
         def forward_eval(params, batch_stats, inputs):
@@ -105,20 +136,22 @@ class Program(contract.BackendProgram):
             return run(params, batch_stats, inputs, True, jax.random.fold_in(rng, step),
                        masks)[0]
 
-        def train_step_plain(params, batch_stats, opt_state, inputs, labels):
+        def train_step_plain(params, batch_stats, opt_state, inputs, labels, scale):
             """The step of a model that draws nothing at random (no dropout): no rng and no
             step counter to pass in and out (each argument costs the dispatch ~1-2 us)."""
-            loss, grads, new_stats = loss_and_grads(params, batch_stats, None, None, inputs,
-                                                    labels, None)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), new_stats, opt_state, loss
+            loss, grads, new_stats, finite = loss_and_grads(params, batch_stats, None, None,
+                                                            inputs, labels, None, scale)
+            params, opt_state = update(params, opt_state, grads, finite)
+            return params, new_stats, opt_state, loss, finite
 
-        self._train_step = jax.jit(self._placed(train_step), donate_argnums=(0, 1, 2, 3))
-        self._train_step_plain = jax.jit(self._placed(train_step_plain),
-                                         donate_argnums=(0, 1, 2))
-        self._gradients = jax.jit(gradients)
-        self._forward_eval = jax.jit(forward_eval)
-        self._forward_train = jax.jit(forward_train)
+        # the Python functions, for the precision trace's jaxpr (``precision.trace``)
+        self._raw = {"train_step": train_step, "train_step_plain": train_step_plain}
+        jit = lowp.jit_for(pol)
+        self._train_step = jit(self._placed(train_step), donate_argnums=(0, 1, 2, 3))
+        self._train_step_plain = jit(self._placed(train_step_plain), donate_argnums=(0, 1, 2))
+        self._gradients = jit(gradients)
+        self._forward_eval = jit(forward_eval)
+        self._forward_train = jit(forward_train)
 
     def _placed(self, step):
         """``step`` (returning parameters, batch statistics and optimizer state first) with its
@@ -128,13 +161,14 @@ class Program(contract.BackendProgram):
 
     # --- state ------------------------------------------------------------------------------------
     def load(self, params, state):
-        variables = params_mod.load(self.graph, params, state, self._np_dtype)
+        variables = params_mod.load(self.graph, params, state, self._param_dtype)
         put = self._put
         self.params = put(variables[params_mod.PARAMS])
         self.batch_stats = put(variables[params_mod.STATE])
         self.opt_state = put(self.optimizer.init(self.params))
         self.step = 0
         self._step = put(np.asarray(0, STEP_DTYPE))
+        self._reset_loss_scale()
 
     def export_params(self):
         return params_mod.export(self.params)
@@ -172,22 +206,32 @@ class Program(contract.BackendProgram):
     def _to_device(self, batch):
         return jax.device_put(batch, self.jax_device)
 
+    def _scale(self):
+        """The loss scale as the steps take it: a float32 scalar (mixed_float16), else None."""
+        return None if self.loss_scale is None else np.float32(self.loss_scale.scale)
+
+    def _after(self, finite) -> None:
+        """Count the update; with a loss scale, ``LossScale.after`` decides (a skipped step,
+        whose gradients were not finite, does not count)."""
+        if finite is None or self.loss_scale.after(bool(finite)):
+            self.step += 1
+
     def _run_step(self, batch, masks):
         x, y = batch
         if not self._mask_draws:  # nothing random: the counter only counts (on the host)
-            (self.params, self.batch_stats, self.opt_state, loss) = self._train_step_plain(
-                self.params, self.batch_stats, self.opt_state, x, y)
-            self.step += 1
-            return float(loss)
-        (self.params, self.batch_stats, self.opt_state, self._step, loss) = self._train_step(
-            self.params, self.batch_stats, self.opt_state, self._step, self.rng, x, y,
-            self._native_masks(masks))
-        self.step += 1
+            (self.params, self.batch_stats, self.opt_state, loss, finite) = \
+                self._train_step_plain(self.params, self.batch_stats, self.opt_state, x, y,
+                                       self._scale())
+        else:
+            (self.params, self.batch_stats, self.opt_state, self._step, loss, finite) = \
+                self._train_step(self.params, self.batch_stats, self.opt_state, self._step,
+                                 self.rng, x, y, self._native_masks(masks), self._scale())
+        self._after(finite)
         return float(loss)
 
     def _run_gradients(self, batch, masks):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
-                                      *batch, self._native_masks(masks))
+                                      *batch, self._native_masks(masks), self._scale())
         return float(loss), params_mod.export(grads)
 
     def _run_forward(self, x, training: bool, masks):
@@ -197,7 +241,8 @@ class Program(contract.BackendProgram):
         else:
             out = self._forward_eval(self.params, self.batch_stats, x)
         out = jax.device_get(out)
-        return [np.array(o) for o in out] if isinstance(out, list) else np.array(out)
+        return ([params_mod.host(o) for o in out] if isinstance(out, list)
+                else params_mod.host(out))
 
     # --- checked host arrays as the jitted functions take them: casts, no transfer yet ----------
     def _native_masks(self, masks: dict | None) -> dict | None:
