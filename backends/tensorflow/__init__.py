@@ -12,6 +12,7 @@ import sys
 
 from rosetta import backend as contract
 from rosetta.backends.tensorflow.distributed import Engine
+from rosetta.precision import PRECISIONS
 
 
 def _import_tensorflow():
@@ -54,6 +55,7 @@ class Backend(contract.Backend):
     # xla: every step one tf.function(jit_compile=True); function: tf.function without XLA (the
     # TensorFlow graph runtime and its own kernels)
     modes = ("xla", "function")
+    precisions = PRECISIONS  # bfloat16 and mixed policies: explicit casts (precision.py)
     formats = {
         "savedmodel": contract.ExportFormat(("float32", "float64"),
                                             "TensorFlow SavedModel, serving_default signature"),

@@ -23,7 +23,8 @@ class MultiHeadAttention(NodeModule):
     """q, k, v = einsum projections (+ bias); s = q k^T / sqrt(d) with key-padding (j >= length)
     and causal (j > i) entries at -inf; w = softmax(s), in training times the keep-mask /
     (1 - dropout) (injected, or drawn from the model's generator with stateless_dropout);
-    y = einsum(w v, output_kernel) (+ bias)."""
+    y = einsum(w v, output_kernel) (+ bias). With ``float32_softmax`` (mixed policies) s is
+    cast to float32 before the masks and the softmax, and w back to v's type."""
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -34,6 +35,9 @@ class MultiHeadAttention(NodeModule):
         self.rng = ctx.rng
         tq, tk = node.in_types[0].shape[0], node.in_types[1].shape[0]
         self.causal = (np.triu(np.ones((tq, tk), bool), 1) if a["causal"] else None)
+        # a mixed precision policy: scores cast to float32 for the softmax (and its dropout),
+        # the weights cast back to v's type for the product (rosetta.precision.INNER_SOFTMAX)
+        self.float32_softmax = False
 
     def __call__(self, xs, training=False, update_state=False, mask=None):
         xq, xv = xs[0], xs[1]
@@ -46,6 +50,8 @@ class MultiHeadAttention(NodeModule):
             key_bias = tf.stop_gradient(self.key_bias) + 0.0 * self.key_bias
             q, k, v = q + self.query_bias, k + key_bias, v + self.value_bias
         s = tf.einsum("nihd,njhd->nhij", q, k) * self.scale
+        if self.float32_softmax:
+            s = tf.cast(s, tf.float32)
         ignore = None
         if len(xs) > 2:
             tk = tf.shape(xv)[1]
@@ -58,11 +64,11 @@ class MultiHeadAttention(NodeModule):
         w = tf.nn.softmax(s, axis=-1)
         if training and self.dropout > 0.0:
             if mask is not None:
-                w = w * mask / (1.0 - self.dropout)
+                w = w * tf.cast(mask, w.dtype) / (1.0 - self.dropout)
             else:
                 seed = self.rng.make_seeds(1)[:, 0]
                 w = tf.nn.experimental.stateless_dropout(w, rate=self.dropout, seed=seed)
-        o = tf.einsum("nhij,njhd->nihd", w, v)
+        o = tf.einsum("nhij,njhd->nihd", tf.cast(w, v.dtype), v)
         y = tf.einsum("nihd,hdo->nio", o, self.output_kernel)
         return y + self.output_bias if self.use_bias else y
 

@@ -120,6 +120,9 @@ def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
     if mode not in (None, "function"):
         raise BackendUnavailable("tensorflow data parallel runs in mode 'function' (tf.function "
                                  "without XLA)")
+    if dtype not in ("float32", "float64"):
+        raise BackendUnavailable(f"tensorflow data parallel: precision {dtype!r} is not "
+                                 f"lowered here (one device lowers it); use float32 or float64")
     return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm)
 
 

@@ -38,6 +38,13 @@ def dtype(name: str) -> tf.DType:
     return tf.as_dtype(name)
 
 
+def policy_dtype(name: str) -> tf.DType:
+    """The TensorFlow dtype of a type a precision policy names (``rosetta.precision.Policy``:
+    ``param``, ``low``, ``host``): float64, float32, bfloat16, float16."""
+    return {"float64": tf.float64, "float32": tf.float32, "bfloat16": tf.bfloat16,
+            "float16": tf.float16}[name]
+
+
 def resolve(device: str) -> str:
     """The TensorFlow device string; ``BackendUnavailable`` if it is absent. Turns TF32 off."""
     name = normalize_device(device)

@@ -23,8 +23,8 @@ class Dropout(NodeModule):
         x = xs[0]
         if not training:
             return x
-        if mask is not None:
-            return x * mask / (1.0 - self.rate)
+        if mask is not None:   # the mask in x's type (a mixed policy's bf16 activations)
+            return x * tf.cast(mask, x.dtype) / (1.0 - self.rate)
         if self.rate == 0.0:
             return x
         seed = self.rng.make_seeds(1)[:, 0]

@@ -2,8 +2,9 @@
 
 ``GraphModule(inputs, training=False, update_state=None)`` runs the nodes in topological order on a
 dict ``{input name: tensor}`` (batch first, canonical layout) and returns the output (a list when
-the graph has several). It is plain TensorFlow: variables are tracked, so ``tf.train.Checkpoint``
-and ``tf.saved_model.save`` work on it without rosetta.
+the graph has several). Under a mixed precision policy each node casts its inputs (and a
+product its parameters) as ``precision.node_rules`` says. It is plain TensorFlow: variables are
+tracked, so ``tf.train.Checkpoint`` and ``tf.saved_model.save`` work on it without rosetta.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import tensorflow as tf
 
 from rosetta.backends.tensorflow.layers import LOWERINGS, LoweringContext
+from rosetta.backends.tensorflow.precision import float32_softmax_nodes, node_rules, run_node
 from rosetta.errors import SpecError
 
 
 class GraphModule(tf.Module):
     """A lowered ``Graph``. ``layers`` maps node name -> node module (graph order)."""
 
-    def __init__(self, graph, dtype: tf.DType, seed: int, frozen=()):
-        """``frozen``: glob patterns (``rosetta.optim.is_frozen``) of the parameters whose
-        variables are made with ``trainable=False``."""
+    def __init__(self, graph, dtype: tf.DType, seed: int, policy=None, frozen=()):
+        """``policy``: the precision policy (``rosetta.precision``; None: the program dtype
+        throughout); ``frozen``: glob patterns (``rosetta.optim.is_frozen``) of the parameters
+        whose variables are made with ``trainable=False``."""
         super().__init__(name=graph.name)
         self.dtype = dtype
         # One generator for every Dropout node: each call draws a fresh seed from it.
@@ -40,6 +43,12 @@ class GraphModule(tf.Module):
         self.input_names = tuple(i.name for i in graph.inputs)
         self.input_dtypes = tuple(dtype if i.kind == "float" else tf.int64 for i in graph.inputs)
         self.output_names = tuple(graph.outputs)
+        # a mixed precision policy: how each node casts (backends/tensorflow/precision.py);
+        # ``recorder``: set while the precision tier traces a step
+        self.precision = node_rules(graph, policy) if policy is not None else {}
+        for name in float32_softmax_nodes(graph, policy) if policy is not None else ():
+            self.layers[name].float32_softmax = True
+        self.recorder = None
 
     def __call__(self, inputs: dict, training: bool = False, update_state: bool | None = None,
                  masks: dict | None = None):
@@ -59,8 +68,18 @@ class GraphModule(tf.Module):
             extra = {"mask": masks[name]} if name in masks else {}
             if name in self.run_batch:
                 extra["batch"] = tf.shape(values[self.input_names[0]])[0]
-            values[name] = self.layers[name]([values[s] for s in sources], training=training,
-                                             update_state=update, **extra)
+            args = [values[s] for s in sources]
+            if self.recorder is not None:
+                self.recorder.begin(name)
+            rule = self.precision.get(name)
+            if rule is None:
+                values[name] = self.layers[name](args, training=training, update_state=update,
+                                                 **extra)
+            else:
+                values[name] = run_node(self.layers[name], args, rule, training=training,
+                                        update_state=update, **extra)
+            if self.recorder is not None:
+                self.recorder.end(name, values[name])
         outs = [values[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs
 

@@ -95,7 +95,9 @@ class Optimizer(tf.Module):
     def export(self) -> dict:
         """Slot values as NumPy arrays named ``<slot>/<parameter path>`` (``velocity``, ``m``,
         ``v``: the canonical names of ``rosetta.optim``)."""
-        return {f"{slot}/{key}": var.numpy().copy()
+        from rosetta.backends.tensorflow.params import to_host
+
+        return {f"{slot}/{key}": to_host(var)
                 for slot, table in self.slots.items() for key, var in table.items()}
 
     def load(self, slots: dict, step: int) -> None:
@@ -109,8 +111,10 @@ class Optimizer(tf.Module):
         self.step.assign(int(step))
 
     def learning_rate(self, dtype=tf.float32):
-        """lr(step) of the next update, in ``dtype``."""
-        return tf.cast(self.schedule(tf.cast(self.step, dtype), xp=TF_MATH), dtype)
+        """lr(step) of the next update, in ``dtype`` (computed in float32 for bf16 / float16
+        variables: the step count is not exact in bf16 beyond 256, then rounded once)."""
+        at = dtype if dtype in (tf.float32, tf.float64) else tf.float32
+        return tf.cast(self.schedule(tf.cast(self.step, at), xp=TF_MATH), dtype)
 
     def apply_gradients(self, grads_and_vars) -> None:
         """Apply update number ``step`` to every (gradient, variable) pair, then count it."""

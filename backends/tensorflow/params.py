@@ -9,6 +9,7 @@ are named and found by canonical path (``GraphModule.param_variables``).
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from rosetta.errors import CheckpointError
 
@@ -29,9 +30,16 @@ def checked(variables: dict, arrays: dict, what: str) -> dict[str, np.ndarray]:
     return values
 
 
+def to_host(t) -> np.ndarray:
+    """A tensor or variable as a NumPy array; bfloat16 / float16 as float32 (exact), the type
+    arrays cross the Program API in under the low precision policies."""
+    a = np.array(t.numpy(), copy=True)
+    return a.astype(np.float32) if t.dtype in (tf.bfloat16, tf.float16) else a
+
+
 def export(variables: dict) -> dict[str, np.ndarray]:
-    """Canonical NumPy copies of the variables, by path."""
-    return {path: np.array(var.numpy(), copy=True) for path, var in variables.items()}
+    """Canonical NumPy copies of the variables, by path (bf16 / float16 ones as float32)."""
+    return {path: to_host(var) for path, var in variables.items()}
 
 
 def load(model, params: dict, state: dict) -> None:

@@ -105,14 +105,17 @@ class Program(contract.BackendProgram):
 
     def __init__(self, spec, dtype: str = "float32", device: str = "cpu", mode: str = "xla"):
         self._setup(spec, dtype, device, mode)
-        self.tf_dtype = tf_device.dtype(dtype)
+        # the variables' type (the policy's parameters: bf16 under bfloat16, float32 masters
+        # under the mixed policies) and the type arrays cross in (float32 for the low policies)
+        self.tf_dtype = tf_device.policy_dtype(self.policy.param)
+        self.host_dtype = tf_device.policy_dtype(self.policy.host)
         self.tf_device = tf_device.resolve(device)
         # TensorFlow places a call on the first GPU if there is one, else on the CPU; a step on
         # any other device needs an explicit tf.device scope (which costs ~50 us a call)
         self._pinned = self.tf_device != tf_device.default_device()
         graph = self.graph
         with tf.device(self.tf_device):
-            self.model = GraphModule(graph, self.tf_dtype, spec.seed,
+            self.model = GraphModule(graph, self.tf_dtype, spec.seed, self.policy,
                                      frozen=spec.optimizer.frozen)
             self.param_vars = self.model.param_variables()
             # frozen parameters (``optim.frozen``): variables made with trainable=False, outside
@@ -120,33 +123,44 @@ class Program(contract.BackendProgram):
             self.differentiated = list(self.param_vars.values())
             self.trainable = list(spec.optimizer.trainable(self.param_vars).values())
             self.optimizer = optimizers.lower(spec.optimizer, self.trainable)
+            # mixed_float16: the loss scale the compiled steps read (the rule itself, and its
+            # state, is the host's ``loss_scale``: rosetta.precision.LossScale)
+            self._scale = (tf.Variable(self.loss_scale.scale, dtype=tf.float32,
+                                       trainable=False, name="loss_scale")
+                           if self.loss_scale is not None else None)
         self.loss_fn = losses.lower(spec.loss)
 
         self.input_signature = {
             i.name: tf.TensorSpec((None, *i.shape),
-                                  self.tf_dtype if i.kind == "float" else tf.int64, name=i.name)
+                                  self.host_dtype if i.kind == "float" else tf.int64,
+                                  name=i.name)
             for i in graph.inputs}
         out_shape = graph.output_type.shape
         if spec.loss.label_kind == "int":
             self.label_dtype, self.label_shape = tf.int64, tuple(out_shape[:-1])
             self.classes = out_shape[-1]
         else:
-            self.label_dtype, self.label_shape = self.tf_dtype, tuple(out_shape)
+            self.label_dtype, self.label_shape = self.host_dtype, tuple(out_shape)
         labels = tf.TensorSpec((None, *self.label_shape), self.label_dtype, name="labels")
         # every op that draws a keep-mask in training (Dropout, attention weights) declares its
         # per-example shape; rate-0 ops draw nothing and take no mask
         self.mask_draws = self._mask_draws
         self.dropout_nodes = tuple(d.node for d in self.mask_draws)
         self.mask_signature = {
-            d.node: tf.TensorSpec((None, *d.shape), self.tf_dtype, name=f"mask_{d.node}")
+            d.node: tf.TensorSpec((None, *d.shape), self.host_dtype, name=f"mask_{d.node}")
             for d in self.mask_draws}
         sig = [self.input_signature, labels]
         masked = [self.input_signature, labels, self.mask_signature]
         xla = mode == "xla"
         self._train = {False: compiled(self._train_step, sig, xla),
                        True: compiled(self._train_step, masked, xla)}
-        self._grads = {False: compiled(self._loss_and_grads, sig, xla),
+        self._grads_fn = {False: compiled(self._loss_and_grads, sig, xla),
                        True: compiled(self._loss_and_grads, masked, xla)}
+        if self._scale is not None:
+            self._scaled = {False: compiled(self._scaled_step, sig, xla),
+                            True: compiled(self._scaled_step, masked, xla)}
+            self._apply = compiled(self._apply_update, [[
+                tf.TensorSpec(v.shape, v.dtype) for v in self.trainable]], xla)
         self._forward_eval_fn = compiled(self._forward_eval, [self.input_signature], xla)
         self._forward_train = {
             False: compiled(self._forward_training, [self.input_signature], xla),
@@ -163,20 +177,61 @@ class Program(contract.BackendProgram):
         return self.model(inputs, training=True, update_state=False, masks=masks)
 
     def _train_step(self, inputs, labels, masks=None):
-        masks = self._masks_or_draw(inputs, masks, advance=True)
-        with tf.GradientTape() as tape:
-            loss = self.loss_fn(self.model(inputs, training=True, masks=masks), labels)
-        grads = tape.gradient(loss, self.trainable, unconnected_gradients=ZERO)
+        loss, grads = self._grads(inputs, labels, masks, training_step=True)
         self.optimizer.apply_gradients(zip(grads, self.trainable))
         return loss
 
     def _loss_and_grads(self, inputs, labels, masks=None):
-        masks = self._masks_or_draw(inputs, masks, advance=False)
+        return self._grads(inputs, labels, masks, training_step=False)
+
+    def _grads(self, inputs, labels, masks, training_step: bool):
+        """The loss and the gradients (dense, the parameters' type) of a training forward; a
+        ``training_step`` advances the dropout stream and updates the model state. Under
+        mixed_float16 the gradients are those of loss · scale, divided by the scale (float32,
+        exact: a power of two)."""
+        masks = self._masks_or_draw(inputs, masks, advance=training_step)
         with tf.GradientTape() as tape:
-            loss = self.loss_fn(self.model(inputs, training=True, update_state=False,
-                                           masks=masks), labels)
-        grads = tape.gradient(loss, self.differentiated, unconnected_gradients=ZERO)
-        return loss, [tf.convert_to_tensor(g) for g in grads]
+            out = self.model(inputs, training=True, update_state=training_step, masks=masks)
+            loss = self._loss(out, labels)
+            scaled = loss if self._scale is None else loss * self._scale
+        # a training step differentiates the trainable variables; ``gradients`` reports every
+        # parameter's, frozen ones included (``optim.frozen``)
+        grads = tape.gradient(scaled, self.trainable if training_step else self.differentiated,
+                              unconnected_gradients=ZERO)
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        if self._scale is not None:
+            inverse = 1.0 / self._scale
+            grads = [g * inverse for g in grads]
+        return loss, grads
+
+    def _loss(self, out, labels):
+        """The loss of the model output: in float32 under a mixed policy (a product's output
+        arrives in the low type), else in the output's type; float targets in that type."""
+        if self.policy.mixed:
+            out = tf.cast(out, tf.float32)
+        if labels.dtype.is_floating and labels.dtype != out.dtype:
+            labels = tf.cast(labels, out.dtype)
+        return self.loss_fn(out, labels)
+
+    def _scaled_step(self, inputs, labels, masks=None):
+        """mixed_float16's step up to the update: (loss, whether every unscaled gradient
+        element is finite, the unscaled gradients); the host's ``LossScale`` decides whether
+        ``_apply_update`` runs."""
+        loss, grads = self._grads(inputs, labels, masks, training_step=True)
+        finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+                               if grads else tf.constant(True))
+        return loss, finite, grads
+
+    def _apply_update(self, grads):
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
+        return self.optimizer.step
+
+    def _traced_step(self, inputs, labels, masks=None):
+        """One whole training step as the precision tier traces it (``precision.trace``):
+        the loss and the gradients the update receives."""
+        loss, grads = self._grads(inputs, labels, masks, training_step=True)
+        self.optimizer.apply_gradients(zip(grads, self.trainable))
+        return loss, grads
 
     def _masks_or_draw(self, inputs, masks, advance: bool):
         """The given keep-masks, else (with dropout) those of the whole batch drawn from the
@@ -185,7 +240,7 @@ class Program(contract.BackendProgram):
             return masks
         saved = None if advance else self._rng_snapshot()
         batch = tf.shape(next(iter(inputs.values())))[0]
-        drawn = draw_masks(self.model.rng, self.mask_draws, batch, self.tf_dtype)
+        drawn = draw_masks(self.model.rng, self.mask_draws, batch, self.host_dtype)
         self._rng_restore(saved)
         return drawn
 
@@ -219,7 +274,7 @@ class Program(contract.BackendProgram):
         """Checked keep-masks in the program dtype; None without any."""
         if masks is None:
             return None
-        return {name: np.asarray(m, dtype=self.tf_dtype.as_numpy_dtype)
+        return {name: np.asarray(m, dtype=self.host_dtype.as_numpy_dtype)
                 for name, m in masks.items()}
 
     def load(self, params_in, state) -> None:
@@ -227,6 +282,7 @@ class Program(contract.BackendProgram):
         (to the spec's seed, so a reloaded program replays the same masks)."""
         params.load(self.model, params_in, state)
         self.optimizer.reset()
+        self._reset_loss_scale()
         self.model.rng.reset_from_seed(self.spec.seed)
 
     def export_params(self):
@@ -269,17 +325,32 @@ class Program(contract.BackendProgram):
     def _run_step(self, batch, masks) -> float:
         masks = self._native_masks(masks)
         masked, args = masks is not None, list(batch) + ([masks] if masks is not None else [])
+        if self.loss_scale is not None:
+            return self._run_scaled_step(masked, args)
         if not self._pinned:
             return float(self._train[masked](*args))
         with tf.device(self.tf_device):
             return float(self._train[masked](*args))
 
+    def _run_scaled_step(self, masked, args) -> float:
+        """mixed_float16: the scaled gradients, then ``LossScale.after`` (the one rule, on the
+        host) decides whether the update runs; a skipped step moves nothing and does not
+        count (the optimizer's ``step`` stays)."""
+        with tf.device(self.tf_device):
+            self._scale.assign(self.loss_scale.scale)
+            loss, finite, grads = self._scaled[masked](*args)
+            if self.loss_scale.after(bool(finite)):
+                self._apply(grads)
+        return float(loss)
+
     def _run_gradients(self, batch, masks):
         masks = self._native_masks(masks)
         masked, args = masks is not None, list(batch) + ([masks] if masks is not None else [])
         with tf.device(self.tf_device):
-            loss, grads = self._grads[masked](*args)
-        return float(loss), {path: g.numpy() for path, g in zip(self.param_vars, grads)}
+            if self._scale is not None:   # unscaled, the rule's state untouched
+                self._scale.assign(self.loss_scale.scale)
+            loss, grads = self._grads_fn[masked](*args)
+        return float(loss), {path: params.to_host(g) for path, g in zip(self.param_vars, grads)}
 
     def _run_forward(self, x, training: bool, masks):
         with tf.device(self.tf_device):
@@ -289,4 +360,5 @@ class Program(contract.BackendProgram):
                 out = self._forward_train[masks is not None](*args)
             else:
                 out = self._forward_eval_fn(x)
-        return [o.numpy() for o in out] if isinstance(out, list) else out.numpy()
+        return ([params.to_host(o) for o in out] if isinstance(out, list)
+                else params.to_host(out))
