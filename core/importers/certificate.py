@@ -55,6 +55,7 @@ class Certificate:
     results: list = field(default_factory=list)   # one dict per backend
     seconds: dict = field(default_factory=dict)
     source: str = ""        # the source's framework (its source info's ``framework``)
+    reference: str = "float64"   # float32: the dtype the source's reference run computes in
 
     @property
     def passed(self) -> bool:
@@ -64,8 +65,8 @@ class Certificate:
     def table(self) -> str:
         if self.source == "onnx":
             return self._forward_table()
-        how = ("teacher-forced against the source in float64; each column: the largest "
-               "fraction of the measured-noise bound used, 1 = at the bound"
+        how = (f"teacher-forced against the source in {self.reference}; each column: the "
+               f"largest fraction of the measured-noise bound used, 1 = at the bound"
                if self.dtype == "float32" else "free-running, relative errors")
         rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
                 f"{self.dropout}): source {self.source} vs each backend ({how})",
@@ -98,7 +99,7 @@ class Certificate:
 
     def to_json(self) -> dict:
         return {"model": self.model, "source": self.source, "dtype": self.dtype,
-                "steps": self.steps,
+                "steps": self.steps, "reference": self.reference,
                 "dropout": self.dropout, "passed": self.passed, "results": self.results,
                 "seconds": self.seconds}
 
@@ -346,7 +347,8 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     # Keras source, a float64 clone that keras_source.py checks really computes in float64)
     # in float64
     own32 = imp.source.float32_certificate
-    dtype = dtype or (imp.dtype if own32 else "float64")
+    dtype = dtype or getattr(imp.source, "certify_dtype", None) or (
+        imp.dtype if own32 else "float64")
     if dtype == "float32" and not own32:
         raise RosettaError(f"certify: the float32 certificate does not run {framework} sources "
                            f"yet; certify this model with dtype='float64'")

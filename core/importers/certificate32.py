@@ -2,9 +2,13 @@
 is certified teacher-forced at the float32 tier's bounds from measured noise
 (``rosetta.conformance.noise``), not at the float64 tier's 1e-10.
 
-1. The reference is the source itself, run by torch in float64 (a float64 copy of the
-   randomized source with a copy of its own optimizer and scheduler): its trajectory of K steps
-   (``certificate._record``).
+1. The reference is the source itself, run by its own framework (the source's ``program``):
+   torch in float64 (a float64 copy of the randomized source with a copy of its own optimizer
+   and scheduler); a Keras source in float32, its ``reference_dtype32`` (a float32 clone with
+   Keras's own optimizer: Keras does not compute every layer and optimizer in float64 on every
+   backend, ``keras_source``, so its float32 run as the user trains it is the reference, and
+   its own rounding must fit in the measured float32 noise bound, the backends'). Its
+   trajectory of K steps (``certificate._record``).
 2. Each backend compiles the imported spec in float32. Every step t starts from the source's
    float64 state before update t (parameters, model state, optimizer state, update count: the
    import's own for t = 0), rounded to float32 (``noise.run_step``): errors never compound.
@@ -18,7 +22,8 @@ is certified teacher-forced at the float32 tier's bounds from measured noise
    x scale), as the float32 tier's.
 4. Blame: a failure at step 0 in the forward, loss or gradients names the first spec node whose
    output (NumPy float64 reference) differs from the traced float64 source node it stands for
-   (at the exact tier: both sides are float64 there); otherwise the first tensor over its bound,
+   (at the exact tier: both sides are float64 there; torch sources); otherwise the first tensor
+   over its bound,
    by canonical path and source name, with its step.
 """
 
@@ -58,13 +63,16 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
     from rosetta.importers import certificate as C
 
     t0 = time.perf_counter()
-    prog, module, holder = C._source_program(imp, spec, seed, "float64", masks is not None)
-    start_module = copy.deepcopy(module)
+    make = getattr(imp.source, "program", None) or C._source_program
+    framework = imp.source.framework
+    ref_dtype = cert.reference = getattr(imp.source, "reference_dtype32", "float64")
+    prog, module, holder = make(imp, spec, seed, ref_dtype, masks is not None)
+    start_module = copy.deepcopy(module) if module is not None else None
     params0, state0 = prog.export_params(), prog.export_state()
     slots0 = prog.export_optimizer_state() if imp.optimizer_state else {}
-    log(f"{spec.name}: recording the torch source in float64 ({steps} steps)")
-    source = C._record(prog, spec, batches, "source-torch", prog.version(), "float64", steps,
-                       seed, masks, holder)
+    log(f"{spec.name}: recording the {framework} source in {ref_dtype} ({steps} steps)")
+    source = C._record(prog, spec, batches, f"source-{framework}", prog.version(), ref_dtype,
+                       steps, seed, masks, holder)
     if holder is not None:
         holder.clear()
     cert.seconds["source"] = time.perf_counter() - t0
@@ -94,12 +102,13 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
             ref.update(update_reference(spec.optimizer, start, got))
             m = Measured(ref, noise_spread(ref, {c: measured[c][t] for c in backends}, be))
             rows += [(t, k, w) for k, w in compare_noisy(
-                got, m, f"@ step {t} ({be} float32 vs the source in float64)")]
+                got, m, f"@ step {t} ({be} float32 vs the source in {ref_dtype})")]
         got_eval = run_eval(p, to_float32(starts[steps].params), to_float32(starts[steps].state),
                             to_float32(batches[0][0]))
         m = Measured(_eval(source), noise_spread(_eval(source), measured_eval, be))
         rows += [(steps - 1, k, w) for k, w in compare_noisy(
-            got_eval, m, f"after step {steps - 1} ({be} float32 vs the source in float64)")]
+            got_eval, m, f"after step {steps - 1} ({be} float32 vs the source in "
+                         f"{ref_dtype})")]
         worst = {}
         for _, k, w in rows:
             cat = k.split("/", 1)[0]
@@ -110,7 +119,8 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
         blame = ""
         if fail is not None:
             t, k, w = fail
-            if t == 0 and k.split("/", 1)[0] in ("loss", "grads", "eval"):
+            if (t == 0 and k.split("/", 1)[0] in ("loss", "grads", "eval")
+                    and start_module is not None):   # a traced torch source
                 blame = C.first_diverging_node(imp, C.without_dropout(spec), start_module,
                                                params0, state0, batches[0][0],
                                                tier_for("float64"))

@@ -18,9 +18,8 @@ Conventions checked against the spec's (docs/reference/conventions.md):
   spec's op has both).
 * padding ``same`` is the canonical ``same`` (the extra cell after); average pooling excludes
   padded cells in Keras (TensorFlow's rule) as in the spec; ``causal`` is refused.
-* Dropout: the rate is the drop probability (inverted scaling); a ``noise_shape`` that shares one
-  mask along some axis is other math (the spec draws one keep decision per element) and is
-  refused; a ``noise_shape`` equal to the full shape (or all ``None``) is plain dropout.
+* Dropout: the rate is the drop probability (inverted scaling); a ``noise_shape`` equal to the
+  full shape (or all ``None``) is plain dropout.
 * activations by Keras's own names: ``linear`` = identity; ``gelu`` is the exact erf form;
   ``hard_sigmoid`` is Keras 3's relu6(x + 3)/6; ``hard_silu``/``hard_swish`` map to HardSwish;
   ``swish``/``silu`` to silu; ``leaky_relu`` keeps its slope (0.2 unless given).
@@ -29,6 +28,12 @@ Conventions checked against the spec's (docs/reference/conventions.md):
   by 6.0, each read by the next alone), is one Activation(hard_sigmoid): the same function
   (x·(1/6) and x/6 differ by at most one rounding). Any other tensor-with-constant operation
   is refused until the spec has the op.
+* Rescaling (x·scale + offset) and Normalization ((x − mean) / maximum(sqrt(variance), ε), or
+  its ``invert``) are the broadcasting binary ops with their fixed values as constants (a number,
+  or a Constant node per channel): they are not trained, so an adapted Normalization's variables
+  are written into the spec, not into its parameters or state.
+* Dropout with ``noise_shape=(None, 1, ..., 1)`` (EfficientNet's drop-connect: one keep decision
+  per example) is StochasticDepth; other shared noise shapes are refused.
 * ``trainable=False`` on a layer maps its weights to the spec optimizer's ``frozen`` patterns
   (``keras_import``), except on a BatchNormalization: Keras 3 then also runs it in inference
   mode (its moving statistics normalise, and are not updated, even in training), which the
@@ -37,6 +42,7 @@ Conventions checked against the spec's (docs/reference/conventions.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,18 +89,48 @@ def _label(op) -> str:
     return f"{op.name} (keras.ops.{type(op).__name__})"
 
 
-class _Ctx:
-    """One node being mapped: its operation, Keras tensors, spec inputs and the builder."""
+def local_names(ops) -> dict:
+    """id(operation) -> its name in the spec, independent of Keras's process-wide name
+    counters: a name of Keras's automatic form (``auto_name``: the class name in snake case,
+    then ``_<n>`` from a counter shared by every model of the process, so ``add_3`` in one test
+    order is ``add`` in another) is numbered anew within this model, in graph order (``add``,
+    ``add_1``, ...), skipping the names given by hand, which are kept. ``ops`` in graph order;
+    labels and refusals keep the Keras names the user sees."""
+    from keras.src.utils.naming import to_snake_case
 
-    def __init__(self, b: Builder, op, node, inputs, out_shape):
+    auto, out = {}, {}
+    for op in ops:
+        base = to_snake_case(type(op).__name__)
+        if re.fullmatch(rf"{re.escape(base)}(_\d+)?", op.name):
+            auto[id(op)] = base
+        else:
+            out[id(op)] = op.name
+    taken = set(out.values())
+    for op in ops:
+        if id(op) in auto and id(op) not in out:
+            name, k = auto[id(op)], 0
+            while name in taken:
+                k += 1
+                name = f"{auto[id(op)]}_{k}"
+            taken.add(name)
+            out[id(op)] = name
+    return out
+
+
+class _Ctx:
+    """One node being mapped: its operation, Keras tensors, spec inputs and the builder;
+    ``name``: the base of its spec node names (``local_names``)."""
+
+    def __init__(self, b: Builder, op, node, inputs, out_shape, name=None):
         self.b, self.op, self.node, self.inputs, self.out_shape = b, op, node, inputs, out_shape
         self.label = _label(op)
+        self.name = name or op.name
 
     def layer(self, op, inputs=None, *, name=None, params=None, state=None, out_shape=(),
               **attrs) -> Value:
         """``out_shape``: the Keras shape of the result (default the node's output)."""
         return self.b.layer(op, self.inputs if inputs is None else inputs,
-                            name=name or self.op.name, source=self.label, params=params,
+                            name=name or self.name, source=self.label, params=params,
                             state=state, layout="plain",
                             out_shape=self.out_shape if out_shape == () else out_shape, **attrs)
 
@@ -136,7 +172,7 @@ def _fused(c: _Ctx, build) -> Value:
     fused = FUSED_NAME.get(key, key if key != "linear" else "identity")
     if fused in FUSED:
         return build(fused)
-    return _act(c, build("identity"), c.op.activation, f"{c.op.name}_act")
+    return _act(c, build("identity"), c.op.activation, f"{c.name}_act")
 
 
 def _bias(c, **names):
@@ -247,7 +283,7 @@ def _global_pool(op_name):
         _channels_last(c.op)
         if not c.op.keepdims:
             return c.layer(op_name)
-        y = c.layer(op_name, name=f"{c.op.name}_pool", out_shape=None)
+        y = c.layer(op_name, name=f"{c.name}_pool", out_shape=None)
         return c.layer("Reshape", [y], shape=tuple(c.out_shape[1:]))
     return f
 
@@ -282,17 +318,107 @@ def _multiply(c: _Ctx):
 
 def _dropout(c: _Ctx):
     ns = c.op.noise_shape
-    if ns is not None:
-        full = tuple(c.out_shape)
-        if any(n is not None and n != full[i] for i, n in enumerate(ns) if i > 0) or (
-                len(ns) != len(full)):
-            raise Unsupported(f"noise_shape={tuple(ns)} shares one keep decision along an axis "
-                              f"(the spec's Dropout draws one per element)")
-    return c.layer("Dropout", rate=float(c.op.rate))
+    full = tuple(c.out_shape)
+    if ns is None or (len(ns) == len(full) and ns[0] is None and all(
+            n is None or n == full[i] for i, n in enumerate(ns) if i > 0)):
+        return c.layer("Dropout", rate=float(c.op.rate))
+    if len(ns) == len(full) and ns[0] is None and all(n == 1 for n in ns[1:]):
+        # EfficientNet's (None, 1, 1, 1): one keep decision per example, x·mask/(1 − rate)
+        return c.layer("StochasticDepth", rate=float(c.op.rate))
+    raise Unsupported(f"noise_shape={tuple(ns)} shares one keep decision along some axes (the "
+                      f"spec draws one per element (Dropout) or one per example "
+                      f"(StochasticDepth: noise_shape (None, 1, ..., 1)))")
+
+
+# --- preprocessing layers: fixed constants ------------------------------------------------------
+
+def _keras_constant(c: _Ctx, value, name: str):
+    """A constant Keras broadcasts against the (N, ...) output: one Python float when it holds
+    one number, else a Constant node of per-example shape (a leading batch axis of size 1, as
+    Normalization's (1, ..., C), dropped). Held in float64; the program dtype rounds it, as Keras
+    casts it to its compute dtype."""
+    v = np.asarray(value, np.float64)
+    rank = len(c.out_shape)
+    if v.size == 1:
+        return float(v.reshape(()))
+    if v.ndim > rank or (v.ndim == rank and v.shape[0] != 1):
+        raise Unsupported(f"a constant of shape {v.shape} that varies along the batch axis")
+    if v.ndim == rank:
+        v = v[0]
+    per_example = tuple(c.out_shape[1:])
+    if np.broadcast_shapes(v.shape, per_example) != per_example:
+        raise Unsupported(f"a constant of shape {v.shape} that does not broadcast against "
+                          f"{per_example}")
+    return c.layer("Constant", [], name=name, out_shape=(1, *v.shape), value=v)
+
+
+def _with_constant(c: _Ctx, op: str, x: Value, value, name: str, const_name: str) -> Value:
+    """y = x op value (``op`` a broadcasting binary op of rosetta.ops.math)."""
+    k = _keras_constant(c, value, const_name)
+    if isinstance(k, float):
+        return c.layer(op, [x], name=name, constant=k)
+    return c.layer(op, [x, k], name=name)
+
+
+def _float_input(c: _Ctx):
+    dt = str(c.node.input_tensors[0].dtype)
+    if "float" not in dt:
+        raise Unsupported(f"an input of dtype {dt} (the spec's arithmetic takes floats: feed "
+                          f"float images)")
+
+
+def _held(t) -> np.ndarray:
+    """A constant as the Keras layer holds it (in its compute dtype), in float64."""
+    import keras
+    return np.asarray(keras.ops.convert_to_numpy(t), np.float64)
+
+
+def _rescaling(c: _Ctx):
+    """Keras: y = cast(x) · scale + offset, ``scale``/``offset`` numbers or per-channel lists
+    cast to the compute dtype (read back from Keras: on tensorflow a Python float goes through
+    float32 even for a float64 layer): Multiply by the scale, then Add the offset (left out when
+    it is 0: x·s + 0 = x·s)."""
+    op = c.op
+    _float_input(c)
+    scale = _held(op.backend.cast(op.scale, op.compute_dtype))
+    offset = _held(op.backend.cast(op.offset, op.compute_dtype))
+    plain = not np.any(offset != 0)
+    y = _with_constant(c, "Multiply", c.inputs[0], scale,
+                       c.name if plain else f"{c.name}_scaled", f"{c.name}_scale")
+    if plain:
+        return y
+    return _with_constant(c, "Add", y, offset, c.name, f"{c.name}_offset")
+
+
+def _normalization(c: _Ctx):
+    """Keras 3.15's Normalization (its ``call``): y = (x − mean) / maximum(sqrt(variance), ε),
+    ``invert``: y = mean + x · maximum(sqrt(variance), ε), with ε = ``keras.config.epsilon()``
+    (1e-7) and mean/variance the layer's own broadcast tensors (``layer.mean``,
+    ``layer.variance``: the given arrays or the adapted variables, in its compute dtype). They
+    are not trained: the importer writes them into the spec as constants (Subtract/Divide, or
+    Multiply/Add, with a number or a Constant node); the divisor maximum(sqrt(variance), ε) is
+    computed in NumPy float64 (IEEE sqrt is correctly rounded: Keras's float64 value, which
+    rounds to its float32 one)."""
+    import keras
+
+    op = c.op
+    _float_input(c)
+    if 0 in tuple(op._keep_axis):
+        raise Unsupported(f"axis={op.axis} keeps the batch axis (a statistic per position in "
+                          f"the batch)")
+    if op.input_mean is None:   # adapted: the variables are constants of the spec
+        c.b.constants.update(v.path for v in op.weights)
+    mean, var = _held(op.mean), _held(op.variance)
+    std = np.maximum(np.sqrt(var), float(keras.config.epsilon()))
+    if op.invert:
+        y = _with_constant(c, "Multiply", c.inputs[0], std, f"{c.name}_scaled", f"{c.name}_std")
+        return _with_constant(c, "Add", y, mean, c.name, f"{c.name}_mean")
+    y = _with_constant(c, "Subtract", c.inputs[0], mean, f"{c.name}_centered", f"{c.name}_mean")
+    return _with_constant(c, "Divide", y, std, c.name, f"{c.name}_std")
 
 
 def _activation_layer(c: _Ctx):
-    return _act(c, c.inputs[0], c.op.activation, c.op.name)   # 'linear': its input itself
+    return _act(c, c.inputs[0], c.op.activation, c.name)   # 'linear': its input itself
 
 
 def _softmax(c: _Ctx):
@@ -337,6 +463,7 @@ LAYERS = {
     "Flatten": lambda c: c.layer("Flatten"),
     "Reshape": lambda c: c.layer("Reshape", shape=tuple(c.out_shape[1:])),
     "ZeroPadding2D": _zero_pad, "UpSampling2D": _upsample, "Dropout": _dropout,
+    "Rescaling": _rescaling, "Normalization": _normalization,
 }
 
 
@@ -430,10 +557,23 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
     kind = "int" if "int" in str(kin.dtype) else "float"
     tensors = {v.path: np.array(keras.ops.convert_to_numpy(v.value)) for v in model.variables}
     b = Builder(tensors)
+    b.constants = set()   # variable paths written into the spec as constants (Normalization)
     refusals: dict = {}
 
     def refuse(label, why):
         refusals.setdefault(label, []).append(why)
+
+    def refused(node, label, why):
+        """Refuse ``node`` and stand in for its outputs with placeholder inputs of their shapes,
+        so that the layers after it are still read and every refused layer is listed at once
+        (the placeholders never reach a spec: a refusal raises)."""
+        refuse(label, why)
+        for t in node.output_tensors:
+            shape = tuple(t.shape[1:])
+            if all(isinstance(n, int) for n in shape):
+                kind = "int" if "int" in str(t.dtype) else "float"
+                env[id(t)] = Value(Input(shape, name="refused", kind=kind), "plain",
+                                   tuple(t.shape))
 
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if not layer.trainable and isinstance(layer, keras.layers.BatchNormalization):
@@ -447,6 +587,8 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
     for n in nodes:
         for t in n.input_tensors:
             consumers.setdefault(id(t), []).append(n)
+    local = local_names([n.operation for n in nodes
+                         if not isinstance(n.operation, keras.layers.InputLayer)])
     skip = {}   # id(node) -> the node whose Value its output is (a fused chain)
     keras_nodes = {}
     for node in nodes:
@@ -460,15 +602,15 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
             continue
         ins = [env.get(id(t)) for t in node.input_tensors]
         if any(v is None for v in ins):
-            continue   # an input was refused already: its own line names it
+            continue   # an input the importer could not even stand in for (open shape)
         if len(outs) != 1:
-            refuse(label, f"{len(outs)} outputs (one-output layers map)")
+            refused(node, label, f"{len(outs)} outputs (one-output layers map)")
             continue
         if isinstance(op, keras.Model):
-            refuse(label, "a nested model (import the model it contains on its own, or build "
-                          "one flat functional model)")
+            refused(node, label, "a nested model (import the model it contains on its own, "
+                                 "or build one flat functional model)")
             continue
-        c = _Ctx(b, op, node, ins, tuple(outs[0].shape))
+        c = _Ctx(b, op, node, ins, tuple(outs[0].shape), local[id(op)])
         chain = None
         try:
             if not isinstance(op, keras.layers.Layer):
@@ -490,10 +632,10 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
                                       f"{', '.join(sorted(LAYERS))})")
                 y = LAYERS[name](c)
         except Unsupported as e:
-            refuse(label, str(e))
+            refused(node, label, str(e))
             continue
         except Exception as e:  # a spec check (shape, attribute) the layer's settings fail
-            refuse(label, f"{type(e).__name__}: {e}")
+            refused(node, label, f"{type(e).__name__}: {e}")
             continue
         env[id(outs[0])] = y
         last = chain[1].operation.name if (not isinstance(op, keras.layers.Layer)
@@ -510,7 +652,7 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
     except Unsupported as e:
         raise ImportRefused([f"{root}: {e}"]) from None
     unused = [v.path for v in model.weights if v.path not in b.names
-              and "float" in str(v.dtype)]
+              and v.path not in b.constants and "float" in str(v.dtype)]
     if unused:
         raise ImportRefused([f"{p}: a variable no mapped layer reads (the spec has no unused "
                              f"parameters)" for p in unused])

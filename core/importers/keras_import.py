@@ -25,7 +25,12 @@ class KerasSourceInfo:
     keras_nodes: dict = None  # spec node -> Keras layer/operation name
     framework: str = "keras"
     input_layout: str = "plain"
-    float32_certificate = False   # certified as a float64 clone (keras_source.check_layers)
+    # certified by default as a float64 clone (exact where keras_source.check_layers and
+    # check_optimizer find Keras computing in float64); dtype="float32": teacher-forced against
+    # the Keras model run in float32 (certificate32)
+    float32_certificate = True
+    certify_dtype = "float64"
+    reference_dtype32 = "float32"
 
     def program(self, imp, spec, seed, dtype, inject=False):
         from rosetta.importers.keras_source import source_program
@@ -51,7 +56,7 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
 
     from rosetta.importers.builder import spec_name
     from rosetta.importers.imported import Imported
-    from rosetta.importers.keras_graph import capture
+    from rosetta.importers.keras_graph import capture, local_names
     from rosetta.importers.keras_optim import map_loss, map_optimizer
     from rosetta.spec import DataSpec, TrainSpec
 
@@ -67,13 +72,21 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
     if optimizer is None:   # Keras's own, so that both sides hold its float32 learning rate
         notes.append("no optimizer given: keras.optimizers.SGD(learning_rate=0.01)")
         optimizer = keras.optimizers.SGD(learning_rate=0.01)
-    name = spec_name(name or model.name)
-    cap = capture(model, model_name=name)
-    dtype = _dtype_of(model)
-    problems = []
+    name = spec_name(name or local_names([model])[id(model)])
+    problems = []   # every layer, loss and optimizer setting that cannot be mapped, at once
+    try:
+        cap = capture(model, model_name=name)
+    except ImportRefused as e:
+        cap = None
+        problems += e.lines
+    try:
+        dtype = _dtype_of(model)
+    except ImportRefused as e:
+        problems += e.lines
     spec_loss = map_loss(loss, problems.append)
     try:
-        spec_opt, slots, count, _ = map_optimizer(optimizer, model, cap.names, problems.append)
+        spec_opt, slots, count, _ = map_optimizer(optimizer, model, cap.names if cap else {},
+                                                  problems.append)
     except Exception as e:  # a spec check the optimizer's settings fail (SpecError)
         problems.append(f"optimizer ({type(optimizer).__name__}): {e}")
     if problems:
