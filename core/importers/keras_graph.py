@@ -42,6 +42,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.keras_recurrent import LAYERS as RECURRENT_LAYERS
 from rosetta.ops.elementwise import FUSED
 
 
@@ -336,6 +337,7 @@ LAYERS = {
     "Reshape": lambda c: c.layer("Reshape", shape=tuple(c.out_shape[1:])),
     "ZeroPadding2D": _zero_pad, "UpSampling2D": _upsample, "Dropout": _dropout,
 }
+LAYERS.update(RECURRENT_LAYERS)   # LSTM, SimpleRNN, GRU, Bidirectional: keras_recurrent.py
 
 
 # --- operation nodes (keras.ops calls) ---------------------------------------------------------

@@ -58,11 +58,16 @@ def clone_in(model, dtype: str):
     """A copy of ``model`` with every layer (and operation) rebuilt in ``dtype``."""
     import keras
 
-    def rebuild(layer):
-        cfg = layer.get_config()
+    def set_dtype(cfg):   # nested layers too (Bidirectional's forward and backward layers)
         if "dtype" in cfg:
             cfg["dtype"] = dtype
-        return type(layer).from_config(cfg)
+        for key in ("layer", "backward_layer"):
+            if isinstance(cfg.get(key), dict) and isinstance(cfg[key].get("config"), dict):
+                set_dtype(cfg[key]["config"])
+        return cfg
+
+    def rebuild(layer):
+        return type(layer).from_config(set_dtype(layer.get_config()))
 
     kin = model.inputs[0]
     kind = dtype if "float" in str(kin.dtype) else str(kin.dtype)
