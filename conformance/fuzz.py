@@ -37,7 +37,7 @@ def random_model(draw, st, max_nodes: int = 6) -> Graph:
             ["conv", "maxpool", "avgpool", "dense", "act", "bn", "ln", "add", "concat", "gap",
              *TENSOR_SHAPE, *MATH]
             if len(sh) == 3 else ["dense", "act", "bn", "ln", "add", "concat", *TENSOR_SHAPE,
-                                  *MATH]))
+                                  *MATH, *(["rnn"] if len(sh) == 1 else [])]))
         if choice == "bn":
             nodes.append(Node(f"{name}_tanh", "Activation", {"fn": "tanh"}, (src,)))
             src = f"{name}_tanh"
@@ -134,6 +134,15 @@ def _make(draw, st, choice, name, src, sh, pool):
         units = draw(st.integers(1, 4))
         return (Node(name, "Dense", {"units": units, "activation": draw(st.sampled_from(
             ["identity", "relu", "tanh", "sigmoid", "silu"]))}, (src,)), (*sh[:-1], units))
+    if choice == "rnn":   # a vector (n,) read as a sequence of n steps of one feature
+        op = draw(st.sampled_from(["LSTM", "GRU", "SimpleRNN"]))
+        units = draw(st.integers(1, 3))
+        dirs = 2 if draw(st.booleans()) else 1
+        attrs = {"units": units, "bidirectional": dirs == 2, "bias_init": "normal"}
+        if op != "GRU":
+            attrs["recurrent_bias"] = draw(st.booleans())   # torch's second bias
+        return ([Node(f"{name}_seq", "Reshape", {"shape": (sh[0], 1)}, (src,)),
+                 Node(name, op, attrs, (f"{name}_seq",))], (units * dirs,))
     if choice == "act":
         return Node(name, "Activation", dict(draw(st.sampled_from(ACTIVATIONS))), (src,)), sh
     if choice == "bn":

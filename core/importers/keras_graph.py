@@ -50,6 +50,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.keras_recurrent import LAYERS as RECURRENT_LAYERS
 from rosetta.ops.elementwise import FUSED
 
 
@@ -465,6 +466,7 @@ LAYERS = {
     "ZeroPadding2D": _zero_pad, "UpSampling2D": _upsample, "Dropout": _dropout,
     "Rescaling": _rescaling, "Normalization": _normalization,
 }
+LAYERS.update(RECURRENT_LAYERS)   # LSTM, SimpleRNN, GRU, Bidirectional: keras_recurrent.py
 
 
 # --- operation nodes (keras.ops calls) ---------------------------------------------------------

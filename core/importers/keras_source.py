@@ -80,10 +80,16 @@ def clone_in(model, dtype: str):
     of its preprocessing layers as the source holds them (``held_constants``)."""
     import keras
 
-    def rebuild(layer):
-        cfg = layer.get_config()
+    def set_dtype(cfg):   # nested layers too (Bidirectional's forward and backward layers)
         if "dtype" in cfg:
             cfg["dtype"] = dtype
+        for key in ("layer", "backward_layer"):
+            if isinstance(cfg.get(key), dict) and isinstance(cfg[key].get("config"), dict):
+                set_dtype(cfg[key]["config"])
+        return cfg
+
+    def rebuild(layer):
+        cfg = set_dtype(layer.get_config())
         cfg.update(held_constants(layer))
         return type(layer).from_config(cfg)
 

@@ -1,0 +1,51 @@
+"""``rosetta.from_keras`` of recurrent layers (core/importers/keras_recurrent.py): a Keras LSTM
+is the canonical one-bias LSTM, a Bidirectional the canonical ``bidirectional``, each certified
+with Keras as the source (float64, torch, 1 step, hidden 4, T 3); what the spec cannot take is
+refused in one line naming the layer."""
+
+from __future__ import annotations
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from rosetta.importers import ImportRefused, from_keras  # noqa: E402
+
+L = keras.layers
+
+
+def _model(body, name):
+    x0 = keras.Input((3, 3))
+    m = keras.Model(x0, L.Dense(2, name="head")(body(x0)), name=name)
+    m.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.MeanSquaredError())
+    return m
+
+
+def test_an_lstm_read_by_a_bidirectional_relu_rnn_certifies():
+    def body(x):
+        y = L.LSTM(4, return_sequences=True, bias_initializer="random_normal", name="lstm")(x)
+        return L.Bidirectional(L.SimpleRNN(4, activation="relu"), name="bi")(y)
+
+    imp = from_keras(_model(body, "krnn"))
+    ops = [(n.name, n.op, n.attrs.get("bidirectional"), n.attrs.get("recurrent_bias"))
+           for n in imp.spec.model.nodes]
+    assert ops == [("lstm", "LSTM", False, False), ("bi", "SimpleRNN", True, False),
+                   ("head", "Dense", None, None)]
+    assert imp.names["lstm/lstm_cell/bias"] == "lstm/bias"
+    assert imp.names["bi/backward_simple_rnn/simple_rnn_cell/kernel"] == "bi/backward_kernel"
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.table()
+    assert max(cert.results[0]["worst"].values()) < 1e-10
+
+
+@pytest.mark.parametrize("layer,says", [
+    (lambda: L.GRU(4, name="rec"), "rec (GRU): Keras's GRU (gates [z, r, h]"),
+    (lambda: L.GRU(4, reset_after=False, name="rec"), "rec (GRU): GRU(reset_after=False)"),
+    (lambda: L.LSTM(4, dropout=0.2, name="rec"), "rec (LSTM): dropout=0.2"),
+    (lambda: L.LSTM(4, recurrent_activation="hard_sigmoid", name="rec"),
+     "recurrent_activation='hard_sigmoid'"),
+], ids=["gru", "gru-reset-before", "dropout", "hard-sigmoid"])
+def test_what_the_spec_lacks_is_refused_naming_the_layer(layer, says):
+    with pytest.raises(ImportRefused) as e:
+        from_keras(_model(lambda x: layer()(x), "bad"))
+    assert says in str(e.value), str(e.value)
