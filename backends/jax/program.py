@@ -90,6 +90,7 @@ class Program(contract.BackendProgram):
             return out, mutated.get(params_mod.STATE, batch_stats)
 
         self._apply = run
+        self._every_node = None   # the precision tier's every-node forward, compiled on use
 
         def loss_and_grads(params, batch_stats, step, rng, inputs, labels, masks, scale):
             """(loss, gradients, new batch statistics, all gradients finite); with ``scale``
