@@ -120,15 +120,17 @@ class Optimizer(tf.Module):
         """Apply update number ``step`` to every (gradient, variable) pair, then count it."""
         pairs = [(tf.convert_to_tensor(g), v) for g, v in grads_and_vars]  # sparse -> dense
         pairs = self.clip(pairs)
-        if pairs:
-            dtype = pairs[0][1].dtype
-            lr, context = self.learning_rate(dtype), self.prepare(dtype)
-            for g, var in pairs:
-                key = slot_key(var)
-                factor = spec_optim.lr_factor(key, self.lr_scale)
-                var_lr = lr if factor == 1.0 else lr * tf.constant(factor, dtype)
-                self.update(var, g, var_lr, {s: self.slots[s][key] for s in self.slot_names},
-                            context)
+        shared = {}   # per variable dtype: lr(step) and the shared quantities, computed once
+        for g, var in pairs:
+            dtype = var.dtype
+            if dtype not in shared:
+                shared[dtype] = self.learning_rate(dtype), self.prepare(dtype)
+            lr, context = shared[dtype]
+            key = slot_key(var)
+            factor = spec_optim.lr_factor(key, self.lr_scale)
+            var_lr = lr if factor == 1.0 else lr * tf.constant(factor, dtype)
+            self.update(var, g, var_lr, {s: self.slots[s][key] for s in self.slot_names},
+                        context)
         self.step.assign_add(1)
 
     def clip(self, pairs):
