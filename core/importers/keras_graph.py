@@ -26,8 +26,9 @@ Conventions checked against the spec's (docs/reference/conventions.md):
 * The hard sigmoid that MobileNetV3 writes out, ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`` (an Add
   operation with 3.0, a ReLU layer with max_value 6, a Multiply operation with 1/6, or a divide
   by 6.0, each read by the next alone), is one Activation(hard_sigmoid): the same function
-  (x·(1/6) and x/6 differ by at most one rounding). Any other tensor-with-constant operation
-  is refused until the spec has the op.
+  (x·(1/6) and x/6 differ by at most one rounding). Any other ``+ - * /`` of a tensor and a
+  Python number is the spec's binary op with ``constant`` (``reverse`` for ``c - x``,
+  ``c / x``); other operations with a constant are refused.
 * Rescaling (x·scale + offset) and Normalization ((x − mean) / maximum(sqrt(variance), ε), or
   its ``invert``) are the broadcasting binary ops with their fixed values as constants (a number,
   or a Constant node per channel): they are not trained, so an adapted Normalization's variables
@@ -504,14 +505,24 @@ def _hard_sigmoid_chain(add_node, consumers):
     return None
 
 
+# keras.ops arithmetic of a tensor and a Python number -> the spec's binary op with ``constant``
+# (Keras converts the number straight to the tensor's dtype, as the spec applies its constant)
+WITH_NUMBER = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply",
+               "TrueDivide": "Divide", "Divide": "Divide"}
+
+
 def _op_node(c: _Ctx):
     kind = type(c.op).__name__
     k = _constant(c.node)
     if k is None and len(c.inputs) == 2 and kind in ("Add", "Multiply"):
         return _add(c) if kind == "Add" else _multiply(c)
+    if k is not None and kind in WITH_NUMBER and len(c.inputs) == 1:
+        first = c.node.arguments.args[0]
+        reverse = (isinstance(first, (int, float)) and kind not in ("Add", "Multiply"))
+        return c.layer(WITH_NUMBER[kind], constant=k, reverse=reverse)   # c - x, c / x
     if k is not None:
-        raise Unsupported(f"a tensor {kind.lower()} with the constant {k!r} (no spec op "
-                          f"computes a tensor with a constant yet)")
+        raise Unsupported(f"a tensor {kind.lower()} with the constant {k!r} (the spec maps +, "
+                          f"-, * and / of a tensor and a number)")
     raise Unsupported("no spec op reproduces this operation")
 
 
