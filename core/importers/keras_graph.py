@@ -366,7 +366,7 @@ def _float_input(c: _Ctx):
                           f"float images)")
 
 
-def _held(t) -> np.ndarray:
+def held_value(t) -> np.ndarray:
     """A constant as the Keras layer holds it (in its compute dtype), in float64."""
     import keras
     return np.asarray(keras.ops.convert_to_numpy(t), np.float64)
@@ -379,8 +379,8 @@ def _rescaling(c: _Ctx):
     it is 0: x·s + 0 = x·s)."""
     op = c.op
     _float_input(c)
-    scale = _held(op.backend.cast(op.scale, op.compute_dtype))
-    offset = _held(op.backend.cast(op.offset, op.compute_dtype))
+    scale = held_value(op.backend.cast(op.scale, op.compute_dtype))
+    offset = held_value(op.backend.cast(op.offset, op.compute_dtype))
     plain = not np.any(offset != 0)
     y = _with_constant(c, "Multiply", c.inputs[0], scale,
                        c.name if plain else f"{c.name}_scaled", f"{c.name}_scale")
@@ -407,7 +407,7 @@ def _normalization(c: _Ctx):
                           f"the batch)")
     if op.input_mean is None:   # adapted: the variables are constants of the spec
         c.b.constants.update(v.path for v in op.weights)
-    mean, var = _held(op.mean), _held(op.variance)
+    mean, var = held_value(op.mean), held_value(op.variance)
     std = np.maximum(np.sqrt(var), float(keras.config.epsilon()))
     if op.invert:
         y = _with_constant(c, "Multiply", c.inputs[0], std, f"{c.name}_scaled", f"{c.name}_std")
