@@ -2,6 +2,7 @@
 (not run by CI).
 
     .venv/bin/python -m rosetta.conformance.import_sweep [--size 64] [--steps 1]
+        [--keras [--apps MobileNetV2,ResNet50,...]]
         [--backends torch,tensorflow,jax] [--families resnet,vgg,...] [--timm resnet18,...]
         [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--out sweep.json]
 
@@ -153,10 +154,12 @@ def main(argv=None):
     p.add_argument("--groupnorm", action="store_true")
     p.add_argument("--keras", action="store_true",
                    help="sweep from_keras over Keras applications (KERAS_APPS) instead")
+    p.add_argument("--apps", default=",".join(KERAS_APPS),
+                   help="with --keras: the Keras applications (KERAS_APPS names)")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.keras:
-        todo = [(n, False, "keras") for n in KERAS_APPS]
+        todo = [(n, False, "keras") for n in a.apps.split(",") if n]
     else:
         todo = [(n, False, "torchvision") for n in builders(a.families.split(","))
                 if a.families]

@@ -10,8 +10,9 @@ is certified teacher-forced at the float32 tier's bounds from measured noise
    its own rounding must fit in the measured float32 noise bound, the backends'). Its
    trajectory of K steps (``certificate._record``).
 2. Each backend compiles the imported spec in float32. Every step t starts from the source's
-   float64 state before update t (parameters, model state, optimizer state, update count: the
-   import's own for t = 0), rounded to float32 (``noise.run_step``): errors never compound.
+   state before update t (float64; a Keras source's float32: parameters, model state,
+   optimizer state, update count: the import's own for t = 0), rounded to float32
+   (``noise.run_step``): errors never compound.
 3. The noise of each step is measured on every certified backend's float32 program
    (``noise.measure_step``: re-runs from the state and batch moved by one ulp, the examples
    reordered), and each backend's float32 step is held within ``noise.noise_spread`` of the

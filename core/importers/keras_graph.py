@@ -26,8 +26,9 @@ Conventions checked against the spec's (docs/reference/conventions.md):
 * The hard sigmoid that MobileNetV3 writes out, ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`` (an Add
   operation with 3.0, a ReLU layer with max_value 6, a Multiply operation with 1/6, or a divide
   by 6.0, each read by the next alone), is one Activation(hard_sigmoid): the same function
-  (x·(1/6) and x/6 differ by at most one rounding). Any other tensor-with-constant operation
-  is refused until the spec has the op.
+  (x·(1/6) and x/6 differ by at most one rounding). Any other ``+ - * /`` of a tensor and a
+  Python number is the spec's binary op with ``constant`` (``reverse`` for ``c - x``,
+  ``c / x``); other operations with a constant are refused.
 * Rescaling (x·scale + offset) and Normalization ((x − mean) / maximum(sqrt(variance), ε), or
   its ``invert``) are the broadcasting binary ops with their fixed values as constants (a number,
   or a Constant node per channel): they are not trained, so an adapted Normalization's variables
@@ -368,7 +369,7 @@ def _float_input(c: _Ctx):
                           f"float images)")
 
 
-def _held(t) -> np.ndarray:
+def held_value(t) -> np.ndarray:
     """A constant as the Keras layer holds it (in its compute dtype), in float64."""
     import keras
     return np.asarray(keras.ops.convert_to_numpy(t), np.float64)
@@ -381,8 +382,8 @@ def _rescaling(c: _Ctx):
     it is 0: x·s + 0 = x·s)."""
     op = c.op
     _float_input(c)
-    scale = _held(op.backend.cast(op.scale, op.compute_dtype))
-    offset = _held(op.backend.cast(op.offset, op.compute_dtype))
+    scale = held_value(op.backend.cast(op.scale, op.compute_dtype))
+    offset = held_value(op.backend.cast(op.offset, op.compute_dtype))
     plain = not np.any(offset != 0)
     y = _with_constant(c, "Multiply", c.inputs[0], scale,
                        c.name if plain else f"{c.name}_scaled", f"{c.name}_scale")
@@ -409,7 +410,7 @@ def _normalization(c: _Ctx):
                           f"the batch)")
     if op.input_mean is None:   # adapted: the variables are constants of the spec
         c.b.constants.update(v.path for v in op.weights)
-    mean, var = _held(op.mean), _held(op.variance)
+    mean, var = held_value(op.mean), held_value(op.variance)
     std = np.maximum(np.sqrt(var), float(keras.config.epsilon()))
     if op.invert:
         y = _with_constant(c, "Multiply", c.inputs[0], std, f"{c.name}_scaled", f"{c.name}_std")
@@ -508,14 +509,24 @@ def _hard_sigmoid_chain(add_node, consumers):
     return None
 
 
+# keras.ops arithmetic of a tensor and a Python number -> the spec's binary op with ``constant``
+# (Keras converts the number straight to the tensor's dtype, as the spec applies its constant)
+WITH_NUMBER = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply",
+               "TrueDivide": "Divide", "Divide": "Divide"}
+
+
 def _op_node(c: _Ctx):
     kind = type(c.op).__name__
     k = _constant(c.node)
     if k is None and len(c.inputs) == 2 and kind in ("Add", "Multiply"):
         return _add(c) if kind == "Add" else _multiply(c)
+    if k is not None and kind in WITH_NUMBER and len(c.inputs) == 1:
+        first = c.node.arguments.args[0]
+        reverse = (isinstance(first, (int, float)) and kind not in ("Add", "Multiply"))
+        return c.layer(WITH_NUMBER[kind], constant=k, reverse=reverse)   # c - x, c / x
     if k is not None:
-        raise Unsupported(f"a tensor {kind.lower()} with the constant {k!r} (no spec op "
-                          f"computes a tensor with a constant yet)")
+        raise Unsupported(f"a tensor {kind.lower()} with the constant {k!r} (the spec maps +, "
+                          f"-, * and / of a tensor and a number)")
     raise Unsupported("no spec op reproduces this operation")
 
 

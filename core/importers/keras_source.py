@@ -13,7 +13,10 @@ state (slots and iteration count of a run in progress), and wraps it in ``KerasS
 
 The update is Keras's own ``optimizer.apply(grads, trainable_variables)``. Keras computes in
 float64 only where its backend does: jax needs ``jax_enable_x64`` (switched on here, as the
-rosetta jax backend does), and the clone's output dtype is checked before anything is recorded.
+rosetta jax backend does), and the clone's output dtype is checked before anything is
+recorded. The float32 certificate (``certificate32``, ``dtype="float32"``) runs a float32 clone
+as the reference instead, without the float64 checks: its steps are held within the measured
+float32 noise.
 
 Dropout: every ``Dropout`` layer of the clone has its ``call`` replaced by one that multiplies by
 the injected keep-mask over (1 − rate) in training (the suite's neutral masks, the same the spec
@@ -62,16 +65,17 @@ def held_constants(layer) -> dict:
     gets the source's variables in ``source_program``)."""
     import keras
 
-    from rosetta.importers.keras_graph import _held
+    from rosetta.importers.keras_graph import held_value
 
     if isinstance(layer, keras.layers.Rescaling):
-        return {k: _held(layer.backend.cast(getattr(layer, k), layer.compute_dtype)).tolist()
+        cast = layer.backend.cast
+        return {k: held_value(cast(getattr(layer, k), layer.compute_dtype)).tolist()
                 for k in ("scale", "offset")}
     if isinstance(layer, keras.layers.Normalization) and layer.input_mean is not None:
         keep = tuple(layer._keep_axis)
         at = tuple(slice(None) if d in keep else 0 for d in range(len(layer._broadcast_shape)))
-        return {"mean": _held(layer.mean)[at].tolist(), "variance": _held(layer.variance)[at]
-                .tolist()}
+        return {"mean": held_value(layer.mean)[at].tolist(),
+                "variance": held_value(layer.variance)[at].tolist()}
     return {}
 
 

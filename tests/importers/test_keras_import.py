@@ -119,13 +119,13 @@ def test_refusals_name_the_layer_or_node():
     with pytest.raises(ImportRefused, match=r"drop \(Dropout\): noise_shape=\(1, None\)"):
         from_keras(mlp(noise_shape=(1, None)))   # one keep decision for the whole batch
     x0 = keras.Input((4,))
-    y = layers.Dense(3, name="d")(x0) * 2.0
+    y = keras.ops.power(layers.Dense(3, name="d")(x0), 3.0)
     with pytest.raises(ImportRefused) as e:
         from_keras(keras.Model(x0, y))
     assert len(e.value.lines) == 1
-    assert re.fullmatch(r"multiply(_\d+)? \(keras.ops.Multiply\): a tensor multiply with the "
-                        r"constant 2.0 \(no spec op computes a tensor with a constant yet\)",
-                        e.value.lines[0]), e.value.lines
+    assert re.fullmatch(r"power(_\d+)? \(keras.ops.Power\): a tensor power with the "
+                        r"constant 3.0 \(the spec maps \+, -, \* and / of a tensor and a "
+                        r"number\)", e.value.lines[0]), e.value.lines
     x0 = keras.Input((4, 4, 2))
     bn = layers.BatchNormalization(name="bn")
     bn.trainable = False
@@ -135,7 +135,7 @@ def test_refusals_name_the_layer_or_node():
     # every refused layer, loss and optimizer setting at once, one line each (a layer after a
     # refused one is still read)
     x0 = keras.Input((4,))
-    y = layers.GaussianNoise(0.1, name="noise")(layers.Dense(3, name="d")(x0) * 2.0)
+    y = layers.GaussianNoise(0.1, name="noise")(keras.ops.power(layers.Dense(3)(x0), 3.0))
     y = layers.LayerNormalization(rms_scaling=True, name="rms")(layers.Dense(5)(y))
     many = keras.Model(x0, y)
     many.compile(optimizer=keras.optimizers.Adam(clipnorm=1.0),
@@ -145,7 +145,7 @@ def test_refusals_name_the_layer_or_node():
     assert [line.split(":")[0] for line in e.value.lines] == [
         e.value.lines[0].split(":")[0], "noise (GaussianNoise)", "rms (LayerNormalization)",
         "loss (sparse_categorical_crossentropy)", "optimizer (Adam)"], e.value.lines
-    assert e.value.lines[0].startswith("multiply")
+    assert e.value.lines[0].startswith("power")
     probs = mlp()
     probs.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(ImportRefused, match="from_logits=False reads probabilities"):
@@ -168,7 +168,7 @@ def test_preprocessing_layers_are_constants_and_certify():
     x = layers.Normalization(mean=[0.5, 1.0, -1.0], variance=[4.0, 0.25, 1e-16], invert=True,
                              name="denorm")(x)
     x = layers.Rescaling([0.5, 2.0, 3.0], name="gain")(x)
-    x = layers.Conv2D(2, 3, name="conv")(x)
+    x = layers.Conv2D(2, 3, name="conv")((0.5 - x) / 3.0)   # operations with a number
     x = layers.Dropout(0.5, noise_shape=(None, 1, 1, 1), name="drop")(x)
     m = keras.Model(x0, layers.Dense(3, name="head")(layers.Flatten(name="flat")(x)))
     imp = from_keras(m)
@@ -178,6 +178,8 @@ def test_preprocessing_layers_are_constants_and_certify():
         ("norm_centered", "Subtract"), ("norm_std", "Constant"), ("norm", "Divide"),
         ("denorm_std", "Constant"), ("denorm_scaled", "Multiply"), ("denorm_mean", "Constant"),
         ("denorm", "Add"), ("gain_scale", "Constant"), ("gain", "Multiply")], ops
+    assert [(n.op, n.attrs["constant"], n.attrs["reverse"]) for n in
+            imp.spec.model.nodes[12:14]] == [("Subtract", 0.5, True), ("Divide", 3.0, False)]
     by = {n.name: n for n in imp.spec.model.nodes}
     assert by["rescale_scaled"].attrs["constant"] == float(np.float32(1.0 / 127.5))  # as held
     assert by["drop"].op == "StochasticDepth" and by["drop"].attrs["rate"] == 0.5
