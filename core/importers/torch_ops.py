@@ -95,6 +95,16 @@ def linear(b: Builder, c: Call):
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a linear map whose weight is computed (not a parameter)")
+    if _shared(b, weight):   # a tied weight: x @ W^T of the shared Parameter (+ bias)
+        x = _plain(b, c, x, "a linear map by a tied weight")
+        wt = b.layer("Transpose", [shared_parameter(b, weight, c.label)],
+                     name=f"{c.name}_weight_t", source=c.label, layout="plain",
+                     out_shape=(1,) + tuple(b.tensors[weight].shape[::-1]), perm=(1, 0))
+        y = b.layer("MatMul", [x, wt], name=c.name if bias is None else f"{c.name}_matmul",
+                    source=c.label, layout="plain", out_shape=c.shape)
+        if bias is None:
+            return y
+        return add(b, Call(c.target, [y, bias], {}, c.name, c.label, c.shape, c.params))
     if x.layout == "flat":
         lay, out_layout = flatten_nchw(*x.chw, then="linear"), "plain"
     elif x.last_axis_in_place():   # the other axes are carried through in their held order
@@ -110,10 +120,48 @@ def linear(b: Builder, c: Call):
                    layout=out_layout, out_shape=c.shape)
 
 
+def shared_parameter(b: Builder, src: str, label: str) -> Value:
+    """The one ``Parameter`` node of a source parameter that several calls read (a tied
+    embedding table and output projection): made at its first use, read by every use, so the
+    spec has one parameter whose gradient sums every use's, as torch's does."""
+    nodes = b.__dict__.setdefault("shared_nodes", {})
+    if src not in nodes:
+        shape = tuple(b.tensors[src].shape)
+        nodes[src] = b.layer("Parameter", [], name=src, source=label,
+                             params={"value": (src, "identity")}, layout="plain",
+                             out_shape=(1,) + shape, shape=shape, init="ones")
+    return nodes[src]
+
+
+def _shared(b: Builder, src) -> bool:
+    return isinstance(src, str) and src in getattr(b, "shared", ())
+
+
+def addmm(b: Builder, c: Call):
+    """bias + x @ W with W (in, out) and bias parameters (HuggingFace's Conv1D, GPT-2) ->
+    ``Dense`` (its kernel is already (in, out)); x may hold the batch merged with other axes."""
+    bias, x, weight = c.arg(0, "input"), _value(c.arg(1, "mat1")), c.arg(2, "mat2")
+    if not isinstance(weight, str) or not isinstance(bias, str) or _shared(b, weight):
+        raise Unsupported("addmm whose matrix or bias is not a parameter of its own")
+    if c.kwargs.get("beta", 1) != 1 or c.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("addmm with beta or alpha != 1")
+    if len(b.tensors[bias].shape) != 1 or x.layout not in ("plain", "merged"):
+        raise Unsupported(f"addmm of a {x.layout} tensor of shape {x.shape} with a bias of "
+                          f"shape {tuple(b.tensors[bias].shape)}")
+    return b.layer("Dense", [x], name=c.name, source=c.label,
+                   params={"kernel": (weight, "identity"), "bias": (bias, "identity")},
+                   units=int(b.tensors[weight].shape[1]), use_bias=True, layout=x.layout,
+                   out_shape=c.shape, chw=x.chw)
+
+
 def embedding(b: Builder, c: Call):
     weight, idx = c.arg(0, "weight"), _value(c.arg(1, "indices"))
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
+    if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
+        # a tied table: Gather(axis 0) of the shared Parameter, y[n, ...] = W[ids[n, ...]]
+        return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
+                       source=c.label, axis=0, layout="plain", out_shape=c.shape)
     if c.arg(2, "padding_idx", -1) not in (-1, None):
         raise Unsupported("Embedding(padding_idx=...) (the spec's Embedding has no padding row "
                           "whose gradient is zero)")
@@ -382,7 +430,17 @@ def view(b: Builder, c: Call):
     if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
         return ParamView(x if isinstance(x, str) else x.src, shape)
     x = _value(x)
+    if x.layout == "merged":   # the batch merged with the next axes: view the unmerged tensor
+        full = (x.shape[0] // int(np.prod(x.chw)), *x.chw, *x.shape[1:])
+        x = Value(x.tensor, "plain", full)
+        if shape == full:
+            return x
     if shape[0] != x.shape[0]:
+        k = next((k for k in range(2, len(x.shape) + 1)
+                  if int(np.prod(x.shape[:k])) == shape[0]), None)
+        if x.layout == "plain" and k is not None and tuple(x.shape[k:]) == shape[1:]:
+            # (N, T, ..., C) -> (N*T*..., C) (HuggingFace's Conv1D): held unmerged
+            return Value(x.tensor, "merged", shape, tuple(x.shape[1:k]))
         raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
     if len(shape) == 2 and x.layout in ("nchw", "plain", "flat"):
         return _flatten(b, c, x)
@@ -492,6 +550,22 @@ def dropout(b: Builder, c: Call):
 
 def passthrough(b: Builder, c: Call):
     return _value(c.arg(0, "input"))
+
+
+def to_dtype(b: Builder, c: Call):
+    """``x.to(dtype)`` / ``type_as``: a no-op where the dtype is the model's own floating dtype
+    (``b.dtype``; HuggingFace casts every mask and embedding to the parameters' dtype) or the
+    tensor's int kind; any other cast is refused (the spec computes in one float dtype)."""
+    import torch
+
+    x = _value(c.arg(0, "input"))
+    dtype = c.kwargs.get("dtype", c.arg(1, "dtype"))
+    if not isinstance(dtype, torch.dtype) or dtype == getattr(b, "dtype", None) or (
+            not dtype.is_floating_point and dtype not in (torch.bool,)
+            and x.tensor.type.kind == "int"):
+        return x
+    raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
+                      f"dtype, the model's {getattr(b, 'dtype', None)})")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -669,6 +743,7 @@ ATEN = {
     "aten.conv2d.default": conv2d,
     "aten.conv2d.padding": conv2d,
     "aten.linear.default": linear,
+    "aten.addmm.default": addmm,
     "aten.embedding.default": embedding,
     "aten.batch_norm.default": batch_norm,
     "aten._native_batch_norm_legit_functional.default": batch_norm,
@@ -713,6 +788,9 @@ ATEN = {
     "aten.feature_dropout.default": missing("channel dropout (Dropout2d: the spec's Dropout "
                                             "drops elements)"),
     "aten.clone.default": passthrough,
+    "aten.to.dtype_layout": to_dtype,
+    "aten.to.dtype": to_dtype,
+    "aten._to_copy.default": to_dtype,
     "aten.contiguous.default": passthrough,
     "aten.alias.default": passthrough,
     "aten.detach.default": passthrough,
@@ -750,3 +828,7 @@ ATEN = {
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
 }
+
+# calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
+# folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
+BROADCASTING = frozenset(k for k, v in ATEN.items() if v in (add, mul, sub, div, power))
