@@ -106,9 +106,13 @@ def as_value(b: Builder, f: Folded, rank: int, batch: int, name: str, label: str
         if arr.shape[0] == batch and (arr == arr[:1]).all():
             arr = arr[:1]
         else:
-            raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} whose first axis "
-                              f"is the batch with values that differ per example (the spec's "
-                              f"constants are one array shared by every example)")
+            if arr.shape[0] == batch:
+                raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} whose first "
+                                  f"axis is the batch with values that differ per example (the "
+                                  f"spec's constants are one array shared by every example)")
+            raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} read by a call that "
+                              f"takes its first axis as the batch axis (of size 1 or "
+                              f"{batch}); the spec has no tensor without a batch axis")
     key = (f.source, arr.shape)
     if key not in cache:
         value = arr[0]

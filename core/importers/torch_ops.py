@@ -541,6 +541,92 @@ def permute(b: Builder, c: Call):
     return Value(x.tensor, held_layout(permuted(x.perm, dims)), tuple(c.shape))
 
 
+def expand(b: Builder, c: Call):
+    """x.expand(sizes) -> ``Expand`` of the per-example sizes (-1 keeps a size); a parameter
+    (ViT's ``cls_token.expand(B, -1, -1)``, shape (1, ...)) is a batch-broadcast ``Parameter``
+    expanded to the batch of the run. x is held in source order (a Transpose where not)."""
+    x, sizes = c.arg(0, "input"), [int(v) for v in c.arg(1, "size")]
+    if isinstance(x, (str, ParamView)):
+        src, shape = (x.src, x.shape) if isinstance(x, ParamView) else (x, b.tensors[x].shape)
+        shape = tuple(shape)
+        if len(shape) != len(sizes) or shape[0] != 1:
+            raise Unsupported(f"an expand of a parameter of shape {shape} to {sizes} (its "
+                              f"first axis must be the batch, of size 1)")
+        src_shape = tuple(b.tensors[src].shape)
+        lay = Layout(f"param{shape}", lambda k, s=src_shape: np.asarray(k).reshape(s),
+                     lambda a, s=shape: np.asarray(a).reshape(s[1:]))
+        x = b.layer("Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                    params={"value": (src, lay)}, layout="plain", out_shape=shape,
+                    shape=shape[1:], init="ones")
+    else:
+        x = _plain(b, c, _value(x), "an expand")
+        if len(x.shape) != len(sizes):
+            raise Unsupported(f"an expand of a tensor of shape {x.shape} to {sizes} (new "
+                              f"leading axes before the batch)")
+        if tuple(x.shape[1:]) == tuple(c.shape[1:]):
+            return x
+    return b.layer("Expand", [x], name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape, shape=tuple(sizes[1:]))
+
+
+def unsqueeze(b: Builder, c: Call):
+    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``)."""
+    return view(b, c)
+
+
+_KEEPS_KIND = ("Slice", "Reshape", "Transpose", "Expand", "Squeeze", "Unsqueeze", "Gather",
+               "Concatenate", "Flatten")
+
+
+def _kind(v: Value) -> str:
+    """"int" or "float": the kind of a held tensor (a model input's, a Constant's dtype, a
+    comparison's int, what a shape op passes through; float otherwise)."""
+    src = v.tensor.source
+    while True:
+        if not hasattr(src, "layer"):
+            return getattr(src, "kind", "float")
+        op = src.layer.op
+        if op == "Constant":
+            return "float" if np.asarray(src.layer.attrs["value"]).dtype.kind == "f" else "int"
+        if op in ("Equal", "Less", "Greater"):
+            return "int"
+        if op == "Cast":
+            return src.layer.attrs["to"]
+        if op not in _KEEPS_KIND or not src.inputs:
+            return "float"
+        src = src.inputs[0].source
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def where(b: Builder, c: Call):
+    """torch.where(cond, x, y) / x.masked_fill(mask, value) -> ``Where`` (cond an int 0/1
+    tensor: a folded mask arrives as a Constant); a Python number on one side is the op's
+    scalar attribute (-inf and the dtype's minimum exact on every backend)."""
+    if c.target.startswith("aten.masked_fill"):
+        cond, x, y = c.arg(1, "mask"), c.arg(2, "value"), c.arg(0, "input")
+    else:
+        cond, x, y = c.arg(0, "condition"), c.arg(1, "self"), c.arg(2, "other")
+    if _number(x) and _number(y):
+        raise Unsupported("torch.where of two numbers over a computed condition")
+    cond = _value(cond, "the condition")
+    if _kind(cond) != "int":
+        raise Unsupported("torch.where with a float condition")
+    ins = [_plain(b, c, cond, "a where")]
+    attrs = {}
+    for side, v in (("x", x), ("y", y)):
+        if _number(v):
+            attrs[side] = float(v)
+        else:
+            ins.append(_plain(b, c, _value(v), "a where"))
+    if len({len(v.shape) for v in ins}) != 1:
+        raise Unsupported(f"torch.where of ranks {[len(v.shape) for v in ins]}")
+    return b.layer("Where", ins, name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape, **attrs)
+
+
 def dropout(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     p = float(c.arg(1, "p"))
@@ -561,8 +647,7 @@ def to_dtype(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     dtype = c.kwargs.get("dtype", c.arg(1, "dtype"))
     if not isinstance(dtype, torch.dtype) or dtype == getattr(b, "dtype", None) or (
-            not dtype.is_floating_point and dtype not in (torch.bool,)
-            and x.tensor.type.kind == "int"):
+            not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int"):
         return x
     raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
                       f"dtype, the model's {getattr(b, 'dtype', None)})")
@@ -788,6 +873,15 @@ ATEN = {
     "aten.feature_dropout.default": missing("channel dropout (Dropout2d: the spec's Dropout "
                                             "drops elements)"),
     "aten.clone.default": passthrough,
+    "aten.where.self": where,
+    "aten.where.ScalarOther": where,
+    "aten.where.ScalarSelf": where,
+    "aten.masked_fill.Scalar": where,
+    "aten.masked_fill.Tensor": where,
+    "aten.expand.default": expand,
+    "aten.unsqueeze.default": unsqueeze,
+    "aten.squeeze.dim": unsqueeze,
+    "aten.squeeze.dims": unsqueeze,
     "aten.to.dtype_layout": to_dtype,
     "aten.to.dtype": to_dtype,
     "aten._to_copy.default": to_dtype,
@@ -831,4 +925,4 @@ ATEN = {
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
 # folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
-BROADCASTING = frozenset(k for k, v in ATEN.items() if v in (add, mul, sub, div, power))
+BROADCASTING = frozenset(k for k, v in ATEN.items() if v in (add, mul, sub, div, power, where))
