@@ -72,12 +72,25 @@ def _stochastic_depth(module, x, b):
     return b.layer("StochasticDepth", [x], name="", rate=rate)
 
 
+def _multihead_attention(module, *inputs):
+    """torch's ``nn.MultiheadAttention``: refused in one line (built-in mapping)."""
+    raise Unsupported("nn.MultiheadAttention (its packed in_proj_weight (3E, E) is three spec "
+                      "kernels, and the importer maps each source parameter to one spec "
+                      "parameter; write the projections as three Linear layers and call "
+                      "F.scaled_dot_product_attention, which imports)")
+
+
 def _mapping(module):
     """The mapping of a module's calls as one group: a user's (``maps``), or a built-in one
-    (stochastic depth, whose random mask no ATen call maps), or None."""
+    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention, refused),
+    or None."""
+    import torch
+
     fn = MAPS.get(type(module))
     if fn is None and drop_path_rate(module) is not None:
         fn = _stochastic_depth
+    if fn is None and isinstance(module, torch.nn.MultiheadAttention):
+        fn = _multihead_attention
     return fn
 
 
@@ -313,7 +326,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
         target = str(n.target)
-        if _has_folded(args) or _has_folded(list(kwargs.values())):
+        if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
+                _has_missing(args) or _has_missing(list(kwargs.values()))):
             rank = max([len(v.shape) for v in _flat(args + list(kwargs.values()))
                         if isinstance(v, Value)], default=0) if target in BROADCASTING else 0
 

@@ -627,6 +627,55 @@ def where(b: Builder, c: Call):
                    out_shape=c.shape, **attrs)
 
 
+def scaled_dot_product_attention(b: Builder, c: Call):
+    """F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale) on
+    computed (N, ..., T, D) tensors, written out as the same math:
+    w = softmax(q k^T * scale + mask) over the keys, y = w v, with scale = 1/sqrt(D) by
+    default; a causal or boolean mask (folded: a Constant) masks with -inf (``Where``), a float
+    mask is added. ``dropout_p`` > 0 (a mask drawn inside the call) and ``enable_gqa`` are
+    refused."""
+    q, k, v = (_plain(b, c, _value(c.arg(i, n)), "attention")
+               for i, n in enumerate(("query", "key", "value")))
+    mask = c.arg(3, "attn_mask")
+    if float(c.arg(4, "dropout_p", 0.0)) != 0.0:
+        raise Unsupported("scaled_dot_product_attention(dropout_p > 0) (a dropout mask drawn "
+                          "inside the call: the certificate cannot give it one)")
+    if c.kwargs.get("enable_gqa", False):
+        raise Unsupported("scaled_dot_product_attention(enable_gqa=True)")
+    causal = bool(c.arg(5, "is_causal", False))
+    scale = c.kwargs.get("scale")
+    d, tq, tk = q.shape[-1], q.shape[-2], k.shape[-2]
+    scale = 1.0 / float(d) ** 0.5 if scale is None else float(scale)
+    rank = len(q.shape)
+    perm = tuple(range(rank - 3)) + (rank - 2, rank - 3)
+    kt = b.layer("Transpose", [k], name=f"{c.name}_kt", source=c.label, layout="plain",
+                 out_shape=k.shape[:-2] + (d, tk), perm=perm)
+    s_shape = tuple(c.shape[:-1]) + (tk,)
+    s = b.layer("MatMul", [q, kt], name=f"{c.name}_scores", source=c.label, layout="plain",
+                out_shape=s_shape)
+    s = b.layer("Multiply", [s], name=f"{c.name}_scale", source=c.label, constant=scale)
+    if causal:
+        tri = np.triu(np.ones((tq, tk), np.int64), 1).reshape((1,) * (rank - 2) + (tq, tk))
+        keep = b.layer("Constant", [], name=f"{c.name}_causal", source=c.label, layout="plain",
+                       out_shape=tri.shape, value=tri[0])
+        s = b.layer("Where", [keep, s], name=f"{c.name}_causal_mask", source=c.label,
+                    x=float("-inf"), out_shape=s_shape)
+    if mask is not None:
+        mask = _value(mask, "the attention mask")
+        if len(mask.shape) != rank:
+            raise Unsupported(f"an attention mask of rank {len(mask.shape)} for scores of rank "
+                              f"{rank}")
+        if _kind(mask) == "int":   # a boolean mask: True keeps the score
+            s = b.layer("Where", [mask, s], name=f"{c.name}_mask", source=c.label,
+                        y=float("-inf"), out_shape=s_shape)
+        else:
+            s = b.layer("Add", [s, mask], name=f"{c.name}_mask", source=c.label,
+                        out_shape=s_shape)
+    w = b.layer("Softmax", [s], name=f"{c.name}_softmax", source=c.label, axis=-1)
+    return b.layer("MatMul", [w, v], name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape)
+
+
 def dropout(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     p = float(c.arg(1, "p"))
@@ -873,6 +922,7 @@ ATEN = {
     "aten.feature_dropout.default": missing("channel dropout (Dropout2d: the spec's Dropout "
                                             "drops elements)"),
     "aten.clone.default": passthrough,
+    "aten.scaled_dot_product_attention.default": scaled_dot_product_attention,
     "aten.where.self": where,
     "aten.where.ScalarOther": where,
     "aten.where.ScalarSelf": where,
@@ -925,4 +975,5 @@ ATEN = {
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
 # folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
-BROADCASTING = frozenset(k for k, v in ATEN.items() if v in (add, mul, sub, div, power, where))
+BROADCASTING = frozenset(k for k, v in ATEN.items()
+                         if v in (add, mul, sub, div, power, where, scaled_dot_product_attention))

@@ -77,7 +77,7 @@ def test_constant_differing_per_example_is_refused():
     assert len(e.value.lines) == 1 and "differ per example" in e.value.lines[0]
 
 
-@pytest.mark.parametrize("name,backends", [("bert", ("torch", "jax")),
+@pytest.mark.parametrize("name,backends", [("bert", ("torch",)),
                                            ("gpt2", ("torch", "jax"))])
 def test_tiny_hf_model_certifies(name, backends):
     pytest.importorskip("transformers")
@@ -87,3 +87,43 @@ def test_tiny_hf_model_certifies(name, backends):
     imp = from_torch(model, x, loss=loss, name=name)
     cert = imp.certify(backends, steps=1, dropout="off")
     assert cert.passed, cert.results
+
+
+class Attention(torch.nn.Module):
+    """Functional scaled_dot_product_attention (causal, and with a folded boolean mask), and
+    (``mha``) nn.MultiheadAttention after it."""
+
+    def __init__(self, dim=8, heads=2, mha=False):
+        super().__init__()
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.mha = torch.nn.MultiheadAttention(dim, heads, batch_first=True) if mha else None
+        self.heads = heads
+        self.out = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        n, t, e = x.shape
+        q, k, v = (z.view(n, t, self.heads, e // self.heads).transpose(1, 2)
+                   for z in self.qkv(x).chunk(3, dim=-1))
+        keep = torch.ones(t, t, dtype=torch.bool).tril()
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = a + torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                                                 scale=0.3)
+        h = a.transpose(1, 2).reshape(n, t, e)
+        if self.mha is not None:
+            h = self.mha(h, h, h, need_weights=False)[0]
+        return self.out(h)
+
+
+def test_sdpa_and_multihead_attention_certify():
+    torch.manual_seed(0)
+    imp = from_torch(Attention().double(), torch.randn(2, 5, 8, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+def test_multihead_attention_module_is_refused_in_one_line():
+    with pytest.raises(ImportRefused) as e:
+        from_torch(Attention(mha=True).double(), torch.randn(2, 5, 8, dtype=torch.float64),
+                   loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "nn.MultiheadAttention" in e.value.lines[0]
