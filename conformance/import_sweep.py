@@ -20,6 +20,12 @@ under this process's ``KERAS_BACKEND``: each built with ``weights=None``, ``size
 inputs, 10 classes and logits out (``classifier_activation=None``), compiled with Keras's
 ``SGD(0.01)`` (exact in float64 on tensorflow) and sparse cross-entropy from logits; the
 certificate runs Keras as the source.
+
+``--hf`` sweeps ``rosetta.from_torch`` over the small HuggingFace and timm transformer configs of
+``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
+or 32x32 images, Adam(1e-3), cross-entropy (token level for LM heads), certified with dropout
+off (HuggingFace's attention dropout is a functional call no mask can be given to) for
+``--steps`` steps on ``--backends``.
 """
 
 from __future__ import annotations
@@ -142,6 +148,32 @@ def sweep_keras_one(name, *, size, steps, backends):
     return row
 
 
+def sweep_hf_one(name, *, steps, backends):
+    import torch
+
+    from rosetta.conformance.hf_models import build
+    from rosetta.importers import ImportRefused, from_torch
+
+    model, x, loss = build(name)
+    row = {"model": name, "params": sum(p.numel() for p in model.parameters())}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t = time.perf_counter()
+    try:
+        imp = from_torch(model, x, optimizer=opt, loss=loss, name=name.replace("/", "_"))
+    except ImportRefused as e:
+        row.update(result="refused", seconds_import=time.perf_counter() - t,
+                   first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))
+        return row
+    row["seconds_import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cert = imp.certify(tuple(backends), steps=steps, dropout="off")
+    row.update(result="certified" if cert.passed else "certificate FAILS",
+               seconds_certify=time.perf_counter() - t,
+               worst={r["backend"]: r["worst"] for r in cert.results},
+               blame=[r["blame"] for r in cert.results if r["blame"]])
+    return row
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=64)
@@ -156,22 +188,32 @@ def main(argv=None):
                    help="sweep from_keras over Keras applications (KERAS_APPS) instead")
     p.add_argument("--apps", default=",".join(KERAS_APPS),
                    help="with --keras: the Keras applications (KERAS_APPS names)")
+    p.add_argument("--hf", action="store_true",
+                   help="sweep from_torch over small HuggingFace/timm transformers instead")
+    p.add_argument("--hf-models", default="", help="comma-separated names of hf_models.HF_MODELS")
     p.add_argument("--out")
     a = p.parse_args(argv)
-    if a.keras:
+    if a.hf:
+        from rosetta.conformance.hf_models import HF_MODELS
+
+        todo = [(n, False, "hf") for n in (a.hf_models.split(",") if a.hf_models
+                                           else HF_MODELS)]
+    elif a.keras:
         todo = [(n, False, "keras") for n in a.apps.split(",") if n]
     else:
         todo = [(n, False, "torchvision") for n in builders(a.families.split(","))
                 if a.families]
-    if a.groupnorm and not a.keras:
+    if a.groupnorm and not (a.keras or a.hf):
         todo += [(n, True, "torchvision") for n in GROUPNORM]
-    todo += [(n, False, "timm") for n in a.timm.split(",") if n and not a.keras]
+    todo += [(n, False, "timm") for n in a.timm.split(",") if n and not (a.keras or a.hf)]
     rows = []
     print("| model | parameters | result | import s | certify s | worst (fwd/grad/step) |")
     print("|---|---:|---|---:|---:|---|")
     for name, gn, source in todo:
         try:
-            if source == "keras":
+            if source == "hf":
+                r = sweep_hf_one(name, steps=a.steps, backends=a.backends.split(","))
+            elif source == "keras":
                 r = sweep_keras_one(name, size=a.size, steps=a.steps,
                                     backends=a.backends.split(","))
             else:

@@ -22,7 +22,8 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.torch_ops import ATEN, Call, batch_norm_module_refusal
+from rosetta.importers.torch_fold import Folded, as_value, fold
+from rosetta.importers.torch_ops import ATEN, BROADCASTING, Call, batch_norm_module_refusal
 
 # user mappings: module class -> function(module, *inputs, b) -> Value
 MAPS: dict = {}
@@ -71,12 +72,25 @@ def _stochastic_depth(module, x, b):
     return b.layer("StochasticDepth", [x], name="", rate=rate)
 
 
+def _multihead_attention(module, *inputs):
+    """torch's ``nn.MultiheadAttention``: refused in one line (built-in mapping)."""
+    raise Unsupported("nn.MultiheadAttention (its packed in_proj_weight (3E, E) is three spec "
+                      "kernels, and the importer maps each source parameter to one spec "
+                      "parameter; write the projections as three Linear layers and call "
+                      "F.scaled_dot_product_attention, which imports)")
+
+
 def _mapping(module):
     """The mapping of a module's calls as one group: a user's (``maps``), or a built-in one
-    (stochastic depth, whose random mask no ATen call maps), or None."""
+    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention, refused),
+    or None."""
+    import torch
+
     fn = MAPS.get(type(module))
     if fn is None and drop_path_rate(module) is not None:
         fn = _stochastic_depth
+    if fn is None and isinstance(module, torch.nn.MultiheadAttention):
+        fn = _multihead_attention
     return fn
 
 
@@ -199,21 +213,42 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     sig = ep_train.graph_signature
     to_param = dict(sig.inputs_to_parameters)
     to_buffer = dict(sig.inputs_to_buffers)
+    to_constant = dict(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    user_inputs = set(sig.user_inputs)
     tensors = {n: to_numpy(p) for n, p in module.named_parameters()}
     tensors.update({n: to_numpy(b) for n, b in module.named_buffers()})
     b = Builder(tensors)
+    b.dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    # tied parameters (GPT-2's wte = lm_head): one tensor under several names; the graph names
+    # one of them; the importer uses the first (``named_parameters``'s) for all
+    first = {}
+    for k, p in module.named_parameters(remove_duplicate=False):
+        first.setdefault(id(p), k)
+    alias = {k: first[id(p)] for k, p in module.named_parameters(remove_duplicate=False)}
+    to_param = {k: alias.get(v, v) for k, v in to_param.items()}
     modules = dict(module.named_modules())
     refusals: dict[str, list] = {}
     env: dict = {}
     fx_nodes: dict = {}
     placeholders = {}
     graph_input = None
+    buffers = dict(module.named_buffers())
+    constants = {k: buffers[v] for k, v in to_buffer.items() if v in buffers}
+    constants.update({k: ep_train.constants[v] for k, v in to_constant.items()
+                      if v in ep_train.constants})
+    folded = fold(ep_train.graph.nodes, constants)
+    const_nodes: dict = {}
+    batch = int(example_inputs[0].shape[0]) if example_inputs[0].dim() else 1
 
     def refuse(label, kind, reason):
         refusals.setdefault(f"{label}: unsupported {kind}", []).append(reason)
 
     nodes = list(ep_train.graph.nodes)
     users = {n.name: list(n.users) for n in nodes}
+    # a parameter read by several calls (a tied embedding and output projection) is one
+    # ``Parameter`` node that each call reads (``torch_ops.shared_parameter``)
+    b.shared = {to_param[n.name] for n in nodes
+                if n.op == "placeholder" and n.name in to_param and len(users[n.name]) > 1}
     calls_in = {}
     for n in nodes:
         if n.op == "call_function" and _stack(n) and not _counts_batches(n, to_buffer):
@@ -224,6 +259,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 placeholders[n.name] = to_param[n.name]
             elif n.name in to_buffer:
                 placeholders[n.name] = to_buffer[n.name]
+            elif n.name not in user_inputs:
+                continue   # a constant lifted by torch.export: read where it folds
             else:
                 x = example_inputs[0]
                 shape = tuple(x.shape)
@@ -257,6 +294,9 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             continue
         if n.op != "call_function":
             continue
+        if n.name in folded:
+            env[n.name] = folded[n.name]
+            continue
         st = _stack(n)
         path, typ = st[-1] if st else ("", type(module).__name__)
         label = _label(path, typ)
@@ -285,6 +325,24 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             continue  # BatchNorm's num_batches_tracked counter (the BatchNorm call decides)
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
+        target = str(n.target)
+        if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
+                _has_missing(args) or _has_missing(list(kwargs.values()))):
+            rank = max([len(v.shape) for v in _flat(args + list(kwargs.values()))
+                        if isinstance(v, Value)], default=0) if target in BROADCASTING else 0
+
+            def constant(a):
+                if isinstance(a, Folded):
+                    return as_value(b, a, rank, batch, path or n.name, label, const_nodes)
+                if isinstance(a, (list, tuple)):
+                    return type(a)(constant(x) for x in a)
+                return a
+            try:
+                args = [constant(a) for a in args]
+                kwargs = {k: constant(v) for k, v in kwargs.items()}
+            except Unsupported as e:
+                refuse(label, "module" if path else "call", str(e))
+                continue
         if _has_missing(args) or _has_missing(list(kwargs.values())):
             handler = ATEN.get(target)
             check = getattr(handler, "check_constants", None)
@@ -375,6 +433,18 @@ class _MissingType:
 
 
 _Missing = _MissingType()
+
+
+def _flat(xs):
+    for x in xs:
+        if isinstance(x, (list, tuple)):
+            yield from _flat(x)
+        else:
+            yield x
+
+
+def _has_folded(xs) -> bool:
+    return any(isinstance(x, Folded) for x in _flat(xs))
 
 
 def _has_missing(xs) -> bool:

@@ -95,6 +95,16 @@ def linear(b: Builder, c: Call):
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a linear map whose weight is computed (not a parameter)")
+    if _shared(b, weight):   # a tied weight: x @ W^T of the shared Parameter (+ bias)
+        x = _plain(b, c, x, "a linear map by a tied weight")
+        wt = b.layer("Transpose", [shared_parameter(b, weight, c.label)],
+                     name=f"{c.name}_weight_t", source=c.label, layout="plain",
+                     out_shape=(1,) + tuple(b.tensors[weight].shape[::-1]), perm=(1, 0))
+        y = b.layer("MatMul", [x, wt], name=c.name if bias is None else f"{c.name}_matmul",
+                    source=c.label, layout="plain", out_shape=c.shape)
+        if bias is None:
+            return y
+        return add(b, Call(c.target, [y, bias], {}, c.name, c.label, c.shape, c.params))
     if x.layout == "flat":
         lay, out_layout = flatten_nchw(*x.chw, then="linear"), "plain"
     elif x.last_axis_in_place():   # the other axes are carried through in their held order
@@ -110,10 +120,48 @@ def linear(b: Builder, c: Call):
                    layout=out_layout, out_shape=c.shape)
 
 
+def shared_parameter(b: Builder, src: str, label: str) -> Value:
+    """The one ``Parameter`` node of a source parameter that several calls read (a tied
+    embedding table and output projection): made at its first use, read by every use, so the
+    spec has one parameter whose gradient sums every use's, as torch's does."""
+    nodes = b.__dict__.setdefault("shared_nodes", {})
+    if src not in nodes:
+        shape = tuple(b.tensors[src].shape)
+        nodes[src] = b.layer("Parameter", [], name=src, source=label,
+                             params={"value": (src, "identity")}, layout="plain",
+                             out_shape=(1,) + shape, shape=shape, init="ones")
+    return nodes[src]
+
+
+def _shared(b: Builder, src) -> bool:
+    return isinstance(src, str) and src in getattr(b, "shared", ())
+
+
+def addmm(b: Builder, c: Call):
+    """bias + x @ W with W (in, out) and bias parameters (HuggingFace's Conv1D, GPT-2) ->
+    ``Dense`` (its kernel is already (in, out)); x may hold the batch merged with other axes."""
+    bias, x, weight = c.arg(0, "input"), _value(c.arg(1, "mat1")), c.arg(2, "mat2")
+    if not isinstance(weight, str) or not isinstance(bias, str) or _shared(b, weight):
+        raise Unsupported("addmm whose matrix or bias is not a parameter of its own")
+    if c.kwargs.get("beta", 1) != 1 or c.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("addmm with beta or alpha != 1")
+    if len(b.tensors[bias].shape) != 1 or x.layout not in ("plain", "merged"):
+        raise Unsupported(f"addmm of a {x.layout} tensor of shape {x.shape} with a bias of "
+                          f"shape {tuple(b.tensors[bias].shape)}")
+    return b.layer("Dense", [x], name=c.name, source=c.label,
+                   params={"kernel": (weight, "identity"), "bias": (bias, "identity")},
+                   units=int(b.tensors[weight].shape[1]), use_bias=True, layout=x.layout,
+                   out_shape=c.shape, chw=x.chw)
+
+
 def embedding(b: Builder, c: Call):
     weight, idx = c.arg(0, "weight"), _value(c.arg(1, "indices"))
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
+    if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
+        # a tied table: Gather(axis 0) of the shared Parameter, y[n, ...] = W[ids[n, ...]]
+        return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
+                       source=c.label, axis=0, layout="plain", out_shape=c.shape)
     if c.arg(2, "padding_idx", -1) not in (-1, None):
         raise Unsupported("Embedding(padding_idx=...) (the spec's Embedding has no padding row "
                           "whose gradient is zero)")
@@ -382,7 +430,17 @@ def view(b: Builder, c: Call):
     if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
         return ParamView(x if isinstance(x, str) else x.src, shape)
     x = _value(x)
+    if x.layout == "merged":   # the batch merged with the next axes: view the unmerged tensor
+        full = (x.shape[0] // int(np.prod(x.chw)), *x.chw, *x.shape[1:])
+        x = Value(x.tensor, "plain", full)
+        if shape == full:
+            return x
     if shape[0] != x.shape[0]:
+        k = next((k for k in range(2, len(x.shape) + 1)
+                  if int(np.prod(x.shape[:k])) == shape[0]), None)
+        if x.layout == "plain" and k is not None and tuple(x.shape[k:]) == shape[1:]:
+            # (N, T, ..., C) -> (N*T*..., C) (HuggingFace's Conv1D): held unmerged
+            return Value(x.tensor, "merged", shape, tuple(x.shape[1:k]))
         raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
     if len(shape) == 2 and x.layout in ("nchw", "plain", "flat"):
         return _flatten(b, c, x)
@@ -488,6 +546,141 @@ def permute(b: Builder, c: Call):
     return Value(x.tensor, held_layout(perm), tuple(c.shape))
 
 
+def expand(b: Builder, c: Call):
+    """x.expand(sizes) -> ``Expand`` of the per-example sizes (-1 keeps a size); a parameter
+    (ViT's ``cls_token.expand(B, -1, -1)``, shape (1, ...)) is a batch-broadcast ``Parameter``
+    expanded to the batch of the run. x is held in source order (a Transpose where not)."""
+    x, sizes = c.arg(0, "input"), [int(v) for v in c.arg(1, "size")]
+    if isinstance(x, (str, ParamView)):
+        src, shape = (x.src, x.shape) if isinstance(x, ParamView) else (x, b.tensors[x].shape)
+        shape = tuple(shape)
+        if len(shape) != len(sizes) or shape[0] != 1:
+            raise Unsupported(f"an expand of a parameter of shape {shape} to {sizes} (its "
+                              f"first axis must be the batch, of size 1)")
+        src_shape = tuple(b.tensors[src].shape)
+        lay = Layout(f"param{shape}", lambda k, s=src_shape: np.asarray(k).reshape(s),
+                     lambda a, s=shape: np.asarray(a).reshape(s[1:]))
+        x = b.layer("Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                    params={"value": (src, lay)}, layout="plain", out_shape=shape,
+                    shape=shape[1:], init="ones")
+    else:
+        x = _plain(b, c, _value(x), "an expand")
+        if len(x.shape) != len(sizes):
+            raise Unsupported(f"an expand of a tensor of shape {x.shape} to {sizes} (new "
+                              f"leading axes before the batch)")
+        if tuple(x.shape[1:]) == tuple(c.shape[1:]):
+            return x
+    return b.layer("Expand", [x], name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape, shape=tuple(sizes[1:]))
+
+
+def unsqueeze(b: Builder, c: Call):
+    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``)."""
+    return view(b, c)
+
+
+_KEEPS_KIND = ("Slice", "Reshape", "Transpose", "Expand", "Squeeze", "Unsqueeze", "Gather",
+               "Concatenate", "Flatten")
+
+
+def _kind(v: Value) -> str:
+    """"int" or "float": the kind of a held tensor (a model input's, a Constant's dtype, a
+    comparison's int, what a shape op passes through; float otherwise)."""
+    src = v.tensor.source
+    while True:
+        if not hasattr(src, "layer"):
+            return getattr(src, "kind", "float")
+        op = src.layer.op
+        if op == "Constant":
+            return "float" if np.asarray(src.layer.attrs["value"]).dtype.kind == "f" else "int"
+        if op in ("Equal", "Less", "Greater"):
+            return "int"
+        if op == "Cast":
+            return src.layer.attrs["to"]
+        if op not in _KEEPS_KIND or not src.inputs:
+            return "float"
+        src = src.inputs[0].source
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def where(b: Builder, c: Call):
+    """torch.where(cond, x, y) / x.masked_fill(mask, value) -> ``Where`` (cond an int 0/1
+    tensor: a folded mask arrives as a Constant); a Python number on one side is the op's
+    scalar attribute (-inf and the dtype's minimum exact on every backend)."""
+    if c.target.startswith("aten.masked_fill"):
+        cond, x, y = c.arg(1, "mask"), c.arg(2, "value"), c.arg(0, "input")
+    else:
+        cond, x, y = c.arg(0, "condition"), c.arg(1, "self"), c.arg(2, "other")
+    if _number(x) and _number(y):
+        raise Unsupported("torch.where of two numbers over a computed condition")
+    cond = _value(cond, "the condition")
+    if _kind(cond) != "int":
+        raise Unsupported("torch.where with a float condition")
+    ins = [_plain(b, c, cond, "a where")]
+    attrs = {}
+    for side, v in (("x", x), ("y", y)):
+        if _number(v):
+            attrs[side] = float(v)
+        else:
+            ins.append(_plain(b, c, _value(v), "a where"))
+    if len({len(v.shape) for v in ins}) != 1:
+        raise Unsupported(f"torch.where of ranks {[len(v.shape) for v in ins]}")
+    return b.layer("Where", ins, name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape, **attrs)
+
+
+def scaled_dot_product_attention(b: Builder, c: Call):
+    """F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale) on
+    computed (N, ..., T, D) tensors, written out as the same math:
+    w = softmax(q k^T * scale + mask) over the keys, y = w v, with scale = 1/sqrt(D) by
+    default; a causal or boolean mask (folded: a Constant) masks with -inf (``Where``), a float
+    mask is added. ``dropout_p`` > 0 (a mask drawn inside the call) and ``enable_gqa`` are
+    refused."""
+    q, k, v = (_plain(b, c, _value(c.arg(i, n)), "attention")
+               for i, n in enumerate(("query", "key", "value")))
+    mask = c.arg(3, "attn_mask")
+    if float(c.arg(4, "dropout_p", 0.0)) != 0.0:
+        raise Unsupported("scaled_dot_product_attention(dropout_p > 0) (a dropout mask drawn "
+                          "inside the call: the certificate cannot give it one)")
+    if c.kwargs.get("enable_gqa", False):
+        raise Unsupported("scaled_dot_product_attention(enable_gqa=True)")
+    causal = bool(c.arg(5, "is_causal", False))
+    scale = c.kwargs.get("scale")
+    d, tq, tk = q.shape[-1], q.shape[-2], k.shape[-2]
+    scale = 1.0 / float(d) ** 0.5 if scale is None else float(scale)
+    rank = len(q.shape)
+    perm = tuple(range(rank - 3)) + (rank - 2, rank - 3)
+    kt = b.layer("Transpose", [k], name=f"{c.name}_kt", source=c.label, layout="plain",
+                 out_shape=k.shape[:-2] + (d, tk), perm=perm)
+    s_shape = tuple(c.shape[:-1]) + (tk,)
+    s = b.layer("MatMul", [q, kt], name=f"{c.name}_scores", source=c.label, layout="plain",
+                out_shape=s_shape)
+    s = b.layer("Multiply", [s], name=f"{c.name}_scale", source=c.label, constant=scale)
+    if causal:
+        tri = np.triu(np.ones((tq, tk), np.int64), 1).reshape((1,) * (rank - 2) + (tq, tk))
+        keep = b.layer("Constant", [], name=f"{c.name}_causal", source=c.label, layout="plain",
+                       out_shape=tri.shape, value=tri[0])
+        s = b.layer("Where", [keep, s], name=f"{c.name}_causal_mask", source=c.label,
+                    x=float("-inf"), out_shape=s_shape)
+    if mask is not None:
+        mask = _value(mask, "the attention mask")
+        if len(mask.shape) != rank:
+            raise Unsupported(f"an attention mask of rank {len(mask.shape)} for scores of rank "
+                              f"{rank}")
+        if _kind(mask) == "int":   # a boolean mask: True keeps the score
+            s = b.layer("Where", [mask, s], name=f"{c.name}_mask", source=c.label,
+                        y=float("-inf"), out_shape=s_shape)
+        else:
+            s = b.layer("Add", [s, mask], name=f"{c.name}_mask", source=c.label,
+                        out_shape=s_shape)
+    w = b.layer("Softmax", [s], name=f"{c.name}_softmax", source=c.label, axis=-1)
+    return b.layer("MatMul", [w, v], name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape)
+
+
 def dropout(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     p = float(c.arg(1, "p"))
@@ -497,6 +690,21 @@ def dropout(b: Builder, c: Call):
 
 def passthrough(b: Builder, c: Call):
     return _value(c.arg(0, "input"))
+
+
+def to_dtype(b: Builder, c: Call):
+    """``x.to(dtype)`` / ``type_as``: a no-op where the dtype is the model's own floating dtype
+    (``b.dtype``; HuggingFace casts every mask and embedding to the parameters' dtype) or the
+    tensor's int kind; any other cast is refused (the spec computes in one float dtype)."""
+    import torch
+
+    x = _value(c.arg(0, "input"))
+    dtype = c.kwargs.get("dtype", c.arg(1, "dtype"))
+    if not isinstance(dtype, torch.dtype) or dtype == getattr(b, "dtype", None) or (
+            not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int"):
+        return x
+    raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
+                      f"dtype, the model's {getattr(b, 'dtype', None)})")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -674,6 +882,7 @@ ATEN = {
     "aten.conv2d.default": conv2d,
     "aten.conv2d.padding": conv2d,
     "aten.linear.default": linear,
+    "aten.addmm.default": addmm,
     "aten.embedding.default": embedding,
     "aten.batch_norm.default": batch_norm,
     "aten._native_batch_norm_legit_functional.default": batch_norm,
@@ -718,6 +927,19 @@ ATEN = {
     "aten.feature_dropout.default": missing("channel dropout (Dropout2d: the spec's Dropout "
                                             "drops elements)"),
     "aten.clone.default": passthrough,
+    "aten.scaled_dot_product_attention.default": scaled_dot_product_attention,
+    "aten.where.self": where,
+    "aten.where.ScalarOther": where,
+    "aten.where.ScalarSelf": where,
+    "aten.masked_fill.Scalar": where,
+    "aten.masked_fill.Tensor": where,
+    "aten.expand.default": expand,
+    "aten.unsqueeze.default": unsqueeze,
+    "aten.squeeze.dim": unsqueeze,
+    "aten.squeeze.dims": unsqueeze,
+    "aten.to.dtype_layout": to_dtype,
+    "aten.to.dtype": to_dtype,
+    "aten._to_copy.default": to_dtype,
     "aten.contiguous.default": passthrough,
     "aten.alias.default": passthrough,
     "aten.detach.default": passthrough,
@@ -755,6 +977,11 @@ ATEN = {
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
 }
+
+# calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
+# folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
+BROADCASTING = frozenset(k for k, v in ATEN.items()
+                         if v in (add, mul, sub, div, power, where, scaled_dot_product_attention))
 
 # torch's fused recurrent calls (their own module; it reads ``Call`` and ``_value`` from here)
 from rosetta.importers.torch_recurrent import RECURRENT_ATEN, HiddenStates  # noqa: E402

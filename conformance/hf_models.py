@@ -1,0 +1,145 @@
+"""Small HuggingFace ``transformers`` and timm transformer models for the import sweep
+(``import_sweep --hf``) and the tests: 2 layers, hidden 32, 2-4 heads, vocab 64, sequence 8,
+32x32 images in 8x8 patches, random weights (nothing is downloaded), float64.
+
+Each entry of ``HF_MODELS`` builds ``(module, example input, loss)``: the module is
+``rosetta.importers.hf.Logits`` of the model (its first output: the task head's logits, a bare
+encoder's last hidden state), the loss the spec's cross-entropy (token level for LM heads and
+encoders, ``TokenCrossEntropy``). Configs set ``pad_token_id=None`` where the model's embedding
+would otherwise have a ``padding_idx`` (a row whose gradient torch keeps at zero: the spec's
+Embedding has none, and an import of it is refused in one line); every other setting is the
+library's default, attention ``eager``.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+VOCAB, SEQ, HIDDEN, LAYERS, BATCH = 64, 8, 32, 2, 2
+
+
+def _imports():
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    import torch
+    import transformers
+    return torch, transformers
+
+
+def _common(**kw):
+    base = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                num_attention_heads=2, intermediate_size=64, max_position_embeddings=16,
+                pad_token_id=None, attn_implementation="eager", use_cache=False)
+    base.update(kw)
+    return base
+
+
+def _text(cls_name, config_name, token_level, **kw):
+    def build(hidden=HIDDEN, layers=LAYERS):
+        torch, T = _imports()
+        cfg = getattr(T, config_name)(**_common(**{**kw, "hidden_size": hidden,
+                                                   "num_hidden_layers": layers}))
+        return getattr(T, cls_name)(cfg), "tokens", token_level
+    return build
+
+
+def _gpt2(hidden=HIDDEN, layers=LAYERS):
+    torch, T = _imports()
+    cfg = T.GPT2Config(vocab_size=VOCAB, n_embd=hidden, n_layer=layers, n_head=2,
+                       n_positions=16, attn_implementation="eager", use_cache=False,
+                       bos_token_id=0, eos_token_id=0)
+    return T.GPT2LMHeadModel(cfg), "tokens", True
+
+
+def _vit(hidden=HIDDEN, layers=LAYERS):
+    torch, T = _imports()
+    cfg = T.ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                      intermediate_size=64, image_size=32, patch_size=8, num_labels=10,
+                      attn_implementation="eager")
+    return T.ViTForImageClassification(cfg), "image", False
+
+
+def _t5(hidden=HIDDEN, layers=LAYERS):
+    torch, T = _imports()
+    cfg = T.T5Config(vocab_size=VOCAB, d_model=hidden, d_kv=16, d_ff=64, num_layers=layers,
+                     num_heads=2, pad_token_id=None, attn_implementation="eager",
+                     use_cache=False)
+    return T.T5EncoderModel(cfg), "tokens", True
+
+
+def _bart(hidden=HIDDEN, layers=LAYERS):
+    torch, T = _imports()
+    cfg = T.BartConfig(vocab_size=VOCAB, d_model=hidden, encoder_layers=layers,
+                       decoder_layers=layers, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                       max_position_embeddings=16, pad_token_id=None,
+                       attn_implementation="eager", use_cache=False)
+    return T.BartForSequenceClassification(cfg), "tokens", False
+
+
+def _whisper(hidden=HIDDEN, layers=LAYERS):
+    torch, T = _imports()
+    cfg = T.WhisperConfig(vocab_size=VOCAB, d_model=hidden, encoder_layers=layers,
+                          decoder_layers=layers, encoder_attention_heads=2,
+                          decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          num_mel_bins=8, max_source_positions=SEQ, pad_token_id=None,
+                          attn_implementation="eager", use_cache=False)
+    return T.WhisperForAudioClassification(cfg), "audio", False
+
+
+def _timm(name):
+    def build(hidden=HIDDEN, layers=LAYERS):
+        _imports()
+        import timm
+        return (timm.create_model(name, pretrained=False, img_size=32, patch_size=8,
+                                  embed_dim=hidden, depth=layers, num_heads=2, num_classes=10),
+                "image", False)
+    return build
+
+
+HF_MODELS = {
+    "bert": _text("BertForSequenceClassification", "BertConfig", False),
+    "gpt2": _gpt2,
+    "distilbert": _text("DistilBertForSequenceClassification", "DistilBertConfig", False,
+                        dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=64),
+    "roberta": _text("RobertaForSequenceClassification", "RobertaConfig", False,
+                     max_position_embeddings=20, pad_token_id=1),
+    "albert": _text("AlbertForSequenceClassification", "AlbertConfig", False,
+                    embedding_size=16),
+    "electra": _text("ElectraForSequenceClassification", "ElectraConfig", False,
+                     embedding_size=16),
+    "vit": _vit,
+    "llama": _text("LlamaForCausalLM", "LlamaConfig", True, num_attention_heads=4,
+                   num_key_value_heads=2),
+    "mistral": _text("MistralForCausalLM", "MistralConfig", True, num_attention_heads=4,
+                     num_key_value_heads=2),
+    "t5_encoder": _t5,
+    "bart": _bart,
+    "whisper_encoder": _whisper,
+    "timm/vit_tiny_patch16_224": _timm("vit_tiny_patch16_224"),
+    "timm/deit_tiny_patch16_224": _timm("deit_tiny_patch16_224"),
+}
+
+
+def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0):
+    """``(module, example input, loss)`` of ``HF_MODELS[name]`` in float64 (see the module
+    doc); ``hidden``/``layers`` shrink it further (the CI tests)."""
+    torch, _ = _imports()
+    from rosetta.importers.hf import Logits, TokenCrossEntropy
+
+    torch.manual_seed(seed)
+    model, kind, token_level = HF_MODELS[name](hidden=hidden, layers=layers)
+    model = Logits(model).double()
+    g = torch.Generator().manual_seed(seed)
+    if kind == "tokens":
+        x = torch.randint(0, VOCAB, (batch, SEQ), generator=g)
+    elif kind == "image":
+        x = torch.randn(batch, 3, 32, 32, generator=g, dtype=torch.float64)
+    else:   # audio: (N, mel bins, 2 * positions) log-mel frames
+        x = torch.randn(batch, 8, 2 * SEQ, generator=g, dtype=torch.float64)
+    loss = TokenCrossEntropy() if token_level else torch.nn.CrossEntropyLoss()
+    return model, x, loss
+
+
+__all__ = ["HF_MODELS", "build"]

@@ -1,0 +1,129 @@
+"""HuggingFace-style models through from_torch: constant folding (masks and position ids from
+shapes), tied parameters, and tiny BERT / GPT-2 certified (the sweep is
+``python -m rosetta.conformance.import_sweep --hf``)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rosetta.importers import ImportRefused, from_torch  # noqa: E402
+from rosetta.importers.hf import TokenCrossEntropy  # noqa: E402
+
+
+class MaskedLM(torch.nn.Module):
+    """Token + position embeddings (positions from arange), one causal self-attention score
+    masked with the dtype's minimum, a tied output projection."""
+
+    def __init__(self, vocab=11, dim=6, tie=True):
+        super().__init__()
+        self.tok = torch.nn.Embedding(vocab, dim)
+        self.pos = torch.nn.Embedding(8, dim)
+        self.norm = torch.nn.LayerNorm(dim)
+        self.head = torch.nn.Linear(dim, vocab, bias=False)
+        if tie:
+            self.head.weight = self.tok.weight
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        pos = torch.arange(t).unsqueeze(0)
+        h = self.tok(ids) + self.pos(pos)
+        s = h @ h.transpose(1, 2) / h.shape[-1] ** 0.5
+        causal = torch.ones(t, t, dtype=torch.bool).triu(1)
+        s = s.masked_fill(causal, torch.finfo(s.dtype).min)
+        h = torch.softmax(s, dim=-1) @ h
+        return self.head(self.norm(h))
+
+
+def _ids(n=2, t=5, vocab=11):
+    return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(0))
+
+
+def test_folded_mask_positions_and_tied_head_certify():
+    torch.manual_seed(0)
+    m = MaskedLM().double()
+    imp = from_torch(m, _ids(), loss=TokenCrossEntropy(), name="masked_lm")
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("Constant") == 2        # the positions and the causal mask
+    consts = [n.attrs["value"] for n in imp.spec.model.nodes if n.op == "Constant"]
+    assert any(np.array_equal(c, np.arange(5)) for c in consts)
+    assert any(np.array_equal(c, np.triu(np.ones((5, 5), np.int64), 1)) for c in consts)
+    # the tied table is one Parameter read by the lookup (Gather) and the head (MatMul)
+    assert ops.count("Parameter") == 1 and "Gather" in ops and "Embedding" in ops
+    assert imp.names["tok.weight"].endswith("/value") and "head.weight" not in imp.names
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+def test_untied_head_is_a_dense():
+    torch.manual_seed(0)
+    imp = from_torch(MaskedLM(tie=False).double(), _ids(), loss=TokenCrossEntropy())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert "Parameter" not in ops and ops.count("Dense") == 1
+
+
+class PerExample(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.lin(x) + torch.arange(x.shape[0], dtype=x.dtype)[:, None]
+
+
+def test_constant_differing_per_example_is_refused():
+    with pytest.raises(ImportRefused) as e:
+        from_torch(PerExample().double(), torch.randn(2, 3, dtype=torch.float64))
+    assert len(e.value.lines) == 1 and "differ per example" in e.value.lines[0]
+
+
+@pytest.mark.parametrize("name,backends", [("bert", ("torch",)),
+                                           ("gpt2", ("torch", "jax"))])
+def test_tiny_hf_model_certifies(name, backends):
+    pytest.importorskip("transformers")
+    from rosetta.conformance.hf_models import build
+
+    model, x, loss = build(name, hidden=16, layers=1)
+    imp = from_torch(model, x, loss=loss, name=name)
+    cert = imp.certify(backends, steps=1, dropout="off")
+    assert cert.passed, cert.results
+
+
+class Attention(torch.nn.Module):
+    """Functional scaled_dot_product_attention (causal, and with a folded boolean mask), and
+    (``mha``) nn.MultiheadAttention after it."""
+
+    def __init__(self, dim=8, heads=2, mha=False):
+        super().__init__()
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.mha = torch.nn.MultiheadAttention(dim, heads, batch_first=True) if mha else None
+        self.heads = heads
+        self.out = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        n, t, e = x.shape
+        q, k, v = (z.view(n, t, self.heads, e // self.heads).transpose(1, 2)
+                   for z in self.qkv(x).chunk(3, dim=-1))
+        keep = torch.ones(t, t, dtype=torch.bool).tril()
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = a + torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                                                 scale=0.3)
+        h = a.transpose(1, 2).reshape(n, t, e)
+        if self.mha is not None:
+            h = self.mha(h, h, h, need_weights=False)[0]
+        return self.out(h)
+
+
+def test_sdpa_and_multihead_attention_certify():
+    torch.manual_seed(0)
+    imp = from_torch(Attention().double(), torch.randn(2, 5, 8, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+def test_multihead_attention_module_is_refused_in_one_line():
+    with pytest.raises(ImportRefused) as e:
+        from_torch(Attention(mha=True).double(), torch.randn(2, 5, 8, dtype=torch.float64),
+                   loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "nn.MultiheadAttention" in e.value.lines[0]
