@@ -326,6 +326,10 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
         target = str(n.target)
+        takes_folded = getattr(ATEN.get(target), "takes_folded", None)
+        if takes_folded is not None:   # a handler that reads a folded operand itself
+            args = [takes_folded(a) for a in args]
+            kwargs = {k: takes_folded(v) for k, v in kwargs.items()}
         if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
                 _has_missing(args) or _has_missing(list(kwargs.values()))):
             rank = max([len(v.shape) for v in _flat(args + list(kwargs.values()))

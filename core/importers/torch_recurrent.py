@@ -31,7 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.importers.torch_fold import Folded
 from rosetta.importers.torch_ops import Call, _value
 
 # ATen overload -> (spec op, extra attributes)
@@ -151,5 +154,17 @@ def recurrent(b: Builder, c: Call):
     return (seq, h_n, HiddenStates("c_n", c.label, outputs, dirs, units, time_axis))
 
 
+def zero_states(a):
+    """A recurrent call's ``hx`` as constant folding left it (``torch_fold``): an all-zero
+    folded tensor is the default initial state (``ZeroState``); anything else is kept, and a
+    non-zero state is refused by ``recurrent``."""
+    if isinstance(a, (list, tuple)):
+        return type(a)(zero_states(x) for x in a)
+    if isinstance(a, Folded) and not np.any(a.array):
+        return ZeroState(tuple(a.array.shape))
+    return a
+
+
+recurrent.takes_folded = zero_states
 RECURRENT_ATEN = {target: recurrent for target in _CALLS}
 RECURRENT_ATEN["aten.zeros.default"] = zeros
