@@ -186,6 +186,11 @@ def test_requires_grad_false_maps_to_frozen_and_certifies():
     assert imp.spec.optimizer.frozen == [imp.names["conv2.weight"], imp.names["fc.bias"]]
     cert = imp.certify(("torch", "jax"), steps=2)
     assert cert.passed, cert.table()
+    params = imp.params
+    imp.unfreeze()   # trains what the source does not: the certificate no longer applies
+    assert imp.spec.optimizer.frozen == [] and imp.params.keys() == params.keys()
+    with pytest.raises(rosetta.RosettaError, match="frozen parameters changed since the import"):
+        imp.certify(("torch",), steps=1)
 
 
 def test_param_groups_map_to_lr_scale_and_the_kernels_decay_mask():
