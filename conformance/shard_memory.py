@@ -13,8 +13,11 @@ worker reports
   over the local tensors (torch: each ``DTensor``'s local shard; JAX: each device's shards of
   the arrays, ``addressable_shards``), per rank (torch) or per device (JAX);
 * **peak RSS**: the process's peak resident memory (``ru_maxrss``), and its growth over the RSS
-  before the model was built (the framework's own fixed memory left out). A JAX process drives
-  all N devices, so its RSS is the whole mesh's, not one device's.
+  before the model was built (the framework's own fixed memory left out); **RSS after**: the
+  resident memory after the updates, freed heap given back (``malloc_trim``). A JAX process
+  drives all N devices, so its RSS is the whole mesh's, not one device's. The peak includes
+  building the program: the neutral initial values are whole arrays on every worker, and the
+  model is built whole, then sharded.
 
 The table gives the worst rank's numbers and the ratio sharded / replicated; the targets are
 held <= 0.55x at N = 2 and <= 0.30x at N = 4 (ZeRO-3's 1/N, plus the arrays that do not divide:
@@ -69,6 +72,17 @@ def _current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _trim() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise), so that the RSS
+    after the updates is what the process holds."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def memory_worker(payload: dict, context: dict) -> dict:
     """In a worker: build the data-parallel program, make ``steps`` updates on random token
     windows, and write this rank's held bytes and RSS to ``payload["folder"]``."""
@@ -89,8 +103,10 @@ def memory_worker(payload: dict, context: dict) -> dict:
         y = rng.integers(0, vocab, size=(batch, length))
         prog.train_step({"tokens": x}, y)
     held = prog.held_bytes()
-    record = {"rank": context["rank"], "held": held, "peak_rss_mb": _rss_mb(),
-              "rss_before_mb": before}
+    peak = _rss_mb()
+    _trim()
+    record = {"rank": context["rank"], "held": held, "peak_rss_mb": peak,
+              "rss_before_mb": before, "rss_after_mb": _current_rss_mb()}
     path = Path(payload["folder"]) / f"rank{context['rank']}.json"
     path.write_text(json.dumps(record))
     return {"ok": True}
@@ -109,9 +125,9 @@ def measure(spec, backend: str, devices: int, shard_params: bool, steps: int = 2
         return [json.loads(p.read_text()) for p in found]
 
 
-def per_worker(records: list) -> list[tuple[float, float, float]]:
-    """(held MiB, peak RSS MiB, RSS growth MiB) of each rank, or of each JAX device (held) with
-    its process's RSS."""
+def per_worker(records: list) -> list[tuple[float, float, float, float]]:
+    """(held MiB, peak RSS MiB, RSS growth MiB, RSS after the updates MiB) of each rank, or of
+    each JAX device (held) with its process's RSS."""
     rows = []
     for r in records:
         params, opt = r["held"]["params"], r["held"]["optimizer"]
@@ -119,7 +135,7 @@ def per_worker(records: list) -> list[tuple[float, float, float]]:
         opt = opt if isinstance(opt, list) else [opt]
         for p, o in zip(params, opt):
             rows.append(((p + o) / 2 ** 20, r["peak_rss_mb"],
-                         r["peak_rss_mb"] - r["rss_before_mb"]))
+                         r["peak_rss_mb"] - r["rss_before_mb"], r["rss_after_mb"]))
     return rows
 
 
@@ -128,14 +144,15 @@ def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
     rows = []
     head = (f"{'backend':<8} {'N':>2} {'held MiB repl':>14} {'sharded':>8} {'ratio':>6} "
             f"{'target':>6} {'peak RSS repl':>14} {'sharded':>8} {'ratio':>6} "
-            f"{'RSS growth repl':>16} {'sharded':>8} {'ratio':>6}")
+            f"{'RSS growth repl':>16} {'sharded':>8} {'ratio':>6} "
+            f"{'RSS after repl':>15} {'sharded':>8} {'ratio':>6}")
     out = []
     for backend in backends:
         for n in counts:
             full = per_worker(measure(spec, backend, n, False, steps))
             part = per_worker(measure(spec, backend, n, True, steps))
-            worst = [max(v[i] for v in full) for i in range(3)]
-            mine = [max(v[i] for v in part) for i in range(3)]
+            worst = [max(v[i] for v in full) for i in range(4)]
+            mine = [max(v[i] for v in part) for i in range(4)]
             ratio = [m / w for m, w in zip(mine, worst)]
             row = {"backend": backend, "devices": n, "held_mib": worst, "held_sharded_mib": mine,
                    "ratios": ratio, "target": TARGETS.get(n),
@@ -143,7 +160,8 @@ def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
             rows.append(row)
             out.append(f"{backend:<8} {n:>2} {worst[0]:>14.2f} {mine[0]:>8.2f} {ratio[0]:>6.3f} "
                        f"{TARGETS.get(n, float('nan')):>6.2f} {worst[1]:>14.1f} {mine[1]:>8.1f} "
-                       f"{ratio[1]:>6.3f} {worst[2]:>16.1f} {mine[2]:>8.1f} {ratio[2]:>6.3f}")
+                       f"{ratio[1]:>6.3f} {worst[2]:>16.1f} {mine[2]:>8.1f} {ratio[2]:>6.3f} "
+                       f"{worst[3]:>15.1f} {mine[3]:>8.1f} {ratio[3]:>6.3f}")
             log(f"measured {backend} N={n}")
     print(head)
     print("\n".join(out))

@@ -39,6 +39,8 @@ class Imported(TrainedModel):
         # why training this model is refused ("" if it is not): an ONNX graph whose BatchNorm
         # the exporter folded into the convolution computes the eval function only
         self.inference_only = inference_only
+        # the source's own frozen set: certify() compares training with it
+        self._source_frozen = list(spec.optimizer.frozen)
 
     # --- the import's parts, or the compiled program's -------------------------------------------
     @property
@@ -214,6 +216,11 @@ class Imported(TrainedModel):
         if self.source is None:
             raise RosettaError("certify: this model no longer computes its source's function "
                                "(its head was replaced); certify the import before replace_head")
+        if self.spec.optimizer.frozen != self._source_frozen:
+            raise RosettaError(f"certify: the frozen parameters changed since the import "
+                               f"({self._source_frozen or 'none'} in the source, "
+                               f"{self.spec.optimizer.frozen or 'none'} now), so training no "
+                               f"longer follows the source's; certify before freeze/unfreeze")
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,
                        progress=progress, dropout=dropout)
 

@@ -74,3 +74,17 @@ def test_backends_without_sharding_refuse_it_in_one_line(backend):
 def test_one_device_has_nothing_to_shard_over():
     with pytest.raises(DataError, match="--shard-params .* --devices N with N >= 2"):
         train(_mlp(), SHARDING[0] if SHARDING else "torch", shard_params=True, progress=False)
+
+
+def test_the_docs_table_is_derived_from_the_backends():
+    from pathlib import Path
+
+    from rosetta.distributed import shard_params_table
+
+    table = shard_params_table()
+    for name in backend_names():
+        cls = backend_class(name)
+        row = next(ln for ln in table.splitlines() if ln.startswith(f"| {name} |"))
+        assert ("refused: " in row) == (cls.shard_params is None), row
+    page = Path(__file__).resolve().parents[2] / "docs" / "guide" / "distributed.md"
+    assert "<!-- shard-params -->" in page.read_text()
