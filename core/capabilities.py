@@ -43,6 +43,9 @@ ROWS = (
                                            for name, f in c.formats.items()) or "none"),
     ("several devices", _engine),
     ("several hosts", _hosts),
+    ("sharded parameters (`--shard-params`)",
+     lambda c: c.shard_params if c.shard_params is not None
+     else f"refused: {c.shard_params_refusal}"),
 )
 
 
@@ -71,4 +74,17 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ROWS", "table", "markdown_table"]
+def row_markdown(title: str) -> str:
+    """One capability as a two-column table (backend, what it does), for the guide page of that
+    feature (``<!-- capability: TITLE -->``; TITLE is a row title of ``ROWS``, up to its first
+    parenthesis is enough)."""
+    titles = [t for t, _ in ROWS if t == title or t.split(" (")[0] == title]
+    if len(titles) != 1:
+        raise KeyError(f"no capability row {title!r}; rows: {', '.join(t for t, _ in ROWS)}")
+    cells = table()
+    lines = [f"| backend | {titles[0]} |", "|---|---|"]
+    lines += [f"| {name} | {rows[titles[0]].replace('|', '/')} |" for name, rows in cells.items()]
+    return "\n".join(lines)
+
+
+__all__ = ["ROWS", "table", "markdown_table", "row_markdown"]

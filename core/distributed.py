@@ -163,20 +163,6 @@ def check_shard_params(backend: str, devices: int | None = None) -> None:
                         "data-parallel devices: give --devices N with N >= 2")
 
 
-def shard_params_table() -> str:
-    """The docs' table of ``--shard-params`` per backend, from ``Backend.shard_params`` (the
-    MkDocs hook ``docs/hooks/shard_params.py`` puts it where a page says
-    ``<!-- shard-params -->``)."""
-    from rosetta.backend_registry import backend_class, backend_names
-
-    rows = ["| backend | `--shard-params` |", "|---|---|"]
-    for name in backend_names():
-        cls = backend_class(name)
-        rows.append(f"| {name} | " + (cls.shard_params if cls.shard_params is not None
-                                      else f"refused: {cls.shard_params_refusal}") + " |")
-    return "\n".join(rows)
-
-
 def check_batchnorm(batchnorm: str) -> str:
     if batchnorm not in BATCHNORM_STATS:
         raise DataError(f"batchnorm statistics must be one of {', '.join(BATCHNORM_STATS)}, "

@@ -79,12 +79,12 @@ def test_one_device_has_nothing_to_shard_over():
 def test_the_docs_table_is_derived_from_the_backends():
     from pathlib import Path
 
-    from rosetta.distributed import shard_params_table
+    from rosetta.capabilities import row_markdown
 
-    table = shard_params_table()
+    table = row_markdown("sharded parameters")
     for name in backend_names():
         cls = backend_class(name)
         row = next(ln for ln in table.splitlines() if ln.startswith(f"| {name} |"))
         assert ("refused: " in row) == (cls.shard_params is None), row
     page = Path(__file__).resolve().parents[2] / "docs" / "guide" / "distributed.md"
-    assert "<!-- shard-params -->" in page.read_text()
+    assert "<!-- capability: sharded parameters -->" in page.read_text()
