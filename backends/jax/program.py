@@ -23,6 +23,14 @@ they are one more argument of the same compiled functions (one extra trace, for 
 Since the masks are a function of (seed, update count), there is no stream position to save:
 ``export_rng_state`` is {} and a resumed program (``load_optimizer_state`` sets the device step
 counter) draws the masks the uninterrupted one would have.
+
+Precision policies (``rosetta.backends.jax.precision``, docs/guide/precision.md): the state is
+kept in the policy's parameter type (float32 masters under a mixed policy), the product nodes'
+parameters are cast to the low type inside the step, the loss runs in float32 under a mixed
+policy, and under ``mixed_float16`` the steps take the loss scale as one more argument and
+return whether the unscaled gradients were all finite: a non-finite step moves no parameter or
+optimizer slot and does not advance the device step counter, and the host's ``LossScale``
+(checkpointed, neutral) decides the scale and the update count.
 """
 
 from __future__ import annotations

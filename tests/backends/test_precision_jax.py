@@ -211,3 +211,13 @@ def test_a_torch_mixed_float16_checkpoint_continues_on_jax(tmp_path):
             prog.train_step(*batch)
         assert j.export_loss_scale() == t.export_loss_scale() and j.step == t.step
     assert (j.export_loss_scale(), j.step) == ({"scale": 2.0 ** 15, "good": 0}, 5)
+
+
+def test_node_outputs_are_the_training_forward_of_every_node():
+    p = _prog("mixed_bfloat16")
+    x, _ = _batch()
+    outs = jp.node_outputs(p, x)
+    assert set(outs) == {"d1", "ln", "attn", "flat", "d2"}
+    assert all(v.dtype == np.float64 for v in outs.values())
+    np.testing.assert_allclose(outs["d2"], p.forward(x, training=True), rtol=2 ** -8,
+                               atol=2 ** -8 * float(np.max(np.abs(outs["d2"]))))
