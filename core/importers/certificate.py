@@ -104,7 +104,7 @@ class Certificate:
                 "seconds": self.seconds}
 
 
-def randomize(module, seed: int) -> None:
+def randomize(module, seed: int, keep=()) -> None:
     """Every floating parameter and buffer to random non-default values at the scale it has:
     a tensor with spread keeps its mean m and standard deviation s,
     p <- m + ((p - m) + 0.5 s N(0, 1)) / sqrt(1.25) (so a deep model without normalisation does
@@ -115,7 +115,7 @@ def randomize(module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            if not t.is_floating_point() or t.numel() == 0:
+            if not t.is_floating_point() or t.numel() == 0 or name in keep:
                 continue
             noise = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
             mean = float(t.mean())
@@ -233,7 +233,7 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     src = imp.source
     module = copy.deepcopy(src.module)
     module.to(torch.float64 if dtype == "float64" else torch.float32)
-    randomize(module, seed)
+    randomize(module, seed, getattr(src, "constant_buffers", ()))   # folded: the spec's
     if dtype == "float64":
         _exact_hardsigmoid(module)
     for m in module.modules():

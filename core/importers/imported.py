@@ -277,6 +277,7 @@ class _Source:
     input_layout: str
     description: str = ""
     scheduler: object = None   # the torch LR scheduler driving ``optimizer`` (None: none)
+    constant_buffers: tuple = ()   # buffers folded into Constants: the certificate keeps them
     framework = "torch"            # the source's framework, named in the certificate
     float32_certificate = True     # certify32 runs this source's float32 steps
 
@@ -344,7 +345,8 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
         raise ImportRefused([f"<root> ({type(module).__name__}): {e}"]) from None
     src = _Source(module, tuple(example_inputs), optimizer, loss, cap.layouts, slot_keys,
                   cap.fx_nodes, cap.input_layout,
-                  f"torch {type(module).__module__}.{type(module).__name__}", scheduler)
+                  f"torch {type(module).__module__}.{type(module).__name__}", scheduler,
+                  cap.constant_buffers)
     notes = []
     if cap.ignored_buffers:
         notes.append(f"buffers without spec state (not read by the graph's math): "
@@ -358,6 +360,10 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
                      f"nn.Hardsigmoid modules as relu6(x + 3) / 6 (the same function, its "
                      f"backward in float64); a functional hardsigmoid call keeps torch's "
                      f"kernel and diverges there at that level (the forward is exact)")
+    if cap.folded:
+        notes.append(f"{cap.folded} input-independent calls folded into constants at the "
+                     f"example's shapes: the spec takes inputs of shape "
+                     f"{tuple(example_inputs[0].shape[1:])} only")
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

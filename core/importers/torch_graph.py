@@ -105,6 +105,8 @@ class Captured:
     input_layout: str         # "nchw" or "plain"
     ignored_buffers: list     # source buffers the spec has no state for
     fx_nodes: dict            # spec node -> (fx node name, layout, chw): where to read it
+    constant_buffers: tuple = ()   # buffers read only as constants (torch_fold)
+    folded: int = 0                # how many calls were folded
 
 
 def _short(type_str: str) -> str:
@@ -417,10 +419,13 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     if unused:
         raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "
                              f"unused parameters; remove it or map it)" for k in unused])
-    ignored = [k for k in to_buffer.values() if k not in b.names]
+    const_buffers = tuple(sorted({to_buffer[p.name] for n in nodes if n.name in folded
+                                  for p in n.all_input_nodes if p.name in to_buffer}))
+    ignored = [k for k in to_buffer.values() if k not in b.names and k not in const_buffers]
     return Captured(graph, b.params, b.state, b.names, b.layouts, b.node_source,
                     "nchw" if graph_input is not None and len(example_inputs[0].shape) == 4
-                    else "plain", ignored, fx_nodes)
+                    else "plain", ignored, fx_nodes,
+                    const_buffers, len(folded))
 
 
 def _note(fx_nodes, v, fx_name):

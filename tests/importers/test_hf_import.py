@@ -127,3 +127,27 @@ def test_multihead_attention_module_is_refused_in_one_line():
         from_torch(Attention(mha=True).double(), torch.randn(2, 5, 8, dtype=torch.float64),
                    loss=TokenCrossEntropy())
     assert len(e.value.lines) == 1 and "nn.MultiheadAttention" in e.value.lines[0]
+
+
+class Rotary(torch.nn.Module):
+    """A float buffer (RoPE's inverse frequencies) read only by folded calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("inv_freq", torch.tensor([1.0, 0.1, 0.01]), persistent=False)
+        self.lin = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        angles = torch.arange(x.shape[1], dtype=x.dtype)[:, None] * self.inv_freq[None]
+        table = torch.cat([angles.cos(), angles.sin()], dim=-1)
+        return self.lin(x * table)
+
+
+def test_folded_float_buffer_is_kept_by_the_certificate():
+    torch.manual_seed(0)
+    imp = from_torch(Rotary().double(), torch.randn(2, 5, 6, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    assert any("folded into constants" in n and "(5, 6)" in n for n in imp.notes)
+    assert imp.source.constant_buffers == ("inv_freq",)
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
