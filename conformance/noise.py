@@ -324,7 +324,19 @@ def update_slopes(result: dict, upd: dict, start: Start, store=np.float32) -> di
     float32, without rounding the reference). The elementwise ``params/`` rows, bounded by the
     parameter's own rounding, cannot see an optimizer bias of 1e-5 of the update; this row holds
     it against the spread of s over the noise runs (``compare_noisy``). A parameter with no
-    update (u = 0) has no row."""
+    update (u = 0) has no row.
+
+    Storing p1 and rounding the reference each move an element by at most half an ulp of the
+    stored value, so storage alone can move s by up to
+
+        b = Σ |u_i| · ulp(p1_ref_i) / <u, u>
+
+    when every element rounds the same way, which happens where a parameter starts with one
+    value everywhere and moves by one size (a norm scale at 1.0 under Adam: b was 2.8e-5 on the
+    zoo transformer's LayerNorm scale, where the noise runs, rounding alike, spread by 1e-10).
+    The row is therefore the part of s that storage cannot explain, sign(s) · max(0, |s| - b):
+    0 for any storage rounding, s - b for an optimizer bias larger than it (the float32-betas
+    trap's 7.7e-6 on the zoo mlp, whose kernels' b is below that)."""
     out = {}
     for k, p0 in start.params.items():
         key = f"params/{k}"
@@ -335,7 +347,9 @@ def update_slopes(result: dict, upd: dict, start: Start, store=np.float32) -> di
         uu = float(np.sum(u * u))
         if uu > 0 and np.shape(result[key]) == u.shape:
             e = np.asarray(result[key], np.float64) - ref.astype(store).astype(np.float64)
-            out[f"update/{k}"] = np.asarray(float(np.sum(e * u)) / uu)
+            slope = float(np.sum(e * u)) / uu
+            b = float(np.sum(np.abs(u) * np.spacing(np.abs(ref).astype(store)))) / uu
+            out[f"update/{k}"] = np.asarray(np.sign(slope) * max(0.0, abs(slope) - b))
     return out
 
 
