@@ -5,9 +5,9 @@ the page cannot fall behind the code. A page asks for it with the line
 table (``rosetta.capabilities.row_markdown``); ``<!-- keras-export-refusals -->`` gives the ops
 the Keras export refuses, with each reason."""
 
-import re
-
 from __future__ import annotations
+
+import re
 
 CAPABILITIES = "<!-- backend-capabilities -->"
 KERAS_REFUSALS = "<!-- keras-export-refusals -->"
