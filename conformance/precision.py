@@ -114,6 +114,24 @@ def check_loss_scale(program, good_batch, bad_batch, interval: int = 2) -> list[
     return out
 
 
+def plant_late_growth(rule: LossScale) -> None:
+    """A planted trap for ``check_loss_scale``: ``rule`` (a program's ``LossScale``) grows one
+    good step late, its counter off by one. The rule is host-side and the same object on every
+    backend, so one plant serves every backend's test."""
+    after = rule.after
+
+    def off_by_one(finite):
+        if finite and rule.good + 1 == rule.interval:
+            rule.good += 1
+            return True
+        if finite and rule.good == rule.interval:
+            rule.good = 0
+            rule.scale *= rule.factor
+            return True
+        return after(finite)
+    rule.after = off_by_one
+
+
 # --- the numbers: each backend's low-precision step, teacher-forced from the float64 state ------
 PRECISION_STEPS = 2    # steps held (each from the float64 state: errors never compound)
 LOW_MULTIPLE = 4.0     # c times the measured spread (see the module docstring)

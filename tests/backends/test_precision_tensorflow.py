@@ -21,7 +21,7 @@ from rosetta.backend_registry import get_backend  # noqa: E402
 from rosetta.backends.tensorflow import optimizers  # noqa: E402
 from rosetta.backends.tensorflow import precision as tp  # noqa: E402
 from rosetta.conformance.precision import (LOW_FLOOR, LOW_ULPS, check_loss_scale,  # noqa: E402
-                                           check_types, precision_tier)
+                                           check_types, plant_late_growth, precision_tier)
 from rosetta.conformance.noise import unit_roundoff  # noqa: E402
 from rosetta.errors import BackendUnavailable  # noqa: E402
 
@@ -152,19 +152,7 @@ def test_pure_bfloat16_runs_in_bf16_and_crosses_the_api_in_float32():
 
 def test_trap_growth_counter_off_by_one_fails_on_the_scale():
     p = _prog("mixed_float16", _small_spec())
-    rule = p.loss_scale
-    after = rule.after
-
-    def off_by_one(finite):          # grows one good step late
-        if finite and rule.good + 1 == rule.interval:
-            rule.good += 1
-            return True
-        if finite and rule.good == rule.interval:
-            rule.good = 0
-            rule.scale *= rule.factor
-            return True
-        return after(finite)
-    rule.after = off_by_one
+    plant_late_growth(p.loss_scale)   # grows one good step late
     problems = check_loss_scale(p, _batch(), _batch(1e30))
     assert problems[0].startswith("loss_scale/scale after step 1: 32768.0, the rule gives "
                                   "65536.0")

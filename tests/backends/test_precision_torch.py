@@ -20,7 +20,7 @@ from rosetta import checkpoint  # noqa: E402
 from rosetta.backend_registry import get_backend  # noqa: E402
 from rosetta.backends.torch import precision as tp  # noqa: E402
 from rosetta.conformance.precision import (check_loss_scale, check_types,  # noqa: E402
-                                           precision_tier)
+                                           plant_late_growth, precision_tier)
 from rosetta.errors import BackendUnavailable  # noqa: E402
 from rosetta.run_loop import save_program  # noqa: E402
 
@@ -109,19 +109,7 @@ def test_loss_scale_rule_with_growth_interval_2_and_a_planted_infinite_gradient(
 
 def test_trap_growth_counter_off_by_one_fails_on_the_scale():
     p = _prog("mixed_float16")
-    rule = p.loss_scale
-    after = rule.after
-
-    def off_by_one(finite):          # grows one good step late
-        if finite and rule.good + 1 == rule.interval:
-            rule.good += 1
-            return True
-        if finite and rule.good == rule.interval:
-            rule.good = 0
-            rule.scale *= rule.factor
-            return True
-        return after(finite)
-    rule.after = off_by_one
+    plant_late_growth(p.loss_scale)   # grows one good step late
     problems = check_loss_scale(p, _batch(), _batch(1e30))
     assert problems[0].startswith("loss_scale/scale after step 1: 32768.0, the rule gives "
                                   "65536.0")
