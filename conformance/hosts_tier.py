@@ -40,10 +40,13 @@ def cell(name: str, backend: str, *, hosts: int, per_host: int, steps: int, batc
 
 
 def main(argv=None) -> int:
+    from rosetta.backend_registry import backend_class, backend_names
+
     ap = argparse.ArgumentParser(prog="python -m rosetta.conformance.hosts_tier",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["resnet", "transformer", "mlp_dropout"])
-    ap.add_argument("--backends", nargs="+", default=["torch", "tensorflow", "jax"])
+    ap.add_argument("--backends", nargs="+", default=[   # every backend with several hosts
+        b for b in backend_names() if backend_class(b).engine is not None])
     ap.add_argument("--hosts", type=int, default=2)
     ap.add_argument("--per-host", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2)

@@ -169,9 +169,12 @@ def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    from rosetta.backend_registry import backend_class, backend_names
+
     ap = argparse.ArgumentParser(prog="python -m rosetta.conformance.shard_memory",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", nargs="+", default=["torch", "jax"])
+    ap.add_argument("--backends", nargs="+", default=[   # every backend that shards
+        b for b in backend_names() if backend_class(b).shard_params is not None])
     ap.add_argument("--devices", nargs="+", type=int, default=[2, 4])
     ap.add_argument("--width", type=int, default=64, help="model width (heads of 16)")
     ap.add_argument("--blocks", type=int, default=2)

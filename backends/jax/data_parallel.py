@@ -206,7 +206,7 @@ class Program(single.Program):
 
     def _run_gradients(self, batch, masks):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
-                                      *batch, self._native_masks(masks))
+                                      *batch, self._native_masks(masks), self._scale())
         return float(loss), params_mod.export(self._whole(grads))
 
     def held_bytes(self) -> dict:

@@ -222,8 +222,9 @@ class Program(contract.BackendProgram):
         scale = self.loss_scale.scale if self.loss_scale is not None else None
         if loss.requires_grad:  # False only for a model without parameters
             (loss if scale is None else loss * scale).backward()
-        for p in self._unreached:
-            p.grad = torch.zeros_like(p)
+        for p in self._param_tensors:   # unreached, or reached only through a cast to int:
+            if p.grad is None and p.requires_grad:   # the canonical update sees a zero gradient
+                p.grad = torch.zeros_like(p)
         if scale is not None and not self._unscaled_finite(
                 [p.grad for p in self._param_tensors], scale):
             return loss.item()   # skipped: nothing moves, the update count stays

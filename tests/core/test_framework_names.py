@@ -40,6 +40,8 @@ ALLOWED = {
     "conformance/import_acceptance.py": ("*", "the importer's acceptance runs train their "
                                               "sources in torch and name the backends they "
                                               "continue on"),
+    "conformance/hf_models.py": ("*", "the HuggingFace sweep's source models are torch modules "
+                                 "built from transformers configs"),
     "conformance/onnx_sweep.py": ("*", "the ONNX sweep builds its source models in torch and "
                                        "exports them with torch's ONNX exporters"),
 }
