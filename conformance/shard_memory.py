@@ -39,24 +39,11 @@ TARGETS = {2: 0.55, 4: 0.30}
 
 
 def gpt_spec(width: int = 64, blocks: int = 2, length: int = 64, batch: int = 8):
-    """The zoo's gpt at width ``width`` (heads of 16) with ``blocks`` blocks; (64, 2) is the
-    zoo's."""
-    import rosetta as rs
-    from rosetta.text import VOCAB
+    """The zoo's gpt (``rosetta.models.sequence.gpt``) at width ``width`` with ``blocks``
+    blocks."""
+    from rosetta.models.sequence import gpt
 
-    tokens = rs.Input((length,), name="tokens", kind="int")
-    h = rs.Embedding(len(VOCAB), width, name="embed")(tokens)
-    h = rs.PositionEmbedding(length, name="pos")(h)
-    for i in range(blocks):
-        h = rs.TransformerBlock(h, heads=width // 16, head_dim=16, ff_dim=4 * width,
-                                causal=True, norm_first=True, name=f"block{i + 1}")
-    h = rs.LayerNorm(name="ln_f")(h)
-    out = rs.Dense(len(VOCAB), name="logits")(h)
-    return rs.TrainSpec(model=rs.Model(tokens, out, name="gpt"),
-                        loss=rs.losses.SequenceCrossEntropy(),
-                        optimizer=rs.optim.AdamW(rs.schedules.WarmupCosine(3e-3, 50, 600),
-                                                 weight_decay=0.01),
-                        data=rs.DataSpec("text", batch, {"length": length}), steps=600)
+    return gpt(width, blocks, length, batch)
 
 
 def _rss_mb() -> float:

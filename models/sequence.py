@@ -62,25 +62,26 @@ def transformer() -> rs.TrainSpec:
                         data=MAJORITY, steps=400, description=transformer.__doc__)
 
 
-def gpt() -> rs.TrainSpec:
+def gpt(width: int = 64, blocks: int = 2, length: int = 64, batch: int = 32) -> rs.TrainSpec:
     """A small GPT: character embedding + learned positions, 2 pre-norm causal transformer blocks
     (4 heads x 16, feed-forward 256), final LayerNorm, next-character logits over 96 characters;
     AdamW with warm-up and cosine decay, on windows of 64 characters of Python's standard library
     sources. ``rosetta train gpt`` prints a sampled string after training."""
+    # the arguments scale it (heads of 16, feed-forward 4 x width) for the memory measurements
+    # (rosetta.conformance.shard_memory); the defaults are the zoo's gpt
     from rosetta.text import VOCAB
 
-    length = 64
     tokens = rs.Input((length,), name="tokens", kind="int")
-    h = rs.Embedding(len(VOCAB), 64, name="embed")(tokens)
+    h = rs.Embedding(len(VOCAB), width, name="embed")(tokens)
     h = rs.PositionEmbedding(length, name="pos")(h)
-    for i in range(2):
-        h = rs.TransformerBlock(h, heads=4, head_dim=16, ff_dim=256, causal=True,
-                                norm_first=True, name=f"block{i + 1}")
+    for i in range(blocks):
+        h = rs.TransformerBlock(h, heads=width // 16, head_dim=16, ff_dim=4 * width,
+                                causal=True, norm_first=True, name=f"block{i + 1}")
     h = rs.LayerNorm(name="ln_f")(h)
     out = rs.Dense(len(VOCAB), name="logits")(h)
     return rs.TrainSpec(model=rs.Model(tokens, out, name="gpt"),
                         loss=rs.losses.SequenceCrossEntropy(),
                         optimizer=rs.optim.AdamW(rs.schedules.WarmupCosine(3e-3, 50, 600),
                                                  weight_decay=0.01),
-                        data=rs.DataSpec("text", 32, {"length": length}), steps=600,
+                        data=rs.DataSpec("text", batch, {"length": length}), steps=600,
                         description=gpt.__doc__)

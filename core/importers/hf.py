@@ -15,27 +15,42 @@
 
 from __future__ import annotations
 
-import torch
+from functools import cache
 
 
-class Logits(torch.nn.Module):
-    """``model(x)[0]``: the first output of a HuggingFace model called on token ids or pixels
-    (``use_cache=False`` where the model takes it)."""
+@cache
+def _classes() -> dict:
+    """The two torch classes, made on first use: importing this module (as the core's import
+    checks do) imports no framework; ``from rosetta.importers.hf import Logits`` does."""
+    import torch
 
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
+    class Logits(torch.nn.Module):
+        """``model(x)[0]``: the first output of a HuggingFace model called on token ids or
+        pixels (``use_cache=False`` where the model takes it)."""
 
-    def forward(self, x):
-        return self.model(x)[0]
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)[0]
+
+    class TokenCrossEntropy(torch.nn.CrossEntropyLoss):
+        """``CrossEntropyLoss`` of (N, ..., C) logits against (N, ...) integer labels, classes
+        on the last axis: the mean over every position (torch's own takes classes on axis 1)."""
+
+        def forward(self, logits, labels):
+            return super().forward(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    for cls in (Logits, TokenCrossEntropy):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    return {"Logits": Logits, "TokenCrossEntropy": TokenCrossEntropy}
 
 
-class TokenCrossEntropy(torch.nn.CrossEntropyLoss):
-    """``CrossEntropyLoss`` of (N, ..., C) logits against (N, ...) integer labels, classes on
-    the last axis: the mean over every position (torch's own takes classes on axis 1)."""
-
-    def forward(self, logits, labels):
-        return super().forward(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+def __getattr__(name):
+    if name in __all__:
+        return _classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Logits", "TokenCrossEntropy"]
