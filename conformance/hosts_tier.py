@@ -64,11 +64,12 @@ def main(argv=None) -> int:
             except Exception as e:  # noqa: BLE001 - a report: the cell says what failed
                 row = {"model": name, "backend": backend, "passed": False,
                        "worst_rel": float("nan"), "seconds": 0.0,
-                       "where": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                       "where": f"{type(e).__name__}: {e}"}
             rows.append(row)
             print(f"{name:<14} {backend:<11} {args.hosts}x{args.per_host:<5} "
                   f"{row['worst_rel']:>10.2e} {str(row['passed']):>7} {row['seconds']:>8.1f}"
                   + (f"  {row['where']}" if row.get("where") else ""), flush=True)
+            # a failure's first line is in the row; the hosts' last output lines follow it
     return 0 if all(r["passed"] for r in rows) else 1
 
 

@@ -8,6 +8,7 @@ same validation (``Graph.__init__``), so a bad spec fails the same way however i
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -210,6 +211,12 @@ class Graph:
 
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
         return {p: d.init.sample(d.shape, seed, p) for p, d in self.param_defs().items()}
+
+    def initial_params(self, seed: int) -> "InitialValues":
+        """The same values as ``init_params``, drawn one path at a time when read (each path's
+        draw depends only on (seed, path)): a program that loads them holds one whole array at
+        a time, not the whole model in float64 (what sharded parameters need)."""
+        return InitialValues(self.param_defs(), seed)
 
     def init_state(self) -> dict[str, np.ndarray]:
         return {p: d.init.sample(d.shape, 0, p) for p, d in self.state_defs().items()}
@@ -472,3 +479,21 @@ def Sequential(layers: list, input_shape, name: str = "model", input_kind: str =
                             where=f"{name}[{i}]")
         y = layer(y)
     return Model(x, y, name=name)
+
+
+class InitialValues(Mapping):
+    """{path: initial array} drawn on each read (``Graph.initial_params``): never all held at
+    once. Read-only; ``dict(values)`` draws them all."""
+
+    def __init__(self, defs: dict[str, ParamDef], seed: int):
+        self._defs, self._seed = defs, seed
+
+    def __getitem__(self, path: str) -> np.ndarray:
+        d = self._defs[path]
+        return d.init.sample(d.shape, self._seed, path)
+
+    def __iter__(self):
+        return iter(self._defs)
+
+    def __len__(self) -> int:
+        return len(self._defs)

@@ -175,14 +175,26 @@ class Program(single.Program):
 
         def placed(*args):
             params, stats, opt_state, *rest = step(*args)
+            # batch statistics stay replicated: left to itself the partitioner may split them
+            # (then no process could fetch them whole on several hosts)
+            stats = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self.replicated),
+                                 stats)
             return (constrain(params), stats, constrain(opt_state), *rest)
 
         return placed
 
-    def load(self, params, state):
-        super().load(params, state)
-        self.params = self._place_state(self.params)
-        self.opt_state = self._place_state(self.opt_state)
+    def _put_state(self, tree):
+        return self._place_state(tree) if self.shard_params else self._put(tree)
+
+    def _init_optimizer_state(self, params):
+        """Sharded: optax's ``init`` jitted with the state's placements as its output
+        shardings, so each device only ever holds its shards of the zeros (never a whole
+        replicated copy first)."""
+        if not self.shard_params:
+            return super()._init_optimizer_state(params)
+        shapes = jax.eval_shape(self.optimizer.init, params)
+        out = jax.tree.map(lambda s: self.state_sharding(s.shape), shapes)
+        return jax.jit(self.optimizer.init, out_shardings=out)(params)
 
     def _set_optimizer_state(self, checked: dict, step: int) -> None:
         super()._set_optimizer_state(checked, step)
@@ -208,6 +220,22 @@ class Program(single.Program):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,
                                       *batch, self._native_masks(masks), self._scale())
         return float(loss), params_mod.export(self._whole(grads))
+
+    def step_memory(self, inputs, labels) -> dict:
+        """XLA's own account of one device's memory in the update step on this batch (the
+        compiled step's ``memory_analysis``, per device under the partitioner): its arguments
+        (parameters, statistics, optimizer state, this device's rows), temporaries (whatever
+        the step holds between them: activations, gradients, parameters gathered whole) and
+        the part of its outputs that reuses the donated arguments. For the memory table
+        (``rosetta.conformance.shard_memory``); the update with no random draws only."""
+        if self._mask_draws:
+            raise BackendUnavailable("step_memory: the model draws dropout masks")
+        x, y = self._to_device(self._native_batch(*self.check_batch(inputs, labels)))
+        m = self._train_step_plain.lower(self.params, self.batch_stats, self.opt_state, x, y,
+                                         self._scale()).compile().memory_analysis()
+        return {"arguments": int(m.argument_size_in_bytes),
+                "temporaries": int(m.temp_size_in_bytes),
+                "outputs_not_aliased": int(m.output_size_in_bytes - m.alias_size_in_bytes)}
 
     def held_bytes(self) -> dict:
         """Bytes of parameters and of optimizer state on each device of this process

@@ -74,7 +74,7 @@ class Program(contract.BackendProgram):
         params_mod.check_structure(self.graph, self.model, self._example_inputs())
         self.rng = self._put_key(jax.random.key(spec.seed))
         self._compile_steps()
-        self.load(self.graph.init_params(spec.seed), self.graph.init_state())
+        self.load(self.graph.initial_params(spec.seed), self.graph.init_state())
 
     # --- the pure functions, compiled once ------------------------------------------------------
     def _compile_steps(self):
@@ -172,9 +172,9 @@ class Program(contract.BackendProgram):
     def load(self, params, state):
         variables = params_mod.load(self.graph, params, state, self._param_dtype)
         put = self._put
-        self.params = put(variables[params_mod.PARAMS])
+        self.params = self._put_state(variables[params_mod.PARAMS])
         self.batch_stats = put(variables[params_mod.STATE])
-        self.opt_state = put(self.optimizer.init(self.params))
+        self.opt_state = self._init_optimizer_state(self.params)
         self.step = 0
         self._step = put(np.asarray(0, STEP_DTYPE))
         self._reset_loss_scale()
@@ -206,6 +206,15 @@ class Program(contract.BackendProgram):
         """Host arrays (a tree) on the program's device (a data-parallel program: replicated
         over its mesh)."""
         return jax.device_put(tree, self.jax_device)
+
+    def _put_state(self, tree):
+        """Parameters (host arrays) on the device: ``_put`` here; sharded over the mesh in a
+        data-parallel program with ``shard_params``."""
+        return self._put(tree)
+
+    def _init_optimizer_state(self, params):
+        """optax's initial state for ``params``, placed as ``_put`` places."""
+        return self._put(self.optimizer.init(params))
 
     def _put_key(self, key):
         """A typed PRNG key placed as ``_put`` places arrays."""

@@ -29,7 +29,9 @@ none), and so does its optimizer state (torch's optimizers keep state shaped as 
 parameter); FSDP2 all-gathers a module's parameters for its forward and backward and frees them
 after, and reduce-scatters the gradients with the mean over the ranks, the gradient DDP would
 give (each rank's local mean loss, averaged). BatchNorm buffers stay whole on every rank.
-Exports gather the whole tensors (``DTensor.full_tensor``: every rank calls them, in the same
+The model is built with its parameters on the meta device and sharded before they get memory
+(``Program._place_model``), and the initial values are drawn one array at a time, so no rank
+holds the whole model at any moment (FSDP2's meta-device initialisation). Exports gather the whole tensors (``DTensor.full_tensor``: every rank calls them, in the same
 order), so checkpoints are the canonical whole arrays.
 """
 
@@ -44,9 +46,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rosetta.distributed import check_batchnorm, replica_rows, worker_timeout
 from rosetta.errors import BackendUnavailable
-from rosetta.backends.torch import params as params_mod
 from rosetta.backends.torch import program as single
-from rosetta.backends.torch.model import running_stats_frozen
+from rosetta.backends.torch.model import materialize, running_stats_frozen
 
 
 STARTUP = 300.0  # seconds the ranks may take to meet (the default of torch's own rendezvous)
@@ -172,13 +173,12 @@ class Program(single.Program):
             raise BackendUnavailable(f"asked for {devices} devices, but the process group has "
                                      f"{self.world} ranks (WORLD_SIZE)")
         self.batchnorm = check_batchnorm(batchnorm)
+        self.shard_params = bool(shard_params)
         super().__init__(spec, dtype=dtype, device=device, mode="eager")
         moments = global_moments if batchnorm == "global" else None
         for m in self._norms:
             m.global_moments = moments
-        self.shard_params = bool(shard_params)
         if self.shard_params:
-            self._shard()
             self.ddp = self.model  # FSDP2's hooks are on the model itself
         else:
             ids = [self.torch_device.index or 0] if self.torch_device.type == "cuda" else None
@@ -186,17 +186,20 @@ class Program(single.Program):
                                                find_unused_parameters=bool(self._unreached))
         self.devices = devices
 
-    def _shard(self) -> None:
-        """FSDP2 over the ranks (``shard_model``): it replaces every parameter by a sharded
-        ``DTensor``, so the slots, the optimizer and the values are made again on them."""
-        values, state = self.export_params(), self.export_state()
-        reached = self.graph.ancestors(self.graph.outputs)
-        shard_model(self.model)
-        self._params, self._state = params_mod.slots(self.graph, self.model)
-        self._param_tensors = [s.tensor for s in self._params.values()]
-        self._unreached = [s.tensor for p, s in self._params.items()
-                           if p.split("/")[0] not in reached]
-        self.load(values, state)
+    @property
+    def builds_sharded(self) -> bool:
+        return self.shard_params
+
+    def _place_model(self) -> None:
+        """Sharded: the model was built with its parameters on the meta device (no values);
+        FSDP2 shards them (``shard_model``: each becomes a ``DTensor``), and only then does
+        each rank get memory for its own shards (``materialize``). ``load`` then draws the
+        initial values one array at a time (``Graph.initial_params``) and each rank keeps its
+        shard, so no rank ever holds the whole model, its initial values or its optimizer
+        state: FSDP2's meta-device initialisation."""
+        if self.shard_params:
+            shard_model(self.model)
+            materialize(self.model, self.torch_device)
 
     def held_bytes(self) -> dict:
         """Bytes of parameters and of optimizer state this rank holds (its shards when

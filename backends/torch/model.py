@@ -14,7 +14,7 @@ layout each op runs in is decided once, at build time, by ``layers.plan_layout``
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -170,12 +170,55 @@ def _in_layout(versions: dict, layout: str) -> torch.Tensor:
     return x
 
 
-def build_model(graph: Graph, device: torch.device, dtype: torch.dtype) -> GraphModule:
+def build_model(graph: Graph, device: torch.device, dtype: torch.dtype, *,
+                empty_params: bool = False) -> GraphModule:
     """The GraphModule on ``device`` in ``dtype``. Construction runs inside a forked RNG so torch's
-    own initializers (overwritten by ``Program.load``) leave the global torch RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    own initializers (overwritten by ``Program.load``) leave the global torch RNG untouched.
+
+    ``empty_params``: every parameter is left on the meta device (no memory; buffers are made as
+    usual): the FSDP2 way to build a model that is sharded before its values exist
+    (``data_parallel.shard_model`` then ``materialize``)."""
+    with torch.random.fork_rng(devices=[]), (parameters_on_meta() if empty_params
+                                             else nullcontext()):
         model = GraphModule(graph)
+    if empty_params:
+        return model.to(dtype=dtype)
     return model.to(device=device, dtype=dtype)
+
+
+@contextmanager
+def parameters_on_meta():
+    """While active, every ``nn.Parameter`` a module registers is moved to the meta device as it
+    is registered (one layer's initial values exist at a time, then none); buffers (constants,
+    masks, BatchNorm statistics) stay real. (``torch.device("meta")`` as a context would also
+    empty the buffers a lowering computes, and ``to_empty`` would lose their values.)"""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Give every meta parameter of ``model`` (sharded or not) uninitialised memory on
+    ``device`` (``Module.to_empty``), keeping the buffers' values (moved to ``device``) and
+    setting again the parameters a lowering holds constant (a module's ``reset_constants``);
+    the caller then loads the canonical values (``Program.load``)."""
+    kept = [(m, name, b) for m in model.modules() for name, b in m._buffers.items()
+            if b is not None]
+    model.to_empty(device=device)
+    for m, name, b in kept:
+        m._buffers[name] = b.to(device)
+    for m in model.modules():   # parameters that are constants of a lowering, not canonical
+        if hasattr(m, "reset_constants"):
+            m.reset_constants()
 
 
 def batch_norms(model: nn.Module) -> list[CanonicalBatchNorm]:

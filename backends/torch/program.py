@@ -128,10 +128,12 @@ class Program(contract.BackendProgram):
         self.torch_device = torch_device(device)
         full_float32_precision()
 
-        self.model = build_model(self.graph, self.torch_device, self.torch_dtype)
+        self.model = build_model(self.graph, self.torch_device, self.torch_dtype,
+                                 empty_params=self.builds_sharded)
         if self.policy.mixed:
             self.model.set_precision(precision_rules(self.graph, self.model,
                                                      torch_dtype(self.policy.low)))
+        self._place_model()
         self._params, self._state = params.slots(self.graph, self.model)
         self._param_tensors = [s.tensor for s in self._params.values()]
         # frozen parameters (``optim.frozen``): requires_grad False, outside the optimizer
@@ -157,7 +159,14 @@ class Program(contract.BackendProgram):
         # a CPU (rosetta bench: compile-mode ratio 1.01-1.08 against torch.compile(model)).
         self._run = torch.compile(self.model, dynamic=False) if mode == "compile" else self.model
         self.optimizer = self.scheduler = None
-        self.load(self.graph.init_params(spec.seed), self.graph.init_state())
+        self.load(self.graph.initial_params(spec.seed), self.graph.init_state())
+
+    # the model's parameters are made sharded, before any value exists (the data-parallel
+    # Program with ``shard_params``): ``build_model(empty_params=True)`` then ``_place_model``
+    builds_sharded = False
+
+    def _place_model(self) -> None:
+        """Between building the model and reading its parameter slots: nothing here."""
 
     # --- parameters ---------------------------------------------------------------------------
     def load(self, params_: dict, state: dict) -> None:

@@ -39,11 +39,18 @@ class NativeRecurrent(nn.Module):
         super().__init__()
         self.rnn = rnn
         self.return_sequences = return_sequences
-        if frozen_recurrent_bias:
-            for name, p in rnn.named_parameters():
+        self.frozen_recurrent_bias = frozen_recurrent_bias
+        self.reset_constants()
+
+    def reset_constants(self) -> None:
+        """The second bias held at zero (not a canonical parameter: no checkpoint holds it), set
+        again after the parameters get memory (``model.materialize``)."""
+        if self.frozen_recurrent_bias:
+            for name, p in self.rnn.named_parameters():
                 if name.startswith("bias_hh"):
-                    with torch.no_grad():
-                        p.zero_()
+                    if p.device.type != "meta":
+                        with torch.no_grad():
+                            p.zero_()
                     p.requires_grad_(False)
 
     def forward(self, x, lengths=None):
