@@ -215,3 +215,34 @@ def test_functional_tensor_math_maps_to_the_tensor_ops():
             "Transpose"} <= ops, ops
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+
+
+class UnequalAdaptive(nn.Module):
+    """AdaptiveAvgPool2d from 5x4 to (3, 3): windows of sizes 2-3 (rows) and 2 (columns),
+    overlapping, the case no fixed-stride pool reproduces."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.pool = nn.AdaptiveAvgPool2d((3, 3))
+        self.fc = nn.Linear(27, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
+
+
+def test_adaptive_average_pooling_with_unequal_windows_is_exact():
+    from rosetta.importers.torch_ops import adaptive_avg_matrix, adaptive_windows
+
+    assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)]
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    want = nn.functional.adaptive_avg_pool2d(x, (3, 3)).numpy()
+    held = x.numpy().transpose(0, 2, 3, 1).reshape(2, 20, 3)
+    got = (adaptive_avg_matrix((5, 4), (3, 3)) @ held).reshape(2, 3, 3, 3).transpose(0, 3, 1, 2)
+    assert np.max(np.abs(got - want)) < 1e-15
+    imp = _import(UnequalAdaptive(), _x(2, 2, 5, 4))
+    assert [n.op for n in imp.spec.model.nodes].count("MatMul") == 1
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+    with pytest.raises(ImportRefused, match="adaptive max pooling from"):
+        rosetta.from_torch(nn.AdaptiveMaxPool2d((3, 3)).double(), (_x(2, 2, 5, 4),))
