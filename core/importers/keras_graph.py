@@ -51,6 +51,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.keras_parts import whole
 from rosetta.importers.keras_recurrent import LAYERS as RECURRENT_LAYERS
 from rosetta.ops.elementwise import FUSED
 
@@ -65,6 +66,7 @@ class KerasCaptured:
     input_shape: tuple   # per example
     input_kind: str
     keras_nodes: dict    # spec node -> name of the Keras layer/operation whose output it is
+    layouts: dict = None  # Keras source name -> Layout (identity unless a mapping says)
 
 
 # Keras activation name -> (spec Activation attrs) or "HardSwish"; others are refused
@@ -664,10 +666,11 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
         check_shapes(graph, b)
     except Unsupported as e:
         raise ImportRefused([f"{root}: {e}"]) from None
-    unused = [v.path for v in model.weights if v.path not in b.names
+    used = {whole(n) for n in b.names}   # a variable whose pieces (keras_parts) are mapped
+    unused = [v.path for v in model.weights if v.path not in used
               and v.path not in b.constants and "float" in str(v.dtype)]
     if unused:
         raise ImportRefused([f"{p}: a variable no mapped layer reads (the spec has no unused "
                              f"parameters)" for p in unused])
     return KerasCaptured(graph, b.params, b.state, b.names, b.node_source, shape, kind,
-                         keras_nodes)
+                         keras_nodes, dict(b.layouts))
