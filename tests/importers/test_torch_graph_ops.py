@@ -235,11 +235,12 @@ def test_adaptive_average_pooling_with_unequal_windows_is_exact():
     from rosetta.importers.torch_ops import adaptive_avg_matrix, adaptive_windows
 
     assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)]
-    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
-    want = nn.functional.adaptive_avg_pool2d(x, (3, 3)).numpy()
-    held = x.numpy().transpose(0, 2, 3, 1).reshape(2, 20, 3)
-    got = (adaptive_avg_matrix((5, 4), (3, 3)) @ held).reshape(2, 3, 3, 3).transpose(0, 3, 1, 2)
-    assert np.max(np.abs(got - want)) < 1e-15
+    for (h, w), (oh, ow) in (((5, 4), (3, 3)), ((2, 2), (7, 7)), ((7, 6), (4, 5))):
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)   # (2, 2) -> (7, 7): VGG at 64x64
+        want = nn.functional.adaptive_avg_pool2d(x, (oh, ow)).numpy()
+        held = x.numpy().transpose(0, 2, 3, 1).reshape(2, h * w, 3)
+        got = (adaptive_avg_matrix((h, w), (oh, ow)) @ held).reshape(2, oh, ow, 3)
+        assert np.max(np.abs(got.transpose(0, 3, 1, 2) - want)) < 1e-15
     imp = _import(UnequalAdaptive(), _x(2, 2, 5, 4))
     assert [n.op for n in imp.spec.model.nodes].count("MatMul") == 1
     cert = imp.certify(("torch",), steps=1)
