@@ -36,9 +36,10 @@ Conventions checked against the spec's (docs/reference/conventions.md):
 * Dropout with ``noise_shape=(None, 1, ..., 1)`` (EfficientNet's drop-connect: one keep decision
   per example) is StochasticDepth; other shared noise shapes are refused.
 * ``trainable=False`` on a layer maps its weights to the spec optimizer's ``frozen`` patterns
-  (``keras_import``), except on a BatchNormalization: Keras 3 then also runs it in inference
-  mode (its moving statistics normalise, and are not updated, even in training), which the
-  spec's BatchNorm cannot express: refused.
+  (``keras_import``). On a BatchNormalization Keras 3 then also runs it in inference mode (its
+  moving statistics normalise, and are not updated, even in training), which the spec's
+  BatchNorm does not: it is the affine map written out (``_frozen_batch_norm``), its moving
+  statistics frozen parameters of ``Parameter`` nodes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.keras_parts import whole
 from rosetta.importers.keras_recurrent import LAYERS as RECURRENT_LAYERS
 from rosetta.ops.elementwise import FUSED
 
@@ -65,6 +67,7 @@ class KerasCaptured:
     input_shape: tuple   # per example
     input_kind: str
     keras_nodes: dict    # spec node -> name of the Keras layer/operation whose output it is
+    layouts: dict = None  # Keras source name -> Layout (identity unless a mapping says)
 
 
 # Keras activation name -> (spec Activation attrs) or "HardSwish"; others are refused
@@ -236,9 +239,39 @@ def _batch_norm(c: _Ctx):
         raise Unsupported("synchronized=True")
     if getattr(op, "renorm", False):
         raise Unsupported("renorm=True (batch renormalization is other math)")
+    if not op.trainable:
+        return _frozen_batch_norm(c)
     return c.layer("BatchNorm", params=c.weights(scale="gamma", bias="beta"),
                    state=c.weights(mean="moving_mean", var="moving_variance"),
                    momentum=float(op.momentum), epsilon=float(op.epsilon))
+
+
+def _frozen_batch_norm(c: _Ctx):
+    """A BatchNormalization with ``trainable=False``: Keras 3 runs it in inference mode, in
+    training too, y = (x − moving_mean) / sqrt(moving_variance + ε) · γ + β, and updates
+    nothing. The spec's BatchNorm normalises by the batch in training, so this is that affine
+    function written out: its four variables are ``Parameter`` nodes (frozen, like every weight of
+    a ``trainable=False`` layer: no update, no optimizer state, gradients still reach them), then
+    Subtract, Add ε, Unary sqrt, Divide, Multiply, Add, broadcasting per channel (Keras's
+    tf.nn.batch_normalization computes x·inv + (β − mean·inv) with inv = γ/sqrt(var + ε): the
+    same function, other rounding order)."""
+    op, x = c.op, c.inputs[0]
+    ch = c.out_shape[-1]
+
+    def param(attr, role):
+        return c.layer("Parameter", [], name=f"{c.name}_{role}",
+                       params={"value": (getattr(op, attr).path, "identity")},
+                       out_shape=(1, ch), shape=(ch,), init="ones")
+
+    mean, var = param("moving_mean", "moving_mean"), param("moving_variance", "moving_variance")
+    gamma, beta = param("gamma", "gamma"), param("beta", "beta")
+    y = c.layer("Subtract", [x, mean], name=f"{c.name}_centered")
+    std = c.layer("Add", [var], name=f"{c.name}_var_eps", out_shape=(1, ch),
+                  constant=float(op.epsilon))
+    std = c.layer("Unary", [std], name=f"{c.name}_std", out_shape=(1, ch), fn="sqrt")
+    y = c.layer("Divide", [y, std], name=f"{c.name}_normalized")
+    y = c.layer("Multiply", [y, gamma], name=f"{c.name}_scaled")
+    return c.layer("Add", [y, beta])
 
 
 def _norm(op_name):
@@ -588,11 +621,6 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
                 env[id(t)] = Value(Input(shape, name="refused", kind=kind), "plain",
                                    tuple(t.shape))
 
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not layer.trainable and isinstance(layer, keras.layers.BatchNormalization):
-            refuse(_label(layer), "trainable=False runs a Keras 3 BatchNormalization in "
-                                  "inference mode (moving statistics used and not updated in "
-                                  "training), which the spec's BatchNorm cannot express")
     graph_input = Input(shape, name="x", kind=kind)
     env = {id(kin): Value(graph_input, "plain", tuple(kin.shape))}
     nodes = [n for d in sorted(fn._nodes_by_depth, reverse=True) for n in fn._nodes_by_depth[d]]
@@ -664,10 +692,11 @@ def capture(model, *, model_name: str = "model") -> KerasCaptured:
         check_shapes(graph, b)
     except Unsupported as e:
         raise ImportRefused([f"{root}: {e}"]) from None
-    unused = [v.path for v in model.weights if v.path not in b.names
+    used = {whole(n) for n in b.names}   # a variable whose pieces (keras_parts) are mapped
+    unused = [v.path for v in model.weights if v.path not in used
               and v.path not in b.constants and "float" in str(v.dtype)]
     if unused:
         raise ImportRefused([f"{p}: a variable no mapped layer reads (the spec has no unused "
                              f"parameters)" for p in unused])
     return KerasCaptured(graph, b.params, b.state, b.names, b.node_source, shape, kind,
-                         keras_nodes)
+                         keras_nodes, dict(b.layouts))

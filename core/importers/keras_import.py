@@ -23,6 +23,7 @@ class KerasSourceInfo:
     example_inputs: tuple     # one NumPy batch of two examples (its shape and dtype)
     description: str = ""
     keras_nodes: dict = None  # spec node -> Keras layer/operation name
+    layouts: dict = None      # Keras source name -> Layout (absent: identity)
     framework: str = "keras"
     input_layout: str = "plain"
     # certified by default as a float64 clone (exact where keras_source.check_layers and
@@ -58,6 +59,7 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
     from rosetta.importers.imported import Imported
     from rosetta.importers.keras_graph import capture, local_names
     from rosetta.importers.keras_optim import map_loss, map_optimizer
+    from rosetta.importers.keras_parts import whole
     from rosetta.spec import DataSpec, TrainSpec
 
     if not isinstance(model, keras.Model):
@@ -86,7 +88,7 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
     spec_loss = map_loss(loss, problems.append)
     try:
         spec_opt, slots, count, _ = map_optimizer(optimizer, model, cap.names if cap else {},
-                                                  problems.append)
+                                                  problems.append, cap.layouts if cap else {})
     except Exception as e:  # a spec check the optimizer's settings fail (SpecError)
         problems.append(f"optimizer ({type(optimizer).__name__}): {e}")
     if problems:
@@ -94,7 +96,7 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
     # trainable=False (a layer's, or a whole sub-model's): its weights are frozen in the spec
     trainable = {v.path for v in model.trainable_variables}
     frozen = [O.literal(p) for v, p in cap.names.items() if p in cap.params
-              and v not in trainable]
+              and whole(v) not in trainable]
     if frozen:
         spec_opt = spec_opt.with_frozen(frozen)
     n = 2
@@ -111,6 +113,7 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
         raise ImportRefused([f"{model.name} ({type(model).__name__}): {e}"]) from None
     src = KerasSourceInfo(model, optimizer, loss, cap.input_shape, cap.input_kind, (x,),
                           f"keras {keras.__version__} ({keras.backend.backend()}) "
-                          f"{type(model).__name__} {model.name}", cap.keras_nodes)
+                          f"{type(model).__name__} {model.name}", cap.keras_nodes,
+                          layouts=cap.layouts)
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, dtype,
                     cap.node_source, src, notes)

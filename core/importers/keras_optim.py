@@ -26,6 +26,7 @@ import numpy as np
 
 from rosetta import losses as L
 from rosetta import optim as O
+from rosetta.importers.keras_parts import read, whole
 
 # canonical slot -> (Keras optimizer attribute, conversion kind)
 SLOTS = {"adam": {"m": "_momentums", "v": "_velocities"}, "sgd": {"velocity": "momentums"}}
@@ -94,8 +95,10 @@ def slot_to_keras(kind: str, slot: str, array, lr: float):
     return -np.asarray(array) * lr if kind == "sgd" else np.asarray(array)
 
 
-def map_optimizer(opt, model, names, refuse):
-    """(spec optimizer, canonical slots, update count, kind) of Keras ``opt``."""
+def map_optimizer(opt, model, names, refuse, layouts=None):
+    """(spec optimizer, canonical slots, update count, kind) of Keras ``opt``; ``names``: Keras
+    source name (a variable path or a piece of one, ``keras_parts``) -> canonical path,
+    ``layouts`` their layouts (absent: identity)."""
     import keras
 
     if opt is None:
@@ -150,9 +153,13 @@ def map_optimizer(opt, model, names, refuse):
             lists = getattr(opt, attr, None) or []
             if not lists:
                 continue
-            for v in model.trainable_variables:
-                if v.path not in names:
+            variables = {v.path: v for v in model.trainable_variables}
+            for n, path in names.items():
+                v = variables.get(whole(n))
+                if v is None:
                     continue
-                a = keras.ops.convert_to_numpy(lists[opt._get_variable_index(v)].value)
-                slots[f"{slot}/{names[v.path]}"] = slot_to_canonical(base, slot, a, lr)
+                a = read(keras.ops.convert_to_numpy(lists[opt._get_variable_index(v)].value), n)
+                lay = (layouts or {}).get(n)
+                a = slot_to_canonical(base, slot, a, lr)
+                slots[f"{slot}/{path}"] = np.asarray(lay.to_canonical(a)) if lay else a
     return spec, slots, count, base

@@ -10,11 +10,15 @@
   backward] on the feature axis; Keras reverses the backward layer's sequence back, and its last
   output is the state after t = 0, the canonical rule), its ``backward_*`` parameters from the
   backward layer.
-* ``GRU``: refused in one line. Keras orders the gates [z, r, h] where the canonical GRU has
-  [r, z, n], and its reset-after bias is ONE (2, 3H) variable holding the input and the
-  recurrent bias: the certificate's Keras participant maps each Keras variable to one canonical
-  parameter in its own layout, so neither the reorder nor the split can be certified yet.
-  (``reset_after=False`` is other math: r multiplies h before the recurrent matmul.)
+* ``GRU(reset_after=True)`` (Keras 3's default): the canonical GRU. Keras computes
+  z = σ(x K_z + b_z + h R_z + rb_z), r = σ(... _r), hh = tanh(x K_h + b_h + r ⊙ (h R_h + rb_h)),
+  h' = z ⊙ h + (1 − z) ⊙ hh: the spec's reset-after rule with its gates ordered [z, r, h] where
+  the canonical GRU orders [r, z, n]. So ``kernel`` and ``recurrent_kernel`` take the layout
+  ``keras_gru_gates`` (the first two H-blocks of the last axis swapped, its own inverse), and
+  the (2, 3H) ``bias`` variable is two pieces (``keras_parts``): row 0 -> ``bias``, row 1 ->
+  ``recurrent_bias``, each in ``keras_gru_gates``. ``reset_after=False`` (r multiplies h
+  before the recurrent matmul, tanh(x K_h + b_h + (r ⊙ h) R_h), one bias) is other math than the
+  spec's GRU: refused in one line.
 
 Refused too, one line each: ``dropout`` / ``recurrent_dropout`` > 0 (drawn inside the layer,
 where no mask can be injected), ``go_backwards`` on its own, ``return_state``, ``stateful``,
@@ -23,7 +27,20 @@ where no mask can be injected), ``go_backwards`` on its own, ``return_state``, `
 
 from __future__ import annotations
 
+import numpy as np
+
+from rosetta.conformance.native import Layout
 from rosetta.importers.builder import Unsupported
+from rosetta.importers.keras_parts import part_name
+
+
+def _swap_gates(a):
+    """Keras's [z, r, h] blocks of the last axis <-> the canonical [r, z, n] (its own inverse)."""
+    z, r, h = np.split(np.asarray(a), 3, axis=-1)
+    return np.concatenate([r, z, h], axis=-1)
+
+
+KERAS_GRU_GATES = Layout("keras_gru_gates", _swap_gates, _swap_gates)
 
 
 def _name(fn) -> str:
@@ -34,14 +51,9 @@ def _check(layer) -> tuple[str, dict]:
     """The spec op and its attributes for one Keras recurrent layer (no direction), or
     ``Unsupported``."""
     kind = type(layer).__name__
-    if kind == "GRU":
-        raise Unsupported(
-            "Keras's GRU (gates [z, r, h] and one (2, 3H) variable holding both biases; the "
-            "certificate maps each Keras variable to one canonical parameter as it is, so the "
-            "reorder and split to the canonical [r, z, n] GRU are not certified yet)"
-            if layer.reset_after else
-            "GRU(reset_after=False) (r multiplies h before the recurrent matmul: the spec's GRU "
-            "is reset-after)")
+    if kind == "GRU" and not layer.cell.reset_after:
+        raise Unsupported("GRU(reset_after=False) (r multiplies h before the recurrent matmul: "
+                          "the spec's GRU is reset-after)")
     for attr in ("dropout", "recurrent_dropout"):
         if getattr(layer, attr, 0.0):
             raise Unsupported(f"{attr}={getattr(layer, attr)} (drawn inside the layer, where no "
@@ -53,22 +65,30 @@ def _check(layer) -> tuple[str, dict]:
     if not layer.cell.use_bias:
         raise Unsupported("use_bias=False (the spec's recurrent layers always have a bias)")
     act = _name(layer.cell.activation)
-    if kind == "LSTM":
+    if kind in ("LSTM", "GRU"):
         rec = _name(layer.cell.recurrent_activation)
         if act != "tanh" or rec != "sigmoid":
-            raise Unsupported(f"activation={act!r}, recurrent_activation={rec!r} (the spec's LSTM "
-                              f"is tanh and sigmoid)")
-        return "LSTM", {}
+            raise Unsupported(f"activation={act!r}, recurrent_activation={rec!r} (the spec's "
+                              f"{kind} is tanh and sigmoid)")
+        return kind, {}
     if act not in ("tanh", "relu"):
         raise Unsupported(f"activation={act!r} (the spec's SimpleRNN takes tanh or relu)")
     return "SimpleRNN", {"activation": act}
 
 
-def _params(layer, prefix: str) -> dict:
+def _params(c, layer, prefix: str) -> dict:
     cell = layer.cell
-    return {f"{prefix}kernel": (cell.kernel.path, "identity"),
-            f"{prefix}recurrent_kernel": (cell.recurrent_kernel.path, "identity"),
-            f"{prefix}bias": (cell.bias.path, "identity")}
+    if type(layer).__name__ != "GRU":
+        return {f"{prefix}kernel": (cell.kernel.path, "identity"),
+                f"{prefix}recurrent_kernel": (cell.recurrent_kernel.path, "identity"),
+                f"{prefix}bias": (cell.bias.path, "identity")}
+    bias = cell.bias.path   # (2, 3H): the input bias and the recurrent bias
+    for i in (0, 1):
+        c.b.tensors[part_name(bias, i)] = np.asarray(c.b.tensors[bias])[i]
+    return {f"{prefix}kernel": (cell.kernel.path, KERAS_GRU_GATES),
+            f"{prefix}recurrent_kernel": (cell.recurrent_kernel.path, KERAS_GRU_GATES),
+            f"{prefix}bias": (part_name(bias, 0), KERAS_GRU_GATES),
+            f"{prefix}recurrent_bias": (part_name(bias, 1), KERAS_GRU_GATES)}
 
 
 def _masked(c) -> bool:
@@ -85,12 +105,12 @@ def recurrent(c):
     if _masked(c):
         raise Unsupported("a masked input (the spec reads sequence lengths as a second input, "
                           "not a Keras mask)")
-    return c.layer(op, params=_params(layer, ""), units=layer.cell.units,
+    return c.layer(op, params=_params(c, layer, ""), units=layer.cell.units,
                    return_sequences=bool(layer.return_sequences), **extra)
 
 
 def bidirectional(c):
-    """``Bidirectional(LSTM | SimpleRNN, merge_mode="concat")``."""
+    """``Bidirectional(LSTM | GRU | SimpleRNN, merge_mode="concat")``."""
     fwd, bwd = c.op.forward_layer, c.op.backward_layer
     if c.op.merge_mode != "concat":
         raise Unsupported(f"merge_mode={c.op.merge_mode!r} (the spec concatenates [forward, "
@@ -104,7 +124,7 @@ def bidirectional(c):
     if _masked(c):
         raise Unsupported("a masked input (the spec reads sequence lengths as a second input, "
                           "not a Keras mask)")
-    return c.layer(op, params={**_params(fwd, ""), **_params(bwd, "backward_")},
+    return c.layer(op, params={**_params(c, fwd, ""), **_params(c, bwd, "backward_")},
                    units=fwd.cell.units, return_sequences=bool(fwd.return_sequences),
                    bidirectional=True, **extra)
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from rosetta.conformance.native import NativeError, NativeProgram
 from rosetta.errors import RosettaError
+from rosetta.importers.keras_parts import read, renamed, whole, write
 
 
 def keras_backend() -> str:
@@ -152,7 +153,7 @@ def check_optimizer(optimizer, spec_opt, dtype: str) -> None:
 
 
 def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
-                 names_of=None) -> None:
+                 names_of=None, layouts_of=None) -> None:
     """Run the (randomized) clone once in training mode and hold every mapped layer's output
     against the spec's NumPy float64 reference on the same values; the first layer that
     differs by more than ``tolerance`` (relative, normwise) is named. Keras 3.15 on jax and
@@ -179,9 +180,11 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
     outs = [np.asarray(keras.ops.convert_to_numpy(o), np.float64) for o in outs]
     for v in model.non_trainable_variables:
         v.assign(saved[v.path])
-    params = {p: np.asarray(keras.ops.convert_to_numpy(v.value), np.float64)
-              for p, v in (((names_of or imp.names).get(v.path), v) for v in model.variables)
-              if p}
+    values = {v.path: np.asarray(keras.ops.convert_to_numpy(v.value), np.float64)
+              for v in model.variables}
+    layouts = (layouts_of if names_of else imp.source.layouts) or {}
+    params = {p: _canonical(values[whole(n)], n, layouts.get(n))
+              for n, p in (names_of or imp.names).items()}
     g = spec.model
     values = {g.inputs[0].name: x}
     got = dict(zip((n.name for n in nodes), outs))
@@ -205,12 +208,19 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
         values[n.name] = mine   # the next layer starts from the source's own value
 
 
+def _canonical(array, name, lay):
+    """The canonical array of source name ``name`` (a piece of ``array``, in layout ``lay``)."""
+    a = read(array, name)
+    return np.asarray(lay.to_canonical(a)) if lay is not None else a
+
+
 def _is_float(v) -> bool:
     return "float" in str(v.dtype)
 
 
 class KerasSource(NativeProgram):
-    """A Keras model + optimizer + loss as a ``Program``; names are Keras variable paths."""
+    """A Keras model + optimizer + loss as a ``Program``; names are Keras variable paths or
+    pieces of one (``keras_parts``: a GRU's (2, 3H) bias is two parameters)."""
 
     framework = "keras"
 
@@ -227,9 +237,13 @@ class KerasSource(NativeProgram):
         self.keras_backend = keras.backend.backend()
         self._vars = {v.path: v for v in model.variables}
         self._order = [v.path for v in model.trainable_variables]
-        self._frozen = list(frozen)
+        self._frozen = list(dict.fromkeys(whole(n) for n in frozen))
         self._nt = list(model.non_trainable_variables)
         self._b = {v.path: v for v in self._nt if _is_float(v) and v.path not in self._frozen}
+        self._pieces = {}   # variable path -> the names of its pieces in the name map
+        for n in self.names:
+            if whole(n) != n:
+                self._pieces.setdefault(whole(n), []).append(n)
         dts = {str(v.dtype) for v in model.trainable_variables}
         self.dtype = dts.pop() if len(dts) == 1 else "mixed"
 
@@ -237,19 +251,32 @@ class KerasSource(NativeProgram):
         import keras
         return f"keras {keras.__version__} on {self.keras_backend} (source)"
 
+    def _expand(self, paths) -> dict:
+        """{source name: shape} of variable ``paths``, each split into its mapped pieces."""
+        out = {}
+        for p in paths:
+            shape = tuple(self._vars[p].shape)
+            for n in self._pieces.get(p, [p]):
+                out[n] = shape if n == p else shape[1:]
+        return out
+
     def _trainable(self):
-        return {n: tuple(self._vars[n].shape) for n in self._order + self._frozen}
+        return self._expand(self._order + self._frozen)
 
     def _buffers(self):
-        return {n: tuple(v.shape) for n, v in self._b.items()}
+        return self._expand(self._b)
+
+    def _whole(self, path):
+        import keras
+        return np.array(keras.ops.convert_to_numpy(self._vars[path].value))
 
     def _get(self, name):
-        import keras
-        return np.array(keras.ops.convert_to_numpy(self._vars[name].value))
+        return np.array(read(self._whole(whole(name)), name))
 
     def _set(self, name, array):
-        v = self._vars[name]
-        v.assign(np.asarray(array, dtype=str(v.dtype)))
+        v = self._vars[whole(name)]
+        full = write(self._whole(whole(name)), name, array) if whole(name) != name else array
+        v.assign(np.asarray(full, dtype=str(v.dtype)))
 
     def _reset_optimizer(self):
         raise NativeError("the Keras source is not reloaded: build a fresh source program")
@@ -266,12 +293,13 @@ class KerasSource(NativeProgram):
             lists = getattr(self.optimizer, attr, None) or []
             if not lists:
                 continue
-            for n, (path, _) in self.names.items():
-                if n in self._order:
-                    v = self._vars[n]
-                    a = keras.ops.convert_to_numpy(
-                        lists[self.optimizer._get_variable_index(v)].value)
-                    out[f"{slot}/{path}"] = slot_to_canonical(self.kind, slot, a, self.lr)
+            for n, (path, lay) in self.names.items():
+                if whole(n) in self._order:
+                    v = self._vars[whole(n)]
+                    a = read(keras.ops.convert_to_numpy(
+                        lists[self.optimizer._get_variable_index(v)].value), n)
+                    out[f"{slot}/{path}"] = np.asarray(lay.to_canonical(
+                        slot_to_canonical(self.kind, slot, a, self.lr)))
         return out
 
     def _to_native_batch(self, x, y):
@@ -341,8 +369,11 @@ class KerasSource(NativeProgram):
         saved = self._saved()
         loss, grads, _ = self._grads(x, y, frozen=True)
         self._restore(saved)
-        out = {n: np.array(keras.ops.convert_to_numpy(g))
-               for n, g in zip(self._order + self._frozen, grads)}
+        out = {}
+        for p, g in zip(self._order + self._frozen, grads):
+            g = np.array(keras.ops.convert_to_numpy(g))
+            for n in self._pieces.get(p, [p]):
+                out[n] = np.array(read(g, n))
         return float(keras.ops.convert_to_numpy(loss)), out
 
     def _train_step(self, x, y):
@@ -403,7 +434,12 @@ def source_program(imp, spec, seed, dtype, inject=False):
         raise RosettaError(f"{src.module.name}: its float64 clone does not hold the source's "
                            f"variables in the source's order")
     source_of = {c.path: o for c, o in pairs}
-    names_of = {c.path: imp.names[o.path] for c, o in pairs if o.path in imp.names}
+    clone_of = {o.path: c.path for c, o in pairs}
+    # source name (a variable path or a piece of one) -> canonical path, on the clone's paths
+    names_of = {renamed(n, clone_of[whole(n)]): p for n, p in imp.names.items()}
+    layouts_of = {renamed(n, clone_of[whole(n)]): lay
+                  for n, lay in (src.layouts or {}).items()}
+    mapped = {whole(n) for n in names_of}
     probe = model(np.zeros((1, *src.input_shape), dtype if src.input_kind == "float"
                            else np.int64), training=False)
     got = str(keras.ops.convert_to_numpy(probe).dtype)
@@ -417,13 +453,13 @@ def source_program(imp, spec, seed, dtype, inject=False):
     # constants written into the spec (an adapted Normalization's mean and variance): the clone
     # gets the source's values and recomputes what it derives from them
     for c, o in pairs:
-        if c.path not in names_of:
+        if c.path not in mapped:
             c.assign(np.asarray(keras.ops.convert_to_numpy(o.value)).astype(str(c.dtype)))
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.Normalization):
             layer.finalize_state()
     arrays = {v.path: keras.ops.convert_to_numpy(v.value) for v in model.variables
-              if _is_float(v) and v.path in names_of}
+              if _is_float(v) and v.path in mapped}
     for path, a in randomize_arrays(arrays, seed).items():
         v = next(v for v in model.variables if v.path == path)
         v.assign(a.astype(dtype))
@@ -451,12 +487,14 @@ def source_program(imp, spec, seed, dtype, inject=False):
     node_of = {k: n for n, k in (imp.source.keras_nodes or {}).items()}   # Keras -> spec
     _patch_dropout(model, holder, node_of)
     if exact:
-        check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of)
+        check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of,
+                     layouts_of)
     lr = float(src.optimizer.get_config()["learning_rate"]) if src.optimizer is not None else 0.01
     trainable = {v.path for v in model.trainable_variables}
     params = spec.model.param_defs()
-    frozen = [n for n, p in names_of.items() if p in params and n not in trainable]
-    prog = KerasSource(model, opt, loss, {n: (p, "identity") for n, p in names_of.items()},
+    frozen = [n for n, p in names_of.items() if p in params and whole(n) not in trainable]
+    prog = KerasSource(model, opt, loss,
+                       {n: (p, layouts_of.get(n, "identity")) for n, p in names_of.items()},
                        kind=kind or "sgd", lr=lr,
                        slots={s: s for s in SLOTS[kind or "sgd"]}, frozen=frozen)
     prog.bind(without_dropout(spec))

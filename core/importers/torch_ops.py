@@ -775,11 +775,48 @@ def _adaptive(op, global_op, b: Builder, c: Call):
     if tuple(out) == tuple(size):
         return x
     if size[0] % out[0] or size[1] % out[1]:
-        raise Unsupported(f"adaptive pooling from {tuple(size)} to {tuple(out)} (windows of "
-                          f"unequal size: the spec has no adaptive pooling)")
+        if op != "AvgPool2D":
+            raise Unsupported(f"adaptive max pooling from {tuple(size)} to {tuple(out)} "
+                              f"(windows of unequal size)")
+        return _adaptive_avg_matrix(b, c, x, tuple(size), tuple(out))
     k = (size[0] // out[0], size[1] // out[1])
     return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=k,
                    padding="valid", out_shape=c.shape)
+
+
+def adaptive_windows(n: int, out: int) -> list:
+    """torch's adaptive windows of ``n`` cells into ``out``: window i is [floor(i·n/out),
+    ceil((i+1)·n/out)), of unequal sizes (and overlapping) where out does not divide n."""
+    return [(i * n // out, -(-(i + 1) * n // out)) for i in range(out)]
+
+
+def adaptive_avg_matrix(size: tuple, out: tuple) -> np.ndarray:
+    """P (oh·ow, H·W): row (i, j) holds 1/(kh·kw) on the cells of window (i, j) (row-major
+    spatial order), so that y[(i, j), c] = sum_(h, w) P[(i, j), (h, w)] x[(h, w), c] is torch's
+    window mean."""
+    (h, w), (oh, ow) = size, out
+    p = np.zeros((oh, ow, h, w))
+    for i, (h0, h1) in enumerate(adaptive_windows(h, oh)):
+        for j, (w0, w1) in enumerate(adaptive_windows(w, ow)):
+            p[i, j, h0:h1, w0:w1] = 1.0 / ((h1 - h0) * (w1 - w0))
+    return p.reshape(oh * ow, h * w)
+
+
+def _adaptive_avg_matrix(b: Builder, c: Call, x: Value, size: tuple, out: tuple) -> Value:
+    """Adaptive average pooling with windows of unequal size, exactly: the image held (N, H, W,
+    C) viewed as (N, H·W, C), the constant window-mean matrix ``adaptive_avg_matrix`` times it
+    (MatMul; dL/dx = P^T dL/dy, torch's spread of each output's gradient over its window),
+    viewed back as (N, oh, ow, C)."""
+    (h, w), (oh, ow), ch = size, out, x.shape[1]
+    flat = b.layer("Reshape", [x], name=f"{c.name}_cells", source=c.label, layout="plain",
+                   out_shape=(x.shape[0], h * w, ch), shape=(h * w, ch))
+    p = adaptive_avg_matrix(size, out)
+    m = b.layer("Constant", [], name=f"{c.name}_windows", source=c.label, layout="plain",
+                out_shape=(1, *p.shape), value=p)
+    y = b.layer("MatMul", [m, flat], name=f"{c.name}_mean", source=c.label, layout="plain",
+                out_shape=(x.shape[0], oh * ow, ch))
+    return b.layer("Reshape", [y], name=c.name, source=c.label, layout="nchw",
+                   out_shape=c.shape, shape=(oh, ow, ch))
 
 
 def adaptive_avg_pool2d(b, c):

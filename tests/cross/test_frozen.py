@@ -7,6 +7,8 @@ the clipping norm) is test_optim.py's ``*frozen*`` cases on every backend."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,20 @@ def test_freeze_errors():
     with pytest.raises(rs.SpecError, match="'neck/\\*' is not a frozen pattern"):
         m.freeze("body/*").unfreeze("neck/*")
     assert m.spec.optimizer.frozen == ["body/*"]
+
+
+def test_gradients_report_frozen_parameters_on_every_backend():
+    """``Program.gradients`` gives every parameter's gradient, a frozen one's too (the importers'
+    certificate compares them with the source's): the same on each backend at the exact tier
+    (TensorFlow's tape watches a trainable=False variable only when asked)."""
+    spec = _spec()
+    spec = dataclasses.replace(spec, optimizer=spec.optimizer.with_frozen(["body/*"]))
+    got = {}
+    for b in BACKENDS:
+        m = rs.train(spec, b, steps=1, dtype="float64", progress=False)
+        got[b] = m.program.gradients(_x[:8], _y[:8])[1]
+        assert np.abs(got[b]["body/kernel"]).max() > 0, b
+    for b in BACKENDS[1:]:
+        w = compare_trees(got[BACKENDS[0]], got[b], f"gradients {BACKENDS[0]} vs {b}",
+                          EXACT.tolerance)
+        assert w.passed, str(w)

@@ -82,6 +82,27 @@ def test_trainable_false_maps_to_frozen_and_certifies():
     assert cert.passed, cert.table()
 
 
+def test_a_frozen_batchnorm_runs_in_inference_mode_and_certifies():
+    """BatchNormalization(trainable=False): Keras 3 normalises by its moving statistics in
+    training too and updates nothing; the spec's affine map written out, its four variables
+    frozen Parameters (randomized by the certificate like every weight, gradients compared)."""
+    x0 = keras.Input((3, 3, 2))
+    bn = layers.BatchNormalization(epsilon=0.01, name="bn")
+    bn.trainable = False
+    y = layers.Dense(2, name="head")(layers.Flatten()(bn(layers.Conv2D(2, 1, name="c")(x0))))
+    m = keras.Model(x0, y, name="frozen_bn")
+    m.compile(optimizer=keras.optimizers.SGD(0.5),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    imp = from_keras(m)
+    assert "BatchNorm" not in [n.op for n in imp.spec.model.nodes]
+    assert imp.names["bn/moving_mean"] == "bn_moving_mean/value"
+    assert sorted(imp.spec.optimizer.frozen) == sorted(
+        f"bn_{k}/value" for k in ("moving_mean", "moving_variance", "gamma", "beta"))
+    if keras.backend.backend() == "tensorflow":   # float32 BatchNormalization elsewhere
+        cert = imp.certify(("torch",), steps=2)
+        assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-10, cert.table()
+
+
 def test_functional_cnn_with_batchnorm_and_op_nodes():
     keras.ops.add(keras.Input((1,)), 1.0)   # advances Keras's global counter of 'add' names
     m = cnn()
@@ -126,12 +147,6 @@ def test_refusals_name_the_layer_or_node():
     assert re.fullmatch(r"power(_\d+)? \(keras.ops.Power\): a tensor power with the "
                         r"constant 3.0 \(the spec maps \+, -, \* and / of a tensor and a "
                         r"number\)", e.value.lines[0]), e.value.lines
-    x0 = keras.Input((4, 4, 2))
-    bn = layers.BatchNormalization(name="bn")
-    bn.trainable = False
-    with pytest.raises(ImportRefused, match=r"bn \(BatchNormalization\): trainable=False runs "
-                                            r"a Keras 3 BatchNormalization in inference mode"):
-        from_keras(keras.Model(x0, layers.Flatten()(bn(x0))))
     # every refused layer, loss and optimizer setting at once, one line each (a layer after a
     # refused one is still read)
     x0 = keras.Input((4,))

@@ -1,5 +1,6 @@
 """``rosetta.from_keras`` of recurrent layers (core/importers/keras_recurrent.py): a Keras LSTM
-is the canonical one-bias LSTM, a Bidirectional the canonical ``bidirectional``, each certified
+is the canonical one-bias LSTM, a reset-after GRU the canonical GRU (gates reordered, its (2, 3H)
+bias two parameters), a Bidirectional the canonical ``bidirectional``, each certified
 with Keras as the source (float64, torch, 1 step, hidden 4, T 3); what the spec cannot take is
 refused in one line naming the layer."""
 
@@ -38,13 +39,33 @@ def test_an_lstm_read_by_a_bidirectional_relu_rnn_certifies():
     assert max(cert.results[0]["worst"].values()) < 1e-10
 
 
+def test_a_gru_and_a_bidirectional_gru_certify_with_gates_reordered_and_bias_split():
+    def body(x):
+        init = dict(bias_initializer="random_normal")
+        y = L.GRU(4, return_sequences=True, name="gru", **init)(x)
+        return L.Bidirectional(L.GRU(3, **init), name="bi")(y)
+
+    m = _model(body, "kgru")
+    imp = from_keras(m)
+    assert [(n.op, n.attrs.get("bidirectional")) for n in imp.spec.model.nodes] == [
+        ("GRU", False), ("GRU", True), ("Dense", None)]
+    assert imp.names["gru/gru_cell/bias[0]"] == "gru/bias"
+    assert imp.names["gru/gru_cell/bias[1]"] == "gru/recurrent_bias"
+    assert imp.names["bi/backward_gru/gru_cell/bias[1]"] == "bi/backward_recurrent_bias"
+    # Keras [z, r, h] -> canonical [r, z, n]; row 1 of the (2, 3H) bias is the recurrent bias
+    b = keras.ops.convert_to_numpy(m.get_layer("gru").cell.bias.value)
+    assert (imp.params["gru/recurrent_bias"] == [*b[1, 4:8], *b[1, :4], *b[1, 8:]]).all()
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.table()
+    assert max(cert.results[0]["worst"].values()) < 1e-10
+
+
 @pytest.mark.parametrize("layer,says", [
-    (lambda: L.GRU(4, name="rec"), "rec (GRU): Keras's GRU (gates [z, r, h]"),
     (lambda: L.GRU(4, reset_after=False, name="rec"), "rec (GRU): GRU(reset_after=False)"),
     (lambda: L.LSTM(4, dropout=0.2, name="rec"), "rec (LSTM): dropout=0.2"),
     (lambda: L.LSTM(4, recurrent_activation="hard_sigmoid", name="rec"),
      "recurrent_activation='hard_sigmoid'"),
-], ids=["gru", "gru-reset-before", "dropout", "hard-sigmoid"])
+], ids=["gru-reset-before", "dropout", "hard-sigmoid"])
 def test_what_the_spec_lacks_is_refused_naming_the_layer(layer, says):
     with pytest.raises(ImportRefused) as e:
         from_keras(_model(lambda x: layer()(x), "bad"))

@@ -215,3 +215,35 @@ def test_functional_tensor_math_maps_to_the_tensor_ops():
             "Transpose"} <= ops, ops
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+
+
+class UnequalAdaptive(nn.Module):
+    """AdaptiveAvgPool2d from 5x4 to (3, 3): windows of sizes 2-3 (rows) and 2 (columns),
+    overlapping, the case no fixed-stride pool reproduces."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.pool = nn.AdaptiveAvgPool2d((3, 3))
+        self.fc = nn.Linear(27, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
+
+
+def test_adaptive_average_pooling_with_unequal_windows_is_exact():
+    from rosetta.importers.torch_ops import adaptive_avg_matrix, adaptive_windows
+
+    assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)]
+    for (h, w), (oh, ow) in (((5, 4), (3, 3)), ((2, 2), (7, 7)), ((7, 6), (4, 5))):
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)   # (2, 2) -> (7, 7): VGG at 64x64
+        want = nn.functional.adaptive_avg_pool2d(x, (oh, ow)).numpy()
+        held = x.numpy().transpose(0, 2, 3, 1).reshape(2, h * w, 3)
+        got = (adaptive_avg_matrix((h, w), (oh, ow)) @ held).reshape(2, oh, ow, 3)
+        assert np.max(np.abs(got.transpose(0, 3, 1, 2) - want)) < 1e-15
+    imp = _import(UnequalAdaptive(), _x(2, 2, 5, 4))
+    assert [n.op for n in imp.spec.model.nodes].count("MatMul") == 1
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+    with pytest.raises(ImportRefused, match="adaptive max pooling from"):
+        rosetta.from_torch(nn.AdaptiveMaxPool2d((3, 3)).double(), (_x(2, 2, 5, 4),))
