@@ -87,9 +87,13 @@ def run_command(args, load_spec) -> int:
         points = [(p, value if key == "batch" else args.batch_size or p.data.batch_size)
                   for s in specs for value in values for p in [point_spec(s, key, value)]]
     if args.devices > 1:  # data-parallel throughput and scaling (parallel.py)
+        from rosetta import distributed
         from rosetta.conformance.bench import parallel
 
-        return parallel.run_command(args, specs, args.backends or available_backends())
+        backends = args.backends or available_backends()
+        for b in backends:  # one line, before any worker, for a policy an engine refuses
+            distributed.check_precision(b, args.dtype)
+        return parallel.run_command(args, specs, backends)
     for spec, batch in points:  # before any framework loads
         validate.check_dtype_range(spec, args.dtype)
         validate.check_memory(spec, batch, args.dtype, ignore=args.ignore_memory)
