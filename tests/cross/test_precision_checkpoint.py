@@ -1,7 +1,8 @@
 """A checkpoint trained under a low precision policy, evaluated and exported: ``rosetta eval``
 runs it under the policy it was trained under (reproducing the run's own held-out metrics on the
-backend that wrote it), ``--precision float32`` runs its float32 masters in float32, and
-``rosetta export`` writes the float32 masters, checked without rosetta."""
+backend that wrote it), ``--precision float32`` runs its float32 masters in float32; ``rosetta.load`` continues it under
+its policy and loss scale; and ``rosetta export`` writes the float32 masters, checked without
+rosetta."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def test_eval_runs_a_mixed_checkpoint_under_its_policy(backend, precision, tmp_p
     own = _eval(capsys, tmp_path / "ck", backend)
     assert own["precision"] == precision
     assert own["metrics"] == pytest.approx(ckpt.record["metrics"], rel=0, abs=0)
+    # the Python API loads it under its policy too (with the loss scale): the same metrics
+    model = rs.load(tmp_path / "ck")
+    assert model["precision"] == precision and model["dtype"] == "float32"
+    assert model.program.export_loss_scale() == ckpt.record["loss_scale"]
+    assert model.evaluate() == pytest.approx(own["metrics"], rel=0, abs=0)
     masters = _eval(capsys, tmp_path / "ck", backend, "--precision", "float32")
     assert masters["precision"] == "float32"
     # the same float32 masters, evaluated without the policy's low-type products
