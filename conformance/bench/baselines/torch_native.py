@@ -303,8 +303,7 @@ def make_optimizer(params, o):
                            weight_decay=o.get("weight_decay", 0.0))
 
 
-LOW = {"bfloat16": torch.bfloat16, "mixed_bfloat16": torch.bfloat16,
-       "mixed_float16": torch.float16}
+AUTOCAST = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
 
 
 class Trainer:
@@ -314,7 +313,7 @@ class Trainer:
         self.dtype = {"float32": torch.float32, "float64": torch.float64,
                       "bfloat16": torch.bfloat16}.get(precision, torch.float32)
         # mixed: the low type of autocast; None: no autocast
-        self.autocast = LOW[precision] if precision.startswith("mixed") else None
+        self.autocast = AUTOCAST.get(precision)
         self.device = torch.device("cuda" if device in ("gpu", "cuda") else device)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
