@@ -22,6 +22,17 @@ def _engine(cls) -> str:
     return "yes: " + (first[0].lower() + first[1:] if first[1:2].islower() else first)
 
 
+def _parallel_precisions(cls) -> str:
+    """The precision policies of the data-parallel step (``Engine.precisions``)."""
+    engine = cls.engine
+    if engine is None:
+        return "no: one device only"
+    if engine.precisions is None:
+        return "every policy of one device"
+    return (", ".join(f"`{p}`" for p in engine.precisions)
+            + f"; the others refused: {engine.precision_refusal}")
+
+
 def _hosts(cls) -> str:
     """Several hosts: whether the engine writes a host's launch command."""
     engine = cls.engine
@@ -42,6 +53,7 @@ ROWS = (
     ("export formats", lambda c: "; ".join(f"`{name}` ({', '.join(f.dtypes)}): {f.description}"
                                            for name, f in c.formats.items()) or "none"),
     ("several devices", _engine),
+    ("precision policies on several devices", _parallel_precisions),
     ("several hosts", _hosts),
     ("sharded parameters (`--shard-params`)",
      lambda c: c.shard_params if c.shard_params is not None

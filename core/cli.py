@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", required=True, choices=backend_names())
     e.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     e.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
+    _precision_argument(e)
     _data_arguments(e, "evaluate on this file: its held-out arrays (x_test, y_test) if it has "
                        "them, else every example (default: the checkpoint's held-out data)")
     e.add_argument("--json", action="store_true")
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--backend", required=True, choices=backend_names())
     pr.add_argument("--device", default="cpu", choices=["cpu", "gpu", "cuda"])
     pr.add_argument("--dtype", choices=["float32", "float64"], help="default: the checkpoint's")
+    _precision_argument(pr)
     pr.add_argument("--input", required=True, metavar="X",
                     help="raw inputs, read the way the training data was (the checkpoint "
                          "records it: image size, colour and scaling; CSV feature columns by "
@@ -391,13 +393,23 @@ def _times(devices) -> str:
     return f" x{devices}" if devices and devices > 1 else ""
 
 
+def _precision_argument(parser) -> None:
+    parser.add_argument("--precision", choices=list(PRECISIONS),
+                        help="the precision policy to run the checkpoint under (default: the "
+                             "one it was trained under, so that eval reproduces its metrics; "
+                             "float32 runs a mixed checkpoint's float32 masters in float32)")
+
+
 def _restored(args):
-    """(checkpoint, program with it loaded) for ``eval`` and ``predict``."""
+    """(checkpoint, program with it loaded) for ``eval`` and ``predict``: under the precision
+    asked for, else the checkpoint's own (a mixed one's float32 masters under its policy)."""
     from rosetta import checkpoint
     from rosetta.backend_registry import get_backend
+    from rosetta.precision import resolve
 
     ckpt = checkpoint.load(args.checkpoint)
-    program = get_backend(args.backend).compile(ckpt.spec, dtype=args.dtype or ckpt.dtype,
+    precision = resolve(args.dtype, args.precision, default=None) or ckpt.precision
+    program = get_backend(args.backend).compile(ckpt.spec, dtype=precision,
                                                 device=args.device)
     checkpoint.restore(program, ckpt)
     return ckpt, program
@@ -420,13 +432,14 @@ def cmd_eval(args) -> int:
     dtype = program.dtype
     metrics = evaluate(program, spec, dataset_inputs(spec, x, dtype), prepare_labels(spec, y))
     record = {"checkpoint": str(ckpt.path), "model": spec.name, "step": ckpt.step,
-              "backend": args.backend, "dtype": dtype, "examples": len(y), "metrics": metrics}
+              "backend": args.backend, "dtype": dtype, "precision": program.precision,
+              "examples": len(y), "metrics": metrics}
     if args.json:
         print(dumps_json(record))
     else:
         m = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        print(f"{spec.name} at update {ckpt.step} on {args.backend} ({dtype}), {len(y)} "
-              f"held-out examples: {m}")
+        print(f"{spec.name} at update {ckpt.step} on {args.backend} ({program.precision}), "
+              f"{len(y)} held-out examples: {m}")
     return 0
 
 

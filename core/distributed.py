@@ -61,6 +61,10 @@ class Engine:
 
     launch_env: tuple[str, ...] = ()
     module: str = ""
+    # the precision policies its data-parallel step lowers (None: every one of the backend's
+    # one-device step); any other is refused in one line, saying why (``precision_refusal``)
+    precisions: tuple[str, ...] | None = None
+    precision_refusal: str = ""
 
     def launched(self, env) -> bool:
         """True in a process its own multi-host launcher started (``env``: the environment)."""
@@ -144,6 +148,27 @@ def check_engine(backend: str) -> Engine:
                                  f"one device: --devices 1); several devices run on "
                                  f"{', '.join(engines())}")
     return found
+
+
+def parallel_precisions(backend: str) -> tuple[str, ...]:
+    """The precision policies the backend's data-parallel step lowers (``Engine.precisions``,
+    else every one of its one-device step)."""
+    from rosetta.backend_registry import backend_class
+
+    found = check_engine(backend)
+    return found.precisions if found.precisions is not None else backend_class(backend).precisions
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """A precision on several devices: lowered by the engine, else one line naming why and what
+    runs (before any worker or framework)."""
+    able = parallel_precisions(backend)
+    if precision not in able:
+        why = check_engine(backend).precision_refusal
+        raise BackendUnavailable(f"{backend} data parallel: precision {precision!r} is not "
+                                 f"lowered on several devices ({why}); it runs "
+                                 f"{', '.join(able)} there, and {precision} on one device "
+                                 f"(--devices 1)")
 
 
 def check_shard_params(backend: str, devices: int | None = None) -> None:
@@ -351,6 +376,7 @@ def compile_program(backend: str, spec, *, devices: int, dtype: str = "float32",
     exports (and so its checkpoints) are still the whole canonical arrays, gathered, which makes
     every export a collective that every worker calls."""
     check_batchnorm(batchnorm)
+    check_precision(backend, dtype)
     extra = {}
     if shard_params:
         check_shard_params(backend, devices)

@@ -196,6 +196,7 @@ def plan_run(spec: TrainSpec | None, backend: str, *, device: str = "cpu",
                                   f"give the number of updates to add (--steps N)")
     if devices > 1:
         distributed.check_devices(devices, batch_size)
+        distributed.check_precision(backend, precision)
     gathers = not main and shard_params and save is not None
     if not main:  # the main process alone saves and logs
         save = log = None

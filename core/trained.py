@@ -103,9 +103,11 @@ def load(ckpt, backend: str | None = None, *, dtype: str | None = None, device: 
     data = ck.record.get("data", {})
     model = TrainedModel.from_state(
         ck.spec, ck.params, ck.state, optimizer_state=ck.optimizer, step=ck.step,
-        backend=backend, dtype=dtype or ck.dtype, device=device, mode=mode,
+        backend=backend, dtype=dtype or ck.precision, device=device, mode=mode,
         seed=data.get("seed"), batch_size=data.get("batch_size"),
-        rng=ck.rng if ck.backend == backend else None)
+        rng=ck.rng if ck.backend == backend else None,
+        loss_scale=ck.record.get("loss_scale") if (dtype or ck.precision) == ck.precision
+        else None)
     model["resumed_from"] = str(ck.path)
     model["metrics"] = dict(ck.record.get("metrics", {}))
     model._history = list(ck.record.get("losses", []))
@@ -131,13 +133,17 @@ class TrainedModel(RunRecord):
                    optimizer_state: dict | None = None, step: int = 0, *,
                    backend: str, dtype: str = "float32", device: str = "cpu",
                    mode: str | None = None, seed: int | None = None,
-                   batch_size: int | None = None, rng: dict | None = None) -> "TrainedModel":
+                   batch_size: int | None = None, rng: dict | None = None,
+                   loss_scale: dict | None = None) -> "TrainedModel":
         """A model from canonical parts: ``spec`` (anything ``rosetta.train`` takes), its
         parameters and model state by canonical path, the optimizer slots
         (``<slot>/<parameter path>``; None: the optimizer's initial state) and the update count
         ``step`` (the next update is number ``step``), compiled on ``backend``. The arrays are
         checked as a checkpoint's are (names, shapes, finite values); ``seed`` and
-        ``batch_size`` (default the spec's) fix the data order ``fit`` continues."""
+        ``batch_size`` (default the spec's) fix the data order ``fit`` continues. ``dtype`` is
+        a precision policy (``rosetta.precision``): the arrays are in its host type (float32
+        masters for the low ones), and ``loss_scale`` (a checkpoint's, mixed_float16) continues
+        the dynamic loss scale."""
         from rosetta import checkpoint
         from rosetta.backend_registry import get_backend
         from rosetta.errors import CheckpointError
@@ -150,6 +156,9 @@ class TrainedModel(RunRecord):
             raise CheckpointError(f"step must be a non-negative integer, found {step!r}")
         state = {} if state is None else state
         want = checkpoint.expected_tensors(spec)
+        from rosetta.precision import policy
+
+        precision, dtype = dtype, policy(dtype).host   # the policy; the arrays' type
         cast = lambda d: {k: np.asarray(v).astype(dtype) for k, v in d.items()}  # noqa: E731
         params, state = cast(params), cast(state)
         opt = (checkpoint.initial_optimizer_state(spec, params) if optimizer_state is None
@@ -160,19 +169,21 @@ class TrainedModel(RunRecord):
         seed = spec.seed if seed is None else seed
         plan = RunPlan(spec=spec, backend=backend, device=device, dtype=dtype, seed=seed,
                        batch_size=batch_size or spec.data.batch_size, start=int(step), steps=0,
-                       n_train=0, mode=mode)
+                       n_train=0, mode=mode, precision=precision)
         be = get_backend(backend)
         from rosetta import validate
 
         validate.require_device([backend], plan.device)
-        program = be.compile(plan.run_spec, dtype=dtype, device=plan.device, mode=mode)
+        program = be.compile(plan.run_spec, dtype=precision, device=plan.device, mode=mode)
         program.load(params, state)
         program.load_optimizer_state(opt, int(step))
+        if loss_scale is not None:
+            program.load_loss_scale(loss_scale)
         if rng:
             program.load_rng_state(rng)
         record = {"model": spec.name, "backend": backend, "mode": program.mode,
                   "framework": be.version(), "device": plan.device, "devices": 1,
-                  "dtype": dtype, "steps": 0, "start_step": int(step),
+                  "dtype": dtype, "precision": precision, "steps": 0, "start_step": int(step),
                   "batch_size": plan.batch_size, "seed": seed, "losses": [],
                   "final_loss": None, "metrics": {}, "seconds": 0.0,
                   "first_step_seconds": None, "resumed_from": None, "auto": None,

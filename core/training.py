@@ -21,6 +21,7 @@ from rosetta.backend_registry import get_backend
 from rosetta.datacheck import check_data  # noqa: F401  (re-exported for its callers)
 from rosetta.display import RunRecord
 from rosetta.errors import DataError
+from rosetta.precision import resolve as resolve_precision
 from rosetta.evaluation import (  # noqa: F401  (re-exported for their callers)
     check_finite, dataset_inputs, evaluate, prepare_labels,
 )
@@ -78,6 +79,9 @@ def train(spec: TrainSpec | None, backend: str, *, device: str = "cpu", dtype: s
                             "backend to train on several devices")
         if shard_params:
             distributed.check_shard_params(backend, devices)
+        asked = resolve_precision(dtype, precision, default=None)
+        if devices > 1 and asked is not None:  # (a resumed run's own: its workers check it)
+            distributed.check_precision(backend, asked)
         if not distributed.in_worker(backend):
             return distributed.train_in_workers(
                 spec, backend, devices=devices, batchnorm=batchnorm, device=device,

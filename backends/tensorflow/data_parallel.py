@@ -33,7 +33,7 @@ import os
 
 import tensorflow as tf
 
-from rosetta.distributed import check_batchnorm
+from rosetta.distributed import check_batchnorm, check_precision
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.tensorflow import program as single
 
@@ -120,9 +120,7 @@ def compile(spec, *, devices: int, dtype: str = "float32", device: str = "cpu",
     if mode not in (None, "function"):
         raise BackendUnavailable("tensorflow data parallel runs in mode 'function' (tf.function "
                                  "without XLA)")
-    if dtype not in ("float32", "float64"):
-        raise BackendUnavailable(f"tensorflow data parallel: precision {dtype!r} is not "
-                                 f"lowered here (one device lowers it); use float32 or float64")
+    check_precision("tensorflow", dtype)  # Engine.precisions (the capability table's row)
     return Program(spec, dtype=dtype, device=device, devices=devices, batchnorm=batchnorm)
 
 

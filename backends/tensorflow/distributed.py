@@ -32,6 +32,9 @@ class Engine(distributed.Engine):
 
     launch_env = ("TF_CONFIG",)
     module = "rosetta.backends.tensorflow.data_parallel"
+    precisions = ("float32", "float64")
+    precision_refusal = ("its tf.distribute step has no dynamic loss scale and is not checked "
+                         "by the precision tier")
 
     def launched(self, env) -> bool:
         return "TF_CONFIG" in env

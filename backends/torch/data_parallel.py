@@ -241,6 +241,20 @@ class Program(single.Program):
         ``world`` ranks), drawn alike on every rank; this rank's rows."""
         return self.replica_masks(super()._drawn_masks(batch * self.world, advance))
 
+    def _unscaled_finite(self, grads, scale) -> bool:
+        """The one-device rule (``single.Program._unscaled_finite``) on the reduced gradients,
+        the finite flag agreed by every rank (sharded, each rank sees only its shard): all skip
+        the update or none does."""
+        finite = True
+        for g in grads:
+            if g is not None:
+                g.mul_(1.0 / scale)
+                local = g.to_local() if hasattr(g, "to_local") else g
+                finite = finite and bool(torch.isfinite(local).all())
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.torch_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return self.loss_scale.after(bool(flag.item() == 1.0))
+
     def _global_loss(self, loss: torch.Tensor) -> float:
         t = loss.detach().to(torch.float64).reshape(1).clone()
         dist.all_reduce(t)
@@ -258,10 +272,14 @@ class Program(single.Program):
         self._mode(training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._dropout(len(y), advance=True, masks=masks):
-            loss = self.loss_fn(self.ddp(*xs), y)
-        loss.backward()
+            loss = self._loss(self.ddp(*xs), y)   # float32 under a mixed policy
+        scale = self.loss_scale.scale if self.loss_scale is not None else None
+        (loss if scale is None else loss * scale).backward()
         for p in self._unreached:
             p.grad = torch.zeros_like(p)
+        if scale is not None and not self._unscaled_finite(
+                [p.grad for p in self._param_tensors], scale):
+            return self._global_loss(loss)   # skipped on every rank: nothing moves
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -276,9 +294,11 @@ class Program(single.Program):
         self.optimizer.zero_grad(set_to_none=True)
         with running_stats_frozen(self._norms), \
                 self._dropout(len(y), advance=False, masks=masks):
-            loss = self.loss_fn(self.ddp(*xs), y)
-        loss.backward()
+            loss = self._loss(self.ddp(*xs), y)
+        scale = self.loss_scale.scale if self.loss_scale is not None else None
+        (loss if scale is None else loss * scale).backward()
         out = {path: slot.canonical(torch.zeros_like(slot.tensor) if slot.tensor.grad is None
+                                    else slot.tensor.grad * (1.0 / scale) if scale is not None
                                     else slot.tensor.grad)
                for path, slot in self._params.items()}
         self.optimizer.zero_grad(set_to_none=True)

@@ -27,14 +27,15 @@ from rosetta.conformance.bench.plans import (BASELINES, BENCH_SPECS, baseline_in
                                              baseline_plan, build_baseline, load_bench_spec,
                                              mlp784, no_baseline_reason, zoo_plan)
 from rosetta.conformance.bench.cases import (DEFAULT_BLOCK, DEFAULT_STEPS, _with_batch_size,
-                                             bench_batches, compare_losses, mark_best, run_case,
-                                             set_peak)
+                                             bench_batches, compare_losses, loss_bound,
+                                             mark_best, run_case, set_peak)
 from rosetta.conformance.bench.keras import keras_losses, keras_rules, run_keras
 from rosetta.conformance.bench.command import add_parser, run_command
 
 __all__ = ["TRAIN_FLOPS_FACTOR", "cpu_name", "matmul_peak", "peak_memory_mb", "train_flops",
            "BASELINES", "BENCH_SPECS", "baseline_input", "baseline_plan", "build_baseline",
            "load_bench_spec", "mlp784", "no_baseline_reason", "zoo_plan", "DEFAULT_BLOCK",
-           "DEFAULT_STEPS", "_with_batch_size", "bench_batches", "compare_losses", "mark_best",
+           "DEFAULT_STEPS", "_with_batch_size", "bench_batches", "compare_losses", "loss_bound",
+           "mark_best",
            "run_case", "set_peak", "keras_losses", "keras_rules", "run_keras", "add_parser",
            "run_command"]

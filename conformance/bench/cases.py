@@ -20,12 +20,25 @@ from rosetta.spec import TrainSpec
 from rosetta.training import check_data, dataset_inputs, prepare_labels
 
 from rosetta.conformance.bench.plans import baseline_input, build_baseline
+from rosetta.precision import LOW, policy
 from rosetta.conformance.bench.timing import (_quantiles, _timed, peak_memory_mb,
                                               reset_peak_memory, train_flops)
 
 DEFAULT_STEPS = 200
 DEFAULT_BLOCK = 10
 N_BATCHES = 4  # distinct batches prepared on the device and cycled
+# unit roundoff of each low type: under a low precision the hand-written code's loss after one
+# update must be within LOSS_ROUNDOFFS x u (relative) of rosetta's: two correct programs of the
+# same policy differ by rounding only (a few roundings of the loss's order through the forward
+# and the update), a wrong cast (a float32 op left in the low type, the update in bf16) by more
+UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
+LOSS_ROUNDOFFS = 8
+
+
+def loss_bound(dtype: str) -> float | None:
+    """The relative bound on the loss gap after one update under precision ``dtype`` (None for
+    float32 / float64, which the float64 test of the baselines covers)."""
+    return LOSS_ROUNDOFFS * UNIT_ROUNDOFF[LOW[dtype]] if dtype in LOW else None
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -63,14 +76,19 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
              device: str = "cpu", dtype: str = "float32", peak_gflops: float | None = None,
              native: bool = True) -> dict:
     """Time one spec on one backend and mode against its hand-written baseline (see the module
-    docstring); returns one ``results`` entry of the report."""
+    docstring); returns one ``results`` entry of the report. ``dtype`` is a precision policy:
+    under a low one (``rosetta.precision.LOW``) the baseline is the framework's own
+    mixed-precision code, rosetta's float32 step is timed in the same blocks
+    (``float32_step_ms``), and both losses after one update are recorded with their gap
+    (``loss_gap_step``, bound ``loss_bound``)."""
     device = normalize_device(device)
     batch_size = batch_size or spec.data.batch_size
     spec = _with_batch_size(spec, batch_size)
     block = max(1, min(block, steps))
     warmup = max(3, steps // 10) if warmup is None else warmup
-    host, source = bench_batches(spec, batch_size, dtype)
+    host, source = bench_batches(spec, batch_size, policy(dtype).host)
     be = get_backend(backend)
+    low = dtype in LOW
 
     gc.collect()
     reset_peak_memory(backend, device)
@@ -81,8 +99,15 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
     t0 = time.perf_counter()
     first_loss = program.train_step(rb[0])
     compile_s = lower_s + time.perf_counter() - t0
-    _timed(program.train_step, rb, warmup, 1, [])
+    second_loss = program.train_step(rb[1 % len(rb)])  # after one update
+    _timed(program.train_step, rb, warmup - 1, 2, [])
     memory = peak_memory_mb(backend, device)
+    reference = None  # rosetta's float32 step, timed beside a low precision's
+    if low:
+        reference = be.compile(spec, dtype="float32", device=device, mode=mode)
+        fb = [reference.prepare_batch(x, y) for x, y in host]
+        reference.train_step(fb[0])
+        _timed(reference.train_step, fb, warmup, 1, [])
 
     trainer = None
     if native:
@@ -96,11 +121,13 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         t0 = time.perf_counter()
         native_first = trainer.step(nb[0])
         native_compile_s = build_s + time.perf_counter() - t0
-        _timed(trainer.step, nb, warmup, 1, [])
+        native_second = trainer.step(nb[1 % len(nb)])
+        _timed(trainer.step, nb, warmup - 1, 2, [])
         native_memory = peak_memory_mb(backend, device)
 
     ros_times: list[float] = []
     nat_times: list[float] = []
+    ref_times: list[float] = []
     block_ratios = []
     start = 1 + warmup
     done = 0
@@ -112,8 +139,10 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         order = [(program.train_step, rb, r_block)]
         if trainer is not None:
             order.append((trainer.step, nb, n_block))
-            if i % 2:
-                order.reverse()
+        if reference is not None:
+            order.append((reference.train_step, fb, ref_times))
+        if i % 2:
+            order.reverse()
         for step, bs, out in order:
             _timed(step, bs, n, start, out)
         ros_times += r_block
@@ -147,6 +176,10 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
         "native_peak_memory_mb": None, "native_first_loss": None, "native_last_loss": None,
         "overhead_ratio": None, "overhead_ratio_iqr": None, "loss_gap": None,
     }
+    if low:
+        row.update({"float32_step_ms": _quantiles(ref_times)["median"],
+                    "second_loss": second_loss, "native_second_loss": None,
+                    "loss_gap_step": None, "loss_bound": loss_bound(dtype)})
     if trainer is not None:
         nq = _quantiles(nat_times)
         native_last = trainer.step(nb[start % len(nb)])
@@ -161,6 +194,10 @@ def run_case(spec: TrainSpec, backend: str, mode: str, *, batch_size: int | None
             "overhead_ratio_iqr": float(rp75 - rp25), "blocks": len(block_ratios),
             "loss_gap": abs(first_loss - native_first) / max(abs(native_first), 1e-30),
         })
+        if low:
+            row.update({"native_second_loss": native_second,
+                        "loss_gap_step": abs(second_loss - native_second)
+                        / max(abs(native_second), 1e-30)})
     return row
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 
 from rosetta.backend_registry import backend_names, get_backend
-from rosetta.errors import SpecError
+from rosetta.precision import PRECISIONS
+from rosetta.errors import BackendUnavailable, SpecError
 from rosetta.threads import pin_threads
 from rosetta import validate
 
@@ -47,7 +48,14 @@ def run_command(args, load_spec) -> int:
     from rosetta.backend_registry import available_backends
     from rosetta.conformance.bench import report as bench_report
 
+    from rosetta.precision import LOW, resolve
+
     log = _log(args)
+    args.dtype = resolve(args.dtype, args.precision)  # --dtype: an alias of --precision
+    if args.dtype in LOW and (args.keras or args.sweep):
+        raise SpecError(f"--precision {args.dtype} times rosetta against hand-written "
+                        f"{args.dtype} code; it takes neither --keras nor --sweep",
+                        where="command line")
     reports = args.report or []
     for path, suffixes, flag in ([(r, (".json", ".md"), "--report") for r in reports]
                                  + [(args.plot, (".png",), "--plot")]):
@@ -79,9 +87,13 @@ def run_command(args, load_spec) -> int:
         points = [(p, value if key == "batch" else args.batch_size or p.data.batch_size)
                   for s in specs for value in values for p in [point_spec(s, key, value)]]
     if args.devices > 1:  # data-parallel throughput and scaling (parallel.py)
+        from rosetta import distributed
         from rosetta.conformance.bench import parallel
 
-        return parallel.run_command(args, specs, args.backends or available_backends())
+        backends = args.backends or available_backends()
+        for b in backends:  # one line, before any worker, for a policy an engine refuses
+            distributed.check_precision(b, args.dtype)
+        return parallel.run_command(args, specs, backends)
     for spec, batch in points:  # before any framework loads
         validate.check_dtype_range(spec, args.dtype)
         validate.check_memory(spec, batch, args.dtype, ignore=args.ignore_memory)
@@ -103,11 +115,18 @@ def run_command(args, load_spec) -> int:
         return _run_sweep(args, specs, backends, pairs, device, peak, log)
     for name, why in skipped:
         log(f"{name}: not timed, no hand-written baseline ({why})")
-    rows, keras_done = [], {}
+    rows, keras_done, refused = [], {}, []
     for spec in specs:
         for backend, mode in pairs:
             log(f"{spec.name} on {backend}/{mode}: compiling and timing "
                 f"{args.steps} + {args.steps if not args.no_native else 0} steps ...")
+            try:
+                get_backend(backend).check_precision(args.dtype)
+            except BackendUnavailable as e:  # one line in the table's notes, the rest timed
+                refused.append({"model": spec.name, "backend": backend, "mode": mode,
+                                "refused": str(e)})
+                log(f"  refused: {e}")
+                continue
             row = run_case(spec, backend, mode, batch_size=args.batch_size, steps=args.steps,
                            block=args.block, warmup=args.warmup, device=device,
                            dtype=args.dtype, peak_gflops=peak["gflops"],
@@ -116,7 +135,11 @@ def run_command(args, load_spec) -> int:
             ratio = row["overhead_ratio"]
             log(f"  step {row['step_ms_median']:.3f} ms"
                 + (f", native {row['native_step_ms']:.3f} ms, ratio {ratio:.3f}"
-                   if ratio is not None else ", no hand-written baseline for this spec"))
+                   if ratio is not None else ", no hand-written baseline for this spec")
+                + (f"; float32 {row['float32_step_ms']:.3f} ms" if "float32_step_ms" in row
+                   else "")
+                + (f"; loss gap after a step {row['loss_gap_step']:.1e} (bound "
+                   f"{row['loss_bound']:.1e})" if row.get("loss_gap_step") is not None else ""))
             if args.keras:
                 key = (spec.name, backend)
                 if key not in keras_done:
@@ -139,7 +162,8 @@ def run_command(args, load_spec) -> int:
                 "keras": args.keras,
                 "flops_rule": f"{TRAIN_FLOPS_FACTOR} x forward FLOPs per example x batch"}
     settings["not_timed"] = [{"model": m, "why": why} for m, why in skipped]
-    print(bench_report.table(rows, env, skipped))
+    settings["refused"] = refused
+    print(bench_report.table(rows, env, skipped, refused))
     from rosetta.conformance.auto import recommendations
 
     print("recommendation (fastest backend and mode per model; --backend auto also checks "
@@ -147,7 +171,7 @@ def run_command(args, load_spec) -> int:
     for line in recommendations(rows):
         print(f"  {line}")
     for path in reports:
-        bench_report.write(path, rows, env, settings, skipped)
+        bench_report.write(path, rows, env, settings, skipped, refused)
         log(f"report written to {path}")
     if args.plot:
         bench_report.plot(args.plot, rows)
@@ -225,7 +249,14 @@ def add_parser(sub, positive_int):
                         "started through the engine's own launcher over localhost (on one "
                         "machine this measures the launcher's and the network path's overhead, "
                         "not a speed-up)")
-    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--dtype", choices=["float32", "float64"],
+                   help="default float32; an alias of --precision")
+    b.add_argument("--precision", choices=list(PRECISIONS),
+                   help="the precision policy (docs/guide/precision.md): under bfloat16, "
+                        "mixed_bfloat16 or mixed_float16 the baseline is each framework's own "
+                        "hand-written mixed-precision code (torch autocast + GradScaler, flax "
+                        "dtype= / param_dtype=, TensorFlow casts), and rosetta's float32 step "
+                        "is timed beside it (default: --dtype's)")
     from rosetta.cli import data_arguments
 
     data_arguments(b, "time the steps on batches of this data file (see rosetta train --help)")

@@ -334,16 +334,22 @@ def baseline_plan(spec: TrainSpec) -> dict | None:
 def build_baseline(spec: TrainSpec, backend: str, *, dtype: str, device: str, mode: str,
                    params: dict | None = None):
     """The hand-written trainer for ``spec`` on ``backend`` (None when none fits), from the
-    spec's initial parameters (or ``params``) as plain NumPy arrays in the program dtype."""
+    spec's initial parameters (or ``params``) as plain NumPy arrays in the program's host dtype.
+    ``dtype`` is a precision policy (``rosetta.precision``): a low one reaches the baseline as
+    ``precision=`` (its own mixed-precision code), the weights in the host dtype (float32)."""
+    from rosetta.precision import policy
+
     plan = baseline_plan(spec)
     if plan is None or backend not in BASELINES:  # no hand-written baseline for this backend
         return None
+    host = policy(dtype).host
     params = spec.model.init_params(spec.seed) if params is None else params
-    weights = {k: np.asarray(v, dtype) for k, v in params.items()}
+    weights = {k: np.asarray(v, host) for k, v in params.items()}
     module = importlib.import_module(BASELINES[backend])
+    low = {} if dtype == host else {"precision": dtype}
     return module.build(plan["arch"], weights, plan["loss"], plan["optimizer"],
-                        input_shape=plan["input_shape"], dtype=dtype,
-                        device=normalize_device(device), mode=mode)
+                        input_shape=plan["input_shape"], dtype=host,
+                        device=normalize_device(device), mode=mode, **low)
 
 
 def baseline_input(spec: TrainSpec, x: dict):

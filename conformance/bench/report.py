@@ -28,16 +28,25 @@ COLUMNS = (
     ("ratio", "overhead_ratio", "{:.3f}"),
 )
 KERAS_COLUMNS = (("keras ms", "keras_step_ms", "{:.3f}"),)
+# under a low precision (``--precision``): rosetta's float32 step, the speed-up of the low
+# precision over it, and the loss check against the hand-written code after one update
+PRECISION_COLUMNS = (("float32 ms", "float32_step_ms", "{:.3f}"),
+                     ("f32/low", "float32_speedup", "{:.2f}"),
+                     ("loss gap", "loss_gap_step", "{:.1e}"),
+                     ("bound", "loss_bound", "{:.1e}"))
 
 
 def columns(rows):
-    """The columns, with Keras's when a row has it."""
-    return COLUMNS + (KERAS_COLUMNS if any("keras_step_ms" in r or "keras_error" in r
-                                           for r in rows) else ())
+    """The columns, with Keras's when a row has it, and the precision's under a low one."""
+    return (COLUMNS + (KERAS_COLUMNS if any("keras_step_ms" in r or "keras_error" in r
+                                            for r in rows) else ())
+            + (PRECISION_COLUMNS if any("float32_step_ms" in r for r in rows) else ()))
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
     v = row.get(key)
+    if key == "float32_speedup" and row.get("float32_step_ms"):
+        v = row["float32_step_ms"] / row["step_ms_median"]
     if key == "best":
         return "*" if v else ""
     if v is None:
@@ -49,7 +58,7 @@ def _cells(rows) -> list[list[str]]:
     return [[_cell(r, key, fmt) for _, key, fmt in columns(rows)] for r in rows]
 
 
-def table(rows, env: dict | None = None, skipped=()) -> str:
+def table(rows, env: dict | None = None, skipped=(), refused=()) -> str:
     head = [h for h, _, _ in columns(rows)]
     body = _cells(rows)
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
@@ -61,13 +70,14 @@ def table(rows, env: dict | None = None, skipped=()) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     lines = [line(head), line(["-" * w for w in widths]), *map(line, body)]
-    lines.append(footnote(rows, env, skipped))
+    lines.append(footnote(rows, env, skipped, refused))
     return "\n".join(lines)
 
 
-def footnote(rows, env: dict | None, skipped=()) -> str:
+def footnote(rows, env: dict | None, skipped=(), refused=()) -> str:
     """The table's notes: the device and peak, the floors, what the columns mean, the Keras
-    errors, and the zoo models not timed (``skipped``: (model, why) pairs) with the reason."""
+    errors, the cases a backend refused (``refused``: {model, backend, mode, refused} with its
+    one line) and the zoo models not timed (``skipped``: (model, why) pairs) with the reason."""
     parts = []
     if env:
         parts.append(f"device: {env.get('device')}; float32 matmul peak "
@@ -84,12 +94,25 @@ def footnote(rows, env: dict | None, skipped=()) -> str:
     parts.append("step ms: median over the timed steps, synchronised; native: the hand-written "
                  "baseline, timed alternating with rosetta; ratio: median over paired blocks of "
                  "rosetta / native; best (*): the fastest mode of each backend")
+    dtypes = {r.get("dtype") for r in rows}
+    if any("float32_step_ms" in r for r in rows):
+        parts.append(f"precision {', '.join(sorted(map(str, dtypes)))}: native is the "
+                     "framework's own hand-written mixed-precision code; float32 ms: rosetta's "
+                     "float32 step in the same blocks; f32/low: float32 ms / step ms (> 1: the "
+                     "low precision is faster); loss gap: |rosetta - native| / |native| of the "
+                     "loss after one update, held to bound (8 unit roundoffs of the low type)")
+        bad = [f"{r['model']} {r['backend']}/{r['mode']}" for r in rows
+               if r.get("loss_gap_step") is not None and r["loss_gap_step"] > r["loss_bound"]]
+        if bad:
+            parts.append(f"LOSS CHECK FAILED (gap above the bound): {', '.join(bad)}")
     if any("keras_step_ms" in r or "keras_error" in r for r in rows):
         parts.append("keras ms: Keras 3 train_on_batch on the row's backend, Keras's default "
                      "compile (XLA on jax and tensorflow, eager on torch), in its own process")
         errors = {(r["model"], r["backend"]): r["keras_error"] for r in rows
                   if r.get("keras_error")}
         parts += [f"keras on {b} ({m}): {e}" for (m, b), e in errors.items()]
+    parts += [f"{r['model']} on {r['backend']}/{r['mode']}: {r['refused']}"
+              for r in refused]
     reasons: dict = {}
     for model, why in skipped:
         reasons.setdefault(why, []).append(model)
@@ -98,7 +121,7 @@ def footnote(rows, env: dict | None, skipped=()) -> str:
     return "\n".join(parts)
 
 
-def markdown(rows, env: dict | None = None, skipped=()) -> str:
+def markdown(rows, env: dict | None = None, skipped=(), refused=()) -> str:
     cols = columns(rows)
     head = [h for h, _, _ in cols]
     out = ["| " + " | ".join(head) + " |",
@@ -106,21 +129,22 @@ def markdown(rows, env: dict | None = None, skipped=()) -> str:
                           for _, k, _ in cols) + "|"]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
             for cells in _cells(rows)]
-    return "\n".join(out) + "\n\n" + footnote(rows, env, skipped).replace("\n", "  \n") + "\n"
+    return ("\n".join(out) + "\n\n"
+            + footnote(rows, env, skipped, refused).replace("\n", "  \n") + "\n")
 
 
 def to_json(rows, env: dict, settings: dict) -> dict:
     return {"format": FORMAT, "environment": env, "settings": settings, "results": list(rows)}
 
 
-def write(path, rows, env: dict, settings: dict, skipped=()) -> Path:
+def write(path, rows, env: dict, settings: dict, skipped=(), refused=()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".json":
         write_text(path, dumps_json(to_json(rows, env, settings), indent=1))
     elif suffix == ".md":
-        write_text(path, markdown(rows, env, skipped))
+        write_text(path, markdown(rows, env, skipped, refused))
     else:
         raise ValueError(f"report format from the suffix: .json or .md, found {path.name!r}")
     return path

@@ -191,6 +191,30 @@ def test_bench_case_runs_and_is_consistent(backend):
     assert row["native_step_ms"] is not None
 
 
+# one backend per low policy (the CI budget): the framework's own hand-written code of the
+# policy (torch autocast + GradScaler, a flax model in bf16) timed beside rosetta's
+PRECISION_CASES = [(b, p) for b, p in (("torch", "mixed_bfloat16"), ("jax", "bfloat16"),
+                                       ("torch", "mixed_float16")) if b in BACKENDS]
+
+
+@pytest.mark.parametrize("backend, precision", PRECISION_CASES)
+def test_bench_under_a_precision_policy(backend, precision):
+    mode = get_backend(backend).modes[0]
+    row = bench.run_case(models.get("mlp"), backend, mode, batch_size=16, steps=2, block=1,
+                         warmup=1, peak_gflops=50.0, dtype=precision)
+    assert row["dtype"] == precision and row["blocks"] == 2
+    assert row["step_ms_median"] > 0 and row["native_step_ms"] > 0
+    assert row["float32_step_ms"] > 0  # rosetta's float32 step, timed in the same blocks
+    # the hand-written code of the policy trains to rosetta's loss after one update, within
+    # 8 unit roundoffs of the low type; and the low type really ran (not float32's loss)
+    assert row["loss_gap_step"] <= row["loss_bound"] == bench.loss_bound(precision)
+    float32 = bench.run_case(models.get("mlp"), backend, mode, batch_size=16, steps=1,
+                             block=1, warmup=1, native=False)
+    assert row["first_loss"] != float32["first_loss"]
+    text = bench_report.table([row])
+    assert "float32 ms" in text and "loss gap" in text and "LOSS CHECK FAILED" not in text
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bench_without_baseline(backend):
     spec = rs.TrainSpec(model=rs.Sequential([rs.Dense(8, activation="tanh", name="h"),
@@ -284,6 +308,8 @@ def test_cli_bench_report_and_plot(backend, tmp_path):
     (["bench", "mlp", "--plot", "out.pdf"], ".png"),
     (["bench", "resnet9000"], "unknown model"),
     (["bench", "mlp", "--steps", "0"], "positive integer"),
+    (["bench", "mlp", "--precision", "mixed_bfloat16", "--keras"], "neither --keras"),
+    (["bench", "mlp", "--precision", "bfloat16", "--dtype", "float64"], "disagree"),
 ])
 def test_cli_bench_bad_input(args, words):
     r = run_cli(*args, "--backends", *SELECTED)

@@ -172,7 +172,8 @@ def test_data_parallel_refuses_a_low_precision_in_one_line():
     from rosetta.backends.tensorflow import data_parallel
 
     with pytest.raises(BackendUnavailable, match="tensorflow data parallel: precision "
-                                                 "'mixed_bfloat16' is not lowered here"):
+                                                 "'mixed_bfloat16' is not lowered on several "
+                                                 "devices"):
         data_parallel.compile(_spec(), devices=2, dtype="mixed_bfloat16")
 
 

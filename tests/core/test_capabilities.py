@@ -31,3 +31,24 @@ def test_the_command_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "precision policies:" in out.stdout and "export formats:" in out.stdout
+
+
+def test_precision_on_several_devices_is_the_engines_declaration():
+    """The row and the refusal read ``Engine.precisions``: TensorFlow's data-parallel step
+    refuses the low policies in one line (before any framework), torch's and JAX's run them."""
+    import pytest
+
+    from rosetta import distributed
+    from rosetta.errors import BackendUnavailable
+
+    rows = capabilities.table()
+    title = "precision policies on several devices"
+    if "tensorflow" in rows:
+        assert rows["tensorflow"][title].startswith("`float32`, `float64`; the others refused")
+        with pytest.raises(BackendUnavailable, match="tensorflow data parallel: precision "
+                                                     "'mixed_float16' is not lowered"):
+            distributed.check_precision("tensorflow", "mixed_float16")
+    for name in ("torch", "jax"):
+        if name in rows:
+            assert rows[name][title] == "every policy of one device"
+            distributed.check_precision(name, "mixed_float16")

@@ -9,6 +9,16 @@ Where flax's layers do not fit the canonical math they are not used: flax's ``GR
 recurrent biases of the r and z gates into the input ones (one trainable bias where the canonical
 GRU trains two), so the GRU cell here is written by hand; LayerNorm and BatchNorm are asked for
 the two-pass variance (``use_fast_variance=False``), as the canonical rule computes it.
+
+Precision (``precision``, ``rosetta bench --precision``), as a flax user writes it: ``bfloat16``:
+every module with ``dtype=param_dtype=jnp.bfloat16`` (optax's state follows the parameters).
+``mixed_bfloat16`` / ``mixed_float16``: ``dtype=`` the low type and ``param_dtype=float32`` on
+the product layers (Dense, Conv, attention with ``force_fp32_for_softmax``), the normalisation
+layers and the embeddings kept at ``dtype=float32``, the loss on ``logits.astype(float32)``;
+``mixed_float16`` adds a hand-written dynamic loss scale (the policy's rule: initial 2**15,
+growth interval 2000, factor 2, back-off 0.5, the update skipped on a non-finite gradient,
+``jnp.where`` over the state as ``jmp.select_tree`` does). Plain ``jax.jit`` (XLA may keep
+excess precision; rosetta's own step turns that off, ``xla_allow_excess_precision``).
 """
 
 from __future__ import annotations
@@ -29,11 +39,21 @@ from rosetta.conformance.bench.baselines import from_pairs
 HIGHEST = jax.lax.Precision.HIGHEST  # full float32 matmuls (no TF32 / bf16 passes on GPU)
 
 
-def _layers(dtype):
-    """flax layer constructors in ``dtype`` with full-precision matmuls."""
-    kw = {"dtype": dtype, "param_dtype": dtype}
+def _layers(prec):
+    """flax layer constructors for ``prec`` = (compute, parameter, normalisation dtype) with
+    full-precision matmuls: the products, and the keywords of the float32-family layers
+    (normalisation, embeddings)."""
+    compute, param, norm = prec
+    kw = {"dtype": compute, "param_dtype": param}
     return (functools.partial(nn.Dense, precision=HIGHEST, **kw),
-            functools.partial(nn.Conv, precision=HIGHEST, **kw), kw)
+            functools.partial(nn.Conv, precision=HIGHEST, **kw),
+            {"dtype": norm, "param_dtype": param})
+
+
+def _f32_stats(prec):
+    """flax's float32 promotion of normalisation statistics, off for pure bf16 (the policy runs
+    normalisation in bf16 there)."""
+    return prec[2] != jnp.bfloat16
 
 
 # --- sequential: linear, mlp, mlp100, mlp784, cnn, lenet, tutorial_cnn ------------------------
@@ -77,7 +97,8 @@ class ResNet(nn.Module):
             k = self.shapes[c + "/kernel"]
             x = conv(k[-1], k[:2], strides=stride, padding="SAME", use_bias=False, name=c)(x)
             return nn.BatchNorm(use_running_average=False, momentum=a["momentum"],
-                                epsilon=a["epsilon"], use_fast_variance=False, name=bn, **kw)(x)
+                                epsilon=a["epsilon"], use_fast_variance=False, name=bn,
+                                force_float32_reductions=_f32_stats(self.dtype), **kw)(x)
 
         h = nn.relu(conv_bn(x, a["stem"]["conv"], a["stem"]["bn"], 1))
         for b in a["blocks"]:
@@ -131,8 +152,9 @@ class Recurrent(nn.Module):
         emb = self.shapes[a["embed"] + "/embedding"]
         x = nn.Embed(*emb, name=a["embed"], **kw)(tokens)
         # parent=None: the cell is adopted by nn.RNN (params under the rnn's name, "cell")
-        cell = (nn.OptimizedLSTMCell(a["units"], parent=None, **kw) if a["cell"] == "lstm" else
-                GRUCell(a["units"], self.dtype, parent=None))
+        cell = (nn.OptimizedLSTMCell(a["units"], parent=None, dtype=self.dtype[0],
+                                     param_dtype=self.dtype[1]) if a["cell"] == "lstm" else
+                GRUCell(a["units"], self.dtype[1], parent=None))
         carry = nn.RNN(cell, return_carry=True, name=a["rnn"])(x, seq_lengths=lengths)[0]
         h = carry[1] if a["cell"] == "lstm" else carry  # the LSTM's carry is (c, h)
         return dense(self.shapes[a["head"] + "/kernel"][-1], name=a["head"])(h)
@@ -171,10 +193,10 @@ class Transformer(nn.Module):
         a, s = self.arch, self.shapes
         dense, _, kw = _layers(self.dtype)
         norm = functools.partial(nn.LayerNorm, epsilon=a["epsilon"], use_fast_variance=False,
-                                 **kw)
+                                 force_float32_reductions=_f32_stats(self.dtype), **kw)
         emb = s[a["embed"] + "/embedding"]
         h = nn.Embed(*emb, name=a["embed"], **kw)(tokens)
-        h = PositionEmbedding(s[a["pos"] + "/embedding"], self.dtype, name=a["pos"])(h)
+        h = PositionEmbedding(s[a["pos"] + "/embedding"], self.dtype[1], name=a["pos"])(h)
         t = tokens.shape[1]
         mask = jnp.ones((1, 1, t, t), bool)
         if a["causal"]:
@@ -185,7 +207,8 @@ class Transformer(nn.Module):
         for b in a["blocks"]:
             attn = nn.MultiHeadDotProductAttention(
                 a["heads"], qkv_features=a["heads"] * a["head_dim"], out_features=emb[1],
-                precision=HIGHEST, name=b["attn"], **kw)
+                precision=HIGHEST, name=b["attn"], dtype=self.dtype[0],
+                param_dtype=self.dtype[1], force_fp32_for_softmax=self.dtype[2] != self.dtype[0])
             h = h + attn(norm(name=b["ln1"])(h), mask=mask)
             f = nn.gelu(dense(s[b["ff1"] + "/kernel"][1], name=b["ff1"])(
                 norm(name=b["ln2"])(h)), approximate=False)
@@ -239,18 +262,38 @@ def make_optimizer(o, dtype):
 
 class State(train_state.TrainState):
     batch_stats: Any = None
+    scale: Any = None  # mixed_float16: the dynamic loss scale and its count of good steps
+    good: Any = None
+
+
+# precision -> (compute, parameter, normalisation) dtypes of the modules
+PRECISIONS = {"float32": ("float32",) * 3, "float64": ("float64",) * 3,
+              "bfloat16": ("bfloat16",) * 3,
+              "mixed_bfloat16": ("bfloat16", "float32", "float32"),
+              "mixed_float16": ("float16", "float32", "float32")}
+GROWTH_INTERVAL = 2000
+
+
+def select(keep, new, old):
+    """``new`` where ``keep`` else ``old``, leaf by leaf (a skipped update)."""
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
 
 
 class Trainer:
-    def __init__(self, arch, weights, loss, optimizer, dtype, device, mode, input_shape):
-        if dtype == "float64":
+    def __init__(self, arch, weights, loss, optimizer, dtype, device, mode, input_shape,
+                 precision=None):
+        precision = precision or dtype
+        if precision == "float64":
             jax.config.update("jax_enable_x64", True)
-        self.dtype = jnp.dtype(dtype)
+        prec = tuple(jnp.dtype(d) for d in PRECISIONS[precision])
+        self.dtype = prec[1]  # the parameters', the inputs' and the optimizer's
+        mixed = prec[0] != prec[1]
+        scaled = prec[0] == jnp.float16
         self.device = jax.devices("gpu" if device in ("gpu", "cuda") else "cpu")[0]
         arch, weights = from_pairs(arch, weights, input_shape)
         self.lengths = bool(arch.get("lengths"))
         shapes = {k: tuple(v.shape) for k, v in weights.items()}
-        model = BUILDERS[arch["model"]](arch, shapes, self.dtype)
+        model = BUILDERS[arch["model"]](arch, shapes, prec)
         n = 2
         example = ((jnp.zeros((n,) + tuple(input_shape), jnp.int32), jnp.ones((n,), jnp.int32))
                    if self.lengths else
@@ -270,7 +313,9 @@ class Trainer:
             stats = {bn: {"mean": jnp.zeros(v["mean"].shape, self.dtype),
                           "var": jnp.ones(v["var"].shape, self.dtype)} for bn, v in stats.items()}
         state = State.create(apply_fn=model.apply, params=params,
-                             tx=make_optimizer(optimizer, self.dtype), batch_stats=stats)
+                             tx=make_optimizer(optimizer, self.dtype), batch_stats=stats,
+                             scale=jnp.float32(2.0 ** 15) if scaled else None,
+                             good=jnp.int32(0) if scaled else None)
         self.state = jax.device_put(state, self.device)
         self.loss = loss
 
@@ -281,6 +326,8 @@ class Trainer:
                 out, upd = model.apply({"params": params, "batch_stats": stats}, *xs,
                                        mutable=["batch_stats"])
                 new_stats = upd["batch_stats"]
+            if mixed:  # the loss in float32: the logits cast up
+                out = out.astype(jnp.float32)
             if loss == "mse":
                 value = jnp.mean((out - y) ** 2)
             elif loss == "sequence_cross_entropy":
@@ -297,7 +344,24 @@ class Trainer:
                 state.params, state.batch_stats, xs, y)
             return state.apply_gradients(grads=grads, batch_stats=stats), value
 
-        self.train_step = train_step
+        @functools.partial(jax.jit, donate_argnums=0)
+        def scaled_step(state, xs, y):
+            def scaled_loss(params, stats):
+                value, new_stats = loss_fn(params, stats, xs, y)
+                return value * state.scale, (value, new_stats)
+            (_, (value, stats)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(
+                state.params, state.batch_stats)
+            grads = jax.tree.map(lambda g: g / state.scale, grads)
+            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g))
+                                        for g in jax.tree.leaves(grads)]))
+            new = select(finite, state.apply_gradients(grads=grads, batch_stats=stats), state)
+            good = jnp.where(finite, state.good + 1, 0)
+            grow = good == GROWTH_INTERVAL
+            scale = jnp.where(finite, jnp.where(grow, state.scale * 2.0, state.scale),
+                              state.scale * 0.5)
+            return new.replace(scale=scale, good=jnp.where(grow, 0, good)), value
+
+        self.train_step = scaled_step if scaled else train_step
 
     def put(self, x, y):
         if self.lengths:
@@ -315,6 +379,6 @@ class Trainer:
 
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
-          mode="jit"):
+          mode="jit", precision=None):
     """A trainer (see ``rosetta.conformance.bench.baselines``)."""
-    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)
+    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape, precision)

@@ -7,6 +7,16 @@ and the families).
 Keras is deliberately not used: its Adam adds epsilon before the bias correction and its SGD folds
 the learning rate into the momentum buffer, so it would not train to the same numbers; a Keras
 user's timing is the separate ``--keras`` column.
+
+Precision (``precision``, ``rosetta bench --precision``) is written the same way, with ``tf.cast``
+by hand: ``bfloat16``: every variable, input and optimizer slot in bf16 (the update count and
+the bias corrections in float32, cast to bf16 where they meet the slots). ``mixed_bfloat16`` /
+``mixed_float16``: float32 variables and slots; each product (matmul, conv, einsum attention)
+casts its operands to the low type (``Params.low``); normalisation, the attention's softmax,
+pooling means and the loss cast their inputs to float32 (``Params.f32``); the gradients reach
+the float32 variables through the casts. ``mixed_float16`` adds a hand-written dynamic loss
+scale (initial 2**15, growth interval 2000, factor 2, back-off 0.5; a non-finite gradient skips
+the update under ``tf.cond``).
 """
 
 from __future__ import annotations
@@ -20,26 +30,41 @@ from rosetta.conformance.bench.baselines import from_pairs
 
 
 class Params(tf.Module):
-    """The trainable variables, by canonical path (the order of creation is the update order)."""
+    """The trainable variables, by canonical path (the order of creation is the update order);
+    ``compute``: the type the products run in, ``norm``: the type of normalisation, softmax and
+    means (both the variables' own type unless the precision is mixed)."""
 
-    def __init__(self, weights, dtype):
+    def __init__(self, weights, dtype, compute=None, norm=None):
         super().__init__()
         self.by_path = {k: tf.Variable(v, dtype=dtype, name=k.replace("/", "__"))
                         for k, v in weights.items()}
         self.params = list(self.by_path.values())
+        self.compute, self.norm = compute or dtype, norm or dtype
 
     def __getitem__(self, path):
         return self.by_path[path]
 
+    def low(self, *xs):
+        """``xs`` cast to the products' type (no op when it is theirs already)."""
+        out = tuple(x if x.dtype == self.compute else tf.cast(x, self.compute) for x in xs)
+        return out if len(out) > 1 else out[0]
+
+    def f32(self, *xs):
+        """``xs`` cast to the normalisation's type."""
+        out = tuple(x if x.dtype == self.norm else tf.cast(x, self.norm) for x in xs)
+        return out if len(out) > 1 else out[0]
+
 
 def dense(p, name, x, relu=False):
-    y = tf.matmul(x, p[name + "/kernel"]) + p[name + "/bias"]
+    y = tf.matmul(*p.low(x, p[name + "/kernel"])) + p.low(p[name + "/bias"])
     return tf.nn.relu(y) if relu else y
 
 
 def layer_norm(p, name, x, eps):
+    x = p.f32(x)
     mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return tf.nn.batch_normalization(x, mean, var, p[name + "/bias"], p[name + "/scale"], eps)
+    return tf.nn.batch_normalization(x, mean, var, *p.f32(p[name + "/bias"], p[name + "/scale"]),
+                                     eps)
 
 
 # --- sequential: linear, mlp, mlp100, mlp784, cnn, lenet, tutorial_cnn ------------------------
@@ -52,8 +77,9 @@ class Sequential(tf.Module):
     def __call__(self, x):
         for la in self.layers:
             if la["op"] == "conv":
-                x = tf.nn.conv2d(x, self.p[la["name"] + "/kernel"], 1, la["padding"].upper())
-                x = x + self.p[la["name"] + "/bias"]
+                x = tf.nn.conv2d(*self.p.low(x, self.p[la["name"] + "/kernel"]), 1,
+                                 la["padding"].upper())
+                x = x + self.p.low(self.p[la["name"] + "/bias"])
             elif la["op"] == "maxpool":
                 x = tf.nn.max_pool2d(x, la["size"], la["size"], "VALID")
             elif la["op"] == "flatten":
@@ -80,14 +106,15 @@ class ResNet(tf.Module):
                       for n in names}
 
     def conv_bn(self, x, conv, bn, stride):
-        x = tf.nn.conv2d(x, self.p[conv + "/kernel"], stride, "SAME")
+        x = self.p.f32(tf.nn.conv2d(*self.p.low(x, self.p[conv + "/kernel"]), stride, "SAME"))
         mean, var = tf.nn.moments(x, axes=[0, 1, 2])
         m = self.arch["momentum"]
         running_mean, running_var = self.stats[bn]
         running_mean.assign(m * running_mean + (1 - m) * mean)
         running_var.assign(m * running_var + (1 - m) * var)
-        return tf.nn.batch_normalization(x, mean, var, self.p[bn + "/bias"],
-                                         self.p[bn + "/scale"], self.arch["epsilon"])
+        return tf.nn.batch_normalization(x, mean, var,
+                                         *self.p.f32(self.p[bn + "/bias"], self.p[bn + "/scale"]),
+                                         self.arch["epsilon"])
 
     def __call__(self, x):
         a = self.arch
@@ -98,7 +125,7 @@ class ResNet(tf.Module):
             short = (self.conv_bn(h, b["proj_conv"], b["proj_bn"], b["stride"])
                      if b["proj_conv"] else h)
             h = tf.nn.relu(y + short)
-        return dense(self.p, a["head"], tf.reduce_mean(h, axis=[1, 2]))
+        return dense(self.p, a["head"], tf.reduce_mean(self.p.f32(h), axis=[1, 2]))
 
 
 # --- recurrent: lstm, gru --------------------------------------------------------------------
@@ -179,12 +206,13 @@ class Transformer(tf.Module):
 
     def attention(self, name, x, mask):
         p = self.p
-        q, k, v = (tf.einsum("nte,ehd->nthd", x, p[f"{name}/{n}_kernel"]) + p[f"{name}/{n}_bias"]
-                   for n in ("query", "key", "value"))
-        s = tf.einsum("nihd,njhd->nhij", q, k) / math.sqrt(self.arch["head_dim"])
-        w = tf.nn.softmax(tf.where(mask, s, tf.constant(-np.inf, s.dtype)), axis=-1)
+        q, k, v = (tf.einsum("nte,ehd->nthd", *p.low(x, p[f"{name}/{n}_kernel"]))
+                   + p.low(p[f"{name}/{n}_bias"]) for n in ("query", "key", "value"))
+        s = p.f32(tf.einsum("nihd,njhd->nhij", q, k) / math.sqrt(self.arch["head_dim"]))
+        w = p.low(tf.nn.softmax(tf.where(mask, s, tf.constant(-np.inf, s.dtype)), axis=-1))
         o = tf.einsum("nhij,njhd->nihd", w, v)
-        return tf.einsum("nihd,hde->nie", o, p[name + "/output_kernel"]) + p[name + "/output_bias"]
+        return (tf.einsum("nihd,hde->nie", *p.low(o, p[name + "/output_kernel"]))
+                + p.low(p[name + "/output_bias"]))
 
     def __call__(self, tokens, lengths=None):
         a, p = self.arch, self.p
@@ -198,11 +226,14 @@ class Transformer(tf.Module):
             mask = mask & real[:, None, None, :]
         eps = a["epsilon"]
         for b in a["blocks"]:
-            h = h + self.attention(b["attn"], layer_norm(p, b["ln1"], h, eps), mask)
+            # the residual stream stays in the variables' type (the wider of the two)
+            h = h + tf.cast(self.attention(b["attn"], layer_norm(p, b["ln1"], h, eps), mask),
+                            h.dtype)
             f = gelu(dense(p, b["ff1"], layer_norm(p, b["ln2"], h, eps)))
-            h = h + dense(p, b["ff2"], f)
+            h = h + tf.cast(dense(p, b["ff2"], f), h.dtype)
         h = layer_norm(p, a["final_norm"], h, eps)
         if a["pool"] == "mean":
+            h = p.f32(h)
             w = tf.cast(real, h.dtype)[..., None]
             h = tf.reduce_sum(h * w, axis=1) / tf.cast(lengths, h.dtype)[:, None]
         return dense(p, a["head"], h)
@@ -225,6 +256,12 @@ def learning_rate(lr, t, dtype):
     return tf.where(t < warm, init + (peak - init) * t / warm, cosine)
 
 
+def count_dtype(params):
+    """The update count's type: the parameters' own, float32 under bf16 (bf16 counts only to
+    256 exactly)."""
+    return tf.float32 if params[0].dtype == tf.bfloat16 else params[0].dtype
+
+
 class Adam(tf.Module):
     """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p) (wd > 0: AdamW's decoupled decay)."""
@@ -234,7 +271,8 @@ class Adam(tf.Module):
         self.o = o
         self.m = [tf.Variable(tf.zeros_like(p)) for p in params]
         self.v = [tf.Variable(tf.zeros_like(p)) for p in params]
-        self.t = tf.Variable(0.0, dtype=params[0].dtype)
+        self.t = tf.Variable(0.0, dtype=count_dtype(params))
+        self.dtype = params[0].dtype
 
     def apply(self, grads, params):
         o = self.o
@@ -242,6 +280,8 @@ class Adam(tf.Module):
         self.t.assign_add(1.0)
         c1 = 1.0 - tf.pow(tf.constant(o["beta1"], self.t.dtype), self.t)
         c2 = 1.0 - tf.pow(tf.constant(o["beta2"], self.t.dtype), self.t)
+        if self.dtype != self.t.dtype:
+            lr, c1, c2 = (tf.cast(a, self.dtype) for a in (lr, c1, c2))
         wd = o.get("weight_decay", 0.0)
         for g, p, m, v in zip(grads, params, self.m, self.v):
             g = tf.convert_to_tensor(g)  # the embeddings' IndexedSlices, dense
@@ -258,11 +298,12 @@ class SGD(tf.Module):
         super().__init__()
         self.o = o
         self.v = [tf.Variable(tf.zeros_like(p)) for p in params] if o["momentum"] else None
-        self.t = tf.Variable(0.0, dtype=params[0].dtype)
+        self.t = tf.Variable(0.0, dtype=count_dtype(params))
+        self.dtype = params[0].dtype
 
     def apply(self, grads, params):
         o, mu = self.o, self.o["momentum"]
-        lr = learning_rate(o["lr"], self.t, self.t.dtype)
+        lr = tf.cast(learning_rate(o["lr"], self.t, self.t.dtype), self.dtype)
         self.t.assign_add(1.0)
         wd = o.get("weight_decay", 0.0)
         for i, (g, p) in enumerate(zip(grads, params)):
@@ -277,10 +318,22 @@ class SGD(tf.Module):
             p.assign_sub(lr * (g + mu * v if o["nesterov"] else v))
 
 
+# precision -> (variables, products, normalisation) types
+PRECISIONS = {"float32": ("float32",) * 3, "float64": ("float64",) * 3,
+              "bfloat16": ("bfloat16",) * 3,
+              "mixed_bfloat16": ("float32", "bfloat16", "float32"),
+              "mixed_float16": ("float32", "float16", "float32")}
+GROWTH_INTERVAL = 2000
+
+
 class Trainer:
-    def __init__(self, arch, weights, loss, optimizer, dtype, device, mode, input_shape):
+    def __init__(self, arch, weights, loss, optimizer, dtype, device, mode, input_shape,
+                 precision=None):
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        self.dtype = tf.as_dtype(dtype)
+        precision = precision or dtype
+        var, compute, norm = (tf.as_dtype(d) for d in PRECISIONS[precision])
+        self.dtype = var
+        mixed, scaled = compute != var, compute == tf.float16
         arch, weights = from_pairs(arch, weights, input_shape)
         self.lengths = bool(arch.get("lengths"))
         # placed explicitly only to run on the CPU of a machine that has a GPU (the default
@@ -289,17 +342,22 @@ class Trainer:
         self.scope = "/CPU:0" if device == "cpu" and gpus else None
         self.place = self.scope or ("/GPU:0" if gpus else "/CPU:0")
         with tf.device(self.place):
-            self.params = Params(weights, self.dtype)
+            self.params = Params(weights, self.dtype, compute, norm)
             self.model = BUILDERS[arch["model"]](arch, self.params, self.dtype)
             if isinstance(self.model, Recurrent):
-                self.model.fused = mode != "xla" and self.dtype == tf.float32
+                self.model.fused = mode != "xla" and precision == "float32"
             params = self.params.params
             self.opt = (Adam(params, optimizer) if optimizer["name"] == "adam" else
                         SGD(params, optimizer))
+            if scaled:  # the dynamic loss scale and its count of good steps
+                self.scale = tf.Variable(2.0 ** 15, dtype=tf.float32, trainable=False)
+                self.good = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.loss = loss
         model, opt = self.model, self.opt
 
         def loss_fn(out, y):
+            if mixed:  # the loss in float32: the logits cast up
+                out = tf.cast(out, tf.float32)
             if loss == "mse":
                 return tf.reduce_mean(tf.square(out - y))
             if loss == "sequence_cross_entropy":
@@ -317,7 +375,29 @@ class Trainer:
             opt.apply(grads, params)
             return value
 
-        self.train_step = tf.function(train_step, jit_compile=(mode == "xla"))
+        def scaled_step(xs, y):
+            scale = self.scale.read_value()
+            with tf.GradientTape() as tape:
+                value = loss_fn(model(*xs), y)
+                scaled_value = value * scale
+            grads = [tf.convert_to_tensor(g) / scale
+                     for g in tape.gradient(scaled_value, params)]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+            def update():
+                opt.apply(grads, params)
+                return tf.constant(True)
+
+            tf.cond(finite, update, lambda: tf.constant(False))
+            good = tf.where(finite, self.good + 1, 0)
+            grow = good == GROWTH_INTERVAL
+            self.scale.assign(tf.where(finite, tf.where(grow, scale * 2.0, scale),
+                                       scale * 0.5))
+            self.good.assign(tf.where(grow, 0, good))
+            return value
+
+        self.train_step = tf.function(scaled_step if scaled else train_step,
+                                      jit_compile=(mode == "xla"))
 
     def put(self, x, y):
         with tf.device(self.place):
@@ -338,6 +418,6 @@ class Trainer:
 
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
-          mode="xla"):
+          mode="xla", precision=None):
     """A trainer (see ``rosetta.conformance.bench.baselines``)."""
-    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)
+    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape, precision)

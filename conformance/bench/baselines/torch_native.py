@@ -13,6 +13,15 @@ The optimizer is ``torch.optim`` as users write it, with torch's defaults: on th
 one-parameter-at-a-time loop (``foreach`` is its default on CUDA only). rosetta's lowering asks
 for ``foreach=True``, the same numbers bit for bit; the README gives the ratio with ``foreach``
 on both sides too.
+
+Precision (``precision``, ``rosetta bench --precision``), as a torch user writes it on a CPU:
+``bfloat16``: the model made in ``torch.bfloat16`` (``.to(torch.bfloat16)``), inputs, loss and
+``torch.optim`` state in bf16. ``mixed_bfloat16`` / ``mixed_float16``: float32 parameters and
+optimizer, the forward under ``torch.autocast("cpu", dtype=...)``, the loss on ``logits.float()``;
+where CPU autocast leaves a float32 op of the policy in the low type (BatchNorm after a bf16
+conv) the module casts its input up by hand (``x.float()``; LayerNorm already gets the float32
+residual stream); ``mixed_float16`` adds ``torch.amp.GradScaler`` with the policy's rule
+(initial scale 2**15, growth interval 2000, factor 2, back-off 0.5).
 """
 
 from __future__ import annotations
@@ -93,7 +102,10 @@ def sequential(arch, w, input_shape, factory):
 # --- resnet ----------------------------------------------------------------------------------
 
 class ConvBN(nn.Module):
-    """conv (no bias, 'same' by TensorFlow's rule) -> BatchNorm (batch statistics in training)."""
+    """conv (no bias, 'same' by TensorFlow's rule) -> BatchNorm (batch statistics in training;
+    ``norm32``: its input cast to float32 first, the mixed policies' normalisation)."""
+
+    norm32 = False
 
     def __init__(self, kernel, size, stride, momentum, eps, **factory):
         super().__init__()
@@ -105,7 +117,8 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=eps, momentum=1.0 - momentum, **factory)
 
     def forward(self, x):
-        return self.bn(self.conv(F.pad(x, self.pad) if self.pad else x))
+        x = self.conv(F.pad(x, self.pad) if self.pad else x)
+        return self.bn(x.float() if self.norm32 else x)
 
 
 class BasicBlock(nn.Module):
@@ -290,9 +303,17 @@ def make_optimizer(params, o):
                            weight_decay=o.get("weight_decay", 0.0))
 
 
+AUTOCAST = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
+
+
 class Trainer:
-    def __init__(self, arch, weights, loss, opt, dtype, device, mode, input_shape):
-        self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    def __init__(self, arch, weights, loss, opt, dtype, device, mode, input_shape,
+                 precision=None):
+        precision = precision or dtype
+        self.dtype = {"float32": torch.float32, "float64": torch.float64,
+                      "bfloat16": torch.bfloat16}.get(precision, torch.float32)
+        # mixed: the low type of autocast; None: no autocast
+        self.autocast = AUTOCAST.get(precision)
         self.device = torch.device("cuda" if device in ("gpu", "cuda") else device)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -301,8 +322,16 @@ class Trainer:
         factory = {"dtype": self.dtype, "device": self.device}
         self.model, self.channels_first = BUILDERS[arch["model"]](arch, weights, input_shape,
                                                                   factory)
+        if self.autocast is not None:
+            for m in self.model.modules():
+                if isinstance(m, ConvBN):
+                    m.norm32 = True
         self.run = torch.compile(self.model) if mode == "compile" else self.model
         self.loss = loss
+        self.scaler = (torch.amp.GradScaler(self.device.type, init_scale=2.0 ** 15,
+                                            growth_factor=2.0, backoff_factor=0.5,
+                                            growth_interval=2000)
+                       if self.autocast == torch.float16 else None)
         self.opt = make_optimizer([p for p in self.model.parameters() if p.requires_grad], opt)
         self.lr, self.t = learning_rate(opt["lr"]), 0
 
@@ -332,14 +361,25 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr(self.t)
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.run(*xs), y)
-        loss.backward()
-        self.opt.step()
-        self.t += 1
+        if self.autocast is None:
+            loss = self.loss_fn(self.run(*xs), y)
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = self.run(*xs)
+            loss = self.loss_fn(out.float(), y)
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+            self.t += 1
+            return loss.item()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.t += 1  # a step GradScaler skips still moves lr(t) here (telling costs a sync)
         return loss.item()
 
 
 def build(arch, weights, loss, optimizer, *, input_shape, dtype="float32", device="cpu",
-          mode="eager"):
+          mode="eager", precision=None):
     """A trainer (see ``rosetta.conformance.bench.baselines``)."""
-    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape)
+    return Trainer(arch, weights, loss, optimizer, dtype, device, mode, input_shape, precision)
