@@ -122,24 +122,42 @@ HF_MODELS = {
 }
 
 
-def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0):
-    """``(module, example input, loss)`` of ``HF_MODELS[name]`` in float64 (see the module
+# Models whose source computes part of its float64 forward in float32 (a float64 import of them
+# is refused in one line: the spec computes in one float dtype); they are imported and certified
+# in float32 (the certificate's float32 tier, at the measured-noise bounds), where those casts
+# are no-ops. The value says which part.
+FLOAT32 = {
+    "vit": "softmax(dtype=torch.float32) in ViTSelfAttention",
+    "llama": "LlamaRMSNorm's hidden_states.to(torch.float32)",
+    "mistral": "MistralRMSNorm's hidden_states.to(torch.float32)",
+    "t5_encoder": "T5LayerNorm's hidden_states.to(torch.float32)",
+}
+
+
+def dtype_of(name) -> str:
+    """The dtype the sweep imports ``name`` in: float32 for ``FLOAT32``, else float64."""
+    return "float32" if name in FLOAT32 else "float64"
+
+
+def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float64"):
+    """``(module, example input, loss)`` of ``HF_MODELS[name]`` in ``dtype`` (see the module
     doc); ``hidden``/``layers`` shrink it further (the CI tests)."""
     torch, _ = _imports()
     from rosetta.importers.hf import Logits, TokenCrossEntropy
 
     torch.manual_seed(seed)
     model, kind, token_level = HF_MODELS[name](hidden=hidden, layers=layers)
-    model = Logits(model).double()
+    dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    model = Logits(model).to(dt)
     g = torch.Generator().manual_seed(seed)
     if kind == "tokens":
         x = torch.randint(0, VOCAB, (batch, SEQ), generator=g)
     elif kind == "image":
-        x = torch.randn(batch, 3, 32, 32, generator=g, dtype=torch.float64)
+        x = torch.randn(batch, 3, 32, 32, generator=g, dtype=torch.float64).to(dt)
     else:   # audio: (N, mel bins, 2 * positions) log-mel frames
-        x = torch.randn(batch, 8, 2 * SEQ, generator=g, dtype=torch.float64)
+        x = torch.randn(batch, 8, 2 * SEQ, generator=g, dtype=torch.float64).to(dt)
     loss = TokenCrossEntropy() if token_level else torch.nn.CrossEntropyLoss()
     return model, x, loss
 
 
-__all__ = ["HF_MODELS", "build"]
+__all__ = ["FLOAT32", "HF_MODELS", "build", "dtype_of"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.importers.builder import Builder, Unsupported, Value, held_layout
 
 # calls that never fold: random draws and the one input-shape-free call that is not a value
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "uniform", "multinomial", "randperm",
@@ -92,11 +92,13 @@ def fold(nodes, constants: dict) -> dict:
 
 
 def as_value(b: Builder, f: Folded, rank: int, batch: int, name: str, label: str,
-             cache: dict):
+             cache: dict, perm: tuple | None = None):
     """A folded value as the operand of a computing call whose other operands have ``rank``
     axes (batch included; 0: no alignment): a Python number for a single element of a 0-d
     tensor, else a ``Constant`` (see the module doc); ``cache`` keeps one node per value and
-    rank."""
+    rank. ``perm``: the other operands are held with their axes permuted (held axis i = source
+    axis perm[i], batch first): the constant is held in that order too, so that NumPy
+    broadcasting of the held tensors is the source's."""
     arr = f.array
     if arr.ndim == 0:
         return arr.item()
@@ -113,13 +115,19 @@ def as_value(b: Builder, f: Folded, rank: int, batch: int, name: str, label: str
             raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} read by a call that "
                               f"takes its first axis as the batch axis (of size 1 or "
                               f"{batch}); the spec has no tensor without a batch axis")
-    key = (f.source, arr.shape)
+    if perm is not None and (len(perm) != arr.ndim or perm[0] != 0):
+        raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} with a tensor held with "
+                          f"its axes in the order {perm}")
+    key = (f.source, arr.shape, perm)
     if key not in cache:
-        value = arr[0]
+        held = arr if perm is None else np.transpose(arr, perm)
+        value = held[0]
         if value.dtype == np.bool_:
             value = value.astype(np.int64)
-        cache[key] = b.layer("Constant", [], name=f"{name}_{f.source}", source=label,
-                             layout="plain", out_shape=arr.shape, value=value)
+        cache[key] = b.layer("Constant", [], name=f"{name}_{f.source}" + (
+                                 "" if perm is None else "_" + "".join(map(str, perm))),
+                             source=label, layout=held_layout(perm or tuple(range(arr.ndim))),
+                             out_shape=arr.shape, value=value)
     return cache[key]
 
 

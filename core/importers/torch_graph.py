@@ -334,12 +334,19 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             kwargs = {k: takes_folded(v) for k, v in kwargs.items()}
         if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
                 _has_missing(args) or _has_missing(list(kwargs.values()))):
-            rank = max([len(v.shape) for v in _flat(args + list(kwargs.values()))
-                        if isinstance(v, Value)], default=0) if target in BROADCASTING else 0
+            operands = [v for v in _flat(args + list(kwargs.values())) if isinstance(v, Value)]
+            rank = max([len(v.shape) for v in operands], default=0) \
+                if target in BROADCASTING else 0
+            # a constant broadcast against a tensor held with its axes permuted (RoPE's cos
+            # table times q held as (N, T, H, D)) is held in that order too
+            held = {v.layout for v in operands if len(v.shape) == rank}
+            perm = next(iter(held)) if rank and len(held) == 1 and isinstance(
+                next(iter(held)), tuple) else None
 
             def constant(a):
                 if isinstance(a, Folded):
-                    return as_value(b, a, rank, batch, path or n.name, label, const_nodes)
+                    return as_value(b, a, rank, batch, path or n.name, label, const_nodes,
+                                    perm=perm)
                 if isinstance(a, (list, tuple)):
                     return type(a)(constant(x) for x in a)
                 return a

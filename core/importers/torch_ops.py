@@ -293,8 +293,22 @@ def hardswish(b: Builder, c: Call):
     return b.layer("HardSwish", [x], name=c.name, source=c.label, out_shape=c.shape)
 
 
+def _softmax_dtype(b: Builder, c: Call):
+    """A softmax's ``dtype`` argument (``softmax(x, dim, dtype=torch.float32)``: the source
+    computes it in that dtype, then casts back): None or the model's own dtype, else refused
+    (the spec computes in one float dtype: a float32 softmax inside a float64 model, ViT's
+    attention, is not the spec's float64 softmax; import the model in float32)."""
+    dtype = c.kwargs.get("dtype", c.arg(2, "dtype", None))
+    if isinstance(dtype, bool) or dtype is None or dtype == getattr(b, "dtype", None):
+        return
+    raise Unsupported(f"a softmax computed in {dtype} inside a {getattr(b, 'dtype', None)} "
+                      f"model (the spec computes in one float dtype: import the model in "
+                      f"{dtype})")
+
+
 def softmax(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
+    _softmax_dtype(b, c)
     return b.layer("Activation", [x], name=c.name, source=c.label, fn="softmax",
                    axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
 
@@ -873,6 +887,7 @@ def matmul(b: Builder, c: Call):
 def softmax_op(op):
     def handler(b: Builder, c: Call):
         x = _value(c.arg(0, "input"))
+        _softmax_dtype(b, c)
         return b.layer(op, [x], name=c.name, source=c.label,
                        axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
     return handler

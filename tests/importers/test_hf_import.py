@@ -151,3 +151,49 @@ def test_folded_float_buffer_is_kept_by_the_certificate():
     assert imp.source.constant_buffers == ("inv_freq",)
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class Float32Softmax(torch.nn.Module):
+    """ViT's attention: ``softmax(s, dtype=torch.float32).to(q.dtype)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        s = self.lin(x) @ x.transpose(1, 2)
+        w = torch.nn.functional.softmax(s, dim=-1, dtype=torch.float32).to(x.dtype)
+        return w @ x
+
+
+def test_float32_softmax_in_a_float64_model_is_refused_and_imports_in_float32():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(ImportRefused) as e:
+        from_torch(Float32Softmax().double(), x, loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "softmax computed in torch.float32" in e.value.lines[0]
+    imp = from_torch(Float32Softmax(), x.float(), loss=TokenCrossEntropy())
+    assert imp.dtype == "float32"
+
+
+class PermutedTable(torch.nn.Module):
+    """RoPE's shape: a folded (1, 1, T, D) table times q viewed (N, T, H, D) and transposed to
+    (N, H, T, D), so the table meets a tensor held with its axes permuted."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        q = self.lin(x).view(n, t, 2, 3).transpose(1, 2)
+        table = torch.arange(t * 3, dtype=x.dtype).reshape(1, 1, t, 3).cos()
+        return (q * table).transpose(1, 2).reshape(n, t, 6)
+
+
+def test_constant_broadcast_with_a_permuted_tensor_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(PermutedTable().double(), torch.randn(2, 5, 6, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
