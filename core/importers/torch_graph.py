@@ -23,7 +23,8 @@ from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.torch_fold import Folded, as_value, fold
-from rosetta.importers.torch_ops import ATEN, BROADCASTING, Call, batch_norm_module_refusal
+from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call, Unbatched,
+                                         batch_norm_module_refusal)
 
 # user mappings: module class -> function(module, *inputs, b) -> Value
 MAPS: dict = {}
@@ -241,6 +242,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     folded = fold(ep_train.graph.nodes, constants)
     const_nodes: dict = {}
     batch = int(example_inputs[0].shape[0]) if example_inputs[0].dim() else 1
+    b.batch = batch
 
     def refuse(label, kind, reason):
         refusals.setdefault(f"{label}: unsupported {kind}", []).append(reason)
@@ -340,8 +342,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             # a constant broadcast against a tensor held with its axes permuted (RoPE's cos
             # table times q held as (N, T, H, D)) is held in that order too
             held = {v.layout for v in operands if len(v.shape) == rank}
-            perm = next(iter(held)) if rank and len(held) == 1 and isinstance(
-                next(iter(held)), tuple) else None
+            perm = next(iter(held)) if target in ELEMENTWISE and len(held) == 1 and \
+                isinstance(next(iter(held)), tuple) else None
 
             def constant(a):
                 if isinstance(a, Folded):
@@ -375,6 +377,12 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)
+        if target not in BROADCASTING and any(isinstance(v, Unbatched) for v in _flat(
+                args + list(kwargs.values()))):
+            refuse(label, "module" if path else "call",
+                   f"{target} of a tensor without a batch axis (a table lookup at folded "
+                   f"positions; only a broadcasting call may read it)")
+            continue
         val = n.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else ()
         kind = "module" if path else "call"

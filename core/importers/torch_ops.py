@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers.torch_fold import Folded, as_value
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
                                        regroup, view_order)
 
@@ -90,6 +91,52 @@ def conv2d(b: Builder, c: Call):
                    layout="nchw", out_shape=c.shape)
 
 
+def conv1d(b: Builder, c: Call):
+    """torch ``conv1d`` of an (N, C, T) tensor -> ``Conv1D`` on it held channels last,
+    (N, T, C) (the layout (0, 2, 1); a Transpose where it is held otherwise); the kernel
+    (out, in/groups, k) as the spec's (k, in/groups, out); the output is held (N, T, C) too."""
+    x = _value(c.arg(0, "input"))
+    if len(x.shape) != 3:
+        raise Unsupported(f"a 1-D convolution of a tensor of shape {x.shape} (unbatched)")
+    weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)) or (
+            _shared(b, weight)):
+        raise Unsupported("a convolution whose kernel is computed (not a parameter of its own)")
+    w = b.tensors[weight]
+    stride = int(_seq1(c.arg(3, "stride", 1)))
+    padding = c.arg(4, "padding", 0)
+    dilation = int(_seq1(c.arg(5, "dilation", 1)))
+    groups = int(c.arg(6, "groups", 1))
+    k = int(w.shape[2])
+    if isinstance(padding, str):   # aten.conv1d.padding: 'valid' or 'same' (stride 1)
+        tot = 0 if padding == "valid" else dilation * (k - 1)
+        pads = ((tot // 2, tot - tot // 2),)
+    else:
+        p = int(_seq1(padding))
+        pads = ((p, p),)
+    if x.layout == "flat" or (x.layout != "plain" and x.perm != (0, 2, 1)):
+        x = _plain(b, c, x, "a 1-D convolution")
+    if x.layout == "plain":
+        x = b.layer("Transpose", [x], name=f"{c.name}_channels_last", source=c.label,
+                    layout=(0, 2, 1), out_shape=x.shape, perm=(1, 0))
+    params = {"kernel": (weight, "conv1d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv1D", [x], name=c.name, source=c.label, params=params,
+                   filters=int(w.shape[0]), kernel_size=(k,), strides=(stride,), padding=pads,
+                   dilation=(dilation,), groups=groups, use_bias=bias is not None,
+                   layout=(0, 2, 1), out_shape=c.shape)
+
+
+def _seq1(v):
+    """The one value of a 1-D convolution's stride/padding/dilation list (or the number)."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 1:
+            raise Unsupported(f"a 1-D convolution argument of {len(v)} values ({v})")
+        return v[0]
+    return v
+
+
 def linear(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
@@ -154,8 +201,43 @@ def addmm(b: Builder, c: Call):
                    out_shape=c.shape, chw=x.chw)
 
 
+@dataclass
+class FoldedIndices:
+    """The folded index operand of an embedding lookup, read by ``embedding`` itself."""
+    folded: object
+
+
+@dataclass
+class Unbatched(Value):
+    """A source tensor without a batch axis (a table row lookup at folded positions, Whisper's
+    ``embed_positions(arange(T))``: (T, D)), held batch-broadcast as (1, T, D): ``shape`` is
+    the source's with a leading 1. Only a broadcasting call may read it (torch right-aligns the
+    shapes, so (T, D) broadcasts as (1, T, D)); ``torch_graph`` refuses any other reader."""
+
+
 def embedding(b: Builder, c: Call):
-    weight, idx = c.arg(0, "weight"), _value(c.arg(1, "indices"))
+    weight, idx = c.arg(0, "weight"), c.arg(1, "indices")
+    if isinstance(idx, FoldedIndices):
+        arr = idx.folded.array
+        batchless = arr.ndim >= 1 and arr.shape[0] != 1 and not (
+            arr.shape[0] == b.batch and (arr == arr[:1]).all())
+        idx = as_value(b, idx.folded, 0 if not batchless else arr.ndim + 1, b.batch, c.name,
+                       c.label, b.__dict__.setdefault("folded_nodes", {}))
+        if batchless:   # a lookup at folded positions without a batch axis (see Unbatched)
+            if not isinstance(weight, str):
+                raise Unsupported("an embedding whose table is computed")
+            if c.arg(2, "padding_idx", -1) not in (-1, None):
+                raise Unsupported("Embedding(padding_idx=...) at folded positions")
+            shape = (1,) + tuple(c.shape)
+            table = b.layer("Parameter", [], name=f"{c.name}_table", source=c.label,
+                            params={"value": (weight, "identity")}, layout="plain",
+                            out_shape=(1,) + tuple(b.tensors[weight].shape),
+                            shape=tuple(b.tensors[weight].shape), init="ones") \
+                if not _shared(b, weight) else shared_parameter(b, weight, c.label)
+            y = b.layer("Gather", [table, idx], name=c.name, source=c.label, axis=0,
+                        layout="plain", out_shape=shape)
+            return Unbatched(y.tensor, "plain", shape)
+    idx = _value(idx)
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
     if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
@@ -171,6 +253,9 @@ def embedding(b: Builder, c: Call):
     return b.layer("Embedding", [idx], name=c.name, source=c.label,
                    params={"embedding": (weight, "identity")}, vocab_size=int(w.shape[0]),
                    dim=int(w.shape[1]), layout="plain", out_shape=c.shape)
+
+
+embedding.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
 
 
 # --- normalisation ------------------------------------------------------------------------------
@@ -896,6 +981,8 @@ def softmax_op(op):
 ATEN = {
     "aten.conv2d.default": conv2d,
     "aten.conv2d.padding": conv2d,
+    "aten.conv1d.default": conv1d,
+    "aten.conv1d.padding": conv1d,
     "aten.linear.default": linear,
     "aten.addmm.default": addmm,
     "aten.embedding.default": embedding,
@@ -997,6 +1084,9 @@ ATEN = {
 # folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
 BROADCASTING = frozenset(k for k, v in ATEN.items()
                          if v in (add, mul, sub, div, power, where, scaled_dot_product_attention))
+# of those, the elementwise ones: their operands are held in one axis order (a folded constant
+# operand is held in the order of the tensor it meets)
+ELEMENTWISE = frozenset(k for k in BROADCASTING if ATEN[k] is not scaled_dot_product_attention)
 
 # torch's fused recurrent calls (their own module; it reads ``Call`` and ``_value`` from here)
 from rosetta.importers.torch_recurrent import RECURRENT_ATEN, HiddenStates  # noqa: E402

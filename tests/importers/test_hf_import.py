@@ -197,3 +197,32 @@ def test_constant_broadcast_with_a_permuted_tensor_certifies():
                      loss=TokenCrossEntropy())
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class AudioStem(torch.nn.Module):
+    """Whisper's encoder stem: two Conv1d over (N, C, T) frames, a permute to (N, T, C), and
+    position embeddings looked up at arange(T) (a (T, D) tensor without a batch axis)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(3, 4, 3, padding=1)
+        self.c2 = torch.nn.Conv1d(4, 4, 3, stride=2, padding=1)
+        self.pos = torch.nn.Embedding(4, 4)
+        self.out = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        gelu = torch.nn.functional.gelu
+        h = gelu(self.c2(gelu(self.c1(x)))).permute(0, 2, 1)
+        h = h + self.pos(torch.arange(h.shape[1]))
+        return self.out(h.mean(1))
+
+
+def test_conv1d_and_positions_without_a_batch_axis_certify():
+    torch.manual_seed(0)
+    imp = from_torch(AudioStem().double(), torch.randn(2, 3, 8, dtype=torch.float64),
+                     loss=torch.nn.CrossEntropyLoss())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("Conv1D") == 2 and "Gather" in ops
+    assert imp.names["pos.weight"].endswith("/value")
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
