@@ -324,9 +324,35 @@ def layer_norm(b: Builder, c: Call):
     if weight is None or bias is None:
         raise Unsupported("LayerNorm without its scale and bias (elementwise_affine=False or "
                           "bias=False)")
+    if _shared(b, weight) or _shared(b, bias):
+        return _shared_layer_norm(b, c, x, weight, bias)
     return b.layer("LayerNorm", [x], name=c.name, source=c.label,
                    params={"scale": (weight, "identity"), "bias": (bias, "identity")},
                    epsilon=float(c.arg(4, "eps", 1e-5)), out_shape=c.shape)
+
+
+def _shared_layer_norm(b: Builder, c: Call, x: Value, weight, bias) -> Value:
+    """A LayerNorm whose scale and bias other calls read too (ALBERT's one layer applied at
+    every depth) written out as its math on the last axis, with the shared ``Parameter``s:
+    y = (x - mean) * rsqrt(var + eps) * scale + bias, var the population variance."""
+    eps = float(c.arg(4, "eps", 1e-5))
+    n, lab, shp = c.name, c.label, c.shape
+
+    def op(kind, ins, suffix, **attrs):
+        return b.layer(kind, ins, name=f"{n}_{suffix}", source=lab, out_shape=shp, **attrs)
+
+    mean = b.layer("Reduce", [x], name=f"{n}_mean", source=lab, fn="mean", axes=(-1,),
+                   keepdims=True, out_shape=shp[:-1] + (1,))
+    d = op("Subtract", [x, mean], "centered")
+    var = b.layer("Reduce", [op("Multiply", [d, d], "square")], name=f"{n}_var", source=lab,
+                  fn="mean", axes=(-1,), keepdims=True, out_shape=shp[:-1] + (1,))
+    r = b.layer("Unary", [b.layer("Add", [var], name=f"{n}_var_eps", source=lab,
+                                  out_shape=shp[:-1] + (1,), constant=eps)],
+                name=f"{n}_rstd", source=lab, fn="rsqrt", out_shape=shp[:-1] + (1,))
+    y = op("Multiply", [d, r], "normalized")
+    y = op("Multiply", [y, _param_operand(b, c, weight, y, "a LayerNorm scale")], "scaled")
+    return b.layer("Add", [y, _param_operand(b, c, bias, y, "a LayerNorm bias")], name=n,
+                   source=lab, out_shape=shp)
 
 
 # --- activations --------------------------------------------------------------------------------
@@ -431,8 +457,18 @@ def _param_operand(b: Builder, c: Call, p, other: Value, what: str) -> Value:
     if full[0] != 1:
         raise Unsupported(f"{what} by a parameter of shape {shape} over the batch axis")
     perm = other.perm
-    inverse = tuple(int(i) for i in np.argsort(perm))
     held = tuple(full[i] for i in perm)[1:]
+    if _shared(b, src):   # a parameter other calls read too: a view of its one Parameter
+        moved = [i for i in perm if full[i] != 1]
+        if moved != sorted(moved):
+            raise Unsupported(f"{what} by a shared parameter of shape {shape} with a tensor "
+                              f"held with its axes in the order {perm}")
+        v = shared_parameter(b, src, c.label)
+        if held != tuple(src_shape):
+            v = b.layer("Reshape", [v], name=f"{c.name}_{src}_view", source=c.label,
+                        layout="plain", out_shape=(1,) + held, shape=held)
+        return Value(v.tensor, other.layout, full)
+    inverse = tuple(int(i) for i in np.argsort(perm))
     lay = Layout(f"param{tuple(shape)}@{perm}",
                  lambda k: np.transpose(np.asarray(k)[None], inverse).reshape(src_shape),
                  lambda a: np.transpose(np.asarray(a).reshape(full), perm)[0])

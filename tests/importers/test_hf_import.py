@@ -226,3 +226,28 @@ def test_conv1d_and_positions_without_a_batch_axis_certify():
     assert imp.names["pos.weight"].endswith("/value")
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class SharedLayer(torch.nn.Module):
+    """ALBERT's sharing: one Linear + LayerNorm applied at two depths."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        for _ in range(2):
+            x = self.norm(x + torch.tanh(self.lin(x)))
+        return self.out(x)
+
+
+def test_layer_applied_twice_shares_its_parameters_and_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(SharedLayer().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("Parameter") == 4 and "LayerNorm" not in ops   # lin and norm, shared
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed, cert.results
