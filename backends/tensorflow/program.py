@@ -191,6 +191,8 @@ class Program(contract.BackendProgram):
         exact: a power of two)."""
         masks = self._masks_or_draw(inputs, masks, advance=training_step)
         with tf.GradientTape() as tape:
+            if not training_step:   # frozen variables (trainable=False) are not watched
+                tape.watch(self.differentiated)
             out = self.model(inputs, training=True, update_state=training_step, masks=masks)
             loss = self._loss(out, labels)
             scaled = loss if self._scale is None else loss * self._scale
