@@ -3,8 +3,9 @@
 32x32 images in 8x8 patches, random weights (nothing is downloaded), float64.
 
 Each entry of ``HF_MODELS`` builds ``(module, example input, loss)``: the module is
-``rosetta.importers.hf.Logits`` of the model (its first output: the task head's logits, a bare
-encoder's last hidden state), the loss the spec's cross-entropy (token level for LM heads and
+``rosetta.importers.hf.Logits`` of a ``transformers`` model (its first output: the task head's
+logits, a bare encoder's last hidden state; a timm model, which returns its logits, as it is),
+the loss the spec's cross-entropy (token level for LM heads and
 encoders, ``TokenCrossEntropy``). Configs set ``pad_token_id=None`` where the model's embedding
 would otherwise have a ``padding_idx`` (a row whose gradient torch keeps at zero: the spec's
 Embedding has none, and an import of it is refused in one line); every other setting is the
@@ -148,7 +149,10 @@ def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float6
     torch.manual_seed(seed)
     model, kind, token_level = HF_MODELS[name](hidden=hidden, layers=layers)
     dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    model = Logits(model).to(dt)
+    torch_, T = _imports()
+    if isinstance(model, T.PreTrainedModel):   # a ModelOutput: its first field; timm: a tensor
+        model = Logits(model)
+    model = model.to(dt)
     g = torch.Generator().manual_seed(seed)
     if kind == "tokens":
         x = torch.randint(0, VOCAB, (batch, SEQ), generator=g)

@@ -23,8 +23,8 @@ from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.torch_fold import Folded, as_value, fold
-from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call, Unbatched,
-                                         batch_norm_module_refusal)
+from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
+                                         batch_norm_module_refusal, reader_refusal)
 
 # user mappings: module class -> function(module, *inputs, b) -> Value
 MAPS: dict = {}
@@ -377,11 +377,9 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)
-        if target not in BROADCASTING and any(isinstance(v, Unbatched) for v in _flat(
-                args + list(kwargs.values()))):
-            refuse(label, "module" if path else "call",
-                   f"{target} of a tensor without a batch axis (a table lookup at folded "
-                   f"positions; only a broadcasting call may read it)")
+        line = reader_refusal(target, _flat(args + list(kwargs.values())))
+        if line:
+            refuse(label, "module" if path else "call", line)
             continue
         val = n.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else ()

@@ -636,8 +636,11 @@ def select(b: Builder, c: Call):
     i = i + x.shape[dim] if i < 0 else i
     y = _slice(b, c, x, dim, i, i + 1, 1, f"{c.name}_slice")
     perm = tuple(p - (p > dim) for p in x.perm if p != dim)
-    return b.layer("Squeeze", [y], name=c.name, source=c.label, axes=(x.canonical_axis(dim),),
-                   layout=perm, out_shape=c.shape)
+    out = b.layer("Squeeze", [y], name=c.name, source=c.label, axes=(x.canonical_axis(dim),),
+                  layout=perm, out_shape=c.shape)
+    if isinstance(x, BatchMoved) and perm[0] != 0:   # still not on axis 0
+        return BatchMoved(out.tensor, out.layout, out.shape)
+    return out
 
 
 def split(b: Builder, c: Call):
@@ -676,9 +679,40 @@ def permute(b: Builder, c: Call):
         raise Unsupported("a transpose of a channels-first flatten")
     perm = permuted(x.perm, dims)
     if perm[0] != 0 and perm != (1, 0, 2):
-        raise Unsupported("a permute that moves the batch axis (only a (N, T, C) sequence's to "
-                          "(T, N, C), for a batch_first=False recurrent module)")
+        # timm's qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4): only unbind / select of a
+        # leading axis may read it (``BatchMoved``)
+        return BatchMoved(x.tensor, held_layout(perm), tuple(c.shape))
     return Value(x.tensor, held_layout(perm), tuple(c.shape))
+
+
+@dataclass
+class BatchMoved(Value):
+    """A source tensor whose batch axis a permute moved off axis 0 (timm's attention stacks q,
+    k, v in front: (3, B, H, N, D)); held as before, its batch axis first. Only ``unbind`` /
+    ``select`` of an axis before the batch may read it (their pieces have the batch on axis 0
+    again); ``reader_refusal`` refuses any other reader."""
+
+
+def reader_refusal(target: str, values) -> str | None:
+    """The refusal line of a call that reads a tensor only some calls may read (``Unbatched``,
+    ``BatchMoved``), or None."""
+    for v in values:
+        if isinstance(v, Unbatched) and target not in BROADCASTING:
+            return (f"{target} of a tensor without a batch axis (a table lookup at folded "
+                    f"positions; only a broadcasting call may read it)")
+        if isinstance(v, BatchMoved) and ATEN.get(target) not in (unbind, select):
+            return (f"{target} of a tensor whose batch axis a permute moved off axis 0 (only "
+                    f"unbind or select of an axis before it may read it)")
+    return None
+
+
+def unbind(b: Builder, c: Call):
+    """x.unbind(dim) -> one ``select`` per index (a tuple of Values, read by getitem)."""
+    x = _value(c.arg(0, "input"))
+    dim = int(c.arg(1, "dim", 0)) % len(x.shape)
+    shape = x.shape[:dim] + x.shape[dim + 1:]
+    return tuple(select(b, Call(c.target, [x, dim, i], {}, f"{c.name}_{i}", c.label, shape,
+                                c.params)) for i in range(x.shape[dim]))
 
 
 def expand(b: Builder, c: Call):
@@ -1114,6 +1148,7 @@ ATEN = {
     "aten.split_with_sizes.default": split,
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
+    "aten.unbind.int": unbind,
 }
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a

@@ -251,3 +251,32 @@ def test_layer_applied_twice_shares_its_parameters_and_certifies():
     assert ops.count("Parameter") == 4 and "LayerNorm" not in ops   # lin and norm, shared
     cert = imp.certify(("torch",), steps=2)
     assert cert.passed, cert.results
+
+
+class StackedQKV(torch.nn.Module):
+    """timm's attention: qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0) (the batch
+    axis moved off axis 0, then back by the unbind); ``bad``: the permuted tensor summed."""
+
+    def __init__(self, bad=False):
+        super().__init__()
+        self.qkv, self.out, self.bad = torch.nn.Linear(4, 12), torch.nn.Linear(4, 3), bad
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, 2, 2).permute(2, 0, 3, 1, 4)
+        if self.bad:
+            return self.out(qkv.sum(0).transpose(1, 2).reshape(n, t, 4))
+        q, k, v = qkv.unbind(0)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(a.transpose(1, 2).reshape(n, t, 4))
+
+
+def test_unbind_of_a_batch_moving_permute_certifies_and_other_readers_are_refused():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    imp = from_torch(StackedQKV().double(), x, loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+    with pytest.raises(ImportRefused) as e:
+        from_torch(StackedQKV(bad=True).double(), x, loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "moved off axis 0" in e.value.lines[0]
