@@ -51,6 +51,19 @@ def _never_folds(target: str) -> bool:
             or target.startswith("aten._assert") or "sym_constrain" in target)
 
 
+def _folds_in_place(n, order: dict) -> bool:
+    """An in-place call (``x.add_(y)``) that folds: not random, on the output of another call
+    (never a buffer: BatchNorm's counters), and no later call reads that output (it would see
+    the mutated value; the fold computes on a copy and leaves the earlier value as it was)."""
+    import torch
+
+    op = str(n.target).split(".")[1] if str(n.target).startswith("aten.") else str(n.target)
+    if _never_folds(op[:-1]) or not n.args or not isinstance(n.args[0], torch.fx.Node):
+        return False
+    src = n.args[0]
+    return src.op == "call_function" and all(order[u.name] <= order[n.name] for u in src.users)
+
+
 def fold(nodes, constants: dict) -> dict:
     """{fx node name: Folded or a tuple/number} of every call that folds; ``constants`` maps the
     constant placeholders (buffers, lifted constants) to their tensors."""
@@ -58,13 +71,19 @@ def fold(nodes, constants: dict) -> dict:
 
     known = dict(constants)
     out = {}
+    nodes = list(nodes)
+    order = {n.name: k for k, n in enumerate(nodes)}
     for n in nodes:
         if n.op != "call_function":
             continue
         target = str(n.target)
-        if _never_folds(target):
-            continue
         if any(a.name not in known for a in n.all_input_nodes):
+            continue
+        op = target.split(".")[1] if target.startswith("aten.") else target
+        inplace = op.endswith("_") and not op.startswith("__")
+        if inplace and _folds_in_place(n, order):
+            pass   # in place on a folded value (T5's bucket += ...): on a copy of it below
+        elif _never_folds(target):
             continue
 
         def val(a):
@@ -74,10 +93,12 @@ def fold(nodes, constants: dict) -> dict:
                 return type(a)(val(x) for x in a)
             return a
 
+        args = [val(a) for a in n.args]
+        if inplace:   # the earlier folded value stays as it was
+            args[0] = args[0].clone()
         try:
             with torch.no_grad():
-                v = n.target(*[val(a) for a in n.args],
-                             **{k: val(a) for k, a in n.kwargs.items()})
+                v = n.target(*args, **{k: val(a) for k, a in n.kwargs.items()})
         except Exception:   # not a value this importer can compute: the mapping decides
             continue
         if isinstance(v, torch.Tensor) or isinstance(v, (tuple, list)) and all(

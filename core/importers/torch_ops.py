@@ -668,13 +668,17 @@ def permute(b: Builder, c: Call):
     """A permute / transpose of the source is no spec layer: the held tensor stays, its axis
     order follows (``builder.permuted``); a permute and its inverse cancel."""
     x = _value(c.arg(0, "input"))
+    lead = isinstance(x, Unbatched)   # held with a leading size-1 axis the source lacks
+    rank = len(x.shape) - lead
     if c.target.startswith("aten.permute"):
-        dims = list(c.arg(1, "dims"))
+        dims = [int(d) % rank for d in c.arg(1, "dims")]
     else:
-        rank = len(x.shape)
         d0, d1 = int(c.arg(1, "dim0")) % rank, int(c.arg(2, "dim1")) % rank
         dims = list(range(rank))
         dims[d0], dims[d1] = d1, d0
+    if lead:
+        perm = permuted(x.perm, [0] + [d + 1 for d in dims])
+        return Unbatched(x.tensor, held_layout(perm), (1,) + tuple(c.shape))
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
     perm = permuted(x.perm, dims)
@@ -697,7 +701,8 @@ def reader_refusal(target: str, values) -> str | None:
     """The refusal line of a call that reads a tensor only some calls may read (``Unbatched``,
     ``BatchMoved``), or None."""
     for v in values:
-        if isinstance(v, Unbatched) and target not in BROADCASTING:
+        if isinstance(v, Unbatched) and target not in BROADCASTING and ATEN.get(target) not in (
+                permute, unsqueeze):
             return (f"{target} of a tensor without a batch axis (a table lookup at folded "
                     f"positions; only a broadcasting call may read it)")
         if isinstance(v, BatchMoved) and ATEN.get(target) not in (unbind, select):
@@ -744,7 +749,15 @@ def expand(b: Builder, c: Call):
 
 
 def unsqueeze(b: Builder, c: Call):
-    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``)."""
+    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``); ``unsqueeze(0)`` of a tensor
+    without a batch axis (``Unbatched``, held (1, ...)) gives it one of size 1: the same held
+    tensor, in source order (T5's relative-position bias, (1, H, T, T))."""
+    x = c.arg(0, "input")
+    if isinstance(x, Unbatched):
+        if int(c.arg(1, "dim")) != 0:
+            raise Unsupported("an unsqueeze of a tensor without a batch axis at an axis other "
+                              "than 0")
+        return _plain(b, c, Value(x.tensor, x.layout, x.shape), "an unsqueeze")
     return view(b, c)
 
 

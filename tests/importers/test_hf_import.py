@@ -280,3 +280,32 @@ def test_unbind_of_a_batch_moving_permute_certifies_and_other_readers_are_refuse
     with pytest.raises(ImportRefused) as e:
         from_torch(StackedQKV(bad=True).double(), x, loss=TokenCrossEntropy())
     assert len(e.value.lines) == 1 and "moved off axis 0" in e.value.lines[0]
+
+
+class RelativeBias(torch.nn.Module):
+    """T5's relative-position bias: buckets folded from arange (with an in-place add), a table
+    lookup at those (T, T) buckets (no batch axis), permute(2, 0, 1).unsqueeze(0) to (1, H, T,
+    T), added to the attention scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Embedding(7, 2)
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        rel = torch.arange(t)[None, :] - torch.arange(t)[:, None]
+        buckets = (rel > 0).long() * 3
+        buckets += rel.abs().clamp(max=2)
+        bias = self.bias(buckets).permute(2, 0, 1).unsqueeze(0)
+        h = x.view(n, t, 2, 2).transpose(1, 2)
+        w = torch.softmax(h @ h.transpose(-1, -2) + bias, dim=-1)
+        return self.out((w @ h).transpose(1, 2).reshape(n, t, 4))
+
+
+def test_relative_position_bias_from_folded_buckets_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(RelativeBias().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
