@@ -91,14 +91,14 @@ def _whisper(hidden=HIDDEN, layers=LAYERS):
     return T.WhisperForAudioClassification(cfg), "audio", False
 
 
-def _timm(name, **kw):
-    """A timm model at 32x32 images: a ViT-style one in 8x8 patches, ``hidden`` wide, ``layers``
-    deep, 2 heads; ``kw`` replaces those arguments (Swin's stages, MobileViT's own sizes)."""
+def _timm(name, vit=True, **kw):
+    """A timm model at 32x32 images: a ViT-style one (``vit``) in 8x8 patches, ``hidden`` wide,
+    ``layers`` deep, 2 heads; else its own sizes with ``kw`` (Swin's stages; MobileViT)."""
     def build(hidden=HIDDEN, layers=LAYERS):
         _imports()
         import timm
-        args = kw or dict(img_size=32, patch_size=8, embed_dim=hidden, depth=layers,
-                          num_heads=2)
+        args = dict(img_size=32, patch_size=8, embed_dim=hidden, depth=layers,
+                    num_heads=2) if vit else dict(kw)
         return timm.create_model(name, pretrained=False, num_classes=10, **args), "image", False
     return build
 
@@ -126,10 +126,10 @@ HF_MODELS = {
     "timm/deit_tiny_patch16_224": _timm("deit_tiny_patch16_224"),
     "timm/beit_base_patch16_224": _timm("beit_base_patch16_224"),
     "timm/eva02_tiny_patch14_224": _timm("eva02_tiny_patch14_224"),
-    "timm/swin_tiny_patch4_window7_224": _timm("swin_tiny_patch4_window7_224", img_size=32,
-                                               patch_size=4, embed_dim=16, depths=(2, 2),
-                                               num_heads=(2, 2), window_size=4),
-    "timm/mobilevit_xxs": _timm("mobilevit_xxs"),
+    "timm/swin_tiny_patch4_window7_224": _timm(
+        "swin_tiny_patch4_window7_224", False, img_size=32, patch_size=4, embed_dim=16,
+        depths=(2, 2), num_heads=(2, 2), window_size=4),
+    "timm/mobilevit_xxs": _timm("mobilevit_xxs", False),
 }
 
 
