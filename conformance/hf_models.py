@@ -98,7 +98,8 @@ def _timm(name, vit=True, **kw):
         _imports()
         import timm
         args = dict(img_size=32, patch_size=8, embed_dim=hidden, depth=layers,
-                    num_heads=2) if vit else dict(kw)
+                    num_heads=2) if vit else {}
+        args.update(kw)
         return timm.create_model(name, pretrained=False, num_classes=10, **args), "image", False
     return build
 
@@ -126,6 +127,8 @@ HF_MODELS = {
     "timm/deit_tiny_patch16_224": _timm("deit_tiny_patch16_224"),
     "timm/beit_base_patch16_224": _timm("beit_base_patch16_224"),
     "timm/eva02_tiny_patch14_224": _timm("eva02_tiny_patch14_224"),
+    # without the q / zero-k / v bias EVA-02 concatenates into one computed qkv bias (refused)
+    "timm/eva02_tiny_patch14_224-noqkvbias": _timm("eva02_tiny_patch14_224", qkv_bias=False),
     "timm/swin_tiny_patch4_window7_224": _timm(
         "swin_tiny_patch4_window7_224", False, img_size=32, patch_size=4, embed_dim=16,
         depths=(2, 2), num_heads=(2, 2), window_size=4),

@@ -530,6 +530,21 @@ def cat(b: Builder, c: Call):
     return b.layer("Concatenate", xs, name=c.name, source=c.label, axis=axis, out_shape=c.shape)
 
 
+def stack(b: Builder, c: Call):
+    """torch.stack(tensors, dim) -> each tensor viewed with a size-1 axis at ``dim``
+    (``unsqueeze``), then ``cat`` along it (RoPE's rotate-half in EVA-02)."""
+    xs = [_value(v) for v in c.arg(0, "tensors")]
+    rank = len(xs[0].shape) + 1
+    dim = int(c.arg(1, "dim", 0)) % rank
+    if dim == 0:
+        raise Unsupported("a stack along the batch axis")
+    pieces = [unsqueeze(b, Call("aten.unsqueeze.default", [x, dim], {}, f"{c.name}_{k}",
+                                c.label, x.shape[:dim] + (1,) + x.shape[dim:], c.params))
+              for k, x in enumerate(xs)]
+    return cat(b, Call("aten.cat.default", [pieces, dim], {}, c.name, c.label, c.shape,
+                       c.params))
+
+
 def flatten(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     start, end = int(c.arg(1, "start_dim", 0)), int(c.arg(2, "end_dim", -1))
@@ -889,6 +904,15 @@ def to_dtype(b: Builder, c: Call):
                       f"dtype, the model's {getattr(b, 'dtype', None)})")
 
 
+def type_as(b: Builder, c: Call):
+    """``x.type_as(other)``: a no-op where ``other`` is of x's kind (a float tensor of the
+    model's one float dtype, or both int); any other cast is refused."""
+    x, other = _value(c.arg(0, "input")), c.arg(1, "other")
+    if isinstance(other, Value) and _kind(other) == _kind(x):
+        return x
+    raise Unsupported(f"type_as a tensor of another kind ({other!r})")
+
+
 # --- pooling ------------------------------------------------------------------------------------
 
 def _floor_out(size, k, s, p, d=1):
@@ -1125,6 +1149,7 @@ ATEN = {
     "aten.to.dtype_layout": to_dtype,
     "aten.to.dtype": to_dtype,
     "aten._to_copy.default": to_dtype,
+    "aten.type_as.default": type_as,
     "aten.contiguous.default": passthrough,
     "aten.alias.default": passthrough,
     "aten.detach.default": passthrough,
@@ -1162,6 +1187,7 @@ ATEN = {
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
     "aten.unbind.int": unbind,
+    "aten.stack.default": stack,
 }
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a

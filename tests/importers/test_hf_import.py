@@ -309,3 +309,27 @@ def test_relative_position_bias_from_folded_buckets_certifies():
                      loss=TokenCrossEntropy())
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class RotateHalf(torch.nn.Module):
+    """EVA-02's rotary embedding: rotate-half with torch.stack, a folded table cast with
+    type_as."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        rot = torch.stack([-h[..., 1::2], h[..., ::2]], -1).reshape(h.shape)
+        table = torch.arange(x.shape[1] * 4, dtype=torch.float64).reshape(1, -1, 4).cos()
+        return h * table.type_as(h) + rot
+
+
+def test_stack_and_type_as_certify():
+    torch.manual_seed(0)
+    imp = from_torch(RotateHalf().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    assert "Concatenate" in [n.op for n in imp.spec.model.nodes]
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
