@@ -127,8 +127,6 @@ HF_MODELS = {
     "timm/deit_tiny_patch16_224": _timm("deit_tiny_patch16_224"),
     "timm/beit_base_patch16_224": _timm("beit_base_patch16_224"),
     "timm/eva02_tiny_patch14_224": _timm("eva02_tiny_patch14_224"),
-    # without the q / zero-k / v bias EVA-02 concatenates into one computed qkv bias (refused)
-    "timm/eva02_tiny_patch14_224-noqkvbias": _timm("eva02_tiny_patch14_224", qkv_bias=False),
     "timm/swin_tiny_patch4_window7_224": _timm(
         "swin_tiny_patch4_window7_224", False, img_size=32, patch_size=4, embed_dim=16,
         depths=(2, 2), num_heads=(2, 2), window_size=4),

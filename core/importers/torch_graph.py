@@ -243,6 +243,12 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     const_nodes: dict = {}
     batch = int(example_inputs[0].shape[0]) if example_inputs[0].dim() else 1
     b.batch = batch
+    b.param_names = set(to_param.values())
+    # buffers no call updates in place (read as constants where a call needs their value)
+    mutated = {n.args[0].name for n in ep_train.graph.nodes if n.op == "call_function"
+               and str(n.target).split(".")[1:2] and str(n.target).split(".")[1].endswith("_")
+               and n.args and isinstance(n.args[0], torch.fx.Node)}
+    b.constant_buffers = {v for k, v in to_buffer.items() if k not in mutated}
 
     def refuse(label, kind, reason):
         refusals.setdefault(f"{label}: unsupported {kind}", []).append(reason)
@@ -435,7 +441,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "
                              f"unused parameters; remove it or map it)" for k in unused])
     const_buffers = tuple(sorted({to_buffer[p.name] for n in nodes if n.name in folded
-                                  for p in n.all_input_nodes if p.name in to_buffer}))
+                                  for p in n.all_input_nodes if p.name in to_buffer}
+                                 | getattr(b, "buffers_read", set())))
     ignored = [k for k in to_buffer.values() if k not in b.names and k not in const_buffers]
     return Captured(graph, b.params, b.state, b.names, b.layouts, b.node_source,
                     "nchw" if graph_input is not None and len(example_inputs[0].shape) == 4

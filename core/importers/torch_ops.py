@@ -140,6 +140,14 @@ def _seq1(v):
 def linear(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if isinstance(bias, Unbatched) and len(bias.shape) == 2:   # a computed bias (EVA-02)
+        y = linear(b, Call(c.target, [x, weight], {}, f"{c.name}_matmul", c.label, c.shape,
+                           c.params))
+        full = (1,) * (len(y.shape) - 1) + (bias.shape[1],)
+        bias = b.layer("Reshape", [bias], name=f"{c.name}_bias", source=c.label,
+                       layout="plain", out_shape=full, shape=full[1:])
+        return b.layer("Add", [_plain(b, c, y, "a computed bias"), bias], name=c.name,
+                       source=c.label, layout="plain", out_shape=c.shape)
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a linear map whose weight is computed (not a parameter)")
     if _shared(b, weight):   # a tied weight: x @ W^T of the shared Parameter (+ bias)
@@ -519,8 +527,38 @@ sub = _binary("Subtract", "a subtract")
 div = _binary("Divide", "a divide")
 
 
+def _parameter_cat(b: Builder, c: Call, srcs) -> Value:
+    """``torch.cat`` of 1-D parameters and constant buffers (EVA-02's qkv bias: q_bias, a zero
+    k_bias buffer, v_bias) -> ``Concatenate`` of batch-broadcast ``Parameter`` / ``Constant``
+    nodes: a computed parameter without a batch axis (``Unbatched``), read by a Linear's bias
+    or a broadcasting call."""
+    parts = []
+    for k, src in enumerate(srcs):
+        arr = np.asarray(b.tensors[src])
+        if arr.ndim != 1:
+            raise Unsupported(f"a concatenation of parameters of shape {arr.shape} (only 1-D)")
+        if src in getattr(b, "param_names", ()):
+            parts.append(shared_parameter(b, src, c.label) if _shared(b, src) else b.layer(
+                "Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                params={"value": (src, "identity")}, layout="plain", out_shape=(1,) + arr.shape,
+                shape=arr.shape, init="ones"))
+        elif src in getattr(b, "constant_buffers", ()):
+            b.__dict__.setdefault("buffers_read", set()).add(src)   # Captured.constant_buffers
+            parts.append(b.layer("Constant", [], name=f"{c.name}_{src}", source=c.label,
+                                 layout="plain", out_shape=(1,) + arr.shape, value=arr))
+        else:
+            raise Unsupported(f"a concatenation of buffer {src}, which the model updates")
+    out = (1,) + tuple(c.shape)
+    y = b.layer("Concatenate", parts, name=c.name, source=c.label, axis=-1, layout="plain",
+                out_shape=out)
+    return Unbatched(y.tensor, "plain", out)
+
+
 def cat(b: Builder, c: Call):
-    xs = [_value(v) for v in c.arg(0, "tensors")]
+    srcs = c.arg(0, "tensors")
+    if srcs and all(isinstance(v, str) for v in srcs):
+        return _parameter_cat(b, c, srcs)
+    xs = [_value(v) for v in srcs]
     if len(xs) == 1:   # a cat of one tensor is that tensor (DenseNet's first dense layer)
         return xs[0]
     lay = {v.layout for v in xs}
@@ -715,9 +753,10 @@ class BatchMoved(Value):
 def reader_refusal(target: str, values) -> str | None:
     """The refusal line of a call that reads a tensor only some calls may read (``Unbatched``,
     ``BatchMoved``), or None."""
-    for v in values:
+    values = list(values)
+    for i, v in enumerate(values):
         if isinstance(v, Unbatched) and target not in BROADCASTING and ATEN.get(target) not in (
-                permute, unsqueeze):
+                permute, unsqueeze) and not (ATEN.get(target) is linear and i > 0):
             return (f"{target} of a tensor without a batch axis (a table lookup at folded "
                     f"positions; only a broadcasting call may read it)")
         if isinstance(v, BatchMoved) and ATEN.get(target) not in (unbind, select):

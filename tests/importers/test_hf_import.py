@@ -333,3 +333,28 @@ def test_stack_and_type_as_certify():
     assert "Concatenate" in [n.op for n in imp.spec.model.nodes]
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class ConcatBias(torch.nn.Module):
+    """EVA-02's qkv bias: cat(q_bias, a zero k_bias buffer, v_bias) given to F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(2, 6, bias=False)
+        self.q_bias, self.v_bias = torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(
+            torch.randn(2))
+        self.register_buffer("k_bias", torch.zeros(2), persistent=False)
+        self.out = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        return self.out(torch.nn.functional.linear(x, self.qkv.weight, bias))
+
+
+def test_concatenated_parameter_bias_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(ConcatBias().double(), torch.randn(2, 5, 2, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    assert imp.source.constant_buffers == ("k_bias",)
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
