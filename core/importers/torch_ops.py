@@ -266,6 +266,23 @@ def embedding(b: Builder, c: Call):
 embedding.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
 
 
+def index_table(b: Builder, c: Call):
+    """``table[idx]`` of a parameter at one folded index tensor (BEiT's
+    ``relative_position_bias_table[relative_position_index.view(-1)]``): the lookup of
+    ``embedding`` at folded positions (a Gather without a batch axis, ``Unbatched``)."""
+    table, idx = c.arg(0, "self"), c.arg(1, "indices")
+    if not isinstance(table, str) or not isinstance(idx, (list, tuple)) or len(idx) != 1 or \
+            not isinstance(idx[0], FoldedIndices) or b.tensors[table].ndim != 2:
+        raise Unsupported("an index of a tensor other than a 2-D parameter at one folded index "
+                          "tensor")
+    return embedding(b, Call(c.target, [table, idx[0]], {}, c.name, c.label, c.shape,
+                             c.params))
+
+
+index_table.takes_folded = lambda a: ([FoldedIndices(v) if isinstance(v, Folded) else v
+                                        for v in a] if isinstance(a, (list, tuple)) else a)
+
+
 # --- normalisation ------------------------------------------------------------------------------
 
 def batch_norm(b: Builder, c: Call):
@@ -617,6 +634,11 @@ def view(b: Builder, c: Call):
     shape = tuple(c.shape)
     if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
         return ParamView(x if isinstance(x, str) else x.src, shape)
+    if isinstance(x, Unbatched):   # held (1, ...): a Reshape of it in source order
+        x = _plain(b, c, Value(x.tensor, x.layout, x.shape), "a view")
+        y = b.layer("Reshape", [x], name=c.name, source=c.label, layout="plain",
+                    out_shape=(1,) + shape, shape=shape)
+        return Unbatched(y.tensor, "plain", (1,) + shape)
     x = _value(x)
     if x.layout == "merged":   # the batch merged with the next axes: view the unmerged tensor
         full = (x.shape[0] // int(np.prod(x.chw)), *x.chw, *x.shape[1:])
@@ -756,7 +778,8 @@ def reader_refusal(target: str, values) -> str | None:
     values = list(values)
     for i, v in enumerate(values):
         if isinstance(v, Unbatched) and target not in BROADCASTING and ATEN.get(target) not in (
-                permute, unsqueeze) and not (ATEN.get(target) is linear and i > 0):
+                permute, unsqueeze, view, passthrough) and not (
+                ATEN.get(target) is linear and i > 0):
             return (f"{target} of a tensor without a batch axis (a table lookup at folded "
                     f"positions; only a broadcasting call may read it)")
         if isinstance(v, BatchMoved) and ATEN.get(target) not in (unbind, select):
@@ -1168,6 +1191,7 @@ ATEN = {
     "aten.cat.default": cat,
     "aten.flatten.using_ints": flatten,
     "aten.view.default": view,
+    "aten.index.Tensor": index_table,
     "aten.reshape.default": view,
     "aten._unsafe_view.default": view,
     "aten.dropout.default": dropout,

@@ -358,3 +358,30 @@ def test_concatenated_parameter_bias_certifies():
     assert imp.source.constant_buffers == ("k_bias",)
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class IndexedBias(torch.nn.Module):
+    """BEiT's relative-position bias: table[index.view(-1)].view(T, T, -1).permute(2, 0, 1),
+    a parameter indexed at a folded index buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(7, 2))
+        t = torch.arange(5)
+        self.register_buffer("index", (t[None] - t[:, None]).abs().clamp(max=6))
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        bias = self.table[self.index.view(-1)].view(t, t, -1).permute(2, 0, 1).contiguous()
+        h = x.view(n, t, 2, 2).transpose(1, 2)
+        w = torch.softmax(h @ h.transpose(-1, -2) + bias.unsqueeze(0), dim=-1)
+        return self.out((w @ h).transpose(1, 2).reshape(n, t, 4))
+
+
+def test_parameter_indexed_at_a_folded_index_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(IndexedBias().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
