@@ -25,7 +25,9 @@ certificate runs Keras as the source.
 ``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
 or 32x32 images, Adam(1e-3), cross-entropy (token level for LM heads), certified with dropout
 off (HuggingFace's attention dropout is a functional call no mask can be given to) for
-``--steps`` steps on ``--backends``.
+``--steps`` steps on ``--backends``; in float64, except the models of ``hf_models.FLOAT32``
+(their source computes part of a float64 forward in float32), imported and certified in float32
+(their row also gives the float64 import's refusal line; ``--hf-dtype`` forces one dtype).
 """
 
 from __future__ import annotations
