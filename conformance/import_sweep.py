@@ -25,7 +25,9 @@ certificate runs Keras as the source.
 ``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
 or 32x32 images, Adam(1e-3), cross-entropy (token level for LM heads), certified with dropout
 off (HuggingFace's attention dropout is a functional call no mask can be given to) for
-``--steps`` steps on ``--backends``.
+``--steps`` steps on ``--backends``; in float64, except the models of ``hf_models.FLOAT32``
+(their source computes part of a float64 forward in float32), imported and certified in float32
+(their row also gives the float64 import's refusal line; ``--hf-dtype`` forces one dtype).
 """
 
 from __future__ import annotations
@@ -151,14 +153,25 @@ def sweep_keras_one(name, *, size, steps, backends):
     return row
 
 
-def sweep_hf_one(name, *, steps, backends):
+def sweep_hf_one(name, *, steps, backends, dtype=None):
+    """One row of ``--hf``: import and certify ``name`` in ``dtype`` (None: ``dtype_of(name)``,
+    float32 for the models that compute part of a float64 forward in float32; their row also
+    gives the float64 import's refusal line)."""
     import torch
 
-    from rosetta.conformance.hf_models import build
+    from rosetta.conformance.hf_models import build, dtype_of
     from rosetta.importers import ImportRefused, from_torch
 
-    model, x, loss = build(name)
-    row = {"model": name, "params": sum(p.numel() for p in model.parameters())}
+    dtype = dtype or dtype_of(name)
+    model, x, loss = build(name, dtype=dtype)
+    row = {"model": name, "params": sum(p.numel() for p in model.parameters()), "dtype": dtype}
+    if dtype == "float32":
+        try:
+            m64, x64, loss64 = build(name)
+            from_torch(m64, x64, loss=loss64)
+            row["float64"] = "imports"
+        except ImportRefused as e:
+            row["float64"] = e.lines[0]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t = time.perf_counter()
     try:
@@ -194,6 +207,8 @@ def main(argv=None):
     p.add_argument("--hf", action="store_true",
                    help="sweep from_torch over small HuggingFace/timm transformers instead")
     p.add_argument("--hf-models", default="", help="comma-separated names of hf_models.HF_MODELS")
+    p.add_argument("--hf-dtype", default=None, choices=("float64", "float32"),
+                   help="with --hf: import every model in this dtype (default: hf_models.dtype_of)")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.hf:
@@ -215,7 +230,8 @@ def main(argv=None):
     for name, gn, source in todo:
         try:
             if source == "hf":
-                r = sweep_hf_one(name, steps=a.steps, backends=a.backends.split(","))
+                r = sweep_hf_one(name, steps=a.steps, backends=a.backends.split(","),
+                                 dtype=a.hf_dtype)
             elif source == "keras":
                 r = sweep_keras_one(name, size=a.size, steps=a.steps,
                                     backends=[b for b in a.backends.split(",") if b])
@@ -233,6 +249,8 @@ def main(argv=None):
             res = r["result"]
         else:
             res = r["result"]
+        if r.get("dtype") == "float32":
+            res = f"float32: {res} (float64: {r.get('float64', '')[:160]})"
         worst = " ".join(f"{b}: {w.get('forward', 0):.0e}/{w.get('grads', 0):.0e}/"
                          f"{w.get('step', 0):.0e}" for b, w in r.get("worst", {}).items())
         print(f"| {r['model']} | {r['params']:,} | {res} | {r.get('seconds_import', 0):.1f} | "

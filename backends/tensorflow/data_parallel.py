@@ -173,6 +173,8 @@ class Program(single.Program):
     def _replica_grads(self, inputs, labels, masks, update_state):
         ctx, x, y, m = self._local(inputs, labels, masks)
         with tf.GradientTape() as tape:
+            if not update_state:   # frozen variables (trainable=False) are not watched
+                tape.watch(self.differentiated)
             loss = self.loss_fn(self.model(x, training=True, update_state=update_state,
                                            masks=m), y)
             scaled = loss * tf.cast(self.replica_loss_factor(ctx.num_replicas_in_sync), loss.dtype)

@@ -503,10 +503,11 @@ def first_diverging_node(imp, spec, module, params0, state0, x, tier) -> str:
     from rosetta.ops import RefContext
 
     xt = torch.as_tensor(x.transpose(0, 3, 1, 2) if imp.source.input_layout == "nchw" else x)
-    xt = xt.to(next(module.parameters()).dtype)
+    if xt.is_floating_point():   # token ids stay int
+        xt = xt.to(next(module.parameters()).dtype)
     theirs = _torch_node_values(module, xt.contiguous())
     g = spec.model
-    values = {g.inputs[0].name: np.asarray(x, np.float64)}
+    values = {g.inputs[0].name: np.asarray(x, np.float64 if xt.is_floating_point() else None)}
     state = {k: np.array(v) for k, v in state0.items()}
     for n in g.nodes:
         p = {k: np.asarray(params0[f"{n.name}/{k}"], np.float64) for k in n.params}

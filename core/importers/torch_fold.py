@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.importers.builder import Builder, Unsupported, Value, held_layout
 
 # calls that never fold: random draws and the one input-shape-free call that is not a value
 _RANDOM = ("dropout", "rand", "bernoulli", "normal", "uniform", "multinomial", "randperm",
@@ -51,6 +51,19 @@ def _never_folds(target: str) -> bool:
             or target.startswith("aten._assert") or "sym_constrain" in target)
 
 
+def _folds_in_place(n, order: dict) -> bool:
+    """An in-place call (``x.add_(y)``) that folds: not random, on the output of another call
+    (never a buffer: BatchNorm's counters), and no later call reads that output (it would see
+    the mutated value; the fold computes on a copy and leaves the earlier value as it was)."""
+    import torch
+
+    op = str(n.target).split(".")[1] if str(n.target).startswith("aten.") else str(n.target)
+    if _never_folds(op[:-1]) or not n.args or not isinstance(n.args[0], torch.fx.Node):
+        return False
+    src = n.args[0]
+    return src.op == "call_function" and all(order[u.name] <= order[n.name] for u in src.users)
+
+
 def fold(nodes, constants: dict) -> dict:
     """{fx node name: Folded or a tuple/number} of every call that folds; ``constants`` maps the
     constant placeholders (buffers, lifted constants) to their tensors."""
@@ -58,13 +71,19 @@ def fold(nodes, constants: dict) -> dict:
 
     known = dict(constants)
     out = {}
+    nodes = list(nodes)
+    order = {n.name: k for k, n in enumerate(nodes)}
     for n in nodes:
         if n.op != "call_function":
             continue
         target = str(n.target)
-        if _never_folds(target):
-            continue
         if any(a.name not in known for a in n.all_input_nodes):
+            continue
+        op = target.split(".")[1] if target.startswith("aten.") else target
+        inplace = op.endswith("_") and not op.startswith("__")
+        if inplace and _folds_in_place(n, order):
+            pass   # in place on a folded value (T5's bucket += ...): on a copy of it below
+        elif _never_folds(target):
             continue
 
         def val(a):
@@ -74,10 +93,12 @@ def fold(nodes, constants: dict) -> dict:
                 return type(a)(val(x) for x in a)
             return a
 
+        args = [val(a) for a in n.args]
+        if inplace:   # the earlier folded value stays as it was
+            args[0] = args[0].clone()
         try:
             with torch.no_grad():
-                v = n.target(*[val(a) for a in n.args],
-                             **{k: val(a) for k, a in n.kwargs.items()})
+                v = n.target(*args, **{k: val(a) for k, a in n.kwargs.items()})
         except Exception:   # not a value this importer can compute: the mapping decides
             continue
         if isinstance(v, torch.Tensor) or isinstance(v, (tuple, list)) and all(
@@ -92,11 +113,13 @@ def fold(nodes, constants: dict) -> dict:
 
 
 def as_value(b: Builder, f: Folded, rank: int, batch: int, name: str, label: str,
-             cache: dict):
+             cache: dict, perm: tuple | None = None):
     """A folded value as the operand of a computing call whose other operands have ``rank``
     axes (batch included; 0: no alignment): a Python number for a single element of a 0-d
     tensor, else a ``Constant`` (see the module doc); ``cache`` keeps one node per value and
-    rank."""
+    rank. ``perm``: the other operands are held with their axes permuted (held axis i = source
+    axis perm[i], batch first): the constant is held in that order too, so that NumPy
+    broadcasting of the held tensors is the source's."""
     arr = f.array
     if arr.ndim == 0:
         return arr.item()
@@ -113,13 +136,19 @@ def as_value(b: Builder, f: Folded, rank: int, batch: int, name: str, label: str
             raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} read by a call that "
                               f"takes its first axis as the batch axis (of size 1 or "
                               f"{batch}); the spec has no tensor without a batch axis")
-    key = (f.source, arr.shape)
+    if perm is not None and (len(perm) != arr.ndim or perm[0] != 0):
+        raise Unsupported(f"a constant of shape {tuple(f.tensor.shape)} with a tensor held with "
+                          f"its axes in the order {perm}")
+    key = (f.source, arr.shape, perm)
     if key not in cache:
-        value = arr[0]
+        held = arr if perm is None else np.transpose(arr, perm)
+        value = held[0]
         if value.dtype == np.bool_:
             value = value.astype(np.int64)
-        cache[key] = b.layer("Constant", [], name=f"{name}_{f.source}", source=label,
-                             layout="plain", out_shape=arr.shape, value=value)
+        cache[key] = b.layer("Constant", [], name=f"{name}_{f.source}" + (
+                                 "" if perm is None else "_" + "".join(map(str, perm))),
+                             source=label, layout=held_layout(perm or tuple(range(arr.ndim))),
+                             out_shape=arr.shape, value=value)
     return cache[key]
 
 

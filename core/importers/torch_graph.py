@@ -23,7 +23,8 @@ from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.torch_fold import Folded, as_value, fold
-from rosetta.importers.torch_ops import ATEN, BROADCASTING, Call, batch_norm_module_refusal
+from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
+                                         batch_norm_module_refusal, reader_refusal)
 
 # user mappings: module class -> function(module, *inputs, b) -> Value
 MAPS: dict = {}
@@ -241,6 +242,13 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     folded = fold(ep_train.graph.nodes, constants)
     const_nodes: dict = {}
     batch = int(example_inputs[0].shape[0]) if example_inputs[0].dim() else 1
+    b.batch = batch
+    b.param_names = set(to_param.values())
+    # buffers no call updates in place (read as constants where a call needs their value)
+    mutated = {n.args[0].name for n in ep_train.graph.nodes if n.op == "call_function"
+               and str(n.target).split(".")[1:2] and str(n.target).split(".")[1].endswith("_")
+               and n.args and isinstance(n.args[0], torch.fx.Node)}
+    b.constant_buffers = {v for k, v in to_buffer.items() if k not in mutated}
 
     def refuse(label, kind, reason):
         refusals.setdefault(f"{label}: unsupported {kind}", []).append(reason)
@@ -325,6 +333,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         target = str(n.target)
         if _counts_batches(n, to_buffer):
             continue  # BatchNorm's num_batches_tracked counter (the BatchNorm call decides)
+        if target.startswith("aten._assert") and not users[n.name]:
+            continue  # a check of the traced dtype/shape (T5's on folded buckets): nothing
         args = [resolve(a) for a in n.args]
         kwargs = {k: resolve(v) for k, v in n.kwargs.items()}
         target = str(n.target)
@@ -334,12 +344,19 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             kwargs = {k: takes_folded(v) for k, v in kwargs.items()}
         if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
                 _has_missing(args) or _has_missing(list(kwargs.values()))):
-            rank = max([len(v.shape) for v in _flat(args + list(kwargs.values()))
-                        if isinstance(v, Value)], default=0) if target in BROADCASTING else 0
+            operands = [v for v in _flat(args + list(kwargs.values())) if isinstance(v, Value)]
+            rank = max([len(v.shape) for v in operands], default=0) \
+                if target in BROADCASTING else 0
+            # a constant broadcast against a tensor held with its axes permuted (RoPE's cos
+            # table times q held as (N, T, H, D)) is held in that order too
+            held = {v.layout for v in operands if len(v.shape) == rank}
+            perm = next(iter(held)) if target in ELEMENTWISE and len(held) == 1 and \
+                isinstance(next(iter(held)), tuple) else None
 
             def constant(a):
                 if isinstance(a, Folded):
-                    return as_value(b, a, rank, batch, path or n.name, label, const_nodes)
+                    return as_value(b, a, rank, batch, path or n.name, label, const_nodes,
+                                    perm=perm)
                 if isinstance(a, (list, tuple)):
                     return type(a)(constant(x) for x in a)
                 return a
@@ -368,6 +385,10 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)
+        line = reader_refusal(target, _flat(args + list(kwargs.values())))
+        if line:
+            refuse(label, "module" if path else "call", line)
+            continue
         val = n.meta.get("val")
         shape = tuple(val.shape) if hasattr(val, "shape") else ()
         kind = "module" if path else "call"
@@ -420,7 +441,8 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "
                              f"unused parameters; remove it or map it)" for k in unused])
     const_buffers = tuple(sorted({to_buffer[p.name] for n in nodes if n.name in folded
-                                  for p in n.all_input_nodes if p.name in to_buffer}))
+                                  for p in n.all_input_nodes if p.name in to_buffer}
+                                 | getattr(b, "buffers_read", set())))
     ignored = [k for k in to_buffer.values() if k not in b.names and k not in const_buffers]
     return Captured(graph, b.params, b.state, b.names, b.layouts, b.node_source,
                     "nchw" if graph_input is not None and len(example_inputs[0].shape) == 4

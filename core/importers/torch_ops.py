@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers.torch_fold import Folded, as_value
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
                                        regroup, view_order)
 
@@ -90,9 +91,63 @@ def conv2d(b: Builder, c: Call):
                    layout="nchw", out_shape=c.shape)
 
 
+def conv1d(b: Builder, c: Call):
+    """torch ``conv1d`` of an (N, C, T) tensor -> ``Conv1D`` on it held channels last,
+    (N, T, C) (the layout (0, 2, 1); a Transpose where it is held otherwise); the kernel
+    (out, in/groups, k) as the spec's (k, in/groups, out); the output is held (N, T, C) too."""
+    x = _value(c.arg(0, "input"))
+    if len(x.shape) != 3:
+        raise Unsupported(f"a 1-D convolution of a tensor of shape {x.shape} (unbatched)")
+    weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)) or (
+            _shared(b, weight)):
+        raise Unsupported("a convolution whose kernel is computed (not a parameter of its own)")
+    w = b.tensors[weight]
+    stride = int(_seq1(c.arg(3, "stride", 1)))
+    padding = c.arg(4, "padding", 0)
+    dilation = int(_seq1(c.arg(5, "dilation", 1)))
+    groups = int(c.arg(6, "groups", 1))
+    k = int(w.shape[2])
+    if isinstance(padding, str):   # aten.conv1d.padding: 'valid' or 'same' (stride 1)
+        tot = 0 if padding == "valid" else dilation * (k - 1)
+        pads = ((tot // 2, tot - tot // 2),)
+    else:
+        p = int(_seq1(padding))
+        pads = ((p, p),)
+    if x.layout == "flat" or (x.layout != "plain" and x.perm != (0, 2, 1)):
+        x = _plain(b, c, x, "a 1-D convolution")
+    if x.layout == "plain":
+        x = b.layer("Transpose", [x], name=f"{c.name}_channels_last", source=c.label,
+                    layout=(0, 2, 1), out_shape=x.shape, perm=(1, 0))
+    params = {"kernel": (weight, "conv1d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv1D", [x], name=c.name, source=c.label, params=params,
+                   filters=int(w.shape[0]), kernel_size=(k,), strides=(stride,), padding=pads,
+                   dilation=(dilation,), groups=groups, use_bias=bias is not None,
+                   layout=(0, 2, 1), out_shape=c.shape)
+
+
+def _seq1(v):
+    """The one value of a 1-D convolution's stride/padding/dilation list (or the number)."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 1:
+            raise Unsupported(f"a 1-D convolution argument of {len(v)} values ({v})")
+        return v[0]
+    return v
+
+
 def linear(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
+    if isinstance(bias, Unbatched) and len(bias.shape) == 2:   # a computed bias (EVA-02)
+        y = linear(b, Call(c.target, [x, weight], {}, f"{c.name}_matmul", c.label, c.shape,
+                           c.params))
+        full = (1,) * (len(y.shape) - 1) + (bias.shape[1],)
+        bias = b.layer("Reshape", [bias], name=f"{c.name}_bias", source=c.label,
+                       layout="plain", out_shape=full, shape=full[1:])
+        return b.layer("Add", [_plain(b, c, y, "a computed bias"), bias], name=c.name,
+                       source=c.label, layout="plain", out_shape=c.shape)
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a linear map whose weight is computed (not a parameter)")
     if _shared(b, weight):   # a tied weight: x @ W^T of the shared Parameter (+ bias)
@@ -154,8 +209,43 @@ def addmm(b: Builder, c: Call):
                    out_shape=c.shape, chw=x.chw)
 
 
+@dataclass
+class FoldedIndices:
+    """The folded index operand of an embedding lookup, read by ``embedding`` itself."""
+    folded: object
+
+
+@dataclass
+class Unbatched(Value):
+    """A source tensor without a batch axis (a table row lookup at folded positions, Whisper's
+    ``embed_positions(arange(T))``: (T, D)), held batch-broadcast as (1, T, D): ``shape`` is
+    the source's with a leading 1. Only a broadcasting call may read it (torch right-aligns the
+    shapes, so (T, D) broadcasts as (1, T, D)); ``torch_graph`` refuses any other reader."""
+
+
 def embedding(b: Builder, c: Call):
-    weight, idx = c.arg(0, "weight"), _value(c.arg(1, "indices"))
+    weight, idx = c.arg(0, "weight"), c.arg(1, "indices")
+    if isinstance(idx, FoldedIndices):
+        arr = idx.folded.array
+        batchless = arr.ndim >= 1 and arr.shape[0] != 1 and not (
+            arr.shape[0] == b.batch and (arr == arr[:1]).all())
+        idx = as_value(b, idx.folded, 0 if not batchless else arr.ndim + 1, b.batch, c.name,
+                       c.label, b.__dict__.setdefault("folded_nodes", {}))
+        if batchless:   # a lookup at folded positions without a batch axis (see Unbatched)
+            if not isinstance(weight, str):
+                raise Unsupported("an embedding whose table is computed")
+            if c.arg(2, "padding_idx", -1) not in (-1, None):
+                raise Unsupported("Embedding(padding_idx=...) at folded positions")
+            shape = (1,) + tuple(c.shape)
+            table = b.layer("Parameter", [], name=f"{c.name}_table", source=c.label,
+                            params={"value": (weight, "identity")}, layout="plain",
+                            out_shape=(1,) + tuple(b.tensors[weight].shape),
+                            shape=tuple(b.tensors[weight].shape), init="ones") \
+                if not _shared(b, weight) else shared_parameter(b, weight, c.label)
+            y = b.layer("Gather", [table, idx], name=c.name, source=c.label, axis=0,
+                        layout="plain", out_shape=shape)
+            return Unbatched(y.tensor, "plain", shape)
+    idx = _value(idx)
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
     if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
@@ -171,6 +261,26 @@ def embedding(b: Builder, c: Call):
     return b.layer("Embedding", [idx], name=c.name, source=c.label,
                    params={"embedding": (weight, "identity")}, vocab_size=int(w.shape[0]),
                    dim=int(w.shape[1]), layout="plain", out_shape=c.shape)
+
+
+embedding.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
+
+
+def index_table(b: Builder, c: Call):
+    """``table[idx]`` of a parameter at one folded index tensor (BEiT's
+    ``relative_position_bias_table[relative_position_index.view(-1)]``): the lookup of
+    ``embedding`` at folded positions (a Gather without a batch axis, ``Unbatched``)."""
+    table, idx = c.arg(0, "self"), c.arg(1, "indices")
+    if not isinstance(table, str) or not isinstance(idx, (list, tuple)) or len(idx) != 1 or \
+            not isinstance(idx[0], FoldedIndices) or b.tensors[table].ndim != 2:
+        raise Unsupported("an index of a tensor other than a 2-D parameter at one folded index "
+                          "tensor")
+    return embedding(b, Call(c.target, [table, idx[0]], {}, c.name, c.label, c.shape,
+                             c.params))
+
+
+index_table.takes_folded = lambda a: ([FoldedIndices(v) if isinstance(v, Folded) else v
+                                        for v in a] if isinstance(a, (list, tuple)) else a)
 
 
 # --- normalisation ------------------------------------------------------------------------------
@@ -239,9 +349,35 @@ def layer_norm(b: Builder, c: Call):
     if weight is None or bias is None:
         raise Unsupported("LayerNorm without its scale and bias (elementwise_affine=False or "
                           "bias=False)")
+    if _shared(b, weight) or _shared(b, bias):
+        return _shared_layer_norm(b, c, x, weight, bias)
     return b.layer("LayerNorm", [x], name=c.name, source=c.label,
                    params={"scale": (weight, "identity"), "bias": (bias, "identity")},
                    epsilon=float(c.arg(4, "eps", 1e-5)), out_shape=c.shape)
+
+
+def _shared_layer_norm(b: Builder, c: Call, x: Value, weight, bias) -> Value:
+    """A LayerNorm whose scale and bias other calls read too (ALBERT's one layer applied at
+    every depth) written out as its math on the last axis, with the shared ``Parameter``s:
+    y = (x - mean) * rsqrt(var + eps) * scale + bias, var the population variance."""
+    eps = float(c.arg(4, "eps", 1e-5))
+    n, lab, shp = c.name, c.label, c.shape
+
+    def op(kind, ins, suffix, **attrs):
+        return b.layer(kind, ins, name=f"{n}_{suffix}", source=lab, out_shape=shp, **attrs)
+
+    mean = b.layer("Reduce", [x], name=f"{n}_mean", source=lab, fn="mean", axes=(-1,),
+                   keepdims=True, out_shape=shp[:-1] + (1,))
+    d = op("Subtract", [x, mean], "centered")
+    var = b.layer("Reduce", [op("Multiply", [d, d], "square")], name=f"{n}_var", source=lab,
+                  fn="mean", axes=(-1,), keepdims=True, out_shape=shp[:-1] + (1,))
+    r = b.layer("Unary", [b.layer("Add", [var], name=f"{n}_var_eps", source=lab,
+                                  out_shape=shp[:-1] + (1,), constant=eps)],
+                name=f"{n}_rstd", source=lab, fn="rsqrt", out_shape=shp[:-1] + (1,))
+    y = op("Multiply", [d, r], "normalized")
+    y = op("Multiply", [y, _param_operand(b, c, weight, y, "a LayerNorm scale")], "scaled")
+    return b.layer("Add", [y, _param_operand(b, c, bias, y, "a LayerNorm bias")], name=n,
+                   source=lab, out_shape=shp)
 
 
 # --- activations --------------------------------------------------------------------------------
@@ -293,8 +429,22 @@ def hardswish(b: Builder, c: Call):
     return b.layer("HardSwish", [x], name=c.name, source=c.label, out_shape=c.shape)
 
 
+def _softmax_dtype(b: Builder, c: Call):
+    """A softmax's ``dtype`` argument (``softmax(x, dim, dtype=torch.float32)``: the source
+    computes it in that dtype, then casts back): None or the model's own dtype, else refused
+    (the spec computes in one float dtype: a float32 softmax inside a float64 model, ViT's
+    attention, is not the spec's float64 softmax; import the model in float32)."""
+    dtype = c.kwargs.get("dtype", c.arg(2, "dtype", None))
+    if isinstance(dtype, bool) or dtype is None or dtype == getattr(b, "dtype", None):
+        return
+    raise Unsupported(f"a softmax computed in {dtype} inside a {getattr(b, 'dtype', None)} "
+                      f"model (the spec computes in one float dtype: import the model in "
+                      f"{dtype})")
+
+
 def softmax(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
+    _softmax_dtype(b, c)
     return b.layer("Activation", [x], name=c.name, source=c.label, fn="softmax",
                    axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
 
@@ -332,8 +482,18 @@ def _param_operand(b: Builder, c: Call, p, other: Value, what: str) -> Value:
     if full[0] != 1:
         raise Unsupported(f"{what} by a parameter of shape {shape} over the batch axis")
     perm = other.perm
-    inverse = tuple(int(i) for i in np.argsort(perm))
     held = tuple(full[i] for i in perm)[1:]
+    if _shared(b, src):   # a parameter other calls read too: a view of its one Parameter
+        moved = [i for i in perm if full[i] != 1]
+        if moved != sorted(moved):
+            raise Unsupported(f"{what} by a shared parameter of shape {shape} with a tensor "
+                              f"held with its axes in the order {perm}")
+        v = shared_parameter(b, src, c.label)
+        if held != tuple(src_shape):
+            v = b.layer("Reshape", [v], name=f"{c.name}_{src}_view", source=c.label,
+                        layout="plain", out_shape=(1,) + held, shape=held)
+        return Value(v.tensor, other.layout, full)
+    inverse = tuple(int(i) for i in np.argsort(perm))
     lay = Layout(f"param{tuple(shape)}@{perm}",
                  lambda k: np.transpose(np.asarray(k)[None], inverse).reshape(src_shape),
                  lambda a: np.transpose(np.asarray(a).reshape(full), perm)[0])
@@ -384,8 +544,38 @@ sub = _binary("Subtract", "a subtract")
 div = _binary("Divide", "a divide")
 
 
+def _parameter_cat(b: Builder, c: Call, srcs) -> Value:
+    """``torch.cat`` of 1-D parameters and constant buffers (EVA-02's qkv bias: q_bias, a zero
+    k_bias buffer, v_bias) -> ``Concatenate`` of batch-broadcast ``Parameter`` / ``Constant``
+    nodes: a computed parameter without a batch axis (``Unbatched``), read by a Linear's bias
+    or a broadcasting call."""
+    parts = []
+    for k, src in enumerate(srcs):
+        arr = np.asarray(b.tensors[src])
+        if arr.ndim != 1:
+            raise Unsupported(f"a concatenation of parameters of shape {arr.shape} (only 1-D)")
+        if src in getattr(b, "param_names", ()):
+            parts.append(shared_parameter(b, src, c.label) if _shared(b, src) else b.layer(
+                "Parameter", [], name=f"{c.name}_{src}", source=c.label,
+                params={"value": (src, "identity")}, layout="plain", out_shape=(1,) + arr.shape,
+                shape=arr.shape, init="ones"))
+        elif src in getattr(b, "constant_buffers", ()):
+            b.__dict__.setdefault("buffers_read", set()).add(src)   # Captured.constant_buffers
+            parts.append(b.layer("Constant", [], name=f"{c.name}_{src}", source=c.label,
+                                 layout="plain", out_shape=(1,) + arr.shape, value=arr))
+        else:
+            raise Unsupported(f"a concatenation of buffer {src}, which the model updates")
+    out = (1,) + tuple(c.shape)
+    y = b.layer("Concatenate", parts, name=c.name, source=c.label, axis=-1, layout="plain",
+                out_shape=out)
+    return Unbatched(y.tensor, "plain", out)
+
+
 def cat(b: Builder, c: Call):
-    xs = [_value(v) for v in c.arg(0, "tensors")]
+    srcs = c.arg(0, "tensors")
+    if srcs and all(isinstance(v, str) for v in srcs):
+        return _parameter_cat(b, c, srcs)
+    xs = [_value(v) for v in srcs]
     if len(xs) == 1:   # a cat of one tensor is that tensor (DenseNet's first dense layer)
         return xs[0]
     lay = {v.layout for v in xs}
@@ -393,6 +583,21 @@ def cat(b: Builder, c: Call):
         raise Unsupported("a concatenation of tensors held in different layouts")
     axis = xs[0].canonical_axis(int(c.arg(1, "dim", 0)))
     return b.layer("Concatenate", xs, name=c.name, source=c.label, axis=axis, out_shape=c.shape)
+
+
+def stack(b: Builder, c: Call):
+    """torch.stack(tensors, dim) -> each tensor viewed with a size-1 axis at ``dim``
+    (``unsqueeze``), then ``cat`` along it (RoPE's rotate-half in EVA-02)."""
+    xs = [_value(v) for v in c.arg(0, "tensors")]
+    rank = len(xs[0].shape) + 1
+    dim = int(c.arg(1, "dim", 0)) % rank
+    if dim == 0:
+        raise Unsupported("a stack along the batch axis")
+    pieces = [unsqueeze(b, Call("aten.unsqueeze.default", [x, dim], {}, f"{c.name}_{k}",
+                                c.label, x.shape[:dim] + (1,) + x.shape[dim:], c.params))
+              for k, x in enumerate(xs)]
+    return cat(b, Call("aten.cat.default", [pieces, dim], {}, c.name, c.label, c.shape,
+                       c.params))
 
 
 def flatten(b: Builder, c: Call):
@@ -429,6 +634,11 @@ def view(b: Builder, c: Call):
     shape = tuple(c.shape)
     if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
         return ParamView(x if isinstance(x, str) else x.src, shape)
+    if isinstance(x, Unbatched):   # held (1, ...): a Reshape of it in source order
+        x = _plain(b, c, Value(x.tensor, x.layout, x.shape), "a view")
+        y = b.layer("Reshape", [x], name=c.name, source=c.label, layout="plain",
+                    out_shape=(1,) + shape, shape=shape)
+        return Unbatched(y.tensor, "plain", (1,) + shape)
     x = _value(x)
     if x.layout == "merged":   # the batch merged with the next axes: view the unmerged tensor
         full = (x.shape[0] // int(np.prod(x.chw)), *x.chw, *x.shape[1:])
@@ -501,8 +711,11 @@ def select(b: Builder, c: Call):
     i = i + x.shape[dim] if i < 0 else i
     y = _slice(b, c, x, dim, i, i + 1, 1, f"{c.name}_slice")
     perm = tuple(p - (p > dim) for p in x.perm if p != dim)
-    return b.layer("Squeeze", [y], name=c.name, source=c.label, axes=(x.canonical_axis(dim),),
-                   layout=perm, out_shape=c.shape)
+    out = b.layer("Squeeze", [y], name=c.name, source=c.label, axes=(x.canonical_axis(dim),),
+                  layout=perm, out_shape=c.shape)
+    if isinstance(x, BatchMoved) and perm[0] != 0:   # still not on axis 0
+        return BatchMoved(out.tensor, out.layout, out.shape)
+    return out
 
 
 def split(b: Builder, c: Call):
@@ -530,20 +743,58 @@ def permute(b: Builder, c: Call):
     """A permute / transpose of the source is no spec layer: the held tensor stays, its axis
     order follows (``builder.permuted``); a permute and its inverse cancel."""
     x = _value(c.arg(0, "input"))
+    lead = isinstance(x, Unbatched)   # held with a leading size-1 axis the source lacks
+    rank = len(x.shape) - lead
     if c.target.startswith("aten.permute"):
-        dims = list(c.arg(1, "dims"))
+        dims = [int(d) % rank for d in c.arg(1, "dims")]
     else:
-        rank = len(x.shape)
         d0, d1 = int(c.arg(1, "dim0")) % rank, int(c.arg(2, "dim1")) % rank
         dims = list(range(rank))
         dims[d0], dims[d1] = d1, d0
+    if lead:
+        perm = permuted(x.perm, [0] + [d + 1 for d in dims])
+        return Unbatched(x.tensor, held_layout(perm), (1,) + tuple(c.shape))
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
     perm = permuted(x.perm, dims)
     if perm[0] != 0 and perm != (1, 0, 2):
-        raise Unsupported("a permute that moves the batch axis (only a (N, T, C) sequence's to "
-                          "(T, N, C), for a batch_first=False recurrent module)")
+        # timm's qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4): only unbind / select of a
+        # leading axis may read it (``BatchMoved``)
+        return BatchMoved(x.tensor, held_layout(perm), tuple(c.shape))
     return Value(x.tensor, held_layout(perm), tuple(c.shape))
+
+
+@dataclass
+class BatchMoved(Value):
+    """A source tensor whose batch axis a permute moved off axis 0 (timm's attention stacks q,
+    k, v in front: (3, B, H, N, D)); held as before, its batch axis first. Only ``unbind`` /
+    ``select`` of an axis before the batch may read it (their pieces have the batch on axis 0
+    again); ``reader_refusal`` refuses any other reader."""
+
+
+def reader_refusal(target: str, values) -> str | None:
+    """The refusal line of a call that reads a tensor only some calls may read (``Unbatched``,
+    ``BatchMoved``), or None."""
+    values = list(values)
+    for i, v in enumerate(values):
+        if isinstance(v, Unbatched) and target not in BROADCASTING and ATEN.get(target) not in (
+                permute, unsqueeze, view, passthrough) and not (
+                ATEN.get(target) is linear and i > 0):
+            return (f"{target} of a tensor without a batch axis (a table lookup at folded "
+                    f"positions; only a broadcasting call may read it)")
+        if isinstance(v, BatchMoved) and ATEN.get(target) not in (unbind, select):
+            return (f"{target} of a tensor whose batch axis a permute moved off axis 0 (only "
+                    f"unbind or select of an axis before it may read it)")
+    return None
+
+
+def unbind(b: Builder, c: Call):
+    """x.unbind(dim) -> one ``select`` per index (a tuple of Values, read by getitem)."""
+    x = _value(c.arg(0, "input"))
+    dim = int(c.arg(1, "dim", 0)) % len(x.shape)
+    shape = x.shape[:dim] + x.shape[dim + 1:]
+    return tuple(select(b, Call(c.target, [x, dim, i], {}, f"{c.name}_{i}", c.label, shape,
+                                c.params)) for i in range(x.shape[dim]))
 
 
 def expand(b: Builder, c: Call):
@@ -575,7 +826,15 @@ def expand(b: Builder, c: Call):
 
 
 def unsqueeze(b: Builder, c: Call):
-    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``)."""
+    """x.unsqueeze(dim) -> a view adding a size-1 axis (``view``); ``unsqueeze(0)`` of a tensor
+    without a batch axis (``Unbatched``, held (1, ...)) gives it one of size 1: the same held
+    tensor, in source order (T5's relative-position bias, (1, H, T, T))."""
+    x = c.arg(0, "input")
+    if isinstance(x, Unbatched):
+        if int(c.arg(1, "dim")) != 0:
+            raise Unsupported("an unsqueeze of a tensor without a batch axis at an axis other "
+                              "than 0")
+        return _plain(b, c, Value(x.tensor, x.layout, x.shape), "an unsqueeze")
     return view(b, c)
 
 
@@ -705,6 +964,15 @@ def to_dtype(b: Builder, c: Call):
         return x
     raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
                       f"dtype, the model's {getattr(b, 'dtype', None)})")
+
+
+def type_as(b: Builder, c: Call):
+    """``x.type_as(other)``: a no-op where ``other`` is of x's kind (a float tensor of the
+    model's one float dtype, or both int); any other cast is refused."""
+    x, other = _value(c.arg(0, "input")), c.arg(1, "other")
+    if isinstance(other, Value) and _kind(other) == _kind(x):
+        return x
+    raise Unsupported(f"type_as a tensor of another kind ({other!r})")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -910,6 +1178,7 @@ def matmul(b: Builder, c: Call):
 def softmax_op(op):
     def handler(b: Builder, c: Call):
         x = _value(c.arg(0, "input"))
+        _softmax_dtype(b, c)
         return b.layer(op, [x], name=c.name, source=c.label,
                        axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
     return handler
@@ -918,6 +1187,8 @@ def softmax_op(op):
 ATEN = {
     "aten.conv2d.default": conv2d,
     "aten.conv2d.padding": conv2d,
+    "aten.conv1d.default": conv1d,
+    "aten.conv1d.padding": conv1d,
     "aten.linear.default": linear,
     "aten.addmm.default": addmm,
     "aten.embedding.default": embedding,
@@ -957,6 +1228,7 @@ ATEN = {
     "aten.cat.default": cat,
     "aten.flatten.using_ints": flatten,
     "aten.view.default": view,
+    "aten.index.Tensor": index_table,
     "aten.reshape.default": view,
     "aten._unsafe_view.default": view,
     "aten.dropout.default": dropout,
@@ -977,6 +1249,7 @@ ATEN = {
     "aten.to.dtype_layout": to_dtype,
     "aten.to.dtype": to_dtype,
     "aten._to_copy.default": to_dtype,
+    "aten.type_as.default": type_as,
     "aten.contiguous.default": passthrough,
     "aten.alias.default": passthrough,
     "aten.detach.default": passthrough,
@@ -1013,12 +1286,17 @@ ATEN = {
     "aten.split_with_sizes.default": split,
     "aten.slice.Tensor": slice_,
     "aten.select.int": select,
+    "aten.unbind.int": unbind,
+    "aten.stack.default": stack,
 }
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
 # folded constant operand is aligned to the rank of the others (``torch_fold.as_value``)
 BROADCASTING = frozenset(k for k, v in ATEN.items()
                          if v in (add, mul, sub, div, power, where, scaled_dot_product_attention))
+# of those, the elementwise ones: their operands are held in one axis order (a folded constant
+# operand is held in the order of the tensor it meets)
+ELEMENTWISE = frozenset(k for k in BROADCASTING if ATEN[k] is not scaled_dot_product_attention)
 
 # torch's fused recurrent calls (their own module; it reads ``Call`` and ``_value`` from here)
 from rosetta.importers.torch_recurrent import RECURRENT_ATEN, HiddenStates  # noqa: E402

@@ -152,6 +152,22 @@ def test_schedule_lr_is_applied_from_step_zero(backend):
             np.testing.assert_allclose(p0[k] - p1[k], lr * g[k], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.skipif(not PAIRS, reason="needs two backends")
+def test_gradients_of_a_frozen_parameter_agree():
+    """``gradients`` reports a frozen parameter's gradient too (TensorFlow's tape must watch
+    its non-trainable variable: unwatched, it reported zeros)."""
+    spec = rs.TrainSpec(model=_model(), loss=rs.losses.MeanSquaredError(),
+                        optimizer=rs.optim.SGD(0.1, frozen=["out/kernel"]),
+                        data=rs.DataSpec("images"), steps=1)
+    x, y = random_inputs(spec.model, 4, seed=0), random_targets(spec, 4, seed=0)
+    grads = {b: compile_spec(spec, b, "float64").gradients(x, y)[1] for b in BACKENDS}
+    for b, g in grads.items():
+        assert np.abs(g["out/kernel"]).max() > 1e-3, b
+    for a, b in PAIRS:
+        w = compare_trees(grads[a], grads[b], f"gradients ({a} vs {b})", EXACT.tolerance)
+        assert w.passed, str(w)
+
+
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_optimizer_json_round_trip(opt):
     o = OPTIMIZERS[opt]()

@@ -151,3 +151,237 @@ def test_folded_float_buffer_is_kept_by_the_certificate():
     assert imp.source.constant_buffers == ("inv_freq",)
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed, cert.results
+
+
+class Float32Softmax(torch.nn.Module):
+    """ViT's attention: ``softmax(s, dtype=torch.float32).to(q.dtype)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        s = self.lin(x) @ x.transpose(1, 2)
+        w = torch.nn.functional.softmax(s, dim=-1, dtype=torch.float32).to(x.dtype)
+        return w @ x
+
+
+def test_float32_softmax_in_a_float64_model_is_refused_and_imports_in_float32():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(ImportRefused) as e:
+        from_torch(Float32Softmax().double(), x, loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "softmax computed in torch.float32" in e.value.lines[0]
+    imp = from_torch(Float32Softmax(), x.float(), loss=TokenCrossEntropy())
+    assert imp.dtype == "float32"
+
+
+class PermutedTable(torch.nn.Module):
+    """RoPE's shape: a folded (1, 1, T, D) table times q viewed (N, T, H, D) and transposed to
+    (N, H, T, D), so the table meets a tensor held with its axes permuted."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        q = self.lin(x).view(n, t, 2, 3).transpose(1, 2)
+        table = torch.arange(t * 3, dtype=x.dtype).reshape(1, 1, t, 3).cos()
+        return (q * table).transpose(1, 2).reshape(n, t, 6)
+
+
+def test_constant_broadcast_with_a_permuted_tensor_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(PermutedTable().double(), torch.randn(2, 5, 6, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+class AudioStem(torch.nn.Module):
+    """Whisper's encoder stem: two Conv1d over (N, C, T) frames, a permute to (N, T, C), and
+    position embeddings looked up at arange(T) (a (T, D) tensor without a batch axis)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(3, 4, 3, padding=1)
+        self.c2 = torch.nn.Conv1d(4, 4, 3, stride=2, padding=1)
+        self.pos = torch.nn.Embedding(4, 4)
+        self.out = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        gelu = torch.nn.functional.gelu
+        h = gelu(self.c2(gelu(self.c1(x)))).permute(0, 2, 1)
+        h = h + self.pos(torch.arange(h.shape[1]))
+        return self.out(h.mean(1))
+
+
+def test_conv1d_and_positions_without_a_batch_axis_certify():
+    torch.manual_seed(0)
+    imp = from_torch(AudioStem().double(), torch.randn(2, 3, 8, dtype=torch.float64),
+                     loss=torch.nn.CrossEntropyLoss())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("Conv1D") == 2 and "Gather" in ops
+    assert imp.names["pos.weight"].endswith("/value")
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+class SharedLayer(torch.nn.Module):
+    """ALBERT's sharing: one Linear + LayerNorm applied at two depths."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        for _ in range(2):
+            x = self.norm(x + torch.tanh(self.lin(x)))
+        return self.out(x)
+
+
+def test_layer_applied_twice_shares_its_parameters_and_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(SharedLayer().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("Parameter") == 4 and "LayerNorm" not in ops   # lin and norm, shared
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed, cert.results
+
+
+class StackedQKV(torch.nn.Module):
+    """timm's attention: qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0) (the batch
+    axis moved off axis 0, then back by the unbind); ``bad``: the permuted tensor summed."""
+
+    def __init__(self, bad=False):
+        super().__init__()
+        self.qkv, self.out, self.bad = torch.nn.Linear(4, 12), torch.nn.Linear(4, 3), bad
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, 2, 2).permute(2, 0, 3, 1, 4)
+        if self.bad:
+            return self.out(qkv.sum(0).transpose(1, 2).reshape(n, t, 4))
+        q, k, v = qkv.unbind(0)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(a.transpose(1, 2).reshape(n, t, 4))
+
+
+def test_unbind_of_a_batch_moving_permute_certifies_and_other_readers_are_refused():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    imp = from_torch(StackedQKV().double(), x, loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+    with pytest.raises(ImportRefused) as e:
+        from_torch(StackedQKV(bad=True).double(), x, loss=TokenCrossEntropy())
+    assert len(e.value.lines) == 1 and "moved off axis 0" in e.value.lines[0]
+
+
+class RelativeBias(torch.nn.Module):
+    """T5's relative-position bias: buckets folded from arange (with an in-place add), a table
+    lookup at those (T, T) buckets (no batch axis), permute(2, 0, 1).unsqueeze(0) to (1, H, T,
+    T), added to the attention scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Embedding(7, 2)
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        rel = torch.arange(t)[None, :] - torch.arange(t)[:, None]
+        buckets = (rel > 0).long() * 3
+        buckets += rel.abs().clamp(max=2)
+        bias = self.bias(buckets).permute(2, 0, 1).unsqueeze(0)
+        h = x.view(n, t, 2, 2).transpose(1, 2)
+        w = torch.softmax(h @ h.transpose(-1, -2) + bias, dim=-1)
+        return self.out((w @ h).transpose(1, 2).reshape(n, t, 4))
+
+
+def test_relative_position_bias_from_folded_buckets_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(RelativeBias().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+class RotateHalf(torch.nn.Module):
+    """EVA-02's rotary embedding: rotate-half with torch.stack, a folded table cast with
+    type_as."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        rot = torch.stack([-h[..., 1::2], h[..., ::2]], -1).reshape(h.shape)
+        table = torch.arange(x.shape[1] * 4, dtype=torch.float64).reshape(1, -1, 4).cos()
+        return h * table.type_as(h) + rot
+
+
+def test_stack_and_type_as_certify():
+    torch.manual_seed(0)
+    imp = from_torch(RotateHalf().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    assert "Concatenate" in [n.op for n in imp.spec.model.nodes]
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+class ConcatBias(torch.nn.Module):
+    """EVA-02's qkv bias: cat(q_bias, a zero k_bias buffer, v_bias) given to F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(2, 6, bias=False)
+        self.q_bias, self.v_bias = torch.nn.Parameter(torch.randn(2)), torch.nn.Parameter(
+            torch.randn(2))
+        self.register_buffer("k_bias", torch.zeros(2), persistent=False)
+        self.out = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        return self.out(torch.nn.functional.linear(x, self.qkv.weight, bias))
+
+
+def test_concatenated_parameter_bias_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(ConcatBias().double(), torch.randn(2, 5, 2, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    assert imp.source.constant_buffers == ("k_bias",)
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
+
+
+class IndexedBias(torch.nn.Module):
+    """BEiT's relative-position bias: table[index.view(-1)].view(T, T, -1).permute(2, 0, 1),
+    a parameter indexed at a folded index buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(7, 2))
+        t = torch.arange(5)
+        self.register_buffer("index", (t[None] - t[:, None]).abs().clamp(max=6))
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        bias = self.table[self.index.view(-1)].view(t, t, -1).permute(2, 0, 1).contiguous()
+        h = x.view(n, t, 2, 2).transpose(1, 2)
+        w = torch.softmax(h @ h.transpose(-1, -2) + bias.unsqueeze(0), dim=-1)
+        return self.out((w @ h).transpose(1, 2).reshape(n, t, 4))
+
+
+def test_parameter_indexed_at_a_folded_index_certifies():
+    torch.manual_seed(0)
+    imp = from_torch(IndexedBias().double(), torch.randn(2, 5, 4, dtype=torch.float64),
+                     loss=TokenCrossEntropy())
+    cert = imp.certify(("torch",), steps=1)
+    assert cert.passed, cert.results
