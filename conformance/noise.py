@@ -190,12 +190,14 @@ class Start:
                      self.step)
 
 
-def run_step(prog, start: Start, x, y, masks=None) -> dict:
+def run_step(prog, start: Start, x, y, masks=None, loss_scale=None) -> dict:
     """One training step of ``prog`` from ``start``: {"loss", "grads/<path>", "params/<path>",
-    "state/<path>", "opt/<slot>/<path>"}, the last three after the update."""
+    "state/<path>", "opt/<slot>/<path>"}, the last three after the update; ``loss_scale`` a
+    mixed_float16 program's loss-scale state to start from (default: the rule's initial)."""
     prog.load(start.params, start.state)
     if start.step:
         prog.load_optimizer_state(start.opt, start.step)
+    prog.load_loss_scale(loss_scale)
     loss, grads = prog.gradients(x, y, masks=masks) if masks else prog.gradients(x, y)
     prog.train_step(x, y, masks=masks) if masks else prog.train_step(x, y)
     out = {"loss": np.asarray(loss, np.float64)}

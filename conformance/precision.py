@@ -155,14 +155,20 @@ class PrecisionResult(HeldRows):
 
 
 def _units(pol: Policy, graph) -> callable:
-    """key -> the unit roundoff of the format the policy computes that result in."""
+    """key -> the unit roundoff of the format the policy computes that result in. The
+    gradient of a product's parameter under a mixed policy is computed in the low type (the
+    backward product of the low-type copy the node ran on; its cast hands it to the float32
+    master exactly), so its unit is the low type's."""
     types = node_types(graph, pol)
     loss_t = "float32" if pol.mixed else pol.param
+    products = {n.name for n in graph.nodes if family(n.op, n.attrs) == PRODUCT}
 
     def unit(key: str) -> float:
         cat, _, rest = key.partition("/")
         if cat == "nodes":
             return unit_roundoff(types[rest])
+        if cat == "grads" and pol.mixed and rest.split("/", 1)[0] in products:
+            return unit_roundoff(pol.low)
         return unit_roundoff(loss_t if cat == "loss" else pol.param)
     return unit
 
@@ -175,8 +181,22 @@ def _low_step(prog, nodes_fn, start: Start, x, y, masks, order=None) -> dict:
     if order is not None:
         back = np.argsort(order)
         out = {k: v[back] for k, v in out.items()}
-    out.update(run_step(prog, start, x, y, masks))
+    out.update(_applied_step(prog, start, x, y, masks))
     return out
+
+
+def _applied_step(prog, start: Start, x, y, masks) -> dict:
+    """``run_step`` of the update the step applies. Under mixed_float16 a step whose scaled
+    gradients overflow is skipped and the rule halves the scale (``LossScale``), so the update
+    training applies from this state is the one at the first halved scale whose gradients are
+    finite: that is the step held (the skips themselves are ``check_loss_scale``'s)."""
+    scale = None if prog.loss_scale is None else prog.loss_scale.to_json()
+    while True:
+        out = run_step(prog, start, x, y, masks, loss_scale=scale)
+        if scale is None or scale["scale"] < 1.0 or all(
+                np.isfinite(v).all() for k, v in out.items() if k.startswith("grads/")):
+            return out
+        scale = {"scale": scale["scale"] * LossScale().backoff, "good": 0}
 
 
 def precision_tier(spec, backend: str, precision: str, *, steps: int = PRECISION_STEPS,

@@ -13,6 +13,13 @@ Policies (``PRECISIONS``; ``--dtype`` names the first two and stays their alias)
   (activations, additions, max pooling, dropout, reshapes) computes in the type of its inputs.
   Gradients reach the optimizer in float32 (the master parameters' type), before clipping.
 
+Under every low policy (``bfloat16`` too) a sum accumulates in float32 and is rounded once to
+its result's type, the sums of the backward included: a product's bias gradient (its output
+gradient summed over the batch and positions) is accumulated in float32, then rounded to the
+bias's type (torch and TensorFlow's XLA step do so natively; the JAX and TensorFlow lowerings
+write it out, ``backends/<b>/bias.py``: XLA:CPU and TensorFlow's graph runtime sum a bf16
+gradient in bf16).
+
 ``mixed_float16`` scales the loss (``LossScale``): float16 gradients of a small loss underflow.
 
 The op families (``family``) are decided here from the op's name and attributes, once; an op

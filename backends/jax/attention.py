@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rosetta.backends.jax.bias import add_bias
 from rosetta.backends.jax.lowering import HIGHEST, lowers
 
 
@@ -52,7 +53,7 @@ class CanonicalMultiHeadAttention(nn.Module):
                 # its gradient is exactly 0 (softmax ignores q.bk, the same for every key);
                 # autodiff would return rounding noise, which Adam amplifies (see torch)
                 b = jax.lax.stop_gradient(b) + 0.0 * b
-            return y + b
+            return add_bias(y, b)
 
         q, k, v = proj("query", xq), proj("key", xv), proj("value", xv)
         tq, tk = xq.shape[1], xv.shape[1]
@@ -71,7 +72,9 @@ class CanonicalMultiHeadAttention(nn.Module):
         y = jnp.einsum("nihd,hdo->nio", o,
                        self.param("output_kernel", zeros, (h, d, self.out_dim), dt),
                        precision=HIGHEST)
-        return y + self.param("output_bias", zeros, (self.out_dim,), dt) if self.use_bias else y
+        if not self.use_bias:
+            return y
+        return add_bias(y, self.param("output_bias", zeros, (self.out_dim,), dt))
 
     def _weights(self, q, k, keep):
         """softmax_j(q.k / sqrt(d)) with masked scores at -inf (every row keeps a key), in the

@@ -1,7 +1,8 @@
 """Lowerings of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose (joined to layers.LOWERINGS).
 
 Each op is one flax module named by the node, holding its parameters in canonical layout, and
-computing with ``jax.lax`` convolutions (NHWC / HWIO, ``Precision.HIGHEST``, the explicit pads of
+computing with ``jax.lax`` convolutions (every bias added by ``bias.add_bias``: its gradient
+accumulated in float32) (NHWC / HWIO, ``Precision.HIGHEST``, the explicit pads of
 the shared padding rule):
 
 * DepthwiseConv2D: ``conv_general_dilated`` with ``feature_group_count=C`` on the kernel
@@ -23,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rosetta.backends.jax.bias import Biased, add_bias
 from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
 from rosetta.ops.windows import spatial_plan, time_plan
@@ -32,10 +34,11 @@ from rosetta.ops.windows import spatial_plan, time_plan
 def conv2d(node, xs, ctx):
     a = node.attrs
     _, pads = spatial_plan(a, node.in_types[0].shape[:2], a["dilation"])
-    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=pads,
-                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
-                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
-                precision=HIGHEST, name=node.name)(xs[0])
+    inner = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=pads,
+                    kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                    use_bias=False, dtype=ctx.dtype, param_dtype=ctx.params,
+                    precision=HIGHEST, parent=None)
+    y = Biased(inner, a["filters"], a["use_bias"], ctx.params, name=node.name)(xs[0])
     return activate(a["activation"], y)
 
 
@@ -45,10 +48,11 @@ def conv1d(node, xs, ctx):
     flax's 1-D kernel (k, C/groups, filters) is the canonical one."""
     a = node.attrs
     _, pads = time_plan(a, node.in_types[0].shape[0], a["dilation"][0])
-    y = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=[pads],
-                kernel_dilation=a["dilation"], feature_group_count=a["groups"],
-                use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
-                precision=HIGHEST, name=node.name)(xs[0])
+    inner = nn.Conv(a["filters"], a["kernel_size"], strides=a["strides"], padding=[pads],
+                    kernel_dilation=a["dilation"], feature_group_count=a["groups"],
+                    use_bias=False, dtype=ctx.dtype, param_dtype=ctx.params,
+                    precision=HIGHEST, parent=None)
+    y = Biased(inner, a["filters"], a["use_bias"], ctx.params, name=node.name)(xs[0])
     return activate(a["activation"], y)
 
 
@@ -93,7 +97,7 @@ class DepthwiseConv(nn.Module):
                                              dimension_numbers=_NHWC, precision=HIGHEST)
             channels = self.filters
         if self.use_bias:
-            y = y + self.param("bias", init, (channels,), self.dtype)
+            y = add_bias(y, self.param("bias", init, (channels,), self.dtype))
         return y
 
 
@@ -117,7 +121,7 @@ class ConvTranspose(nn.Module):
                                    rhs_dilation=self.dilation, dimension_numbers=_NHWC,
                                    precision=HIGHEST)
         if self.use_bias:
-            y = y + self.param("bias", init, (self.filters,), self.dtype)
+            y = add_bias(y, self.param("bias", init, (self.filters,), self.dtype))
         return y
 
 

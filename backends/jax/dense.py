@@ -1,17 +1,20 @@
-"""Lowerings of Dense and Embedding: nn.Dense (``Precision.HIGHEST``) and nn.Embed."""
+"""Lowerings of Dense and Embedding: nn.Dense (``Precision.HIGHEST``; its bias added by
+``bias.Biased``, the bias gradient accumulated in float32) and nn.Embed."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 
+from rosetta.backends.jax.bias import Biased
 from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
 
 
 @lowers("Dense")
 def dense(node, xs, ctx):
     a = node.attrs
-    y = nn.Dense(a["units"], use_bias=a["use_bias"], dtype=ctx.dtype, param_dtype=ctx.params,
-                 precision=HIGHEST, name=node.name)(xs[0])
+    inner = nn.Dense(a["units"], use_bias=False, dtype=ctx.dtype, param_dtype=ctx.params,
+                     precision=HIGHEST, parent=None)
+    y = Biased(inner, a["units"], a["use_bias"], ctx.params, name=node.name)(xs[0])
     return activate(a["activation"], y)
 
 

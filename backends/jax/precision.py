@@ -155,7 +155,7 @@ def trace(program, x, y, masks=None) -> dict:
     names = {n.name for n in program.graph.nodes}
     model_mod.RECORD = []
     try:
-        closed = jax.make_jaxpr(fn)(*args)
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         kernels = list(model_mod.RECORD)
     finally:
         model_mod.RECORD = None
@@ -170,7 +170,7 @@ def trace(program, x, y, masks=None) -> dict:
             kernels.append((node, "product", e.primitive.name, dts))
         elif e.primitive.name == "exp" and "softmax" in scopes[scopes.index(node) + 1:]:
             kernels.append((node, "softmax", "softmax exp", dts))
-    loss = _name(closed.out_avals[loss_at].dtype)
+    loss = _name(out_shape[loss_at].dtype)   # the step's outputs are trees: the loss's own
     xs, ys = program.check_batch(x, y)
     nx, _ = program._native_batch(xs, ys)
     m = program._cast_masks(program.check_masks(masks, len(ys)))

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rosetta.backends.jax.bias import add_bias
 from rosetta.backends.jax.lowering import HIGHEST, lowers
 from rosetta.ops.recurrent import param_names
 
@@ -94,10 +95,10 @@ class Recurrent(nn.Module):
 
             def body(state, inputs, k=k, b=b, r=r, rb=rb):
                 if mask is None:
-                    new = step(jnp.dot(inputs, k, precision=HIGHEST) + b, state, r, rb)
+                    new = step(add_bias(jnp.dot(inputs, k, precision=HIGHEST), b), state, r, rb)
                     return new, (new[0] if self.return_sequences else None)
                 x_t, m = inputs
-                new = step(jnp.dot(x_t, k, precision=HIGHEST) + b, state, r, rb)
+                new = step(add_bias(jnp.dot(x_t, k, precision=HIGHEST), b), state, r, rb)
                 state = tuple(jnp.where(m, s_new, s) for s_new, s in zip(new, state))
                 return state, (jnp.where(m, new[0], 0.0) if self.return_sequences else None)
 

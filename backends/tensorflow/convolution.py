@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from rosetta.backends.tensorflow.bias import add_bias
 from rosetta.backends.tensorflow.lowering import (NodeModule, activation, in_xla_context, lowers,
                                                   nhwc_pads, pads_as_list)
 from rosetta.ops.convolution import Conv2DTranspose as _TransposeOp
@@ -57,7 +58,7 @@ class Conv2D(NodeModule):
             kg = tf.split(self.kernel, self.groups, axis=-1)
             y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
         if "bias" in self.param_names:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.act(y)
 
 
@@ -92,7 +93,7 @@ class Conv1D(NodeModule):
             y = tf.concat([self._conv(a, b) for a, b in zip(xg, kg)], axis=-1)
         y = y[:, 0]
         if "bias" in self.param_names:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.act(y)
 
 
@@ -121,7 +122,7 @@ class _Depthwise(NodeModule):
 
     def finish(self, y):
         if "bias" in self.param_names:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.act(y)
 
 
@@ -173,5 +174,5 @@ class Conv2DTranspose(NodeModule):
         shape = tf.stack([tf.shape(x)[0], *self.out_hw, self.filters])
         y = tf.nn.conv2d_transpose(x, kernel, shape, self.strides, self.padding)
         if "bias" in self.param_names:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.act(y)

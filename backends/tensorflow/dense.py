@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from rosetta.backends.tensorflow.bias import add_bias
 from rosetta.backends.tensorflow.lowering import NodeModule, activation, lowers
 
 
@@ -24,7 +25,7 @@ class Dense(NodeModule):
         else:
             y = tf.matmul(x, self.kernel)
         if "bias" in self.param_names:
-            y = tf.nn.bias_add(y, self.bias)
+            y = add_bias(y, self.bias)
         return self.act(y)
 
 

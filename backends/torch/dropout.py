@@ -28,7 +28,7 @@ class InjectableDropout(nn.Dropout):
 
     def forward(self, x):
         if self.training and self.mask is not None:
-            return x * self.mask / (1.0 - self.p)
+            return x * self.mask.to(x.dtype) / (1.0 - self.p)
         return super().forward(x)
 
 
@@ -45,7 +45,7 @@ class InjectableStochasticDepth(InjectableDropout):
         if not self.training or self.p == 0.0:
             return x
         if self.mask is not None:
-            return x * self.mask / (1.0 - self.p)
+            return x * self.mask.to(x.dtype) / (1.0 - self.p)
         keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype,
                            device=x.device).bernoulli_(1.0 - self.p)
         return x * keep / (1.0 - self.p)

@@ -32,7 +32,6 @@ from rosetta.backends.torch import losses, optimizers, params
 from rosetta.backends.torch.device import (full_float32_precision, resolve as torch_device,
                                            policy_dtype as torch_dtype)
 from rosetta.backends.torch.model import batch_norms, build_model, running_stats_frozen
-from rosetta.errors import BackendUnavailable
 from rosetta.precision import FLOAT32, INNER_SOFTMAX, PRODUCT, family
 
 RECURRENT = ("LSTM", "GRU", "SimpleRNN")
@@ -40,8 +39,9 @@ RECURRENT = ("LSTM", "GRU", "SimpleRNN")
 
 def precision_rules(graph, model, low: torch.dtype) -> dict:
     """How a mixed policy runs each node (``GraphModule.set_precision``): products under
-    ``torch.autocast(dtype=low)`` (torch's CPU and CUDA lists cast linear, matmul, convolution
-    and the recurrent kernels), float32 ops with their inputs cast to float32 and autocast off
+    ``torch.autocast(dtype=low)`` (torch's CPU and CUDA lists cast linear, matmul and
+    convolution), the recurrent layers with their input and weights cast to the low type
+    explicitly (``NativeRecurrent.low``: CPU autocast leaves them in float32), float32 ops with their inputs cast to float32 and autocast off
     (torch's CPU autocast would leave a softmax or LayerNorm of bf16 inputs in bf16), the
     softmax inside attention in float32 (``float32_softmax``). Other nodes: their inputs'
     type."""
@@ -49,12 +49,9 @@ def precision_rules(graph, model, low: torch.dtype) -> dict:
     for node in graph.nodes:
         fam = family(node.op, node.attrs)
         if fam == PRODUCT and node.op in RECURRENT:
-            raise BackendUnavailable(
-                f"torch backend: {node.op} {node.name!r} under a mixed precision is refused: "
-                f"torch's CPU autocast does not run its recurrent kernel in "
-                f"{str(low).removeprefix('torch.')} with float32 "
-                f"weights (oneDNN refuses the LSTM); use bfloat16 or float32")
-        if fam == PRODUCT:
+            # autocast leaves the recurrent kernel in float32: explicit casts (recurrent.py)
+            model.node_module(node.name).low = low
+        elif fam == PRODUCT:
             rules[node.name] = (low, False)
             if node.op in INNER_SOFTMAX:
                 model.node_module(node.name).float32_softmax = True

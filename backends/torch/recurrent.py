@@ -19,12 +19,18 @@
 * Lengths, both directions: ``pack_padded_sequence(enforce_sorted=False)`` (lengths on the CPU as
   int64), so torch runs the backward direction over each example's real steps in reverse;
   ``pad_packed_sequence(total_length=T)`` writes 0 on padded steps. Final states are ``h_n``
-  (forward after step length-1, backward after t = 0)."""
+  (forward after step length-1, backward after t = 0).
+* Mixed precision (``low`` set by ``program.precision_rules``): torch's CPU autocast leaves the
+  recurrent kernel in float32 and oneDNN refuses a bf16 LSTM with float32 weights, so the layer
+  casts explicitly: its float input and every weight are cast from the float32 masters to the
+  low type and the fused kernel runs on them (``torch.func.functional_call``), autocast off;
+  the casts' backward brings the low-type gradients back to the float32 masters."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rosetta.backends.torch.lowering import CHANNELS_LAST, lowers, native_params, same
@@ -39,6 +45,7 @@ class NativeRecurrent(nn.Module):
         super().__init__()
         self.rnn = rnn
         self.return_sequences = return_sequences
+        self.low: torch.dtype | None = None   # a mixed policy's low type (module docstring)
         self.frozen_recurrent_bias = frozen_recurrent_bias
         self.reset_constants()
 
@@ -53,21 +60,32 @@ class NativeRecurrent(nn.Module):
                             p.zero_()
                     p.requires_grad_(False)
 
+    def _rnn(self, x):
+        """The fused kernel on ``x``: the module itself, or under a mixed policy the module
+        with every weight cast to ``low`` (autocast off: the types are the ones written)."""
+        if self.low is None:
+            return self.rnn(x)
+        weights = {k: v.to(self.low) for k, v in self.rnn.named_parameters()}
+        with torch.autocast(x.data.device.type, enabled=False):
+            return functional_call(self.rnn, weights, (x,))
+
     def forward(self, x, lengths=None):
         n, t = x.shape[0], x.shape[1]
+        if self.low is not None and x.is_floating_point():
+            x = x.to(self.low)
         if lengths is not None and not self.rnn.bidirectional:
-            out, _ = self.rnn(x)
+            out, _ = self._rnn(x)
             last = (lengths.to(out.device, torch.int64) - 1).view(n, 1, 1)
             if not self.return_sequences:
                 return out.gather(1, last.expand(n, 1, out.shape[2])).squeeze(1)
             steps = torch.arange(t, device=out.device).view(1, t, 1)
             return out * (steps <= last).to(out.dtype)
         if lengths is None:
-            out, h_n = self.rnn(x)
+            out, h_n = self._rnn(x)
         else:
             packed = pack_padded_sequence(x, lengths.to("cpu", torch.int64), batch_first=True,
                                           enforce_sorted=False)
-            out, h_n = self.rnn(packed)
+            out, h_n = self._rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
         if self.return_sequences:
             return out

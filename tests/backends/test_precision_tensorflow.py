@@ -243,3 +243,20 @@ def test_precision_tier_holds_an_honest_mixed_bfloat16_step():
     assert {"nodes/d1", "nodes/ln", "nodes/attn", "nodes/d2", "loss", "grads/d1/kernel",
             "params/d1/kernel", "opt/m/d1/kernel"} <= keys
 
+
+
+@pytest.mark.parametrize("mode", ["xla", "function"])
+def test_the_bias_gradient_accumulates_in_float32(mode):
+    """A bias gradient is a reduction over the batch: accumulated in float32, rounded once to
+    the bias's type (the rule of every backend). The graph runtime's bf16 ``BiasAddGrad``
+    accumulated 1024 equal rows in bf16 (-1.0 where float64 gives -3.37)."""
+    x = rs.Input((3,), name="x")
+    spec = rs.TrainSpec(model=rs.Model(x, rs.Dense(2, name="d")(x), name="tiny"),
+                        loss=rs.losses.MeanSquaredError(), optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec("digits"), steps=1, seed=0)
+    xs, ys = np.full((1024, 3), 0.5, np.float32), np.full((1024, 2), 3.0, np.float32)
+    be = get_backend("tensorflow")
+    _, want = be.compile(spec, dtype="float64").gradients(xs, ys)
+    _, got = be.compile(spec, dtype="mixed_bfloat16", mode=mode).gradients(xs, ys)
+    np.testing.assert_allclose(np.asarray(got["d/bias"], np.float64),
+                               np.asarray(want["d/bias"], np.float64), rtol=2 ** -7)

@@ -194,3 +194,27 @@ def test_precision_tier_trap_master_weights_in_bf16_fails_on_a_parameter():
     assert "parameter d1/kernel is bfloat16, mixed_bfloat16 keeps it in float32" in r.types
     step, key, w = r.first_failure()
     assert key.startswith(("params/d1/", "params/d2/", "opt/")), key
+
+
+def _recurrent_spec(op):
+    """12 cluster features seen as 4 steps of 3 -> ``op`` (4 units, final state) -> Dense."""
+    x = rs.Input((12,), name="x")
+    h = getattr(rs, op)(4, name="rnn")(rs.Reshape((4, 3), name="r")(x))
+    y = rs.Dense(2, name="d")(h)
+    return rs.TrainSpec(model=rs.Model(x, y, name="tiny_rnn"),
+                        loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.Adam(1e-2),
+                        data=rs.DataSpec("clusters", 8, {"n": 64, "features": 12, "classes": 2}),
+                        steps=1, seed=0)
+
+
+@pytest.mark.parametrize("op,precision", [("LSTM", "mixed_bfloat16"), ("GRU", "mixed_float16")])
+def test_recurrent_layers_run_in_the_low_type_under_a_mixed_policy(op, precision):
+    """The fused kernel runs on weights cast from the float32 masters (CPU autocast would leave
+    it in float32); the tier's types and numbers hold, gradients back in float32."""
+    r = precision_tier(_recurrent_spec(op), "torch", precision, steps=1, runs=2)
+    assert r.types == [] and r.passed, (r.types, r.first_failure())
+    p = _prog(precision, _recurrent_spec(op))
+    x = np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)
+    tr = tp.trace(p, x, np.arange(8) % 2)
+    low = precision.removeprefix("mixed_")
+    assert tr["nodes"]["rnn"] == low and tr["grads"]["rnn/kernel"] == "float32"
