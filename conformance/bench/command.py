@@ -52,10 +52,9 @@ def run_command(args, load_spec) -> int:
 
     log = _log(args)
     args.dtype = resolve(args.dtype, args.precision)  # --dtype: an alias of --precision
-    if args.dtype in LOW and (args.keras or args.sweep):
+    if args.dtype in LOW and args.sweep:
         raise SpecError(f"--precision {args.dtype} times rosetta against hand-written "
-                        f"{args.dtype} code; it takes neither --keras nor --sweep",
-                        where="command line")
+                        f"{args.dtype} code; it does not take --sweep", where="command line")
     reports = args.report or []
     for path, suffixes, flag in ([(r, (".json", ".md"), "--report") for r in reports]
                                  + [(args.plot, (".png",), "--plot")]):

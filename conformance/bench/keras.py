@@ -26,12 +26,20 @@ def run_keras(spec: TrainSpec, backend: str, *, batch_size: int | None = None,
     """Time the same model, weights and batches in Keras 3 (``train_on_batch``) on ``backend``,
     in a subprocess with ``KERAS_BACKEND`` set (``baselines/keras_native.py``, run by path).
     Not interleaved with rosetta: it runs after, in its own process. Returns ``keras_*`` fields
-    (``keras_error`` when it could not run)."""
+    (``keras_error`` when it could not run).
+
+    ``dtype`` a low precision policy (``bfloat16``, ``mixed_bfloat16``, ``mixed_float16``):
+    Keras's own machinery for it, the global ``keras.config.set_dtype_policy`` of that name
+    (float32 variables under the mixed ones; ``compile`` wraps the optimizer in a
+    ``LossScaleOptimizer`` under ``mixed_float16``), on the float32 weights and batches. Keras
+    decides per layer what runs in which type by its own rules, not by rosetta's table: a
+    reference column, as in float32."""
     warmup = max(3, steps // 10) if warmup is None else warmup
     d = _keras_run(spec, backend, "time", batch_size, steps, warmup, dtype, timeout)
     if "keras_error" in d:
         return d
-    return {"keras_version": d["keras"], "keras_compile_seconds": d["compile_seconds"],
+    return {"keras_version": d["keras"], "keras_policy": d.get("policy"),
+            "keras_compile_seconds": d["compile_seconds"],
             "keras_step_ms": d["step_ms_median"], "keras_step_ms_iqr": d["step_ms_iqr"]}
 
 
@@ -89,6 +97,10 @@ def _keras_run(spec, backend, task, batch_size, steps, warmup, dtype, timeout) -
         return {"keras_error": "no hand-written baseline fits this spec"}
     if importlib.util.find_spec("keras") is None:
         return {"keras_error": "keras is not installed"}
+    from rosetta.precision import LOW
+
+    policy = dtype if dtype in LOW else None
+    dtype = "float32" if policy else dtype   # the weights and batches (the masters' type)
     batch_size = batch_size or spec.data.batch_size
     spec = _with_batch_size(spec, batch_size)
     host, _ = bench_batches(spec, batch_size, dtype)
@@ -103,7 +115,7 @@ def _keras_run(spec, backend, task, batch_size, steps, warmup, dtype, timeout) -
         arrays[f"y{i}"] = y if plan["loss"] != "mse" else np.asarray(y, dtype)
     meta = {"arch": plan["arch"], "loss": plan["loss"], "optimizer": plan["optimizer"],
             "input_shape": list(plan["input_shape"]), "batches": len(host), "steps": steps,
-            "warmup": warmup, "dtype": dtype, "task": task}
+            "warmup": warmup, "dtype": dtype, "policy": policy, "task": task}
     script = Path(__file__).parent / "baselines" / "keras_native.py"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     if dtype == "float64":

@@ -106,8 +106,11 @@ def footnote(rows, env: dict | None, skipped=(), refused=()) -> str:
         if bad:
             parts.append(f"LOSS CHECK FAILED (gap above the bound): {', '.join(bad)}")
     if any("keras_step_ms" in r or "keras_error" in r for r in rows):
+        policies = sorted({r["keras_policy"] for r in rows if r.get("keras_policy")})
         parts.append("keras ms: Keras 3 train_on_batch on the row's backend, Keras's default "
-                     "compile (XLA on jax and tensorflow, eager on torch), in its own process")
+                     "compile (XLA on jax and tensorflow, eager on torch), in its own process"
+                     + (f", under Keras's dtype policy {', '.join(policies)} (Keras's own "
+                        f"per-layer rules)" if policies and policies != ["float32"] else ""))
         errors = {(r["model"], r["backend"]): r["keras_error"] for r in rows
                   if r.get("keras_error")}
         parts += [f"keras on {b} ({m}): {e}" for (m, b), e in errors.items()]

@@ -308,7 +308,8 @@ def test_cli_bench_report_and_plot(backend, tmp_path):
     (["bench", "mlp", "--plot", "out.pdf"], ".png"),
     (["bench", "resnet9000"], "unknown model"),
     (["bench", "mlp", "--steps", "0"], "positive integer"),
-    (["bench", "mlp", "--precision", "mixed_bfloat16", "--keras"], "neither --keras"),
+    (["bench", "mlp", "--precision", "mixed_bfloat16", "--sweep", "batch=8,16"],
+     "does not take --sweep"),
     (["bench", "mlp", "--precision", "bfloat16", "--dtype", "float64"], "disagree"),
 ])
 def test_cli_bench_bad_input(args, words):
@@ -337,6 +338,16 @@ def test_keras_column(backend):
         assert row["keras_error"]
     else:
         assert row["keras_step_ms"] > 0 and row["keras_compile_seconds"] > 0
+
+
+def test_keras_column_under_a_precision_policy():
+    """--keras with --precision: Keras's own dtype policy of that name, set in its process."""
+    row = bench.run_keras(models.get("mlp"), BACKENDS[0], batch_size=16, steps=2, warmup=1,
+                          dtype="mixed_bfloat16")
+    if "keras_error" in row:
+        assert row["keras_error"]
+    else:
+        assert row["keras_policy"] == "mixed_bfloat16" and row["keras_step_ms"] > 0
 
 
 def test_keras_rules():

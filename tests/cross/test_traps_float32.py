@@ -76,13 +76,14 @@ def test_float32_only_bug_fails_noise_bound_where_fixed_bound_passed(monkeypatch
     assert old.worst_rel < FLOAT32.tolerance < 1e-4
 
 
-def test_update_bias_fails_on_the_zoo_mlp(monkeypatch):
-    """At the zoo mlp's Adam(1e-3) the same float32-betas bug moves each parameter by ~7e-6 of
-    its update, well below the parameter's own rounding (the elementwise params rows pass it):
-    the update rows (``noise.update_slopes``: the update's error along itself, relative to the
-    update) hold it against the update's own noise and fail it. The control run passes (its
-    worst update row measured at 0.3 of its bound; the zoo cnn alike, in the docs)."""
-    spec = zoo("mlp")
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_update_bias_fails_on_the_zoo_mlp_and_cnn(model, monkeypatch):
+    """At the zoo mlp's and cnn's Adam(1e-3) the same float32-betas bug moves each parameter by
+    ~7e-6 of its update, well below the parameter's own rounding (the elementwise params rows
+    pass it): the update rows (``noise.update_slopes``: the update's error along itself,
+    relative to the update) hold it against the update's own noise and fail it. The control run
+    passes (its worst update row measured at 0.3 of its bound)."""
+    spec = zoo(model)
     clean, _ = _run32(spec, "tensorflow", "torch", steps=1)
     assert clean.passed, f"control run without the bug must pass: {clean.where}"
     trap_float32_bias_correction(monkeypatch)

@@ -8,7 +8,8 @@ once per backend, with ``KERAS_BACKEND`` set:
     KERAS_BACKEND=jax python keras_native.py PAYLOAD.npz
 
 The payload holds the same plain values as the other baselines (see ``__init__``): ``arch``,
-``loss``, ``optimizer``, ``input_shape``, ``dtype``, ``task`` (JSON ``meta``), the canonical
+``loss``, ``optimizer``, ``input_shape``, ``dtype``, ``policy`` (a Keras dtype policy name,
+set globally before the model is built, or null), ``task`` (JSON ``meta``), the canonical
 weights ``w:<path>``, the batches ``x<i>`` (``l<i>``: lengths), ``y<i>`` and ``steps``,
 ``warmup``. It prints one JSON line: Keras's version and backend, then with ``task`` "time" the
 first call's seconds and the median and IQR of the steady-state step in ms, with "losses" the
@@ -213,6 +214,8 @@ def main(path):
     import keras
 
     keras.config.set_floatx(meta["dtype"])
+    if meta.get("policy"):   # bfloat16, mixed_bfloat16, mixed_float16: Keras's own policy
+        keras.config.set_dtype_policy(meta["policy"])
     weights = {k[2:]: d[k] for k in d.files if k.startswith("w:")}
     model = build(keras, meta["arch"], weights, meta["input_shape"], meta["loss"],
                   meta["optimizer"])
@@ -249,6 +252,7 @@ def main(path):
             times.append(dt)
     ms = np.asarray(times) * 1e3
     p25, med, p75 = np.percentile(ms, [25, 50, 75])
+    head["policy"] = keras.config.dtype_policy().name
     print(json.dumps({**head, "compile_seconds": first, "step_ms_median": float(med),
                       "step_ms_iqr": float(p75 - p25), "last_loss": float(np.asarray(loss))}))
 
