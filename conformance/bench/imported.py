@@ -37,6 +37,8 @@ SIZES = {"vocab": 1024, "hidden": 128, "layers": 2, "heads": 4, "intermediate": 
          "positions": 64, "seq": 64, "batch": 8, "labels": 2}
 ADAMW = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
 NAMES = ("gpt2", "bert")
+BACKENDS = ("torch", "jax", "tensorflow")   # the frameworks with a baseline of these models
+DEFAULT_STEPS = 60
 N_BATCHES = 4
 
 
