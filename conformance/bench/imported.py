@@ -119,8 +119,9 @@ class HFTorch:
         return value.item()
 
 
-def imported(name: str):
-    """``(Imported, cfg, HuggingFace sdpa twin, loss module, state_dict arrays)`` of ``name``."""
+def imported(name: str, dtype: str = "float32"):
+    """``(Imported, cfg, HuggingFace sdpa twin, loss module, parameter arrays)`` of ``name``
+    in ``dtype``."""
     import torch
 
     import rosetta
@@ -128,6 +129,8 @@ def imported(name: str):
 
     model, cfg = hf_model(name, "eager")
     twin, _ = hf_model(name, _default_attention())
+    if dtype == "float64":
+        model, twin = model.double(), twin.double()
     twin.load_state_dict(model.state_dict())
     loss = TokenCrossEntropy() if name == "gpt2" else torch.nn.CrossEntropyLoss()
     wrapped = Logits(model)
@@ -145,16 +148,17 @@ def _default_attention() -> str:
     return "sdpa"
 
 
-def baseline(backend: str, cfg, twin, loss, weights, mode: str):
+def baseline(backend: str, cfg, twin, loss, weights, mode: str, dtype: str = "float32"):
     """The framework's own code for the model on ``backend``."""
     if backend == "torch":
         return HFTorch(copy.deepcopy(twin), loss)
     if backend == "jax":
         from rosetta.conformance.bench.baselines import hf_jax
-        return hf_jax.build(cfg, weights, ADAMW, seq=SIZES["seq"], mode=mode)
+        return hf_jax.build(cfg, weights, ADAMW, seq=SIZES["seq"], mode=mode, dtype=dtype)
     if backend == "tensorflow":
         from rosetta.conformance.bench.baselines import hf_tensorflow
-        return hf_tensorflow.build(cfg, weights, ADAMW, seq=SIZES["seq"], mode=mode)
+        return hf_tensorflow.build(cfg, weights, ADAMW, seq=SIZES["seq"], mode=mode,
+                                   dtype=dtype)
     raise ValueError(f"no hand-written baseline of the imported models on {backend!r}")
 
 
@@ -169,8 +173,7 @@ def run(name: str, backend: str, mode: str | None, *, steps: int, block: int, wa
     t0 = time.perf_counter()
     program = TrainedModel.from_state(imp.spec, imp.params, imp.state, backend=backend,
                                       dtype="float32", mode=mode)["program"]
-    input_name = imp.spec.model.inputs[0] if isinstance(imp.spec.model.inputs[0], str) \
-        else imp.spec.model.inputs[0].name
+    input_name = imp.spec.model.inputs[0].name
     rb = [program.prepare_batch({input_name: x}, y) for x, y in host]
     first = program.train_step(rb[0])
     compile_s = time.perf_counter() - t0
@@ -210,6 +213,38 @@ def run(name: str, backend: str, mode: str | None, *, steps: int, block: int, wa
         f"{nq['median']:.2f} ms, ratio {row['ratio']:.3f}; first losses {first:.6f} / "
         f"{native_first:.6f}")
     return row
+
+
+def compare_losses(name: str, backends=BACKENDS, steps: int = 3) -> dict:
+    """The float64 proof that the baselines train the HuggingFace model: per-step losses from
+    the same weights on the same batches of the HuggingFace torch model (``sdpa``, AdamW), of
+    rosetta's import on each backend and of each hand-written baseline; returns
+    ``{column: [losses]}`` and ``worst`` (each column's worst relative gap to the HuggingFace
+    one)."""
+    from rosetta.trained import TrainedModel
+
+    imp, cfg, twin, loss, weights = imported(name, "float64")
+    host = batches(name)
+    cols = {}
+    hf = HFTorch(copy.deepcopy(twin), loss)
+    cols["huggingface/torch"] = [hf.step(hf.put(*host[i % len(host)])) for i in range(steps)]
+    input_name = imp.spec.model.inputs[0].name
+    for backend in backends:
+        program = TrainedModel.from_state(imp.spec, imp.params, imp.state, backend=backend,
+                                          dtype="float64")["program"]
+        cols[f"rosetta/{backend}"] = [
+            program.train_step(program.prepare_batch({input_name: host[i % len(host)][0]},
+                                                     host[i % len(host)][1]))
+            for i in range(steps)]
+        if backend != "torch":
+            trainer = baseline(backend, cfg, twin, loss, weights,
+                               get_backend(backend).modes[0], "float64")
+            cols[f"baseline/{backend}"] = [trainer.step(trainer.put(*host[i % len(host)]))
+                                           for i in range(steps)]
+    ref = np.asarray(cols["huggingface/torch"])
+    worst = {k: float(np.max(np.abs(np.asarray(v) - ref) / np.abs(ref)))
+             for k, v in cols.items() if k != "huggingface/torch"}
+    return {"losses": cols, "worst": worst}
 
 
 def run_all(names, backends, *, modes=None, steps=60, block=10, warmup=10,

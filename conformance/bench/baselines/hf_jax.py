@@ -27,6 +27,7 @@ Attention is ``jax.nn.dot_product_attention`` (the fused op JAX offers); LayerNo
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -45,12 +46,17 @@ def _name(hf_prefix: str) -> str:
     return hf_prefix.replace(".", "__")
 
 
-def _dense(units, prefix):
-    return nn.Dense(units, precision=HIGHEST, name=_name(prefix))
+def _dense(units, prefix, dtype):
+    return nn.Dense(units, precision=HIGHEST, dtype=dtype, param_dtype=dtype, name=_name(prefix))
 
 
-def _norm(prefix, eps):
-    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=_name(prefix))
+def _norm(prefix, eps, dtype):
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=dtype,
+                        name=_name(prefix))
+
+
+def _embed(n, e, prefix, dtype):
+    return nn.Embed(n, e, dtype=dtype, param_dtype=dtype, name=_name(prefix))
 
 
 def _heads(x, heads):
@@ -60,54 +66,57 @@ def _heads(x, heads):
 
 class GPT2(nn.Module):
     cfg: dict
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, ids):
-        c = self.cfg
+        c, dt = self.cfg, self.dtype
         e, t = c["hidden"], ids.shape[1]
-        wte = nn.Embed(c["vocab"], e, name=_name("transformer.wte"))
-        h = wte(ids) + nn.Embed(c["positions"], e, name=_name("transformer.wpe"))(jnp.arange(t))
+        wte = _embed(c["vocab"], e, "transformer.wte", dt)
+        h = wte(ids) + _embed(c["positions"], e, "transformer.wpe", dt)(jnp.arange(t))
         for i in range(c["layers"]):
             p = f"transformer.h.{i}."
-            qkv = _dense(3 * e, p + "attn.c_attn")(_norm(p + "ln_1", c["epsilon"])(h))
+            qkv = _dense(3 * e, p + "attn.c_attn", dt)(_norm(p + "ln_1", c["epsilon"], dt)(h))
             q, k, v = (_heads(a, c["heads"]) for a in jnp.split(qkv, 3, axis=-1))
             o = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-            h = h + _dense(e, p + "attn.c_proj")(o.reshape(h.shape))
-            m = _dense(c["intermediate"], p + "mlp.c_fc")(_norm(p + "ln_2", c["epsilon"])(h))
-            h = h + _dense(e, p + "mlp.c_proj")(jax.nn.gelu(m, approximate=True))
-        return wte.attend(_norm("transformer.ln_f", c["epsilon"])(h))
+            h = h + _dense(e, p + "attn.c_proj", dt)(o.reshape(h.shape))
+            m = _dense(c["intermediate"], p + "mlp.c_fc", dt)(
+                _norm(p + "ln_2", c["epsilon"], dt)(h))
+            h = h + _dense(e, p + "mlp.c_proj", dt)(jax.nn.gelu(m, approximate=True))
+        return wte.attend(_norm("transformer.ln_f", c["epsilon"], dt)(h))
 
 
 class Bert(nn.Module):
     cfg: dict
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, ids):
-        c = self.cfg
+        c, dt = self.cfg, self.dtype
         e, t, eps = c["hidden"], ids.shape[1], c["epsilon"]
         b = "bert.embeddings."
-        h = (nn.Embed(c["vocab"], e, name=_name(b + "word_embeddings"))(ids)
-             + nn.Embed(c["positions"], e, name=_name(b + "position_embeddings"))(jnp.arange(t))
-             + nn.Embed(2, e, name=_name(b + "token_type_embeddings"))(jnp.zeros((t,), int)))
-        h = _norm(b + "LayerNorm", eps)(h)
+        h = (_embed(c["vocab"], e, b + "word_embeddings", dt)(ids)
+             + _embed(c["positions"], e, b + "position_embeddings", dt)(jnp.arange(t))
+             + _embed(2, e, b + "token_type_embeddings", dt)(jnp.zeros((t,), int)))
+        h = _norm(b + "LayerNorm", eps, dt)(h)
         for i in range(c["layers"]):
             p = f"bert.encoder.layer.{i}."
-            q, k, v = (_heads(_dense(e, p + "attention.self." + n)(h), c["heads"])
+            q, k, v = (_heads(_dense(e, p + "attention.self." + n, dt)(h), c["heads"])
                        for n in ("query", "key", "value"))
             o = jax.nn.dot_product_attention(q, k, v).reshape(h.shape)
-            h = _norm(p + "attention.output.LayerNorm", eps)(
-                h + _dense(e, p + "attention.output.dense")(o))
-            f = jax.nn.gelu(_dense(c["intermediate"], p + "intermediate.dense")(h),
+            h = _norm(p + "attention.output.LayerNorm", eps, dt)(
+                h + _dense(e, p + "attention.output.dense", dt)(o))
+            f = jax.nn.gelu(_dense(c["intermediate"], p + "intermediate.dense", dt)(h),
                             approximate=False)
-            h = _norm(p + "output.LayerNorm", eps)(h + _dense(e, p + "output.dense")(f))
-        pooled = jnp.tanh(_dense(e, "bert.pooler.dense")(h[:, 0]))
-        return _dense(c["labels"], "classifier")(pooled)
+            h = _norm(p + "output.LayerNorm", eps, dt)(h + _dense(e, p + "output.dense", dt)(f))
+        pooled = jnp.tanh(_dense(e, "bert.pooler.dense", dt)(h[:, 0]))
+        return _dense(c["labels"], "classifier", dt)(pooled)
 
 
 MODELS = {"gpt2": GPT2, "bert": Bert}
 
 
-def flax_params(cfg, weights, like):
+def flax_params(cfg, weights, like, dtype=jnp.float32):
     """The flax parameter tree from the HuggingFace arrays: module path from the flax name,
     ``nn.Linear`` kernels (BERT's) transposed to (in, out); GPT-2's ``Conv1D`` is (in, out)."""
     out = {}
@@ -118,20 +127,22 @@ def flax_params(cfg, weights, like):
             value = value.T
         if value.shape != shape.shape:
             raise ValueError(f"{module}/{leaf}: HuggingFace {value.shape}, flax {shape.shape}")
-        out[key] = jnp.asarray(value, jnp.float32)
+        out[key] = jnp.asarray(value, dtype)
     return traverse_util.unflatten_dict(out)
 
 
 class Trainer:
-    def __init__(self, cfg, weights, optimizer, seq):
-        model = MODELS[cfg["model"]](cfg)
+    def __init__(self, cfg, weights, optimizer, seq, dtype="float32"):
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        model = MODELS[cfg["model"]](cfg, dtype=jnp.dtype(dtype))
         ids = jnp.zeros((2, seq), jnp.int32)
         like = jax.eval_shape(model.init, jax.random.PRNGKey(0), ids)["params"]
         o = optimizer
         tx = optax.adamw(o["lr"], b1=o["beta1"], b2=o["beta2"], eps=o["eps"],
                          weight_decay=o["weight_decay"])
         self.state = train_state.TrainState.create(
-            apply_fn=model.apply, params=flax_params(cfg, weights, like), tx=tx)
+            apply_fn=model.apply, params=flax_params(cfg, weights, like, jnp.dtype(dtype)), tx=tx)
 
         def loss_fn(params, ids, y):
             logits = model.apply({"params": params}, ids)
@@ -152,6 +163,7 @@ class Trainer:
         return float(loss)
 
 
-def build(cfg, weights, optimizer, *, seq, mode="jit"):
-    """A trainer (see the module docstring)."""
-    return Trainer(cfg, weights, optimizer, seq)
+def build(cfg, weights, optimizer, *, seq, mode="jit", dtype="float32"):
+    """A trainer (see the module docstring); ``dtype`` float32, or float64 (the baselines'
+    proof: ``imported.compare_losses``)."""
+    return Trainer(cfg, weights, optimizer, seq, dtype)

@@ -7,8 +7,9 @@ to time rosetta's step on TensorFlow against (``rosetta bench --imported``). No 
 its docstring for the math, which is the same here): HuggingFace ``state_dict`` arrays in torch's
 layouts, converted once (``nn.Linear`` kernels transposed to (in, out)). Attention is written
 with ``tf.einsum`` and ``tf.nn.softmax`` (TensorFlow has no fused attention op); LayerNorm is
-``tf.nn.moments`` + ``tf.nn.batch_normalization``; GELU ``tf.nn.gelu`` (tanh form for GPT-2's
-``gelu_new``, erf form for BERT).
+``tf.nn.moments`` + ``tf.nn.batch_normalization``; GELU ``tf.nn.gelu(approximate=True)`` for
+GPT-2's ``gelu_new``, and for BERT's erf GELU ``tensorflow_native.gelu`` (``tf.math.erf``
+written out: ``tf.nn.gelu(approximate=False)`` is off by 2e-7 relative in float64).
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from rosetta.conformance.bench.baselines.tensorflow_native import Adam
+from rosetta.conformance.bench.baselines.tensorflow_native import Adam, gelu
 
 
 class Weights(tf.Module):
     """The trainable variables by HuggingFace name (Linear kernels as (in, out))."""
 
-    def __init__(self, cfg, weights):
+    def __init__(self, cfg, weights, dtype="float32"):
         super().__init__()
         self.by_name = {}
         for k, v in weights.items():
-            v = np.asarray(v, np.float32)
+            v = np.asarray(v, dtype)
             if cfg["model"] == "bert" and v.ndim == 2 and "embeddings" not in k:
                 v = v.T
             self.by_name[k] = tf.Variable(v, name=k.replace(".", "__"))
@@ -55,7 +56,7 @@ def attention(q, k, v, heads, causal):
     s = tf.einsum("nihd,njhd->nhij", q, k) * (1.0 / math.sqrt(e // heads))
     if causal:
         mask = tf.linalg.band_part(tf.ones([t, t], tf.bool), -1, 0)
-        s = tf.where(mask, s, tf.constant(np.finfo(np.float32).min, s.dtype))
+        s = tf.where(mask, s, tf.constant(np.finfo(s.dtype.as_numpy_dtype).min, s.dtype))
     o = tf.einsum("nhij,njhd->nihd", tf.nn.softmax(s, axis=-1), v)
     return tf.reshape(o, [n, t, e])
 
@@ -87,7 +88,7 @@ def bert(c, w, ids):
         o = attention(q, k, v, c["heads"], False)
         h = layer_norm(w, p + "attention.output.LayerNorm",
                        h + dense(w, p + "attention.output.dense", o), eps)
-        f = tf.nn.gelu(dense(w, p + "intermediate.dense", h), approximate=False)
+        f = gelu(dense(w, p + "intermediate.dense", h))
         h = layer_norm(w, p + "output.LayerNorm", h + dense(w, p + "output.dense", f), eps)
     pooled = tf.tanh(dense(w, "bert.pooler.dense", h[:, 0]))
     return dense(w, "classifier", pooled)
@@ -97,9 +98,9 @@ MODELS = {"gpt2": gpt2, "bert": bert}
 
 
 class Trainer:
-    def __init__(self, cfg, weights, optimizer, mode):
+    def __init__(self, cfg, weights, optimizer, mode, dtype="float32"):
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        self.w = Weights(cfg, weights)
+        self.w = Weights(cfg, weights, dtype)
         params = self.w.params
         o = optimizer
         self.opt = Adam(params, {"name": "adam", "lr": o["lr"], "beta1": o["beta1"],
@@ -125,6 +126,7 @@ class Trainer:
         return float(self.train_step(*batch))
 
 
-def build(cfg, weights, optimizer, *, seq, mode="xla"):
-    """A trainer (see the module docstring)."""
-    return Trainer(cfg, weights, optimizer, mode)
+def build(cfg, weights, optimizer, *, seq, mode="xla", dtype="float32"):
+    """A trainer (see the module docstring); ``dtype`` float32, or float64 (the baselines'
+    proof: ``imported.compare_losses``)."""
+    return Trainer(cfg, weights, optimizer, mode, dtype)
