@@ -119,9 +119,9 @@ class HFTorch:
         return value.item()
 
 
-def imported(name: str, dtype: str = "float32"):
+def imported(name: str, dtype: str = "float32", import_: bool = True):
     """``(Imported, cfg, HuggingFace sdpa twin, loss module, parameter arrays)`` of ``name``
-    in ``dtype``."""
+    in ``dtype`` (``import_=False``: no import, None in its place)."""
     import torch
 
     import rosetta
@@ -138,7 +138,8 @@ def imported(name: str, dtype: str = "float32"):
     opt = torch.optim.AdamW(wrapped.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]),
                             eps=o["eps"], weight_decay=o["weight_decay"])
     x = torch.from_numpy(batches(name, 1)[0][0])
-    imp = rosetta.from_torch(wrapped, x, optimizer=opt, loss=loss, name=f"hf_{name}")
+    imp = rosetta.from_torch(wrapped, x, optimizer=opt, loss=loss, name=f"hf_{name}") \
+        if import_ else None
     weights = {k: v.detach().numpy().copy() for k, v in model.named_parameters()}
     return imp, cfg, twin, loss, weights
 
@@ -215,27 +216,28 @@ def run(name: str, backend: str, mode: str | None, *, steps: int, block: int, wa
     return row
 
 
-def compare_losses(name: str, backends=BACKENDS, steps: int = 3) -> dict:
+def compare_losses(name: str, backends=BACKENDS, steps: int = 3, rosetta: bool = True) -> dict:
     """The float64 proof that the baselines train the HuggingFace model: per-step losses from
     the same weights on the same batches of the HuggingFace torch model (``sdpa``, AdamW), of
     rosetta's import on each backend and of each hand-written baseline; returns
     ``{column: [losses]}`` and ``worst`` (each column's worst relative gap to the HuggingFace
-    one)."""
+    one). ``rosetta=False``: the baselines alone (the test's quick form)."""
     from rosetta.trained import TrainedModel
 
-    imp, cfg, twin, loss, weights = imported(name, "float64")
+    imp, cfg, twin, loss, weights = imported(name, "float64", import_=rosetta)
     host = batches(name)
     cols = {}
     hf = HFTorch(copy.deepcopy(twin), loss)
     cols["huggingface/torch"] = [hf.step(hf.put(*host[i % len(host)])) for i in range(steps)]
-    input_name = imp.spec.model.inputs[0].name
     for backend in backends:
-        program = TrainedModel.from_state(imp.spec, imp.params, imp.state, backend=backend,
-                                          dtype="float64")["program"]
-        cols[f"rosetta/{backend}"] = [
-            program.train_step(program.prepare_batch({input_name: host[i % len(host)][0]},
-                                                     host[i % len(host)][1]))
-            for i in range(steps)]
+        if rosetta:
+            input_name = imp.spec.model.inputs[0].name
+            program = TrainedModel.from_state(imp.spec, imp.params, imp.state, backend=backend,
+                                              dtype="float64")["program"]
+            cols[f"rosetta/{backend}"] = [
+                program.train_step(program.prepare_batch({input_name: host[i % len(host)][0]},
+                                                         host[i % len(host)][1]))
+                for i in range(steps)]
         if backend != "torch":
             trainer = baseline(backend, cfg, twin, loss, weights,
                                get_backend(backend).modes[0], "float64")
