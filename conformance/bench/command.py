@@ -188,11 +188,12 @@ def _run_imported(args, reports, log) -> int:
     from rosetta.conformance.bench import imported
     from rosetta.files import dumps_json, write_text
 
-    if args.specs or args.sweep or args.keras or args.devices > 1 or args.dtype not in (
-            None, "float32") or args.precision not in (None, "float32"):
-        raise SpecError("--imported times the HuggingFace models in float32 on one device: it "
-                        "takes no SPEC, --sweep, --keras, --devices or --precision",
-                        where="command line")
+    if (args.specs or args.sweep or args.keras or args.devices > 1 or args.plot
+            or args.no_native or args.data or args.device != "cpu"
+            or args.dtype not in (None, "float32") or args.precision not in (None, "float32")):
+        raise SpecError("--imported times the HuggingFace models in float32 on the CPU against "
+                        "their baselines: it takes no SPEC, --sweep, --keras, --devices, --plot, "
+                        "--no-native, --data, --device or --precision", where="command line")
     backends = [b for b in (args.backends or available_backends()) if b in imported.BACKENDS]
     if not backends:
         raise SpecError(f"--imported has baselines on {', '.join(imported.BACKENDS)} only",
