@@ -14,6 +14,7 @@ from rosetta import validate
 
 from rosetta.conformance.bench.cases import (DEFAULT_BLOCK, DEFAULT_STEPS, mark_best,
                                              run_case, set_peak)
+from rosetta.conformance.bench.imported import NAMES as IMPORTED_NAMES
 from rosetta.conformance.bench.keras import run_keras
 from rosetta.conformance.bench.plans import BENCH_SPECS, load_bench_spec, zoo_plan
 from rosetta.conformance.bench.sweep import (DEFAULT_SWEEP_STEPS, check_axis, point_spec,
@@ -60,6 +61,8 @@ def run_command(args, load_spec) -> int:
                                  + [(args.plot, (".png",), "--plot")]):
         if path is not None:  # checked before any work: the suffix and a writable folder
             validate.check_output(path, flag, suffixes)
+    if getattr(args, "imported", None):
+        return _run_imported(args, reports, log)
     if args.data and not args.specs:
         raise SpecError("--data needs the SPEC to time on it", where="command line")
     if args.hosts > 1 and args.devices < 2:
@@ -178,6 +181,44 @@ def run_command(args, load_spec) -> int:
     return 0
 
 
+def _run_imported(args, reports, log) -> int:
+    """``--imported gpt2 bert``: the imported HuggingFace models against the HuggingFace torch
+    model and hand-written flax / TensorFlow code (``imported.py``)."""
+    from rosetta.backend_registry import available_backends
+    from rosetta.conformance.bench import imported
+    from rosetta.files import dumps_json, write_text
+
+    if (args.specs or args.sweep or args.keras or args.devices > 1 or args.plot
+            or args.no_native or args.data or args.device != "cpu"
+            or args.dtype not in (None, "float32") or args.precision not in (None, "float32")):
+        raise SpecError("--imported times the HuggingFace models in float32 on the CPU against "
+                        "their baselines: it takes no SPEC, --sweep, --keras, --devices, --plot, "
+                        "--no-native, --data, --device or --precision", where="command line")
+    backends = [b for b in (args.backends or available_backends()) if b in imported.BACKENDS]
+    if not backends:
+        raise SpecError(f"--imported has baselines on {', '.join(imported.BACKENDS)} only",
+                        where="command line")
+    if args.threads:
+        pin_threads(args.threads)
+    for b in backends:
+        get_backend(b)  # a clear BackendUnavailable for a missing one
+    if args.threads:
+        apply_thread_pin(args.threads, backends)
+    steps = args.steps or imported.DEFAULT_STEPS
+    warmup = args.warmup if args.warmup is not None else max(3, steps // 10)
+    before = imported.load_average()
+    rows = imported.run_all(args.imported, backends, modes=args.modes, steps=steps,
+                            block=args.block, warmup=warmup, log=log)
+    load = f"before: {before}; after: {imported.load_average()}"
+    text = imported.table(rows, load)
+    print(text)
+    for path in reports:
+        write_text(path, dumps_json({"results": rows, "load": load, "sizes": imported.SIZES},
+                                    indent=1) if str(path).endswith(".json") else text + "\n")
+        log(f"report written to {path}")
+    return 0
+
+
 def _end_peak(args, device, peak) -> dict:
     """The peak again at the end: on a shared machine the load varies, and the best of the two
     is the better estimate of what the hardware does (both are recorded)."""
@@ -277,6 +318,12 @@ def add_parser(sub, positive_int):
                         "MLP), each backend in its default mode (or --modes), rosetta alone: "
                         "step time, samples/s, peak memory and the arithmetic floor "
                         "(conformance/bench/sweep.py)")
+    b.add_argument("--imported", nargs="+", metavar="MODEL", choices=IMPORTED_NAMES,
+                   help="time HuggingFace models imported with from_torch (gpt2, bert) on each "
+                        "backend against the HuggingFace torch model itself and hand-written "
+                        "flax+optax and tf.function versions of the same blocks "
+                        "(conformance/bench/imported.py); takes --backends, --modes, --steps, "
+                        "--warmup, --block and --report")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     validate.memory_argument(b)
     return b

@@ -364,6 +364,9 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
         notes.append(f"{cap.folded} input-independent calls folded into constants at the "
                      f"example's shapes: the spec takes inputs of shape "
                      f"{tuple(example_inputs[0].shape[1:])} only")
+    if cap.fused:
+        notes.append("written-out patterns mapped to one layer op (rosetta.importers.patterns): "
+                     + ", ".join(f"{k} x{v}" for k, v in sorted(cap.fused.items())))
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

@@ -22,6 +22,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.patterns import fuse
 from rosetta.importers.torch_fold import Folded, as_value, fold
 from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
                                          batch_norm_module_refusal, reader_refusal)
@@ -108,6 +109,7 @@ class Captured:
     fx_nodes: dict            # spec node -> (fx node name, layout, chw): where to read it
     constant_buffers: tuple = ()   # buffers read only as constants (torch_fold)
     folded: int = 0                # how many calls were folded
+    fused: dict = None             # patterns mapped to one layer op (patterns.fuse): counts
 
 
 def _short(type_str: str) -> str:
@@ -436,6 +438,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         check_shapes(graph, b)
     except Unsupported as e:
         raise ImportRefused([f"<root> ({type(module).__name__}): {e}"]) from None
+    graph, fused = fuse(graph)   # written-out GELUs to the layer op, Dropout(0) removed
     unused = [k for k, p in module.named_parameters() if k not in b.names]
     if unused:
         raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "
@@ -447,7 +450,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
     return Captured(graph, b.params, b.state, b.names, b.layouts, b.node_source,
                     "nchw" if graph_input is not None and len(example_inputs[0].shape) == 4
                     else "plain", ignored, fx_nodes,
-                    const_buffers, len(folded))
+                    const_buffers, len(folded), fused)
 
 
 def _note(fx_nodes, v, fx_name):

@@ -311,6 +311,8 @@ def test_cli_bench_report_and_plot(backend, tmp_path):
     (["bench", "mlp", "--precision", "mixed_bfloat16", "--sweep", "batch=8,16"],
      "does not take --sweep"),
     (["bench", "mlp", "--precision", "bfloat16", "--dtype", "float64"], "disagree"),
+    (["bench", "mlp", "--imported", "gpt2"], "takes no SPEC"),
+    (["bench", "--imported", "bert", "--device", "gpu"], "takes no SPEC"),
 ])
 def test_cli_bench_bad_input(args, words):
     r = run_cli(*args, "--backends", *SELECTED)

@@ -44,6 +44,10 @@ ALLOWED = {
                                  "built from transformers configs"),
     "conformance/onnx_sweep.py": ("*", "the ONNX sweep builds its source models in torch and "
                                        "exports them with torch's ONNX exporters"),
+    "conformance/bench/imported.py": ("*", "the imported-model bench builds HuggingFace torch "
+                                           "models, steps the HuggingFace model itself as "
+                                           "torch's baseline and picks each framework's "
+                                           "hand-written baseline (baselines/hf_*.py)"),
 }
 
 

@@ -247,3 +247,37 @@ def test_adaptive_average_pooling_with_unequal_windows_is_exact():
     assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
     with pytest.raises(ImportRefused, match="adaptive max pooling from"):
         rosetta.from_torch(nn.AdaptiveMaxPool2d((3, 3)).double(), (_x(2, 2, 5, 4),))
+
+
+class WrittenOutGelus(nn.Module):
+    """HuggingFace's NewGELUActivation (GPT-2's gelu_new) and the erf GELU written out by hand,
+    a Dropout(0) between them, and a near miss (0.5 x (1 + tanh(0.79 x))) left written out."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+        self.drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        import math
+
+        h = self.l1(x)
+        h = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi)
+                                         * (h + 0.044715 * torch.pow(h, 3.0))))
+        h = self.l2(self.drop(h))
+        h = h * 0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))
+        h = 0.5 * h * (1.0 + torch.tanh(0.79 * h))
+        return self.l3(h)
+
+
+def test_written_out_gelus_map_to_the_gelu_op_and_certify():
+    imp = _import(WrittenOutGelus(), _x(3, 4))
+    nodes = imp.spec.model.nodes
+    gelus = [n.attrs["approximate"] for n in nodes
+             if n.op == "Activation" and n.attrs["fn"] == "gelu"]
+    assert gelus == ["tanh", "none"], [(n.op, n.attrs) for n in nodes]
+    assert not any(n.op in ("Dropout", "Power", "Unary") for n in nodes), [n.op for n in nodes]
+    assert sum(n.op == "Activation" and n.attrs["fn"] == "tanh" for n in nodes) == 1  # near miss
+    assert any("gelu_tanh x1" in note and "gelu_erf x1" in note for note in imp.notes), imp.notes
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
