@@ -137,6 +137,44 @@ def _small(names=None) -> dict:
     return out
 
 
+def _torchscript_diff():
+    """Give the TorchScript exporter the ``aten::diff`` it lacks (transformers' mask code calls
+    ``torch.diff`` on the position ids when tracing: GPT-2, Llama, Mistral): diff(x, 1, dim,
+    prepend, append) = Slice(y, 1:) - Slice(y, :-1) along dim, y = Concat(prepend, x, append),
+    its definition (n > 1 is refused by the exporter). And ``aten::cumsum`` of a bool tensor
+    (the same code's ``(diff != 1).cumsum(-1)``) as torch computes it, in int64: the exporter
+    writes ONNX CumSum of the bool itself, a type ONNX CumSum does not take (onnxruntime
+    refuses the graph)."""
+    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx import symbolic_helper as sh
+
+    def diff(g, x, n, dim, prepend, append):
+        if sh._maybe_get_const(n, "i") != 1:
+            return sh._unimplemented("diff", "n > 1")
+        d = sh._maybe_get_const(dim, "i")
+        parts = [t for t in (prepend, x, append) if not sh._is_none(t)]
+        y = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=d)
+
+        def cut(lo, hi):
+            c = [g.op("Constant", value_t=torch.tensor([v])) for v in (lo, hi, d)]
+            return g.op("Slice", y, *c)
+
+        return g.op("Sub", cut(1, 2 ** 62), cut(0, -1))
+
+    def cumsum(g, x, dim, dtype=None):
+        if dtype is not None and not sh._is_none(dtype):
+            to = sh._type_utils.JitScalarType(sh._get_const(dtype, "i", "dtype")).onnx_type()
+            x = g.op("Cast", x, to_i=to)
+        elif sh._is_bool(x):
+            x = g.op("Cast", x, to_i=sh._C_onnx.TensorProtoDataType.INT64)
+        axis = g.op("Constant", value_t=torch.tensor(sh._maybe_get_const(dim, "i")))
+        return g.op("CumSum", x, axis)
+
+    import torch
+    register_custom_op_symbolic("aten::diff", diff, 13)
+    register_custom_op_symbolic("aten::cumsum", cumsum, 13)
+
+
 def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscript", "dynamo"),
         torch_source=False) -> list:
     import torch
@@ -146,6 +184,7 @@ def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscri
 
     rows = []
     models = _hf_models(names) if hf else _small(names)
+    _torchscript_diff()
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in models.items():
             try:

@@ -40,6 +40,15 @@ NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLi
            "Multinomial", "Bernoulli", "Dropout"}
 
 
+def _expands_initializer(node, args) -> bool:
+    """An Expand of a float initializer to a shape that depends on the batch size (ViT's class
+    token ``cls_token.expand(N, -1, -1)``): not folded, its handler reads the initializer as a
+    parameter."""
+    return (node.op_type == "Expand" and len(args) == 2 and isinstance(args[0], Const)
+            and args[0].name is not None and np.asarray(args[0].value).dtype.kind == "f"
+            and isinstance(args[1], Const) and args[1].batch_dependent)
+
+
 @dataclass
 class OnnxCaptured:
     graph: object             # rosetta Graph
@@ -384,7 +393,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                 alt = full[start:end].copy()
             env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
             continue
-        if (node.op_type not in NO_FOLD
+        if (node.op_type not in NO_FOLD and not _expands_initializer(node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):
             try:
                 outs = _fold(double_nodes[i], [_f64(a.value) if a is not None else None

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rosetta.conformance.native import flatten_nchw
-from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout,
+                                       reshape_held)
 
 
 @dataclass
@@ -319,12 +320,43 @@ def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
     return x, y
 
 
+def _initializer_parameter(b: Builder, n: ONode, c: Const, rank: int, perm: tuple,
+                           role: str) -> Value:
+    """A float initializer read outside a weight position (ViT's position table added to the
+    patches, its class token expanded to the batch) as a batch-broadcast ``Parameter``: its
+    source array right-aligned to ``rank`` with a leading size-1 (batch) axis, held per example
+    in the axis order ``perm`` of the tensor it meets; the canonical value is that held
+    array."""
+    src = np.asarray(c.value)
+    full = (1,) * (rank - src.ndim) + src.shape
+    if src.ndim > rank or full[0] != 1:
+        raise Unsupported(f"{role} of shape {src.shape} spans the batch axis ({c.name})")
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    held = tuple(full[i] for i in perm)
+    lay = Layout(f"initializer{src.shape}",
+                 lambda k, s=src.shape: np.transpose(np.asarray(k)[None], inverse).reshape(s),
+                 lambda a: np.transpose(np.asarray(a).reshape(full), perm)[0])
+    return b.layer("Parameter", [], name=f"{n.name}_{role.replace(' ', '_')}", source=n.label,
+                   params={"value": (c.name, lay)}, layout=held_layout(perm),
+                   out_shape=full, shape=held[1:], init="ones")
+
+
+def _is_parameter(c) -> bool:
+    """An initializer of floats with more than one element: a trained tensor (a size-1 one is
+    a scalar attribute of the op reading it)."""
+    return (isinstance(c, Const) and c.name is not None and not c.batch_dependent
+            and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1)
+
+
 def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value:
     """A constant operand as a spec Constant (a batch-broadcast tensor) in the layout of the
     computed operand ``like``: right-aligned to its full rank, its leading (batch) axis of size
-    1 dropped, an image operand's constant turned channels last."""
+    1 dropped, an image operand's constant turned channels last; a float initializer as a
+    ``Parameter`` in the same way (``_initializer_parameter``)."""
     v = np.asarray(c.value)
     rank = len(like.shape)
+    if _is_parameter(c) and like.layout not in ("flat", "merged"):
+        return _initializer_parameter(b, n, c, rank, like.perm, role)
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
         # batch-broadcast, is the same tensor at every batch size
@@ -339,8 +371,8 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     v = v.reshape((1,) * (rank - v.ndim) + v.shape)
     if v.shape[0] != 1:
         raise Unsupported(f"{role} of shape {c.value.shape} spans the batch axis")
-    if like.layout == "nchw":
-        v = v.transpose(0, 2, 3, 1)
+    if like.layout not in ("flat", "merged"):   # in the computed operand's held order
+        v = v.transpose(like.perm)
     elif like.layout == "flat":
         raise Unsupported(f"{role} against a channels-first flatten")
     v = v[0]
@@ -443,7 +475,9 @@ def flatten(b: Builder, n: ONode):
 
 def reshape(b: Builder, n: ONode):
     """Reshape to the inferred output shape (the shape input is a constant or folded from the
-    input's shape): a flatten, or a Reshape of the per-example axes of an unpermuted tensor."""
+    input's shape): a flatten, or a Reshape of the held tensor's per-example axes where the axes
+    it merges or splits are held in order, else after a Transpose to such an order (an image's
+    (N, C, H, W) -> (N, C, H*W), held channels last, is (N, H*W, C) held permuted)."""
     x = _value(n.input(0))
     if not isinstance(n.input(1), Const):
         raise Unsupported("a reshape to a shape computed from the model input's values")
@@ -453,11 +487,11 @@ def reshape(b: Builder, n: ONode):
         return _reshape_merged(b, n, x, batch, shape)
     if len(shape) == 2:
         return _flatten(b, n, x)
-    if x.layout != "plain":
-        raise Unsupported(f"a reshape of a {x.layout} tensor to {shape} (only a flatten keeps "
-                          f"the numbers of a channels-first tensor held channels last)")
-    return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
-                   out_shape=shape, shape=shape[1:])
+    if x.layout == "flat":
+        raise Unsupported(f"a reshape of a channels-first flatten to {shape}")
+    if shape == tuple(x.shape):
+        return x
+    return reshape_held(b, x, shape, n.name, n.label)
 
 
 def where(b: Builder, n: ONode):
@@ -537,12 +571,14 @@ def _axis_op(op):
 
 def expand(b: Builder, n: ONode):
     """Expand to the inferred output shape (its per-example axes; a constant input as a
-    Constant, brought to the batch of the run)."""
+    Constant, a float initializer as a Parameter, brought to the batch of the run)."""
     x = n.input(0)
     if not isinstance(n.input(1), Const):
         raise Unsupported("an Expand to a shape computed from the model input's values")
     shape = tuple(n.shape)
-    if isinstance(x, Const):
+    if _is_parameter(x):   # a parameter expanded to the batch (ViT's class token)
+        x = _initializer_parameter(b, n, x, len(shape), tuple(range(len(shape))), "input")
+    elif isinstance(x, Const):
         if x.batch_dependent:
             raise Unsupported("an expanded constant that depends on the batch size")
         v = np.asarray(x.value)
@@ -595,8 +631,8 @@ def _axis(x: Value, axis: int, what="axis") -> int:
 
 def transpose(b: Builder, n: ONode):
     """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
-    the tensor as held (an (N, C, H, W) tensor held channels last composes its own
-    permutation); the identity permutation adds no node."""
+    the tensor as held to the output's source order (a tensor held permuted, an (N, C, H, W)
+    one channels last, composes its own permutation); the identity adds no node."""
     x = _value(n.input(0))
     rank = len(x.shape)
     perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
@@ -607,10 +643,8 @@ def transpose(b: Builder, n: ONode):
     if x.layout == "merged":
         m = len(x.chw)
         held = [*range(m), *(m + p - 1 for p in perm[1:])]
-    elif x.layout == "nchw":
-        held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]]
-    else:
-        held = [p - 1 for p in perm[1:]]
+    else:   # output held in source order: its axis j is the held axis of input axis perm[j]
+        held = [x.perm.index(p) - 1 for p in perm[1:]]
     lay = "merged" if x.layout == "merged" else "plain"
     if held == list(range(len(held))):
         return Value(x.tensor, lay, tuple(n.shape), x.chw if lay == "merged" else None)
