@@ -391,8 +391,8 @@ def _scalar(c) -> float | None:
 
 
 def _operands(b: Builder, n: ONode, items):
-    """Computed operands in one layout (an image beside a plain tensor: back to the source's
-    order), constants as Constant nodes in that layout."""
+    """Computed operands in one layout (held in different axis orders, an image beside a plain
+    tensor: back to the source's order), constants as Constant nodes in that layout."""
     vals = [v for v in items if isinstance(v, Value)]
     if not vals:
         raise Unsupported("every input is constant (folded: not expected here)")
@@ -400,9 +400,9 @@ def _operands(b: Builder, n: ONode, items):
         raise Unsupported("an input is missing")
     lay = {v.layout for v in vals}
     if len(lay) > 1:
-        if lay != {"nchw", "plain"}:
+        if lay & {"flat", "merged"}:
             raise Unsupported("operands held in different layouts (a channels-first flatten "
-                              "beside another tensor)")
+                              "or a merged batch beside another tensor)")
         vals = [_plain(b, n, v) for v in vals]
         it = iter(vals)
         items = [next(it) if isinstance(v, Value) else v for v in items]
@@ -438,13 +438,16 @@ def _binary(op: str):
 
 
 def concat(b: Builder, n: ONode):
-    """Concatenate along the axis as held (channels of an image: its last axis)."""
+    """Concatenate along the axis as held (channels of an image: its last axis); inputs held in
+    different axis orders are brought to the source's order first."""
     xs = [_value(v) for v in n.inputs]
     if len(xs) == 1:
         return xs[0]
     lay = {v.layout for v in xs}
-    if len(lay) != 1 or "flat" in lay:
+    if lay & {"flat", "merged"} and len(lay) > 1 or "flat" in lay:
         raise Unsupported("a concatenation of tensors held in different layouts")
+    if len(lay) > 1:   # held in different axis orders: each in the source's order
+        xs = [_plain(b, n, v) for v in xs]
     axis = xs[0].canonical_axis(int(n.attr("axis")))
     return b.layer("Concatenate", xs, name=n.name, source=n.label, axis=axis, out_shape=n.shape)
 
@@ -600,8 +603,9 @@ NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
 
 
 def _plain(b: Builder, n: ONode, x: Value) -> Value:
-    """``x`` as the source's array: an (N, C, H, W) tensor held channels last is transposed back
-    to (C, H, W) per example (a Transpose node); a plain tensor is itself."""
+    """``x`` as the source's array: a tensor held in another axis order (an (N, C, H, W) one
+    channels last) is transposed back to the source's order per example (a Transpose node); a
+    plain tensor is itself; one whose batch axis the source moved is refused."""
     if x.layout == "plain":
         return x
     if x.layout == "flat":
@@ -610,8 +614,14 @@ def _plain(b: Builder, n: ONode, x: Value) -> Value:
     if x.layout == "merged":
         raise Unsupported(f"this op on a tensor whose first axis merges the batch with others "
                           f"({x.shape})")
-    return b.layer("Transpose", [x], name=f"{n.name}_to_nchw", source=n.label, perm=(2, 0, 1),
-                   layout="plain", out_shape=x.shape)
+    if x.batch_axis != 0:
+        raise Unsupported(f"this op on a tensor whose batch axis the source moved to axis "
+                          f"{x.batch_axis} (only Split, Slice and Squeeze of another axis may "
+                          f"read it)")
+    P = x.perm
+    return b.layer("Transpose", [x], name=f"{n.name}_to_source_order", source=n.label,
+                   perm=tuple(P.index(j) - 1 for j in range(1, len(P))), layout="plain",
+                   out_shape=x.shape)
 
 
 def _ints(v, what) -> list:
@@ -632,14 +642,19 @@ def _axis(x: Value, axis: int, what="axis") -> int:
 def transpose(b: Builder, n: ONode):
     """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
     the tensor as held to the output's source order (a tensor held permuted, an (N, C, H, W)
-    one channels last, composes its own permutation); the identity adds no node."""
+    one channels last, composes its own permutation); the identity adds no node. A perm that
+    moves the batch axis adds no node either: the held tensor's axes are renamed (the batch
+    stays held first), and only a Split, Slice or Squeeze of the other axes may read it."""
     x = _value(n.input(0))
     rank = len(x.shape)
     perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
-    if perm[0] != 0:
-        raise Unsupported(f"Transpose(perm={perm}) moves the batch axis")
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
+    if perm[0] != 0:   # the batch moved (timm's qkv.permute(2, 0, 3, 1, 4)): held as it is,
+        if x.layout == "merged":   # its axes renamed, for a Split/Slice/Squeeze of axis 0
+            raise Unsupported(f"Transpose(perm={perm}) moves a merged batch axis")
+        held = tuple(perm.index(p) for p in x.perm)
+        return Value(x.tensor, held_layout(held), tuple(n.shape))
     if x.layout == "merged":
         m = len(x.chw)
         held = [*range(m), *(m + p - 1 for p in perm[1:])]
@@ -664,8 +679,8 @@ def slice_(b: Builder, n: ONode):
     rank = len(x.shape)
     for ax, st, en, sp in zip(axes, starts, ends, steps):
         ax = ax + rank if ax < 0 else ax
-        if ax == 0:
-            if range(x.shape[0])[st:en:sp] != range(x.shape[0]):
+        if ax == x.batch_axis:
+            if range(x.shape[ax])[st:en:sp] != range(x.shape[ax]):
                 raise Unsupported("a slice of the batch axis")
             continue
         if sp < 1:
@@ -683,7 +698,9 @@ def slice_(b: Builder, n: ONode):
 def split(b: Builder, n: ONode):
     """Split(x, split, axis) -> one Slice per output (sizes from ``split`` or equal parts)."""
     x = _value(n.input(0))
-    axis = _axis(x, int(n.attr("axis", 0)))
+    axis = int(n.attr("axis", 0)) % len(x.shape)
+    if axis == x.batch_axis:
+        raise Unsupported("a Split of the batch axis")
     shapes = n.attrs.get("_output_shapes", [])
     if not shapes or any(not s for s in shapes):
         raise Unsupported("the output shapes of the Split are unknown")
@@ -729,8 +746,12 @@ def gather(b: Builder, n: ONode):
 
 
 def squeeze(b: Builder, n: ONode):
-    """Squeeze of constant per-example axes (all size-1 per-example axes without axes)."""
-    x = _plain(b, n, _value(n.input(0)))
+    """Squeeze of constant per-example axes (all size-1 per-example axes without axes); of a
+    tensor held in another axis order (``_squeeze_held``), a Reshape of the held tensor."""
+    x = _value(n.input(0))
+    if isinstance(x.layout, tuple) and n.input(1) is not None:
+        return _squeeze_held(b, n, x, _ints(n.input(1), "squeeze axes"))
+    x = _plain(b, n, x)
     rank = len(x.shape)
     if n.input(1) is None:
         axes = [i for i in range(1, rank) if x.shape[i] == 1]
@@ -741,6 +762,23 @@ def squeeze(b: Builder, n: ONode):
         axes = [_axis(x, a) for a in _ints(n.input(1), "squeeze axes")]
     return b.layer("Squeeze", [x], name=n.name, source=n.label, axes=tuple(a - 1 for a in axes),
                    layout="plain", out_shape=n.shape)
+
+
+def _squeeze_held(b: Builder, n: ONode, x: Value, axes) -> Value:
+    """Squeeze source ``axes`` (size 1) of ``x`` held permuted: a Reshape of the held tensor
+    without them, its permutation renumbered (timm's ``q, k, v = qkv.unbind(0)`` after the
+    batch-moving permute: the batch is first again)."""
+    rank = len(x.shape)
+    axes = sorted({a % rank for a in axes})
+    if x.batch_axis in axes or any(x.shape[a] != 1 for a in axes):
+        raise Unsupported(f"a Squeeze of axes {axes} of a tensor of shape {x.shape}")
+    keep = [p for p in x.perm if p not in axes]
+    perm = tuple(p - sum(a < p for a in axes) for p in keep)
+    if perm[0] != 0:
+        raise Unsupported(f"a Squeeze that leaves the batch axis at {perm[0]}")
+    held = tuple(x.shape[p] for p in keep)
+    return b.layer("Reshape", [x], name=n.name, source=n.label, layout=held_layout(perm),
+                   out_shape=n.shape, shape=held[1:])
 
 
 def unsqueeze(b: Builder, n: ONode):
@@ -808,7 +846,10 @@ def _reshape_merged(b: Builder, n: ONode, x: Value, batch: int, shape: tuple):
     """A reshape whose output's axis 0 is the batch merged with the next axes (N*k, ...), or
     one of such a tensor: the held tensor (N, k, ...) is reshaped to the unmerged target (the
     element order of a row-major merge is the held order), kept ``merged`` with k, or plain
-    where axis 0 is the batch again."""
+    where axis 0 is the batch again. A tensor held in another axis order (batch first) is
+    brought to the source's order first."""
+    if isinstance(x.layout, tuple) or x.layout == "nchw":
+        x = _plain(b, n, x)
     if x.layout not in ("plain", "merged"):
         raise Unsupported(f"a reshape that mixes the batch axis of a {x.layout} tensor "
                           f"({x.shape} -> {shape})")
