@@ -130,11 +130,45 @@ def _spatial(n: ONode, x: Value, kernel, dilations, strides):
 
 # --- convolution and dense ----------------------------------------------------------------------
 
+def _conv1d(b: Builder, n: ONode, x: Value):
+    """A 1-D Conv of an (N, C, T) tensor -> ``Conv1D`` on it held channels last, (N, T, C)
+    (the layout (0, 2, 1); a Transpose where it is held otherwise); the kernel (out, in/group,
+    k) as the spec's (k, in/group, out); explicit pads only (auto_pad refused)."""
+    weight = _param(n.input(1), "the kernel W")
+    bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
+    w = b.tensors[weight]
+    auto = n.attr("auto_pad", "NOTSET")
+    if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
+        raise Unsupported(f"a 1-D convolution with auto_pad {auto!r} (explicit pads only)")
+    p = [int(v) for v in n.attr("pads", [0, 0])]
+    if x.layout in ("flat", "merged"):
+        raise Unsupported(f"a 1-D convolution of a tensor held {x.layout}")
+    if x.layout != "plain" and x.perm != (0, 2, 1):
+        x = _plain(b, n, x)
+    if x.layout == "plain":
+        x = b.layer("Transpose", [x], name=f"{n.name}_channels_last", source=n.label,
+                    layout=(0, 2, 1), out_shape=x.shape, perm=(1, 0))
+    params = {"kernel": (weight, "conv1d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv1D", [x], name=n.name, source=n.label, params=params,
+                   filters=int(w.shape[0]),
+                   kernel_size=tuple(int(v) for v in n.attr("kernel_shape", w.shape[2:])),
+                   strides=tuple(int(v) for v in n.attr("strides", (1,))),
+                   padding=((p[0], p[1]),),
+                   dilation=tuple(int(v) for v in n.attr("dilations", (1,))),
+                   groups=int(n.attr("group", 1)), use_bias=bias is not None,
+                   layout=(0, 2, 1), out_shape=n.shape)
+
+
 def conv(b: Builder, n: ONode):
-    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers)."""
+    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers); of an
+    (N, C, T) tensor, Conv1D (``_conv1d``)."""
     x = _value(n.input(0))
+    if len(x.shape) == 3:
+        return _conv1d(b, n, x)
     if len(x.shape) != 4:
-        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (2-D only)")
+        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (1-D and 2-D only)")
     _need(x, "nchw", "a 2-D convolution")
     weight = _param(n.input(1), "the kernel W")
     bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
