@@ -674,11 +674,12 @@ def _axis(x: Value, axis: int, what="axis") -> int:
 
 
 def transpose(b: Builder, n: ONode):
-    """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
-    the tensor as held to the output's source order (a tensor held permuted, an (N, C, H, W)
-    one channels last, composes its own permutation); the identity adds no node. A perm that
-    moves the batch axis adds no node either: the held tensor's axes are renamed (the batch
-    stays held first), and only a Split, Slice or Squeeze of the other axes may read it."""
+    """Transpose(perm): a Transpose of the per-example axes of the tensor as held, to the
+    output's source order (a tensor held permuted, an (N, C, H, W) one channels last, composes
+    its own permutation; the identity adds no node); a perm that moves the batch axis renames
+    the held axes, no node, and only Split, Slice or Squeeze of the other axes may read it.
+
+    (The batch stays held first: timm's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``.)"""
     x = _value(n.input(0))
     rank = len(x.shape)
     perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
