@@ -344,6 +344,19 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
     b.exact = exact or {}
+    # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
+    # node that every use reads (``onnx_ops._shared_operand``)
+    alias, uses = {}, {}   # an Identity of an initializer is the initializer (TorchScript's
+    for node in graph.node:   # ALBERT shares a weight through one)
+        root = alias.get(node.input[0], node.input[0]) if node.input else None
+        if node.op_type == "Identity" and root in inits:
+            alias[node.output[0]] = root
+            continue
+        for name in {alias.get(k, k) for k in node.input}:
+            if name in inits:
+                uses[name] = uses.get(name, 0) + 1
+    b.shared = {k for k, c in uses.items() if c > 1 and np.asarray(inits[k]).dtype.kind == "f"
+                and np.asarray(inits[k]).size > 1}
     env: dict = {k: Const(v, k) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None
@@ -392,6 +405,9 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                 full[0] += 1      # the same shape at another batch size
                 alt = full[start:end].copy()
             env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
+            continue
+        if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
+            env[node.output[0]] = args[0]   # the initializer itself, under another name
             continue
         if (node.op_type not in NO_FOLD and not _expands_initializer(node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):

@@ -76,6 +76,27 @@ def _param(v, what) -> str:
     return v.name
 
 
+def _shared(b: Builder, name) -> bool:
+    return isinstance(name, str) and name in getattr(b, "shared", ())
+
+
+def _shared_operand(b: Builder, n: ONode, name: str, rank: int) -> Value:
+    """The one ``Parameter`` node of an initializer several nodes read (made at its first use,
+    so the spec has one parameter whose gradient sums every use's), as an operand of a
+    ``rank``-D plain tensor: its array right-aligned with leading size-1 axes (a Reshape)."""
+    nodes = b.__dict__.setdefault("shared_nodes", {})
+    shape = tuple(b.tensors[name].shape)
+    if name not in nodes:
+        nodes[name] = b.layer("Parameter", [], name=name, source=n.label,
+                              params={"value": (name, "identity")}, layout="plain",
+                              out_shape=(1,) + shape, shape=shape, init="ones")
+    full = (1,) * (rank - len(shape)) + shape
+    if len(full) - 1 == len(shape):
+        return nodes[name]
+    return b.layer("Reshape", [nodes[name]], name=f"{n.name}_{name}_view", source=n.label,
+                   layout="plain", out_shape=full, shape=full[1:])
+
+
 def _need(v: Value, layout: str, what: str):
     if v.layout != layout:
         raise Unsupported(f"{what} on a {v.layout} tensor of shape {v.shape} (needs an "
@@ -243,7 +264,58 @@ def matmul(b: Builder, n: ONode):
     x = a
     weight = _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
+    if _shared(b, weight) or _shared(b, bias):   # ALBERT: x @ W (+ B) of shared Parameters
+        return _shared_matmul(b, n, x, weight, bias)
     return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
+
+
+def _shared_matmul(b: Builder, n: ONode, x: Value, weight: str, bias) -> Value:
+    """x @ W (+ B) where W or B is an initializer other nodes read too: MatMul and Add of the
+    shared ``Parameter`` nodes (``_shared_operand``) on the tensor in source order."""
+    x = _plain(b, n, x)
+    rank = len(x.shape)
+    if rank < 3:
+        raise Unsupported("a MatMul of an (N, K) matrix by a shared initializer")
+    out = n.attrs.get("_fused_shape", n.shape) if bias is not None else n.shape
+    w = _shared_operand(b, n, weight, rank)
+    y = b.layer("MatMul", [x, w], name=n.name if bias is None else f"{n.name}_matmul",
+                source=n.label, layout="plain", out_shape=out)
+    if bias is None:
+        return y
+    bv = (_shared_operand(b, n, bias, rank) if _shared(b, bias)
+          else _initializer_parameter(b, n, Const(b.tensors[bias], bias), rank,
+                                      tuple(range(rank)), "bias"))
+    return b.layer("Add", [y, bv], name=n.name, source=n.label, layout="plain", out_shape=out)
+
+
+def _shared_layer_norm(b: Builder, n: ONode, x: Value, scale: str, bias: str, eps: float):
+    """LayerNormalization whose scale or B other nodes read too (ALBERT's one layer at every
+    depth) written out on the last axis with the shared ``Parameter`` nodes: y = (x - mean)
+    rsqrt(var + eps) scale + B, var the population variance (ONNX's definition, stash_type 1)."""
+    x = _plain(b, n, x)
+    shp, rank, lab = tuple(n.shape), len(x.shape), n.label
+    red = shp[:-1] + (1,)
+
+    def op(kind, ins, suffix, out=shp, **attrs):
+        return b.layer(kind, ins, name=f"{n.name}_{suffix}", source=lab, layout="plain",
+                       out_shape=out, **attrs)
+
+    mean = op("Reduce", [x], "mean", red, fn="mean", axes=(-1,), keepdims=True)
+    d = op("Subtract", [x, mean], "centered")
+    var = op("Reduce", [op("Multiply", [d, d], "square")], "var", red, fn="mean", axes=(-1,),
+             keepdims=True)
+    r = op("Unary", [op("Add", [var], "var_eps", red, constant=eps)], "rstd", red, fn="rsqrt")
+    y = op("Multiply", [d, r], "normalized")
+
+    def operand(name, what):
+        if _shared(b, name):
+            return _shared_operand(b, n, name, rank)
+        return _initializer_parameter(b, n, Const(b.tensors[name], name), rank,
+                                      tuple(range(rank)), what)
+
+    y = op("Multiply", [y, operand(scale, "scale")], "scaled")
+    return b.layer("Add", [y, operand(bias, "bias")], name=n.name, source=lab, layout="plain",
+                   out_shape=shp)
 
 
 # --- normalisation ------------------------------------------------------------------------------
@@ -287,6 +359,9 @@ def layer_normalization(b: Builder, n: ONode):
     scale, bias = _param(n.input(1), "scale"), _param(n.input(2), "B")
     if int(n.attr("stash_type", 1)) != 1:
         raise Unsupported("LayerNormalization(stash_type != 1) (statistics in another type)")
+    if _shared(b, scale) or _shared(b, bias):
+        return _shared_layer_norm(b, n, x, scale, bias,
+                                  _exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))))
     return b.layer("LayerNorm", [x], name=n.name, source=n.label,
                    params={"scale": (scale, "identity"), "bias": (bias, "identity")},
                    epsilon=_exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))),
@@ -365,6 +440,11 @@ def _initializer_parameter(b: Builder, n: ONode, c: Const, rank: int, perm: tupl
     full = (1,) * (rank - src.ndim) + src.shape
     if src.ndim > rank or full[0] != 1:
         raise Unsupported(f"{role} of shape {src.shape} spans the batch axis ({c.name})")
+    if _shared(b, c.name):   # read by other nodes too: the one Parameter node of it
+        if tuple(perm) != tuple(range(rank)):
+            raise Unsupported(f"{role}: a shared initializer {c.name} against a tensor held "
+                              f"in the axis order {perm}")
+        return _shared_operand(b, n, c.name, rank)
     inverse = tuple(int(i) for i in np.argsort(perm))
     held = tuple(full[i] for i in perm)
     lay = Layout(f"initializer{src.shape}",

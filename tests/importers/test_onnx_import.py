@@ -349,6 +349,25 @@ def conv1d_graph():
                          init("b2", 5)], ["N", 3, 8])
 
 
+def shared_layer_graph():
+    """ALBERT's one layer applied twice: the same MatMul weight (the second time through an
+    Identity, as the TorchScript exporter writes it), bias and LayerNormalization scale and B."""
+    nodes = [helper.make_node("Identity", ["w"], ["wi"], name="alias"),
+             helper.make_node("MatMul", ["x", "w"], ["m1"], name="mm1"),
+             helper.make_node("Add", ["m1", "bias"], ["a1"], name="add1"),
+             helper.make_node("LayerNormalization", ["a1", "s", "bb"], ["l1"], name="ln1"),
+             helper.make_node("MatMul", ["l1", "wi"], ["m2"], name="mm2"),
+             helper.make_node("Add", ["bias", "m2"], ["a2"], name="add2"),
+             helper.make_node("LayerNormalization", ["a2", "s", "bb"], ["y"], name="ln2")]
+    return graph(nodes, [init("w", 4, 4), init("bias", 4), init("s", 4), init("bb", 4)],
+                 ["N", 3, 4])
+
+
+def test_shared_initializers_are_one_parameter():
+    imp = agrees(shared_layer_graph())
+    assert sorted(imp.names) == ["bb", "bias", "s", "w"]   # one parameter each, every use
+
+
 def test_vit_patches_and_batch_moving_permute():
     imp = agrees(vit_patches_graph())
     assert imp.names["cls"].endswith("/value") and imp.names["pos"].endswith("/value")
