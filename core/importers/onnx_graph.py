@@ -33,19 +33,18 @@ from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode
+from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode, _is_parameter
 
 MIN_OPSET = 13
 NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
            "Multinomial", "Bernoulli", "Dropout"}
 
 
-def _expands_initializer(node, args) -> bool:
-    """An Expand of a float initializer to a shape that depends on the batch size (ViT's class
-    token ``cls_token.expand(N, -1, -1)``): not folded, its handler reads the initializer as a
-    parameter."""
-    return (node.op_type == "Expand" and len(args) == 2 and isinstance(args[0], Const)
-            and args[0].name is not None and np.asarray(args[0].value).dtype.kind == "f"
+def _expands_initializer(b, node, args) -> bool:
+    """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
+    that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``): not
+    folded, its handler reads the initializer as a parameter."""
+    return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
             and isinstance(args[1], Const) and args[1].batch_dependent)
 
 
@@ -289,12 +288,14 @@ def _inference_only(model) -> str:
 
 
 def capture_onnx(source, *, model_name: str = "model", running_var: str = "biased",
-                 exact: dict | None = None) -> OnnxCaptured:
+                 exact: dict | None = None, trainable=None) -> OnnxCaptured:
     """The spec graph, canonical parameters and name map of an ONNX model (see module doc).
     ``running_var``: BatchNorm's running-variance rule ("biased": ONNX's definition;
     "unbiased": torch's, where the torch model the graph came from is certified); ``exact``:
     {initializer name: {attribute: float64 value}} of that torch model (its BatchNorm momentum
-    and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding."""
+    and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding;
+    ``trainable``: that model's parameter names (None: every float initializer outside a weight
+    position is a parameter; else only these, the others constants)."""
     import onnx
     from onnx import numpy_helper
 
@@ -344,6 +345,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
     b.exact = exact or {}
+    b.trainable = None if trainable is None else set(trainable)
     # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
     # node that every use reads (``onnx_ops._shared_operand``)
     alias, uses = {}, {}   # an Identity of an initializer is the initializer (TorchScript's
@@ -409,7 +411,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
             env[node.output[0]] = args[0]   # the initializer itself, under another name
             continue
-        if (node.op_type not in NO_FOLD and not _expands_initializer(node, args)
+        if (node.op_type not in NO_FOLD and not _expands_initializer(b, node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):
             try:
                 outs = _fold(double_nodes[i], [_f64(a.value) if a is not None else None

@@ -455,11 +455,14 @@ def _initializer_parameter(b: Builder, n: ONode, c: Const, rank: int, perm: tupl
                    out_shape=full, shape=held[1:], init="ones")
 
 
-def _is_parameter(c) -> bool:
+def _is_parameter(b: Builder, c) -> bool:
     """An initializer of floats with more than one element: a trained tensor (a size-1 one is
-    a scalar attribute of the op reading it)."""
+    a scalar attribute of the op reading it); where the torch model the graph came from is
+    given (``b.trainable``, its parameter names), only one of its parameters (the exporter's
+    folded buffers and tables, RoPE's, stay constants)."""
     return (isinstance(c, Const) and c.name is not None and not c.batch_dependent
-            and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1)
+            and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1
+            and (getattr(b, "trainable", None) is None or c.name in b.trainable))
 
 
 def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value:
@@ -469,7 +472,7 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     ``Parameter`` in the same way (``_initializer_parameter``)."""
     v = np.asarray(c.value)
     rank = len(like.shape)
-    if _is_parameter(c) and like.layout not in ("flat", "merged"):
+    if _is_parameter(b, c) and like.layout not in ("flat", "merged"):
         return _initializer_parameter(b, n, c, rank, like.perm, role)
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
@@ -693,7 +696,7 @@ def expand(b: Builder, n: ONode):
     if not isinstance(n.input(1), Const):
         raise Unsupported("an Expand to a shape computed from the model input's values")
     shape = tuple(n.shape)
-    if _is_parameter(x):   # a parameter expanded to the batch (ViT's class token)
+    if _is_parameter(b, x):   # a parameter expanded to the batch (ViT's class token)
         x = _initializer_parameter(b, n, x, len(shape), tuple(range(len(shape))), "input")
     elif isinstance(x, Const):
         if x.batch_dependent:
