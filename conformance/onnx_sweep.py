@@ -205,17 +205,14 @@ def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscri
                 path = Path(tmp) / f"{name.replace('/', '_')}_{exporter}.onnx"
                 row = {"model": name, "exporter": exporter}
                 t0 = time.perf_counter()
-                try:
-                    kw = ({"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo
-                          else {"dynamic_axes": {"x": {0: "N"}}})
-                    torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=dynamo,
-                                      **kw)
-                except Exception as e:
-                    row.update(status="export failed",
-                               detail=f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
-                    rows.append(row)
-                    progress(_line(row))
-                    continue
+                failed = _export(model, x, path, dynamo, dynamic=True)
+                if failed:   # the exporter cannot keep the batch dynamic: a fixed batch, said
+                    if _export(model, x, path, dynamo, dynamic=False):
+                        row.update(status="export failed", detail=failed)
+                        rows.append(row)
+                        progress(_line(row))
+                        continue
+                    row["static_batch"] = f"dynamic batch not exported: {failed}"
                 kw = {}
                 if torch_source:
                     kw = dict(torch_module=model, example_inputs=(x,), loss=loss,
@@ -249,10 +246,30 @@ def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscri
     return rows
 
 
+def _export(model, x, path, dynamo: bool, dynamic: bool) -> str:
+    """Export ``model`` on ``x`` to ``path`` with torch's exporter (``dynamo``), the batch axis
+    dynamic or not; "" or the exporter's root error in one line."""
+    import torch
+
+    kw = {}
+    if dynamic:
+        kw = ({"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo
+              else {"dynamic_axes": {"x": {0: "N"}}})
+    try:
+        torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=dynamo, **kw)
+    except Exception as e:
+        while e.__cause__ is not None:   # the exporter's root cause
+            e = e.__cause__
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    return ""
+
+
 def _line(row) -> str:
     w = row.get("worst") or {}
     nums = " ".join(f"{k} {v:.1e}" for k, v in w.items() if v is not None)
     extra = " (inference only)" if row.get("inference_only") else ""
+    if row.get("static_batch"):
+        extra += f" (batch fixed at export; {row['static_batch']})"
     return (f"{row['model']:<28} {row['exporter']:<12} {row['status']:<8} {nums}{extra}"
             f"{'  ' + row['detail'] if row.get('detail') else ''}")
 
