@@ -145,8 +145,10 @@ def _torchscript_diff():
     (the same code's ``(diff != 1).cumsum(-1)``) as torch computes it, in int64: the exporter
     writes ONNX CumSum of the bool itself, a type ONNX CumSum does not take (onnxruntime
     refuses the graph)."""
+    import torch
     from torch.onnx import register_custom_op_symbolic
-    from torch.onnx import symbolic_helper as sh
+    from torch.onnx._internal.torchscript_exporter import _type_utils
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as sh
 
     def diff(g, x, n, dim, prepend, append):
         if sh._maybe_get_const(n, "i") != 1:
@@ -163,14 +165,13 @@ def _torchscript_diff():
 
     def cumsum(g, x, dim, dtype=None):
         if dtype is not None and not sh._is_none(dtype):
-            to = sh._type_utils.JitScalarType(sh._get_const(dtype, "i", "dtype")).onnx_type()
+            to = _type_utils.JitScalarType(sh._get_const(dtype, "i", "dtype")).onnx_type()
             x = g.op("Cast", x, to_i=to)
         elif sh._is_bool(x):
-            x = g.op("Cast", x, to_i=sh._C_onnx.TensorProtoDataType.INT64)
+            x = g.op("Cast", x, to_i=_type_utils.JitScalarType.INT64.onnx_type())
         axis = g.op("Constant", value_t=torch.tensor(sh._maybe_get_const(dim, "i")))
         return g.op("CumSum", x, axis)
 
-    import torch
     register_custom_op_symbolic("aten::diff", diff, 13)
     register_custom_op_symbolic("aten::cumsum", cumsum, 13)
 
