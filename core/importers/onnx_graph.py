@@ -42,8 +42,13 @@ NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLi
 
 def _expands_initializer(b, node, args) -> bool:
     """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
-    that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``): not
-    folded, its handler reads the initializer as a parameter."""
+    that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``), or a
+    Gather of one at constant positions of shape (1, T...) (a position table at
+    ``position_ids``): not folded, the handler reads the initializer as a parameter."""
+    if node.op_type == "Gather" and len(args) == 2 and _is_parameter(b, args[0]):
+        ind = args[1]
+        return (isinstance(ind, Const) and not ind.batch_dependent
+                and np.asarray(ind.value).ndim >= 1 and np.asarray(ind.value).shape[0] == 1)
     return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
             and isinstance(args[1], Const) and args[1].batch_dependent)
 

@@ -839,9 +839,12 @@ def gather(b: Builder, n: ONode):
     """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
     is an Embedding (the table a parameter); computed data at constant indices is Gather with
     the ``indices`` attribute. Computed indices into computed data are refused (ONNX shares one
-    index tensor across the batch, the spec's Gather takes one per example)."""
+    index tensor across the batch, the spec's Gather takes one per example). A parameter table
+    read at constant positions is ``_gather_positions``."""
     data, idx = n.input(0), n.input(1)
     axis = int(n.attr("axis", 0))
+    if _is_parameter(b, data) and isinstance(idx, Const):
+        return _gather_positions(b, n, data, idx, axis)
     if isinstance(data, Const):
         table = _param(data, "the gathered table")
         w = b.tensors[table]
@@ -861,6 +864,21 @@ def gather(b: Builder, n: ONode):
     raise Unsupported("a Gather at indices computed from the model input (per-example "
                       "indices: use GatherElements semantics; ONNX's shares one index tensor "
                       "over the batch)")
+
+
+def _gather_positions(b: Builder, n: ONode, data: Const, idx: Const, axis: int) -> Value:
+    """A parameter table (P, ...) read at constant positions of shape (1, T...) (GPT-2 and
+    BERT's position table at ``position_ids``, a (1, T) buffer): Gather of the table's
+    ``Parameter`` (batch-broadcast) with the ``indices`` attribute, a batch-broadcast (1, T...,
+    ...) tensor, so the table stays a parameter (not folded into a constant)."""
+    ind = np.asarray(idx.value)
+    w = np.asarray(data.value)
+    if idx.batch_dependent or ind.ndim < 1 or ind.shape[0] != 1 or axis not in (0, -w.ndim):
+        raise Unsupported(f"a Gather of a parameter table at constant positions of shape "
+                          f"{ind.shape} on axis {axis} (positions (1, T...) on axis 0 only)")
+    table = _initializer_parameter(b, n, data, w.ndim + 1, tuple(range(w.ndim + 1)), "table")
+    return b.layer("Gather", [table], name=n.name, source=n.label, axis=0,
+                   indices=ind[0].tolist(), layout="plain", out_shape=n.shape)
 
 
 def squeeze(b: Builder, n: ONode):

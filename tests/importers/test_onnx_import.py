@@ -363,9 +363,18 @@ def shared_layer_graph():
                  ["N", 3, 4])
 
 
+def position_table_graph():
+    """GPT-2's position table read at constant position ids of shape (1, T), added to x."""
+    nodes = [helper.make_node("Gather", ["wpe", "pos"], ["p"], name="wpe_at", axis=0),
+             helper.make_node("Add", ["x", "p"], ["y"], name="add_pos")]
+    return graph(nodes, [init("wpe", 6, 4), ints("pos", [[0, 1, 2]])], ["N", 3, 4])
+
+
 def test_shared_initializers_are_one_parameter():
     imp = agrees(shared_layer_graph())
     assert sorted(imp.names) == ["bb", "bias", "s", "w"]   # one parameter each, every use
+    imp = agrees(position_table_graph())   # the table at fixed positions: still a parameter
+    assert list(imp.names) == ["wpe"]
 
 
 def test_vit_patches_and_batch_moving_permute():
