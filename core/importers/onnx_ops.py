@@ -716,8 +716,6 @@ def expand(b: Builder, n: ONode):
 
 # --- tensor shape and indexing (the spec ops of core/ops/shape.py and indexing.py) -------------
 
-NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
-
 
 def _plain(b: Builder, n: ONode, x: Value) -> Value:
     """``x`` as the source's array: a tensor held in another axis order (an (N, C, H, W) one
