@@ -1,7 +1,7 @@
 """The importer's acceptance runs (not run by CI; their numbers go in the report).
 
     .venv/bin/python -m rosetta.conformance.import_acceptance [selfnoise] [adam-tf]
-        [resnet18-jax] [resnet50-import] [certify64] [certify224]
+        [resnet18-jax] [resnet50-import] [certify64] [certify224] [gpt2]
 
 * ``selfnoise``: torch against itself in channels_last memory format on the certificate's
   randomized ResNet-18 (batch 2, 64x64, SGD): the worst gradient element of each step at the
@@ -14,6 +14,17 @@
   steps by ``torch.optim.SGD`` (momentum, weight decay) in torch and the imported spec 3 steps
   on JAX from the same weights and batches: the worst relative error over every parameter.
 * ``resnet50-import``: seconds to import ResNet-50 (batch 2, 64x64).
+* ``gpt2``: HuggingFace GPT-2 (``hf_models``: 2 layers, hidden 32, vocab 64, float64, dropout
+  rates 0) imported with ``from_torch`` (its ``torch.optim.Adam`` and token cross-entropy),
+  trained 3 steps on torch (``Imported.fit``), saved as a neutral checkpoint, resumed on JAX
+  (``rosetta.load(ckpt, backend="jax")``) for 3 more: every parameter against the
+  uninterrupted torch run of the import (6 steps) and against the HuggingFace model itself
+  trained 6 steps by ``torch.optim.Adam`` on the same batch (exact tier, 1e-10); then the JAX
+  checkpoint exported to every format of ``rosetta export`` (``rosetta.export.formats()``), each
+  run by its own framework in a process without rosetta (``conformance.artifacts.check``)
+  against the spec's NumPy forward and against the trained HuggingFace model's own forward
+  (1e-10 for a float64 artifact, 1e-5 for float32); a format that cannot be written here is
+  a line naming why.
 * ``certify64`` / ``certify224``: the certificate of ResNet-18 at batch 2, 64x64 / 224x224,
   float64, on torch, JAX and TensorFlow (3 steps / 1 step), with its seconds.
 """
@@ -21,6 +32,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 import types
@@ -183,8 +195,151 @@ def selfnoise():
               flush=True)
 
 
+def _params_rel(got: dict, imp, module) -> float:
+    """The worst relative error of a program's canonical parameters against a torch module's."""
+    return max(_rel(got[imp.names[n]], imp.source.layouts[n].to_canonical(p.detach().numpy()))
+               for n, p in module.named_parameters())
+
+
+def gpt2(n_torch=3, n_jax=3, out=None) -> dict:
+    """See the module doc (``gpt2``); returns the numbers it prints."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    import rosetta
+    from rosetta import export as export_mod
+    from rosetta.conformance.artifacts import TOLERANCE, check, run_loader
+    from rosetta.conformance.compare import compare_arrays
+    from rosetta.conformance.hf_models import VOCAB, build
+    from rosetta.errors import RosettaError
+    from rosetta.importers.imported import from_torch
+
+    model, x, loss = build("gpt2")
+    for m in model.modules():   # dropout off: the HuggingFace run below draws no masks
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    y = torch.randint(0, VOCAB, tuple(x.shape), generator=torch.Generator().manual_seed(1))
+    twin = copy.deepcopy(model)   # the HuggingFace model trained by torch itself
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    imp = from_torch(model, x, optimizer=opt, loss=loss, name="gpt2")
+    data = (x.numpy(), y.numpy(), x.numpy(), y.numpy())
+    res = {}
+    tmp = Path(out) if out else Path(tempfile.mkdtemp(prefix="gpt2_acceptance_"))
+    t = time.perf_counter()
+    imp.backend = "torch"
+    imp.fit(n_torch, data=data, progress=False)
+    ck = imp.save(tmp / "ckpt_torch")
+    imp.fit(n_jax, progress=False)                         # the uninterrupted torch run
+    resumed = rosetta.load(ck, backend="jax")
+    resumed.fit(n_jax, data=data, progress=False)
+    ck_jax = resumed.save(tmp / "ckpt_jax")
+    opt2 = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    twin.train()
+    for _ in range(n_torch + n_jax):
+        opt2.zero_grad()
+        loss(twin(x), y).backward()
+        opt2.step()
+    got = resumed.params
+    res["jax_vs_torch_run"] = max(_rel(got[k], v) for k, v in imp.params.items())
+    res["jax_vs_huggingface"] = _params_rel(got, imp, twin)
+    res["losses_torch_then_jax"] = [float(v) for v in resumed["losses"]]
+    print(f"gpt2: {n_torch} Adam steps on torch, checkpoint {ck}, {n_jax} more on JAX: worst "
+          f"parameter relative error against the uninterrupted torch run "
+          f"{res['jax_vs_torch_run']:.2e}, against HuggingFace trained by torch.optim.Adam "
+          f"{res['jax_vs_huggingface']:.2e} (exact tier 1e-10; "
+          f"{time.perf_counter() - t:.1f} s)", flush=True)
+    twin.eval()
+    xs = np.random.default_rng(2).integers(0, VOCAB, (4, x.shape[1]))
+    with torch.no_grad():
+        hf_out = twin(torch.as_tensor(xs)).numpy()
+    res["exports"] = {}
+    for fmt in export_mod.formats():
+        t = time.perf_counter()
+        env_python = _own_environment(export_mod.backend_of(fmt))
+        if env_python is not None:
+            line = _export_elsewhere(env_python, ck_jax, fmt, tmp / f"export_{fmt}", xs, hf_out)
+            res["exports"][fmt] = line
+            print(f"gpt2 export {fmt}: {line} ({time.perf_counter() - t:.1f} s)", flush=True)
+            continue
+        try:
+            where = export_mod.export(ck_jax, fmt, tmp / f"export_{fmt}")
+            meta = json.loads((where / export_mod.EXPORT_JSON).read_text())
+            inputs = export_mod.cast_example(rosetta.load(ck_jax).spec, {"x": xs},
+                                             meta["dtype"])
+            ws = check(where, inputs)
+            got = run_loader(where, inputs)
+            w_hf = compare_arrays(got, hf_out, f"{fmt} vs HuggingFace", TOLERANCE[meta["dtype"]],
+                                  floor_fraction=1.0)
+            ok = all(w.passed for w in ws) and w_hf.passed
+            line = (f"{'PASS' if ok else 'FAIL'} {meta['dtype']}: vs spec reference "
+                    f"{max(w.rel_err for w in ws):.1e} ({len(ws)} run(s)), vs HuggingFace "
+                    f"{w_hf.rel_err:.1e}")
+        except (RosettaError, RuntimeError, ImportError) as e:
+            line = f"not exported: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        res["exports"][fmt] = line
+        print(f"gpt2 export {fmt}: {line} ({time.perf_counter() - t:.1f} s)", flush=True)
+    return res
+
+
+def _own_environment(backend: str):
+    """The Python of the environment ``backend`` lives in where this one cannot import it
+    (MXNet: ``.venv-mxnet`` at the repository root, docs/guide/mxnet.md), else None."""
+    import importlib.util
+    from pathlib import Path
+
+    from rosetta.backend_registry import backend_classes
+
+    cls = backend_classes().get(backend)
+    needs = getattr(cls, "requires", None) or (backend,)
+    if all(importlib.util.find_spec(m) is not None for m in needs):
+        return None
+    root = Path(__file__).resolve().parent.parent
+    py = root / f".venv-{backend}" / "bin" / "python"
+    return py if py.exists() else None
+
+
+def _export_elsewhere(python, ckpt, fmt, out, xs, hf_out) -> str:
+    """``rosetta export`` (with its check without rosetta) run by ``python`` (the format's own
+    environment), then the artifact's loader run there on ``xs`` against the HuggingFace
+    model's output ``hf_out``."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from rosetta import export as export_mod
+    from rosetta.conformance.artifacts import TOLERANCE, WITHOUT_ROSETTA
+    from rosetta.conformance.compare import compare_arrays
+
+    r = subprocess.run([str(python), "-m", "rosetta", "export", str(ckpt), "--format", fmt,
+                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+    checks = [ln for ln in r.stdout.splitlines() if ln.startswith(("PASS", "FAIL"))]
+    if r.returncode != 0 and not checks:
+        tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-2:])
+        return f"not exported ({python}): {tail[:300]}"
+    meta = json.loads((Path(out) / export_mod.EXPORT_JSON).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        x, y = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
+        np.savez(x, x=np.asarray(xs, np.int64))
+        r2 = subprocess.run([str(python), "-c", WITHOUT_ROSETTA, str(Path(out) / "load.py"),
+                             str(out), str(x), str(y)], capture_output=True, text=True,
+                            timeout=600)
+        if r2.returncode != 0:
+            return f"FAIL: the loader failed: {r2.stderr.strip().splitlines()[-1:]}"
+        with np.load(y) as z:
+            got = np.array(z["y"])
+    w = compare_arrays(got, hf_out, f"{fmt} vs HuggingFace", TOLERANCE[meta["dtype"]],
+                       floor_fraction=1.0)
+    ok = r.returncode == 0 and w.passed
+    return (f"{'PASS' if ok else 'FAIL'} {meta['dtype']} (in {python.parent.parent.name}): "
+            f"rosetta export's check: {'; '.join(checks)[:200]}; vs HuggingFace "
+            f"{w.rel_err:.1e}")
+
+
 RUNS = {"selfnoise": selfnoise, "adam-tf": adam_tf, "resnet18-jax": resnet18_jax, "resnet50-import": resnet50_import,
-        "certify64": lambda: certify(64, 3), "certify224": lambda: certify(224, 1)}
+        "certify64": lambda: certify(64, 3), "certify224": lambda: certify(224, 1),
+        "gpt2": gpt2}
 
 
 def main(argv=None):

@@ -5,6 +5,16 @@ or refused with their lines. Prints one row per model and exporter with the wors
 
     .venv/bin/python -m rosetta.conformance.onnx_sweep [--backends torch jax tensorflow]
         [--models mlp attention ...] [--out sweep.json]
+    .venv/bin/python -m rosetta.conformance.onnx_sweep --hf [--models gpt2 bert ...]
+        [--exporters torchscript dynamo] [--torch-source]
+
+``--hf``: the HuggingFace and timm models of ``conformance/hf_models.py`` (small configs, random
+weights) instead, exported in float32 (the certificate casts the graph to double for
+``onnx.reference``; onnxruntime runs it as written). ``--torch-source`` also gives ``from_onnx``
+the torch model the graph came from (``torch_module=``, its Adam and loss), so the certificate
+adds gradients and 3 optimizer steps against it in float64 (where the exporter kept the
+parameter names; a model of ``hf_models.FLOAT32`` computes part of its float64 forward in
+float32 and cannot meet that tier).
 """
 
 from __future__ import annotations
@@ -105,49 +115,127 @@ def _transformers() -> dict:
     return {"hf_gpt2": (Logits(gpt2), (2, 8), 50), "hf_bert": (Logits(bert), (2, 8), 50)}
 
 
-def run(backends, names=None, progress=print) -> list:
+def _hf_models(names=None) -> dict:
+    """{name: (build, kind)} of ``hf_models.HF_MODELS`` (``names``: some of them); ``build()``
+    returns ``(float32 module in eval mode, example input, loss)``."""
+    from rosetta.conformance.hf_models import HF_MODELS, build
+
+    picked = [n for n in HF_MODELS if not names or n in names]
+    return {n: (lambda n=n: build(n, dtype="float32")) for n in picked}
+
+
+def _small(names=None) -> dict:
+    """{name: build} of the small torch models of ``_models``: ``(module, input, None)``."""
+    import torch
+
+    out = {}
+    for name, (model, shape, *vocab) in _models().items():
+        if names and name not in names:
+            continue
+        x = torch.randint(0, vocab[0], shape) if vocab else torch.randn(*shape)
+        out[name] = lambda m=model, x=x: (m, x, None)
+    return out
+
+
+def _torchscript_diff():
+    """Give the TorchScript exporter the ``aten::diff`` it lacks (transformers' mask code calls
+    ``torch.diff`` on the position ids when tracing: GPT-2, Llama, Mistral): diff(x, 1, dim,
+    prepend, append) = Slice(y, 1:) - Slice(y, :-1) along dim, y = Concat(prepend, x, append),
+    its definition (n > 1 is refused by the exporter). And ``aten::cumsum`` of a bool tensor
+    (the same code's ``(diff != 1).cumsum(-1)``) as torch computes it, in int64: the exporter
+    writes ONNX CumSum of the bool itself, a type ONNX CumSum does not take (onnxruntime
+    refuses the graph)."""
+    import torch
+    from torch.onnx import register_custom_op_symbolic
+    from torch.onnx._internal.torchscript_exporter import _type_utils
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as sh
+
+    def diff(g, x, n, dim, prepend, append):
+        if sh._maybe_get_const(n, "i") != 1:
+            return sh._unimplemented("diff", "n > 1")
+        d = sh._maybe_get_const(dim, "i")
+        parts = [t for t in (prepend, x, append) if not sh._is_none(t)]
+        y = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=d)
+
+        def cut(lo, hi):
+            c = [g.op("Constant", value_t=torch.tensor([v])) for v in (lo, hi, d)]
+            return g.op("Slice", y, *c)
+
+        return g.op("Sub", cut(1, 2 ** 62), cut(0, -1))
+
+    def cumsum(g, x, dim, dtype=None):
+        if dtype is not None and not sh._is_none(dtype):
+            to = _type_utils.JitScalarType(sh._get_const(dtype, "i", "dtype")).onnx_type()
+            x = g.op("Cast", x, to_i=to)
+        elif sh._is_bool(x):
+            x = g.op("Cast", x, to_i=_type_utils.JitScalarType.INT64.onnx_type())
+        axis = g.op("Constant", value_t=torch.tensor(sh._maybe_get_const(dim, "i")))
+        return g.op("CumSum", x, axis)
+
+    register_custom_op_symbolic("aten::diff", diff, 13)
+    register_custom_op_symbolic("aten::cumsum", cumsum, 13)
+
+
+def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscript", "dynamo"),
+        torch_source=False) -> list:
     import torch
 
     import rosetta
     from rosetta.importers import ImportRefused
 
     rows = []
-    models = _models()
+    models = _hf_models(names) if hf else _small(names)
+    _torchscript_diff()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (model, shape, *vocab) in models.items():
-            if names and name not in names:
+        for name, make in models.items():
+            try:
+                model, x, loss = make()
+            except Exception as e:
+                row = {"model": name, "exporter": "-", "status": "build failed",
+                       "detail": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+                rows.append(row)
+                progress(_line(row))
                 continue
             model.eval()
+            torch.manual_seed(0)
             with torch.no_grad():   # trained-like weights: no two initializers alike (an
                 for prm in model.parameters():   # exporter merges equal ones into one)
                     prm.add_(0.1 * torch.randn_like(prm))
-            x = torch.randint(0, vocab[0], shape) if vocab else torch.randn(*shape)
-            for dynamo in (False, True):
-                exporter = "dynamo" if dynamo else "torchscript"
-                path = Path(tmp) / f"{name}_{exporter}.onnx"
+            for exporter in exporters:
+                dynamo = exporter == "dynamo"
+                path = Path(tmp) / f"{name.replace('/', '_')}_{exporter}.onnx"
                 row = {"model": name, "exporter": exporter}
                 t0 = time.perf_counter()
+                failed = _export(model, x, path, dynamo, dynamic=True)
+                if failed:   # the exporter cannot keep the batch dynamic: a fixed batch, said
+                    if _export(model, x, path, dynamo, dynamic=False):
+                        row.update(status="export failed", detail=failed)
+                        rows.append(row)
+                        progress(_line(row))
+                        continue
+                    row["static_batch"] = f"dynamic batch not exported: {failed}"
+                kw = {}
+                if torch_source:
+                    kw = dict(torch_module=model, example_inputs=(x,), loss=loss,
+                              optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
                 try:
-                    kw = ({"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo
-                          else {"dynamic_axes": {"x": {0: "N"}}})
-                    torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=dynamo,
-                                      **kw)
-                except Exception as e:
-                    row.update(status="export failed",
-                               detail=f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
-                    rows.append(row)
-                    progress(_line(row))
-                    continue
-                try:
-                    imp = rosetta.from_onnx(path)
+                    imp = rosetta.from_onnx(path, **kw)
                 except ImportRefused as e:
                     row.update(status="refused", detail=" | ".join(e.lines))
                     rows.append(row)
                     progress(_line(row))
                     continue
                 cert = imp.certify(tuple(backends))
-                worst = {r["backend"]: r["worst"].get("forward") for r in cert.results
-                         if not r.get("skipped")}
+                worst = {}
+                for r in cert.results:
+                    if r.get("skipped"):
+                        continue
+                    key = r["backend"] + (" torch" if "torch source" in r.get("against", "")
+                                          else "")
+                    worst[key] = r["worst"].get("forward")
+                    if r["backend"] == "onnxruntime" and r["worst"].get("bound"):
+                        worst["onnxruntime share"] = r["worst"]["bound"] and (
+                            r["worst"]["forward"] / r["worst"]["bound"])
                 row.update(status="PASS" if cert.passed else "FAIL", worst=worst,
                            inference_only=bool(imp.inference_only),
                            seconds=round(time.perf_counter() - t0, 1),
@@ -159,11 +247,31 @@ def run(backends, names=None, progress=print) -> list:
     return rows
 
 
+def _export(model, x, path, dynamo: bool, dynamic: bool) -> str:
+    """Export ``model`` on ``x`` to ``path`` with torch's exporter (``dynamo``), the batch axis
+    dynamic or not; "" or the exporter's root error in one line."""
+    import torch
+
+    kw = {}
+    if dynamic:
+        kw = ({"dynamic_shapes": ({0: torch.export.Dim("N")},)} if dynamo
+              else {"dynamic_axes": {"x": {0: "N"}}})
+    try:
+        torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=dynamo, **kw)
+    except Exception as e:
+        while e.__cause__ is not None:   # the exporter's root cause
+            e = e.__cause__
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    return ""
+
+
 def _line(row) -> str:
     w = row.get("worst") or {}
     nums = " ".join(f"{k} {v:.1e}" for k, v in w.items() if v is not None)
     extra = " (inference only)" if row.get("inference_only") else ""
-    return (f"{row['model']:<15} {row['exporter']:<12} {row['status']:<8} {nums}{extra}"
+    if row.get("static_batch"):
+        extra += f" (batch fixed at export; {row['static_batch']})"
+    return (f"{row['model']:<28} {row['exporter']:<12} {row['status']:<8} {nums}{extra}"
             f"{'  ' + row['detail'] if row.get('detail') else ''}")
 
 
@@ -171,9 +279,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"])
     p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--hf", action="store_true",
+                   help="the HuggingFace/timm models of conformance/hf_models.py")
+    p.add_argument("--exporters", nargs="+", default=["torchscript", "dynamo"],
+                   choices=["torchscript", "dynamo"])
+    p.add_argument("--torch-source", action="store_true",
+                   help="certify gradients and steps against the torch model too")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    rows = run(args.backends, args.models)
+    rows = run(args.backends, args.models, hf=args.hf, exporters=tuple(args.exporters),
+               torch_source=args.torch_source)
     if args.out:
         from rosetta.files import atomic_file
         with atomic_file(Path(args.out)) as f:

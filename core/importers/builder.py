@@ -173,6 +173,30 @@ def view_order(in_shape: tuple, out_shape: tuple, want: tuple):
     return order if sorted(order) == list(range(len(in_shape))) and order[0] == 0 else None
 
 
+def reshape_held(b: "Builder", x: "Value", shape: tuple, name: str, source: str) -> "Value":
+    """A source reshape of ``x`` (held in ``x.perm``, batch kept) to ``shape``: a Reshape of the
+    held tensor where the source axes it merges or splits are held contiguous and in order
+    (``regroup``), else a Transpose of the held axes first, to the order whose Reshape gives the
+    view held channels last (an image) or plain (``view_order``); no layer where only the held
+    permutation changes. ``Unsupported`` where no such order exists."""
+    held = regroup(tuple(x.shape), x.perm, shape)
+    if held is None:
+        want = (0, 2, 3, 1) if len(shape) == 4 else tuple(range(len(shape)))
+        order = view_order(tuple(x.shape), shape, want)
+        if order is None:
+            raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order "
+                              f"{x.perm} to {shape}")
+        P = x.perm
+        x = b.layer("Transpose", [x], name=f"{name}_order", source=source, layout=order,
+                    out_shape=x.shape, perm=tuple(P.index(a) - 1 for a in order[1:]))
+        held = regroup(tuple(x.shape), x.perm, shape)
+    held_shape, perm = held
+    if held_shape == tuple(x.shape[i] for i in x.perm):
+        return Value(x.tensor, held_layout(perm), shape)
+    return b.layer("Reshape", [x], name=name, source=source, layout=perm,
+                   out_shape=shape, shape=held_shape[1:])
+
+
 class Unsupported(Exception):
     """A source call that no spec op reproduces exactly; the message says what is missing."""
 
@@ -274,4 +298,4 @@ def check_shapes(graph, builder: Builder) -> None:
 
 
 __all__ = ["Builder", "ModuleBuilder", "Value", "Unsupported", "Layout", "spec_name",
-           "held_layout", "permuted", "regroup", "view_order"]
+           "held_layout", "permuted", "regroup", "reshape_held", "view_order"]

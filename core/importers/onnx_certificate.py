@@ -173,6 +173,8 @@ def to_canonical(v, layout, chw=None):
     v = np.asarray(v)
     if layout == "nchw" and v.ndim == 4:
         return v.transpose(0, 2, 3, 1)
+    if isinstance(layout, tuple) and v.ndim == len(layout):   # held in another axis order
+        return v.transpose(layout)
     if layout == "flat":
         c, h, w = chw
         return v.reshape(v.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(v.shape[0], -1)

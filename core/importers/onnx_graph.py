@@ -33,11 +33,24 @@ from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode
+from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode, _is_parameter
 
 MIN_OPSET = 13
 NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
            "Multinomial", "Bernoulli", "Dropout"}
+
+
+def _expands_initializer(b, node, args) -> bool:
+    """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
+    that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``), or a
+    Gather of one at constant positions of shape (1, T...) (a position table at
+    ``position_ids``): not folded, the handler reads the initializer as a parameter."""
+    if node.op_type == "Gather" and len(args) == 2 and _is_parameter(b, args[0]):
+        ind = args[1]
+        return (isinstance(ind, Const) and not ind.batch_dependent
+                and np.asarray(ind.value).ndim >= 1 and np.asarray(ind.value).shape[0] == 1)
+    return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
+            and isinstance(args[1], Const) and args[1].batch_dependent)
 
 
 @dataclass
@@ -280,12 +293,14 @@ def _inference_only(model) -> str:
 
 
 def capture_onnx(source, *, model_name: str = "model", running_var: str = "biased",
-                 exact: dict | None = None) -> OnnxCaptured:
+                 exact: dict | None = None, trainable=None) -> OnnxCaptured:
     """The spec graph, canonical parameters and name map of an ONNX model (see module doc).
     ``running_var``: BatchNorm's running-variance rule ("biased": ONNX's definition;
     "unbiased": torch's, where the torch model the graph came from is certified); ``exact``:
     {initializer name: {attribute: float64 value}} of that torch model (its BatchNorm momentum
-    and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding."""
+    and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding;
+    ``trainable``: that model's parameter names (None: every float initializer outside a weight
+    position is a parameter; else only these, the others constants)."""
     import onnx
     from onnx import numpy_helper
 
@@ -335,6 +350,20 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
     b.exact = exact or {}
+    b.trainable = None if trainable is None else set(trainable)
+    # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
+    # node that every use reads (``onnx_ops._shared_operand``)
+    alias, uses = {}, {}   # an Identity of an initializer is the initializer (TorchScript's
+    for node in graph.node:   # ALBERT shares a weight through one)
+        root = alias.get(node.input[0], node.input[0]) if node.input else None
+        if node.op_type == "Identity" and root in inits:
+            alias[node.output[0]] = root
+            continue
+        for name in {alias.get(k, k) for k in node.input}:
+            if name in inits:
+                uses[name] = uses.get(name, 0) + 1
+    b.shared = {k for k, c in uses.items() if c > 1 and np.asarray(inits[k]).dtype.kind == "f"
+                and np.asarray(inits[k]).size > 1}
     env: dict = {k: Const(v, k) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None
@@ -384,7 +413,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                 alt = full[start:end].copy()
             env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
             continue
-        if (node.op_type not in NO_FOLD
+        if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
+            env[node.output[0]] = args[0]   # the initializer itself, under another name
+            continue
+        if (node.op_type not in NO_FOLD and not _expands_initializer(b, node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):
             try:
                 outs = _fold(double_nodes[i], [_f64(a.value) if a is not None else None

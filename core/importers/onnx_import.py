@@ -59,7 +59,9 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     # with the torch model, its BatchNorm's running variance rule: unbiased (n / (n - 1))
     cap = capture_onnx(model, model_name=name,
                        running_var="biased" if torch_module is None else "unbiased",
-                       exact=_torch_attributes(torch_module))
+                       exact=_torch_attributes(torch_module),
+                       trainable=None if torch_module is None else
+                       [k for k, _ in torch_module.named_parameters()])
     spec_loss, spec_opt = L.SoftmaxCrossEntropy(), O.SGD(learning_rate=0.01)
     torch_src, slots, count = None, {}, 0
     if torch_module is not None:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rosetta.conformance.native import flatten_nchw
-from rosetta.importers.builder import Builder, Unsupported, Value
+from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout,
+                                       reshape_held)
 
 
 @dataclass
@@ -73,6 +74,27 @@ def _param(v, what) -> str:
     if v.name is None:
         raise Unsupported(f"{what} is computed from constants (fold it into an initializer)")
     return v.name
+
+
+def _shared(b: Builder, name) -> bool:
+    return isinstance(name, str) and name in getattr(b, "shared", ())
+
+
+def _shared_operand(b: Builder, n: ONode, name: str, rank: int) -> Value:
+    """The one ``Parameter`` node of an initializer several nodes read (made at its first use,
+    so the spec has one parameter whose gradient sums every use's), as an operand of a
+    ``rank``-D plain tensor: its array right-aligned with leading size-1 axes (a Reshape)."""
+    nodes = b.__dict__.setdefault("shared_nodes", {})
+    shape = tuple(b.tensors[name].shape)
+    if name not in nodes:
+        nodes[name] = b.layer("Parameter", [], name=name, source=n.label,
+                              params={"value": (name, "identity")}, layout="plain",
+                              out_shape=(1,) + shape, shape=shape, init="ones")
+    full = (1,) * (rank - len(shape)) + shape
+    if len(full) - 1 == len(shape):
+        return nodes[name]
+    return b.layer("Reshape", [nodes[name]], name=f"{n.name}_{name}_view", source=n.label,
+                   layout="plain", out_shape=full, shape=full[1:])
 
 
 def _need(v: Value, layout: str, what: str):
@@ -129,11 +151,45 @@ def _spatial(n: ONode, x: Value, kernel, dilations, strides):
 
 # --- convolution and dense ----------------------------------------------------------------------
 
+def _conv1d(b: Builder, n: ONode, x: Value):
+    """A 1-D Conv of an (N, C, T) tensor -> ``Conv1D`` on it held channels last, (N, T, C)
+    (the layout (0, 2, 1); a Transpose where it is held otherwise); the kernel (out, in/group,
+    k) as the spec's (k, in/group, out); explicit pads only (auto_pad refused)."""
+    weight = _param(n.input(1), "the kernel W")
+    bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
+    w = b.tensors[weight]
+    auto = n.attr("auto_pad", "NOTSET")
+    if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
+        raise Unsupported(f"a 1-D convolution with auto_pad {auto!r} (explicit pads only)")
+    p = [int(v) for v in n.attr("pads", [0, 0])]
+    if x.layout in ("flat", "merged"):
+        raise Unsupported(f"a 1-D convolution of a tensor held {x.layout}")
+    if x.layout != "plain" and x.perm != (0, 2, 1):
+        x = _plain(b, n, x)
+    if x.layout == "plain":
+        x = b.layer("Transpose", [x], name=f"{n.name}_channels_last", source=n.label,
+                    layout=(0, 2, 1), out_shape=x.shape, perm=(1, 0))
+    params = {"kernel": (weight, "conv1d")}
+    if bias is not None:
+        params["bias"] = (bias, "identity")
+    return b.layer("Conv1D", [x], name=n.name, source=n.label, params=params,
+                   filters=int(w.shape[0]),
+                   kernel_size=tuple(int(v) for v in n.attr("kernel_shape", w.shape[2:])),
+                   strides=tuple(int(v) for v in n.attr("strides", (1,))),
+                   padding=((p[0], p[1]),),
+                   dilation=tuple(int(v) for v in n.attr("dilations", (1,))),
+                   groups=int(n.attr("group", 1)), use_bias=bias is not None,
+                   layout=(0, 2, 1), out_shape=n.shape)
+
+
 def conv(b: Builder, n: ONode):
-    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers)."""
+    """Conv2D (pads, auto_pad, strides, dilations, group; W and B initializers); of an
+    (N, C, T) tensor, Conv1D (``_conv1d``)."""
     x = _value(n.input(0))
+    if len(x.shape) == 3:
+        return _conv1d(b, n, x)
     if len(x.shape) != 4:
-        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (2-D only)")
+        raise Unsupported(f"a {len(x.shape) - 2}-D convolution (1-D and 2-D only)")
     _need(x, "nchw", "a 2-D convolution")
     weight = _param(n.input(1), "the kernel W")
     bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
@@ -208,7 +264,58 @@ def matmul(b: Builder, n: ONode):
     x = a
     weight = _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
+    if _shared(b, weight) or _shared(b, bias):   # ALBERT: x @ W (+ B) of shared Parameters
+        return _shared_matmul(b, n, x, weight, bias)
     return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
+
+
+def _shared_matmul(b: Builder, n: ONode, x: Value, weight: str, bias) -> Value:
+    """x @ W (+ B) where W or B is an initializer other nodes read too: MatMul and Add of the
+    shared ``Parameter`` nodes (``_shared_operand``) on the tensor in source order."""
+    x = _plain(b, n, x)
+    rank = len(x.shape)
+    if rank < 3:
+        raise Unsupported("a MatMul of an (N, K) matrix by a shared initializer")
+    out = n.attrs.get("_fused_shape", n.shape) if bias is not None else n.shape
+    w = _shared_operand(b, n, weight, rank)
+    y = b.layer("MatMul", [x, w], name=n.name if bias is None else f"{n.name}_matmul",
+                source=n.label, layout="plain", out_shape=out)
+    if bias is None:
+        return y
+    bv = (_shared_operand(b, n, bias, rank) if _shared(b, bias)
+          else _initializer_parameter(b, n, Const(b.tensors[bias], bias), rank,
+                                      tuple(range(rank)), "bias"))
+    return b.layer("Add", [y, bv], name=n.name, source=n.label, layout="plain", out_shape=out)
+
+
+def _shared_layer_norm(b: Builder, n: ONode, x: Value, scale: str, bias: str, eps: float):
+    """LayerNormalization whose scale or B other nodes read too (ALBERT's one layer at every
+    depth) written out on the last axis with the shared ``Parameter`` nodes: y = (x - mean)
+    rsqrt(var + eps) scale + B, var the population variance (ONNX's definition, stash_type 1)."""
+    x = _plain(b, n, x)
+    shp, rank, lab = tuple(n.shape), len(x.shape), n.label
+    red = shp[:-1] + (1,)
+
+    def op(kind, ins, suffix, out=shp, **attrs):
+        return b.layer(kind, ins, name=f"{n.name}_{suffix}", source=lab, layout="plain",
+                       out_shape=out, **attrs)
+
+    mean = op("Reduce", [x], "mean", red, fn="mean", axes=(-1,), keepdims=True)
+    d = op("Subtract", [x, mean], "centered")
+    var = op("Reduce", [op("Multiply", [d, d], "square")], "var", red, fn="mean", axes=(-1,),
+             keepdims=True)
+    r = op("Unary", [op("Add", [var], "var_eps", red, constant=eps)], "rstd", red, fn="rsqrt")
+    y = op("Multiply", [d, r], "normalized")
+
+    def operand(name, what):
+        if _shared(b, name):
+            return _shared_operand(b, n, name, rank)
+        return _initializer_parameter(b, n, Const(b.tensors[name], name), rank,
+                                      tuple(range(rank)), what)
+
+    y = op("Multiply", [y, operand(scale, "scale")], "scaled")
+    return b.layer("Add", [y, operand(bias, "bias")], name=n.name, source=lab, layout="plain",
+                   out_shape=shp)
 
 
 # --- normalisation ------------------------------------------------------------------------------
@@ -252,6 +359,9 @@ def layer_normalization(b: Builder, n: ONode):
     scale, bias = _param(n.input(1), "scale"), _param(n.input(2), "B")
     if int(n.attr("stash_type", 1)) != 1:
         raise Unsupported("LayerNormalization(stash_type != 1) (statistics in another type)")
+    if _shared(b, scale) or _shared(b, bias):
+        return _shared_layer_norm(b, n, x, scale, bias,
+                                  _exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))))
     return b.layer("LayerNorm", [x], name=n.name, source=n.label,
                    params={"scale": (scale, "identity"), "bias": (bias, "identity")},
                    epsilon=_exact(b, scale, "epsilon", _f32(n.attr("epsilon", 1e-5))),
@@ -319,12 +429,51 @@ def _same_layout(b: Builder, n: ONode, x: Value, y: Value):
     return x, y
 
 
+def _initializer_parameter(b: Builder, n: ONode, c: Const, rank: int, perm: tuple,
+                           role: str) -> Value:
+    """A float initializer read outside a weight position (ViT's position table added to the
+    patches, its class token expanded to the batch) as a batch-broadcast ``Parameter``: its
+    source array right-aligned to ``rank`` with a leading size-1 (batch) axis, held per example
+    in the axis order ``perm`` of the tensor it meets; the canonical value is that held
+    array."""
+    src = np.asarray(c.value)
+    full = (1,) * (rank - src.ndim) + src.shape
+    if src.ndim > rank or full[0] != 1:
+        raise Unsupported(f"{role} of shape {src.shape} spans the batch axis ({c.name})")
+    if _shared(b, c.name):   # read by other nodes too: the one Parameter node of it
+        if tuple(perm) != tuple(range(rank)):
+            raise Unsupported(f"{role}: a shared initializer {c.name} against a tensor held "
+                              f"in the axis order {perm}")
+        return _shared_operand(b, n, c.name, rank)
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    held = tuple(full[i] for i in perm)
+    lay = Layout(f"initializer{src.shape}",
+                 lambda k, s=src.shape: np.transpose(np.asarray(k)[None], inverse).reshape(s),
+                 lambda a: np.transpose(np.asarray(a).reshape(full), perm)[0])
+    return b.layer("Parameter", [], name=f"{n.name}_{role.replace(' ', '_')}", source=n.label,
+                   params={"value": (c.name, lay)}, layout=held_layout(perm),
+                   out_shape=full, shape=held[1:], init="ones")
+
+
+def _is_parameter(b: Builder, c) -> bool:
+    """An initializer of floats with more than one element: a trained tensor (a size-1 one is
+    a scalar attribute of the op reading it); where the torch model the graph came from is
+    given (``b.trainable``, its parameter names), only one of its parameters (the exporter's
+    folded buffers and tables, RoPE's, stay constants)."""
+    return (isinstance(c, Const) and c.name is not None and not c.batch_dependent
+            and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1
+            and (getattr(b, "trainable", None) is None or c.name in b.trainable))
+
+
 def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value:
     """A constant operand as a spec Constant (a batch-broadcast tensor) in the layout of the
     computed operand ``like``: right-aligned to its full rank, its leading (batch) axis of size
-    1 dropped, an image operand's constant turned channels last."""
+    1 dropped, an image operand's constant turned channels last; a float initializer as a
+    ``Parameter`` in the same way (``_initializer_parameter``)."""
     v = np.asarray(c.value)
     rank = len(like.shape)
+    if _is_parameter(b, c) and like.layout not in ("flat", "merged"):
+        return _initializer_parameter(b, n, c, rank, like.perm, role)
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
         # batch-broadcast, is the same tensor at every batch size
@@ -339,8 +488,8 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     v = v.reshape((1,) * (rank - v.ndim) + v.shape)
     if v.shape[0] != 1:
         raise Unsupported(f"{role} of shape {c.value.shape} spans the batch axis")
-    if like.layout == "nchw":
-        v = v.transpose(0, 2, 3, 1)
+    if like.layout not in ("flat", "merged"):   # in the computed operand's held order
+        v = v.transpose(like.perm)
     elif like.layout == "flat":
         raise Unsupported(f"{role} against a channels-first flatten")
     v = v[0]
@@ -359,8 +508,8 @@ def _scalar(c) -> float | None:
 
 
 def _operands(b: Builder, n: ONode, items):
-    """Computed operands in one layout (an image beside a plain tensor: back to the source's
-    order), constants as Constant nodes in that layout."""
+    """Computed operands in one layout (held in different axis orders, an image beside a plain
+    tensor: back to the source's order), constants as Constant nodes in that layout."""
     vals = [v for v in items if isinstance(v, Value)]
     if not vals:
         raise Unsupported("every input is constant (folded: not expected here)")
@@ -368,9 +517,9 @@ def _operands(b: Builder, n: ONode, items):
         raise Unsupported("an input is missing")
     lay = {v.layout for v in vals}
     if len(lay) > 1:
-        if lay != {"nchw", "plain"}:
+        if lay & {"flat", "merged"}:
             raise Unsupported("operands held in different layouts (a channels-first flatten "
-                              "beside another tensor)")
+                              "or a merged batch beside another tensor)")
         vals = [_plain(b, n, v) for v in vals]
         it = iter(vals)
         items = [next(it) if isinstance(v, Value) else v for v in items]
@@ -406,13 +555,16 @@ def _binary(op: str):
 
 
 def concat(b: Builder, n: ONode):
-    """Concatenate along the axis as held (channels of an image: its last axis)."""
+    """Concatenate along the axis as held (channels of an image: its last axis); inputs held in
+    different axis orders are brought to the source's order first."""
     xs = [_value(v) for v in n.inputs]
     if len(xs) == 1:
         return xs[0]
     lay = {v.layout for v in xs}
-    if len(lay) != 1 or "flat" in lay:
+    if lay & {"flat", "merged"} and len(lay) > 1 or "flat" in lay:
         raise Unsupported("a concatenation of tensors held in different layouts")
+    if len(lay) > 1:   # held in different axis orders: each in the source's order
+        xs = [_plain(b, n, v) for v in xs]
     axis = xs[0].canonical_axis(int(n.attr("axis")))
     return b.layer("Concatenate", xs, name=n.name, source=n.label, axis=axis, out_shape=n.shape)
 
@@ -443,7 +595,9 @@ def flatten(b: Builder, n: ONode):
 
 def reshape(b: Builder, n: ONode):
     """Reshape to the inferred output shape (the shape input is a constant or folded from the
-    input's shape): a flatten, or a Reshape of the per-example axes of an unpermuted tensor."""
+    input's shape): a flatten, or a Reshape of the held tensor's per-example axes where the axes
+    it merges or splits are held in order, else after a Transpose to such an order (an image's
+    (N, C, H, W) -> (N, C, H*W), held channels last, is (N, H*W, C) held permuted)."""
     x = _value(n.input(0))
     if not isinstance(n.input(1), Const):
         raise Unsupported("a reshape to a shape computed from the model input's values")
@@ -453,11 +607,11 @@ def reshape(b: Builder, n: ONode):
         return _reshape_merged(b, n, x, batch, shape)
     if len(shape) == 2:
         return _flatten(b, n, x)
-    if x.layout != "plain":
-        raise Unsupported(f"a reshape of a {x.layout} tensor to {shape} (only a flatten keeps "
-                          f"the numbers of a channels-first tensor held channels last)")
-    return b.layer("Reshape", [x], name=n.name, source=n.label, layout="plain",
-                   out_shape=shape, shape=shape[1:])
+    if x.layout == "flat":
+        raise Unsupported(f"a reshape of a channels-first flatten to {shape}")
+    if shape == tuple(x.shape):
+        return x
+    return reshape_held(b, x, shape, n.name, n.label)
 
 
 def where(b: Builder, n: ONode):
@@ -537,12 +691,14 @@ def _axis_op(op):
 
 def expand(b: Builder, n: ONode):
     """Expand to the inferred output shape (its per-example axes; a constant input as a
-    Constant, brought to the batch of the run)."""
+    Constant, a float initializer as a Parameter, brought to the batch of the run)."""
     x = n.input(0)
     if not isinstance(n.input(1), Const):
         raise Unsupported("an Expand to a shape computed from the model input's values")
     shape = tuple(n.shape)
-    if isinstance(x, Const):
+    if _is_parameter(b, x):   # a parameter expanded to the batch (ViT's class token)
+        x = _initializer_parameter(b, n, x, len(shape), tuple(range(len(shape))), "input")
+    elif isinstance(x, Const):
         if x.batch_dependent:
             raise Unsupported("an expanded constant that depends on the batch size")
         v = np.asarray(x.value)
@@ -560,12 +716,11 @@ def expand(b: Builder, n: ONode):
 
 # --- tensor shape and indexing (the spec ops of core/ops/shape.py and indexing.py) -------------
 
-NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
-
 
 def _plain(b: Builder, n: ONode, x: Value) -> Value:
-    """``x`` as the source's array: an (N, C, H, W) tensor held channels last is transposed back
-    to (C, H, W) per example (a Transpose node); a plain tensor is itself."""
+    """``x`` as the source's array: a tensor held in another axis order (an (N, C, H, W) one
+    channels last) is transposed back to the source's order per example (a Transpose node); a
+    plain tensor is itself; one whose batch axis the source moved is refused."""
     if x.layout == "plain":
         return x
     if x.layout == "flat":
@@ -574,8 +729,14 @@ def _plain(b: Builder, n: ONode, x: Value) -> Value:
     if x.layout == "merged":
         raise Unsupported(f"this op on a tensor whose first axis merges the batch with others "
                           f"({x.shape})")
-    return b.layer("Transpose", [x], name=f"{n.name}_to_nchw", source=n.label, perm=(2, 0, 1),
-                   layout="plain", out_shape=x.shape)
+    if x.batch_axis != 0:
+        raise Unsupported(f"this op on a tensor whose batch axis the source moved to axis "
+                          f"{x.batch_axis} (only Split, Slice and Squeeze of another axis may "
+                          f"read it)")
+    P = x.perm
+    return b.layer("Transpose", [x], name=f"{n.name}_to_source_order", source=n.label,
+                   perm=tuple(P.index(j) - 1 for j in range(1, len(P))), layout="plain",
+                   out_shape=x.shape)
 
 
 def _ints(v, what) -> list:
@@ -594,23 +755,27 @@ def _axis(x: Value, axis: int, what="axis") -> int:
 
 
 def transpose(b: Builder, n: ONode):
-    """Transpose(perm) with the batch axis kept first: Transpose over the per-example axes of
-    the tensor as held (an (N, C, H, W) tensor held channels last composes its own
-    permutation); the identity permutation adds no node."""
+    """Transpose(perm): a Transpose of the per-example axes of the tensor as held, to the
+    output's source order (a tensor held permuted, an (N, C, H, W) one channels last, composes
+    its own permutation; the identity adds no node); a perm that moves the batch axis renames
+    the held axes, no node, and only Split, Slice or Squeeze of the other axes may read it.
+
+    (The batch stays held first: timm's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``.)"""
     x = _value(n.input(0))
     rank = len(x.shape)
     perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
-    if perm[0] != 0:
-        raise Unsupported(f"Transpose(perm={perm}) moves the batch axis")
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
+    if perm[0] != 0:   # the batch moved (timm's qkv.permute(2, 0, 3, 1, 4)): held as it is,
+        if x.layout == "merged":   # its axes renamed, for a Split/Slice/Squeeze of axis 0
+            raise Unsupported(f"Transpose(perm={perm}) moves a merged batch axis")
+        held = tuple(perm.index(p) for p in x.perm)
+        return Value(x.tensor, held_layout(held), tuple(n.shape))
     if x.layout == "merged":
         m = len(x.chw)
         held = [*range(m), *(m + p - 1 for p in perm[1:])]
-    elif x.layout == "nchw":
-        held = [NCHW_TO_NHWC[p] - 1 for p in perm[1:]]
-    else:
-        held = [p - 1 for p in perm[1:]]
+    else:   # output held in source order: its axis j is the held axis of input axis perm[j]
+        held = [x.perm.index(p) - 1 for p in perm[1:]]
     lay = "merged" if x.layout == "merged" else "plain"
     if held == list(range(len(held))):
         return Value(x.tensor, lay, tuple(n.shape), x.chw if lay == "merged" else None)
@@ -630,8 +795,8 @@ def slice_(b: Builder, n: ONode):
     rank = len(x.shape)
     for ax, st, en, sp in zip(axes, starts, ends, steps):
         ax = ax + rank if ax < 0 else ax
-        if ax == 0:
-            if range(x.shape[0])[st:en:sp] != range(x.shape[0]):
+        if ax == x.batch_axis:
+            if range(x.shape[ax])[st:en:sp] != range(x.shape[ax]):
                 raise Unsupported("a slice of the batch axis")
             continue
         if sp < 1:
@@ -649,7 +814,9 @@ def slice_(b: Builder, n: ONode):
 def split(b: Builder, n: ONode):
     """Split(x, split, axis) -> one Slice per output (sizes from ``split`` or equal parts)."""
     x = _value(n.input(0))
-    axis = _axis(x, int(n.attr("axis", 0)))
+    axis = int(n.attr("axis", 0)) % len(x.shape)
+    if axis == x.batch_axis:
+        raise Unsupported("a Split of the batch axis")
     shapes = n.attrs.get("_output_shapes", [])
     if not shapes or any(not s for s in shapes):
         raise Unsupported("the output shapes of the Split are unknown")
@@ -670,9 +837,12 @@ def gather(b: Builder, n: ONode):
     """Gather(data, indices, axis): an initializer table read at computed int indices on axis 0
     is an Embedding (the table a parameter); computed data at constant indices is Gather with
     the ``indices`` attribute. Computed indices into computed data are refused (ONNX shares one
-    index tensor across the batch, the spec's Gather takes one per example)."""
+    index tensor across the batch, the spec's Gather takes one per example). A parameter table
+    read at constant positions is ``_gather_positions``."""
     data, idx = n.input(0), n.input(1)
     axis = int(n.attr("axis", 0))
+    if _is_parameter(b, data) and isinstance(idx, Const):
+        return _gather_positions(b, n, data, idx, axis)
     if isinstance(data, Const):
         table = _param(data, "the gathered table")
         w = b.tensors[table]
@@ -694,9 +864,28 @@ def gather(b: Builder, n: ONode):
                       "over the batch)")
 
 
+def _gather_positions(b: Builder, n: ONode, data: Const, idx: Const, axis: int) -> Value:
+    """A parameter table (P, ...) read at constant positions of shape (1, T...) (GPT-2 and
+    BERT's position table at ``position_ids``, a (1, T) buffer): Gather of the table's
+    ``Parameter`` (batch-broadcast) with the ``indices`` attribute, a batch-broadcast (1, T...,
+    ...) tensor, so the table stays a parameter (not folded into a constant)."""
+    ind = np.asarray(idx.value)
+    w = np.asarray(data.value)
+    if idx.batch_dependent or ind.ndim < 1 or ind.shape[0] != 1 or axis not in (0, -w.ndim):
+        raise Unsupported(f"a Gather of a parameter table at constant positions of shape "
+                          f"{ind.shape} on axis {axis} (positions (1, T...) on axis 0 only)")
+    table = _initializer_parameter(b, n, data, w.ndim + 1, tuple(range(w.ndim + 1)), "table")
+    return b.layer("Gather", [table], name=n.name, source=n.label, axis=0,
+                   indices=ind[0].tolist(), layout="plain", out_shape=n.shape)
+
+
 def squeeze(b: Builder, n: ONode):
-    """Squeeze of constant per-example axes (all size-1 per-example axes without axes)."""
-    x = _plain(b, n, _value(n.input(0)))
+    """Squeeze of constant per-example axes (all size-1 per-example axes without axes); of a
+    tensor held in another axis order (``_squeeze_held``), a Reshape of the held tensor."""
+    x = _value(n.input(0))
+    if isinstance(x.layout, tuple) and n.input(1) is not None:
+        return _squeeze_held(b, n, x, _ints(n.input(1), "squeeze axes"))
+    x = _plain(b, n, x)
     rank = len(x.shape)
     if n.input(1) is None:
         axes = [i for i in range(1, rank) if x.shape[i] == 1]
@@ -707,6 +896,23 @@ def squeeze(b: Builder, n: ONode):
         axes = [_axis(x, a) for a in _ints(n.input(1), "squeeze axes")]
     return b.layer("Squeeze", [x], name=n.name, source=n.label, axes=tuple(a - 1 for a in axes),
                    layout="plain", out_shape=n.shape)
+
+
+def _squeeze_held(b: Builder, n: ONode, x: Value, axes) -> Value:
+    """Squeeze source ``axes`` (size 1) of ``x`` held permuted: a Reshape of the held tensor
+    without them, its permutation renumbered (timm's ``q, k, v = qkv.unbind(0)`` after the
+    batch-moving permute: the batch is first again)."""
+    rank = len(x.shape)
+    axes = sorted({a % rank for a in axes})
+    if x.batch_axis in axes or any(x.shape[a] != 1 for a in axes):
+        raise Unsupported(f"a Squeeze of axes {axes} of a tensor of shape {x.shape}")
+    keep = [p for p in x.perm if p not in axes]
+    perm = tuple(p - sum(a < p for a in axes) for p in keep)
+    if perm[0] != 0:
+        raise Unsupported(f"a Squeeze that leaves the batch axis at {perm[0]}")
+    held = tuple(x.shape[p] for p in keep)
+    return b.layer("Reshape", [x], name=n.name, source=n.label, layout=held_layout(perm),
+                   out_shape=n.shape, shape=held[1:])
 
 
 def unsqueeze(b: Builder, n: ONode):
@@ -774,7 +980,10 @@ def _reshape_merged(b: Builder, n: ONode, x: Value, batch: int, shape: tuple):
     """A reshape whose output's axis 0 is the batch merged with the next axes (N*k, ...), or
     one of such a tensor: the held tensor (N, k, ...) is reshaped to the unmerged target (the
     element order of a row-major merge is the held order), kept ``merged`` with k, or plain
-    where axis 0 is the batch again."""
+    where axis 0 is the batch again. A tensor held in another axis order (batch first) is
+    brought to the source's order first."""
+    if isinstance(x.layout, tuple) or x.layout == "nchw":
+        x = _plain(b, n, x)
     if x.layout not in ("plain", "merged"):
         raise Unsupported(f"a reshape that mixes the batch axis of a {x.layout} tensor "
                           f"({x.shape} -> {shape})")

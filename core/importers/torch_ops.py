@@ -20,7 +20,7 @@ import numpy as np
 from rosetta.conformance.native import Layout, flatten_nchw
 from rosetta.importers.torch_fold import Folded, as_value
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
-                                       regroup, view_order)
+                                       reshape_held)
 
 
 @dataclass
@@ -658,23 +658,8 @@ def view(b: Builder, c: Call):
         return x
     if x.layout == "flat":
         raise Unsupported(f"a view of a channels-first flatten to {shape}")
-    held = regroup(tuple(x.shape), x.perm, shape)
-    if held is None:   # a Transpose of the held axes first (ShuffleNet's channel shuffle),
-        # to the order whose Reshape gives the view held channels last (an image) or plain
-        want = (0, 2, 3, 1) if len(shape) == 4 else tuple(range(len(shape)))
-        order = view_order(tuple(x.shape), shape, want)
-        if order is None:
-            raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order "
-                              f"{x.perm} to {shape}")
-        P = x.perm
-        x = b.layer("Transpose", [x], name=f"{c.name}_order", source=c.label, layout=order,
-                    out_shape=x.shape, perm=tuple(P.index(a) - 1 for a in order[1:]))
-        held = regroup(tuple(x.shape), x.perm, shape)
-    held_shape, perm = held
-    if held_shape == tuple(x.shape[i] for i in x.perm):
-        return Value(x.tensor, held_layout(perm), shape)
-    return b.layer("Reshape", [x], name=c.name, source=c.label, layout=perm,
-                   out_shape=shape, shape=held_shape[1:])
+    # (a Transpose of the held axes first where needed: ShuffleNet's channel shuffle)
+    return reshape_held(b, x, shape, c.name, c.label)
 
 
 def _slice(b: Builder, c: Call, x: Value, dim: int, start, stop, step: int, name: str):

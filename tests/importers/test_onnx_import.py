@@ -305,6 +305,85 @@ def test_every_claimed_op_has_a_graph_here():
     assert set(SUPPORTED) <= COVERED, sorted(set(SUPPORTED) - COVERED)
 
 
+def vit_patches_graph():
+    """The exporters' ViT (HF, timm): Conv patches, Reshape (N, C, H, W) -> (N, C, H*W) of the
+    image held channels last, Transpose, a class-token initializer Expanded to the batch size
+    (Shape of the input) and Concatenated, a position table Added (both parameters), a
+    Reshape to (N, T, 3, heads, d) and the batch-moving Transpose (2, 0, 3, 1, 4) read by
+    Split + Squeeze (q, k, v), q @ k^T."""
+    nodes = [
+        helper.make_node("Conv", ["x", "wp", "bp"], ["c"], name="patch", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Reshape", ["c", "s1"], ["r"], name="flat_hw"),
+        helper.make_node("Transpose", ["r"], ["t"], name="tokens", perm=[0, 2, 1]),
+        helper.make_node("Shape", ["x"], ["sh"], name="shape"),
+        helper.make_node("Slice", ["sh", "z", "one"], ["n"], name="batch_size"),
+        helper.make_node("Concat", ["n", "one", "one"], ["es"], name="cls_shape", axis=0),
+        helper.make_node("Expand", ["cls", "es"], ["ce"], name="cls_expand"),
+        helper.make_node("Concat", ["ce", "t"], ["tok"], name="with_cls", axis=1),
+        helper.make_node("Add", ["tok", "pos"], ["e"], name="add_pos"),
+        helper.make_node("Reshape", ["e", "s2"], ["q5"], name="qkv_view"),
+        helper.make_node("Transpose", ["q5"], ["qp"], name="qkv_perm", perm=[2, 0, 3, 1, 4]),
+        helper.make_node("Split", ["qp", "three"], ["qs", "ks", "vs"], name="unbind", axis=0),
+        helper.make_node("Squeeze", ["qs", "z"], ["q"], name="q"),
+        helper.make_node("Squeeze", ["ks", "z"], ["k"], name="k"),
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["y"], name="scores"),
+    ]
+    m = graph(nodes, [init("wp", 6, 3, 2, 2), init("bp", 6), init("cls", 1, 1, 6),
+                      init("pos", 1, 5, 6), ints("s1", [0, 6, 4]), ints("s2", [0, 5, 3, 2, 1]),
+                      ints("z", [0]), ints("one", [1]), ints("three", [1, 1, 1])],
+              ["N", 3, 4, 4])
+    m.graph.node[-1].output[0] = "y"
+    return m
+
+
+def conv1d_graph():
+    """Whisper's front: two 1-D Convs (pads, stride 2) of an (N, C, T) input and a Gelu."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1],
+                              kernel_shape=[3]),
+             helper.make_node("Relu", ["c1"], ["g"], name="act"),
+             helper.make_node("Conv", ["g", "w2", "b2"], ["y"], name="conv2", pads=[1, 1],
+                              strides=[2], kernel_shape=[3])]
+    return graph(nodes, [init("w1", 4, 3, 3), init("b1", 4), init("w2", 5, 4, 3),
+                         init("b2", 5)], ["N", 3, 8])
+
+
+def shared_layer_graph():
+    """ALBERT's one layer applied twice: the same MatMul weight (the second time through an
+    Identity, as the TorchScript exporter writes it), bias and LayerNormalization scale and B."""
+    nodes = [helper.make_node("Identity", ["w"], ["wi"], name="alias"),
+             helper.make_node("MatMul", ["x", "w"], ["m1"], name="mm1"),
+             helper.make_node("Add", ["m1", "bias"], ["a1"], name="add1"),
+             helper.make_node("LayerNormalization", ["a1", "s", "bb"], ["l1"], name="ln1"),
+             helper.make_node("MatMul", ["l1", "wi"], ["m2"], name="mm2"),
+             helper.make_node("Add", ["bias", "m2"], ["a2"], name="add2"),
+             helper.make_node("LayerNormalization", ["a2", "s", "bb"], ["y"], name="ln2")]
+    return graph(nodes, [init("w", 4, 4), init("bias", 4), init("s", 4), init("bb", 4)],
+                 ["N", 3, 4])
+
+
+def position_table_graph():
+    """GPT-2's position table read at constant position ids of shape (1, T), added to x."""
+    nodes = [helper.make_node("Gather", ["wpe", "pos"], ["p"], name="wpe_at", axis=0),
+             helper.make_node("Add", ["x", "p"], ["y"], name="add_pos")]
+    return graph(nodes, [init("wpe", 6, 4), ints("pos", [[0, 1, 2]])], ["N", 3, 4])
+
+
+def test_shared_initializers_are_one_parameter():
+    imp = agrees(shared_layer_graph())
+    assert sorted(imp.names) == ["bb", "bias", "s", "w"]   # one parameter each, every use
+    imp = agrees(position_table_graph())   # the table at fixed positions: still a parameter
+    assert list(imp.names) == ["wpe"]
+
+
+def test_vit_patches_and_batch_moving_permute():
+    imp = agrees(vit_patches_graph())
+    assert imp.names["cls"].endswith("/value") and imp.names["pos"].endswith("/value")
+    imp = agrees(conv1d_graph())
+    assert {n.op for n in imp.spec.model.nodes} >= {"Conv1D"}
+
+
 # --- torch exports, certified on every backend -----------------------------------------------
 
 def _net():
