@@ -451,9 +451,16 @@ def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:
 
 def Embedding(vocab_size: int, dim: int, *,
               embedding_init: str | dict | Initializer = Initializer('normal', mean=0.0, stddev=0.05),
-              name: str | None = None, **unknown) -> Layer:
+              padding_idx: int | None = None, name: str | None = None, **unknown) -> Layer:
     """y[..., :] = embedding[x[...], :] for integer x in [0, vocab_size); embedding is
     (vocab_size, dim). Indices outside the range are an error on every backend's CPU path.
+
+    ``padding_idx`` (torch's ``nn.Embedding(padding_idx=p)``): the forward is unchanged (row p
+    is read like any other), but dL/d embedding[p, :] = 0 exactly: the gradient is
+    sum over positions with x != p of dL/dy, and the rows of p are dropped. An optimizer
+    without weight decay never moves row p (Adam's moments stay 0); decoupled weight decay
+    (AdamW) still shrinks it and L2 decay (Adam's weight_decay) gives it the gradient
+    wd * row, as in torch.
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -461,11 +468,12 @@ def Embedding(vocab_size: int, dim: int, *,
         vocab_size (int, required)
         dim (int, required)
         embedding_init (init, default Initializer('normal', mean=0.0, stddev=0.05))
+        padding_idx (int, default None): a row whose gradient is zero (torch's padding_idx), or null
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Embedding", name=name, vocab_size=vocab_size, dim=dim,
-                 embedding_init=embedding_init, **unknown)
+                 embedding_init=embedding_init, padding_idx=padding_idx, **unknown)
 
 
 def Equal(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,

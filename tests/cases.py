@@ -158,6 +158,11 @@ CASES = [
     ("embedding", lambda: _spec([
         rs.Embedding(7, 4, name="emb"), rs.Flatten(name="flat"), rs.Dense(3, name="head")],
         (5,), loss=SCE(), kind="int")),
+    # padding_idx: the forward reads row 2 like any other, its gradient is 0 (every sample of
+    # these 20 ids holds a 2; the oracle checks the row is exactly 0 on every backend)
+    ("embedding_padding_idx", lambda: _spec([
+        rs.Embedding(7, 4, padding_idx=2, name="emb"), rs.Flatten(name="flat"),
+        rs.Dense(3, name="head")], (5,), loss=SCE(), kind="int")),
     ("bce_loss", lambda: _spec([rs.Dense(3, name="d")], (4,), loss=BCE())),
     # more ops (``rs.layers``): padding, upsampling, global max, RMS/group norm, 1-D windows
     ("zeropad_asym", lambda: _spec([

@@ -248,19 +248,22 @@ def embedding(b: Builder, c: Call):
     idx = _value(idx)
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
-    if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
+    padding_idx = c.arg(2, "padding_idx", -1)
+    if padding_idx in (-1, None) and _shared(b, weight):
         # a tied table: Gather(axis 0) of the shared Parameter, y[n, ...] = W[ids[n, ...]]
         return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
                        source=c.label, axis=0, layout="plain", out_shape=c.shape)
-    if c.arg(2, "padding_idx", -1) not in (-1, None):
-        raise Unsupported("Embedding(padding_idx=...) (the spec's Embedding has no padding row "
-                          "whose gradient is zero)")
+    if padding_idx not in (-1, None) and _shared(b, weight):
+        raise Unsupported("Embedding(padding_idx=...) of a table shared with another layer")
     if c.arg(4, "sparse", False):
         raise Unsupported("Embedding(sparse=True)")
     w = b.tensors[weight]
+    # aten.embedding's padding_idx is already >= 0 (nn.Embedding adds the vocabulary size to a
+    # negative one) or -1 for none; the spec's Embedding zeroes that row's gradient as torch does
     return b.layer("Embedding", [idx], name=c.name, source=c.label,
                    params={"embedding": (weight, "identity")}, vocab_size=int(w.shape[0]),
-                   dim=int(w.shape[1]), layout="plain", out_shape=c.shape)
+                   dim=int(w.shape[1]), layout="plain", out_shape=c.shape,
+                   **({} if padding_idx in (-1, None) else {"padding_idx": int(padding_idx)}))
 
 
 embedding.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a

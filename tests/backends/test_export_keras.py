@@ -247,6 +247,21 @@ def test_strided_dilated_transpose_is_refused_naming_node_and_op(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_embedding_with_a_padding_row_is_refused(tmp_path):
+    from rosetta.backend_registry import get_backend
+    from rosetta.backends.keras.model import export_keras
+
+    model = rs.Sequential([rs.Embedding(7, 3, padding_idx=0, name="emb"), rs.Flatten(name="f")],
+                          input_shape=(4,), input_kind="int", name="pad")
+    spec = rs.TrainSpec(model=model, loss=rs.losses.MeanSquaredError(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
+    program = get_backend("tensorflow").compile(spec, dtype="float32")
+    with pytest.raises(BackendUnavailable, match=r"pad/emb \(Embedding\): Keras's Embedding "
+                                                 r"has no padding row"):
+        export_keras(program, tmp_path, example=None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_batchnorm_with_torchs_running_variance_is_refused(tmp_path):
     from rosetta.backend_registry import get_backend
     from rosetta.backends.keras.model import export_keras
