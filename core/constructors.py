@@ -22,6 +22,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Cumsum",
     "Dense",
     "DepthwiseConv2D",
     "Divide",
@@ -102,7 +103,7 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
 
 def Add(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
         **unknown) -> Layer:
-    """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along.
+    """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along. Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -351,6 +352,22 @@ def Conv2DTranspose(filters: int, kernel_size: int | tuple[int, ...], *,
     return Layer("Conv2DTranspose", name=name, filters=filters, kernel_size=kernel_size,
                  strides=strides, padding=padding, dilation=dilation, use_bias=use_bias,
                  activation=activation, kernel_init=kernel_init, bias_init=bias_init, **unknown)
+
+
+def Cumsum(axis: int, *, name: str | None = None, **unknown) -> Layer:
+    """y[..., i, ...] = sum_{j <= i} x[..., j, ...] along the per-example ``axis`` (torch.cumsum,
+    np.cumsum), int or float: the kind is kept (an int cumsum is exact on every backend: the
+    position ids RoBERTa computes from its input ids). dL/dx_j = sum_{i >= j} dL/dy_i (the
+    reversed cumulative sum); an int input carries no gradient.
+
+    Precision: it computes and returns the type of its inputs under every policy.
+
+    Args:
+        axis (int, required): per-example axis, negative allowed
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Cumsum", name=name, axis=axis, **unknown)
 
 
 def Dense(units: int, *, use_bias: bool = True, activation: str = 'identity',
@@ -894,7 +911,7 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
 
 def Multiply(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
              **unknown) -> Layer:
-    """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j.
+    """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j. Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -1202,7 +1219,7 @@ def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, 
 
 def Subtract(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
              **unknown) -> Layer:
-    """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes).
+    """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes). Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 

@@ -854,6 +854,12 @@ def _reduce(b, node, xs):
     return b.op(node.name, getattr(ops, a["fn"]), x, axis=axes, keepdims=a["keepdims"])
 
 
+@lowers("Cumsum")
+def _cumsum(b, node, xs):
+    axis = _batch_axes((node.attrs["axis"],), len(node.in_types[0].shape))[0]
+    return b.op(node.name, b.ops.cumsum, xs[0], axis=axis)
+
+
 @lowers("LogSoftmax")
 def _log_softmax(b, node, xs):
     axis = _batch_axes((node.attrs["axis"],), len(node.in_types[0].shape))[0]

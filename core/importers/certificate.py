@@ -129,7 +129,10 @@ def randomize(module, seed: int, keep=()) -> None:
 
 
 def _batches(imp, steps, seed, dtype):
-    """``steps`` random (inputs in canonical layout, labels) of the example's batch size."""
+    """``steps`` random (inputs in canonical layout, labels) of the example's batch size. Token
+    ids: the first batch is the example's own ids (a padded batch where the user gave one, so
+    an ``Embedding(padding_idx)`` and position ids computed from the pads are exercised), the
+    others uniform in [0, the example's largest id]."""
     rng = np.random.default_rng(seed)
     x0 = imp.source.example_inputs[0]
     shape = tuple(x0.shape)
@@ -143,6 +146,8 @@ def _batches(imp, steps, seed, dtype):
             x = rng.standard_normal(shape).astype(dtype)
         else:
             x = rng.integers(0, int(np.asarray(x0).max()) + 1, size=shape)
+            if not batches:
+                x = np.array(np.asarray(x0), dtype=x.dtype)
         n = shape[0]
         if loss.label_kind == "int":
             y = rng.integers(0, out[-1], size=(n, *out[:-1]))

@@ -859,6 +859,9 @@ def _kind(v: Value) -> str:
             return "int"
         if op == "Cast":
             return src.layer.attrs["to"]
+        if op in ("Add", "Subtract", "Multiply", "Cumsum") and src.inputs:
+            src = src.inputs[0].source     # int arithmetic keeps the int kind (infer)
+            continue
         if op not in _KEEPS_KIND or not src.inputs:
             return "float"
         src = src.inputs[0].source
@@ -866,6 +869,75 @@ def _kind(v: Value) -> str:
 
 def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# x op c for a Python number c -> (comparison op, whether the result is 1 - it): ne is
+# 1 - (x == c), ge is 1 - (x < c), le is 1 - (x > c) (exact: 0/1 ints)
+_COMPARE = {"eq": ("Equal", False), "ne": ("Equal", True), "lt": ("Less", False),
+            "gt": ("Greater", False), "ge": ("Less", True), "le": ("Greater", True)}
+
+
+def compare(b: Builder, c: Call):
+    """``x == c`` / ``x != c`` / ``<``, ``>``, ``<=``, ``>=`` of a computed tensor and a number
+    (RoBERTa's ``input_ids.ne(padding_idx)``, BART's ``input_ids.eq(eos_token_id)``) ->
+    ``Equal`` / ``Less`` / ``Greater(constant=c)``, an int 0/1 tensor (torch's bool; every
+    reader takes 0/1 ints), the negated ones as ``Subtract(constant=1, reverse=True)`` of
+    it. No gradient flows through a comparison."""
+    x, k = _value(c.arg(0, "self")), c.arg(1, "other")
+    if not _number(k):
+        raise Unsupported(f"a comparison {c.target} with a tensor operand (only a number)")
+    op, negate = _COMPARE[c.target.split(".")[1]]
+    if _kind(x) == "int" and not float(k).is_integer():
+        raise Unsupported(f"a comparison of an int tensor with {k}")
+    y = b.layer(op, [x], name=c.name if not negate else f"{c.name}_{op.lower()}",
+                source=c.label, out_shape=c.shape, chw=x.chw, constant=float(k))
+    if not negate:
+        return y
+    return b.layer("Subtract", [y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw,
+                   constant=1.0, reverse=True)
+
+
+def cumsum(b: Builder, c: Call):
+    """``torch.cumsum(x, dim)`` -> ``Cumsum(axis)`` along the held axis of ``dim`` (int or
+    float: torch gives int64 for an int input, the spec keeps the int kind); a ``dtype`` other
+    than the input's kind is refused, a cumsum over the batch axis too."""
+    import torch
+
+    x = _value(c.arg(0, "input"))
+    dtype = c.kwargs.get("dtype", c.arg(2, "dtype", None))
+    if dtype is not None and not (dtype == getattr(b, "dtype", None) or (
+            not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int")):
+        raise Unsupported(f"a cumsum to dtype {dtype}")
+    axis = x.canonical_axis(int(c.arg(1, "dim")))
+    return b.layer("Cumsum", [x], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw,
+                   axis=axis)
+
+
+def gather_constant(b: Builder, c: Call):
+    """``torch.gather(src, dim, index)`` (y[i][j] = src[i][index[i][j]] for dim 1) of a folded
+    ``src`` whose entries are all equal along ``dim`` (RoBERTa's buffered token-type ids, zeros,
+    gathered at its computed position ids): y is then src's first slice along ``dim``
+    broadcast to index's shape, whatever the (in-range) indices, folded. Any other gather at
+    computed indices is refused."""
+    import torch
+
+    src, dim, index = c.arg(0, "self"), int(c.arg(1, "dim")), c.arg(2, "index")
+    if not isinstance(src, FoldedIndices) or isinstance(index, FoldedIndices):
+        raise Unsupported("torch.gather at computed indices of a computed tensor (only of a "
+                          "constant equal along the gathered axis)")
+    arr = src.folded.array
+    dim %= arr.ndim
+    first = np.take(arr, [0], axis=dim)
+    if not (arr == first).all():
+        raise Unsupported("torch.gather at computed indices of a constant that varies along "
+                          "the gathered axis")
+    shape = tuple(c.shape)
+    first = first[tuple(slice(0, n) for n in shape)]
+    return Folded(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(first, shape))),
+                  c.name)
+
+
+gather_constant.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
 
 
 def where(b: Builder, c: Call):
@@ -1271,6 +1343,9 @@ ATEN = {
     "aten.pow.Tensor_Scalar": power,
     "aten.pow.Tensor_Tensor": power,
     "aten.neg.default": _unary("neg"),
+    **{f"aten.{k}.Scalar": compare for k in _COMPARE},
+    "aten.cumsum.default": cumsum,
+    "aten.gather.default": gather_constant,
     "aten.abs.default": _unary("abs"),
     "aten.sqrt.default": _unary("sqrt"),
     "aten.rsqrt.default": _unary("rsqrt"),

@@ -51,3 +51,37 @@ def test_padding_row_gets_no_gradient_but_decays_under_adamw(tmp_path):
     node_back = next(n for n in back.spec.model.nodes if n.op == "Embedding")
     assert node_back.attrs["padding_idx"] == 1
     assert checkpoint.load(path).spec == imp.spec
+
+
+class Positions(nn.Module):
+    """RoBERTa's embeddings written small: position ids computed from the input ids
+    (``ne(pad)``, ``cumsum``, ``type_as``, int ``*`` and ``+``), token types gathered from a
+    zero buffer at those positions, three tables, two with a padding row."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(9, 4, padding_idx=1)
+        self.pos = nn.Embedding(8, 4, padding_idx=1)
+        self.types = nn.Embedding(2, 4)
+        self.register_buffer("type_ids", torch.zeros(1, 8, dtype=torch.long), persistent=False)
+        self.fc = nn.Linear(20, 2)
+
+    def forward(self, ids):
+        mask = ids.ne(1).int()
+        pos = (torch.cumsum(mask, dim=1).type_as(mask) + 0) * mask
+        pos = pos.long() + 1
+        types = torch.gather(self.type_ids.expand(ids.shape[0], -1), 1, pos)
+        h = self.tok(ids) + self.types(types) + self.pos(pos)
+        return self.fc(h.flatten(1))
+
+
+def test_position_ids_computed_from_the_input_map_to_int_ops_and_certify():
+    torch.manual_seed(0)
+    m = Positions().double()
+    imp = rosetta.from_torch(m, (_ids(),), optimizer=torch.optim.Adam(m.parameters(), lr=0.05))
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert {"Equal", "Subtract", "Cumsum", "Multiply"} <= set(ops)
+    assert sum(n.attrs.get("padding_idx") == 1 for n in imp.spec.model.nodes
+               if n.op == "Embedding") == 2
+    cert = imp.certify(("torch", "tensorflow", "jax"), steps=2)
+    assert cert.passed, str(cert)
