@@ -162,7 +162,9 @@ def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float6
     model, kind, token_level = HF_MODELS[name](hidden=hidden, layers=layers)
     dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
     torch_, T = _imports()
-    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+    cfg = getattr(model, "config", None)
+    pad = getattr(cfg, "pad_token_id", None)
+    eos = cfg.eos_token_id if getattr(cfg, "is_encoder_decoder", False) else None
     if isinstance(model, T.PreTrainedModel):   # a ModelOutput: its first field; timm: a tensor
         model = Logits(model)
     model = model.to(dt)
@@ -172,6 +174,10 @@ def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float6
         if pad is not None:   # a padded batch: the last example ends in 3 pad tokens
             x[x == pad] = (pad + 2) % VOCAB
             x[-1, -3:] = pad
+            if eos is not None:   # BART's classification head reads each example's last eos
+                x[x == eos] = (eos + 2) % VOCAB
+                x[:-1, -1] = eos
+                x[-1, -4] = eos
     elif kind == "image":
         x = torch.randn(batch, 3, 32, 32, generator=g, dtype=torch.float64).to(dt)
     else:   # audio: (N, mel bins, 2 * positions) log-mel frames

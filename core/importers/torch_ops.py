@@ -254,7 +254,9 @@ def embedding(b: Builder, c: Call):
         return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
                        source=c.label, axis=0, layout="plain", out_shape=c.shape)
     if padding_idx not in (-1, None) and _shared(b, weight):
-        raise Unsupported("Embedding(padding_idx=...) of a table shared with another layer")
+        raise Unsupported("Embedding(padding_idx=...) of a table shared with another layer "
+                          "(the spec zeroes the padding row's gradient of an Embedding's own "
+                          "table only, not of one use of a shared Parameter)")
     if c.arg(4, "sparse", False):
         raise Unsupported("Embedding(sparse=True)")
     w = b.tensors[weight]
@@ -274,6 +276,10 @@ def index_table(b: Builder, c: Call):
     ``relative_position_bias_table[relative_position_index.view(-1)]``): the lookup of
     ``embedding`` at folded positions (a Gather without a batch axis, ``Unbatched``)."""
     table, idx = c.arg(0, "self"), c.arg(1, "indices")
+    if isinstance(idx, (list, tuple)) and any(isinstance(v, Value) and _kind(v) == "int"
+                                              for v in idx):
+        raise Unsupported("x[mask] at a computed boolean mask or index tensor (its shape "
+                          "depends on the data; BART's eos-token selection)")
     if not isinstance(table, str) or not isinstance(idx, (list, tuple)) or len(idx) != 1 or \
             not isinstance(idx[0], FoldedIndices) or b.tensors[table].ndim != 2:
         raise Unsupported("an index of a tensor other than a 2-D parameter at one folded index "
@@ -1037,6 +1043,9 @@ def to_dtype(b: Builder, c: Call):
     if not isinstance(dtype, torch.dtype) or dtype == getattr(b, "dtype", None) or (
             not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int"):
         return x
+    layer = getattr(x.tensor.source, "layer", None)
+    if dtype == torch.bool and getattr(layer, "op", None) in ("Equal", "Less", "Greater"):
+        return x    # a comparison's 0/1 ints are torch's bool already
     raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
                       f"dtype, the model's {getattr(b, 'dtype', None)})")
 
@@ -1345,6 +1354,13 @@ ATEN = {
     "aten.neg.default": _unary("neg"),
     **{f"aten.{k}.Scalar": compare for k in _COMPARE},
     "aten.cumsum.default": cumsum,
+    "aten.new_zeros.default": missing(
+        "x.new_zeros(...) of a computed tensor (a fresh tensor written in place afterwards, as "
+        "BART's shift_tokens_right builds decoder_input_ids with copy_/fill_ into its slices: "
+        "the spec has no in-place writes)"),
+    "aten.unique_consecutive.default": missing(
+        "torch.unique_consecutive (an output whose size depends on the data: BART's check that "
+        "every example has as many eos tokens, before hidden[eos_mask])"),
     "aten.gather.default": gather_constant,
     "aten.abs.default": _unary("abs"),
     "aten.sqrt.default": _unary("sqrt"),

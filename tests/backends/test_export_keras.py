@@ -78,7 +78,8 @@ def _tricky_spec():
                                                                                name="m_sq2")(mm)))
     t = rs.Maximum(name="m_maximum")(t, rs.Unary("erf", name="m_erf")(mm))
     t = rs.Minimum(name="m_minimum")(t, rs.Power(constant=2.0, name="m_pow")(mm))
-    t = rs.LogSoftmax(axis=0, name="m_logsm")(rs.Multiply(constant=0.5, name="m_half")(t))
+    t = rs.Cumsum(0, name="m_cumsum")(rs.Multiply(constant=0.5, name="m_half")(t))
+    t = rs.LogSoftmax(axis=0, name="m_logsm")(t)
     r = rs.Reduce("sum", (0,), name="m_sum")(t)                              # (4,)
     y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a, r, mv]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),
