@@ -108,9 +108,20 @@ def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=
 
 
 def _zero_grad_rows(spec, path) -> tuple:
-    """The rows of parameter ``path`` whose gradient is zero by definition (``ParamDef``)."""
-    d = spec.model.param_defs().get(path)
-    return d.zero_grad_rows if d is not None else ()
+    """The rows of parameter ``path`` whose gradient is zero by definition: ``ParamDef``'s
+    (Embedding's padding row), or the padding row of a ``Parameter`` table that only Gathers
+    with the same ``padding_idx`` read (a shared table's lookups, each passing none to it)."""
+    g = spec.model
+    d = g.param_defs().get(path)
+    if d is None:
+        return ()
+    if d.zero_grad_rows:
+        return d.zero_grad_rows
+    node = path.rsplit("/", 1)[0]
+    readers = [n for n in g.nodes if node in n.inputs]
+    pads = {n.attrs.get("padding_idx") if n.op == "Gather" and n.inputs[0] == node else None
+            for n in readers}
+    return (pads.pop(),) if len(pads) == 1 and None not in pads and readers else ()
 
 
 def compile_float64(spec, backend):

@@ -573,8 +573,8 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
                  recurrent_init=recurrent_init, bias_init=bias_init, **unknown)
 
 
-def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = None,
-           **unknown) -> Layer:
+def Gather(axis: int, *, indices: int | tuple | None = None, padding_idx: int | None = None,
+           name: str | None = None, **unknown) -> Layer:
     """y[n] = np.take(x[n], idx[n], axis): with x[n] of per-example shape S and idx[n] of shape
     I, y[n] has shape S[:axis] + I + S[axis+1:] and
     y[n][i_<axis, j, i_>axis] = x[n][i_<axis, idx[n][j], i_>axis].
@@ -590,15 +590,24 @@ def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = 
     under XLA), JAX and MXNet clamp. Gradient: dL/dx[n][..., k, ...] is the sum of dL/dy over
     the positions j with idx[n][j] == k; none reaches the indices.
 
+    ``padding_idx`` p (axis 0, indices as input: a lookup in a table; an ``Embedding``'s
+    padding row where the table is a ``Parameter`` several lookups share, BART's tied
+    encoder/decoder tables): the forward is unchanged, and the positions with idx == p pass no
+    gradient to x (torch's ``embedding(padding_idx=p)`` per call), so row p gets none from this
+    lookup.
+
     Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         axis (int, required)
         indices (indices, default None)
+        padding_idx (int, default None): axis 0 with indices as input: ids equal to it pass no
+            gradient (an Embedding's padding row)
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
-    return Layer("Gather", name=name, axis=axis, indices=indices, **unknown)
+    return Layer("Gather", name=name, axis=axis, indices=indices, padding_idx=padding_idx,
+                 **unknown)
 
 
 def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:

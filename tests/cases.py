@@ -77,6 +77,19 @@ def _position_ids():
                         optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
 
 
+def _shared_padded_table():
+    """One Parameter table read by two Gathers with padding_idx 2 (BART's tied encoder and
+    decoder tables): row 2 gets no gradient from either lookup."""
+    x = rs.Input((5,), kind="int", name="ids")
+    table = rs.Parameter((7, 3), "glorot_uniform", name="table")()
+    shifted = rs.Subtract(constant=6, reverse=True, name="flip")(x)      # 6 - id, in [0, 6]
+    a = rs.Gather(0, padding_idx=2, name="enc")(table, x)
+    b = rs.Gather(0, padding_idx=2, name="dec")(table, shifted)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(rs.Add(name="sum")([a, b])))
+    return rs.TrainSpec(model=rs.Model(x, out, name="shared_padded"), loss=SCE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
 def _act(**attrs):
     return lambda: _spec([rs.Dense(6, name="pre"), rs.Activation(**attrs, name="act"),
                           rs.Dense(2, name="post")], (4,))
@@ -179,6 +192,7 @@ CASES = [
         rs.Embedding(7, 4, padding_idx=2, name="emb"), rs.Flatten(name="flat"),
         rs.Dense(3, name="head")], (5,), loss=SCE(), kind="int")),
     ("position_ids_from_input", _position_ids),
+    ("gather_shared_table_padding_idx", _shared_padded_table),
     ("cumsum_float", lambda: _spec([
         rs.Dense(3, name="pre"), rs.Cumsum(0, name="cumsum"), rs.Flatten(name="flat"),
         rs.Dense(2, name="head")], (4, 2))),

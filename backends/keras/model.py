@@ -214,11 +214,12 @@ def check_exportable(program) -> None:
                 f"{where}: Keras' Conv2DTranspose refuses strides > 1 with dilation_rate > 1 "
                 f"(strides {n.attrs['strides']}, dilation {n.attrs['dilation']}), and no other "
                 f"Keras layer scatters with both")
-        if n.op == "Embedding" and n.attrs["padding_idx"] is not None:
+        if n.op in ("Embedding", "Gather") and n.attrs["padding_idx"] is not None:
             raise BackendUnavailable(
-                f"{where}: Keras's Embedding has no padding row whose gradient is zero "
-                f"(padding_idx={n.attrs['padding_idx']}; mask_zero masks later layers but still "
-                f"trains row 0); export another format (torch, onnx, savedmodel, jax)")
+                f"{where}: Keras's Embedding has no padding row whose gradient is zero, nor "
+                f"has keras.ops.take (padding_idx={n.attrs['padding_idx']}; mask_zero masks "
+                f"later layers but still trains row 0); export another format (torch, onnx, "
+                f"savedmodel, jax)")
         if n.op in ("LSTM", "SimpleRNN") and n.attrs.get("recurrent_bias"):
             raise BackendUnavailable(
                 f"{where}: Keras's {n.op} has one bias, not recurrent_bias=True's second "

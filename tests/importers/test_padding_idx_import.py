@@ -85,3 +85,39 @@ def test_position_ids_computed_from_the_input_map_to_int_ops_and_certify():
                if n.op == "Embedding") == 2
     cert = imp.certify(("torch", "tensorflow", "jax"), steps=2)
     assert cert.passed, str(cert)
+
+
+class ShiftedEos(nn.Module):
+    """BART's pieces written small: decoder ids made by ``shift_tokens_right`` (new_zeros
+    written in place), one table with a padding row read by both id sequences (a shared
+    Parameter, two padded Gathers), the head reading each example's last eos (``h[eos_mask]
+    .view(N, -1, D)[:, -1, :]``) after torch's eos-count check."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Embedding(9, 4, padding_idx=1)
+        self.mix = nn.Linear(4, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        shifted = ids.new_zeros(ids.shape)
+        shifted[:, 1:] = ids[:, :-1].clone()
+        shifted[:, 0] = 2
+        shifted.masked_fill_(shifted == -100, 1)
+        h = torch.tanh(self.mix(self.shared(ids))) + self.shared(shifted)
+        eos = ids.eq(2)
+        torch._check(torch.unique_consecutive(eos.sum(1)).numel() == 1,
+                     lambda: "All examples must have the same number of <eos> tokens.")
+        return self.fc(h[eos, :].view(h.size(0), -1, h.size(-1))[:, -1, :])
+
+
+def test_shifted_ids_shared_padded_table_and_last_eos_certify():
+    torch.manual_seed(0)
+    m = ShiftedEos().double()
+    ids = torch.tensor([[0, 2, 5, 2, 1], [3, 2, 2, 7, 1], [2, 6, 4, 2, 8]])
+    imp = rosetta.from_torch(m, (ids,), optimizer=torch.optim.Adam(m.parameters(), lr=0.05))
+    ops = {n.op for n in imp.spec.model.nodes}
+    assert {"Pad", "Cumsum", "Parameter"} <= ops and "Embedding" not in ops
+    assert {n.attrs["padding_idx"] for n in imp.spec.model.nodes if n.op == "Gather"} == {1}
+    cert = imp.certify(("torch", "tensorflow", "jax"), steps=2)
+    assert cert.passed, str(cert)
