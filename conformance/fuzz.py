@@ -201,7 +201,7 @@ def _make_math(draw, st, choice, name, src, sh, pool):
         return Node(name, "Reduce", attrs, (src,)), tuple(
             1 if i == axis % len(sh) else n for i, n in enumerate(sh))
     if choice == "softmax":
-        op = draw(st.sampled_from(["Softmax", "LogSoftmax"]))
+        op = draw(st.sampled_from(["Softmax", "LogSoftmax", "Cumsum"]))
         return Node(name, op, {"axis": draw(st.integers(-len(sh), len(sh) - 1))}, (src,)), sh
     if choice == "matmul":   # src @ a shared (C, units) Parameter: a Dense without bias
         units = draw(st.integers(1, 3))

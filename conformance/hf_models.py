@@ -6,9 +6,10 @@ Each entry of ``HF_MODELS`` builds ``(module, example input, loss)``: the module
 ``rosetta.importers.hf.Logits`` of a ``transformers`` model (its first output: the task head's
 logits, a bare encoder's last hidden state; a timm model, which returns its logits, as it is),
 the loss the spec's cross-entropy (token level for LM heads and
-encoders, ``TokenCrossEntropy``). Configs set ``pad_token_id=None`` where the model's embedding
-would otherwise have a ``padding_idx`` (a row whose gradient torch keeps at zero: the spec's
-Embedding has none, and an import of it is refused in one line); every other setting is the
+encoders, ``TokenCrossEntropy``). Configs set ``pad_token_id=None`` where the model does not need
+one, except RoBERTa and BART, which compute from it (position ids, the eos mask); their example
+batch ends in pad tokens (the certificate's first step trains on it), so the padding rows
+(``Embedding(padding_idx)``, a zero gradient) are exercised. Every other setting is the
 library's default, attention ``eager``.
 """
 
@@ -73,11 +74,13 @@ def _t5(hidden=HIDDEN, layers=LAYERS):
 
 def _bart(hidden=HIDDEN, layers=LAYERS):
     torch, T = _imports()
-    cfg = T.BartConfig(vocab_size=VOCAB, d_model=hidden, encoder_layers=layers,
+    # dropout=0: BART drops its hidden states with functional calls whose rate is a float
+    # attribute (as T5), which the certificate's dropout="off" cannot zero
+    cfg = T.BartConfig(dropout=0.0, vocab_size=VOCAB, d_model=hidden, encoder_layers=layers,
                        decoder_layers=layers, encoder_attention_heads=2,
                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                       max_position_embeddings=16, pad_token_id=None,
-                       attn_implementation="eager", use_cache=False)
+                       max_position_embeddings=16, pad_token_id=1, bos_token_id=0,
+                       eos_token_id=2, attn_implementation="eager", use_cache=False)
     return T.BartForSequenceClassification(cfg), "tokens", False
 
 
@@ -161,12 +164,22 @@ def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float6
     model, kind, token_level = HF_MODELS[name](hidden=hidden, layers=layers)
     dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
     torch_, T = _imports()
+    cfg = getattr(model, "config", None)
+    pad = getattr(cfg, "pad_token_id", None)
+    eos = cfg.eos_token_id if getattr(cfg, "is_encoder_decoder", False) else None
     if isinstance(model, T.PreTrainedModel):   # a ModelOutput: its first field; timm: a tensor
         model = Logits(model)
     model = model.to(dt)
     g = torch.Generator().manual_seed(seed)
     if kind == "tokens":
         x = torch.randint(0, VOCAB, (batch, SEQ), generator=g)
+        if pad is not None:   # a padded batch: the last example ends in 3 pad tokens
+            x[x == pad] = (pad + 2) % VOCAB
+            x[-1, -3:] = pad
+            if eos is not None:   # BART's classification head reads each example's last eos
+                x[x == eos] = (eos + 2) % VOCAB
+                x[:-1, -1] = eos
+                x[-1, -4] = eos
     elif kind == "image":
         x = torch.randn(batch, 3, 32, 32, generator=g, dtype=torch.float64).to(dt)
     else:   # audio: (N, mel bins, 2 * positions) log-mel frames

@@ -76,13 +76,20 @@ def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=
     keeps h = ``FD_STEP``; a wrong gradient is still caught, since every h agrees there.
     (Measured: the zoo LeNet at h = 1e-6 gave 0.1082 for a weight whose derivative is 0.1180,
     1e-7 and 1e-8 both 0.1180: a ReLU switching within 1e-6.)
+
+    Entries in a row the parameter declares ``zero_grad_rows`` (Embedding's ``padding_idx``)
+    have derivative 0 by definition, not the forward's slope: they read exactly 0.
     """
     p = params[path]
+    zero_rows = set(_zero_grad_rows(spec, path))
     picks = np.random.default_rng(seed).permutation(p.size)[:max_entries]
     idx = [np.unravel_index(int(i), p.shape) for i in picks]
     base = reference_loss(spec, params, inputs, labels, masks)
     out = []
     for i in idx:
+        if i and int(i[0]) in zero_rows:
+            out.append(0.0)
+            continue
         h = FD_STEP
         while True:
             up = {k: v.copy() for k, v in params.items()}
@@ -98,6 +105,23 @@ def finite_differences(spec, params, inputs, labels, path, max_entries=12, seed=
             h /= 10
         out.append(central)
     return idx, np.array(out)
+
+
+def _zero_grad_rows(spec, path) -> tuple:
+    """The rows of parameter ``path`` whose gradient is zero by definition: ``ParamDef``'s
+    (Embedding's padding row), or the padding row of a ``Parameter`` table that only Gathers
+    with the same ``padding_idx`` read (a shared table's lookups, each passing none to it)."""
+    g = spec.model
+    d = g.param_defs().get(path)
+    if d is None:
+        return ()
+    if d.zero_grad_rows:
+        return d.zero_grad_rows
+    node = path.rsplit("/", 1)[0]
+    readers = [n for n in g.nodes if node in n.inputs]
+    pads = {n.attrs.get("padding_idx") if n.op == "Gather" and n.inputs[0] == node else None
+            for n in readers}
+    return (pads.pop(),) if len(pads) == 1 and None not in pads and readers else ()
 
 
 def compile_float64(spec, backend):
@@ -141,6 +165,10 @@ def check_gradients(spec, backend, batch=4, seed=0) -> Worst:
         got = np.array([grads[path][i] for i in idx])
         worst = worst.max(compare_arrays(got, fd, f"d loss / d {path}", floor_fraction=FD_FLOOR,
                                          scale=1.0))
+        rows = list(_zero_grad_rows(spec, path))
+        if rows and np.any(np.asarray(grads[path])[rows] != 0):   # exactly zero, every entry
+            return Worst(where=f"d loss / d {path}: rows {rows} (zero by definition) are not 0",
+                         rel_err=np.inf, abs_err=np.inf, tolerance=ORACLE_FINITE_DIFFERENCE)
     worst.tolerance = ORACLE_FINITE_DIFFERENCE
     return worst
 

@@ -22,6 +22,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Cumsum",
     "Dense",
     "DepthwiseConv2D",
     "Divide",
@@ -102,7 +103,7 @@ def Activation(fn: str, *, approximate: str | None = None, slope: float | None =
 
 def Add(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
         **unknown) -> Layer:
-    """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along.
+    """y = x_1 + x_2 (+ ...), elementwise, summed left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. dL/dx_i = dL/dy summed over the axes x_i broadcasts along. Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -353,6 +354,22 @@ def Conv2DTranspose(filters: int, kernel_size: int | tuple[int, ...], *,
                  activation=activation, kernel_init=kernel_init, bias_init=bias_init, **unknown)
 
 
+def Cumsum(axis: int, *, name: str | None = None, **unknown) -> Layer:
+    """y[..., i, ...] = sum_{j <= i} x[..., j, ...] along the per-example ``axis`` (torch.cumsum,
+    np.cumsum), int or float: the kind is kept (an int cumsum is exact on every backend: the
+    position ids RoBERTa computes from its input ids). dL/dx_j = sum_{i >= j} dL/dy_i (the
+    reversed cumulative sum); an int input carries no gradient.
+
+    Precision: it computes and returns the type of its inputs under every policy.
+
+    Args:
+        axis (int, required): per-example axis, negative allowed
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("Cumsum", name=name, axis=axis, **unknown)
+
+
 def Dense(units: int, *, use_bias: bool = True, activation: str = 'identity',
           kernel_init: str | dict | Initializer = Initializer('glorot_uniform'),
           bias_init: str | dict | Initializer = Initializer('zeros'), name: str | None = None,
@@ -451,9 +468,16 @@ def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:
 
 def Embedding(vocab_size: int, dim: int, *,
               embedding_init: str | dict | Initializer = Initializer('normal', mean=0.0, stddev=0.05),
-              name: str | None = None, **unknown) -> Layer:
+              padding_idx: int | None = None, name: str | None = None, **unknown) -> Layer:
     """y[..., :] = embedding[x[...], :] for integer x in [0, vocab_size); embedding is
     (vocab_size, dim). Indices outside the range are an error on every backend's CPU path.
+
+    ``padding_idx`` (torch's ``nn.Embedding(padding_idx=p)``): the forward is unchanged (row p
+    is read like any other), but dL/d embedding[p, :] = 0 exactly: the gradient is
+    sum over positions with x != p of dL/dy, and the rows of p are dropped. An optimizer
+    without weight decay never moves row p (Adam's moments stay 0); decoupled weight decay
+    (AdamW) still shrinks it and L2 decay (Adam's weight_decay) gives it the gradient
+    wd * row, as in torch.
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -461,11 +485,12 @@ def Embedding(vocab_size: int, dim: int, *,
         vocab_size (int, required)
         dim (int, required)
         embedding_init (init, default Initializer('normal', mean=0.0, stddev=0.05))
+        padding_idx (int, default None): a row whose gradient is zero (torch's padding_idx), or null
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Embedding", name=name, vocab_size=vocab_size, dim=dim,
-                 embedding_init=embedding_init, **unknown)
+                 embedding_init=embedding_init, padding_idx=padding_idx, **unknown)
 
 
 def Equal(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
@@ -548,8 +573,8 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
                  recurrent_init=recurrent_init, bias_init=bias_init, **unknown)
 
 
-def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = None,
-           **unknown) -> Layer:
+def Gather(axis: int, *, indices: int | tuple | None = None, padding_idx: int | None = None,
+           name: str | None = None, **unknown) -> Layer:
     """y[n] = np.take(x[n], idx[n], axis): with x[n] of per-example shape S and idx[n] of shape
     I, y[n] has shape S[:axis] + I + S[axis+1:] and
     y[n][i_<axis, j, i_>axis] = x[n][i_<axis, idx[n][j], i_>axis].
@@ -565,15 +590,24 @@ def Gather(axis: int, *, indices: int | tuple | None = None, name: str | None = 
     under XLA), JAX and MXNet clamp. Gradient: dL/dx[n][..., k, ...] is the sum of dL/dy over
     the positions j with idx[n][j] == k; none reaches the indices.
 
+    ``padding_idx`` p (axis 0, indices as input: a lookup in a table; an ``Embedding``'s
+    padding row where the table is a ``Parameter`` several lookups share, BART's tied
+    encoder/decoder tables): the forward is unchanged, and the positions with idx == p pass no
+    gradient to x (torch's ``embedding(padding_idx=p)`` per call), so row p gets none from this
+    lookup.
+
     Precision: it computes and returns the type of its inputs under every policy.
 
     Args:
         axis (int, required)
         indices (indices, default None)
+        padding_idx (int, default None): axis 0 with indices as input: ids equal to it pass no
+            gradient (an Embedding's padding row)
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
-    return Layer("Gather", name=name, axis=axis, indices=indices, **unknown)
+    return Layer("Gather", name=name, axis=axis, indices=indices, padding_idx=padding_idx,
+                 **unknown)
 
 
 def GlobalAvgPool2D(*, name: str | None = None, **unknown) -> Layer:
@@ -886,7 +920,7 @@ def MultiHeadAttention(heads: int, head_dim: int, *, output_dim: int | None = No
 
 def Multiply(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
              **unknown) -> Layer:
-    """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j.
+    """y = x_1 * x_2 (* ...), elementwise, multiplied left to right; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. e.g. the squeeze-excite gate (H, W, C) * (1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * prod_{j != i} x_j. Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 
@@ -1194,7 +1228,7 @@ def StochasticDepth(rate: float, *, mode: str = 'row', name: str | None = None, 
 
 def Subtract(*, constant: float | str | None = None, reverse: bool = False, name: str | None = None,
              **unknown) -> Layer:
-    """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes).
+    """y = a - b elementwise; NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math); or one input and ``constant``. reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over broadcast axes). Int inputs (all of one kind) give an exact int result without gradient (position ids computed from token ids).
 
     Precision: it computes and returns the type of its inputs under every policy.
 

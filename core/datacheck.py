@@ -138,9 +138,16 @@ def embedding_vocab(g) -> dict:
         if node.op == "Embedding":
             v = int(node.attrs["vocab_size"])
             out[src] = min(out.get(src, v), v)
-        elif node.out_type.kind == "int":
+        elif node.out_type.kind == "int" and node.op in _KEEPS_IDS:
             origin[node.name] = src
     return out
+
+
+# the ops whose int output holds the input's own values, moved or repeated (the ids still): an
+# Embedding behind them reads the input's ids. Arithmetic on ids (RoBERTa's position ids:
+# Equal, Subtract, Cumsum, Multiply, Add) computes other integers, which bound nothing here.
+_KEEPS_IDS = frozenset({"Reshape", "Flatten", "Transpose", "Slice", "Squeeze", "Unsqueeze",
+                        "Expand", "Gather", "Concatenate", "Cast", "Pad"})
 
 
 def check_embedding_ids(vocab: dict, name: str, a) -> None:

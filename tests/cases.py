@@ -62,6 +62,34 @@ def _squeeze_excite():
                         optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
 
 
+def _position_ids():
+    """RoBERTa's position ids from its input ids (pad id 1): keep = 1 - (ids == 1),
+    pos = cumsum(keep) * keep + 1, read by a second padding Embedding: int Equal, Subtract,
+    Cumsum, Multiply, Add (exact, no gradient), then both tables' padding rows get none."""
+    x = rs.Input((6,), kind="int", name="ids")
+    keep = rs.Subtract(constant=1, reverse=True, name="ne")(rs.Equal(constant=1, name="eq")(x))
+    pos = rs.Multiply(name="masked")([rs.Cumsum(0, name="cumsum")(keep), keep])
+    pos = rs.Add(constant=1, name="offset")(pos)
+    h = rs.Add(name="sum")([rs.Embedding(7, 4, padding_idx=1, name="tok")(x),
+                            rs.Embedding(8, 4, padding_idx=1, name="pos")(pos)])
+    out = rs.Dense(3, name="head")(rs.Flatten(name="flat")(h))
+    return rs.TrainSpec(model=rs.Model(x, out, name="position_ids"), loss=SCE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
+def _shared_padded_table():
+    """One Parameter table read by two Gathers with padding_idx 2 (BART's tied encoder and
+    decoder tables): row 2 gets no gradient from either lookup."""
+    x = rs.Input((5,), kind="int", name="ids")
+    table = rs.Parameter((7, 3), "glorot_uniform", name="table")()
+    shifted = rs.Subtract(constant=6, reverse=True, name="flip")(x)      # 6 - id, in [0, 6]
+    a = rs.Gather(0, padding_idx=2, name="enc")(table, x)
+    b = rs.Gather(0, padding_idx=2, name="dec")(table, shifted)
+    out = rs.Dense(2, name="head")(rs.Flatten(name="flat")(rs.Add(name="sum")([a, b])))
+    return rs.TrainSpec(model=rs.Model(x, out, name="shared_padded"), loss=SCE(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=5)
+
+
 def _act(**attrs):
     return lambda: _spec([rs.Dense(6, name="pre"), rs.Activation(**attrs, name="act"),
                           rs.Dense(2, name="post")], (4,))
@@ -158,6 +186,16 @@ CASES = [
     ("embedding", lambda: _spec([
         rs.Embedding(7, 4, name="emb"), rs.Flatten(name="flat"), rs.Dense(3, name="head")],
         (5,), loss=SCE(), kind="int")),
+    # padding_idx: the forward reads row 2 like any other, its gradient is 0 (every sample of
+    # these 20 ids holds a 2; the oracle checks the row is exactly 0 on every backend)
+    ("embedding_padding_idx", lambda: _spec([
+        rs.Embedding(7, 4, padding_idx=2, name="emb"), rs.Flatten(name="flat"),
+        rs.Dense(3, name="head")], (5,), loss=SCE(), kind="int")),
+    ("position_ids_from_input", _position_ids),
+    ("gather_shared_table_padding_idx", _shared_padded_table),
+    ("cumsum_float", lambda: _spec([
+        rs.Dense(3, name="pre"), rs.Cumsum(0, name="cumsum"), rs.Flatten(name="flat"),
+        rs.Dense(2, name="head")], (4, 2))),
     ("bce_loss", lambda: _spec([rs.Dense(3, name="d")], (4,), loss=BCE())),
     # more ops (``rs.layers``): padding, upsampling, global max, RMS/group norm, 1-D windows
     ("zeropad_asym", lambda: _spec([

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from rosetta.backends.jax.bias import Biased
 from rosetta.backends.jax.lowering import HIGHEST, activate, lowers
@@ -20,6 +22,12 @@ def dense(node, xs, ctx):
 
 @lowers("Embedding")
 def embedding(node, xs, ctx):
+    """nn.Embed; ``padding_idx`` p: the rows read at ids == p pass through
+    ``lax.stop_gradient`` (a ``where`` selects: the forward is exactly the lookup), so row p's
+    gradient is exactly 0."""
     a = node.attrs
-    return nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.params,
-                    name=node.name)(xs[0])
+    y = nn.Embed(a["vocab_size"], a["dim"], dtype=ctx.dtype, param_dtype=ctx.params,
+                 name=node.name)(xs[0])
+    if a["padding_idx"] is None:
+        return y
+    return jnp.where((xs[0] == a["padding_idx"])[..., None], jax.lax.stop_gradient(y), y)

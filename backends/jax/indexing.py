@@ -38,7 +38,13 @@ def gather(node, xs, ctx):
     def take(xi, ii):
         return jnp.take(xi, ii, axis=axis, mode="clip")
     if x.shape[0] == 1 and idx.shape[0] != 1:
-        return jax.vmap(take, in_axes=(None, 0))(x[0], idx)
-    if idx.shape[0] == 1 and x.shape[0] != 1:
-        return jax.vmap(take, in_axes=(0, None))(x, idx[0])
-    return jax.vmap(take)(x, idx)
+        y = jax.vmap(take, in_axes=(None, 0))(x[0], idx)
+    elif idx.shape[0] == 1 and x.shape[0] != 1:
+        y = jax.vmap(take, in_axes=(0, None))(x, idx[0])
+    else:
+        y = jax.vmap(take)(x, idx)
+    if a["padding_idx"] is None:
+        return y
+    # padding_idx: the rows read at that id pass no gradient (where selects: forward unchanged)
+    at_pad = (idx == a["padding_idx"]).reshape(*idx.shape, *(1,) * (len(shape) - 1))
+    return jnp.where(at_pad, jax.lax.stop_gradient(y), y)

@@ -30,3 +30,11 @@ def softmax(node, xs, ctx):
                           len(node.in_types[0].shape), node.name)[0] + 1
     fn = jax.nn.softmax if node.op == "Softmax" else jax.nn.log_softmax
     return fn(xs[0], axis=axis)
+
+
+@lowers("Cumsum")
+def cumsum(node, xs, ctx):
+    """jnp.cumsum over the per-example axis (+1); the dtype kept."""
+    axis = normalize_axes(REGISTRY[node.op], (node.attrs["axis"],),
+                          len(node.in_types[0].shape), node.name)[0] + 1
+    return jnp.cumsum(xs[0], axis=axis, dtype=xs[0].dtype)

@@ -214,6 +214,12 @@ def check_exportable(program) -> None:
                 f"{where}: Keras' Conv2DTranspose refuses strides > 1 with dilation_rate > 1 "
                 f"(strides {n.attrs['strides']}, dilation {n.attrs['dilation']}), and no other "
                 f"Keras layer scatters with both")
+        if n.op in ("Embedding", "Gather") and n.attrs["padding_idx"] is not None:
+            raise BackendUnavailable(
+                f"{where}: Keras's Embedding has no padding row whose gradient is zero, nor "
+                f"has keras.ops.take (padding_idx={n.attrs['padding_idx']}; mask_zero masks "
+                f"later layers but still trains row 0); export another format (torch, onnx, "
+                f"savedmodel, jax)")
         if n.op in ("LSTM", "SimpleRNN") and n.attrs.get("recurrent_bias"):
             raise BackendUnavailable(
                 f"{where}: Keras's {n.op} has one bias, not recurrent_bias=True's second "
@@ -847,6 +853,12 @@ def _reduce(b, node, xs):
         total = b.op(f"{node.name}_sum", ops.sum, d, axis=axes, keepdims=a["keepdims"])
         return b.op(node.name, ops.divide, total, float(n - a["correction"]))
     return b.op(node.name, getattr(ops, a["fn"]), x, axis=axes, keepdims=a["keepdims"])
+
+
+@lowers("Cumsum")
+def _cumsum(b, node, xs):
+    axis = _batch_axes((node.attrs["axis"],), len(node.in_types[0].shape))[0]
+    return b.op(node.name, b.ops.cumsum, xs[0], axis=axis)
 
 
 @lowers("LogSoftmax")

@@ -17,5 +17,12 @@ def dense(F, node, xs, p, ctx):
 
 @lowers("Embedding")
 def embedding(F, node, xs, p, ctx):
+    """F.Embedding; ``padding_idx`` p: the rows read at ids == p pass through ``BlockGrad``
+    (``where`` on the mask broadcast to the output selects, so the forward is exactly the
+    lookup), so row p's gradient is exactly 0."""
     a = node.attrs
-    return F.Embedding(xs[0], p["embedding"], input_dim=a["vocab_size"], output_dim=a["dim"])
+    y = F.Embedding(xs[0], p["embedding"], input_dim=a["vocab_size"], output_dim=a["dim"])
+    if a["padding_idx"] is None:
+        return y
+    at_pad = F.broadcast_like(F.expand_dims(xs[0] == a["padding_idx"], axis=-1), y)
+    return F.where(at_pad, F.BlockGrad(y), y)

@@ -24,6 +24,19 @@ def slice_(F, node, xs, p, ctx):
 
 @lowers("Gather")
 def gather(F, node, xs, p, ctx):
+    """``_gather``; with ``padding_idx`` the rows read at that id pass through ``BlockGrad``
+    (``where`` on the mask broadcast to the output: the forward is the gather itself)."""
+    y = _gather(F, node, xs, p, ctx)
+    pad = node.attrs["padding_idx"]
+    if pad is None:
+        return y
+    at_pad = xs[1] == pad
+    for _ in range(len(node.in_types[0].shape) - 1):
+        at_pad = F.expand_dims(at_pad, axis=-1)
+    return F.where(F.broadcast_like(at_pad, y), F.BlockGrad(y), y)
+
+
+def _gather(F, node, xs, p, ctx):
     """Constant indices: one-wide ``slice_axis`` per index, concatenated on the axis, then a
     reshape to the inferred shape (no constant array in the graph).
     Indices as input: negative ones wrapped (idx + K); x viewed (N, A, K, B) is laid out

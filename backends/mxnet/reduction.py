@@ -32,3 +32,10 @@ def softmax(F, node, xs, p, ctx):
     """F.softmax / F.log_softmax (both subtract the max) over the axis (+1)."""
     axis = _axes(node, (node.attrs["axis"],))[0]
     return (F.softmax if node.op == "Softmax" else F.log_softmax)(xs[0], axis=axis)
+
+
+@lowers("Cumsum")
+def cumsum(F, node, xs, p, ctx):
+    """F.cumsum over the axis (+1); MXNet carries int tensors in the float dtype, where sums of
+    integers below 2**53 are exact."""
+    return F.cumsum(xs[0], axis=_axes(node, (node.attrs["axis"],))[0])

@@ -32,7 +32,18 @@ class Dense(NodeModule):
 @lowers("Embedding")
 class Embedding(NodeModule):
     """tf.gather rows of the (vocab, dim) table. Out-of-range ids raise on TensorFlow's CPU kernel
-    but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps."""
+    but are clamped under XLA, so ``Program`` checks the ids on the host before its XLA steps.
+    ``padding_idx`` p: the rows read at ids == p pass through ``tf.stop_gradient`` (a ``where``
+    selects, so the forward is exactly the gather), so row p's gradient is exactly 0."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.padding_idx = node.attrs["padding_idx"]
 
     def __call__(self, xs, training=False, update_state=False):
-        return tf.gather(self.embedding, xs[0])
+        y = tf.gather(self.embedding, xs[0])
+        pad = self.padding_idx
+        if pad is None:
+            return y
+        at_pad = tf.expand_dims(tf.equal(xs[0], tf.cast(pad, xs[0].dtype)), -1)
+        return tf.where(at_pad, tf.stop_gradient(y), y)

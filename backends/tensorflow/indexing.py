@@ -38,6 +38,7 @@ class Gather(NodeModule):
         self.size = shape[self.axis]
         self.idx = (None if a["indices"] is None else
                     constant_indices(REGISTRY["Gather"], a, self.size, node.name))
+        self.padding_idx, self.trailing = a["padding_idx"], len(shape) - 1
 
     def __call__(self, xs, training=False, update_state=False):
         x = xs[0]
@@ -48,4 +49,11 @@ class Gather(NodeModule):
         n = tf.maximum(tf.shape(x)[0], tf.shape(idx)[0])
         x = tf.broadcast_to(x, tf.concat([[n], tf.shape(x)[1:]], 0))
         idx = tf.broadcast_to(idx, tf.concat([[n], tf.shape(idx)[1:]], 0))
-        return tf.gather(x, idx, axis=self.axis + 1, batch_dims=1)
+        y = tf.gather(x, idx, axis=self.axis + 1, batch_dims=1)
+        if self.padding_idx is None:
+            return y
+        # padding_idx: the rows read at that id pass no gradient (a where selects: the forward
+        # is the gather itself)
+        at_pad = tf.equal(idx, tf.cast(self.padding_idx, idx.dtype))
+        at_pad = tf.reshape(at_pad, tf.concat([tf.shape(idx), [1] * self.trailing], 0))
+        return tf.where(at_pad, tf.stop_gradient(y), y)

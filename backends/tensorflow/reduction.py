@@ -49,3 +49,16 @@ class AxisSoftmax(NodeModule):
 
     def __call__(self, xs, training=False, update_state=False):
         return self.fn(xs[0], axis=self.axis)
+
+
+@lowers("Cumsum")
+class Cumsum(NodeModule):
+    """tf.math.cumsum over the tensor axis of the per-example ``axis``."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.axis = normalize_axes(REGISTRY[node.op], (node.attrs["axis"],),
+                                   len(node.in_types[0].shape), node.name)[0] + 1
+
+    def __call__(self, xs, training=False, update_state=False):
+        return tf.math.cumsum(xs[0], axis=self.axis)

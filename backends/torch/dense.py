@@ -19,8 +19,10 @@ def dense(node: Node, layout: str) -> nn.Module:
 
 @lowers("Embedding", accepts=CHANNELS_LAST)
 def embedding(node: Node, layout: str) -> nn.Module:
-    """nn.Embedding: weight is the canonical (vocab_size, dim) table."""
-    return nn.Embedding(node.attrs["vocab_size"], node.attrs["dim"])
+    """nn.Embedding: weight is the canonical (vocab_size, dim) table; ``padding_idx`` is torch's
+    own (row padding_idx gets no gradient)."""
+    a = node.attrs
+    return nn.Embedding(a["vocab_size"], a["dim"], padding_idx=a["padding_idx"])
 
 
 def _swap_last_two(a):

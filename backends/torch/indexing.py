@@ -77,6 +77,20 @@ class GatherPerExample(nn.Module):
         return f"size={self.size}, out_shape={self.out_shape}"
 
 
+class PaddedGather(nn.Module):
+    """A Gather whose positions at idx == padding_idx pass no gradient: the rows read there
+    are ``detach``\ ed (``torch.where`` selects, so the forward is the gather itself)."""
+
+    def __init__(self, inner: nn.Module, padding_idx: int, trailing: int):
+        super().__init__()
+        self.inner, self.padding_idx, self.trailing = inner, padding_idx, trailing
+
+    def forward(self, x, idx):
+        y = self.inner(x, idx)
+        at_pad = (idx == self.padding_idx).reshape(*idx.shape, *(1,) * self.trailing)
+        return torch.where(at_pad, y.detach(), y)
+
+
 @lowers("Gather", accepts=CHANNELS_LAST)
 def gather(node: Node, layout: str) -> nn.Module:
     a, shape = node.attrs, node.in_types[0].shape
@@ -84,4 +98,7 @@ def gather(node: Node, layout: str) -> nn.Module:
     if a["indices"] is not None:
         idx = constant_indices(REGISTRY["Gather"], a, shape[axis], node.name)
         return GatherConstant(axis + 1, idx, node.out_type.shape)
-    return GatherPerExample(axis, shape, node.out_type.shape)
+    inner = GatherPerExample(axis, shape, node.out_type.shape)
+    if a["padding_idx"] is None:
+        return inner
+    return PaddedGather(inner, a["padding_idx"], len(shape) - 1)

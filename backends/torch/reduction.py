@@ -49,3 +49,18 @@ def softmax(node: Node, layout: str) -> nn.Module:
     dim = native_axis(node.attrs["axis"], len(node.in_types[0].shape), layout)
     fn = torch.softmax if node.op == "Softmax" else torch.log_softmax
     return AxisSoftmax(fn, dim)
+
+
+class Cumsum(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return torch.cumsum(x, dim=self.dim)
+
+
+@lowers("Cumsum", accepts=EITHER)
+def cumsum(node: Node, layout: str) -> nn.Module:
+    """torch.cumsum along the native axis (an int32 input gives int64, torch's rule)."""
+    return Cumsum(native_axis(node.attrs["axis"], len(node.in_types[0].shape), layout))

@@ -129,7 +129,13 @@ def randomize(module, seed: int, keep=()) -> None:
 
 
 def _batches(imp, steps, seed, dtype):
-    """``steps`` random (inputs in canonical layout, labels) of the example's batch size."""
+    """``steps`` random (inputs in canonical layout, labels) of the example's batch size. Token
+    ids: the first batch is the example's own ids (a padded batch where the user gave one, so
+    an ``Embedding(padding_idx)`` and position ids computed from the pads are exercised), the
+    others the example's rows with their positions shuffled, row by row (one id per example:
+    uniform in [0, the largest]): every example keeps its count of each id (a model that needs,
+    say, one eos token per example, as BART's classification head does, runs on every batch)
+    while the ids move."""
     rng = np.random.default_rng(seed)
     x0 = imp.source.example_inputs[0]
     shape = tuple(x0.shape)
@@ -142,7 +148,12 @@ def _batches(imp, steps, seed, dtype):
         if np.asarray(x0).dtype.kind == "f":
             x = rng.standard_normal(shape).astype(dtype)
         else:
-            x = rng.integers(0, int(np.asarray(x0).max()) + 1, size=shape)
+            x = np.array(np.asarray(x0))
+            if batches and x.ndim >= 2:
+                flat = x.reshape(len(x), -1)
+                x = np.stack([row[rng.permutation(len(row))] for row in flat]).reshape(x.shape)
+            elif batches:       # one id per example: uniform in [0, the largest]
+                x = rng.integers(0, int(x.max()) + 1, size=shape)
         n = shape[0]
         if loss.label_kind == "int":
             y = rng.integers(0, out[-1], size=(n, *out[:-1]))

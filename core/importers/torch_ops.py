@@ -13,6 +13,7 @@ reading it gets its kernel rows permuted (``flatten_nchw``), which keeps the num
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,177 @@ class Call:
 
 
 def _value(v, what="input") -> Value:
+    if isinstance(v, Canvas):
+        return v.value()
     if not isinstance(v, Value):
         raise Unsupported(f"{what} is not a tensor computed from the model input ({v!r})")
     return v
+
+
+class Canvas:
+    """``x.new_zeros(shape)`` written in place before it is read (BART's shift_tokens_right:
+    ``shifted[:, 1:] = ids[:, :-1]; shifted[:, 0] = start``): the writes (``copy_`` of a
+    tensor, ``fill_`` of a number) into slices along one axis are recorded, and the first
+    reader gets the tensor they make, which must be one written tensor with one number around
+    it: ``Pad(src, pads, value)`` along that axis (exact; zeros where nothing was written)."""
+
+    def __init__(self, b, c, like: Value):
+        self.b, self.name, self.label, self.like = b, c.name, c.label, like
+        self.shape = tuple(c.shape)
+        self.writes = []        # (axis, start, stop, Value or number)
+        self.made = None
+
+    def view(self, dim, start, stop):
+        return CanvasView(self, dim % len(self.shape), start, stop)
+
+    def write(self, view, what):
+        if self.made is not None:
+            raise Unsupported("an in-place write into a fresh tensor after it was read")
+        self.writes.append((view.dim, view.start, view.stop, what))
+
+    def value(self) -> Value:
+        if self.made is not None:
+            return self.made
+        tensors = [w for w in self.writes if isinstance(w[3], Value)]
+        axes = {w[0] for w in self.writes}
+        if len(tensors) != 1 or len(axes) != 1 or 0 in axes:
+            raise Unsupported("in-place writes into x.new_zeros(...) other than one tensor "
+                              "written along one axis (with numbers around it)")
+        axis, lo, hi, src = tensors[0]
+        size = self.shape[axis]
+        cover = np.zeros(size, bool)
+        cover[lo:hi] = True
+        numbers = set()
+        for _, a, z, v in self.writes:
+            if not isinstance(v, Value):
+                if cover[a:z].any():
+                    raise Unsupported("in-place writes into x.new_zeros(...) that overlap")
+                cover[a:z] = True
+                numbers.add(float(v))
+        if not cover.all():
+            numbers.add(0.0)
+        if len(numbers) > 1:
+            raise Unsupported(f"in-place writes of several numbers {sorted(numbers)} around a "
+                              f"tensor in x.new_zeros(...)")
+        if isinstance(src.layout, tuple) or src.layout != "plain":
+            raise Unsupported("an in-place write of a tensor held in another layout")
+        pads = [(0, 0)] * (len(self.shape) - 1)
+        pads[axis - 1] = (lo, size - hi)
+        self.made = self.b.layer("Pad", [src], name=self.name, source=self.label,
+                                 layout="plain", out_shape=self.shape, pads=tuple(pads),
+                                 value=numbers.pop() if numbers else 0.0)
+        return self.made
+
+
+@dataclass
+class CanvasView:
+    """A slice of a ``Canvas`` along one axis, [start, stop): what ``copy_``/``fill_`` write."""
+    canvas: Canvas
+    dim: int
+    start: int
+    stop: int
+
+
+class SizeCheck:
+    """A data-dependent size torch.export checks at run time (``unique_consecutive`` of the eos
+    counts, the number of rows ``x[mask]`` selects, the asserts on them): no value of the
+    model; only size arithmetic and asserts may read it."""
+
+    def __repr__(self):
+        return "<a data-dependent size check>"
+
+
+def size_check(b: Builder, c: Call):
+    """``torch.unique_consecutive`` read only for its size (BART: every example must have as
+    many eos tokens, which torch asserts at run time), ``sym_size`` of it or of ``x[mask]``,
+    and the size arithmetic of the asserts: a ``SizeCheck`` (no spec node). The spec does not
+    repeat torch's run-time assert: a batch whose examples hold different numbers of eos
+    tokens, which torch refuses, gets each example's last one."""
+    if c.target.startswith("aten.unique_consecutive"):
+        return (SizeCheck(), SizeCheck(), SizeCheck())
+    args = [a for a in c.args if not _number(a)]
+    if not args or not all(isinstance(a, (SizeCheck, MaskedRows)) for a in args):
+        raise Unsupported(f"{c.target} of a tensor size (only of a data-dependent size check)")
+    return SizeCheck()
+
+
+size_check.static = False
+
+
+@dataclass
+class MaskedRows:
+    """``x[mask]`` (an (N, T, ...) tensor at a computed 0/1 (N, T) mask: the selected rows,
+    example by example), read only by a ``view`` back to (N, -1, ...) (``grouped``) and then
+    a ``select`` of one row of each example."""
+    x: Value
+    mask: Value
+    grouped: bool = False
+
+
+def masked_rows_select(b: Builder, c: Call, rows: MaskedRows, dim: int, index: int) -> Value:
+    """``x[mask].view(N, -1, D)[:, index]``: with every example holding k selected rows (what
+    the view needs), row ``index`` of example n is x[n, t] at the t where the running count
+    cs[t] = cumsum(mask)[t] reaches index + 1 (k for index -1) and mask[t] = 1. As spec ops:
+    w = mask * (cs == that count) (int 0/1, one 1 per example), then
+    y = sum_t x[n, t] * w[n, t]: one term x[n, t] and zeros, so exactly x[n, t] (and its
+    gradient w). Other indices than -1 and >= 0, other dims than 1, refused."""
+    x, mask = rows.x, rows.mask
+    if dim != 1 or not rows.grouped or index < -1:
+        raise Unsupported("x[mask] read other than as x[mask].view(N, -1, ...)[:, i]")
+    n = c.name
+    cs = b.layer("Cumsum", [mask], name=f"{n}_count", source=c.label, layout="plain",
+                 out_shape=mask.shape, axis=0)
+    if index == -1:
+        total = b.layer("Slice", [cs], name=f"{n}_total", source=c.label, layout="plain",
+                        out_shape=(mask.shape[0], 1), axes=(0,), starts=(-1,),
+                        stops=(int(mask.shape[1]),),
+                        steps=(1,))
+        at = b.layer("Equal", [cs, total], name=f"{n}_at", source=c.label, layout="plain",
+                     out_shape=mask.shape)
+    else:
+        at = b.layer("Equal", [cs], name=f"{n}_at", source=c.label, layout="plain",
+                     out_shape=mask.shape, constant=float(index + 1))
+    w = b.layer("Multiply", [at, mask], name=f"{n}_pick", source=c.label, layout="plain",
+                out_shape=mask.shape)
+    w = b.layer("Cast", [w], name=f"{n}_weight", source=c.label, layout="plain",
+                out_shape=mask.shape, to="float")
+    w = b.layer("Unsqueeze", [w], name=f"{n}_weight_axis", source=c.label, layout="plain",
+                out_shape=tuple(mask.shape) + (1,) * (len(x.shape) - len(mask.shape)),
+                axes=tuple(range(len(mask.shape) - 1, len(x.shape) - 1)))
+    y = b.layer("Multiply", [x, w], name=f"{n}_rows", source=c.label, layout="plain",
+                out_shape=x.shape)
+    return b.layer("Reduce", [y], name=n, source=c.label, layout="plain", out_shape=c.shape,
+                   fn="sum", axes=(0,))
+
+
+def new_zeros(b: Builder, c: Call):
+    """``x.new_zeros(shape)`` of a computed int tensor with x's own shape: a ``Canvas`` that
+    ``copy_``/``fill_`` into its slices write (any other use refused when it is read)."""
+    x = _value(c.arg(0, "self"))
+    if tuple(c.arg(1, "size")) != tuple(x.shape) or c.kwargs.get("dtype") is not None:
+        raise Unsupported("x.new_zeros(...) of another shape or dtype than x")
+    return Canvas(b, c, x)
+
+
+def copy_into(b: Builder, c: Call):
+    """``view.copy_(src)`` into a slice of a ``Canvas`` (same shape); nothing else."""
+    dst, src = c.arg(0, "self"), c.arg(1, "src")
+    if not isinstance(dst, CanvasView):
+        raise Unsupported("an in-place copy_ into a tensor other than a slice of "
+                          "x.new_zeros(...)")
+    src = _value(src)
+    dst.canvas.write(dst, src)
+    return src
+
+
+def fill_into(b: Builder, c: Call):
+    """``view.fill_(number)`` of a slice of a ``Canvas``; nothing else."""
+    dst, v = c.arg(0, "self"), c.arg(1, "value")
+    if not isinstance(dst, CanvasView) or not _number(v):
+        raise Unsupported("an in-place fill_ other than of a slice of x.new_zeros(...) with a "
+                          "number")
+    dst.canvas.write(dst, v)
+    return dst
 
 
 def _need(v: Value, layout: str, what: str):
@@ -248,19 +417,26 @@ def embedding(b: Builder, c: Call):
     idx = _value(idx)
     if not isinstance(weight, str):
         raise Unsupported("an embedding whose table is computed")
-    if c.arg(2, "padding_idx", -1) in (-1, None) and _shared(b, weight):
+    padding_idx = c.arg(2, "padding_idx", -1)
+    if padding_idx in (-1, None) and _shared(b, weight):
         # a tied table: Gather(axis 0) of the shared Parameter, y[n, ...] = W[ids[n, ...]]
         return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
                        source=c.label, axis=0, layout="plain", out_shape=c.shape)
-    if c.arg(2, "padding_idx", -1) not in (-1, None):
-        raise Unsupported("Embedding(padding_idx=...) (the spec's Embedding has no padding row "
-                          "whose gradient is zero)")
+    if padding_idx not in (-1, None) and _shared(b, weight):
+        # a tied table read with a padding row (BART's encoder and decoder): this lookup passes
+        # no gradient at ids == padding_idx, as torch's embedding(padding_idx) per call
+        return b.layer("Gather", [shared_parameter(b, weight, c.label), idx], name=c.name,
+                       source=c.label, axis=0, padding_idx=int(padding_idx), layout="plain",
+                       out_shape=c.shape)
     if c.arg(4, "sparse", False):
         raise Unsupported("Embedding(sparse=True)")
     w = b.tensors[weight]
+    # aten.embedding's padding_idx is already >= 0 (nn.Embedding adds the vocabulary size to a
+    # negative one) or -1 for none; the spec's Embedding zeroes that row's gradient as torch does
     return b.layer("Embedding", [idx], name=c.name, source=c.label,
                    params={"embedding": (weight, "identity")}, vocab_size=int(w.shape[0]),
-                   dim=int(w.shape[1]), layout="plain", out_shape=c.shape)
+                   dim=int(w.shape[1]), layout="plain", out_shape=c.shape,
+                   **({} if padding_idx in (-1, None) else {"padding_idx": int(padding_idx)}))
 
 
 embedding.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
@@ -271,6 +447,18 @@ def index_table(b: Builder, c: Call):
     ``relative_position_bias_table[relative_position_index.view(-1)]``): the lookup of
     ``embedding`` at folded positions (a Gather without a batch axis, ``Unbatched``)."""
     table, idx = c.arg(0, "self"), c.arg(1, "indices")
+    if isinstance(idx, (list, tuple)) and any(isinstance(v, Value) and _kind(v) == "int"
+                                              for v in idx):
+        mask = idx[0]
+        layer = getattr(mask.tensor.source, "layer", None) if isinstance(mask, Value) else None
+        if len(idx) == 1 and isinstance(table, Value) and table.layout == "plain" and \
+                getattr(layer, "op", None) in ("Equal", "Less", "Greater") and \
+                tuple(mask.shape) == tuple(table.shape[:len(mask.shape)]) and \
+                len(mask.shape) == 2:
+            return MaskedRows(table, mask)      # read by view(N, -1, ...)[:, i] only
+        raise Unsupported("x[mask] at a computed boolean mask or index tensor (its shape "
+                          "depends on the data) other than a comparison's (N, T) mask of an "
+                          "(N, T, ...) tensor")
     if not isinstance(table, str) or not isinstance(idx, (list, tuple)) or len(idx) != 1 or \
             not isinstance(idx[0], FoldedIndices) or b.tensors[table].ndim != 2:
         raise Unsupported("an index of a tensor other than a 2-D parameter at one folded index "
@@ -632,6 +820,11 @@ def view(b: Builder, c: Call):
     carried through."""
     x = c.arg(0, "input")
     shape = tuple(c.shape)
+    if isinstance(x, MaskedRows):   # x[mask].view(N, -1, D): the rows grouped per example
+        if x.grouped or len(shape) != len(x.x.shape) or shape[0] != x.x.shape[0] or \
+                shape[2:] != tuple(x.x.shape[2:]):
+            raise Unsupported("x[mask] viewed other than as (N, -1, ...)")
+        return MaskedRows(x.x, x.mask, grouped=True)
     if isinstance(x, (str, ParamView)):   # a view of a parameter: read by the op that uses it
         return ParamView(x if isinstance(x, str) else x.src, shape)
     if isinstance(x, Unbatched):   # held (1, ...): a Reshape of it in source order
@@ -678,7 +871,15 @@ def _slice(b: Builder, c: Call, x: Value, dim: int, start, stop, step: int, name
 
 
 def slice_(b: Builder, c: Call):
-    """x[..., start:end:step, ...] along one source axis -> ``Slice`` (held order kept)."""
+    """x[..., start:end:step, ...] along one source axis -> ``Slice`` (held order kept); of a
+    ``Canvas``, the view its in-place writes go to."""
+    if isinstance(c.arg(0, "input"), Canvas):
+        cv, dim = c.arg(0, "input"), int(c.arg(1, "dim", 0))
+        if int(c.arg(4, "step", 1)) != 1:
+            raise Unsupported("a strided slice of x.new_zeros(...) written in place")
+        start, stop, _ = slice(c.arg(2, "start", None), c.arg(3, "end", None)).indices(
+            cv.shape[dim])
+        return cv.view(dim, start, stop)
     x = _value(c.arg(0, "input"))
     return _slice(b, c, x, int(c.arg(1, "dim", 0)), c.arg(2, "start", None),
                   c.arg(3, "end", None), int(c.arg(4, "step", 1)), c.name)
@@ -690,6 +891,12 @@ def select(b: Builder, c: Call):
     x = c.arg(0, "input")
     if isinstance(x, HiddenStates):   # h_n[k] of a recurrent call
         return x.select(b, c, int(c.arg(1, "dim")), int(c.arg(2, "index")))
+    if isinstance(x, MaskedRows):     # x[mask].view(N, -1, D)[:, i]
+        return masked_rows_select(b, c, x, int(c.arg(1, "dim")) % 3, int(c.arg(2, "index")))
+    if isinstance(x, Canvas):         # the view an in-place fill_ writes
+        dim = int(c.arg(1, "dim")) % len(x.shape)
+        i = int(c.arg(2, "index")) % x.shape[dim]
+        return x.view(dim, i, i + 1)
     x = _value(x)
     rank = len(x.shape)
     dim, i = int(c.arg(1, "dim")) % rank, int(c.arg(2, "index"))
@@ -824,7 +1031,7 @@ def unsqueeze(b: Builder, c: Call):
 
 
 _KEEPS_KIND = ("Slice", "Reshape", "Transpose", "Expand", "Squeeze", "Unsqueeze", "Gather",
-               "Concatenate", "Flatten")
+               "Concatenate", "Flatten", "Pad")
 
 
 def _kind(v: Value) -> str:
@@ -841,6 +1048,9 @@ def _kind(v: Value) -> str:
             return "int"
         if op == "Cast":
             return src.layer.attrs["to"]
+        if op in ("Add", "Subtract", "Multiply", "Cumsum") and src.inputs:
+            src = src.inputs[0].source     # int arithmetic keeps the int kind (infer)
+            continue
         if op not in _KEEPS_KIND or not src.inputs:
             return "float"
         src = src.inputs[0].source
@@ -848,6 +1058,75 @@ def _kind(v: Value) -> str:
 
 def _number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# x op c for a Python number c -> (comparison op, whether the result is 1 - it): ne is
+# 1 - (x == c), ge is 1 - (x < c), le is 1 - (x > c) (exact: 0/1 ints)
+_COMPARE = {"eq": ("Equal", False), "ne": ("Equal", True), "lt": ("Less", False),
+            "gt": ("Greater", False), "ge": ("Less", True), "le": ("Greater", True)}
+
+
+def compare(b: Builder, c: Call):
+    """``x == c`` / ``x != c`` / ``<``, ``>``, ``<=``, ``>=`` of a computed tensor and a number
+    (RoBERTa's ``input_ids.ne(padding_idx)``, BART's ``input_ids.eq(eos_token_id)``) ->
+    ``Equal`` / ``Less`` / ``Greater(constant=c)``, an int 0/1 tensor (torch's bool; every
+    reader takes 0/1 ints), the negated ones as ``Subtract(constant=1, reverse=True)`` of
+    it. No gradient flows through a comparison."""
+    x, k = _value(c.arg(0, "self")), c.arg(1, "other")
+    if not _number(k):
+        raise Unsupported(f"a comparison {c.target} with a tensor operand (only a number)")
+    op, negate = _COMPARE[c.target.split(".")[1]]
+    if _kind(x) == "int" and not float(k).is_integer():
+        raise Unsupported(f"a comparison of an int tensor with {k}")
+    y = b.layer(op, [x], name=c.name if not negate else f"{c.name}_{op.lower()}",
+                source=c.label, out_shape=c.shape, chw=x.chw, constant=float(k))
+    if not negate:
+        return y
+    return b.layer("Subtract", [y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw,
+                   constant=1.0, reverse=True)
+
+
+def cumsum(b: Builder, c: Call):
+    """``torch.cumsum(x, dim)`` -> ``Cumsum(axis)`` along the held axis of ``dim`` (int or
+    float: torch gives int64 for an int input, the spec keeps the int kind); a ``dtype`` other
+    than the input's kind is refused, a cumsum over the batch axis too."""
+    import torch
+
+    x = _value(c.arg(0, "input"))
+    dtype = c.kwargs.get("dtype", c.arg(2, "dtype", None))
+    if dtype is not None and not (dtype == getattr(b, "dtype", None) or (
+            not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int")):
+        raise Unsupported(f"a cumsum to dtype {dtype}")
+    axis = x.canonical_axis(int(c.arg(1, "dim")))
+    return b.layer("Cumsum", [x], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw,
+                   axis=axis)
+
+
+def gather_constant(b: Builder, c: Call):
+    """``torch.gather(src, dim, index)`` (y[i][j] = src[i][index[i][j]] for dim 1) of a folded
+    ``src`` whose entries are all equal along ``dim`` (RoBERTa's buffered token-type ids, zeros,
+    gathered at its computed position ids): y is then src's first slice along ``dim``
+    broadcast to index's shape, whatever the (in-range) indices, folded. Any other gather at
+    computed indices is refused."""
+    import torch
+
+    src, dim, index = c.arg(0, "self"), int(c.arg(1, "dim")), c.arg(2, "index")
+    if not isinstance(src, FoldedIndices) or isinstance(index, FoldedIndices):
+        raise Unsupported("torch.gather at computed indices of a computed tensor (only of a "
+                          "constant equal along the gathered axis)")
+    arr = src.folded.array
+    dim %= arr.ndim
+    first = np.take(arr, [0], axis=dim)
+    if not (arr == first).all():
+        raise Unsupported("torch.gather at computed indices of a constant that varies along "
+                          "the gathered axis")
+    shape = tuple(c.shape)
+    first = first[tuple(slice(0, n) for n in shape)]
+    return Folded(torch.from_numpy(np.ascontiguousarray(np.broadcast_to(first, shape))),
+                  c.name)
+
+
+gather_constant.takes_folded = lambda a: FoldedIndices(a) if isinstance(a, Folded) else a
 
 
 def where(b: Builder, c: Call):
@@ -863,6 +1142,19 @@ def where(b: Builder, c: Call):
     cond = _value(cond, "the condition")
     if _kind(cond) != "int":
         raise Unsupported("torch.where with a float condition")
+    if _number(x) and not isinstance(y, (int, float)) and _kind(_value(y)) == "int":
+        # an int tensor filled with an integer where cond (BART's -100 -> pad in its shifted
+        # ids): y + cond * (v - y) in exact int arithmetic (the spec's Where takes floats)
+        y, v = _plain(b, c, _value(y), "a where"), float(x)
+        if not v.is_integer():
+            raise Unsupported(f"an int tensor filled with {x}")
+        cond = _plain(b, c, cond, "a where")
+        d = b.layer("Subtract", [y], name=f"{c.name}_gap", source=c.label, layout="plain",
+                    out_shape=c.shape, constant=v, reverse=True)
+        d = b.layer("Multiply", [cond, d], name=f"{c.name}_masked", source=c.label,
+                    layout="plain", out_shape=c.shape)
+        return b.layer("Add", [y, d], name=c.name, source=c.label, layout="plain",
+                       out_shape=c.shape)
     ins = [_plain(b, c, cond, "a where")]
     attrs = {}
     for side, v in (("x", x), ("y", y)):
@@ -947,6 +1239,9 @@ def to_dtype(b: Builder, c: Call):
     if not isinstance(dtype, torch.dtype) or dtype == getattr(b, "dtype", None) or (
             not dtype.is_floating_point and dtype != torch.bool and _kind(x) == "int"):
         return x
+    layer = getattr(x.tensor.source, "layer", None)
+    if dtype == torch.bool and getattr(layer, "op", None) in ("Equal", "Less", "Greater"):
+        return x    # a comparison's 0/1 ints are torch's bool already
     raise Unsupported(f"a cast to {dtype} inside the model (the spec computes in one float "
                       f"dtype, the model's {getattr(b, 'dtype', None)})")
 
@@ -1253,6 +1548,19 @@ ATEN = {
     "aten.pow.Tensor_Scalar": power,
     "aten.pow.Tensor_Tensor": power,
     "aten.neg.default": _unary("neg"),
+    **{f"aten.{k}.Scalar": compare for k in _COMPARE},
+    "aten.cumsum.default": cumsum,
+    "aten.new_zeros.default": new_zeros,
+    "aten.sym_size.int": size_check,
+    # the size arithmetic of torch.export's run-time asserts (``operator`` functions on sizes)
+    **{f"<built-in function {k}>": size_check for k in dir(operator)
+       if not k.startswith("_") and k != "getitem"},
+    "aten.copy_.default": copy_into,
+    "aten.masked_fill_.Scalar": where,
+    "aten.fill_.Tensor": fill_into,
+    "aten.fill_.Scalar": fill_into,
+    "aten.unique_consecutive.default": size_check,
+    "aten.gather.default": gather_constant,
     "aten.abs.default": _unary("abs"),
     "aten.sqrt.default": _unary("sqrt"),
     "aten.rsqrt.default": _unary("rsqrt"),

@@ -100,11 +100,19 @@ class Gather(OpDef):
     [0, size) on the host before a step (``rosetta.datacheck``, as Embedding ids are); indices
     computed inside the model cannot be checked: torch raises, TensorFlow raises on CPU (clamps
     under XLA), JAX and MXNet clamp. Gradient: dL/dx[n][..., k, ...] is the sum of dL/dy over
-    the positions j with idx[n][j] == k; none reaches the indices."""
+    the positions j with idx[n][j] == k; none reaches the indices.
+
+    ``padding_idx`` p (axis 0, indices as input: a lookup in a table; an ``Embedding``'s
+    padding row where the table is a ``Parameter`` several lookups share, BART's tied
+    encoder/decoder tables): the forward is unchanged, and the positions with idx == p pass no
+    gradient to x (torch's ``embedding(padding_idx=p)`` per call), so row p gets none from this
+    lookup."""
 
     positional = ("axis",)
 
-    attrs = {"axis": Attr("int"), "indices": Attr("indices", None)}
+    attrs = {"axis": Attr("int"), "indices": Attr("indices", None),
+             "padding_idx": Attr("int", None, doc="axis 0 with indices as input: ids equal to "
+                                 "it pass no gradient (an Embedding's padding row)")}
     arity = (1, 2)
     # a batch-broadcast x (a Constant or Parameter table) gathered by batched indices, or the
     # reverse: the batch axis broadcasts (``OpDef.batch_broadcast``)
@@ -115,6 +123,11 @@ class Gather(OpDef):
         x = inputs[0]
         rank = len(x.shape)
         (axis,) = check_axes(self, (a["axis"],), rank, where, "axis")
+        if a["padding_idx"] is not None and (axis != 0 or a["indices"] is not None or
+                                             not 0 <= a["padding_idx"] < x.shape[0]):
+            raise self.fail(where, f"padding_idx in [0, {x.shape[0]}) only with axis 0 and "
+                            f"indices as input", f"padding_idx {a['padding_idx']}, axis "
+                            f"{a['axis']}")
         if a["indices"] is None:
             if len(inputs) != 2:
                 raise self.fail(where, "inputs (x, indices), or one input and the constant "

@@ -280,6 +280,8 @@ class Binary(OpDef):
     def reference(self, a, p, xs, ctx):
         if a["constant"] is not None:
             c = a["constant"]
+            if np.issubdtype(np.asarray(xs[0]).dtype, np.integer):
+                c = int(c)      # an int input takes an integer constant (infer): stays int
             out = self.fn(c, xs[0]) if a["reverse"] else self.fn(xs[0], c)
         else:
             out = xs[0]
@@ -298,15 +300,18 @@ def _binary(name: str, fn, doc: str, variadic=False, out_kind=None, input_kind="
 _RULE = (" NumPy broadcasting over the full shape (batch axis included; see rosetta.ops.math);"
          " or one input and ``constant``.")
 
+_INTS = (" Int inputs (all of one kind) give an exact int result without gradient (position ids"
+         " computed from token ids).")
 Add = _binary("Add", np.add, "y = x_1 + x_2 (+ ...), elementwise, summed left to right;" + _RULE
-              + " dL/dx_i = dL/dy summed over the axes x_i broadcasts along.", variadic=True)
+              + " dL/dx_i = dL/dy summed over the axes x_i broadcasts along." + _INTS,
+              variadic=True, input_kind="any")
 Subtract = _binary("Subtract", np.subtract, "y = a - b elementwise;" + _RULE
                    + " reverse: y = c - x. dL/da = dL/dy, dL/db = -dL/dy (summed over "
-                   "broadcast axes).")
+                   "broadcast axes)." + _INTS, input_kind="any")
 Multiply = _binary("Multiply", np.multiply, "y = x_1 * x_2 (* ...), elementwise, multiplied "
                    "left to right;" + _RULE + " e.g. the squeeze-excite gate (H, W, C) * "
                    "(1, 1, C). dL/dx_i = sum over the axes x_i broadcasts along of dL/dy * "
-                   "prod_{j != i} x_j.", variadic=True)
+                   "prod_{j != i} x_j." + _INTS, variadic=True, input_kind="any")
 Divide = _binary("Divide", np.divide, "y = a / b elementwise, true division of floats (int "
                  "inputs are refused: torch true-divides ints, TensorFlow floor-divides);"
                  + _RULE + " reverse: y = c / x. x / 0 = +-inf (IEEE). dL/da = dL/dy / b, "

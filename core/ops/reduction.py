@@ -1,4 +1,5 @@
-"""Reductions over per-example axes: Reduce(fn, axes), Softmax(axis), LogSoftmax(axis)."""
+"""Reductions over per-example axes: Reduce(fn, axes), Softmax(axis), LogSoftmax(axis),
+Cumsum(axis)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,21 @@ class LogSoftmax(_AxisOp):
         ax = self.batch_axis(a, x.ndim - 1)
         z = x - x.max(axis=ax, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=ax, keepdims=True))
+
+
+@register
+class Cumsum(_AxisOp):
+    """y[..., i, ...] = sum_{j <= i} x[..., j, ...] along the per-example ``axis`` (torch.cumsum,
+    np.cumsum), int or float: the kind is kept (an int cumsum is exact on every backend: the
+    position ids RoBERTa computes from its input ids). dL/dx_j = sum_{i >= j} dL/dy_i (the
+    reversed cumulative sum); an int input carries no gradient."""
+
+    attrs = {"axis": Attr("int", doc="per-example axis, negative allowed")}
+    input_kind = "any"
+
+    def reference(self, a, p, xs, ctx):
+        x = xs[0]
+        return np.cumsum(x, axis=self.batch_axis(a, x.ndim - 1))
+
+    def flops(self, a, inputs, out):
+        return int(np.prod(out.shape))

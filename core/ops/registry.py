@@ -42,11 +42,17 @@ class TensorType:
 
 @dataclass(frozen=True)
 class ParamDef:
-    """A parameter or state array: canonical shape and initializer."""
+    """A parameter or state array: canonical shape and initializer.
+
+    ``zero_grad_rows``: indices along axis 0 whose gradient is zero by definition although the
+    forward reads them (Embedding's ``padding_idx``, torch's padding row). The finite-difference
+    oracle takes their derivative as exactly 0 instead of differencing the reference forward;
+    optimizers still apply weight decay to them, as torch does."""
 
     shape: tuple
     init: Initializer
     trainable: bool = True
+    zero_grad_rows: tuple = ()
 
 
 @dataclass

@@ -78,7 +78,8 @@ def _tricky_spec():
                                                                                name="m_sq2")(mm)))
     t = rs.Maximum(name="m_maximum")(t, rs.Unary("erf", name="m_erf")(mm))
     t = rs.Minimum(name="m_minimum")(t, rs.Power(constant=2.0, name="m_pow")(mm))
-    t = rs.LogSoftmax(axis=0, name="m_logsm")(rs.Multiply(constant=0.5, name="m_half")(t))
+    t = rs.Cumsum(0, name="m_cumsum")(rs.Multiply(constant=0.5, name="m_half")(t))
+    t = rs.LogSoftmax(axis=0, name="m_logsm")(t)
     r = rs.Reduce("sum", (0,), name="m_sum")(t)                              # (4,)
     y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a, r, mv]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),
@@ -243,6 +244,21 @@ def test_strided_dilated_transpose_is_refused_naming_node_and_op(tmp_path):
                         optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
     program = get_backend("tensorflow").compile(spec, dtype="float32")
     with pytest.raises(BackendUnavailable, match=r"tr/up \(Conv2DTranspose\)"):
+        export_keras(program, tmp_path, example=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_embedding_with_a_padding_row_is_refused(tmp_path):
+    from rosetta.backend_registry import get_backend
+    from rosetta.backends.keras.model import export_keras
+
+    model = rs.Sequential([rs.Embedding(7, 3, padding_idx=0, name="emb"), rs.Flatten(name="f")],
+                          input_shape=(4,), input_kind="int", name="pad")
+    spec = rs.TrainSpec(model=model, loss=rs.losses.MeanSquaredError(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
+    program = get_backend("tensorflow").compile(spec, dtype="float32")
+    with pytest.raises(BackendUnavailable, match=r"pad/emb \(Embedding\): Keras's Embedding "
+                                                 r"has no padding row"):
         export_keras(program, tmp_path, example=None)
     assert list(tmp_path.iterdir()) == []
 
