@@ -79,8 +79,8 @@ VIEW = "view"          # view / reshape / flatten / unsqueeze / squeeze
 def view_from(b, view, c, x: Value):
     """A source view of an ordinary tensor ``x`` (batch first) to ``c.shape`` whose first axis
     is k > 1 times the batch: the view of the held tensor to (B, k, ...), ``Merged``."""
-    shape, batch = tuple(c.shape), int(x.shape[0])
-    if shape[0] % batch:
+    shape, batch = tuple(c.shape), int(b.batch)
+    if x.shape[0] != batch or shape[0] % batch:
         raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape}: its first "
                           f"axis is not a multiple of the batch, {batch})")
     k = shape[0] // batch
