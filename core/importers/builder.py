@@ -23,7 +23,8 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
   or an elementwise op may consume it; anything else is refused.
 * ``merged``: a source tensor whose axis 0 is the batch merged with the next axes (an ONNX
   reshape (N, H, T, D) -> (N*H, T, D)), held unmerged, (N, H, T, D) (``chw`` gives the merged
-  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes.
+  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes. ``from_torch`` holds
+  such a tensor as a ``torch_merged.Merged`` around an ordinary Value of the unmerged shape.
 """
 
 from __future__ import annotations
