@@ -149,15 +149,23 @@ FLOAT32 = {
 }
 
 
+# Models certified at another batch than BATCH: MobileViT at 32x32 images ends in a 1x1 map
+# whose BatchNorm sees 2 values a channel at batch 2, so ill-conditioned that torch against
+# itself (channels_last) differs by 1.2e-9 in float64 gradients; at batch 8 by 5e-14.
+BATCHES = {"timm/mobilevit_xxs": 8}
+
+
 def dtype_of(name) -> str:
     """The dtype the sweep imports ``name`` in: float32 for ``FLOAT32``, else float64."""
     return "float32" if name in FLOAT32 else "float64"
 
 
-def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float64"):
+def build(name, hidden=HIDDEN, layers=LAYERS, batch=None, seed=0, dtype="float64"):
     """``(module, example input, loss)`` of ``HF_MODELS[name]`` in ``dtype`` (see the module
-    doc); ``hidden``/``layers`` shrink it further (the CI tests)."""
+    doc), at ``batch`` examples (default ``BATCHES``' or ``BATCH``); ``hidden``/``layers``
+    shrink it further (the CI tests)."""
     torch, _ = _imports()
+    batch = BATCHES.get(name, BATCH) if batch is None else batch
     from rosetta.importers.hf import Logits, TokenCrossEntropy
 
     torch.manual_seed(seed)
@@ -188,4 +196,4 @@ def build(name, hidden=HIDDEN, layers=LAYERS, batch=BATCH, seed=0, dtype="float6
     return model, x, loss
 
 
-__all__ = ["FLOAT32", "HF_MODELS", "build", "dtype_of"]
+__all__ = ["BATCHES", "FLOAT32", "HF_MODELS", "build", "dtype_of"]

@@ -23,7 +23,8 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
   or an elementwise op may consume it; anything else is refused.
 * ``merged``: a source tensor whose axis 0 is the batch merged with the next axes (an ONNX
   reshape (N, H, T, D) -> (N*H, T, D)), held unmerged, (N, H, T, D) (``chw`` gives the merged
-  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes.
+  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes. ``from_torch`` holds
+  such a tensor as a ``torch_merged.Merged`` around an ordinary Value of the unmerged shape.
 """
 
 from __future__ import annotations
@@ -181,7 +182,11 @@ def reshape_held(b: "Builder", x: "Value", shape: tuple, name: str, source: str)
     permutation changes. ``Unsupported`` where no such order exists."""
     held = regroup(tuple(x.shape), x.perm, shape)
     if held is None:
-        want = (0, 2, 3, 1) if len(shape) == 4 else tuple(range(len(shape)))
+        # channels last only where the held last axis goes to the view's axis 1 (its channels)
+        want = (0, 2, 3, 1) if len(shape) == 4 and any(
+            x.perm[-1] in gi and 1 in gj
+            for gi, gj in view_groups(tuple(x.shape), shape) or ()) \
+            else tuple(range(len(shape)))
         order = view_order(tuple(x.shape), shape, want)
         if order is None:
             raise Unsupported(f"a view of a tensor of shape {x.shape} held in axis order "

@@ -167,6 +167,10 @@ def _batches(imp, steps, seed, dtype):
 
 def _to_source_layout(mask, layout, chw):
     """A canonical keep-mask in the layout of the source tensor it multiplies."""
+    if layout == "merged":   # held (N, k, ...) in the order perm: the source's (N*k, ...)
+        k, perm = chw
+        m = mask.transpose(np.argsort(perm))
+        return m.reshape(m.shape[0] * k, *m.shape[2:])
     if isinstance(layout, tuple):  # a source tensor held with its axes permuted
         return mask.transpose(np.argsort(layout))
     if layout == "nchw":
@@ -496,6 +500,9 @@ def _torch_node_values(module, x_native):
 
 
 def _canonical(v, layout, chw):
+    if layout == "merged":   # the source's (N*k, ...) held as (N, k, ...) in the order perm
+        k, perm = chw
+        return v.reshape(v.shape[0] // k, k, *v.shape[1:]).transpose(perm)
     if isinstance(layout, tuple):  # a source tensor held with its axes permuted
         return v.transpose(layout)
     if layout == "nchw" and v.ndim == 4:

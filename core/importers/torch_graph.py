@@ -24,6 +24,7 @@ from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.patterns import fuse
 from rosetta.importers.torch_fold import Folded, as_value, fold
+from rosetta.importers.torch_merged import Merged, call as merged_call
 from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
                                          batch_norm_module_refusal, reader_refusal)
 
@@ -346,7 +347,9 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
             kwargs = {k: takes_folded(v) for k, v in kwargs.items()}
         if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
                 _has_missing(args) or _has_missing(list(kwargs.values()))):
-            operands = [v for v in _flat(args + list(kwargs.values())) if isinstance(v, Value)]
+            operands = [v.inner if isinstance(v, Merged) else v
+                        for v in _flat(args + list(kwargs.values()))
+                        if isinstance(v, (Value, Merged))]
             rank = max([len(v.shape) for v in operands], default=0) \
                 if target in BROADCASTING else 0
             # a constant broadcast against a tensor held with its axes permuted (RoPE's cos
@@ -387,13 +390,26 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)
+        val = n.meta.get("val")
+        shape = tuple(val.shape) if hasattr(val, "shape") else ()
+        kind = "module" if path else "call"
+        if handler is not None and any(isinstance(v, Merged)
+                                       for v in _flat(args + list(kwargs.values()))):
+            name = path if path else n.name   # a reader of a merged-batch tensor
+            if path and calls_in.get(path, 0) > 1:
+                name = f"{path}.{n.name}"
+            try:
+                env[n.name] = merged_call(b, handler, Call(target, args, kwargs, name, label,
+                                                           shape, placeholders))
+            except Unsupported as e:
+                refuse(label, kind, str(e))
+                continue
+            _note(fx_nodes, env[n.name], n.name)
+            continue
         line = reader_refusal(target, _flat(args + list(kwargs.values())))
         if line:
             refuse(label, "module" if path else "call", line)
             continue
-        val = n.meta.get("val")
-        shape = tuple(val.shape) if hasattr(val, "shape") else ()
-        kind = "module" if path else "call"
         if handler is None:
             if not users[n.name] and target.startswith("aten._assert"):
                 continue
@@ -414,7 +430,10 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         v = env.get(getattr(o, "name", None), _Missing)
         if v is not _Missing:
             out_vals.append(v)
-            if v.layout == "flat":
+            if isinstance(v, Merged):
+                refuse(_label("", type(module).__name__), "call",
+                       f"the output {v.shape} has its batch axis merged with other rows")
+            elif v.layout == "flat":
                 refuse(_label("", type(module).__name__), "call",
                        "the output is a channels-first flatten (only a Linear may read it)")
             elif isinstance(v.layout, tuple):
@@ -454,6 +473,12 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
 
 
 def _note(fx_nodes, v, fx_name):
+    if isinstance(v, Merged):   # held unmerged: (k rows, held order) say how to read it
+        if v.at == 0 and v.inner.layout != "flat":
+            layer = getattr(getattr(v.inner.tensor, "source", None), "layer", None)
+            if layer is not None and layer.name not in fx_nodes:
+                fx_nodes[layer.name] = (fx_name, "merged", (v.k, v.inner.perm))
+        return
     if not isinstance(v, Value):   # a tuple of pieces (split), a parameter view
         return
     layer = getattr(getattr(v.tensor, "source", None), "layer", None)

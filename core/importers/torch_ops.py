@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers import torch_merged
 from rosetta.importers.torch_fold import Folded, as_value
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
                                        reshape_held)
@@ -221,6 +222,19 @@ def _need(v: Value, layout: str, what: str):
                           f"input)")
 
 
+def _nchw(b: Builder, c: "Call", x: Value, what: str) -> Value:
+    """An (N, C, H, W) source tensor held channels last: a Transpose to that order where it is
+    held otherwise (MobileViT's fold of patches back into a map)."""
+    if x.layout == "nchw" or x.layout == "flat" or len(x.shape) != 4 or isinstance(
+            x, (Unbatched, BatchMoved)) or x.perm[0] != 0:
+        _need(x, "nchw", what)
+        return x
+    P = x.perm
+    return b.layer("Transpose", [x], name=f"{c.name}_channels_last", source=c.label,
+                   layout="nchw", out_shape=x.shape,
+                   perm=tuple(P.index(a) - 1 for a in (2, 3, 1)))
+
+
 def _pair(v, n=2):
     if isinstance(v, (list, tuple)):
         v = list(v)
@@ -232,7 +246,7 @@ def _pair(v, n=2):
 
 def conv2d(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
-    _need(x, "nchw", "a 2-D convolution")
+    x = _nchw(b, c, x, "a 2-D convolution")
     weight, bias = c.arg(1, "weight"), c.arg(2, "bias")
     if not isinstance(weight, str) or (bias is not None and not isinstance(bias, str)):
         raise Unsupported("a convolution whose kernel is computed (not a parameter)")
@@ -331,11 +345,11 @@ def linear(b: Builder, c: Call):
         return add(b, Call(c.target, [y, bias], {}, c.name, c.label, c.shape, c.params))
     if x.layout == "flat":
         lay, out_layout = flatten_nchw(*x.chw, then="linear"), "plain"
-    elif x.last_axis_in_place():   # the other axes are carried through in their held order
+    else:   # the other axes are carried through in their held order (a Transpose to the
+        # source order first where the last axis is held elsewhere)
+        if not x.last_axis_in_place():
+            x = _plain(b, c, x, "a Linear")
         lay, out_layout = "linear", x.layout
-    else:
-        raise Unsupported(f"a Linear over the last axis of a tensor of shape {x.shape} held "
-                          f"with that axis elsewhere (axis order {x.perm})")
     params = {"kernel": (weight, lay)}
     if bias is not None:
         params["bias"] = (bias, "identity")
@@ -369,7 +383,7 @@ def addmm(b: Builder, c: Call):
         raise Unsupported("addmm whose matrix or bias is not a parameter of its own")
     if c.kwargs.get("beta", 1) != 1 or c.kwargs.get("alpha", 1) != 1:
         raise Unsupported("addmm with beta or alpha != 1")
-    if len(b.tensors[bias].shape) != 1 or x.layout not in ("plain", "merged"):
+    if len(b.tensors[bias].shape) != 1 or x.layout == "flat" or not x.last_axis_in_place():
         raise Unsupported(f"addmm of a {x.layout} tensor of shape {x.shape} with a bias of "
                           f"shape {tuple(b.tensors[bias].shape)}")
     return b.layer("Dense", [x], name=c.name, source=c.label,
@@ -517,7 +531,7 @@ def batch_norm_module_refusal(module) -> str | None:
 
 def group_norm(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
-    _need(x, "nchw", "GroupNorm")
+    x = _nchw(b, c, x, "GroupNorm")
     weight, bias = c.arg(2, "weight"), c.arg(3, "bias")
     if weight is None or bias is None:
         raise Unsupported("GroupNorm(affine=False) (the spec's GroupNorm has a scale and bias)")
@@ -531,9 +545,11 @@ def layer_norm(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     shape = list(c.arg(1, "normalized_shape"))
     weight, bias = c.arg(2, "weight"), c.arg(3, "bias")
-    if len(shape) != 1 or not x.last_axis_in_place():
+    if len(shape) != 1 or x.layout == "flat":
         raise Unsupported(f"LayerNorm over {shape} of a {x.layout} tensor of shape {x.shape} "
                           f"(the spec's LayerNorm normalises the held last axis)")
+    if not x.last_axis_in_place():   # a Transpose to the source order first
+        x = _plain(b, c, x, "a LayerNorm")
     if weight is None or bias is None:
         raise Unsupported("LayerNorm without its scale and bias (elementwise_affine=False or "
                           "bias=False)")
@@ -575,6 +591,7 @@ def _activation(fn, **extra):
         x = _value(c.arg(0, "input"))
         kw = {k: (f(c) if callable(f) else f) for k, f in extra.items()}
         return b.layer("Activation", [x], name=c.name, source=c.label, fn=fn, out_shape=c.shape, **kw)
+    handler.merged_rule = torch_merged.SAME
     return handler
 
 
@@ -717,12 +734,22 @@ def _binary(op: str, what: str):
         elif isinstance(y, params):
             y = _param_operand(b, c, y, _value(x), what)
         x, y = _value(x), _value(y)
+        if x.layout != y.layout and len(x.shape) == len(y.shape) and "flat" not in (
+                x.layout, y.layout) and not isinstance(x, Unbatched) and not isinstance(
+                y, Unbatched):   # one held in source order: the other too (a Transpose)
+            if x.layout == "plain":
+                y = _plain(b, c, y, what)
+            else:
+                x = _plain(b, c, x, what)
+                if y.layout != "plain":
+                    y = _plain(b, c, y, what)
         if x.layout != y.layout or x.chw != y.chw or len(x.shape) != len(y.shape):
             raise Unsupported(f"{what} of shapes {x.shape} and {y.shape} held in different "
                               f"layouts ({x.layout}, {y.layout})")
         if x.layout == "flat" and x.shape != y.shape:
             raise Unsupported(f"a broadcasting {what} of a channels-first flatten")
         return b.layer(op, [x, y], name=c.name, source=c.label, out_shape=c.shape, chw=x.chw)
+    handler.merged_rule = torch_merged.SAME
     return handler
 
 
@@ -792,8 +819,8 @@ def flatten(b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
     start, end = int(c.arg(1, "start_dim", 0)), int(c.arg(2, "end_dim", -1))
     rank = len(x.shape)
-    if start % rank == 0:
-        raise Unsupported(f"flatten(start_dim={start}) (it mixes the batch axis)")
+    if start % rank == 0:   # the batch merged with the next axes: a view (``torch_merged``)
+        return view(b, c)
     if start != 1 or end not in (-1, rank - 1) or x.layout not in ("nchw", "plain", "flat"):
         return view(b, c)
     return _flatten(b, c, x)
@@ -833,18 +860,12 @@ def view(b: Builder, c: Call):
                     out_shape=(1,) + shape, shape=shape)
         return Unbatched(y.tensor, "plain", (1,) + shape)
     x = _value(x)
-    if x.layout == "merged":   # the batch merged with the next axes: view the unmerged tensor
-        full = (x.shape[0] // int(np.prod(x.chw)), *x.chw, *x.shape[1:])
-        x = Value(x.tensor, "plain", full)
-        if shape == full:
-            return x
     if shape[0] != x.shape[0]:
-        k = next((k for k in range(2, len(x.shape) + 1)
-                  if int(np.prod(x.shape[:k])) == shape[0]), None)
-        if x.layout == "plain" and k is not None and tuple(x.shape[k:]) == shape[1:]:
-            # (N, T, ..., C) -> (N*T*..., C) (HuggingFace's Conv1D): held unmerged
-            return Value(x.tensor, "merged", shape, tuple(x.shape[1:k]))
-        raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
+        # (N, ...) -> (N*k, ...) (Swin's window partition, MobileViT's patches, HuggingFace's
+        # Conv1D input): held unmerged, (N, k, ...) (``torch_merged``)
+        if x.batch_axis != 0 or x.layout == "flat":
+            raise Unsupported(f"a view that mixes the batch axis ({x.shape} -> {shape})")
+        return torch_merged.view_from(b, view, c, x)
     if len(shape) == 2 and x.layout in ("nchw", "plain", "flat"):
         return _flatten(b, c, x)
     if shape == tuple(x.shape):
@@ -929,6 +950,60 @@ def split(b: Builder, c: Call):
         out.append(_slice(b, c, x, dim, start, start + n, 1, f"{c.name}_{k}"))
         start += n
     return tuple(out)
+
+
+def roll(b: Builder, c: Call):
+    """torch.roll(x, shifts, dims): y[..., i, ...] = x[..., (i - s) mod n, ...] along each dim,
+    i.e. the last s mod n entries moved in front: ``Concatenate`` of two ``Slice``s per rolled
+    axis (Swin's shifted windows). A roll of the flattened tensor (no dims) and of the batch
+    axis are refused."""
+    x = _value(c.arg(0, "input"))
+    shifts, dims = c.arg(1, "shifts"), c.arg(2, "dims", [])
+    shifts = [int(s) for s in (shifts if isinstance(shifts, (list, tuple)) else [shifts])]
+    dims = [int(d) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if not dims or len(dims) != len(shifts):
+        raise Unsupported("torch.roll without dims (a roll of the flattened tensor)")
+    rank = len(x.shape)
+    for k, (s, d) in enumerate(zip(shifts, dims)):
+        d %= rank
+        n = x.shape[d]
+        s %= n
+        if s == 0:
+            continue
+        name = c.name if k == len(dims) - 1 else f"{c.name}_{k}"
+        tail = _slice(b, c, x, d, n - s, n, 1, f"{name}_tail")
+        head = _slice(b, c, x, d, 0, n - s, 1, f"{name}_head")
+        x = b.layer("Concatenate", [tail, head], name=name, source=c.label,
+                    axis=x.canonical_axis(d), out_shape=x.shape, chw=x.chw)
+    return x
+
+
+def pad(b: Builder, c: Call):
+    """F.pad(x, pad, mode="constant", value) (aten.pad, constant_pad_nd): pad lists (lo, hi)
+    pairs from the last axis backwards -> ``Pad`` of the held axes with ``value`` (0 where
+    None); all pairs zero is x itself (Swin's pad to a multiple of the window). Other modes,
+    negative pads (a crop) and a pad of the batch axis are refused."""
+    x = _value(c.arg(0, "input"))
+    pairs = [int(v) for v in c.arg(1, "pad")]
+    mode = c.arg(2, "mode", "constant") if c.target.startswith("aten.pad") else "constant"
+    value = c.arg(3 if c.target.startswith("aten.pad") else 2, "value", None)
+    if mode != "constant":
+        raise Unsupported(f"F.pad(mode={mode!r}) (the spec's Pad pads with a constant)")
+    if len(pairs) % 2 or any(v < 0 for v in pairs):
+        raise Unsupported(f"F.pad with pads {pairs} (negative pads crop)")
+    rank = len(x.shape)
+    by_axis = {rank - 1 - i: (pairs[2 * i], pairs[2 * i + 1]) for i in range(len(pairs) // 2)}
+    if not any(lo or hi for lo, hi in by_axis.values()):
+        return x
+    held = [(0, 0)] * (rank - 1)
+    for d, pr in by_axis.items():
+        if d == x.batch_axis and any(pr):
+            raise Unsupported("F.pad of the batch axis")
+        if d != x.batch_axis:
+            held[x.canonical_axis(d)] = pr
+    return b.layer("Pad", [x], name=c.name, source=c.label, pads=tuple(held),
+                   value=0.0 if value is None else float(value), out_shape=c.shape,
+                   chw=x.chw)
 
 
 def permute(b: Builder, c: Call):
@@ -1263,7 +1338,7 @@ def _floor_out(size, k, s, p, d=1):
 
 def _pool(op, b: Builder, c: Call, kernel, stride, padding, dilation, ceil_mode):
     x = _value(c.arg(0, "input"))
-    _need(x, "nchw", "2-D pooling")
+    x = _nchw(b, c, x, "2-D pooling")
     k = _pair(kernel)
     s = _pair(stride) if stride not in (None, [], ()) else k
     p = _pair(padding)
@@ -1315,7 +1390,7 @@ def _global(op, b, c, x, keep):
 
 def _adaptive(op, global_op, b: Builder, c: Call):
     x = _value(c.arg(0, "input"))
-    _need(x, "nchw", "adaptive pooling")
+    x = _nchw(b, c, x, "adaptive pooling")
     out = _pair(c.arg(1, "output_size"))
     size = x.shape[2:]
     if out == (1, 1):
@@ -1355,16 +1430,58 @@ def _adaptive_avg_matrix(b: Builder, c: Call, x: Value, size: tuple, out: tuple)
     C) viewed as (N, H·W, C), the constant window-mean matrix ``adaptive_avg_matrix`` times it
     (MatMul; dL/dx = P^T dL/dy, torch's spread of each output's gradient over its window),
     viewed back as (N, oh, ow, C)."""
-    (h, w), (oh, ow), ch = size, out, x.shape[1]
+    return _matrix_of_cells(b, c, x, adaptive_avg_matrix(size, out), out, "mean")
+
+
+def _matrix_of_cells(b: Builder, c: Call, x: Value, p: np.ndarray, out: tuple, what: str):
+    """y[(i, j), c] = sum_(h, w) P[(i, j), (h, w)] x[(h, w), c] for an image held (N, H, W, C):
+    viewed as (N, H·W, C), a Constant P (oh·ow, H·W) times it (MatMul; dL/dx = P^T dL/dy),
+    viewed back as (N, oh, ow, C)."""
+    (h, w), (oh, ow), ch = x.shape[2:], out, x.shape[1]
     flat = b.layer("Reshape", [x], name=f"{c.name}_cells", source=c.label, layout="plain",
                    out_shape=(x.shape[0], h * w, ch), shape=(h * w, ch))
-    p = adaptive_avg_matrix(size, out)
     m = b.layer("Constant", [], name=f"{c.name}_windows", source=c.label, layout="plain",
                 out_shape=(1, *p.shape), value=p)
-    y = b.layer("MatMul", [m, flat], name=f"{c.name}_mean", source=c.label, layout="plain",
+    y = b.layer("MatMul", [m, flat], name=f"{c.name}_{what}", source=c.label, layout="plain",
                 out_shape=(x.shape[0], oh * ow, ch))
     return b.layer("Reshape", [y], name=c.name, source=c.label, layout="nchw",
                    out_shape=c.shape, shape=(oh, ow, ch))
+
+
+def bilinear_matrix(n: int, out: int, align_corners: bool, scale=None) -> np.ndarray:
+    """torch's 1-D linear interpolation of ``n`` cells to ``out`` (upsample_bilinear2d) as an
+    (out, n) matrix: output i reads src = i·(n-1)/(out-1) (align_corners) or
+    max(0, (i + 0.5)·s - 0.5) with s = n/out (or 1/scale_factor where one is given), cells
+    i0 = floor(src) and i1 = min(i0 + 1, n - 1) with weights 1 - l and l, l = src - i0."""
+    m = np.zeros((out, n))
+    for i in range(out):
+        if align_corners:
+            src = i * (n - 1) / (out - 1) if out > 1 else 0.0
+        else:
+            s = n / out if scale is None else 1.0 / scale
+            src = max((i + 0.5) * s - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n - 1)
+        i1 = i0 + (1 if i0 < n - 1 else 0)
+        lam = src - i0
+        m[i, i0] += 1.0 - lam
+        m[i, i1] += lam
+    return m
+
+
+def upsample_bilinear2d(b: Builder, c: Call):
+    """F.interpolate(mode="bilinear") of an (N, C, H, W) map (MobileViT resizing a map to a
+    multiple of its patch size and back): a linear map of the H·W cells, the constant matrix
+    kron(Mh, Mw) of torch's interpolation weights (``bilinear_matrix``) times the (H·W, C)
+    cells, as ``_adaptive_avg_matrix`` does (antialias refused)."""
+    x = _nchw(b, c, _value(c.arg(0, "input")), "a bilinear resize")
+    align = bool(c.arg(2, "align_corners", False))
+    scales = c.arg(3, "scale_factors", None)
+    if c.kwargs.get("antialias") or (len(c.args) > 4 and c.args[4]):
+        raise Unsupported("F.interpolate(antialias=True)")
+    (h, w), (oh, ow) = x.shape[2:], c.shape[2:]
+    sh, sw = (None, None) if not scales else (float(scales[0]), float(scales[1]))
+    p = np.kron(bilinear_matrix(h, oh, align, sh), bilinear_matrix(w, ow, align, sw))
+    return _matrix_of_cells(b, c, x, p, (oh, ow), "resize")
 
 
 def adaptive_avg_pool2d(b, c):
@@ -1382,6 +1499,7 @@ def _unary(fn):
         x = _value(c.arg(0, "input"))
         return b.layer("Unary", [x], name=c.name, source=c.label, fn=fn, out_shape=c.shape,
                        chw=x.chw)
+    handler.merged_rule = torch_merged.SAME
     return handler
 
 
@@ -1390,6 +1508,9 @@ def power(b: Builder, c: Call):
     return _binary("Power", "a power")(b, Call(c.target, [c.arg(0, "self"),
                                                           c.arg(1, "exponent")],
                                               {}, c.name, c.label, c.shape, c.params))
+
+
+power.merged_rule = torch_merged.SAME
 
 
 def _plain(b: Builder, c: Call, x: Value, what: str) -> Value:
@@ -1431,6 +1552,7 @@ def reduce(fn):
                                             if p not in dims])
         return b.layer("Reduce", [x], name=c.name, source=c.label, fn=fn, axes=axes,
                        keepdims=keep, layout=perm, out_shape=c.shape, **extra)
+    handler.merged_rule, handler.merged_dim = torch_merged.DIM, (1, "dim", "all")
     return handler
 
 
@@ -1461,6 +1583,7 @@ def softmax_op(op):
         _softmax_dtype(b, c)
         return b.layer(op, [x], name=c.name, source=c.label,
                        axis=x.canonical_axis(int(c.arg(1, "dim"))), out_shape=c.shape)
+    handler.merged_rule, handler.merged_dim = torch_merged.DIM, (1, "dim", None)
     return handler
 
 
@@ -1537,6 +1660,7 @@ ATEN = {
     "aten.avg_pool2d.default": avg_pool2d,
     "aten.adaptive_avg_pool2d.default": adaptive_avg_pool2d,
     "aten.adaptive_max_pool2d.default": adaptive_max_pool2d,
+    "aten.upsample_bilinear2d.vec": upsample_bilinear2d,
     "aten.mean.dim": reduce("mean"),
     "aten.sum.dim_IntList": reduce("sum"),
     "aten.amax.default": reduce("max"),
@@ -1581,6 +1705,9 @@ ATEN = {
     "aten.select.int": select,
     "aten.unbind.int": unbind,
     "aten.stack.default": stack,
+    "aten.roll.default": roll,
+    "aten.pad.default": pad,
+    "aten.constant_pad_nd.default": pad,
 }
 
 # calls whose tensor operands broadcast against each other (torch's rule: right-aligned), so a
@@ -1590,6 +1717,22 @@ BROADCASTING = frozenset(k for k, v in ATEN.items()
 # of those, the elementwise ones: their operands are held in one axis order (a folded constant
 # operand is held in the order of the tensor it meets)
 ELEMENTWISE = frozenset(k for k in BROADCASTING if ATEN[k] is not scaled_dot_product_attention)
+
+# how each call reads a tensor whose batch axis a view merged with other rows
+# (``torch_merged``): per row (SAME), with one axis argument (DIM: its position, keyword and
+# default), a permute, a view; a handler without a rule refuses such a tensor
+for _h in (linear, addmm, layer_norm, dropout, passthrough, to_dtype, type_as, where,
+           scaled_dot_product_attention, matmul, hardtanh, hardswish, pad):
+    _h.merged_rule = torch_merged.SAME
+pad.merged_check = lambda c, rank: len(c.arg(1, "pad")) // 2 < rank or not any(
+    c.arg(1, "pad")[2 * (rank - 1):])   # no pad of the merged axis 0
+for _h, _dim in ((softmax, (1, "dim", None)), (select, (1, "dim", None)),
+                 (unbind, (1, "dim", 0)), (slice_, (1, "dim", 0)), (split, (2, "dim", 0)),
+                 (cat, (1, "dim", 0)), (roll, (2, "dims", None))):
+    _h.merged_rule, _h.merged_dim = torch_merged.DIM, _dim
+permute.merged_rule = torch_merged.PERMUTE
+for _h in (view, flatten, unsqueeze):
+    _h.merged_rule = torch_merged.VIEW
 
 # torch's fused recurrent calls (their own module; it reads ``Call`` and ``_value`` from here)
 from rosetta.importers.torch_recurrent import RECURRENT_ATEN, HiddenStates  # noqa: E402
