@@ -689,6 +689,20 @@ def _axis_op(op):
     return handler
 
 
+def cumsum(b: Builder, n: ONode):
+    """CumSum(x, axis) -> ``Cumsum(axis)``: y_i = sum_{j <= i} x_j along a per-example axis (the
+    axis a constant input; int or float x, as RoBERTa's position ids from a mask). ``exclusive``
+    and ``reverse`` are refused: the spec's Cumsum is the inclusive forward sum."""
+    x = _value(n.input(0))
+    for attr in ("exclusive", "reverse"):
+        if int(n.attr(attr, 0)):
+            raise Unsupported(f"CumSum({attr}=1) (the spec's Cumsum is inclusive and forward)")
+    (axis,) = _ints(n.input(1), "CumSum's axis")
+    axis = _axis(x, axis, "CumSum's axis")
+    return b.layer("Cumsum", [x], name=n.name, source=n.label, axis=x.canonical_axis(axis),
+                   out_shape=n.shape, layout=x.layout)
+
+
 def expand(b: Builder, n: ONode):
     """Expand to the inferred output shape (its per-example axes; a constant input as a
     Constant, a float initializer as a Parameter, brought to the batch of the run)."""
@@ -1118,6 +1132,7 @@ ONNX_OPS = {
     "ReduceMax": _reduce("max"),
     "ReduceMin": _reduce("min"),
     "LogSoftmax": _axis_op("LogSoftmax"),
+    "CumSum": cumsum,
     "Expand": expand,
     "Concat": concat,
     "Flatten": flatten,

@@ -197,7 +197,7 @@ def tensor_math_graph():
     comes first; a vector constant of an ONNX Constant node as a Constant), comparisons, Where,
     IsNaN and Not,
     the unary functions, Split, MatMul of two computed tensors, the reductions (axes as input and as
-    attribute, keepdims both ways), LogSoftmax, Expand."""
+    attribute, keepdims both ways), LogSoftmax, Expand, CumSum (a 0-D axis input)."""
     mk = helper.make_node
     nodes = [
         mk("Constant", [], ["cvec"], value=f32("v", RNG.standard_normal(6))),
@@ -245,18 +245,20 @@ def tensor_math_graph():
         mk("Equal", ["x", "x"], ["eq"], name="eq"),
         mk("Cast", ["eq"], ["eqf"], name="eqf", to=TensorProto.FLOAT),
         mk("ReduceSum", ["eqf", "ax2"], ["eqs"], name="eqsum", keepdims=1),
-        mk("Div", ["o3", "eqs"], ["y"], name="div2"),
+        mk("CumSum", ["o3", "axc"], ["cs"], name="cumsum"),
+        mk("Div", ["cs", "eqs"], ["y"], name="div2"),
     ]
     inits = [f32("one", 1.0), f32("p15", 1.5), f32("two", 2.0), f32("zero", 0.0),
              f32("quarter", 0.25), ints("ax2", [2]), ints("shp", [1, 4, 4]),
-             ints("parts", [2, 4])]
+             ints("parts", [2, 4]), ints("axc", -1)]
     return graph(nodes, inits, ["N", 4, 6])
 
 
 def test_tensor_math_family():
     imp = agrees(tensor_math_graph())
     ops = {n.op for n in imp.spec.model.nodes}
-    assert {"MatMul", "Reduce", "LogSoftmax", "Expand", "Where", "Unary", "Constant"} <= ops
+    assert {"MatMul", "Reduce", "LogSoftmax", "Expand", "Where", "Unary", "Constant",
+            "Cumsum"} <= ops
 
 
 def training_batch_norm_graph():
