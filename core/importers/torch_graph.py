@@ -24,7 +24,7 @@ from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.patterns import fuse
 from rosetta.importers.torch_fold import Folded, as_value, fold
-from rosetta.importers.torch_merged import Merged, call as merged_call
+from rosetta.importers.torch_merged import Merged, call as merged_call, flat_args
 from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
                                          batch_norm_module_refusal, reader_refusal)
 
@@ -348,7 +348,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         if (_has_folded(args) or _has_folded(list(kwargs.values()))) and not (
                 _has_missing(args) or _has_missing(list(kwargs.values()))):
             operands = [v.inner if isinstance(v, Merged) else v
-                        for v in _flat(args + list(kwargs.values()))
+                        for v in flat_args(args + list(kwargs.values()))
                         if isinstance(v, (Value, Merged))]
             rank = max([len(v.shape) for v in operands], default=0) \
                 if target in BROADCASTING else 0
@@ -394,7 +394,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         shape = tuple(val.shape) if hasattr(val, "shape") else ()
         kind = "module" if path else "call"
         if handler is not None and any(isinstance(v, Merged)
-                                       for v in _flat(args + list(kwargs.values()))):
+                                       for v in flat_args(args + list(kwargs.values()))):
             name = path if path else n.name   # a reader of a merged-batch tensor
             if path and calls_in.get(path, 0) > 1:
                 name = f"{path}.{n.name}"
@@ -406,7 +406,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 continue
             _note(fx_nodes, env[n.name], n.name)
             continue
-        line = reader_refusal(target, _flat(args + list(kwargs.values())))
+        line = reader_refusal(target, flat_args(args + list(kwargs.values())))
         if line:
             refuse(label, "module" if path else "call", line)
             continue
@@ -494,16 +494,8 @@ class _MissingType:
 _Missing = _MissingType()
 
 
-def _flat(xs):
-    for x in xs:
-        if isinstance(x, (list, tuple)):
-            yield from _flat(x)
-        else:
-            yield x
-
-
 def _has_folded(xs) -> bool:
-    return any(isinstance(x, Folded) for x in _flat(xs))
+    return any(isinstance(x, Folded) for x in flat_args(xs))
 
 
 def _has_missing(xs) -> bool:

@@ -124,7 +124,7 @@ def call(b, handler, c):
                                              reader_refusal, select, unbind)
 
     rule = getattr(handler, "merged_rule", None)
-    ins = [v for v in _flat(list(c.args) + list(c.kwargs.values())) if isinstance(v, Merged)]
+    ins = [v for v in flat_args(list(c.args) + list(c.kwargs.values())) if isinstance(v, Merged)]
     first = ins[0]
     k, at, rank = first.k, first.at, len(first.shape)
     if rule is None:
@@ -184,7 +184,7 @@ def call(b, handler, c):
     elif rule == PERMUTE:
         args, out_at = _permute_args(c, args, rank, at)
         kwargs = {}
-    line = reader_refusal(c.target, _flat(args + list(kwargs.values())))
+    line = reader_refusal(c.target, flat_args(args + list(kwargs.values())))
     if line:
         raise Unsupported(line)
     shape = c.shape
@@ -234,13 +234,14 @@ def _view(b, view, c, x: Merged):
     return merge(y, k)
 
 
-def _flat(xs):
+def flat_args(xs):
+    """The leaves of nested lists / tuples of call arguments, in order."""
     for x in xs:
         if isinstance(x, (list, tuple)):
-            yield from _flat(x)
+            yield from flat_args(x)
         else:
             yield x
 
 
-__all__ = ["Merged", "merge", "call", "view_from", "unmerged_shape", "SAME", "DIM", "PERMUTE",
-           "VIEW"]
+__all__ = ["Merged", "merge", "call", "flat_args", "view_from", "unmerged_shape", "SAME", "DIM",
+           "PERMUTE", "VIEW"]
