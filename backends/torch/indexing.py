@@ -79,7 +79,7 @@ class GatherPerExample(nn.Module):
 
 class PaddedGather(nn.Module):
     """A Gather whose positions at idx == padding_idx pass no gradient: the rows read there
-    are ``detach``\ ed (``torch.where`` selects, so the forward is the gather itself)."""
+    are detached (``torch.where`` selects, so the forward is the gather itself)."""
 
     def __init__(self, inner: nn.Module, padding_idx: int, trailing: int):
         super().__init__()
