@@ -2,12 +2,12 @@
 (not run by CI).
 
     .venv/bin/python -m rosetta.conformance.import_sweep [--size 64] [--steps 1]
-        [--keras [--apps MobileNetV2,ResNet50,...]]
+        [--batch 2] [--keras [--apps MobileNetV2,ResNet50,...]]
         [--backends torch,tensorflow,jax] [--families resnet,vgg,...] [--timm resnet18,...]
         [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--out sweep.json]
 
 Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
-``size`` inputs, batch 2; builders over ``max-params`` parameters are listed as skipped; the rest
+``size`` inputs, ``batch`` examples (2 by default); builders over ``max-params`` parameters are listed as skipped; the rest
 are imported (SGD with momentum, cross-entropy) and, up to ``certify-max-params`` parameters,
 certified on ``backends`` for ``steps`` steps; a refusal is reported: the first line, and the
 distinct reasons over every line. torch's BatchNorm imports as
@@ -86,7 +86,7 @@ def build(name, source="torchvision", groupnorm=False):
 
 
 def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
-              max_params=100e6, certify_max_params=100e6):
+              max_params=100e6, certify_max_params=100e6, batch=2):
     import torch
 
     from rosetta.importers import ImportRefused, from_torch
@@ -98,7 +98,7 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
     if params > max_params:
         row.update(result=f"skipped (over {max_params:,.0f} parameters)")
         return row
-    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    x = torch.randn(batch, 3, size, size, dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     t = time.perf_counter()
     try:
@@ -194,6 +194,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--batch", type=int, default=2,
+                   help="examples per certificate batch (torchvision and timm models)")
     p.add_argument("--backends", default="torch")
     p.add_argument("--families", default=",".join(FAMILIES), help="'' for none")
     p.add_argument("--timm", default=",".join(TIMM), help="timm model names ('' for none)")
@@ -238,7 +240,7 @@ def main(argv=None):
             else:
                 r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
                               groupnorm=gn, source=source, max_params=a.max_params,
-                              certify_max_params=a.certify_max_params)
+                              certify_max_params=a.certify_max_params, batch=a.batch)
         except Exception as e:  # a sweep goes on: the row says what broke
             r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
         rows.append(r)

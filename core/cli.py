@@ -312,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_conformance(sub, _positive_int)
     from rosetta.conformance.bench import add_parser as add_bench
     add_bench(sub, _positive_int)
-    from rosetta.importers.command import add_parser as add_import
+    from rosetta.importers.command import add_certify_parser, add_parser as add_import
     add_import(sub, _positive_int)
+    add_certify_parser(sub)
     s = sub.add_parser("spec", help="print a spec as rosetta/1 JSON")
     s.add_argument("spec")
     return p
@@ -583,6 +584,11 @@ def cmd_import(args) -> int:
     return run_command(args)
 
 
+def cmd_certify(args) -> int:
+    from rosetta.importers.command import run_certify
+    return run_certify(args)
+
+
 def main(argv=None) -> int:
     """The command line. Called without ``argv`` it is the process's entry point (the
     ``rosetta`` script, ``python -m rosetta.cli``): Ctrl-C then ends the process within
@@ -617,7 +623,7 @@ def _main(argv) -> int:
                "export": cmd_export,
                "models": cmd_models, "backends": cmd_backends, "spec": cmd_spec,
                "conformance": cmd_conformance, "bench": cmd_bench,
-               "import": cmd_import}[args.command]
+               "import": cmd_import, "certify": cmd_certify}[args.command]
     try:
         return handler(args)
     except RosettaError as e:

@@ -352,7 +352,7 @@ def _worsts(result) -> dict:
 
 def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
             out=None, progress=None, dropout="inject") -> Certificate:
-    from rosetta.backend_registry import available_backends, get_backend
+    from rosetta.backend_registry import available_backends
     if backends is None:            # every backend installed in this environment
         backends = tuple(available_backends())
 
@@ -414,27 +414,137 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     cert.seconds["source"] = time.perf_counter() - t0
     if out is not None:
         source.save(Path(out) / "source_trajectory.npz")
+        _save_replay(Path(out), spec, params0, state0, slots0, imp, dtype, batches, masks)
+    blame = lambda traj, r: _blame(  # noqa: E731
+        imp, without_dropout(spec), start, source, traj, tier, params0, state0,
+        batches[0][0], r, {d.node: d.rate for d in mask_draws(spec.model)})
     for be in backends:
-        t1 = time.perf_counter()
-        log(f"{spec.name}: recording {be}")
-        backend = get_backend(be)
-        p = backend.compile(spec, dtype=dtype, device="cpu")
-        p.load(params0, state0)
-        if slots0:
-            p.load_optimizer_state(slots0, imp.step)
-        traj = _record(p, spec, batches, be, backend.version(), dtype, steps, seed, masks)
-        r = compare_trajectories(source, traj, tier)
-        row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r),
-               "where": r.where, "note": r.note, "blame": ""}
-        if not r.passed:
-            row["blame"] = _blame(imp, without_dropout(spec), start, source, traj, tier,
-                                  params0, state0, batches[0][0], r,
-                                  {d.node: d.rate for d in mask_draws(spec.model)})
-        row["seconds"] = time.perf_counter() - t1
-        cert.results.append(row)
-        del p
+        cert.results.append(_run_backend(be, spec, dtype, params0, state0, slots0, imp.step,
+                                         batches, masks, source, tier, seed, blame, log))
     _write(cert, out)
     return cert
+
+
+def _run_backend(be, spec, dtype, params0, state0, slots0, step, batches, masks, source, tier,
+                 seed, blame, log) -> dict:
+    """One backend, alone: lower ``spec``, load the source's starting values (and optimizer
+    state, at update ``step``), record it on the same batches and masks, compare with the
+    source's trajectory at ``tier``; the certificate's row, ``blame(traj, result)`` where it
+    fails."""
+    from rosetta.backend_registry import get_backend
+
+    t1 = time.perf_counter()
+    log(f"{spec.name}: recording {be}")
+    backend = get_backend(be)
+    p = backend.compile(spec, dtype=dtype, device="cpu")
+    p.load(params0, state0)
+    if slots0:
+        p.load_optimizer_state(slots0, step)
+    traj = _record(p, spec, batches, be, backend.version(), dtype, len(batches), seed, masks)
+    del p
+    r = compare_trajectories(source, traj, tier)
+    return {"backend": be, "passed": bool(r.passed), "worst": _worsts(r), "where": r.where,
+            "note": r.note, "blame": "" if r.passed else blame(traj, r),
+            "seconds": time.perf_counter() - t1}
+
+
+REPLAY = "start"        # the randomized starting point, a neutral checkpoint
+REPLAY_BATCHES = "batches.npz"
+
+
+def _save_replay(out: Path, spec, params0, state0, slots0, imp, dtype, batches, masks) -> None:
+    """Beside the source's trajectory, what certifies a backend without the source framework
+    (``certify_saved``, e.g. MXNet in its own environment): the starting values as a neutral
+    checkpoint (the spec as certified, the names map) and every step's batch and keep-masks."""
+    from rosetta import checkpoint
+    from rosetta.files import atomic_file
+
+    checkpoint.save(out / REPLAY, spec, params=params0, state=state0, optimizer=slots0,
+                    step=imp.step, dtype=dtype, backend="source",
+                    record={"names": imp.names, "optimizer_state": bool(slots0),
+                            "certificate_dropout": "inject" if masks is not None else "off"})
+    arrays = {}
+    for t, (x, y) in enumerate(batches):
+        arrays[f"x/{t}"], arrays[f"y/{t}"] = np.asarray(x), np.asarray(y)
+        for node, m in (masks[t] if masks is not None else {}).items():
+            arrays[f"mask/{t}/{node}"] = m
+    with atomic_file(out / REPLAY_BATCHES) as f:
+        np.savez_compressed(f, **arrays)
+
+
+def certify_saved(folder, backends, *, progress=None) -> Certificate:
+    """Certify ``backends`` against a source run saved by ``certify(..., out=folder)`` (float64),
+    without the source's framework: each backend starts from the saved starting values, runs the
+    saved batches and masks, and is compared with the saved source trajectory at the exact tier
+    (the blame names the first diverging tensor by canonical path and source name; the per-node
+    comparison needs the source). Each backend's row replaces its earlier one in the folder's
+    ``certificate.json``. This is how MXNet, in its own environment, is certified
+    (``rosetta certify FOLDER --backends mxnet``)."""
+    from rosetta import checkpoint
+    from rosetta.errors import CheckpointError
+
+    folder = Path(folder)
+    log = progress or (lambda msg: None)
+    try:
+        saved = json.loads((folder / "certificate.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no certificate.json: give the folder a certificate "
+                              f"wrote (rosetta import writes OUT.certificate)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / 'certificate.json'}: not readable JSON ({e})") from None
+    if not (folder / REPLAY).is_dir():
+        raise CheckpointError(f"{folder}: no saved source run ({REPLAY}/): only a float64 "
+                              f"certificate of a torch or Keras source saves one; certify again "
+                              f"with this rosetta")
+    ck = checkpoint.load(folder / REPLAY)
+    source = Trajectory.load(folder / "source_trajectory.npz")
+    try:
+        with np.load(folder / REPLAY_BATCHES, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder / REPLAY_BATCHES}: not readable ({e})") from None
+    steps = int(source.meta["steps"])
+    batches = [(arrays[f"x/{t}"], arrays[f"y/{t}"]) for t in range(steps)]
+    masks = None
+    if ck.record.get("certificate_dropout") == "inject":
+        masks = [{k.split("/", 2)[2]: v for k, v in arrays.items()
+                  if k.startswith(f"mask/{t}/")} for t in range(steps)]
+    slots0 = ck.optimizer if ck.record.get("optimizer_state") else {}
+    tier = tier_for("float64")
+    names = ck.record.get("names", {})
+
+    def blame(traj, r):
+        d = first_divergence(source, traj, tier)
+        return _tensor_blame(d, names) if d is not None else (r.where or r.note)
+
+    cert = Certificate(saved.get("model", ck.spec.name), "float64", steps,
+                       saved.get("dropout", "none"), source=saved.get("source", ""))
+    cert.results = [r for r in saved.get("results", []) if r.get("backend") not in backends]
+    cert.seconds = saved.get("seconds", {})
+    for be in backends:
+        cert.results.append(_run_backend(be, ck.spec, "float64", ck.params, ck.state, slots0,
+                                         ck.step, batches, masks, source, tier,
+                                         int(source.meta.get("seed", 0)), blame, log))
+    _write(cert, folder)
+    return cert
+
+
+def _source_name(names: dict, path: str) -> str:
+    """The source name of a canonical path (``slot/path`` for optimizer state too), from the
+    import's map {source name: canonical path}; the path itself where none maps to it."""
+    rev = {v: k for k, v in names.items()}
+    if path in rev:
+        return rev[path]
+    slot, _, rest = path.partition("/")
+    return f"{slot} of {rev[rest]}" if rest in rev else path
+
+
+def _tensor_blame(d, names: dict) -> str:
+    """The first diverging tensor, by canonical path and source name, with its step."""
+    name = _source_name(names, d.tensor) if d.tensor else ""
+    name = "" if name == d.tensor else name
+    return (f"first divergence at step {d.step}: {d.category}/{d.tensor}"
+            f"{f' (source {name})' if name else ''}: {d.worst}")
 
 
 def _write(cert, out):
@@ -456,9 +566,7 @@ def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result,
                 or _dropout_mismatch(imp, module, rates or {}))
         if node:
             return node
-    name = imp.source_name(d.tensor) if d.tensor else ""
-    return (f"first divergence at step {d.step}: {d.category}/{d.tensor}"
-            f"{f' (source {name})' if name else ''}: {d.worst}")
+    return _tensor_blame(d, imp.names)
 
 
 def _dropout_mismatch(imp, module, rates) -> str:

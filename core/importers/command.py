@@ -54,6 +54,34 @@ def add_parser(sub, positive_int):
     return p
 
 
+def add_certify_parser(sub):
+    p = sub.add_parser("certify", help="certify backends against a source run a certificate "
+                                       "saved (MXNet in its own environment), without the "
+                                       "source's framework")
+    p.add_argument("folder", help="the certificate folder (rosetta import writes "
+                                  "OUT.certificate)")
+    p.add_argument("--backends", nargs="+", required=True,
+                   help="backends to certify on (installed in this environment)")
+    return p
+
+
+def run_certify(args) -> int:
+    """``rosetta certify FOLDER --backends ...``: 0 every row of the folder's certificate
+    passes, 1 one fails."""
+    from rosetta.backend_registry import available_backends
+    from rosetta.importers.certificate import certify_saved
+
+    backends = [b for item in args.backends for b in item.split(",") if b]
+    here = available_backends()
+    missing = [b for b in backends if b not in here]
+    if missing:
+        raise RosettaError(f"--backends: {', '.join(missing)} not installed in this environment "
+                           f"(installed: {', '.join(here)}); run rosetta certify where it is")
+    cert = certify_saved(args.folder, backends, progress=print)
+    print(cert.table())
+    return 0 if cert.passed else 1
+
+
 def _shape(text):
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())

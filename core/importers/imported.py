@@ -234,11 +234,8 @@ class Imported(TrainedModel):
 
     def source_name(self, path: str) -> str:
         """The source name of a canonical path (``slot/path`` for optimizer state too)."""
-        rev = {v: k for k, v in self.names.items()}
-        if path in rev:
-            return rev[path]
-        slot, _, rest = path.partition("/")
-        return f"{slot} of {rev[rest]}" if rest in rev else path
+        from rosetta.importers.certificate import _source_name
+        return _source_name(self.names, path)
 
     def __repr__(self):
         return (f"<Imported {self.spec.name}: {self.spec.model.param_count():,} parameters, "
