@@ -257,6 +257,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
         elif drop_path_rate(m) is not None:  # stochastic depth: its rate attribute
             attr, m.source_p, _ = drop_path_rate(m)
             setattr(m, attr, 0.0)
+        elif isinstance(m, torch.nn.MultiheadAttention):   # its attention-weight dropout,
+            m.source_p, m.dropout = m.dropout, 0.0            # drawn inside (dropout="off")
     if hasattr(module, "without_dropout"):   # a .pt2's program: its dropout calls (pt2.py)
         module.without_dropout()
     params = dict(module.named_parameters())

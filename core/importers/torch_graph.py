@@ -75,17 +75,69 @@ def _stochastic_depth(module, x, b):
     return b.layer("StochasticDepth", [x], name="", rate=rate)
 
 
-def _multihead_attention(module, *inputs):
-    """torch's ``nn.MultiheadAttention``: refused in one line (built-in mapping)."""
-    raise Unsupported("nn.MultiheadAttention (its packed in_proj_weight (3E, E) is three spec "
-                      "kernels, and the importer maps each source parameter to one spec "
-                      "parameter; write the projections as three Linear layers and call "
-                      "F.scaled_dot_product_attention, which imports)")
+def _multihead_attention(module, *args):
+    """torch's ``nn.MultiheadAttention`` used as self-attention, ``mha(x, x, x)`` with
+    ``batch_first=True`` (built-in mapping), written out as its math on (N, T, E):
+
+        qkv = x W_in^T + b_in                (Dense, 3E units: in_proj_weight is the kernel)
+        q, k, v = qkv[..., :E], qkv[..., E:2E], qkv[..., 2E:]   each -> (h, T, d), d = E / h
+        w = softmax(q k^T / sqrt(d)) over the keys   (Dropout(p) on w where ``dropout`` > 0)
+        y = concat_h(w v) W_out^T + b_out     (Dense: out_proj)
+
+    The packed projection stays one parameter (a Dense of 3E units sliced three ways), so every
+    source parameter keeps one canonical path. Refused in one line: another query, key or value
+    (cross-attention), an attention or key-padding mask, ``batch_first=False`` (the batch on
+    axis 1), separate or ``kdim``/``vdim`` projections, ``add_bias_kv``, ``add_zero_attn``."""
+    *inputs, b = args
+    why = []
+    if not module.batch_first:
+        why.append("batch_first=False (the batch on axis 1; build it with batch_first=True)")
+    if not module._qkv_same_embed_dim:
+        why.append("kdim/vdim other than embed_dim (separate q, k, v projections)")
+    if module.bias_k is not None or module.add_zero_attn:
+        why.append("add_bias_kv / add_zero_attn")
+    if len(inputs) != 1:
+        why.append("a call with a query, key and value that differ, or with an attention or "
+                   "key-padding mask (only self-attention mha(x, x, x) maps)")
+    if why:
+        raise Unsupported(f"nn.MultiheadAttention: {'; '.join(why)}")
+    x = inputs[0]
+    e, h = module.embed_dim, module.num_heads
+    d = e // h
+    if x.layout != "plain" or len(x.shape) != 3 or x.shape[-1] != e:
+        raise Unsupported(f"nn.MultiheadAttention on a tensor of shape {x.shape} (held "
+                          f"{x.layout}): only (N, T, E) with the batch first")
+    t = x.shape[1]
+    bias = module.in_proj_bias is not None
+    qkv = b.layer("Dense", [x], name="in_proj", units=3 * e, use_bias=bias,
+                  params={"kernel": ("in_proj_weight", "linear"),
+                          **({"bias": ("in_proj_bias", "identity")} if bias else {})})
+    heads = []
+    for i, part in enumerate("qkv"):
+        y = b.layer("Slice", [qkv], name=part, axes=(-1,), starts=(i * e,),
+                    stops=((i + 1) * e,), steps=(1,))
+        y = b.layer("Reshape", [y], name=f"{part}_heads", shape=(t, h, d))
+        heads.append(b.layer("Transpose", [y], name=f"{part}_by_head",
+                             perm=(1, 2, 0) if part == "k" else (1, 0, 2)))
+    q, kt, v = heads
+    s = b.layer("MatMul", [q, kt], name="scores")
+    s = b.layer("Multiply", [s], name="scale", constant=1.0 / float(d) ** 0.5)
+    w = b.layer("Softmax", [s], name="softmax", axis=-1)
+    if module.dropout > 0:
+        w = b.layer("Dropout", [w], name="attn_dropout", rate=float(module.dropout))
+    o = b.layer("MatMul", [w, v], name="attend")
+    o = b.layer("Transpose", [o], name="by_position", perm=(1, 0, 2))
+    o = b.layer("Reshape", [o], name="concat", shape=(t, e))
+    out_bias = module.out_proj.bias is not None
+    return b.layer("Dense", [o], name="out_proj", units=e, use_bias=out_bias,
+                   params={"kernel": ("out_proj.weight", "linear"),
+                           **({"bias": ("out_proj.bias", "identity")} if out_bias else {})})
 
 
 def _mapping(module):
     """The mapping of a module's calls as one group: a user's (``maps``), or a built-in one
-    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention, refused),
+    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention as
+    self-attention),
     or None."""
     import torch
 

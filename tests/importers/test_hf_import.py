@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from rosetta.importers import ImportRefused, from_torch  # noqa: E402
 from rosetta.importers.hf import TokenCrossEntropy  # noqa: E402
+from rosetta.errors import RosettaError  # noqa: E402
 
 
 class MaskedLM(torch.nn.Module):
@@ -122,11 +123,60 @@ def test_sdpa_and_multihead_attention_certify():
     assert cert.passed, cert.results
 
 
-def test_multihead_attention_module_is_refused_in_one_line():
+def test_multihead_attention_self_attention_certifies():
+    """nn.MultiheadAttention (self-attention, batch_first) after the functional attention: its
+    packed in_proj_weight is one Dense of 3E units sliced into q, k, v (SGD: the key bias's
+    gradient is 0 in exact math, rounding noise on both sides, which Adam's 1/eps scales up)."""
+    torch.manual_seed(0)
+    m = Attention(mha=True).double()
+    imp = from_torch(m, torch.randn(2, 5, 8, dtype=torch.float64), loss=TokenCrossEntropy(),
+                     optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    assert imp.names["mha.in_proj_weight"] == "mha_in_proj/kernel"
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed, cert.results
+
+
+class Encoder(torch.nn.Module):
+    """nn.TransformerEncoder of two pre-norm GELU layers (batch_first), its first position
+    classified."""
+
+    def __init__(self, dropout=0.0, batch_first=True, cross=False):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=dropout, norm_first=True,
+                                                 activation="gelu", batch_first=batch_first)
+        self.enc = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.cross = torch.nn.MultiheadAttention(8, 2, batch_first=True) if cross else None
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.enc(x)
+        if self.cross is not None:
+            h = self.cross(h, x, x)[0]
+        return self.fc(h[:, 0])
+
+
+def test_transformer_encoder_layers_certify_and_their_attention_dropout_needs_dropout_off():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    m = Encoder(dropout=0.1).double()
+    imp = from_torch(m, x, loss=torch.nn.CrossEntropyLoss(),
+                     optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    with pytest.raises(RosettaError, match="self_attn .*dropout='off'"):
+        imp.certify(("torch",), steps=1)       # the attention dropout is drawn inside the call
+    cert = imp.certify(("torch",), steps=2, dropout="off")
+    assert cert.passed, cert.results
+
+
+@pytest.mark.parametrize("kw, why", [
+    ({"batch_first": False}, "batch_first=False"),
+    ({"cross": True}, "query, key and value that differ")])
+def test_multihead_attention_refusals_are_one_line(kw, why):
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    if not kw.get("batch_first", True):
+        x = x.transpose(0, 1).contiguous()
     with pytest.raises(ImportRefused) as e:
-        from_torch(Attention(mha=True).double(), torch.randn(2, 5, 8, dtype=torch.float64),
-                   loss=TokenCrossEntropy())
-    assert len(e.value.lines) == 1 and "nn.MultiheadAttention" in e.value.lines[0]
+        from_torch(Encoder(**kw).double(), x, loss=torch.nn.CrossEntropyLoss())
+    assert len(e.value.lines) == 1 and why in e.value.lines[0], e.value.lines
 
 
 class Rotary(torch.nn.Module):
