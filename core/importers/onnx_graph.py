@@ -4,7 +4,8 @@ function (docs/design.md section 12).
 * The input: the graph's one non-initializer input; a dynamic batch axis stays dynamic (the
   spec's Input has per-example axes only); every other axis must have a fixed size. Shapes of
   every tensor come from ONNX shape inference with the batch axis set to a concrete size (the
-  input's own size where it is fixed, else 2).
+  input's own size where it is fixed, else 2); where it stops (a shape folded from a Range),
+  from the same inference on that node alone, its inputs as the import holds them.
 * Initializers are ``Const``s: the weight positions of Conv, Gemm, MatMul (the Linear pattern
   MatMul + Add of a (out,) initializer is one Dense), BatchNormalization and LayerNormalization
   read them as parameters (BatchNormalization's mean and variance as state), in canonical layout.

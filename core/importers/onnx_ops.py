@@ -1168,13 +1168,15 @@ def _global(op):
 # --- constant gathers and scatters, BART's last-eos head ----------------------------------------
 
 def gather_elements(b: Builder, n: ONode):
-    """GatherElements(data, indices, axis): y[i][j] = data[i][indices[i][j]] (axis 1; likewise
-    on any axis), y of the indices' shape. Of a constant ``data`` equal along ``axis`` (RoBERTa's
-    buffered token-type ids, zeros, at its computed position ids) every in-range index reads the
-    same value: y is data's first slice along ``axis``, cut to the indices' shape on the other
-    axes and repeated along ``axis``, a constant (as ``from_torch``'s gather; out-of-range
-    indices, an error in ONNX, are not checked). Any other GatherElements is refused (no spec op
-    gathers per-example elements)."""
+    """GatherElements of a constant equal along ``axis`` at computed indices (RoBERTa's buffered
+    token-type ids): a constant, whatever the in-range indices; any other refused.
+
+    y[i][j] = data[i][indices[i][j]] (axis 1; likewise on any axis), y of the indices' shape.
+    Where ``data`` is a constant equal along ``axis`` (RoBERTa's zeros at its computed position
+    ids) every in-range index reads the same value: y is data's first slice along ``axis``, cut
+    to the indices' shape on the other axes and repeated along ``axis`` (as ``from_torch``'s
+    gather; out-of-range indices, an error in ONNX, are not checked). No spec op gathers
+    per-example elements, so any other GatherElements is refused."""
     data, idx = n.input(0), n.input(1)
     axis = int(n.attr("axis", 0))
     if not isinstance(data, Const) or not isinstance(idx, Value):
@@ -1228,9 +1230,12 @@ def _at_batch(v, batch_axis: int, extra: int):
 
 
 def scatter(b: Builder, n: ONode):
-    """ScatterND(data, indices, updates) / ScatterElements(data, indices, updates, axis) at
-    constant indices (reduction 'none', no position written twice): the positions written, a
-    constant 0/1 ``mask``, are known. Constant updates into computed data: y = data where not
+    """ScatterND / ScatterElements at constant indices: constant updates as a Where on the
+    positions written, computed updates filling a box of each example as a Pad (BART's
+    shift_tokens_right); any other refused.
+
+    With constant indices (reduction 'none', no position written twice) the positions written,
+    a constant 0/1 ``mask``, are known. Constant updates into computed data: y = data where not
     mask, U where mask (U the updates scattered into zeros): ``Where`` (int data: data + mask
     (U - data), exact in ints). Computed updates that fill a box of the data (each example its
     own rows, in row-major order: BART's ``shift_tokens_right`` writing ids[:, :-1] at [:, 1:])

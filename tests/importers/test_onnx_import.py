@@ -481,6 +481,14 @@ def test_token_patterns_scatter_gather_nonzero():
     del m.graph.node[-1].attribute[:]
     with pytest.raises(ImportRefused, match=r"last_eos \(Identity\): NonZero's data-dependent"):
         rosetta.from_onnx(m)
+    mk = helper.make_node
+    bad = graph([mk("GatherElements", ["x", "i"], ["g"], name="ge", axis=1),
+                 mk("Relu", ["g"], ["y"], name="after")], [ints("i", [[0, 1, 0]])], [1, 3])
+    with pytest.raises(ImportRefused) as e:
+        rosetta.from_onnx(bad)
+    assert e.value.lines == [
+        "ge (GatherElements): a GatherElements other than of a constant at computed indices "
+        "(the spec gathers no per-example elements)"]
 
 
 # --- torch exports, certified on every backend -----------------------------------------------
