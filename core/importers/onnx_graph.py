@@ -52,7 +52,7 @@ def _expands_initializer(b, node, args) -> bool:
     example (a position table at ``position_ids``, RoBERTa's token-type table at its buffered
     ids): not folded, the handler reads the initializer as a parameter."""
     if node.op_type == "Gather" and len(args) == 2 and _is_parameter(b, args[0]):
-        ind = _batch_rows(args[1])
+        ind = _batch_rows(args[1], getattr(b, "static_batch", None))
         return ind is not None and ind.ndim >= 1 and ind.shape[0] == 1
     return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
             and isinstance(args[1], Const) and args[1].batch_dependent)
@@ -360,6 +360,8 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                              f"int)"])
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
+    b.dynamic_batch = dims[0] is None
+    b.static_batch = dims[0]
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
     # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter

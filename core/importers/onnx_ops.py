@@ -74,16 +74,26 @@ class Pending:
                 "-> Gather of one row)")
 
 
-def _batch_rows(c):
+def _repeated(c, static_batch=None) -> bool:
+    """Whether a constant is one row repeated for every example: folded from the batch size
+    (a buffer expanded to the batch), or, in a graph of fixed batch size ``static_batch`` > 1,
+    of that many equal rows."""
+    v = np.asarray(c.value)
+    return bool(c.batch_dependent or (static_batch and static_batch > 1 and v.ndim >= 1
+                                      and len(v) == static_batch and (v == v[:1]).all()))
+
+
+def _batch_rows(c, static_batch=None):
     """The value of a constant as one batch-broadcast (1, ...) row where it is the same for
-    every example: a constant that does not depend on the batch size, as it is; one that does
-    (a buffer expanded to the batch) if all its rows are equal at both batch sizes folded
+    every example: a constant that does not depend on the batch size, as it is (in a graph of
+    fixed batch size, its first row where it is that row repeated: ``_repeated``); one that
+    does (a buffer expanded to the batch) if all its rows are equal at both batch sizes folded
     (its first row); else None."""
     if not isinstance(c, Const):
         return None
     v = np.asarray(c.value)
     if not c.batch_dependent:
-        return v
+        return v[:1] if _repeated(c, static_batch) else v
     alt = None if c.alt is None else np.asarray(c.alt)
     if (v.ndim >= 1 and alt is not None and alt.ndim == v.ndim and len(alt) == len(v) + 1
             and len(v) and (v == v[:1]).all() and (alt == v[:1]).all()):
@@ -944,14 +954,15 @@ def _gather_positions(b: Builder, n: ONode, data: Const, idx: Const, axis: int) 
     table's ``Parameter`` (batch-broadcast) with the ``indices`` attribute, a batch-broadcast
     (1, T..., ...) tensor, so the table stays a parameter (not folded into a constant);
     brought to the batch (``Expand``) where ONNX's output is (N, T..., ...)."""
-    ind = _batch_rows(idx)
+    static = getattr(b, "static_batch", None)
+    ind = _batch_rows(idx, static)
     w = np.asarray(data.value)
     if ind is None or ind.ndim < 1 or ind.shape[0] != 1 or axis not in (0, -w.ndim):
         raise Unsupported(f"a Gather of a parameter table at constant positions of shape "
                           f"{np.shape(idx.value)} on axis {axis} (positions (1, T...), or the "
                           f"same for every example, on axis 0 only)")
     table = _initializer_parameter(b, n, data, w.ndim + 1, tuple(range(w.ndim + 1)), "table")
-    rows = idx.batch_dependent   # the same row for every example: ONNX's is (N, T..., ...)
+    rows = _repeated(idx, static)   # the same row for every example: ONNX's is (N, T...)
     y = b.layer("Gather", [table], name=f"{n.name}_row" if rows else n.name, source=n.label,
                 axis=0, indices=ind[0].tolist(), layout="plain", out_shape=(1, *n.shape[1:]))
     if not rows:
@@ -1196,6 +1207,8 @@ def gather_elements(b: Builder, n: ONode):
 
     shape = tuple(idx.shape)
     y = first(data.value, shape)
+    if y is not None and not getattr(b, "dynamic_batch", True):   # a fixed batch size
+        return Const(y, None)
     # at another batch size (the batch axis is dynamic): from data's own value there
     alt = first(data.alt if data.batch_dependent else data.value, (shape[0] + 1, *shape[1:]))
     if y is None or alt is None:

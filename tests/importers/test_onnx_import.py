@@ -482,6 +482,19 @@ def test_token_patterns_scatter_gather_nonzero():
     with pytest.raises(ImportRefused, match=r"last_eos \(Identity\): NonZero's data-dependent"):
         rosetta.from_onnx(m)
     mk = helper.make_node
+    # at a fixed batch size (2): the token-type ids are two equal rows, the table a Parameter
+    static = graph([mk("Equal", ["x", "one0"], ["e"], name="pad"),
+                    mk("Not", ["e"], ["m"], name="keep"),
+                    mk("Cast", ["m"], ["mi"], name="keep_int", to=TensorProto.INT64),
+                    mk("CumSum", ["mi", "one0"], ["pos"], name="positions"),
+                    mk("GatherElements", ["buf", "pos"], ["tt"], name="tt_ids", axis=1),
+                    mk("Gather", ["tt_table", "tt"], ["te"], name="tt_embed"),
+                    mk("Gather", ["table", "x"], ["we"], name="embed"),
+                    mk("Add", ["we", "te"], ["y"], name="add")],
+                   [ints("one0", 1), ints("buf", [[1] * 6] * 2), init("tt_table", 2, 4),
+                    init("table", 10, 4)], [2, 4], in_type=TensorProto.INT64)
+    imp = agrees(static)
+    assert sorted(imp.names) == ["table", "tt_table"]
     bad = graph([mk("GatherElements", ["x", "i"], ["g"], name="ge", axis=1),
                  mk("Relu", ["g"], ["y"], name="after")], [ints("i", [[0, 1, 0]])], [1, 3])
     with pytest.raises(ImportRefused) as e:
