@@ -214,9 +214,10 @@ def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscri
                         progress(_line(row))
                         continue
                     row["static_batch"] = f"dynamic batch not exported: {failed}"
-                kw = {}
+                # the certificate runs the example batch (BART's holds one eos per example)
+                kw = dict(example_inputs=(x,))
                 if torch_source:
-                    kw = dict(torch_module=model, example_inputs=(x,), loss=loss,
+                    kw.update(torch_module=model, loss=loss,
                               optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
                 try:
                     imp = rosetta.from_onnx(path, **kw)

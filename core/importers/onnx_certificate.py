@@ -193,10 +193,14 @@ def _canonical_values(imp, values: dict) -> tuple[dict, dict]:
 
 
 def batch(imp, seed: int, dtype) -> np.ndarray:
-    """A random batch in the ONNX model's layout (the example batch size)."""
+    """A random batch in the ONNX model's layout (the example batch size); the user's example
+    batch where ``from_onnx`` was given one (``example_inputs``)."""
     from rosetta.initializers import rng_for
 
     cap = imp.source.captured
+    example = getattr(imp.source, "example", None)
+    if example is not None:
+        return np.asarray(example, np.int64 if cap.input_kind == "int" else dtype)
     rng = rng_for(seed, "onnx-certificate/batch")
     if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size
         high = min([n.attrs["vocab_size"] for n in imp.spec.model.nodes if n.op == "Embedding"]

@@ -4,7 +4,8 @@ function (docs/design.md section 12).
 * The input: the graph's one non-initializer input; a dynamic batch axis stays dynamic (the
   spec's Input has per-example axes only); every other axis must have a fixed size. Shapes of
   every tensor come from ONNX shape inference with the batch axis set to a concrete size (the
-  input's own size where it is fixed, else 2).
+  input's own size where it is fixed, else 2); where it stops (a shape folded from a Range),
+  from the same inference on that node alone, its inputs as the import holds them.
 * Initializers are ``Const``s: the weight positions of Conv, Gemm, MatMul (the Linear pattern
   MatMul + Add of a (out,) initializer is one Dense), BatchNormalization and LayerNormalization
   read them as parameters (BatchNormalization's mean and variance as state), in canonical layout.
@@ -33,9 +34,13 @@ from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode, _is_parameter
+from rosetta.importers.onnx_ops import (ONNX_OPS, REFUSED, Const, ONode, Pending,
+                                        _batch_rows, _is_parameter)
 
 MIN_OPSET = 13
+# ops whose output shape depends on the input's values: their handlers (and the patterns they
+# start, ``onnx_ops.Pending``) give the shapes
+DATA_SHAPED = {"NonZero"}
 NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
            "Multinomial", "Bernoulli", "Dropout"}
 
@@ -43,12 +48,12 @@ NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLi
 def _expands_initializer(b, node, args) -> bool:
     """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
     that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``), or a
-    Gather of one at constant positions of shape (1, T...) (a position table at
-    ``position_ids``): not folded, the handler reads the initializer as a parameter."""
+    Gather of one at constant positions of shape (1, T...) or the same (1, T...) for every
+    example (a position table at ``position_ids``, RoBERTa's token-type table at its buffered
+    ids): not folded, the handler reads the initializer as a parameter."""
     if node.op_type == "Gather" and len(args) == 2 and _is_parameter(b, args[0]):
-        ind = args[1]
-        return (isinstance(ind, Const) and not ind.batch_dependent
-                and np.asarray(ind.value).ndim >= 1 and np.asarray(ind.value).shape[0] == 1)
+        ind = _batch_rows(args[1], getattr(b, "static_batch", None))
+        return ind is not None and ind.ndim >= 1 and ind.shape[0] == 1
     return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
             and isinstance(args[1], Const) and args[1].batch_dependent)
 
@@ -135,9 +140,10 @@ def _elem_dtype(elem: int):
     return onnx.helper.tensor_dtype_to_np_dtype(elem)
 
 
-def _shapes(model, input_name: str, batch: int) -> dict:
+def _shapes(model, input_name: str, batch: int, kinds: dict | None = None) -> dict:
     """{tensor name: shape} by ONNX shape inference with the input's batch axis set to
-    ``batch``."""
+    ``batch``; ``kinds`` (if given) gets {tensor name: NumPy dtype kind} of every tensor whose
+    element type inference knows ("f", "i", "u", "b")."""
     import onnx
 
     m = onnx.ModelProto()
@@ -157,6 +163,8 @@ def _shapes(model, input_name: str, batch: int) -> dict:
                              f"{' '.join(str(e).split())[:300]})"]) from None
     out = {}
     for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input):
+        if kinds is not None and vi.type.tensor_type.elem_type:
+            kinds[vi.name] = np.dtype(_elem_dtype(vi.type.tensor_type.elem_type)).kind
         d = _dims(vi)
         if d is not None and all(x is not None for x in d):
             out[vi.name] = tuple(d)
@@ -330,8 +338,11 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     np_dtype = _elem_dtype(inp.type.tensor_type.elem_type)
     batch = dims[0] if dims[0] is not None else 2
     shape_in = (batch, *dims[1:])
-    shapes = _shapes(model, inp.name, batch)
+    kinds: dict = {}
+    shapes = _shapes(model, inp.name, batch, kinds)
     shapes[inp.name] = shape_in
+    for k, v in inits.items():
+        kinds.setdefault(k, v.dtype.kind)
     float_inits = {str(v.dtype) for v in inits.values() if v.dtype.kind == "f"}
     dtype = ("float64" if np_dtype == np.float64 or float_inits == {"float64"} else "float32")
     if np.dtype(np_dtype).kind == "f":
@@ -349,6 +360,8 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                              f"int)"])
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
+    b.dynamic_batch = dims[0] is None
+    b.static_batch = dims[0]
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
     # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
@@ -450,12 +463,22 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         n = ONode(node.op_type, args, attrs, spec_name(node.name or f"{node.op_type}_{i}"),
                   label, shapes.get(out0, ()), used)
         n.attrs["_output_shapes"] = [shapes.get(o, ()) for o in node.output]
+        n.attrs["_input_kinds"] = [kinds.get(k, "") for k in node.input]
+        n.attrs["_output_kinds"] = [kinds.get(o, "") for o in node.output]
         if i in fused:
             j, bias = fused[i]
             n.attrs["_fused_bias"] = bias
             n.attrs["_fused_shape"] = shapes.get(graph.node[j].output[0], ())
             n.label = f"{label} + {_label(graph.node[j], j)}"
-        if not n.shape and node.op_type not in ("Identity",):
+        pending = node.op_type in DATA_SHAPED or any(isinstance(a, Pending) for a in args)
+        if not n.shape and not pending and node.op_type not in ("Identity",):
+            # inference stopped before this node (a shape it could not propagate): inferred
+            # again from the node's own inputs as the import holds them
+            got = _node_shapes(node, args, kinds)
+            shapes.update({o: s for o, s in got.items() if s})
+            n.shape = shapes.get(out0, ())
+            n.attrs["_output_shapes"] = [shapes.get(o, ()) for o in node.output]
+        if not n.shape and not pending and node.op_type not in ("Identity",):
             refuse(label, f"the shape of {out0} is unknown after ONNX shape inference")
             _mark(env, node, missing)
             continue
@@ -468,8 +491,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         vs = list(v) if isinstance(v, (list, tuple)) else [v]   # Split: one Value an output
         for k, o in enumerate(node.output):
             env[o] = vs[k] if k < len(vs) else missing
-            if k >= len(vs):
+            if k >= len(vs) or not isinstance(vs[k], Value):   # a Const, a Pending pattern
                 continue
+            if not shapes.get(o):
+                shapes[o] = tuple(vs[k].shape)
             layer = getattr(getattr(vs[k].tensor, "source", None), "layer", None)
             if layer is not None and layer.name not in onnx_nodes:
                 tensor = graph.node[fused[i][0]].output[0] if i in fused else o
@@ -477,6 +502,8 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     out_name = graph.output[0].name
     out = env.get(out_name, missing)
     lines = [f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()]
+    if not lines and isinstance(out, Pending):
+        lines.append(f"output {out_name}: {out.refusal}")
     if not lines and isinstance(out, Const):
         lines.append(f"output {out_name}: a constant (it does not depend on the input)")
     if not lines and isinstance(out, Value) and out.layout == "flat":
@@ -497,6 +524,46 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     return OnnxCaptured(g, b.params, b.state, b.names, b.layouts, b.node_source, onnx_nodes,
                         inp.name, layout, shape_in, kind, out_name, out.layout, dtype, opset,
                         _inference_only(model), _training_graph(model))
+
+
+def _node_shapes(node, args, kinds) -> dict:
+    """{output name: shape} of one node by ONNX shape inference on that node alone, its
+    computed inputs typed with the shapes the import holds and its constant inputs as
+    initializers (what whole-graph inference could not propagate: a Reshape to a shape folded
+    from a Range, a Gemm after a pattern the importer maps); {} where it cannot say."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = {"f": TensorProto.FLOAT, "i": TensorProto.INT64, "u": TensorProto.INT64,
+            "b": TensorProto.BOOL}
+    names, inputs, inits = [], [], []
+    for i, a in enumerate(args):
+        nm = f"in{i}" if a is not None else ""
+        names.append(nm)
+        if isinstance(a, Value):
+            inputs.append(helper.make_tensor_value_info(
+                nm, elem.get(kinds.get(node.input[i], "f"), TensorProto.FLOAT), list(a.shape)))
+        elif isinstance(a, Const):
+            inits.append(numpy_helper.from_array(np.asarray(a.value), nm))
+        elif a is not None:
+            return {}
+    outs = [f"out{i}" for i in range(len(node.output))]
+    n = helper.make_node(node.op_type, names, outs)
+    n.attribute.extend(node.attribute)
+    g = helper.make_graph([n], "shape", inputs, [helper.make_empty_tensor_value_info(o)
+                                                 for o in outs], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = onnx.IR_VERSION
+    try:
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:
+        return {}
+    got = {}
+    for vi in list(m.graph.output) + list(m.graph.value_info):
+        d = _dims(vi)
+        if vi.name in outs and d is not None and all(x is not None for x in d):
+            got[node.output[outs.index(vi.name)]] = tuple(d)
+    return got
 
 
 def _training_graph(model) -> bool:

@@ -23,6 +23,7 @@ class OnnxSource:
     description: str = ""
     framework: str = "onnx"
     torch: object = None      # certificate._Source of the torch model the graph came from
+    example: object = None    # the user's example batch (ONNX layout): the certificate's batch
 
     @property
     def layouts(self):
@@ -46,7 +47,12 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     initializer names (both torch exporters keep them, unless they fold a BatchNorm); the
     optimizer and loss are mapped as ``from_torch`` maps them, BatchNorm's running variance
     takes torch's unbiased rule, and ``certify`` also certifies gradients and optimizer steps
-    against the module (``rosetta.importers.certificate``)."""
+    against the module (``rosetta.importers.certificate``).
+
+    ``example_inputs`` (also without ``torch_module``): an example batch of the graph's input,
+    which the certificate runs instead of a random one (a model whose function needs valid
+    inputs: BART's classification head reads each example's last eos token, and a batch whose
+    examples hold different numbers of them is an error in the graph itself)."""
     from rosetta import losses as L
     from rosetta import optim as O
     from rosetta.importers.onnx_graph import capture_onnx, load_model
@@ -83,6 +89,8 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     src = OnnxSource(model, cap, f"onnx {where} (opset {cap.opset}, "
                                  f"{model.producer_name or 'unknown producer'})")
     src.torch = torch_src
+    if example_inputs is not None:
+        src.example = _example_batch(cap, example_inputs)
     notes = [] if torch_src is not None else [
         "ONNX holds no loss or optimizer: softmax cross-entropy and SGD(lr=0.01) (replace "
         "them on the spec before training)"]
@@ -90,6 +98,20 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
         notes.append(f"inference only: {cap.inference_only}")
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,
                     cap.node_source, src, notes, inference_only=cap.inference_only)
+
+
+def _example_batch(cap, example_inputs) -> np.ndarray:
+    """The one input array of ``example_inputs`` (an array, a torch tensor, or a one-element
+    tuple of one), checked against the graph's input: its per-example shape and kind."""
+    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+    x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    want = tuple(cap.input_shape[1:])
+    kind = "int" if x.dtype.kind in "iu" else "float"
+    if x.ndim != len(cap.input_shape) or tuple(x.shape[1:]) != want or kind != cap.input_kind:
+        raise ImportRefused([f"example_inputs: a {kind} array of shape {x.shape} (the graph's "
+                             f"input {cap.input_name} takes {cap.input_kind} (N, "
+                             f"{', '.join(map(str, want))})"])
+    return x
 
 
 def _torch_attributes(module) -> dict:

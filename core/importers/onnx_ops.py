@@ -55,7 +55,55 @@ class ONode:
         return self.attrs.get(key, default)
 
 
+@dataclass
+class Pending:
+    """A step of a pattern that only its next nodes complete (no tensor the spec holds):
+    BART's last-eos head ``hidden[ids == eos].view(N, -1, D)[:, -1]``, exported as NonZero of
+    the (N, T) mask ("nonzero"), its Transpose to (K, 2) positions ("positions"), GatherND of
+    the (N, T, D) states there ("rows"), the Reshape to (N, -1, D) ("grouped"), then a Gather of
+    one row on axis 1. Any other reader is refused with ``refusal``."""
+
+    step: str
+    mask: Value
+    x: Value | None = None
+
+    @property
+    def refusal(self) -> str:
+        return ("NonZero's data-dependent positions read other than as the selected rows "
+                "x[mask].view(N, -1, ...)[:, i] (NonZero -> Transpose -> GatherND -> Reshape "
+                "-> Gather of one row)")
+
+
+def _repeated(c, static_batch=None) -> bool:
+    """Whether a constant is one row repeated for every example: folded from the batch size
+    (a buffer expanded to the batch), or, in a graph of fixed batch size ``static_batch`` > 1,
+    of that many equal rows."""
+    v = np.asarray(c.value)
+    return bool(c.batch_dependent or (static_batch and static_batch > 1 and v.ndim >= 1
+                                      and len(v) == static_batch and (v == v[:1]).all()))
+
+
+def _batch_rows(c, static_batch=None):
+    """The value of a constant as one batch-broadcast (1, ...) row where it is the same for
+    every example: a constant that does not depend on the batch size, as it is (in a graph of
+    fixed batch size, its first row where it is that row repeated: ``_repeated``); one that
+    does (a buffer expanded to the batch) if all its rows are equal at both batch sizes folded
+    (its first row); else None."""
+    if not isinstance(c, Const):
+        return None
+    v = np.asarray(c.value)
+    if not c.batch_dependent:
+        return v[:1] if _repeated(c, static_batch) else v
+    alt = None if c.alt is None else np.asarray(c.alt)
+    if (v.ndim >= 1 and alt is not None and alt.ndim == v.ndim and len(alt) == len(v) + 1
+            and len(v) and (v == v[:1]).all() and (alt == v[:1]).all()):
+        return v[:1]
+    return None
+
+
 def _value(v, what="input") -> Value:
+    if isinstance(v, Pending):
+        raise Unsupported(v.refusal)
     if isinstance(v, Const):
         raise Unsupported(f"{what} is a constant tensor"
                           f"{f' ({v.name})' if v.name else ''} (the spec has no Constant op: "
@@ -513,6 +561,9 @@ def _operands(b: Builder, n: ONode, items):
     vals = [v for v in items if isinstance(v, Value)]
     if not vals:
         raise Unsupported("every input is constant (folded: not expected here)")
+    for v in items:
+        if isinstance(v, Pending):
+            raise Unsupported(v.refusal)
     if any(v is None or not isinstance(v, (Value, Const)) for v in items):
         raise Unsupported("an input is missing")
     lay = {v.layout for v in vals}
@@ -598,6 +649,9 @@ def reshape(b: Builder, n: ONode):
     input's shape): a flatten, or a Reshape of the held tensor's per-example axes where the axes
     it merges or splits are held in order, else after a Transpose to such an order (an image's
     (N, C, H, W) -> (N, C, H*W), held channels last, is (N, H*W, C) held permuted)."""
+    p = n.input(0)
+    if isinstance(p, Pending) and p.step == "rows" and isinstance(n.input(1), Const):
+        return _group_rows(p, n.input(1))
     x = _value(n.input(0))
     if not isinstance(n.input(1), Const):
         raise Unsupported("a reshape to a shape computed from the model input's values")
@@ -614,23 +668,26 @@ def reshape(b: Builder, n: ONode):
     return reshape_held(b, x, shape, n.name, n.label)
 
 
+def _group_rows(rows: Pending, target: Const) -> Pending:
+    """x[mask] (K, ...) reshaped to (N, -1, ...): the rows grouped per example (every example
+    holding K / N of them, what the reshape needs), the ``Pending`` step before one row's
+    Gather. The target's N must follow the batch size."""
+    t = np.asarray(target.value).reshape(-1).tolist()
+    n_ = rows.x.shape[0]
+    alt = None if target.alt is None else np.asarray(target.alt).reshape(-1).tolist()
+    if (len(t) != len(rows.x.shape) or t[0] != n_ or t[1] != -1
+            or tuple(t[2:]) != tuple(rows.x.shape[2:])
+            or (target.batch_dependent and (alt is None or alt[0] != n_ + 1))):
+        raise Unsupported(f"x[mask] reshaped to {t} (only to (N, -1, ...): {rows.refusal})")
+    return Pending("grouped", rows.mask, rows.x)
+
+
 def where(b: Builder, n: ONode):
     """Where(cond, x, y) with cond a 0/1 int tensor (a comparison, or a folded constant mask as a
-    Constant); a size-1 constant x or y as the scalar attribute (+-inf kept)."""
+    Constant); a size-1 constant x or y as the scalar attribute (+-inf kept); of int x and y
+    (BART's masked_fill of its shifted ids), y + cond (x - y) in exact int arithmetic."""
     cond, x, y = n.input(0), n.input(1), n.input(2)
-    kw = {}
-    for key, v in (("x", x), ("y", y)):
-        k = _scalar(v)
-        if k is not None:
-            kw[key] = float(k)
-    rest = [v for key, v in (("x", x), ("y", y)) if key not in kw]
-    items = [cond] + rest
-    if not any(isinstance(v, Value) for v in items):
-        raise Unsupported("a Where of constants only")
-    xs = _operands(b, n, items)
-    main = next(v for v, orig in zip(xs, items) if isinstance(orig, Value))
-    return b.layer("Where", xs, name=n.name, source=n.label, layout=main.layout,
-                   out_shape=n.shape, chw=main.chw, **kw)
+    return _where(b, n, cond, x, y, _int_output(n))
 
 
 def is_nan(b: Builder, n: ONode):
@@ -774,7 +831,11 @@ def transpose(b: Builder, n: ONode):
     its own permutation; the identity adds no node); a perm that moves the batch axis renames
     the held axes, no node, and only Split, Slice or Squeeze of the other axes may read it.
 
-    (The batch stays held first: timm's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``.)"""
+    (The batch stays held first: timm's ``qkv.permute(2, 0, 3, 1, 4).unbind(0)``; NonZero's
+    (2, K) positions transposed to (K, 2) are a step of a ``Pending`` pattern.)"""
+    p = n.input(0)
+    if isinstance(p, Pending) and p.step == "nonzero" and list(n.attr("perm", [1, 0])) == [1, 0]:
+        return Pending("positions", p.mask)
     x = _value(n.input(0))
     rank = len(x.shape)
     perm = [int(p) for p in n.attr("perm", list(range(rank))[::-1])]
@@ -852,9 +913,12 @@ def gather(b: Builder, n: ONode):
     is an Embedding (the table a parameter); computed data at constant indices is Gather with
     the ``indices`` attribute. Computed indices into computed data are refused (ONNX shares one
     index tensor across the batch, the spec's Gather takes one per example). A parameter table
-    read at constant positions is ``_gather_positions``."""
+    read at constant positions is ``_gather_positions``; a table other nodes read too, a Gather
+    of its one ``Parameter``; rows of BART's last-eos head, ``_last_rows``."""
     data, idx = n.input(0), n.input(1)
     axis = int(n.attr("axis", 0))
+    if isinstance(data, Pending) and data.step == "grouped":
+        return _last_rows(b, n, data, idx, axis)
     if _is_parameter(b, data) and isinstance(idx, Const):
         return _gather_positions(b, n, data, idx, axis)
     if isinstance(data, Const):
@@ -864,6 +928,11 @@ def gather(b: Builder, n: ONode):
         if axis not in (0, -w.ndim) or w.ndim != 2:
             raise Unsupported(f"a Gather on axis {axis} of a {w.ndim}-D initializer (an "
                               f"Embedding reads rows of a 2-D table)")
+        if _shared(b, table):   # a table other nodes read too (BART's encoder and decoder):
+            # Gather (axis 0) of its one Parameter, y[n, ...] = W[ids[n, ...]]
+            return b.layer("Gather", [_shared_operand(b, n, table, w.ndim + 1),
+                                      _plain(b, n, idx)], name=n.name, source=n.label, axis=0,
+                           layout="plain", out_shape=n.shape)
         return b.layer("Embedding", [_plain(b, n, idx)], name=n.name, source=n.label,
                        params={"embedding": (table, "identity")}, vocab_size=int(w.shape[0]),
                        dim=int(w.shape[1]), layout="plain", out_shape=n.shape)
@@ -880,17 +949,26 @@ def gather(b: Builder, n: ONode):
 
 def _gather_positions(b: Builder, n: ONode, data: Const, idx: Const, axis: int) -> Value:
     """A parameter table (P, ...) read at constant positions of shape (1, T...) (GPT-2 and
-    BERT's position table at ``position_ids``, a (1, T) buffer): Gather of the table's
-    ``Parameter`` (batch-broadcast) with the ``indices`` attribute, a batch-broadcast (1, T...,
-    ...) tensor, so the table stays a parameter (not folded into a constant)."""
-    ind = np.asarray(idx.value)
+    BERT's position table at ``position_ids``, a (1, T) buffer; RoBERTa's token-type table at
+    its buffered ids, the same (T,) row for every example: ``_batch_rows``): Gather of the
+    table's ``Parameter`` (batch-broadcast) with the ``indices`` attribute, a batch-broadcast
+    (1, T..., ...) tensor, so the table stays a parameter (not folded into a constant);
+    brought to the batch (``Expand``) where ONNX's output is (N, T..., ...)."""
+    static = getattr(b, "static_batch", None)
+    ind = _batch_rows(idx, static)
     w = np.asarray(data.value)
-    if idx.batch_dependent or ind.ndim < 1 or ind.shape[0] != 1 or axis not in (0, -w.ndim):
+    if ind is None or ind.ndim < 1 or ind.shape[0] != 1 or axis not in (0, -w.ndim):
         raise Unsupported(f"a Gather of a parameter table at constant positions of shape "
-                          f"{ind.shape} on axis {axis} (positions (1, T...) on axis 0 only)")
+                          f"{np.shape(idx.value)} on axis {axis} (positions (1, T...), or the "
+                          f"same for every example, on axis 0 only)")
     table = _initializer_parameter(b, n, data, w.ndim + 1, tuple(range(w.ndim + 1)), "table")
-    return b.layer("Gather", [table], name=n.name, source=n.label, axis=0,
-                   indices=ind[0].tolist(), layout="plain", out_shape=n.shape)
+    rows = _repeated(idx, static)   # the same row for every example: ONNX's is (N, T...)
+    y = b.layer("Gather", [table], name=f"{n.name}_row" if rows else n.name, source=n.label,
+                axis=0, indices=ind[0].tolist(), layout="plain", out_shape=(1, *n.shape[1:]))
+    if not rows:
+        return y
+    return b.layer("Expand", [y], name=n.name, source=n.label, shape=tuple(n.shape[1:]),
+                   layout="plain", out_shape=n.shape)
 
 
 def squeeze(b: Builder, n: ONode):
@@ -947,9 +1025,17 @@ INT_TYPES = {2: "int", 3: "int", 4: "int", 5: "int", 6: "int", 7: "int", 12: "in
 
 def cast(b: Builder, n: ONode):
     """Cast(to): a float type -> Cast("float") (the program's float dtype: a model computing in
-    one float type), an int type -> Cast("int"); bool and strings are refused."""
+    one float type), an int type -> Cast("int"), bool -> x != 0 as Equal(Equal(x, 0), 0) (the
+    spec's bools are 0/1 ints; of a bool, the input itself); strings are refused."""
     x = _value(n.input(0))
     to = int(n.attr("to"))
+    if to == 9:   # bool: 0/1 ints in the spec
+        if (n.attrs.get("_input_kinds") or [""])[0] == "b":
+            return x      # a bool already (a comparison's 0/1)
+        z = b.layer("Equal", [x], name=f"{n.name}_zero", source=n.label, constant=0,
+                    out_shape=n.shape, chw=x.chw)
+        return b.layer("Equal", [z], name=n.name, source=n.label, constant=0,
+                       out_shape=n.shape, chw=x.chw)
     kind = FLOAT_TYPES.get(to) or INT_TYPES.get(to)
     if kind is None:
         raise Unsupported(f"Cast to ONNX type {to} (float and int types only)")
@@ -1090,6 +1176,267 @@ def _global(op):
     return handler
 
 
+# --- constant gathers and scatters, BART's last-eos head ----------------------------------------
+
+def gather_elements(b: Builder, n: ONode):
+    """GatherElements of a constant equal along ``axis`` at computed indices (RoBERTa's buffered
+    token-type ids): a constant, whatever the in-range indices; any other refused.
+
+    y[i][j] = data[i][indices[i][j]] (axis 1; likewise on any axis), y of the indices' shape.
+    Where ``data`` is a constant equal along ``axis`` (RoBERTa's zeros at its computed position
+    ids) every in-range index reads the same value: y is data's first slice along ``axis``, cut
+    to the indices' shape on the other axes and repeated along ``axis`` (as ``from_torch``'s
+    gather; out-of-range indices, an error in ONNX, are not checked). No spec op gathers
+    per-example elements, so any other GatherElements is refused."""
+    data, idx = n.input(0), n.input(1)
+    axis = int(n.attr("axis", 0))
+    if not isinstance(data, Const) or not isinstance(idx, Value):
+        raise Unsupported("a GatherElements other than of a constant at computed indices (the "
+                          "spec gathers no per-example elements)")
+
+    def first(v, shape):
+        v = np.asarray(v)
+        ax = axis % v.ndim
+        f = np.take(v, [0], axis=ax)
+        if v.ndim != len(shape) or not (v == f).all():
+            return None
+        if any(f.shape[k] < s for k, s in enumerate(shape) if k != ax):
+            return None
+        f = f[tuple(slice(None) if k == ax else slice(0, s) for k, s in enumerate(shape))]
+        return np.ascontiguousarray(np.broadcast_to(f, shape))
+
+    shape = tuple(idx.shape)
+    y = first(data.value, shape)
+    if y is not None and not getattr(b, "dynamic_batch", True):   # a fixed batch size
+        return Const(y, None)
+    # at another batch size (the batch axis is dynamic): from data's own value there
+    alt = first(data.alt if data.batch_dependent else data.value, (shape[0] + 1, *shape[1:]))
+    if y is None or alt is None:
+        raise Unsupported(f"a GatherElements at computed indices of a constant of shape "
+                          f"{np.shape(data.value)} that varies along axis {axis} (or does not "
+                          f"follow the batch size)")
+    return Const(y, None, batch_dependent=True, alt=alt)
+
+
+def _scatter_np(op: str, data, idx, upd, axis: int):
+    """ONNX's ScatterND / ScatterElements (reduction 'none') in NumPy: a copy of ``data`` with
+    ``upd`` written at ``idx``."""
+    out = np.array(data, copy=True)
+    idx = np.asarray(idx)
+    if op == "ScatterND":
+        for pos in np.ndindex(*idx.shape[:-1]):
+            out[tuple(idx[pos])] = np.asarray(upd)[pos]
+    else:
+        np.put_along_axis(out, np.where(idx < 0, idx + out.shape[axis], idx), upd, axis)
+    return out
+
+
+def _at_batch(v, batch_axis: int, extra: int):
+    """(shape, value) of a scatter input at the batch size plus ``extra``: a Value's shape (its
+    value None), a Const's value (its ``alt`` where it depends on the batch size)."""
+    if isinstance(v, Value):
+        shape = list(v.shape)
+        shape[batch_axis] += extra
+        return tuple(shape), None
+    val = np.asarray(v.alt if extra and v.batch_dependent else v.value)
+    return val.shape, val
+
+
+def scatter(b: Builder, n: ONode):
+    """ScatterND / ScatterElements at constant indices: constant updates as a Where on the
+    positions written, computed updates filling a box of each example as a Pad (BART's
+    shift_tokens_right); any other refused.
+
+    With constant indices (reduction 'none', no position written twice) the positions written,
+    a constant 0/1 ``mask``, are known. Constant updates into computed data: y = data where not
+    mask, U where mask (U the updates scattered into zeros): ``Where`` (int data: data + mask
+    (U - data), exact in ints). Computed updates that fill a box of the data (each example its
+    own rows, in row-major order: BART's ``shift_tokens_right`` writing ids[:, :-1] at [:, 1:])
+    are that box padded: ``Pad`` with the constant the data holds elsewhere (constant data), or
+    Pad then Where(mask) (computed data). Any other scatter is refused."""
+    op = n.op
+    red = n.attr("reduction", "none")
+    red = red.decode() if isinstance(red, bytes) else red
+    if red != "none":
+        raise Unsupported(f"{op}(reduction={red!r}) (the spec scatters by replacing only)")
+    data, idx, upd = n.input(0), n.input(1), n.input(2)
+    if not isinstance(idx, Const):
+        raise Unsupported(f"{op} at indices computed from the model input")
+    vals = [v for v in (data, upd) if isinstance(v, Value)]
+    if not vals:
+        raise Unsupported("a scatter of constants only (folded: not expected here)")
+    bax = vals[0].batch_axis
+    if any(v.batch_axis != bax for v in vals):
+        raise Unsupported(f"{op} of data and updates with different batch axes")
+    axis = int(n.attr("axis", 0))
+    runs = [0, 1] if any(isinstance(v, Const) and v.batch_dependent
+                         for v in (data, idx, upd)) else [0]
+    found = []
+    for extra in runs:   # at the batch size, and at another one where a constant depends on it
+        dshape, dval = _at_batch(data, bax, extra)
+        ushape, uval = _at_batch(upd, bax, extra)
+        ival = _indices_at(idx, extra)
+        size = int(np.prod(ushape))
+        try:
+            src = _scatter_np(op, np.zeros(dshape, np.int64), ival,
+                              np.arange(1, size + 1).reshape(ushape), axis % len(dshape))
+        except (IndexError, ValueError) as e:
+            raise Unsupported(f"{op} indices that do not fit the data ({e})") from None
+        if np.count_nonzero(src) != size:
+            raise Unsupported(f"{op} writing a position twice (ONNX leaves the result "
+                              f"undefined)")
+        found.append((dshape, dval, ushape, uval, src))
+    dshape, dval, ushape, uval, src = found[0]
+    mask = (src > 0).astype(np.int64)
+    mask_c = Const(mask, None, batch_dependent=len(found) > 1,
+                   alt=(found[1][4] > 0).astype(np.int64) if len(found) > 1 else None)
+    int_data = _int_output(n)
+    if isinstance(upd, Const):   # constant updates into computed data
+        u = [np.where(f[4] > 0, _scatter_np(op, np.zeros(f[0], np.asarray(f[3]).dtype),
+                                            _indices_at(idx, k), f[3], axis % len(f[0])), 0)
+             for k, f in enumerate(found)]
+        u_c = Const(u[0], None, batch_dependent=len(u) > 1, alt=u[1] if len(u) > 1 else None)
+        x = _value(data, "the data")
+        return _masked(b, n, x, mask_c, u_c, int_data)
+    # computed updates: the box they fill, in row-major order, each example its own rows
+    for dsh, _, ush, _, sr in found:
+        where_ = np.argwhere(sr > 0)
+        lo, hi = where_.min(0), where_.max(0) + 1
+        box = sr[tuple(slice(a, z) for a, z in zip(lo, hi))]
+        if (len(dsh) != len(ush) or tuple(hi - lo) != tuple(ush)
+                or not np.array_equal(box, np.arange(1, box.size + 1).reshape(ush))):
+            raise Unsupported(f"{op} of computed updates that do not fill a box of the data in "
+                              f"order (only a shifted copy, as torch's x[:, 1:] = y)")
+        pads = [(int(a), int(d - z)) for a, z, d in zip(lo, hi, dsh)]
+        if pads[bax] != (0, 0):
+            raise Unsupported(f"{op} that writes across examples")
+    x = _value(upd, "the updates")
+    held = [(0, 0)] * (len(x.shape) - 1)
+    for a, pr in enumerate(pads):
+        if a != bax:
+            held[x.canonical_axis(a)] = pr
+    value = 0.0
+    if isinstance(data, Const):   # constant data: the value it holds outside the box
+        outside = np.asarray(data.value)[mask == 0]
+        if outside.size and not (outside == outside.flat[0]).all():
+            raise Unsupported(f"{op} into a constant that is not one value outside the written "
+                              f"box")
+        value = float(outside.flat[0]) if outside.size else 0.0
+    y = b.layer("Pad", [x], name=n.name if isinstance(data, Const) else f"{n.name}_box",
+                source=n.label, pads=tuple(held), value=value, out_shape=n.shape)
+    if isinstance(data, Const):
+        return y
+    return _masked(b, n, _value(data, "the data"), mask_c, y, int_data)
+
+
+def _indices_at(idx: Const, extra: int):
+    """Constant indices at the batch size plus ``extra`` (0 or 1)."""
+    return np.asarray(idx.alt if extra and idx.batch_dependent else idx.value)
+
+
+def _masked(b: Builder, n: ONode, x: Value, mask: Const, u, int_data: bool) -> Value:
+    """y = u where mask else x (mask a constant 0/1, u a Const or a Value): ``Where``, or for
+    int tensors x + mask (u - x) in exact int arithmetic (the spec's Where takes floats); a
+    ``u`` of one value at every masked position is a scalar."""
+    if isinstance(u, Const):
+        m = np.asarray(mask.value) > 0
+        vals = np.asarray(u.value)[m]
+        if vals.size and (vals == vals.flat[0]).all():
+            u = Const(np.asarray(vals.flat[0]))
+    return _where(b, n, mask, u, x, int_data)
+
+
+def _int_output(n: ONode) -> bool:
+    """Whether the node's first output is an int or bool tensor (ONNX's inferred type)."""
+    kind = (n.attrs.get("_output_kinds") or [""])[0]
+    return bool(kind) and kind in "iub"
+
+
+def _where(b: Builder, n: ONode, cond, x, y, int_data: bool) -> Value:
+    """Where(cond, x, y) on spec ops (see ``where``)."""
+    kw, items = {}, [cond]
+    for key, v in (("x", x), ("y", y)):
+        k = _scalar(v)
+        if k is not None:
+            kw[key] = k
+        else:
+            items.append(v)
+    if not any(isinstance(v, Value) for v in items):
+        raise Unsupported("a Where of constants only")
+    xs = _operands(b, n, items)
+    main = next(v for v, orig in zip(xs, items) if isinstance(orig, Value))
+    if not int_data:
+        return b.layer("Where", xs, name=n.name, source=n.label, layout=main.layout,
+                       out_shape=n.shape, chw=main.chw,
+                       **{k: float(v) for k, v in kw.items()})
+    # ints: y + cond (x - y), exact (cond 0/1)
+    c, rest = xs[0], xs[1:]
+    xv = kw.get("x", None)
+    yv = kw.get("y", None)
+    lab, shp = n.label, n.shape
+    if any(float(v) != int(v) for v in kw.values()):
+        raise Unsupported(f"an int Where with a non-integral value {kw}")
+    xt = rest.pop(0) if xv is None else None
+    yt = rest.pop(0) if yv is None else None
+    if yt is None:   # x + (1 - cond) (y - x)
+        c = b.layer("Equal", [c], name=f"{n.name}_not", source=lab, constant=0, out_shape=shp,
+                    chw=c.chw)
+        xt, yt, xv = yt, xt, yv
+    if xt is None:
+        d = b.layer("Subtract", [yt], name=f"{n.name}_gap", source=lab, constant=int(xv),
+                    reverse=True, out_shape=shp, chw=yt.chw)
+    else:
+        d = b.layer("Subtract", [xt, yt], name=f"{n.name}_gap", source=lab, out_shape=shp,
+                    chw=yt.chw)
+    d = b.layer("Multiply", [c, d], name=f"{n.name}_masked", source=lab, out_shape=shp,
+                chw=yt.chw)
+    return b.layer("Add", [yt, d], name=n.name, source=lab, out_shape=shp, chw=yt.chw)
+
+
+def nonzero(b: Builder, n: ONode):
+    """NonZero(mask): its output's shape depends on the data, so it maps only as the start of
+    BART's last-eos head ``hidden[mask].view(N, -1, D)[:, i]`` (``Pending``: Transpose ->
+    GatherND -> Reshape -> Gather of one row, see ``_last_rows``), of an (N, T) 0/1 mask."""
+    m = _value(n.input(0), "the mask")
+    kind = (n.attrs.get("_input_kinds") or [""])[0]
+    if kind != "b" or len(m.shape) != 2:
+        raise Unsupported(f"NonZero of a {kind or 'non-bool'} tensor of shape {m.shape} (only "
+                          f"an (N, T) bool mask, as the start of x[mask].view(N, -1, ...)[:, i])")
+    return Pending("nonzero", _plain(b, n, m))
+
+
+def gather_nd(b: Builder, n: ONode):
+    """GatherND(x, positions) at NonZero's positions of an (N, T) mask of an (N, T, ...) x:
+    the selected rows, a step of BART's last-eos head (``Pending``); anything else refused."""
+    x, pos = n.input(0), n.input(1)
+    if not (isinstance(pos, Pending) and pos.step == "positions"):
+        raise Unsupported("a GatherND other than at NonZero's positions (only "
+                          "x[mask].view(N, -1, ...)[:, i])")
+    if int(n.attr("batch_dims", 0)):
+        raise Unsupported("GatherND(batch_dims != 0) at NonZero's positions")
+    x = _plain(b, n, _value(x))
+    if tuple(x.shape[:2]) != tuple(pos.mask.shape) or len(x.shape) < 3:
+        raise Unsupported(f"x[mask] of x {x.shape} and mask {pos.mask.shape} (an (N, T, ...) "
+                          f"tensor at an (N, T) mask)")
+    return Pending("rows", pos.mask, x)
+
+
+def _last_rows(b: Builder, n: ONode, rows: Pending, idx, axis: int) -> Value:
+    """Gather(axis 1, one index i) of x[mask].view(N, -1, ...): row i of each example's
+    selected rows, ``torch_ops.masked_rows_select`` (one shared rule with ``from_torch``: an
+    exact sum with one 1 per example)."""
+    from types import SimpleNamespace
+
+    from rosetta.importers.torch_ops import MaskedRows, masked_rows_select
+
+    i = _scalar(idx)
+    if axis % 3 != 1 or i is None or np.asarray(idx.value).ndim != 0:
+        raise Unsupported(rows.refusal)
+    shape = (rows.x.shape[0], *rows.x.shape[2:])
+    call = SimpleNamespace(name=n.name, label=n.label, shape=shape)
+    return masked_rows_select(b, call, MaskedRows(rows.x, rows.mask, grouped=True), 1, int(i))
+
+
 ONNX_OPS = {
     "Conv": conv,
     "Gemm": gemm,
@@ -1149,6 +1496,11 @@ ONNX_OPS = {
     "Unsqueeze": unsqueeze,
     "Cast": cast,
     "Pad": pad,
+    "GatherElements": gather_elements,
+    "ScatterND": scatter,
+    "ScatterElements": scatter,
+    "NonZero": nonzero,
+    "GatherND": gather_nd,
 }
 
 # refused whatever their inputs, with the reason (reported even after a refused input)

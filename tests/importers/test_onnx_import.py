@@ -302,7 +302,7 @@ def test_every_claimed_op_has_a_graph_here():
     COVERED.clear()
     for build in (conv_pool_gemm_graphs, normalisation_gate_graph, sequence_linear_graph,
                   tensor_shape_graph, tensor_math_graph, embedding_graph,
-                  training_batch_norm_graph):
+                  training_batch_norm_graph, token_patterns_graph):
         build()
     assert set(SUPPORTED) <= COVERED, sorted(set(SUPPORTED) - COVERED)
 
@@ -384,6 +384,124 @@ def test_vit_patches_and_batch_moving_permute():
     assert imp.names["cls"].endswith("/value") and imp.names["pos"].endswith("/value")
     imp = agrees(conv1d_graph())
     assert {n.op for n in imp.spec.model.nodes} >= {"Conv1D"}
+
+
+def token_patterns_graph():
+    """RoBERTa's and BART's token-id code as the two torch exporters write it, on int ids
+    (N, 6), vocabulary 10, eos 9, pad 1:
+    * ``shift_tokens_right``: ScatterND of the ids[:, :-1] (its batch moved to axis 1 by a
+      Transpose, as the dynamo exporter writes it) into zeros at rows 1..5 (a Pad); the
+      decoder start 2 written at column 0 by ScatterElements of constants (an int Where); the
+      same written again by ScatterND at indices (N, 1, 2) built from Range(N) (TorchScript's);
+      ``masked_fill(ids == 3, 7)`` (an int Where) and a Cast of ints to bool;
+    * a table read by two Gathers (one Parameter); RoBERTa's buffered token-type ids, zeros,
+      GatherElements at position ids from CumSum (a constant) and a table read there;
+    * BART's last-eos head: NonZero of ids == eos (Cast to bool) -> Transpose -> GatherND of the
+      states -> Reshape (N, -1, 4) -> Gather of row -1."""
+    mk = helper.make_node
+    nodes = [
+        mk("Shape", ["x"], ["shp"], name="shape"),
+        mk("Slice", ["shp", "z", "one"], ["n"], name="batch_size"),
+        mk("ConstantOfShape", ["shp"], ["zeros"], name="zeros",
+           value=numpy_helper.from_array(np.array([0], np.int64))),
+        mk("Transpose", ["zeros"], ["zt"], name="zeros_t", perm=[1, 0]),
+        mk("Slice", ["x", "z", "five", "one"], ["head"], name="head"),
+        mk("Transpose", ["head"], ["ht"], name="head_t", perm=[1, 0]),
+        mk("ScatterND", ["zt", "rows", "ht"], ["st"], name="shift"),
+        mk("Transpose", ["st"], ["s0"], name="shift_back", perm=[1, 0]),
+        mk("Concat", ["n", "one"], ["n1"], name="n1", axis=0),
+        mk("Expand", ["zero11", "n1"], ["col0"], name="col0"),
+        mk("Expand", ["two11", "n1"], ["start"], name="start"),
+        mk("ScatterElements", ["s0", "col0", "start"], ["s1"], name="set_start", axis=1),
+        mk("Squeeze", ["n", "z"], ["n0"], name="n0"),
+        mk("Range", ["z0", "n0", "one0"], ["r"], name="range"),
+        mk("Unsqueeze", ["r", "ax12"], ["r3"], name="r3"),
+        mk("Mul", ["r3", "z0"], ["c3"], name="c3"),
+        mk("Concat", ["r3", "c3"], ["ij"], name="ij", axis=-1),
+        mk("Expand", ["two1", "n"], ["upd"], name="upd"),
+        mk("Unsqueeze", ["upd", "one"], ["upd2"], name="upd2"),
+        mk("ScatterND", ["s1", "ij", "upd2"], ["s2"], name="set_start_nd"),
+        mk("Equal", ["s2", "three"], ["is3"], name="is3"),
+        mk("Where", ["is3", "seven", "s2"], ["s3"], name="masked_fill"),
+        mk("Cast", ["s3"], ["nz"], name="nonzero_ids", to=TensorProto.BOOL),
+        mk("Gather", ["table", "s3"], ["e1"], name="embed_shifted"),
+        mk("Gather", ["table", "x"], ["e0"], name="embed"),
+        mk("Unsqueeze", ["nz", "two1"], ["nz3"], name="nonzero_axis"),
+        mk("Where", ["nz3", "e1", "half"], ["e2"], name="where_nonzero"),
+        mk("Add", ["e0", "e2"], ["e3"], name="add_embeds"),
+        mk("Equal", ["x", "eleven"], ["never"], name="never"),
+        mk("Not", ["never"], ["ok"], name="ok"),
+        mk("Cast", ["ok"], ["oki"], name="oki", to=TensorProto.INT64),
+        mk("CumSum", ["oki", "one0"], ["pos"], name="positions"),
+        mk("Concat", ["n", "minus1"], ["nb"], name="nb", axis=0),
+        mk("Expand", ["tt", "n1"], ["ttx"], name="tt_expand"),
+        mk("GatherElements", ["ttx", "pos"], ["tti"], name="tt_ids", axis=1),
+        mk("Gather", ["tt_table", "tti"], ["te"], name="tt_embed"),
+        mk("Add", ["e3", "te"], ["h"], name="add_tt"),
+        mk("Equal", ["x", "nine"], ["eos"], name="eos"),
+        mk("Cast", ["eos"], ["eosb"], name="eos_bool", to=TensorProto.BOOL),
+        mk("NonZero", ["eosb"], ["nzp"], name="nonzero"),
+        mk("Transpose", ["nzp"], ["nzt"], name="positions_t", perm=[1, 0]),
+        mk("GatherND", ["h", "nzt"], ["sel"], name="selected"),
+        mk("Concat", ["n", "minus1", "four"], ["gshape"], name="gshape", axis=0),
+        mk("Reshape", ["sel", "gshape"], ["grp"], name="grouped"),
+        mk("Gather", ["grp", "last"], ["y"], name="last_eos", axis=1),
+    ]
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    inits = [i64("z", [0]), i64("one", [1]), i64("five", [5]), i64("rows", [[1], [2], [3], [4],
+                                                                           [5]]),
+             i64("zero11", [[0]]), i64("two11", [[2]]), i64("z0", 0), i64("one0", 1),
+             i64("ax12", [1, 2]), i64("two1", [2]), i64("three", 3), i64("seven", 7),
+             i64("eleven", 11), i64("minus1", [-1]), i64("tt", [[0] * 8]), i64("nine", 9),
+             i64("four", [4]), i64("last", -1), init("table", 10, 4), init("tt_table", 2, 4),
+             f32("half", 0.5)]
+    return graph(nodes, inits, ["N", 6], in_type=TensorProto.INT64)
+
+
+def test_token_patterns_scatter_gather_nonzero():
+    """Every mapping of ``token_patterns_graph`` against onnx.reference in float64 (node by
+    node) and onnxruntime in float32 (the certificate on torch), on an example batch with one
+    eos (9) per example; the shifted ids a Pad, the token-type ids a constant, the head a
+    weighted sum."""
+    ids = np.array([[4, 3, 9, 5, 1, 6], [9, 7, 3, 1, 8, 0], [5, 6, 2, 3, 9, 3]], np.int64)
+    imp = rosetta.from_onnx(token_patterns_graph(), example_inputs=ids)
+    worst, blame = reference_agreement(imp)
+    assert blame == "" and worst < 1e-10
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert "Pad" in ops and "Where" in ops and ops.count("Parameter") == 2
+    assert sorted(imp.names) == ["table", "tt_table"]
+    cert = imp.certify(("torch",))
+    rows = {r["backend"]: r for r in cert.results}
+    assert cert.passed and rows["onnxruntime"]["worst"]["forward"] <= rows["onnxruntime"][
+        "worst"]["bound"], cert.table()
+    # NonZero's positions read other than by the head's pattern: refused, naming the reader
+    m = token_patterns_graph()
+    m.graph.node[-1].op_type = "Identity"
+    del m.graph.node[-1].input[1:]
+    del m.graph.node[-1].attribute[:]
+    with pytest.raises(ImportRefused, match=r"last_eos \(Identity\): NonZero's data-dependent"):
+        rosetta.from_onnx(m)
+    mk = helper.make_node
+    # at a fixed batch size (2): the token-type ids are two equal rows, the table a Parameter
+    static = graph([mk("Equal", ["x", "one0"], ["e"], name="pad"),
+                    mk("Not", ["e"], ["m"], name="keep"),
+                    mk("Cast", ["m"], ["mi"], name="keep_int", to=TensorProto.INT64),
+                    mk("CumSum", ["mi", "one0"], ["pos"], name="positions"),
+                    mk("GatherElements", ["buf", "pos"], ["tt"], name="tt_ids", axis=1),
+                    mk("Gather", ["tt_table", "tt"], ["te"], name="tt_embed"),
+                    mk("Gather", ["table", "x"], ["we"], name="embed"),
+                    mk("Add", ["we", "te"], ["y"], name="add")],
+                   [ints("one0", 1), ints("buf", [[1] * 6] * 2), init("tt_table", 2, 4),
+                    init("table", 10, 4)], [2, 4], in_type=TensorProto.INT64)
+    imp = agrees(static)
+    assert sorted(imp.names) == ["table", "tt_table"]
+    bad = graph([mk("GatherElements", ["x", "i"], ["g"], name="ge", axis=1),
+                 mk("Relu", ["g"], ["y"], name="after")], [ints("i", [[0, 1, 0]])], [1, 3])
+    with pytest.raises(ImportRefused) as e:
+        rosetta.from_onnx(bad)
+    assert e.value.lines == [
+        "ge (GatherElements): a GatherElements other than of a constant at computed indices "
+        "(the spec gathers no per-example elements)"]
 
 
 # --- torch exports, certified on every backend -----------------------------------------------
