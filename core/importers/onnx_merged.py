@@ -185,9 +185,7 @@ def _dims(n, inputs, attrs, rank: int, at: int) -> int:
         size = n.inputs[0].shape
         keep = [(a, s, e, p) for a, s, e, p in zip(axes, starts, ends, steps)
                 if not (int(a) % rank == at and range(size[at])[s:e:p] == range(size[at]))]
-        if not keep:   # the whole merged axis: nothing sliced
-            keep = [(rank - 1, 0, size[-1], 1)]
-        cols = list(zip(*keep))
+        cols = list(zip(*keep)) or [(), (), (), ()]   # (none: the whole merged axis, no node)
         inputs[1:] = [Const(np.array(cols[1], np.int64)), Const(np.array(cols[2], np.int64)),
                       Const(np.array(move(cols[0]), np.int64)),
                       Const(np.array(cols[3], np.int64))]

@@ -377,6 +377,30 @@ def resize_patches_graph():
     return graph(nodes, inits, ["N", 4, 4, 4], opset=13)
 
 
+def merged_readers_graph():
+    """The other per-row readers of a merged (N*4, 6) tensor: a Slice of the whole merged axis
+    and part of another, ReduceSum, Concat, CumSum, Unsqueeze, Gather at constant indices,
+    Squeeze, LogSoftmax, Flatten, then a Reshape back to (N, 16)."""
+    mk = helper.make_node
+    nodes = [
+        mk("Reshape", ["x", "s_rows"], ["t"], name="merge"),
+        mk("Slice", ["t", "st", "en", "ax"], ["s"], name="slice"),
+        mk("ReduceSum", ["s", "one"], ["r"], name="rsum", keepdims=1),
+        mk("Concat", ["s", "r"], ["c"], name="cat", axis=1),
+        mk("CumSum", ["c", "one_s"], ["cs"], name="cumsum"),
+        mk("Unsqueeze", ["cs", "two"], ["u"], name="unsq"),
+        mk("Gather", ["u", "idx"], ["g"], name="gather", axis=1),
+        mk("Squeeze", ["g", "two"], ["q"], name="squeeze"),
+        mk("LogSoftmax", ["q"], ["ls"], name="logsoftmax", axis=1),
+        mk("Flatten", ["ls"], ["f"], name="flatten", axis=1),
+        mk("Reshape", ["f", "s_back"], ["y"], name="back"),
+    ]
+    inits = [ints("s_rows", [-1, 6]), ints("st", [0, 1]), ints("en", [2 ** 62, 5]),
+             ints("ax", [0, 1]), ints("one", [1]), ints("one_s", 1), ints("two", [2]),
+             ints("idx", [4, 0, 2, 2]), ints("s_back", [-1, 16])]
+    return graph(nodes, inits, ["N", 4, 6])
+
+
 def test_batch_merged_with_windows_and_patches():
     """Both merged-batch graphs match onnx.reference node by node (every merged tensor read
     back as (N, k, ...)): the batch is held unmerged, each op runs per row."""
@@ -384,6 +408,9 @@ def test_batch_merged_with_windows_and_patches():
     assert {"Dense", "MatMul", "Softmax"} <= {n.op for n in imp.spec.model.nodes}
     imp = agrees(resize_patches_graph())
     assert {"LayerNorm", "Conv2D", "MatMul"} <= {n.op for n in imp.spec.model.nodes}
+    imp = agrees(merged_readers_graph())
+    assert {"Slice", "Reduce", "Cumsum", "Gather", "LogSoftmax"} <= {
+        n.op for n in imp.spec.model.nodes}
 
 
 def _merged_refusal(kind):
