@@ -119,9 +119,9 @@ def view_target(shape: tuple, batch: int, target: str, src_shape: tuple) -> tupl
     refused where the first axis is not a multiple of the batch (it would mix examples)."""
     shape = tuple(shape)
     if not shape or shape[0] % batch:
-        raise Unsupported(f"{target}: a view of a tensor {tuple(src_shape)} to {shape} (its "
-                          f"first axis is not a multiple of the batch, {batch}: it would mix "
-                          f"examples)")
+        raise Unsupported(f"{target}: a view that mixes the batch axis ({tuple(src_shape)} -> "
+                          f"{shape}) (its first axis is not a multiple of the batch, {batch}: "
+                          f"it would mix examples)")
     k = shape[0] // batch
     return ((batch, k) + shape[1:] if k > 1 else shape), k
 
