@@ -21,10 +21,9 @@ A ``Value`` is a tensor of the source graph as the spec holds it. ``layout`` say
 * ``flat``:  a torch (N, C*H*W) flatten of an (N, C, H, W) map, held in canonical (H, W, C)
   flatten order (``chw`` gives C, H, W): only a Dense (whose kernel rows are permuted to match)
   or an elementwise op may consume it; anything else is refused.
-* ``merged``: a source tensor whose axis 0 is the batch merged with the next axes (an ONNX
-  reshape (N, H, T, D) -> (N*H, T, D)), held unmerged, (N, H, T, D) (``chw`` gives the merged
-  sizes, (H,)): ops that keep axis 0 act on the held tensor's later axes. ``from_torch`` holds
-  such a tensor as a ``torch_merged.Merged`` around an ordinary Value of the unmerged shape.
+
+A source tensor whose batch axis a view merged with other rows, (N*k, ...), is no ``Value``: both
+importers hold it as a ``merged.Merged`` around an ordinary Value of the unmerged shape.
 """
 
 from __future__ import annotations
@@ -61,9 +60,6 @@ class Value:
         rank = len(self.shape)
         if self.layout == "flat":
             raise Unsupported("an axis of a channels-first flatten (only a Linear may read it)")
-        if self.layout == "merged":
-            raise Unsupported("an axis permutation of a tensor whose batch axis is merged with "
-                              "others (reshape it back to (N, ...) first)")
         if self.layout == "plain":
             return tuple(range(rank))
         if self.layout == "nchw":
@@ -74,7 +70,7 @@ class Value:
     def batch_axis(self) -> int:
         """The source axis that is the batch: 0, or the one held first (a (T, N, C) sequence of a
         ``batch_first=False`` recurrent module, held (N, T, C))."""
-        return 0 if self.layout in ("flat", "merged") else self.perm[0]
+        return 0 if self.layout == "flat" else self.perm[0]
 
     def canonical_axis(self, axis: int) -> int:
         """The per-example canonical axis of the source tensor's ``axis`` (batch excluded)."""
@@ -82,8 +78,6 @@ class Value:
         axis = axis + rank if axis < 0 else axis
         if axis == self.batch_axis:
             raise Unsupported("an operation over the batch axis")
-        if self.layout == "merged":   # ONNX: (N*k, ...) held as (N, k..., ...)
-            return len(self.chw) + axis - 1
         return self.perm.index(axis) - 1
 
     def last_axis_in_place(self) -> bool:

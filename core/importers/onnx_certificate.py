@@ -171,6 +171,9 @@ def _input_name(model) -> str:
 def to_canonical(v, layout, chw=None):
     """A source (ONNX) array in the layout the spec holds it."""
     v = np.asarray(v)
+    if layout == "merged":   # the source's (N*k, ...) held as (N, k, ...) in the order perm
+        k, perm = chw
+        return v.reshape(v.shape[0] // k, k, *v.shape[1:]).transpose(perm)
     if layout == "nchw" and v.ndim == 4:
         return v.transpose(0, 2, 3, 1)
     if isinstance(layout, tuple) and v.ndim == len(layout):   # held in another axis order

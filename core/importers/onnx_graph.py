@@ -34,6 +34,8 @@ from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
+from rosetta.importers.merged import Merged
+from rosetta.importers.onnx_merged import call as merged_call, shape_alt
 from rosetta.importers.onnx_ops import (ONNX_OPS, REFUSED, Const, ONode, Pending,
                                         _batch_rows, _is_parameter)
 
@@ -360,7 +362,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                              f"int)"])
     b = Builder({k: v for k, v in inits.items()})
     b.running_var = running_var
-    b.dynamic_batch = dims[0] is None
+    b.batch, b.dynamic_batch = batch, dims[0] is None   # (a merged batch: ``onnx_merged``)
     b.static_batch = dims[0]
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
@@ -416,14 +418,13 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         if any(a is missing for a in args):
             _mark(env, node, missing)   # an input was refused already: its line names it
             continue
-        if node.op_type == "Shape" and isinstance(args[0], Value):
+        if node.op_type == "Shape" and isinstance(args[0], (Value, Merged)):
             full = np.array(args[0].shape, np.int64)
             start, end = attrs.get("start", 0), attrs.get("end", None)
             part = full[start:end].copy()
-            alt = None
-            if dims[0] is None and 0 in range(len(full))[start:end]:
-                full[0] += 1      # the same shape at another batch size
-                alt = full[start:end].copy()
+            alt = shape_alt(args[0])[start:end] if dims[0] is None else None
+            if alt is not None and np.array_equal(alt, part):
+                alt = None   # (alt: the same shape at another batch size, where it differs)
             env[node.output[0]] = Const(part, None, batch_dependent=alt is not None, alt=alt)
             continue
         if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
@@ -483,7 +484,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
             _mark(env, node, missing)
             continue
         try:
-            v = handler(b, n)
+            if any(isinstance(a, Merged) for a in args):   # a batch merged with other rows
+                v = merged_call(b, handler, n)
+            else:
+                v = handler(b, n)
         except (Unsupported, RosettaError) as e:   # RosettaError: the spec op's own check
             refuse(label, str(e))
             _mark(env, node, missing)
@@ -491,19 +495,27 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         vs = list(v) if isinstance(v, (list, tuple)) else [v]   # Split: one Value an output
         for k, o in enumerate(node.output):
             env[o] = vs[k] if k < len(vs) else missing
-            if k >= len(vs) or not isinstance(vs[k], Value):   # a Const, a Pending pattern
+            if k >= len(vs) or not isinstance(vs[k], (Value, Merged)):   # a Const, a Pending
                 continue
             if not shapes.get(o):
                 shapes[o] = tuple(vs[k].shape)
-            layer = getattr(getattr(vs[k].tensor, "source", None), "layer", None)
+            held = vs[k].inner if isinstance(vs[k], Merged) else vs[k]
+            if isinstance(vs[k], Merged) and vs[k].at:
+                continue   # (a merged axis moved off axis 0: read by the nodes after it)
+            layer = getattr(getattr(held.tensor, "source", None), "layer", None)
             if layer is not None and layer.name not in onnx_nodes:
                 tensor = graph.node[fused[i][0]].output[0] if i in fused else o
-                onnx_nodes[layer.name] = (tensor, vs[k].layout, vs[k].chw)
+                onnx_nodes[layer.name] = ((tensor, "merged", (vs[k].k, held.perm))
+                                          if isinstance(vs[k], Merged)
+                                          else (tensor, vs[k].layout, vs[k].chw))
     out_name = graph.output[0].name
     out = env.get(out_name, missing)
     lines = [f"{k}: {'; '.join(dict.fromkeys(v))}" for k, v in refusals.items()]
     if not lines and isinstance(out, Pending):
         lines.append(f"output {out_name}: {out.refusal}")
+    if not lines and isinstance(out, Merged):
+        lines.append(f"output {out_name}: its batch axis is merged with other rows "
+                     f"({out.shape}, {out.k} rows per example; reshape it back to the batch)")
     if not lines and isinstance(out, Const):
         lines.append(f"output {out_name}: a constant (it does not depend on the input)")
     if not lines and isinstance(out, Value) and out.layout == "flat":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rosetta.conformance.native import Layout, flatten_nchw
+from rosetta.importers import onnx_merged
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout,
                                        reshape_held)
 
@@ -152,6 +153,18 @@ def _need(v: Value, layout: str, what: str):
                           f"input)")
 
 
+def _image(b: Builder, n: ONode, x: Value, what: str) -> Value:
+    """An (N, C, H, W) tensor held channels last (``nchw``): one held in another axis order
+    (a Reshape's result, MobileViT's folded patches) gets a Transpose to it."""
+    if x.layout == "nchw" or len(x.shape) != 4 or x.layout == "flat" or x.batch_axis != 0:
+        _need(x, "nchw", what)
+        return x
+    P = x.perm
+    return b.layer("Transpose", [x], name=f"{n.name}_channels_last", source=n.label,
+                   perm=tuple(P.index(a) - 1 for a in (2, 3, 1)), layout="nchw",
+                   out_shape=x.shape)
+
+
 def _f32(x) -> float:
     """An ONNX float attribute's value (stored as float32) as the float64 it is."""
     return float(np.float32(x))
@@ -210,7 +223,7 @@ def _conv1d(b: Builder, n: ONode, x: Value):
     if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", ""):
         raise Unsupported(f"a 1-D convolution with auto_pad {auto!r} (explicit pads only)")
     p = [int(v) for v in n.attr("pads", [0, 0])]
-    if x.layout in ("flat", "merged"):
+    if x.layout == "flat":
         raise Unsupported(f"a 1-D convolution of a tensor held {x.layout}")
     if x.layout != "plain" and x.perm != (0, 2, 1):
         x = _plain(b, n, x)
@@ -238,7 +251,7 @@ def conv(b: Builder, n: ONode):
         return _conv1d(b, n, x)
     if len(x.shape) != 4:
         raise Unsupported(f"a {len(x.shape) - 2}-D convolution (1-D and 2-D only)")
-    _need(x, "nchw", "a 2-D convolution")
+    x = _image(b, n, x, "a 2-D convolution")
     weight = _param(n.input(1), "the kernel W")
     bias = _param(n.input(2), "the bias B") if n.input(2) is not None else None
     w = b.tensors[weight]
@@ -259,8 +272,8 @@ def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | No
     (in, out)), rows permuted after a channels-first flatten."""
     if x.layout == "flat":
         lay = flatten_nchw(*x.chw, then=lay)
-    elif x.layout != "merged":
-        _need(x, "plain", "a dense layer")
+    elif x.layout != "plain" and not x.last_axis_in_place():
+        x = _plain(b, n, x)   # (held in another axis order with the last axis last: as held)
     w = b.tensors[weight]
     if w.ndim != 2:
         raise Unsupported(f"a weight {weight} of rank {w.ndim} (a dense kernel is 2-D)")
@@ -271,10 +284,9 @@ def _dense(b: Builder, n: ONode, x: Value, weight: str, lay: str, bias: str | No
             raise Unsupported(f"a bias {bias} of shape {b.tensors[bias].shape} (the spec's "
                               f"Dense adds a ({units},) bias)")
         params["bias"] = (bias, "identity")
-    merged = x.layout == "merged"
     return b.layer("Dense", [x], name=n.name, source=n.label, params=params, units=int(units),
-                   use_bias=bias is not None, layout="merged" if merged else "plain",
-                   out_shape=shape, chw=x.chw if merged else None)
+                   use_bias=bias is not None, layout="plain" if x.layout == "flat" else x.layout,
+                   out_shape=shape)
 
 
 def gemm(b: Builder, n: ONode):
@@ -298,17 +310,13 @@ def matmul(b: Builder, n: ONode):
     a, w = n.input(0), n.input(1)
     if not (isinstance(a, Value) and isinstance(w, Const) and w.name is not None
             and np.asarray(w.value).ndim == 2):
-        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) and _value(v).layout != "merged"
-              else v for v in (a, w)]
+        xs = [_plain(b, n, _value(v)) if not isinstance(v, Const) else v for v in (a, w)]
         if any(isinstance(v, Value) and len(v.shape) < 3 for v in xs):
             raise Unsupported("a MatMul of a computed (N, K) matrix with a computed or "
                               "non-initializer operand (ONNX would multiply across the batch)")
         xs = _operands(b, n, xs)
-        lay = xs[0].layout
-        if lay == "merged" and len({v.chw for v in xs}) != 1:
-            raise Unsupported("a MatMul of tensors whose batches merge different axes")
-        return b.layer("MatMul", xs, name=n.name, source=n.label, layout=lay,
-                       out_shape=n.shape, chw=xs[0].chw)
+        return b.layer("MatMul", xs, name=n.name, source=n.label, layout=xs[0].layout,
+                       out_shape=n.shape)
     x = a
     weight = _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
@@ -397,7 +405,9 @@ def layer_normalization(b: Builder, n: ONode):
     _only_output(n, " (the mean or inverse deviation)")
     x = _value(n.input(0))
     axis = int(n.attr("axis", -1))
-    if x.layout != "plain" or axis not in (-1, len(x.shape) - 1):
+    if x.layout != "flat" and not x.last_axis_in_place():
+        x = _plain(b, n, x)   # (held in another order with the last axis last: as held)
+    if x.layout == "flat" or axis not in (-1, len(x.shape) - 1):
         raise Unsupported(f"LayerNormalization(axis={axis}) of a {x.layout} tensor of shape "
                           f"{x.shape} (the spec's LayerNorm normalises the last axis of an "
                           f"unpermuted tensor)")
@@ -520,7 +530,7 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     ``Parameter`` in the same way (``_initializer_parameter``)."""
     v = np.asarray(c.value)
     rank = len(like.shape)
-    if _is_parameter(b, c) and like.layout not in ("flat", "merged"):
+    if _is_parameter(b, c) and like.layout != "flat":
         return _initializer_parameter(b, n, c, rank, like.perm, role)
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
@@ -536,10 +546,9 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     v = v.reshape((1,) * (rank - v.ndim) + v.shape)
     if v.shape[0] != 1:
         raise Unsupported(f"{role} of shape {c.value.shape} spans the batch axis")
-    if like.layout not in ("flat", "merged"):   # in the computed operand's held order
-        v = v.transpose(like.perm)
-    elif like.layout == "flat":
+    if like.layout == "flat":
         raise Unsupported(f"{role} against a channels-first flatten")
+    v = v.transpose(like.perm)   # in the computed operand's held order
     v = v[0]
     if v.dtype.kind == "f":
         v = v.astype(np.float64)
@@ -568,14 +577,12 @@ def _operands(b: Builder, n: ONode, items):
         raise Unsupported("an input is missing")
     lay = {v.layout for v in vals}
     if len(lay) > 1:
-        if lay & {"flat", "merged"}:
+        if "flat" in lay:
             raise Unsupported("operands held in different layouts (a channels-first flatten "
-                              "or a merged batch beside another tensor)")
+                              "beside another tensor)")
         vals = [_plain(b, n, v) for v in vals]
         it = iter(vals)
         items = [next(it) if isinstance(v, Value) else v for v in items]
-    if len({v.chw for v in vals if v.layout == "merged"}) > 1:
-        raise Unsupported("operands whose batches merge different axes")
     like = max(vals, key=lambda v: len(v.shape))
     out = []
     for i, v in enumerate(items):
@@ -612,7 +619,7 @@ def concat(b: Builder, n: ONode):
     if len(xs) == 1:
         return xs[0]
     lay = {v.layout for v in xs}
-    if lay & {"flat", "merged"} and len(lay) > 1 or "flat" in lay:
+    if "flat" in lay:
         raise Unsupported("a concatenation of tensors held in different layouts")
     if len(lay) > 1:   # held in different axis orders: each in the source's order
         xs = [_plain(b, n, v) for v in xs]
@@ -656,9 +663,8 @@ def reshape(b: Builder, n: ONode):
     if not isinstance(n.input(1), Const):
         raise Unsupported("a reshape to a shape computed from the model input's values")
     shape = tuple(n.shape)
-    batch = x.shape[0] if x.layout != "merged" else x.shape[0] // int(np.prod(x.chw))
-    if x.layout == "merged" or (shape and shape[0] != x.shape[0]):
-        return _reshape_merged(b, n, x, batch, shape)
+    if shape and shape[0] != x.shape[0]:   # the batch merged with other rows: held unmerged
+        return onnx_merged.view_from(b, n, x)
     if len(shape) == 2:
         return _flatten(b, n, x)
     if x.layout == "flat":
@@ -797,9 +803,6 @@ def _plain(b: Builder, n: ONode, x: Value) -> Value:
     if x.layout == "flat":
         raise Unsupported("an axis of a channels-first flatten (only a Gemm or MatMul may read "
                           "it)")
-    if x.layout == "merged":
-        raise Unsupported(f"this op on a tensor whose first axis merges the batch with others "
-                          f"({x.shape})")
     if x.batch_axis != 0:
         raise Unsupported(f"this op on a tensor whose batch axis the source moved to axis "
                           f"{x.batch_axis} (only Split, Slice and Squeeze of another axis may "
@@ -842,20 +845,14 @@ def transpose(b: Builder, n: ONode):
     if x.layout == "flat":
         raise Unsupported("a transpose of a channels-first flatten")
     if perm[0] != 0:   # the batch moved (timm's qkv.permute(2, 0, 3, 1, 4)): held as it is,
-        if x.layout == "merged":   # its axes renamed, for a Split/Slice/Squeeze of axis 0
-            raise Unsupported(f"Transpose(perm={perm}) moves a merged batch axis")
-        held = tuple(perm.index(p) for p in x.perm)
-        return Value(x.tensor, held_layout(held), tuple(n.shape))
-    if x.layout == "merged":
-        m = len(x.chw)
-        held = [*range(m), *(m + p - 1 for p in perm[1:])]
-    else:   # output held in source order: its axis j is the held axis of input axis perm[j]
-        held = [x.perm.index(p) - 1 for p in perm[1:]]
-    lay = "merged" if x.layout == "merged" else "plain"
+        held = tuple(perm.index(p) for p in x.perm)   # its axes renamed, for a Split/Slice/
+        return Value(x.tensor, held_layout(held), tuple(n.shape))   # Squeeze of axis 0
+    # output held in source order: its axis j is the held axis of input axis perm[j]
+    held = [x.perm.index(p) - 1 for p in perm[1:]]
     if held == list(range(len(held))):
-        return Value(x.tensor, lay, tuple(n.shape), x.chw if lay == "merged" else None)
+        return Value(x.tensor, "plain", tuple(n.shape))
     return b.layer("Transpose", [x], name=n.name, source=n.label, perm=tuple(held),
-                   layout=lay, out_shape=n.shape, chw=x.chw if lay == "merged" else None)
+                   layout="plain", out_shape=n.shape)
 
 
 def slice_(b: Builder, n: ONode):
@@ -1076,37 +1073,44 @@ def pad(b: Builder, n: ONode):
                    out_shape=n.shape)
 
 
-def _reshape_merged(b: Builder, n: ONode, x: Value, batch: int, shape: tuple):
-    """A reshape whose output's axis 0 is the batch merged with the next axes (N*k, ...), or
-    one of such a tensor: the held tensor (N, k, ...) is reshaped to the unmerged target (the
-    element order of a row-major merge is the held order), kept ``merged`` with k, or plain
-    where axis 0 is the batch again. A tensor held in another axis order (batch first) is
-    brought to the source's order first."""
-    if isinstance(x.layout, tuple) or x.layout == "nchw":
-        x = _plain(b, n, x)
-    if x.layout not in ("plain", "merged"):
-        raise Unsupported(f"a reshape that mixes the batch axis of a {x.layout} tensor "
-                          f"({x.shape} -> {shape})")
-    if not shape or shape[0] % batch:
-        raise Unsupported(f"a reshape that mixes the batch axis ({x.shape} -> {shape})")
-    k = shape[0] // batch
-    held = (x.shape[1:] if x.layout == "plain" else (*x.chw, *x.shape[1:]))
-    if k == 1:
-        target, lay, merged = tuple(shape[1:]), "plain", None
-    else:   # k: the leading sizes of the held target that make up axis 0
-        target, lay = None, "merged"
-        for j in range(1, len(held) + 1):
-            if int(np.prod(held[:j])) == k:
-                merged = tuple(held[:j])
-                target = (*merged, *shape[1:])
-                break
-        if target is None:
-            raise Unsupported(f"a reshape that merges the batch with a part of an axis "
-                              f"({x.shape} -> {shape})")
-    if tuple(target) == tuple(held):
-        return Value(x.tensor, lay, shape, merged)
-    return b.layer("Reshape", [x], name=n.name, source=n.label, layout=lay, out_shape=shape,
-                   chw=merged, shape=target)
+def resize(b: Builder, n: ONode):
+    """Resize(mode='linear') of an (N, C, H, W) map in H and W (sizes or scales; the
+    coordinate modes half_pixel, pytorch_half_pixel and align_corners): a linear map of the
+    H·W cells, the constant matrix kron(Mh, Mw) of the 1-D interpolation weights
+    (``cells.bilinear_matrix``: source coordinate (i + 0.5) / scale - 0.5 clamped at 0, or
+    i (H - 1) / (oh - 1)) times the (H·W, C) cells; other modes, antialias and a resize of N
+    or C are refused."""
+    from rosetta.importers.cells import bilinear_matrix, matrix_of_cells
+
+    def text(key, default):
+        v = n.attr(key, default)
+        return v.decode() if isinstance(v, bytes) else v
+
+    mode, coord = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
+    if mode != "linear":
+        raise Unsupported(f"Resize(mode={mode!r}) (linear only)")
+    if coord not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        raise Unsupported(f"Resize(coordinate_transformation_mode={coord!r}) (half_pixel, "
+                          f"pytorch_half_pixel or align_corners)")
+    if int(n.attr("antialias", 0)) or n.attr("axes") is not None:
+        raise Unsupported("Resize with antialias or axes")
+    x = _value(n.input(0))
+    if len(x.shape) != 4 or tuple(n.shape[:2]) != tuple(x.shape[:2]):
+        raise Unsupported(f"a Resize of {x.shape} to {n.shape} (H and W of an (N, C, H, W) "
+                          f"map only)")
+    x = _image(b, n, x, "a resize")
+    scales = n.input(2)
+    sc = (np.asarray(scales.value, np.float64).reshape(-1) if isinstance(scales, Const)
+          and np.asarray(scales.value).size else None)
+    if n.input(3) is not None and not isinstance(n.input(3), Const):
+        raise Unsupported("Resize sizes computed from the model input's values")
+    (h, w), (oh, ow) = x.shape[2:], n.shape[2:]
+    if coord == "pytorch_half_pixel" and min(oh, ow) == 1:
+        raise Unsupported("Resize(pytorch_half_pixel) to one cell")
+    align = coord == "align_corners"
+    sh, sw = (None, None) if sc is None else (float(sc[2]), float(sc[3]))
+    p = np.kron(bilinear_matrix(h, oh, align, sh), bilinear_matrix(w, ow, align, sw))
+    return matrix_of_cells(b, n, x, p, (oh, ow), "resize")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -1120,7 +1124,7 @@ def _pool(op, b: Builder, n: ONode):
     x = _value(n.input(0))
     if len(x.shape) != 4:
         raise Unsupported(f"{len(x.shape) - 2}-D pooling (2-D only)")
-    _need(x, "nchw", "2-D pooling")
+    x = _image(b, n, x, "2-D pooling")
     k = tuple(n.attr("kernel_shape"))
     s = tuple(n.attr("strides", (1, 1)))
     if tuple(n.attr("dilations", (1, 1))) != (1, 1):
@@ -1167,7 +1171,7 @@ def _global(op):
     def handler(b: Builder, n: ONode):
         """{op} to (N, C), then Reshape to the (N, C, 1, 1) map held as (1, 1, C)."""
         x = _value(n.input(0))
-        _need(x, "nchw", "global pooling")
+        x = _image(b, n, x, "global pooling")
         v = b.layer(op, [x], name=n.name, source=n.label, layout="plain",
                     out_shape=(x.shape[0], x.shape[1]))
         return b.layer("Reshape", [v], name=f"{n.name}_keepdims", source=n.label,
@@ -1501,6 +1505,7 @@ ONNX_OPS = {
     "ScatterElements": scatter,
     "NonZero": nonzero,
     "GatherND": gather_nd,
+    "Resize": resize,
 }
 
 # refused whatever their inputs, with the reason (reported even after a refused input)

@@ -21,6 +21,7 @@ import numpy as np
 from rosetta.conformance.native import Layout, flatten_nchw
 from rosetta.importers import torch_merged
 from rosetta.importers.torch_fold import Folded, as_value
+from rosetta.importers.cells import bilinear_matrix, matrix_of_cells
 from rosetta.importers.builder import (Builder, Unsupported, Value, held_layout, permuted,
                                        reshape_held)
 
@@ -1430,42 +1431,7 @@ def _adaptive_avg_matrix(b: Builder, c: Call, x: Value, size: tuple, out: tuple)
     C) viewed as (N, H·W, C), the constant window-mean matrix ``adaptive_avg_matrix`` times it
     (MatMul; dL/dx = P^T dL/dy, torch's spread of each output's gradient over its window),
     viewed back as (N, oh, ow, C)."""
-    return _matrix_of_cells(b, c, x, adaptive_avg_matrix(size, out), out, "mean")
-
-
-def _matrix_of_cells(b: Builder, c: Call, x: Value, p: np.ndarray, out: tuple, what: str):
-    """y[(i, j), c] = sum_(h, w) P[(i, j), (h, w)] x[(h, w), c] for an image held (N, H, W, C):
-    viewed as (N, H·W, C), a Constant P (oh·ow, H·W) times it (MatMul; dL/dx = P^T dL/dy),
-    viewed back as (N, oh, ow, C)."""
-    (h, w), (oh, ow), ch = x.shape[2:], out, x.shape[1]
-    flat = b.layer("Reshape", [x], name=f"{c.name}_cells", source=c.label, layout="plain",
-                   out_shape=(x.shape[0], h * w, ch), shape=(h * w, ch))
-    m = b.layer("Constant", [], name=f"{c.name}_windows", source=c.label, layout="plain",
-                out_shape=(1, *p.shape), value=p)
-    y = b.layer("MatMul", [m, flat], name=f"{c.name}_{what}", source=c.label, layout="plain",
-                out_shape=(x.shape[0], oh * ow, ch))
-    return b.layer("Reshape", [y], name=c.name, source=c.label, layout="nchw",
-                   out_shape=c.shape, shape=(oh, ow, ch))
-
-
-def bilinear_matrix(n: int, out: int, align_corners: bool, scale=None) -> np.ndarray:
-    """torch's 1-D linear interpolation of ``n`` cells to ``out`` (upsample_bilinear2d) as an
-    (out, n) matrix: output i reads src = i·(n-1)/(out-1) (align_corners) or
-    max(0, (i + 0.5)·s - 0.5) with s = n/out (or 1/scale_factor where one is given), cells
-    i0 = floor(src) and i1 = min(i0 + 1, n - 1) with weights 1 - l and l, l = src - i0."""
-    m = np.zeros((out, n))
-    for i in range(out):
-        if align_corners:
-            src = i * (n - 1) / (out - 1) if out > 1 else 0.0
-        else:
-            s = n / out if scale is None else 1.0 / scale
-            src = max((i + 0.5) * s - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n - 1)
-        i1 = i0 + (1 if i0 < n - 1 else 0)
-        lam = src - i0
-        m[i, i0] += 1.0 - lam
-        m[i, i1] += lam
-    return m
+    return matrix_of_cells(b, c, x, adaptive_avg_matrix(size, out), out, "mean")
 
 
 def upsample_bilinear2d(b: Builder, c: Call):
@@ -1481,7 +1447,7 @@ def upsample_bilinear2d(b: Builder, c: Call):
     (h, w), (oh, ow) = x.shape[2:], c.shape[2:]
     sh, sw = (None, None) if not scales else (float(scales[0]), float(scales[1]))
     p = np.kron(bilinear_matrix(h, oh, align, sh), bilinear_matrix(w, ow, align, sw))
-    return _matrix_of_cells(b, c, x, p, (oh, ow), "resize")
+    return matrix_of_cells(b, c, x, p, (oh, ow), "resize")
 
 
 def adaptive_avg_pool2d(b, c):

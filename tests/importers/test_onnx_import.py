@@ -296,13 +296,161 @@ def test_refusals_one_line_per_node_before_anything():
         rosetta.from_onnx(bad)
 
 
+def window_attention_graph():
+    """Swin's window attention as the exporters write it: (N, 4, 4, 6) viewed as 2x2 windows
+    (N, 2, 2, 2, 2, 6), Transpose, Reshape to (N*4, 4, 6) (the batch merged with the windows),
+    qkv Dense, Reshape (N*4, 4, 3, 2, 3) and the Transpose (2, 0, 3, 1, 4) that moves the merged
+    axis to 1, Split + Squeeze, q @ k^T, a relative-position bias, the (nW, 1, T, T) mask added
+    on (N, nW, ...) (a Reshape back to the batch) and merged again, Softmax, @ v, projection,
+    and the window reverse (N*4, 4, 6) -> (N, 4, 4, 6) plus the residual."""
+    mk = helper.make_node
+    mask = np.where(RNG.random((4, 1, 4, 4)) < 0.3, -100.0, 0.0).astype(np.float32)
+    nodes = [
+        mk("Constant", [], ["mask"], value=f32("m", mask)),
+        mk("Reshape", ["x", "s_win"], ["w6"], name="partition_view"),
+        mk("Transpose", ["w6"], ["w6t"], name="partition_perm", perm=[0, 1, 3, 2, 4, 5]),
+        mk("Reshape", ["w6t", "s_tok"], ["tok"], name="partition"),
+        mk("MatMul", ["tok", "wqkv"], ["qkv0"], name="qkv"),
+        mk("Add", ["qkv0", "bqkv"], ["qkv1"], name="qkv_bias"),
+        mk("Reshape", ["qkv1", "s_qkv"], ["q5"], name="qkv_view"),
+        mk("Transpose", ["q5"], ["qp"], name="qkv_perm", perm=[2, 0, 3, 1, 4]),
+        mk("Split", ["qp", "three"], ["qs", "ks", "vs"], name="unbind", axis=0),
+        mk("Squeeze", ["qs", "z"], ["q"], name="q"),
+        mk("Squeeze", ["ks", "z"], ["k"], name="k"),
+        mk("Squeeze", ["vs", "z"], ["v"], name="v"),
+        mk("Transpose", ["k"], ["kt"], name="kt", perm=[0, 1, 3, 2]),
+        mk("MatMul", ["q", "kt"], ["a0"], name="scores"),
+        mk("Add", ["a0", "rel"], ["a1"], name="rel_bias"),
+        mk("Reshape", ["a1", "s_nw"], ["a2"], name="per_window"),
+        mk("Add", ["a2", "mask"], ["a3"], name="mask_add"),
+        mk("Reshape", ["a3", "s_att"], ["a4"], name="merge_again"),
+        mk("Softmax", ["a4"], ["p"], name="softmax", axis=-1),
+        mk("MatMul", ["p", "v"], ["o"], name="attend"),
+        mk("Transpose", ["o"], ["ot"], name="heads_last", perm=[0, 2, 1, 3]),
+        mk("Reshape", ["ot", "s_tok"], ["o3"], name="heads_merge"),
+        mk("MatMul", ["o3", "wp"], ["pr0"], name="proj"),
+        mk("Add", ["pr0", "bp"], ["pr"], name="proj_bias"),
+        mk("Reshape", ["pr", "s_win"], ["r6"], name="reverse_view"),
+        mk("Transpose", ["r6"], ["r6t"], name="reverse_perm", perm=[0, 1, 3, 2, 4, 5]),
+        mk("Reshape", ["r6t", "s_img"], ["r"], name="reverse"),
+        mk("Add", ["x", "r"], ["y"], name="residual"),
+    ]
+    inits = [init("wqkv", 6, 18), init("bqkv", 18), init("rel", 2, 4, 4), init("wp", 6, 6),
+             init("bp", 6), ints("s_win", [-1, 2, 2, 2, 2, 6]), ints("s_tok", [-1, 4, 6]),
+             ints("s_qkv", [-1, 4, 3, 2, 3]), ints("three", [1, 1, 1]), ints("z", [0]),
+             ints("s_nw", [-1, 4, 2, 4, 4]), ints("s_att", [-1, 2, 4, 4]),
+             ints("s_img", [-1, 4, 4, 6])]
+    return graph(nodes, inits, ["N", 4, 4, 6])
+
+
+def resize_patches_graph():
+    """MobileViT's unfold and fold through ONNX: a linear Resize (half_pixel, by scales), the
+    Reshape (N, C, H, W) -> (N*C*nh, ph, nw, pw) that merges the batch with the channels and a
+    part of H, Transposes and Reshapes to (N*P, patches, C), LayerNormalization and a Dense per
+    row, the fold back to (N, C, H, W), a Resize back (align_corners) and a 1x1 Conv."""
+    mk = helper.make_node
+    nodes = [
+        mk("Resize", ["x", "", "up"], ["u"], name="resize_up", mode="linear",
+           coordinate_transformation_mode="half_pixel"),
+        mk("Reshape", ["u", "s_unf"], ["p4"], name="unfold"),
+        mk("Transpose", ["p4"], ["p4t"], name="unfold_t", perm=[0, 2, 1, 3]),
+        mk("Reshape", ["p4t", "s_bcp"], ["bc"], name="to_batch"),
+        mk("Transpose", ["bc"], ["bct"], name="patch_first", perm=[0, 3, 2, 1]),
+        mk("Reshape", ["bct", "s_tok"], ["tok"], name="patches"),
+        mk("LayerNormalization", ["tok", "g", "be"], ["ln"], name="norm"),
+        mk("MatMul", ["ln", "w"], ["m0"], name="fc"),
+        mk("Add", ["m0", "b"], ["m"], name="fc_bias"),
+        mk("Reshape", ["m", "s_bcp2"], ["f4"], name="fold_batch"),
+        mk("Transpose", ["f4"], ["f4t"], name="fold_t", perm=[0, 3, 2, 1]),
+        mk("Reshape", ["f4t", "s_fold"], ["f"], name="fold"),
+        mk("Transpose", ["f"], ["ft"], name="fold_t2", perm=[0, 2, 1, 3]),
+        mk("Reshape", ["ft", "s_img"], ["img"], name="image"),
+        mk("Resize", ["img", "", "down"], ["d"], name="resize_down", mode="linear",
+           coordinate_transformation_mode="align_corners"),
+        mk("Conv", ["d", "wc"], ["y"], name="conv_1x1"),
+    ]
+    inits = [f32("up", [1, 1, 2, 2]), f32("down", [1, 1, 0.5, 0.5]),
+             ints("s_unf", [-1, 2, 4, 2]), ints("s_bcp", [-1, 4, 16, 4]),
+             ints("s_tok", [-1, 16, 4]), init("g", 4), init("be", 4), init("w", 4, 4),
+             init("b", 4), ints("s_bcp2", [-1, 4, 16, 4]), ints("s_fold", [-1, 4, 2, 2]),
+             ints("s_img", [-1, 4, 8, 8]), init("wc", 3, 4, 1, 1)]
+    return graph(nodes, inits, ["N", 4, 4, 4], opset=13)
+
+
+def merged_readers_graph():
+    """The other per-row readers of a merged (N*4, 6) tensor: a Slice of the whole merged axis
+    and part of another, ReduceSum, Concat, CumSum, Unsqueeze, Gather at constant indices,
+    Squeeze, LogSoftmax, Flatten, then a Reshape back to (N, 16)."""
+    mk = helper.make_node
+    nodes = [
+        mk("Reshape", ["x", "s_rows"], ["t"], name="merge"),
+        mk("Slice", ["t", "st", "en", "ax"], ["s"], name="slice"),
+        mk("ReduceSum", ["s", "one"], ["r"], name="rsum", keepdims=1),
+        mk("Concat", ["s", "r"], ["c"], name="cat", axis=1),
+        mk("CumSum", ["c", "one_s"], ["cs"], name="cumsum"),
+        mk("Unsqueeze", ["cs", "two"], ["u"], name="unsq"),
+        mk("Gather", ["u", "idx"], ["g"], name="gather", axis=1),
+        mk("Squeeze", ["g", "two"], ["q"], name="squeeze"),
+        mk("LogSoftmax", ["q"], ["ls"], name="logsoftmax", axis=1),
+        mk("Flatten", ["ls"], ["f"], name="flatten", axis=1),
+        mk("Reshape", ["f", "s_back"], ["y"], name="back"),
+    ]
+    inits = [ints("s_rows", [-1, 6]), ints("st", [0, 1]), ints("en", [2 ** 62, 5]),
+             ints("ax", [0, 1]), ints("one", [1]), ints("one_s", 1), ints("two", [2]),
+             ints("idx", [4, 0, 2, 2]), ints("s_back", [-1, 16])]
+    return graph(nodes, inits, ["N", 4, 6])
+
+
+def test_batch_merged_with_windows_and_patches():
+    """Both merged-batch graphs match onnx.reference node by node (every merged tensor read
+    back as (N, k, ...)): the batch is held unmerged, each op runs per row."""
+    imp = agrees(window_attention_graph())
+    assert {"Dense", "MatMul", "Softmax"} <= {n.op for n in imp.spec.model.nodes}
+    imp = agrees(resize_patches_graph())
+    assert {"LayerNorm", "Conv2D", "MatMul"} <= {n.op for n in imp.spec.model.nodes}
+    imp = agrees(merged_readers_graph())
+    assert {"Slice", "Reduce", "Cumsum", "Gather", "LogSoftmax"} <= {
+        n.op for n in imp.spec.model.nodes}
+
+
+def _merged_refusal(kind):
+    mk = helper.make_node
+    nodes = [mk("Reshape", ["x", "s_tok"], ["t"], name="merge")]
+    inits = [ints("s_tok", [-1, 6])]
+    if kind == "softmax":   # over the merged axis 0: across examples
+        nodes += [mk("Softmax", ["t"], ["s"], name="mixes", axis=0),
+                  mk("Reshape", ["s", "s_back"], ["y"], name="back")]
+    elif kind == "fixed":   # a first axis of 8 fixed in the graph: 2 examples' rows at batch 2
+        nodes[0] = mk("Reshape", ["x", "s_fixed"], ["t"], name="merge")
+        nodes += [mk("Reshape", ["t", "s_back"], ["y"], name="back")]
+        inits.append(ints("s_fixed", [8, 6]))
+    elif kind == "output":
+        nodes[0].output[0] = "y"
+    inits.append(ints("s_back", [-1, 24]))
+    return graph(nodes, inits, ["N", 4, 6])
+
+
+@pytest.mark.parametrize("kind,line", [
+    ("softmax", "mixes (Softmax): Softmax over the batch axis merged with other rows (it would "
+                "mix examples)"),
+    ("fixed", "merge (Reshape): a reshape to (8, 6) whose target does not follow the batch size"),
+    ("output", "output y: its batch axis is merged with other rows ((8, 6), 4 rows per "
+               "example"),
+])
+def test_merged_batch_readers_that_mix_examples_are_refused(kind, line):
+    with pytest.raises(ImportRefused) as e:
+        rosetta.from_onnx(_merged_refusal(kind))
+    assert len(e.value.lines) == 1 and e.value.lines[0].startswith(line), e.value.lines
+
+
 def test_every_claimed_op_has_a_graph_here():
     """The graphs above are built again here (no import): every op in the mapping table
     appears in one of them."""
     COVERED.clear()
     for build in (conv_pool_gemm_graphs, normalisation_gate_graph, sequence_linear_graph,
                   tensor_shape_graph, tensor_math_graph, embedding_graph,
-                  training_batch_norm_graph, token_patterns_graph):
+                  training_batch_norm_graph, token_patterns_graph, window_attention_graph,
+                  resize_patches_graph):
         build()
     assert set(SUPPORTED) <= COVERED, sorted(set(SUPPORTED) - COVERED)
 
