@@ -438,7 +438,12 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         if target == "<built-in function getitem>" or target.endswith("getitem"):
             src = args[0]
             if isinstance(src, tuple):
-                env[n.name] = src[args[1]]
+                try:
+                    env[n.name] = src[args[1]]
+                except Unsupported as e:
+                    if n.users:   # (an output nothing reads, as a max pool's indices, is fine)
+                        refuse(label, "module" if path else "call", str(e))
+                    continue
                 _note(fx_nodes, env[n.name], n.name)
             continue
         handler = ATEN.get(target)

@@ -14,6 +14,7 @@ reading it gets its kernel rows permuted (``flatten_nchw``), which keeps the num
 from __future__ import annotations
 
 import operator
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -1400,8 +1401,7 @@ def _adaptive(op, global_op, b: Builder, c: Call):
         return x
     if size[0] % out[0] or size[1] % out[1]:
         if op != "AvgPool2D":
-            raise Unsupported(f"adaptive max pooling from {tuple(size)} to {tuple(out)} "
-                              f"(windows of unequal size)")
+            return _adaptive_max_windows(b, c, x, tuple(size), tuple(out))
         return _adaptive_avg_matrix(b, c, x, tuple(size), tuple(out))
     k = (size[0] // out[0], size[1] // out[1])
     return b.layer(op, [x], name=c.name, source=c.label, kernel_size=k, strides=k,
@@ -1450,12 +1450,54 @@ def upsample_bilinear2d(b: Builder, c: Call):
     return matrix_of_cells(b, c, x, p, (oh, ow), "resize")
 
 
+def _adaptive_max_windows(b: Builder, c: Call, x: Value, size: tuple, out: tuple) -> Value:
+    """Adaptive max pooling with windows of unequal size (``adaptive_windows``, overlapping where
+    out does not divide the size), exactly, in two passes, as the max over a box is the max over
+    its columns of the max over its rows: for each output row i, ``Slice`` of the rows
+    [h0_i, h1_i) and ``Reduce(max)`` over them (kept as size 1), ``Concatenate`` of the oh
+    results; then the same over the columns. The gradient reaches each window's largest element
+    (summed where windows overlap, as torch's scatter-add does); ties, probability zero for
+    random floats, are shared as ``Reduce`` shares them, where torch gives all to the first."""
+    n, ch = x.shape[0], x.shape[1]
+    cur, shape = x, list(x.shape)
+    for axis, (cells, count) in enumerate(zip(size, out)):   # axis 0: rows (H), 1: columns
+        parts = []
+        for i, (lo, hi) in enumerate(adaptive_windows(cells, count)):
+            piece = tuple(shape[:2 + axis]) + (hi - lo,) + tuple(shape[3 + axis:])
+            s = b.layer("Slice", [cur], name=f"{c.name}_{'hw'[axis]}{i}", source=c.label,
+                        axes=(axis,), starts=(lo,), stops=(hi,), steps=(1,), out_shape=piece)
+            one = tuple(shape[:2 + axis]) + (1,) + tuple(shape[3 + axis:])
+            parts.append(b.layer("Reduce", [s], name=f"{c.name}_{'hw'[axis]}{i}_max",
+                                 source=c.label, fn="max", axes=(axis,), keepdims=True,
+                                 out_shape=one))
+        shape[2 + axis] = count
+        cur = b.layer("Concatenate", parts, name=c.name if axis else f"{c.name}_rows",
+                      source=c.label, axis=axis, out_shape=tuple(shape))
+    assert tuple(shape) == (n, ch, *out)
+    return cur
+
+
 def adaptive_avg_pool2d(b, c):
     return _adaptive("AvgPool2D", "GlobalAvgPool2D", b, c)
 
 
+class WithIndices(tuple):
+    """The (values, indices) of an ATen max pool that returns its argmax positions: the values
+    are read as a Value; reading the indices is refused (the spec's pools return values)."""
+
+    def __getitem__(self, i):
+        if i != 0:
+            raise Unsupported("the indices of a max pool (argmax positions: the spec's pools "
+                              "return the values only)")
+        return super().__getitem__(i)
+
+
 def adaptive_max_pool2d(b, c):
-    return _adaptive("MaxPool2D", "GlobalMaxPool2D", b, c)
+    """aten.adaptive_max_pool2d -> (values, indices): the values as ``_adaptive`` pools them."""
+    x = _value(c.arg(0, "input"))
+    shape = (*x.shape[:2], *_pair(c.arg(1, "output_size")))
+    c = dataclasses.replace(c, shape=shape)   # the traced value is the (values, indices) pair
+    return WithIndices((_adaptive("MaxPool2D", "GlobalMaxPool2D", b, c),))
 
 
 # --- tensor math (rosetta.ops.math, rosetta.ops.reduction) ------------------------------------

@@ -245,8 +245,40 @@ def test_adaptive_average_pooling_with_unequal_windows_is_exact():
     assert [n.op for n in imp.spec.model.nodes].count("MatMul") == 1
     cert = imp.certify(("torch",), steps=1)
     assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
-    with pytest.raises(ImportRefused, match="adaptive max pooling from"):
-        rosetta.from_torch(nn.AdaptiveMaxPool2d((3, 3)).double(), (_x(2, 2, 5, 4),))
+
+
+class AdaptiveMax(nn.Module):
+    """tanh(conv) -> AdaptiveMaxPool2d(out) -> Linear; ``indices``: its argmax positions read."""
+
+    def __init__(self, out, indices=False):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.pool = nn.AdaptiveMaxPool2d(out, return_indices=indices)
+        self.fc = nn.Linear(3 * out[0] * out[1], 2)
+        self.indices = indices
+
+    def forward(self, x):
+        y = self.pool(torch.tanh(self.conv(x)))
+        if self.indices:
+            y = y[0] + y[1].to(y[0].dtype)
+        return self.fc(torch.flatten(y, 1))
+
+
+@pytest.mark.parametrize("hw, out", [((5, 4), (3, 3)), ((2, 2), (7, 7)), ((6, 4), (3, 2))])
+def test_adaptive_max_pooling_of_unequal_or_equal_windows_certifies(hw, out):
+    """Unequal (and, from (2, 2) to (7, 7), overlapping) windows: a row pass and a column pass of
+    Slice + Reduce(max) + Concatenate; the gradient summed where windows overlap, as torch's."""
+    imp = _import(AdaptiveMax(out), _x(2, 2, *hw))
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ("MaxPool2D" in ops) == (hw[0] % out[0] == 0 and hw[1] % out[1] == 0), ops
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+
+
+def test_max_pool_indices_read_by_the_model_are_refused_in_one_line():
+    with pytest.raises(ImportRefused) as e:
+        _import(AdaptiveMax((3, 3), indices=True), _x(2, 2, 5, 4))
+    assert len(e.value.lines) == 1 and "indices of a max pool" in e.value.lines[0]
 
 
 class WrittenOutGelus(nn.Module):
