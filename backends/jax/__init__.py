@@ -30,7 +30,8 @@ class Backend(contract.Backend):
     }
     engine = Engine()
     shard_params = ("NamedSharding of parameters and optimizer state over the mesh (the "
-                    "largest axis that divides by N, the rest replicated)")
+                    "largest axis that divides by N, the rest replicated); each node gathers "
+                    "its parameters only while it runs, as FSDP2 does")
     # "An NVIDIA GPU may be present on this machine, but ..." / "No GPU/TPU found": rosetta
     # reports devices itself (Backend.devices), so the platform probe's warnings are noise
     quiet_loggers = ("jax._src.xla_bridge",)

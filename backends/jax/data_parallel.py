@@ -15,8 +15,12 @@ and each optimizer-state array (optax keeps them shaped as the parameters), is p
 divides by N is split over the mesh (the first such axis on a tie); an array with no axis that
 divides by N (and every scalar, e.g. optax's ``count``) is replicated. The jitted step
 constrains its new state to the same placements (``with_sharding_constraint``), so the state
-stays sharded, and XLA's partitioner adds the all-gathers and reduce-scatters the sharded
-matmuls need; the math is the replicated step's up to summation order. Batch statistics stay
+stays sharded. Inside the step each node that has parameters runs as ``sharded_node`` (ZeRO-3 /
+FSDP): its parameters are gathered whole where it runs, forward and again backward, and its
+gradients are reduced to their shards before the backward pass moves on, so a device holds one
+node's whole parameters and partial gradients at a time, not the model's (a node with state,
+BatchNorm, or drawing its own dropout mask is left to XLA's partitioner, which gathers what it
+reads); the math is the replicated step's up to summation order. Batch statistics stay
 replicated. Exports gather the whole arrays (on several hosts with
 ``multihost_utils.process_allgather``), so checkpoints are the canonical whole arrays.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -132,6 +137,62 @@ def state_spec(shape, n: int) -> P:
     return P(*([None] * best + [AXIS]))
 
 
+def _after(x, *trees):
+    """``x`` unchanged (bit for bit: NaN and signed zeros included) but computed after the
+    arrays of ``trees``: a select on a predicate that is False whatever the values (no float,
+    NaN included, compares greater than +inf), made of the maximum of each of their float
+    arrays (the whole array: the partitioner can compute one element of a sum over devices
+    without the sum, not its maximum), which XLA cannot fold away. Orders what XLA would otherwise schedule
+    freely (optimization barriers do not survive to the CPU scheduler)."""
+    leaves = [t for t in jax.tree.leaves(trees)
+              if t.size and jnp.issubdtype(t.dtype, jnp.floating)]
+    if not leaves or not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    never = jnp.max(jnp.stack([jnp.max(t).astype(jnp.float32) for t in leaves])) > jnp.inf
+    return jnp.where(never, jnp.zeros((), x.dtype), x)
+
+
+def sharded_node(f, params, xs, parts, whole):
+    """``f(params, xs)`` (a node with parameters, ``model.node_function``) with its sharded
+    parameters (placed by ``parts``, a tree of shardings like ``params``) gathered whole
+    (``whole``) only while the node runs (ZeRO-3 / FSDP):
+
+    * forward: gather, run, drop the whole copy; only the shards and the inputs are kept for
+      the backward pass;
+    * backward, when the output's gradient arrives: gather again, the node's own backward
+      (its forward recomputed), each parameter's gradient constrained to its parameter's
+      placement right there (the partitioner reduces the devices' partial gradients over their
+      rows and keeps this device's part) before the gradient flows on to the node's inputs.
+
+    XLA's CPU scheduler and its collective combiner would otherwise hoist every gather to the
+    start of the step and merge every reduction into one at its end, holding a whole model of
+    gathered parameters and of partial gradients; ``_after`` orders them."""
+    def gather(p, after):
+        # the shard made to depend on ``after`` and kept split (else the partitioner gathers
+        # the stored argument itself, which XLA schedules at the start of the step), then
+        # gathered
+        return jax.tree.map(lambda a, part: a if part.spec == P() else
+                            jax.lax.with_sharding_constraint(jax.lax.with_sharding_constraint(
+                                _after(a, *after), part), whole), p, parts)
+
+    @jax.custom_vjp
+    def node(p, xs):
+        return f(gather(p, xs), xs)
+
+    def forward(p, xs):
+        return node(p, xs), (p, xs)
+
+    def backward(saved, cotangent):
+        p, xs = saved
+        _, vjp = jax.vjp(f, gather(p, (cotangent,)), xs)
+        grads, cxs = vjp(cotangent)
+        grads = jax.tree.map(jax.lax.with_sharding_constraint, grads, parts)
+        return grads, [_after(c, grads) for c in cxs]
+
+    node.defvjp(forward, backward)
+    return node(params, list(xs))
+
+
 class Program(single.Program):
     """The one-device JAX Program with its state replicated and its batches sharded over a
     ``Mesh`` (``mesh``) of ``devices`` devices."""
@@ -182,6 +243,15 @@ class Program(single.Program):
             return (constrain(params), stats, constrain(opt_state), *rest)
 
         return placed
+
+    def _step_model(self, model):
+        """Sharded: the model with each node that has parameters run by ``sharded_node``
+        (``GraphModule.run_node``)."""
+        return model.clone(run_node=self._run_node) if self.shard_params else model
+
+    def _run_node(self, f, params, xs):
+        parts = jax.tree.map(lambda a: self.state_sharding(a.shape), params)
+        return sharded_node(f, params, xs, parts, self.replicated)
 
     def _put_state(self, tree):
         return self._place_state(tree) if self.shard_params else self._put(tree)

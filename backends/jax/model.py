@@ -42,6 +42,11 @@ class GraphModule(nn.Module):
     # ((node, type it computes in, cast its float inputs to it), ...); () : every node in dtype
     types: tuple = ()
     float32_softmax: bool = False   # attention's inner softmax in float32 (mixed policies)
+    # None, or (f, the node's parameters, its inputs) -> its output, where f(parameters,
+    # inputs) is the node as a pure function (``node_function``): runs each node that
+    # ``runs_alone`` (sharded parameters gathered where the node runs:
+    # ``rosetta.backends.jax.data_parallel``); not at init
+    run_node: Any = None
 
     @nn.compact
     def __call__(self, inputs: dict, train: bool = False, masks: dict | None = None,
@@ -65,11 +70,48 @@ class GraphModule(nn.Module):
                                [jnp.dtype(x.dtype).name for x in xs
                                 if jnp.issubdtype(x.dtype, jnp.floating)]))
             with jax.named_scope(node.name):
-                values[node.name] = LOWERINGS[node.op](node, xs, nctx)
+                if (self.run_node is not None and not self.is_initializing()
+                        and runs_alone(node, nctx)):
+                    values[node.name] = self.run_node(node_function(node, nctx),
+                                                      self.variables["params"][node.name], xs)
+                else:
+                    values[node.name] = LOWERINGS[node.op](node, xs, nctx)
         if every:
             return {n.name: values[n.name] for n in self.graph.nodes}
         outs = [values[o] for o in self.graph.outputs]
         return outs[0] if len(outs) == 1 else outs
+
+
+def runs_alone(node, ctx) -> bool:
+    """True when the node is a pure function of its parameters and inputs here
+    (``node_function``): it has parameters, no state (BatchNorm statistics), and draws nothing
+    at random (a node with dropout in training runs alone only with its keep-mask injected;
+    its own draw comes from the graph module's rng stream)."""
+    if not node.params or node.state:
+        return False
+    draws = node.opdef.dropout_mask_shape(node.attrs, node.in_types, node.out_type) is not None
+    return not (ctx.train and draws and not (ctx.masks and node.name in ctx.masks))
+
+
+class _Node(nn.Module):
+    """One node of a graph as a flax module: its lowering, whose flax submodules are named by
+    the node as in ``GraphModule``."""
+    node: Any
+    ctx: Any
+
+    @nn.compact
+    def __call__(self, xs):
+        return LOWERINGS[self.node.op](self.node, xs, self.ctx)
+
+
+def node_function(node, ctx):
+    """The node as a pure function ``f(its parameters {name: array}, its inputs [...])``."""
+    module = _Node(node=node, ctx=ctx, name=None)
+
+    def f(params, xs):
+        return module.apply({"params": {node.name: params}}, list(xs))
+
+    return f
 
 
 def precision_rules(graph: Graph, precision: str) -> tuple:

@@ -84,6 +84,7 @@ class Program(contract.BackendProgram):
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
         pol, param_dtype = self.policy, self._param_dtype
         to_low = lowp.product_caster(self.graph, pol)
+        model = self._step_model(model)
         skip_nonfinite = self._skip_nonfinite
 
         def run(params, batch_stats, inputs, train, rng, masks=None, every=False):
@@ -167,6 +168,12 @@ class Program(contract.BackendProgram):
         new state placed as the program keeps it: here as the inputs are (a data-parallel
         program that shards its state constrains it)."""
         return step
+
+    def _step_model(self, model):
+        """The flax module the steps run: ``model`` here; a data-parallel program with sharded
+        parameters runs it with each node's parameters gathered whole where the node reads them
+        (``GraphModule.run_node``)."""
+        return model
 
     # --- state ------------------------------------------------------------------------------------
     def load(self, params, state):
