@@ -33,7 +33,8 @@ from rosetta.errors import RosettaError
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes, spec_name
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.onnx_ops import ONNX_OPS, REFUSED, Const, ONode, _is_parameter
+from rosetta.importers.onnx_ops import (ONNX_OPS, REFUSED, Const, ONode, _is_parameter,
+                                       batch_repeated)
 
 MIN_OPSET = 13
 NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -44,9 +45,13 @@ def _expands_initializer(b, node, args) -> bool:
     """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
     that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``), or a
     Gather of one at constant positions of shape (1, T...) (a position table at
-    ``position_ids``): not folded, the handler reads the initializer as a parameter."""
+    ``position_ids``) or at the same positions for every example (BERT's token types, a zeros
+    buffer expanded to the batch): not folded, the handler reads the initializer as a
+    parameter."""
     if node.op_type == "Gather" and len(args) == 2 and _is_parameter(b, args[0]):
         ind = args[1]
+        if batch_repeated(ind):   # the same positions for every example: its first row
+            return True
         return (isinstance(ind, Const) and not ind.batch_dependent
                 and np.asarray(ind.value).ndim >= 1 and np.asarray(ind.value).shape[0] == 1)
     return (node.op_type == "Expand" and len(args) == 2 and _is_parameter(b, args[0])
@@ -245,13 +250,41 @@ def _fold(node, values: list):
     return [np.asarray(o) for o in ReferenceEvaluator(m).run(None, feeds)]
 
 
-def _fused_linears(graph, consumers, outputs) -> dict:
-    """{MatMul node name-or-index: Add node index}: the Linear pattern MatMul(x, W) + b with W
-    a 2-D initializer, b a (out,) initializer and the MatMul's output read by that Add only."""
+def _weight_transposes(graph, consumers, outputs, trainable) -> dict:
+    """{output: initializer} of the Transpose nodes that hold a 2-D float initializer (a
+    parameter: of ``trainable`` where given) as a MatMul or Gemm weight: Transpose(perm=[1, 0])
+    read only at input B of MatMul and Gemm nodes (a torch Linear's weight W (out, in), held so
+    by ``onnx_pairing``). Not folded: the weight is read as the parameter in torch's layout."""
     inits = {i.name: i for i in graph.initializer}
+    out = {}
+    for node in graph.node:
+        if node.op_type != "Transpose" or len(node.input) != 1 or node.input[0] not in inits:
+            continue
+        t = inits[node.input[0]]
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        if (len(t.dims) != 2 or perm not in ([], [[1, 0]]) or node.output[0] in outputs
+                or _elem_dtype(t.data_type).kind != "f"
+                or (trainable is not None and t.name not in trainable)):
+            continue
+        users = consumers.get(node.output[0], [])
+        if users and all(graph.node[j].op_type in ("MatMul", "Gemm")
+                         and list(graph.node[j].input).index(node.output[0]) == 1
+                         and list(graph.node[j].input).count(node.output[0]) == 1
+                         for j in users):
+            out[node.output[0]] = t.name
+    return out
+
+
+def _fused_linears(graph, consumers, outputs, transposes=None) -> dict:
+    """{MatMul node name-or-index: Add node index}: the Linear pattern MatMul(x, W) + b with W
+    a 2-D initializer (or one of ``transposes``: W^T), b a (out,) initializer and the MatMul's
+    output read by that Add only."""
+    inits = {i.name: i for i in graph.initializer}
+    transposes = transposes or {}
     fused = {}
     for i, node in enumerate(graph.node):
-        if node.op_type != "MatMul" or len(node.input) != 2 or node.input[1] not in inits:
+        if node.op_type != "MatMul" or len(node.input) != 2 or not (
+                node.input[1] in inits or node.input[1] in transposes):
             continue
         out = node.output[0]
         users = consumers.get(out, [])
@@ -262,8 +295,12 @@ def _fused_linears(graph, consumers, outputs) -> dict:
         if add.op_type != "Add" or len(add.input) != 2:
             continue
         other = add.input[1] if add.input[0] == out else add.input[0]
-        w = inits[node.input[1]]
-        if other in inits and len(w.dims) == 2 and list(inits[other].dims) == [w.dims[1]]:
+        if node.input[1] in transposes:
+            units = inits[transposes[node.input[1]]].dims[0]
+        else:
+            w = inits[node.input[1]]
+            units = w.dims[1] if len(w.dims) == 2 else None
+        if other in inits and units is not None and list(inits[other].dims) == [units]:
             fused[i] = (j, other)
     return fused
 
@@ -351,13 +388,23 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b.running_var = running_var
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
-    # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
-    # node that every use reads (``onnx_ops._shared_operand``)
+    consumers: dict = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    graph_outputs = {o.name for o in graph.output}
+    transposes = _weight_transposes(graph, consumers, graph_outputs, b.trainable)
+    # an initializer read by several nodes (ALBERT's one layer at every depth, GPT-2's tied
+    # embedding table and LM head): one Parameter node that every use reads
+    # (``onnx_ops._shared_operand``)
     alias, uses = {}, {}   # an Identity of an initializer is the initializer (TorchScript's
-    for node in graph.node:   # ALBERT shares a weight through one)
+    for node in graph.node:   # ALBERT shares a weight through one), a weight Transpose of it
         root = alias.get(node.input[0], node.input[0]) if node.input else None
         if node.op_type == "Identity" and root in inits:
             alias[node.output[0]] = root
+            continue
+        if node.output and node.output[0] in transposes:
+            alias[node.output[0]] = transposes[node.output[0]]
             continue
         for name in {alias.get(k, k) for k in node.input}:
             if name in inits:
@@ -367,12 +414,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     env: dict = {k: Const(v, k) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None
-    consumers: dict = {}
-    for i, node in enumerate(graph.node):
-        for name in node.input:
-            consumers.setdefault(name, []).append(i)
-    graph_outputs = {o.name for o in graph.output}
-    fused = _fused_linears(graph, consumers, graph_outputs)
+    fused = _fused_linears(graph, consumers, graph_outputs, transposes)
     skip = {j: i for i, (j, _) in fused.items()}
     refusals: dict = {}
     onnx_nodes: dict = {}
@@ -415,6 +457,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
             continue
         if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
             env[node.output[0]] = args[0]   # the initializer itself, under another name
+            continue
+        if node.output[0] in transposes:   # W^T as a weight: the parameter W, read transposed
+            w = np.asarray(inits[transposes[node.output[0]]])
+            env[node.output[0]] = Const(w.T, transposes[node.output[0]], transposed=True)
             continue
         if (node.op_type not in NO_FOLD and not _expands_initializer(b, node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):
