@@ -392,8 +392,14 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
         tc = certify_torch(as_torch, backends, dtype=torch_dtype or "float64",
                            steps=steps, seed=seed, progress=progress, dropout="off")
         for r in tc.results:
+            if not r["passed"] and tc.dtype == "float64" and cap.dtype == "float32":
+                r["blame"] = (f"{r['blame']}; note: the graph is float32, its float constants "
+                              f"are the torch model's rounded to float32 (certify(dtype="
+                              f"'float32') holds it to the measured float32 bounds)")
             r["against"] = (f"torch source: gradients, {steps} steps"
                             + ("" if tc.dtype == "float64" else f", {tc.dtype} bounds"))
+            # "forward": the worst of the row (the table's one column); "output": its own
+            r["worst"]["output"] = r["worst"].get("forward", 0.0)
             r["worst"]["forward"] = max(r["worst"].values(), default=0.0)
             cert.results.append(r)
         cert.seconds["torch source"] = tc.seconds.get("source", 0.0)
