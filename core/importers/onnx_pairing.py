@@ -6,7 +6,8 @@ writes a Linear's weight W (out, in) pre-transposed as ``onnx::MatMul_*`` = W^T;
 exporter as ``val_*`` = W^T, a tied weight under its other name (GPT-2's ``lm_head.weight``
 for ``wte.weight``), and a position table read at constant positions folded into its rows
 (``embedding_*`` = P[positions]). An initializer is paired with a parameter by value only,
-never by closeness, in one of three exact ways (the exporter moves values without arithmetic):
+never by closeness (an initializer under the parameter's own name, of its shape, pairs by
+name first), in one of three exact ways (the exporter moves values without arithmetic):
 
 * ``identity``: bitwise equal, same shape and dtype;
 * ``transpose``: a 2-D initializer bitwise equal to W^T;
@@ -48,8 +49,9 @@ def _key(a: np.ndarray) -> tuple:
 def pair_initializers(model, tensors: dict) -> Pairing:
     """The exact pairing (see the module doc) of ``model``'s float initializers of more than
     one element with ``tensors`` ({torch parameter or buffer name: NumPy array}). An
-    initializer named after a tensor and bitwise equal to it pairs with it first (BatchNorm
-    statistics at their defaults are equal to each other, and are found so)."""
+    initializer named after a tensor of its shape and dtype pairs with it by name first, its
+    values aside (the exporter kept the name; BatchNorm statistics at their defaults are equal
+    to each other; the certificate sets random values on both sides anyway)."""
     from onnx import numpy_helper
 
     by_value: dict = {}
@@ -66,7 +68,8 @@ def pair_initializers(model, tensors: dict) -> Pairing:
         x = numpy_helper.to_array(init)
         if x.dtype.kind != "f" or x.size <= 1:
             continue
-        if init.name in tensors and _key(tensors[init.name]) == _key(x):
+        t = tensors.get(init.name)
+        if t is not None and t.shape == x.shape and t.dtype == x.dtype:
             out.pairs[init.name] = (init.name, "identity", None)
             continue
         cands = [(p, "identity", None) for p in by_value.get(_key(x), [])]
