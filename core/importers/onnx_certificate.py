@@ -201,8 +201,12 @@ def batch(imp, seed: int, dtype) -> np.ndarray:
 
     cap = imp.source.captured
     rng = rng_for(seed, "onnx-certificate/batch")
-    if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size
-        high = min([n.attrs["vocab_size"] for n in imp.spec.model.nodes if n.op == "Embedding"]
+    if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size (a
+        nodes = {n.name: n for n in imp.spec.model.nodes}   # tied table: its Gather's rows)
+        high = min([n.attrs["vocab_size"] for n in nodes.values() if n.op == "Embedding"]
+                   + [nodes[n.inputs[0]].attrs["shape"][0] for n in nodes.values()
+                      if n.op == "Gather" and len(n.inputs) == 2
+                      and getattr(nodes.get(n.inputs[0]), "op", "") == "Parameter"]
                    or [8])
         return rng.integers(0, high, size=cap.input_shape).astype(np.int64)
     return rng.standard_normal(cap.input_shape).astype(dtype)
