@@ -254,9 +254,9 @@ def run(backends, names=None, progress=print, *, hf=False, exporters=("torchscri
                 row.update(status="PASS" if cert.passed else "FAIL", worst=worst,
                            inference_only=bool(imp.inference_only),
                            seconds=round(time.perf_counter() - t0, 1),
-                           detail="; ".join(r["blame"] or r.get("skipped", "")
-                                            for r in cert.results
-                                            if not r["passed"] or r.get("skipped")))
+                           detail="; ".join(dict.fromkeys(   # one line said once
+                               r["blame"] or r.get("skipped", "") for r in cert.results
+                               if not r["passed"] or r.get("skipped"))))
                 rows.append(row)
                 progress(_line(row))
     return rows

@@ -262,17 +262,31 @@ def _weight_transposes(graph, consumers, outputs, trainable) -> dict:
             continue
         t = inits[node.input[0]]
         perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
-        if (len(t.dims) != 2 or perm not in ([], [[1, 0]]) or node.output[0] in outputs
+        if (len(t.dims) != 2 or perm not in ([], [[1, 0]])
                 or _elem_dtype(t.data_type).kind != "f"
                 or (trainable is not None and t.name not in trainable)):
             continue
-        users = consumers.get(node.output[0], [])
-        if users and all(graph.node[j].op_type in ("MatMul", "Gemm")
-                         and list(graph.node[j].input).index(node.output[0]) == 1
-                         and list(graph.node[j].input).count(node.output[0]) == 1
-                         for j in users):
+        if _weight_only(graph, consumers, outputs, node.output[0]):
             out[node.output[0]] = t.name
     return out
+
+
+def _weight_only(graph, consumers, outputs, name) -> bool:
+    """Whether tensor ``name`` is read only as input B of MatMul and Gemm nodes, directly or
+    through Identity nodes (TorchScript shares ALBERT's one layer's weights through them)."""
+    users = consumers.get(name, [])
+    if not users or name in outputs:
+        return False
+    for j in users:
+        user = graph.node[j]
+        ins = list(user.input)
+        if user.op_type == "Identity":
+            if not _weight_only(graph, consumers, outputs, user.output[0]):
+                return False
+        elif not (user.op_type in ("MatMul", "Gemm") and ins.count(name) == 1
+                  and ins.index(name) == 1):
+            return False
+    return True
 
 
 def _fused_linears(graph, consumers, outputs, transposes=None) -> dict:
