@@ -46,6 +46,12 @@ def _key(a: np.ndarray) -> tuple:
     return (a.dtype.str, a.shape, a.tobytes())
 
 
+def _exactly(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` in ``dtype`` where that holds every value exactly, else ``a`` as it is."""
+    b = a.astype(dtype)
+    return b if np.array_equal(b.astype(a.dtype), a, equal_nan=True) else a
+
+
 def pair_initializers(model, tensors: dict) -> Pairing:
     """The exact pairing (see the module doc) of ``model``'s float initializers of more than
     one element with ``tensors`` ({torch parameter or buffer name: NumPy array}). An
@@ -54,6 +60,13 @@ def pair_initializers(model, tensors: dict) -> Pairing:
     to each other; the certificate sets random values on both sides anyway)."""
     from onnx import numpy_helper
 
+    # compared in the graph's float type where that holds a tensor exactly (a module made
+    # float64 after a float32 export): never by rounding
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    floats = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
+    if floats:
+        dt = max(set(floats), key=floats.count)
+        tensors = {k: _exactly(v, dt) for k, v in tensors.items()}
     by_value: dict = {}
     for name, a in tensors.items():
         by_value.setdefault(_key(a), []).append(name)
@@ -64,12 +77,15 @@ def pair_initializers(model, tensors: dict) -> Pairing:
                 rows.setdefault(_key(a[r]), []).append((name, r))
     out = Pairing()
     equal: dict = {}   # parameter -> the parameters it cannot be told from
+    # a tensor whose own initializer holds other values (changed since the export) pairs by
+    # name only: another initializer equal to it now does not stand for it in the graph
+    stale = {k for k, a in arrays.items() if k in tensors and _key(a) != _key(tensors[k])}
     for init in model.graph.initializer:
-        x = numpy_helper.to_array(init)
+        x = arrays[init.name]
         if x.dtype.kind != "f" or x.size <= 1:
             continue
         t = tensors.get(init.name)
-        if t is not None and t.shape == x.shape and t.dtype == x.dtype:
+        if t is not None and t.shape == x.shape:
             out.pairs[init.name] = (init.name, "identity", None)
             continue
         cands = [(p, "identity", None) for p in by_value.get(_key(x), [])]
@@ -82,6 +98,7 @@ def pair_initializers(model, tensors: dict) -> Pairing:
             if all(len(h) == 1 for h in hits) and len(tables) == 1:
                 pos = np.array([r for (_, r), in hits], np.int64).reshape(x.shape[:-1])
                 cands = [(tables.pop(), "rows", pos)]
+        cands = [c for c in cands if c[0] not in stale]
         if len({p for p, _, _ in cands}) == 1:
             out.pairs[init.name] = cands[0]
         elif cands:
