@@ -204,12 +204,13 @@ class Imported(TrainedModel):
         at the measured float32 noise bounds), None: the source's own dtype.
         ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0). An ONNX
         import runs ``rosetta.importers.onnx_certificate`` (forward against ``onnx.reference``
-        and onnxruntime)."""
+        and onnxruntime; ``dtype`` is then that of the rows against its torch source)."""
         from rosetta.errors import RosettaError
 
         forward = getattr(self.source, "forward_certificate", None)
         if forward is not None:      # a graph without gradients (ONNX): its own certificate
-            return forward(self, backends, seed=seed, out=out, progress=progress, steps=steps)
+            return forward(self, backends, seed=seed, out=out, progress=progress, steps=steps,
+                           dtype=dtype)
         self.refuse_training()
         from rosetta.importers.certificate import certify
 

@@ -24,8 +24,11 @@ evaluators, is one more participant.
    ``16 spread + U (128 |ref| + 4 scale)`` of the float64 reference, element by element.
 
 ONNX has no training semantics of its own (no loss, no optimizer, no gradient), so this
-certificate is a forward certificate; a torch model's gradients and steps are certified by
-``from_torch`` on the model itself.
+certificate is a forward certificate; where the torch model the graph came from is given
+(``from_onnx(torch_module=...)``), its gradients and optimizer steps are certified against it
+too (``certificate.certify``, every torch parameter paired with the initializer that holds it:
+``onnx_pairing``), or those rows fail with the line naming the parameters no initializer pairs
+with.
 """
 
 from __future__ import annotations
@@ -205,8 +208,12 @@ def batch(imp, seed: int, dtype) -> np.ndarray:
     if example is not None:
         return np.asarray(example, np.int64 if cap.input_kind == "int" else dtype)
     rng = rng_for(seed, "onnx-certificate/batch")
-    if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size
-        high = min([n.attrs["vocab_size"] for n in imp.spec.model.nodes if n.op == "Embedding"]
+    if cap.input_kind == "int":   # token ids: below every Embedding's vocabulary size (a
+        nodes = {n.name: n for n in imp.spec.model.nodes}   # tied table: its Gather's rows)
+        high = min([n.attrs["vocab_size"] for n in nodes.values() if n.op == "Embedding"]
+                   + [nodes[n.inputs[0]].attrs["shape"][0] for n in nodes.values()
+                      if n.op == "Gather" and len(n.inputs) == 2
+                      and getattr(nodes.get(n.inputs[0]), "op", "") == "Parameter"]
                    or [8])
         return rng.integers(0, high, size=cap.input_shape).astype(np.int64)
     return rng.standard_normal(cap.input_shape).astype(dtype)
@@ -246,6 +253,15 @@ def first_diverging_node(imp, spec, model64, params, state, x, tier, training=Fa
     return ""
 
 
+def graph_spec(imp):
+    """The spec as the graph defines it: with the graph's own attributes where the import took
+    the torch model's (``OnnxSource.graph_model``)."""
+    if getattr(imp.source, "graph_model", None) is None:
+        return imp.spec
+    import dataclasses
+    return dataclasses.replace(imp.spec, model=imp.source.graph_model)
+
+
 def reference_agreement(imp, seed: int = 0) -> tuple[float, str]:
     """(worst relative error, blame) of the spec's NumPy float64 reference against
     ``onnx.reference`` in float64, every mapped node's output compared, from the certificate's
@@ -257,7 +273,7 @@ def reference_agreement(imp, seed: int = 0) -> tuple[float, str]:
     tier = tier_for("float64")
     values = randomized_initializers(imp, seed)
     model = with_initializers(imp.source.model, values)
-    spec = imp.spec
+    spec = graph_spec(imp)
     if cap.training_graph:
         model, spec = without_dropout(model), spec_without_dropout(spec)
     params, state = _canonical_values(imp, values)
@@ -285,20 +301,24 @@ def measure_forward(prog32, params, state, x, ref: dict, training: bool, seed: s
     return _spread(ref, [run(a) for a in args], run(args[0]))
 
 
-def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
-                 ) -> Certificate:
+def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3,
+                 torch_dtype=None) -> Certificate:
     """The certificate of an ONNX import (see the module doc); returns a ``Certificate`` whose
     rows are each backend against ``onnx.reference`` in float64 and onnxruntime against the
     float64 reference within the measured float32 bound; where the torch model the graph came
     from was given (``from_onnx(torch_module=...)``), then each backend against it: forward,
-    loss, every gradient and ``steps`` optimizer steps (``certificate.certify``, dropout off)."""
+    loss, every gradient and ``steps`` optimizer steps (``certificate.certify``, dropout off;
+    ``torch_dtype``: its dtype, default float64, "float32" at the measured float32 bounds).
+    The rows against ONNX's evaluators run the spec with the graph's own attributes where the
+    import took the torch model's (``OnnxSource.graph_model``: LayerNorm's epsilon in float64,
+    which the graph holds rounded to float32)."""
     from rosetta.backend_registry import available_backends, get_backend
     from rosetta.conformance.noise import Measured, compare_noisy, noise_spread, use
 
     if backends is None:
         backends = tuple(available_backends())
     log = progress or (lambda msg: None)
-    spec = imp.spec
+    spec = graph_spec(imp)
     cap = imp.source.captured
     tier = tier_for("float64")
     cert = Certificate(spec.name, "float64", 0, "none", source="onnx")
@@ -367,7 +387,12 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
             "passed": ok, "worst": {"forward": w.rel_err, "bound": w.tolerance or 0.0},
             "where": str(w), "note": "" if runs else "no backend measured the float32 noise",
             "blame": "" if ok else str(w), "seconds": time.perf_counter() - t1})
-    if imp.source.torch is not None:
+    if imp.source.torch is not None and imp.source.unpaired:   # not certifiable: said
+        for be in backends:
+            cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
+                                 "against": f"torch source: gradients, {steps} steps",
+                                 "note": "", "seconds": 0.0, "blame": imp.source.unpaired})
+    elif imp.source.torch is not None:
         import copy
 
         from rosetta.importers.certificate import certify as certify_torch
@@ -375,10 +400,17 @@ def certify_onnx(imp, backends=None, *, seed=0, out=None, progress=None, steps=3
         imp.refuse_training()
         as_torch = copy.copy(imp)           # the same import, its torch source certified
         as_torch.source = imp.source.torch
-        tc = certify_torch(as_torch, backends, dtype="float64",
+        tc = certify_torch(as_torch, backends, dtype=torch_dtype or "float64",
                            steps=steps, seed=seed, progress=progress, dropout="off")
         for r in tc.results:
-            r["against"] = f"torch source: gradients, {steps} steps"
+            if not r["passed"] and tc.dtype == "float64" and cap.dtype == "float32":
+                r["blame"] = (f"{r['blame']}; note: the graph is float32, its float constants "
+                              f"are the torch model's rounded to float32 (certify(dtype="
+                              f"'float32') holds it to the measured float32 bounds)")
+            r["against"] = (f"torch source: gradients, {steps} steps"
+                            + ("" if tc.dtype == "float64" else f", {tc.dtype} bounds"))
+            # "forward": the worst of the row (the table's one column); "output": its own
+            r["worst"]["output"] = r["worst"].get("forward", 0.0)
             r["worst"]["forward"] = max(r["worst"].values(), default=0.0)
             cert.results.append(r)
         cert.seconds["torch source"] = tc.seconds.get("source", 0.0)

@@ -255,13 +255,55 @@ def _fold(node, values: list):
     return [np.asarray(o) for o in ReferenceEvaluator(m).run(None, feeds)]
 
 
-def _fused_linears(graph, consumers, outputs) -> dict:
-    """{MatMul node name-or-index: Add node index}: the Linear pattern MatMul(x, W) + b with W
-    a 2-D initializer, b a (out,) initializer and the MatMul's output read by that Add only."""
+def _weight_transposes(graph, consumers, outputs, trainable) -> dict:
+    """{output: initializer} of the Transpose nodes that hold a 2-D float initializer (a
+    parameter: of ``trainable`` where given) as a MatMul or Gemm weight: Transpose(perm=[1, 0])
+    read only at input B of MatMul and Gemm nodes (a torch Linear's weight W (out, in), held so
+    by ``onnx_pairing``). Not folded: the weight is read as the parameter in torch's layout."""
     inits = {i.name: i for i in graph.initializer}
+    out = {}
+    for node in graph.node:
+        if node.op_type != "Transpose" or len(node.input) != 1 or node.input[0] not in inits:
+            continue
+        t = inits[node.input[0]]
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        if (len(t.dims) != 2 or perm not in ([], [[1, 0]])
+                or _elem_dtype(t.data_type).kind != "f"
+                or (trainable is not None and t.name not in trainable)):
+            continue
+        if _weight_only(graph, consumers, outputs, node.output[0]):
+            out[node.output[0]] = t.name
+    return out
+
+
+def _weight_only(graph, consumers, outputs, name) -> bool:
+    """Whether tensor ``name`` is read only as input B of MatMul and Gemm nodes, directly or
+    through Identity nodes (TorchScript shares ALBERT's one layer's weights through them)."""
+    users = consumers.get(name, [])
+    if not users or name in outputs:
+        return False
+    for j in users:
+        user = graph.node[j]
+        ins = list(user.input)
+        if user.op_type == "Identity":
+            if not _weight_only(graph, consumers, outputs, user.output[0]):
+                return False
+        elif not (user.op_type in ("MatMul", "Gemm") and ins.count(name) == 1
+                  and ins.index(name) == 1):
+            return False
+    return True
+
+
+def _fused_linears(graph, consumers, outputs, transposes=None) -> dict:
+    """{MatMul node name-or-index: Add node index}: the Linear pattern MatMul(x, W) + b with W
+    a 2-D initializer (or one of ``transposes``: W^T), b a (out,) initializer and the MatMul's
+    output read by that Add only."""
+    inits = {i.name: i for i in graph.initializer}
+    transposes = transposes or {}
     fused = {}
     for i, node in enumerate(graph.node):
-        if node.op_type != "MatMul" or len(node.input) != 2 or node.input[1] not in inits:
+        if node.op_type != "MatMul" or len(node.input) != 2 or not (
+                node.input[1] in inits or node.input[1] in transposes):
             continue
         out = node.output[0]
         users = consumers.get(out, [])
@@ -272,8 +314,12 @@ def _fused_linears(graph, consumers, outputs) -> dict:
         if add.op_type != "Add" or len(add.input) != 2:
             continue
         other = add.input[1] if add.input[0] == out else add.input[0]
-        w = inits[node.input[1]]
-        if other in inits and len(w.dims) == 2 and list(inits[other].dims) == [w.dims[1]]:
+        if node.input[1] in transposes:
+            units = inits[transposes[node.input[1]]].dims[0]
+        else:
+            w = inits[node.input[1]]
+            units = w.dims[1] if len(w.dims) == 2 else None
+        if other in inits and units is not None and list(inits[other].dims) == [units]:
             fused[i] = (j, other)
     return fused
 
@@ -366,13 +412,23 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b.static_batch = dims[0]
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
-    # an initializer read by several nodes (ALBERT's one layer at every depth): one Parameter
-    # node that every use reads (``onnx_ops._shared_operand``)
+    consumers: dict = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    graph_outputs = {o.name for o in graph.output}
+    transposes = _weight_transposes(graph, consumers, graph_outputs, b.trainable)
+    # an initializer read by several nodes (ALBERT's one layer at every depth, GPT-2's tied
+    # embedding table and LM head): one Parameter node that every use reads
+    # (``onnx_ops._shared_operand``)
     alias, uses = {}, {}   # an Identity of an initializer is the initializer (TorchScript's
-    for node in graph.node:   # ALBERT shares a weight through one)
+    for node in graph.node:   # ALBERT shares a weight through one), a weight Transpose of it
         root = alias.get(node.input[0], node.input[0]) if node.input else None
         if node.op_type == "Identity" and root in inits:
             alias[node.output[0]] = root
+            continue
+        if node.output and node.output[0] in transposes:
+            alias[node.output[0]] = transposes[node.output[0]]
             continue
         for name in {alias.get(k, k) for k in node.input}:
             if name in inits:
@@ -382,12 +438,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     env: dict = {k: Const(v, k) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None
-    consumers: dict = {}
-    for i, node in enumerate(graph.node):
-        for name in node.input:
-            consumers.setdefault(name, []).append(i)
-    graph_outputs = {o.name for o in graph.output}
-    fused = _fused_linears(graph, consumers, graph_outputs)
+    fused = _fused_linears(graph, consumers, graph_outputs, transposes)
     skip = {j: i for i, (j, _) in fused.items()}
     refusals: dict = {}
     onnx_nodes: dict = {}
@@ -429,6 +480,10 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
             continue
         if node.op_type == "Identity" and isinstance(args[0], Const) and args[0].name:
             env[node.output[0]] = args[0]   # the initializer itself, under another name
+            continue
+        if node.output[0] in transposes:   # W^T as a weight: the parameter W, read transposed
+            w = np.asarray(inits[transposes[node.output[0]]])
+            env[node.output[0]] = Const(w.T, transposes[node.output[0]], transposed=True)
             continue
         if (node.op_type not in NO_FOLD and not _expands_initializer(b, node, args)
                 and all(a is None or isinstance(a, Const) for a in args)):

@@ -24,15 +24,18 @@ class OnnxSource:
     framework: str = "onnx"
     torch: object = None      # certificate._Source of the torch model the graph came from
     example: object = None    # the user's example batch (ONNX layout): the certificate's batch
+    unpaired: str = ""        # which torch parameters no spec parameter stands for ('' if none)
+    graph_model: object = None   # the spec model with the graph's own attributes, where the
+    #                              spec takes the torch model's (LayerNorm's epsilon)
 
     @property
     def layouts(self):
         return self.captured.layouts
 
-    def forward_certificate(self, imp, backends, **kw):
+    def forward_certificate(self, imp, backends, dtype=None, **kw):
         """The forward certificate against ONNX's own evaluators (``onnx_certificate``)."""
         from rosetta.importers.onnx_certificate import certify_onnx
-        return certify_onnx(imp, backends, **kw)
+        return certify_onnx(imp, backends, torch_dtype=dtype, **kw)
 
 
 def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, optimizer=None,
@@ -43,11 +46,15 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     spec cannot reproduce exactly, one line each (its name and op type).
 
     ``torch_module`` (with ``example_inputs``, and its ``optimizer`` and ``loss`` if any): the
-    ``torch.nn.Module`` the graph was exported from. Its parameter names must be the graph's
-    initializer names (both torch exporters keep them, unless they fold a BatchNorm); the
-    optimizer and loss are mapped as ``from_torch`` maps them, BatchNorm's running variance
-    takes torch's unbiased rule, and ``certify`` also certifies gradients and optimizer steps
-    against the module (``rosetta.importers.certificate``).
+    ``torch.nn.Module`` the graph was exported from. Each initializer is paired with the
+    module's parameter or buffer it holds, by value (``onnx_pairing``: as stored, transposed
+    (a Linear's weight ``onnx::MatMul_*``, ``val_*``) or by rows (a position table folded at
+    its positions)), and the graph is read with each paired parameter under its torch name and
+    layout (so a tied weight is one parameter); the optimizer and loss are mapped as
+    ``from_torch`` maps them, BatchNorm's running variance takes torch's unbiased rule, and
+    ``certify`` also certifies gradients and optimizer steps against the module
+    (``rosetta.importers.certificate``). A parameter no initializer pairs with is named in one
+    line (``Imported`` notes; the certificate's torch rows fail with it).
 
     ``example_inputs`` (also without ``torch_module``): an example batch of the graph's input,
     which the certificate runs instead of a random one (a model whose function needs valid
@@ -59,15 +66,21 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     from rosetta.spec import DataSpec, TrainSpec
 
     model = load_model(source)
+    pairing = None
+    if torch_module is not None:
+        model, pairing = _paired(model, torch_module)
     if name is None:
         name = (Path(source).stem if isinstance(source, (str, Path))
                 else (model.graph.name or "onnx_model"))
     # with the torch model, its BatchNorm's running variance rule: unbiased (n / (n - 1))
-    cap = capture_onnx(model, model_name=name,
-                       running_var="biased" if torch_module is None else "unbiased",
-                       exact=_torch_attributes(torch_module),
-                       trainable=None if torch_module is None else
-                       [k for k, _ in torch_module.named_parameters()])
+    exact = _torch_attributes(torch_module)
+    kw = dict(model_name=name, running_var="biased" if torch_module is None else "unbiased",
+              trainable=None if torch_module is None else
+              [k for k, _ in torch_module.named_parameters()])
+    cap = capture_onnx(model, exact=exact, **kw)
+    # the graph's own (float32) epsilons, for the rows against ONNX's evaluators, where the
+    # spec takes the torch model's
+    graph_model = capture_onnx(model, exact={}, **kw).graph if exact else None
     spec_loss, spec_opt = L.SoftmaxCrossEntropy(), O.SGD(learning_rate=0.01)
     torch_src, slots, count = None, {}, 0
     if torch_module is not None:
@@ -91,9 +104,14 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     src.torch = torch_src
     if example_inputs is not None:
         src.example = _example_batch(cap, example_inputs)
+    src.graph_model = graph_model
     notes = [] if torch_src is not None else [
         "ONNX holds no loss or optimizer: softmax cross-entropy and SGD(lr=0.01) (replace "
         "them on the spec before training)"]
+    if torch_module is not None:
+        src.unpaired = _unpaired(cap, torch_module, pairing)
+        if src.unpaired:
+            notes.append(src.unpaired)
     if cap.inference_only:
         notes.append(f"inference only: {cap.inference_only}")
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,
@@ -112,6 +130,43 @@ def _example_batch(cap, example_inputs) -> np.ndarray:
                              f"input {cap.input_name} takes {cap.input_kind} (N, "
                              f"{', '.join(map(str, want))})"])
     return x
+
+
+def _paired(model, module):
+    """(the graph with each initializer that holds a parameter or buffer of ``module`` under
+    its torch name and layout, the ``onnx_pairing.Pairing``)."""
+    from rosetta.importers.onnx_pairing import pair_initializers, torch_form
+
+    tensors = {n: t.detach().cpu().numpy() for n, t in
+               list(module.named_parameters()) + list(module.named_buffers())
+               if t.is_floating_point()}
+    pairing = pair_initializers(model, tensors)
+    return torch_form(model, pairing, tensors), pairing
+
+
+def _unpaired(cap, module, pairing) -> str:
+    """One line naming the torch parameters no spec parameter stands for, and the spec's
+    parameters that are no torch parameter ('' if neither)."""
+    params = dict(module.named_parameters())
+    why = {}
+    for n in params:
+        if n not in cap.names:
+            why[n] = pairing.unpaired.get(n, "the graph reads it as a constant")
+    tensors = set(params) | {n for n, _ in module.named_buffers()}
+    extra = sorted(k for k in cap.names if k not in tensors)
+    if not why and not extra:
+        return ""
+    parts = []
+    if why:
+        items = sorted(why.items())
+        parts.append("torch parameters no initializer of the graph pairs with (by value: as "
+                     "stored, transposed or by rows): " + "; ".join(
+                         f"{k} ({v})" for k, v in items[:6])
+                     + (f" and {len(items) - 6} more" if len(items) > 6 else ""))
+    if extra:
+        parts.append(f"initializers read as parameters that hold no torch parameter: "
+                     f"{', '.join(extra[:6])}{' and more' if len(extra) > 6 else ''}")
+    return "; ".join(parts) + " (gradients and steps against the torch source not certified)"
 
 
 def _torch_attributes(module) -> dict:
@@ -151,11 +206,10 @@ def _torch_source(cap, module, example_inputs, optimizer, loss):
     if cap.inference_only:
         problems.append(f"torch_module: the graph is inference only, its training cannot be "
                         f"certified: {cap.inference_only}")
-    mapped = set(cap.names)
-    for n, _ in list(module.named_parameters()) + list(module.named_buffers()):
-        if n not in mapped and not n.endswith("num_batches_tracked"):
-            problems.append(f"{n}: a parameter or buffer of the torch model that no initializer "
-                            f"of the graph is named after (renamed or folded by the exporter)")
+    # a float buffer the spec holds no state for is a constant of the graph: the certificate
+    # keeps its value on the torch side (``certificate.randomize``'s ``keep``)
+    kept = tuple(n for n, t in module.named_buffers()
+                 if t.is_floating_point() and n not in cap.names)
     spec_loss = map_loss(loss, problems.append)
     spec_opt, slots, count, slot_keys = map_optimizer(optimizer, module, cap.names, cap.layouts,
                                                       problems.append)
@@ -163,5 +217,5 @@ def _torch_source(cap, module, example_inputs, optimizer, loss):
         raise ImportRefused(problems)
     src = Source(module, tuple(example_inputs), optimizer, loss, cap.layouts, slot_keys, {},
                  cap.input_layout, f"torch {type(module).__module__}.{type(module).__name__} "
-                                   f"(through ONNX)")
+                                   f"(through ONNX)", constant_buffers=kept)
     return src, spec_loss, spec_opt, slots, count

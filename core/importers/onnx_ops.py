@@ -37,6 +37,8 @@ class Const:
     name: str | None = None
     batch_dependent: bool = False    # folded from the batch size of a dynamic batch axis
     alt: np.ndarray | None = None    # its value at another batch size (when batch_dependent)
+    transposed: bool = False         # Transpose(perm=[1, 0]) of the 2-D initializer ``name``:
+    #                                  ``value`` is its transpose (a MatMul/Gemm weight only)
 
 
 @dataclass
@@ -95,11 +97,7 @@ def _batch_rows(c, static_batch=None):
     v = np.asarray(c.value)
     if not c.batch_dependent:
         return v[:1] if _repeated(c, static_batch) else v
-    alt = None if c.alt is None else np.asarray(c.alt)
-    if (v.ndim >= 1 and alt is not None and alt.ndim == v.ndim and len(alt) == len(v) + 1
-            and len(v) and (v == v[:1]).all() and (alt == v[:1]).all()):
-        return v[:1]
-    return None
+    return v[:1] if batch_repeated(c) else None
 
 
 def _value(v, what="input") -> Value:
@@ -122,6 +120,9 @@ def _param(v, what) -> str:
                           f"as a parameter: an initializer)")
     if v.name is None:
         raise Unsupported(f"{what} is computed from constants (fold it into an initializer)")
+    if v.transposed:
+        raise Unsupported(f"{what} is a transposed initializer {v.name} (only a MatMul or Gemm "
+                          f"weight reads one)")
     return v.name
 
 
@@ -298,10 +299,14 @@ def gemm(b: Builder, n: ONode):
     if n.attr("transA", 0):
         raise Unsupported("Gemm(transA=1) (a transposed input)")
     x = _value(n.input(0), "input A")
-    weight = _param(n.input(1), "input B")
+    w = n.input(1)
+    flip = isinstance(w, Const) and w.transposed   # B = Transpose(W): read W the other way
+    weight = w.name if flip else _param(w, "input B")
     bias = _param(n.input(2), "input C") if n.input(2) is not None else None
-    return _dense(b, n, x, weight, "linear" if n.attr("transB", 0) else "identity", bias,
-                  n.shape)
+    if _shared(b, weight):
+        raise Unsupported(f"a Gemm of a shared initializer {weight}")
+    return _dense(b, n, x, weight, "linear" if bool(n.attr("transB", 0)) != flip
+                  else "identity", bias, n.shape)
 
 
 def matmul(b: Builder, n: ONode):
@@ -318,22 +323,32 @@ def matmul(b: Builder, n: ONode):
         return b.layer("MatMul", xs, name=n.name, source=n.label, layout=xs[0].layout,
                        out_shape=n.shape)
     x = a
-    weight = _param(w, "input B")
+    # x @ Transpose(W) (a torch Linear's weight, ``onnx_pairing``): W read as (out, in)
+    weight = w.name if w.transposed else _param(w, "input B")
     bias = n.attrs.get("_fused_bias")
     if _shared(b, weight) or _shared(b, bias):   # ALBERT: x @ W (+ B) of shared Parameters
-        return _shared_matmul(b, n, x, weight, bias)
-    return _dense(b, n, x, weight, "identity", bias, n.attrs.get("_fused_shape", n.shape))
+        return _shared_matmul(b, n, x, weight, bias, w.transposed)
+    return _dense(b, n, x, weight, "linear" if w.transposed else "identity", bias,
+                  n.attrs.get("_fused_shape", n.shape))
 
 
-def _shared_matmul(b: Builder, n: ONode, x: Value, weight: str, bias) -> Value:
+def _shared_matmul(b: Builder, n: ONode, x: Value, weight: str, bias,
+                   transposed: bool = False) -> Value:
     """x @ W (+ B) where W or B is an initializer other nodes read too: MatMul and Add of the
-    shared ``Parameter`` nodes (``_shared_operand``) on the tensor in source order."""
+    shared ``Parameter`` nodes (``_shared_operand``) on the tensor in source order;
+    ``transposed``: x @ W^T (GPT-2's LM head by its tied embedding table, (V, C))."""
     x = _plain(b, n, x)
     rank = len(x.shape)
     if rank < 3:
         raise Unsupported("a MatMul of an (N, K) matrix by a shared initializer")
     out = n.attrs.get("_fused_shape", n.shape) if bias is not None else n.shape
     w = _shared_operand(b, n, weight, rank)
+    if transposed:   # the last two axes swapped (per example: the batch axis is not held)
+        k = rank - 1
+        perm = (*range(k - 2), k - 1, k - 2)
+        shp = tuple(w.shape[:-2]) + tuple(w.shape[-2:][::-1])
+        w = b.layer("Transpose", [w], name=f"{n.name}_weight_t", source=n.label,
+                    layout="plain", out_shape=shp, perm=perm)
     y = b.layer("MatMul", [x, w], name=n.name if bias is None else f"{n.name}_matmul",
                 source=n.label, layout="plain", out_shape=out)
     if bias is None:
@@ -519,6 +534,7 @@ def _is_parameter(b: Builder, c) -> bool:
     given (``b.trainable``, its parameter names), only one of its parameters (the exporter's
     folded buffers and tables, RoPE's, stay constants)."""
     return (isinstance(c, Const) and c.name is not None and not c.batch_dependent
+            and not c.transposed
             and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1
             and (getattr(b, "trainable", None) is None or c.name in b.trainable))
 
@@ -530,14 +546,15 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
     ``Parameter`` in the same way (``_initializer_parameter``)."""
     v = np.asarray(c.value)
     rank = len(like.shape)
+    if c.transposed:
+        raise Unsupported(f"{role}: a transposed initializer {c.name} (only a MatMul or Gemm "
+                          f"weight reads one)")
     if _is_parameter(b, c) and like.layout != "flat":
         return _initializer_parameter(b, n, c, rank, like.perm, role)
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
         # batch-broadcast, is the same tensor at every batch size
-        alt = np.asarray(c.alt) if c.alt is not None else None
-        if (v.ndim == rank and alt is not None and alt.ndim == rank and len(v) == like.shape[0]
-                and len(alt) == len(v) + 1 and (v == v[:1]).all() and (alt == v[:1]).all()):
+        if v.ndim == rank and len(v) == like.shape[0] and batch_repeated(c):
             v = v[:1]
         else:
             raise Unsupported(f"{role} depends on the batch size of a dynamic batch axis")
@@ -925,8 +942,8 @@ def gather(b: Builder, n: ONode):
         if axis not in (0, -w.ndim) or w.ndim != 2:
             raise Unsupported(f"a Gather on axis {axis} of a {w.ndim}-D initializer (an "
                               f"Embedding reads rows of a 2-D table)")
-        if _shared(b, table):   # a table other nodes read too (BART's encoder and decoder):
-            # Gather (axis 0) of its one Parameter, y[n, ...] = W[ids[n, ...]]
+        if _shared(b, table):   # a table other nodes read too (BART's encoder and decoder,
+            # GPT-2's tied LM head): Gather (axis 0) of its one Parameter, y[n, ...] = W[ids[n, ...]]
             return b.layer("Gather", [_shared_operand(b, n, table, w.ndim + 1),
                                       _plain(b, n, idx)], name=n.name, source=n.label, axis=0,
                            layout="plain", out_shape=n.shape)
@@ -966,6 +983,16 @@ def _gather_positions(b: Builder, n: ONode, data: Const, idx: Const, axis: int) 
         return y
     return b.layer("Expand", [y], name=n.name, source=n.label, shape=tuple(n.shape[1:]),
                    layout="plain", out_shape=n.shape)
+
+
+def batch_repeated(c) -> bool:
+    """A batch-dependent constant that is one row repeated for every example, at both batch
+    sizes folded (a buffer expanded to the batch)."""
+    if not (isinstance(c, Const) and c.batch_dependent and c.alt is not None):
+        return False
+    v, alt = np.asarray(c.value), np.asarray(c.alt)
+    return (v.ndim >= 1 and alt.ndim == v.ndim and len(alt) == len(v) + 1 and len(v) > 0
+            and bool((v == v[:1]).all()) and bool((alt == v[:1]).all()))
 
 
 def squeeze(b: Builder, n: ONode):
