@@ -31,6 +31,12 @@ processes meeting on 127.0.0.1), so a JAX worker's RSS is one device's, as a tor
 The hosts' environment has ``OMP_NUM_THREADS=1`` (``rosetta.hosts.host_env``), replicated and
 sharded alike.
 
+Under the table, for each N, the worst worker's peak growth by phase: up to the program's build
+(``built``), up to the end of the first update (``first_update``: where JAX's XLA compiles the
+step), and over the later updates alone (``later_updates``: the peak reset through
+``/proc/self/clear_refs`` after the first update, freed heap returned first). The peak is
+taken before ``step_memory``, which compiles the step again.
+
 The table gives the worst rank's numbers and the ratio sharded / replicated; the targets are
 held <= 0.55x at N = 2 and <= 0.30x at N = 4 (ZeRO-3's 1/N, plus the arrays that do not divide:
 biases and norms of odd sizes are padded (torch) or replicated (JAX)).
@@ -64,6 +70,17 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reset_peak() -> bool:
+    """Start this process's peak resident memory again from its current RSS (Linux:
+    ``/proc/self/clear_refs`` 5, which resets ``ru_maxrss`` too); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
@@ -91,16 +108,24 @@ def memory_worker(payload: dict, context: dict) -> dict:
     from rosetta.distributed import compile_program
     from rosetta.spec import TrainSpec
 
-    def run(spec, steps):
+    def run(spec, steps, marks=None):
         prog = compile_program(context["backend"], spec, devices=context["devices"],
                                dtype="float32", device=context["device"],
                                shard_params=payload["shard_params"])
+        if marks is not None:
+            marks["built"] = _rss_mb()
         rng = np.random.default_rng(0)
         length = spec.model.inputs[0].shape[0]
-        for _ in range(steps):
+        for i in range(steps):
             x = rng.integers(0, payload["vocab"], size=(spec.data.batch_size, length))
             y = rng.integers(0, payload["vocab"], size=(spec.data.batch_size, length))
             prog.train_step({"tokens": x}, y)
+            if marks is not None and i == 0 and steps > 1:
+                # the first update compiles the step (JAX: XLA); the later ones' peak alone,
+                # from the memory held after it (freed heap returned)
+                marks["first_update"] = _rss_mb()
+                _trim()
+                marks["reset"] = _reset_peak()
         return prog
 
     spec = TrainSpec.from_json(payload["spec"])
@@ -110,7 +135,13 @@ def memory_worker(payload: dict, context: dict) -> dict:
     gc.collect()
     _trim()
     before = _current_rss_mb()
-    prog = run(spec, payload["steps"])
+    _reset_peak()   # the warm-up's peak left out (ru_maxrss otherwise counts from the start)
+    marks = {}
+    prog = run(spec, payload["steps"], marks)
+    peak = _rss_mb()   # the later updates' peak where the peak was reset after the first
+    if marks.get("reset"):
+        marks["later_updates"] = peak
+        peak = max(peak, marks["first_update"])
     held = prog.held_bytes()
     xla = None
     if hasattr(prog, "step_memory"):   # JAX: XLA's per-device account of the step
@@ -118,10 +149,10 @@ def memory_worker(payload: dict, context: dict) -> dict:
         shape = (spec.data.batch_size, spec.model.inputs[0].shape[0])
         xla = prog.step_memory({"tokens": rng.integers(0, payload["vocab"], size=shape)},
                                rng.integers(0, payload["vocab"], size=shape))
-    peak = _rss_mb()
     _trim()
     record = {"rank": context["rank"], "held": held, "peak_rss_mb": peak,
-              "rss_before_mb": before, "rss_after_mb": _current_rss_mb(), "xla": xla}
+              "rss_before_mb": before, "rss_after_mb": _current_rss_mb(), "xla": xla,
+              "phases_mb": marks}
     path = Path(payload["folder"]) / f"rank{context['rank']}.json"
     path.write_text(json.dumps(record))
     return {"ok": True}
@@ -216,6 +247,13 @@ def table(spec, backends, counts, steps: int = 2, log=print, hosts: bool = False
                 notes.append(f"{backend:<8} {n:>2} XLA's step memory per device (arguments + "
                              f"temporaries + outputs not aliased): {xla[0]:.1f} -> {xla[1]:.1f} "
                              f"MiB ({xla[1] / xla[0]:.3f})")
+            phases = [_phase_growth(r) for r in (full_records, part_records)]
+            if None not in phases:
+                row["peak_growth_by_phase_mib"] = phases
+                notes.append(f"{backend:<8} {n:>2} peak RSS growth by phase, repl -> sharded: "
+                             + ", ".join(f"{k} {phases[0][k]:.1f} -> {phases[1][k]:.1f} "
+                                         f"({phases[1][k] / phases[0][k]:.3f})"
+                                         for k in phases[0]))
             rows.append(row)
             out.append(f"{backend:<8} {n:>2} {worst[0]:>14.2f} {mine[0]:>8.2f} {ratio[0]:>6.3f} "
                        f"{TARGETS.get(n, float('nan')):>6.2f} {worst[1]:>14.1f} {mine[1]:>8.1f} "
@@ -225,6 +263,17 @@ def table(spec, backends, counts, steps: int = 2, log=print, hosts: bool = False
     print(head)
     print("\n".join(out + notes))
     return rows
+
+
+def _phase_growth(records: list) -> dict | None:
+    """The worst worker's peak RSS growth in MiB up to the program's build (``built``: its
+    initial values, sharded or not, and optimizer state), up to the end of the first update
+    (``first_update``: for JAX, XLA compiles the step there) and over the later updates alone
+    (``later_updates``: the peak reset after the first), or None (one update, or no reset)."""
+    keys = ("built", "first_update", "later_updates")
+    if not records or any(k not in r.get("phases_mb", {}) for r in records for k in keys):
+        return None
+    return {k: max(r["phases_mb"][k] - r["rss_before_mb"] for r in records) for k in keys}
 
 
 def _xla_mib(records: list) -> float | None:
