@@ -1,7 +1,7 @@
 """Memory of sharded parameters and optimizer state (``--shard-params``), per worker.
 
     python -m rosetta.conformance.shard_memory [--backends torch jax] [--devices 2 4]
-                                               [--width 64] [--blocks 2] [--steps 2]
+                                               [--width 64] [--blocks 2] [--steps 2] [--hosts]
 
 For each backend and each N, the gpt (the zoo's shape: embedding + learned positions, pre-norm
 causal transformer blocks of width W = 16 x heads and feed-forward 4W, AdamW; ``--width 64
@@ -18,10 +18,24 @@ worker reports
   its imports, thread pools and collectives, is left out, and the growth is the model's:
   parameters, gradients, optimizer state, activations, the engine's buffers); **RSS after**:
   the resident memory after the updates, freed heap given back (``malloc_trim``). A JAX process
-  drives all N devices, so its RSS is the whole mesh's, not one device's. The peak includes
+  drives all N devices, so its RSS is the whole mesh's, not one device's; ``--hosts`` runs N
+  processes of one device each instead (below). The peak includes
   building the program: sharded, the parameters are made sharded before they hold values
   (torch: meta device then ``fully_shard``; JAX: placed shard by shard, optax's state made by a
   jitted ``init`` with sharded outputs) and the initial values are drawn one array at a time.
+
+``--hosts``: each N is N host processes of one device each, started through the engine's own
+launcher as ``rosetta.conformance.hosts_tier --hosts N --per-host 1`` starts them
+(``rosetta.hosts.launch``: torchrun nodes with a c10d rendezvous, ``jax.distributed``
+processes meeting on 127.0.0.1), so a JAX worker's RSS is one device's, as a torch rank's is.
+The hosts' environment has ``OMP_NUM_THREADS=1`` (``rosetta.hosts.host_env``), replicated and
+sharded alike.
+
+Under the table, for each N, the worst worker's peak growth by phase: up to the program's build
+(``built``), up to the end of the first update (``first_update``: where JAX's XLA compiles the
+step), and over the later updates alone (``later_updates``: the peak reset through
+``/proc/self/clear_refs`` after the first update, freed heap returned first). The peak is
+taken before ``step_memory``, which compiles the step again.
 
 The table gives the worst rank's numbers and the ratio sharded / replicated; the targets are
 held <= 0.55x at N = 2 and <= 0.30x at N = 4 (ZeRO-3's 1/N, plus the arrays that do not divide:
@@ -56,6 +70,17 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reset_peak() -> bool:
+    """Start this process's peak resident memory again from its current RSS (Linux:
+    ``/proc/self/clear_refs`` 5, which resets ``ru_maxrss`` too); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
@@ -83,16 +108,24 @@ def memory_worker(payload: dict, context: dict) -> dict:
     from rosetta.distributed import compile_program
     from rosetta.spec import TrainSpec
 
-    def run(spec, steps):
+    def run(spec, steps, marks=None):
         prog = compile_program(context["backend"], spec, devices=context["devices"],
                                dtype="float32", device=context["device"],
                                shard_params=payload["shard_params"])
+        if marks is not None:
+            marks["built"] = _rss_mb()
         rng = np.random.default_rng(0)
         length = spec.model.inputs[0].shape[0]
-        for _ in range(steps):
+        for i in range(steps):
             x = rng.integers(0, payload["vocab"], size=(spec.data.batch_size, length))
             y = rng.integers(0, payload["vocab"], size=(spec.data.batch_size, length))
             prog.train_step({"tokens": x}, y)
+            if marks is not None and i == 0 and steps > 1:
+                # the first update compiles the step (JAX: XLA); the later ones' peak alone,
+                # from the memory held after it (freed heap returned)
+                marks["first_update"] = _rss_mb()
+                _trim()
+                marks["reset"] = _reset_peak()
         return prog
 
     spec = TrainSpec.from_json(payload["spec"])
@@ -102,7 +135,13 @@ def memory_worker(payload: dict, context: dict) -> dict:
     gc.collect()
     _trim()
     before = _current_rss_mb()
-    prog = run(spec, payload["steps"])
+    _reset_peak()   # the warm-up's peak left out (ru_maxrss otherwise counts from the start)
+    marks = {}
+    prog = run(spec, payload["steps"], marks)
+    peak = _rss_mb()   # the later updates' peak where the peak was reset after the first
+    if marks.get("reset"):
+        marks["later_updates"] = peak
+        peak = max(peak, marks["first_update"])
     held = prog.held_bytes()
     xla = None
     if hasattr(prog, "step_memory"):   # JAX: XLA's per-device account of the step
@@ -110,10 +149,10 @@ def memory_worker(payload: dict, context: dict) -> dict:
         shape = (spec.data.batch_size, spec.model.inputs[0].shape[0])
         xla = prog.step_memory({"tokens": rng.integers(0, payload["vocab"], size=shape)},
                                rng.integers(0, payload["vocab"], size=shape))
-    peak = _rss_mb()
     _trim()
     record = {"rank": context["rank"], "held": held, "peak_rss_mb": peak,
-              "rss_before_mb": before, "rss_after_mb": _current_rss_mb(), "xla": xla}
+              "rss_before_mb": before, "rss_after_mb": _current_rss_mb(), "xla": xla,
+              "phases_mb": marks}
     path = Path(payload["folder"]) / f"rank{context['rank']}.json"
     path.write_text(json.dumps(record))
     return {"ok": True}
@@ -146,8 +185,11 @@ def _freed_memory_returned():
             os.environ["MALLOC_MMAP_THRESHOLD_"] = old
 
 
-def measure(spec, backend: str, devices: int, shard_params: bool, steps: int = 2) -> list:
-    """One record per worker process (``memory_worker``), in rank order."""
+def measure(spec, backend: str, devices: int, shard_params: bool, steps: int = 2,
+            hosts: bool = False) -> list:
+    """One record per worker process (``memory_worker``), in rank order; ``hosts``: the
+    ``devices`` workers are that many host processes of one device each (``rosetta.hosts``)."""
+    from rosetta import hosts as several_hosts
     from rosetta.distributed import launch, portable_spec
     from rosetta.text import VOCAB
 
@@ -155,7 +197,12 @@ def measure(spec, backend: str, devices: int, shard_params: bool, steps: int = 2
             _freed_memory_returned():
         payload = {"spec": portable_spec(spec), "shard_params": shard_params, "steps": steps,
                    "folder": folder, "vocab": len(VOCAB)}
-        launch(backend, devices, "rosetta.conformance.shard_memory:memory_worker", payload)
+        target = "rosetta.conformance.shard_memory:memory_worker"
+        if hosts:
+            several_hosts.launch(backend, target, payload, hosts=devices, per_host=1,
+                                 timeout=1800.0)
+        else:
+            launch(backend, devices, target, payload)
         found = sorted(Path(folder).glob("rank*.json"))
         return [json.loads(p.read_text()) for p in found]
 
@@ -174,8 +221,9 @@ def per_worker(records: list) -> list[tuple[float, float, float, float]]:
     return rows
 
 
-def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
-    """Measure every (backend, N) replicated and sharded; print the table, return its rows."""
+def table(spec, backends, counts, steps: int = 2, log=print, hosts: bool = False) -> list[dict]:
+    """Measure every (backend, N) replicated and sharded (``hosts``: N host processes of one
+    device each); print the table, return its rows."""
     rows = []
     head = (f"{'backend':<8} {'N':>2} {'held MiB repl':>14} {'sharded':>8} {'ratio':>6} "
             f"{'target':>6} {'peak RSS repl':>14} {'sharded':>8} {'ratio':>6} "
@@ -184,13 +232,13 @@ def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
     out, notes = [], []
     for backend in backends:
         for n in counts:
-            full_records = measure(spec, backend, n, False, steps)
-            part_records = measure(spec, backend, n, True, steps)
+            full_records = measure(spec, backend, n, False, steps, hosts)
+            part_records = measure(spec, backend, n, True, steps, hosts)
             full, part = per_worker(full_records), per_worker(part_records)
             worst = [max(v[i] for v in full) for i in range(4)]
             mine = [max(v[i] for v in part) for i in range(4)]
             ratio = [m / w for m, w in zip(mine, worst)]
-            row = {"backend": backend, "devices": n, "held_mib": worst, "held_sharded_mib": mine,
+            row = {"backend": backend, "devices": n, "hosts": hosts, "held_mib": worst, "held_sharded_mib": mine,
                    "ratios": ratio, "target": TARGETS.get(n),
                    "per_worker_sharded_held_mib": [v[0] for v in part]}
             xla = [_xla_mib(r) for r in (full_records, part_records)]
@@ -199,15 +247,33 @@ def table(spec, backends, counts, steps: int = 2, log=print) -> list[dict]:
                 notes.append(f"{backend:<8} {n:>2} XLA's step memory per device (arguments + "
                              f"temporaries + outputs not aliased): {xla[0]:.1f} -> {xla[1]:.1f} "
                              f"MiB ({xla[1] / xla[0]:.3f})")
+            phases = [_phase_growth(r) for r in (full_records, part_records)]
+            if None not in phases:
+                row["peak_growth_by_phase_mib"] = phases
+                notes.append(f"{backend:<8} {n:>2} peak RSS growth by phase, repl -> sharded: "
+                             + ", ".join(f"{k} {phases[0][k]:.1f} -> {phases[1][k]:.1f} "
+                                         f"({phases[1][k] / phases[0][k]:.3f})"
+                                         for k in phases[0]))
             rows.append(row)
             out.append(f"{backend:<8} {n:>2} {worst[0]:>14.2f} {mine[0]:>8.2f} {ratio[0]:>6.3f} "
                        f"{TARGETS.get(n, float('nan')):>6.2f} {worst[1]:>14.1f} {mine[1]:>8.1f} "
                        f"{ratio[1]:>6.3f} {worst[2]:>16.1f} {mine[2]:>8.1f} {ratio[2]:>6.3f} "
                        f"{worst[3]:>15.1f} {mine[3]:>8.1f} {ratio[3]:>6.3f}")
-            log(f"measured {backend} N={n}")
+            log(f"measured {backend} N={n}" + (" (hosts of one device)" if hosts else ""))
     print(head)
     print("\n".join(out + notes))
     return rows
+
+
+def _phase_growth(records: list) -> dict | None:
+    """The worst worker's peak RSS growth in MiB up to the program's build (``built``: its
+    initial values, sharded or not, and optimizer state), up to the end of the first update
+    (``first_update``: for JAX, XLA compiles the step there) and over the later updates alone
+    (``later_updates``: the peak reset after the first), or None (one update, or no reset)."""
+    keys = ("built", "first_update", "later_updates")
+    if not records or any(k not in r.get("phases_mb", {}) for r in records for k in keys):
+        return None
+    return {k: max(r["phases_mb"][k] - r["rss_before_mb"] for r in records) for k in keys}
 
 
 def _xla_mib(records: list) -> float | None:
@@ -229,14 +295,18 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=64, help="model width (heads of 16)")
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--hosts", action="store_true",
+                    help="each N as N host processes of one device each (rosetta.hosts: "
+                         "torchrun nodes, jax.distributed processes), one worker per process")
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args(argv)
     spec = gpt_spec(args.width, args.blocks, batch=8)
     n_params = sum(int(np.prod(d.shape)) for d in spec.model.param_defs().values())
     print(f"gpt width {args.width}, {args.blocks} blocks: {n_params} parameters, float32, "
-          f"AdamW; worst worker after {args.steps} updates", file=sys.stderr)
+          f"AdamW; worst worker after {args.steps} updates"
+          + ("; N hosts x 1 device" if args.hosts else ""), file=sys.stderr)
     rows = table(spec, args.backends, args.devices, args.steps,
-                 log=lambda m: print(m, file=sys.stderr))
+                 log=lambda m: print(m, file=sys.stderr), hosts=args.hosts)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
