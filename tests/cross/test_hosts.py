@@ -135,6 +135,7 @@ def test_lost_worker_ends_the_others_and_the_run_resumes(backend, tmp_path):
                 hosts.kill_session(h)
     survivor = started[0]
     took = survivor.started + survivor.seconds - killed
+    print(f"{backend}: host 0 exited {took:.1f} s after worker 1 was killed")   # shown with -s
     assert survivor.code not in (0, "timeout"), survivor.output()
     assert took < TIMEOUT + 15, f"host 0 took {took:.1f}s to exit"
     lines = [ln for ln in survivor.output().splitlines() if "lost worker" in ln]
