@@ -157,8 +157,9 @@ def _concatenated(x: np.ndarray, tensors: dict):
     ``ambiguous`` set where a block equals several tensors; else None."""
     for axis in range(x.ndim):
         rest = x.shape[:axis] + x.shape[axis + 1:]
+        # (a tensor of zeros is a zero block: timm's k_bias buffer, zeros_like's value)
         cands = {k: a for k, a in tensors.items() if a.dtype == x.dtype and a.ndim == x.ndim
-                 and a.shape[:axis] + a.shape[axis + 1:] == rest}
+                 and a.shape[:axis] + a.shape[axis + 1:] == rest and _bits(a).any()}
         if not cands:
             continue
         parts, shapes, at, ok = [], [], 0, True
