@@ -1,7 +1,9 @@
 """from_onnx(torch_module=...): each initializer paired with the torch parameter it holds, by
-value (as stored, transposed, by rows), on a tiny model with a Linear, a LayerNorm and an
-output layer tied to the embedding table, exported by both torch exporters; its gradients and
-steps certified against the module; ambiguous and missing pairings named in one line."""
+value (as stored, transposed, gathered, concatenated), on a tiny model with a Linear, a
+LayerNorm and an output layer tied to the embedding table, and on a tiny attention model whose
+exporters fold a permuted bias table and cat(q_bias, zeros, v_bias) into constants, exported
+by both torch exporters; gradients and steps certified against the module; ambiguous and
+missing pairings named in one line."""
 
 import numpy as np
 import pytest
