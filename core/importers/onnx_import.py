@@ -145,7 +145,7 @@ def _paired(model, module):
     tensors = {n: t.detach().cpu().numpy() for n, t in
                list(module.named_parameters()) + list(module.named_buffers())
                if t.is_floating_point()}
-    pairing = pair_initializers(model, tensors)
+    pairing = pair_initializers(model, tensors, {n for n, _ in module.named_parameters()})
     return torch_form(model, pairing, tensors), pairing
 
 

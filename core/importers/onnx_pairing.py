@@ -219,12 +219,14 @@ def _rows(d: Derived, x: np.ndarray, tensors: dict):
     return r[:, 0].reshape(x.shape[:-1])
 
 
-def pair_initializers(model, tensors: dict) -> Pairing:
+def pair_initializers(model, tensors: dict, parameters=None) -> Pairing:
     """The exact pairing (see the module doc) of ``model``'s float initializers of more than
     one element with ``tensors`` ({torch parameter or buffer name: NumPy array}). An
     initializer named after a tensor of its shape and dtype pairs with it by name first, its
     values aside (the exporter kept the name; BatchNorm statistics at their defaults are equal
-    to each other; the certificate sets random values on both sides anyway)."""
+    to each other; the certificate sets random values on both sides anyway). ``parameters``
+    (names among ``tensors``; None: all): the trainable ones, the only ones an initializer
+    pairs with as gathered or concatenated (a buffer is no parameter of the spec)."""
     from onnx import numpy_helper
 
     # compared in the graph's float type where that holds a tensor exactly (a module made
@@ -255,7 +257,8 @@ def pair_initializers(model, tensors: dict) -> Pairing:
         if x.ndim == 2:
             cands += [(p, "transpose", None) for p in by_value.get(_key(x.T), [])]
         if not cands:   # gathered (by rows: a position table) or concatenated
-            d = derive(x, {k: v for k, v in tensors.items() if k not in stale}, cache)
+            d = derive(x, {k: v for k, v in tensors.items() if k not in stale and (
+                parameters is None or k in parameters)}, cache)
             if d is not None and d.params:
                 pos = _rows(d, x, tensors) if d.kind == "gathered" else None
                 p = d.params[0] if d.kind == "gathered" else d.params
