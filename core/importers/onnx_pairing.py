@@ -341,4 +341,4 @@ def torch_form(model, pairing: Pairing, tensors: dict):
     return m
 
 
-__all__ = ["Pairing", "pair_initializers", "torch_form"]
+__all__ = ["Derived", "Pairing", "derive", "pair_initializers", "torch_form"]
