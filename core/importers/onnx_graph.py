@@ -524,7 +524,8 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                         a.alt if a.alt is not None else a.value) for a in args])
                 except Exception:
                     alts = [np.array(np.nan)] * len(outs)   # taken as batch-dependent
-            src = frozenset().union(*(a.sources for a in args if a is not None))
+            src = (frozenset() if node.op_type in ("Shape", "Size") else   # (values moved)
+                   frozenset().union(*(a.sources for a in args if a is not None)))
             for name, v, w in zip(node.output, outs, alts):
                 dep = w is not None and (np.shape(v) != np.shape(w)
                                          or not np.array_equal(v, w))

@@ -158,6 +158,8 @@ def _unpaired(cap, module, pairing) -> str:
         if n not in cap.names:
             why[n] = (pairing.unpaired.get(n) or (cap.unpaired or {}).get(n)
                       or "the graph reads it as a constant")
+        elif n in (cap.unpaired or {}):   # a parameter, read as a constant somewhere too
+            why[n] = cap.unpaired[n]
     tensors = set(params) | {n for n, _ in module.named_buffers()}
     extra = sorted(k for k in cap.names if k not in tensors)
     if not why and not extra:

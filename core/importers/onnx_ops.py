@@ -598,15 +598,21 @@ def _derived_operand(b: Builder, n: ONode, c: Const, like: Value, role: str):
     from rosetta.importers.onnx_pairing import derive
 
     v = np.asarray(c.value)
+    if v.dtype.kind != "f":
+        return None
     names = sorted(c.sources)
     d = derive(v, {p: b.tensors[p] for p in names}, b.__dict__.setdefault("derive_cache", {}))
     rank = len(like.shape)
     full = (1,) * (rank - v.ndim) + v.shape
-    if d is None or not d.params or v.ndim > rank or full[0] != 1 or rank < 2:
+    nodes = b.__dict__.get("shared_nodes", {})
+    held = d is not None and any(p in b.names and p not in nodes for p in d.params)
+    if d is None or not d.params or v.ndim > rank or full[0] != 1 or rank < 2 or held:
         why = (f"{n.label} reads a constant computed from it by arithmetic, not by moving its "
                f"values" if d is None else
                f"{n.label} reads a constant of its values that some of its elements equal "
                f"(give it distinct values before the export)" if not d.params else
+               f"{n.label} reads a constant of its values while a layer holds it as its own "
+               f"parameter" if held else
                f"{n.label} reads a constant of its values of shape {v.shape} across the batch")
         failed = b.__dict__.setdefault("derive_failed", {})
         for p in names:
