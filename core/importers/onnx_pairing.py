@@ -5,9 +5,12 @@ Both torch exporters store some parameters under new names and in another layout
 writes a Linear's weight W (out, in) pre-transposed as ``onnx::MatMul_*`` = W^T; the dynamo
 exporter as ``val_*`` = W^T, a tied weight under its other name (GPT-2's ``lm_head.weight``
 for ``wte.weight``), and a position table read at constant positions folded into its rows
-(``embedding_*`` = P[positions]). An initializer is paired with a parameter by value only,
-never by closeness (an initializer under the parameter's own name, of its shape, pairs by
-name first), in one of three exact ways (the exporter moves values without arithmetic):
+(``embedding_*`` = P[positions]); both fold parameters read at constant positions (T5's and
+BEiT's relative-position bias tables) or concatenated with zeros (timm's qkv bias) into
+constants. An initializer is paired with a parameter by value only, never by closeness (an
+initializer under the parameter's own name, of its shape, pairs by name first), in one of
+these exact ways (the exporter moves values without arithmetic); gathered and concatenated
+pair with the torch module's parameters only (``pair_initializers``'s ``parameters``):
 
 * ``identity``: bitwise equal, same shape and dtype;
 * ``transpose``: a 2-D initializer bitwise equal to W^T;
