@@ -69,6 +69,11 @@ def randomized_initializers(imp, seed: int) -> dict:
         if imp.names[name].rsplit("/", 1)[-1] == "var":
             a = np.abs(a) + 0.1
         out[name] = a.astype(t.dtype)
+    # an initializer the exporter folded from parameters (``onnx_pairing``: gathered,
+    # concatenated) holds what they compute, with their new values
+    for name, d in (getattr(imp.source, "derivations", None) or {}).items():
+        if all(p in out for p in d.params):
+            out[name] = d.compute(out, inits[name].dtype)
     return out
 
 

@@ -47,6 +47,18 @@ NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLi
            "Multinomial", "Bernoulli", "Dropout"}
 
 
+def _sources(b, name, value, derived) -> frozenset:
+    """The torch parameters an initializer holds, with the torch model given
+    (``b.trainable``): a derived one's (``onnx_pairing``), a parameter's own name; else none."""
+    if b.trainable is None:
+        return frozenset()
+    if name in derived:
+        return frozenset(derived[name])
+    v = np.asarray(value)
+    return (frozenset({name}) if name in b.trainable and v.dtype.kind == "f" and v.size > 1
+            else frozenset())
+
+
 def _expands_initializer(b, node, args) -> bool:
     """An Expand of a float initializer (a parameter: ``onnx_ops._is_parameter``) to a shape
     that depends on the batch size (ViT's class token ``cls_token.expand(N, -1, -1)``), or a
@@ -80,6 +92,7 @@ class OnnxCaptured:
     inference_only: str       # why training is refused ("" if it is not)
     training_graph: bool      # a BatchNormalization in training mode: the graph's function is
     #                           the spec's training-mode forward (batch statistics)
+    unpaired: dict = None     # torch parameter -> why a constant moved from it stays a constant
 
 
 def load_model(source):
@@ -294,10 +307,11 @@ def _weight_only(graph, consumers, outputs, name) -> bool:
     return True
 
 
-def _fused_linears(graph, consumers, outputs, transposes=None) -> dict:
+def _fused_linears(graph, consumers, outputs, transposes=None, derived=()) -> dict:
     """{MatMul node name-or-index: Add node index}: the Linear pattern MatMul(x, W) + b with W
-    a 2-D initializer (or one of ``transposes``: W^T), b a (out,) initializer and the MatMul's
-    output read by that Add only."""
+    a 2-D initializer (or one of ``transposes``: W^T), b a (out,) initializer (not one of
+    ``derived``, computed from torch parameters: the Add reads it) and the MatMul's output read
+    by that Add only."""
     inits = {i.name: i for i in graph.initializer}
     transposes = transposes or {}
     fused = {}
@@ -319,7 +333,8 @@ def _fused_linears(graph, consumers, outputs, transposes=None) -> dict:
         else:
             w = inits[node.input[1]]
             units = w.dims[1] if len(w.dims) == 2 else None
-        if other in inits and units is not None and list(inits[other].dims) == [units]:
+        if (other in inits and other not in derived and units is not None
+                and list(inits[other].dims) == [units]):
             fused[i] = (j, other)
     return fused
 
@@ -349,14 +364,17 @@ def _inference_only(model) -> str:
 
 
 def capture_onnx(source, *, model_name: str = "model", running_var: str = "biased",
-                 exact: dict | None = None, trainable=None) -> OnnxCaptured:
+                 exact: dict | None = None, trainable=None, derived=None) -> OnnxCaptured:
     """The spec graph, canonical parameters and name map of an ONNX model (see module doc).
     ``running_var``: BatchNorm's running-variance rule ("biased": ONNX's definition;
     "unbiased": torch's, where the torch model the graph came from is certified); ``exact``:
     {initializer name: {attribute: float64 value}} of that torch model (its BatchNorm momentum
     and epsilon, LayerNorm epsilon), used where the graph holds their float32 rounding;
     ``trainable``: that model's parameter names (None: every float initializer outside a weight
-    position is a parameter; else only these, the others constants)."""
+    position is a parameter; else only these, the others constants); ``derived``:
+    {initializer: the torch parameters it was moved from} (``onnx_pairing``: gathered or
+    concatenated), read as computed from them where a node reads it as an operand, as is a
+    constant the import folds from such a parameter (``onnx_ops._derived_operand``)."""
     import onnx
     from onnx import numpy_helper
 
@@ -412,6 +430,7 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
     b.static_batch = dims[0]
     b.exact = exact or {}
     b.trainable = None if trainable is None else set(trainable)
+    derived = dict(derived or {})
     consumers: dict = {}
     for i, node in enumerate(graph.node):
         for name in node.input:
@@ -433,12 +452,14 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         for name in {alias.get(k, k) for k in node.input}:
             if name in inits:
                 uses[name] = uses.get(name, 0) + 1
+            for q in derived.get(name, ()):   # a parameter read through a derived constant
+                uses[q] = uses.get(q, 0) + 1
     b.shared = {k for k, c in uses.items() if c > 1 and np.asarray(inits[k]).dtype.kind == "f"
                 and np.asarray(inits[k]).size > 1}
-    env: dict = {k: Const(v, k) for k, v in inits.items()}
+    env: dict = {k: Const(v, k, sources=_sources(b, k, v, derived)) for k, v in inits.items()}
     env[inp.name] = Value(x, layout, shape_in)
     env[""] = None
-    fused = _fused_linears(graph, consumers, graph_outputs, transposes)
+    fused = _fused_linears(graph, consumers, graph_outputs, transposes, derived)
     skip = {j: i for i, (j, _) in fused.items()}
     refusals: dict = {}
     onnx_nodes: dict = {}
@@ -503,10 +524,13 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
                         a.alt if a.alt is not None else a.value) for a in args])
                 except Exception:
                     alts = [np.array(np.nan)] * len(outs)   # taken as batch-dependent
+            src = (frozenset() if node.op_type in ("Shape", "Size") else   # (values moved)
+                   frozenset().union(*(a.sources for a in args if a is not None)))
             for name, v, w in zip(node.output, outs, alts):
                 dep = w is not None and (np.shape(v) != np.shape(w)
                                          or not np.array_equal(v, w))
-                env[name] = Const(v, None, batch_dependent=dep, alt=w if dep else None)
+                env[name] = Const(v, None, batch_dependent=dep, alt=w if dep else None,
+                                  sources=src)
             continue
         handler = ONNX_OPS.get(node.op_type)
         if handler is None:
@@ -590,7 +614,8 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         raise ImportRefused([f"<graph>: {e}"]) from None
     return OnnxCaptured(g, b.params, b.state, b.names, b.layouts, b.node_source, onnx_nodes,
                         inp.name, layout, shape_in, kind, out_name, out.layout, dtype, opset,
-                        _inference_only(model), _training_graph(model))
+                        _inference_only(model), _training_graph(model),
+                        dict(b.__dict__.get("derive_failed", {})))
 
 
 def _node_shapes(node, args, kinds) -> dict:

@@ -25,6 +25,7 @@ class OnnxSource:
     torch: object = None      # certificate._Source of the torch model the graph came from
     example: object = None    # the user's example batch (ONNX layout): the certificate's batch
     unpaired: str = ""        # which torch parameters no spec parameter stands for ('' if none)
+    derivations: dict = None  # initializer -> onnx_pairing.Derived: computed from parameters
     graph_model: object = None   # the spec model with the graph's own attributes, where the
     #                              spec takes the torch model's (LayerNorm's epsilon)
 
@@ -48,9 +49,11 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     ``torch_module`` (with ``example_inputs``, and its ``optimizer`` and ``loss`` if any): the
     ``torch.nn.Module`` the graph was exported from. Each initializer is paired with the
     module's parameter or buffer it holds, by value (``onnx_pairing``: as stored, transposed
-    (a Linear's weight ``onnx::MatMul_*``, ``val_*``) or by rows (a position table folded at
-    its positions)), and the graph is read with each paired parameter under its torch name and
-    layout (so a tied weight is one parameter); the optimizer and loss are mapped as
+    (a Linear's weight ``onnx::MatMul_*``, ``val_*``), gathered (a table read at constant
+    positions and permuted, folded by the exporter; by rows: a position table) or concatenated
+    (parameters and zero blocks, folded into one bias)), and the graph is read with each paired
+    parameter under its torch name and layout (so a tied weight is one parameter; a gathered or
+    concatenated initializer as computed from its parameters); the optimizer and loss are mapped as
     ``from_torch`` maps them, BatchNorm's running variance takes torch's unbiased rule, and
     ``certify`` also certifies gradients and optimizer steps against the module
     (``rosetta.importers.certificate``). A parameter no initializer pairs with is named in one
@@ -76,7 +79,8 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     exact = _torch_attributes(torch_module)
     kw = dict(model_name=name, running_var="biased" if torch_module is None else "unbiased",
               trainable=None if torch_module is None else
-              [k for k, _ in torch_module.named_parameters()])
+              [k for k, _ in torch_module.named_parameters()],
+              derived=None if pairing is None else pairing.derived())
     cap = capture_onnx(model, exact=exact, **kw)
     # the graph's own (float32) epsilons, for the rows against ONNX's evaluators, where the
     # spec takes the torch model's
@@ -102,6 +106,7 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     src = OnnxSource(model, cap, f"onnx {where} (opset {cap.opset}, "
                                  f"{model.producer_name or 'unknown producer'})")
     src.torch = torch_src
+    src.derivations = {} if pairing is None else pairing.derivations()
     if example_inputs is not None:
         src.example = _example_batch(cap, example_inputs)
     src.graph_model = graph_model
@@ -140,7 +145,7 @@ def _paired(model, module):
     tensors = {n: t.detach().cpu().numpy() for n, t in
                list(module.named_parameters()) + list(module.named_buffers())
                if t.is_floating_point()}
-    pairing = pair_initializers(model, tensors)
+    pairing = pair_initializers(model, tensors, {n for n, _ in module.named_parameters()})
     return torch_form(model, pairing, tensors), pairing
 
 
@@ -151,7 +156,10 @@ def _unpaired(cap, module, pairing) -> str:
     why = {}
     for n in params:
         if n not in cap.names:
-            why[n] = pairing.unpaired.get(n, "the graph reads it as a constant")
+            why[n] = (pairing.unpaired.get(n) or (cap.unpaired or {}).get(n)
+                      or "the graph reads it as a constant")
+        elif n in (cap.unpaired or {}):   # a parameter, read as a constant somewhere too
+            why[n] = cap.unpaired[n]
     tensors = set(params) | {n for n, _ in module.named_buffers()}
     extra = sorted(k for k in cap.names if k not in tensors)
     if not why and not extra:
@@ -160,7 +168,7 @@ def _unpaired(cap, module, pairing) -> str:
     if why:
         items = sorted(why.items())
         parts.append("torch parameters no initializer of the graph pairs with (by value: as "
-                     "stored, transposed or by rows): " + "; ".join(
+                     "stored, transposed, gathered or concatenated): " + "; ".join(
                          f"{k} ({v})" for k, v in items[:6])
                      + (f" and {len(items) - 6} more" if len(items) > 6 else ""))
     if extra:

@@ -39,6 +39,9 @@ class Const:
     alt: np.ndarray | None = None    # its value at another batch size (when batch_dependent)
     transposed: bool = False         # Transpose(perm=[1, 0]) of the 2-D initializer ``name``:
     #                                  ``value`` is its transpose (a MatMul/Gemm weight only)
+    sources: frozenset = frozenset()   # the torch parameters its value was moved from (an
+    #                                  initializer ``onnx_pairing`` derived from them, a
+    #                                  constant folded from one): ``_derived_operand``
 
 
 @dataclass
@@ -551,6 +554,10 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
                           f"weight reads one)")
     if _is_parameter(b, c) and like.layout != "flat":
         return _initializer_parameter(b, n, c, rank, like.perm, role)
+    if c.sources and not _is_parameter(b, c) and like.layout != "flat":
+        y = _derived_operand(b, n, c, like, role)
+        if y is not None:
+            return y
     if c.batch_dependent:
         # a value repeated for every example (a buffer expanded to the batch): its first row,
         # batch-broadcast, is the same tensor at every batch size
@@ -571,6 +578,73 @@ def _const_node(b: Builder, n: ONode, c: Const, like: Value, role: str) -> Value
         v = v.astype(np.float64)
     return b.layer("Constant", [], name=f"{n.name}_{role.replace(' ', '_')}", source=n.label,
                    value=v, layout=like.layout, out_shape=(1, *np.asarray(c.value).shape))
+
+
+def _derived_operand(b: Builder, n: ONode, c: Const, like: Value, role: str):
+    """A constant operand computed from torch parameters without arithmetic (``c.sources``:
+    an initializer the exporter folded, or a constant the import folded, from them), read as
+    that computation of their ``Parameter`` nodes (one per parameter, ``_shared_operand``), so
+    each parameter's gradient is the sum over its uses, as torch computes it
+    (``onnx_pairing.derive``, bitwise):
+
+    * gathered, X = P.flat[positions]: Gather (axis 0, the ``indices`` attribute) of the
+      flattened P (a Reshape), at the positions laid out as the operand is held;
+    * concatenated, X = concat(parts, axis): Concatenate of the parameters' ``Parameter``s and
+      zero ``Constant``s (no gradient), then a Reshape right-aligned to the operand's rank and
+      a Transpose to its held axis order where they differ.
+
+    None where it is neither: the constant stays a constant, and the parameters are named
+    (``OnnxCaptured.unpaired``) as read through arithmetic the import cannot keep."""
+    from rosetta.importers.onnx_pairing import derive
+
+    v = np.asarray(c.value)
+    if v.dtype.kind != "f":
+        return None
+    names = sorted(c.sources)
+    d = derive(v, {p: b.tensors[p] for p in names}, b.__dict__.setdefault("derive_cache", {}))
+    rank = len(like.shape)
+    full = (1,) * (rank - v.ndim) + v.shape
+    nodes = b.__dict__.get("shared_nodes", {})
+    held = d is not None and any(p in b.names and p not in nodes for p in d.params)
+    if d is None or not d.params or v.ndim > rank or full[0] != 1 or rank < 2 or held:
+        why = (f"{n.label} reads a constant computed from it by arithmetic, not by moving its "
+               f"values" if d is None else
+               f"{n.label} reads a constant of its values that some of its elements equal "
+               f"(give it distinct values before the export)" if not d.params else
+               f"{n.label} reads a constant of its values while a layer holds it as its own "
+               f"parameter" if held else
+               f"{n.label} reads a constant of its values of shape {v.shape} across the batch")
+        failed = b.__dict__.setdefault("derive_failed", {})
+        for p in names:
+            failed.setdefault(p, why)
+        return None
+    perm = tuple(int(i) for i in like.perm)
+    base = f"{n.name}_{role.replace(' ', '_')}"
+    if d.kind == "gathered":
+        p = d.params[0]
+        w = b.tensors[p]
+        t = _shared_operand(b, n, p, w.ndim + 1)
+        if w.ndim != 1:
+            t = b.layer("Reshape", [t], name=f"{base}_flat", source=n.label, layout="plain",
+                        out_shape=(1, w.size), shape=(int(w.size),))
+        idx = np.transpose(d.positions.reshape(full), perm)[0]
+        return b.layer("Gather", [t], name=base, source=n.label, axis=0, indices=idx.tolist(),
+                       layout=held_layout(perm), out_shape=full)
+    parts = []
+    for k, (q, shape) in enumerate(zip(d.parts, d.shapes)):
+        parts.append(_shared_operand(b, n, q, len(shape) + 1) if q is not None else b.layer(
+            "Constant", [], name=f"{base}_zeros{k}", source=n.label, value=np.zeros(shape),
+            layout="plain", out_shape=(1, *shape)))
+    y = b.layer("Concatenate", parts, name=f"{base}_cat", source=n.label, axis=d.axis,
+                layout="plain", out_shape=(1, *v.shape))
+    if full != (1, *v.shape):
+        y = b.layer("Reshape", [y], name=f"{base}_view", source=n.label, layout="plain",
+                    out_shape=full, shape=full[1:])
+    if perm != tuple(range(rank)):
+        y = b.layer("Transpose", [y], name=f"{base}_held", source=n.label,
+                    perm=tuple(i - 1 for i in perm[1:]), layout=held_layout(perm),
+                    out_shape=full)
+    return y
 
 
 def _scalar(c) -> float | None:
