@@ -551,9 +551,8 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
         h' = (1 − z) ⊙ n + z ⊙ h
 
     ``recurrent_bias`` (default True): rb is a second trainable bias (torch's ``bias_hh``);
-    False: there is none (rb = 0 above, no parameter), which only ``reset_after=False`` takes
-    (Keras's reset-before GRU has one bias; every reset-after source has two). Masking,
-    direction and output by the module's shared rule.
+    False: there is none (rb = 0 above, no parameter; Keras's reset-before GRU has one bias).
+    Masking, direction and output by the module's shared rule.
 
     Traps: torch and flax order [r, z, n] and are reset-after only. Keras orders [z, r, h]; its
     ``reset_after=True`` (Keras 3's default) is this rule with two biases, its

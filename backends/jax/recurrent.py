@@ -59,7 +59,8 @@ def _cell(op: str, activation: str, reset_after: bool = True):
         def step(xw_t, state, r, rb):
             (h,) = state
             a_r, a_z, a_n = jnp.split(xw_t, 3, axis=-1)
-            u_r, u_z, u_n = jnp.split(jnp.dot(h, r, precision=HIGHEST) + rb, 3, axis=-1)
+            u = jnp.dot(h, r, precision=HIGHEST)
+            u_r, u_z, u_n = jnp.split(u if rb is None else u + rb, 3, axis=-1)
             rg = jax.nn.sigmoid(a_r + u_r)
             z = jax.nn.sigmoid(a_z + u_z)
             n = jnp.tanh(a_n + rg * u_n)

@@ -35,7 +35,8 @@ def _gru_cell(F, p, xk_t, state, attrs):
     a_r, a_z, a_n = _split(F, xk_t, 3, axis=-1)
     rb = p.get("recurrent_bias")
     if attrs["reset_after"]:
-        u_r, u_z, u_n = _split(F, add_bias(F, F.dot(h, p["recurrent_kernel"]), rb), 3, axis=-1)
+        u = F.dot(h, p["recurrent_kernel"])
+        u_r, u_z, u_n = _split(F, u if rb is None else add_bias(F, u, rb), 3, axis=-1)
         r = F.sigmoid(a_r + u_r)
         n_pre = a_n + r * u_n
     else:

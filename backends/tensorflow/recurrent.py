@@ -211,7 +211,9 @@ class GRU(_Recurrent):
         (h,) = state
         a_r, a_z, a_n = tf.split(xw_t, 3, axis=-1)
         if self.reset_after:
-            u_r, u_z, u_n = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, axis=-1)
+            u = tf.matmul(h, recurrent)
+            u_r, u_z, u_n = tf.split(u if recurrent_bias is None else u + recurrent_bias, 3,
+                                     axis=-1)
             r = tf.sigmoid(a_r + u_r)
             n_pre = a_n + r * u_n
         else:

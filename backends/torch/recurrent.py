@@ -4,12 +4,12 @@
 
 * Gate orders already agree: nn.LSTM [i, f, g, o], nn.GRU [r, z, n] in the reset-after form
   (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))), the canonical rules.
-* ``GRU(reset_after=False)`` (n = tanh(W_in x + b_in + W_hn (r ⊙ h) (+ b_hn))): nn.GRU is
-  reset-after only and no torch op computes the reset-before cell, so ``ResetBeforeGRU`` writes
-  it in torch ops, one Python loop over the static T, with nn.GRU's parameter names and layouts
-  (``bias_hh_l0`` only with ``recurrent_bias=True``: no frozen zero) and its call interface
-  (unpacked input only: with lengths both directions run unmasked, see
-  ``NativeRecurrent._unpacked``).
+* ``GRU(reset_after=False)`` (n = tanh(W_in x + b_in + W_hn (r ⊙ h) (+ b_hn))) and a GRU
+  with ``recurrent_bias=False``: nn.GRU is reset-after only, with two biases, and no torch op
+  computes the reset-before cell, so ``LoopGRU`` writes the cell in torch ops, one Python loop
+  over the static T, with nn.GRU's parameter names and layouts (``bias_hh_l0`` only with
+  ``recurrent_bias=True``: no frozen zero) and its call interface (unpacked input only: with
+  lengths both directions run unmasked, see ``NativeRecurrent._unpacked``).
 * Biases: torch adds two, b_ih + b_hh. The canonical LSTM and SimpleRNN have ONE by default:
   ``bias`` is ``bias_ih_l0`` and ``bias_hh_l0`` is held at zero as a frozen parameter
   (requires_grad False, so no optimizer sees it). Left trainable it would get the same gradient
@@ -89,7 +89,7 @@ class NativeRecurrent(nn.Module):
             return out * (steps <= last).to(out.dtype)
         if lengths is None:
             out, h_n = self._rnn(x)
-        elif isinstance(self.rnn, ResetBeforeGRU):   # no packed input: shifted unmasked runs
+        elif isinstance(self.rnn, LoopGRU):   # no packed input: shifted unmasked runs
             return self._unpacked(x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.to("cpu", torch.int64), batch_first=True,
@@ -107,7 +107,7 @@ class NativeRecurrent(nn.Module):
         unmasked run read at each example's steps; the backward direction run unmasked on each
         example shifted right by T - length (its padded steps first, so they run from the zero
         state and its real steps see the state the canonical rule gives), read back at the
-        shifted steps. The export's form (``export.py``) and ``ResetBeforeGRU``'s."""
+        shifted steps. The export's form (``export.py``) and ``LoopGRU``'s."""
         n, t = x.shape[0], x.shape[1]
         if self.low is not None and x.is_floating_point():
             x = x.to(self.low)
@@ -133,19 +133,22 @@ class NativeRecurrent(nn.Module):
         return torch.cat(finals, -1)
 
 
-class ResetBeforeGRU(nn.Module):
-    """The canonical ``GRU(reset_after=False)`` with nn.GRU's parameters (``weight_ih_l0``
+class LoopGRU(nn.Module):
+    """The canonical GRU, either form, with nn.GRU's parameters (``weight_ih_l0``
     (3H, C), ``weight_hh_l0`` (3H, H), ``bias_ih_l0``, ``bias_hh_l0`` with ``recurrent_bias``,
     ``*_reverse`` for the backward direction; nn.GRU's uniform(±1/√H) init) and call: x (N, T, C)
     -> (out (N, T, H*dirs), h_n (dirs, N, H)), unmasked, the backward direction t = T-1 .. 0.
 
         r = σ(a_r + h W_hr + b_hr), z = σ(a_z + h W_hz + b_hz), a = x W_ih + b_ih
-        n = tanh(a_n + (r ⊙ h) W_hn + b_hn),  h' = (1 − z) ⊙ n + z ⊙ h"""
+        n = tanh(a_n + (r ⊙ h) W_hn + b_hn)     (reset_after=False)
+        n = tanh(a_n + r ⊙ (h W_hn + b_hn))     (reset_after=True)
+        h' = (1 − z) ⊙ n + z ⊙ h"""
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool,
-                 recurrent_bias: bool):
+                 recurrent_bias: bool, reset_after: bool):
         super().__init__()
         self.hidden_size, self.bidirectional = hidden_size, bidirectional
+        self.reset_after = reset_after
         self.suffixes = ("", "_reverse") if bidirectional else ("",)
         g = 3 * hidden_size
         for s in self.suffixes:
@@ -173,7 +176,10 @@ class ResetBeforeGRU(nn.Module):
             u_r, u_z = F.linear(h, w_rz, b_rz).chunk(2, dim=-1)
             r = torch.sigmoid(a_r + u_r)
             z = torch.sigmoid(a_z + u_z)
-            n = torch.tanh(a_n + F.linear(r * h, w_n, b_n))
+            if self.reset_after:
+                n = torch.tanh(a_n + r * F.linear(h, w_n, b_n))
+            else:
+                n = torch.tanh(a_n + F.linear(r * h, w_n, b_n))
             h = (1.0 - z) * n + z * h
             outs[t] = h
         return torch.stack(outs, dim=1), h
@@ -187,10 +193,10 @@ def _build(cls):
     def build(node: Node, layout: str) -> nn.Module:
         a = node.attrs
         frozen_recurrent_bias = "recurrent_bias" not in node.params
-        if node.op == "GRU" and not a["reset_after"]:
-            rnn = ResetBeforeGRU(node.in_types[0].shape[-1], a["units"],
-                                 bidirectional=a["bidirectional"],
-                                 recurrent_bias=a["recurrent_bias"])
+        if node.op == "GRU" and not (a["reset_after"] and a["recurrent_bias"]):
+            rnn = LoopGRU(node.in_types[0].shape[-1], a["units"],
+                          bidirectional=a["bidirectional"], recurrent_bias=a["recurrent_bias"],
+                          reset_after=a["reset_after"])
             return NativeRecurrent(rnn, a["return_sequences"], False)
         kwargs = {"nonlinearity": a["activation"]} if node.op == "SimpleRNN" else {}
         rnn = cls(node.in_types[0].shape[-1], a["units"], batch_first=True,
@@ -220,7 +226,7 @@ def _native(cls) -> dict:
 
 native_params({
     "LSTM": _native(nn.LSTM),
-    "GRU": _native((nn.GRU, ResetBeforeGRU)),
+    "GRU": _native((nn.GRU, LoopGRU)),
     "SimpleRNN": _native(nn.RNN),
 })
 

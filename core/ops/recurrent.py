@@ -168,9 +168,8 @@ class GRU(_Recurrent):
         h' = (1 − z) ⊙ n + z ⊙ h
 
     ``recurrent_bias`` (default True): rb is a second trainable bias (torch's ``bias_hh``);
-    False: there is none (rb = 0 above, no parameter), which only ``reset_after=False`` takes
-    (Keras's reset-before GRU has one bias; every reset-after source has two). Masking,
-    direction and output by the module's shared rule.
+    False: there is none (rb = 0 above, no parameter; Keras's reset-before GRU has one bias).
+    Masking, direction and output by the module's shared rule.
 
     Traps: torch and flax order [r, z, n] and are reset-after only. Keras orders [z, r, h]; its
     ``reset_after=True`` (Keras 3's default) is this rule with two biases, its
@@ -185,14 +184,6 @@ class GRU(_Recurrent):
              "recurrent_bias": Attr("bool", True)}
 
     gates = 3
-
-    def resolve_attrs(self, given, where):
-        a = super().resolve_attrs(given, where)
-        if a["reset_after"] and not a["recurrent_bias"]:
-            raise self.fail(where, "recurrent_bias=True with reset_after=True (the reset-after "
-                            "GRU has two biases; only reset_after=False takes one)",
-                            "recurrent_bias=False")
-        return a
 
     def cell(self, a, p, x_t, state):
         (h,) = state

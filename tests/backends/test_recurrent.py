@@ -48,16 +48,18 @@ def test_torch_lowers_to_native_fused_layer(case, node, cls, frozen):
 
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="torch backend not selected")
-def test_torch_reset_before_gru_has_no_frozen_bias():
-    """nn.GRU is reset-after only: GRU(reset_after=False) is ``ResetBeforeGRU``, nn.GRU's
-    parameter names, ``bias_hh`` only with ``recurrent_bias=True``, every parameter trained."""
-    from rosetta.backends.torch.recurrent import ResetBeforeGRU
+def test_torch_loop_gru_has_no_frozen_bias():
+    """nn.GRU is reset-after with two biases only: GRU(reset_after=False) and a one-bias GRU are
+    ``LoopGRU``, nn.GRU's parameter names, ``bias_hh`` only with ``recurrent_bias=True``, every
+    parameter trained (no frozen zero)."""
+    from rosetta.backends.torch.recurrent import LoopGRU
     for case, node, hh in (("gru_reset_before_last_state", "gru", False),
                            ("gru_reset_before_two_biases_bidirectional_sequences_lengths",
-                            "bigru", True)):
+                            "bigru", True),
+                           ("gru_one_bias_sequences_lengths", "gru", False)):
         prog = compile_spec(BUILD[case](), "torch")
         rnn = prog.model.node_module(node).rnn
-        assert type(rnn) is ResetBeforeGRU
+        assert type(rnn) is LoopGRU
         names = {n for n, _ in rnn.named_parameters()}
         assert any(n.startswith("bias_hh") for n in names) is hh, names
         optimized = {id(p) for g in prog.optimizer.param_groups for p in g["params"]}
@@ -141,8 +143,6 @@ def test_bad_specs_name_what_was_expected():
         rs.SimpleRNN(2, activation="sigmoid")
     with pytest.raises(SpecError, match="must be positive"):
         rs.LSTM(0)
-    with pytest.raises(SpecError, match=r"recurrent_bias=True with reset_after=True"):
-        rs.GRU(2, recurrent_bias=False)
 
 
 def test_parameters_and_json_round_trip():
