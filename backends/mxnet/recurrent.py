@@ -1,4 +1,5 @@
-"""LSTM, GRU (reset-after, or reset-before with ``reset_after=False``) and SimpleRNN, unrolled over the (static) time axis.
+"""LSTM, GRU (reset-after, or reset-before with ``reset_after=False``) and SimpleRNN, unrolled
+over the (static) time axis.
 
 MXNet's fused ``RNN`` operator keeps two biases per layer (i2h and h2h: a second trainable bias
 doubles the bias update), packs every weight into one flat parameter and has no sequence-length
@@ -7,8 +8,9 @@ gates of the canonical rule (``rosetta.ops.recurrent``): one ``dot`` of the whol
 the input kernel, then per step one ``dot`` with the recurrent kernel. Masking by lengths: a step
 t >= length keeps the state, s = m * s_new + (1 - m) * s with m in {0, 1} (exact), and outputs 0.
 Parameters stay canonical: kernel (C, G*H), recurrent_kernel (H, G*H), bias (G*H) (GRU also
-recurrent_bias unless ``recurrent_bias=False``, used inside its cell; LSTM and SimpleRNN with ``recurrent_bias=True`` too, added to every step's input
-projection), ``backward_*`` for the reverse direction."""
+recurrent_bias unless ``recurrent_bias=False``, used inside its cell; LSTM and SimpleRNN with
+``recurrent_bias=True`` too, added to every step's input projection), ``backward_*`` for the
+reverse direction."""
 
 from __future__ import annotations
 
