@@ -139,8 +139,9 @@ def _make(draw, st, choice, name, src, sh, pool):
         units = draw(st.integers(1, 3))
         dirs = 2 if draw(st.booleans()) else 1
         attrs = {"units": units, "bidirectional": dirs == 2, "bias_init": "normal"}
-        if op != "GRU":
-            attrs["recurrent_bias"] = draw(st.booleans())   # torch's second bias
+        if op == "GRU":   # reset-before (Keras's reset_after=False) and a one-bias GRU too
+            attrs["reset_after"] = draw(st.booleans())
+        attrs["recurrent_bias"] = draw(st.booleans())   # torch's second bias
         return ([Node(f"{name}_seq", "Reshape", {"shape": (sh[0], 1)}, (src,)),
                  Node(name, op, attrs, (f"{name}_seq",))], (units * dirs,))
     if choice == "act":

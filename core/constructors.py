@@ -540,19 +540,25 @@ def Flatten(*, name: str | None = None, **unknown) -> Layer:
 def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = False,
         kernel_init: str | dict | Initializer = Initializer('glorot_uniform'),
         recurrent_init: str | dict | Initializer = Initializer('orthogonal', gain=1.0),
-        bias_init: str | dict | Initializer = Initializer('zeros'), name: str | None = None,
-        **unknown) -> Layer:
-    """Gated recurrent unit, reset-after form, gates [r, z, n], input and recurrent biases:
+        bias_init: str | dict | Initializer = Initializer('zeros'), reset_after: bool = True,
+        recurrent_bias: bool = True, name: str | None = None, **unknown) -> Layer:
+    """Gated recurrent unit, gates [r, z, n], reset-after (default) or reset-before:
 
-        a = x_t K + b;  u = h R + rb           (K (C, 3H), R (H, 3H), b and rb (3H))
-        r = σ(a_r + u_r);  z = σ(a_z + u_z);  n = tanh(a_n + r ⊙ u_n)
+        a = x_t K + b;  u = h R + rb            (K (C, 3H), R (H, 3H), b and rb (3H))
+        r = σ(a_r + u_r);  z = σ(a_z + u_z)
+        reset_after=True:   n = tanh(a_n + r ⊙ u_n)
+        reset_after=False:  n = tanh(a_n + (r ⊙ h) R_n + rb_n)
         h' = (1 − z) ⊙ n + z ⊙ h
 
+    ``recurrent_bias`` (default True): rb is a second trainable bias (torch's ``bias_hh``);
+    False: there is none (rb = 0 above, no parameter; Keras's reset-before GRU has one bias).
     Masking, direction and output by the module's shared rule.
 
-    Traps: torch and flax order [r, z, n] and are reset-after (this rule). Keras orders
-    [z, r, h], and its ``reset_after=False`` (the TF1 default) applies r before the recurrent
-    matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
+    Traps: torch and flax order [r, z, n] and are reset-after only. Keras orders [z, r, h]; its
+    ``reset_after=True`` (Keras 3's default) is this rule with two biases, its
+    ``reset_after=False`` (the TF1 default) applies r before the recurrent matmul and has one
+    bias: ``GRU(reset_after=False, recurrent_bias=False)``. The two forms are different math,
+    not a relabelling (TensorFlow's ``GRUBlockCell`` is reset-before too).
 
     Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
     and its product computes and returns that type (parameters stay float32 masters); bfloat16
@@ -565,12 +571,15 @@ def GRU(units: int, *, return_sequences: bool = False, bidirectional: bool = Fal
         kernel_init (init, default Initializer('glorot_uniform'))
         recurrent_init (init, default Initializer('orthogonal', gain=1.0))
         bias_init (init, default Initializer('zeros'))
+        reset_after (bool, default True)
+        recurrent_bias (bool, default True)
         name: the node's name (default: the op's name in snake case, numbered)
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("GRU", name=name, units=units, return_sequences=return_sequences,
                  bidirectional=bidirectional, kernel_init=kernel_init,
-                 recurrent_init=recurrent_init, bias_init=bias_init, **unknown)
+                 recurrent_init=recurrent_init, bias_init=bias_init, reset_after=reset_after,
+                 recurrent_bias=recurrent_bias, **unknown)
 
 
 def Gather(axis: int, *, indices: int | tuple | None = None, padding_idx: int | None = None,

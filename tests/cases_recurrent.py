@@ -57,6 +57,15 @@ CASES = [
     ("gru_bidirectional_lengths", _masked(lambda: [
         rs.GRU(2, bidirectional=True, bias_init="normal", name="bigru"), *_head(False)],
         "bigru_len")),
+    ("gru_reset_before_last_state", _seq([
+        rs.GRU(3, reset_after=False, recurrent_bias=False, bias_init="normal", name="gru"),
+        *_head(False)], "gru_rb_last")),
+    ("gru_reset_before_two_biases_bidirectional_sequences_lengths", _masked(lambda: [
+        rs.GRU(2, reset_after=False, bidirectional=True, return_sequences=True,
+               bias_init="normal", name="bigru"), *_head(True)], "bigru_rb_seq_len")),
+    ("gru_one_bias_sequences_lengths", _masked(lambda: [
+        rs.GRU(3, recurrent_bias=False, return_sequences=True, bias_init="normal", name="gru"),
+        *_head(True)], "gru_1b_seq_len")),
     ("simple_rnn_tanh", _seq([rs.SimpleRNN(3, return_sequences=True, name="rnn"),
                               *_head(True)], "rnn_tanh")),
     ("lstm_two_biases_bidirectional_lengths", _masked(lambda: [

@@ -6,7 +6,8 @@ names and layouts (``kernel`` (C, G*H), ``recurrent_kernel`` (H, G*H), ``bias``,
 projection's bias: the same sum, two parameters), ``backward_`` copies), and ``jax.lax.scan`` over time. Not flax's ``nn.RNN``
 over its cells: they keep one Dense per gate (``ii``, ``if``, ... / ``hi``, ``hf``, ...) instead
 of the canonical fused (C, G*H) kernels, and flax's GRUCell has no recurrent bias on the r and z
-gates (only ``hn`` has one), so the canonical ``recurrent_bias`` cannot be loaded into it. The
+gates (only ``hn`` has one), so the canonical ``recurrent_bias`` cannot be loaded into it (and
+it is reset-after only: ``GRU(reset_after=False)`` is its own step here). The
 math is the same scan: each step does its input projection x_t K + b and its recurrent matmul
 h R, all with ``Precision.HIGHEST``. (Projecting every step up front, one (N*T, C) @ K matmul
 before the scan, measured 1.2-1.3x slower on this machine's CPU: LSTM train step, N=32, T=32,
@@ -33,19 +34,33 @@ from rosetta.ops.recurrent import param_names
 _GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
 
 
-def _cell(op: str, activation: str):
-    """step(xw_t, state, recurrent, recurrent_bias) -> new state tuple (h first)."""
+def _cell(op: str, activation: str, reset_after: bool = True):
+    """step(xw_t, state, recurrent, recurrent_bias) -> new state tuple (h first);
+    ``recurrent_bias`` None where the op has none."""
     if op == "LSTM":
         def step(xw_t, state, r, rb):
             h, c = state
             i, f, g, o = jnp.split(xw_t + jnp.dot(h, r, precision=HIGHEST), 4, axis=-1)
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             return jax.nn.sigmoid(o) * jnp.tanh(c), c
+    elif op == "GRU" and not reset_after:   # n = tanh(a_n + (r ⊙ h) R_n + rb_n)
+        def step(xw_t, state, r, rb):
+            (h,) = state
+            hh = 2 * h.shape[-1]
+            a_r, a_z, a_n = jnp.split(xw_t, 3, axis=-1)
+            u_rz = jnp.dot(h, r[:, :hh], precision=HIGHEST)
+            u_r, u_z = jnp.split(u_rz if rb is None else u_rz + rb[:hh], 2, axis=-1)
+            rg = jax.nn.sigmoid(a_r + u_r)
+            z = jax.nn.sigmoid(a_z + u_z)
+            u_n = jnp.dot(rg * h, r[:, hh:], precision=HIGHEST)
+            n = jnp.tanh(a_n + (u_n if rb is None else u_n + rb[hh:]))
+            return ((1.0 - z) * n + z * h,)
     elif op == "GRU":
         def step(xw_t, state, r, rb):
             (h,) = state
             a_r, a_z, a_n = jnp.split(xw_t, 3, axis=-1)
-            u_r, u_z, u_n = jnp.split(jnp.dot(h, r, precision=HIGHEST) + rb, 3, axis=-1)
+            u = jnp.dot(h, r, precision=HIGHEST)
+            u_r, u_z, u_n = jnp.split(u if rb is None else u + rb, 3, axis=-1)
             rg = jax.nn.sigmoid(a_r + u_r)
             z = jax.nn.sigmoid(a_z + u_z)
             n = jnp.tanh(a_n + rg * u_n)
@@ -68,6 +83,7 @@ class Recurrent(nn.Module):
     bidirectional: bool
     activation: str = "tanh"
     recurrent_bias: bool = False
+    reset_after: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -79,7 +95,7 @@ class Recurrent(nn.Module):
         p = {name: self.param(name, nn.initializers.zeros, shapes[name.removeprefix("backward_")],
                               self.dtype)
              for name in param_names(self.op, self.bidirectional, self.recurrent_bias)}
-        step = _cell(self.op, self.activation)
+        step = _cell(self.op, self.activation, self.reset_after)
         x = jnp.asarray(x, self.dtype)
         mask = (None if lengths is None
                 else (jnp.arange(steps)[:, None] < lengths[None, :])[..., None])  # (T, N, 1)
@@ -113,5 +129,5 @@ def recurrent(node, xs, ctx):
     a = node.attrs
     module = Recurrent(node.op, a["units"], a["return_sequences"], a["bidirectional"],
                        a.get("activation", "tanh"), a.get("recurrent_bias", False),
-                       dtype=ctx.dtype, name=node.name)
+                       a.get("reset_after", True), dtype=ctx.dtype, name=node.name)
     return module(xs[0], xs[1] if len(xs) > 1 else None)

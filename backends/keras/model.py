@@ -72,10 +72,13 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
 * Multiply: ``Multiply()`` (it broadcasts size-1 axes as the canonical op does).
 * LSTM: ``LSTM(units, return_sequences)``, Keras's gates [i, f, c, o] are the canonical
   [i, f, g, o] and it has one bias; [kernel (C, 4H), recurrent_kernel (H, 4H), bias (4H)]: same.
-* GRU: ``GRU(units, reset_after=True)`` (``reset_after=False`` is other math). Keras orders the
-  gates [z, r, h], canonical [r, z, n]: the first two H-column blocks of every weight are
-  swapped; Keras's bias is (2, 3H) = [input bias; recurrent bias]: [K[z r n], R[z r n],
-  stack(b[z r n], rb[z r n])].
+* GRU: ``GRU(units, reset_after=...)`` as the node's. Keras orders the gates [z, r, h],
+  canonical [r, z, n]: the first two H-column blocks of every weight are swapped; reset-after,
+  Keras's bias is (2, 3H) = [input bias; recurrent bias]: [K[z r n], R[z r n],
+  stack(b[z r n], rb[z r n])]; ``reset_after=False``, one bias (3H): [K[z r n], R[z r n],
+  b[z r n]]. Keras's reset-after GRU always has two biases and its reset-before GRU one, so a
+  reset-after GRU with ``recurrent_bias=False`` and a reset-before one with
+  ``recurrent_bias=True`` are refused.
 * SimpleRNN: ``SimpleRNN(units, activation)``; [kernel, recurrent_kernel, bias]: same.
 * bidirectional: ``Bidirectional(layer, merge_mode="concat")`` = [forward, backward]; the forward
   weights, then the ``backward_*`` ones.
@@ -123,7 +126,8 @@ reason), a BatchNorm with ``running_var="unbiased"``, a Conv2DTranspose with bot
 ``strides > 1`` and ``dilation > 1`` (Keras' ``Conv2DTranspose`` refuses the pair, and a strided
 scatter has no stride-1 rewrite in Keras layers; a dilated one at stride 1 is exported and runs
 on all three backends), a graph with several outputs, a float64 program, an LSTM or SimpleRNN
-with ``recurrent_bias=True`` (Keras's have one bias).
+with ``recurrent_bias=True`` (Keras's have one bias), a GRU whose bias count is not Keras's for
+its form (two reset-after, one reset-before).
 
 Before writing, the built model's ``predict`` on ``example`` is compared with the program's own
 float32 forward (normwise 1e-4): a mismatch is a bug here, raised rather than saved.
@@ -220,6 +224,12 @@ def check_exportable(program) -> None:
                 f"has keras.ops.take (padding_idx={n.attrs['padding_idx']}; mask_zero masks "
                 f"later layers but still trains row 0); export another format (torch, onnx, "
                 f"savedmodel, jax)")
+        if n.op == "GRU" and n.attrs["recurrent_bias"] != n.attrs["reset_after"]:
+            raise BackendUnavailable(
+                f"{where}: Keras's GRU(reset_after={n.attrs['reset_after']}) has "
+                f"{'two biases' if n.attrs['reset_after'] else 'one bias'}, not "
+                f"recurrent_bias={n.attrs['recurrent_bias']}; export another format (torch, "
+                f"onnx, savedmodel, jax)")
         if n.op in ("LSTM", "SimpleRNN") and n.attrs.get("recurrent_bias"):
             raise BackendUnavailable(
                 f"{where}: Keras's {n.op} has one bias, not recurrent_bias=True's second "
@@ -704,7 +714,7 @@ class _Builder:
                                      **common)
             if node.op == "GRU":
                 return k.layers.GRU(h, activation="tanh", recurrent_activation="sigmoid",
-                                    reset_after=True, **common)
+                                    reset_after=a["reset_after"], **common)
             return k.layers.SimpleRNN(h, activation=a["activation"], **common)
 
         def weights(prefix: str):
@@ -714,6 +724,8 @@ class _Builder:
             # canonical gate blocks [r, z, n] -> Keras [z, r, h]
             perm = lambda w: np.concatenate(  # noqa: E731
                 [w[..., h:2 * h], w[..., :h], w[..., 2 * h:]], axis=-1)
+            if not a["reset_after"]:   # one bias (3H)
+                return [perm(p("kernel")), perm(p("recurrent_kernel")), perm(p("bias"))]
             return [perm(p("kernel")), perm(p("recurrent_kernel")),
                     np.stack([perm(p("bias")), perm(p("recurrent_bias"))])]
 

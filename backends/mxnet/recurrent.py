@@ -1,4 +1,5 @@
-"""LSTM, GRU (reset-after) and SimpleRNN, unrolled over the (static) time axis.
+"""LSTM, GRU (reset-after, or reset-before with ``reset_after=False``) and SimpleRNN, unrolled
+over the (static) time axis.
 
 MXNet's fused ``RNN`` operator keeps two biases per layer (i2h and h2h: a second trainable bias
 doubles the bias update), packs every weight into one flat parameter and has no sequence-length
@@ -7,8 +8,9 @@ gates of the canonical rule (``rosetta.ops.recurrent``): one ``dot`` of the whol
 the input kernel, then per step one ``dot`` with the recurrent kernel. Masking by lengths: a step
 t >= length keeps the state, s = m * s_new + (1 - m) * s with m in {0, 1} (exact), and outputs 0.
 Parameters stay canonical: kernel (C, G*H), recurrent_kernel (H, G*H), bias (G*H) (GRU also
-recurrent_bias; LSTM and SimpleRNN with ``recurrent_bias=True`` too, added to every step's input
-projection), ``backward_*`` for the reverse direction."""
+recurrent_bias unless ``recurrent_bias=False``, used inside its cell; LSTM and SimpleRNN with
+``recurrent_bias=True`` too, added to every step's input projection), ``backward_*`` for the
+reverse direction."""
 
 from __future__ import annotations
 
@@ -29,13 +31,30 @@ def _lstm_cell(F, p, xk_t, state, attrs):
 
 
 def _gru_cell(F, p, xk_t, state, attrs):
+    """Reset-after: n = tanh(a_n + r (h R_n + rb_n)); ``reset_after=False``:
+    n = tanh(a_n + (r h) R_n + rb_n), rb only with ``recurrent_bias``."""
     (h,) = state
-    uh = add_bias(F, F.dot(h, p["recurrent_kernel"]), p["recurrent_bias"])
     a_r, a_z, a_n = _split(F, xk_t, 3, axis=-1)
-    u_r, u_z, u_n = _split(F, uh, 3, axis=-1)
-    r = F.sigmoid(a_r + u_r)
+    rb = p.get("recurrent_bias")
+    if attrs["reset_after"]:
+        u = F.dot(h, p["recurrent_kernel"])
+        u_r, u_z, u_n = _split(F, u if rb is None else add_bias(F, u, rb), 3, axis=-1)
+        r = F.sigmoid(a_r + u_r)
+        n_pre = a_n + r * u_n
+    else:
+        units = attrs["units"]
+        r_rz = F.slice_axis(p["recurrent_kernel"], axis=-1, begin=0, end=2 * units)
+        r_n = F.slice_axis(p["recurrent_kernel"], axis=-1, begin=2 * units, end=3 * units)
+        u_rz = F.dot(h, r_rz)
+        if rb is not None:
+            u_rz = add_bias(F, u_rz, F.slice_axis(rb, axis=-1, begin=0, end=2 * units))
+        u_r, u_z = _split(F, u_rz, 2, axis=-1)
+        r = F.sigmoid(a_r + u_r)
+        n_pre = a_n + F.dot(r * h, r_n)
+        if rb is not None:
+            n_pre = add_bias(F, n_pre, F.slice_axis(rb, axis=-1, begin=2 * units, end=3 * units))
     z = F.sigmoid(a_z + u_z)
-    n = F.tanh(a_n + r * u_n)
+    n = F.tanh(n_pre)
     return ((1.0 - z) * n + z * h,)
 
 

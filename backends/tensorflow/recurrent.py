@@ -28,10 +28,9 @@ TensorFlow's fused recurrent kernels outside Keras, and which one is used:
   reads the gates in V1's order): its gradients are wrong (0.15 off on a 3-unit LSTM), so V1
   is used with the gate blocks reordered.
 * ``LSTMBlockCell`` / ``GRUBlockCell``: one step each (a loop is still needed) and no gradient
-  registered in Python. ``GRUBlockCell`` is also other math: the reset gate multiplies h before
-  the recurrent matmul (c = tanh([x, r h] W_c + b_c), "reset before"), one bias per gate, where
-  the canonical GRU is reset-after with separate input and recurrent biases; and float32 only.
-  So the GRU has no fused op here and keeps ``tf.scan`` in every mode.
+  registered in Python. ``GRUBlockCell`` is reset-before (c = tanh([x, r h] W_c + b_c), the
+  canonical ``reset_after=False``) but one step, no gradient, float32 only; the canonical GRU's
+  default is reset-after. So the GRU has no fused op here and keeps ``tf.scan`` in every mode.
 * ``CudnnRNN*``: GPU kernels only (this backend's tensorflow-cpu has none).
 
 Masking: the canonical rule is mask_t = t < lengths, state = where(mask_t, new, old), output =
@@ -196,19 +195,39 @@ def _ifgo_to_igfo(t):
 
 @lowers("GRU")
 class GRU(_Recurrent):
-    """Reset-after, gates [r, z, n]: u = h R + rb; r = σ(a_r + u_r), z = σ(a_z + u_z),
-    n = tanh(a_n + r u_n), h' = (1 - z) n + z h (a = x_t K + b)."""
+    """Gates [r, z, n], a = x_t K + b; r = σ(a_r + h R_r + rb_r), z = σ(a_z + h R_z + rb_z),
+    h' = (1 - z) n + z h, with n = tanh(a_n + r (h R_n + rb_n)) (reset-after) or
+    n = tanh(a_n + (r h) R_n + rb_n) (``reset_after=False``; rb = 0 without
+    ``recurrent_bias``)."""
 
     gates = 3
     recurrent_bias_in_cell = True
 
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.reset_after = node.attrs["reset_after"]
+
     def cell(self, xw_t, state, recurrent, recurrent_bias):
         (h,) = state
         a_r, a_z, a_n = tf.split(xw_t, 3, axis=-1)
-        u_r, u_z, u_n = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, axis=-1)
-        r = tf.sigmoid(a_r + u_r)
+        if self.reset_after:
+            u = tf.matmul(h, recurrent)
+            u_r, u_z, u_n = tf.split(u if recurrent_bias is None else u + recurrent_bias, 3,
+                                     axis=-1)
+            r = tf.sigmoid(a_r + u_r)
+            n_pre = a_n + r * u_n
+        else:
+            r_rz, r_n = recurrent[:, :2 * self.units], recurrent[:, 2 * self.units:]
+            u_rz = tf.matmul(h, r_rz)
+            if recurrent_bias is not None:
+                u_rz = u_rz + recurrent_bias[:2 * self.units]
+            u_r, u_z = tf.split(u_rz, 2, axis=-1)
+            r = tf.sigmoid(a_r + u_r)
+            n_pre = a_n + tf.matmul(r * h, r_n)
+            if recurrent_bias is not None:
+                n_pre = n_pre + recurrent_bias[2 * self.units:]
         z = tf.sigmoid(a_z + u_z)
-        n = tf.tanh(a_n + r * u_n)
+        n = tf.tanh(n_pre)
         return ((1.0 - z) * n + z * h,)
 
 

@@ -122,31 +122,11 @@ def export_model(program, fmt: str = "torch") -> torch.nn.Module:
 
 
 def _unpacked_forward(self: NativeRecurrent, x, lengths=None):
-    """``NativeRecurrent.forward`` without packing: the same outputs (see the module
-    docstring)."""
+    """``NativeRecurrent.forward`` without packing: the same outputs (see
+    ``NativeRecurrent._unpacked``)."""
     if lengths is None:
         return NativeRecurrent.forward(self, x)
-    n, t = x.shape[0], x.shape[1]
-    hidden = self.rnn.hidden_size
-    lengths = lengths.to(torch.int64)
-    steps = torch.arange(t, device=x.device)
-    real = steps[None, :] < lengths[:, None]                                   # (N, T)
-    out, _ = self.rnn(x)
-    fwd = out[..., :hidden]
-    last = (lengths - 1)[:, None, None].expand(n, 1, hidden)
-    finals = [fwd.gather(1, last)[:, 0]]
-    seqs = [fwd]
-    if self.rnn.bidirectional:
-        shift = (t - lengths)[:, None]                                          # (N, 1)
-        src = (steps[None, :] - shift).clamp(min=0)                             # (N, T)
-        right = x.gather(1, src[..., None].expand(n, t, x.shape[2]))
-        back = self.rnn(right)[0][..., hidden:]
-        at = (steps[None, :] + shift).clamp(max=t - 1)                          # t -> j
-        seqs.append(back.gather(1, at[..., None].expand(n, t, hidden)))
-        finals.append(back.gather(1, shift[..., None].expand(n, 1, hidden))[:, 0])
-    if self.return_sequences:
-        return torch.cat(seqs, -1) * real[..., None].to(x.dtype)
-    return torch.cat(finals, -1)
+    return self._unpacked(x, lengths)
 
 
 def _mean_pool_forward(self: ExcludePadAvgPool2d, x):

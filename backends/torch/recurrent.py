@@ -4,6 +4,12 @@
 
 * Gate orders already agree: nn.LSTM [i, f, g, o], nn.GRU [r, z, n] in the reset-after form
   (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))), the canonical rules.
+* ``GRU(reset_after=False)`` (n = tanh(W_in x + b_in + W_hn (r ⊙ h) (+ b_hn))) and a GRU
+  with ``recurrent_bias=False``: nn.GRU is reset-after only, with two biases, and no torch op
+  computes the reset-before cell, so ``LoopGRU`` writes the cell in torch ops, one Python loop
+  over the static T, with nn.GRU's parameter names and layouts (``bias_hh_l0`` only with
+  ``recurrent_bias=True``: no frozen zero) and its call interface (unpacked input only: with
+  lengths both directions run unmasked, see ``NativeRecurrent._unpacked``).
 * Biases: torch adds two, b_ih + b_hh. The canonical LSTM and SimpleRNN have ONE by default:
   ``bias`` is ``bias_ih_l0`` and ``bias_hh_l0`` is held at zero as a frozen parameter
   (requires_grad False, so no optimizer sees it). Left trainable it would get the same gradient
@@ -29,6 +35,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -82,6 +89,8 @@ class NativeRecurrent(nn.Module):
             return out * (steps <= last).to(out.dtype)
         if lengths is None:
             out, h_n = self._rnn(x)
+        elif isinstance(self.rnn, LoopGRU):   # no packed input: shifted unmasked runs
+            return self._unpacked(x, lengths)
         else:
             packed = pack_padded_sequence(x, lengths.to("cpu", torch.int64), batch_first=True,
                                           enforce_sorted=False)
@@ -93,11 +102,102 @@ class NativeRecurrent(nn.Module):
             h_n = h_n[0]
         return h_n.transpose(0, 1).reshape(n, -1)  # (dirs, N, H) -> (N, [forward, backward])
 
+    def _unpacked(self, x, lengths):
+        """``forward`` with lengths and no packing, the same outputs: the forward direction's
+        unmasked run read at each example's steps; the backward direction run unmasked on each
+        example shifted right by T - length (its padded steps first, so they run from the zero
+        state and its real steps see the state the canonical rule gives), read back at the
+        shifted steps. The export's form (``export.py``) and ``LoopGRU``'s."""
+        n, t = x.shape[0], x.shape[1]
+        if self.low is not None and x.is_floating_point():
+            x = x.to(self.low)
+        hidden = self.rnn.hidden_size
+        lengths = lengths.to(x.device, torch.int64)
+        steps = torch.arange(t, device=x.device)
+        real = steps[None, :] < lengths[:, None]                                   # (N, T)
+        out, _ = self._rnn(x)
+        fwd = out[..., :hidden]
+        last = (lengths - 1)[:, None, None].expand(n, 1, hidden)
+        finals = [fwd.gather(1, last)[:, 0]]
+        seqs = [fwd]
+        if self.rnn.bidirectional:
+            shift = (t - lengths)[:, None]                                          # (N, 1)
+            src = (steps[None, :] - shift).clamp(min=0)                             # (N, T)
+            right = x.gather(1, src[..., None].expand(n, t, x.shape[2]))
+            back = self._rnn(right)[0][..., hidden:]
+            at = (steps[None, :] + shift).clamp(max=t - 1)                          # t -> j
+            seqs.append(back.gather(1, at[..., None].expand(n, t, hidden)))
+            finals.append(back.gather(1, shift[..., None].expand(n, 1, hidden))[:, 0])
+        if self.return_sequences:
+            return torch.cat(seqs, -1) * real[..., None].to(x.dtype)
+        return torch.cat(finals, -1)
+
+
+class LoopGRU(nn.Module):
+    """The canonical GRU, either form, with nn.GRU's parameters (``weight_ih_l0``
+    (3H, C), ``weight_hh_l0`` (3H, H), ``bias_ih_l0``, ``bias_hh_l0`` with ``recurrent_bias``,
+    ``*_reverse`` for the backward direction; nn.GRU's uniform(±1/√H) init) and call: x (N, T, C)
+    -> (out (N, T, H*dirs), h_n (dirs, N, H)), unmasked, the backward direction t = T-1 .. 0.
+
+        r = σ(a_r + h W_hr + b_hr), z = σ(a_z + h W_hz + b_hz), a = x W_ih + b_ih
+        n = tanh(a_n + (r ⊙ h) W_hn + b_hn)     (reset_after=False)
+        n = tanh(a_n + r ⊙ (h W_hn + b_hn))     (reset_after=True)
+        h' = (1 − z) ⊙ n + z ⊙ h"""
+
+    def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool,
+                 recurrent_bias: bool, reset_after: bool):
+        super().__init__()
+        self.hidden_size, self.bidirectional = hidden_size, bidirectional
+        self.reset_after = reset_after
+        self.suffixes = ("", "_reverse") if bidirectional else ("",)
+        g = 3 * hidden_size
+        for s in self.suffixes:
+            self.register_parameter(f"weight_ih_l0{s}", nn.Parameter(torch.empty(g, input_size)))
+            self.register_parameter(f"weight_hh_l0{s}", nn.Parameter(torch.empty(g, hidden_size)))
+            self.register_parameter(f"bias_ih_l0{s}", nn.Parameter(torch.empty(g)))
+            if recurrent_bias:
+                self.register_parameter(f"bias_hh_l0{s}", nn.Parameter(torch.empty(g)))
+        bound = hidden_size ** -0.5
+        for p in self.parameters():
+            if p.device.type != "meta":
+                nn.init.uniform_(p, -bound, bound)
+
+    def _direction(self, x, s: str, reverse: bool):
+        h2 = 2 * self.hidden_size
+        w_hh, b_hh = getattr(self, f"weight_hh_l0{s}"), getattr(self, f"bias_hh_l0{s}", None)
+        w_rz, w_n = w_hh[:h2], w_hh[h2:]
+        b_rz, b_n = (None, None) if b_hh is None else (b_hh[:h2], b_hh[h2:])
+        a = F.linear(x, getattr(self, f"weight_ih_l0{s}"), getattr(self, f"bias_ih_l0{s}"))
+        h = x.new_zeros(x.shape[0], self.hidden_size)
+        t_len = x.shape[1]
+        outs = [None] * t_len
+        for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+            a_r, a_z, a_n = a[:, t].chunk(3, dim=-1)
+            u_r, u_z = F.linear(h, w_rz, b_rz).chunk(2, dim=-1)
+            r = torch.sigmoid(a_r + u_r)
+            z = torch.sigmoid(a_z + u_z)
+            if self.reset_after:
+                n = torch.tanh(a_n + r * F.linear(h, w_n, b_n))
+            else:
+                n = torch.tanh(a_n + F.linear(r * h, w_n, b_n))
+            h = (1.0 - z) * n + z * h
+            outs[t] = h
+        return torch.stack(outs, dim=1), h
+
+    def forward(self, x):
+        runs = [self._direction(x, s, bool(s)) for s in self.suffixes]
+        return torch.cat([o for o, _ in runs], -1), torch.stack([h for _, h in runs])
+
 
 def _build(cls):
     def build(node: Node, layout: str) -> nn.Module:
         a = node.attrs
         frozen_recurrent_bias = "recurrent_bias" not in node.params
+        if node.op == "GRU" and not (a["reset_after"] and a["recurrent_bias"]):
+            rnn = LoopGRU(node.in_types[0].shape[-1], a["units"],
+                          bidirectional=a["bidirectional"], recurrent_bias=a["recurrent_bias"],
+                          reset_after=a["reset_after"])
+            return NativeRecurrent(rnn, a["return_sequences"], False)
         kwargs = {"nonlinearity": a["activation"]} if node.op == "SimpleRNN" else {}
         rnn = cls(node.in_types[0].shape[-1], a["units"], batch_first=True,
                   bidirectional=a["bidirectional"], **kwargs)
@@ -126,7 +226,7 @@ def _native(cls) -> dict:
 
 native_params({
     "LSTM": _native(nn.LSTM),
-    "GRU": _native(nn.GRU),
+    "GRU": _native((nn.GRU, LoopGRU)),
     "SimpleRNN": _native(nn.RNN),
 })
 

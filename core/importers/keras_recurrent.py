@@ -16,9 +16,11 @@
   the canonical GRU orders [r, z, n]. So ``kernel`` and ``recurrent_kernel`` take the layout
   ``keras_gru_gates`` (the first two H-blocks of the last axis swapped, its own inverse), and
   the (2, 3H) ``bias`` variable is two pieces (``keras_parts``): row 0 -> ``bias``, row 1 ->
-  ``recurrent_bias``, each in ``keras_gru_gates``. ``reset_after=False`` (r multiplies h
-  before the recurrent matmul, tanh(x K_h + b_h + (r ⊙ h) R_h), one bias) is other math than the
-  spec's GRU: refused in one line.
+  ``recurrent_bias``, each in ``keras_gru_gates``.
+* ``GRU(reset_after=False)`` (the TF1 default): r multiplies h before the recurrent matmul,
+  hh = tanh(x K_h + b_h + (r ⊙ h) R_h), and the bias is ONE (3H,) variable:
+  ``GRU(reset_after=False, recurrent_bias=False)``, kernel, recurrent_kernel and bias each in
+  ``keras_gru_gates``. Read as reset-after it would be other math (the certificate fails).
 
 Refused too, one line each: ``dropout`` / ``recurrent_dropout`` > 0 (drawn inside the layer,
 where no mask can be injected), ``go_backwards`` on its own, ``return_state``, ``stateful``,
@@ -51,9 +53,6 @@ def _check(layer) -> tuple[str, dict]:
     """The spec op and its attributes for one Keras recurrent layer (no direction), or
     ``Unsupported``."""
     kind = type(layer).__name__
-    if kind == "GRU" and not layer.cell.reset_after:
-        raise Unsupported("GRU(reset_after=False) (r multiplies h before the recurrent matmul: "
-                          "the spec's GRU is reset-after)")
     for attr in ("dropout", "recurrent_dropout"):
         if getattr(layer, attr, 0.0):
             raise Unsupported(f"{attr}={getattr(layer, attr)} (drawn inside the layer, where no "
@@ -70,6 +69,8 @@ def _check(layer) -> tuple[str, dict]:
         if act != "tanh" or rec != "sigmoid":
             raise Unsupported(f"activation={act!r}, recurrent_activation={rec!r} (the spec's "
                               f"{kind} is tanh and sigmoid)")
+        if kind == "GRU" and not layer.cell.reset_after:   # one bias, r before the matmul
+            return kind, {"reset_after": False, "recurrent_bias": False}
         return kind, {}
     if act not in ("tanh", "relu"):
         raise Unsupported(f"activation={act!r} (the spec's SimpleRNN takes tanh or relu)")
@@ -82,6 +83,9 @@ def _params(c, layer, prefix: str) -> dict:
         return {f"{prefix}kernel": (cell.kernel.path, "identity"),
                 f"{prefix}recurrent_kernel": (cell.recurrent_kernel.path, "identity"),
                 f"{prefix}bias": (cell.bias.path, "identity")}
+    if not cell.reset_after:   # one (3H,) bias
+        return {f"{prefix}{n}": (getattr(cell, n).path, KERAS_GRU_GATES)
+                for n in ("kernel", "recurrent_kernel", "bias")}
     bias = cell.bias.path   # (2, 3H): the input bias and the recurrent bias
     for i in (0, 1):
         c.b.tensors[part_name(bias, i)] = np.asarray(c.b.tensors[bias])[i]

@@ -1,11 +1,12 @@
-"""Recurrent layers: LSTM, GRU (reset-after) and SimpleRNN, with masking by sequence lengths.
+"""Recurrent layers: LSTM, GRU (reset-after or reset-before) and SimpleRNN, with masking by
+sequence lengths.
 
 Shared rule (every op here). Input ``x`` (T, C) per example, optional second input ``lengths``
 (int, shape () per example, in [1, T]; without it every step is real). Zero initial state. With H
 = ``units`` and G gates, the parameters are ``kernel`` (C, G*H), ``recurrent_kernel`` (H, G*H)
-and ``bias`` (G*H), plus ``recurrent_bias`` (G*H) where the op has a second bias (GRU always;
-LSTM and SimpleRNN with ``recurrent_bias=True``, torch's ``bias_hh``), gate blocks side by side
-on the last axis in the order each op names.
+and ``bias`` (G*H), plus ``recurrent_bias`` (G*H) where the op has a second bias
+(``recurrent_bias=True``: torch's ``bias_hh``; the GRU's default), gate blocks side by side on
+the last axis in the order each op names.
 
 Two biases are two trainable parameters, never summed into one: b + rb computes the same forward
 pass, but both get the same gradient, so a step moves their sum twice as far as one bias would
@@ -33,10 +34,10 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def param_names(op: str, bidirectional: bool, recurrent_bias: bool = False) -> list[str]:
+def param_names(op: str, bidirectional: bool, recurrent_bias: bool | None = None) -> list[str]:
     """Canonical parameter names of a recurrent op, forward set first (``recurrent_bias``: the
-    op's attribute of that name; the GRU always has it)."""
-    two = op == "GRU" or recurrent_bias
+    op's attribute of that name; None: the op's default, True for the GRU, else False)."""
+    two = (op == "GRU") if recurrent_bias is None else recurrent_bias
     base = ["kernel", "recurrent_kernel", "bias"] + (["recurrent_bias"] if two else [])
     return base + ([f"backward_{n}" for n in base] if bidirectional else [])
 
@@ -71,7 +72,7 @@ class _Recurrent(OpDef):
                   "bias": ((g,), a["bias_init"]),
                   "recurrent_bias": ((g,), a["bias_init"])}
         return {n: ParamDef(*shapes[n.removeprefix("backward_")])
-                for n in param_names(self.name, a["bidirectional"], a.get("recurrent_bias", False))}
+                for n in param_names(self.name, a["bidirectional"], a.get("recurrent_bias"))}
 
     def cell(self, a, p, x_t, state):
         """One step: (new state tuple, its output h). ``p`` has the unprefixed names."""
@@ -98,7 +99,7 @@ class _Recurrent(OpDef):
         outs, finals = [], []
         for prefix in ("", "backward_") if a["bidirectional"] else ("",):
             q = {k: p[prefix + k]
-                 for k in param_names(self.name, False, a.get("recurrent_bias", False))}
+                 for k in param_names(self.name, False, a.get("recurrent_bias"))}
             out, final = self._direction(a, q, x, lengths, reverse=bool(prefix))
             outs.append(out)
             finals.append(final)
@@ -158,32 +159,45 @@ class LSTM(_OptionalRecurrentBias):
 
 @register
 class GRU(_Recurrent):
-    """Gated recurrent unit, reset-after form, gates [r, z, n], input and recurrent biases:
+    """Gated recurrent unit, gates [r, z, n], reset-after (default) or reset-before:
 
-        a = x_t K + b;  u = h R + rb           (K (C, 3H), R (H, 3H), b and rb (3H))
-        r = σ(a_r + u_r);  z = σ(a_z + u_z);  n = tanh(a_n + r ⊙ u_n)
+        a = x_t K + b;  u = h R + rb            (K (C, 3H), R (H, 3H), b and rb (3H))
+        r = σ(a_r + u_r);  z = σ(a_z + u_z)
+        reset_after=True:   n = tanh(a_n + r ⊙ u_n)
+        reset_after=False:  n = tanh(a_n + (r ⊙ h) R_n + rb_n)
         h' = (1 − z) ⊙ n + z ⊙ h
 
+    ``recurrent_bias`` (default True): rb is a second trainable bias (torch's ``bias_hh``);
+    False: there is none (rb = 0 above, no parameter; Keras's reset-before GRU has one bias).
     Masking, direction and output by the module's shared rule.
 
-    Traps: torch and flax order [r, z, n] and are reset-after (this rule). Keras orders
-    [z, r, h], and its ``reset_after=False`` (the TF1 default) applies r before the recurrent
-    matmul, tanh(a_n + (r ⊙ h) R_n): different math, not a relabelling.
+    Traps: torch and flax order [r, z, n] and are reset-after only. Keras orders [z, r, h]; its
+    ``reset_after=True`` (Keras 3's default) is this rule with two biases, its
+    ``reset_after=False`` (the TF1 default) applies r before the recurrent matmul and has one
+    bias: ``GRU(reset_after=False, recurrent_bias=False)``. The two forms are different math,
+    not a relabelling (TensorFlow's ``GRUBlockCell`` is reset-before too).
     """
 
     positional = ("units",)
+
+    attrs = {**_Recurrent.attrs, "reset_after": Attr("bool", True),
+             "recurrent_bias": Attr("bool", True)}
 
     gates = 3
 
     def cell(self, a, p, x_t, state):
         (h,) = state
-        ax = x_t @ p["kernel"] + p["bias"]
-        uh = h @ p["recurrent_kernel"] + p["recurrent_bias"]
-        a_r, a_z, a_n = np.split(ax, 3, axis=-1)
-        u_r, u_z, u_n = np.split(uh, 3, axis=-1)
+        a_r, a_z, a_n = np.split(x_t @ p["kernel"] + p["bias"], 3, axis=-1)
+        r_rz, r_n = np.split(p["recurrent_kernel"], [2 * h.shape[-1]], axis=-1)
+        rb_rz, rb_n = np.split(np.broadcast_to(_recurrent_bias(p), (3 * h.shape[-1],)),
+                               [2 * h.shape[-1]])
+        u_r, u_z = np.split(h @ r_rz + rb_rz, 2, axis=-1)
         r = sigmoid(a_r + u_r)
         z = sigmoid(a_z + u_z)
-        n = np.tanh(a_n + r * u_n)
+        if a["reset_after"]:
+            n = np.tanh(a_n + r * (h @ r_n + rb_n))
+        else:
+            n = np.tanh(a_n + (r * h) @ r_n + rb_n)
         return ((1.0 - z) * n + z * h,)
 
 

@@ -3,6 +3,7 @@
 
 * match: mlp, cnn and gru (TensorFlow float32 programs trained 3 steps, ``function`` mode) and
   ``tricky`` (an untrained spec of the traps: a masked LSTM whose output feeds an unmasked one,
+  a masked bidirectional reset-before GRU,
   attention with key lengths after a position embedding, asymmetric 'same' average pooling,
   explicit max-pool pads) are exported once; one subprocess per ``KERAS_BACKEND`` (tensorflow,
   jax, torch: those whose framework is a selected backend) runs ``load_keras.py`` on each: every
@@ -81,7 +82,10 @@ def _tricky_spec():
     t = rs.Cumsum(0, name="m_cumsum")(rs.Multiply(constant=0.5, name="m_half")(t))
     t = rs.LogSoftmax(axis=0, name="m_logsm")(t)
     r = rs.Reduce("sum", (0,), name="m_sum")(t)                              # (4,)
-    y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a, r, mv]))
+    # a reset-before GRU (Keras's reset_after=False, one bias), bidirectional, with lengths
+    rb = rs.GRU(2, reset_after=False, recurrent_bias=False, bidirectional=True,
+                bias_init="normal", name="gru_rb")(x, n)
+    y = rs.Dense(3, name="head")(rs.Concatenate(name="cat")([h, a, r, mv, rb]))
     return rs.TrainSpec(model=rs.Model([x, n, img], y, name="tricky"),
                         loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.SGD(0.1),
                         data=rs.DataSpec("images"), steps=1)
@@ -274,5 +278,21 @@ def test_batchnorm_with_torchs_running_variance_is_refused(tmp_path):
     program = get_backend("tensorflow").compile(spec, dtype="float32")
     with pytest.raises(BackendUnavailable, match=r"bnu/bn \(BatchNorm\): Keras's "
                                                  r"BatchNormalization stores the biased"):
+        export_keras(program, tmp_path, example=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_a_gru_with_a_bias_count_keras_lacks_is_refused(reset_after, tmp_path):
+    from rosetta.backend_registry import get_backend
+    from rosetta.backends.keras.model import export_keras
+
+    model = rs.Sequential([rs.GRU(2, reset_after=reset_after, recurrent_bias=not reset_after,
+                                  name="g")], input_shape=(3, 2), name="gb")
+    spec = rs.TrainSpec(model=model, loss=rs.losses.MeanSquaredError(),
+                        optimizer=rs.optim.SGD(0.1), data=rs.DataSpec("images"), steps=1)
+    program = get_backend("tensorflow").compile(spec, dtype="float32")
+    with pytest.raises(BackendUnavailable, match=rf"gb/g \(GRU\): Keras's "
+                                                 rf"GRU\(reset_after={reset_after}\) has"):
         export_keras(program, tmp_path, example=None)
     assert list(tmp_path.iterdir()) == []

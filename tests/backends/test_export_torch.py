@@ -155,6 +155,8 @@ def test_batch_of_one(fmt, tmp_path):
     ("torch", "float64", "lstm_sequences_lengths"),
     ("onnx", "float32", "lstm_bidirectional_sequences_lengths"),
     ("onnx", "float32", "avgpool_explicit_asym"),
+    ("torch", "float64", "gru_reset_before_two_biases_bidirectional_sequences_lengths"),
+    ("onnx", "float32", "gru_reset_before_two_biases_bidirectional_sequences_lengths"),
 ])
 def test_export_rewrites_match_reference(fmt, dtype, case, tmp_path):
     """Recurrent layers with lengths run unpacked, and the ONNX average pool runs without

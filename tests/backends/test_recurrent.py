@@ -47,9 +47,29 @@ def test_torch_lowers_to_native_fused_layer(case, node, cls, frozen):
                    for n, p in rnn.named_parameters() if n.startswith("bias_hh"))
 
 
+@pytest.mark.skipif("torch" not in BACKENDS, reason="torch backend not selected")
+def test_torch_loop_gru_has_no_frozen_bias():
+    """nn.GRU is reset-after with two biases only: GRU(reset_after=False) and a one-bias GRU are
+    ``LoopGRU``, nn.GRU's parameter names, ``bias_hh`` only with ``recurrent_bias=True``, every
+    parameter trained (no frozen zero)."""
+    from rosetta.backends.torch.recurrent import LoopGRU
+    for case, node, hh in (("gru_reset_before_last_state", "gru", False),
+                           ("gru_reset_before_two_biases_bidirectional_sequences_lengths",
+                            "bigru", True),
+                           ("gru_one_bias_sequences_lengths", "gru", False)):
+        prog = compile_spec(BUILD[case](), "torch")
+        rnn = prog.model.node_module(node).rnn
+        assert type(rnn) is LoopGRU
+        names = {n for n, _ in rnn.named_parameters()}
+        assert any(n.startswith("bias_hh") for n in names) is hh, names
+        optimized = {id(p) for g in prog.optimizer.param_groups for p in g["params"]}
+        assert all(p.requires_grad and id(p) in optimized for p in rnn.parameters())
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["lstm_bidirectional_sequences_lengths",
-                                  "gru_sequences_lengths", "simple_rnn_relu_lengths"])
+                                  "gru_sequences_lengths", "simple_rnn_relu_lengths",
+                                  "gru_reset_before_two_biases_bidirectional_sequences_lengths"])
 def test_padded_steps_change_nothing(case, backend):
     """Steps t >= length: output 0 (return_sequences) and no effect on any state, so changing the
     padded inputs changes no output."""
@@ -136,3 +156,6 @@ def test_parameters_and_json_round_trip():
         "g/backward_recurrent_bias": (6,)}
     assert model.output_type.shape == (4,)
     assert rs.Graph.from_json(model.to_json()) == model
+    one = rs.Model([x], rs.GRU(2, reset_after=False, recurrent_bias=False, name="g")(x))
+    assert sorted(one.param_defs()) == ["g/bias", "g/kernel", "g/recurrent_kernel"]
+    assert rs.Graph.from_json(one.to_json()) == one

@@ -1,8 +1,9 @@
 """``rosetta.from_keras`` of recurrent layers (core/importers/keras_recurrent.py): a Keras LSTM
 is the canonical one-bias LSTM, a reset-after GRU the canonical GRU (gates reordered, its (2, 3H)
-bias two parameters), a Bidirectional the canonical ``bidirectional``, each certified
-with Keras as the source (float64, torch, 1 step, hidden 4, T 3); what the spec cannot take is
-refused in one line naming the layer."""
+bias two parameters), a reset-before GRU (``reset_after=False``) the canonical
+``GRU(reset_after=False, recurrent_bias=False)``, a Bidirectional the canonical
+``bidirectional``, each certified with Keras as the source (float64, 1 step, hidden <= 4, T 3);
+what the spec cannot take is refused in one line naming the layer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+import copy  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import rosetta  # noqa: E402
+from rosetta.errors import RosettaError  # noqa: E402
 from rosetta.importers import ImportRefused, from_keras  # noqa: E402
 
 L = keras.layers
@@ -60,12 +67,40 @@ def test_a_gru_and_a_bidirectional_gru_certify_with_gates_reordered_and_bias_spl
     assert max(cert.results[0]["worst"].values()) < 1e-10
 
 
+def test_a_reset_before_gru_certifies_and_read_reset_after_fails():
+    """Certified on torch, TensorFlow and JAX (MXNet from the saved run: ``rosetta certify``)."""
+    m = _model(lambda x: L.GRU(3, reset_after=False, bias_initializer="random_normal",
+                               name="gru")(x), "kgru_rb")
+    imp = from_keras(m)
+    gru = imp.spec.model.nodes[0]
+    assert (gru.op, gru.attrs["reset_after"], gru.attrs["recurrent_bias"]) == ("GRU", False, False)
+    assert sorted(gru.params) == ["bias", "kernel", "recurrent_kernel"]
+    assert imp.names["gru/gru_cell/bias"] == "gru/bias"
+    # Keras's one (3H,) bias [z, r, h] -> canonical [r, z, n]
+    b = keras.ops.convert_to_numpy(m.get_layer("gru").cell.bias.value)
+    assert (imp.params["gru/bias"] == [*b[3:6], *b[:3], *b[6:]]).all()
+    cert = imp.certify(("torch", "tensorflow", "jax"), steps=1)
+    assert cert.passed, cert.table()
+    assert max(max(r["worst"].values()) for r in cert.results) < 1e-10
+    # planted: the same model read as the reset-after GRU (one attribute) fails: in float64 the
+    # per-layer check names the layer, in float32 the certificate fails on torch
+    d = imp.spec.to_json()
+    next(n for n in d["model"]["nodes"] if n["name"] == "gru")["attrs"]["reset_after"] = True
+    bad = copy.copy(imp)
+    bad.spec = rosetta.TrainSpec.from_json(d)
+    bad.spec.data = imp.spec.data
+    with pytest.raises(RosettaError, match=r"computes gru \(GRU\) with a relative error"):
+        bad.certify(("torch",), steps=1)
+    cert = bad.certify(("torch",), dtype="float32", steps=1)
+    assert not cert.passed, cert.table()
+    assert np.isfinite(max(cert.results[0]["worst"].values()))
+
+
 @pytest.mark.parametrize("layer,says", [
-    (lambda: L.GRU(4, reset_after=False, name="rec"), "rec (GRU): GRU(reset_after=False)"),
     (lambda: L.LSTM(4, dropout=0.2, name="rec"), "rec (LSTM): dropout=0.2"),
     (lambda: L.LSTM(4, recurrent_activation="hard_sigmoid", name="rec"),
      "recurrent_activation='hard_sigmoid'"),
-], ids=["gru-reset-before", "dropout", "hard-sigmoid"])
+], ids=["dropout", "hard-sigmoid"])
 def test_what_the_spec_lacks_is_refused_naming_the_layer(layer, says):
     with pytest.raises(ImportRefused) as e:
         from_keras(_model(lambda x: layer()(x), "bad"))
