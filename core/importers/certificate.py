@@ -419,7 +419,8 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         _save_replay(Path(out), spec, params0, state0, slots0, imp, dtype, batches, masks)
     blame = lambda traj, r: _blame(  # noqa: E731
         imp, without_dropout(spec), start, source, traj, tier, params0, state0,
-        batches[0][0], r, {d.node: d.rate for d in mask_draws(spec.model)})
+        batches[0][0], r, {d.node: d.rate for d in mask_draws(spec.model)},
+        getattr(prog, "first_diverging_node", ""))
     for be in backends:
         cert.results.append(_run_backend(be, spec, dtype, params0, state0, slots0, imp.step,
                                          batches, masks, source, tier, seed, blame, log))
@@ -558,11 +559,15 @@ def _write(cert, out):
 
 
 def _blame(imp, spec, module, source, traj, tier, params0, state0, x, result,
-           rates=None) -> str:
+           rates=None, node_found="") -> str:
+    """``node_found``: a source program's own first diverging node (a Keras source's per-layer
+    check, ``keras_source.check_layers``), named where the divergence is in the forward pass."""
     d = first_divergence(source, traj, tier)
     if d is None:
         return result.where or result.note
     forward = d.category in ("loss", "grads", "eval") and d.step == 0 or d.category == "eval"
+    if forward and node_found:
+        return node_found
     if forward and module is not None:
         node = (first_diverging_node(imp, spec, module, params0, state0, x, tier)
                 or _dropout_mismatch(imp, module, rates or {}))

@@ -152,14 +152,24 @@ def check_optimizer(optimizer, spec_opt, dtype: str) -> None:
                            f"the exact source; certify under KERAS_BACKEND=jax or torch")
 
 
+# a layer whose output differs from the spec's by more than this (relative, normwise) is not
+# computing the same function in float32 (float32's eps is 1.2e-7): a different function, which
+# the certificate itself fails and blames on the node
+NOT_ROUNDING = 1e-4
+
+
 def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
-                 names_of=None, layouts_of=None) -> None:
+                 names_of=None, layouts_of=None) -> str:
     """Run the (randomized) clone once in training mode and hold every mapped layer's output
     against the spec's NumPy float64 reference on the same values; the first layer that
-    differs by more than ``tolerance`` (relative, normwise) is named. Keras 3.15 on jax and
-    torch computes BatchNormalization in float32 for float64 inputs (its compute dtype is
+    differs by more than ``tolerance`` (relative, normwise), up to the size of float32
+    rounding (``NOT_ROUNDING``), is named. Keras 3.15 on jax and torch computes
+    BatchNormalization in float32 for float64 inputs (its compute dtype is
     ``result_type(x.dtype, "float32")``, float32 there; tensorflow's is float64): such a
-    source cannot stand in a float64 certificate."""
+    source cannot stand in a float64 certificate. A larger difference is not rounding but a
+    spec that computes another function (a wrong import, or a planted change): returned as the
+    blame of the failing certificate (the first diverging node, by spec and source name; ""
+    when every layer agrees)."""
     import keras
 
     from rosetta.ops import RefContext
@@ -169,10 +179,10 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
     ops = {op.name: op for op in graph.operations}
     nodes = [n for n in spec.model.nodes if names.get(n.name) in ops]
     if not nodes:
-        return
+        return ""
     x = np.random.default_rng(seed).standard_normal((2, *imp.source.input_shape))
     if imp.source.input_kind != "float":
-        return
+        return ""
     probe = keras.Model(graph.inputs, [ops[names[n.name]].output for n in nodes])
     saved = {v.path: keras.ops.convert_to_numpy(v.value).copy()
              for v in model.non_trainable_variables}
@@ -196,7 +206,7 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
             continue
         ref, mine = values[n.name], got[n.name]
         err = float(np.linalg.norm(mine - ref) / max(np.linalg.norm(ref), 1e-300))
-        if err > tolerance:
+        if tolerance < err <= NOT_ROUNDING:
             raise RosettaError(
                 f"Keras {keras.__version__} on {keras.backend.backend()} computes "
                 f"{imp.node_source.get(n.name, n.name)} with a relative error of {err:.1e} "
@@ -205,7 +215,12 @@ def check_layers(model, imp, spec, seed: int, dtype: str, tolerance: float,
                 f"needs the exact source"
                 + ("; Keras computes BatchNormalization in float32 on jax and torch: certify "
                    "under KERAS_BACKEND=tensorflow" if n.op == "BatchNorm" else ""))
+        if err > NOT_ROUNDING:
+            return (f"first diverging node: {n.name} ({n.op}; source "
+                    f"{imp.node_source.get(n.name, '?')}) at step 0, training-mode forward: "
+                    f"relative error {err:.3e} (normwise) against the Keras layer's output")
         values[n.name] = mine   # the next layer starts from the source's own value
+    return ""
 
 
 def _canonical(array, name, lay):
@@ -486,9 +501,8 @@ def source_program(imp, spec, seed, dtype, inject=False):
     holder = {}
     node_of = {k: n for n, k in (imp.source.keras_nodes or {}).items()}   # Keras -> spec
     _patch_dropout(model, holder, node_of)
-    if exact:
-        check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of,
-                     layouts_of)
+    diverging = (check_layers(model, imp, without_dropout(spec), seed, dtype, 1e-10, names_of,
+                              layouts_of) if exact else "")
     lr = float(src.optimizer.get_config()["learning_rate"]) if src.optimizer is not None else 0.01
     trainable = {v.path for v in model.trainable_variables}
     params = spec.model.param_defs()
@@ -498,4 +512,5 @@ def source_program(imp, spec, seed, dtype, inject=False):
                        kind=kind or "sgd", lr=lr,
                        slots={s: s for s in SLOTS[kind or "sgd"]}, frozen=frozen)
     prog.bind(without_dropout(spec))
+    prog.first_diverging_node = diverging   # the certificate's blame of a forward divergence
     return prog, None, holder if inject else None

@@ -121,6 +121,16 @@ def test_functional_cnn_with_batchnorm_and_op_nodes():
     if keras.backend.backend() == "tensorflow":
         cert = imp.certify(("torch",), steps=2)
         assert cert.passed, cert.table()
+        # a planted epsilon fails the float64 certificate, blamed on the BatchNorm node
+        d = imp.spec.to_json()
+        next(n for n in d["model"]["nodes"] if n["name"] == "bn")["attrs"]["epsilon"] = 1e-1
+        bad = copy.copy(imp)
+        bad.spec = rosetta.TrainSpec.from_json(d)
+        bad.spec.data = imp.spec.data
+        cert = bad.certify(("torch",), steps=1)
+        assert not cert.passed
+        assert cert.results[0]["blame"].startswith("first diverging node: bn (BatchNorm; "), \
+            cert.table()
     else:   # Keras computes BatchNormalization in float32 there: refused, naming the layer
         with pytest.raises(RosettaError, match=r"bn \(BatchNormalization\).*float32"):
             imp.certify(("torch",), steps=1)

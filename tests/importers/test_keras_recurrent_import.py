@@ -82,18 +82,16 @@ def test_a_reset_before_gru_certifies_and_read_reset_after_fails():
     cert = imp.certify(("torch", "tensorflow", "jax"), steps=1)
     assert cert.passed, cert.table()
     assert max(max(r["worst"].values()) for r in cert.results) < 1e-10
-    # planted: the same model read as the reset-after GRU (one attribute) fails: in float64 the
-    # per-layer check names the layer, in float32 the certificate fails on torch
+    # planted: the same model read as the reset-after GRU (one attribute) fails the
+    # certificate, blamed on the GRU
     d = imp.spec.to_json()
     next(n for n in d["model"]["nodes"] if n["name"] == "gru")["attrs"]["reset_after"] = True
     bad = copy.copy(imp)
     bad.spec = rosetta.TrainSpec.from_json(d)
     bad.spec.data = imp.spec.data
-    with pytest.raises(RosettaError, match=r"computes gru \(GRU\) with a relative error"):
-        bad.certify(("torch",), steps=1)
-    cert = bad.certify(("torch",), dtype="float32", steps=1)
+    cert = bad.certify(("torch",), steps=1)
     assert not cert.passed, cert.table()
-    assert np.isfinite(max(cert.results[0]["worst"].values()))
+    assert "gru" in cert.results[0]["blame"], cert.results[0]
 
 
 @pytest.mark.parametrize("layer,says", [
