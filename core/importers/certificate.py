@@ -383,6 +383,13 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     masks = ([dropout_masks(spec.model, seed, t, len(batches[t][1])) for t in range(steps)]
              if dropout == "inject" else None)
     cert = Certificate(spec.name, dtype, steps, dropout, source=framework)
+    unsourced = _unsourced_parameters(imp, spec)
+    if unsourced:   # nothing to run the source with: every backend's row fails, naming them
+        for be in backends:
+            cert.results.append({"backend": be, "passed": False, "worst": {}, "where": "",
+                                 "note": "", "seconds": 0.0, "blame": unsourced})
+        _write(cert, out)
+        return cert
     if dtype == "float32":
         from rosetta.importers.certificate32 import certify32
         certify32(imp, backends, steps=steps, seed=seed, masks=masks, batches=batches,
@@ -540,6 +547,19 @@ def _source_name(names: dict, path: str) -> str:
         return rev[path]
     slot, _, rest = path.partition("/")
     return f"{slot} of {rev[rest]}" if rest in rev else path
+
+
+def _unsourced_parameters(imp, spec) -> str:
+    """A spec with parameters the import does not have (a changed attribute that adds a second
+    bias): the one line naming them and their nodes, else ''. The source has no values for
+    them, so such a spec cannot be run beside it. (A spec that lacks a source parameter runs:
+    the comparison names the source parameter left without a canonical path.)"""
+    op = {n.name: n.op for n in spec.model.nodes}
+    new = sorted(set(spec.model.param_defs()) - set(imp.params))
+    if not new:
+        return ""
+    return ("the spec has parameters the source does not hold: "
+            + ", ".join(f"{p} ({op.get(p.rsplit('/', 1)[0], '?')})" for p in new))
 
 
 def _tensor_blame(d, names: dict) -> str:

@@ -92,6 +92,14 @@ def test_a_reset_before_gru_certifies_and_read_reset_after_fails():
     cert = bad.certify(("torch",), steps=1)
     assert not cert.passed, cert.table()
     assert "gru" in cert.results[0]["blame"], cert.results[0]
+    # a second bias the source does not hold: failed, naming it, before anything runs
+    d["model"]["nodes"][0]["attrs"].update(reset_after=False, recurrent_bias=True)
+    bad.spec = rosetta.TrainSpec.from_json(d)
+    bad.spec.data = imp.spec.data
+    cert = bad.certify(("torch", "jax"), steps=1)
+    assert [r["passed"] for r in cert.results] == [False, False]
+    assert cert.results[0]["blame"] == ("the spec has parameters the source does not hold: "
+                                        "gru/recurrent_bias (GRU)"), cert.results[0]
 
 
 @pytest.mark.parametrize("layer,says", [
