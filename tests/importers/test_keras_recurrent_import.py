@@ -50,7 +50,9 @@ def test_a_gru_and_a_bidirectional_gru_certify_with_gates_reordered_and_bias_spl
     def body(x):
         init = dict(bias_initializer="random_normal")
         y = L.GRU(4, return_sequences=True, name="gru", **init)(x)
-        return L.Bidirectional(L.GRU(3, **init), name="bi")(y)
+        # named: an unnamed layer's name (and its backward copy's variable paths) follows Keras's
+        # process-wide counter, which other tests in this process advance
+        return L.Bidirectional(L.GRU(3, name="inner", **init), name="bi")(y)
 
     m = _model(body, "kgru")
     imp = from_keras(m)
@@ -58,7 +60,7 @@ def test_a_gru_and_a_bidirectional_gru_certify_with_gates_reordered_and_bias_spl
         ("GRU", False), ("GRU", True), ("Dense", None)]
     assert imp.names["gru/gru_cell/bias[0]"] == "gru/bias"
     assert imp.names["gru/gru_cell/bias[1]"] == "gru/recurrent_bias"
-    assert imp.names["bi/backward_gru/gru_cell/bias[1]"] == "bi/backward_recurrent_bias"
+    assert imp.names["bi/backward_inner/gru_cell/bias[1]"] == "bi/backward_recurrent_bias"
     # Keras [z, r, h] -> canonical [r, z, n]; row 1 of the (2, 3H) bias is the recurrent bias
     b = keras.ops.convert_to_numpy(m.get_layer("gru").cell.bias.value)
     assert (imp.params["gru/recurrent_bias"] == [*b[1, 4:8], *b[1, :4], *b[1, 8:]]).all()
