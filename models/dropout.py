@@ -5,7 +5,7 @@ conformance`` with default flags in every tier."""
 from __future__ import annotations
 
 import rosetta as rs
-from rosetta.models.sequence import MAJORITY, SYMBOLS, _inputs
+from rosetta.models.sequence import SYMBOLS, _inputs, majority
 
 
 def mlp_dropout() -> rs.TrainSpec:
@@ -54,4 +54,4 @@ def transformer_dropout() -> rs.TrainSpec:
     return rs.TrainSpec(model=rs.Model([tokens, lengths], out, name="transformer_dropout"),
                         loss=rs.losses.SoftmaxCrossEntropy(),
                         optimizer=rs.optim.AdamW(3e-3, weight_decay=0.01),
-                        data=MAJORITY, steps=400, description=transformer_dropout.__doc__)
+                        data=majority(), steps=400, description=transformer_dropout.__doc__)

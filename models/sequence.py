@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import rosetta as rs
 
-MAJORITY = rs.DataSpec("majority", 32)
+
+def majority() -> rs.DataSpec:
+    """A new DataSpec for each spec: one shared object would carry one spec's change (a
+    batch size a test sets) into every other spec built after it."""
+    return rs.DataSpec("majority", 32)
+
+
 SYMBOLS, LENGTH = 3, 16
 
 
@@ -23,7 +29,7 @@ def _recurrent(kind: str) -> rs.TrainSpec:
     out = rs.Dense(SYMBOLS, name="logits")(h)
     return rs.TrainSpec(model=rs.Model([tokens, lengths], out, name=kind),
                         loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.Adam(1e-2),
-                        data=MAJORITY, steps=500)
+                        data=majority(), steps=500)
 
 
 def lstm() -> rs.TrainSpec:
@@ -59,7 +65,7 @@ def transformer() -> rs.TrainSpec:
                         loss=rs.losses.SoftmaxCrossEntropy(),
                         optimizer=rs.optim.AdamW(rs.schedules.WarmupCosine(3e-3, 30, 400),
                                                  weight_decay=0.01),
-                        data=MAJORITY, steps=400, description=transformer.__doc__)
+                        data=majority(), steps=400, description=transformer.__doc__)
 
 
 def gpt(width: int = 64, blocks: int = 2, length: int = 64, batch: int = 32) -> rs.TrainSpec:

@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import rosetta as rs
 
-PATTERNS = rs.DataSpec("patterns", 32)
-DIGITS32 = rs.DataSpec("digits", 32, {"layout": "image", "size": 32, "channels": 3})
+
+def patterns() -> rs.DataSpec:
+    """A new DataSpec for each spec: one shared object would carry one spec's change (a
+    batch size a test sets) into every other spec built after it."""
+    return rs.DataSpec("patterns", 32)
+
+
+def digits32() -> rs.DataSpec:
+    """A new DataSpec for each spec: one shared object would carry one spec's change (a
+    batch size a test sets) into every other spec built after it."""
+    return rs.DataSpec("digits", 32, {"layout": "image", "size": 32, "channels": 3})
 
 
 def _conv_bn(x, filters, kernel, stride, name, relu=True):
@@ -52,14 +61,14 @@ def resnet() -> rs.TrainSpec:
     return rs.TrainSpec(model=resnet_graph(), loss=rs.losses.SoftmaxCrossEntropy(),
                         optimizer=rs.optim.SGD(rs.schedules.WarmupCosine(0.05, 20, 300),
                                                momentum=0.9, nesterov=True, weight_decay=5e-4),
-                        data=PATTERNS, steps=300, description=resnet.__doc__)
+                        data=patterns(), steps=300, description=resnet.__doc__)
 
 
 def resnet_digits() -> rs.TrainSpec:
     """The same ResNet-8 on scikit-learn's digits upsampled to 32x32x3."""
     spec = resnet()
     return rs.TrainSpec(model=resnet_graph(name="resnet_digits"), loss=spec.loss,
-                        optimizer=spec.optimizer, data=DIGITS32, steps=300,
+                        optimizer=spec.optimizer, data=digits32(), steps=300,
                         description=resnet_digits.__doc__)
 
 
@@ -77,7 +86,7 @@ def tutorial_cnn() -> rs.TrainSpec:
         rs.Dense(10, name="logits"),
     ], input_shape=(32, 32, 3), name="tutorial_cnn")
     return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
-                        optimizer=rs.optim.Adam(1e-3), data=PATTERNS, steps=300,
+                        optimizer=rs.optim.Adam(1e-3), data=patterns(), steps=300,
                         description=tutorial_cnn.__doc__)
 
 
@@ -96,5 +105,5 @@ def lenet() -> rs.TrainSpec:
         rs.Dense(10, name="logits"),
     ], input_shape=(32, 32, 3), name="lenet")
     return rs.TrainSpec(model=model, loss=rs.losses.SoftmaxCrossEntropy(),
-                        optimizer=rs.optim.SGD(0.01, momentum=0.9), data=PATTERNS, steps=400,
+                        optimizer=rs.optim.SGD(0.01, momentum=0.9), data=patterns(), steps=400,
                         description=lenet.__doc__)

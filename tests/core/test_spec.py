@@ -44,6 +44,19 @@ def test_zoo_json_roundtrip(name):
     assert json.loads(spec.dumps())["format"] == "rosetta/1"
 
 
+def test_zoo_specs_share_no_mutable_parts():
+    """Each ``models.get`` builds its own spec: a change to one (a test setting a batch size)
+    never reaches a spec built after it (a shared module-level DataSpec once did)."""
+    first = {name: models.get(name) for name in models.ZOO}
+    for spec in first.values():
+        spec.data.batch_size = 1
+        spec.data.args["planted"] = 1
+    for name in models.ZOO:
+        again = models.get(name)
+        assert again.data.batch_size != 1 and "planted" not in again.data.args, name
+        assert again.to_json() == models.get(name).to_json()
+
+
 def test_shape_inference():
     g = models.get("cnn").model
     shapes = {n.name: n.out_type.shape for n in g.nodes}
