@@ -332,11 +332,19 @@ def lost_workers(backend: str, wait: float) -> list[int] | None:
         return None
 
 
+PROBE_WAIT = 5.0  # seconds: the most the lost-worker probe waits for the other workers' marks
+
+
+def probe_wait(env=None) -> float:
+    """Seconds the lost-worker probe (``lost_workers``) waits for the surviving workers' marks:
+    ``PROBE_WAIT``, or the worker timeout where that is shorter."""
+    return min(PROBE_WAIT, worker_timeout(env))
+
+
 def lost_line(backend: str, error: BaseException) -> str | None:
     """The one line that ends a worker whose peer is lost (``error``: what its collective
     raised), or None when every worker is alive (then ``error`` is the run's own)."""
-    wait = min(5.0, worker_timeout())
-    lost = lost_workers(backend, wait)
+    lost = lost_workers(backend, probe_wait())
     rank, world = world_from_env(backend)
     if lost == []:
         return None
@@ -351,12 +359,36 @@ def lost_line(backend: str, error: BaseException) -> str | None:
             f"{type(error).__name__}: {first}); restart with --resume on the run folder")
 
 
+class CollectiveTimeout(RuntimeError):
+    """A step whose collective did not complete within ``worker_timeout()`` seconds (raised by
+    an engine whose collectives can wait for good on a dead peer: JAX's gloo); handled as a
+    failed collective (``abandon``), as torch's process-group timeout is."""
+
+
+def await_step(ready, seconds: float | None = None) -> None:
+    """Wait until ``ready()`` (a step's result is on the host's side), at most ``seconds``
+    (``worker_timeout()``), then raise ``CollectiveTimeout``. Polls with a pause that doubles
+    from 0.1 ms to 10 ms, so a step that is done at once costs one call."""
+    if ready():
+        return
+    seconds = worker_timeout() if seconds is None else seconds
+    deadline = time.monotonic() + seconds
+    pause = 1e-4
+    while not ready():
+        if time.monotonic() > deadline:
+            raise CollectiveTimeout(f"the step's collective did not complete within "
+                                    f"{seconds:g} s (--worker-timeout)")
+        time.sleep(pause)
+        pause = min(2 * pause, 0.01)
+
+
 def abandon(backend: str, error: BaseException) -> None:
     """In a worker of several whose run raised ``error``: when it is a failed collective
-    (``collective_failure`` of the framework part) and a peer is lost, print one line naming it
+    (``collective_failure`` of the framework part, or ``CollectiveTimeout``) and a peer is lost, print one line naming it
     and end this process at once (status 1), without the engine's shutdown, which would wait
     for the lost peer; otherwise return (the error is the run's own)."""
-    if not framework_part(backend).collective_failure(error):
+    if not (isinstance(error, CollectiveTimeout)
+            or framework_part(backend).collective_failure(error)):
         return
     line = lost_line(backend, error)
     if line is None:

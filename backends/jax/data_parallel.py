@@ -34,6 +34,7 @@ process's devices.
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rosetta.distributed import check_batchnorm, worker_timeout
+from rosetta.distributed import await_step, check_batchnorm, probe_wait, worker_timeout
 from rosetta.errors import BackendUnavailable
 from rosetta.backends.jax import params as params_mod
 from rosetta.backends.jax import program as single
@@ -53,18 +54,27 @@ AXIS = "data"
 def setup(devices: int, device: str) -> None:
     """Several hosts: ``jax.distributed.initialize`` from the environment (before anything
     initialises JAX's backend: ``rosetta.distributed.join`` calls this first), with gloo's
-    collectives between the CPU processes and a heartbeat that declares a silent process lost
-    after ``rosetta.distributed.worker_timeout()`` seconds; one host: nothing (the host devices
-    come from ``XLA_FLAGS``, set before JAX initialised)."""
+    collectives between the CPU processes; one host: nothing (the host devices come from
+    ``XLA_FLAGS``, set before JAX initialised).
+
+    JAX's heartbeat declares a silent process lost, and its runtime then ends every other
+    process at once (a fatal log, status -6), without rosetta's lost-worker line. So rosetta
+    finds the loss first: a peer killed mid-run closes its gloo sockets and the survivors' next
+    collective mostly fails at once, but sometimes waits for good, so a step of several
+    processes is awaited at most ``worker_timeout()`` seconds (``Program._await``); either way
+    ``rosetta.distributed.abandon`` probes and names the lost worker. A survivor may reach its
+    collective up to a worker timeout after the loss (it was busy), so the heartbeat fires only
+    after ``2 * worker_timeout() + probe_wait()``: the backstop for what no step sees."""
     if "JAX_COORDINATOR_ADDRESS" in os.environ and not jax.distributed.is_initialized():
         if device == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        timeout = max(1, round(worker_timeout()))
+        timeout = worker_timeout()
         jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                    num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                    process_id=int(os.environ["JAX_PROCESS_ID"]),
-                                   heartbeat_timeout_seconds=timeout,
-                                   shutdown_timeout_seconds=timeout)
+                                   heartbeat_timeout_seconds=math.ceil(2 * timeout
+                                                                       + probe_wait()),
+                                   shutdown_timeout_seconds=max(1, round(timeout)))
 
 
 def teardown() -> None:
@@ -205,6 +215,14 @@ class Program(single.Program):
         self.devices = devices
         self.shard_params = bool(shard_params)
         super().__init__(spec, dtype=dtype, device=device, mode="jit")
+
+    def _await(self, out) -> None:
+        """Several processes: wait for a step's result at most ``worker_timeout()`` seconds
+        (``rosetta.distributed.await_step``), as torch's process-group timeout bounds a
+        collective; past it ``CollectiveTimeout``, which the run handles as a failed collective
+        (``setup`` says why)."""
+        if jax.process_count() > 1:
+            await_step(out.is_ready)
 
     # --- sharded parameters and optimizer state -------------------------------------------------
     def state_sharding(self, shape) -> NamedSharding:

@@ -251,8 +251,13 @@ class Program(contract.BackendProgram):
             (self.params, self.batch_stats, self.opt_state, self._step, loss, finite) = \
                 self._train_step(self.params, self.batch_stats, self.opt_state, self._step,
                                  self.rng, x, y, self._native_masks(masks), self._scale())
+        self._await(loss)
         self._after(finite)
         return float(loss)
+
+    def _await(self, out) -> None:
+        """Before the host reads a step's result: nothing here (``float`` waits); the
+        data-parallel program of several processes bounds the wait."""
 
     def _run_gradients(self, batch, masks):
         loss, grads = self._gradients(self.params, self.batch_stats, self._step, self.rng,

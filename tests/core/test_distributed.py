@@ -235,6 +235,15 @@ def test_worker_timeout_is_read_and_checked(monkeypatch):
     assert p.returncode == 2 and "positive number of seconds" in p.stderr, p.stderr
 
 
+def test_a_step_is_awaited_at_most_the_worker_timeout():
+    """``await_step``: a result ready on the third look returns; one never ready raises
+    ``CollectiveTimeout`` after the bound (which ``abandon`` takes as a failed collective)."""
+    looks = iter([False, False, True])
+    dist.await_step(lambda: next(looks), seconds=5.0)
+    with pytest.raises(dist.CollectiveTimeout, match=r"within 0.05 s \(--worker-timeout\)"):
+        dist.await_step(lambda: False, seconds=0.05)
+
+
 def test_a_run_folder_that_resumes_itself(tmp_path):
     from rosetta.run_plan import resumes_itself
 

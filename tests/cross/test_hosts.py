@@ -37,6 +37,7 @@ from selection import BACKENDS
 HOSTED = [b for b in BACKENDS if b in engines()]
 BOUND = 240.0  # seconds: no host command of these tests may run longer
 TIMEOUT = 10.0  # --worker-timeout of the lost-worker runs
+BUSY = 0.6 * TIMEOUT  # seconds the surviving host is stopped when its peer is killed
 LAUNCHER_NOISE = ("Traceback", "RendezvousConnectionError", "frame #", "Error")
 
 
@@ -108,8 +109,9 @@ def test_torchrun_two_by_two_resumes_on_jax_and_tensorflow(tmp_path):
 
 @pytest.mark.parametrize("backend", HOSTED)
 def test_lost_worker_ends_the_others_and_the_run_resumes(backend, tmp_path):
-    """SIGKILL host 1's worker once a checkpoint is saved: host 0 exits non-zero within the
-    worker timeout (plus the probe's few seconds), its output has one line naming worker 1;
+    """SIGKILL host 1's worker once a checkpoint is saved, while host 0's is stopped for
+    ``BUSY`` seconds: host 0 exits non-zero within the worker timeout (plus the probe's few
+    seconds), its output has one line naming worker 1;
     the newest checkpoint is whole; ``--resume`` on the run folder (one device here) for 3
     more updates ends at the uninterrupted run's parameters and optimizer state within 1e-10.
     (The hosts' run is long, so that it is still running when its worker is killed.)"""
@@ -126,8 +128,17 @@ def test_lost_worker_ends_the_others_and_the_run_resumes(backend, tmp_path):
             assert time.monotonic() < deadline and all(h.proc.poll() is None for h in started), \
                 hosts.failed(hosts.wait(started, 1)) or "no checkpoint in time"
             time.sleep(0.1)
+        # host 0 is busy (stopped) when its peer dies and meets the failed collective only
+        # later, as on a loaded machine: its line must still come before any engine's own
+        # runtime ends it for the silent peer (JAX's heartbeat)
+        survivors = hosts.worker_pids(started[0])
+        for pid in survivors:
+            os.kill(pid, signal.SIGSTOP)
         os.kill(hosts.worker_pids(started[1])[0], signal.SIGKILL)
         killed = time.monotonic()
+        time.sleep(BUSY)
+        for pid in survivors:
+            os.kill(pid, signal.SIGCONT)
         hosts.wait(started, BOUND)
     finally:
         for h in started:
