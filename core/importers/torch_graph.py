@@ -75,70 +75,263 @@ def _stochastic_depth(module, x, b):
     return b.layer("StochasticDepth", [x], name="", rate=rate)
 
 
-def _multihead_attention(module, *args):
-    """torch's ``nn.MultiheadAttention`` used as self-attention, ``mha(x, x, x)`` with
-    ``batch_first=True`` (built-in mapping), written out as its math on (N, T, E):
+def _multihead_attention(module, *args, group=None):
+    """torch's ``nn.MultiheadAttention`` (built-in mapping), written out as its math on the
+    batch-first (N, T, E) query and (N, S, E) key and value (with ``batch_first=False`` the source
+    tensors are (T, N, E): they must be held batch first, as a model that transposes its (N, T, E)
+    input holds them, and the output is held so too, standing for the source's (T, N, E)):
 
-        qkv = x W_in^T + b_in                (Dense, 3E units: in_proj_weight is the kernel)
-        q, k, v = qkv[..., :E], qkv[..., E:2E], qkv[..., 2E:]   each -> (h, T, d), d = E / h
-        w = softmax(q k^T / sqrt(d)) over the keys   (Dropout(p) on w where ``dropout`` > 0)
-        y = concat_h(w v) W_out^T + b_out     (Dense: out_proj)
+        q = query W_q^T + b_q,  k = key W_k^T + b_k,  v = value W_v^T + b_v,  each -> (h, ., d)
+        w = softmax(q k^T / sqrt(d) + M) over the S keys  (Dropout(p) on w where ``dropout`` > 0)
+        y = concat_h(w v) W_out^T + b_out                  (Dense: out_proj)
 
-    The packed projection stays one parameter (a Dense of 3E units sliced three ways), so every
-    source parameter keeps one canonical path. Refused in one line: another query, key or value
-    (cross-attention), an attention or key-padding mask, ``batch_first=False`` (the batch on
-    axis 1), separate or ``kdim``/``vdim`` projections, ``add_bias_kv``, ``add_zero_attn``."""
+    Projections, every source parameter one canonical parameter:
+
+    * self-attention (query, key and value one tensor): ``in_proj_weight`` (3E, E) is the kernel
+      of one Dense of 3E units (bias ``in_proj_bias``), sliced into q, k and v;
+    * query, key and value that differ (cross-attention, ``mha(x, memory, memory)``): the packed
+      ``in_proj_weight`` is one ``Parameter`` (held as its transpose, (E, 3E)) whose column
+      blocks [0, E), [E, 2E), [2E, 3E) are sliced and read by a MatMul each (W_q^T, W_k^T,
+      W_v^T), the bias one ``Parameter`` sliced likewise and added: its gradient sums the three
+      reads, as torch's does on the one packed tensor;
+    * ``kdim``/``vdim`` (``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``): a Dense without
+      bias each, the packed ``in_proj_bias`` a ``Parameter`` sliced three ways and added.
+
+    M, the mask torch's own attention call receives (read from the traced graph): none; causal
+    (``is_causal=True`` without a key-padding mask and without ``need_weights``, torch then drops
+    the mask and computes causal attention: -inf where key j > query i, ``Where``); or a
+    constant (``attn_mask`` a folded (T, S) or (N*h, T, S) tensor or buffer: a boolean one is
+    -inf where True, a float one added, torch's canonical mask): its -inf entries a ``Where``,
+    its finite entries an ``Add`` of a Constant. Refused in one line: a mask computed from the
+    model input or that differs per example (a ``key_padding_mask``: the importer takes one
+    model input), an input held with another batch axis than ``batch_first`` says, an unbatched
+    call, ``add_bias_kv``, ``add_zero_attn``, and reading the returned attention weights."""
     *inputs, b = args
-    why = []
-    if not module.batch_first:
-        why.append("batch_first=False (the batch on axis 1; build it with batch_first=True)")
-    if not module._qkv_same_embed_dim:
-        why.append("kdim/vdim other than embed_dim (separate q, k, v projections)")
+    bad = []
     if module.bias_k is not None or module.add_zero_attn:
-        why.append("add_bias_kv / add_zero_attn")
-    if len(inputs) != 1:
-        why.append("a call with a query, key and value that differ, or with an attention or "
-                   "key-padding mask (only self-attention mha(x, x, x) maps)")
-    if why:
-        raise Unsupported(f"nn.MultiheadAttention: {'; '.join(why)}")
-    x = inputs[0]
+        bad.append("add_bias_kv / add_zero_attn (learned or zero key/value rows appended)")
+    if group is None:
+        bad.append("called outside torch_graph (no traced graph to read its arguments from)")
+    if bad:
+        raise Unsupported(f"nn.MultiheadAttention: {'; '.join(bad)}")
+    roles, core = _mha_call(module, group)
+    vals = {r: group.values.get(roles[r], _Missing) for r in "qkv"}
+    if any(v is _Missing for v in vals.values()):
+        return None    # an input was refused already: its own line names it
     e, h = module.embed_dim, module.num_heads
     d = e // h
-    if x.layout != "plain" or len(x.shape) != 3 or x.shape[-1] != e:
-        raise Unsupported(f"nn.MultiheadAttention on a tensor of shape {x.shape} (held "
-                          f"{x.layout}): only (N, T, E) with the batch first")
-    t = x.shape[1]
+    bf = bool(module.batch_first)
+    held = (0, 1, 2) if bf else (1, 0, 2)
+    for r, x in vals.items():
+        if isinstance(x, Merged) or not isinstance(x, Value) or len(x.shape) != 3 \
+                or x.layout == "flat" or x.perm != held:
+            fix = ("transpose the (N, T, E) input to (T, N, E) in forward" if not bf
+                   else "use batch_first=False")
+            shape = getattr(x, "shape", None)
+            raise Unsupported(f"nn.MultiheadAttention(batch_first={bf}): its "
+                              f"{dict(q='query', k='key', v='value')[r]} of shape {shape} is "
+                              f"not held with its batch on axis {0 if bf else 1} (an unbatched "
+                              f"call, or a batch on the other axis: {fix})")
+    bb = b._b
+
+    def layer(op, ins, name, full, **kw):   # a layer on held, batch-first tensors
+        return bb.layer(op, ins, name=b._full(name), source=b.label, layout="plain",
+                        out_shape=full, **kw)
+
+    n = vals["q"].shape[held[0]]
+    t, s = vals["q"].shape[held[1]], vals["k"].shape[held[1]]
     bias = module.in_proj_bias is not None
-    qkv = b.layer("Dense", [x], name="in_proj", units=3 * e, use_bias=bias,
-                  params={"kernel": ("in_proj_weight", "linear"),
-                          **({"bias": ("in_proj_bias", "identity")} if bias else {})})
-    heads = []
-    for i, part in enumerate("qkv"):
-        y = b.layer("Slice", [qkv], name=part, axes=(-1,), starts=(i * e,),
-                    stops=((i + 1) * e,), steps=(1,))
-        y = b.layer("Reshape", [y], name=f"{part}_heads", shape=(t, h, d))
-        heads.append(b.layer("Transpose", [y], name=f"{part}_by_head",
-                             perm=(1, 2, 0) if part == "k" else (1, 0, 2)))
-    q, kt, v = heads
-    s = b.layer("MatMul", [q, kt], name="scores")
-    s = b.layer("Multiply", [s], name="scale", constant=1.0 / float(d) ** 0.5)
-    w = b.layer("Softmax", [s], name="softmax", axis=-1)
+    proj = {}
+    if roles["q"] == roles["k"] == roles["v"] and module._qkv_same_embed_dim:
+        qkv = layer("Dense", [vals["q"]], "in_proj", (n, t, 3 * e), units=3 * e,
+                    use_bias=bias, params={"kernel": (b._full("in_proj_weight"), "linear"),
+                                           **({"bias": (b._full("in_proj_bias"), "identity")}
+                                              if bias else {})})
+        for i, r in enumerate("qkv"):
+            proj[r] = layer("Slice", [qkv], r, (n, t, e), axes=(-1,), starts=(i * e,),
+                            stops=((i + 1) * e,), steps=(1,))
+    else:
+        packed = None
+        if module._qkv_same_embed_dim:
+            packed = layer("Parameter", [], "in_proj", (1, e, 3 * e), shape=(e, 3 * e),
+                           init="ones", params={"value": (b._full("in_proj_weight"),
+                                                          "linear")})
+        b_all = layer("Parameter", [], "in_proj_bias", (1, 3 * e), shape=(3 * e,), init="zeros",
+                      params={"value": (b._full("in_proj_bias"), "identity")}) if bias else None
+        for i, r in enumerate("qkv"):
+            x, length = vals[r], (t if r == "q" else s)
+            if packed is not None:
+                w = layer("Slice", [packed], f"{r}_weight", (1, e, e), axes=(-1,),
+                          starts=(i * e,), stops=((i + 1) * e,), steps=(1,))
+                y = layer("MatMul", [x, w], f"{r}_proj", (n, length, e))
+            else:
+                y = layer("Dense", [x], f"{r}_proj", (n, length, e), units=e, use_bias=False,
+                          params={"kernel": (b._full(f"{r}_proj_weight"), "linear")})
+            if b_all is not None:
+                bi = layer("Slice", [b_all], f"{r}_bias", (1, e), axes=(-1,), starts=(i * e,),
+                           stops=((i + 1) * e,), steps=(1,))
+                y = layer("Add", [y, bi], f"{r}_biased", (n, length, e))
+            proj[r] = y
+    heads = {}
+    for r in "qkv":
+        length = t if r == "q" else s
+        y = layer("Reshape", [proj[r]], f"{r}_heads", (n, length, h, d), shape=(length, h, d))
+        heads[r] = layer("Transpose", [y], f"{r}_by_head",
+                         (n, h, d, length) if r == "k" else (n, h, length, d),
+                         perm=(1, 2, 0) if r == "k" else (1, 0, 2))
+    sc = (n, h, t, s)
+    w = layer("MatMul", [heads["q"], heads["k"]], "scores", sc)
+    w = layer("Multiply", [w], "scale", sc, constant=1.0 / float(d) ** 0.5)
+    w = _mha_mask(module, group, core, w, layer, (n, h, t, s))
+    w = layer("Softmax", [w], "softmax", sc, axis=-1)
     if module.dropout > 0:
-        w = b.layer("Dropout", [w], name="attn_dropout", rate=float(module.dropout))
-    o = b.layer("MatMul", [w, v], name="attend")
-    o = b.layer("Transpose", [o], name="by_position", perm=(1, 0, 2))
-    o = b.layer("Reshape", [o], name="concat", shape=(t, e))
+        w = layer("Dropout", [w], "attn_dropout", sc, rate=float(module.dropout))
+    o = layer("MatMul", [w, heads["v"]], "attend", (n, h, t, d))
+    o = layer("Transpose", [o], "by_position", (n, t, h, d), perm=(1, 0, 2))
+    o = layer("Reshape", [o], "concat", (n, t, e), shape=(t, e))
     out_bias = module.out_proj.bias is not None
-    return b.layer("Dense", [o], name="out_proj", units=e, use_bias=out_bias,
-                   params={"kernel": ("out_proj.weight", "linear"),
-                           **({"bias": ("out_proj.bias", "identity")} if out_bias else {})})
+    y = bb.layer("Dense", [o], name=b._full("out_proj"), source=b.label, layout=held,
+                 out_shape=b._shape, units=e, use_bias=out_bias,
+                 params={"kernel": (b._full("out_proj.weight"), "linear"),
+                         **({"bias": (b._full("out_proj.bias"), "identity")}
+                            if out_bias else {})})
+    return y
+
+
+@dataclass
+class _Group:
+    """What the built-in MultiheadAttention mapping reads of its traced calls: the calls, the
+    values of the tensors they read from outside (fx name -> Value), the folded calls and the
+    parameter placeholders (fx name -> source name)."""
+    nodes: list
+    values: dict
+    folded: dict
+    placeholders: dict
+    path: str
+
+
+def _mha_call(module, group):
+    """(roles, core): the outside tensor (fx name) each of query, key and value is, found from
+    the in-projection each is read by (``in_proj_weight`` whole, or a piece of its chunk /
+    split, or ``q/k/v_proj_weight``), through torch's batch-first transposes; and the call that
+    computes the attention (``scaled_dot_product_attention``, or ``baddbmm``/``bmm`` where the
+    weights are returned), whose mask argument is torch's canonical mask."""
+    inside = {n.name: n for n in group.nodes}
+    e = module.embed_dim
+    prefix = f"{group.path}." if group.path else ""
+
+    def source(node):
+        name = group.placeholders.get(getattr(node, "name", None), "")
+        return name[len(prefix):] if name.startswith(prefix) else None
+
+    def rows(w):
+        """Which of q, k, v a linear's weight projects to ('qkv', 'q', 'kv', ...), or None."""
+        whole = {"in_proj_weight": "qkv", "q_proj_weight": "q", "k_proj_weight": "k",
+                 "v_proj_weight": "v"}
+        if getattr(w, "op", None) == "placeholder":
+            return whole.get(source(w))
+        if getattr(w, "name", None) not in inside or "getitem" not in str(w.target):
+            return None
+        base, i = w.args[0], int(w.args[1])
+        if not base.args or source(base.args[0]) != "in_proj_weight":
+            return None
+        kind = str(base.target)
+        if kind == "aten.chunk.default":
+            k = int(base.args[1])
+            sizes = [3 * e // k] * k
+        elif kind == "aten.split_with_sizes.default":
+            sizes = [int(z) for z in base.args[1]]
+        elif kind == "aten.split.Tensor":
+            sizes = [int(base.args[1])] * (3 * e // int(base.args[1]))
+        else:
+            return None
+        start = sum(sizes[:i])
+        stop = start + sizes[i]
+        return "qkv"[start // e:stop // e] if start % e == 0 and stop % e == 0 else None
+
+    def origin(x):
+        while getattr(x, "name", None) in inside and str(x.target) == "aten.transpose.int":
+            x = x.args[0]
+        return x.name if x.name not in inside else None
+
+    roles, core = {}, None
+    for n in group.nodes:
+        target = str(n.target)
+        if target == "aten.linear.default":
+            part = rows(n.args[1])
+            for r in part or ():
+                roles.setdefault(r, set()).add(origin(n.args[0]))
+        elif target in ("aten.scaled_dot_product_attention.default", "aten.baddbmm.default") \
+                or (target == "aten.bmm.default" and core is None):
+            core = core if core is not None and str(core.target) != "aten.bmm.default" else n
+    if any(len(roles.get(r, ())) != 1 or None in roles[r] for r in "qkv") or core is None:
+        raise Unsupported("nn.MultiheadAttention: torch's traced calls are not the ones this "
+                          "importer reads (its query, key and value projections and one "
+                          "attention call); this torch version's MultiheadAttention is not "
+                          "mapped")
+    return {r: next(iter(roles[r])) for r in "qkv"}, core
+
+
+def _mha_mask(module, group, core, s, layer, shape):
+    """The scores ``s`` (N, h, T, S) with the mask torch's attention call ``core`` receives
+    (see ``_multihead_attention``)."""
+    n, h, t, k = shape
+    target = str(core.target)
+    if target == "aten.scaled_dot_product_attention.default":
+        def arg(i, name, default):
+            return core.args[i] if len(core.args) > i else core.kwargs.get(name, default)
+        mask, causal = arg(3, "attn_mask", None), bool(arg(5, "is_causal", False))
+        if core.kwargs.get("scale") is not None:
+            raise Unsupported("nn.MultiheadAttention: an attention call with its own scale")
+    elif target == "aten.baddbmm.default":
+        mask, causal = core.args[0], False
+    else:
+        mask, causal = None, False
+    if causal:
+        tri = np.triu(np.ones((1, t, k), np.int64), 1)
+        keep = layer("Constant", [], "causal", (1,) + tri.shape, value=tri)
+        s = layer("Where", [keep, s], "causal_mask", shape, x=float("-inf"))
+    if mask is None:
+        return s
+    f = group.folded.get(mask.name)
+    if not isinstance(f, Folded):
+        raise Unsupported("nn.MultiheadAttention: an attn_mask or key_padding_mask computed "
+                          "from the model input (only a constant mask maps: the importer "
+                          "takes one model input)")
+    arr = f.array
+    if arr.ndim == 3 and arr.shape[0] == n * h:
+        arr = arr.reshape(n, h, t, k)
+    elif arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[2:] != (t, k) or arr.shape[1] not in (1, h) \
+            or arr.shape[0] not in (1, n):
+        raise Unsupported(f"nn.MultiheadAttention: a mask of shape {tuple(f.tensor.shape)} "
+                          f"for {h} heads, {t} queries and {k} keys")
+    if not (arr == arr[:1]).all():
+        raise Unsupported("nn.MultiheadAttention: a mask that differs per example (a "
+                          "key_padding_mask, or a 3-D attn_mask: the spec's constants are one "
+                          "array shared by every example, and the importer takes one model "
+                          "input)")
+    m = arr[0]
+    if m.dtype == np.bool_:       # the attention call's own boolean rule: True takes part
+        m = np.where(m, 0.0, -np.inf)
+    masked = np.isneginf(m)
+    finite = np.where(masked, 0.0, m)
+    if not np.isfinite(finite).all():
+        raise Unsupported("nn.MultiheadAttention: a float mask with +inf or nan entries")
+    if finite.any():
+        c = layer("Constant", [], "mask_add", (1,) + finite.shape, value=finite)
+        s = layer("Add", [s, c], "masked_scores", shape)
+    if masked.any():
+        c = layer("Constant", [], "mask", (1,) + masked.shape, value=masked.astype(np.int64))
+        s = layer("Where", [c, s], "mask_fill", shape, x=float("-inf"))
+    return s
 
 
 def _mapping(module):
     """The mapping of a module's calls as one group: a user's (``maps``), or a built-in one
-    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention as
-    self-attention),
-    or None."""
+    (stochastic depth, whose random mask no ATen call maps; nn.MultiheadAttention, whose
+    packed projection and masks it reads from the traced calls), or None."""
     import torch
 
     fn = MAPS.get(type(module))
@@ -371,7 +564,7 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
                 continue
             done_groups.add(gpath)
             out_fx = _map_group(b, modules[gpath], gpath, groups[gpath], env, placeholders,
-                                refuse)
+                                refuse, folded)
             if out_fx is not None:
                 _note(fx_nodes, env[out_fx], out_fx)
             continue
@@ -571,7 +764,7 @@ def _model_name(name: str) -> str:
     return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
 
 
-def _map_group(b, module, path, nodes, env, placeholders, refuse):
+def _map_group(b, module, path, nodes, env, placeholders, refuse, folded):
     """Call a user's mapping for the calls inside ``module`` (one output)."""
     inside = {n.name for n in nodes}
     inputs, seen = [], set()
@@ -582,19 +775,31 @@ def _map_group(b, module, path, nodes, env, placeholders, refuse):
                 inputs.append(a.name)
     outputs = [n for n in nodes if any(u.name not in inside for u in n.users)]
     label = _label(path, type(module).__name__)
+    fn = _mapping(module)
     if len(outputs) != 1:
-        refuse(label, "module", f"a user mapping needs one output; the module has "
-                                f"{len(outputs)}")
+        refuse(label, "module", "nn.MultiheadAttention: its returned attention weights are "
+               "read (the mapping computes the attention output only; call it with "
+               "need_weights=False or read only its first output)"
+               if fn is _multihead_attention else
+               f"a user mapping needs one output; the module has {len(outputs)}")
         return
     vals = [env.get(i, _Missing) for i in inputs]
-    if any(v is _Missing for v in vals):
-        return
+    builtin = fn is _multihead_attention
+    if any(v is _Missing for v in vals) and not builtin:   # (the built-in reads the inputs
+        return                                           # it needs and skips a missing one)
     val = outputs[0].meta.get("val")
     shape = tuple(val.shape) if hasattr(val, "shape") else ()
     try:
-        out = _mapping(module)(module, *vals, ModuleBuilder(b, path, label, shape))
+        mb = ModuleBuilder(b, path, label, shape)
+        if builtin:
+            out = fn(module, *vals, mb, group=_Group(nodes, dict(zip(inputs, vals)), folded,
+                                                     placeholders, path))
+        else:
+            out = fn(module, *vals, mb)
     except Unsupported as e:
         refuse(label, "module", str(e))
+        return
+    if out is None and builtin:
         return
     if not isinstance(out, Value):
         refuse(label, "module", f"the user mapping returned {type(out).__name__}, not a Value")
