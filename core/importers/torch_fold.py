@@ -64,9 +64,34 @@ def _folds_in_place(n, order: dict) -> bool:
     return src.op == "call_function" and all(order[u.name] <= order[n.name] for u in src.users)
 
 
+# calls whose output is a view of their first input (an in-place write into it writes there)
+_VIEWS = ("select", "slice", "view", "_unsafe_view", "narrow", "diagonal", "as_strided",
+          "transpose", "t", "permute", "expand", "unsqueeze", "squeeze", "alias", "unflatten",
+          "split", "split_with_sizes", "chunk", "unbind")
+
+
+def _viewed(n, inside: set):
+    """The tensors (fx names, ``inside``: the folded ones) that ``n``'s output is a view of."""
+    out = []
+    while True:
+        target = str(n.target)
+        op = target.split(".")[1] if target.startswith("aten.") else target
+        if "getitem" in target or op in _VIEWS:
+            n = n.args[0]
+            if getattr(n, "name", None) not in inside:
+                return out
+            out.append(n.name)
+        else:
+            return out
+
+
 def fold(nodes, constants: dict) -> dict:
     """{fx node name: Folded or a tuple/number} of every call that folds; ``constants`` maps the
-    constant placeholders (buffers, lifted constants) to their tensors."""
+    constant placeholders (buffers, lifted constants) to their tensors. An in-place write into a
+    view of a folded tensor (``m = zeros(N, S); m[1, -1] = True``: ``copy_`` into a
+    ``select`` of it) would change that tensor after it folded: the tensor, its views and the
+    write fold no longer (their readers then meet a call no spec op computes, refused), rather
+    than fold to the value before the write."""
     import torch
 
     known = dict(constants)
@@ -81,6 +106,16 @@ def fold(nodes, constants: dict) -> dict:
             continue
         op = target.split(".")[1] if target.startswith("aten.") else target
         inplace = op.endswith("_") and not op.startswith("__")
+        if inplace and n.args and isinstance(n.args[0], torch.fx.Node):
+            bases = _viewed(n.args[0], set(out))
+            if bases:   # a write through a view: the base (and its views) no longer fold
+                gone = {n.args[0].name, *bases}
+                gone |= {m.name for m in nodes if m.name in out and m.op == "call_function"
+                         and gone & set(_viewed(m, set(out)))}
+                for name in gone:
+                    known.pop(name, None)
+                    out.pop(name, None)
+                continue
         if inplace and _folds_in_place(n, order):
             pass   # in place on a folded value (T5's bucket += ...): on a copy of it below
         elif _never_folds(target):

@@ -303,8 +303,8 @@ def _mha_mask(module, group, core, s, layer, shape):
         arr = arr.reshape(n, h, t, k)
     elif arr.ndim == 3:
         arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[2:] != (t, k) or arr.shape[1] not in (1, h) \
-            or arr.shape[0] not in (1, n):
+    if arr.ndim != 4 or arr.shape[3] != k or arr.shape[2] not in (1, t) \
+            or arr.shape[1] not in (1, h) or arr.shape[0] not in (1, n):
         raise Unsupported(f"nn.MultiheadAttention: a mask of shape {tuple(f.tensor.shape)} "
                           f"for {h} heads, {t} queries and {k} keys")
     if not (arr == arr[:1]).all():
@@ -392,6 +392,13 @@ def _export(module, example_inputs, training: bool):
         return torch.export.export(module, tuple(example_inputs))
     except Exception as e:  # the user's model: one line naming torch.export's reason
         msg = " ".join(str(e).split())[:400]
+        import traceback
+
+        if "_detect_is_causal_mask" in "".join(traceback.format_tb(e.__traceback__)):
+            # nn.TransformerEncoder / TransformerDecoder's check of the mask
+            msg = ("nn.TransformerEncoder/Decoder compares the mask with a causal one "
+                   "(torch.equal, data-dependent: torch.export cannot trace it); pass "
+                   "is_causal / tgt_is_causal=True or False with the mask. " + msg)[:600]
         raise ImportRefused([f"<root> ({type(module).__name__}): torch.export cannot capture "
                              f"the model in {'training' if training else 'eval'} mode: "
                              f"{type(e).__name__}: {msg}"]) from None

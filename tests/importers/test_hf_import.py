@@ -167,16 +167,181 @@ def test_transformer_encoder_layers_certify_and_their_attention_dropout_needs_dr
     assert cert.passed, cert.results
 
 
-@pytest.mark.parametrize("kw, why", [
-    ({"batch_first": False}, "batch_first=False"),
-    ({"cross": True}, "query, key and value that differ")])
-def test_multihead_attention_refusals_are_one_line(kw, why):
-    x = torch.randn(2, 5, 8, dtype=torch.float64)
-    if not kw.get("batch_first", True):
-        x = x.transpose(0, 1).contiguous()
+def test_multihead_attention_on_a_sequence_first_model_input_is_refused_in_one_line():
+    """batch_first=False on the model's own (T, N, E) input: the spec's batch is axis 0."""
+    x = torch.randn(5, 2, 8, dtype=torch.float64)
     with pytest.raises(ImportRefused) as e:
-        from_torch(Encoder(**kw).double(), x, loss=torch.nn.CrossEntropyLoss())
+        from_torch(Encoder(batch_first=False).double(), x, loss=torch.nn.CrossEntropyLoss())
+    assert len(e.value.lines) == 1 and "batch_first=False" in e.value.lines[0], e.value.lines
+
+
+E_, H_, T_, S_ = 8, 2, 3, 4      # embed, heads, queries, keys
+
+
+class Attend(torch.nn.Module):
+    """nn.MultiheadAttention on tensors computed from x (N, S, E): ``mode`` kv (cross-attention,
+    key is value, T queries), three (query, key, value differ), qk (query is key, value
+    differs), and the self-attention masks: float (``generate_square_subsequent_mask``), bool
+    (True = not allowed), causal (``is_causal=True`` with its mask), buffer (a float buffer),
+    finite (a float mask without -inf, added), pad (a constant key_padding_mask equal for
+    every example); ``bf``: batch_first, the model transposing to (T, N, E) and back."""
+
+    def __init__(self, mode="kv", bf=True, kdim=None, need_weights=False):
+        super().__init__()
+        self.mode, self.bf, self.need_weights = mode, bf, need_weights
+        self.q = torch.nn.Linear(E_, E_)
+        self.kv = torch.nn.Linear(E_, kdim or E_)
+        self.mha = torch.nn.MultiheadAttention(E_, H_, batch_first=bf, kdim=kdim, vdim=kdim)
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(S_))
+        self.fc = torch.nn.Linear(E_, 3)
+
+    def forward(self, x):
+        k = self.kv(x)
+        if self.mode in ("kv", "three"):                # cross-attention: T queries
+            q = self.q(x[:, :T_])
+        else:                                           # self-attention (qk: key is query)
+            q = k = self.q(x) + k
+        v = torch.tanh(k) if self.mode in ("three", "qk") else k
+        kw = {}
+        if self.mode == "float":
+            kw["attn_mask"] = torch.nn.Transformer.generate_square_subsequent_mask(
+                S_, dtype=x.dtype)
+        elif self.mode == "bool":
+            kw["attn_mask"] = torch.ones(S_, S_, dtype=torch.bool).triu(1)
+        elif self.mode == "causal":
+            kw["attn_mask"], kw["is_causal"] = self.mask, True
+        elif self.mode == "buffer":
+            kw["attn_mask"] = self.mask
+        elif self.mode == "finite":
+            kw["attn_mask"] = torch.arange(S_ * S_, dtype=x.dtype).reshape(S_, S_) / 10
+        elif self.mode == "pad":
+            kw["key_padding_mask"] = (torch.arange(S_) >= S_ - 1).expand(x.shape[0], S_)
+        if not self.bf:
+            q, k, v = (z.transpose(0, 1) for z in (q, k, v))
+        y = self.mha(q, k, v, need_weights=self.need_weights, **kw)[0]
+        return self.fc(y if self.bf else y.transpose(0, 1))
+
+
+def _certify_attend(m, backends=("torch",), steps=3):
+    torch.manual_seed(0)
+    imp = from_torch(m, torch.randn(2, S_, E_, dtype=torch.float64), loss=torch.nn.MSELoss(),
+                     optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    return imp, imp.certify(backends, steps=steps)
+
+
+@pytest.mark.parametrize("kw, weight", [
+    ({"mode": "kv", "need_weights": True}, "mha_in_proj/value"),
+    ({"mode": "three", "bf": False}, "mha_in_proj/value"),
+    ({"mode": "qk"}, "mha_in_proj/value"),
+    ({"mode": "three", "kdim": 6}, None),
+    ({"mode": "float", "bf": False}, "mha_in_proj/value"),   # (three transposes: torch's
+    # own call then sees a query, key and value that differ)
+    ({"mode": "bool", "need_weights": True}, "mha_in_proj/kernel"),
+    ({"mode": "causal"}, "mha_in_proj/kernel"),
+    ({"mode": "buffer"}, "mha_in_proj/kernel"),
+    ({"mode": "finite"}, "mha_in_proj/kernel"),
+    ({"mode": "pad"}, "mha_in_proj/kernel")])
+def test_multihead_attention_cross_masks_and_sequence_first_certify(kw, weight):
+    """Cross-attention keeps the packed in_proj_weight one Parameter (three MatMuls read its
+    column blocks); kdim/vdim are three Dense kernels and the packed bias one Parameter; the
+    masks reach the scores as -inf (Where) or added (finite); SGD: the key bias's gradient is 0
+    in exact math."""
+    imp, cert = _certify_attend(Attend(**kw).double())
+    assert cert.passed, cert.results
+    if weight is None:
+        assert imp.names["mha.k_proj_weight"] == "mha_k_proj/kernel"
+        assert imp.names["mha.in_proj_bias"] == "mha_in_proj_bias/value"
+    else:
+        assert imp.names["mha.in_proj_weight"] == weight
+    ops = [n.op for n in imp.spec.model.nodes]
+    masked = kw["mode"] not in ("kv", "three", "qk")
+    assert ("Where" in ops) == (masked and kw["mode"] != "finite"), ops
+
+
+class Seq2Seq(torch.nn.Module):
+    """nn.Transformer (one encoder and one decoder layer, batch_first=False, a causal tgt_mask):
+    src is x (N, S, E), tgt a projection of its first T positions (the importer takes one
+    model input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tgt = torch.nn.Linear(E_, E_)
+        self.net = torch.nn.Transformer(E_, H_, 1, 1, 16, dropout=0.1)
+        self.fc = torch.nn.Linear(E_, 3)
+
+    def forward(self, x):
+        tgt = self.tgt(x[:, :T_]).transpose(0, 1)
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(T_, dtype=x.dtype)
+        y = self.net(x.transpose(0, 1), tgt, tgt_mask=mask, tgt_is_causal=True)
+        return self.fc(y.transpose(0, 1))
+
+
+def test_transformer_encoder_decoder_certifies():
+    torch.manual_seed(0)
+    m = Seq2Seq().double()
+    imp = from_torch(m, torch.randn(2, S_, E_, dtype=torch.float64), loss=torch.nn.MSELoss(),
+                     optimizer=torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    assert imp.names["net.decoder.layers.0.multihead_attn.in_proj_weight"].endswith("/value")
+    cert = imp.certify(("torch",), steps=2, dropout="off")
+    assert cert.passed, cert.results
+
+
+class Refused(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.mha = torch.nn.MultiheadAttention(E_, H_, batch_first=True,
+                                               add_bias_kv=kind == "bias_kv")
+
+    def forward(self, x):
+        kw = {"need_weights": False}
+        if self.kind == "pad_input":
+            kw["key_padding_mask"] = x[..., 0] > 1.5
+        elif self.kind == "pad_rows":
+            kw["key_padding_mask"] = (torch.arange(2)[:, None] + torch.arange(S_)) >= S_
+        elif self.kind == "weights":
+            y, w = self.mha(x, x, x)
+            return y + w.sum()
+        elif self.kind == "decoder":
+            return self.dec(x, x, tgt_mask=torch.nn.Transformer.generate_square_subsequent_mask(
+                S_, dtype=x.dtype))
+        return self.mha(x, x, x, **kw)[0]
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("pad_input", "key_padding_mask computed from the model input"),
+    ("pad_rows", "a mask that differs per example"),
+    ("weights", "its returned attention weights are read"),
+    ("bias_kv", "add_bias_kv / add_zero_attn"),
+    ("decoder", "pass is_causal / tgt_is_causal=True or False")])
+def test_multihead_attention_refusals_are_one_line(kind, why):
+    m = Refused(kind)
+    if kind == "decoder":
+        layer = torch.nn.TransformerDecoderLayer(E_, H_, 16, batch_first=True)
+        m.dec = torch.nn.TransformerDecoder(layer, 1)
+    with pytest.raises(ImportRefused) as e:
+        from_torch(m.double(), torch.randn(2, S_, E_, dtype=torch.float64),
+                   loss=torch.nn.MSELoss())
     assert len(e.value.lines) == 1 and why in e.value.lines[0], e.value.lines
+
+
+class WrittenMask(torch.nn.Module):
+    """A constant mask written in place through a view (``m[1, -1] = True``) after it is made."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(E_, E_)
+
+    def forward(self, x):
+        m = torch.zeros(2, S_, dtype=torch.bool)
+        m[1, -1] = True
+        return self.lin(x).masked_fill(m[..., None], 0.0)
+
+
+def test_a_folded_tensor_written_through_a_view_does_not_fold_to_its_old_value():
+    with pytest.raises(ImportRefused):     # (it folded to zeros before: silently wrong)
+        from_torch(WrittenMask().double(), torch.randn(2, S_, E_, dtype=torch.float64),
+                   loss=torch.nn.MSELoss())
 
 
 class Rotary(torch.nn.Module):
