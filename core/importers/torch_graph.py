@@ -106,7 +106,7 @@ def _multihead_attention(module, *args, group=None):
     model input or that differs per example (a ``key_padding_mask``: the importer takes one
     model input), an input held with another batch axis than ``batch_first`` says, an unbatched
     call, ``add_bias_kv``, ``add_zero_attn``, and reading the returned attention weights."""
-    *inputs, b = args
+    *_, b = args   # (the inputs are read from the traced calls: group)
     bad = []
     if module.bias_k is not None or module.add_zero_attn:
         bad.append("add_bias_kv / add_zero_attn (learned or zero key/value rows appended)")
