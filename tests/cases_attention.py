@@ -95,9 +95,7 @@ def _dpa_masks():
 
 def _dpa_ranks():
     """DotProductAttention on (T, D) per example (no leading axis, no mask, default scale) and
-    with two leading axes and a batched int keep-mask input that broadcasts over the first; v
-    as wide as q and k (JAX's float32 path, ``jax.nn.dot_product_attention``, takes one
-    width)."""
+    with two leading axes and a batched int keep-mask input that broadcasts over the first."""
     x = rs.Input((2, 2, 3, 4), name="x")
     m = rs.Input((1, 2, 3, 3), kind="int", name="keep")
     qkv = _qkv(x, x, 2, 2, "p")
