@@ -6,7 +6,10 @@ included: it agrees with the NumPy reference to ~1e-16), causal alone as its ``i
 an int mask is its boolean ``attn_mask`` (combined with the causal triangle when both are
 given), a float mask its float ``attn_mask`` (-inf above the diagonal when causal: SDPA takes no
 mask together with ``is_causal``). SDPA's rule for a row that keeps no key (weights 0, output 0,
-no gradient) is the spec's. Under a mixed policy the softmax must run in float32 between two
+no gradient) is the spec's. q, k, v of any other rank are viewed as (N, heads, T, D), the
+mask expanded to match: that is the shape SDPA's fused CPU kernel takes (its math kernel, for
+other shapes or a mask with a gradient, computes a bf16 / float16 product in float32, which a
+low policy's trace refuses; that case runs written out). Under a mixed policy the softmax must run in float32 between two
 low-type products, which the fused kernel does not do: that path is written out.
 
 MultiHeadAttention is three projections (``F.linear``, the q/k/v kernels as separate
@@ -181,14 +184,27 @@ class DotProductAttention(nn.Module):
         return mask if tril is None else mask.masked_fill(~tril, float("-inf"))
 
     def forward(self, q, k, v, mask=None):
-        if self.float32_softmax:
+        if self.float32_softmax or (mask is not None and mask.requires_grad
+                                    and q.dtype in (torch.bfloat16, torch.float16)):
+            # a mask with a gradient sends SDPA to its math kernel, which computes a bf16 /
+            # float16 product in float32: the low policy's products run written out instead
             return self.written(q, k, v, mask)
-        if mask is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                                  scale=self.scale)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=self._mask(mask, q.shape[-2], k.shape[-2], q.device),
-            scale=self.scale)
+        out = q.shape[:-1] + v.shape[-1:]
+        m = None if mask is None else self._mask(mask, q.shape[-2], k.shape[-2], q.device)
+        if q.dim() != 4:   # (N, heads, T, D), the shape SDPA's fused CPU kernel takes (the
+            # others go to its math kernel, which runs a bf16 / float16 product in float32)
+            lead = q.shape[1:-2]
+            q, k, v = (t.reshape(t.shape[0], -1, *t.shape[-2:]) for t in (q, k, v))
+            if m is not None and m.dim() == len(lead) + 3:
+                m = m.expand(m.shape[0], *lead, *m.shape[-2:])
+                m = m.reshape(m.shape[0], -1, *m.shape[-2:])
+            elif m is not None:   # the causal triangle (Tq, Tk)
+                m = m[None, None]
+        if m is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=self.scale)
+        return y.reshape(out)
 
     def written(self, q, k, v, mask=None):
         """The same math written out (matmul, masks, softmax, matmul): the mixed policies'
