@@ -151,10 +151,11 @@ def _gelu_erf(m: _Matcher, n: Node):
 
 
 def _softmax_last(n: Node) -> bool:
-    rank = len(n.out_type.shape)
-    if n.op == "Activation":
-        return n.attrs.get("fn") == "softmax" and n.attrs.get("axis", -1) % rank == rank - 1
-    return n.op == "Softmax" and n.attrs.get("axis", -1) % rank == rank - 1
+    """``n`` is a softmax over its last axis (the Softmax op or Activation('softmax'))."""
+    if not (n.op == "Softmax" or (n.op == "Activation" and n.attrs.get("fn") == "softmax")):
+        return False
+    rank, axis = len(n.out_type.shape), n.attrs.get("axis")
+    return rank > 0 and (-1 if axis is None else axis) % rank == rank - 1
 
 
 def _dead_rows(value, keep: bool) -> bool:
