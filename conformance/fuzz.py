@@ -169,7 +169,7 @@ def _make(draw, st, choice, name, src, sh, pool):
 
 # the tensor-math ops (rosetta.ops.math, rosetta.ops.reduction): shared Parameters of lower rank
 # broadcast against batched values, scalar constants, masks from comparisons into Where
-MATH = ["unary", "binary", "scalar", "reduce", "softmax", "matmul", "where"]
+MATH = ["unary", "binary", "scalar", "reduce", "softmax", "matmul", "where", "attention"]
 SAFE_UNARY = ["neg", "abs", "tanh", "sigmoid", "sin", "cos", "erf", "square"]
 BINARY = ["Add", "Subtract", "Multiply", "Maximum", "Minimum"]
 
@@ -216,6 +216,19 @@ def _make_math(draw, st, choice, name, src, sh, pool):
             return [cond, Node(name, "Where", {}, (cond.name, src, draw(st.sampled_from(same))))
                     ], sh
         return [cond, Node(name, "Where", {"y": -0.5}, (cond.name, src))], sh
+    if choice == "attention":   # self-attention over src (..., T, C): q = k = v = src
+        if len(sh) < 2:
+            return None, None
+        attrs = {"causal": draw(st.booleans()), "scale": draw(st.sampled_from([None, 0.5]))}
+        mask = draw(st.sampled_from(["none", "keep", "float"]))
+        if mask == "none":
+            return Node(name, "DotProductAttention", attrs, (src, src, src)), sh
+        m = Node(f"{name}_m", "Dense", {"units": sh[-2]}, (src,))        # (..., T, T)
+        nodes = [m]
+        if mask == "keep":
+            nodes.append(Node(f"{name}_keep", "Greater", {"constant": -0.5}, (m.name,)))
+        return nodes + [Node(name, "DotProductAttention", attrs,
+                             (src, src, src, nodes[-1].name))], sh
     return None, None  # pragma: no cover
 
 

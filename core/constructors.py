@@ -26,6 +26,7 @@ __all__ = [
     "Dense",
     "DepthwiseConv2D",
     "Divide",
+    "DotProductAttention",
     "Dropout",
     "Embedding",
     "Equal",
@@ -449,6 +450,49 @@ def Divide(*, constant: float | str | None = None, reverse: bool = False, name: 
         unknown: any other keyword is refused with a SpecError naming the layer
     """
     return Layer("Divide", name=name, constant=constant, reverse=reverse, **unknown)
+
+
+def DotProductAttention(*, scale: float | None = None, causal: bool = False,
+                        name: str | None = None, **unknown) -> Layer:
+    """Scaled dot-product attention over computed queries, keys and values (torch's
+    ``F.scaled_dot_product_attention``; no parameters).
+
+    Inputs: q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with the same leading axes (rank >= 2
+    per example, batched), and an optional mask M that broadcasts to the scores (..., Tq, Tk)
+    (NumPy rule over the full shape: a Constant mask may be batch-broadcast and of lower rank).
+    An int mask is a keep-mask (torch's boolean ``attn_mask``: key j is attended where M != 0);
+    a float mask is added to the scores (torch's float ``attn_mask``; -inf masks a key).
+
+        s[..., i, j] = scale * sum_d q[..., i, d] k[..., j, d]        scale = 1/sqrt(D) if unset
+        float mask:  s = s + M;   int mask:  s = -inf where M == 0
+        causal:      s = -inf where j > i   (top-left aligned, torch's ``is_causal``; Tq != Tk
+                                             allowed)
+        w[..., i, :] = softmax_j(s[..., i, :]), or 0 for a row whose every score is -inf
+        y[..., i, :] = sum_j w[..., i, j] v[..., j, :]                  -> (..., Tq, Dv)
+
+    Fully masked rows: a row that keeps no key (every key masked by the int mask, the causal
+    rule or a float mask of -inf) has weights 0, so y = 0 there and no gradient flows through
+    it. That is what torch's SDPA computes (``_safe_softmax``, torch >= 2.5; earlier releases and
+    a written-out ``softmax(masked_fill(-inf))`` give nan): the spec takes the finite rule. A
+    float mask with finite large negatives (HuggingFace's ``finfo.min``) masks nothing away in
+    this sense: its row is an ordinary softmax.
+
+    Gradients: dL/dv = w^T dL/dy; dL/dw = dL/dy v^T; dL/ds = w * (dL/dw - sum_j w dL/dw);
+    dL/dq = scale dL/ds k, dL/dk = scale dL/ds^T q; dL/dM = dL/ds for a float mask (none for
+    an int mask).
+
+    Precision: under mixed_bfloat16 / mixed_float16 its inputs are cast to bfloat16 / float16
+    and its product computes and returns that type (parameters stay float32 masters); its
+    softmax runs in float32; bfloat16 runs it all in bf16.
+
+    Args:
+        scale (optional_float, default None): the score factor; None: 1/sqrt(D), D the width of q
+            and k
+        causal (bool, default False): mask keys j > i (top-left aligned)
+        name: the node's name (default: the op's name in snake case, numbered)
+        unknown: any other keyword is refused with a SpecError naming the layer
+    """
+    return Layer("DotProductAttention", name=name, scale=scale, causal=causal, **unknown)
 
 
 def Dropout(rate: float, *, name: str | None = None, **unknown) -> Layer:

@@ -44,15 +44,15 @@ LOSS = "loss"                # the loss (not an op of the graph): float32 in mix
 
 FAMILIES = {
     **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D",
-                     "Conv2DTranspose", "MatMul", "MultiHeadAttention", "LSTM", "GRU",
-                     "SimpleRNN"), PRODUCT),
+                     "Conv2DTranspose", "MatMul", "MultiHeadAttention", "DotProductAttention",
+                     "LSTM", "GRU", "SimpleRNN"), PRODUCT),
     **dict.fromkeys(("BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm2D",
                      "Softmax", "LogSoftmax", "Reduce", "AvgPool1D", "AvgPool2D",
                      "GlobalAvgPool2D", "SequencePool"), FLOAT32),
 }
 # the softmax inside these products runs in float32 under a mixed policy (a separate float32
 # stage of the product: its scores are cast up, its weights cast back to the low type)
-INNER_SOFTMAX = ("MultiHeadAttention",)
+INNER_SOFTMAX = ("MultiHeadAttention", "DotProductAttention")
 
 
 def family(op: str, attrs: dict | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Cases for MultiHeadAttention, PositionEmbedding, TransformerBlock (joined into ``cases.CASES``).
+"""Cases for MultiHeadAttention, DotProductAttention, PositionEmbedding, TransformerBlock (joined
+into ``cases.CASES``).
 
 Dropout on the attention weights is checked with injected masks in
 ``tests/backends/test_attention.py`` (the harness here compares training forwards without masks).
@@ -8,6 +9,8 @@ the cases cover all of them.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 import rosetta as rs
 
@@ -64,6 +67,45 @@ def _block(norm_first, causal, activation):
     return build
 
 
+def _qkv(xq, xk, d, dv, name):
+    """q, k, v projections; k without a bias (q.bk shifts a whole row of scores, which softmax
+    ignores: its exact gradient is 0 and autodiff's rounding noise would differ per backend)."""
+    return (rs.Dense(d, name=f"{name}_q")(xq), rs.Dense(d, use_bias=False, name=f"{name}_k")(xk),
+            rs.Dense(dv, name=f"{name}_v")(xk))
+
+
+def _dpa_masks():
+    """DotProductAttention with one leading axis, Tq = 3 != Tk = 4, every mask path on the same
+    q, k, v: causal alone (top-left) with a scale of its own; a shared int keep-mask (3, 4) of
+    lower rank with a row that keeps no key (weights 0); a computed float mask (a Dense of the
+    queries, so its gradient is checked) with causal; a shared float mask with -inf entries and
+    a row all -inf."""
+    xq = rs.Input((2, 3, 4), name="xq")
+    xk = rs.Input((2, 4, 4), name="xk")
+    qkv = _qkv(xq, xk, 3, 2, "p")
+    keep = np.array([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 0, 1]])
+    bias = np.array([[0.5, -np.inf, 0.0, -1.0], [-np.inf] * 4, [0.0, 2.0, -np.inf, 0.25]])
+    ys = [rs.DotProductAttention(causal=True, scale=0.3, name="causal")(*qkv),
+          rs.DotProductAttention(name="keep")(*qkv, rs.Constant(keep, name="keep_mask")()),
+          rs.DotProductAttention(causal=True, name="bias_causal")(
+              *qkv, rs.Dense(4, name="bias_mask")(xq)),
+          rs.DotProductAttention(name="inf")(*qkv, rs.Constant(bias, name="inf_mask")())]
+    return _spec([xq, xk], rs.Concatenate(name="cat")(ys), "dpa_masks")
+
+
+def _dpa_ranks():
+    """DotProductAttention on (T, D) per example (no leading axis, no mask, default scale) and
+    with two leading axes and a batched int keep-mask input that broadcasts over the first."""
+    x = rs.Input((2, 2, 3, 4), name="x")
+    m = rs.Input((1, 2, 3, 3), kind="int", name="keep")
+    qkv = _qkv(x, x, 2, 2, "p")
+    y1 = rs.DotProductAttention(name="plain")(
+        *[rs.Reshape((12, 2), name=f"flat_{i}")(t) for i, t in enumerate(qkv)])
+    y2 = rs.DotProductAttention(name="lead2")(*qkv, m)
+    y = rs.Concatenate(name="cat")([rs.Flatten(name="f1")(y1), rs.Flatten(name="f2")(y2)])
+    return _spec([x, m], y, "dpa_ranks")
+
+
 CASES: list = [
     # E == heads * head_dim
     ("mha_self", _self_attention(heads=2, head_dim=2)),
@@ -75,6 +117,8 @@ CASES: list = [
     ("mha_causal_padded_output_dim", _self_attention(t=4, e=3, lengths=True, heads=1,
                                                      head_dim=2, causal=True, output_dim=2)),
     ("mha_no_bias", _self_attention(heads=2, head_dim=2, use_bias=False)),
+    ("dpa_masks", _dpa_masks),
+    ("dpa_ranks", _dpa_ranks),
     ("position_embedding", _position_embedding),
     ("transformer_prenorm_causal", _block(True, True, "gelu_exact")),
     ("transformer_postnorm_padded", _block(False, False, "relu")),

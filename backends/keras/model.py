@@ -87,6 +87,12 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   use_causal_mask=causal)`` (scores / sqrt(key_dim); keys computed from the value); [query
   kernel (E, h, d), bias (h, d), key kernel, bias, value kernel, bias, output kernel (h, d, out),
   bias (out)]: same.
+* DotProductAttention: ``keras.ops`` written out as the spec: ``matmul(q, swapaxes(k))`` times
+  the scale, the int mask as ``where(keep, s, -inf)``, the float mask added, ``softmax``, weights
+  0 in a row that keeps no key, ``matmul(w, v)``. Not ``keras.ops.dot_product_attention``: it
+  takes (B, T, heads, D) only and masks with a large finite negative (a row that keeps no key
+  would get uniform weights, not the spec's 0). The mask is a batched input of the scores' rank
+  (a Constant mask is refused, as every Constant).
 * PositionEmbedding: an ``Embedding(max_length, E)`` layer (named ``<node>_table``) looked up at
   the positions 0..T-1 (``keras.ops.cumsum`` of ones over x's time axis: rows >= T are never
   read, as canonical), then ``Add`` (named as the node); [embedding]: same.
@@ -896,6 +902,48 @@ def _matmul(b, node, xs):
     if a1:
         y = b.op(f"{node.name}_sqr", ops.squeeze, y, -1 if b1 else -2)
     return y
+
+@lowers("DotProductAttention")
+def _dot_product_attention(b, node, xs):
+    """The spec's math in keras.ops (see the module docstring)."""
+    from rosetta.ops.attention import DotProductAttention as Op
+
+    ops, n = b.ops, node.name
+    q, k, v = xs[:3]
+    qs, ks = node.in_types[0].shape, node.in_types[1].shape
+    s = b.op(f"{n}_scores", ops.matmul, q, b.op(f"{n}_kt", ops.swapaxes, k, -1, -2))
+    s = b.op(f"{n}_scale", ops.multiply, s, Op.scale(node.attrs, qs[-1]))
+    keep = np.tril(np.ones((qs[-2], ks[-2]), bool)) if node.attrs["causal"] else None
+    bias = None
+    if len(xs) > 3:
+        if node.in_types[3].kind == "int":
+            m = b.op(f"{n}_keep", ops.not_equal, xs[3], 0)
+            keep = m if keep is None else b.op(f"{n}_keep_causal", ops.logical_and, m, keep)
+        else:
+            bias = xs[3]
+    if bias is None and not hasattr(keep, "_keras_history"):   # causal alone, or no mask:
+        if keep is not None:                                     # every row keeps key 0
+            s = b.op(f"{n}_masked", ops.where, keep, s, float("-inf"))
+        w = b.op(f"{n}_softmax", ops.softmax, s, axis=-1)
+        return b.op(n, ops.matmul, w, v)
+    if keep is None:
+        alive = b.op(f"{n}_alive", ops.not_equal, bias, float("-inf"))
+    elif bias is None:
+        alive = keep
+    else:
+        alive = b.op(f"{n}_alive", ops.logical_and, keep,
+                     b.op(f"{n}_finite", ops.not_equal, bias, float("-inf")))
+    dead = b.op(f"{n}_dead", ops.logical_not,
+                b.op(f"{n}_any", ops.any, alive, axis=-1, keepdims=True))
+    if bias is not None:
+        s = b.op(f"{n}_bias", ops.add, s, b.op(f"{n}_bias0", ops.where, dead, 0.0, bias))
+    if keep is not None:
+        s = b.op(f"{n}_masked", ops.where, b.op(f"{n}_kept", ops.logical_or, keep, dead), s,
+                 float("-inf"))
+    w = b.op(f"{n}_softmax", ops.softmax, s, axis=-1)
+    w = b.op(f"{n}_weights", ops.where, dead, 0.0, w)
+    return b.op(n, ops.matmul, w, v)
+
 
 def build_model(keras, graph, params: dict, state: dict):
     """The functional ``keras.Model`` of ``graph`` (see the module docstring) with the canonical

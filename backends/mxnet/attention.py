@@ -1,4 +1,10 @@
-"""MultiHeadAttention and PositionEmbedding, written with ``dot`` / ``batch_dot``.
+"""MultiHeadAttention, DotProductAttention and PositionEmbedding, written with ``dot`` /
+``batch_dot``.
+
+DotProductAttention is written out too (``batch_dot`` on (-1, T, D) views, ``where`` for the
+masks, ``softmax``): MXNet 1.9 has no fused attention over computed q, k, v with a mask, and its
+CPU operators would run the same chain. A row that keeps no key gets every key for its softmax
+and weights 0 after it (the spec's rule: no nan, no gradient).
 
 MXNet 1.9's fused attention operators (``interleaved_matmul_selfatt_*``) take one packed
 (T, N, 3*h*d) projection and have no key-padding or causal mask input, so the canonical rule
@@ -18,6 +24,7 @@ from __future__ import annotations
 import math
 
 from rosetta.backends.mxnet.lowering import NEG_INF, add_bias, lowers, step_mask
+from rosetta.backends.mxnet.math import batch_like, full_rank
 
 
 def _heads(F, x, kernel, bias, h, d):
@@ -63,6 +70,50 @@ def multi_head_attention(F, node, xs, p, ctx):
                   shape=(0, 0, -3))                                    # (N, Tq, h*d)
     y = F.dot(o, F.reshape(p["output_kernel"], shape=(-3, 0)))
     return add_bias(F, y, p["output_bias"]) if bias else y
+
+
+@lowers("DotProductAttention")
+def dot_product_attention(F, node, xs, p, ctx):
+    """w = softmax(q k^T * scale (+ float mask), -inf where the int mask or causal drops a key),
+    0 in a row that keeps no key; y = w v (``rosetta.ops.attention.DotProductAttention``)."""
+    from rosetta.ops.attention import DotProductAttention as Op
+
+    tq_, tk_, tv_ = node.in_types[:3]
+    rank, (tq, d), (tk, dv) = len(tq_.shape), tq_.shape[-2:], tv_.shape[-2:]
+    scores = (*tq_.shape[:-1], tk)
+    s = F.batch_dot(F.reshape(xs[0], shape=(-1, tq, d)), F.reshape(xs[1], shape=(-1, tk, d)),
+                    transpose_b=True) * Op.scale(node.attrs, d)
+    s = F.reshape(s, shape=(-1, *scores))
+    keep = bias = None
+    if node.attrs["causal"]:
+        i = F.reshape(F.arange(tq), shape=(tq, 1))
+        j = F.reshape(F.arange(tk), shape=(1, tk))
+        keep = F.broadcast_like(F.reshape(F.cast(F.broadcast_lesser_equal(j, i), dtype=ctx.dtype),
+                                          shape=(1,) * (rank - 1) + (tq, tk)), s)
+    if len(xs) > 3:
+        mt = node.in_types[3]
+        m = full_rank(F, xs[3], rank, len(mt.shape))
+        m = F.broadcast_to(batch_like(F, [xs[0], m], [tq_, mt])[1], shape=(0, *scores))
+        if mt.kind == "int":
+            m = F.cast(m != 0, dtype=ctx.dtype)
+            keep = m if keep is None else keep * m
+        else:
+            bias = m
+    if keep is None and bias is None:
+        w = F.softmax(s, axis=-1)
+    else:
+        alive = keep if keep is not None else F.ones_like(s)
+        if bias is not None:
+            alive = alive * F.broadcast_greater(bias, F.ones_like(bias) * NEG_INF)
+        dead = F.broadcast_like(1.0 - F.max(alive, axis=-1, keepdims=True), s)
+        if bias is not None:
+            s = s + F.where(dead, F.zeros_like(s), bias)
+        if keep is not None:
+            s = F.where(F.maximum(keep, dead), s, F.zeros_like(s) + NEG_INF)
+        w = F.softmax(s, axis=-1)
+        w = F.where(dead, F.zeros_like(w), w)
+    o = F.batch_dot(F.reshape(w, shape=(-1, tq, tk)), F.reshape(xs[2], shape=(-1, tk, dv)))
+    return F.reshape(o, shape=(-1, *node.out_type.shape))
 
 
 @lowers("PositionEmbedding")

@@ -1,4 +1,11 @@
-"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``).
+"""Lowerings of MultiHeadAttention, DotProductAttention and PositionEmbedding (merged into
+``layers.LOWERINGS``).
+
+DotProductAttention is written out (``tf.linalg.matmul``, ``tf.where`` / add for the masks,
+``tf.nn.softmax``): TensorFlow has no fused attention kernel of its own on CPU (Keras's
+``MultiHeadAttention`` is the same einsum, softmax, einsum chain), so nothing faster exists to
+configure. A row that keeps no key gets every key for its softmax and weights 0 after it (the
+spec's rule: no nan, no gradient).
 
 MultiHeadAttention is written with ``tf.einsum`` on the canonical kernels (E, h, d) and
 (h, d, out), Keras's own EinsumDense layout, so no parameter is transposed. Not
@@ -71,6 +78,56 @@ class MultiHeadAttention(NodeModule):
         o = tf.einsum("nhij,njhd->nihd", tf.cast(w, v.dtype), v)
         y = tf.einsum("nihd,hdo->nio", o, self.output_kernel)
         return y + self.output_bias if self.use_bias else y
+
+
+@lowers("DotProductAttention")
+class DotProductAttention(NodeModule):
+    """w = softmax(q k^T * scale (+ float mask), -inf where the int mask or causal drops a key),
+    0 in a row that keeps no key; y = w v. With ``float32_softmax`` (mixed policies) the scores
+    are cast to float32 before the masks and the softmax, and w back to v's type."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        from rosetta.ops.attention import DotProductAttention as Op
+
+        q, k = node.in_types[0].shape, node.in_types[1].shape
+        self.scale = Op.scale(node.attrs, q[-1])
+        self.rank = len(q)
+        self.causal = np.tril(np.ones((q[-2], k[-2]), bool)) if node.attrs["causal"] else None
+        self.keep_mask = len(node.in_types) > 3 and node.in_types[3].kind == "int"
+        self.float32_softmax = False
+
+    def __call__(self, xs, training=False, update_state=False):
+        q, k, v = xs[:3]
+        s = tf.linalg.matmul(q, k, transpose_b=True) * tf.constant(self.scale, q.dtype)
+        if self.float32_softmax:
+            s = tf.cast(s, tf.float32)
+        keep = None if self.causal is None else tf.constant(self.causal)
+        bias = None
+        if len(xs) > 3:
+            m = xs[3]
+            missing = self.rank + 1 - len(m.shape)
+            if missing > 0:
+                m = tf.reshape(m, tf.concat([tf.shape(m)[:1], [1] * missing, tf.shape(m)[1:]], 0))
+            if self.keep_mask:
+                m = tf.not_equal(m, tf.constant(0, m.dtype))
+                keep = m if keep is None else tf.logical_and(keep, m)
+            else:
+                bias = tf.cast(m, s.dtype)
+        if keep is None and bias is None:
+            w = tf.nn.softmax(s, axis=-1)
+        else:
+            alive = tf.ones((1, 1), tf.bool) if keep is None else keep
+            if bias is not None:
+                alive = tf.logical_and(alive, tf.not_equal(bias, tf.constant(-np.inf, s.dtype)))
+            dead = tf.logical_not(tf.reduce_any(alive, axis=-1, keepdims=True))
+            zero = tf.zeros((), s.dtype)
+            if bias is not None:
+                s = s + tf.where(dead, zero, bias)
+            if keep is not None:
+                s = tf.where(tf.logical_or(keep, dead), s, tf.constant(-np.inf, s.dtype))
+            w = tf.where(dead, zero, tf.nn.softmax(s, axis=-1))
+        return tf.linalg.matmul(tf.cast(w, v.dtype), v)
 
 
 @lowers("PositionEmbedding")

@@ -1,4 +1,16 @@
-"""Lowerings of MultiHeadAttention and PositionEmbedding (merged into ``layers.LOWERINGS``).
+"""Lowerings of MultiHeadAttention, DotProductAttention and PositionEmbedding (merged into
+``layers.LOWERINGS``).
+
+DotProductAttention is ``F.scaled_dot_product_attention`` itself (the fused kernel, float64
+included: it agrees with the NumPy reference to ~1e-16), causal alone as its ``is_causal``;
+an int mask is its boolean ``attn_mask`` (combined with the causal triangle when both are
+given), a float mask its float ``attn_mask`` (-inf above the diagonal when causal: SDPA takes no
+mask together with ``is_causal``). SDPA's rule for a row that keeps no key (weights 0, output 0,
+no gradient) is the spec's. q, k, v of any other rank are viewed as (N, heads, T, D), the
+mask expanded to match: that is the shape SDPA's fused CPU kernel takes (its math kernel, for
+other shapes or a mask with a gradient, computes a bf16 / float16 product in float32, which a
+low policy's trace refuses; that case runs written out). Under a mixed policy the softmax must run in float32 between two
+low-type products, which the fused kernel does not do: that path is written out.
 
 MultiHeadAttention is three projections (``F.linear``, the q/k/v kernels as separate
 parameters), torch's ``F.scaled_dot_product_attention`` on (N, heads, T, head_dim) views (SDPA
@@ -42,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rosetta.backends.torch.lowering import CHANNELS_LAST, lowers, native_params, same
+from rosetta.backends.torch.math import full_rank
 from rosetta.graph import Node
 
 
@@ -146,6 +159,86 @@ def multi_head_attention(node: Node, layout: str) -> nn.Module:
     (_, e), (_, ev) = node.in_types[0].shape, node.in_types[1].shape
     return CanonicalMultiheadAttention(e, ev, a["heads"], a["head_dim"], node.out_type.shape[-1],
                                        a["causal"], a["dropout"], a["use_bias"])
+
+
+class DotProductAttention(nn.Module):
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale)`` on batched
+    (N, ..., T, D) tensors (see the module docstring); ``mask`` an int keep-mask or a float
+    additive mask that broadcasts to the scores (right-aligned per example)."""
+
+    def __init__(self, scale: float, causal: bool, rank: int, keep_mask: bool):
+        super().__init__()
+        self.scale, self.causal, self.rank, self.keep_mask = scale, causal, rank, keep_mask
+        self.float32_softmax = False   # a mixed policy (rosetta.precision.INNER_SOFTMAX)
+
+    def _mask(self, mask, tq, tk, device):
+        """SDPA's attn_mask (bool keep or float bias, causal folded in), or None."""
+        tril = (torch.ones(tq, tk, dtype=torch.bool, device=device).tril()
+                if self.causal else None)
+        if mask is None:
+            return tril
+        mask = full_rank(mask, self.rank)
+        if self.keep_mask:
+            mask = mask != 0
+            return mask if tril is None else mask & tril
+        return mask if tril is None else mask.masked_fill(~tril, float("-inf"))
+
+    def forward(self, q, k, v, mask=None):
+        if self.float32_softmax or (mask is not None and mask.requires_grad
+                                    and q.dtype in (torch.bfloat16, torch.float16)):
+            # a mask with a gradient sends SDPA to its math kernel, which computes a bf16 /
+            # float16 product in float32: the low policy's products run written out instead
+            return self.written(q, k, v, mask)
+        out = q.shape[:-1] + v.shape[-1:]
+        m = None if mask is None else self._mask(mask, q.shape[-2], k.shape[-2], q.device)
+        if q.dim() != 4:   # (N, heads, T, D), the shape SDPA's fused CPU kernel takes (the
+            # others go to its math kernel, which runs a bf16 / float16 product in float32)
+            lead = q.shape[1:-2]
+            q, k, v = (t.reshape(t.shape[0], -1, *t.shape[-2:]) for t in (q, k, v))
+            if m is not None and m.dim() == len(lead) + 3:
+                m = m.expand(m.shape[0], *lead, *m.shape[-2:])
+                m = m.reshape(m.shape[0], -1, *m.shape[-2:])
+            elif m is not None:   # the causal triangle (Tq, Tk)
+                m = m[None, None]
+        if m is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=self.scale)
+        return y.reshape(out)
+
+    def written(self, q, k, v, mask=None):
+        """The same math written out (matmul, masks, softmax, matmul): the mixed policies'
+        path (scores cast to float32 for the softmax, weights back to v's type) and the ONNX
+        export's (torch.onnx does not translate SDPA with a mask of its own rank)."""
+        m = self._mask(mask, q.shape[-2], k.shape[-2], q.device)
+        s = q @ k.transpose(-1, -2) * self.scale
+        if self.float32_softmax:
+            s = s.float()
+        if m is None:
+            return torch.softmax(s, dim=-1).to(v.dtype) @ v
+        if m.dtype == torch.bool:
+            alive = m
+        else:
+            alive = m != float("-inf")
+            s = s + m.to(s.dtype)
+        dead = ~alive.any(-1, keepdim=True)
+        if m.dtype == torch.bool:
+            s = s.masked_fill(~(alive | dead), float("-inf"))
+        w = torch.softmax(s.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
+        return w.to(v.dtype) @ v
+
+    def extra_repr(self):
+        return f"scale={self.scale}, causal={self.causal}"
+
+
+@lowers("DotProductAttention", accepts=CHANNELS_LAST)
+def dot_product_attention(node: Node, layout: str) -> nn.Module:
+    from rosetta.ops.attention import DotProductAttention as Op
+
+    q = node.in_types[0].shape
+    keep = len(node.in_types) > 3 and node.in_types[3].kind == "int"
+    return DotProductAttention(Op.scale(node.attrs, q[-1]), node.attrs["causal"],
+                               len(q), keep)
 
 
 class PositionEmbedding(nn.Module):

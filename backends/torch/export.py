@@ -55,6 +55,11 @@ error 0.75-0.89 on the op cases). Format ``onnx``'s copy computes the same value
 mean * (kh kw / count) (``_mean_pool_forward``). Format ``torch`` keeps it (torch.export keeps
 the override).
 
+DotProductAttention (``F.scaled_dot_product_attention``): torch.onnx translates SDPA only for
+some masks (4-D inputs; a mask of another rank or a batch-broadcast one fails with a size
+mismatch or a ConversionError), so format ``onnx``'s copy runs the same math written out
+(``DotProductAttention.written``: matmul, masks, softmax, matmul). Format ``torch`` keeps SDPA.
+
 These rewrites touch only the export copy (``export_model``): training numerics are unchanged.
 """
 
@@ -73,6 +78,7 @@ import torch
 import torch.nn.functional as F
 
 from rosetta.errors import BackendUnavailable
+from rosetta.backends.torch.attention import DotProductAttention
 from rosetta.backends.torch.pooling import ExcludePadAvgPool2d
 from rosetta.backends.torch.recurrent import NativeRecurrent
 
@@ -142,7 +148,8 @@ def _mean_pool_forward(self: ExcludePadAvgPool2d, x):
 # format -> [(module class, the forward its export copy runs)]
 _REWRITES = {
     "torch": [(NativeRecurrent, _unpacked_forward)],
-    "onnx": [(NativeRecurrent, _unpacked_forward), (ExcludePadAvgPool2d, _mean_pool_forward)],
+    "onnx": [(NativeRecurrent, _unpacked_forward), (ExcludePadAvgPool2d, _mean_pool_forward),
+             (DotProductAttention, DotProductAttention.written)],
 }
 
 

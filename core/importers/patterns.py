@@ -11,6 +11,19 @@ drops the nodes only the pattern read.
 * GELU, erf form:  0.5 x (1 + erf(x / sqrt 2))  (or x 0.5 ..., or x * (1/sqrt 2))
   = ``Activation(gelu, approximate="none")``.
 * ``Dropout(rate=0)`` (HuggingFace's dropout modules at probability 0): the identity, removed.
+* Attention written out, as HuggingFace's ``eager_attention_forward`` and timm's non-fused path
+  write it: MatMul(q, k^T) -> [Multiply(c) or Divide(c)] -> [Add(float mask) or
+  Where(keep, s, -inf)] -> Softmax(last axis) -> [Dropout(0)] -> MatMul(., v)
+  = ``DotProductAttention(scale=c or 1/c or 1.0)`` on (q, k, v[, mask]). k^T is a Transpose read
+  only here (its perm is turned into k's: the last two axes swapped back), or any tensor (a
+  Transpose swapping its last two axes is added). The same math: the scale multiplies the
+  scores (a Divide by c becomes a product by 1/c, a rounding apart, as the GELU's cube), the
+  float mask is added, the int mask keeps where != 0. The op gives a row that keeps no key
+  weights 0 where the written-out softmax gives nan; a Constant mask with such a row is left
+  written out, and a computed mask is a model whose every score of a row is -inf (no source
+  trains through the nan that row gives). Attention with dropout > 0 on its weights (a mask
+  the op does not draw), a scale applied elsewhere than to the scores, or a softmax over
+  another axis is left written out.
 
 The constants must match to 1e-12 relative (they are the same Python floats in the source);
 anything else is left written out.
@@ -20,7 +33,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from rosetta.graph import Graph, Node
+from rosetta.ops.math import broadcast_types
+from rosetta.ops.registry import TensorType
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -34,12 +51,18 @@ def _close(a, b) -> bool:
 class _Matcher:
     def __init__(self, graph: Graph):
         self.by_name = {n.name: n for n in graph.nodes}
+        self.inputs = {i.name: TensorType(tuple(i.shape), i.kind) for i in graph.inputs}
         self.uses: dict[str, int] = {}
         for n in graph.nodes:
             for i in n.inputs:
                 self.uses[i] = self.uses.get(i, 0) + 1
         for o in graph.outputs:
             self.uses[o] = self.uses.get(o, 0) + 1
+
+    def type(self, name):
+        """The inferred type of node or graph input ``name``."""
+        n = self.by_name.get(name)
+        return self.inputs.get(name) if n is None else n.out_type
 
     def node(self, name, op, used_once=True):
         """The node ``name`` when it is an ``op`` read only by the pattern, else None."""
@@ -127,6 +150,107 @@ def _gelu_erf(m: _Matcher, n: Node):
     return None
 
 
+def _softmax_last(n: Node) -> bool:
+    """``n`` is a softmax over its last axis (the Softmax op or Activation('softmax'))."""
+    if not (n.op == "Softmax" or (n.op == "Activation" and n.attrs.get("fn") == "softmax")):
+        return False
+    rank, axis = len(n.out_type.shape), n.attrs.get("axis")
+    return rank > 0 and (-1 if axis is None else axis) % rank == rank - 1
+
+
+def _dead_rows(value, keep: bool) -> bool:
+    """Whether a Constant mask has a row that keeps no key (every score -inf after it)."""
+    v = np.asarray(value)
+    alive = (v != 0) if keep else (v != -np.inf)
+    return bool(v.ndim and not np.all(np.any(alive, axis=-1)))
+
+
+def _attention(m: _Matcher, n: Node):
+    """``n`` = MatMul(w, v), w the softmax of (scaled, masked) q k^T (the module doc): (the
+    op's attributes, its inputs as (q, k-or-None, kt, v, mask), the nodes the pattern drops, the
+    k^T Transpose replaced or None) or None."""
+    if n.op != "MatMul" or len(n.inputs) != 2:
+        return None
+    w_name, v = n.inputs
+    dropped = []
+    drop = m.node(w_name, "Dropout")
+    if drop is not None:
+        if drop.attrs.get("rate") != 0.0:
+            return None
+        dropped.append(drop)
+        w_name = drop.inputs[0]
+    sm = m.by_name.get(w_name)
+    if sm is None or m.uses.get(w_name, 0) != 1 or not _softmax_last(sm):
+        return None
+    dropped.append(sm)
+    s_name, mask, mask_kind = sm.inputs[0], None, None
+    add = m.node(s_name, "Add")
+    where = m.node(s_name, "Where")
+    if add is not None and len(add.inputs) == 2 and add.attrs.get("constant") is None:
+        dropped.append(add)
+        s_name, mask = None, None
+        for a, b in (add.inputs, add.inputs[::-1]):   # the scores: the MatMul's side
+            if _scores(m, a) is not None:
+                s_name, mask = a, b
+                break
+        if s_name is None:
+            return None
+        mask_kind = "float"
+    elif where is not None and len(where.inputs) == 2 and where.attrs.get("x") is None \
+            and where.attrs.get("y") == -np.inf:
+        dropped.append(where)
+        mask, s_name, mask_kind = where.inputs[0], where.inputs[1], "keep"
+    found = _scores(m, s_name)
+    if found is None:
+        return None
+    scale, qk, scaled = found
+    dropped += [qk] + scaled
+    q, kt = qk.inputs
+    tq, tkt, tv = m.type(q), m.type(kt), m.type(v)
+    if tq is None or tkt is None or tv is None:
+        return None
+    if min(len(tq.shape), len(tkt.shape), len(tv.shape)) < 2 or any(
+            t.batch_broadcast or t.kind != "float" for t in (tq, tkt, tv)):
+        return None
+    if not (tq.shape[:-2] == tkt.shape[:-2] == tv.shape[:-2]) or tkt.shape[-2] != tq.shape[-1] \
+            or tv.shape[-2] != tkt.shape[-1]:
+        return None
+    scores = qk.out_type.shape
+    if mask is not None:
+        tm = m.type(mask)
+        if tm is None or (tm.kind == "int") != (mask_kind == "keep") or broadcast_types([tm, TensorType(scores)]) != scores:
+            return None
+        const = m.by_name.get(mask)
+        if const is not None and const.op == "Constant" and _dead_rows(
+                const.attrs["value"], mask_kind == "keep"):
+            return None
+    transpose = m.node(kt, "Transpose")
+    attrs = {"scale": scale, "causal": False}
+    return attrs, (q, kt, v, mask), dropped, transpose
+
+
+def _scores(m: _Matcher, name):
+    """``name`` = [c *] MatMul(q, kt) or MatMul(q, kt) / c, read once: (scale, the MatMul, the
+    scale's nodes) or None."""
+    for op, factor in (("Multiply", None), ("Divide", None)):
+        n = m.node(name, op)
+        if n is None or len(n.inputs) != 1 or n.attrs.get("constant") is None:
+            continue
+        c = float(n.attrs["constant"])
+        if op == "Divide":
+            if n.attrs.get("reverse") or c == 0.0:
+                return None
+            c = 1.0 / c
+        qk = m.node(n.inputs[0], "MatMul")
+        if qk is None or len(qk.inputs) != 2:
+            return None
+        return c, qk, [n]
+    qk = m.node(name, "MatMul")
+    if qk is None or len(qk.inputs) != 2:
+        return None
+    return 1.0, qk, []
+
+
 def fuse(graph: Graph) -> tuple[Graph, dict]:
     """``graph`` with the module doc's patterns mapped to their layer op, and a count of each
     rewrite (``{"gelu_tanh": 2, ...}``); the graph itself when nothing matched."""
@@ -142,6 +266,27 @@ def fuse(graph: Graph) -> tuple[Graph, dict]:
             alias[n.name] = n.inputs[0]
             gone.add(n.name)
             counts["dropout_0"] = counts.get("dropout_0", 0) + 1
+            continue
+        found = _attention(m, n) if n.op == "MatMul" else None
+        if found is not None and not any(p.name in gone for p in found[2]):
+            attrs, (q, kt, v, mask), inner, transpose = found
+            qk = next(p for p in inner if p.op == "MatMul")
+            rank = len(m.type(kt).shape)
+            swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+            if transpose is not None:   # k^T = Transpose(x, perm): k = Transpose(x, perm')
+                perm = tuple(transpose.attrs["perm"])
+                replaced[transpose.name] = Node(transpose.name, "Transpose",
+                                                {"perm": perm[:-2] + (perm[-1], perm[-2])},
+                                                transpose.inputs)
+                k = transpose.name
+            else:                       # k = Transpose(k^T) in the scores MatMul's place
+                replaced[qk.name] = Node(qk.name, "Transpose", {"perm": swap}, (kt,))
+                k = qk.name
+                inner = [p for p in inner if p is not qk]
+            replaced[n.name] = Node(n.name, "DotProductAttention", attrs,
+                                    (q, k, v) + (() if mask is None else (mask,)))
+            gone.update(p.name for p in inner)
+            counts["attention"] = counts.get("attention", 0) + 1
             continue
         for kind, match in (("gelu_tanh", _gelu_tanh), ("gelu_erf", _gelu_erf)):
             found = match(m, n) if n.op == "Multiply" else None
@@ -163,7 +308,7 @@ def fuse(graph: Graph) -> tuple[Graph, dict]:
 
     nodes = []
     for n in graph.nodes:
-        if n.name in gone:
+        if n.name in gone and n.name not in replaced:
             continue
         n = replaced.get(n.name, n)
         nodes.append(Node(n.name, n.op, dict(n.attrs), tuple(resolve(i) for i in n.inputs)))

@@ -1247,11 +1247,11 @@ def where(b: Builder, c: Call):
 
 def scaled_dot_product_attention(b: Builder, c: Call):
     """F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale) on
-    computed (N, ..., T, D) tensors, written out as the same math:
-    w = softmax(q k^T * scale + mask) over the keys, y = w v, with scale = 1/sqrt(D) by
-    default; a causal or boolean mask (folded: a Constant) masks with -inf (``Where``), a float
-    mask is added. ``dropout_p`` > 0 (a mask drawn inside the call) and ``enable_gqa`` are
-    refused."""
+    computed (N, ..., T, D) tensors: the spec's ``DotProductAttention``, the same math and the
+    same rule for a row that keeps no key (weights 0: torch's ``_safe_softmax``). A boolean
+    mask (folded: a Constant, or computed) is the op's int keep-mask, a float mask is added;
+    ``is_causal`` is its top-left causal rule and ``scale`` its scale (None: 1/sqrt(D), as
+    torch). ``dropout_p`` > 0 (a mask drawn inside the call) and ``enable_gqa`` are refused."""
     q, k, v = (_plain(b, c, _value(c.arg(i, n)), "attention")
                for i, n in enumerate(("query", "key", "value")))
     mask = c.arg(3, "attn_mask")
@@ -1262,36 +1262,16 @@ def scaled_dot_product_attention(b: Builder, c: Call):
         raise Unsupported("scaled_dot_product_attention(enable_gqa=True)")
     causal = bool(c.arg(5, "is_causal", False))
     scale = c.kwargs.get("scale")
-    d, tq, tk = q.shape[-1], q.shape[-2], k.shape[-2]
-    scale = 1.0 / float(d) ** 0.5 if scale is None else float(scale)
-    rank = len(q.shape)
-    perm = tuple(range(rank - 3)) + (rank - 2, rank - 3)
-    kt = b.layer("Transpose", [k], name=f"{c.name}_kt", source=c.label, layout="plain",
-                 out_shape=k.shape[:-2] + (d, tk), perm=perm)
-    s_shape = tuple(c.shape[:-1]) + (tk,)
-    s = b.layer("MatMul", [q, kt], name=f"{c.name}_scores", source=c.label, layout="plain",
-                out_shape=s_shape)
-    s = b.layer("Multiply", [s], name=f"{c.name}_scale", source=c.label, constant=scale)
-    if causal:
-        tri = np.triu(np.ones((tq, tk), np.int64), 1).reshape((1,) * (rank - 2) + (tq, tk))
-        keep = b.layer("Constant", [], name=f"{c.name}_causal", source=c.label, layout="plain",
-                       out_shape=tri.shape, value=tri[0])
-        s = b.layer("Where", [keep, s], name=f"{c.name}_causal_mask", source=c.label,
-                    x=float("-inf"), out_shape=s_shape)
+    inputs = [q, k, v]
     if mask is not None:
         mask = _value(mask, "the attention mask")
-        if len(mask.shape) != rank:
+        if len(mask.shape) != len(q.shape):
             raise Unsupported(f"an attention mask of rank {len(mask.shape)} for scores of rank "
-                              f"{rank}")
-        if _kind(mask) == "int":   # a boolean mask: True keeps the score
-            s = b.layer("Where", [mask, s], name=f"{c.name}_mask", source=c.label,
-                        y=float("-inf"), out_shape=s_shape)
-        else:
-            s = b.layer("Add", [s, mask], name=f"{c.name}_mask", source=c.label,
-                        out_shape=s_shape)
-    w = b.layer("Softmax", [s], name=f"{c.name}_softmax", source=c.label, axis=-1)
-    return b.layer("MatMul", [w, v], name=c.name, source=c.label, layout="plain",
-                   out_shape=c.shape)
+                              f"{len(q.shape)}")
+        inputs.append(mask)
+    return b.layer("DotProductAttention", inputs, name=c.name, source=c.label, layout="plain",
+                   out_shape=c.shape, causal=causal,
+                   scale=None if scale is None else float(scale))
 
 
 def dropout(b: Builder, c: Call):

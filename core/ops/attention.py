@@ -1,10 +1,12 @@
-"""Attention: MultiHeadAttention and learned position embeddings."""
+"""Attention: MultiHeadAttention, DotProductAttention (over computed q, k, v) and learned
+position embeddings."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from rosetta.initializers import Initializer
+from rosetta.ops.math import broadcast_types
 from rosetta.ops.registry import (Attr, OpDef, ParamDef, TensorType, positive, register,
                                   unit_interval)
 
@@ -125,6 +127,122 @@ class MultiHeadAttention(OpDef):
         hd = a["heads"] * a["head_dim"]
         proj = 2 * hd * (tq * e + 2 * tk * ev) + 2 * tq * hd * out.shape[-1]
         return proj + 4 * tq * tk * hd + 3 * a["heads"] * tq * tk
+
+
+def _finite(v):
+    return None if v is None or np.isfinite(v) else "must be finite (or None: 1/sqrt(D))"
+
+
+def attention_masks(a, q_shape, k_shape, mask, mask_is_keep):
+    """(keep, bias, dead) of DotProductAttention in NumPy (the reference): ``keep`` a boolean
+    array broadcastable to the scores (None: every key), ``bias`` the float mask (None), and
+    ``dead`` the rows (..., Tq, 1) that keep no key (every score -inf)."""
+    tq, tk = q_shape[-2], k_shape[-2]
+    keep = None
+    if a["causal"]:
+        keep = np.tril(np.ones((tq, tk), bool))
+    bias = None
+    if mask is not None:
+        if mask_is_keep:
+            keep = (mask != 0) if keep is None else (keep & (mask != 0))
+        else:
+            bias = mask
+    alive = np.ones((1, 1), bool) if keep is None else keep
+    if bias is not None:
+        alive = alive & (bias != -np.inf)
+    dead = ~np.any(alive, axis=-1, keepdims=True)
+    return keep, bias, dead
+
+
+@register
+class DotProductAttention(OpDef):
+    """Scaled dot-product attention over computed queries, keys and values (torch's
+    ``F.scaled_dot_product_attention``; no parameters).
+
+    Inputs: q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with the same leading axes (rank >= 2
+    per example, batched), and an optional mask M that broadcasts to the scores (..., Tq, Tk)
+    (NumPy rule over the full shape: a Constant mask may be batch-broadcast and of lower rank).
+    An int mask is a keep-mask (torch's boolean ``attn_mask``: key j is attended where M != 0);
+    a float mask is added to the scores (torch's float ``attn_mask``; -inf masks a key).
+
+        s[..., i, j] = scale * sum_d q[..., i, d] k[..., j, d]        scale = 1/sqrt(D) if unset
+        float mask:  s = s + M;   int mask:  s = -inf where M == 0
+        causal:      s = -inf where j > i   (top-left aligned, torch's ``is_causal``; Tq != Tk
+                                             allowed)
+        w[..., i, :] = softmax_j(s[..., i, :]), or 0 for a row whose every score is -inf
+        y[..., i, :] = sum_j w[..., i, j] v[..., j, :]                  -> (..., Tq, Dv)
+
+    Fully masked rows: a row that keeps no key (every key masked by the int mask, the causal
+    rule or a float mask of -inf) has weights 0, so y = 0 there and no gradient flows through
+    it. That is what torch's SDPA computes (``_safe_softmax``, torch >= 2.5; earlier releases and
+    a written-out ``softmax(masked_fill(-inf))`` give nan): the spec takes the finite rule. A
+    float mask with finite large negatives (HuggingFace's ``finfo.min``) masks nothing away in
+    this sense: its row is an ordinary softmax.
+
+    Gradients: dL/dv = w^T dL/dy; dL/dw = dL/dy v^T; dL/ds = w * (dL/dw - sum_j w dL/dw);
+    dL/dq = scale dL/ds k, dL/dk = scale dL/ds^T q; dL/dM = dL/ds for a float mask (none for
+    an int mask)."""
+
+    arity = (3, 4)
+    input_kind = "any"
+    batch_broadcast = "broadcasts"
+    attrs = {
+        "scale": Attr("optional_float", None, check=_finite,
+                      doc="the score factor; None: 1/sqrt(D), D the width of q and k"),
+        "causal": Attr("bool", False, doc="mask keys j > i (top-left aligned)"),
+    }
+
+    def infer(self, a, inputs, where):
+        q, k, v = inputs[:3]
+        for what, t in (("q", q), ("k", k), ("v", v)):
+            if t.kind != "float" or len(t.shape) < 2:
+                raise self.fail(where, f"a float {what} of rank >= 2 per example (..., T, D)",
+                                f"a {t.kind} {what} of shape {t.shape}")
+            if t.batch_broadcast:
+                raise self.fail(where, f"a batched {what} (Expand a shared value first)",
+                                f"a batch-broadcast {what}")
+        if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+            raise self.fail(where, "q, k and v with the same leading axes",
+                            f"shapes {q.shape}, {k.shape}, {v.shape}")
+        if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+            raise self.fail(where, "q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv)",
+                            f"shapes {q.shape}, {k.shape}, {v.shape}")
+        scores = q.shape[:-1] + (k.shape[-2],)
+        if len(inputs) > 3:
+            m = inputs[3]
+            if broadcast_types([m, TensorType(scores)]) != scores:
+                raise self.fail(where, f"a mask that broadcasts to the scores {scores} (NumPy "
+                                "rule; a lower rank only for a batch-broadcast mask)",
+                                f"shape {m.shape}" + (" (batch-broadcast)"
+                                                      if m.batch_broadcast else ""))
+        return TensorType(q.shape[:-1] + (v.shape[-1],))
+
+    @staticmethod
+    def scale(a, d: int) -> float:
+        return 1.0 / float(np.sqrt(d)) if a["scale"] is None else a["scale"]
+
+    def reference(self, a, p, xs, ctx):
+        q, k, v = xs[:3]
+        mask = None
+        if len(xs) > 3:
+            mask = np.asarray(xs[3])
+            mask = mask.reshape(mask.shape[0], *(1,) * (q.ndim - mask.ndim), *mask.shape[1:])
+        keep, bias, dead = attention_masks(a, q.shape, k.shape, mask,
+                                           mask is not None and mask.dtype.kind in "biu")
+        s = np.matmul(q, np.swapaxes(k, -1, -2)) * self.scale(a, q.shape[-1])
+        if bias is not None:
+            s = s + bias
+        if keep is not None:
+            s = np.where(keep, s, -np.inf)
+        s = np.where(dead, 0.0, s)               # a dead row: any finite scores, weights 0
+        w = np.where(dead, 0.0, _softmax(s))
+        return np.matmul(w, v)
+
+    def flops(self, a, inputs, out):
+        q, k, v = inputs[:3]
+        lead = int(np.prod(q.shape[:-2]))
+        tq, tk = q.shape[-2], k.shape[-2]
+        return lead * (2 * tq * tk * (q.shape[-1] + v.shape[-1]) + 3 * tq * tk)
 
 
 @register

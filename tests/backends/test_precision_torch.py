@@ -65,6 +65,25 @@ def test_the_step_computes_in_the_policys_types(precision):
                for k in tr["kernels"]) == p.policy.mixed
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "mixed_bfloat16"])
+def test_dot_product_attention_computes_in_the_policys_types(precision):
+    """SDPA over (T, D) per example with a float mask that has a gradient (its math kernel
+    would run a bf16 product in float32): the policy's products, and under a mixed policy a
+    separate float32 softmax."""
+    x = rs.Input((3, 4), name="x")
+    h = rs.Dense(4, name="d1")(x)
+    h = rs.DotProductAttention(causal=True, name="attn")(h, h, h, rs.Dense(3, name="m")(x))
+    spec = rs.TrainSpec(model=rs.Model(x, rs.Dense(2, name="d2")(rs.Flatten(name="f")(h)),
+                                       name="dpa"),
+                        loss=rs.losses.SoftmaxCrossEntropy(), optimizer=rs.optim.Adam(1e-2),
+                        data=rs.DataSpec("digits"), steps=2, seed=0)
+    p = _prog(precision, spec)
+    tr = tp.trace(p, *_batch())
+    assert check_types(tr, p.graph, p.policy) == []
+    assert any(k[0] == "attn" and k[2] == "_softmax" and k[3] == ["float32"]
+               for k in tr["kernels"]) == p.policy.mixed
+
+
 def test_trap_policy_ignored_fails_on_the_first_product():
     p = _prog("mixed_bfloat16")
     p.model.set_precision({})                      # every node as it comes: all float32

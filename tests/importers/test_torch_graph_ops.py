@@ -313,3 +313,43 @@ def test_written_out_gelus_map_to_the_gelu_op_and_certify():
     assert any("gelu_tanh x1" in note and "gelu_erf x1" in note for note in imp.notes), imp.notes
     cert = imp.certify(("torch",), steps=2)
     assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
+
+
+class WrittenOutAttention(nn.Module):
+    """Attention written out as HuggingFace's eager code writes it: q k^T * scale + a folded
+    additive causal mask (finfo.min), softmax, Dropout(0), @ v; q k^T / sqrt(d) with
+    where(keep, s, -inf) (k^T from a tensor, not a transpose of k); and a near miss (a softmax
+    over the queries) left written out."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(4, 12), nn.Linear(12, 2)
+        self.drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        q, k, v = (z.view(n, t, 2, 2).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        bias = torch.zeros(t, t, dtype=x.dtype).masked_fill(~causal, torch.finfo(x.dtype).min)
+        a = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * 0.7 + bias, dim=-1)
+        a = torch.matmul(self.drop(a), v)
+        kt = k.permute(0, 1, 3, 2).contiguous() * 1.0
+        s = torch.where(causal, torch.matmul(q, kt) / 2.0 ** 0.5, float("-inf"))
+        b = torch.matmul(torch.softmax(s, dim=-1), v)
+        c = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-2), v)
+        return self.out(torch.cat([a, b, c], -1).transpose(1, 2).reshape(n, t, 12))
+
+
+def test_written_out_attention_maps_to_dot_product_attention_and_certifies():
+    from rosetta.importers.hf import TokenCrossEntropy
+
+    imp = _import(WrittenOutAttention(), _x(2, 3, 4), loss=TokenCrossEntropy())
+    nodes = imp.spec.model.nodes
+    dpa = [n for n in nodes if n.op == "DotProductAttention"]
+    assert [(len(n.inputs), n.attrs["scale"], n.attrs["causal"]) for n in dpa] == [
+        (4, 0.7, False), (4, 1.0 / 2.0 ** 0.5, False)], [(n.op, n.attrs) for n in nodes]
+    assert sum(n.op == "Activation" and n.attrs["fn"] == "softmax" for n in nodes) == 1
+    assert not any(n.op == "Dropout" for n in nodes)
+    assert any("attention x2" in note for note in imp.notes), imp.notes
+    cert = imp.certify(("torch",), steps=2)
+    assert cert.passed and max(cert.results[0]["worst"].values()) < 1e-12, cert.table()
