@@ -104,10 +104,10 @@ def run_command(args, load_spec) -> int:
     backends = args.backends or available_backends()
     for b in backends:
         get_backend(b)  # a clear BackendUnavailable for a missing one
+    pairs = plan_modes(backends, args.modes)   # bad input before any framework is imported
     device = validate.require_device(backends, args.device)
     if args.threads:
         apply_thread_pin(args.threads, backends)
-    pairs = plan_modes(backends, args.modes)
     if args.sweep and not args.modes:  # each backend's default mode, its fastest on a CPU
         pairs = [(b, get_backend(b).modes[0]) for b in backends]
     log(f"measuring the float32 matmul peak on {device} ...")
