@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rosetta.importers import patterns
 from rosetta.importers.errors import ImportRefused
 from rosetta.trained import TrainedModel
 
@@ -362,9 +363,8 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
         notes.append(f"{cap.folded} input-independent calls folded into constants at the "
                      f"example's shapes: the spec takes inputs of shape "
                      f"{tuple(example_inputs[0].shape[1:])} only")
-    if cap.fused:
-        notes.append("written-out patterns mapped to one layer op (rosetta.importers.patterns): "
-                     + ", ".join(f"{k} x{v}" for k, v in sorted(cap.fused.items())))
+    if patterns.note(cap.fused):
+        notes.append(patterns.note(cap.fused))
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

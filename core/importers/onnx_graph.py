@@ -36,6 +36,7 @@ from rosetta.importers.builder import Builder, Unsupported, Value, check_shapes,
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.merged import Merged
 from rosetta.importers.onnx_merged import call as merged_call, shape_alt
+from rosetta.importers.patterns import fuse, same_values
 from rosetta.importers.onnx_ops import (ONNX_OPS, REFUSED, Const, ONode, Pending,
                                         _batch_rows, _is_parameter)
 
@@ -93,6 +94,7 @@ class OnnxCaptured:
     training_graph: bool      # a BatchNormalization in training mode: the graph's function is
     #                           the spec's training-mode forward (batch statistics)
     unpaired: dict = None     # torch parameter -> why a constant moved from it stays a constant
+    fused: dict = None        # patterns mapped to one layer op (patterns.fuse): counts
 
 
 def load_model(source):
@@ -612,10 +614,15 @@ def capture_onnx(source, *, model_name: str = "model", running_var: str = "biase
         check_shapes(g, b)
     except Unsupported as e:
         raise ImportRefused([f"<graph>: {e}"]) from None
+    fused_g, fused = fuse(g)   # written-out GELUs and attention to the layer op, Dropout(0) gone
+    if fused:   # the certificate compares a node with its ONNX tensor only where it is the same
+        kept = same_values(g, fused_g)
+        onnx_nodes = {k: v for k, v in onnx_nodes.items() if k in kept}
+    g = fused_g
     return OnnxCaptured(g, b.params, b.state, b.names, b.layouts, b.node_source, onnx_nodes,
                         inp.name, layout, shape_in, kind, out_name, out.layout, dtype, opset,
                         _inference_only(model), _training_graph(model),
-                        dict(b.__dict__.get("derive_failed", {})))
+                        dict(b.__dict__.get("derive_failed", {})), fused)
 
 
 def _node_shapes(node, args, kinds) -> dict:

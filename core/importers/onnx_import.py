@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rosetta.importers import patterns
 from rosetta.importers.errors import ImportRefused
 from rosetta.importers.imported import Imported
 
@@ -117,6 +118,8 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
         src.unpaired = _unpaired(cap, torch_module, pairing)
         if src.unpaired:
             notes.append(src.unpaired)
+    if patterns.note(cap.fused):
+        notes.append(patterns.note(cap.fused))
     if cap.inference_only:
         notes.append(f"inference only: {cap.inference_only}")
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,

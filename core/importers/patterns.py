@@ -313,3 +313,49 @@ def fuse(graph: Graph) -> tuple[Graph, dict]:
         n = replaced.get(n.name, n)
         nodes.append(Node(n.name, n.op, dict(n.attrs), tuple(resolve(i) for i in n.inputs)))
     return Graph(graph.inputs, nodes, graph.outputs, name=graph.name), counts
+
+
+def same_values(before: Graph, after: Graph) -> set[str]:
+    """The names of ``after``'s nodes (``fuse(before)``) whose output is the output of
+    ``before``'s node of that name: the nodes ``fuse`` left alone (a reader of a removed
+    Dropout(0) included: it reads the same values), and the last node of each mapped pattern
+    (the layer op in its place). Not the node ``fuse`` turned into k where it held k^T (a
+    Transpose with other axes, or the scores MatMul made a Transpose)."""
+    old = {n.name: n for n in before.nodes}
+    kept = {n.name for n in after.nodes}
+    alias = {n.name: n.inputs[0] for n in before.nodes
+             if n.name not in kept and n.op == "Dropout" and n.attrs.get("rate") == 0.0}
+
+    def resolve(name):
+        while name in alias:
+            name = alias[name]
+        return name
+
+    out = set()
+    for n in after.nodes:
+        o = old.get(n.name)
+        if o is None:
+            continue
+        same = (n.op == o.op and _same_attrs(n.attrs, o.attrs)
+                and tuple(n.inputs) == tuple(resolve(i) for i in o.inputs))
+        if same or (n.op != o.op and n.op in _PATTERN_OPS):
+            out.add(n.name)
+    return out
+
+
+_PATTERN_OPS = ("DotProductAttention", "Activation")   # the ops a pattern's last node becomes
+
+
+def _same_attrs(a: dict, b: dict) -> bool:
+    """Attribute dicts equal, array values (a Constant's) compared element by element."""
+    return a.keys() == b.keys() and all(
+        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) or isinstance(b[k], np.ndarray)
+        else a[k] == b[k] for k in a)
+
+
+def note(fused: dict | None) -> str | None:
+    """The import note that names the rewrites ``fuse`` counted, or None."""
+    if not fused:
+        return None
+    return ("written-out patterns mapped to one layer op (rosetta.importers.patterns): "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(fused.items())))

@@ -22,7 +22,7 @@ import numpy as np
 from rosetta.graph import Input, Model
 from rosetta.importers.builder import Builder, ModuleBuilder, Unsupported, Value, check_shapes
 from rosetta.importers.errors import ImportRefused
-from rosetta.importers.patterns import fuse
+from rosetta.importers.patterns import fuse, same_values
 from rosetta.importers.torch_fold import Folded, as_value, fold
 from rosetta.importers.torch_merged import Merged, call as merged_call, flat_args
 from rosetta.importers.torch_ops import (ATEN, BROADCASTING, ELEMENTWISE, Call,
@@ -714,7 +714,11 @@ def capture(module, example_inputs, *, model_name: str = "model") -> Captured:
         check_shapes(graph, b)
     except Unsupported as e:
         raise ImportRefused([f"<root> ({type(module).__name__}): {e}"]) from None
-    graph, fused = fuse(graph)   # written-out GELUs to the layer op, Dropout(0) removed
+    fused_graph, fused = fuse(graph)   # written-out GELUs and attention to the layer op,
+    if fused:                          # Dropout(0) removed; blame reads only unchanged values
+        kept = same_values(graph, fused_graph)
+        fx_nodes = {k: v for k, v in fx_nodes.items() if k in kept}
+    graph = fused_graph
     unused = [k for k, p in module.named_parameters() if k not in b.names]
     if unused:
         raise ImportRefused([f"{k}: a parameter the traced graph never reads (the spec has no "

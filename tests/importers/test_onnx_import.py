@@ -261,6 +261,36 @@ def test_tensor_math_family():
             "Cumsum"} <= ops
 
 
+def attention_graph():
+    """Self-attention written out as ONNX ops, the shape both torch exporters give a
+    HuggingFace eager attention in eval mode: q, k, v projections (MatMul + Add), scores
+    MatMul(q, Transpose(k)) / sqrt(d), a float mask added, Softmax(-1), MatMul(., v)."""
+    mk = helper.make_node
+    nodes = [mk("MatMul", ["x", f"w{p}"], [f"{p}0"], name=f"{p}_proj") for p in "qkv"] + [
+        mk("Add", [f"{p}0", f"b{p}"], [p], name=f"{p}_bias") for p in "qkv"] + [
+        mk("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        mk("MatMul", ["q", "kt"], ["s0"], name="scores"),
+        mk("Div", ["s0", "sqrt_d"], ["s1"], name="scale"),
+        mk("Add", ["s1", "bias_mask"], ["s"], name="mask"),
+        mk("Softmax", ["s"], ["w"], name="softmax", axis=-1),
+        mk("MatMul", ["w", "v"], ["y"], name="attend"),
+    ]
+    mask = np.zeros((3, 3), np.float32)
+    mask[0, 2] = -1e4
+    inits = ([init(f"w{p}", 4, 4) for p in "qkv"] + [init(f"b{p}", 4) for p in "qkv"]
+             + [f32("sqrt_d", 2.0), numpy_helper.from_array(mask, "bias_mask")])
+    return graph(nodes, inits, ["N", 3, 4])
+
+
+def test_written_out_attention_imports_as_the_fused_op():
+    """The import runs the same pattern pass as from_torch: the chain becomes one
+    DotProductAttention (named in the notes), and agrees with onnx.reference at 1e-10."""
+    imp = agrees(attention_graph())
+    ops = [n.op for n in imp.spec.model.nodes]
+    assert ops.count("DotProductAttention") == 1 and "Softmax" not in ops, ops
+    assert any("attention x1" in n for n in imp.notes), imp.notes
+
+
 def training_batch_norm_graph():
     nodes = [helper.make_node("BatchNormalization", ["x", "s", "bb", "mu", "var"],
                               ["y", "m", "v"], name="bn", training_mode=1)]

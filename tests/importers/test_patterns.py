@@ -44,3 +44,13 @@ def test_a_constant_mask_that_drops_a_whole_row_is_left_written_out():
     fused, counts = fuse(_attention(keep))
     assert "attention" not in counts
     assert "DotProductAttention" not in [n.op for n in fused.nodes]
+
+
+def test_same_values_names_only_nodes_that_still_hold_their_old_value():
+    """The scores MatMul made k's Transpose does not hold its old value (the scores); the
+    attention's last node does (the output), and so does a node left alone."""
+    from rosetta.importers.patterns import same_values
+
+    graph = _attention()
+    fused, _ = fuse(graph)
+    assert same_values(graph, fused) == {"out"}
