@@ -384,9 +384,10 @@ def await_step(ready, seconds: float | None = None) -> None:
 
 def abandon(backend: str, error: BaseException) -> None:
     """In a worker of several whose run raised ``error``: when it is a failed collective
-    (``collective_failure`` of the framework part, or ``CollectiveTimeout``) and a peer is lost, print one line naming it
-    and end this process at once (status 1), without the engine's shutdown, which would wait
-    for the lost peer; otherwise return (the error is the run's own)."""
+    (``collective_failure`` of the framework part, or ``CollectiveTimeout``) and a peer is
+    lost, print one line naming it and end this process at once (status 1), without the
+    engine's shutdown, which would wait for the lost peer; otherwise return (the error is the
+    run's own)."""
     if not (isinstance(error, CollectiveTimeout)
             or framework_part(backend).collective_failure(error)):
         return

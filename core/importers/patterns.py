@@ -218,7 +218,8 @@ def _attention(m: _Matcher, n: Node):
     scores = qk.out_type.shape
     if mask is not None:
         tm = m.type(mask)
-        if tm is None or (tm.kind == "int") != (mask_kind == "keep") or broadcast_types([tm, TensorType(scores)]) != scores:
+        if tm is None or (tm.kind == "int") != (mask_kind == "keep") \
+                or broadcast_types([tm, TensorType(scores)]) != scores:
             return None
         const = m.by_name.get(mask)
         if const is not None and const.op == "Constant" and _dead_rows(
