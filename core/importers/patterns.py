@@ -337,7 +337,8 @@ def same_values(before: Graph, after: Graph) -> set[str]:
         o = old.get(n.name)
         if o is None:
             continue
-        same = (n.op == o.op and _same_attrs(n.attrs, o.attrs)
+        same = (n.op == o.op   # attributes compared as the spec's JSON compares them
+                and n.opdef.attrs_to_json(n.attrs) == o.opdef.attrs_to_json(o.attrs)
                 and tuple(n.inputs) == tuple(resolve(i) for i in o.inputs))
         if same or (n.op != o.op and n.op in _PATTERN_OPS):
             out.add(n.name)
@@ -345,13 +346,6 @@ def same_values(before: Graph, after: Graph) -> set[str]:
 
 
 _PATTERN_OPS = ("DotProductAttention", "Activation")   # the ops a pattern's last node becomes
-
-
-def _same_attrs(a: dict, b: dict) -> bool:
-    """Attribute dicts equal, array values (a Constant's) compared element by element."""
-    return a.keys() == b.keys() and all(
-        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) or isinstance(b[k], np.ndarray)
-        else a[k] == b[k] for k in a)
 
 
 def note(fused: dict | None) -> str | None:
