@@ -64,8 +64,19 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   ``keras.ops`` function of that name: negative, absolute, sqrt, rsqrt, exp, log, erf,
   reciprocal, square, tanh, sigmoid, sin, cos); Reduce (sum/mean/max/min over batch axes a + 1;
   var written out as sum((x - mean)^2) / (n - correction)); LogSoftmax; MatMul (a 1-D operand
-  made a row / column and squeezed after). Constant, Parameter and Expand are refused (tensors
-  shared by the batch: no Keras layer outputs one).
+  made a row / column and squeezed after).
+* Tensors shared by the batch (``batch_broadcast``: full shape (1, *shape)) are Keras tensors whose
+  batch axis has size 1, so every op downstream broadcasts them with NumPy's rules over the full
+  shape, as the spec does. Their size-1 batch is read off the first graph input (``ops.take`` of
+  its first example: a Keras graph holds no free tensor, and a NumPy array would be folded into
+  a constant at build time). Parameter: an ``Embedding(1, size)`` layer (named as the node) looked
+  up at id 0 and reshaped to (1, *shape); [embedding] = the canonical value flattened to
+  (1, size). A Parameter read twice (GPT-2's tied embedding and output projection) is one layer
+  read twice, so ``fit`` sums both gradients into it, as the spec does. Constant: ones of the
+  shared batch times the value (a NumPy array in the model config; x * 1 is exact, -inf
+  included). Expand: ``multiply`` by ones of the target shape (and of the run's batch, read off
+  the first input, for a shared x), after a reshape that adds x's new leading axes; the adjoint
+  of the broadcast sums the gradient, as the spec's.
 * Flatten, Reshape, Add, Concatenate, ZeroPadding2D, UpSampling2D: the Keras layer of that name
   (Flatten is channels-last row-major, the canonical order; ``UpSampling2D(size,
   interpolation="nearest")``; Concatenate's per-example axis a >= 0 is batch axis a + 1).
@@ -91,8 +102,8 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
   the scale, the int mask as ``where(keep, s, -inf)``, the float mask added, ``softmax``, weights
   0 in a row that keeps no key, ``matmul(w, v)``. Not ``keras.ops.dot_product_attention``: it
   takes (B, T, heads, D) only and masks with a large finite negative (a row that keeps no key
-  would get uniform weights, not the spec's 0). The mask is a batched input of the scores' rank
-  (a Constant mask is refused, as every Constant).
+  would get uniform weights, not the spec's 0). The mask broadcasts to the scores (a Constant
+  mask is a shared tensor, above).
 * PositionEmbedding: an ``Embedding(max_length, E)`` layer (named ``<node>_table``) looked up at
   the positions 0..T-1 (``keras.ops.cumsum`` of ones over x's time axis: rows >= T are never
   read, as canonical), then ``Add`` (named as the node); [embedding]: same.
@@ -182,14 +193,6 @@ def lowers(*ops: str):
 
 # the tensor-math ops (rosetta.ops.math): what no Keras graph of batched tensors holds. The
 # others are keras.ops operations of the functional graph (``_Builder``), as the masks are.
-refuses("Constant", "a Constant is a fixed tensor shared by the batch; no built-in Keras layer "
-        "outputs one without an input (and every other node of the export is batched)")
-refuses("Parameter", "a Parameter is a free trainable tensor shared by the batch; no built-in "
-        "Keras layer holds one (a custom layer would need its code at load time)")
-refuses("Expand", "Expand broadcasts to shapes fixed at build time and Keras graphs have a "
-        "symbolic batch axis; with Constant and Parameter refused, every tensor already has the "
-        "batch, so export the graph without it")
-
 refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "
         "and with running statistics in inference (GroupNormalization keeps none, "
         "BatchNormalization trains on batch statistics)")
@@ -290,6 +293,8 @@ class _Builder:
         self.state = state
         self.names = {i.name for i in graph.inputs} | {n.name for n in graph.nodes}
         self.masks = {}
+        self.first = None      # the first graph input's Keras tensor (set by build_model)
+        self.columns = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def name(self, base: str) -> str:
@@ -330,6 +335,29 @@ class _Builder:
             self.masks[key] = self.op(f"{lengths_name}_mask{t}", ops.less,
                                       ops.arange(t, dtype="int32"), column)
         return self.masks[key]
+
+    def column(self, shared: bool):
+        """The first graph input's first element per example, (N, 1), or of its first example,
+        (1, 1) (``shared``): a tensor of the functional graph with the run's batch or the shared
+        batch of 1, for ``ones_like``/``zeros_like`` (its values are never read)."""
+        if shared not in self.columns:
+            ops, spec = self.ops, self.graph.inputs[0]
+            if False not in self.columns:
+                flat = self.op("batch_flat", ops.reshape, self.first,
+                               (-1, int(np.prod(spec.shape))))
+                self.columns[False] = self.op("batch_column", ops.take, flat,
+                                              np.zeros(1, "int32"), axis=1)
+            if shared:
+                self.columns[True] = self.op("shared_row", ops.take, self.columns[False],
+                                             np.zeros(1, "int32"), axis=0)
+        return self.columns[shared]
+
+    def ones(self, node, kind: str, rank: int, shared: bool):
+        """Ones of shape (1 or N, 1, ..., 1) (``rank`` per-example axes), float32 or int32."""
+        ops = self.ops
+        dtype = "float32" if kind == "float" else "int32"
+        one = self.op(f"{node.name}_one", ops.ones_like, self.column(shared), dtype=dtype)
+        return self.op(f"{node.name}_ones", ops.reshape, one, (-1, *(1,) * rank))
 
     def activation(self, x, fused: str, node_name: str):
         """The fused activation Keras has no identifier for, after a linear layer: gelu_tanh."""
@@ -677,12 +705,48 @@ class _Builder:
             x = self.op(node.name, self.ops.take, x, np.arange(*b, dtype="int32"), axis=ax + 1)
         return x
 
+    # -- tensors shared by the batch (module docstring) -----------------------------------------
+    @lowers("Parameter")
+    def Parameter(self, node, xs):
+        shape = tuple(node.attrs["shape"])
+        size = int(np.prod(shape))
+        ids = self.op(f"{node.name}_id", self.ops.zeros_like, self.column(True), dtype="int32")
+        layer = self.k.layers.Embedding(1, size, name=node.name)
+        y = layer(ids)
+        self.set(layer, node, [self.p(node, "value").reshape(1, size)])
+        return self.op(f"{node.name}_shape", self.ops.reshape, y, (1, *shape))
+
+    @lowers("Constant")
+    def Constant(self, node, xs):
+        value = np.asarray(node.attrs["value"])
+        kind = node.out_type.kind
+        with np.errstate(over="ignore"):   # beyond float32's range: +-inf, as the program's cast
+            value = value.astype("float32" if kind == "float" else "int32")
+        ones = self.ones(node, kind, value.ndim, shared=True)
+        return self.op(node.name, self.ops.multiply, ones, value[None])
+
+    @lowers("Expand")
+    def Expand(self, node, xs):
+        src, target = node.in_types[0], tuple(node.out_type.shape)
+        x, ops = xs[0], self.ops
+        lead = len(target) - len(src.shape)
+        if lead:
+            x = self.op(f"{node.name}_axes", ops.reshape, x, (-1, *(1,) * lead, *src.shape))
+        full = np.ones((1, *target), "float32" if src.kind == "float" else "int32")
+        if src.batch_broadcast:     # ones of the run's batch and the target shape
+            full = self.op(f"{node.name}_target", ops.multiply,
+                           self.ones(node, src.kind, len(target), shared=False), full)
+        elif tuple(src.shape) == target:
+            return x
+        return self.op(node.name, ops.multiply, x, full)
+
     @lowers("Gather")
     def Gather(self, node, xs):
         """Constant indices: keras.ops.take on the axis. Indices as input: negative ones wrapped,
         then y[n, a, m, b] = sum_k onehot(idx[n, m])[k] * x[n, a, k, b] (keras.ops.einsum: one
         non-zero term per sum, so exact for finite x; an index out of range, which only a
-        computed index can be, gives zeros)."""
+        computed index can be, gives zeros). A side shared by the batch (a Parameter or Constant
+        table, Constant indices) drops its batch axis from the einsum: x[a, k, b], idx[m]."""
         from rosetta.ops import REGISTRY
         from rosetta.ops.indexing import constant_indices
         from rosetta.ops.shape import positive_axis
@@ -700,8 +764,17 @@ class _Builder:
         wrapped = self.op(f"{node.name}_plus_size", ops.add, idx, size)
         idx = self.op(f"{node.name}_wrap", ops.where, negative, wrapped, idx)
         hot = self.op(f"{node.name}_onehot", ops.one_hot, idx, size, dtype="float32")
-        x4 = self.op(f"{node.name}_view", ops.reshape, xs[0], (-1, pa, size, pb))
-        y = self.op(f"{node.name}_take", ops.einsum, "nakb,nmk->namb", x4, hot)
+        # a side shared by the batch (size-1 batch axis) loses it: einsum does not broadcast
+        shared_x, shared_i = (t.batch_broadcast for t in node.in_types[:2])
+        if shared_x and not shared_i:
+            x, xe = self.op(f"{node.name}_view", ops.reshape, xs[0], (pa, size, pb)), "akb"
+        else:
+            x, xe = self.op(f"{node.name}_view", ops.reshape, xs[0], (-1, pa, size, pb)), "nakb"
+        if shared_i and not shared_x:
+            hot, he = self.op(f"{node.name}_hot", ops.reshape, hot, (m, size)), "mk"
+        else:
+            he = "nmk"
+        y = self.op(f"{node.name}_take", ops.einsum, f"{xe},{he}->namb", x, hot)
         return self.op(node.name, ops.reshape, y, (-1, *out))
 
     def _recurrent(self, node, xs):
@@ -956,6 +1029,7 @@ def build_model(keras, graph, params: dict, state: dict):
                         name=i.name)
         values[i.name] = t
         inputs.append(t)
+    b.first = inputs[0]
     for n in graph.nodes:
         values[n.name] = LOWERINGS[n.op](b, n, [values[s] for s in n.inputs])
     return keras.Model(inputs, values[graph.outputs[0]], name=graph.name)

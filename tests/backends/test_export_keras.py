@@ -41,7 +41,7 @@ from rosetta.errors import BackendUnavailable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LOADER = REPO / "backends" / "tensorflow" / "load_keras.py"
-MODELS = ("mlp", "cnn", "gru", "tricky")
+MODELS = ("mlp", "cnn", "gru", "tricky", "tied")
 FIT_MODEL = "gru"
 # a Keras backend is its framework: tested where that framework is a selected rosetta backend
 KERAS_BACKENDS = [b for b in ("tensorflow", "jax", "torch") if b in BACKENDS]
@@ -91,14 +91,37 @@ def _tricky_spec():
                         data=rs.DataSpec("images"), steps=1)
 
 
+def _tied_spec():
+    """Tensors shared by the batch (size-1 batch axis in Keras): a Parameter table read by a
+    Gather of the ids and, transposed, by the output MatMul (GPT-2's tied head), a position
+    Parameter added, a class token Expanded to the batch and concatenated, a Constant added, and
+    Constant indices gathering from a batched tensor."""
+    ids = rs.Input((5,), kind="int", name="ids")
+    table = rs.Parameter((7, 4), "normal", name="wte")()
+    h = rs.Add(name="embed")([rs.Gather(0, name="tok")(table, ids),
+                              rs.Parameter((5, 4), "normal", name="wpe")()])
+    cls = rs.Expand((1, 4), name="cls_b")(rs.Parameter((1, 4), "normal", name="cls")())
+    h = rs.Concatenate(axis=0, name="with_cls")([cls, h])                          # (6, 4)
+    c = rs.Constant(np.array([[0.5, -1.0, 2.0, 0.0]] * 6), name="shift")()
+    h = rs.Add(name="plus")([h, c])
+    logits = rs.MatMul(name="head")(h, rs.Transpose((1, 0), name="wte_t")(table))  # (6, 7)
+    rows = rs.Gather(0, name="rows")(h, rs.Constant(np.array([0, 2, 1]), name="pick")())
+    y = rs.Concatenate(name="out")([rs.Flatten(name="f1")(logits), rs.Flatten(name="f2")(rows)])
+    return rs.TrainSpec(model=rs.Model([ids], y, name="tied"),
+                        loss=rs.losses.MeanSquaredError(), optimizer=rs.optim.SGD(0.1),
+                        data=rs.DataSpec("images"), steps=1)
+
+
 def _program(name):
-    """A float32 TensorFlow program: a zoo model trained 3 steps, or the tricky spec at init."""
+    """A float32 TensorFlow program: a zoo model trained 3 steps, or the tricky or tied spec at
+    init."""
     from rosetta import models
     from rosetta.backend_registry import get_backend
     from rosetta.training import train
 
-    if name == "tricky":
-        return get_backend("tensorflow").compile(_tricky_spec(), dtype="float32")
+    if name in ("tricky", "tied"):
+        spec = _tricky_spec() if name == "tricky" else _tied_spec()
+        return get_backend("tensorflow").compile(spec, dtype="float32")
     return train(models.get(name), "tensorflow", steps=3, batch_size=8, mode="function",
                  progress=False)["program"]
 
@@ -225,6 +248,32 @@ def test_artifact_is_keras_builtins_only(exports):
         names = {layer["name"] for layer in config["config"]["layers"]}
         if m == "tricky":
             assert {"masked", "unmasked", "attn", "avg", "max", "head"} <= names, names
+
+
+def test_shared_tensors_fit_as_the_spec_trains(tmp_path):
+    """One Keras SGD step of the tied export (``fit`` in this process's Keras) moves every
+    Parameter as the spec's step does: the table read by the Gather and by the head gets both
+    gradients (an untied copy, or a gradient lost through the shared batch axis, is off by about
+    lr * g, which the step itself must exceed for the check to mean anything)."""
+    import keras
+    from rosetta.backends.keras.model import export_keras
+
+    program = _program("tied")
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 7, (4, 5))
+    labels = rng.normal(size=(4, *program.graph.output_type.shape)).astype(np.float32)
+    export_keras(program, tmp_path, example={"ids": ids})
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(ids.astype(np.int32), labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    before = {k: np.asarray(v, np.float64) for k, v in program.export_params().items()}
+    program.train_step({"ids": ids}, labels)
+    after = {k: np.asarray(v, np.float64) for k, v in program.export_params().items()}
+    for name in ("wte", "wpe", "cls"):
+        key = f"{name}/value"
+        got = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
+        assert _normwise(after[key] - before[key], before[key]) > 1e-3, name   # it moved
+        assert _normwise(got.reshape(after[key].shape), after[key]) <= 1e-6, name
 
 
 def test_float64_program_is_refused(tmp_path):
