@@ -56,6 +56,9 @@ float64 reference on all three Keras backends). Weights are listed in ``set_weig
 * HardSwish: ``Activation("hard_silu")`` (Keras's x * relu6(x + 3) / 6; "hard_swish" is its
   alias).
 * Embedding: ``Embedding(vocab_size, dim)`` on int32 ids; [embedding] (vocab, dim): same.
+  ``padding_idx`` p (Embedding, Gather): ``where(ids == p, stop_gradient(y), y)``, the
+  backends' own rule (Keras's ``mask_zero`` is something else: it masks later layers and still
+  trains row 0).
 * Softmax (the op): ``Softmax(axis)``, as Activation's. The other tensor-math ops are
   ``keras.ops`` operations of the functional graph (no layer computes them): Subtract, Divide,
   Power, Maximum, Minimum, Equal/Less/Greater (cast to int32, the export's int), and Add/Multiply
@@ -227,12 +230,6 @@ def check_exportable(program) -> None:
                 f"{where}: Keras' Conv2DTranspose refuses strides > 1 with dilation_rate > 1 "
                 f"(strides {n.attrs['strides']}, dilation {n.attrs['dilation']}), and no other "
                 f"Keras layer scatters with both")
-        if n.op in ("Embedding", "Gather") and n.attrs["padding_idx"] is not None:
-            raise BackendUnavailable(
-                f"{where}: Keras's Embedding has no padding row whose gradient is zero, nor "
-                f"has keras.ops.take (padding_idx={n.attrs['padding_idx']}; mask_zero masks "
-                f"later layers but still trains row 0); export another format (torch, onnx, "
-                f"savedmodel, jax)")
         if n.op == "GRU" and n.attrs["recurrent_bias"] != n.attrs["reset_after"]:
             raise BackendUnavailable(
                 f"{where}: Keras's GRU(reset_after={n.attrs['reset_after']}) has "
@@ -335,6 +332,17 @@ class _Builder:
             self.masks[key] = self.op(f"{lengths_name}_mask{t}", ops.less,
                                       ops.arange(t, dtype="int32"), column)
         return self.masks[key]
+
+    def padding_row(self, node, y, ids, trailing: int):
+        """``padding_idx`` p: the outputs read at ids == p pass ``ops.stop_gradient`` (a
+        ``where``: the forward is the lookup itself), so row p gets no gradient from them, as the
+        spec's (Keras's ``mask_zero`` masks later layers instead and still trains row 0)."""
+        ops = self.ops
+        at = self.op(f"{node.name}_at_pad", ops.equal, ids, node.attrs["padding_idx"])
+        at = self.op(f"{node.name}_at_pad_axes", ops.reshape, at,
+                     (-1, *node.in_types[-1].shape, *(1,) * trailing))
+        return self.op(f"{node.name}_padding_row", ops.where, at,
+                       self.op(f"{node.name}_frozen", ops.stop_gradient, y), y)
 
     def column(self, shared: bool):
         """The first graph input's first element per example, (N, 1), or of its first example,
@@ -625,6 +633,8 @@ class _Builder:
         layer = self.k.layers.Embedding(a["vocab_size"], a["dim"], name=node.name)
         y = layer(xs[0])
         self.set(layer, node, [self.p(node, "embedding")])
+        if a["padding_idx"] is not None:
+            y = self.padding_row(node, y, xs[0], 1)
         return y
 
     @lowers("Flatten")
@@ -775,7 +785,10 @@ class _Builder:
         else:
             he = "nmk"
         y = self.op(f"{node.name}_take", ops.einsum, f"{xe},{he}->namb", x, hot)
-        return self.op(node.name, ops.reshape, y, (-1, *out))
+        y = self.op(node.name, ops.reshape, y, (-1, *out))
+        if a["padding_idx"] is not None:   # axis 0: the table's other axes trail the ids'
+            y = self.padding_row(node, y, idx, len(shape) - 1)
+        return y
 
     def _recurrent(self, node, xs):
         a = node.attrs

@@ -95,11 +95,13 @@ def _tied_spec():
     """Tensors shared by the batch (size-1 batch axis in Keras): a Parameter table read by a
     Gather of the ids and, transposed, by the output MatMul (GPT-2's tied head), a position
     Parameter added, a class token Expanded to the batch and concatenated, a Constant added, and
-    Constant indices gathering from a batched tensor."""
+    Constant indices gathering from a batched tensor; padding rows (torch's ``padding_idx``) on
+    the Gather and on an Embedding."""
     ids = rs.Input((5,), kind="int", name="ids")
     table = rs.Parameter((7, 4), "normal", name="wte")()
-    h = rs.Add(name="embed")([rs.Gather(0, name="tok")(table, ids),
-                              rs.Parameter((5, 4), "normal", name="wpe")()])
+    h = rs.Add(name="embed")([rs.Gather(0, padding_idx=1, name="tok")(table, ids),
+                              rs.Parameter((5, 4), "normal", name="wpe")(),
+                              rs.Embedding(7, 4, padding_idx=0, name="seg")(ids)])
     cls = rs.Expand((1, 4), name="cls_b")(rs.Parameter((1, 4), "normal", name="cls")())
     h = rs.Concatenate(axis=0, name="with_cls")([cls, h])                          # (6, 4)
     c = rs.Constant(np.array([[0.5, -1.0, 2.0, 0.0]] * 6), name="shift")()
@@ -252,9 +254,10 @@ def test_artifact_is_keras_builtins_only(exports):
 
 def test_shared_tensors_fit_as_the_spec_trains(tmp_path):
     """One Keras SGD step of the tied export (``fit`` in this process's Keras) moves every
-    Parameter as the spec's step does: the table read by the Gather and by the head gets both
-    gradients (an untied copy, or a gradient lost through the shared batch axis, is off by about
-    lr * g, which the step itself must exceed for the check to mean anything)."""
+    Parameter and the Embedding as the spec's step does: the table read by the Gather and by the
+    head gets both gradients, and no padding row gets one from a lookup (an untied copy, a
+    gradient lost through the shared batch axis, or a padding row trained is off by about lr * g,
+    which the step itself must exceed for the check to mean anything)."""
     import keras
     from rosetta.backends.keras.model import export_keras
 
@@ -269,8 +272,9 @@ def test_shared_tensors_fit_as_the_spec_trains(tmp_path):
     before = {k: np.asarray(v, np.float64) for k, v in program.export_params().items()}
     program.train_step({"ids": ids}, labels)
     after = {k: np.asarray(v, np.float64) for k, v in program.export_params().items()}
-    for name in ("wte", "wpe", "cls"):
-        key = f"{name}/value"
+    assert {0, 1} <= set(ids.ravel().tolist())          # both padding ids are read
+    for name, key in [("wte", "wte/value"), ("wpe", "wpe/value"), ("cls", "cls/value"),
+                      ("seg", "seg/embedding")]:
         got = np.asarray(model.get_layer(name).get_weights()[0], np.float64)
         assert _normwise(after[key] - before[key], before[key]) > 1e-3, name   # it moved
         assert _normwise(got.reshape(after[key].shape), after[key]) <= 1e-6, name
@@ -309,11 +313,6 @@ def _gru(reset_after):
 
 # what Keras's built-in layers cannot hold, refused in one line naming the node, nothing written
 REFUSED = {
-    "embedding_padding_row": (
-        lambda: rs.Sequential([rs.Embedding(7, 3, padding_idx=0, name="emb"),
-                               rs.Flatten(name="f")], input_shape=(4,), input_kind="int",
-                              name="pad"),
-        r"pad/emb \(Embedding\): Keras's Embedding has no padding row"),
     "batchnorm_torch_running_variance": (
         lambda: rs.Sequential([rs.Dense(3, name="d"),
                                rs.BatchNorm(running_var="unbiased", name="bn")],
