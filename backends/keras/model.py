@@ -194,8 +194,6 @@ def lowers(*ops: str):
     return LOWERINGS.register(ops)
 
 
-# the tensor-math ops (rosetta.ops.math): what no Keras graph of batched tensors holds. The
-# others are keras.ops operations of the functional graph (``_Builder``), as the masks are.
 refuses("InstanceNorm2D", "Keras has no built-in layer that normalises each example in training "
         "and with running statistics in inference (GroupNormalization keeps none, "
         "BatchNormalization trains on batch statistics)")

@@ -5,12 +5,14 @@
   ``tricky`` (an untrained spec of the traps: a masked LSTM whose output feeds an unmasked one,
   a masked bidirectional reset-before GRU,
   attention with key lengths after a position embedding, asymmetric 'same' average pooling,
-  explicit max-pool pads) are exported once; one subprocess per ``KERAS_BACKEND`` (tensorflow,
+  explicit max-pool pads) and ``tied`` (tensors shared by the batch: a Parameter table read by a
+  Gather and, transposed, by the head; padding rows) are exported once; one subprocess per ``KERAS_BACKEND`` (tensorflow,
   jax, torch: those whose framework is a selected backend) runs ``load_keras.py`` on each: every
   output is within 1e-5 normwise of the NumPy float64 reference of the program's parameters. The
   jax run (else the tensorflow one) also ``--fit``\\ s the gru export (compile, 2 epochs, save,
   reload) and its JSON summary says ok.
 * the artifact is Keras built-ins only: no ``Lambda``, every class from the ``keras`` package.
+* one Keras SGD step of the tied export (``fit``) moves every weight as the spec's step does.
 * refused before anything is written: a float64 program, a strided dilated Conv2DTranspose,
   a BatchNorm with torch's running variance (``running_var="unbiased"``).
 
