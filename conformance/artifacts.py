@@ -86,3 +86,19 @@ def check(export_dir, inputs: dict | None = None) -> list[Worst]:
         w = compare_arrays(got, ref, where, TOLERANCE[meta["dtype"]], floor_fraction=1.0)
         out.append(w)
     return out
+
+
+def environment_python(backend: str):
+    """The Python of the environment ``backend`` lives in where this one cannot import it
+    (MXNet: ``.venv-mxnet`` at the repository root, docs/guide/mxnet.md), else None."""
+    import importlib.util
+
+    from rosetta.backend_registry import backend_classes
+
+    cls = backend_classes().get(backend)
+    needs = getattr(cls, "requires", None) or (backend,)
+    if all(importlib.util.find_spec(m) is not None for m in needs):
+        return None
+    root = Path(__file__).resolve().parent.parent
+    py = root / f".venv-{backend}" / "bin" / "python"
+    return py if py.exists() else None

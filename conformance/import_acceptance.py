@@ -210,7 +210,7 @@ def gpt2(n_torch=3, n_jax=3, out=None) -> dict:
 
     import rosetta
     from rosetta import export as export_mod
-    from rosetta.conformance.artifacts import TOLERANCE, check, run_loader
+    from rosetta.conformance.artifacts import TOLERANCE, check, environment_python, run_loader
     from rosetta.conformance.compare import compare_arrays
     from rosetta.conformance.hf_models import VOCAB, build
     from rosetta.errors import RosettaError
@@ -257,7 +257,7 @@ def gpt2(n_torch=3, n_jax=3, out=None) -> dict:
     res["exports"] = {}
     for fmt in export_mod.formats():
         t = time.perf_counter()
-        env_python = _own_environment(export_mod.backend_of(fmt))
+        env_python = environment_python(export_mod.backend_of(fmt))
         if env_python is not None:
             line = _export_elsewhere(env_python, ck_jax, fmt, tmp / f"export_{fmt}", xs, hf_out)
             res["exports"][fmt] = line
@@ -281,23 +281,6 @@ def gpt2(n_torch=3, n_jax=3, out=None) -> dict:
         res["exports"][fmt] = line
         print(f"gpt2 export {fmt}: {line} ({time.perf_counter() - t:.1f} s)", flush=True)
     return res
-
-
-def _own_environment(backend: str):
-    """The Python of the environment ``backend`` lives in where this one cannot import it
-    (MXNet: ``.venv-mxnet`` at the repository root, docs/guide/mxnet.md), else None."""
-    import importlib.util
-    from pathlib import Path
-
-    from rosetta.backend_registry import backend_classes
-
-    cls = backend_classes().get(backend)
-    needs = getattr(cls, "requires", None) or (backend,)
-    if all(importlib.util.find_spec(m) is not None for m in needs):
-        return None
-    root = Path(__file__).resolve().parent.parent
-    py = root / f".venv-{backend}" / "bin" / "python"
-    return py if py.exists() else None
 
 
 def _export_elsewhere(python, ckpt, fmt, out, xs, hf_out) -> str:

@@ -21,6 +21,11 @@ inputs, 10 classes and logits out (``classifier_activation=None``), compiled wit
 ``SGD(0.01)`` (exact in float64 on tensorflow) and sparse cross-entropy from logits; the
 certificate runs Keras as the source.
 
+``--hf --export all`` (or a comma-separated list of formats) also writes each certified import
+to every export format and runs each artifact by its own framework without rosetta
+(``conformance.artifacts.check``; MXNet only where it is installed), giving the worst relative
+error against the spec's forward per format, or the line saying why it was not written.
+
 ``--hf`` sweeps ``rosetta.from_torch`` over the small HuggingFace and timm transformer configs of
 ``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
 or 32x32 images, Adam(1e-3), cross-entropy (token level for LM heads), certified with dropout
@@ -117,6 +122,8 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]])
+    if export_formats:
+        row["exports"] = export_checks(imp, export_formats)
     return row
 
 
@@ -150,13 +157,58 @@ def sweep_keras_one(name, *, size, steps, backends):
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]])
+    if export_formats:
+        row["exports"] = export_checks(imp, export_formats)
     return row
 
 
-def sweep_hf_one(name, *, steps, backends, dtype=None):
+def export_checks(imp, formats) -> dict:
+    """{format: worst relative error of its runs, or the line saying why it was not written}:
+    ``imp`` saved as a neutral checkpoint, exported to each format and run by that format's own
+    framework in processes without rosetta (``conformance.artifacts.check``: every Keras
+    backend for keras), against the spec's NumPy forward."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from rosetta import export as export_mod
+    from rosetta.conformance.artifacts import check, environment_python
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = imp.save(Path(d) / "ckpt")
+        for fmt in formats:
+            python = environment_python(export_mod.backend_of(fmt))
+            if python is not None:   # MXNet: `rosetta export` (and its check) in .venv-mxnet
+                r = subprocess.run([str(python), "-m", "rosetta", "export", str(ckpt), "--format",
+                                    fmt, "--out", str(Path(d) / fmt)], capture_output=True,
+                                   text=True, timeout=900)
+                runs = re.findall(r"^(PASS|FAIL) worst at .* rel ([0-9.e+-]+)", r.stdout, re.M)
+                if not runs:
+                    tail = (r.stderr or r.stdout).strip().splitlines()[-1:]
+                    out[fmt] = f"not exported (in {python.parent.parent.name}): {tail}"
+                    continue
+                worst = max(float(rel) for _, rel in runs)
+                ok = r.returncode == 0 and all(v == "PASS" for v, _ in runs)
+                out[fmt] = (f"{'PASS' if ok else 'FAIL'} {worst:.1e} ({len(runs)} run"
+                            f"{'s' * (len(runs) > 1)}, in {python.parent.parent.name})")
+                continue
+            try:
+                runs = check(export_mod.export(ckpt, fmt, Path(d) / fmt))
+                worst = max(runs, key=lambda w: w.rel_err)
+                out[fmt] = (f"{'PASS' if all(w.passed for w in runs) else 'FAIL'} "
+                            f"{worst.rel_err:.1e} ({len(runs)} run{'s' * (len(runs) > 1)})")
+            except Exception as e:  # the row says why this format was not written or run
+                out[fmt] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return out
+
+
+def sweep_hf_one(name, *, steps, backends, dtype=None, export_formats=()):
     """One row of ``--hf``: import and certify ``name`` in ``dtype`` (None: ``dtype_of(name)``,
     float32 for the models that compute part of a float64 forward in float32; their row also
-    gives the float64 import's refusal line)."""
+    gives the float64 import's refusal line); then, with ``export_formats``, the certified
+    import exported to each (``export_checks``)."""
     import torch
 
     from rosetta.conformance.hf_models import build, dtype_of
@@ -187,6 +239,8 @@ def sweep_hf_one(name, *, steps, backends, dtype=None):
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]])
+    if export_formats:
+        row["exports"] = export_checks(imp, export_formats)
     return row
 
 
@@ -211,8 +265,15 @@ def main(argv=None):
     p.add_argument("--hf-models", default="", help="comma-separated names of hf_models.HF_MODELS")
     p.add_argument("--hf-dtype", default=None, choices=("float64", "float32"),
                    help="with --hf: import every model in this dtype (default: hf_models.dtype_of)")
+    p.add_argument("--export", default="",
+                   help="with --hf: comma-separated export formats each import is written to "
+                        "and checked in (rosetta.export.formats(); 'all' for every one)")
     p.add_argument("--out")
     a = p.parse_args(argv)
+    if a.export == "all":
+        from rosetta import export as export_mod
+
+        a.export = ",".join(export_mod.formats())
     if a.hf:
         from rosetta.conformance.hf_models import HF_MODELS
 
@@ -233,7 +294,8 @@ def main(argv=None):
         try:
             if source == "hf":
                 r = sweep_hf_one(name, steps=a.steps, backends=a.backends.split(","),
-                                 dtype=a.hf_dtype)
+                                 dtype=a.hf_dtype,
+                                 export_formats=[f for f in a.export.split(",") if f])
             elif source == "keras":
                 r = sweep_keras_one(name, size=a.size, steps=a.steps,
                                     backends=[b for b in a.backends.split(",") if b])
@@ -255,8 +317,10 @@ def main(argv=None):
             res = f"float32: {res} (float64: {r.get('float64', '')[:160]})"
         worst = " ".join(f"{b}: {w.get('forward', 0):.0e}/{w.get('grads', 0):.0e}/"
                          f"{w.get('step', 0):.0e}" for b, w in r.get("worst", {}).items())
-        print(f"| {r['model']} | {r['params']:,} | {res} | {r.get('seconds_import', 0):.1f} | "
-              f"{r.get('seconds_certify', 0):.1f} | {worst} |", flush=True)
+        exports = "".join(f"<br>{f}: {v}" for f, v in r.get("exports", {}).items())
+        print(f"| {r['model']} | {r['params']:,} | {res}{exports} | "
+              f"{r.get('seconds_import', 0):.1f} | {r.get('seconds_certify', 0):.1f} | "
+              f"{worst} |", flush=True)
         if a.out:
             with open(a.out + ".tmp", "w") as f:
                 json.dump(rows, f, indent=1, default=str)
