@@ -114,6 +114,11 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     notes = [] if torch_src is not None else [
         "ONNX holds no loss or optimizer: softmax cross-entropy and SGD(lr=0.01) (replace "
         "them on the spec before training)"]
+    if torch_src is None and _trained_outside_weights(cap):
+        notes.append("ONNX does not say which tensors train: these initializers, read outside "
+                     "a weight position, are trainable Parameters (torch_module= takes the "
+                     "source's own parameters instead): "
+                     + ", ".join(_trained_outside_weights(cap)))
     if torch_module is not None:
         src.unpaired = _unpaired(cap, torch_module, pairing)
         if src.unpaired:
@@ -124,6 +129,13 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
         notes.append(f"inference only: {cap.inference_only}")
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,
                     cap.node_source, src, notes, inference_only=cap.inference_only)
+
+
+def _trained_outside_weights(cap) -> list:
+    """The initializers the import made ``Parameter`` nodes (read outside a weight position:
+    a position table, a class token, a finite mask added to scores), in graph order."""
+    nodes = {n.name for n in cap.graph.nodes if n.op == "Parameter"}
+    return [name for name, path in cap.names.items() if path.split("/", 1)[0] in nodes]
 
 
 def _example_batch(cap, example_inputs) -> np.ndarray:

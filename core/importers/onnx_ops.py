@@ -533,12 +533,18 @@ def _initializer_parameter(b: Builder, n: ONode, c: Const, rank: int, perm: tupl
 
 def _is_parameter(b: Builder, c) -> bool:
     """An initializer of floats with more than one element: a trained tensor (a size-1 one is
-    a scalar attribute of the op reading it); where the torch model the graph came from is
-    given (``b.trainable``, its parameter names), only one of its parameters (the exporter's
-    folded buffers and tables, RoPE's, stay constants)."""
-    return (isinstance(c, Const) and c.name is not None and not c.batch_dependent
-            and not c.transposed
-            and np.asarray(c.value).dtype.kind == "f" and np.asarray(c.value).size > 1
+    a scalar attribute of the op reading it), unless it holds +-inf or +-the largest finite
+    value of its type: a mask's values (the dynamo exporter's causal mask of
+    ``scaled_dot_product_attention`` and HuggingFace's masks hold ``finfo.min``), which no
+    trained tensor holds (a step would train the mask's other entries); where the torch model
+    the graph came from is given (``b.trainable``, its parameter names), only one of its
+    parameters (the exporter's folded buffers and tables, RoPE's, stay constants)."""
+    if not (isinstance(c, Const) and c.name is not None and not c.batch_dependent
+            and not c.transposed):
+        return False
+    v = np.asarray(c.value)
+    return (v.dtype.kind == "f" and v.size > 1
+            and bool((np.abs(v) < np.finfo(v.dtype).max).all())
             and (getattr(b, "trainable", None) is None or c.name in b.trainable))
 
 

@@ -261,10 +261,11 @@ def test_tensor_math_family():
             "Cumsum"} <= ops
 
 
-def attention_graph():
+def attention_graph(masked=-1e4):
     """Self-attention written out as ONNX ops, the shape both torch exporters give a
     HuggingFace eager attention in eval mode: q, k, v projections (MatMul + Add), scores
-    MatMul(q, Transpose(k)) / sqrt(d), a float mask added, Softmax(-1), MatMul(., v)."""
+    MatMul(q, Transpose(k)) / sqrt(d), a float mask added (``masked`` where a key is
+    hidden), Softmax(-1), MatMul(., v)."""
     mk = helper.make_node
     nodes = [mk("MatMul", ["x", f"w{p}"], [f"{p}0"], name=f"{p}_proj") for p in "qkv"] + [
         mk("Add", [f"{p}0", f"b{p}"], [p], name=f"{p}_bias") for p in "qkv"] + [
@@ -276,7 +277,7 @@ def attention_graph():
         mk("MatMul", ["w", "v"], ["y"], name="attend"),
     ]
     mask = np.zeros((3, 3), np.float32)
-    mask[0, 2] = -1e4
+    mask[0, 2] = masked
     inits = ([init(f"w{p}", 4, 4) for p in "qkv"] + [init(f"b{p}", 4) for p in "qkv"]
              + [f32("sqrt_d", 2.0), numpy_helper.from_array(mask, "bias_mask")])
     return graph(nodes, inits, ["N", 3, 4])
@@ -541,6 +542,21 @@ def shared_layer_graph():
              helper.make_node("LayerNormalization", ["a2", "s", "bb"], ["y"], name="ln2")]
     return graph(nodes, [init("w", 4, 4), init("bias", 4), init("s", 4), init("bb", 4)],
                  ["N", 3, 4])
+
+
+def test_mask_initializers_stay_constants_and_trained_ones_are_named():
+    """ONNX does not say which initializers train. One read outside a weight position is a
+    trainable Parameter, named in the notes; one holding float32's lowest value (the dynamo
+    exporter's causal mask of scaled_dot_product_attention, HuggingFace's masks) or -inf is a
+    mask, a Constant (a step would train its zeros)."""
+    imp = agrees(attention_graph())
+    assert "bias_mask" in imp.names
+    assert any("trainable Parameters" in n and n.endswith(": bias_mask") for n in imp.notes)
+    for masked in (float(np.finfo(np.float32).min), float("-inf")):
+        imp = agrees(attention_graph(masked))
+        assert "bias_mask" not in imp.names and "Parameter" not in [
+            n.op for n in imp.spec.model.nodes]
+        assert not any("trainable Parameters" in n for n in imp.notes), imp.notes
 
 
 def position_table_graph():
