@@ -122,8 +122,6 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]])
-    if export_formats:
-        row["exports"] = export_checks(imp, export_formats)
     return row
 
 
@@ -157,8 +155,6 @@ def sweep_keras_one(name, *, size, steps, backends):
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]])
-    if export_formats:
-        row["exports"] = export_checks(imp, export_formats)
     return row
 
 
