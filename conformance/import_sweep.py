@@ -4,7 +4,8 @@
     .venv/bin/python -m rosetta.conformance.import_sweep [--size 64] [--steps 1]
         [--batch 2] [--keras [--apps MobileNetV2,ResNet50,...]]
         [--backends torch,tensorflow,jax] [--families resnet,vgg,...] [--timm resnet18,...]
-        [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--out sweep.json]
+        [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--selfnoise]
+        [--out sweep.json]
 
 Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
 ``size`` inputs, ``batch`` examples (2 by default); builders over ``max-params`` parameters are listed as skipped; the rest
@@ -90,8 +91,42 @@ def build(name, source="torchvision", groupnorm=False):
     return tv.models.get_model(name, weights=None, **kw).double()
 
 
+def self_noise(model, x, seed=0) -> dict:
+    """The source against itself in channels_last memory format (the same float64 function,
+    summed in another order) on the certificate's randomized copy of ``model``, in training
+    mode with dropout and stochastic depth off, on ``x`` with random labels: the worst forward
+    and gradient element at the certificate's comparison (``compare_trees``: floor 1e-3 of the
+    group's scale). It is the model's own float64 noise at step 0: where it nears or exceeds
+    the exact tier (1e-10), no import can be sure to hold the tier on that model and batch,
+    however exact."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from rosetta.conformance.compare import compare_trees
+    from rosetta.importers.certificate import randomize
+    from rosetta.importers.torch_graph import drop_path_rate
+
+    m = copy.deepcopy(model).train()
+    for mod in m.modules():   # dropout off (a draw on a channels_last tensor follows memory)
+        if isinstance(mod, torch.nn.modules.dropout._DropoutNd) or drop_path_rate(mod):
+            mod.eval()
+    randomize(m, seed)
+    twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    y = torch.as_tensor(np.random.default_rng(seed).integers(0, 10, len(x)))
+    outs, grads = [], []
+    for mod, xin in ((m, x), (twin, x.contiguous(memory_format=torch.channels_last))):
+        out = mod(xin)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outs.append({"y": out.detach().numpy()})
+        grads.append({n: p.grad.detach().numpy() for n, p in mod.named_parameters()})
+    return {"forward": compare_trees(outs[1], outs[0]).rel_err,
+            "grads": compare_trees(grads[1], grads[0]).rel_err}
+
+
 def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
-              max_params=100e6, certify_max_params=100e6, batch=2):
+              max_params=100e6, certify_max_params=100e6, batch=2, selfnoise=False):
     import torch
 
     from rosetta.importers import ImportRefused, from_torch
@@ -104,6 +139,8 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
         row.update(result=f"skipped (over {max_params:,.0f} parameters)")
         return row
     x = torch.randn(batch, 3, size, size, dtype=torch.float64)
+    if selfnoise:
+        row["selfnoise"] = self_noise(model, x)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     t = time.perf_counter()
     try:
@@ -252,6 +289,9 @@ def main(argv=None):
     p.add_argument("--max-params", type=float, default=100e6)
     p.add_argument("--certify-max-params", type=float, default=100e6)
     p.add_argument("--groupnorm", action="store_true")
+    p.add_argument("--selfnoise", action="store_true",
+                   help="torchvision/timm rows: also the source against itself in channels_last "
+                        "at step 0 (self_noise), the float64 noise no import can beat")
     p.add_argument("--keras", action="store_true",
                    help="sweep from_keras over Keras applications (KERAS_APPS) instead")
     p.add_argument("--apps", default=",".join(KERAS_APPS),
@@ -298,7 +338,8 @@ def main(argv=None):
             else:
                 r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
                               groupnorm=gn, source=source, max_params=a.max_params,
-                              certify_max_params=a.certify_max_params, batch=a.batch)
+                              certify_max_params=a.certify_max_params, batch=a.batch,
+                              selfnoise=a.selfnoise)
         except Exception as e:  # a sweep goes on: the row says what broke
             r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
         rows.append(r)
@@ -309,6 +350,9 @@ def main(argv=None):
             res = r["result"]
         else:
             res = r["result"]
+        if "selfnoise" in r:
+            res += (f" (the source against itself: {r['selfnoise']['forward']:.0e}/"
+                    f"{r['selfnoise']['grads']:.0e})")
         if r.get("dtype") == "float32":
             res = f"float32: {res} (float64: {r.get('float64', '')[:160]})"
         worst = " ".join(f"{b}: {w.get('forward', 0):.0e}/{w.get('grads', 0):.0e}/"
