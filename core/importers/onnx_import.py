@@ -114,11 +114,11 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
     notes = [] if torch_src is not None else [
         "ONNX holds no loss or optimizer: softmax cross-entropy and SGD(lr=0.01) (replace "
         "them on the spec before training)"]
-    if torch_src is None and _trained_outside_weights(cap):
+    trained = _trained_outside_weights(cap) if torch_src is None else []
+    if trained:
         notes.append("ONNX does not say which tensors train: these initializers, read outside "
                      "a weight position, are trainable Parameters (torch_module= takes the "
-                     "source's own parameters instead): "
-                     + ", ".join(_trained_outside_weights(cap)))
+                     "source's own parameters instead): " + ", ".join(trained))
     if torch_module is not None:
         src.unpaired = _unpaired(cap, torch_module, pairing)
         if src.unpaired:
