@@ -24,8 +24,12 @@ certificate runs Keras as the source.
 
 ``--hf --export all`` (or a comma-separated list of formats) also writes each certified import
 to every export format and runs each artifact by its own framework without rosetta
-(``conformance.artifacts.check``; MXNet only where it is installed), giving the worst relative
-error against the spec's forward per format, or the line saying why it was not written.
+(``conformance.artifacts.check``; MXNet through ``rosetta export`` in ``.venv-mxnet`` where
+this environment lacks it), giving the worst relative error against the spec's forward per
+format, or the line saying why it was not written.
+
+``--selfnoise`` (torchvision and timm rows) also measures the source against itself in
+channels_last memory format (``self_noise``): the model's own float64 noise at that batch.
 
 ``--hf`` sweeps ``rosetta.from_torch`` over the small HuggingFace and timm transformer configs of
 ``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
