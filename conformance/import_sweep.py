@@ -29,7 +29,8 @@ this environment lacks it), giving the worst relative error against the spec's f
 format, or the line saying why it was not written.
 
 ``--selfnoise`` (torchvision and timm rows) also measures the source against itself in
-channels_last memory format (``self_noise``): the model's own float64 noise at that batch.
+channels_last memory format over the same free-running steps (``self_noise``): the model's own
+float64 noise at that batch.
 
 ``--hf`` sweeps ``rosetta.from_torch`` over the small HuggingFace and timm transformer configs of
 ``conformance/hf_models.py`` instead (``--hf-models`` picks some): token ids (batch 2, length 8)
@@ -95,14 +96,16 @@ def build(name, source="torchvision", groupnorm=False):
     return tv.models.get_model(name, weights=None, **kw).double()
 
 
-def self_noise(model, x, seed=0) -> dict:
+def self_noise(model, x, steps=1, seed=0) -> dict:
     """The source against itself in channels_last memory format (the same float64 function,
     summed in another order) on the certificate's randomized copy of ``model``, in training
-    mode with dropout and stochastic depth off, on ``x`` with random labels: the worst forward
-    and gradient element at the certificate's comparison (``compare_trees``: floor 1e-3 of the
-    group's scale). It is the model's own float64 noise at step 0: where it nears or exceeds
-    the exact tier (1e-10), no import can be sure to hold the tier on that model and batch,
-    however exact."""
+    mode with dropout and stochastic depth off: ``steps`` free-running steps of the sweep's
+    optimizer (SGD, lr 0.01, momentum 0.9) on random batches of ``x``'s shape, each side from
+    its own previous state, as the float64 certificate runs. The worst forward, gradient and
+    parameter element over the steps at the certificate's comparison (``compare_trees``: floor
+    1e-3 of the group's scale). It is the model's own float64 noise at that batch: where it
+    nears or exceeds the exact tier (1e-10), no import can be sure to hold the tier on that
+    model and batch, however exact."""
     import copy
 
     import numpy as np
@@ -118,15 +121,25 @@ def self_noise(model, x, seed=0) -> dict:
             mod.eval()
     randomize(m, seed)
     twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
-    y = torch.as_tensor(np.random.default_rng(seed).integers(0, 10, len(x)))
-    outs, grads = [], []
-    for mod, xin in ((m, x), (twin, x.contiguous(memory_format=torch.channels_last))):
-        out = mod(xin)
-        torch.nn.functional.cross_entropy(out, y).backward()
-        outs.append({"y": out.detach().numpy()})
-        grads.append({n: p.grad.detach().numpy() for n, p in mod.named_parameters()})
-    return {"forward": compare_trees(outs[1], outs[0]).rel_err,
-            "grads": compare_trees(grads[1], grads[0]).rel_err}
+    sides = [(m, lambda v: v), (twin, lambda v: v.contiguous(memory_format=torch.channels_last))]
+    opts = [torch.optim.SGD(mod.parameters(), lr=0.01, momentum=0.9) for mod, _ in sides]
+    rng = np.random.default_rng(seed)
+    worst = {"forward": 0.0, "grads": 0.0, "params": 0.0}
+    for _ in range(steps):
+        xb = torch.as_tensor(rng.standard_normal(tuple(x.shape)))
+        y = torch.as_tensor(rng.integers(0, 10, len(x)))
+        got = []
+        for (mod, layout), opt in zip(sides, opts):
+            opt.zero_grad()
+            out = mod(layout(xb))
+            torch.nn.functional.cross_entropy(out, y).backward()
+            grads = {n: p.grad.detach().numpy().copy() for n, p in mod.named_parameters()}
+            opt.step()
+            got.append(({"y": out.detach().numpy()}, grads,
+                        {n: p.detach().numpy().copy() for n, p in mod.named_parameters()}))
+        for key, k in (("forward", 0), ("grads", 1), ("params", 2)):
+            worst[key] = max(worst[key], compare_trees(got[1][k], got[0][k]).rel_err)
+    return worst
 
 
 def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
@@ -144,7 +157,7 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
         return row
     x = torch.randn(batch, 3, size, size, dtype=torch.float64)
     if selfnoise:
-        row["selfnoise"] = self_noise(model, x)
+        row["selfnoise"] = self_noise(model, x, steps)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     t = time.perf_counter()
     try:
@@ -295,7 +308,7 @@ def main(argv=None):
     p.add_argument("--groupnorm", action="store_true")
     p.add_argument("--selfnoise", action="store_true",
                    help="torchvision/timm rows: also the source against itself in channels_last "
-                        "at step 0 (self_noise), the float64 noise no import can beat")
+                        "over the same steps (self_noise), the float64 noise no import can beat")
     p.add_argument("--keras", action="store_true",
                    help="sweep from_keras over Keras applications (KERAS_APPS) instead")
     p.add_argument("--apps", default=",".join(KERAS_APPS),
@@ -355,8 +368,9 @@ def main(argv=None):
         else:
             res = r["result"]
         if "selfnoise" in r:
-            res += (f" (the source against itself: {r['selfnoise']['forward']:.0e}/"
-                    f"{r['selfnoise']['grads']:.0e})")
+            n = r["selfnoise"]
+            res += (f" (the source against itself: {n['forward']:.0e}/{n['grads']:.0e}/"
+                    f"{n['params']:.0e})")
         if r.get("dtype") == "float32":
             res = f"float32: {res} (float64: {r.get('float64', '')[:160]})"
         worst = " ".join(f"{b}: {w.get('forward', 0):.0e}/{w.get('grads', 0):.0e}/"
