@@ -28,7 +28,9 @@ def _shape_and_gather():
       tests' widest int range) on a gathered axis of size 7 (a repeated index accumulates its
       gradient); Gather with constant indices (nested, negative and repeated entries; a scalar);
     * Squeeze (listed axes and all size-1 axes), Unsqueeze (negative output axes), a rank-4
-      Transpose.
+      Transpose;
+    * a Slice of two axes of a rank-5 tensor (6 axes with the batch: MXNet's ``slice`` takes
+      5, so its lowering slices axis by axis on a 3-D view).
     """
     x = rs.Input((4, 5, 2), name="x")
     idx = rs.Input((2, 3), name="idx", kind="int")
@@ -45,7 +47,11 @@ def _shape_and_gather():
     q = rs.Squeeze((-2,), name="squeeze")(d)                                  # (3, 2)
     u = rs.Unsqueeze((0, -1), name="unsqueeze")(q)                            # (1, 3, 2, 1)
     a = rs.Squeeze(name="squeeze_all")(rs.Transpose((3, 1, 0, 2), name="perm4")(u))  # (3, 2)
-    flat = [rs.Flatten(name=f"flat_{n}")(y) for n, y in (("g", g), ("c", c), ("a", a))]
+    w = rs.Reshape((3, 2, 3, 5, 1), name="rank5")(g)
+    w = rs.Slice(axes=(1, 3), starts=(1, -4), stops=(2, 5), steps=(1, 2),
+                 name="cut5")(w)     # (3, 1, 3, 2, 1): 6 axes with the batch (MXNet's slice: 5)
+    flat = [rs.Flatten(name=f"flat_{n}")(y) for n, y in (("g", g), ("c", c), ("a", a),
+                                                          ("w", w))]
     out = rs.Dense(2, name="head")(rs.Concatenate(name="cat")(flat))
     return _spec([x, idx, v], out, "shape_and_gather")
 

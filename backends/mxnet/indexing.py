@@ -12,14 +12,29 @@ from rosetta.ops.indexing import constant_indices, slice_bounds
 from rosetta.ops.shape import positive_axis
 
 
+# MXNet's ``slice`` kernel takes at most this many axes, batch included ("ndim=6 too large")
+SLICE_MAX_NDIM = 5
+
+
 @lowers("Slice")
 def slice_(F, node, xs, p, ctx):
+    """``slice`` over the batch and every axis at once; past ``SLICE_MAX_NDIM`` axes (Swin's
+    windows: (N, windows, T, 3, heads, D)), axis by axis on a 3-D view (N * the axes before,
+    the axis, the axes after), reshaped back: the same elements, moved only."""
     shape = node.in_types[0].shape
     bounds = slice_bounds(REGISTRY["Slice"], node.attrs, shape, node.name)
-    begin = (None, *(bounds[a][0] if a in bounds else None for a in range(len(shape))))
-    end = (None, *(bounds[a][1] if a in bounds else None for a in range(len(shape))))
-    step = (None, *(bounds[a][2] if a in bounds else None for a in range(len(shape))))
-    return F.slice(xs[0], begin=begin, end=end, step=step)
+    if len(shape) + 1 <= SLICE_MAX_NDIM:
+        begin = (None, *(bounds[a][0] if a in bounds else None for a in range(len(shape))))
+        end = (None, *(bounds[a][1] if a in bounds else None for a in range(len(shape))))
+        step = (None, *(bounds[a][2] if a in bounds else None for a in range(len(shape))))
+        return F.slice(xs[0], begin=begin, end=end, step=step)
+    x, now = xs[0], list(shape)
+    for a, (b, e, s) in sorted(bounds.items()):
+        view = F.reshape(x, shape=(-1, now[a], math.prod(now[a + 1:])))
+        x = F.slice(view, begin=(None, b, None), end=(None, e, None), step=(None, s, None))
+        now[a] = len(range(b, e, s))
+        x = F.reshape(x, shape=(-1, *now))
+    return x
 
 
 @lowers("Gather")
