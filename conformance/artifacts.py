@@ -102,3 +102,14 @@ def environment_python(backend: str):
     root = Path(__file__).resolve().parent.parent
     py = root / f".venv-{backend}" / "bin" / "python"
     return py if py.exists() else None
+
+
+def export_in(python, ckpt, fmt: str, out) -> tuple[int, list[str], str]:
+    """``rosetta export ckpt --format fmt --out out`` run by ``python`` (the format's own
+    environment, ``environment_python``), which also checks the artifact without rosetta:
+    (exit status, its PASS/FAIL check lines, the last two lines of its output)."""
+    r = subprocess.run([str(python), "-m", "rosetta", "export", str(ckpt), "--format", fmt,
+                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+    checks = [ln for ln in r.stdout.splitlines() if ln.startswith(("PASS", "FAIL"))]
+    tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-2:])
+    return r.returncode, checks, tail

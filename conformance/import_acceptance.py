@@ -4,8 +4,9 @@
         [resnet18-jax] [resnet50-import] [certify64] [certify224] [gpt2]
 
 * ``selfnoise``: torch against itself in channels_last memory format on the certificate's
-  randomized ResNet-18 (batch 2, 64x64, SGD): the worst gradient element of each step at the
-  exact tier's comparison, the size of the model's own float64 noise free-running.
+  randomized ResNet-18 (batch 2, 64x64, SGD; ``import_sweep.self_noise``): the worst forward,
+  gradient and parameter element of each step at the certificate's comparison, the size of
+  the model's own float64 noise free-running.
 * ``adam-tf``: a model trained 5 steps by ``torch.optim.Adam`` (with a StepLR scheduler),
   imported with its optimizer state and scheduler position, moved to TensorFlow
   (``imp.backend = "tensorflow"``), 3 more steps there on the batches the torch run goes on
@@ -163,35 +164,19 @@ def certify(size, steps):
 
 def selfnoise():
     """torch against itself in channels_last on the certificate's randomized ResNet-18 (batch 2,
-    64x64, SGD lr 0.1 momentum 0.9): the worst gradient element at each step, at the exact
-    tier's comparison (1e-10): the model's own float64 noise, free-running."""
+    64x64, the sweep's SGD, ``import_sweep.self_noise``): the worst forward, gradient and
+    parameter element at each of 3 free-running steps, at the certificate's comparison: the
+    model's own float64 noise."""
     import torch
 
-    from rosetta.conformance.compare import compare_arrays
-    from rosetta.conformance.tiers import tier_for
-    from rosetta.importers.certificate import randomize
+    from rosetta.conformance.import_sweep import self_noise
 
-    tier = tier_for("float64")
     torch.manual_seed(0)
     m = _tv().models.resnet18(weights=None).double()
-    randomize(m, 0)
-    twin = copy.deepcopy(m).to(memory_format=torch.channels_last)
-    opts = [torch.optim.SGD(x.parameters(), lr=0.1, momentum=0.9) for x in (m, twin)]
-    rng = np.random.default_rng(0)
-    loss = torch.nn.CrossEntropyLoss()
-    for t in range(3):
-        x = torch.as_tensor(rng.standard_normal((2, 3, 64, 64)))
-        y = torch.as_tensor(rng.integers(0, 1000, 2))
-        gs = []
-        for mod, o, xin in ((m, opts[0], x),
-                            (twin, opts[1], x.contiguous(memory_format=torch.channels_last))):
-            o.zero_grad()
-            loss(mod(xin), y).backward()
-            gs.append({n: p.grad.detach().numpy().copy() for n, p in mod.named_parameters()})
-            o.step()
-        worst = max((compare_arrays(gs[1][n], gs[0][n], n, tier.tolerance, tier.floor_fraction)
-                     for n in gs[0]), key=lambda w: w.rel_err)
-        print(f"selfnoise step {t}: torch vs torch channels_last, worst gradient: {worst}",
+    x = torch.zeros(2, 3, 64, 64, dtype=torch.float64)   # the shape; the batches are random
+    for t, w in enumerate(self_noise(m, x, steps=3)):
+        print(f"selfnoise step {t}: torch vs torch channels_last, worst forward "
+              f"{w['forward']:.1e}, gradient {w['grads']:.1e}, parameter {w['params']:.1e}",
               flush=True)
 
 
@@ -292,14 +277,11 @@ def _export_elsewhere(python, ckpt, fmt, out, xs, hf_out) -> str:
     from pathlib import Path
 
     from rosetta import export as export_mod
-    from rosetta.conformance.artifacts import TOLERANCE, WITHOUT_ROSETTA
+    from rosetta.conformance.artifacts import TOLERANCE, WITHOUT_ROSETTA, export_in
     from rosetta.conformance.compare import compare_arrays
 
-    r = subprocess.run([str(python), "-m", "rosetta", "export", str(ckpt), "--format", fmt,
-                        "--out", str(out)], capture_output=True, text=True, timeout=900)
-    checks = [ln for ln in r.stdout.splitlines() if ln.startswith(("PASS", "FAIL"))]
-    if r.returncode != 0 and not checks:
-        tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-2:])
+    returncode, checks, tail = export_in(python, ckpt, fmt, out)
+    if returncode != 0 and not checks:
         return f"not exported ({python}): {tail[:300]}"
     meta = json.loads((Path(out) / export_mod.EXPORT_JSON).read_text())
     with tempfile.TemporaryDirectory() as tmp:
@@ -314,7 +296,7 @@ def _export_elsewhere(python, ckpt, fmt, out, xs, hf_out) -> str:
             got = np.array(z["y"])
     w = compare_arrays(got, hf_out, f"{fmt} vs HuggingFace", TOLERANCE[meta["dtype"]],
                        floor_fraction=1.0)
-    ok = r.returncode == 0 and w.passed
+    ok = returncode == 0 and w.passed
     return (f"{'PASS' if ok else 'FAIL'} {meta['dtype']} (in {python.parent.parent.name}): "
             f"rosetta export's check: {'; '.join(checks)[:200]}; vs HuggingFace "
             f"{w.rel_err:.1e}")

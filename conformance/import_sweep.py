@@ -96,13 +96,13 @@ def build(name, source="torchvision", groupnorm=False):
     return tv.models.get_model(name, weights=None, **kw).double()
 
 
-def self_noise(model, x, steps=1, seed=0) -> dict:
+def self_noise(model, x, steps=1, seed=0) -> list[dict]:
     """The source against itself in channels_last memory format (the same float64 function,
     summed in another order) on the certificate's randomized copy of ``model``, in training
     mode with dropout and stochastic depth off: ``steps`` free-running steps of the sweep's
     optimizer (SGD, lr 0.01, momentum 0.9) on random batches of ``x``'s shape, each side from
-    its own previous state, as the float64 certificate runs. The worst forward, gradient and
-    parameter element over the steps at the certificate's comparison (``compare_trees``: floor
+    its own previous state, as the float64 certificate runs. Per step, the worst forward,
+    gradient and parameter element at the certificate's comparison (``compare_trees``: floor
     1e-3 of the group's scale). It is the model's own float64 noise at that batch: where it
     nears or exceeds the exact tier (1e-10), no import can be sure to hold the tier on that
     model and batch, however exact."""
@@ -124,7 +124,7 @@ def self_noise(model, x, steps=1, seed=0) -> dict:
     sides = [(m, lambda v: v), (twin, lambda v: v.contiguous(memory_format=torch.channels_last))]
     opts = [torch.optim.SGD(mod.parameters(), lr=0.01, momentum=0.9) for mod, _ in sides]
     rng = np.random.default_rng(seed)
-    worst = {"forward": 0.0, "grads": 0.0, "params": 0.0}
+    per_step = []
     for _ in range(steps):
         xb = torch.as_tensor(rng.standard_normal(tuple(x.shape)))
         y = torch.as_tensor(rng.integers(0, 10, len(x)))
@@ -137,9 +137,9 @@ def self_noise(model, x, steps=1, seed=0) -> dict:
             opt.step()
             got.append(({"y": out.detach().numpy()}, grads,
                         {n: p.detach().numpy().copy() for n, p in mod.named_parameters()}))
-        for key, k in (("forward", 0), ("grads", 1), ("params", 2)):
-            worst[key] = max(worst[key], compare_trees(got[1][k], got[0][k]).rel_err)
-    return worst
+        per_step.append({key: compare_trees(got[1][k], got[0][k]).rel_err
+                         for key, k in (("forward", 0), ("grads", 1), ("params", 2))})
+    return per_step
 
 
 def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
@@ -157,7 +157,8 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
         return row
     x = torch.randn(batch, 3, size, size, dtype=torch.float64)
     if selfnoise:
-        row["selfnoise"] = self_noise(model, x, steps)
+        per_step = self_noise(model, x, steps)
+        row["selfnoise"] = {k: max(w[k] for w in per_step) for k in per_step[0]}
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     t = time.perf_counter()
     try:
@@ -218,12 +219,11 @@ def export_checks(imp, formats) -> dict:
     framework in processes without rosetta (``conformance.artifacts.check``: every Keras
     backend for keras), against the spec's NumPy forward."""
     import re
-    import subprocess
     import tempfile
     from pathlib import Path
 
     from rosetta import export as export_mod
-    from rosetta.conformance.artifacts import check, environment_python
+    from rosetta.conformance.artifacts import check, environment_python, export_in
 
     out = {}
     with tempfile.TemporaryDirectory() as d:
@@ -231,16 +231,14 @@ def export_checks(imp, formats) -> dict:
         for fmt in formats:
             python = environment_python(export_mod.backend_of(fmt))
             if python is not None:   # MXNet: `rosetta export` (and its check) in .venv-mxnet
-                r = subprocess.run([str(python), "-m", "rosetta", "export", str(ckpt), "--format",
-                                    fmt, "--out", str(Path(d) / fmt)], capture_output=True,
-                                   text=True, timeout=900)
-                runs = re.findall(r"^(PASS|FAIL) worst at .* rel ([0-9.e+-]+)", r.stdout, re.M)
+                returncode, checks, tail = export_in(python, ckpt, fmt, Path(d) / fmt)
+                runs = [re.match(r"(PASS|FAIL) worst at .* rel ([0-9.e+-]+)", ln) for ln in checks]
+                runs = [m.groups() for m in runs if m]
                 if not runs:
-                    tail = (r.stderr or r.stdout).strip().splitlines()[-1:]
-                    out[fmt] = f"not exported (in {python.parent.parent.name}): {tail}"
+                    out[fmt] = f"not exported (in {python.parent.parent.name}): {tail[:300]}"
                     continue
                 worst = max(float(rel) for _, rel in runs)
-                ok = r.returncode == 0 and all(v == "PASS" for v, _ in runs)
+                ok = returncode == 0 and all(v == "PASS" for v, _ in runs)
                 out[fmt] = (f"{'PASS' if ok else 'FAIL'} {worst:.1e} ({len(runs)} run"
                             f"{'s' * (len(runs) > 1)}, in {python.parent.parent.name})")
                 continue

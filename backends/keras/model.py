@@ -170,6 +170,11 @@ _FUSED = {"identity": "linear", "relu": "relu", "tanh": "tanh", "sigmoid": "sigm
           "silu": "silu", "relu6": "relu6", "hard_sigmoid": "hard_sigmoid", "gelu_exact": "gelu", "gelu_tanh": None, "softmax": "softmax"}
 
 LOWERINGS = LoweringTable("the keras export")
+
+
+def keras_dtype(kind: str) -> str:
+    """The export's dtype of a tensor kind: float32 for float, int32 for int."""
+    return "float32" if kind == "float" else "int32"
 # op -> why no model of Keras built-in layers can hold it (refused by check_exportable)
 REFUSED: dict[str, str] = {}
 
@@ -361,8 +366,8 @@ class _Builder:
     def ones(self, node, kind: str, rank: int, shared: bool):
         """Ones of shape (1 or N, 1, ..., 1) (``rank`` per-example axes), float32 or int32."""
         ops = self.ops
-        dtype = "float32" if kind == "float" else "int32"
-        one = self.op(f"{node.name}_one", ops.ones_like, self.column(shared), dtype=dtype)
+        one = self.op(f"{node.name}_one", ops.ones_like, self.column(shared),
+                      dtype=keras_dtype(kind))
         return self.op(f"{node.name}_ones", ops.reshape, one, (-1, *(1,) * rank))
 
     def activation(self, x, fused: str, node_name: str):
@@ -697,7 +702,7 @@ class _Builder:
         float32 (the export's dtype)."""
         if node.attrs["to"] == node.in_types[0].kind:
             return xs[0]
-        dtype = "int32" if node.attrs["to"] == "int" else "float32"
+        dtype = keras_dtype(node.attrs["to"])
         return self.op(node.name, self.ops.cast, xs[0], dtype)
 
     @lowers("Slice")
@@ -729,7 +734,7 @@ class _Builder:
         value = np.asarray(node.attrs["value"])
         kind = node.out_type.kind
         with np.errstate(over="ignore"):   # beyond float32's range: +-inf, as the program's cast
-            value = value.astype("float32" if kind == "float" else "int32")
+            value = value.astype(keras_dtype(kind))
         ones = self.ones(node, kind, value.ndim, shared=True)
         return self.op(node.name, self.ops.multiply, ones, value[None])
 
@@ -740,7 +745,7 @@ class _Builder:
         lead = len(target) - len(src.shape)
         if lead:
             x = self.op(f"{node.name}_axes", ops.reshape, x, (-1, *(1,) * lead, *src.shape))
-        full = np.ones((1, *target), "float32" if src.kind == "float" else "int32")
+        full = np.ones((1, *target), keras_dtype(src.kind))
         if src.batch_broadcast:     # ones of the run's batch and the target shape
             full = self.op(f"{node.name}_target", ops.multiply,
                            self.ones(node, src.kind, len(target), shared=False), full)
@@ -1036,8 +1041,7 @@ def build_model(keras, graph, params: dict, state: dict):
     values = {}
     inputs = []
     for i in graph.inputs:
-        t = keras.Input(shape=tuple(i.shape), dtype="float32" if i.kind == "float" else "int32",
-                        name=i.name)
+        t = keras.Input(shape=tuple(i.shape), dtype=keras_dtype(i.kind), name=i.name)
         values[i.name] = t
         inputs.append(t)
     b.first = inputs[0]

@@ -363,8 +363,8 @@ def from_torch(module, example_inputs=None, *, optimizer=None, loss=None, schedu
         notes.append(f"{cap.folded} input-independent calls folded into constants at the "
                      f"example's shapes: the spec takes inputs of shape "
                      f"{tuple(example_inputs[0].shape[1:])} only")
-    if patterns.note(cap.fused):
-        notes.append(patterns.note(cap.fused))
+    if fused_note := patterns.note(cap.fused):
+        notes.append(fused_note)
     if loss is None:
         notes.append("no loss given: softmax cross-entropy")
     if optimizer is None:

@@ -123,8 +123,8 @@ def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, opti
         src.unpaired = _unpaired(cap, torch_module, pairing)
         if src.unpaired:
             notes.append(src.unpaired)
-    if patterns.note(cap.fused):
-        notes.append(patterns.note(cap.fused))
+    if fused_note := patterns.note(cap.fused):
+        notes.append(fused_note)
     if cap.inference_only:
         notes.append(f"inference only: {cap.inference_only}")
     return Imported(spec, cap.params, cap.state, dict(slots), count, cap.names, cap.dtype,
