@@ -63,11 +63,22 @@ def held_steps(spec, held: Trajectory, ref: Trajectory, *, seed, dropout, tolera
     run_spec, data, masks = forced_batches(spec, steps, seed, dropout)
     prog = program or get_backend(m["backend"]).compile(run_spec, dtype="float64",
                                                          device=m["device"])
-    label = f"({m['backend']} from {ref.meta['backend']}'s state)"
+    starts = [Start.of(ref, t) for t in range(steps + 1)]
+    return forced_rows(prog, ref, starts, data, masks, tolerance,
+                       f"({m['backend']} from {ref.meta['backend']}'s state)", eval_result(ref))
+
+
+def forced_rows(prog, ref: Trajectory, starts: list, data: list, masks: list, tolerance: float,
+                label: str, want_eval: dict) -> list:
+    """[(step, key, Worst)] in causal order: ``prog`` (float64), each step t from
+    ``starts[t]`` (``ref``'s state before its update t) on ``data[t]`` with ``masks[t]``,
+    against ``ref``'s step t at ``tolerance``; then the eval output from ``starts[-1]`` (the
+    state after ``ref``'s last update) on ``data[0]``'s inputs, against ``want_eval`` (keys as
+    ``run_eval``'s)."""
     rows = []
     for t, ((x, y), mk) in enumerate(zip(data, masks)):
         want = step_result(ref, t)
-        got = run_step(prog, Start.of(ref, t), x, y, mk)
+        got = run_step(prog, starts[t], x, y, mk)
         scales = _scales(want)
         for k in sorted(want, key=lambda k: ORDER.index(k.split("/", 1)[0])):
             where = f"{k} @ step {t} {label}"
@@ -76,11 +87,11 @@ def held_steps(spec, held: Trajectory, ref: Trajectory, *, seed, dropout, tolera
                  else Worst(where=f"{where} (missing)", abs_err=np.inf, rel_err=np.inf,
                             tolerance=tolerance))
             rows.append((t, k, w))
-    last = Start.of(ref, steps)
+    last = starts[len(data)]
     got = run_eval(prog, last.params, last.state, data[0][0])
-    for k, v in eval_result(ref).items():
-        where = f"{k} after step {steps - 1} {label}"
-        rows.append((steps - 1, k, compare_arrays(got[k], v, where, tolerance) if k in got
+    for k, v in want_eval.items():
+        where = f"{k} after step {len(data) - 1} {label}"
+        rows.append((len(data) - 1, k, compare_arrays(got[k], v, where, tolerance) if k in got
                      else Worst(where=f"{where} (missing)", abs_err=np.inf, rel_err=np.inf,
                                 tolerance=tolerance)))
     return rows

@@ -176,7 +176,8 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
     row.update(result="certified" if cert.passed else "certificate FAILS",
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
-               blame=[r["blame"] for r in cert.results if r["blame"]])
+               blame=[r["blame"] for r in cert.results if r["blame"]],
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
     return row
 
 
@@ -209,7 +210,8 @@ def sweep_keras_one(name, *, size, steps, backends):
     row.update(result="certified" if cert.passed else "certificate FAILS",
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
-               blame=[r["blame"] for r in cert.results if r["blame"]])
+               blame=[r["blame"] for r in cert.results if r["blame"]],
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
     return row
 
 
@@ -286,7 +288,8 @@ def sweep_hf_one(name, *, steps, backends, dtype=None, export_formats=()):
     row.update(result="certified" if cert.passed else "certificate FAILS",
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
-               blame=[r["blame"] for r in cert.results if r["blame"]])
+               blame=[r["blame"] for r in cert.results if r["blame"]],
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
     if export_formats:
         row["exports"] = export_checks(imp, export_formats)
     return row
@@ -365,6 +368,10 @@ def main(argv=None):
             res = r["result"]
         else:
             res = r["result"]
+        if r.get("drift"):
+            res += " (teacher-forced on " + ", ".join(
+                f"{b}: free-running drift {d.get('grads', 0):.0e}/{d.get('step', 0):.0e}"
+                for b, d in r["drift"].items()) + ")"
         if "selfnoise" in r:
             n = r["selfnoise"]
             res += (f" (the source against itself: {n['forward']:.0e}/{n['grads']:.0e}/"

@@ -35,25 +35,9 @@ import time
 
 import numpy as np
 
-from rosetta.conformance.noise import (NOISE_RUNS, Measured, Start, compare_noisy, eval_result,
-                                       measure_eval, measure_step, noise_spread, run_eval,
+from rosetta.conformance.noise import (NOISE_RUNS, Measured, compare_noisy, measure_eval,
+                                       measure_step, noise_spread, run_eval,
                                        run_step, step_result, to_float32, update_reference, use)
-
-
-def _eval(traj) -> dict:
-    """The eval-mode output after the last step (``_record`` keeps the start's outputs too)."""
-    return {k: v for k, v in eval_result(traj).items()
-            if not k.endswith("_start")}
-
-
-def _starts(traj, steps, slots0, step0):
-    """The source's float64 state before each update t (update number ``step0 + t``)."""
-    out = []
-    for t in range(steps + 1):
-        opt = (dict(slots0) if t == 0 else {k: v[t - 1] for k, v in traj.opt.items()})
-        out.append(Start({k: v[t] for k, v in traj.params.items()},
-                         {k: v[t] for k, v in traj.state.items()}, opt, step0 + t))
-    return out
 
 
 def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, runs=NOISE_RUNS):
@@ -77,7 +61,7 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
     if holder is not None:
         holder.clear()
     cert.seconds["source"] = time.perf_counter() - t0
-    starts = _starts(source, steps, slots0, imp.step)
+    starts = C.starts_along(source, steps, slots0, imp.step)
     masks = masks or [None] * steps
     progs, measured, measured_eval = {}, {}, {}
     for be in backends:
@@ -88,7 +72,7 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
                                      step_result(source, t), runs, seed=f"{be}/{seed}",
                                      optimizer=spec.optimizer) for t in range(steps)]
         measured_eval[be] = measure_eval(p, starts[steps].params, starts[steps].state,
-                                         batches[0][0], _eval(source), runs,
+                                         batches[0][0], C.final_eval(source), runs,
                                          seed=f"{be}/{seed}")
         cert.seconds[f"noise {be}"] = time.perf_counter() - t1
     for be in backends:
@@ -106,7 +90,7 @@ def certify32(imp, backends, *, steps, seed, masks, batches, spec, cert, log, ru
                 got, m, f"@ step {t} ({be} float32 vs the source in {ref_dtype})")]
         got_eval = run_eval(p, to_float32(starts[steps].params), to_float32(starts[steps].state),
                             to_float32(batches[0][0]))
-        m = Measured(_eval(source), noise_spread(_eval(source), measured_eval, be))
+        m = Measured(C.final_eval(source), noise_spread(C.final_eval(source), measured_eval, be))
         rows += [(steps - 1, k, w) for k, w in compare_noisy(
             got_eval, m, f"after step {steps - 1} ({be} float32 vs the source in "
                          f"{ref_dtype})")]
