@@ -177,7 +177,10 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]],
-               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r},
+               noise={r["backend"]: r["noise"] for r in cert.results if "noise" in r},
+               bound_used={r["backend"]: r["bound_used"] for r in cert.results
+                           if "bound_used" in r})
     return row
 
 
@@ -211,7 +214,10 @@ def sweep_keras_one(name, *, size, steps, backends):
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]],
-               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r},
+               noise={r["backend"]: r["noise"] for r in cert.results if "noise" in r},
+               bound_used={r["backend"]: r["bound_used"] for r in cert.results
+                           if "bound_used" in r})
     return row
 
 
@@ -289,7 +295,10 @@ def sweep_hf_one(name, *, steps, backends, dtype=None, export_formats=()):
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
                blame=[r["blame"] for r in cert.results if r["blame"]],
-               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r})
+               drift={r["backend"]: r["drift"] for r in cert.results if "drift" in r},
+               noise={r["backend"]: r["noise"] for r in cert.results if "noise" in r},
+               bound_used={r["backend"]: r["bound_used"] for r in cert.results
+                           if "bound_used" in r})
     if export_formats:
         row["exports"] = export_checks(imp, export_formats)
     return row
@@ -371,6 +380,9 @@ def main(argv=None):
         if r.get("drift"):
             res += " (teacher-forced on " + ", ".join(
                 f"{b}: free-running drift {d.get('grads', 0):.0e}/{d.get('step', 0):.0e}"
+                + (f", own noise {r['noise'][b].get('grads', 0):.0e}/"
+                   f"{r['noise'][b].get('step', 0):.0e}" if b in r.get("noise", {}) else "")
+                + f", {r['bound_used'][b]:.2f} of the bound"
                 for b, d in r["drift"].items()) + ")"
         if "selfnoise" in r:
             n = r["selfnoise"]

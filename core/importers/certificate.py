@@ -10,12 +10,12 @@ more participant of the conformance suite.
 3. Each backend, alone, lowers the imported spec, loads the same canonical values (and the
    optimizer state), and is recorded on the same batches; its trajectory is compared with the
    source's at the tier of the dtype (float64: the exact tier, 1e-10). The steps run free;
-   where a backend drifts past the bound after the first step, each step is held again
-   teacher-forced (from the source's state before it, at the same 1e-10), as the exact tier
-   holds a pair whose rounding compounds (``conformance/forced64.py``): a semantic difference
-   shows in one step's arithmetic, while float64 rounding that deep BatchNorm networks amplify
-   from step to step (ResNet-50's source against itself in channels_last: 1e-6 in its gradients
-   after 3 steps) is reported as drift, not held.
+   where a backend differs past the bound, each step is held again teacher-forced (from the
+   source's state before it), as the exact tier holds a pair whose rounding compounds
+   (``conformance/forced64.py``), each tensor at the bound the source's own float64 noise sets
+   (``certificate_noise``: max(1e-10, 16 x noise), never above 1e-8). Float64 rounding that
+   deep BatchNorm networks amplify from step to step (ResNet-50's source against itself in
+   channels_last: 1e-6 in its gradients after 3 steps) is reported as drift, not held.
 4. A failure is blamed: where the first divergence is the loss, a gradient or a forward output,
    every spec node's training-mode output (NumPy reference) is compared with the traced torch
    node it stands for, and the first that differs is named by spec node and source module;
@@ -49,6 +49,7 @@ from rosetta.conformance.suite import compare_trajectories
 from rosetta.conformance.tiers import tier_for
 from rosetta.conformance.trajectory import Trajectory, spec_hash
 from rosetta.dropout import mask_draws
+from rosetta.importers import certificate_noise
 from rosetta.importers.torch_graph import drop_path_rate
 from rosetta.errors import RosettaError
 
@@ -75,7 +76,7 @@ class Certificate:
         how = (f"teacher-forced against the source in {self.reference}; each column: the "
                f"largest fraction of the measured-noise bound used, 1 = at the bound"
                if self.dtype == "float32" else "relative errors; steps free-running, or "
-               "teacher-forced where they drift")
+               "where they differ teacher-forced at the bound the source's own noise sets")
         rows = [f"certificate of {self.model} ({self.dtype}, {self.steps} steps, dropout "
                 f"{self.dropout}): source {self.source} vs each backend ({how})",
                 f"{'backend':<11} {'result':<6} {'forward':>9} {'loss':>9} {'gradient':>9} "
@@ -91,6 +92,13 @@ class Certificate:
                 rows.append(f"  steps teacher-forced: free-running they drift to gradient "
                             f"{d.get('grads', 0):.1e}, step {d.get('step', 0):.1e}, forward "
                             f"{d.get('forward', 0):.1e} (reported, not held)")
+            if r.get("noise"):
+                n = r["noise"]
+                rows.append(f"  each tensor held to max(1e-10, 16 x the source's own float64 "
+                            f"noise), at most 1e-8: the source in channels_last differs from "
+                            f"itself by up to gradient {n.get('grads', 0):.1e}, step "
+                            f"{n.get('step', 0):.1e}, forward {n.get('forward', 0):.1e}; "
+                            f"{r.get('bound_used', 0):.2f} of the bound used")
             if not r["passed"]:
                 rows.append(f"  {r['blame']}")
         return "\n".join(rows)
@@ -251,9 +259,11 @@ def _exact_hardsigmoid(module):
                 setattr(parent, name, ExactHardsigmoid())
 
 
-def _source_program(imp, spec, seed, dtype, inject=False):
+def _source_program(imp, spec, seed, dtype, inject=False, channels_last=False):
     """``TorchNative`` on a randomized copy of the source, with a copy of its optimizer (and the
-    mask holder of ``_inject_hooks`` when ``inject``)."""
+    mask holder of ``_inject_hooks`` when ``inject``); ``channels_last``: the copy's 4-D
+    tensors, and its 4-D inputs, in channels_last memory format (the same function, summed in
+    another order: ``certificate_noise``)."""
     import torch
 
     from rosetta.conformance.native_torch import TorchNative
@@ -264,6 +274,8 @@ def _source_program(imp, spec, seed, dtype, inject=False):
     randomize(module, seed, getattr(src, "constant_buffers", ()))   # folded: the spec's
     if dtype == "float64":
         _exact_hardsigmoid(module)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
     for m in module.modules():
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.source_p, m.p = m.p, 0.0
@@ -300,7 +312,10 @@ def _source_program(imp, spec, seed, dtype, inject=False):
             if np.asarray(x).dtype.kind in "iu":
                 xt, yt = super()._to_native_batch(np.zeros(np.shape(x)), y)
                 return torch.as_tensor(np.asarray(x), dtype=torch.int64), yt
-            return super()._to_native_batch(x, y)
+            xt, yt = super()._to_native_batch(x, y)
+            if channels_last and xt.dim() == 4:
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            return xt, yt
 
         def _train_step(self, x, y):
             loss = super()._train_step(x, y)
@@ -441,10 +456,29 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         imp, without_dropout(spec), start, source, traj, tier, params0, state0,
         batches[0][0], r, {d.node: d.rate for d in mask_draws(spec.model)},
         getattr(prog, "first_diverging_node", ""))
+    measured = {}
+
+    def noise():   # the source's own float64 noise, measured when first needed
+        if not certificate_noise.measurable(imp):
+            return None
+        if "rows" not in measured:
+            t2 = time.perf_counter()
+            log(f"{spec.name}: measuring the source's own float64 noise (itself in "
+                f"channels_last, teacher-forced)")
+            starts = starts_along(source, steps, slots0, imp.step)
+            measured["rows"] = certificate_noise.measure(
+                imp, spec, seed, masks, lambda prog: _forced(
+                    prog, params0, state0, source, batches, masks, starts, tier,
+                    "the source in channels_last"))
+            cert.seconds["noise"] = time.perf_counter() - t2
+        return measured["rows"]
+
     for be in backends:
         cert.results.append(_run_backend(be, spec, dtype, params0, state0, slots0, imp.step,
                                          batches, masks, source, tier, seed, blame, log,
-                                         imp.source_name))
+                                         imp.source_name, noise))
+    if out is not None and noise() is not None:   # for a backend certified from the saved run
+        certificate_noise.save(noise(), out)
     _write(cert, out)
     return cert
 
@@ -466,17 +500,21 @@ def final_eval(traj) -> dict:
 
 
 def _run_backend(be, spec, dtype, params0, state0, slots0, step, batches, masks, source, tier,
-                 seed, blame, log, name_of) -> dict:
+                 seed, blame, log, name_of, noise=lambda: None) -> dict:
     """One backend, alone: lower ``spec``, load the source's starting values (and optimizer
     state, at update ``step``), record it on the same batches and masks, compare with the
     source's trajectory at ``tier``; the certificate's row, ``blame(traj, result)`` where it
     fails.
 
-    Free-running first. Where that fails after the first step, the steps are held
-    teacher-forced (``_forced``), the exact tier's own rule where rounding compounds
-    (``conformance/forced64.py``, docs/design.md section 12): each step from the source's
-    state before it, at the same 1e-10; the free-running worst is kept in the row as drift."""
+    Free-running first. Where that fails, the steps are held teacher-forced (``_forced``): each
+    step from the source's state before it (the exact tier's own rule where rounding compounds,
+    ``conformance/forced64.py``, docs/design.md section 12), every tensor at the bound
+    ``certificate_noise.bound`` gives it from ``noise()`` (the source's own float64 noise,
+    measured once per certificate when first needed; None: the tier's 1e-10). The free-running
+    worst is kept in the row as drift. A failure in the forward pass or the first step without
+    measured noise is the free-running one (both modes run the same arithmetic there)."""
     from rosetta.backend_registry import get_backend
+    from rosetta.importers.certificate_noise import SEMANTIC, bound
 
     t1 = time.perf_counter()
     log(f"{spec.name}: recording {be}")
@@ -491,44 +529,66 @@ def _run_backend(be, spec, dtype, params0, state0, slots0, step, batches, masks,
     row = {"backend": be, "passed": bool(r.passed), "worst": _worsts(r), "where": r.where,
            "note": r.note, "blame": "", "seconds": 0.0, "steps": "free-running"}
     d = None if r.passed else first_divergence(source, traj, tier)
-    if d is not None and (d.step > 0 or d.category == "eval"):
-        log(f"{spec.name}: {be} drifts free-running from step {d.step} ({d.worst.where}); "
+    if d is not None and d.step == 0 and not d.worst.rel_err <= SEMANTIC:
+        d = None    # the first step is the same teacher-forced, and no noise excuses this much
+    measured = noise() if d is not None else None
+    if d is not None and (d.step > 0 or d.category == "eval" or measured):
+        log(f"{spec.name}: {be} differs free-running at step {d.step} ({d.worst.where}); "
             f"holding each step teacher-forced")
         p = backend.compile(spec, dtype=dtype, device="cpu")
-        rows = _forced(p, source, traj, batches, masks, starts_along(source, len(batches),
-                                                                     slots0, step), tier, be)
+        rows = _forced(p, params0, state0, source, batches, masks,
+                       starts_along(source, len(batches), slots0, step), tier, be)
         del p
-        fail = next(((t, k, w) for t, k, w in rows if not w.rel_err <= tier.tolerance), None)
+        used = 0.0
+        fail = None
+        for t, k, w in rows:
+            w.tolerance = bound(measured, t, k, tier.tolerance)
+            w.noise = (measured or {}).get((t, k))
+            used = max(used, w.rel_err / w.tolerance)
+            if fail is None and not w.rel_err <= w.tolerance:
+                fail = (t, k, w)
         row.update(passed=fail is None, steps="teacher-forced", drift=row["worst"],
-                   worst=_forced_worsts(rows))
-        if fail is not None and (fail[0] > 0 and fail[1].split("/", 1)[0] != "eval"):
+                   worst=_forced_worsts(rows), bound_used=used)
+        if measured:
+            row["noise"] = _forced_worsts([(t, k, _Rel(v)) for (t, k), v in measured.items()])
+        if fail is not None and not (fail[0] == 0 and fail[1].split("/", 1)[0]
+                                     in ("loss", "grads", "eval")):
             t, k, w = fail
             path = k.split("/", 1)[1] if "/" in k else ""
             name = name_of(path) if path else ""
             row["blame"] = (f"first failure at step {t} (teacher-forced): {k}"
                             f"{f' (source {name})' if name and name != path else ''}: {w}")
-            row["seconds"] = time.perf_counter() - t1
-            return row
-        if fail is None:
-            row["seconds"] = time.perf_counter() - t1
-            return row
+        elif fail is not None:
+            row["blame"] = blame(traj, r)
+        row["seconds"] = time.perf_counter() - t1
+        return row
     if not row["passed"]:
         row["blame"] = blame(traj, r)
     row["seconds"] = time.perf_counter() - t1
     return row
 
 
-def _forced(p, source, traj, batches, masks, starts, tier, be) -> list:
-    """[(step, key, Worst)]: ``p`` teacher-forced along the source (``forced64.forced_rows``),
-    after the forward outputs before any update, the same in both modes (from ``traj``, the
-    free-running record)."""
+@dataclass
+class _Rel:
+    rel_err: float
+
+
+def _forced(p, params0, state0, source, batches, masks, starts, tier, be) -> list:
+    """[(step, key, Worst)]: program ``p`` teacher-forced along the source
+    (``forced64.forced_rows``), after its forward outputs (training and eval mode) from the
+    starting values, all at the tier's tolerance."""
     from rosetta.conformance.forced64 import forced_rows
 
-    rows = [(0, f"eval/{k}", compare_arrays(traj.eval[k], v, f"eval/{k}", tier.tolerance,
-                                             tier.floor_fraction))
-            for k, v in source.eval.items() if k.endswith("_start")]
-    return rows + forced_rows(p, source, starts, batches,
-                              masks or [None] * len(batches), tier.tolerance,
+    masks = masks or [None] * len(batches)
+    p.load(params0, state0)
+    x0 = batches[0][0]
+    got = {"train_output_start": p.forward(x0, training=True,
+                                           **({"masks": masks[0]} if masks[0] else {})),
+           "eval_output_start": p.forward(x0, training=False)}
+    rows = [(0, f"eval/{k}", compare_arrays(got[k], source.eval[k], f"eval/{k}",
+                                            tier.tolerance, tier.floor_fraction))
+            for k in got if k in source.eval]
+    return rows + forced_rows(p, source, starts, batches, masks, tier.tolerance,
                               f"({be} from the source's state)", final_eval(source))
 
 
@@ -619,7 +679,8 @@ def certify_saved(folder, backends, *, progress=None) -> Certificate:
         cert.results.append(_run_backend(be, ck.spec, "float64", ck.params, ck.state, slots0,
                                          ck.step, batches, masks, source, tier,
                                          int(source.meta.get("seed", 0)), blame, log,
-                                         lambda path: _source_name(names, path)))
+                                         lambda path: _source_name(names, path),
+                                         lambda: certificate_noise.load(folder)))
     _write(cert, folder)
     return cert
 
