@@ -184,8 +184,9 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
     return row
 
 
-def sweep_keras_one(name, *, size, steps, backends):
+def sweep_keras_one(name, *, size, steps, backends, batch=2):
     import keras
+    import numpy as np
 
     from rosetta.importers import ImportRefused, from_keras
 
@@ -199,7 +200,12 @@ def sweep_keras_one(name, *, size, steps, backends):
     row = {"model": f"keras.applications.{name}", "params": int(model.count_params())}
     t = time.perf_counter()
     try:
-        imp = from_keras(model, name=name.lower().replace("-", "_"))
+        # an application that rescales its input itself takes pixel values in [0, 255]; the
+        # others take preprocessed values (standard normal, the certificate's default)
+        rescales = any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+        pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3))
+        imp = from_keras(model, name=name.lower().replace("-", "_"), batch_size=batch,
+                         example_inputs=pixels if rescales else None)
     except ImportRefused as e:
         row.update(result="refused", seconds_import=time.perf_counter() - t,
                    first=e.lines[0], lines=len(e.lines), reasons=reasons(e.lines))
@@ -361,7 +367,8 @@ def main(argv=None):
                                  export_formats=[f for f in a.export.split(",") if f])
             elif source == "keras":
                 r = sweep_keras_one(name, size=a.size, steps=a.steps,
-                                    backends=[b for b in a.backends.split(",") if b])
+                                    backends=[b for b in a.backends.split(",") if b],
+                                    batch=a.batch)
             else:
                 r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
                               groupnorm=gn, source=source, max_params=a.max_params,

@@ -18,10 +18,12 @@ def from_torch(module, example_inputs=None, **kwargs):
     return _from_torch(module, example_inputs, **kwargs)
 
 
-def from_keras(model, *, optimizer=None, loss=None, name=None):
+def from_keras(model, *, optimizer=None, loss=None, name=None, batch_size=2,
+               example_inputs=None):
     """See ``rosetta.importers.keras_import.from_keras``."""
     from rosetta.importers.keras_import import from_keras as _from_keras
-    return _from_keras(model, optimizer=optimizer, loss=loss, name=name)
+    return _from_keras(model, optimizer=optimizer, loss=loss, name=name, batch_size=batch_size,
+                       example_inputs=example_inputs)
 
 
 def from_onnx(source, *, name=None, torch_module=None, example_inputs=None, optimizer=None,

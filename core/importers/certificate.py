@@ -156,9 +156,16 @@ def _batches(imp, steps, seed, dtype):
     others the example's rows with their positions shuffled, row by row (one id per example:
     uniform in [0, the largest]): every example keeps its count of each id (a model that needs,
     say, one eos token per example, as BART's classification head does, runs on every batch)
-    while the ids move."""
+    while the ids move. Float inputs: normal, at the example's mean and standard deviation
+    where it has spread (pixel values in [0, 255] for a model that rescales them itself, as
+    Keras applications do), standard normal where it has none (a Keras import's zeros)."""
     rng = np.random.default_rng(seed)
     x0 = imp.source.example_inputs[0]
+    mean, std = 0.0, 1.0
+    if np.asarray(x0).dtype.kind == "f" and np.asarray(x0).size > 1:
+        a = np.asarray(x0, np.float64)
+        if float(a.std()) > 0 and np.isfinite(a).all():
+            mean, std = float(a.mean()), float(a.std())
     shape = tuple(x0.shape)
     if imp.source.input_layout == "nchw":
         shape = (shape[0], shape[2], shape[3], shape[1])
@@ -167,7 +174,7 @@ def _batches(imp, steps, seed, dtype):
     batches = []
     for _ in range(steps):
         if np.asarray(x0).dtype.kind == "f":
-            x = rng.standard_normal(shape).astype(dtype)
+            x = (mean + std * rng.standard_normal(shape)).astype(dtype)
         else:
             x = np.array(np.asarray(x0))
             if batches and x.ndim >= 2:

@@ -9,6 +9,7 @@ import numpy as np
 
 from rosetta import optim as O
 from rosetta.importers.errors import ImportRefused
+from rosetta.errors import RosettaError
 
 
 @dataclass
@@ -20,7 +21,7 @@ class KerasSourceInfo:
     loss: object
     input_shape: tuple        # per example
     input_kind: str
-    example_inputs: tuple     # one NumPy batch of two examples (its shape and dtype)
+    example_inputs: tuple     # one NumPy batch (its shape and dtype; batch_size examples)
     description: str = ""
     keras_nodes: dict = None  # spec node -> Keras layer/operation name
     layouts: dict = None      # Keras source name -> Layout (absent: identity)
@@ -48,12 +49,22 @@ def _dtype_of(model) -> str:
                          f"(float32 or float64 only)"])
 
 
-def from_keras(model, *, optimizer=None, loss=None, name=None):
+def from_keras(model, *, optimizer=None, loss=None, name=None, batch_size=2,
+               example_inputs=None):
     """Import the Keras 3 ``model`` (Sequential or functional, on any ``KERAS_BACKEND``) with
     its optimizer and loss (default: the compiled ones; uncompiled, SGD(0.01) and softmax
     cross-entropy from logits). Returns ``Imported``; raises ``ImportRefused`` listing every
-    layer, operation or setting the spec cannot reproduce exactly."""
+    layer, operation or setting the spec cannot reproduce exactly. ``batch_size``: the
+    examples of each batch the certificate runs (a torch import takes it from its example
+    inputs): a BatchNorm over more examples is better conditioned in float64.
+    ``example_inputs``: one batch of the model's input (its batch size is then the
+    certificate's): the certificate draws its inputs at this batch's mean and standard
+    deviation (pixel values for a model that rescales them itself), else standard normal."""
     import keras
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RosettaError(f"from_keras: batch_size must be an integer >= 1, found "
+                           f"{batch_size!r}")
 
     from rosetta.importers.builder import spec_name
     from rosetta.importers.imported import Imported
@@ -99,9 +110,16 @@ def from_keras(model, *, optimizer=None, loss=None, name=None):
               and whole(v) not in trainable]
     if frozen:
         spec_opt = spec_opt.with_frozen(frozen)
-    n = 2
+    n = batch_size
     x = (np.zeros((n, *cap.input_shape)) if cap.input_kind == "float"
          else np.zeros((n, *cap.input_shape), np.int64))
+    if example_inputs is not None:
+        given = np.asarray(example_inputs)
+        if given.ndim != len(cap.input_shape) + 1 or given.shape[1:] != tuple(cap.input_shape):
+            raise ImportRefused([f"{model.name}: example_inputs of shape {given.shape}, the "
+                                 f"model takes (batch, {', '.join(map(str, cap.input_shape))})"])
+        x = given.astype(x.dtype)
+        n = len(x)
     out_shape = cap.graph.output_type.shape
     y = (np.zeros(n, np.int64) if spec_loss.label_kind == "int"
          else np.zeros((n, *out_shape)))

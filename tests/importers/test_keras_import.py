@@ -294,3 +294,26 @@ def test_compiled_adam_with_state_certifies_under_keras_on_jax():
     r = subprocess.run([sys.executable, "-c", JAX_ADAM], env=env, capture_output=True,
                        text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("OK"), r.stdout + r.stderr[-3000:]
+
+
+def test_example_inputs_set_the_certificates_batch_and_its_scale():
+    """A model that rescales pixel values itself is certified on pixel-scale inputs (standard
+    normal inputs rescaled by 1/255 make its first BatchNorm subtract a mean 100x its spread)."""
+    from rosetta.importers.certificate import _batches
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1),
+                          keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 6, 6, 3))
+    imp = from_keras(m, example_inputs=pixels)
+    x, _ = _batches(imp, 1, 0, "float64")[0]
+    assert x.shape == (4, 6, 6, 3) and 100 < x.mean() < 155 and 50 < x.std() < 100
+    x, _ = _batches(from_keras(m, batch_size=3), 1, 0, "float64")[0]
+    assert x.shape == (3, 6, 6, 3) and abs(x.mean()) < 0.5      # no example: standard normal
+    assert imp.certify(("torch",), steps=1).passed
+    with pytest.raises(ImportRefused, match=r"example_inputs of shape \(6, 6, 3\), the model "
+                                            r"takes \(batch, 6, 6, 3\)"):
+        from_keras(m, example_inputs=pixels[0])
+    with pytest.raises(RosettaError, match="batch_size must be an integer >= 1, found 0"):
+        from_keras(m, batch_size=0)
