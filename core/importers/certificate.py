@@ -64,6 +64,7 @@ class Certificate:
     seconds: dict = field(default_factory=dict)
     source: str = ""        # the source's framework (its source info's ``framework``)
     reference: str = "float64"   # float32: the dtype the source's reference run computes in
+    noise: str = ""         # how the source's own float64 noise was measured (certificate_noise)
 
     @property
     def passed(self) -> bool:
@@ -95,7 +96,7 @@ class Certificate:
             if r.get("noise"):
                 n = r["noise"]
                 rows.append(f"  each tensor held to max(1e-10, 16 x the source's own float64 "
-                            f"noise), at most 1e-8: the source in channels_last differs from "
+                            f"noise), at most 1e-8: the source with {self.noise} differs from "
                             f"itself by up to gradient {n.get('grads', 0):.1e}, step "
                             f"{n.get('step', 0):.1e}, forward {n.get('forward', 0):.1e}; "
                             f"{r.get('bound_used', 0):.2f} of the bound used")
@@ -121,7 +122,8 @@ class Certificate:
     def to_json(self) -> dict:
         return {"model": self.model, "source": self.source, "dtype": self.dtype,
                 "steps": self.steps, "reference": self.reference,
-                "dropout": self.dropout, "passed": self.passed, "results": self.results,
+                "dropout": self.dropout, "noise": self.noise, "passed": self.passed,
+                "results": self.results,
                 "seconds": self.seconds}
 
 
@@ -466,18 +468,19 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     measured = {}
 
     def noise():   # the source's own float64 noise, measured when first needed
-        if not certificate_noise.measurable(imp):
+        if certificate_noise.how(imp) is None:
             return None
         if "rows" not in measured:
             t2 = time.perf_counter()
-            log(f"{spec.name}: measuring the source's own float64 noise (itself in "
-                f"channels_last, teacher-forced)")
+            log(f"{spec.name}: measuring the source's own float64 noise (itself with "
+                f"{certificate_noise.how(imp)}, teacher-forced)")
             starts = starts_along(source, steps, slots0, imp.step)
             measured["rows"] = certificate_noise.measure(
                 imp, spec, seed, masks, lambda prog: _forced(
                     prog, params0, state0, source, batches, masks, starts, tier,
-                    "the source in channels_last"))
+                    f"the source with {certificate_noise.how(imp)}"))
             cert.seconds["noise"] = time.perf_counter() - t2
+            cert.noise = certificate_noise.how(imp)
         return measured["rows"]
 
     for be in backends:
@@ -680,6 +683,7 @@ def certify_saved(folder, backends, *, progress=None) -> Certificate:
 
     cert = Certificate(saved.get("model", ck.spec.name), "float64", steps,
                        saved.get("dropout", "none"), source=saved.get("source", ""))
+    cert.noise = saved.get("noise", "")
     cert.results = [r for r in saved.get("results", []) if r.get("backend") not in backends]
     cert.seconds = saved.get("seconds", {})
     for be in backends:

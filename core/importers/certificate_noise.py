@@ -10,18 +10,28 @@ elements (9.3e-11 in its gradients at the first step); every backend is within a
 of that, and no import of such a model can be sure to hold 1e-10, however exact.
 
 So, as the float32 tier does for float32 (section 11), the noise is measured, not assumed: the
-source itself, run by torch as written but with its 4-D tensors and inputs in channels_last
-memory format (the same float64 function, summed in another order by other kernels), takes
-every step teacher-forced from the source's state before it, and its difference from the
-source's own step is the noise of that tensor at that step. A backend's teacher-forced
-step is then held, per tensor and step, to
+source itself, summed in another order, takes every step teacher-forced from the source's state
+before it, and its difference from the source's own step is the noise of that tensor at that
+step. The other order (``how``):
+
+* ``channels_last``: a torch source with a 4-D parameter, run by torch as written but with its
+  4-D tensors and inputs in channels_last memory format (other kernels, another order inside
+  each convolution and BatchNorm);
+* ``examples reordered``: a Keras source (its own program; no memory format to change), each
+  batch given with its examples in reverse order (another order in every sum over the batch:
+  BatchNorm's statistics, each kernel's gradient, the loss's mean; the float32 tier's
+  reordering), its outputs put back in order. A Keras optimizer's state is not reloaded: the
+  twin's own moments, from its own teacher-forced steps, differ from the source's by noise.
+
+A backend's teacher-forced step is then held, per tensor and step, to
 
     bound = min(SEMANTIC, max(tier, NOISE_MULTIPLE x noise))
 
 the exact tier's 1e-10 where the source is quiet, 16x its measured noise where it is not (the
 float32 tier's multiple), and never above ``SEMANTIC`` = 1e-8, the size at which section 5 says
-a semantic mismatch shows: a difference that large fails whatever the noise. A source without a
-4-D parameter is summed in one order only: no noise is measured and the bound is the tier.
+a semantic mismatch shows: a difference that large fails whatever the noise. A torch source
+without a 4-D parameter, a ``.pt2`` program or an ONNX graph is summed in one order only here:
+no noise is measured and the bound is the tier.
 """
 
 from __future__ import annotations
@@ -43,8 +53,8 @@ class Twin:
     state from its construction), ``load_optimizer_state`` sets its slots and update count,
     and keep-masks go to the dropout hooks' holder."""
 
-    def __init__(self, prog, holder):
-        self.prog, self.holder = prog, holder
+    def __init__(self, prog, holder, reorder=False):
+        self.prog, self.holder, self.reorder = prog, holder, reorder
 
     def __getattr__(self, name):
         return getattr(self.prog, name)
@@ -56,6 +66,8 @@ class Twin:
                 p._set(n, lay.to_native(np.asarray(values[path])))
 
     def load_optimizer_state(self, slots, step):
+        if self.reorder:        # a Keras optimizer: its own moments (module docstring)
+            return
         import torch
 
         p = self.prog
@@ -74,31 +86,38 @@ class Twin:
     def load_loss_scale(self, scale):
         pass
 
+    def _flip(self, a):
+        """The examples (axis 0) in reverse order, where the twin reorders them."""
+        return a if a is None or not self.reorder else np.asarray(a)[::-1].copy()
+
     def _use(self, masks):
         if self.holder is not None:
             self.holder.clear()
-            self.holder.update(masks or {})
+            self.holder.update({k: self._flip(m) for k, m in (masks or {}).items()})
 
     def gradients(self, x, y, masks=None):
         self._use(masks)
-        return self.prog.gradients(x, y)
+        return self.prog.gradients(self._flip(x), self._flip(y))
 
     def train_step(self, x, y, masks=None):
         self._use(masks)
-        return self.prog.train_step(x, y)
+        return self.prog.train_step(self._flip(x), self._flip(y))
 
     def forward(self, x, training=False, masks=None):
         self._use(masks if training else None)
-        return self.prog.forward(x, training=training)
+        return self._flip(self.prog.forward(self._flip(x), training=training))
 
 
-def measurable(imp) -> bool:
-    """A torch source traced from a module with a 4-D floating parameter: channels_last sums it
-    in another order. (A ``.pt2`` program or a Keras source runs its own program.)"""
+def how(imp) -> str | None:
+    """The other order the source's noise is measured in (module docstring), or None."""
+    if imp.source.framework == "keras":
+        return "examples reordered"
     module = getattr(imp.source, "module", None)
     if getattr(imp.source, "program", None) is not None or module is None:
-        return False
-    return any(p.dim() == 4 and p.is_floating_point() for p in module.parameters())
+        return None
+    if any(p.dim() == 4 and p.is_floating_point() for p in module.parameters()):
+        return "channels_last"
+    return None
 
 
 def measure(imp, spec, seed, masks, forced) -> dict:
@@ -106,9 +125,14 @@ def measure(imp, spec, seed, masks, forced) -> dict:
     the teacher-forced rows of a program along the source (``certificate._forced``)."""
     from rosetta.importers.certificate import _source_program
 
-    prog, _, holder = _source_program(imp, spec, seed, "float64", masks is not None,
-                                      channels_last=True)
-    rows = forced(Twin(prog, holder))
+    if how(imp) == "channels_last":
+        prog, _, holder = _source_program(imp, spec, seed, "float64", masks is not None,
+                                          channels_last=True)
+        twin = Twin(prog, holder)
+    else:
+        prog, _, holder = imp.source.program(imp, spec, seed, "float64", masks is not None)
+        twin = Twin(prog, holder, reorder=True)
+    rows = forced(twin)
     return {(t, k): float(w.rel_err) for t, k, w in rows}
 
 
