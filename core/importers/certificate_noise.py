@@ -110,8 +110,9 @@ class Twin:
 
 def how(imp) -> str | None:
     """The other order the source's noise is measured in (module docstring), or None."""
-    if imp.source.framework == "keras":
-        return "examples reordered"
+    declared = getattr(imp.source, "noise_order", None)
+    if declared is not None:
+        return declared
     module = getattr(imp.source, "module", None)
     if getattr(imp.source, "program", None) is not None or module is None:
         return None

@@ -33,6 +33,7 @@ class KerasSourceInfo:
     float32_certificate = True
     certify_dtype = "float64"
     reference_dtype32 = "float32"
+    noise_order = "examples reordered"   # certificate_noise.how: no memory format to change
 
     def program(self, imp, spec, seed, dtype, inject=False):
         from rosetta.importers.keras_source import source_program
