@@ -558,9 +558,9 @@ def _run_backend(be, spec, dtype, params0, state0, slots0, step, batches, masks,
             if fail is None and not w.rel_err <= w.tolerance:
                 fail = (t, k, w)
         row.update(passed=fail is None, steps="teacher-forced", drift=row["worst"],
-                   worst=_forced_worsts(rows), bound_used=used)
+                   worst=_column_worsts((k, w.rel_err) for _, k, w in rows), bound_used=used)
         if measured:
-            row["noise"] = _forced_worsts([(t, k, _Rel(v)) for (t, k), v in measured.items()])
+            row["noise"] = _column_worsts((k, v) for (_, k), v in measured.items())
         if fail is not None and not (fail[0] == 0 and fail[1].split("/", 1)[0]
                                      in ("loss", "grads", "eval")):
             t, k, w = fail
@@ -576,11 +576,6 @@ def _run_backend(be, spec, dtype, params0, state0, slots0, step, batches, masks,
         row["blame"] = blame(traj, r)
     row["seconds"] = time.perf_counter() - t1
     return row
-
-
-@dataclass
-class _Rel:
-    rel_err: float
 
 
 def _forced(p, params0, state0, source, batches, masks, starts, tier, be) -> list:
@@ -602,13 +597,14 @@ def _forced(p, params0, state0, source, batches, masks, starts, tier, be) -> lis
                               f"({be} from the source's state)", final_eval(source))
 
 
-def _forced_worsts(rows) -> dict:
-    """The certificate's columns (forward, loss, gradient, step) over teacher-forced rows."""
+def _column_worsts(errors) -> dict:
+    """The certificate's columns (forward, loss, gradient, step): the largest relative error
+    of each over ``errors``, (key, relative error) pairs of teacher-forced rows or noise."""
     cat = {"params": "step", "state": "step", "opt": "step", "eval": "forward"}
     out = {"forward": 0.0, "loss": 0.0, "grads": 0.0, "step": 0.0}
-    for _, k, w in rows:
+    for k, err in errors:
         c = cat.get(k.split("/", 1)[0], k.split("/", 1)[0])
-        out[c] = max(out[c], float(w.rel_err))
+        out[c] = max(out[c], float(err))
     return out
 
 
