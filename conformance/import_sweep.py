@@ -5,7 +5,7 @@
         [--batch 2] [--keras [--apps MobileNetV2,ResNet50,...]]
         [--backends torch,tensorflow,jax] [--families resnet,vgg,...] [--timm resnet18,...]
         [--max-params 100e6] [--certify-max-params 100e6] [--groupnorm] [--selfnoise]
-        [--out sweep.json]
+        [--isolate] [--out sweep.json]
 
 Each builder is made with random weights (nothing is downloaded), in float64, at ``size`` x
 ``size`` inputs, ``batch`` examples (2 by default); builders over ``max-params`` parameters are listed as skipped; the rest
@@ -27,6 +27,10 @@ to every export format and runs each artifact by its own framework without roset
 (``conformance.artifacts.check``; MXNet through ``rosetta export`` in ``.venv-mxnet`` where
 this environment lacks it), giving the worst relative error against the spec's forward per
 format, or the line saying why it was not written.
+
+``--isolate`` (torchvision and timm rows) certifies each backend in a process of its own from
+the saved source run (``certify(isolate=True)``): one process holding three frameworks peaks at
+the sum of their peaks (about 21 GB for ConvNeXt-Small at batch 8, 64x64).
 
 ``--selfnoise`` (torchvision and timm rows) also measures the source against itself in
 channels_last memory format over the same free-running steps (``self_noise``): the model's own
@@ -143,7 +147,8 @@ def self_noise(model, x, steps=1, seed=0) -> list[dict]:
 
 
 def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvision",
-              max_params=100e6, certify_max_params=100e6, batch=2, selfnoise=False):
+              max_params=100e6, certify_max_params=100e6, batch=2, selfnoise=False,
+              isolate=False):
     import torch
 
     from rosetta.importers import ImportRefused, from_torch
@@ -172,7 +177,7 @@ def sweep_one(name, *, size, steps, backends, groupnorm=False, source="torchvisi
         row.update(result=f"imported (not certified: over {certify_max_params:,.0f} parameters)")
         return row
     t = time.perf_counter()
-    cert = imp.certify(tuple(backends), steps=steps)
+    cert = imp.certify(tuple(backends), steps=steps, isolate=isolate)
     row.update(result="certified" if cert.passed else "certificate FAILS",
                seconds_certify=time.perf_counter() - t,
                worst={r["backend"]: r["worst"] for r in cert.results},
@@ -337,6 +342,10 @@ def main(argv=None):
     p.add_argument("--export", default="",
                    help="with --hf: comma-separated export formats each import is written to "
                         "and checked in (rosetta.export.formats(); 'all' for every one)")
+    p.add_argument("--isolate", action="store_true",
+                   help="certify each backend in a process of its own (certify(isolate=True)): "
+                        "a torchvision ConvNeXt-Small needs about 21 GB with three backends in "
+                        "one process")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.export == "all":
@@ -373,7 +382,7 @@ def main(argv=None):
                 r = sweep_one(name, size=a.size, steps=a.steps, backends=a.backends.split(","),
                               groupnorm=gn, source=source, max_params=a.max_params,
                               certify_max_params=a.certify_max_params, batch=a.batch,
-                              selfnoise=a.selfnoise)
+                              selfnoise=a.selfnoise, isolate=a.isolate)
         except Exception as e:  # a sweep goes on: the row says what broke
             r = {"model": name, "params": 0, "result": f"error: {type(e).__name__}: {e}"[:300]}
         rows.append(r)

@@ -119,6 +119,14 @@ class Certificate:
                 rows.append(f"  {r['blame'] or r.get('note', '')}")
         return "\n".join(rows)
 
+    @classmethod
+    def load(cls, folder) -> "Certificate":
+        """The certificate a folder's ``certificate.json`` holds (``to_json``)."""
+        d = json.loads((Path(folder) / "certificate.json").read_text())
+        return cls(d["model"], d["dtype"], d["steps"], d["dropout"], d.get("results", []),
+                   d.get("seconds", {}), d.get("source", ""), d.get("reference", "float64"),
+                   d.get("noise", ""))
+
     def to_json(self) -> dict:
         return {"model": self.model, "source": self.source, "dtype": self.dtype,
                 "steps": self.steps, "reference": self.reference,
@@ -390,10 +398,13 @@ def _worsts(result) -> dict:
 
 
 def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
-            out=None, progress=None, dropout="inject") -> Certificate:
+            out=None, progress=None, dropout="inject", isolate=False) -> Certificate:
     from rosetta.backend_registry import available_backends
     if backends is None:            # every backend installed in this environment
         backends = tuple(available_backends())
+    if isolate:
+        return _certify_isolated(imp, tuple(backends), dtype=dtype, steps=steps, seed=seed,
+                                 out=out, progress=progress, dropout=dropout)
 
     log = progress or (lambda msg: None)
     framework = imp.source.framework
@@ -491,6 +502,44 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
         certificate_noise.save(noise(), out)
     _write(cert, out)
     return cert
+
+
+def _certify_isolated(imp, backends, *, dtype, steps, seed, out, progress, dropout):
+    """``certify(..., isolate=True)``: the source run recorded and saved in this process (with
+    the source's own noise, measured up front), then each backend certified from the saved run
+    (``certify_saved``) in a process of its own, ``python -m rosetta certify FOLDER --backends
+    BE``. A framework keeps the memory its compiled steps took after they are gone (TensorFlow's
+    and XLA's allocators reuse it, they do not return it), so one process certifying three
+    backends peaks at the sum of three frameworks' peaks: about 21 GB for a torchvision
+    ConvNeXt-Small at batch 8, 64x64, where one framework takes 10. Apart from where each
+    backend runs, the rule is the float64 certificate's; a failing row's blame is
+    ``certify_saved``'s (the first diverging tensor by canonical path and source name, without
+    the per-node comparison, which needs the source)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    if (dtype or getattr(imp.source, "certify_dtype", None) or imp.dtype) != "float64":
+        raise RosettaError("certify(isolate=True) runs the float64 certificate only (the float32 "
+                           "one measures every backend's noise together); certify this model "
+                           "with dtype='float64' or without isolate")
+    log = progress or (lambda msg: None)
+    with tempfile.TemporaryDirectory(prefix="rosetta-certificate-") as tmp:
+        folder = Path(out) if out is not None else Path(tmp)
+        cert = certify(imp, (), dtype="float64", steps=steps, seed=seed, out=folder,
+                       progress=progress, dropout=dropout)
+        if not (folder / REPLAY).is_dir():   # the source could not run: nothing to replay
+            return certify(imp, backends, dtype="float64", steps=steps, seed=seed, out=out,
+                           progress=progress, dropout=dropout)
+        for be in backends:
+            log(f"{cert.model}: certifying {be} in a process of its own")
+            run = subprocess.run([sys.executable, "-m", "rosetta", "certify", str(folder),
+                                  "--backends", be], capture_output=True, text=True)
+            if run.returncode not in (0, 1):   # 1: the row is written and fails
+                last = (run.stderr.strip() or run.stdout.strip() or "no output").splitlines()[-1]
+                raise RosettaError(f"certify(isolate=True): the {be} process exited with "
+                                   f"{run.returncode}: {last}")
+        return Certificate.load(folder)
 
 
 def starts_along(traj, steps, slots0, step0) -> list:

@@ -50,6 +50,9 @@ def add_parser(sub, positive_int):
     p.add_argument("--dropout", choices=["inject", "off"], default="inject",
                    help="certificate dropout: neutral masks injected into the source's "
                         "nn.Dropout modules and the spec (default), or every rate 0")
+    p.add_argument("--isolate", action="store_true",
+                   help="certify each backend in a process of its own from the saved source "
+                        "run (float64): memory holds one framework at a time, for large models")
     p.add_argument("--no-certify", action="store_true", help="import and save only")
     return p
 
@@ -203,6 +206,6 @@ def _report(imp, args) -> int:
     cert = imp.certify(tuple(backends) if backends else None, dtype=args.dtype,
                        steps=args.steps, seed=args.seed,
                        out=out.parent / f"{out.name}.certificate", progress=print,
-                       dropout=args.dropout)
+                       dropout=args.dropout, isolate=args.isolate)
     print(cert.table())
     return 0 if cert.passed else 1

@@ -199,16 +199,21 @@ class Imported(TrainedModel):
         return self
 
     def certify(self, backends=None, *, dtype=None, steps=3,
-                seed=0, out=None, progress=None, dropout="inject"):
+                seed=0, out=None, progress=None, dropout="inject", isolate=False):
         """Run the certificate (``rosetta.importers.certificate``); returns a ``Certificate``.
         ``dtype``: "float64" (the exact tier, 1e-10, free-running), "float32" (teacher-forced
         at the measured float32 noise bounds), None: the source's own dtype.
         ``dropout``: "inject" (neutral masks on both sides) or "off" (every rate 0). An ONNX
         import runs ``rosetta.importers.onnx_certificate`` (forward against ``onnx.reference``
-        and onnxruntime; ``dtype`` is then that of the rows against its torch source)."""
+        and onnxruntime; ``dtype`` is then that of the rows against its torch source).
+        ``isolate``: each backend certified in a process of its own from the saved source run
+        (float64; for a model whose frameworks together do not fit in memory)."""
         from rosetta.errors import RosettaError
 
         forward = getattr(self.source, "forward_certificate", None)
+        if forward is not None and isolate:
+            raise RosettaError("certify(isolate=True) runs the training certificate; an ONNX "
+                               "graph's forward certificate runs in one process, without it")
         if forward is not None:      # a graph without gradients (ONNX): its own certificate
             return forward(self, backends, seed=seed, out=out, progress=progress, steps=steps,
                            dtype=dtype)
@@ -224,7 +229,7 @@ class Imported(TrainedModel):
                                f"{self.spec.optimizer.frozen or 'none'} now), so training no "
                                f"longer follows the source's; certify before freeze/unfreeze")
         return certify(self, backends, dtype=dtype, steps=steps, seed=seed, out=out,
-                       progress=progress, dropout=dropout)
+                       progress=progress, dropout=dropout, isolate=isolate)
 
     def refuse_training(self) -> None:
         """Raise ``RosettaError`` (one line) where this model cannot be trained as its source

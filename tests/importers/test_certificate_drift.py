@@ -75,3 +75,17 @@ def test_the_sources_own_noise_sets_the_bound_and_a_planted_epsilon_still_fails(
     assert not cert.passed, cert.table()
     assert f"first diverging node: {bn['name']} (BatchNorm" in cert.results[0]["blame"], \
         cert.table()
+
+
+def test_isolated_backends_run_the_same_certificate_in_processes_of_their_own(tmp_path):
+    """certify(isolate=True): the source run saved with its noise, each backend certified by
+    ``python -m rosetta certify`` in its own process. The torch row differs from the source by
+    2e-10, over the tier's 1e-10: it passes only at the bound the saved noise sets."""
+    imp = deep_plain()
+    cert = imp.certify(("torch",), steps=1, out=tmp_path, isolate=True)
+    row = cert.results[0]
+    assert cert.passed and row["steps"] == "teacher-forced", cert.table()
+    assert row["drift"]["grads"] > 1e-10 and 0 < row["bound_used"] < 1, row
+    assert cert.noise == "channels_last" and (tmp_path / "source_noise.json").exists()
+    with pytest.raises(rosetta.RosettaError, match="float64 certificate only"):
+        imp.certify(("torch",), dtype="float32", isolate=True)
