@@ -515,6 +515,7 @@ def _certify_isolated(imp, backends, *, dtype, steps, seed, out, progress, dropo
     backend runs, the rule is the float64 certificate's; a failing row's blame is
     ``certify_saved``'s (the first diverging tensor by canonical path and source name, without
     the per-node comparison, which needs the source)."""
+    import signal
     import subprocess
     import sys
     import tempfile
@@ -535,6 +536,11 @@ def _certify_isolated(imp, backends, *, dtype, steps, seed, out, progress, dropo
             log(f"{cert.model}: certifying {be} in a process of its own")
             run = subprocess.run([sys.executable, "-m", "rosetta", "certify", str(folder),
                                   "--backends", be], capture_output=True, text=True)
+            if run.returncode < 0:   # killed: SIGKILL is what the out-of-memory killer sends
+                raise RosettaError(f"certify(isolate=True): the {be} process was killed by "
+                                   f"{signal.Signals(-run.returncode).name} (out of memory, if "
+                                   f"SIGKILL); its last line: "
+                                   f"{(run.stdout.strip() or 'none').splitlines()[-1]}")
             if run.returncode not in (0, 1):   # 1: the row is written and fails
                 last = (run.stderr.strip() or run.stdout.strip() or "no output").splitlines()[-1]
                 raise RosettaError(f"certify(isolate=True): the {be} process exited with "

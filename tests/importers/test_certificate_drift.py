@@ -89,3 +89,15 @@ def test_isolated_backends_run_the_same_certificate_in_processes_of_their_own(tm
     assert cert.noise == "channels_last" and (tmp_path / "source_noise.json").exists()
     with pytest.raises(rosetta.RosettaError, match="float64 certificate only"):
         imp.certify(("torch",), dtype="float32", isolate=True)
+
+
+def test_an_isolated_backend_killed_for_memory_is_named_in_one_line(tmp_path, monkeypatch):
+    import subprocess
+
+    imp = chaotic()
+    killed = subprocess.CompletedProcess([], -9, stdout="net: recording jax\n", stderr="")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: killed)
+    with pytest.raises(rosetta.RosettaError,
+                       match=r"the jax process was killed by SIGKILL \(out of memory, if "
+                             r"SIGKILL\); its last line: net: recording jax$"):
+        imp.certify(("jax",), steps=1, out=tmp_path, isolate=True)
