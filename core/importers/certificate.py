@@ -412,8 +412,7 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     # Keras source, a float64 clone that keras_source.py checks really computes in float64)
     # in float64
     own32 = imp.source.float32_certificate
-    dtype = dtype or getattr(imp.source, "certify_dtype", None) or (
-        imp.dtype if own32 else "float64")
+    dtype = _dtype(imp, dtype)
     if dtype == "float32" and not own32:
         raise RosettaError(f"certify: the float32 certificate does not run {framework} sources "
                            f"yet; certify this model with dtype='float64'")
@@ -504,6 +503,14 @@ def certify(imp, backends=None, *, dtype=None, steps=3, seed=0,
     return cert
 
 
+def _dtype(imp, dtype) -> str:
+    """The certificate's dtype: ``dtype``, else the source's own (``certify_dtype``, or the
+    import's dtype where the source runs float32 steps), else float64."""
+    own32 = imp.source.float32_certificate
+    return dtype or getattr(imp.source, "certify_dtype", None) or (
+        imp.dtype if own32 else "float64")
+
+
 def _certify_isolated(imp, backends, *, dtype, steps, seed, out, progress, dropout):
     """``certify(..., isolate=True)``: the source run recorded and saved in this process (with
     the source's own noise, measured up front), then each backend certified from the saved run
@@ -520,7 +527,7 @@ def _certify_isolated(imp, backends, *, dtype, steps, seed, out, progress, dropo
     import sys
     import tempfile
 
-    if (dtype or getattr(imp.source, "certify_dtype", None) or imp.dtype) != "float64":
+    if _dtype(imp, dtype) != "float64":
         raise RosettaError("certify(isolate=True) runs the float64 certificate only (the float32 "
                            "one measures every backend's noise together); certify this model "
                            "with dtype='float64' or without isolate")
