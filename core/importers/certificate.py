@@ -708,12 +708,16 @@ def certify_saved(folder, backends, *, progress=None) -> Certificate:
     folder = Path(folder)
     log = progress or (lambda msg: None)
     try:
-        saved = json.loads((folder / "certificate.json").read_text())
+        cert = Certificate.load(folder)
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no certificate.json: give the folder a certificate "
                               f"wrote (rosetta import writes OUT.certificate)") from None
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{folder / 'certificate.json'}: not readable JSON ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{folder / 'certificate.json'}: not a certificate rosetta wrote "
+                              f"(a field is missing or malformed: {e}); certify again with "
+                              f"rosetta import") from None
     if not (folder / REPLAY).is_dir():
         raise CheckpointError(f"{folder}: no saved source run ({REPLAY}/): only a float64 "
                               f"certificate of a torch or Keras source saves one; certify again "
@@ -739,11 +743,7 @@ def certify_saved(folder, backends, *, progress=None) -> Certificate:
         d = first_divergence(source, traj, tier)
         return _tensor_blame(d, names) if d is not None else (r.where or r.note)
 
-    cert = Certificate(saved.get("model", ck.spec.name), "float64", steps,
-                       saved.get("dropout", "none"), source=saved.get("source", ""))
-    cert.noise = saved.get("noise", "")
-    cert.results = [r for r in saved.get("results", []) if r.get("backend") not in backends]
-    cert.seconds = saved.get("seconds", {})
+    cert.results = [r for r in cert.results if r.get("backend") not in backends]
     for be in backends:
         cert.results.append(_run_backend(be, ck.spec, "float64", ck.params, ck.state, slots0,
                                          ck.step, batches, masks, source, tier,

@@ -82,6 +82,9 @@ def test_a_changed_source_run_fails_and_blames_the_source_parameter(folder, tmp_
 def test_certify_refuses_a_folder_without_a_saved_run_and_a_missing_backend(tmp_path, capsys):
     assert rosetta_main(["certify", str(tmp_path), "--backends", "torch"]) == 2
     assert "no certificate.json" in capsys.readouterr().err
+    (tmp_path / "certificate.json").write_text('{"dtype": "float64"}')
+    assert rosetta_main(["certify", str(tmp_path), "--backends", "torch"]) == 2
+    assert "not a certificate rosetta wrote" in capsys.readouterr().err
     assert rosetta_main(["certify", str(tmp_path), "--backends", "nosuch"]) == 2
     assert "not installed in this environment" in capsys.readouterr().err
 
