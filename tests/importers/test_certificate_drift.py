@@ -101,3 +101,24 @@ def test_an_isolated_backend_killed_for_memory_is_named_in_one_line(tmp_path, mo
                        match=r"the jax process was killed by SIGKILL \(out of memory, if "
                              r"SIGKILL\); its last line: net: recording jax$"):
         imp.certify(("jax",), steps=1, out=tmp_path, isolate=True)
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/statm").exists(),
+                    reason="reads the resident size from /proc (Linux)")
+def test_the_source_process_returns_freed_heap_before_the_backends_run():
+    """What the source run freed goes back to the system (``malloc_trim``) before the backends'
+    processes start: 30,000 freed 8 kB arrays (240 MB of heap) stay resident after ``del``."""
+    import numpy as np
+
+    from rosetta.importers.certificate import _return_freed_memory
+
+    def rss_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+    keep = [np.ones(1000) for _ in range(30_000)]
+    held = rss_mb()
+    del keep
+    before = rss_mb()
+    _return_freed_memory()
+    after = rss_mb()
+    assert before - after > 150, (held, before, after)
