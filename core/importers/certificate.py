@@ -561,8 +561,8 @@ def _return_freed_memory() -> None:
     processes start. glibc's malloc keeps freed heap pages for reuse, so a process that recorded
     a large source keeps its peak resident (torchvision ConvNeXt-Tiny at batch 8, 64x64, float64:
     3.5 GB after the source run and its noise, 0.8 GB after ``malloc_trim(0)``), and the backend
-    process beside it runs short (ConvNeXt-Base's TensorFlow process was killed at 15 GB beside a
-    parent holding 8.4 GB on a 24 GB machine). Nothing where the C library has no
+    process beside it runs short (ConvNeXt-Base's TensorFlow process was killed at 14.9 GB beside a
+    parent holding 8.2 GB on a 24 GB machine; GB: 2^30 bytes). Nothing where the C library has no
     ``malloc_trim`` (macOS, musl)."""
     import ctypes
     import gc
